@@ -1,0 +1,316 @@
+"""Frozen hardware specs in SI units, built from YAML presets with a source for every number.
+
+A `Hardware` is one accelerator (or CPU host, or unified-memory SoC) together with the node around it:
+host DRAM, flash, the host link and the device-to-device link. Numbers are datasheet peaks; a
+`Calibration`, when present, holds what measurement on a real device found (achieved rates, kernel
+floors, framework overhead) and the cost model prefers it (validate/ writes such specs).
+
+YAML leaf syntax: ``<number> <unit> [tag]`` where ``tag`` names an entry of the file's ``sources``
+map, e.g. ``bandwidth: 4.8 TB/s [ds]``. Counts are written ``<int> [tag]``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import yaml
+
+from hardware import units
+from hardware.units import UnitError
+
+#: Compute dtypes a spec may list; int4 and fp4 only where the hardware has a native path.
+DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
+KINDS = ("gpu", "cpu", "soc")
+DEVICE_LINK_KINDS = ("nvlink2", "nvlink3", "nvlink4", "nvlink5", "infinity-fabric", "pcie", "none")
+
+
+class SpecError(ValueError):
+    """A hardware spec with a missing, malformed or impossible field; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What measurement on a real device found; every rate here is achieved, not peak.
+
+    Fitted by `validate.calibrate` (see its docstrings for the fitting method). The roofline uses:
+    matmul time = padded FLOPs / matmul rate (wave quantization over `compute_units` with
+    `tile_m` x `tile_n` output tiles), memory time = bytes / memory rate, and every kernel pays
+    `kernel_overhead_s`; a decoder layer run eagerly pays `layer_overhead_s` of host-side dispatch.
+    """
+
+    matmul_flops_per_s: Mapping[str, float]
+    memory_bytes_per_s: float
+    kernel_overhead_s: float
+    layer_overhead_s: float = 0.0
+    attention_flops_fraction: float = 1.0
+    tile_m: int = 1
+    tile_n: int = 1
+    host_to_device_bytes_per_s: float = 0.0
+    device_to_host_bytes_per_s: float = 0.0
+    transfer_latency_s: float = 0.0
+    source: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "matmul_flops_per_s", MappingProxyType(dict(self.matmul_flops_per_s)))
+        for dtype, rate in self.matmul_flops_per_s.items():
+            _check_positive(rate, f"calibration.matmul.{dtype}")
+        _check_positive(self.memory_bytes_per_s, "calibration.memory_bandwidth")
+        for name in ("kernel_overhead_s", "layer_overhead_s", "transfer_latency_s",
+                     "host_to_device_bytes_per_s", "device_to_host_bytes_per_s"):
+            _check_non_negative(getattr(self, name), f"calibration.{name}")
+        _check_positive(self.attention_flops_fraction, "calibration.attention_flops_fraction")
+        for name in ("tile_m", "tile_n"):
+            if int(getattr(self, name)) < 1:
+                raise SpecError(f"calibration.{name}: {getattr(self, name)!r} must be a positive integer")
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """One device and its node, in SI units. Build with `Hardware.from_yaml` or `hardware.load`."""
+
+    name: str
+    title: str
+    kind: str
+    flops_per_s: Mapping[str, float]
+    hbm_capacity_bytes: float
+    hbm_bytes_per_s: float
+    dram_capacity_bytes: float
+    dram_bytes_per_s: float
+    flash_capacity_bytes: float
+    flash_read_bytes_per_s: float
+    flash_latency_s: float
+    host_link_bytes_per_s: float
+    host_link_latency_s: float
+    cpu_flops_per_s: float
+    cpu_cores: int
+    price_per_hour_usd: float
+    power_w: float
+    devices_per_node: int = 1
+    compute_units: int = 1
+    pcie_gen: int = 0
+    pcie_lanes: int = 0
+    device_link: str = "none"
+    device_link_bytes_per_s: float = 0.0
+    device_link_latency_s: float = 0.0
+    sparse_flops_per_s: Mapping[str, float] = field(default_factory=dict)
+    calibration: Calibration | None = None
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "flops_per_s", MappingProxyType(dict(self.flops_per_s)))
+        object.__setattr__(self, "sparse_flops_per_s", MappingProxyType(dict(self.sparse_flops_per_s)))
+        object.__setattr__(self, "sources", MappingProxyType(dict(self.sources)))
+        if self.kind not in KINDS:
+            raise SpecError(f"kind: {self.kind!r} is not one of {KINDS}")
+        if self.device_link not in DEVICE_LINK_KINDS:
+            raise SpecError(f"device_link.kind: {self.device_link!r} is not one of {DEVICE_LINK_KINDS}")
+        if not self.flops_per_s:
+            raise SpecError("compute: at least one dtype rate is required")
+        for dtype, rate in {**self.flops_per_s, **self.sparse_flops_per_s}.items():
+            if dtype not in DTYPES:
+                raise SpecError(f"compute.{dtype}: unknown dtype; known: {DTYPES}")
+            _check_positive(rate, f"compute.{dtype}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith(("_bytes", "_bytes_per_s", "_per_s", "_usd", "_w")) and f.type == "float":
+                checker = _check_non_negative if f.name.startswith("device_link") else _check_positive
+                checker(value, f.name)
+        _check_non_negative(self.device_link_latency_s, "device_link_latency_s")
+        _check_non_negative(self.flash_latency_s, "flash_latency_s")
+        _check_non_negative(self.host_link_latency_s, "host_link_latency_s")
+
+    # -- named constructors -------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Hardware":
+        """Read a spec YAML file (schema: hardware/presets/*.yaml)."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise SpecError(f"hardware spec: file {str(path)!r} does not exist") from None
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise SpecError(f"hardware spec {path.name}: not valid YAML{where} ({getattr(err, 'problem', err)})") from None
+        return cls.from_dict(data, origin=path.name)
+
+    @classmethod
+    def from_dict(cls, data: Any, origin: str = "spec") -> "Hardware":
+        """Build from the YAML structure (already loaded); human units are parsed here."""
+        if not isinstance(data, dict):
+            raise SpecError(f"{origin}: expected a mapping of fields, got {type(data).__name__}")
+        return cls(**_fields_from_yaml(_Reader(data, origin)))
+
+    # -- derived views ------------------------------------------------------------------------
+    def peak_flops_per_s(self, dtype: str) -> float:
+        """Dense peak FLOP/s for `dtype`, falling back to the nearest wider type the device has.
+
+        A device without native fp8 (A100) runs fp8 models by upcasting to bf16/fp16, so it gets
+        that rate; int4 without a native path runs at the int8 or fp16 rate (weight-only kernels).
+        """
+        for candidate in _DTYPE_FALLBACK[dtype]:
+            if candidate in self.flops_per_s:
+                return self.flops_per_s[candidate]
+        raise SpecError(f"compute: {self.name} lists no rate usable for dtype {dtype!r}")
+
+    @property
+    def is_calibrated(self) -> bool:
+        return self.calibration is not None
+
+    def datasheet(self) -> "Hardware":
+        """The same device without calibration: a pure datasheet roofline."""
+        return dataclasses.replace(self, calibration=None)
+
+    def summary(self) -> dict:
+        """One flat row for catalog tables (SI units)."""
+        return {
+            "name": self.name, "title": self.title, "kind": self.kind,
+            "bf16_flops_per_s": self.flops_per_s.get("bf16", math.nan),
+            "fp8_flops_per_s": self.flops_per_s.get("fp8", math.nan),
+            "hbm_capacity_bytes": self.hbm_capacity_bytes, "hbm_bytes_per_s": self.hbm_bytes_per_s,
+            "host_link_bytes_per_s": self.host_link_bytes_per_s,
+            "device_link": self.device_link, "device_link_bytes_per_s": self.device_link_bytes_per_s,
+            "devices_per_node": self.devices_per_node,
+            "price_per_hour_usd": self.price_per_hour_usd, "power_w": self.power_w,
+            "calibrated": self.is_calibrated,
+        }
+
+
+_DTYPE_FALLBACK = {
+    "fp32": ("fp32",),
+    "tf32": ("tf32", "fp32"),
+    "bf16": ("bf16", "fp16", "fp32"),
+    "fp16": ("fp16", "bf16", "fp32"),
+    "fp8": ("fp8", "int8", "bf16", "fp16", "fp32"),
+    "int8": ("int8", "fp8", "bf16", "fp16", "fp32"),
+    "int4": ("int4", "int8", "fp8", "bf16", "fp16", "fp32"),
+    "fp4": ("fp4", "fp8", "int8", "bf16", "fp16", "fp32"),
+}
+
+
+def _check_positive(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise SpecError(f"{name}: {value!r} must be a finite number greater than zero")
+
+
+def _check_non_negative(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise SpecError(f"{name}: {value!r} must be a finite number, zero or more")
+
+
+_LEAF = re.compile(r"^\s*(?P<quantity>[^\[\]]+?)\s*\[(?P<tag>[^\]]+)\]\s*$")
+
+
+class _Reader:
+    """Reads tagged leaves (``4.8 TB/s [ds]``) out of a loaded YAML mapping, recording sources."""
+
+    def __init__(self, data: dict, origin: str):
+        self.data, self.origin = data, origin
+        self.tags = data.get("sources") or {}
+        if not isinstance(self.tags, dict):
+            raise SpecError(f"{origin}: sources must map tags to citations")
+        self.sources: dict[str, str] = {}
+
+    def node(self, path: str, required: bool = True) -> Any:
+        value: Any = self.data
+        for key in path.split("."):
+            if not isinstance(value, dict) or key not in value or value[key] is None:
+                if required:
+                    raise SpecError(f"{self.origin}: missing field {path!r}")
+                return None
+            value = value[key]
+        return value
+
+    def quantity(self, path: str, dimension: str | None, required: bool = True, default=None):
+        raw = self.node(path, required)
+        if raw is None:
+            return default
+        text, tag = self._split(path, raw)
+        if dimension is None:
+            try:
+                value = float(text)
+            except ValueError:
+                raise SpecError(f"{self.origin}: {path}: {text!r} is not a number") from None
+            if not math.isfinite(value) or value <= 0:
+                raise SpecError(f"{self.origin}: {path}: {text!r} must be a finite number greater than zero")
+        else:
+            try:
+                value = units.parse(text, dimension, path)
+            except UnitError as err:
+                raise SpecError(f"{self.origin}: {err}") from None
+        self.sources[path] = self.tags[tag]
+        return value
+
+    def _split(self, path: str, raw: Any) -> tuple[str, str]:
+        match = _LEAF.match(str(raw))
+        if not match:
+            raise SpecError(f"{self.origin}: {path}: {raw!r} needs a source tag, e.g. '4.8 TB/s [ds]'")
+        tag = match["tag"].strip()
+        if tag not in self.tags:
+            raise SpecError(f"{self.origin}: {path}: source tag [{tag}] is not listed under sources")
+        return match["quantity"].strip(), tag
+
+
+def _fields_from_yaml(r: _Reader) -> dict:
+    compute = r.node("compute")
+    if not isinstance(compute, dict) or not compute:
+        raise SpecError(f"{r.origin}: compute must list at least one dtype rate")
+    sparse = r.node("sparse_compute", required=False) or {}
+    link_kind = str(r.node("device_link.kind", required=False) or "none")
+    has_link = link_kind != "none"
+    fields = dict(
+        name=str(r.node("name")),
+        title=str(r.node("title", required=False) or r.node("name")),
+        kind=str(r.node("kind")),
+        flops_per_s={d: r.quantity(f"compute.{d}", "flops_per_s") for d in compute},
+        sparse_flops_per_s={d: r.quantity(f"sparse_compute.{d}", "flops_per_s") for d in sparse},
+        hbm_capacity_bytes=r.quantity("memory.capacity", "bytes"),
+        hbm_bytes_per_s=r.quantity("memory.bandwidth", "bytes_per_s"),
+        dram_capacity_bytes=r.quantity("host_memory.capacity", "bytes"),
+        dram_bytes_per_s=r.quantity("host_memory.bandwidth", "bytes_per_s"),
+        flash_capacity_bytes=r.quantity("flash.capacity", "bytes"),
+        flash_read_bytes_per_s=r.quantity("flash.read_bandwidth", "bytes_per_s"),
+        flash_latency_s=r.quantity("flash.latency", "seconds"),
+        host_link_bytes_per_s=r.quantity("host_link.bandwidth", "bytes_per_s"),
+        host_link_latency_s=r.quantity("host_link.latency", "seconds"),
+        pcie_gen=int(r.quantity("host_link.pcie_gen", None, required=False, default=0)),
+        pcie_lanes=int(r.quantity("host_link.lanes", None, required=False, default=0)),
+        device_link=link_kind,
+        device_link_bytes_per_s=r.quantity("device_link.bandwidth", "bytes_per_s", required=has_link, default=0.0),
+        device_link_latency_s=r.quantity("device_link.latency", "seconds", required=False, default=0.0),
+        cpu_cores=int(r.quantity("cpu.cores", None)),
+        cpu_flops_per_s=r.quantity("cpu.flops", "flops_per_s"),
+        devices_per_node=int(r.quantity("node.devices", None, required=False, default=1)),
+        compute_units=int(r.quantity("node.compute_units", None, required=False, default=1)),
+        price_per_hour_usd=r.quantity("price_per_hour", "usd_per_hour"),
+        power_w=r.quantity("power", "watts"),
+    )
+    fields["calibration"] = _calibration_from_yaml(r)
+    fields["sources"] = dict(r.sources)
+    return fields
+
+
+def _calibration_from_yaml(r: _Reader) -> Calibration | None:
+    section = r.node("calibration", required=False)
+    if section is None:
+        return None
+    matmul = r.node("calibration.matmul")
+    q = r.quantity
+    return Calibration(
+        matmul_flops_per_s={d: q(f"calibration.matmul.{d}", "flops_per_s") for d in matmul},
+        memory_bytes_per_s=q("calibration.memory_bandwidth", "bytes_per_s"),
+        kernel_overhead_s=q("calibration.kernel_overhead", "seconds"),
+        layer_overhead_s=q("calibration.layer_overhead", "seconds", required=False, default=0.0),
+        attention_flops_fraction=q("calibration.attention_flops_fraction", None, required=False, default=1.0),
+        tile_m=int(q("calibration.tile_m", None, required=False, default=1)),
+        tile_n=int(q("calibration.tile_n", None, required=False, default=1)),
+        host_to_device_bytes_per_s=q("calibration.host_to_device_bandwidth", "bytes_per_s", required=False, default=0.0),
+        device_to_host_bytes_per_s=q("calibration.device_to_host_bandwidth", "bytes_per_s", required=False, default=0.0),
+        transfer_latency_s=q("calibration.transfer_latency", "seconds", required=False, default=0.0),
+        source=str(r.tags.get("measured", "")),
+    )

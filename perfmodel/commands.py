@@ -1,0 +1,156 @@
+"""CLI commands of the core: `predict`, `hardware list`, `models list` (registered by app.cli)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+import hardware
+import workloads
+from hardware.units import format_seconds, format_si
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="latency / throughput / memory of a model on a device")
+    add_model_hardware_args(p)
+    add_scenario_args(p)
+    p.add_argument("--breakdown", action="store_true", help="also print the per-op table of both phases")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.set_defaults(handler=run_predict)
+
+    hw = subparsers.add_parser("hardware", help="hardware presets")
+    hw_sub = hw.add_subparsers(dest="action", required=True)
+    hw_sub.add_parser("list", help="list hardware presets").set_defaults(handler=run_hardware_list)
+    show = hw_sub.add_parser("show", help="show one spec with sources")
+    show.add_argument("name")
+    show.set_defaults(handler=run_hardware_show)
+
+    models = subparsers.add_parser("models", help="model catalog")
+    models_sub = models.add_subparsers(dest="action", required=True)
+    models_sub.add_parser("list", help="list catalog models").set_defaults(handler=run_models_list)
+
+
+def add_model_hardware_args(p, model_default: str = "llama-3-8b", hardware_default: str = "h200-sxm") -> None:
+    p.add_argument("--model", default=model_default, help="catalog name or path to an HF config.json")
+    p.add_argument("--hardware", default=hardware_default, help="preset name or path to a spec YAML")
+
+
+def add_scenario_args(p) -> None:
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--prompt", type=int, default=2048, help="prompt tokens per request")
+    p.add_argument("--gen", type=int, default=256, help="generated tokens per sample")
+    p.add_argument("--w-bits", type=float, default=16)
+    p.add_argument("--a-bits", type=float, default=16)
+    p.add_argument("--kv-bits", type=float, default=16)
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel degree")
+    p.add_argument("--samples", type=int, default=1, help="best-of-N samples per request")
+    p.add_argument("--sparse-budget", type=int, default=0, help="KV tokens read per step by sparse attention")
+
+
+def scenario_from_args(args) -> workloads.Scenario:
+    return workloads.Scenario(batch=args.batch, prompt=args.prompt, gen=args.gen, w_bits=args.w_bits,
+                              a_bits=args.a_bits, kv_bits=args.kv_bits, tp=args.tp, samples=args.samples,
+                              sparse_budget=args.sparse_budget)
+
+
+def run_predict(args) -> int:
+    import perfmodel
+
+    model, hw = workloads.load(args.model), hardware.load(args.hardware)
+    pred = perfmodel.predict(model, hw, scenario_from_args(args))
+    row = pred.row(0)
+    if args.json:
+        print(json.dumps(_json_row(row, model, hw), indent=2))
+        return 0
+    print(format_prediction(row, model, hw))
+    if args.breakdown:
+        for phase in ("prefill", "decode"):
+            print(f"\n{phase} step, per op:")
+            print(format_breakdown(pred.breakdown(phase)))
+    return 0
+
+
+def _json_row(row: dict, model, hw) -> dict:
+    def clean(v):
+        if isinstance(v, (np.bool_, bool)):
+            return bool(v)
+        if isinstance(v, (float, np.floating)):
+            return float(v) if math.isfinite(v) else None
+        if isinstance(v, (np.integer,)):
+            return int(v)
+        return v
+
+    out = {k: clean(v) for k, v in row.items()}
+    out["model"], out["hardware"], out["calibrated"] = model.name, hw.name, hw.is_calibrated
+    out["memory_bytes"] = {"weights": out["weights_bytes"], "kv": out["kv_bytes"],
+                           "activations": out["activation_bytes"], "total": out["total_bytes"],
+                           "capacity": out["capacity_bytes"]}
+    return out
+
+
+def format_prediction(row: dict, model, hw) -> str:
+    fits = "yes" if row["fits"] else "NO"
+    mode = "calibrated" if hw.is_calibrated else "datasheet roofline (uncalibrated)"
+    lines = [
+        f"{model.name} ({row['params'] / 1e9:.2f} B params) on {hw.title} x{int(row['tp'])}  [{mode}]",
+        f"batch {int(row['batch'])}, prompt {int(row['prompt'])}, gen {int(row['gen'])}, "
+        f"samples {int(row['samples'])}, bits w{row['w_bits']:g}/a{row['a_bits']:g}/kv{row['kv_bits']:g}",
+        "",
+        f"{'phase':<10}{'time':>12}  bound",
+        f"{'prefill':<10}{format_seconds(row['ttft_s']):>12}  {row['prefill_bound']}   (TTFT)",
+        f"{'decode':<10}{format_seconds(row['tpot_s']):>12}  {row['decode_bound']}   (TPOT, mean per token)",
+        f"{'request':<10}{format_seconds(row['e2e_s']):>12}        (end to end)",
+        "",
+        f"throughput   {row['throughput_tok_s']:,.1f} tok/s generated (decode alone {row['decode_tok_s']:,.1f} tok/s)",
+        f"cost         ${row['usd_per_mtok']:.3f} per million generated tokens",
+        "",
+        "memory per device",
+        f"  weights      {format_si(row['weights_bytes'], 'B')}",
+        f"  KV cache     {format_si(row['kv_bytes'], 'B')}",
+        f"  activations  {format_si(row['activation_bytes'], 'B')}",
+        f"  total        {format_si(row['total_bytes'], 'B')} of {format_si(row['capacity_bytes'], 'B')}"
+        f"  -> fits: {fits} (max batch {int(row['max_batch'])})",
+    ]
+    return "\n".join(lines)
+
+
+def format_breakdown(frame) -> str:
+    view = frame[["op", "kind", "count", "flops", "bytes", "time_s", "bound", "share"]].copy()
+    view["flops"] = view["flops"].map(lambda v: format_si(v, "FLOP"))
+    view["bytes"] = view["bytes"].map(lambda v: format_si(v, "B"))
+    view["time_s"] = view["time_s"].map(format_seconds)
+    view["share"] = view["share"].map(lambda v: f"{100 * v:.1f}%")
+    return view.rename(columns={"time_s": "time"}).to_string(index=False)
+
+
+def run_hardware_list(args) -> int:
+    frame = hardware.catalog()
+    view = frame[["title", "kind", "bf16_flops_per_s", "hbm_capacity_bytes", "hbm_bytes_per_s",
+                  "price_per_hour_usd"]].copy()
+    view["bf16_flops_per_s"] = view["bf16_flops_per_s"].map(lambda v: format_si(v, "FLOP/s"))
+    view["hbm_capacity_bytes"] = view["hbm_capacity_bytes"].map(lambda v: format_si(v, "B"))
+    view["hbm_bytes_per_s"] = view["hbm_bytes_per_s"].map(lambda v: format_si(v, "B/s"))
+    view.columns = ["title", "kind", "bf16 peak", "memory", "bandwidth", "USD/h"]
+    print(view.to_string())
+    return 0
+
+
+def run_hardware_show(args) -> int:
+    hw = hardware.load(args.name)
+    for key, value in hw.summary().items():
+        print(f"{key:<24} {value}")
+    print("\nsources:")
+    for field, source in hw.sources.items():
+        print(f"  {field:<28} {source}")
+    return 0
+
+
+def run_models_list(args) -> int:
+    frame = workloads.catalog()
+    view = frame[["family", "params", "active_params", "layers", "d_model", "heads", "kv_heads", "experts",
+                  "max_context"]].copy()
+    view["params"] = view["params"].map(lambda v: f"{v / 1e9:.2f} B")
+    view["active_params"] = view["active_params"].map(lambda v: f"{v / 1e9:.2f} B")
+    print(view.to_string())
+    return 0

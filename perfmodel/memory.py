@@ -1,0 +1,52 @@
+"""Memory footprint per device: weights, KV cache, activations (vectorized over scenarios).
+
+KV bytes = 2 L K d S bits/8 per sequence (Yao Fu 2024, arXiv 2405.08944); MLA caches one latent of
+kv_lora + rope elements per token (DeepSeek-V2, arXiv 2405.04434). Under tensor parallelism weights
+and kv heads are split over devices (kv heads replicated when tp exceeds them; MLA's latent is
+replicated), norms are replicated.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from perfmodel.ops import Precision
+from workloads.model import ModelSpec
+
+
+def weight_bytes(model: ModelSpec, p: Precision, tp=1):
+    """Bytes of weights per device. Linear layers use the weight precision (with group-scale
+    overhead); embeddings, LM head and norms stay 16-bit, as GPTQ/AWQ checkpoints keep them."""
+    norms = (model.n_layers * model.norms_per_layer + 1) * model.norm_params()
+    linear = model.layer_params() - model.n_layers * model.norms_per_layer * model.norm_params()
+    return linear * p.weight_bytes_per_param / tp + model.embedding_params() * 2.0 / tp + norms * 2.0
+
+
+def kv_elements_per_token_per_device(model: ModelSpec, tp=1):
+    """KV elements per token per layer held by one device."""
+    if model.is_mla:
+        return np.full(np.shape(tp), float(model.kv_elements_per_token))
+    return 2.0 * np.ceil(model.n_kv_heads / np.asarray(tp, dtype=float)) * model.head_dim
+
+
+def kv_cache_bytes(model: ModelSpec, p: Precision, tokens, tp=1):
+    """KV-cache bytes per device for `tokens` cached tokens (summed over sequences)."""
+    return tokens * model.n_layers * kv_elements_per_token_per_device(model, tp) * p.kv_bytes
+
+
+def kv_tokens(batch, prompt, gen, samples=1):
+    """Cached tokens at the end of generation: each request's prompt once (shared by its samples),
+    plus every sample's generated tokens."""
+    return batch * (prompt + samples * gen)
+
+
+def activation_bytes(model: ModelSpec, p: Precision, tokens, logits_rows, tp=1):
+    """Peak transient activations of one forward pass: the residual stream and its normed copy,
+    the widest projection output, and fp32 logits (the approximation of llm-analysis /
+    vLLM's profiling run: one layer's working set is live at a time)."""
+    if model.is_moe:
+        ffn = max(model.top_k * model.moe_d_ff + model.shared_d_ff, model.d_ff if model.n_dense_layers else 0)
+    else:
+        ffn = model.d_ff
+    widest = max((2 if model.ffn_gated else 1) * ffn, model.q_dim + 2 * model.n_kv_heads * model.head_dim)
+    return tokens * (2 * model.d_model + widest / np.asarray(tp, float)) * p.act_bytes \
+        + logits_rows * model.vocab_size / np.asarray(tp, float) * 4.0

@@ -1,0 +1,222 @@
+"""Per-op accounting of one forward step: FLOPs and bytes per op, vectorized over scenarios.
+
+One function, `step_ops`, covers prefill and decode: a step processes `new_tokens` T per sequence on
+top of `past` S0 cached tokens, for `seqs` sequences. Prefill is (T = prompt, S0 = 0), a decode step
+is (T = 1, S0 = context). Every count is per device under tensor parallelism `tp` (Megatron-LM
+sharding: column-parallel QKV / up projections, row-parallel output / down projections, heads split
+across devices, kv heads replicated when tp exceeds them; Shoeybi et al. 2019, arXiv 1909.08053).
+
+FLOPs are 2 per multiply-add. Bytes count each tensor read or written once (perfect on-chip reuse
+inside a kernel), the lower bound a fused kernel attains; framework overhead is modeled separately.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from workloads.model import ModelSpec
+
+#: Op kinds; the roofline treats "matmul" and "attention" as tensor-core work, the rest as vector work.
+KINDS = ("matmul", "attention", "norm", "elementwise", "embedding", "moe", "comm")
+
+
+@dataclass(frozen=True)
+class Op:
+    """One op of a step, repeated `count` times (e.g. once per layer). Array fields broadcast.
+
+    m, n, k are the GEMM shape (output m x n, reduction k) for matmuls, used for wave quantization;
+    comm_bytes is the all-reduce payload for "comm" ops.
+    """
+
+    name: str
+    kind: str
+    count: int
+    flops: object
+    weight_bytes: object
+    act_bytes: object
+    kv_bytes: object = 0.0
+    kernels: int = 1
+    m: object = 0.0
+    n: object = 0.0
+    k: object = 0.0
+    comm_bytes: object = 0.0
+
+    @property
+    def bytes(self):
+        return self.weight_bytes + self.act_bytes + self.kv_bytes
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Bits per element for weights (with quantization-group overhead), activations and KV cache."""
+
+    w_bits: object
+    a_bits: object
+    kv_bits: object
+    quant_group: object = 128
+
+    @property
+    def weight_bytes_per_param(self):
+        """Sub-8-bit weights store a 16-bit scale and a 16-bit zero per group (GPTQ/AWQ layouts:
+        Frantar et al. 2022, arXiv 2210.17323; Lin et al. 2023, arXiv 2306.00978)."""
+        overhead = np.where(np.asarray(self.w_bits) < 8, 32.0 / np.asarray(self.quant_group), 0.0)
+        return (self.w_bits + overhead) / 8
+
+    @property
+    def act_bytes(self):
+        return np.asarray(self.a_bits) / 8
+
+    @property
+    def kv_bytes(self):
+        return np.asarray(self.kv_bits) / 8
+
+
+def matmul_op(name: str, tokens, n, k, p: Precision, count: int) -> Op:
+    """A dense GEMM: tokens x k activations times a k x n weight; flops = 2 m n k."""
+    return Op(name, "matmul", count, flops=2.0 * tokens * n * k,
+              weight_bytes=n * k * p.weight_bytes_per_param,
+              act_bytes=tokens * (n + k) * p.act_bytes, m=tokens, n=n, k=k)
+
+
+def vector_op(name: str, kind: str, tokens, width, reads: float, writes: float, flops_per_elem: float,
+              p: Precision, count: int, weight_elems: float = 0.0) -> Op:
+    """A memory-bound elementwise / norm op touching `reads` + `writes` tensors of tokens x width."""
+    return Op(name, kind, count, flops=flops_per_elem * tokens * width,
+              weight_bytes=weight_elems * 2.0, act_bytes=(reads + writes) * tokens * width * p.act_bytes)
+
+
+def attention_pairs(new_tokens, past):
+    """Causal query-key pairs per head per sequence: T S0 + T (T + 1) / 2 (each new token sees the
+    cache and the new tokens up to itself)."""
+    return new_tokens * past + new_tokens * (new_tokens + 1) / 2
+
+
+def attention_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp, sparse_budget=0) -> Op:
+    """Scaled-dot-product attention over the KV cache (GQA / MQA / MLA), FlashAttention-style.
+
+    FLOPs = 2 * pairs * (qk_dim + v_dim) per query head (QK^T and PV; Dao et al. 2022,
+    arXiv 2205.14135). Bytes: the whole K/V of the context is read once, the new tokens' K/V written
+    once, Q read and O written once. MLA runs in the absorbed form (DeepSeek-V2, arXiv 2405.04434):
+    one shared latent of kv_lora + rope elements per token acts as a single kv head.
+    With `sparse_budget` > 0 (block top-k sparse attention) a decode step reads at most that many
+    cached tokens (Kinetics, arXiv 2506.05333).
+    """
+    heads = model.n_heads / tp
+    context = past + new_tokens
+    if np.any(np.asarray(sparse_budget) > 0):
+        context = np.where(np.asarray(sparse_budget) > 0, np.minimum(context, sparse_budget), context)
+        past = context - new_tokens
+        past = np.maximum(past, 0)
+    pairs = attention_pairs(new_tokens, past)
+    if model.is_mla:
+        qk_dim, v_dim = model.kv_lora_rank + model.qk_rope_head_dim, model.kv_lora_rank
+        kv_elems = model.kv_elements_per_token
+    else:
+        qk_dim = v_dim = model.head_dim
+        kv_elems = 2 * np.ceil(model.n_kv_heads / tp) * model.head_dim
+    flops = 2.0 * seqs * heads * pairs * (qk_dim + v_dim)
+    kv_bytes = seqs * kv_elems * (context + new_tokens) * p.kv_bytes
+    act_bytes = seqs * new_tokens * heads * (qk_dim + v_dim) * p.act_bytes
+    return Op("attention", "attention", model.n_layers, flops=flops, weight_bytes=0.0,
+              act_bytes=act_bytes, kv_bytes=kv_bytes, m=seqs * new_tokens * heads, n=context, k=qk_dim)
+
+
+def attention_projections(model: ModelSpec, tokens, p: Precision, tp) -> list[Op]:
+    """QKV and output projections (or MLA's down/up projections), sharded over `tp`."""
+    L, D = model.n_layers, model.d_model
+    if model.is_mla:
+        H, rope, nope = model.n_heads / tp, model.qk_rope_head_dim, model.qk_nope_head_dim
+        ops = []
+        if model.q_lora_rank:
+            ops += [matmul_op("q_a_proj", tokens, model.q_lora_rank, D, p, L),
+                    matmul_op("q_b_proj", tokens, H * (nope + rope), model.q_lora_rank, p, L)]
+        else:
+            ops.append(matmul_op("q_proj", tokens, H * (nope + rope), D, p, L))
+        return ops + [
+            matmul_op("kv_a_proj", tokens, model.kv_lora_rank + rope, D, p, L),
+            # absorbed up-projections: q_nope -> latent and latent -> v, same weights as kv_b_proj
+            matmul_op("kv_b_absorbed", tokens, H * (nope + model.v_head_dim), model.kv_lora_rank, p, L),
+            matmul_op("o_proj", tokens, D, H * model.v_head_dim, p, L),
+        ]
+    q = model.n_heads * model.head_dim / tp
+    kv = 2 * np.ceil(model.n_kv_heads / tp) * model.head_dim
+    return [matmul_op("qkv_proj", tokens, q + kv, D, p, L),
+            matmul_op("o_proj", tokens, D, q, p, L)]
+
+
+def ffn_ops(model: ModelSpec, tokens, p: Precision, tp) -> list[Op]:
+    """Dense FFN layers: (gate +) up, activation, down; sharded over `tp`."""
+    count = model.n_dense_ffn_layers
+    if count == 0:
+        return []
+    width = model.d_ff / tp
+    up = 2 * width if model.ffn_gated else width
+    return [matmul_op("ffn_up", tokens, up, model.d_model, p, count),
+            vector_op("ffn_act", "elementwise", tokens, width, 2 if model.ffn_gated else 1, 1, 5.0, p, count),
+            matmul_op("ffn_down", tokens, model.d_model, width, p, count)]
+
+
+def expected_experts_touched(n_experts: int, top_k: int, tokens):
+    """Distinct experts a batch activates under uniform independent routing:
+    E (1 - (1 - k/E)^tokens). Memory traffic for expert weights scales with this, not with E."""
+    return n_experts * (1.0 - (1.0 - top_k / n_experts) ** tokens)
+
+
+def moe_ops(model: ModelSpec, tokens, p: Precision, tp) -> list[Op]:
+    """Router GEMM, routed expert GEMMs (grouped) and shared experts of the MoE layers."""
+    count = model.n_moe_layers
+    if count == 0:
+        return []
+    D, E, k = model.d_model, model.n_experts, model.top_k
+    mats = 3 if model.ffn_gated else 2
+    width = model.moe_d_ff / tp
+    touched = expected_experts_touched(E, k, tokens)
+    expert_params = mats * D * width
+    ops = [matmul_op("router", tokens, E, D, p, count),
+           Op("experts", "moe", count, flops=2.0 * tokens * k * expert_params,
+              weight_bytes=touched * expert_params * p.weight_bytes_per_param,
+              act_bytes=tokens * k * (2 * D + (mats - 1) * width) * p.act_bytes,
+              kernels=mats, m=tokens * k / touched, n=width, k=D)]
+    if model.shared_d_ff:
+        shared = model.shared_d_ff / tp
+        up = 2 * shared if model.ffn_gated else shared
+        ops += [matmul_op("shared_up", tokens, up, D, p, count),
+                matmul_op("shared_down", tokens, D, shared, p, count)]
+    return ops
+
+
+def step_ops(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp=1, sparse_budget=0,
+             logits_tokens=None) -> list[Op]:
+    """All ops of one forward step, in execution order (per device).
+
+    seqs: sequences in the step; new_tokens: tokens each processes (T); past: cached tokens (S0);
+    logits_tokens: rows sent through the LM head (default: one per sequence, as servers do).
+    """
+    tokens = seqs * new_tokens
+    L, D = model.n_layers, model.d_model
+    logits_tokens = seqs if logits_tokens is None else logits_tokens
+    qk_heads = (model.n_heads + 2 * np.ceil(model.n_kv_heads / tp)) / tp * model.head_dim if not model.is_mla \
+        else model.n_heads / tp * model.qk_rope_head_dim
+    ops = [Op("embedding", "embedding", 1, flops=0.0, weight_bytes=tokens * D * 2.0,
+              act_bytes=tokens * D * p.act_bytes)]
+    ops.append(vector_op("attn_norm", "norm", tokens, D, 1, 1, 4.0, p, L, weight_elems=D))
+    ops += attention_projections(model, tokens, p, tp)
+    ops.append(vector_op("rope", "elementwise", tokens, qk_heads, 1, 1, 6.0, p, L))
+    ops.append(attention_op(model, seqs, new_tokens, past, p, tp, sparse_budget))
+    ops.append(vector_op("residual_add", "elementwise", tokens, D, 2, 1, 1.0, p, 2 * L))
+    if model.norms_per_layer == 2:
+        ops.append(vector_op("ffn_norm", "norm", tokens, D, 1, 1, 4.0, p, L, weight_elems=D))
+    ops += ffn_ops(model, tokens, p, tp) + moe_ops(model, tokens, p, tp)
+    ops.append(allreduce_op(tokens, D, p, tp, 2 * L))
+    ops.append(vector_op("final_norm", "norm", logits_tokens, D, 1, 1, 4.0, p, 1, weight_elems=D))
+    ops.append(matmul_op("lm_head", logits_tokens, model.vocab_size / tp, D, p, 1))
+    return ops
+
+
+def allreduce_op(tokens, width, p: Precision, tp, count: int) -> Op:
+    """Tensor-parallel all-reduce of the tokens x width activations (two per layer in Megatron-LM).
+    Its time comes from `perfmodel.comm`, not the roofline; zero payload when tp == 1."""
+    payload = np.where(np.asarray(tp) > 1, tokens * width * p.act_bytes, 0.0)
+    return Op("allreduce", "comm", count, flops=0.0, weight_bytes=0.0, act_bytes=0.0,
+              kernels=0, comm_bytes=payload)

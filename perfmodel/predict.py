@@ -1,0 +1,213 @@
+"""Step and request metrics: TTFT, TPOT, end-to-end latency, throughput, memory, fits, max batch.
+
+Prefill and decode share one step function (`step_ops` + `op_time`), parameterised by new tokens and
+cached context. A request is one prefill step (the prompt, producing the first token) followed by
+gen - 1 decode steps whose context grows by one token each; because every op's compute and memory
+time is affine in the context, the mean decode step is computed exactly from the first and last
+steps (`mean_max_affine`). Everything broadcasts: a Scenario of a million configurations is one call.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hardware.spec import Hardware
+from perfmodel import memory
+from perfmodel.ops import Op, Precision, step_ops
+from perfmodel.roofline import BOUNDS, OpTime, mean_max_affine, op_time
+from workloads.model import ModelSpec
+from workloads.scenario import Scenario
+
+
+class DoesNotFitError(ValueError):
+    """A scenario whose memory exceeds the device; says how much is needed and how much there is."""
+
+
+def precision(sc: Scenario) -> Precision:
+    return Precision(sc.w_bits, sc.a_bits, sc.kv_bits, sc.quant_group)
+
+
+def _phase_totals(ops: list[Op], times: list[OpTime]) -> dict:
+    """Sum count x time over ops, keeping the compute / memory / overhead / comm components."""
+    out = {"compute_s": 0.0, "memory_s": 0.0, "overhead_s": 0.0, "comm_s": 0.0, "time_s": 0.0}
+    for op, t in zip(ops, times):
+        out["compute_s"] = out["compute_s"] + op.count * np.asarray(t.compute_s)
+        out["memory_s"] = out["memory_s"] + op.count * np.asarray(t.memory_s)
+        out["overhead_s"] = out["overhead_s"] + op.count * np.asarray(t.overhead_s)
+        out["comm_s"] = out["comm_s"] + op.count * np.asarray(t.comm_s)
+        out["time_s"] = out["time_s"] + op.count * np.asarray(t.time_s)
+    return out
+
+
+def framework_overhead_s(model: ModelSpec, hw: Hardware) -> float:
+    """Host-side dispatch per step in an eager framework: layers x measured per-layer overhead."""
+    return model.n_layers * hw.calibration.layer_overhead_s if hw.calibration else 0.0
+
+
+def step_time(model: ModelSpec, hw: Hardware, seqs, new_tokens, past, p: Precision, tp=1, sparse_budget=0,
+              logits_tokens=None) -> dict:
+    """Time of one forward step and its components (arrays over scenarios)."""
+    ops = step_ops(model, seqs, new_tokens, past, p, tp, sparse_budget, logits_tokens)
+    totals = _phase_totals(ops, [op_time(op, hw, p, tp) for op in ops])
+    totals["overhead_s"] = totals["overhead_s"] + framework_overhead_s(model, hw)
+    totals["time_s"] = totals["time_s"] + framework_overhead_s(model, hw)
+    return totals
+
+
+def mean_decode_step(model: ModelSpec, hw: Hardware, seqs, past_first, past_last, p: Precision, tp=1,
+                     sparse_budget=0) -> dict:
+    """Mean decode-step time over contexts past_first..past_last, exact per op (see module doc)."""
+    first = step_ops(model, seqs, 1.0, past_first, p, tp, sparse_budget)
+    last = step_ops(model, seqs, 1.0, past_last, p, tp, sparse_budget)
+    out = {"compute_s": 0.0, "memory_s": 0.0, "overhead_s": framework_overhead_s(model, hw), "comm_s": 0.0}
+    out["time_s"] = out["overhead_s"]
+    for a, b in zip(first, last):
+        ta = op_time(a, hw, p, tp)
+        if a.kind == "attention":
+            tb = op_time(b, hw, p, tp)
+            core = mean_max_affine(ta.compute_s, tb.compute_s, ta.memory_s, tb.memory_s)
+            compute, mem = (np.add(ta.compute_s, tb.compute_s)) / 2, (np.add(ta.memory_s, tb.memory_s)) / 2
+        else:  # only attention depends on the context; other ops are the same at both ends
+            core = np.maximum(ta.compute_s, ta.memory_s)
+            compute, mem = ta.compute_s, ta.memory_s
+        out["compute_s"] = out["compute_s"] + a.count * compute
+        out["memory_s"] = out["memory_s"] + a.count * mem
+        out["overhead_s"] = out["overhead_s"] + a.count * np.asarray(ta.overhead_s)
+        out["comm_s"] = out["comm_s"] + a.count * np.asarray(ta.comm_s)
+        out["time_s"] = out["time_s"] + a.count * (core + ta.overhead_s + ta.comm_s)
+    return out
+
+
+def _bound(totals: dict):
+    parts = np.stack(np.broadcast_arrays(totals["compute_s"], totals["memory_s"],
+                                         totals["overhead_s"], totals["comm_s"]))
+    return BOUNDS[np.argmax(parts, axis=0)]
+
+
+def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario) -> dict:
+    """Per-device bytes of weights, KV cache (end of generation) and peak activations; fit and max batch."""
+    p, tp = precision(sc), sc.tp
+    weights = memory.weight_bytes(model, p, tp)
+    kv_per_request = memory.kv_cache_bytes(model, p, memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples), tp)
+    act_per_request = memory.activation_bytes(model, p, sc.prompt, sc.samples, tp)
+    kv, act = sc.batch * kv_per_request, sc.batch * act_per_request
+    total = weights + kv + act
+    free = hw.hbm_capacity_bytes - weights
+    max_batch = np.where(free > 0, np.floor(free / (kv_per_request + act_per_request)), 0.0)
+    return {"weights_bytes": weights, "kv_bytes": kv, "activation_bytes": act, "total_bytes": total,
+            "capacity_bytes": hw.hbm_capacity_bytes, "fits": total <= hw.hbm_capacity_bytes,
+            "max_batch": max_batch}
+
+
+def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario) -> dict:
+    """All request metrics as a dict of flat numpy arrays (one entry per scenario)."""
+    p, tp = precision(sc), sc.tp
+    prefill = step_time(model, hw, sc.batch, sc.prompt, 0.0, p, tp, 0, sc.batch)
+    decode_seqs = sc.batch * sc.samples
+    decode = mean_decode_step(model, hw, decode_seqs, sc.prompt, sc.prompt + np.maximum(sc.gen - 2, 0), p, tp,
+                              sc.sparse_budget)
+    ttft, tpot = prefill["time_s"], decode["time_s"]
+    e2e = ttft + (sc.gen - 1) * tpot
+    tokens = decode_seqs * sc.gen
+    mem = memory_footprint(model, hw, sc)
+    throughput = tokens / e2e
+    result = {
+        **sc.columns(),
+        "params": model.param_count(), "active_params": model.active_param_count(),
+        "ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e, "throughput_tok_s": throughput,
+        "decode_tok_s": decode_seqs / tpot,
+        "prefill_bound": _bound(prefill), "decode_bound": _bound(decode),
+        "prefill_compute_s": prefill["compute_s"], "prefill_memory_s": prefill["memory_s"],
+        "decode_compute_s": decode["compute_s"], "decode_memory_s": decode["memory_s"],
+        "decode_overhead_s": decode["overhead_s"], "decode_comm_s": decode["comm_s"],
+        **mem,
+        "usd_per_mtok": hw.price_per_hour_usd * sc.tp / 3600.0 / throughput * 1e6,
+    }
+    shape = sc.shape
+    return {k: np.broadcast_to(v, shape).ravel() for k, v in result.items()}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted metrics for a model on a device over one or many scenarios."""
+
+    model: ModelSpec
+    hardware: Hardware
+    scenario: Scenario
+    columns: dict
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.columns)
+
+    def __getitem__(self, key):
+        return self.columns[key]
+
+    def row(self, i: int = 0) -> dict:
+        return {k: v[i].item() if hasattr(v[i], "item") else v[i] for k, v in self.columns.items()}
+
+    def breakdown(self, phase: str = "decode", i: int = 0):
+        """Per-op table (flops, bytes, times, bound, share) of scenario `i`'s prefill or mean decode step."""
+        return breakdown(self.model, self.hardware, _pick(self.scenario, i), phase)
+
+    def require_fit(self) -> "Prediction":
+        """Raise DoesNotFitError naming the first scenario that exceeds device memory."""
+        bad = np.flatnonzero(~self.columns["fits"])
+        if bad.size:
+            i = bad[0]
+            need, has = self.columns["total_bytes"][i], self.columns["capacity_bytes"][i]
+            raise DoesNotFitError(
+                f"does not fit: {self.model.name} with batch {self.columns['batch'][i]:g} needs "
+                f"{need / 1e9:.1f} GB per device (weights {self.columns['weights_bytes'][i] / 1e9:.1f} GB, "
+                f"KV {self.columns['kv_bytes'][i] / 1e9:.1f} GB, activations "
+                f"{self.columns['activation_bytes'][i] / 1e9:.1f} GB), {self.hardware.name} has {has / 1e9:.1f} GB")
+        return self
+
+
+def predict(model: ModelSpec, hw: Hardware, sc: Scenario) -> Prediction:
+    """Predict TTFT, TPOT, latency, throughput and memory for every scenario in `sc`."""
+    check_context(model, sc)
+    return Prediction(model, hw, sc, evaluate(model, hw, sc))
+
+
+def check_context(model: ModelSpec, sc: Scenario) -> None:
+    total = np.asarray(sc.prompt) + np.asarray(sc.gen)
+    if np.any(total > model.max_context):
+        worst = float(np.max(total))
+        raise ValueError(f"prompt + gen: {worst:g} tokens exceeds {model.name}'s maximum context "
+                         f"of {model.max_context} tokens")
+
+
+def _pick(sc: Scenario, i: int) -> Scenario:
+    cols = sc.columns()
+    return Scenario(**{k: v[i] for k, v in cols.items()})
+
+
+def breakdown(model: ModelSpec, hw: Hardware, sc: Scenario, phase: str = "decode"):
+    """Per-op roofline table for one scenario: prefill step, or the decode step at mid-generation."""
+    import pandas as pd
+
+    if phase not in ("prefill", "decode"):
+        raise ValueError(f"phase: {phase!r} must be 'prefill' or 'decode'")
+    p, tp = precision(sc), sc.tp
+    if phase == "prefill":
+        ops = step_ops(model, sc.batch, sc.prompt, 0.0, p, tp, 0, sc.batch)
+    else:
+        mid = sc.prompt + np.maximum(sc.gen - 2, 0) / 2
+        ops = step_ops(model, sc.batch * sc.samples, 1.0, mid, p, tp, sc.sparse_budget)
+    rows = []
+    for op in ops:
+        t = op_time(op, hw, p, tp)
+        parts = np.array([float(t.compute_s), float(t.memory_s), float(t.overhead_s), float(t.comm_s)])
+        rows.append({
+            "op": op.name, "kind": op.kind, "count": op.count, "flops": op.count * float(op.flops),
+            "bytes": op.count * float(op.bytes), "compute_s": op.count * parts[0],
+            "memory_s": op.count * parts[1], "overhead_s": op.count * parts[2], "comm_s": op.count * parts[3],
+            "time_s": op.count * float(t.time_s), "bound": BOUNDS[int(np.argmax(parts))],
+        })
+    frame = pd.DataFrame(rows)
+    frame["share"] = frame["time_s"] / frame["time_s"].sum()
+    frame["intensity_flop_per_byte"] = frame["flops"] / frame["bytes"].where(frame["bytes"] > 0)
+    return frame

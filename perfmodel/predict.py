@@ -113,7 +113,7 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario) -> dict:
     mem = memory_footprint(model, hw, sc)
     throughput = tokens / e2e
     result = {
-        **sc.columns(),
+        **{k: getattr(sc, k) for k in sc.columns()},
         "params": model.param_count(), "active_params": model.active_param_count(),
         "ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e, "throughput_tok_s": throughput,
         "decode_tok_s": decode_seqs / tpot,
@@ -125,7 +125,8 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario) -> dict:
         "usd_per_mtok": hw.price_per_hour_usd * sc.tp / 3600.0 / throughput * 1e6,
     }
     shape = sc.shape
-    return {k: np.broadcast_to(v, shape).ravel() for k, v in result.items()}
+    return {k: np.broadcast_to(v, shape).reshape(-1) if np.ndim(v) else np.full(max(sc.size, 1), v)
+            for k, v in result.items()}
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,8 @@ def breakdown(model: ModelSpec, hw: Hardware, sc: Scenario, phase: str = "decode
             "op": op.name, "kind": op.kind, "count": op.count, "flops": op.count * float(op.flops),
             "bytes": op.count * float(op.bytes), "compute_s": op.count * parts[0],
             "memory_s": op.count * parts[1], "overhead_s": op.count * parts[2], "comm_s": op.count * parts[3],
-            "time_s": op.count * float(t.time_s), "bound": BOUNDS[int(np.argmax(parts))],
+            "time_s": op.count * float(t.time_s),
+            "bound": "comm" if op.kind == "comm" else BOUNDS[int(np.argmax(parts))],
         })
     frame = pd.DataFrame(rows)
     frame["share"] = frame["time_s"] / frame["time_s"].sum()

@@ -65,7 +65,7 @@ class Scenario:
     def columns(self) -> dict[str, np.ndarray]:
         """Every field broadcast to the scenario shape and flattened (for DataFrame columns)."""
         shape = self.shape
-        return {f.name: np.broadcast_to(getattr(self, f.name), shape).ravel()
+        return {f.name: np.broadcast_to(getattr(self, f.name), shape).reshape(-1)
                 for f in dataclasses.fields(self)}
 
 

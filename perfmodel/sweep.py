@@ -1,0 +1,830 @@
+"""Design-space sweeps: grids or random samples over models, devices, device fields and scenarios;
+constraints as filters; the exact Pareto front over chosen objectives.
+
+A sweep is a list of axes. `model` and `hardware` take catalog names (or config / spec paths, or
+objects); a numeric `Hardware` field (``hbm_bytes_per_s``, ``price_per_hour_usd``,
+``flops_per_s.bf16``...) makes variants of each device; any `Scenario` field takes a list or a range
+``{"start": 1, "stop": 128, "num": 8, "log": true}``. Row i of a sweep is a pure function of the spec
+and i: in a grid, the mixed-radix digits of i (model and device axes outermost); in a random sample,
+a counter-based hash of (seed, i, axis). So a sweep splits into index ranges that evaluate anywhere
+(this process, a Dask cluster) and give the same rows whatever the split.
+
+Each chunk groups its rows by (model, device) and calls the vectorized `perfmodel.evaluate` once per
+group. The Pareto front of a union is the front of the union of the parts' fronts, so chunks reduce
+to their own fronts and the merge is exact.
+
+    >>> from perfmodel import sweep
+    >>> spec = sweep.grid(model=["llama-3-8b"], hardware=["h200-sxm"],
+    ...                   batch={"start": 1, "stop": 256, "num": 9, "log": True}, prompt=[512, 4096],
+    ...                   constraints=["tpot_s <= 0.05", "fits"], pareto="throughput_tok_s:max,tpot_s:min")
+    >>> sweep.run(spec).front  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+import hardware
+import workloads
+from hardware import units
+from hardware.spec import DTYPES, Hardware
+from perfmodel.predict import evaluate
+from workloads.model import ModelSpec
+from workloads.scenario import Scenario
+
+SCENARIO_FIELDS = tuple(f.name for f in dataclasses.fields(Scenario))
+INTEGER_FIELDS = frozenset({"batch", "prompt", "gen", "tp", "samples", "sparse_budget", "quant_group"})
+#: Numeric Hardware fields a sweep may vary (each value makes a device variant), plus peak rates.
+DEVICE_FIELDS = tuple(f.name for f in dataclasses.fields(Hardware) if f.type in ("float", "int")) + tuple(
+    f"flops_per_s.{d}" for d in DTYPES)
+#: Columns added to every row beside `evaluate`'s.
+DERIVED_COLUMNS = ("devices", "usd_per_hour", "throughput_per_device_tok_s", "tok_per_usd", "context_ok",
+                   "feasible")
+KEEP_MODES = ("all", "feasible", "front", "none")
+DEFAULT_CHUNK_ROWS = 1 << 17  # ~1e5 rows: where evaluate's per-row cost bottoms out (measured), ~60 MB
+SPEC_KEYS = ("axes", "mode", "n", "seed", "constraints", "pareto")
+
+
+class SweepError(ValueError):
+    """A malformed sweep spec; the message names the axis, key or column and the bad value."""
+
+
+# -- axes ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Range:
+    """Values from start to stop inclusive: `num` points (linear or log-spaced) or every `step`.
+
+    In a random sweep a range without num or step is sampled continuously (uniform, or log-uniform).
+    """
+
+    start: float
+    stop: float
+    num: int | None = None
+    step: float | None = None
+    log: bool = False
+
+    def values(self, integer: bool) -> np.ndarray:
+        if self.step is not None:
+            grid = np.arange(self.start, self.stop + self.step / 2, self.step)
+        elif self.log:
+            grid = np.geomspace(self.start, self.stop, self.num)
+        else:
+            grid = np.linspace(self.start, self.stop, self.num)
+        # log-spaced integers collide at the small end (1, 1.7, 2.9 -> 1, 2, 3); keep each once
+        return np.unique(np.round(grid)) if integer else grid
+
+    def at(self, u: np.ndarray, integer: bool) -> np.ndarray:
+        """Map uniforms u in [0, 1) onto the range (log-uniform when `log`)."""
+        if self.log:
+            x = np.exp(np.log(self.start) + u * (np.log(self.stop) - np.log(self.start)))
+            return np.clip(np.round(x), self.start, self.stop) if integer else x
+        if integer:  # every whole number start..stop equally likely
+            return np.minimum(np.floor(self.start + u * (self.stop - self.start + 1)), self.stop)
+        return self.start + u * (self.stop - self.start)
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One swept field. Discrete axes hold `values` (objects for model / hardware, with `labels`);
+    continuous ones (random sweeps only) hold a `range`."""
+
+    name: str
+    kind: str  # "model" | "hardware" | "device" | "scenario"
+    values: tuple = ()
+    labels: tuple = ()
+    range: Range | None = None
+
+    @property
+    def integer(self) -> bool:
+        return self.name in INTEGER_FIELDS
+
+    @property
+    def discrete(self) -> bool:
+        return self.range is None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def make_axis(name: str, raw: Any, mode: str) -> Axis:
+    """Validate one axis of a spec and resolve catalog names (errors name the axis)."""
+    if name in ("model", "hardware"):
+        objects = [_resolve(name, v) for v in _as_list(name, raw)]
+        return Axis(name, name, tuple(objects), tuple(o.name for o in objects))
+    if name in DEVICE_FIELDS:
+        values = _numbers(name, raw, mode, continuous_ok=False, parse=_device_value)
+        return Axis(name, "device", tuple(values.tolist()))
+    if name in SCENARIO_FIELDS:
+        spec = _numbers(name, raw, mode, continuous_ok=mode == "random", parse=_scenario_value)
+        return Axis(name, "scenario", range=spec) if isinstance(spec, Range) else Axis(name, "scenario",
+                                                                                       tuple(spec.tolist()))
+    known = ", ".join(("model", "hardware") + SCENARIO_FIELDS + DEVICE_FIELDS)
+    raise SweepError(f"sweep axis {name!r}: unknown field; known: {known}")
+
+
+def _resolve(name: str, value):
+    if name == "model":
+        return value if isinstance(value, ModelSpec) else workloads.load(value)
+    return value if isinstance(value, Hardware) else hardware.load(value)
+
+
+def _as_list(name: str, raw) -> list:
+    values = list(raw) if isinstance(raw, (list, tuple, np.ndarray)) else [raw]
+    if not values:
+        raise SweepError(f"sweep axis {name!r}: empty list of values")
+    return values
+
+
+def _numbers(name: str, raw, mode: str, continuous_ok: bool, parse):
+    """A list of numbers, or a Range (kept continuous only where allowed, else expanded)."""
+    integer = name in INTEGER_FIELDS
+    if isinstance(raw, Mapping):
+        rng = _range(name, raw, integer)
+        if rng.num is None and rng.step is None:
+            if continuous_ok:
+                _check_values(name, np.array([rng.start, rng.stop]))
+                return rng
+            why = "a grid" if mode == "grid" else "a device field (each value is a device variant)"
+            raise SweepError(f"sweep axis {name!r}: range needs 'num' or 'step' in {why}")
+        values = rng.values(integer)
+    else:
+        values = np.array([parse(name, v) for v in _as_list(name, raw)], dtype=float)
+    _check_values(name, values)
+    return values
+
+
+def _range(name: str, raw: Mapping, integer: bool) -> Range:
+    unknown = set(raw) - {"start", "stop", "num", "step", "log"}
+    if unknown:
+        raise SweepError(f"sweep axis {name!r}: unknown range key(s) {sorted(unknown)}; "
+                         "use start, stop, num or step, log")
+    if "start" not in raw or "stop" not in raw:
+        raise SweepError(f"sweep axis {name!r}: a range needs 'start' and 'stop', got {dict(raw)}")
+    start, stop = _scenario_value(name, raw["start"]), _scenario_value(name, raw["stop"])
+    num, step, log = raw.get("num"), raw.get("step"), bool(raw.get("log", False))
+    if stop < start:
+        raise SweepError(f"sweep axis {name!r}: empty range, start {start:g} > stop {stop:g}")
+    if num is not None and step is not None:
+        raise SweepError(f"sweep axis {name!r}: give 'num' or 'step', not both")
+    if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 1):
+        raise SweepError(f"sweep axis {name!r}: empty range, num = {num!r} must be a whole number >= 1")
+    if step is not None and not (isinstance(step, (int, float)) and step > 0):
+        raise SweepError(f"sweep axis {name!r}: step = {step!r} must be a number > 0")
+    if log and (start <= 0 or step is not None):
+        raise SweepError(f"sweep axis {name!r}: a log range needs start > 0 and num, got start {start:g}")
+    if integer and math.ceil(start) > math.floor(stop):
+        raise SweepError(f"sweep axis {name!r}: empty range, no whole number between {start:g} and {stop:g}")
+    return Range(float(start), float(stop), num, None if step is None else float(step), log)
+
+
+def _scenario_value(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise SweepError(f"sweep axis {name!r}: {value!r} is not a number")
+    return float(value)
+
+
+def _device_value(name: str, value) -> float:
+    """Device fields take SI numbers or human quantities ("4.8 TB/s"), parsed here at the edge."""
+    if isinstance(value, str):
+        return units.parse(value, _dimension(name), name)
+    return _scenario_value(name, value)
+
+
+def _dimension(field: str) -> str:
+    if "flops_per_s" in field:
+        return "flops_per_s"
+    for suffix, dim in (("_bytes_per_s", "bytes_per_s"), ("_bytes", "bytes"), ("_usd", "usd_per_hour"),
+                        ("_w", "watts"), ("_s", "seconds")):
+        if field.endswith(suffix):
+            return dim
+    raise SweepError(f"sweep axis {field!r}: a count, give plain numbers")
+
+
+def _check_values(name: str, values: np.ndarray) -> None:
+    if name in SCENARIO_FIELDS:
+        Scenario(**{name: values})  # the Scenario's own checks name the field and the bad value
+    elif not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise SweepError(f"sweep axis {name!r}: {values[~(np.isfinite(values) & (values >= 0))][0]!r} "
+                         "must be a finite number >= 0")
+
+
+# -- constraints and objectives -------------------------------------------------------------------
+_OPS = {"<=": np.less_equal, ">=": np.greater_equal, "<": np.less, ">": np.greater, "==": np.equal,
+        "!=": np.not_equal}
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|==|!=|<|>)\s*(\S+)\s*$")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A filter `column op value`, e.g. ``ttft_s <= 0.5``; a bare column name means ``== true``."""
+
+    column: str
+    op: str
+    value: float
+
+    def mask(self, frame) -> np.ndarray:
+        return _OPS[self.op](frame[self.column].to_numpy(), self.value)
+
+    def __str__(self) -> str:
+        return f"{self.column} {self.op} {self.value:g}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Constraint":
+        if re.fullmatch(r"\s*[A-Za-z_][\w.]*\s*", text):
+            return cls(text.strip(), "==", 1.0)
+        match = _CONSTRAINT.match(text)
+        if not match:
+            raise SweepError(f"constraint {text!r}: expected 'column <= value' (or >=, <, >, ==, !=)")
+        return cls(match[1], match[2], _constraint_value(match[1], match[3]))
+
+
+def _constraint_value(column: str, value) -> float:
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return float(value.lower() == "true")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SweepError(f"constraint on {column!r}: {value!r} is not a number") from None
+    if math.isnan(number):
+        raise SweepError(f"constraint on {column!r}: value is NaN")
+    return number
+
+
+def parse_constraints(raw) -> tuple[Constraint, ...]:
+    """From a list of strings, or a mapping {column: true | {max: x, min: y} | "<= x"}."""
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        raw = [part for part in raw.split(",") if part.strip()]
+    if isinstance(raw, Mapping):
+        return tuple(c for column, rule in raw.items() for c in _constraints_of(column, rule))
+    return tuple(c if isinstance(c, Constraint) else Constraint.parse(str(c)) for c in raw)
+
+
+def _constraints_of(column: str, rule) -> list[Constraint]:
+    if isinstance(rule, bool):
+        return [Constraint(column, "==", float(rule))]
+    if isinstance(rule, str):
+        return [Constraint.parse(f"{column} {rule}")]
+    if isinstance(rule, Mapping):
+        unknown = set(rule) - {"max", "min"}
+        if unknown or not rule:
+            raise SweepError(f"constraint on {column!r}: expected keys max and/or min, got {dict(rule)}")
+        return [Constraint(column, "<=" if k == "max" else ">=", _constraint_value(column, v)) for k, v in rule.items()]
+    raise SweepError(f"constraint on {column!r}: {rule!r} is not true/false, '<= x' or {{max: x, min: y}}")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A column to maximise ("max") or minimise ("min")."""
+
+    column: str
+    sense: str
+
+    def __str__(self) -> str:
+        return f"{self.column}:{self.sense}"
+
+
+def parse_objectives(raw) -> tuple[Objective, ...]:
+    """From "a:max,b:min", a list of such strings, or a mapping {column: max | min}."""
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        raw = [part for part in raw.split(",") if part.strip()]
+    pairs = list(raw.items()) if isinstance(raw, Mapping) else [
+        (o.column, o.sense) if isinstance(o, Objective) else _split_objective(str(o)) for o in raw]
+    out = []
+    for column, sense in pairs:
+        if sense not in ("max", "min"):
+            raise SweepError(f"pareto objective {column!r}: direction {sense!r} must be 'max' or 'min'")
+        out.append(Objective(column, sense))
+    if len({o.column for o in out}) != len(out):
+        raise SweepError(f"pareto: an objective is listed twice in {[str(o) for o in out]}")
+    return tuple(out)
+
+
+def _split_objective(text: str) -> tuple[str, str]:
+    column, sep, sense = text.strip().rpartition(":")
+    if not sep or not column:
+        raise SweepError(f"pareto objective {text!r}: expected 'column:max' or 'column:min'")
+    return column.strip(), sense.strip()
+
+
+# -- the spec ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SweepSpec:
+    """What to sweep: axes (model and device axes first), grid or random mode, filters, objectives."""
+
+    axes: tuple[Axis, ...]
+    mode: str = "grid"
+    n: int = 0
+    seed: int = 0
+    constraints: tuple[Constraint, ...] = ()
+    objectives: tuple[Objective, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "SweepSpec":
+        """Build from the YAML structure: {axes: {...}, mode, n, seed, constraints, pareto}."""
+        if not isinstance(data, Mapping):
+            raise SweepError(f"sweep spec: expected a mapping, got {type(data).__name__}")
+        unknown = set(data) - set(SPEC_KEYS)
+        if unknown:
+            raise SweepError(f"sweep spec: unknown key(s) {sorted(unknown)}; known: {', '.join(SPEC_KEYS)}")
+        if not isinstance(data.get("axes"), Mapping) or not data["axes"]:
+            raise SweepError("sweep spec: 'axes' must map field names to values, e.g. {batch: [1, 8, 64]}")
+        return build(data["axes"], data.get("mode", "grid"), data.get("n", 0), data.get("seed", 0),
+                     data.get("constraints"), data.get("pareto"))
+
+    @classmethod
+    def from_yaml(cls, path) -> "SweepSpec":
+        import yaml
+
+        try:
+            with open(path) as fh:
+                data = yaml.safe_load(fh)
+        except FileNotFoundError:
+            raise SweepError(f"sweep spec: file {str(path)!r} does not exist") from None
+        except yaml.YAMLError as err:
+            raise SweepError(f"sweep spec {path}: not valid YAML ({err})") from None
+        return cls.from_dict(data or {})
+
+    @property
+    def size(self) -> int:
+        """Number of rows: the grid's product of axis lengths, or the random sample size."""
+        return self.n if self.mode == "random" else math.prod(len(a) for a in self.axes)
+
+    @property
+    def group_axes(self) -> tuple[Axis, ...]:
+        return tuple(a for a in self.axes if a.kind != "scenario")
+
+    @property
+    def scenario_axes(self) -> tuple[Axis, ...]:
+        return tuple(a for a in self.axes if a.kind == "scenario")
+
+    def describe(self) -> str:
+        parts = [f"{a.name}: {len(a) if a.discrete else 'continuous'}" for a in self.axes]
+        return f"{self.mode} of {self.size:,} rows ({', '.join(parts)})"
+
+
+def build(axes: Mapping, mode: str = "grid", n: int = 0, seed: int = 0, constraints=None, pareto=None) -> SweepSpec:
+    """Validate and build a SweepSpec (errors name the axis, key or value)."""
+    if mode not in ("grid", "random"):
+        raise SweepError(f"sweep mode: {mode!r} must be 'grid' or 'random'")
+    if mode == "random" and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+        raise SweepError(f"sweep n: {n!r} must be a whole number >= 1 for a random sweep")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise SweepError(f"sweep seed: {seed!r} must be a whole number >= 0")
+    for required in ("model", "hardware"):
+        if required not in axes:
+            raise SweepError(f"sweep axes: {required!r} is required (a catalog name or a list of them)")
+    built = [make_axis(name, raw, mode) for name, raw in axes.items()]
+    order = {"model": 0, "hardware": 1, "device": 2, "scenario": 3}
+    built.sort(key=lambda a: order[a.kind])  # stable: user order within kinds
+    return SweepSpec(tuple(built), mode, int(n) if mode == "random" else 0, int(seed),
+                     parse_constraints(constraints), parse_objectives(pareto))
+
+
+def grid(constraints=None, pareto=None, **axes) -> SweepSpec:
+    """A full grid over the given axes (keyword per field)."""
+    return build(axes, "grid", 0, 0, constraints, pareto)
+
+
+def random(n: int, seed: int = 0, constraints=None, pareto=None, **axes) -> SweepSpec:
+    """n rows, each axis drawn independently (uniform over a list, uniform or log-uniform over a range)."""
+    return build(axes, "random", n, seed, constraints, pareto)
+
+
+# -- rows of a sweep --------------------------------------------------------------------------------
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64's output function (Steele, Lea & Flood 2014, "Fast splittable pseudorandom number
+    generators"); uint64 arithmetic wraps, as the generator intends."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def uniform(seed: int, axis: int, index: np.ndarray) -> np.ndarray:
+    """Uniform [0, 1) draws for rows `index` of one axis: position index of a splitmix64 stream whose
+    start depends on (seed, axis). A pure function of the row, so any chunking gives the same rows."""
+    golden = 0x9E3779B97F4A7C15
+    start = int(_mix64(np.array([(seed * golden + (axis + 1) * 0xD1B54A32D192ED03) & _MASK64],
+                                dtype=np.uint64))[0])
+    z = np.uint64(start) + (index.astype(np.uint64) + np.uint64(1)) * np.uint64(golden)
+    return (_mix64(z) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+
+
+def decode(spec: SweepSpec, index: np.ndarray) -> dict[str, np.ndarray]:
+    """For rows `index`: codes (positions in `values`) of discrete axes, values of continuous ones."""
+    if spec.mode == "grid":
+        digits = np.unravel_index(index, [len(a) for a in spec.axes]) if spec.axes else ()
+        return {a.name: d for a, d in zip(spec.axes, digits)}
+    out = {}
+    with np.errstate(over="ignore"):
+        for i, a in enumerate(spec.axes):
+            u = uniform(spec.seed, i, index)
+            out[a.name] = np.minimum((u * len(a)).astype(np.int64), len(a) - 1) if a.discrete else \
+                a.range.at(u, a.integer)
+    return out
+
+
+def _device(spec: SweepSpec, codes: dict[str, int]) -> Hardware:
+    """The device of one group: the hardware axis entry with the device-field values applied."""
+    hw = spec.axes[1].values[codes["hardware"]]
+    changes, flops = {}, dict(hw.flops_per_s)
+    for a in spec.group_axes[2:]:
+        value = a.values[codes[a.name]]
+        if a.name.startswith("flops_per_s."):
+            flops[a.name.split(".", 1)[1]] = value
+        else:
+            field_type = next(f.type for f in dataclasses.fields(Hardware) if f.name == a.name)
+            changes[a.name] = int(value) if field_type == "int" else float(value)
+    return dataclasses.replace(hw, flops_per_s=flops, **changes) if len(spec.group_axes) > 2 else hw
+
+
+def evaluate_rows(spec: SweepSpec, start: int, stop: int):
+    """Rows start..stop-1 of the sweep as a DataFrame: inputs, every `evaluate` column, derived ones."""
+    import pandas as pd
+
+    index = np.arange(start, stop, dtype=np.int64)
+    drawn = decode(spec, index)
+    groups = spec.group_axes
+    key = np.ravel_multi_index([drawn[a.name] for a in groups], [len(a) for a in groups])
+    order = np.argsort(key, kind="stable")  # grid keys are already sorted: linear time
+    bounds = np.flatnonzero(np.diff(key[order])) + 1
+    inputs = {a.name: (np.asarray(a.values, dtype=float)[drawn[a.name]] if a.discrete else drawn[a.name])
+              for a in spec.scenario_axes}
+    cols: dict[str, np.ndarray] = {}
+    for rows in np.split(order, bounds):
+        codes = {a.name: int(drawn[a.name][rows[0]]) for a in groups}
+        _fill(cols, rows, len(index), spec, codes, {k: v[rows] for k, v in inputs.items()})
+    frame = pd.DataFrame({"index": index,
+                          **{a.name: _labels(a, drawn[a.name]) for a in groups},
+                          **{k: _categorical(k, v) for k, v in cols.items()}})
+    return _add_feasible(frame, spec.constraints)
+
+
+def _fill(cols: dict, rows: np.ndarray, n: int, spec: SweepSpec, codes: dict, inputs: dict) -> None:
+    """Evaluate one (model, device) group in one call and scatter its columns into `cols`."""
+    model, hw = spec.axes[0].values[codes["model"]], _device(spec, codes)
+    result = evaluate(model, hw, Scenario(**inputs))
+    tp, throughput = result["tp"], result["throughput_tok_s"]
+    usd_per_hour = hw.price_per_hour_usd * tp
+    result.update(devices=tp, usd_per_hour=usd_per_hour, throughput_per_device_tok_s=throughput / tp,
+                  tok_per_usd=throughput * 3600.0 / usd_per_hour,
+                  context_ok=result["prompt"] + result["gen"] <= model.max_context)
+    for k, v in result.items():
+        if k not in cols:
+            cols[k] = np.empty(n, dtype=object if v.dtype.kind == "U" else v.dtype)
+        cols[k][rows] = v
+
+
+def _labels(axis: Axis, codes: np.ndarray):
+    import pandas as pd
+
+    if axis.kind == "device":
+        return np.asarray(axis.values, dtype=float)[codes]
+    # categories keep their axis order, so frames from any chunk concatenate as categoricals
+    return pd.Categorical.from_codes(codes, categories=pd.Index(_unique_labels(axis.labels)))
+
+
+def _unique_labels(labels: tuple) -> list[str]:
+    """Two entries with one name (e.g. a preset and an edited copy) still get distinct labels."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label}#{seen[label]}")
+    return out
+
+
+def _categorical(name: str, values: np.ndarray):
+    import pandas as pd
+
+    from perfmodel.roofline import BOUNDS
+
+    return pd.Categorical(values, categories=list(BOUNDS)) if values.dtype == object else values
+
+
+def _add_feasible(frame, constraints: tuple[Constraint, ...]):
+    ok = frame["context_ok"].to_numpy().copy()
+    for c in constraints:
+        ok &= c.mask(frame)
+    frame["feasible"] = ok
+    return frame
+
+
+def check_columns(spec: SweepSpec, columns) -> None:
+    """Constraints and objectives must name output columns (checked before any chunk runs)."""
+    _check_names([c.column for c in spec.constraints] + [o.column for o in spec.objectives], columns)
+
+
+def _check_names(names, columns) -> None:
+    for name in names:
+        if name not in columns:
+            raise SweepError(f"sweep: unknown column {name!r} in a constraint or objective; "
+                             f"columns: {', '.join(columns)}")
+
+
+# -- Pareto fronts ----------------------------------------------------------------------------------
+def pareto_mask(points, senses) -> np.ndarray:
+    """Rows of `points` (n x d) not dominated by any other row, exactly.
+
+    Row a dominates b when a is at least as good in every objective and better in one ("max" larger,
+    "min" smaller); equal rows do not dominate each other, so both stay. Rows with a NaN or infinite
+    objective cannot be compared and are left out. d = 2 is an O(n log n) sort-and-sweep; higher d
+    filters in lexicographic order against the front so far (Kung, Luccio & Preparata 1975 give the
+    idea: a dominator always sorts lexicographically before what it dominates).
+    """
+    x = np.asarray(points, dtype=float)
+    if x.ndim != 2 or x.shape[1] != len(senses) or not senses:
+        raise SweepError(f"pareto: points of shape {x.shape} do not match {len(senses)} objective(s)")
+    x = x * np.array([-1.0 if s == "max" else 1.0 for s in senses])  # everything minimised from here
+    finite = np.all(np.isfinite(x), axis=1)
+    mask = np.zeros(len(x), dtype=bool)
+    sub = x[finite]
+    if len(sub):
+        kept = sub[:, 0] == sub[:, 0].min() if x.shape[1] == 1 else (
+            _front_2d(sub) if x.shape[1] == 2 else _front_nd(sub))
+        mask[np.flatnonzero(finite)[kept]] = True
+    return mask
+
+
+def _front_2d(x: np.ndarray) -> np.ndarray:
+    """Sort by (f1, f2); a row is on the front when its f2 is the least of its f1-tie group and
+    strictly below every f2 seen at smaller f1."""
+    order = np.lexsort((x[:, 1], x[:, 0]))
+    a, b = x[order, 0], x[order, 1]
+    new_group = np.r_[True, a[1:] != a[:-1]]
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(len(a)), 0))
+    best_before = np.r_[np.inf, np.minimum.accumulate(b)][group_start]
+    keep = (b == b[group_start]) & (b < best_before)
+    mask = np.zeros(len(a), dtype=bool)
+    mask[order] = keep
+    return mask
+
+
+def _front_nd(x: np.ndarray, block: int = 512) -> np.ndarray:
+    """Blocks of rows in lexicographic order; a row survives if no front row of earlier blocks and no
+    row of its own block dominates it (a dominated dominator is itself dominated by a front row)."""
+    order = np.lexsort(x.T[::-1])
+    xs = x[order]
+    keep = np.zeros(len(xs), dtype=bool)
+    front = np.empty((0, x.shape[1]))
+    for lo in range(0, len(xs), block):
+        rows = xs[lo:lo + block]
+        ok = ~(_dominated_by(rows, front) | _dominated_by(rows, rows))
+        keep[lo:lo + block] = ok
+        front = np.vstack([front, rows[ok]])
+    mask = np.zeros(len(xs), dtype=bool)
+    mask[order] = keep
+    return mask
+
+
+def _dominated_by(rows: np.ndarray, others: np.ndarray, cells: int = 1 << 22) -> np.ndarray:
+    """For each row, whether any of `others` dominates it (slices of `others` bound the memory)."""
+    out = np.zeros(len(rows), dtype=bool)
+    step = max(1, cells // max(1, rows.size))
+    for lo in range(0, len(others), step):
+        o = others[None, lo:lo + step, :]
+        r = rows[:, None, :]
+        out |= np.any(np.all(o <= r, axis=2) & np.any(o < r, axis=2), axis=1)
+    return out
+
+
+def pareto_front(frame, objectives):
+    """The front rows of `frame` (exact), best first by the first objective, then by sweep index."""
+    objectives = parse_objectives(objectives) if not (objectives and isinstance(objectives[0], Objective)) \
+        else tuple(objectives)
+    if not objectives:
+        raise SweepError("pareto: no objectives given (e.g. 'throughput_tok_s:max,tpot_s:min')")
+    _check_names([o.column for o in objectives], list(frame.columns))
+    points = np.column_stack([frame[o.column].to_numpy(dtype=float) for o in objectives]) if len(frame) else \
+        np.empty((0, len(objectives)))
+    front = frame[pareto_mask(points, [o.sense for o in objectives])]
+    keys = [o.column for o in objectives] + (["index"] if "index" in frame.columns else [])
+    ascending = [o.sense == "min" for o in objectives] + ([True] if "index" in frame.columns else [])
+    return front.sort_values(keys, ascending=ascending, kind="stable").reset_index(drop=True)
+
+
+# -- running a sweep in chunks ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChunkResult:
+    """What one chunk sends back: its counts, the rows kept, and its own front (feasible rows)."""
+
+    start: int
+    rows: int
+    feasible: int
+    kept: Any  # DataFrame or None
+    front: Any  # DataFrame or None
+
+
+def chunks(spec: SweepSpec, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> list[tuple[int, int]]:
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
+        raise SweepError(f"chunk_rows: {chunk_rows!r} must be a whole number >= 1")
+    return [(lo, min(lo + chunk_rows, spec.size)) for lo in range(0, spec.size, chunk_rows)]
+
+
+def run_chunk(spec: SweepSpec, start: int, stop: int, keep: str = "all") -> ChunkResult:
+    """Evaluate rows start..stop-1 and reduce them as `keep` says (runs on Dask workers too)."""
+    frame = evaluate_rows(spec, start, stop)
+    feasible = frame[frame["feasible"].to_numpy()]
+    front = pareto_front(feasible, spec.objectives) if spec.objectives else None
+    kept = {"all": frame, "feasible": feasible.reset_index(drop=True), "front": None, "none": None}[keep]
+    return ChunkResult(start, len(frame), len(feasible), kept, front)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Rows kept (all, feasible only, or none), the exact Pareto front, and counts."""
+
+    spec: SweepSpec
+    frame: Any  # DataFrame of kept rows, or None
+    front: Any  # DataFrame of the Pareto front (feasible rows), or None without objectives
+    rows: int
+    feasible_rows: int
+    seconds: float
+
+    @property
+    def feasible(self):
+        """Kept rows that satisfy every constraint (and fit the model's context)."""
+        if self.frame is None:
+            raise SweepError("sweep result: rows were not kept (keep='front' or 'none', or not collected)")
+        return self.frame[self.frame["feasible"].to_numpy()].reset_index(drop=True)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else math.inf
+
+    def plot_front(self, path=None, ax=None):
+        """Scatter the feasible rows and the front over the first two objectives (PNG if `path`)."""
+        return plot_front(self.front, self.spec.objectives, self.frame if self.frame is not None else None,
+                          path, ax)
+
+    def summary(self) -> str:
+        rate = f"{self.rows_per_s:,.0f} rows/s" if math.isfinite(self.rows_per_s) else "n/a"
+        line = f"{self.rows:,} scenarios, {self.feasible_rows:,} feasible ({self.seconds:.2f} s, {rate})"
+        if self.spec.constraints:
+            line += "\nconstraints: " + "; ".join(str(c) for c in self.spec.constraints)
+        if self.front is not None:
+            line += f"\nPareto front over {', '.join(str(o) for o in self.spec.objectives)}: {len(self.front)} rows"
+        return line
+
+
+class Collector:
+    """Takes chunk results in sweep order; streams kept rows to Parquet / CSV; merges fronts."""
+
+    def __init__(self, spec: SweepSpec, keep: str = "all", path=None, csv_path=None, collect: bool = True):
+        if keep not in KEEP_MODES:
+            raise SweepError(f"keep: {keep!r} must be one of {KEEP_MODES}")
+        if keep == "front" and not spec.objectives:
+            raise SweepError("keep='front' needs pareto objectives in the spec")
+        self.spec, self.keep, self.path, self.csv_path, self.collect = spec, keep, path, csv_path, collect
+        self.frames, self.fronts, self.rows, self.feasible = [], [], 0, 0
+        self.next_start, self._parquet, self._csv_started, self.t0 = 0, None, False, time.perf_counter()
+
+    def add(self, chunk: ChunkResult) -> None:
+        if chunk.start != self.next_start:
+            raise RuntimeError(f"chunk at row {chunk.start} arrived before row {self.next_start}")
+        self.next_start += chunk.rows
+        self.rows, self.feasible = self.rows + chunk.rows, self.feasible + chunk.feasible
+        if chunk.front is not None:
+            self.fronts.append(chunk.front)
+        if chunk.kept is not None:
+            self._write(chunk.kept)
+            if self.collect:
+                self.frames.append(chunk.kept)
+
+    def _write(self, frame) -> None:
+        if self.path is not None:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(str(self.path), table.schema)
+            self._parquet.write_table(table)
+        if self.csv_path is not None:
+            frame.to_csv(self.csv_path, mode="a" if self._csv_started else "w", header=not self._csv_started,
+                         index=False)
+            self._csv_started = True
+
+    def finish(self) -> SweepResult:
+        import pandas as pd
+
+        front = None
+        if self.spec.objectives:
+            front = pareto_front(pd.concat(self.fronts, ignore_index=True), self.spec.objectives) \
+                if self.fronts else None
+            if self.keep == "front" and front is not None:
+                self._write(front)
+        if self._parquet is not None:
+            self._parquet.close()
+        frame = pd.concat(self.frames, ignore_index=True) if self.frames else None
+        if self.keep == "front" and self.collect:
+            frame = front
+        return SweepResult(self.spec, frame, front, self.rows, self.feasible, time.perf_counter() - self.t0)
+
+
+def prepare(spec: SweepSpec) -> None:
+    """Fail fast, before any chunk runs: evaluate row 0 to learn the columns, then check names."""
+    if spec.size == 0:
+        raise SweepError("sweep: no rows to evaluate")
+    check_columns(spec, list(evaluate_rows(spec, 0, 1).columns))
+
+
+def run(spec: SweepSpec, chunk_rows: int = DEFAULT_CHUNK_ROWS, keep: str = "all", path=None, csv_path=None,
+        collect: bool = True, progress: bool = False) -> SweepResult:
+    """Evaluate the sweep here, chunk by chunk (memory bounded by the chunk size unless collecting).
+
+    keep: rows to keep and write: "all" (with a `feasible` column), "feasible", "front" (only the Pareto
+    front) or "none". path / csv_path: stream the kept rows to Parquet / CSV. collect=False keeps
+    nothing in memory but the front.
+    """
+    prepare(spec)
+    collector = Collector(spec, keep, path, csv_path, collect)
+    parts = chunks(spec, chunk_rows)
+    with progress_bar(spec.size, progress) as bar:
+        for lo, hi in parts:
+            collector.add(run_chunk(spec, lo, hi, keep))
+            bar.update(hi - lo)
+    return collector.finish()
+
+
+class _NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n):
+        pass
+
+
+def progress_bar(total: int, enabled: bool):
+    """tqdm on stderr when asked for and installed; otherwise nothing."""
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, unit=" rows", unit_scale=True, desc="sweep", leave=False)
+
+
+# -- plots ------------------------------------------------------------------------------------------
+def plot_front(front, objectives, frame=None, path=None, ax=None, max_points: int = 20000):
+    """Front of the first two objectives as a step line over a sample of the feasible rows; a third
+    objective colours the front. Saves a PNG when `path` is given; returns the matplotlib Axes."""
+    objectives = parse_objectives(objectives) if not (objectives and isinstance(objectives[0], Objective)) \
+        else tuple(objectives)
+    if front is None or len(objectives) < 2:
+        raise SweepError("plot: needs a Pareto front over at least two objectives")
+    import matplotlib
+
+    if ax is None and path is not None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x, y = objectives[0].column, objectives[1].column
+    own = ax is None
+    fig, ax = plt.subplots(figsize=(7, 4.5)) if own else (ax.figure, ax)
+    if frame is not None and len(frame):
+        feasible = frame[frame["feasible"].to_numpy()] if "feasible" in frame else frame
+        sample = feasible.sample(max_points, random_state=0) if len(feasible) > max_points else feasible
+        ax.scatter(sample[x], sample[y], s=4, color="0.8", label=f"feasible ({len(feasible):,})")
+    ordered = front.sort_values(x)
+    color = front[objectives[2].column] if len(objectives) > 2 else "C3"
+    points = ax.scatter(front[x], front[y], s=18, c=color, zorder=3, label=f"Pareto front ({len(front)})")
+    if len(objectives) == 2:
+        ax.step(ordered[x], ordered[y], where="post", color="C3", lw=1)
+    elif len(front):
+        fig.colorbar(points, ax=ax, label=f"{objectives[2].column} ({objectives[2].sense})")
+    for setter, column, sense in ((ax.set_xlabel, x, objectives[0].sense), (ax.set_ylabel, y, objectives[1].sense)):
+        setter(f"{column} ({'higher' if sense == 'max' else 'lower'} is better)")
+    _log_if_wide(ax, front, frame, x, y)
+    ax.legend(loc="best", fontsize=8)
+    if path is not None:
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        if own:
+            plt.close(fig)
+    return ax
+
+
+def _log_if_wide(ax, front, frame, x, y) -> None:
+    data = frame if frame is not None and len(frame) else front
+    for column, setter in ((x, ax.set_xscale), (y, ax.set_yscale)):
+        values = data[column].to_numpy(dtype=float)
+        values = values[np.isfinite(values) & (values > 0)]
+        if len(values) and values.max() / values.min() > 100:  # over two decades: log scale
+            setter("log")

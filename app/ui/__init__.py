@@ -1,0 +1,1 @@
+"""Streamlit pages of the planner; each module's `render()` draws one page (see app/planner.py)."""

@@ -1,0 +1,7 @@
+"""Placeholder page (being written)."""
+import streamlit as st
+
+
+def render() -> None:
+    st.title("validation")
+    st.info("not available yet")

@@ -1,0 +1,544 @@
+"""Pure helpers behind the planner pages: inputs to model objects, plan results, exports, tables.
+
+Nothing here imports streamlit, so every number a page shows is computed (and tested) without a
+browser; the pages in `app/ui/` only lay these results out. Cached page functions key on plain
+values (a preset name, a spec's YAML text, a config's JSON text), which is why `resolve_hardware`
+and `resolve_model` take such keys instead of objects.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import yaml
+
+import hardware
+import perfmodel
+import workloads
+from hardware.spec import KINDS, DEVICE_LINK_KINDS, Hardware, SpecError, _Reader
+from hardware.units import UnitError, format_si
+from workloads.model import ModelError, ModelSpec
+from workloads.scenario import Scenario
+
+#: Errors a user can cause from the planner; pages show their message instead of a traceback.
+USER_ERRORS = (SpecError, UnitError, ModelError, ValueError, KeyError)
+
+#: Where the human-unit text of each dimension is written (the parser reads all of them).
+_UNIT = {"bytes": "B", "bytes_per_s": "B/s", "flops_per_s": "FLOP/s", "seconds": "s", "watts": "W",
+         "usd_per_hour": "USD/h", None: ""}
+
+#: Tag the planner writes on values entered by hand (every spec value must name a source).
+USER_TAG = "user"
+USER_SOURCE = "entered in the perfmodel planner"
+
+
+# -- hardware specs: form fields, field-by-field validation, YAML round trip ---------------------
+@dataclass(frozen=True)
+class SpecField:
+    """One numeric leaf of the spec YAML schema (hardware/presets/*.yaml) as the form shows it."""
+
+    path: str
+    dimension: str | None       # units.SI_UNITS key, or None for a plain count
+    label: str
+    required: bool = True
+
+
+#: The form's fields, in the schema's order. fp32 is required because the roofline runs vector
+#: ops (norms, activations) at the fp32 rate; a device without it could not be modeled.
+SPEC_FIELDS = (
+    SpecField("compute.fp32", "flops_per_s", "fp32 peak"),
+    SpecField("compute.bf16", "flops_per_s", "bf16 peak (dense)"),
+    SpecField("compute.fp8", "flops_per_s", "fp8 peak (dense, optional)", required=False),
+    SpecField("compute.int8", "flops_per_s", "int8 peak (dense, optional)", required=False),
+    SpecField("memory.capacity", "bytes", "Device memory capacity"),
+    SpecField("memory.bandwidth", "bytes_per_s", "Device memory bandwidth"),
+    SpecField("host_memory.capacity", "bytes", "Host DRAM capacity"),
+    SpecField("host_memory.bandwidth", "bytes_per_s", "Host DRAM bandwidth"),
+    SpecField("flash.capacity", "bytes", "Flash / NVMe capacity"),
+    SpecField("flash.read_bandwidth", "bytes_per_s", "Flash read bandwidth"),
+    SpecField("flash.latency", "seconds", "Flash latency"),
+    SpecField("host_link.bandwidth", "bytes_per_s", "Host link bandwidth (each way)"),
+    SpecField("host_link.latency", "seconds", "Host link latency"),
+    SpecField("device_link.bandwidth", "bytes_per_s", "Device link bandwidth (each way)", required=False),
+    SpecField("device_link.latency", "seconds", "Device link latency", required=False),
+    SpecField("cpu.cores", None, "CPU cores"),
+    SpecField("cpu.flops", "flops_per_s", "CPU peak"),
+    SpecField("node.devices", None, "Devices per node", required=False),
+    SpecField("node.compute_units", None, "Compute units (SMs)", required=False),
+    SpecField("price_per_hour", "usd_per_hour", "Price per device-hour"),
+    SpecField("power", "watts", "Power"),
+)
+
+
+def _get(data: dict, path: str):
+    for key in path.split("."):
+        if not isinstance(data, dict) or data.get(key) is None:
+            return None
+        data = data[key]
+    return data
+
+
+def _set(data: dict, path: str, value) -> None:
+    *parents, leaf = path.split(".")
+    for key in parents:
+        data = data.setdefault(key, {})
+    data[leaf] = value
+
+
+def spec_field_errors(data, origin: str = "spec") -> dict[str, str]:
+    """Check every field of a spec mapping on its own; {path: message} for each bad one.
+
+    Hardware.from_dict stops at the first bad field; a person fixing a spec wants all of them at
+    once. Each leaf goes through the same reader the loader uses, so the messages are identical.
+    Cross-field rules (e.g. a device-link kind without a bandwidth) are checked by `build_spec`.
+    """
+    if not isinstance(data, dict):
+        return {"spec": f"{origin}: expected a mapping of fields, got {type(data).__name__}"}
+    errors: dict[str, str] = {}
+    try:
+        reader = _Reader(data, origin)
+    except SpecError as err:
+        return {"sources": str(err)}
+    for key in ("name", "kind"):
+        if _get(data, key) is None:
+            errors[key] = f"{origin}: missing field {key!r}"
+    if _get(data, "kind") is not None and str(data["kind"]) not in KINDS:
+        errors["kind"] = f"{origin}: kind: {data['kind']!r} is not one of {KINDS}"
+    link = _get(data, "device_link.kind")
+    if link is not None and str(link) not in DEVICE_LINK_KINDS:
+        errors["device_link.kind"] = f"{origin}: device_link.kind: {link!r} is not one of {DEVICE_LINK_KINDS}"
+    compute = _get(data, "compute")
+    paths = {f.path: f for f in SPEC_FIELDS}
+    if isinstance(compute, dict):  # any dtype the file lists, not only the form's
+        for dtype in compute:
+            paths.setdefault(f"compute.{dtype}", SpecField(f"compute.{dtype}", "flops_per_s", dtype, False))
+    for field in paths.values():
+        if not field.required and _get(data, field.path) is None:
+            continue
+        try:
+            reader.quantity(field.path, field.dimension)
+        except SpecError as err:
+            errors[field.path] = str(err)
+    return errors
+
+
+def build_spec(data, origin: str = "spec") -> tuple[Hardware | None, dict[str, str]]:
+    """A Hardware from a spec mapping, or None and every field's error."""
+    errors = spec_field_errors(data, origin)
+    if errors:
+        return None, errors
+    try:
+        return Hardware.from_dict(data, origin=origin), {}
+    except SpecError as err:
+        return None, {"spec": str(err)}
+
+
+def parse_spec_yaml(text: str, origin: str = "uploaded spec") -> tuple[Hardware | None, dict[str, str]]:
+    """Parse an uploaded spec file; YAML syntax errors come back as a field error, not an exception."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        return None, {"yaml": f"{origin}: not valid YAML{where} ({getattr(err, 'problem', err)})"}
+    return build_spec(data, origin)
+
+
+def human(value: float, dimension: str | None) -> str:
+    """A spec value as text the unit parser reads back to the same number (6 significant digits)."""
+    if dimension is None:
+        return str(int(value))
+    if dimension == "seconds":
+        for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "us"), (1e-9, "ns")):
+            if abs(value) >= scale:
+                return f"{value / scale:.6g} {unit}"
+    return format_si(value, _UNIT[dimension], digits=6)
+
+
+def form_defaults(hw: Hardware | None) -> dict[str, str]:
+    """The form's initial texts: a preset's values, or blanks for a device built from nothing."""
+    if hw is None:
+        return {f.path: "" for f in SPEC_FIELDS} | {"name": "my-device", "kind": "gpu", "device_link.kind": "none"}
+    doc = spec_document(hw)
+    out = {f.path: _untag(_get(doc, f.path)) for f in SPEC_FIELDS}
+    return out | {"name": f"{hw.name}-custom", "kind": hw.kind, "device_link.kind": hw.device_link}
+
+
+def _untag(text) -> str:
+    return "" if text is None else str(text).rsplit(" [", 1)[0]
+
+
+def spec_from_form(values: dict[str, str]) -> dict:
+    """The YAML mapping of a spec typed into the form (blank optional fields are left out)."""
+    doc: dict = {"name": values.get("name", "").strip() or None, "title": values.get("name", "").strip() or None,
+                 "kind": values.get("kind"), "sources": {USER_TAG: USER_SOURCE}}
+    link = values.get("device_link.kind") or "none"
+    doc["device_link"] = {"kind": link}
+    for f in SPEC_FIELDS:
+        text = str(values.get(f.path, "") or "").strip()
+        if f.path.startswith("device_link.") and link == "none":
+            continue
+        if text:
+            _set(doc, f.path, f"{text} [{USER_TAG}]")
+    return doc
+
+
+def spec_document(hw: Hardware) -> dict:
+    """A Hardware as the spec YAML schema, every value tagged as entered in the planner.
+
+    `Hardware.from_dict(spec_document(hw))` rebuilds the same datasheet numbers (to 6 digits), so
+    an exported custom device runs unchanged through `perfmodel predict --hardware FILE.yaml`.
+    Calibration is not exported: a calibrated preset is referred to by its name instead.
+    """
+    tag = f" [{USER_TAG}]"
+    doc: dict = {"name": hw.name, "title": hw.title, "kind": hw.kind, "sources": {USER_TAG: USER_SOURCE}}
+    values = {
+        **{f"compute.{d}": (r, "flops_per_s") for d, r in hw.flops_per_s.items()},
+        "memory.capacity": (hw.hbm_capacity_bytes, "bytes"), "memory.bandwidth": (hw.hbm_bytes_per_s, "bytes_per_s"),
+        "host_memory.capacity": (hw.dram_capacity_bytes, "bytes"),
+        "host_memory.bandwidth": (hw.dram_bytes_per_s, "bytes_per_s"),
+        "flash.capacity": (hw.flash_capacity_bytes, "bytes"),
+        "flash.read_bandwidth": (hw.flash_read_bytes_per_s, "bytes_per_s"),
+        "flash.latency": (hw.flash_latency_s, "seconds"),
+        "host_link.bandwidth": (hw.host_link_bytes_per_s, "bytes_per_s"),
+        "host_link.latency": (hw.host_link_latency_s, "seconds"),
+        "cpu.cores": (hw.cpu_cores, None), "cpu.flops": (hw.cpu_flops_per_s, "flops_per_s"),
+        "node.devices": (hw.devices_per_node, None), "node.compute_units": (hw.compute_units, None),
+        "price_per_hour": (hw.price_per_hour_usd, "usd_per_hour"), "power": (hw.power_w, "watts"),
+    }
+    if hw.device_link != "none":
+        values["device_link.bandwidth"] = (hw.device_link_bytes_per_s, "bytes_per_s")
+        if hw.device_link_latency_s > 0:
+            values["device_link.latency"] = (hw.device_link_latency_s, "seconds")
+    for path, (value, dim) in values.items():
+        _set(doc, path, human(value, dim) + tag)
+    doc.setdefault("device_link", {})["kind"] = hw.device_link
+    return doc
+
+
+def spec_yaml(hw: Hardware) -> str:
+    return yaml.safe_dump(spec_document(hw), sort_keys=False)
+
+
+# -- resolving the keys the pages cache on ----------------------------------------------------
+def resolve_hardware(key: tuple) -> Hardware:
+    """("preset", name) or ("yaml", spec text) -> Hardware; raises SpecError naming the bad field."""
+    kind, value = key[0], key[1]
+    if kind == "preset":
+        return hardware.load(value)
+    hw, errors = parse_spec_yaml(value)
+    if errors:
+        raise SpecError("; ".join(errors.values()))
+    return hw
+
+
+def resolve_model(key: tuple) -> ModelSpec:
+    """("catalog", name) or ("config", json text, name) -> ModelSpec; raises ModelError."""
+    if key[0] == "catalog":
+        return workloads.load(key[1])
+    return model_from_config_text(key[1], key[2])
+
+
+def model_from_config_text(text: str | bytes, name: str = "uploaded") -> ModelSpec:
+    """An uploaded HF config.json; bad JSON or an unsupported architecture raises ModelError."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelError(f"model config {name}: not valid JSON ({getattr(err, 'msg', err)})") from None
+    return ModelSpec.from_hf_config(data, name=name)
+
+
+# -- scenario inputs --------------------------------------------------------------------------
+#: Scenario fields the planner exposes, in the CLI's spelling (perfmodel predict --w-bits ...).
+SCENARIO_FIELDS = ("batch", "prompt", "gen", "w_bits", "a_bits", "kv_bits", "tp", "samples")
+
+
+def scenario(inputs: dict) -> Scenario:
+    """A Scenario from the page's inputs; ScenarioError names the bad field and value."""
+    return Scenario(**{k: inputs[k] for k in SCENARIO_FIELDS if k in inputs})
+
+
+def cli_command(hardware_ref: str, model_ref: str, inputs: dict) -> str:
+    """The `perfmodel predict` command line that reproduces a plan."""
+    flags = " ".join(f"--{k.replace('_', '-')} {_num(inputs[k])}" for k in SCENARIO_FIELDS if k in inputs)
+    return f"perfmodel predict --hardware {hardware_ref} --model {model_ref} {flags} --breakdown"
+
+
+def _num(value) -> str:
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def plan_document(hardware_ref: str, model_ref: str, inputs: dict, hw_spec: dict | None = None,
+                  model_config: dict | None = None) -> str:
+    """The inputs of a view as YAML: references, scenario, the CLI line, and any custom spec inline."""
+    doc = {"hardware": hardware_ref, "model": model_ref,
+           "scenario": {k: _plain(inputs[k]) for k in SCENARIO_FIELDS if k in inputs},
+           "cli": cli_command(hardware_ref, model_ref, inputs)}
+    if hw_spec is not None:
+        doc["hardware_spec"] = hw_spec
+    if model_config is not None:
+        doc["model_config"] = model_config
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    value = float(value)
+    return int(value) if value.is_integer() else value
+
+
+# -- the plan ---------------------------------------------------------------------------------
+def plan(model: ModelSpec, hw: Hardware, sc: Scenario) -> dict:
+    """Everything the Plan page shows: metrics row, per-op tables of both phases, fit verdict.
+
+    Returns plain data (dicts, DataFrames, strings) so the result can be cached and pickled.
+    """
+    pred = perfmodel.predict(model, hw, sc)
+    row = pred.row(0)
+    try:
+        pred.require_fit()
+        verdict = None
+    except perfmodel.DoesNotFitError as err:
+        verdict = str(err)
+    return {"row": row, "prefill": pred.breakdown("prefill"), "decode": pred.breakdown("decode"),
+            "does_not_fit": verdict, "suggestions": fit_suggestions(model, hw, sc, row) if verdict else [],
+            "roofs": roofs(hw, row["w_bits"], row["a_bits"]),
+            "summary": summary_frame(row, model, hw)}
+
+
+def fit_suggestions(model: ModelSpec, hw: Hardware, sc: Scenario, row: dict) -> list[str]:
+    """What would make a plan fit: a smaller batch, more tensor parallelism, fewer weight bits.
+
+    One vectorized prediction over the alternatives (tp up to the node's devices, 8- and 4-bit
+    weights), so the suggestions are the cost model's own answers, not rules of thumb.
+    """
+    tips = []
+    if row["max_batch"] >= 1:
+        tips.append(f"batch {int(row['max_batch'])} or less fits at these settings")
+    else:
+        tips.append(f"the weights alone need {row['weights_bytes'] / 1e9:.1f} GB per device; "
+                    f"{hw.name} has {hw.hbm_capacity_bytes / 1e9:.1f} GB")
+    tps = np.array([t for t in (2, 4, 8, 16, 32, 64) if t <= hw.devices_per_node and t > row["tp"]], float)
+    if tps.size:
+        fits = perfmodel.predict(model, hw, sc.replace(tp=tps))["fits"]
+        if fits.any():
+            tips.append(f"tensor parallelism tp={int(tps[np.argmax(fits)])} fits")
+    bits = np.array([b for b in (8.0, 4.0) if b < row["w_bits"]])
+    if bits.size:
+        fits = perfmodel.predict(model, hw, sc.replace(w_bits=bits))["fits"]
+        if fits.any():
+            tips.append(f"{int(bits[np.argmax(fits)])}-bit weights fit")
+    return tips
+
+
+def summary_frame(row: dict, model: ModelSpec, hw: Hardware) -> pd.DataFrame:
+    """One-row results table (SI units, unit in each column name) for the CSV export."""
+    keep = ["batch", "prompt", "gen", "w_bits", "a_bits", "kv_bits", "tp", "samples", "ttft_s", "tpot_s",
+            "e2e_s", "throughput_tok_s", "decode_tok_s", "usd_per_mtok", "prefill_bound", "decode_bound",
+            "weights_bytes", "kv_bytes", "activation_bytes", "total_bytes", "capacity_bytes", "fits",
+            "max_batch"]
+    out = {"model": model.name, "hardware": hw.name, "calibrated": hw.is_calibrated}
+    return pd.DataFrame([out | {k: row[k] for k in keep}])
+
+
+def memory_frame(row: dict) -> pd.DataFrame:
+    """Memory bar segments per device: weights, KV cache, activations, and what is left free."""
+    used = row["weights_bytes"] + row["kv_bytes"] + row["activation_bytes"]
+    parts = [("weights", row["weights_bytes"]), ("KV cache", row["kv_bytes"]),
+             ("activations", row["activation_bytes"]), ("free", max(row["capacity_bytes"] - used, 0.0))]
+    frame = pd.DataFrame(parts, columns=["component", "bytes"])
+    frame["GB"] = frame["bytes"] / 1e9
+    frame["order"] = range(len(frame))
+    return frame
+
+
+def roofs(hw: Hardware, w_bits, a_bits) -> list[dict]:
+    """The device roofs the roofline chart draws: peak FLOP/s and memory bandwidth.
+
+    The tensor roof uses the GEMM path the precisions select (perfmodel.roofline.matmul_dtype_rate);
+    the vector roof the fp32 rate norms and activations run at. A calibrated spec adds its measured
+    roof, which is what the predicted points sit under.
+    """
+    from perfmodel.roofline import matmul_dtype_rate
+
+    out = [{"roof": "tensor peak (datasheet)", "flops_per_s": float(matmul_dtype_rate(hw, w_bits, a_bits, False)),
+            "bytes_per_s": hw.hbm_bytes_per_s},
+           {"roof": "vector fp32 (datasheet)", "flops_per_s": hw.peak_flops_per_s("fp32"),
+            "bytes_per_s": hw.hbm_bytes_per_s}]
+    if hw.calibration:
+        out.append({"roof": "tensor (calibrated)", "flops_per_s": float(matmul_dtype_rate(hw, w_bits, a_bits)),
+                    "bytes_per_s": hw.calibration.memory_bytes_per_s})
+    return out
+
+
+def roofline_points(prefill: pd.DataFrame, decode: pd.DataFrame) -> pd.DataFrame:
+    """Each op of both phases placed on the roofline: intensity (FLOP/byte) vs achieved FLOP/s.
+
+    Achieved = the op's FLOPs over its modeled time; ops without FLOPs or bytes (embedding lookups,
+    communication) have no place on a log-log roofline and are left out.
+    """
+    frames = []
+    for phase, frame in (("prefill", prefill), ("decode", decode)):
+        ok = (frame["flops"] > 0) & (frame["bytes"] > 0) & (frame["time_s"] > 0)
+        part = frame.loc[ok, ["op", "kind", "bound", "flops", "bytes", "time_s", "share"]].copy()
+        part["phase"] = phase
+        part["intensity_flop_per_byte"] = part["flops"] / part["bytes"]
+        part["achieved_flops_per_s"] = part["flops"] / part["time_s"]
+        frames.append(part)
+    return pd.concat(frames, ignore_index=True)
+
+
+def roof_lines(roof_list: list[dict], lo: float, hi: float, n: int = 64) -> pd.DataFrame:
+    """Sampled roof curves min(peak, intensity x bandwidth) over [lo, hi] FLOP/byte (log spaced)."""
+    lo, hi = max(lo, 1e-3), max(hi, lo * 10)
+    x = np.geomspace(lo / 2, hi * 2, n)
+    rows = [pd.DataFrame({"roof": r["roof"], "intensity_flop_per_byte": x,
+                          "flops_per_s": np.minimum(r["flops_per_s"], x * r["bytes_per_s"])}) for r in roof_list]
+    return pd.concat(rows, ignore_index=True)
+
+
+def breakdown_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """A per-op table for display: times in microseconds, share in percent."""
+    view = frame[["op", "kind", "count", "flops", "bytes", "compute_s", "memory_s", "overhead_s", "comm_s",
+                  "time_s", "bound", "share"]].copy()
+    for col in ("compute_s", "memory_s", "overhead_s", "comm_s", "time_s"):
+        view[col.replace("_s", "_us")] = view.pop(col) * 1e6
+    view["share_pct"] = view.pop("share") * 100
+    return view
+
+
+def metric_texts(row: dict) -> dict[str, str]:
+    """The headline numbers as the Plan page prints them."""
+    return {
+        "TTFT": _ms(row["ttft_s"]), "TPOT": _ms(row["tpot_s"]),
+        "Throughput": f"{row['throughput_tok_s']:,.0f} tok/s",
+        "Cost": f"${row['usd_per_mtok']:.3f} / Mtok",
+        "Memory": f"{row['total_bytes'] / 1e9:.1f} / {row['capacity_bytes'] / 1e9:.0f} GB",
+    }
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g} ms" if seconds < 10 else f"{seconds:.3g} s"
+
+
+# -- compare ----------------------------------------------------------------------------------
+def parse_int_list(text: str, field: str) -> list[int]:
+    """'1, 8, 64' -> [1, 8, 64]; a value that is not a whole number >= 1 raises ValueError naming it."""
+    items = [t for t in str(text).replace(";", ",").replace(" ", ",").split(",") if t]
+    if not items:
+        raise ValueError(f"{field}: give at least one value, e.g. '1, 8, 64'")
+    out = []
+    for item in items:
+        try:
+            value = float(item)
+        except ValueError:
+            raise ValueError(f"{field}: {item!r} is not a number") from None
+        if not math.isfinite(value) or value < 1 or not value.is_integer():
+            raise ValueError(f"{field}: {item} is invalid; must be a whole number >= 1")
+        out.append(int(value))
+    return sorted(set(out))
+
+
+def compare(pairs: list[tuple[ModelSpec, Hardware]], grid: dict) -> tuple[pd.DataFrame, list[str]]:
+    """Every (model, device) pair over a grid of settings, one vectorized prediction per pair.
+
+    grid: lists for batch, w_bits, kv_bits, tp and scalars prompt, gen, a_bits. Tensor-parallel
+    degrees above a device's devices_per_node are skipped (a note says so). Returns the rows and
+    the notes (skipped pairs with the reason).
+    """
+    frames, notes = [], []
+    for model, hw in pairs:
+        tps = [t for t in grid["tp"] if t <= hw.devices_per_node]
+        if len(tps) < len(grid["tp"]):
+            notes.append(f"{hw.name}: tp above {hw.devices_per_node} devices per node skipped")
+        if not tps:
+            continue
+        mesh = np.meshgrid(grid["batch"], grid["w_bits"], grid["kv_bits"], tps, indexing="ij")
+        sc = Scenario(batch=mesh[0], w_bits=mesh[1], kv_bits=mesh[2], tp=mesh[3], prompt=grid["prompt"],
+                      gen=grid["gen"], a_bits=grid.get("a_bits", 16))
+        try:
+            frame = perfmodel.predict(model, hw, sc).to_frame()
+        except USER_ERRORS as err:
+            notes.append(f"{model.name} on {hw.name}: {err}")
+            continue
+        frame.insert(0, "hardware", hw.name)
+        frame.insert(0, "model", model.name)
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(), notes
+    out = pd.concat(frames, ignore_index=True)
+    out["tokens_per_usd"] = 1e6 / out["usd_per_mtok"]
+    out["config"] = (out["model"] + " @ " + out["hardware"] + " b" + out["batch"].astype(int).astype(str)
+                     + " w" + out["w_bits"].map(_num) + " kv" + out["kv_bits"].map(_num)
+                     + " tp" + out["tp"].astype(int).astype(str))
+    return out, notes
+
+
+def pareto_mask(cost, value) -> np.ndarray:
+    """True where a point is on the Pareto front: no other point has lower-or-equal cost and
+    higher-or-equal value with one strictly better. O(n log n): sort by cost (ties: best value
+    first), then a point is on the front iff its value beats every cheaper point's."""
+    cost, value = np.asarray(cost, float), np.asarray(value, float)
+    order = np.lexsort((-value, cost))
+    v = value[order]
+    best_before = np.concatenate(([-np.inf], np.maximum.accumulate(v)[:-1]))
+    mask = np.zeros(cost.shape, bool)
+    mask[order] = v > best_before
+    return mask
+
+
+# -- validation reports -----------------------------------------------------------------------
+#: Column spellings a validation report may use; the first present wins.
+MEASURED_COLUMNS = ("measured_s", "measured_time_s", "measured", "time_measured_s")
+CLASS_COLUMNS = ("kernel_class", "class", "kind", "op_kind", "case_kind")
+CASE_COLUMNS = ("case", "name", "case_id", "label")
+
+
+def read_report(frame: pd.DataFrame, origin: str = "report") -> tuple[pd.DataFrame, list[str]]:
+    """Normalize a predicted-vs-measured table: columns case, kernel_class, measured_s and one
+    column per prediction variant (every numeric column whose name starts with 'predicted').
+
+    Raises ValueError naming what is missing; rows with a non-positive or missing time are dropped
+    (failed cases are recorded with no time)."""
+    cols = {c.lower(): c for c in frame.columns}
+    measured = next((cols[c] for c in MEASURED_COLUMNS if c in cols), None)
+    if measured is None:
+        raise ValueError(f"{origin}: no measured-time column; expected one of {', '.join(MEASURED_COLUMNS)}")
+    variants = [c for c in frame.columns if c.lower().startswith("predicted")
+                and pd.api.types.is_numeric_dtype(frame[c])]
+    if not variants:
+        raise ValueError(f"{origin}: no numeric column starting with 'predicted' (e.g. predicted_s)")
+    klass = next((cols[c] for c in CLASS_COLUMNS if c in cols), None)
+    case = next((cols[c] for c in CASE_COLUMNS if c in cols), None)
+    out = pd.DataFrame({
+        "case": frame[case].astype(str) if case else frame.index.astype(str),
+        "kernel_class": frame[klass].astype(str) if klass else "all",
+        "measured_s": pd.to_numeric(frame[measured], errors="coerce"),
+    })
+    for v in variants:
+        out[v] = pd.to_numeric(frame[v], errors="coerce")
+    for extra in ("split", "status"):
+        if extra in cols:
+            out[extra] = frame[cols[extra]].astype(str)
+    ok = (out["measured_s"] > 0) & out[variants].gt(0).all(axis=1)
+    return out[ok].reset_index(drop=True), variants
+
+
+def error_stats(report: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
+    """Per kernel class and prediction variant: cases, median and 90th-percentile absolute
+    percentage error, and the median predicted/measured ratio (bias: < 1 means underpredicted)."""
+    rows = []
+    groups = list(report.groupby("kernel_class")) + [("all", report)]
+    for klass, group in groups:
+        for v in variants:
+            ratio = group[v] / group["measured_s"]
+            ape = (ratio - 1).abs() * 100
+            rows.append({"kernel_class": klass, "prediction": v, "cases": len(group),
+                         "median_ape_pct": ape.median(), "p90_ape_pct": ape.quantile(0.9),
+                         "median_ratio": ratio.median()})
+    return pd.DataFrame(rows)

@@ -17,7 +17,7 @@ SMALL = ("qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b")
 
 def h200(**changes) -> Hardware:
     """An H200-like spec built directly (datasheet numbers), independent of the preset files."""
-    hw = Hardware(name="h200-test", title="H200 test", kind="gpu", flops_per_s={"bf16": 989e12, "fp8": 1979e12},
+    hw = Hardware(name="h200-test", title="H200 test", kind="gpu", flops_per_s={"fp32": 67e12, "bf16": 989e12, "fp8": 1979e12},
                   hbm_capacity_bytes=141e9, hbm_bytes_per_s=4.8e12, dram_capacity_bytes=2e12,
                   dram_bytes_per_s=300e9, flash_capacity_bytes=30e12, flash_read_bytes_per_s=7e9,
                   flash_latency_s=1e-4, host_link_bytes_per_s=64e9, host_link_latency_s=1e-5,

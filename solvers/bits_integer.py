@@ -1,0 +1,258 @@
+"""Discrete widths: each group picks one option from a candidate set (widths {2, 3, 4, 8} or formats
+int4-g128 / int8 / fp8 / bf16), as a mixed-integer linear program, plus a fast greedy rounding.
+
+MILP (the HAWQ-V3 / MixDQ formulation, with the roofline's latency): binaries x_jk (group j takes
+option k), continuous t_L (time of layer L):
+
+    minimize    sum_jk loss_jk x_jk,            loss_jk = n_j c_j 2^(-theta loss_bits_k)
+    subject to  sum_k x_jk = 1                                        (one option per group)
+                sum_jk n_j bits_k x_jk <= Rbar sum_j n_j              (average nominal width)
+                sum_jk n_j stored_bits_k x_jk / 8 <= M                (bytes with scales)
+                t_L >= compute_L,  t_L >= base_L + s_L sum_{j in L, k} n_j eff_bits_k x_jk
+                fixed + sum_L (t_L + overhead_L) <= T                  (decode-step latency)
+                x_ik = x_jk for tied groups i, j;  x_jk = 0 outside [rmin_j, rmax_j]
+
+solved by HiGHS through `scipy.optimize.milp`. The greedy rounding starts every group at its cheapest
+option and takes upgrades in order of loss saved per unit of budget used while all budgets hold;
+its gap to the MILP optimum is reported by `rounding_gap`.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+import time
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+from solvers.bits import BitAllocation, BitGroups, Budgets, InfeasibleBudgetError
+from solvers.bits_cost import LayerCosts, WeightFormat, bytes_of, formats_from
+
+MILP_OPTIONS = {"mip_rel_gap": 1e-9, "time_limit": 600.0}
+
+
+class _Options:
+    """Per-group option tables: nominal bits, stored bits, speed-adjusted bits and loss (G x K)."""
+
+    def __init__(self, groups: BitGroups, formats: tuple[WeightFormat, ...]):
+        self.formats = formats
+        bits = np.array([f.bits for f in formats])
+        lo, hi = groups.tie_bounds()
+        self.allowed = (bits[None, :] >= lo[:, None] - 1e-9) & (bits[None, :] <= hi[:, None] + 1e-9)
+        if not np.all(self.allowed.any(axis=1)):
+            j = int(np.flatnonzero(~self.allowed.any(axis=1))[0])
+            raise ValueError(f"candidates: no width in {[f.name for f in formats]} lies within "
+                             f"[{lo[j]:g}, {hi[j]:g}] for group {groups.names[j]!r}")
+        self.bits = bits
+        self.stored = np.array([f.bits_per_param for f in formats])
+        self.eff = np.array([f.effective_bits for f in formats])
+        self.loss_bits = np.array([f.loss_bits for f in formats])
+        self.loss = (groups.params * groups.coef)[:, None] * np.exp2(-groups.theta * self.loss_bits)[None, :]
+
+
+def _resources(groups: BitGroups, opt: _Options, costs: LayerCosts | None, choice: np.ndarray) -> dict:
+    """avg_bits, memory_bytes and latency_s of a choice (option index per group)."""
+    n = groups.params
+    out = {"avg_bits": float(n @ opt.bits[choice] / groups.total_params),
+           "memory_bytes": bytes_of(n, opt.stored[choice])}
+    if costs is not None:
+        out["latency_s"] = costs.time_s(costs.bit_sums(groups.layers, n, opt.eff[choice]))
+    return out
+
+
+def _cheapest(opt: _Options, key: np.ndarray) -> np.ndarray:
+    """Per group, the allowed option with the smallest `key`."""
+    return np.argmin(np.where(opt.allowed, key[None, :], np.inf), axis=1)
+
+
+def _build(groups: BitGroups, opt: _Options, budgets: dict, costs: LayerCosts | None):
+    """Objective, bounds, integrality and constraints of the MILP for `budgets` (name -> value)."""
+    G, K = opt.loss.shape
+    n, total = groups.params, groups.total_params
+    L = costs.size if (costs is not None and "latency_s" in budgets) else 0
+    nx = G * K
+    scale = float(np.max(opt.loss)) or 1.0
+    c = np.concatenate([opt.loss.ravel() / scale, np.zeros(L)])
+    upper = np.concatenate([opt.allowed.ravel().astype(float), np.full(L, np.inf)])
+    lower = np.zeros(nx + L)
+    rows_g = np.repeat(np.arange(G), K)
+    cols = np.arange(nx)
+    cons = [LinearConstraint(sp.csr_matrix((np.ones(nx), (rows_g, cols)), shape=(G, nx + L)), 1.0, 1.0)]
+    if "avg_bits" in budgets:
+        coef = (n[:, None] * opt.bits[None, :] / total).ravel()
+        cons.append(LinearConstraint(sp.csr_matrix(np.concatenate([coef, np.zeros(L)])[None, :]), -np.inf,
+                                     budgets["avg_bits"]))
+    if "memory_bytes" in budgets:
+        coef = (n[:, None] * opt.stored[None, :] / total).ravel()   # average stored bits: O(1) numbers
+        cons.append(LinearConstraint(sp.csr_matrix(np.concatenate([coef, np.zeros(L)])[None, :]), -np.inf,
+                                     budgets["memory_bytes"] * 8.0 / total))
+    if L:
+        tscale = max(costs.time_s(np.zeros(costs.size)), 1e-30)
+        lower[nx:] = costs.compute_s / tscale
+        layer_of = np.repeat(groups.layers, K)
+        slope = (costs.s_per_bit[groups.layers][:, None] * n[:, None] * opt.eff[None, :]).ravel() / tscale
+        block = sp.csr_matrix((-slope, (layer_of, cols)), shape=(L, nx))
+        cons.append(LinearConstraint(sp.hstack([block, sp.identity(L)]).tocsr(), costs.base_s / tscale, np.inf))
+        limit = (budgets["latency_s"] - costs.fixed_s - costs.overhead_s.sum()) / tscale
+        cons.append(LinearConstraint(sp.csr_matrix(np.concatenate([np.zeros(nx), np.ones(L)])[None, :]),
+                                     -np.inf, limit))
+    ties = [(a, b) for m in groups.tie_sets() for a, b in zip(m[:-1], m[1:])]
+    if ties:
+        r = np.repeat(np.arange(len(ties) * K), 2)
+        cidx = np.array([[a * K + k, b * K + k] for a, b in ties for k in range(K)]).ravel()
+        vals = np.tile([1.0, -1.0], len(ties) * K)
+        cons.append(LinearConstraint(sp.csr_matrix((vals, (r, cidx)), shape=(len(ties) * K, nx + L)), 0.0, 0.0))
+    integrality = np.concatenate([np.ones(nx), np.zeros(L)])
+    return c, integrality, Bounds(lower, upper), cons, scale
+
+
+def _run(groups, opt, budgets, costs, objective=None):
+    c, integrality, bounds, cons, scale = _build(groups, opt, budgets, costs)
+    if objective is not None:
+        c = np.concatenate([objective.ravel(), np.zeros(c.size - objective.size)])
+    res = milp(c, integrality=integrality, bounds=bounds, constraints=cons, options=MILP_OPTIONS)
+    return res, scale
+
+
+def _explain_infeasible(groups, opt, budgets: dict, costs) -> None:
+    """Raise the error naming the smallest feasible value of a budget, given the others."""
+    G, K = opt.loss.shape
+    key = {"avg_bits": (opt.bits, "bits"), "memory_bytes": (opt.stored, "B"), "latency_s": (opt.eff, "s")}
+    for name, value in budgets.items():
+        floor = _resources(groups, opt, costs, _cheapest(opt, key[name][0]))[name]
+        if value < floor * (1 - 1e-12):
+            raise InfeasibleBudgetError(name, value, floor, key[name][1])
+    for name, value in budgets.items():
+        others = {k: v for k, v in budgets.items() if k != name}
+        weight = groups.params[:, None] * key[name][0][None, :]
+        res, _ = _run(groups, opt, others, costs, objective=weight / weight.max())
+        if res.x is not None:
+            choice = _choice(res.x, G, K)
+            floor = _resources(groups, opt, costs, choice)[name]
+            if value < floor * (1 - 1e-9):
+                raise InfeasibleBudgetError(name, value, floor, key[name][1], why="given the other budgets")
+    raise InfeasibleBudgetError("budgets", math.nan, math.nan, why="no option set meets all budgets together")
+
+
+def _choice(x: np.ndarray, G: int, K: int) -> np.ndarray:
+    return np.argmax(x[:G * K].reshape(G, K), axis=1)
+
+
+def _result(groups, opt, costs, choice, method, status, elapsed, stats) -> BitAllocation:
+    res = _resources(groups, opt, costs, choice)
+    widths, loss_widths = opt.bits[choice].astype(float), opt.loss_bits[choice].astype(float)
+    objective = float(opt.loss[np.arange(groups.size), choice].sum())
+    return BitAllocation(status=status, method=method, widths=widths, groups=groups, objective=objective,
+                         uniform_loss=groups.uniform_loss(res["avg_bits"]), bytes_=res["memory_bytes"],
+                         latency_s=res.get("latency_s", math.nan),
+                         formats=tuple(opt.formats[k].name for k in choice), loss_widths=loss_widths,
+                         solve_time_s=elapsed, stats=stats)
+
+
+def solve_milp(groups: BitGroups, candidates, budgets: Budgets, costs: LayerCosts | None = None) -> BitAllocation:
+    """Exact optimum over the candidate widths or formats (HiGHS branch and bound)."""
+    if budgets.latency_s is not None and costs is None:
+        raise ValueError("latency_s: a latency budget needs a LayerCosts (hardware and layer shapes)")
+    opt = _Options(groups, formats_from(candidates))
+    active = budgets.active()
+    start = time.perf_counter()
+    res, _ = _run(groups, opt, active, costs)
+    elapsed = time.perf_counter() - start
+    if res.status == 2 or res.x is None:
+        _explain_infeasible(groups, opt, active, costs)
+    if res.status not in (0, 1):
+        raise RuntimeError(f"milp: HiGHS ended with status {res.status} ({res.message})")
+    G, K = opt.loss.shape
+    status = "optimal" if res.status == 0 else "time_limit"
+    return _result(groups, opt, costs, _choice(res.x, G, K), "milp", status, elapsed,
+                   {"solver": "HiGHS", "mip_gap": float(getattr(res, "mip_gap", math.nan) or 0.0),
+                    "nodes": int(getattr(res, "mip_node_count", 0) or 0)})
+
+
+def round_greedy(groups: BitGroups, candidates, budgets: Budgets, costs: LayerCosts | None = None) -> BitAllocation:
+    """Greedy upgrades from the narrowest options: always the step that saves the most loss per unit
+    of budget (each budget's use over its slack at the start), stopping a group at its first step
+    that breaks a budget (wider options cost more). Optimal for one linear budget when the losses are
+    convex in it, up to the last item (the knapsack remainder); `rounding_gap` measures the rest.
+    Ties are not supported here (use `solve_milp`)."""
+    if budgets.latency_s is not None and costs is None:
+        raise ValueError("latency_s: a latency budget needs a LayerCosts (hardware and layer shapes)")
+    if groups.tie_sets():
+        raise ValueError("tie: the greedy rounding does not handle tied groups; use solve_milp")
+    start = time.perf_counter()
+    opt = _Options(groups, formats_from(candidates))
+    active = budgets.active()
+    order = np.argsort(opt.bits, kind="stable")                 # options by nominal width
+    choice = order[np.argmax(opt.allowed[:, order], axis=1)]     # narrowest allowed option
+    used = _resources(groups, opt, costs, choice)
+    if any(used[name] > value * (1 + 1e-12) for name, value in active.items()):
+        _explain_infeasible(groups, opt, active, costs)
+    state = _GreedyState(groups, opt, costs, active, choice, used, order)
+    heap = [item for j in range(groups.size) if (item := state.next_step(j)) is not None]
+    heapq.heapify(heap)
+    while heap:
+        _, j, k = heapq.heappop(heap)
+        if state.take_if_fits(j, k) and (item := state.next_step(j)) is not None:
+            heapq.heappush(heap, item)
+    return _result(groups, opt, costs, state.choice, "greedy", "feasible", time.perf_counter() - start,
+                   {"upgrades": state.upgrades})
+
+
+class _GreedyState:
+    """Current options and resource use, with per-layer bit sums for incremental latency checks."""
+
+    def __init__(self, groups, opt, costs, budgets, choice, used, order):
+        self.g, self.opt, self.costs, self.budgets, self.order = groups, opt, costs, budgets, order
+        self.rank = np.argsort(order)                 # position of each option in `order`
+        self.choice, self.upgrades = choice.copy(), 0
+        self.used = dict(used)
+        if costs is not None:
+            self.sums = costs.bit_sums(groups.layers, groups.params, opt.eff[choice])
+            self.layer_t = costs.layer_time_s(self.sums)
+        self.weight = {k: 1.0 / max(v - used[k], 1e-300) for k, v in budgets.items()}
+
+    def _delta(self, j, k) -> dict:
+        n, o, cur = self.g.params[j], self.opt, self.choice[j]
+        d = {"avg_bits": n * (o.bits[k] - o.bits[cur]) / self.g.total_params,
+             "memory_bytes": n * (o.stored[k] - o.stored[cur]) / 8.0}
+        if self.costs is not None:
+            c, L = self.costs, self.g.layers[j]
+            d["_sum"] = self.sums[L] + n * (o.eff[k] - o.eff[cur])
+            d["_t"] = max(c.compute_s[L], c.base_s[L] + c.s_per_bit[L] * d["_sum"]) + c.overhead_s[L]
+            d["latency_s"] = d["_t"] - self.layer_t[L]
+        return d
+
+    def next_step(self, j):
+        """(-loss saved per budget used, j, k) for group j's next wider allowed option that lowers the
+        loss, or None."""
+        cur = self.choice[j]
+        for k in self.order[self.rank[cur] + 1:]:
+            if self.opt.allowed[j, k] and self.opt.loss[j, k] < self.opt.loss[j, cur]:
+                d = self._delta(j, k)
+                cost = sum(self.weight[b] * max(d[b], 0.0) for b in self.budgets) or 1e-300
+                return (-(self.opt.loss[j, cur] - self.opt.loss[j, k]) / cost, j, int(k))
+        return None
+
+    def take_if_fits(self, j, k) -> bool:
+        d = self._delta(j, k)
+        if any(self.used[b] + d[b] > v * (1 + 1e-12) for b, v in self.budgets.items()):
+            return False
+        for b in ("avg_bits", "memory_bytes", "latency_s"):
+            if b in d and b in self.used:
+                self.used[b] += d[b]
+        if self.costs is not None:
+            L = self.g.layers[j]
+            self.sums[L], self.layer_t[L] = d["_sum"], d["_t"]
+        self.choice[j] = k
+        self.upgrades += 1
+        return True
+
+
+def rounding_gap(groups: BitGroups, candidates, budgets: Budgets, costs: LayerCosts | None = None) -> dict:
+    """Greedy vs exact: objectives, relative gap and solve times."""
+    exact = solve_milp(groups, candidates, budgets, costs)
+    greedy = round_greedy(groups, candidates, budgets, costs)
+    return {"milp_objective": exact.objective, "greedy_objective": greedy.objective,
+            "gap": greedy.objective / exact.objective - 1.0 if exact.objective > 0 else 0.0,
+            "milp_s": exact.solve_time_s, "greedy_s": greedy.solve_time_s}

@@ -69,7 +69,7 @@ def _array(value, name: str, low: float = 0.0, strict: bool = False, integer: bo
     if integer:
         bad |= np.isfinite(arr) & (arr != np.round(arr))
     if np.any(bad):
-        shown = arr[bad].flat[0] if arr.ndim else arr.item()
+        shown = float(arr[bad].flat[0]) if arr.ndim else arr.item()
         rule = f"greater than {low:g}" if strict else f"at least {low:g}"
         raise KineticsError(f"{name}: {shown!r} must be a finite {'whole ' if integer else ''}number {rule}")
     return arr

@@ -47,7 +47,7 @@ def _positive(value, name: str, integer: bool = False):
     if integer:
         bad |= np.isfinite(arr) & (arr != np.round(arr))
     if np.any(bad):
-        shown = arr[bad].flat[0] if arr.ndim else arr.item()
+        shown = float(arr[bad].flat[0]) if arr.ndim else arr.item()
         raise LongContextError(f"{name}: {shown!r} must be a finite {'whole ' if integer else ''}number above zero")
     return arr
 

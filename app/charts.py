@@ -14,20 +14,24 @@ BOUND_COLORS = alt.Scale(domain=["compute", "memory", "overhead", "comm"],
                          range=["#d62728", "#1f77b4", "#7f7f7f", "#9467bd"])
 
 
-def memory_bar(frame: pd.DataFrame, capacity_bytes: float, title: str = "Memory per device") -> alt.Chart:
+def memory_bar(frame: pd.DataFrame, capacity_bytes: float, title: str = "Memory per device") -> alt.LayerChart:
     """One horizontal stacked bar (weights, KV, activations, free) with a rule at the capacity;
-    a plan that does not fit runs past the rule."""
-    bar = alt.Chart(frame).mark_bar().encode(
+    a plan that does not fit runs past the rule. The bar has a band of its own (y) and a fixed
+    step height: without them Streamlit's content-sized container collapses a bar-only chart."""
+    data = frame.assign(device="per device")
+    bar = alt.Chart(data).mark_bar().encode(
         x=alt.X("GB:Q", stack="zero", title="GB (1e9 bytes)"),
-        color=alt.Color("component:N", sort=list(frame["component"]),
+        y=alt.Y("device:N", title=None),
+        color=alt.Color("component:N", legend=alt.Legend(orient="bottom", title=None),
                         scale=alt.Scale(domain=list(frame["component"]),
-                                        range=["#4c78a8", "#f58518", "#54a24b", "#e8e8e8"])),
+                                        range=["#4c78a8", "#f58518", "#54a24b", "#e0e0e0"])),
         order=alt.Order("order:Q"),
         tooltip=["component", alt.Tooltip("GB:Q", format=".2f")],
     )
-    rule = alt.Chart(pd.DataFrame({"GB": [capacity_bytes / 1e9], "label": ["capacity"]})).mark_rule(
-        color="#d62728", strokeWidth=3).encode(x="GB:Q", tooltip=["label", alt.Tooltip("GB:Q", format=".1f")])
-    return (bar + rule).properties(height=70, title=title)
+    cap = pd.DataFrame({"GB": [capacity_bytes / 1e9], "label": [f"capacity {capacity_bytes / 1e9:.0f} GB"]})
+    rule = alt.Chart(cap).mark_rule(color="#d62728", strokeWidth=3).encode(x="GB:Q", tooltip=["label"])
+    text = alt.Chart(cap).mark_text(align="right", dx=-4, dy=-24, color="#d62728").encode(x="GB:Q", text="label")
+    return (bar + rule + text).properties(height=alt.Step(36), title=title)
 
 
 def op_times(frame: pd.DataFrame, title: str) -> alt.Chart:
@@ -50,9 +54,11 @@ def roofline(points: pd.DataFrame, roof_list: list[dict], title: str = "Roofline
         ridge = r["flops_per_s"] / r["bytes_per_s"]
         lo, hi = min(lo, ridge), max(hi, ridge)
     lines = views.roof_lines(roof_list, lo, hi)
-    x = alt.X("intensity_flop_per_byte:Q", scale=alt.Scale(type="log"), title="arithmetic intensity (FLOP/byte)")
+    x = alt.X("intensity_flop_per_byte:Q", scale=alt.Scale(type="log"), title="arithmetic intensity (FLOP/byte)",
+              axis=alt.Axis(format="~g"))
     roof = alt.Chart(lines).mark_line(strokeDash=[4, 3]).encode(
-        x=x, y=alt.Y("flops_per_s:Q", scale=alt.Scale(type="log"), title="achieved FLOP/s"),
+        x=x, y=alt.Y("flops_per_s:Q", scale=alt.Scale(type="log"), title="achieved FLOP/s",
+                     axis=alt.Axis(format="~s")),
         detail="roof:N", strokeOpacity=alt.value(0.8), tooltip=["roof"],
         color=alt.value("#444"))
     label_data = lines.loc[lines.groupby("roof")["intensity_flop_per_byte"].idxmax()]
@@ -60,8 +66,9 @@ def roofline(points: pd.DataFrame, roof_list: list[dict], title: str = "Roofline
         x=x, y="flops_per_s:Q", text="roof:N")
     dots = alt.Chart(points).mark_point(filled=True, size=70).encode(
         x=x, y="achieved_flops_per_s:Q",
-        color=alt.Color("phase:N", scale=alt.Scale(domain=["prefill", "decode"], range=["#e45756", "#4c78a8"])),
-        shape=alt.Shape("kind:N"),
+        color=alt.Color("phase:N", scale=alt.Scale(domain=["prefill", "decode"], range=["#e45756", "#4c78a8"]),
+                        legend=alt.Legend(orient="bottom")),
+        shape=alt.Shape("kind:N", legend=alt.Legend(orient="bottom")),
         tooltip=["phase", "op", "kind", "bound", alt.Tooltip("intensity_flop_per_byte:Q", format=".3g"),
                  alt.Tooltip("achieved_flops_per_s:Q", format=".3e"), alt.Tooltip("time_s:Q", format=".3e")],
     )

@@ -21,6 +21,7 @@ from workloads.scenario import ScenarioError
 #: registers: it imports them only when its command runs.
 COMMAND_MODULES = (
     "perfmodel.commands",
+    "validate.commands",
 )
 
 USER_ERRORS = (SpecError, UnitError, ModelError, ScenarioError, ValueError, FileNotFoundError, KeyError)

@@ -417,13 +417,13 @@ def metric_texts(row: dict) -> dict[str, str]:
     return {
         "TTFT": _ms(row["ttft_s"]), "TPOT": _ms(row["tpot_s"]),
         "Throughput": f"{row['throughput_tok_s']:,.0f} tok/s",
-        "Cost": f"${row['usd_per_mtok']:.3f} / Mtok",
+        "Cost": f"${row['usd_per_mtok']:.3g}",
         "Memory": f"{row['total_bytes'] / 1e9:.1f} / {row['capacity_bytes'] / 1e9:.0f} GB",
     }
 
 
 def _ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.3g} ms" if seconds < 10 else f"{seconds:.3g} s"
+    return f"{seconds * 1e3:.3g} ms" if seconds < 1 else f"{seconds:.3g} s"
 
 
 # -- compare ----------------------------------------------------------------------------------
@@ -479,17 +479,20 @@ def compare(pairs: list[tuple[ModelSpec, Hardware]], grid: dict) -> tuple[pd.Dat
     return out, notes
 
 
+def sweep_document(devices: list[str], models: list[str], grid: dict, latency: str) -> dict:
+    """The Compare page's inputs as a `perfmodel sweep` spec (perfmodel.sweep.SweepSpec.from_dict):
+    the same grid, only configurations that fit, and the throughput-vs-latency front."""
+    axes = {"model": list(models), "hardware": list(devices)}
+    axes |= {k: _plain(v) for k, v in grid.items()}
+    return {"axes": axes, "constraints": ["fits"], "pareto": f"throughput_tok_s:max,{latency}:min"}
+
+
 def pareto_mask(cost, value) -> np.ndarray:
-    """True where a point is on the Pareto front: no other point has lower-or-equal cost and
-    higher-or-equal value with one strictly better. O(n log n): sort by cost (ties: best value
-    first), then a point is on the front iff its value beats every cheaper point's."""
-    cost, value = np.asarray(cost, float), np.asarray(value, float)
-    order = np.lexsort((-value, cost))
-    v = value[order]
-    best_before = np.concatenate(([-np.inf], np.maximum.accumulate(v)[:-1]))
-    mask = np.zeros(cost.shape, bool)
-    mask[order] = v > best_before
-    return mask
+    """True where a configuration is on the Pareto front of lower `cost`, higher `value` (exact;
+    perfmodel.sweep's front, so the planner and `perfmodel sweep` agree)."""
+    from perfmodel.sweep import pareto_mask as front
+
+    return front(np.column_stack([np.asarray(cost, float), np.asarray(value, float)]), ["min", "max"])
 
 
 # -- validation reports -----------------------------------------------------------------------

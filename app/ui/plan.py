@@ -46,7 +46,7 @@ def _headline(result: dict) -> None:
     cols[1].metric("TPOT", texts["TPOT"] if fits else "does not fit", help="mean time per output token (decode)")
     cols[2].metric("Throughput", texts["Throughput"] if fits else "does not fit",
                    help="generated tokens per second over the whole request, all sequences")
-    cols[3].metric("Cost", texts["Cost"] if fits else "does not fit",
+    cols[3].metric("Cost per Mtok", texts["Cost"] if fits else "does not fit",
                    help="USD per million generated tokens at the device's hourly price")
     cols[4].metric("Memory", texts["Memory"], help="per device: weights + KV cache + activations / capacity")
     st.caption(f"prefill is {row['prefill_bound']}-bound, decode is {row['decode_bound']}-bound; "
@@ -54,17 +54,18 @@ def _headline(result: dict) -> None:
 
 
 def _details(result: dict) -> None:
-    tab_ops, tab_roof, tab_table = st.tabs(["Time per op", "Roofline", "Per-op tables"])
-    with tab_ops:
-        left, right = st.columns(2)
-        left.altair_chart(charts.op_times(result["prefill"], "Prefill step (TTFT)"), width="stretch")
-        right.altair_chart(charts.op_times(result["decode"], "Decode step at mid-generation"), width="stretch")
-    with tab_roof:
+    left, right = st.columns(2)
+    with left:
         points = views.roofline_points(result["prefill"], result["decode"])
         st.altair_chart(charts.roofline(points, result["roofs"]), width="stretch")
-        st.caption("Each op of the prefill and the mid-generation decode step at its arithmetic intensity and "
-                   "the FLOP/s it achieves in the model; dashed lines are the device's roofs.")
-    with tab_table:
+        st.caption("Each op of the prefill and of the mid-generation decode step at its arithmetic intensity "
+                   "and the FLOP/s it achieves in the model, under the device's roofs (dashed).")
+    with right:
+        decode, prefill = st.tabs(["Decode step (TPOT)", "Prefill step (TTFT)"])
+        decode.altair_chart(charts.op_times(result["decode"], "Time per op, decode at mid-generation"),
+                            width="stretch")
+        prefill.altair_chart(charts.op_times(result["prefill"], "Time per op, prefill"), width="stretch")
+    with st.expander("Per-op tables"):
         for phase in ("prefill", "decode"):
             st.markdown(f"**{phase}**")
             st.dataframe(views.breakdown_table(result[phase]), hide_index=True)

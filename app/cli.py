@@ -22,6 +22,7 @@ from workloads.scenario import ScenarioError
 COMMAND_MODULES = (
     "perfmodel.commands",
     "validate.commands",
+    "app.commands",
 )
 
 USER_ERRORS = (SpecError, UnitError, ModelError, ScenarioError, ValueError, FileNotFoundError, KeyError)

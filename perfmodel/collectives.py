@@ -1,0 +1,420 @@
+"""Collective communication cost: all-reduce, all-gather, reduce-scatter, all-to-all (alpha-beta).
+
+Size convention (the one nccl-tests uses, so measured and modeled sizes mean the same thing):
+`payload_bytes` S is the per-device buffer: all-reduce in = out = S; all-gather out = S (each
+device contributes S / n); reduce-scatter in = S (each device keeps S / n); all-to-all in = out = S
+(S / n to each peer).
+
+Each algorithm a on n devices takes `steps` latency steps and moves `factor * S` bytes through each
+device's link (Thakur, Rabenseifner & Gropp 2005, "Optimization of Collective Communication
+Operations in MPICH"; Patarasuk & Yuan 2009 for the bandwidth-optimal ring):
+
+    ring all-reduce               steps 2 (n-1)        factor 2 (n-1) / n
+    ring all-gather / red.-scat.  steps n - 1          factor (n-1) / n
+    double binary tree all-reduce steps 2 ceil(log2 n) factor 2   (half the data on each of two trees,
+                                                        up then down; Sanders, Speck & Traeff 2009)
+    pairwise all-to-all           steps n - 1          factor (n-1) / n
+
+NCCL runs each algorithm with one of three protocols and picks the pair its own model predicts
+fastest (NCCL src/graph/tuning.cc, ncclTopoTuneModel, v2.18): LL (8-byte stores with an inline flag:
+lowest latency, a quarter of the bus bandwidth for all-reduce, a third otherwise), LL128 (128-byte
+lines with an 8-byte flag: 0.92 of the bandwidth, NVLink only) and Simple (full bandwidth, highest
+latency). The time of one (algorithm, protocol) pair is
+
+    t = launch + k * (base[a, p] + steps * step[a, p]) + factor * S / (beta * eff[c] * bw[a, p])
+
+with NCCL's latency table (base and per-step latencies, microseconds) scaled by k so that one Simple
+ring step takes `step_latency_s`, beta the per-direction link bandwidth, eff[c] a per-collective
+efficiency and bw[a, p] the protocol's bandwidth fraction; the collective takes the minimum over
+the pairs. NVLink SHARP (NVLS) is left out on purpose: our measurements run with NCCL_NVLS_ENABLE=0.
+
+Message-size dependent bandwidth. For one pair, the achieved bus bandwidth factor * S / t equals
+beta_eff * S / (S + S_half) with S_half = latency * beta_eff / factor: Hockney's (r_inf, n_1/2)
+model (Hockney 1991, "The communication challenge for MPP"), the alpha-beta model written as a
+rate. The minimum over protocols makes the curve a sequence of such hyperbolas, which is how
+measured NCCL bandwidth climbs with size. `achieved_bus_bytes_per_s` and `half_bandwidth_bytes`
+return these derived quantities.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+import numpy as np
+
+from hardware.spec import Hardware
+
+COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
+ALGORITHMS = ("ring", "tree")
+PROTOCOLS = ("ll", "ll128", "simple")
+
+# NCCL's latency model, microseconds (src/graph/tuning.cc: baseLat and hwLat, v2.18). "pcie" is
+# NCCL's PCI row; NVLink, NVSwitch and Infinity Fabric use the NVLink row.
+_US = 1e-6
+BASE_LATENCY_S = {
+    ("ring", "ll"): 6.6 * _US, ("ring", "ll128"): 14.0 * _US, ("ring", "simple"): 8.4 * _US,
+    ("tree", "ll"): 6.8 * _US, ("tree", "ll128"): 14.0 * _US, ("tree", "simple"): 0.0,
+}
+STEP_LATENCY_S = {
+    "nvlink": {("ring", "ll"): 0.6 * _US, ("ring", "ll128"): 1.9 * _US, ("ring", "simple"): 3.4 * _US,
+               ("tree", "ll"): 0.6 * _US, ("tree", "ll128"): 1.25 * _US, ("tree", "simple"): 28.0 * _US},
+    "pcie": {("ring", "ll"): 1.0 * _US, ("ring", "ll128"): 2.5 * _US, ("ring", "simple"): 5.7 * _US,
+             ("tree", "ll"): 1.0 * _US, ("tree", "ll128"): 1.9 * _US, ("tree", "simple"): 28.0 * _US},
+}
+#: NCCL's tree runs at 0.92 of the bus bandwidth; LL and LL128 on a tree at 1/3.8 and 7/9 of that
+#: (single node). Ring LL: 1/4 for all-reduce, 1/3 for the others; ring LL128 0.92 (tuning.cc).
+TREE_BANDWIDTH_FRACTION = 0.92
+LINK_KINDS = ("nvlink", "pcie")
+
+
+class CollectiveError(ValueError):
+    """A bad collective request or link calibration; the message names the field and the value."""
+
+
+def protocol_bandwidth_fraction(algorithm: str, protocol: str, collective: str) -> float:
+    """Fraction of the link bandwidth a protocol delivers (NCCL tuning.cc model refinements)."""
+    if algorithm == "tree":
+        return TREE_BANDWIDTH_FRACTION * {"ll": 1 / 3.8, "ll128": 7 / 9, "simple": 1.0}[protocol]
+    if protocol == "ll":
+        return 0.25 if collective == "all_reduce" else 1 / 3
+    return 0.92 if protocol == "ll128" else 1.0
+
+
+def algorithm_steps(algorithm: str, collective: str, n):
+    """Latency steps: ring all-reduce 2 (n-1); ring all-gather / reduce-scatter and pairwise
+    all-to-all n - 1; double binary tree all-reduce 2 ceil(log2 n) (up, then down)."""
+    n = np.asarray(n, dtype=float)
+    if algorithm == "tree":
+        return 2.0 * np.ceil(np.log2(np.maximum(n, 1.0)))
+    return (2.0 if collective == "all_reduce" else 1.0) * (n - 1.0)
+
+
+def algorithm_factor(algorithm: str, collective: str, n):
+    """Bytes through each device's link per payload byte: ring all-reduce 2 (n-1) / n, ring
+    all-gather / reduce-scatter and pairwise all-to-all (n-1) / n, tree all-reduce 2."""
+    n = np.maximum(np.asarray(n, dtype=float), 1.0)
+    if algorithm == "tree":
+        return 2.0 * np.ones_like(n)
+    return (2.0 if collective == "all_reduce" else 1.0) * (n - 1.0) / n
+
+
+def bus_factor(collective: str, n):
+    """nccl-tests' bus-bandwidth factor: bus bandwidth = factor * S / t (ring factor; it makes the
+    bus bandwidth comparable with the link bandwidth whatever n is)."""
+    _check_collective(collective)
+    return algorithm_factor("ring", collective, n)
+
+
+@dataclass(frozen=True)
+class LinkCalibration:
+    """The device-to-device link as collectives see it; fitted by `fit_link_calibration`.
+
+    bytes_per_s: per-direction bandwidth beta of the best collective with the Simple protocol;
+    step_latency_s: time of one Simple ring step (NCCL's latency table is scaled to it);
+    launch_s: fixed cost per call outside NCCL's model (kernel launch, framework);
+    efficiency: per-collective multiplier on bytes_per_s (missing entries are 1.0);
+    algorithms: algorithms the library may pick for all-reduce ("ring", "tree");
+    link: "nvlink" or "pcie", which row of NCCL's latency table and which protocols apply.
+    """
+
+    bytes_per_s: float
+    step_latency_s: float
+    launch_s: float = 0.0
+    efficiency: Mapping[str, float] = field(default_factory=dict)
+    algorithms: tuple = ALGORITHMS
+    link: str = "nvlink"
+    source: str = ""
+
+    def __post_init__(self):
+        eff = {c: 1.0 for c in COLLECTIVES}
+        for name, value in dict(self.efficiency).items():
+            _check_collective(name, f"efficiency.{name}")
+            eff[name] = _positive(value, f"efficiency.{name}")
+        object.__setattr__(self, "efficiency", MappingProxyType(eff))
+        object.__setattr__(self, "algorithms", tuple(self.algorithms))
+        _positive(self.bytes_per_s, "bytes_per_s")
+        _positive(self.step_latency_s, "step_latency_s")
+        _non_negative(self.launch_s, "launch_s")
+        if self.link not in LINK_KINDS:
+            raise CollectiveError(f"link: {self.link!r} is not one of {LINK_KINDS}")
+        if "ring" not in self.algorithms or not set(self.algorithms) <= set(ALGORITHMS):
+            raise CollectiveError(f"algorithms: {self.algorithms!r} must include 'ring' and come from {ALGORITHMS}")
+
+    @property
+    def protocols(self) -> tuple:
+        """NCCL enables LL128 only over NVLink (tuning.cc); PCIe runs LL and Simple."""
+        return PROTOCOLS if self.link == "nvlink" else ("ll", "simple")
+
+    @property
+    def latency_scale(self) -> float:
+        """Scale on NCCL's latency table: measured Simple ring step / NCCL's."""
+        return self.step_latency_s / STEP_LATENCY_S[self.link][("ring", "simple")]
+
+    @classmethod
+    def from_hardware(cls, hw: Hardware) -> "LinkCalibration":
+        """The datasheet link of a spec: NVLink-class device links at their per-direction bandwidth,
+        otherwise PCIe through the host. A step takes the larger of the spec's link latency and
+        NCCL's own per-step latency for that link (a step synchronises through memory flags, which
+        costs more than the wire). A spec whose calibration carries fitted link fields
+        (link_bytes_per_s, link_step_latency_s, link_launch_s, link_efficiency) uses them."""
+        nvlink = hw.device_link not in ("none", "pcie") and hw.device_link_bytes_per_s > 0
+        kind = "nvlink" if nvlink else "pcie"
+        beta = hw.device_link_bytes_per_s if hw.device_link_bytes_per_s > 0 else hw.host_link_bytes_per_s
+        spec_latency = hw.device_link_latency_s if hw.device_link_bytes_per_s > 0 else hw.host_link_latency_s
+        step = max(spec_latency, STEP_LATENCY_S[kind][("ring", "simple")])
+        link = cls(bytes_per_s=beta, step_latency_s=step, link=kind, source=f"datasheet {hw.name}")
+        return _with_fitted_fields(link, hw.calibration)
+
+    def to_dict(self) -> dict:
+        return {"bytes_per_s": self.bytes_per_s, "step_latency_s": self.step_latency_s,
+                "launch_s": self.launch_s, "efficiency": dict(self.efficiency),
+                "algorithms": list(self.algorithms), "link": self.link, "source": self.source}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "LinkCalibration":
+        if not isinstance(data, Mapping):
+            raise CollectiveError(f"link calibration: expected a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CollectiveError(f"link calibration: unknown field(s) {unknown}; known: {sorted(known)}")
+        for name in ("bytes_per_s", "step_latency_s"):
+            if name not in data:
+                raise CollectiveError(f"link calibration: missing field {name!r}")
+        return cls(**{k: (tuple(v) if k == "algorithms" else v) for k, v in data.items()})
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "LinkCalibration":
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise CollectiveError(f"link calibration: file {str(path)!r} does not exist") from None
+        except json.JSONDecodeError as err:
+            raise CollectiveError(f"link calibration {path.name}: not valid JSON ({err.msg})") from None
+
+
+def _with_fitted_fields(link: LinkCalibration, calibration) -> LinkCalibration:
+    """Apply link fields of a hardware Calibration when that class has them (see module docs)."""
+    beta = getattr(calibration, "link_bytes_per_s", 0.0) or 0.0
+    if beta <= 0:
+        return link
+    return dataclasses.replace(
+        link, bytes_per_s=beta,
+        step_latency_s=getattr(calibration, "link_step_latency_s", 0.0) or link.step_latency_s,
+        launch_s=getattr(calibration, "link_launch_s", 0.0) or 0.0,
+        efficiency=dict(getattr(calibration, "link_efficiency", None) or {}),
+        source=getattr(calibration, "source", "") or "calibrated")
+
+
+def link_for(hw_or_link) -> LinkCalibration:
+    """A LinkCalibration as given, or the one a Hardware spec implies."""
+    if isinstance(hw_or_link, LinkCalibration):
+        return hw_or_link
+    if isinstance(hw_or_link, Hardware):
+        return LinkCalibration.from_hardware(hw_or_link)
+    raise CollectiveError(f"link: expected a Hardware or LinkCalibration, got {type(hw_or_link).__name__}")
+
+
+# -- the cost formulas --------------------------------------------------------------------------
+
+def pair_time_s(collective: str, algorithm: str, protocol: str, payload_bytes, n_devices,
+                link: LinkCalibration):
+    """Time of one (algorithm, protocol) pair, launch included (module docstring equation)."""
+    steps = algorithm_steps(algorithm, collective, n_devices)
+    latency = link.latency_scale * (BASE_LATENCY_S[(algorithm, protocol)]
+                                    + steps * STEP_LATENCY_S[link.link][(algorithm, protocol)])
+    rate = link.bytes_per_s * link.efficiency[collective] * protocol_bandwidth_fraction(algorithm, protocol,
+                                                                                        collective)
+    return link.launch_s + latency + algorithm_factor(algorithm, collective, n_devices) * payload_bytes / rate
+
+
+def _pairs(collective: str, link: LinkCalibration) -> list[tuple[str, str]]:
+    """(algorithm, protocol) pairs the library may pick: trees only for all-reduce; all-to-all is
+    point-to-point sends, modeled with the ring's latency and LL / Simple protocols."""
+    algorithms = link.algorithms if collective == "all_reduce" else ("ring",)
+    protocols = link.protocols if collective != "all_to_all" else ("ll", "simple")
+    return [(a, p) for a in algorithms for p in protocols]
+
+
+def _pair_times(collective, payload_bytes, n_devices, link):
+    _check_collective(collective)
+    s, n = _check_payload(payload_bytes), _check_devices(n_devices)
+    pairs = _pairs(collective, link)
+    return pairs, np.stack(np.broadcast_arrays(*(pair_time_s(collective, a, p, s, n, link) for a, p in pairs))), n
+
+
+def collective_time_s(collective: str, payload_bytes, n_devices, link):
+    """Time of one collective on n devices: the fastest (algorithm, protocol) pair, as NCCL picks
+    it; zero for one device. `link` is a LinkCalibration or a Hardware spec (datasheet link)."""
+    pairs, times, n = _pair_times(collective, payload_bytes, n_devices, link_for(link))
+    return np.where(n > 1, times.min(axis=0), 0.0)
+
+
+def chosen_pair(collective: str, payload_bytes, n_devices, link):
+    """Name ("ring/simple", ...) of the pair `collective_time_s` picks, per element."""
+    pairs, times, _ = _pair_times(collective, payload_bytes, n_devices, link_for(link))
+    names = np.array([f"{a}/{p}" for a, p in pairs])
+    return names[np.argmin(times, axis=0)]
+
+
+def achieved_bus_bytes_per_s(collective: str, payload_bytes, n_devices, link):
+    """Modeled bus bandwidth bus_factor * S / t (compare with nccl-tests' busbw column)."""
+    t = collective_time_s(collective, payload_bytes, n_devices, link)
+    return bus_factor(collective, n_devices) * np.asarray(payload_bytes, float) / np.where(t > 0, t, np.inf)
+
+
+def measured_bus_bytes_per_s(collective: str, payload_bytes, n_devices, time_s):
+    """nccl-tests' bus bandwidth of a measured time: bus_factor * S / t."""
+    return bus_factor(collective, n_devices) * np.asarray(payload_bytes, float) / np.asarray(time_s, float)
+
+
+def half_bandwidth_bytes(collective: str, n_devices, link, algorithm: str = "ring", protocol: str = "simple"):
+    """Hockney's n_1/2 of one pair: the payload at which it reaches half its asymptotic bus bandwidth,
+    S_half = (launch + latency) * rate / factor."""
+    link = link_for(link)
+    latency = pair_time_s(collective, algorithm, protocol, 0.0, n_devices, link)
+    rate = link.bytes_per_s * link.efficiency[collective] * protocol_bandwidth_fraction(algorithm, protocol,
+                                                                                        collective)
+    return latency * rate / algorithm_factor(algorithm, collective, n_devices)
+
+
+# -- what the step models call --------------------------------------------------------------------
+
+def allreduce_time_s(payload_bytes, n_devices, hw_or_link):
+    """Drop-in for perfmodel.comm.allreduce_time_s: all-reduce of `payload_bytes` on n devices."""
+    return collective_time_s("all_reduce", payload_bytes, n_devices, hw_or_link)
+
+
+def tp_step_comm_time_s(tokens, d_model, n_layers, tp, hw_or_link, act_bytes=2.0, allreduces_per_layer=2):
+    """Communication of one tensor-parallel forward step: Megatron-LM's two all-reduces per layer
+    (after the attention output and the FFN down projection) of the tokens x D activations
+    (Shoeybi et al. 2019, arXiv 1909.08053): L * 2 * t_allreduce(tokens * D * bytes)."""
+    payload = np.asarray(tokens, float) * d_model * act_bytes
+    return n_layers * allreduces_per_layer * allreduce_time_s(payload, tp, hw_or_link)
+
+
+def moe_alltoall_time_s(tokens, d_model, top_k, n_moe_layers, ep, hw_or_link, act_bytes=2.0):
+    """Expert-parallel dispatch and combine: two all-to-alls per MoE layer, each of the tokens a
+    device holds times top_k routed copies of D activations (GShard, Lepikhin et al. 2020,
+    arXiv 2006.16668): n_moe_layers * 2 * t_alltoall(tokens * top_k * D * bytes)."""
+    payload = np.asarray(tokens, float) * top_k * d_model * act_bytes
+    return n_moe_layers * 2 * collective_time_s("all_to_all", payload, ep, hw_or_link)
+
+
+# -- fitting --------------------------------------------------------------------------------------
+
+def fit_link_calibration(collective, payload_bytes, n_devices, time_s, link: str = "nvlink",
+                         algorithms_options=(("ring",), ("ring", "tree")), source: str = "fitted"):
+    """Least-squares fit of a LinkCalibration to measured collective times (arrays, one per case).
+
+    Minimises the squared log error sum (log t_model - log t_measured)^2, so every size counts
+    equally, over launch_s, step_latency_s and one bandwidth per collective; bytes_per_s is the
+    largest of those and efficiency[c] = bandwidth_c / bytes_per_s. Each option of the all-reduce
+    algorithm set is fitted from several starting points; the best fit is returned.
+    """
+    c, s, n, t = _fit_inputs(collective, payload_bytes, n_devices, time_s)
+    present = [name for name in COLLECTIVES if np.any(c == name)]
+    best = None
+    for algorithms in algorithms_options:
+        for start in _fit_starts(c, s, n, t, present):
+            result = _fit_once(c, s, n, t, present, link, tuple(algorithms), start)
+            if best is None or result[0] < best[0]:
+                best = result
+    return dataclasses.replace(best[1], source=source)
+
+
+def _fit_inputs(collective, payload_bytes, n_devices, time_s):
+    c = np.asarray(collective).astype(str).reshape(-1)
+    s, n, t = (np.asarray(x, dtype=float).reshape(-1) for x in (payload_bytes, n_devices, time_s))
+    if not len(c) == len(s) == len(n) == len(t):
+        raise CollectiveError(f"fit: collective, payload_bytes, n_devices and time_s need equal lengths, "
+                              f"got {len(c)}, {len(s)}, {len(n)}, {len(t)}")
+    for name in set(c):
+        _check_collective(name)
+    keep = n > 1
+    if not np.any(keep):
+        raise CollectiveError("fit: needs measurements on 2 or more devices (n_devices > 1)")
+    if not np.all(np.isfinite(t[keep]) & (t[keep] > 0)):
+        raise CollectiveError("fit: time_s must be finite and greater than zero")
+    return c[keep], _check_payload(s[keep]), n[keep], t[keep]
+
+
+def _fit_starts(c, s, n, t, present):
+    """Starting points: step latency 0.5 / 3 / 15 us, launch 0 / 10 us, and per collective the bus
+    bandwidth of its largest measured message."""
+    bw = []
+    for name in present:
+        sel = c == name
+        i = np.argmax(s[sel])
+        bw.append(np.log(max(bus_factor(name, n[sel][i]) * s[sel][i] / t[sel][i], 1e3)))
+    return [(launch, step, *bw) for step in (0.5e-6, 3e-6, 15e-6) for launch in (0.0, 10e-6)]
+
+
+def _fit_once(c, s, n, t, present, link_kind, algorithms, start):
+    from scipy.optimize import least_squares
+
+    def build(x):
+        bw = np.exp(np.asarray(x[2:]))
+        beta = float(bw.max())
+        return LinkCalibration(bytes_per_s=beta, step_latency_s=max(float(x[1]), 1e-12), launch_s=max(float(x[0]), 0.0),
+                               efficiency={name: float(b / beta) for name, b in zip(present, bw)},
+                               algorithms=algorithms, link=link_kind)
+
+    def residuals(x):
+        cal = build(x)
+        out = np.empty_like(t)
+        for name in present:
+            sel = c == name
+            out[sel] = np.log(collective_time_s(name, s[sel], n[sel], cal)) - np.log(t[sel])
+        return out
+
+    # Work in microseconds for the latencies so all parameters have similar scale.
+    scale = np.array([1e-6, 1e-6] + [1.0] * len(present))
+    x0 = np.asarray(start, dtype=float) / scale
+    lower = np.array([0.0, 1e-6] + [-np.inf] * len(present))
+    fit = least_squares(lambda z: residuals(z * scale), x0, bounds=(lower, np.inf), method="trf",
+                        x_scale="jac", max_nfev=2000)
+    cal = build(fit.x * scale)
+    return float(np.sum(fit.fun ** 2)), cal
+
+
+# -- input checks -------------------------------------------------------------------------------
+
+def _check_collective(name, field_name: str = "collective"):
+    if name not in COLLECTIVES:
+        raise CollectiveError(f"{field_name}: {name!r} is not one of {COLLECTIVES}")
+    return name
+
+
+def _check_payload(payload_bytes):
+    s = np.asarray(payload_bytes, dtype=float)
+    if not np.all(np.isfinite(s) & (s >= 0)):
+        bad = s[~(np.isfinite(s) & (s >= 0))].reshape(-1)[0]
+        raise CollectiveError(f"payload_bytes: {bad!r} must be a finite number of bytes, zero or more")
+    return s
+
+
+def _check_devices(n_devices):
+    n = np.asarray(n_devices, dtype=float)
+    ok = np.isfinite(n) & (n >= 1) & (n == np.floor(n))
+    if not np.all(ok):
+        raise CollectiveError(f"n_devices: {n[~ok].reshape(-1)[0]!r} must be a whole number >= 1")
+    return n
+
+
+def _positive(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise CollectiveError(f"{name}: {value!r} must be a finite number greater than zero")
+    return float(value)
+
+
+def _non_negative(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise CollectiveError(f"{name}: {value!r} must be a finite number, zero or more")
+    return float(value)

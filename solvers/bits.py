@@ -70,7 +70,7 @@ def _check(arr: np.ndarray, field_name: str, names, low: float | None = None, st
     if np.any(bad):
         i = int(np.flatnonzero(bad)[0])
         rule = "finite" if low is None else f"finite and {'greater than' if strict else 'at least'} {low:g}"
-        raise ValueError(f"{field_name}: {arr[i]!r} for group {names[i]!r} must be {rule}")
+        raise ValueError(f"{field_name}: {float(arr[i])!r} for group {names[i]!r} must be {rule}")
 
 
 @dataclass(frozen=True)

@@ -283,5 +283,6 @@ def offloaded_step_time(model: ModelSpec, hw: Hardware, seqs, new_tokens, past, 
     upper = np.maximum(compute + transfer, host_s)
     lower = np.maximum(np.maximum(compute, transfer + rest_s), host_s)
     time = np.maximum(layer_pipeline_time_s(taus, comps) + rest_s, host_s) if overlap else upper
-    return {"compute_s": compute, "transfer_s": transfer, "lower_s": lower, "upper_s": upper,
-            "time_s": time, "layer_compute_s": layer_s, "rest_s": rest_s, "host_s": host_s}
+    out = {"compute_s": compute, "transfer_s": transfer, "lower_s": lower, "upper_s": upper,
+           "time_s": time, "layer_compute_s": layer_s, "rest_s": rest_s, "host_s": host_s}
+    return {k: np.broadcast_to(v, shape)[()] for k, v in out.items()}

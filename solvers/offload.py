@@ -529,6 +529,10 @@ def _setup(model, hw, sc, tiers, overlap, impl, memory_fraction, expert_populari
         raise OffloadError(f"hardware: expected a Hardware spec, got {type(hw).__name__}")
     tiers = tiers or MemoryTiers.from_hardware(hw)
     sc = sc if sc is not None else Scenario()
+    if not isinstance(sc, Scenario):
+        raise OffloadError(f"scenario: expected a workloads.Scenario, got {type(sc).__name__}")
+    if sc.size != 1:
+        raise OffloadError(f"scenario: the offloading solver takes one scenario, got {sc.size}")
     if int(sc.prompt) + int(sc.gen) > model.max_context:
         raise OffloadError(f"prompt + gen: {int(sc.prompt) + int(sc.gen)} tokens exceeds {model.name}'s "
                            f"maximum context of {model.max_context}")

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "perfmodel.commands",
     "validate.commands",
     "app.commands",
+    "solvers.kv_commands",
 )
 
 USER_ERRORS = (SpecError, UnitError, ModelError, ScenarioError, ValueError, FileNotFoundError, KeyError)

@@ -222,3 +222,42 @@ def test_rounding_to_blocks_spends_at_most_the_total():
 def test_split_errors(kwargs, match):
     with pytest.raises(KVBudgetError, match=match):
         kv.split_kv_budget(**kwargs)
+
+
+# -- CLI -------------------------------------------------------------------------------------------
+def _cli(capsys, *argv):
+    from app.cli import main
+
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_capacity_and_errors(capsys):
+    code, out, _ = _cli(capsys, "solve", "kv", "capacity", "--model", "qwen3-8b", "--hardware", "h200-sxm",
+                        "--context", "32768")
+    assert code == 0 and "users at 32768 tokens" in out
+    code, _, err = _cli(capsys, "solve", "kv", "capacity", "--model", "qwen3-8b", "--context", "100000")
+    assert code == 2 and "maximum context of 40960" in err
+    code, _, err = _cli(capsys, "solve", "kv", "capacity", "--model", "qwen3-8b", "--context", "1000",
+                        "--hbm-budget", "10 parsec")
+    assert code == 2 and "--hbm-budget" in err
+
+
+def test_cli_serve_setting_split(capsys, tmp_path):
+    code, out, _ = _cli(capsys, "solve", "kv", "serve", "--model", "llama-3.1-70b", "--context", "32768",
+                        "--tp", "2,8")
+    assert code == 0 and "max users" in out and len(out.strip().splitlines()) == 4
+    code, out, _ = _cli(capsys, "solve", "kv", "setting", "--model", "llama-3.1-8b", "--context", "65536",
+                        "--users", "16", "--memory", "20 GB", "--json")
+    import json
+
+    assert code == 0 and json.loads(out)["kv_bytes"] <= 20e9
+    csv = tmp_path / "imp.csv"
+    csv.write_text("group,importance\nL0,3\nL1,1\n")
+    code, out, _ = _cli(capsys, "solve", "kv", "split", "--importance", str(csv), "--total", "4096",
+                        "--step", "16", "--json")
+    rows = json.loads(out)
+    assert code == 0 and [r["group"] for r in rows] == ["L0", "L1"] and sum(r["rounded"] for r in rows) == 4096
+    code, _, err = _cli(capsys, "solve", "kv", "split", "--importance", "1,x", "--total", "10")
+    assert code == 2 and "--importance" in err

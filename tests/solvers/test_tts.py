@@ -188,3 +188,19 @@ def test_generation_beyond_the_model_context_is_an_error(models):
 def test_missing_model_spec(demo):
     with pytest.raises(CurveError, match="no model spec"):
         tts.candidates(demo, {})
+
+
+def test_cli_tts(capsys, tmp_path):
+    from app.cli import main
+
+    png = tmp_path / "f.png"
+    assert main(["solve", "tts", "--budget", "1e15", "--kinetics-params", "--samples", "1,4,16",
+                 "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "SYNTHETIC" in out and "choice:" in out and png.exists()
+    assert main(["solve", "tts", "--budget", "1", "--unit", "seconds"]) == 2
+    assert "needs a hardware spec" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,gen_len,p\nqwen3-8b,4096,1.5\n")
+    assert main(["solve", "tts", "--budget", "1e15", "--curves", str(bad)]) == 2
+    assert "not a probability" in capsys.readouterr().err

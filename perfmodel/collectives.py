@@ -116,7 +116,9 @@ class LinkCalibration:
 
     bytes_per_s: per-direction bandwidth beta of the best collective with the Simple protocol;
     step_latency_s: time of one Simple ring step (NCCL's latency table is scaled to it);
-    launch_s: fixed cost per call outside NCCL's model (kernel launch, framework);
+    launch_s: fixed device-side cost per call outside NCCL's model (kernel launch, stream sync);
+    host_s: CPU time an eager framework spends issuing one call; not device time, so only models of
+        eager, host-bound steps add it (CUDA-graph replay does not pay it);
     efficiency: per-collective multiplier on bytes_per_s (missing entries are 1.0);
     algorithms: algorithms the library may pick for all-reduce ("ring", "tree");
     link: "nvlink" or "pcie", which row of NCCL's latency table and which protocols apply.
@@ -125,6 +127,7 @@ class LinkCalibration:
     bytes_per_s: float
     step_latency_s: float
     launch_s: float = 0.0
+    host_s: float = 0.0
     efficiency: Mapping[str, float] = field(default_factory=dict)
     algorithms: tuple = ALGORITHMS
     link: str = "nvlink"
@@ -140,6 +143,7 @@ class LinkCalibration:
         _positive(self.bytes_per_s, "bytes_per_s")
         _positive(self.step_latency_s, "step_latency_s")
         _non_negative(self.launch_s, "launch_s")
+        _non_negative(self.host_s, "host_s")
         if self.link not in LINK_KINDS:
             raise CollectiveError(f"link: {self.link!r} is not one of {LINK_KINDS}")
         if "ring" not in self.algorithms or not set(self.algorithms) <= set(ALGORITHMS):
@@ -172,7 +176,7 @@ class LinkCalibration:
 
     def to_dict(self) -> dict:
         return {"bytes_per_s": self.bytes_per_s, "step_latency_s": self.step_latency_s,
-                "launch_s": self.launch_s, "efficiency": dict(self.efficiency),
+                "launch_s": self.launch_s, "host_s": self.host_s, "efficiency": dict(self.efficiency),
                 "algorithms": list(self.algorithms), "link": self.link, "source": self.source}
 
     @classmethod
@@ -291,12 +295,17 @@ def allreduce_time_s(payload_bytes, n_devices, hw_or_link):
     return collective_time_s("all_reduce", payload_bytes, n_devices, hw_or_link)
 
 
-def tp_step_comm_time_s(tokens, d_model, n_layers, tp, hw_or_link, act_bytes=2.0, allreduces_per_layer=2):
+def tp_step_comm_time_s(tokens, d_model, n_layers, tp, hw_or_link, act_bytes=2.0, allreduces_per_layer=2,
+                        eager: bool = False):
     """Communication of one tensor-parallel forward step: Megatron-LM's two all-reduces per layer
     (after the attention output and the FFN down projection) of the tokens x D activations
-    (Shoeybi et al. 2019, arXiv 1909.08053): L * 2 * t_allreduce(tokens * D * bytes)."""
+    (Shoeybi et al. 2019, arXiv 1909.08053): L * 2 * t_allreduce(tokens * D * bytes). With `eager`,
+    each call also pays the link's host_s (the CPU issuing it), as the roofline adds per-layer
+    dispatch overhead for eager frameworks."""
+    link = link_for(hw_or_link)
     payload = np.asarray(tokens, float) * d_model * act_bytes
-    return n_layers * allreduces_per_layer * allreduce_time_s(payload, tp, hw_or_link)
+    per_call = allreduce_time_s(payload, tp, link) + np.where(np.asarray(tp) > 1, link.host_s if eager else 0.0, 0.0)
+    return n_layers * allreduces_per_layer * per_call
 
 
 def moe_alltoall_time_s(tokens, d_model, top_k, n_moe_layers, ep, hw_or_link, act_bytes=2.0):
@@ -315,17 +324,15 @@ def fit_link_calibration(collective, payload_bytes, n_devices, time_s, link: str
 
     Minimises the squared log error sum (log t_model - log t_measured)^2, so every size counts
     equally, over launch_s, step_latency_s and one bandwidth per collective; bytes_per_s is the
-    largest of those and efficiency[c] = bandwidth_c / bytes_per_s. Each option of the all-reduce
-    algorithm set is fitted from several starting points; the best fit is returned.
+    largest of those and efficiency[c] = bandwidth_c / bytes_per_s. The model is piecewise smooth
+    (a minimum over protocols), so several starting points and both all-reduce algorithm sets are
+    scored and the three best refined; the best refined fit is returned.
     """
     c, s, n, t = _fit_inputs(collective, payload_bytes, n_devices, time_s)
-    present = [name for name in COLLECTIVES if np.any(c == name)]
-    best = None
-    for algorithms in algorithms_options:
-        for start in _fit_starts(c, s, n, t, present):
-            result = _fit_once(c, s, n, t, present, link, tuple(algorithms), start)
-            if best is None or result[0] < best[0]:
-                best = result
+    problem = _FitProblem(c, s, n, t, [name for name in COLLECTIVES if np.any(c == name)], link)
+    starts = [(tuple(algorithms), x0) for algorithms in algorithms_options for x0 in problem.starts()]
+    starts.sort(key=lambda start: problem.loss(*start))
+    best = min((problem.refine(*start) for start in starts[:3]), key=lambda fit: fit[0])
     return dataclasses.replace(best[1], source=source)
 
 
@@ -345,43 +352,53 @@ def _fit_inputs(collective, payload_bytes, n_devices, time_s):
     return c[keep], _check_payload(s[keep]), n[keep], t[keep]
 
 
-def _fit_starts(c, s, n, t, present):
-    """Starting points: step latency 0.5 / 3 / 15 us, launch 0 / 10 us, and per collective the bus
-    bandwidth of its largest measured message."""
-    bw = []
-    for name in present:
-        sel = c == name
-        i = np.argmax(s[sel])
-        bw.append(np.log(max(bus_factor(name, n[sel][i]) * s[sel][i] / t[sel][i], 1e3)))
-    return [(launch, step, *bw) for step in (0.5e-6, 3e-6, 15e-6) for launch in (0.0, 10e-6)]
+class _FitProblem:
+    """The data of one fit and the map from the parameter vector to a LinkCalibration.
 
+    Parameters x: launch and step latency in microseconds (so every entry is of order one), then
+    the log of each present collective's bandwidth."""
 
-def _fit_once(c, s, n, t, present, link_kind, algorithms, start):
-    from scipy.optimize import least_squares
+    def __init__(self, c, s, n, t, present, link_kind):
+        self.c, self.s, self.n, self.t, self.present, self.link_kind = c, s, n, t, present, link_kind
+        self.rows = {name: c == name for name in present}
 
-    def build(x):
-        bw = np.exp(np.asarray(x[2:]))
+    def starts(self):
+        """Step latency 0.5 / 3 / 15 us, launch 0 / 10 us, and per collective the bus bandwidth of
+        its largest measured message."""
+        bw = []
+        for name, sel in self.rows.items():
+            i = np.argmax(self.s[sel])
+            bw.append(np.log(bus_factor(name, self.n[sel][i]) * self.s[sel][i] / self.t[sel][i]))
+        return [np.array([launch, step, *bw]) for step in (0.5, 3.0, 15.0) for launch in (0.0, 10.0)]
+
+    def build(self, x, algorithms) -> LinkCalibration:
+        bw = np.exp(np.asarray(x[2:], dtype=float))
         beta = float(bw.max())
-        return LinkCalibration(bytes_per_s=beta, step_latency_s=max(float(x[1]), 1e-12), launch_s=max(float(x[0]), 0.0),
-                               efficiency={name: float(b / beta) for name, b in zip(present, bw)},
-                               algorithms=algorithms, link=link_kind)
+        return LinkCalibration(bytes_per_s=beta, step_latency_s=max(float(x[1]), 1e-6) * 1e-6,
+                               launch_s=max(float(x[0]), 0.0) * 1e-6,
+                               efficiency={name: float(b / beta) for name, b in zip(self.present, bw)},
+                               algorithms=algorithms, link=self.link_kind)
 
-    def residuals(x):
-        cal = build(x)
-        out = np.empty_like(t)
-        for name in present:
-            sel = c == name
-            out[sel] = np.log(collective_time_s(name, s[sel], n[sel], cal)) - np.log(t[sel])
+    def residuals(self, x, algorithms):
+        cal = self.build(x, algorithms)
+        out = np.empty_like(self.t)
+        for name, sel in self.rows.items():
+            out[sel] = np.log(collective_time_s(name, self.s[sel], self.n[sel], cal) / self.t[sel])
         return out
 
-    # Work in microseconds for the latencies so all parameters have similar scale.
-    scale = np.array([1e-6, 1e-6] + [1.0] * len(present))
-    x0 = np.asarray(start, dtype=float) / scale
-    lower = np.array([0.0, 1e-6] + [-np.inf] * len(present))
-    fit = least_squares(lambda z: residuals(z * scale), x0, bounds=(lower, np.inf), method="trf",
-                        x_scale="jac", max_nfev=2000)
-    cal = build(fit.x * scale)
-    return float(np.sum(fit.fun ** 2)), cal
+    def loss(self, algorithms, x) -> float:
+        return float(np.sum(self.residuals(x, algorithms) ** 2))
+
+    def refine(self, algorithms, x0):
+        from scipy.optimize import least_squares
+
+        # bandwidths between 1 MB/s and 100 TB/s: latency-bound data must not send them to infinity
+        lower = np.array([0.0, 1e-6] + [np.log(1e6)] * len(self.present))
+        upper = np.array([np.inf, np.inf] + [np.log(1e14)] * len(self.present))
+        x0 = np.clip(x0, lower, upper)
+        fit = least_squares(self.residuals, x0, bounds=(lower, upper), args=(algorithms,), method="trf",
+                            x_scale="jac", max_nfev=500)
+        return float(np.sum(fit.fun ** 2)), self.build(fit.x, algorithms)
 
 
 # -- input checks -------------------------------------------------------------------------------

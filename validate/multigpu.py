@@ -56,7 +56,7 @@ KIB = 1024
 
 COLLECTIVE_COLUMNS = ["backend", "device", "world_size", "n_devices", "collective", "nominal_bytes", "size_bytes",
                       "dtype", "repeats", "inner", "time_s", "time_min_s", "time_max_s", "bus_bytes_per_s",
-                      "correct"]
+                      "host_s", "correct"]
 TP_COLUMNS = ["backend", "device", "model", "n_layers", "d_model", "n_heads", "n_kv_heads", "head_dim", "d_ff",
               "vocab_size", "dtype", "act_bytes", "phase", "batch", "new_tokens", "past", "tp", "comm", "mode",
               "allreduce_bytes", "n_allreduce", "repeats", "time_s", "time_mean_s", "time_min_s", "status"]
@@ -277,10 +277,11 @@ class _Ctx:
         dist.all_gather(out, t, group=self.groups.get(n))
         return [float(x.item()) for x in out]
 
-    def barrier(self) -> None:
+    def barrier(self, n: int = 0) -> None:
+        """Wait for the device, then for ranks 0..n-1 (all ranks when n is 0)."""
         if self.cuda:
             torch.cuda.synchronize(self.device)
-        dist.barrier()
+        dist.barrier(group=self.groups[n] if n else None)
 
 
 def _worker(rank: int, cfg: SuiteConfig) -> None:
@@ -311,44 +312,41 @@ def _worker(rank: int, cfg: SuiteConfig) -> None:
 
 # -- timing ---------------------------------------------------------------------------------------
 
-def time_calls(ctx: _Ctx, fn, repeats: int, inner: int = 1, align=None, head_start: bool = True) -> list:
-    """Seconds per call of `fn` for each repeat (`inner` calls per repeat).
+def time_calls(ctx: _Ctx, fn, repeats: int, inner: int = 1, align=None, head_start: bool = True):
+    """(device seconds per call, host seconds per call) of `fn`, one value per repeat.
 
-    CUDA: events around the calls; `align()` runs first (a collective that lines the ranks' streams
-    up), then, with `head_start`, ~1 ms of GPU sleep lets the CPU enqueue the calls before the
-    first one starts. CPU: wall clock after `align()`.
+    CUDA: events around `inner` calls; `align()` runs first (a collective that lines the ranks'
+    streams up), then, with `head_start`, ~1 ms of GPU sleep lets the CPU enqueue the calls before
+    the first one starts, so the host time is the CPU's cost of issuing a call. CPU backends:
+    wall clock after `align()`, and a host time of zero (issuing is not separate from running).
     """
-    out = []
-    if not ctx.cuda:
-        for _ in range(repeats):
-            if align:
-                align()
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            out.append((time.perf_counter() - t0) / inner)
-        return out
-    events = []
+    device, host, events = [], [], []
     for _ in range(repeats):
         if align:
             align()
-        if head_start:
+        if ctx.cuda and head_start:
             torch.cuda._sleep(2_000_000)  # ~1 ms at H200 clocks; only needs to exceed the enqueue time
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+        if ctx.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        t0 = time.perf_counter()
         for _ in range(inner):
             fn()
-        end.record()
-        events.append((start, end))
+        host.append((time.perf_counter() - t0) / inner)
+        if ctx.cuda:
+            end.record()
+            events.append((start, end))
+    if not ctx.cuda:
+        return host, [0.0] * len(host)
     torch.cuda.synchronize(ctx.device)
-    return [s.elapsed_time(e) * 1e-3 / inner for s, e in events]
+    return [s.elapsed_time(e) * 1e-3 / inner for s, e in events], host
 
 
 def choose_inner(ctx: _Ctx, fn, align, target_s: float = 2e-4, most: int = 32) -> int:
     """Calls per repeat so that one repeat lasts about `target_s` (small messages are ~10 us)."""
     if not ctx.cuda:
         return 1
-    probe = statistics.median(time_calls(ctx, fn, 3, 1, align))
+    probe = statistics.median(time_calls(ctx, fn, 3, 1, align)[0])
     return int(min(most, max(1, round(target_s / max(probe, 1e-7)))))
 
 
@@ -424,15 +422,17 @@ def time_collective(ctx: _Ctx, name: str, nbytes: int, n: int) -> dict:
     for _ in range(ctx.cfg.warmup):
         call()
     inner = choose_inner(ctx, call, align)
-    median = statistics.median(time_calls(ctx, call, ctx.cfg.repeats, inner, align))
-    times = ctx.gather(median, n)
+    device, host = time_calls(ctx, call, ctx.cfg.repeats, inner, align)
+    times = ctx.gather(statistics.median(device), n)
+    host_s = statistics.fmean(ctx.gather(statistics.median(host), n))
     oks = ctx.gather(float(ok), n)
     mean = statistics.fmean(times)
     return {"backend": ctx.cfg.backend, "device": ctx.device_name, "world_size": ctx.cfg.world_size,
             "n_devices": n, "collective": name, "nominal_bytes": nbytes, "size_bytes": used,
             "dtype": str(ctx.dtype).replace("torch.", ""), "repeats": ctx.cfg.repeats, "inner": inner,
             "time_s": mean, "time_min_s": min(times), "time_max_s": max(times),
-            "bus_bytes_per_s": float(measured_bus_bytes_per_s(name, used, n, mean)), "correct": all(oks)}
+            "bus_bytes_per_s": float(measured_bus_bytes_per_s(name, used, n, mean)), "host_s": host_s,
+            "correct": all(oks)}
 
 
 # -- tensor-parallel Llama ------------------------------------------------------------------------
@@ -653,9 +653,8 @@ def time_tp_step(ctx: _Ctx, spec, shard, tp: int, case, comm: bool, mode: str) -
                 step = capture_graph(step, cfg.step_warmup)
             for _ in range(cfg.step_warmup):
                 step()
-            align = ctx.barrier if tp > 1 else (lambda: torch.cuda.synchronize(ctx.device) if ctx.cuda else None)
-            times = time_calls(ctx, step, cfg.step_repeats, 1, align, head_start=False)
-            median = statistics.median(times)
+            align = lambda: ctx.barrier(tp) if tp > 1 else (torch.cuda.synchronize(ctx.device) if ctx.cuda else None)  # noqa: E731
+            median = statistics.median(time_calls(ctx, step, cfg.step_repeats, 1, align, head_start=False)[0])
         except RuntimeError as err:  # e.g. graph capture unsupported by this torch / NCCL
             median, status = float("nan"), f"error: {str(err).splitlines()[0][:160]}"
     per_rank = ctx.gather(median, tp) if tp > 1 else [median]

@@ -15,7 +15,6 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Mapping
 
 import yaml
@@ -37,7 +36,9 @@ class SpecError(ValueError):
 class Calibration:
     """What measurement on a real device found; every rate here is achieved, not peak.
 
-    Fitted by `validate.calibrate` (see its docstrings for the fitting method). The roofline uses:
+    Fitted by `validate.calibrate` (see its docstrings for the fitting method). matmul_flops_per_s
+    is keyed by dtype (bf16, fp16, fp32, fp8) and by weight-only formats (w8a16, w4a16: quantized
+    weights, bf16 activations, dequantized inside the kernel). The roofline uses:
     matmul time = padded FLOPs / matmul rate (wave quantization over `compute_units` with
     `tile_m` x `tile_n` output tiles), memory time = bytes / memory rate, and every kernel pays
     `kernel_overhead_s`; a decoder layer run eagerly pays `layer_overhead_s` of host-side dispatch.
@@ -52,16 +53,19 @@ class Calibration:
     tile_n: int = 1
     host_to_device_bytes_per_s: float = 0.0
     device_to_host_bytes_per_s: float = 0.0
+    host_to_device_pageable_bytes_per_s: float = 0.0
+    device_to_host_pageable_bytes_per_s: float = 0.0
     transfer_latency_s: float = 0.0
     source: str = ""
 
     def __post_init__(self):
-        object.__setattr__(self, "matmul_flops_per_s", MappingProxyType(dict(self.matmul_flops_per_s)))
+        object.__setattr__(self, "matmul_flops_per_s", dict(self.matmul_flops_per_s))  # a private copy
         for dtype, rate in self.matmul_flops_per_s.items():
             _check_positive(rate, f"calibration.matmul.{dtype}")
         _check_positive(self.memory_bytes_per_s, "calibration.memory_bandwidth")
         for name in ("kernel_overhead_s", "layer_overhead_s", "transfer_latency_s",
-                     "host_to_device_bytes_per_s", "device_to_host_bytes_per_s"):
+                     "host_to_device_bytes_per_s", "device_to_host_bytes_per_s",
+                     "host_to_device_pageable_bytes_per_s", "device_to_host_pageable_bytes_per_s"):
             _check_non_negative(getattr(self, name), f"calibration.{name}")
         _check_positive(self.attention_flops_fraction, "calibration.attention_flops_fraction")
         for name in ("tile_m", "tile_n"):
@@ -102,9 +106,10 @@ class Hardware:
     sources: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
-        object.__setattr__(self, "flops_per_s", MappingProxyType(dict(self.flops_per_s)))
-        object.__setattr__(self, "sparse_flops_per_s", MappingProxyType(dict(self.sparse_flops_per_s)))
-        object.__setattr__(self, "sources", MappingProxyType(dict(self.sources)))
+        # private copies, so a caller's dict changing later cannot change the frozen spec
+        object.__setattr__(self, "flops_per_s", dict(self.flops_per_s))
+        object.__setattr__(self, "sparse_flops_per_s", dict(self.sparse_flops_per_s))
+        object.__setattr__(self, "sources", dict(self.sources))
         if self.kind not in KINDS:
             raise SpecError(f"kind: {self.kind!r} is not one of {KINDS}")
         if self.device_link not in DEVICE_LINK_KINDS:
@@ -311,6 +316,97 @@ def _calibration_from_yaml(r: _Reader) -> Calibration | None:
         tile_n=int(q("calibration.tile_n", None, required=False, default=1)),
         host_to_device_bytes_per_s=q("calibration.host_to_device_bandwidth", "bytes_per_s", required=False, default=0.0),
         device_to_host_bytes_per_s=q("calibration.device_to_host_bandwidth", "bytes_per_s", required=False, default=0.0),
+        host_to_device_pageable_bytes_per_s=q("calibration.host_to_device_pageable_bandwidth", "bytes_per_s",
+                                              required=False, default=0.0),
+        device_to_host_pageable_bytes_per_s=q("calibration.device_to_host_pageable_bandwidth", "bytes_per_s",
+                                              required=False, default=0.0),
         transfer_latency_s=q("calibration.transfer_latency", "seconds", required=False, default=0.0),
         source=str(r.tags.get("measured", "")),
     )
+
+
+# -- writing specs back to YAML (round trip) -------------------------------------------------------
+
+_YAML_FIELDS = (  # (yaml path, attribute, unit written, dimension)
+    ("memory.capacity", "hbm_capacity_bytes", "GB", 1e9),
+    ("memory.bandwidth", "hbm_bytes_per_s", "GB/s", 1e9),
+    ("host_memory.capacity", "dram_capacity_bytes", "GB", 1e9),
+    ("host_memory.bandwidth", "dram_bytes_per_s", "GB/s", 1e9),
+    ("flash.capacity", "flash_capacity_bytes", "GB", 1e9),
+    ("flash.read_bandwidth", "flash_read_bytes_per_s", "GB/s", 1e9),
+    ("flash.latency", "flash_latency_s", "us", 1e-6),
+    ("host_link.bandwidth", "host_link_bytes_per_s", "GB/s", 1e9),
+    ("host_link.latency", "host_link_latency_s", "us", 1e-6),
+    ("cpu.flops", "cpu_flops_per_s", "GFLOP/s", 1e9),
+    ("price_per_hour", "price_per_hour_usd", "USD/h", 1.0),
+    ("power", "power_w", "W", 1.0),
+)
+_COUNT_FIELDS = (("host_link.pcie_gen", "pcie_gen"), ("host_link.lanes", "pcie_lanes"), ("cpu.cores", "cpu_cores"),
+                 ("node.devices", "devices_per_node"), ("node.compute_units", "compute_units"))
+_CALIBRATION_FIELDS = (
+    ("memory_bandwidth", "memory_bytes_per_s", "GB/s", 1e9),
+    ("kernel_overhead", "kernel_overhead_s", "us", 1e-6),
+    ("layer_overhead", "layer_overhead_s", "us", 1e-6),
+    ("host_to_device_bandwidth", "host_to_device_bytes_per_s", "GB/s", 1e9),
+    ("device_to_host_bandwidth", "device_to_host_bytes_per_s", "GB/s", 1e9),
+    ("host_to_device_pageable_bandwidth", "host_to_device_pageable_bytes_per_s", "GB/s", 1e9),
+    ("device_to_host_pageable_bandwidth", "device_to_host_pageable_bytes_per_s", "GB/s", 1e9),
+    ("transfer_latency", "transfer_latency_s", "us", 1e-6),
+)
+
+
+def to_yaml_dict(hw: Hardware) -> dict:
+    """The spec in the preset YAML schema (human units, a source tag on every number); reading it
+    back with `Hardware.from_dict` gives an equal spec up to 12 significant digits."""
+    tags: dict[str, str] = {}
+
+    def tag(path: str) -> str:
+        source = hw.sources.get(path, "unspecified")
+        for key, value in tags.items():
+            if value == source:
+                return key
+        key = f"s{len(tags) + 1}"
+        tags[key] = source
+        return key
+
+    out: dict = {"name": hw.name, "title": hw.title, "kind": hw.kind, "sources": tags}
+
+    def put(path: str, text: str) -> None:
+        node = out
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = text
+
+    def number(value: float, unit: str, scale: float, path: str) -> str:
+        return f"{value / scale:.12g} {unit} [{tag(path)}]"
+
+    for dtype, rate in hw.flops_per_s.items():
+        put(f"compute.{dtype}", number(rate, "TFLOP/s", 1e12, f"compute.{dtype}"))
+    for dtype, rate in hw.sparse_flops_per_s.items():
+        put(f"sparse_compute.{dtype}", number(rate, "TFLOP/s", 1e12, f"sparse_compute.{dtype}"))
+    for path, attr, unit, scale in _YAML_FIELDS:
+        put(path, number(getattr(hw, attr), unit, scale, path))
+    for path, attr in _COUNT_FIELDS:
+        if getattr(hw, attr):
+            put(path, f"{getattr(hw, attr)} [{tag(path)}]")
+    put("device_link.kind", hw.device_link)
+    if hw.device_link != "none":
+        put("device_link.bandwidth", number(hw.device_link_bytes_per_s, "GB/s", 1e9, "device_link.bandwidth"))
+        put("device_link.latency", number(hw.device_link_latency_s, "us", 1e-6, "device_link.latency"))
+    if hw.calibration is not None:
+        out["calibration"] = _calibration_yaml(hw.calibration, tags)
+    return out
+
+
+def _calibration_yaml(cal: Calibration, tags: dict) -> dict:
+    tags["measured"] = cal.source or "measured by validate"
+    section: dict = {"matmul": {d: f"{r / 1e12:.12g} TFLOP/s [measured]" for d, r in cal.matmul_flops_per_s.items()}}
+    for key, attr, unit, scale in _CALIBRATION_FIELDS:
+        value = getattr(cal, attr)
+        if value > 0:
+            section[key] = f"{value / scale:.12g} {unit} [measured]"
+    section["attention_flops_fraction"] = f"{cal.attention_flops_fraction:.12g} [measured]"
+    section["tile_m"] = f"{cal.tile_m} [measured]"
+    section["tile_n"] = f"{cal.tile_n} [measured]"
+    return section

@@ -11,8 +11,6 @@ from __future__ import annotations
 import functools
 import math
 
-import pint
-
 #: Dimension names accepted by `parse`, mapped to the SI unit the value is returned in.
 SI_UNITS = {
     "bytes": "byte",
@@ -25,8 +23,11 @@ SI_UNITS = {
 
 
 @functools.lru_cache(maxsize=1)
-def registry() -> pint.UnitRegistry:
-    """The shared unit registry, with FLOP, OP and USD defined (built lazily: pint is slow to load)."""
+def registry():
+    """The shared pint registry, with FLOP, OP and USD defined (imported and built lazily: pint is
+    slow to load, and only the edges need it)."""
+    import pint
+
     ureg = pint.UnitRegistry()
     ureg.define("FLOP = [flop] = flop = FLOPs")
     ureg.define("OP = FLOP = op = OPS")
@@ -51,6 +52,8 @@ def parse(text: str | float | int, dimension: str, field: str = "value") -> floa
     if isinstance(text, (int, float)):
         raise UnitError(f"{field}: {text!r} has no unit; write it with one, e.g. '{text} {_example(dimension)}'")
     ureg = registry()
+    import pint
+
     try:
         quantity = ureg.Quantity(text.strip())
         value = quantity.to(SI_UNITS[dimension]).magnitude

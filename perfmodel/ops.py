@@ -12,6 +12,7 @@ inside a kernel), the lower bound a fused kernel attains; framework overhead is 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -42,7 +43,7 @@ class Op:
     k: object = 0.0
     comm_bytes: object = 0.0
 
-    @property
+    @cached_property
     def bytes(self):
         return self.weight_bytes + self.act_bytes + self.kv_bytes
 
@@ -56,20 +57,62 @@ class Precision:
     kv_bits: object
     quant_group: object = 128
 
-    @property
+    @cached_property
     def weight_bytes_per_param(self):
         """Sub-8-bit weights store a 16-bit scale and a 16-bit zero per group (GPTQ/AWQ layouts:
         Frantar et al. 2022, arXiv 2210.17323; Lin et al. 2023, arXiv 2306.00978)."""
         overhead = np.where(np.asarray(self.w_bits) < 8, 32.0 / np.asarray(self.quant_group), 0.0)
         return (self.w_bits + overhead) / 8
 
-    @property
+    @cached_property
     def act_bytes(self):
         return np.asarray(self.a_bits) / 8
 
-    @property
+    @cached_property
     def kv_bytes(self):
         return np.asarray(self.kv_bits) / 8
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """How a framework executes the step: which GEMMs are fused and how many kernels and tensor
+    passes its vector ops take. Bytes and kernel counts differ several-fold between a fused server
+    and eager PyTorch, and small-batch decode time follows them.
+
+    *_passes count reads + writes of activation-sized tensors (in activation precision units) per
+    element of the op's width; *_kernels count launches. kv_append_copies models caches that grow
+    by concatenation (transformers' DynamicCache: torch.cat re-reads and re-writes the whole cache
+    every step); eager implementations also pay host dispatch per layer (Calibration.layer_overhead_s).
+    """
+
+    name: str
+    split_qkv: bool = False
+    split_gate_up: bool = False
+    norm_kernels: int = 1
+    norm_passes: float = 2.0
+    rope_kernels: int = 1
+    rope_passes: float = 2.0
+    act_kernels: int = 1
+    act_passes: float = 3.0
+    kv_append_copies: bool = False
+    attn_out_copy: bool = False
+    eager: bool = False
+
+
+#: A fused serving stack (vLLM / TensorRT-LLM style): fused QKV and gate-up GEMMs, one kernel per
+#: vector op, paged KV written in place, CUDA graphs (no per-layer host dispatch).
+FUSED = Implementation("fused")
+
+#: Hugging Face transformers in eager PyTorch (LlamaForCausalLM, sdpa attention, DynamicCache),
+#: counted from its modeling code: RMSNorm upcasts to fp32 (to, pow, mean, add, rsqrt, mul, to, mul:
+#: 8 kernels, about 19 bf16-sized passes); rotary embedding per q and k (neg, cat, mul, mul, add:
+#: 5 kernels, 10 passes); SiLU then multiply (2 kernels, 5 passes); the attention output is made
+#: contiguous before o_proj; the cache grows by torch.cat.
+HF_EAGER = Implementation("hf-eager", split_qkv=True, split_gate_up=True, norm_kernels=8, norm_passes=19.0,
+                          rope_kernels=10, rope_passes=10.0, act_kernels=2, act_passes=5.0,
+                          kv_append_copies=True, attn_out_copy=True, eager=True)
+
+IMPLEMENTATIONS = {impl.name: impl for impl in (FUSED, HF_EAGER)}
 
 
 def matmul_op(name: str, tokens, n, k, p: Precision, count: int) -> Op:
@@ -79,11 +122,11 @@ def matmul_op(name: str, tokens, n, k, p: Precision, count: int) -> Op:
               act_bytes=tokens * (n + k) * p.act_bytes, m=tokens, n=n, k=k)
 
 
-def vector_op(name: str, kind: str, tokens, width, reads: float, writes: float, flops_per_elem: float,
-              p: Precision, count: int, weight_elems: float = 0.0) -> Op:
-    """A memory-bound elementwise / norm op touching `reads` + `writes` tensors of tokens x width."""
-    return Op(name, kind, count, flops=flops_per_elem * tokens * width,
-              weight_bytes=weight_elems * 2.0, act_bytes=(reads + writes) * tokens * width * p.act_bytes)
+def vector_op(name: str, kind: str, tokens, width, passes: float, flops_per_elem: float, p: Precision,
+              count: int, weight_elems: float = 0.0, kernels: int = 1) -> Op:
+    """A memory-bound elementwise / norm op making `passes` reads + writes of tokens x width tensors."""
+    return Op(name, kind, count, flops=flops_per_elem * tokens * width, weight_bytes=weight_elems * 2.0,
+              act_bytes=passes * tokens * width * p.act_bytes, kernels=kernels)
 
 
 def attention_pairs(new_tokens, past):
@@ -122,7 +165,7 @@ def attention_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp, spa
               act_bytes=act_bytes, kv_bytes=kv_bytes, m=seqs * new_tokens * heads, n=context, k=qk_dim)
 
 
-def attention_projections(model: ModelSpec, tokens, p: Precision, tp) -> list[Op]:
+def attention_projections(model: ModelSpec, tokens, p: Precision, tp, impl: Implementation = FUSED) -> list[Op]:
     """QKV and output projections (or MLA's down/up projections), sharded over `tp`."""
     L, D = model.n_layers, model.d_model
     if model.is_mla:
@@ -140,21 +183,31 @@ def attention_projections(model: ModelSpec, tokens, p: Precision, tp) -> list[Op
             matmul_op("o_proj", tokens, D, H * model.v_head_dim, p, L),
         ]
     q = model.n_heads * model.head_dim / tp
-    kv = 2 * np.ceil(model.n_kv_heads / tp) * model.head_dim
-    return [matmul_op("qkv_proj", tokens, q + kv, D, p, L),
-            matmul_op("o_proj", tokens, D, q, p, L)]
+    kv = np.ceil(model.n_kv_heads / tp) * model.head_dim
+    out = [matmul_op("o_proj", tokens, D, q, p, L)]
+    if impl.attn_out_copy:
+        out.insert(0, vector_op("attn_out_copy", "elementwise", tokens, q, 2.0, 0.0, p, L))
+    if impl.split_qkv:
+        return [matmul_op("q_proj", tokens, q, D, p, L), matmul_op("k_proj", tokens, kv, D, p, L),
+                matmul_op("v_proj", tokens, kv, D, p, L)] + out
+    return [matmul_op("qkv_proj", tokens, q + 2 * kv, D, p, L)] + out
 
 
-def ffn_ops(model: ModelSpec, tokens, p: Precision, tp) -> list[Op]:
+def ffn_ops(model: ModelSpec, tokens, p: Precision, tp, impl: Implementation = FUSED) -> list[Op]:
     """Dense FFN layers: (gate +) up, activation, down; sharded over `tp`."""
     count = model.n_dense_ffn_layers
     if count == 0:
         return []
     width = model.d_ff / tp
-    up = 2 * width if model.ffn_gated else width
-    return [matmul_op("ffn_up", tokens, up, model.d_model, p, count),
-            vector_op("ffn_act", "elementwise", tokens, width, 2 if model.ffn_gated else 1, 1, 5.0, p, count),
-            matmul_op("ffn_down", tokens, model.d_model, width, p, count)]
+    if model.ffn_gated and impl.split_gate_up:
+        up = [matmul_op("ffn_gate", tokens, width, model.d_model, p, count),
+              matmul_op("ffn_up", tokens, width, model.d_model, p, count)]
+    else:
+        up = [matmul_op("ffn_up", tokens, 2 * width if model.ffn_gated else width, model.d_model, p, count)]
+    passes = impl.act_passes if model.ffn_gated else 2.0
+    act = vector_op("ffn_act", "elementwise", tokens, width, passes, 5.0, p, count,
+                    kernels=impl.act_kernels if model.ffn_gated else 1)
+    return up + [act, matmul_op("ffn_down", tokens, model.d_model, width, p, count)]
 
 
 def expected_experts_touched(n_experts: int, top_k: int, tokens):
@@ -186,30 +239,45 @@ def moe_ops(model: ModelSpec, tokens, p: Precision, tp) -> list[Op]:
     return ops
 
 
+def kv_append_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp) -> Op:
+    """Growing a concatenated cache (torch.cat) re-reads the S0 cached tokens and writes S0 + T."""
+    kv_elems = model.kv_elements_per_token if model.is_mla else 2 * np.ceil(model.n_kv_heads / tp) * model.head_dim
+    return Op("kv_cat", "elementwise", model.n_layers, flops=0.0, weight_bytes=0.0, act_bytes=0.0,
+              kv_bytes=seqs * kv_elems * (2 * past + new_tokens) * p.kv_bytes, kernels=2)
+
+
 def step_ops(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp=1, sparse_budget=0,
-             logits_tokens=None) -> list[Op]:
+             logits_tokens=None, impl: Implementation = FUSED) -> list[Op]:
     """All ops of one forward step, in execution order (per device).
 
     seqs: sequences in the step; new_tokens: tokens each processes (T); past: cached tokens (S0);
-    logits_tokens: rows sent through the LM head (default: one per sequence, as servers do).
+    logits_tokens: rows sent through the LM head (default: one per sequence, as servers do);
+    impl: how the framework executes it (FUSED server or HF_EAGER).
     """
     tokens = seqs * new_tokens
     L, D = model.n_layers, model.d_model
     logits_tokens = seqs if logits_tokens is None else logits_tokens
-    qk_heads = (model.n_heads + 2 * np.ceil(model.n_kv_heads / tp)) / tp * model.head_dim if not model.is_mla \
+    qk_width = (model.n_heads + np.ceil(model.n_kv_heads / tp)) / tp * model.head_dim if not model.is_mla \
         else model.n_heads / tp * model.qk_rope_head_dim
+    norm = dict(passes=impl.norm_passes, flops_per_elem=4.0, p=p, weight_elems=D, kernels=impl.norm_kernels)
     ops = [Op("embedding", "embedding", 1, flops=0.0, weight_bytes=tokens * D * 2.0,
               act_bytes=tokens * D * p.act_bytes)]
-    ops.append(vector_op("attn_norm", "norm", tokens, D, 1, 1, 4.0, p, L, weight_elems=D))
-    ops += attention_projections(model, tokens, p, tp)
-    ops.append(vector_op("rope", "elementwise", tokens, qk_heads, 1, 1, 6.0, p, L))
+    ops.append(vector_op("attn_norm", "norm", tokens, D, count=L, **norm))
+    ops += attention_projections(model, tokens, p, tp, impl)
+    if model.qk_norm:  # Qwen3 normalises q and k per head before rotary embedding
+        ops.append(vector_op("qk_norm", "norm", tokens, qk_width, impl.norm_passes, 4.0, p, L,
+                             kernels=2 * impl.norm_kernels))
+    ops.append(vector_op("rope", "elementwise", tokens, qk_width, impl.rope_passes, 6.0, p, L,
+                         kernels=impl.rope_kernels))
+    if impl.kv_append_copies:
+        ops.append(kv_append_op(model, seqs, new_tokens, past, p, tp))
     ops.append(attention_op(model, seqs, new_tokens, past, p, tp, sparse_budget))
-    ops.append(vector_op("residual_add", "elementwise", tokens, D, 2, 1, 1.0, p, 2 * L))
+    ops.append(vector_op("residual_add", "elementwise", tokens, D, 3.0, 1.0, p, 2 * L))
     if model.norms_per_layer == 2:
-        ops.append(vector_op("ffn_norm", "norm", tokens, D, 1, 1, 4.0, p, L, weight_elems=D))
-    ops += ffn_ops(model, tokens, p, tp) + moe_ops(model, tokens, p, tp)
+        ops.append(vector_op("ffn_norm", "norm", tokens, D, count=L, **norm))
+    ops += ffn_ops(model, tokens, p, tp, impl) + moe_ops(model, tokens, p, tp)
     ops.append(allreduce_op(tokens, D, p, tp, 2 * L))
-    ops.append(vector_op("final_norm", "norm", logits_tokens, D, 1, 1, 4.0, p, 1, weight_elems=D))
+    ops.append(vector_op("final_norm", "norm", logits_tokens, D, count=1, **norm))
     ops.append(matmul_op("lm_head", logits_tokens, model.vocab_size / tp, D, p, 1))
     return ops
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from hardware.spec import Hardware
 from perfmodel import memory
-from perfmodel.ops import Op, Precision, step_ops
+from perfmodel.ops import FUSED, Implementation, Op, Precision, attention_op, kv_append_op, step_ops
 from perfmodel.roofline import BOUNDS, OpTime, mean_max_affine, op_time
 from workloads.model import ModelSpec
 from workloads.scenario import Scenario
@@ -40,49 +40,75 @@ def _phase_totals(ops: list[Op], times: list[OpTime]) -> dict:
     return out
 
 
-def framework_overhead_s(model: ModelSpec, hw: Hardware) -> float:
-    """Host-side dispatch per step in an eager framework: layers x measured per-layer overhead."""
-    return model.n_layers * hw.calibration.layer_overhead_s if hw.calibration else 0.0
+def host_dispatch_s(model: ModelSpec, hw: Hardware, impl: Implementation = FUSED) -> float:
+    """Host-side time to dispatch one step in an eager framework: layers x the measured per-layer
+    overhead (Python, autograd bookkeeping and kernel launches). Fused stacks replay CUDA graphs."""
+    if not impl.eager or hw.calibration is None:
+        return 0.0
+    return model.n_layers * hw.calibration.layer_overhead_s
 
 
-def step_time(model: ModelSpec, hw: Hardware, seqs, new_tokens, past, p: Precision, tp=1, sparse_budget=0,
-              logits_tokens=None) -> dict:
-    """Time of one forward step and its components (arrays over scenarios)."""
-    ops = step_ops(model, seqs, new_tokens, past, p, tp, sparse_budget, logits_tokens)
-    totals = _phase_totals(ops, [op_time(op, hw, p, tp) for op in ops])
-    totals["overhead_s"] = totals["overhead_s"] + framework_overhead_s(model, hw)
-    totals["time_s"] = totals["time_s"] + framework_overhead_s(model, hw)
+def _with_host(totals: dict, host_s: float) -> dict:
+    """Kernels are queued asynchronously, so a step takes max(device time, host dispatch time)."""
+    if host_s:
+        totals["host_s"] = host_s
+        totals["time_s"] = np.maximum(totals["time_s"], host_s)
     return totals
 
 
+def step_time(model: ModelSpec, hw: Hardware, seqs, new_tokens, past, p: Precision, tp=1, sparse_budget=0,
+              logits_tokens=None, impl: Implementation = FUSED) -> dict:
+    """Time of one forward step and its components (arrays over scenarios)."""
+    ops = step_ops(model, seqs, new_tokens, past, p, tp, sparse_budget, logits_tokens, impl)
+    totals = _phase_totals(ops, [op_time(op, hw, p, tp) for op in ops])
+    return _with_host(totals, host_dispatch_s(model, hw, impl))
+
+
 def mean_decode_step(model: ModelSpec, hw: Hardware, seqs, past_first, past_last, p: Precision, tp=1,
-                     sparse_budget=0) -> dict:
-    """Mean decode-step time over contexts past_first..past_last, exact per op (see module doc)."""
-    first = step_ops(model, seqs, 1.0, past_first, p, tp, sparse_budget)
-    last = step_ops(model, seqs, 1.0, past_last, p, tp, sparse_budget)
-    out = {"compute_s": 0.0, "memory_s": 0.0, "overhead_s": framework_overhead_s(model, hw), "comm_s": 0.0}
-    out["time_s"] = out["overhead_s"]
-    for a, b in zip(first, last):
-        ta = op_time(a, hw, p, tp)
-        if a.kind == "attention":
-            tb = op_time(b, hw, p, tp)
-            core = mean_max_affine(ta.compute_s, tb.compute_s, ta.memory_s, tb.memory_s)
-            compute, mem = (np.add(ta.compute_s, tb.compute_s)) / 2, (np.add(ta.memory_s, tb.memory_s)) / 2
-        else:  # only attention depends on the context; other ops are the same at both ends
-            core = np.maximum(ta.compute_s, ta.memory_s)
-            compute, mem = ta.compute_s, ta.memory_s
-        out["compute_s"] = out["compute_s"] + a.count * compute
-        out["memory_s"] = out["memory_s"] + a.count * mem
-        out["overhead_s"] = out["overhead_s"] + a.count * np.asarray(ta.overhead_s)
-        out["comm_s"] = out["comm_s"] + a.count * np.asarray(ta.comm_s)
-        out["time_s"] = out["time_s"] + a.count * (core + ta.overhead_s + ta.comm_s)
+                     sparse_budget=0, impl: Implementation = FUSED) -> dict:
+    """Mean decode-step time over contexts past_first..past_last, exact per op (see module doc).
+
+    Only attention (and a concatenated cache) depends on the context, so only those ops are
+    evaluated at both ends."""
+    ops = step_ops(model, seqs, 1.0, past_first, p, tp, sparse_budget, impl=impl)
+    out = {"compute_s": 0.0, "memory_s": 0.0, "overhead_s": 0.0, "comm_s": 0.0, "time_s": 0.0}
+    first_total, last_total = 0.0, 0.0
+    for op in ops:
+        t = op_time(op, hw, p, tp)
+        if op.kind == "attention" or op.name == "kv_cat":
+            late = attention_op(model, seqs, 1.0, past_last, p, tp, sparse_budget) if op.kind == "attention" \
+                else kv_append_op(model, seqs, 1.0, past_last, p, tp)
+            last = op_time(late, hw, p, tp)
+            core = mean_max_affine(t.compute_s, last.compute_s, t.memory_s, last.memory_s)
+            compute, mem = (t.compute_s + last.compute_s) / 2, (t.memory_s + last.memory_s) / 2
+            first_total = first_total + op.count * (np.maximum(t.compute_s, t.memory_s) - core)
+            last_total = last_total + op.count * (np.maximum(last.compute_s, last.memory_s) - core)
+        else:
+            core, compute, mem = np.maximum(t.compute_s, t.memory_s), t.compute_s, t.memory_s
+        out["compute_s"] = out["compute_s"] + op.count * compute
+        out["memory_s"] = out["memory_s"] + op.count * mem
+        out["overhead_s"] = out["overhead_s"] + op.count * t.overhead_s
+        out["comm_s"] = out["comm_s"] + op.count * t.comm_s
+        out["time_s"] = out["time_s"] + op.count * (core + t.overhead_s + t.comm_s)
+    host = host_dispatch_s(model, hw, impl)
+    if host:
+        # mean of max(device(S), host) with device affine between its end values
+        first, last = out["time_s"] + first_total, out["time_s"] + last_total
+        out["host_s"] = host
+        out["time_s"] = out["time_s"] + mean_max_affine(host, host, first, last) - (first + last) / 2
     return out
 
 
 def _bound(totals: dict):
-    parts = np.stack(np.broadcast_arrays(totals["compute_s"], totals["memory_s"],
-                                         totals["overhead_s"], totals["comm_s"]))
-    return BOUNDS[np.argmax(parts, axis=0)]
+    """Which of compute / memory / overhead (kernel floors or host dispatch) / comm dominates."""
+    compute, mem = totals["compute_s"], totals["memory_s"]
+    overhead = np.maximum(totals["overhead_s"], totals.get("host_s", 0.0))
+    comm = totals["comm_s"]
+    code = np.where(compute >= mem, 0, 1)
+    best = np.maximum(compute, mem)
+    code = np.where(overhead > best, 2, code)
+    code = np.where(comm > np.maximum(best, overhead), 3, code)
+    return BOUNDS[code]
 
 
 def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario) -> dict:
@@ -100,13 +126,13 @@ def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario) -> dict:
             "max_batch": max_batch}
 
 
-def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario) -> dict:
+def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, impl: Implementation = FUSED) -> dict:
     """All request metrics as a dict of flat numpy arrays (one entry per scenario)."""
     p, tp = precision(sc), sc.tp
-    prefill = step_time(model, hw, sc.batch, sc.prompt, 0.0, p, tp, 0, sc.batch)
+    prefill = step_time(model, hw, sc.batch, sc.prompt, 0.0, p, tp, 0, sc.batch, impl)
     decode_seqs = sc.batch * sc.samples
     decode = mean_decode_step(model, hw, decode_seqs, sc.prompt, sc.prompt + np.maximum(sc.gen - 2, 0), p, tp,
-                              sc.sparse_budget)
+                              sc.sparse_budget, impl)
     ttft, tpot = prefill["time_s"], decode["time_s"]
     e2e = ttft + (sc.gen - 1) * tpot
     tokens = decode_seqs * sc.gen
@@ -137,6 +163,7 @@ class Prediction:
     hardware: Hardware
     scenario: Scenario
     columns: dict
+    impl: Implementation = FUSED
 
     def to_frame(self):
         import pandas as pd
@@ -151,7 +178,7 @@ class Prediction:
 
     def breakdown(self, phase: str = "decode", i: int = 0):
         """Per-op table (flops, bytes, times, bound, share) of scenario `i`'s prefill or mean decode step."""
-        return breakdown(self.model, self.hardware, _pick(self.scenario, i), phase)
+        return breakdown(self.model, self.hardware, _pick(self.scenario, i), phase, self.impl)
 
     def require_fit(self) -> "Prediction":
         """Raise DoesNotFitError naming the first scenario that exceeds device memory."""
@@ -167,10 +194,12 @@ class Prediction:
         return self
 
 
-def predict(model: ModelSpec, hw: Hardware, sc: Scenario) -> Prediction:
-    """Predict TTFT, TPOT, latency, throughput and memory for every scenario in `sc`."""
+def predict(model: ModelSpec, hw: Hardware, sc: Scenario, impl: Implementation = FUSED) -> Prediction:
+    """Predict TTFT, TPOT, latency, throughput and memory for every scenario in `sc`.
+
+    impl: the serving stack's execution (perfmodel.ops.FUSED by default, or HF_EAGER)."""
     check_context(model, sc)
-    return Prediction(model, hw, sc, evaluate(model, hw, sc))
+    return Prediction(model, hw, sc, evaluate(model, hw, sc, impl), impl)
 
 
 def check_context(model: ModelSpec, sc: Scenario) -> None:
@@ -186,7 +215,7 @@ def _pick(sc: Scenario, i: int) -> Scenario:
     return Scenario(**{k: v[i] for k, v in cols.items()})
 
 
-def breakdown(model: ModelSpec, hw: Hardware, sc: Scenario, phase: str = "decode"):
+def breakdown(model: ModelSpec, hw: Hardware, sc: Scenario, phase: str = "decode", impl: Implementation = FUSED):
     """Per-op roofline table for one scenario: prefill step, or the decode step at mid-generation."""
     import pandas as pd
 
@@ -194,10 +223,10 @@ def breakdown(model: ModelSpec, hw: Hardware, sc: Scenario, phase: str = "decode
         raise ValueError(f"phase: {phase!r} must be 'prefill' or 'decode'")
     p, tp = precision(sc), sc.tp
     if phase == "prefill":
-        ops = step_ops(model, sc.batch, sc.prompt, 0.0, p, tp, 0, sc.batch)
+        ops = step_ops(model, sc.batch, sc.prompt, 0.0, p, tp, 0, sc.batch, impl)
     else:
         mid = sc.prompt + np.maximum(sc.gen - 2, 0) / 2
-        ops = step_ops(model, sc.batch * sc.samples, 1.0, mid, p, tp, sc.sparse_budget)
+        ops = step_ops(model, sc.batch * sc.samples, 1.0, mid, p, tp, sc.sparse_budget, impl=impl)
     rows = []
     for op in ops:
         t = op_time(op, hw, p, tp)

@@ -40,15 +40,19 @@ class OpTime:
 
 def matmul_dtype_rate(hw: Hardware, w_bits, a_bits, calibrated: bool = True):
     """FLOP/s of the GEMM path the precisions select: fp8/int8 tensor cores when both weights and
-    activations are 8-bit or less, bf16 for 16-bit activations (weight-only quantization dequantizes
-    to bf16), fp32 above. Calibrated rates (measured large-GEMM throughput) win over peaks."""
+    activations are 8-bit or less, bf16 for 16-bit activations, fp32 above. Weight-only formats
+    (w8a16, w4a16) dequantize inside the kernel at a rate only measurement tells; a calibrated spec
+    carries it, a datasheet spec uses the bf16 peak. Calibrated rates win over peaks."""
     table = dict(hw.calibration.matmul_flops_per_s) if (calibrated and hw.calibration) else {}
 
-    def rate(dtype):
-        return table.get(dtype) or hw.peak_flops_per_s(dtype)
+    def rate(dtype, fallback=None):
+        return table.get(dtype) or (table.get(fallback) if fallback else None) or hw.peak_flops_per_s(fallback or dtype)
 
-    low = (np.asarray(w_bits) <= 8) & (np.asarray(a_bits) <= 8)
-    return np.where(low, rate("fp8"), np.where(np.asarray(a_bits) <= 16, rate("bf16"), rate("fp32")))
+    w, a = np.asarray(w_bits), np.asarray(a_bits)
+    low = (w <= 8) & (a <= 8)
+    act_rate = np.where(a <= 16, rate("bf16"), rate("fp32"))
+    weight_only = np.where(w <= 4, rate("w4a16", "bf16"), np.where(w <= 8, rate("w8a16", "bf16"), act_rate))
+    return np.where(low, rate("fp8"), np.where((w < a) & (a <= 16), weight_only, act_rate))
 
 
 def wave_efficiency(m, n, k, hw: Hardware):

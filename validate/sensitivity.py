@@ -14,7 +14,7 @@ c_j = l_j(Rbar) / n_j * 2^(theta Rbar) for the loss model n_j c_j 2^(-theta R_j)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ class Hessian:
 def collect_hessians(module: nn.Module, batches: Iterable, include=None) -> dict[str, Hessian]:
     """Run `batches` through `module` and accumulate X^T X of every Linear layer's input.
 
-    A batch is a dict of keyword arguments (e.g. a tokenizer's output) or a tensor / tuple of
+    A batch is a mapping of keyword arguments (e.g. a tokenizer's output) or a tensor / tuple of
     positional arguments. When a dict batch has an "attention_mask" of the input's leading shape,
     padding tokens are left out (they never reach the model's output)."""
     layers = linear_layers(module, include)
@@ -60,7 +60,7 @@ def collect_hessians(module: nn.Module, batches: Iterable, include=None) -> dict
     try:
         with torch.no_grad():
             for batch in batches:
-                if isinstance(batch, dict):
+                if isinstance(batch, Mapping):   # a dict or a tokenizer's BatchEncoding
                     mask_box[0] = batch.get("attention_mask")
                     module(**batch)
                 else:

@@ -1,0 +1,51 @@
+"""Throughput of the vectorized cost model: scenarios evaluated per second (issue 2's target: 1e6/s).
+
+One model, one device, 1e6 scenarios drawn over batch, prompt, gen, bits and TP; each scenario is a
+full request prediction (prefill step + exact mean decode step + memory). Median of repeats.
+
+    python benchmarks/bench_sweep.py [--n 1000000] [--repeats 5] [--model llama-3-8b] [--hardware h200-sxm]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+import hardware
+import perfmodel
+import workloads
+
+
+def random_scenarios(n: int, seed: int = 0) -> workloads.Scenario:
+    rng = np.random.default_rng(seed)
+    return workloads.Scenario(
+        batch=rng.integers(1, 257, n), prompt=rng.integers(1, 4097, n), gen=rng.integers(1, 2049, n),
+        w_bits=rng.choice([4, 8, 16], n), kv_bits=rng.choice([8, 16], n), tp=rng.choice([1, 2, 4, 8], n))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--model", default="llama-3-8b")
+    parser.add_argument("--hardware", default="h200-sxm")
+    args = parser.parse_args(argv)
+    model, hw = workloads.load(args.model), hardware.load(args.hardware)
+    sc = random_scenarios(args.n)
+    perfmodel.evaluate(model, hw, sc)  # warm-up
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        result = perfmodel.evaluate(model, hw, sc)
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    assert np.all(np.isfinite(result["tpot_s"])) and np.all(np.isfinite(result["ttft_s"]))
+    print(f"{args.n:,} scenarios ({args.model} on {args.hardware}, prefill + decode + memory)")
+    print(f"median {median:.3f} s over {args.repeats} runs (min {min(times):.3f}, max {max(times):.3f})")
+    print(f"{args.n / median:,.0f} scenarios/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Torch micro-benchmarks for the validation suite (the only place besides validate/ helpers that
+imports torch). Times each case on the local device (CUDA if present, else CPU).
+
+Method (see the device notes' METHOD.md and Triton's do_bench): warm up, then time each repeat with
+CUDA events queued back to back (no host sync between repeats, so launch gaps reflect the device),
+take the median; inputs rotate among enough copies to exceed the L2 cache several times, so weights
+and KV come from HBM as in a real model step. Random data, never zeros.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+L2_BYTES = 60e6  # H200 has 60 MB of L2 (measured via torch.cuda.get_device_properties on the device)
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def copies_to_defeat_cache(bytes_per_set: float, cuda: bool) -> int:
+    """How many input sets to rotate through so their total is at least 3x the L2 (at most 32)."""
+    if not cuda:
+        return 2
+    return int(min(32, max(1, -(-3 * L2_BYTES // max(bytes_per_set, 1)))))
+
+
+def time_callable(fn: Callable[[int], object], cuda: bool, min_repeats: int = 10, max_repeats: int = 200,
+                  target_s: float = 0.1) -> tuple[float, int]:
+    """Median seconds of fn(i) over repeats (i rotates input sets); returns (median, repeats)."""
+    for i in range(3):
+        fn(i)
+    _sync(cuda)
+    start = time.perf_counter()
+    fn(3)
+    _sync(cuda)
+    once = max(time.perf_counter() - start, 1e-6)
+    repeats = int(min(max_repeats, max(min_repeats, target_s / once)))
+    if cuda:
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                  for _ in range(repeats)]
+        for i, (a, b) in enumerate(events):
+            a.record()
+            fn(i)
+            b.record()
+        torch.cuda.synchronize()
+        times = [a.elapsed_time(b) / 1e3 for a, b in events]
+    else:
+        times = []
+        for i in range(repeats):
+            t0 = time.perf_counter()
+            fn(i)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times), repeats
+
+
+def _sync(cuda: bool) -> None:
+    if cuda:
+        torch.cuda.synchronize()
+
+
+def _randn(shape, dtype, dev):
+    return torch.randn(shape, device=dev, dtype=torch.float32).to(dtype)
+
+
+# -- one builder per case kind: returns fn(i) to time --------------------------------------------
+
+def build_matmul(case: dict, dev: torch.device):
+    m, n, k, dtype = int(case["m"]), int(case["n"]), int(case["k"]), case["dtype"]
+    cuda = dev.type == "cuda"
+    if dtype == "fp8":
+        sets = copies_to_defeat_cache(n * k + m * k, cuda)
+        a = [_randn((m, k), torch.bfloat16, dev).to(torch.float8_e4m3fn) for _ in range(sets)]
+        b = [_randn((n, k), torch.bfloat16, dev).to(torch.float8_e4m3fn) for _ in range(sets)]
+        one = torch.ones((), device=dev, dtype=torch.float32)
+        return lambda i: torch._scaled_mm(a[i % sets], b[i % sets].t(), scale_a=one, scale_b=one,
+                                          out_dtype=torch.bfloat16)
+    t = DTYPES[dtype]
+    size = torch.finfo(t).bits // 8
+    sets = copies_to_defeat_cache((n * k + m * k) * size, cuda)
+    a = [_randn((m, k), t, dev) for _ in range(sets)]
+    b = [_randn((k, n), t, dev) for _ in range(sets)]
+    return lambda i: torch.mm(a[i % sets], b[i % sets])
+
+
+def build_matmul_wo(case: dict, dev: torch.device):
+    """Weight-only quantized GEMM with bf16 activations: torch's packed int4 (tinygemm) and int8 kernels."""
+    m, n, k, w_bits = int(case["m"]), int(case["n"]), int(case["k"]), int(case["w_bits"])
+    cuda = dev.type == "cuda"
+    sets = copies_to_defeat_cache(n * k * w_bits / 8, cuda)
+    x = [_randn((m, k), torch.bfloat16, dev) for _ in range(sets)]
+    if w_bits == 8:
+        w = [torch.randint(-128, 127, (n, k), device=dev, dtype=torch.int8) for _ in range(sets)]
+        scales = [torch.rand(n, device=dev, dtype=torch.bfloat16) + 0.5 for _ in range(sets)]
+        return lambda i: torch._weight_int8pack_mm(x[i % sets], w[i % sets], scales[i % sets])
+    group = int(case["group"])
+    packed, sz = [], []
+    for _ in range(sets):
+        q = torch.randint(0, 256, (n, k // 2), device=dev, dtype=torch.uint8)
+        packed.append(torch._convert_weight_to_int4pack(q, 8))
+        sz.append(torch.rand((k // group, n, 2), device=dev, dtype=torch.bfloat16))
+    return lambda i: torch._weight_int4pack_mm(x[i % sets], packed[i % sets], group, sz[i % sets])
+
+
+def build_attention(case: dict, dev: torch.device):
+    b, h, kv = int(case["batch"]), int(case["heads"]), int(case["kv_heads"])
+    q_len, kv_len, d = int(case["q_len"]), int(case["kv_len"]), int(case["head_dim"])
+    t = DTYPES[case["dtype"]]
+    cuda = dev.type == "cuda"
+    sets = copies_to_defeat_cache(2 * b * kv * kv_len * d * 2, cuda)
+    q = [_randn((b, h, q_len, d), t, dev) for _ in range(sets)]
+    kk = [_randn((b, kv, kv_len, d), t, dev) for _ in range(sets)]
+    vv = [_randn((b, kv, kv_len, d), t, dev) for _ in range(sets)]
+    causal = case["phase"] == "prefill"
+    return lambda i: F.scaled_dot_product_attention(q[i % sets], kk[i % sets], vv[i % sets], is_causal=causal,
+                                                    enable_gqa=h != kv)
+
+
+def build_copy(case: dict, dev: torch.device):
+    n = int(case["bytes"])
+    direction, pinned = case["direction"], bool(int(case["pinned"]))
+    if direction == "d2d":
+        sets = copies_to_defeat_cache(n, dev.type == "cuda")
+        src = [torch.randint(0, 255, (n,), device=dev, dtype=torch.uint8) for _ in range(sets)]
+        dst = torch.empty(n, device=dev, dtype=torch.uint8)
+        return lambda i: dst.copy_(src[i % sets])
+    # Copy speed does not depend on the bytes, and filling gigabytes on the host is slow: host
+    # buffers stay uninitialised (the device buffer is random).
+    host = torch.empty(n, dtype=torch.uint8, pin_memory=pinned)
+    gpu = torch.randint(0, 255, (n,), device=dev, dtype=torch.uint8)
+    if direction == "h2d":
+        return lambda i: gpu.copy_(host, non_blocking=pinned)
+    return lambda i: host.copy_(gpu, non_blocking=pinned)
+
+
+def build_elementwise(case: dict, dev: torch.device):
+    n, t = int(case["elements"]), DTYPES[case["dtype"]]
+    sets = copies_to_defeat_cache(2 * n * 2, dev.type == "cuda")
+    a = [_randn((n,), t, dev) for _ in range(sets)]
+    b = [_randn((n,), t, dev) for _ in range(sets)]
+    if case["op"] == "add":
+        out = torch.empty(n, device=dev, dtype=t)
+        return lambda i: torch.add(a[i % sets], b[i % sets], out=out)
+    return lambda i: F.silu(a[i % sets]) * b[i % sets]   # eager SwiGLU as transformers writes it
+
+
+def build_norm(case: dict, dev: torch.device):
+    tokens, width, t = int(case["tokens"]), int(case["width"]), DTYPES[case["dtype"]]
+    sets = copies_to_defeat_cache(tokens * width * 2, dev.type == "cuda")
+    x = [_randn((tokens, width), t, dev) for _ in range(sets)]
+    weight = torch.ones(width, device=dev, dtype=t)
+    if case["op"] == "layernorm":
+        bias = torch.zeros(width, device=dev, dtype=t)
+        return lambda i: F.layer_norm(x[i % sets], (width,), weight, bias)
+
+    def rmsnorm(i):  # transformers' LlamaRMSNorm, op for op
+        h = x[i % sets].to(torch.float32)
+        variance = h.pow(2).mean(-1, keepdim=True)
+        h = h * torch.rsqrt(variance + 1e-5)
+        return weight * h.to(t)
+    return rmsnorm
+
+
+def build_model_step(case: dict, dev: torch.device):
+    """A transformers Llama-architecture model from a catalog config with random weights, eager."""
+    from validate.models import build_model_step as build
+    return build(case, dev)
+
+
+BUILDERS = {"matmul": build_matmul, "matmul_wo": build_matmul_wo, "attention": build_attention,
+            "copy": build_copy, "elementwise": build_elementwise, "norm": build_norm,
+            "model_step": build_model_step}
+
+
+def measure(case: dict, dev: torch.device) -> tuple[float, int]:
+    """Median seconds of one case on `dev` and the repeats used."""
+    cuda = dev.type == "cuda"
+    fn = BUILDERS[case["kind"]](case, dev)
+    target = 0.2 if case["kind"] == "model_step" else 0.05
+    with torch.inference_mode():
+        return time_callable(fn, cuda, min_repeats=5 if case["kind"] == "model_step" else 10, target_s=target)
+
+
+def environment() -> dict:
+    """Device name, versions and clocks, recorded with every measurement."""
+    dev = device()
+    env = {"device_type": dev.type, "torch": torch.__version__, "device_name": "cpu", "driver": "",
+           "cuda": torch.version.cuda or ""}
+    if dev.type == "cuda":
+        env["device_name"] = torch.cuda.get_device_name(0)
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            env["driver"] = pynvml.nvmlSystemGetDriverVersion()
+        except Exception:  # clocks and driver are best effort: nvml may be absent
+            pass
+    else:
+        import platform
+
+        env["device_name"] = platform.processor() or platform.machine()
+    return env
+
+
+def clocks() -> dict:
+    """SM and memory clocks (MHz) right now, where NVML can read them."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        return {"sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
+                "mem_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM)}
+    except Exception:  # no NVML (CPU runs, or not installed)
+        return {"sm_clock_mhz": "", "mem_clock_mhz": ""}

@@ -1,0 +1,136 @@
+"""The validation suite's cases: plain rows (kind + parameters), no torch needed.
+
+A case is a dict with a `kind` and that kind's parameters; the CSV the suite writes has one row per
+case with these columns plus the measurement. The same schema is what
+`perfmodel validate predict CASES.csv` reads, so times measured anywhere can be scored.
+
+Kinds and their parameters:
+  matmul        m, n, k, dtype (bf16 | fp16 | fp32 | fp8)          C[m,n] = A[m,k] @ B[k,n]
+  matmul_wo     m, n, k, w_bits (8 | 4), group                      weight-only quantized (bf16 activations)
+  attention     phase (prefill | decode), batch, heads, kv_heads, q_len, kv_len, head_dim, dtype
+  copy          direction (d2d | h2d | d2h), bytes, pinned (0 | 1)
+  elementwise   op (add | silu_mul), elements, dtype
+  norm          op (rmsnorm | layernorm), tokens, width, dtype
+  model_step    model, layers, phase (prefill | decode), batch, q_len, kv_len, dtype
+                (a transformers Llama-architecture model with random weights, eager PyTorch)
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+
+#: Columns of the case schema, in CSV order (unused ones stay empty for a kind).
+PARAM_COLUMNS = ("kind", "m", "n", "k", "dtype", "w_bits", "group", "phase", "batch", "heads", "kv_heads",
+                 "q_len", "kv_len", "head_dim", "direction", "bytes", "pinned", "op", "elements", "tokens",
+                 "width", "model", "layers")
+KINDS = ("matmul", "matmul_wo", "attention", "copy", "elementwise", "norm", "model_step")
+
+#: The class a case is scored under in reports (copies split by direction: different links).
+def kernel_class(case: dict) -> str:
+    kind = case["kind"]
+    if kind == "copy":
+        return f"copy_{case['direction']}"
+    if kind in ("attention", "model_step"):
+        return f"{kind}_{case['phase']}"
+    return kind
+
+
+def case_id(case: dict) -> str:
+    """Stable identifier of a case from its parameters (the resume key)."""
+    parts = [f"{c}={case[c]}" for c in PARAM_COLUMNS if case.get(c) not in (None, "")]
+    return "|".join(parts)
+
+
+def split(case: dict) -> str:
+    """'calibration' or 'evaluation', fixed by a hash of the case id, about one third evaluation.
+    Disjoint by construction, and stable across runs and machines."""
+    digest = hashlib.sha256(case_id(case).encode()).digest()
+    return "evaluation" if digest[0] % 3 == 0 else "calibration"
+
+
+def _matmuls(quick: bool, cuda: bool) -> list[dict]:
+    # Decode (skinny) to prefill GEMMs on Llama-3-8B / 70B projection shapes (n, k).
+    shapes = [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (10240, 8192), (8192, 28672),
+              (128256, 4096)]
+    ms = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
+    if quick:
+        shapes, ms = [(256, 256), (512, 128)], [1, 8, 64, 256]
+    elif not cuda:
+        shapes, ms = [(1024, 1024), (4096, 1024), (1024, 4096)], [1, 4, 16, 64, 256, 1024]
+    cases = [dict(kind="matmul", m=m, n=n, k=k, dtype="bf16") for (n, k), m in itertools.product(shapes, ms)]
+    # wave quantization: tile counts around multiples of the SM count (132 on H100/H200)
+    if cuda and not quick:
+        cases += [dict(kind="matmul", m=m, n=4096, k=4096, dtype="bf16") for m in (1920, 2112, 2176, 4224, 4352, 6144)]
+    other = [(m, n, k) for (n, k), m in itertools.product(shapes[:4], ms[::2])]
+    for dtype in ("fp16", "fp32") + (("fp8",) if cuda else ()):
+        cases += [dict(kind="matmul", m=m, n=n, k=k, dtype=dtype) for m, n, k in other]
+    for w_bits in ((8, 4) if cuda else (8,)):
+        cases += [dict(kind="matmul_wo", m=m, n=n, k=k, w_bits=w_bits, group=128 if w_bits == 4 else 0)
+                  for m, n, k in other if m <= 1024]
+    return cases
+
+
+def _attention(quick: bool, cuda: bool) -> list[dict]:
+    head_layouts = [(32, 8, 128), (64, 8, 128), (32, 32, 128), (16, 8, 128)]
+    if quick:
+        return [dict(kind="attention", phase="prefill", batch=1, heads=4, kv_heads=2, q_len=s, kv_len=s,
+                     head_dim=32, dtype="bf16") for s in (64, 128)] + \
+               [dict(kind="attention", phase="decode", batch=b, heads=4, kv_heads=2, q_len=1, kv_len=s,
+                     head_dim=32, dtype="bf16") for b in (1, 4) for s in (256, 1024)]
+    lengths = [512, 1024, 2048, 4096, 8192, 16384] if cuda else [128, 256, 512]
+    prefill = [dict(kind="attention", phase="prefill", batch=b, heads=h, kv_heads=kv, q_len=s, kv_len=s,
+                    head_dim=d, dtype="bf16")
+               for (h, kv, d), s, b in itertools.product(head_layouts, lengths, (1, 4)) if b * s <= 32768]
+    kv_lengths = [1024, 4096, 16384, 32768, 65536, 131072] if cuda else [256, 1024, 4096]
+    batches = [1, 4, 16, 64] if cuda else [1, 4]
+    decode = [dict(kind="attention", phase="decode", batch=b, heads=h, kv_heads=kv, q_len=1, kv_len=s,
+                   head_dim=d, dtype="bf16")
+              for (h, kv, d), s, b in itertools.product(head_layouts[:2] + head_layouts[3:], kv_lengths, batches)
+              if b * s * kv * d * 4 <= 40e9]
+    return prefill + decode
+
+
+def _copies(quick: bool, cuda: bool) -> list[dict]:
+    sizes = [2 ** p for p in (range(12, 31, 2) if cuda and not quick else range(12, 25, 4))]
+    cases = [dict(kind="copy", direction="d2d", bytes=s, pinned=0) for s in sizes]
+    if cuda:
+        for direction, pinned in itertools.product(("h2d", "d2h"), (1, 0)):
+            cases += [dict(kind="copy", direction=direction, bytes=s, pinned=pinned) for s in sizes]
+    return cases
+
+
+def _vector(quick: bool, cuda: bool) -> list[dict]:
+    elements = [2 ** p for p in (range(12, 30, 2) if cuda and not quick else range(10, 21, 5))]
+    cases = [dict(kind="elementwise", op=op, elements=e, dtype="bf16") for op in ("add", "silu_mul") for e in elements]
+    tokens = [1, 16, 256, 4096, 16384] if cuda and not quick else [1, 64, 512]
+    widths = [4096, 8192] if cuda and not quick else [256, 1024]
+    cases += [dict(kind="norm", op=op, tokens=t, width=w, dtype="bf16")
+              for op in ("rmsnorm", "layernorm") for t in tokens for w in widths]
+    return cases
+
+
+def _model_steps(quick: bool, cuda: bool) -> list[dict]:
+    if quick or not cuda:
+        base = dict(kind="model_step", model="llama-3.2-1b", layers=2 if quick else 4, dtype="bf16")
+        return [dict(base, phase="prefill", batch=b, q_len=s, kv_len=s) for b, s in ((1, 32), (2, 64))] + \
+               [dict(base, phase="decode", batch=b, q_len=1, kv_len=s) for b, s in ((1, 64), (4, 128))]
+    cases = []
+    for model, layers in (("llama-3-8b", 32), ("llama-3.2-1b", 16), ("qwen3-8b", 36)):
+        base = dict(kind="model_step", model=model, layers=layers, dtype="bf16")
+        cases += [dict(base, phase="prefill", batch=b, q_len=s, kv_len=s)
+                  for b, s in ((1, 128), (1, 512), (1, 2048), (4, 1024), (8, 2048), (1, 8192))]
+        cases += [dict(base, phase="decode", batch=b, q_len=1, kv_len=s)
+                  for b, s in ((1, 512), (1, 4096), (8, 1024), (16, 4096), (32, 2048), (64, 1024), (64, 4096),
+                               (128, 1024))]
+    return cases
+
+
+def suite(quick: bool = False, cuda: bool = True) -> list[dict]:
+    """All cases for a device: the full suite on a GPU, a small one on a CPU, a tiny one with quick.
+    CPUs without native bf16 emulate it slowly, so CPU suites time fp32 instead."""
+    cases = (_matmuls(quick, cuda) + _attention(quick, cuda) + _copies(quick, cuda) + _vector(quick, cuda)
+             + _model_steps(quick, cuda))
+    if not cuda:
+        cases = [dict(c, dtype="fp32") if c.get("dtype") == "bf16" else c for c in cases]
+        cases = [c for c in cases if c["kind"] != "matmul" or c["dtype"] == "fp32"]
+    return list({case_id(c): c for c in cases}.values())

@@ -1,0 +1,152 @@
+"""CLI: `perfmodel validate run | calibrate | report | predict | all`.
+
+    perfmodel validate all --quick --out out/validate      # measure, calibrate, report on this device
+    perfmodel validate predict CASES.csv --hardware h200-sxm -o OUT.csv
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hardware
+from hardware.spec import Hardware
+
+DEFAULT_OUT = "out/validate"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("validate", help="measure kernels, calibrate the spec, report predicted vs measured")
+    sub = p.add_subparsers(dest="action", required=True)
+
+    run = sub.add_parser("run", help="measure the suite on the local device (resumes where it stopped)")
+    _common(run)
+    run.add_argument("--quick", action="store_true", help="a small suite (about a minute on a CPU)")
+    run.add_argument("--limit-s", type=float, default=None, help="stop after this many seconds; rerun to resume")
+    run.add_argument("--kinds", default="", help="comma-separated case kinds to run (default: all)")
+    run.set_defaults(handler=run_measure)
+
+    cal = sub.add_parser("calibrate", help="fit a calibrated hardware spec from the measurements")
+    _common(cal)
+    cal.add_argument("--hardware", default=None, help="base spec (default: the preset matching the device)")
+    cal.set_defaults(handler=run_calibrate)
+
+    rep = sub.add_parser("report", help="write report.md, CSVs and plots")
+    _common(rep)
+    rep.add_argument("--hardware", default=None, help="datasheet spec (default: the preset matching the device)")
+    rep.set_defaults(handler=run_report)
+
+    allp = sub.add_parser("all", help="run, calibrate and report")
+    _common(allp)
+    allp.add_argument("--quick", action="store_true")
+    allp.add_argument("--limit-s", type=float, default=None)
+    allp.add_argument("--kinds", default="")
+    allp.add_argument("--hardware", default=None)
+    allp.set_defaults(handler=run_all)
+
+    pred = sub.add_parser("predict", help="predict times for cases measured anywhere (the suite's CSV schema)")
+    pred.add_argument("cases", help="CSV with a kind column and that kind's parameters")
+    pred.add_argument("--hardware", default="h200-sxm", help="preset name or spec YAML (calibrated or not)")
+    pred.add_argument("-o", "--output", required=True, help="CSV to write: the cases with predicted_s beside them")
+    pred.set_defaults(handler=run_predict_cases)
+
+
+def _common(p) -> None:
+    p.add_argument("--out", default=DEFAULT_OUT, help="directory for measurements.csv, the spec and the report")
+
+
+def measurements_path(args) -> Path:
+    return Path(args.out) / "measurements.csv"
+
+
+def run_measure(args) -> int:
+    from validate import bench, cases, runner
+
+    cuda = bench.device().type == "cuda"
+    suite = cases.suite(quick=args.quick, cuda=cuda)
+    if args.kinds:
+        wanted = set(args.kinds.split(","))
+        unknown = wanted - set(cases.KINDS)
+        if unknown:
+            raise ValueError(f"--kinds: unknown kind {sorted(unknown)[0]!r}; known: {', '.join(cases.KINDS)}")
+        suite = [c for c in suite if c["kind"] in wanted]
+    path = runner.run(suite, measurements_path(args), limit_s=args.limit_s)
+    print(f"measurements: {path}")
+    return 0
+
+
+def _measured(args):
+    import pandas as pd
+
+    path = measurements_path(args)
+    if not path.exists():
+        raise ValueError(f"--out: no measurements at {path}; run `perfmodel validate run --out {args.out}` first")
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def base_hardware(measured, name: str | None) -> Hardware:
+    """The datasheet spec to start from: given, or the preset matching the measured device."""
+    from validate.local import hardware_for_device
+
+    if name:
+        return hardware.load(name)
+    return hardware_for_device(str(measured["device_name"].iloc[0]), str(measured["device_type"].iloc[0]))
+
+
+def run_calibrate(args) -> int:
+    import yaml
+
+    from hardware.spec import to_yaml_dict
+    from validate.calibrate import calibrate
+
+    measured = _measured(args)
+    base = base_hardware(measured, args.hardware).datasheet()
+    device = measured["device_name"].iloc[0]
+    source = (f"perfmodel validate on {device} (torch {measured['torch'].iloc[0]}), "
+              f"{measured['timestamp'].iloc[0][:10]}; calibration split of {args.out}/measurements.csv")
+    calibrated = calibrate(measured.to_dict("records"), base, source)
+    path = Path(args.out) / f"{calibrated.name}.yaml"
+    header = f"# Calibrated from measurements; base spec: {base.name}. Written by `perfmodel validate calibrate`.\n"
+    path.write_text(header + yaml.safe_dump(to_yaml_dict(calibrated), sort_keys=False))
+    print(f"calibrated spec: {path}")
+    return 0
+
+
+def run_report(args) -> int:
+    from validate.report import write_report
+
+    measured = _measured(args)
+    base = base_hardware(measured, args.hardware).datasheet()
+    spec = Path(args.out) / f"{base.name}-calibrated.yaml"
+    if not spec.exists():
+        raise ValueError(f"--out: no calibrated spec at {spec}; run `perfmodel validate calibrate` first")
+    path = write_report(measured, base, Hardware.from_yaml(spec), Path(args.out))
+    print(f"report: {path}")
+    return 0
+
+
+def run_all(args) -> int:
+    for step in (run_measure, run_calibrate, run_report):
+        code = step(args)
+        if code:
+            return code
+    return 0
+
+
+def run_predict_cases(args) -> int:
+    import pandas as pd
+
+    from validate.predict_cases import predict_frame
+
+    path = Path(args.cases)
+    if not path.exists():
+        raise ValueError(f"cases: file {str(path)!r} does not exist")
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    if "kind" not in frame.columns:
+        raise ValueError(f"cases: {path.name} has no 'kind' column (see the README's case schema)")
+    out = predict_frame(frame, hardware.load(args.hardware))
+    if "measured_s" in out.columns:
+        measured = pd.to_numeric(out["measured_s"], errors="coerce")
+        out["ratio"] = out["predicted_s"] / measured
+    out.to_csv(args.output, index=False)
+    print(f"wrote {len(out)} predictions to {args.output}", file=sys.stderr)
+    return 0

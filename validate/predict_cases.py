@@ -1,0 +1,160 @@
+"""Predict the time of each validation case from the cost model (no torch needed).
+
+Each case kind maps onto the same perfmodel functions a deployment prediction uses: GEMMs and
+vector ops through `perfmodel.ops` + `perfmodel.roofline`, attention through `attention_op`, whole
+model steps through `perfmodel.step_time` with the implementation the suite runs (transformers,
+eager: `HF_EAGER`), host <-> device copies through the link model below.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+import workloads
+from hardware.spec import Hardware
+from perfmodel.ops import HF_EAGER, Op, Precision, attention_op, matmul_op, vector_op
+from perfmodel.predict import step_time
+from perfmodel.roofline import op_time
+from workloads.model import ModelSpec
+
+BITS = {"bf16": 16, "fp16": 16, "fp32": 32, "fp8": 8}
+
+
+def _time(op: Op, hw: Hardware, p: Precision) -> float:
+    return float(op_time(op, hw, p).time_s) * op.count
+
+
+def _precision(dtype: str) -> Precision:
+    if dtype not in BITS:
+        raise ValueError(f"dtype: {dtype!r} is not one of {sorted(BITS)}")
+    bits = BITS[dtype]
+    return Precision(bits, bits, 16)
+
+
+def predict_matmul(case: dict, hw: Hardware) -> float:
+    p = _precision(case["dtype"])
+    return _time(matmul_op("matmul", _num(case, "m"), _num(case, "n"), _num(case, "k"), p, 1), hw, p)
+
+
+def predict_matmul_wo(case: dict, hw: Hardware) -> float:
+    group = _num(case, "group", default=0) or 1e9  # per-channel int8: no group overhead
+    p = Precision(_num(case, "w_bits"), 16, 16, group)
+    return _time(matmul_op("matmul_wo", _num(case, "m"), _num(case, "n"), _num(case, "k"), p, 1), hw, p)
+
+
+def attention_model(heads: int, kv_heads: int, head_dim: int) -> ModelSpec:
+    """A one-layer stand-in carrying just the attention shapes of a case."""
+    return ModelSpec(name="attention-case", family="llama", n_layers=1, d_model=heads * head_dim,
+                     n_heads=heads, n_kv_heads=kv_heads, head_dim=head_dim, d_ff=1, vocab_size=1)
+
+
+def predict_attention(case: dict, hw: Hardware) -> float:
+    p = _precision(case["dtype"])
+    model = attention_model(int(_num(case, "heads")), int(_num(case, "kv_heads")), int(_num(case, "head_dim")))
+    q_len, kv_len = _num(case, "q_len"), _num(case, "kv_len")
+    op = attention_op(model, _num(case, "batch"), q_len, kv_len - q_len, p, 1)
+    return _time(op, hw, p)
+
+
+def transfer_rate(hw: Hardware, direction: str, pinned: bool) -> tuple[float, float]:
+    """(bytes/s, latency s) of a host <-> device copy: calibrated per direction and memory kind, else
+    the host link's datasheet rate."""
+    cal = hw.calibration
+    if cal is not None:
+        rate = {("h2d", True): cal.host_to_device_bytes_per_s, ("d2h", True): cal.device_to_host_bytes_per_s,
+                ("h2d", False): cal.host_to_device_pageable_bytes_per_s,
+                ("d2h", False): cal.device_to_host_pageable_bytes_per_s}[(direction, pinned)]
+        if rate:
+            return rate, cal.transfer_latency_s
+    return hw.host_link_bytes_per_s, hw.host_link_latency_s
+
+
+def predict_copy(case: dict, hw: Hardware) -> float:
+    size = _num(case, "bytes")
+    direction = case["direction"]
+    if direction == "d2d":
+        p = Precision(16, 16, 16)
+        op = Op("copy", "elementwise", 1, flops=0.0, weight_bytes=0.0, act_bytes=2.0 * size)
+        return _time(op, hw, p)
+    if direction not in ("h2d", "d2h"):
+        raise ValueError(f"direction: {direction!r} is not one of d2d, h2d, d2h")
+    rate, latency = transfer_rate(hw, direction, bool(int(_num(case, "pinned"))))
+    return latency + size / rate
+
+
+def predict_elementwise(case: dict, hw: Hardware) -> float:
+    p = _precision(case["dtype"])
+    n = _num(case, "elements")
+    if case["op"] == "add":
+        op = vector_op("add", "elementwise", n, 1, 3.0, 1.0, p, 1)
+    elif case["op"] == "silu_mul":  # eager: silu (read, write) then multiply (2 reads, write)
+        op = vector_op("silu_mul", "elementwise", n, 1, HF_EAGER.act_passes, 5.0, p, 1, kernels=HF_EAGER.act_kernels)
+    else:
+        raise ValueError(f"op: {case['op']!r} is not one of add, silu_mul")
+    return _time(op, hw, p)
+
+
+def predict_norm(case: dict, hw: Hardware) -> float:
+    p = _precision(case["dtype"])
+    tokens, width = _num(case, "tokens"), _num(case, "width")
+    if case["op"] == "rmsnorm":  # transformers' RMSNorm, op for op
+        op = vector_op("rmsnorm", "norm", tokens, width, HF_EAGER.norm_passes, 4.0, p, 1, width, HF_EAGER.norm_kernels)
+    elif case["op"] == "layernorm":  # one fused kernel
+        op = vector_op("layernorm", "norm", tokens, width, 2.0, 6.0, p, 1, 2 * width)
+    else:
+        raise ValueError(f"op: {case['op']!r} is not one of rmsnorm, layernorm")
+    return _time(op, hw, p)
+
+
+def predict_model_step(case: dict, hw: Hardware) -> float:
+    model = dataclasses.replace(workloads.load(case["model"]), n_layers=int(_num(case, "layers")))
+    p = _precision(case["dtype"])
+    batch, q_len, kv_len = _num(case, "batch"), _num(case, "q_len"), _num(case, "kv_len")
+    if case["phase"] == "prefill":
+        totals = step_time(model, hw, batch, q_len, 0.0, p, 1, 0, batch, HF_EAGER)
+    elif case["phase"] == "decode":
+        totals = step_time(model, hw, batch, 1.0, kv_len, p, 1, 0, batch, HF_EAGER)
+    else:
+        raise ValueError(f"phase: {case['phase']!r} is not one of prefill, decode")
+    return float(totals["time_s"])
+
+
+PREDICTORS = {"matmul": predict_matmul, "matmul_wo": predict_matmul_wo, "attention": predict_attention,
+              "copy": predict_copy, "elementwise": predict_elementwise, "norm": predict_norm,
+              "model_step": predict_model_step}
+
+
+def predict_case(case: dict, hw: Hardware) -> float:
+    """Predicted seconds for one case row (kind + parameters)."""
+    kind = case.get("kind")
+    if kind not in PREDICTORS:
+        raise ValueError(f"kind: {kind!r} is not one of {', '.join(PREDICTORS)}")
+    return PREDICTORS[kind](case, hw)
+
+
+def predict_frame(frame, hw: Hardware, column: str = "predicted_s"):
+    """A copy of a cases DataFrame with a column of predictions beside each row."""
+    out = frame.copy()
+    out[column] = [predict_case(_row(r), hw) for r in frame.to_dict("records")]
+    return out
+
+
+def _row(record: dict) -> dict:
+    return {k: v for k, v in record.items() if not (isinstance(v, float) and math.isnan(v))}
+
+
+def _num(case: dict, key: str, default=None) -> float:
+    value = case.get(key, default)
+    if value is None or value == "":
+        if default is not None:
+            return default
+        raise ValueError(f"{case.get('kind')} case: missing {key}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{case.get('kind')} case: {key} = {value!r} is not a number") from None
+    if not np.isfinite(number) or number < 0:
+        raise ValueError(f"{case.get('kind')} case: {key} = {value!r} must be a finite number >= 0")
+    return number

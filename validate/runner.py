@@ -1,0 +1,87 @@
+"""Run the suite: measure each case, persist it at once (append-only CSV), resume on rerun.
+
+A case that fails (out of memory, an unsupported dtype or kernel) is recorded with status
+'failed' and its error, and the run goes on; a rerun skips every case already recorded.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from validate.cases import PARAM_COLUMNS, case_id, kernel_class, split
+
+RECORD_COLUMNS = ("case_id", *PARAM_COLUMNS, "class", "split", "status", "measured_s", "repeats", "error",
+                  "device_name", "device_type", "torch", "cuda", "driver", "sm_clock_mhz", "mem_clock_mhz",
+                  "timestamp")
+
+
+def done_ids(path: Path) -> set[str]:
+    """Case ids already recorded in `path` (ok or failed)."""
+    if not path.exists():
+        return set()
+    with path.open(newline="") as f:
+        return {row["case_id"] for row in csv.DictReader(f)}
+
+
+def append_record(path: Path, record: dict) -> None:
+    """Append one row and flush it to disk, writing the header for a new file."""
+    new = not path.exists() or path.stat().st_size == 0
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=RECORD_COLUMNS, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow(record)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def run(cases: list[dict], out: str | Path, progress: bool = True, limit_s: float | None = None) -> Path:
+    """Measure every case not yet in `out` (CSV), appending each result as it completes."""
+    import torch
+
+    from validate import bench
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    todo = [c for c in cases if case_id(c) not in done_ids(out)]
+    dev, env = bench.device(), bench.environment()
+    bar = _progress(len(cases), len(cases) - len(todo), progress)
+    start = time.perf_counter()
+    for case in todo:
+        if limit_s is not None and time.perf_counter() - start > limit_s:
+            print(f"validate: time limit of {limit_s:.0f} s reached; rerun to resume", file=sys.stderr)
+            break
+        record = {**case, **env, "case_id": case_id(case), "class": kernel_class(case), "split": split(case),
+                  "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        try:
+            seconds, repeats = bench.measure(case, dev)
+            record.update(status="ok", measured_s=f"{seconds:.9g}", repeats=repeats, **bench.clocks())
+        except Exception as err:  # any failure is data: record it and go on
+            record.update(status="failed", error=_one_line(err))
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+        append_record(out, record)
+        bar(record)
+    return out
+
+
+def _one_line(err: Exception) -> str:
+    text = f"{type(err).__name__}: {err}".replace("\n", " ")
+    if len(text) > 300:
+        text = text[:300] + "..."
+    return text or traceback.format_exc(limit=1)
+
+
+def _progress(total: int, already: int, enabled: bool):
+    state = {"n": already}
+
+    def update(record: dict) -> None:
+        state["n"] += 1
+        if enabled:
+            status = record["status"] if record["status"] != "ok" else f"{float(record['measured_s']) * 1e3:.3f} ms"
+            print(f"[{state['n']:>4}/{total}] {record['class']:<20} {status}", file=sys.stderr, flush=True)
+    return update

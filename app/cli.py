@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "validate.commands",
     "app.commands",
     "solvers.kv_commands",
+    "solvers.offload_commands",
 )
 
 USER_ERRORS = (SpecError, UnitError, ModelError, ScenarioError, ValueError, FileNotFoundError, KeyError)

@@ -626,13 +626,21 @@ def _solve_lp(prob: _Problem, fixed: Mapping, dense: bool, has_disk: bool = True
             row[VARS.index(w)], row[VARS.index(e)] = 1.0, -1.0
             eq_rows.append(row)
             eq_rhs.append(0.0)
-    # scale seconds so HiGHS's tolerances act on comparable magnitudes
-    res = linprog(objective, A_ub=np.array(rows), b_ub=np.array(rhs), A_eq=np.array(eq_rows),
+    # HiGHS drops matrix entries below 1e-9 and its tolerances are absolute: count the expert-bytes
+    # variables in GB (a byte costs ~1e-10 s of link time) and normalise each row by its largest entry.
+    A, b = np.array(rows), np.array(rhs)
+    A[:, len(FRACTIONS):NV] *= _AUX_UNIT
+    norm = np.abs(A).max(axis=1)
+    norm[norm == 0] = 1.0
+    res = linprog(objective, A_ub=A / norm[:, None], b_ub=b / norm, A_eq=np.array(eq_rows),
                   b_eq=np.array(eq_rhs), bounds=bounds, method="highs")
     if res.status != 0:
         return None
     x = np.clip(res.x[:len(FRACTIONS)], 0.0, 1.0)
     return x, float(res.fun)
+
+
+_AUX_UNIT = 1e9
 
 
 def offload_policy(model: ModelSpec, hw: Hardware, sc: Scenario | None = None, tiers: MemoryTiers | None = None,

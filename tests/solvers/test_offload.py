@@ -67,6 +67,7 @@ def test_flexgen_t4_lp_finds_a_policy_at_least_as_good(t4_system, opt30b, publis
     assert best.throughput_tok_s >= reference.throughput_tok_s
     again = o.evaluate_policy(opt30b, hw, T4_SCENARIO, best.policy, tiers)
     assert again.throughput_tok_s == pytest.approx(best.throughput_tok_s, rel=1e-6)
+    assert best.candidates_frame().throughput_tok_s.max() == pytest.approx(best.throughput_tok_s, rel=1e-5)
     # the same (gbs, nb) as published, searched over fractions only, is at least as good too
     same_block = o.offload_policy(opt30b, hw, T4_SCENARIO, tiers, gbs=48, n_batches=3)
     assert same_block.throughput_tok_s >= reference.throughput_tok_s * (1 - 1e-9)
@@ -93,6 +94,9 @@ def test_lp_beats_brute_force_on_every_catalog_model(name):
     check = o.evaluate_policy(model, hw, sc, lp.policy)
     assert lp.fits and check.fits
     assert check.throughput_tok_s == pytest.approx(lp.throughput_tok_s, rel=1e-6)
+    # the LP's own objective agrees with the cost model evaluated at its solution
+    (lp_objective,) = lp.candidates_frame().throughput_tok_s
+    assert lp_objective == pytest.approx(lp.throughput_tok_s, rel=1e-5)
     feasible = grid[grid.fits]
     if len(feasible):
         assert lp.throughput_tok_s >= feasible.throughput_tok_s.max() * (1 - 1e-6)

@@ -267,8 +267,9 @@ def sparse_attention_ops(model: ModelSpec, seqs, context, budget, block_size, p:
                          materialized_gather: bool = True) -> list[Op]:
     """One layer of block top-k sparse decode attention as roofline ops (count 1 each).
 
-    score: one representative key per block against every query head (a GEMV: reads the
-        representative keys, writes scores). topk: reads scores of every block, writes indices.
+    score: one representative key per block against the query heads (a GEMV: reads the
+        representative keys, writes scores; 2 kernels: the group's summed query, then the GEMV).
+    topk: reads scores of every block, writes indices (1 kernel).
     gather: copies the selected blocks' K and V into a contiguous buffer: it reads and writes
         budget x KV bytes, so a materialized gather moves 2x the data a fused paged kernel would
         (`materialized_gather=False` models a kernel that reads selected blocks in place: no op).
@@ -286,7 +287,7 @@ def sparse_attention_ops(model: ModelSpec, seqs, context, budget, block_size, p:
     key_elems = model.kv_elements_per_token if model.is_mla else kv_heads * model.head_dim
     score = Op("block_score", "attention", 1, flops=2.0 * seqs * heads * blocks * qk, weight_bytes=0.0,
                act_bytes=seqs * (heads * qk * p.act_bytes + kv_heads * blocks * _SCORE_BYTES),
-               kv_bytes=seqs * blocks * key_elems * p.kv_bytes, m=seqs * heads, n=blocks, k=qk)
+               kv_bytes=seqs * blocks * key_elems * p.kv_bytes, kernels=2, m=seqs * heads, n=blocks, k=qk)
     selected = np.ceil(kept / block_size)
     topk = Op("block_topk", "elementwise", 1, flops=seqs * kv_heads * blocks * np.log2(np.maximum(selected, 2)),
               weight_bytes=0.0, act_bytes=seqs * kv_heads * (blocks * _SCORE_BYTES + selected * _INDEX_BYTES))

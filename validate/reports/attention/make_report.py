@@ -38,6 +38,7 @@ import pandas as pd  # noqa: E402
 import hardware  # noqa: E402
 import workloads  # noqa: E402
 from hardware.spec import Calibration, Hardware  # noqa: E402
+from hardware.units import format_si  # noqa: E402
 from perfmodel import kinetics  # noqa: E402
 from perfmodel.ops import Precision, attention_op  # noqa: E402
 from perfmodel.roofline import op_time  # noqa: E402
@@ -149,7 +150,8 @@ def plot(out: pd.DataFrame, path: Path) -> None:
         ax1.scatter(g["time_s"] * 1e6, g["predicted_s"] * 1e6, marker=marker, s=18, label=f"{kind} (run-calibrated)")
         ax1.scatter(g["time_s"] * 1e6, g["predicted_datasheet_s"] * 1e6, marker=marker, s=10, alpha=0.35,
                     label=f"{kind} (datasheet)")
-    lo, hi = totals["time_s"].min() * 1e6 / 2, totals["time_s"].max() * 1e6 * 2
+    shown = totals[["time_s", "predicted_s", "predicted_datasheet_s"]].to_numpy()
+    lo, hi = shown.min() * 1e6 / 2, shown.max() * 1e6 * 2
     xs = np.array([lo, hi])
     ax1.plot(xs, xs, "k-", lw=1)
     ax1.fill_between(xs, xs * (1 - TARGET), xs * (1 + TARGET), color="grey", alpha=0.2, label="+-15%")
@@ -173,6 +175,14 @@ def plot(out: pd.DataFrame, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def markdown(frame: pd.DataFrame) -> str:
+    """A pipe table (pandas' to_markdown needs tabulate, which the core does not install)."""
+    cell = lambda v: f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)  # noqa: E731
+    rows = [" | ".join(map(str, frame.columns)), " | ".join("---" for _ in frame.columns)]
+    rows += [" | ".join(cell(v) for v in r) for r in frame.itertuples(index=False)]
+    return "\n".join(f"| {r} |" for r in rows)
+
+
 def write_report(out: pd.DataFrame, run: RunCeilings, spec: Hardware, meta: dict, dest: Path) -> str:
     worst = out.assign(err=(out["ratio_s"] - 1).abs()).sort_values("err", ascending=False).head(8)
     cols = ["kind", "part", "batch", "kv_len", "budget", "block", "time_s", "predicted_s", "ratio_s"]
@@ -188,19 +198,19 @@ def write_report(out: pd.DataFrame, run: RunCeilings, spec: Hardware, meta: dict
         "",
         "## Ceilings measured in this run (used by the run-calibrated model)",
         "",
-        f"- device copy: {run.copy_bytes_per_s / 1e12:.3f} TB/s (read + write); datasheet HBM "
-        f"{spec.hbm_bytes_per_s / 1e12:.2f} TB/s",
-        f"- standalone block gather: {run.gather_bytes_per_s / 1e12:.3f} TB/s (read + write), "
+        f"- device copy: {format_si(run.copy_bytes_per_s, 'B/s')} (read + write); datasheet HBM "
+        f"{format_si(spec.hbm_bytes_per_s, 'B/s')}",
+        f"- standalone block gather: {format_si(run.gather_bytes_per_s, 'B/s')} (read + write), "
         f"{run.gather_bytes_per_s / run.copy_bytes_per_s:.2f} of the copy rate",
         "- floors (time at a tiny size): " + ", ".join(f"{k} {v * 1e6:.1f} us" for k, v in run.floors_s.items()),
         "",
         f"## Result: {within}/{len(out)} cases within {TARGET:.0%} (run-calibrated)",
         "",
-        summary(out).to_markdown(index=False),
+        markdown(summary(out)),
         "",
         "## Largest errors (run-calibrated)",
         "",
-        worst[cols].to_markdown(index=False, floatfmt=".4g"),
+        markdown(worst[cols]),
         "",
         "Files: attention.csv (measured), attention_predicted.csv (every case, all three predictions, "
         "ratios, achieved bytes/s), attention.png.",

@@ -18,7 +18,7 @@ import yaml
 import hardware
 import perfmodel
 import workloads
-from hardware.spec import KINDS, DEVICE_LINK_KINDS, Hardware, SpecError, _Reader
+from hardware.spec import DEVICE_LINK_KINDS, DTYPES, KINDS, Hardware, SpecError, _Reader
 from hardware.units import UnitError, format_si
 from workloads.model import ModelError, ModelSpec
 from workloads.scenario import Scenario
@@ -51,8 +51,8 @@ class SpecField:
 SPEC_FIELDS = (
     SpecField("compute.fp32", "flops_per_s", "fp32 peak"),
     SpecField("compute.bf16", "flops_per_s", "bf16 peak (dense)"),
-    SpecField("compute.fp8", "flops_per_s", "fp8 peak (dense, optional)", required=False),
-    SpecField("compute.int8", "flops_per_s", "int8 peak (dense, optional)", required=False),
+    *(SpecField(f"compute.{d}", "flops_per_s", f"{d} peak (dense, optional)", required=False)
+      for d in DTYPES if d not in ("fp32", "bf16")),
     SpecField("memory.capacity", "bytes", "Device memory capacity"),
     SpecField("memory.bandwidth", "bytes_per_s", "Device memory bandwidth"),
     SpecField("host_memory.capacity", "bytes", "Host DRAM capacity"),
@@ -110,11 +110,11 @@ def spec_field_errors(data, origin: str = "spec") -> dict[str, str]:
     link = _get(data, "device_link.kind")
     if link is not None and str(link) not in DEVICE_LINK_KINDS:
         errors["device_link.kind"] = f"{origin}: device_link.kind: {link!r} is not one of {DEVICE_LINK_KINDS}"
-    compute = _get(data, "compute")
     paths = {f.path: f for f in SPEC_FIELDS}
-    if isinstance(compute, dict):  # any dtype the file lists, not only the form's
-        for dtype in compute:
-            paths.setdefault(f"compute.{dtype}", SpecField(f"compute.{dtype}", "flops_per_s", dtype, False))
+    for section in ("compute", "sparse_compute"):  # any dtype the file lists, not only the form's
+        rates = _get(data, section)
+        for dtype in rates if isinstance(rates, dict) else ():
+            paths.setdefault(f"{section}.{dtype}", SpecField(f"{section}.{dtype}", "flops_per_s", dtype, False))
     for field in paths.values():
         if not field.required and _get(data, field.path) is None:
             continue
@@ -197,6 +197,7 @@ def spec_document(hw: Hardware) -> dict:
     doc: dict = {"name": hw.name, "title": hw.title, "kind": hw.kind, "sources": {USER_TAG: USER_SOURCE}}
     values = {
         **{f"compute.{d}": (r, "flops_per_s") for d, r in hw.flops_per_s.items()},
+        **{f"sparse_compute.{d}": (r, "flops_per_s") for d, r in hw.sparse_flops_per_s.items()},
         "memory.capacity": (hw.hbm_capacity_bytes, "bytes"), "memory.bandwidth": (hw.hbm_bytes_per_s, "bytes_per_s"),
         "host_memory.capacity": (hw.dram_capacity_bytes, "bytes"),
         "host_memory.bandwidth": (hw.dram_bytes_per_s, "bytes_per_s"),

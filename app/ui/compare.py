@@ -70,9 +70,9 @@ def _results(frame, latency: str, latency_label: str, devices, models, grid) -> 
         c[2].metric("Fastest " + latency_label.split(" (")[0], f"{fits[latency].min() * 1e3:.3g} ms",
                     help=fits.loc[fits[latency].idxmin(), "config"])
         left, right = st.columns(2)
-        left.altair_chart(charts.tradeoff(fits, latency, "throughput_tok_s", f"{latency_label} (s)",
+        left.vega_lite_chart(spec=charts.tradeoff(fits, latency, "throughput_tok_s", f"{latency_label} (s)",
                                           "throughput (tok/s)", "Throughput vs latency"), width="stretch")
-        right.altair_chart(charts.tradeoff(fits, latency, "tokens_per_usd", f"{latency_label} (s)",
+        right.vega_lite_chart(spec=charts.tradeoff(fits, latency, "tokens_per_usd", f"{latency_label} (s)",
                                            "tokens per USD", "Throughput per dollar vs latency"), width="stretch")
     columns = ["model", "hardware", "batch", "w_bits", "kv_bits", "tp", "ttft_s", "tpot_s", "e2e_s",
                "throughput_tok_s", "usd_per_mtok", "tokens_per_usd", "total_bytes", "capacity_bytes", "fits"]

@@ -29,7 +29,7 @@ def render() -> None:
     st.caption(f"{model.label} on {device.label} x{int(row['tp'])}, "
                f"{'calibrated spec' if result['summary']['calibrated'][0] else 'datasheet roofline (uncalibrated)'}")
     _headline(result)
-    st.altair_chart(charts.memory_bar(views.memory_frame(row), row["capacity_bytes"]), width="stretch")
+    st.vega_lite_chart(spec=charts.memory_bar(views.memory_frame(row), row["capacity_bytes"]), width="stretch")
     _details(result)
     _exports(device, model, inputs, result)
 
@@ -57,14 +57,14 @@ def _details(result: dict) -> None:
     left, right = st.columns(2)
     with left:
         points = views.roofline_points(result["prefill"], result["decode"])
-        st.altair_chart(charts.roofline(points, result["roofs"]), width="stretch")
+        st.vega_lite_chart(spec=charts.roofline(points, result["roofs"]), width="stretch")
         st.caption("Each op of the prefill and of the mid-generation decode step at its arithmetic intensity "
                    "and the FLOP/s it achieves in the model, under the device's roofs (dashed).")
     with right:
         decode, prefill = st.tabs(["Decode step (TPOT)", "Prefill step (TTFT)"])
-        decode.altair_chart(charts.op_times(result["decode"], "Time per op, decode at mid-generation"),
+        decode.vega_lite_chart(spec=charts.op_times(result["decode"], "Time per op, decode at mid-generation"),
                             width="stretch")
-        prefill.altair_chart(charts.op_times(result["prefill"], "Time per op, prefill"), width="stretch")
+        prefill.vega_lite_chart(spec=charts.op_times(result["prefill"], "Time per op, prefill"), width="stretch")
     with st.expander("Per-op tables"):
         for phase in ("prefill", "decode"):
             st.markdown(f"**{phase}**")

@@ -85,7 +85,7 @@ def _show(report: pd.DataFrame, variants: list[str], source: str) -> None:
     st.dataframe(stats, hide_index=True)
     variant = st.radio("Prediction", variants, horizontal=True, key=f"{PREFIX}.variant") if len(variants) > 1 \
         else variants[0]
-    st.altair_chart(charts.predicted_vs_measured(report, variant), width="stretch")
+    st.vega_lite_chart(spec=charts.predicted_vs_measured(report, variant), width="stretch")
     with st.expander("Cases"):
         st.dataframe(report, hide_index=True)
     common.export_buttons(PREFIX, yaml.safe_dump({"report": source, "predictions": variants}, sort_keys=False),

@@ -16,8 +16,7 @@ whole HBM: capacity grows faster than tp when weights took a large share of memo
 Activations: servers prefill long prompts in chunks (vLLM's chunked prefill, `max_num_batched_tokens`)
 so the live activation working set is one chunk's, shared by all users, not one per user.
 
-Attention offloading (Lamina, Chen et al., arXiv 2405.01814) moves attention and the KV cache to
-memory devices; `offload_link_bytes_per_s` is its minimum link bandwidth.
+Attention offloading to memory devices (Lamina, arXiv 2405.01814) is `solvers.attention_offload`.
 """
 from __future__ import annotations
 
@@ -27,9 +26,8 @@ import numpy as np
 
 from hardware.spec import Hardware
 from perfmodel import memory
-from perfmodel.ops import Precision, step_ops
+from perfmodel.ops import Precision
 from perfmodel.predict import step_time
-from perfmodel.roofline import op_time
 from workloads.model import ModelSpec
 
 #: Default prefill chunk (tokens): vLLM's max_num_batched_tokens default with chunked prefill on
@@ -115,27 +113,6 @@ def kv_swap_time_s(model: ModelSpec, hw: Hardware, context, *, kv_bits=16, tp=1,
         raise LongContextError(f"direction: {direction!r} must be 'in' or 'out'")
     d2h, h2d, latency = host_link_rates(hw)
     return kv_bytes_per_user(model, context, kv_bits, tp) / (h2d if direction == "in" else d2h) + latency
-
-
-def offload_link_bytes_per_s(model: ModelSpec, hw: Hardware, batch, context, alpha=0.1, *, w_bits=16, a_bits=16,
-                             kv_bits=16):
-    """Lamina's minimum link bandwidth between compute and attention devices so that moving
-    q, k, v and the attention output adds at most a fraction alpha of the step time:
-    BW_min = (2 + 2/G) e D B L / (alpha (T_model(B) + T_attn(B, S))), G = GQA group, e = bytes per
-    activation, D = model width (Lamina, arXiv 2405.01814, section 4). T_model and T_attn come from
-    this project's roofline on `hw` (the non-attention and attention parts of one decode step)."""
-    _positive(alpha, "alpha")
-    p = Precision(w_bits, a_bits, kv_bits)
-    batch, context = np.asarray(batch, float), np.asarray(context, float)
-    t_model, t_attn = 0.0, 0.0
-    for op in step_ops(model, batch, 1.0, context, p):
-        t = op.count * np.asarray(op_time(op, hw, p).time_s)
-        if op.kind == "attention":
-            t_attn = t_attn + t
-        else:
-            t_model = t_model + t
-    moved = (2 + 2 / model.gqa_group) * p.act_bytes * model.d_model * batch * model.n_layers
-    return moved / (alpha * (t_model + t_attn))
 
 
 @dataclass(frozen=True)

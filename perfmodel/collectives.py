@@ -342,7 +342,7 @@ def _fit_inputs(collective, payload_bytes, n_devices, time_s):
     if not len(c) == len(s) == len(n) == len(t):
         raise CollectiveError(f"fit: collective, payload_bytes, n_devices and time_s need equal lengths, "
                               f"got {len(c)}, {len(s)}, {len(n)}, {len(t)}")
-    for name in set(c):
+    for name in set(c.tolist()):
         _check_collective(name)
     keep = n > 1
     if not np.any(keep):
@@ -397,7 +397,7 @@ class _FitProblem:
         upper = np.array([np.inf, np.inf] + [np.log(1e14)] * len(self.present))
         x0 = np.clip(x0, lower, upper)
         fit = least_squares(self.residuals, x0, bounds=(lower, upper), args=(algorithms,), method="trf",
-                            x_scale="jac", max_nfev=500)
+                            x_scale="jac", max_nfev=300)
         return float(np.sum(fit.fun ** 2)), self.build(fit.x, algorithms)
 
 
@@ -412,7 +412,7 @@ def _check_collective(name, field_name: str = "collective"):
 def _check_payload(payload_bytes):
     s = np.asarray(payload_bytes, dtype=float)
     if not np.all(np.isfinite(s) & (s >= 0)):
-        bad = s[~(np.isfinite(s) & (s >= 0))].reshape(-1)[0]
+        bad = float(s[~(np.isfinite(s) & (s >= 0))].reshape(-1)[0])
         raise CollectiveError(f"payload_bytes: {bad!r} must be a finite number of bytes, zero or more")
     return s
 
@@ -421,7 +421,7 @@ def _check_devices(n_devices):
     n = np.asarray(n_devices, dtype=float)
     ok = np.isfinite(n) & (n >= 1) & (n == np.floor(n))
     if not np.all(ok):
-        raise CollectiveError(f"n_devices: {n[~ok].reshape(-1)[0]!r} must be a whole number >= 1")
+        raise CollectiveError(f"n_devices: {float(n[~ok].reshape(-1)[0])!r} must be a whole number >= 1")
     return n
 
 

@@ -107,6 +107,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", default="llama-3-8b", help="catalog name or HF config.json of a Llama-style model")
     p.add_argument("--layers", type=int, default=8, help="decoder layers to build (the step scales with them)")
     p.add_argument("--tp", default="", help="TP degrees, e.g. 1,2,4,8 (default: all the model allows)")
+    p.add_argument("--decode", default="", help="decode cases BATCHxCONTEXT (default 1x1024,16x1024,64x1024)")
+    p.add_argument("--prefill", default="", help="prefill cases BATCHxPROMPT (default 1x512,1x2048,4x2048)")
     p.add_argument("--modes", default="", help="eager,graph (default both on CUDA, eager on CPU)")
     p.add_argument("--skip-collectives", action="store_true")
     p.add_argument("--skip-tp", action="store_true")
@@ -129,6 +131,17 @@ def size_ladder(lo: int, hi: int) -> tuple:
     if lo <= 0 or hi < lo:
         raise ValueError(f"sizes: need 0 < min-size <= max-size, got {lo} and {hi}")
     return tuple(2 ** k for k in range(math.ceil(math.log2(lo)), math.floor(math.log2(hi)) + 1))
+
+
+def _cases(text: str, name: str, default: tuple) -> tuple:
+    """'1x1024,16x1024' -> ((1, 1024), (16, 1024)); empty text gives `default`."""
+    try:
+        cases = tuple(tuple(int(v) for v in item.lower().split("x")) for item in text.split(",") if item.strip())
+    except ValueError:
+        cases = ((0,),)
+    if any(len(c) != 2 or min(c) < 1 for c in cases):
+        raise ValueError(f"{name}: {text!r} is not a list of BATCHxTOKENS pairs such as 1x1024,16x1024")
+    return cases or default
 
 
 def _int_list(text: str, name: str) -> tuple:
@@ -168,8 +181,8 @@ def config_from_args(args, available_gpus: int) -> SuiteConfig:
         out=str(args.out), backend=args.backend, world_size=world, counts=counts, sizes=sizes,
         collectives=collectives, repeats=args.repeats or (3 if quick else 15), warmup=1 if quick else 5,
         model=args.model, layers=args.layers, tiny=quick, tps=tps,
-        decode=((2, 8),) if quick else ((1, 1024), (16, 1024), (64, 1024)),
-        prefill=((1, 8),) if quick else ((1, 512), (1, 2048), (4, 2048)),
+        decode=_cases(args.decode, "decode", ((2, 8),) if quick else ((1, 1024), (16, 1024), (64, 1024))),
+        prefill=_cases(args.prefill, "prefill", ((1, 8),) if quick else ((1, 512), (1, 2048), (4, 2048))),
         modes=modes, step_repeats=3 if quick else 10, step_warmup=1 if quick else 3,
         run_collectives=not args.skip_collectives, run_tp=not args.skip_tp, port=free_port(),
         check_tolerance=1e-5 if args.backend == "gloo" else 1e-4)

@@ -112,7 +112,7 @@ def plot_collectives(frame: pd.DataFrame, path: Path) -> None:
             ax.loglog(g.size_bytes, g.predicted_s * 1e6, "-", lw=1, color=color)
         ax.set_title(name)
         ax.set_xlabel("payload (bytes)")
-        ax.grid(True, which="both", alpha=0.3)
+        ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("time (us)")
     axes[0][-1].legend(fontsize=7)
     fig.suptitle("collectives: measured (filled = held-out, open = calibration) vs fitted model (lines)")
@@ -138,7 +138,7 @@ def plot_steps(tp: pd.DataFrame, path: Path) -> None:
     ax.set_ylabel("predicted step (ms)")
     ax.set_title("TP steps (band: +-15%)")
     ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
+    ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -258,7 +258,9 @@ def build_report(results: str | Path, hw_name: str, out: str | Path | None = Non
     (out / "link_calibration.json").write_text(json.dumps(fit.link.to_dict(), indent=2))
     fit.frame.to_csv(out / "collectives_predicted.csv", index=False)
     plot_collectives(fit.frame, out / "collectives.png")
-    lines += collective_section(fit, calibrate_links.fit_per_device_count(fit.frame, fit.datasheet.link))
+    several = fit.frame["n_devices"].nunique() > 1
+    per_n = calibrate_links.fit_per_device_count(fit.frame, fit.datasheet.link) if several else {}
+    lines += collective_section(fit, per_n)
     lines += checks_section(results)
     if (results / "tp_steps.csv").exists():
         tp = tp_predictions(pd.read_csv(results / "tp_steps.csv"), hw, fit.link)

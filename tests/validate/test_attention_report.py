@@ -77,3 +77,21 @@ def test_missing_ceilings_is_a_clear_error(report):
     with pytest.raises(ValueError, match="no ceiling row"):
         report.predictions(_frame([dict(kind="dense", part="total", batch=1, kv_len=1024, time_s=1e-5)]),
                            hardware.load("h200-sxm"))
+
+
+def test_sparse_pipeline_with_every_block_selected_is_dense_attention():
+    import torch
+
+    measure = _load("measure_attention")
+    torch.manual_seed(0)
+    s = measure.make_sets(2, 256, 16, torch.device("cpu"), cuda=False)[0]
+    s = {k: v.float() if v is not None else v for k, v in s.items()}  # fp32: compare without bf16 rounding
+    dense = measure.dense(s)
+    assert dense.shape == (2, 8, 4, 128)
+    assert torch.allclose(measure.sparse_total(s, 256, 16), dense, atol=1e-5)
+    # with a smaller budget it attends to the selected blocks only
+    idx = measure.select(measure.score(s), 4)
+    k, v = measure.gather(s, idx, 16)
+    assert k.shape == (2, 8, 64, 128)
+    blocks = s["k"].view(2, 8, 16, 16, 128)
+    assert torch.equal(k.view(2, 8, 4, 16, 128)[0, 3, 1], blocks[0, 3, idx[0, 3, 1]])

@@ -35,6 +35,7 @@ import workloads
 from hardware import units
 from hardware.spec import DTYPES, Hardware
 from perfmodel.predict import evaluate
+from perfmodel.roofline import BOUNDS
 from workloads.model import ModelSpec
 from workloads.scenario import Scenario
 
@@ -468,7 +469,7 @@ def evaluate_rows(spec: SweepSpec, start: int, stop: int):
         _fill(cols, rows, len(index), spec, codes, {k: v[rows] for k, v in inputs.items()})
     frame = pd.DataFrame({"index": index,
                           **{a.name: _labels(a, drawn[a.name]) for a in groups},
-                          **{k: _categorical(k, v) for k, v in cols.items()}})
+                          **{k: _bound_column(v) if k.endswith("_bound") else v for k, v in cols.items()}})
     return _add_feasible(frame, spec.constraints)
 
 
@@ -482,8 +483,9 @@ def _fill(cols: dict, rows: np.ndarray, n: int, spec: SweepSpec, codes: dict, in
                   tok_per_usd=throughput * 3600.0 / usd_per_hour,
                   context_ok=result["prompt"] + result["gen"] <= model.max_context)
     for k, v in result.items():
+        v = _bound_codes(v) if k.endswith("_bound") else v
         if k not in cols:
-            cols[k] = np.empty(n, dtype=object if v.dtype.kind == "U" else v.dtype)
+            cols[k] = np.empty(n, dtype=v.dtype)
         cols[k][rows] = v
 
 
@@ -506,12 +508,18 @@ def _unique_labels(labels: tuple) -> list[str]:
     return out
 
 
-def _categorical(name: str, values: np.ndarray):
+def _bound_codes(names: np.ndarray) -> np.ndarray:
+    """Bound names ("compute", "memory"...) as int8 codes into BOUNDS: 1 byte a row, not 32."""
+    codes = np.full(len(names), -1, dtype=np.int8)
+    for i, bound in enumerate(BOUNDS):
+        codes[names == bound] = i
+    return codes
+
+
+def _bound_column(codes: np.ndarray):
     import pandas as pd
 
-    from perfmodel.roofline import BOUNDS
-
-    return pd.Categorical(values, categories=list(BOUNDS)) if values.dtype == object else values
+    return pd.Categorical.from_codes(codes, categories=list(BOUNDS))
 
 
 def _add_feasible(frame, constraints: tuple[Constraint, ...]):

@@ -1,0 +1,122 @@
+"""Speed of a ~1e7-scenario sweep: in-process vs Dask on a LocalCluster of this machine's cores.
+
+    python benchmarks/bench_sweep_dask.py            # 10,444,800 scenarios (~2 min on 2 cores)
+    python benchmarks/bench_sweep_dask.py --quick    # 261,120 scenarios, a smoke run
+
+The sweep (4 models x 4 devices x batch 1..B x 17 prompts x 5 generation lengths x 3 weight widths
+x 2 KV widths x 4 TP degrees) keeps only each chunk's Pareto front and counts (keep="front"), so
+memory stays bounded by the chunk size on every path. Each path runs the same spec, chunking and
+reduction; the script checks that their counts and fronts are identical.
+
+Reported: wall seconds and scenarios/s per path, and CPU seconds (all worker processes plus this
+one, which hosts the client and the LocalCluster's scheduler), which stay meaningful when other
+processes share the cores; Dask's overhead with one worker against the in-process
+path (same single core: the pure cost of scheduling, serialising and returning chunks); the
+n-worker cluster's speed-up and its overhead against ideal n-core scaling (n x time / in-process
+time - 1). Cluster start-up is timed apart from the sweep.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import pandas as pd
+
+from perfmodel import sweep, sweep_dask
+
+MODELS = ["llama-3-8b", "qwen3-8b", "llama-3.1-70b", "qwen3-30b-a3b"]
+DEVICES = ["h200-sxm", "h100-sxm", "a100-80gb-sxm", "l40s"]
+
+
+def bench_spec(batch_max: int) -> sweep.SweepSpec:
+    return sweep.grid(
+        model=MODELS, hardware=DEVICES,
+        batch={"start": 1, "stop": batch_max, "step": 1},
+        prompt={"start": 128, "stop": 32768, "num": 17, "log": True},
+        gen=[64, 128, 256, 512, 1024], w_bits=[4, 8, 16], kv_bits=[8, 16], tp=[1, 2, 4, 8],
+        constraints=["fits", "ttft_s <= 5", "tpot_s <= 0.1"],
+        pareto="throughput_per_device_tok_s:max,tpot_s:min")
+
+
+def timed_local(spec, chunk_rows: int):
+    """Wall and CPU seconds of the in-process path."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = sweep.run(spec, chunk_rows=chunk_rows, keep="front", collect=False)
+    return result, time.perf_counter() - t0, time.process_time() - c0
+
+
+def timed_dask(spec, chunk_rows: int, workers: int | None, scheduler: str | None):
+    """Wall seconds of the sweep (cluster already up), of the start-up, and CPU seconds of the
+    workers plus this process (client and, for a LocalCluster, the scheduler)."""
+    t0 = time.perf_counter()
+    with sweep_dask.connect(scheduler=scheduler, n_workers=workers) as client:
+        client.wait_for_workers(1 if scheduler else workers)
+        client.run(_warm_up)  # imports on every worker: part of start-up, not of the sweep
+        start_s = time.perf_counter() - t0
+        cpu0, c0, t1 = client.run(time.process_time), time.process_time(), time.perf_counter()
+        result = sweep_dask.run(spec, client=client, chunk_rows=chunk_rows, keep="front", collect=False)
+        run_s = time.perf_counter() - t1
+        cpu1, c1 = client.run(time.process_time), time.process_time()
+        threads = sum(client.nthreads().values())
+    cpu_s = sum(cpu1[w] - cpu0[w] for w in cpu1 if w in cpu0) + (c1 - c0)
+    return result, run_s, start_s, cpu_s, threads
+
+
+def _warm_up() -> None:
+    import perfmodel.sweep  # noqa: F401  (numpy, pandas, the cost model)
+
+
+def same(a: sweep.SweepResult, b: sweep.SweepResult) -> bool:
+    if (a.rows, a.feasible_rows) != (b.rows, b.feasible_rows):
+        return False
+    try:
+        pd.testing.assert_frame_equal(a.front, b.front)
+    except AssertionError:
+        return False
+    return True
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="batch 1..8 (261,120 scenarios)")
+    parser.add_argument("--batch-max", type=int, default=320, help="batch 1..B; rows = 32,640 x B")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="LocalCluster worker processes")
+    parser.add_argument("--chunk-rows", type=int, default=sweep.DEFAULT_CHUNK_ROWS)
+    parser.add_argument("--scheduler", help="tcp://host:port of an existing cluster instead of a LocalCluster")
+    parser.add_argument("--skip-single", action="store_true", help="skip the 1-worker overhead run")
+    args = parser.parse_args(argv)
+    spec = bench_spec(8 if args.quick else args.batch_max)
+    print(f"sweep: {spec.describe()}; chunks of {args.chunk_rows:,} rows; {os.cpu_count()} cores")
+
+    local, local_s, local_cpu = timed_local(spec, args.chunk_rows)
+    rows = [("in-process", 1, None, local_s, local_cpu)]
+    print(f"  in-process done: {local_s:.1f} s; {local.feasible_rows:,} feasible, front {len(local.front)} rows")
+    checks = []
+    if not args.skip_single and not args.scheduler:
+        one, one_s, one_start, one_cpu, _ = timed_dask(spec, args.chunk_rows, 1, None)
+        rows.append(("dask LocalCluster", 1, one_start, one_s, one_cpu))
+        checks.append(same(local, one))
+    many, many_s, many_start, many_cpu, threads = timed_dask(spec, args.chunk_rows, args.workers, args.scheduler)
+    rows.append(("dask " + ("scheduler" if args.scheduler else "LocalCluster"), threads, many_start, many_s, many_cpu))
+    checks.append(same(local, many))
+
+    print(f"\n{'path':<20}{'workers':>8}{'start s':>9}{'sweep s':>9}{'scenarios/s':>13}{'vs in-proc':>11}"
+          f"{'CPU s':>8}{'CPU vs in-proc':>16}")
+    for name, workers, start, seconds, cpu in rows:
+        started = f"{start:.1f}" if start is not None else "-"
+        print(f"{name:<20}{workers:>8}{started:>9}{seconds:>9.1f}{spec.size / seconds:>13,.0f}"
+              f"{local_s / seconds:>10.2f}x{cpu:>8.1f}{100 * (cpu / local_cpu - 1):>+15.1f}%")
+    if not args.skip_single and not args.scheduler:
+        print(f"\nDask overhead, 1 worker vs in-process (same core): {100 * (rows[1][3] / local_s - 1):+.1f}% wall, "
+              f"{100 * (rows[1][4] / local_cpu - 1):+.1f}% CPU")
+    print(f"Dask overhead, {threads} workers vs ideal {threads}-core scaling: "
+          f"{100 * (threads * many_s / local_s - 1):+.1f}% wall (speed-up {local_s / many_s:.2f}x), "
+          f"{100 * (many_cpu / local_cpu - 1):+.1f}% CPU")
+    print(f"load average during the run (other processes share these cores): {os.getloadavg()[0]:.1f}")
+    print(f"results identical to the in-process run: {'yes' if all(checks) else 'NO'}")
+    return 0 if all(checks) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,208 @@
+"""Planning answers as thin layers over a sweep: the cheapest device set for a target rate under
+latency limits, and the best batch size per device.
+
+Both build one `perfmodel.sweep` grid over devices x tensor parallelism x precisions x batch for one
+model and workload, filter it with the limits, and rank what is left. A deployment is `replicas`
+copies of one configuration (each `tp` devices serving one batch), enough copies to reach the
+target rate: replicas = ceil(target / throughput of one copy), the rate model of static batching
+that `perfmodel.evaluate` describes. Tensor parallelism stays inside one node (tp <= the device's
+`devices_per_node`), as Megatron-LM deploys it.
+
+    >>> import workloads
+    >>> from perfmodel import recommend
+    >>> rec = recommend.cheapest(workloads.load("llama-3-8b"), target_tok_s=20000, max_tpot_s=0.05)
+    >>> rec.to_frame().head()  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import hardware as hardware_catalog
+from perfmodel import sweep
+from perfmodel.sweep import SweepError
+
+#: Batch sizes tried by default: every whole number up to 1024, so "best batch" is exact there.
+DEFAULT_BATCH = {"start": 1, "stop": 1024, "step": 1}
+RANK_COLUMNS = ["usd_per_hour_total", "total_devices", "tpot_s", "ttft_s"]
+SHOW_COLUMNS = ["hardware", "tp", "replicas", "total_devices", "batch", "w_bits", "kv_bits", "ttft_s",
+                "tpot_s", "throughput_tok_s", "total_tok_s", "usd_per_hour_total", "usd_per_mtok"]
+
+
+class NoFeasibleConfigError(ValueError):
+    """No swept configuration meets the limits; the message says which limit and the best reached."""
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """Deployments that meet the target and limits, cheapest first; `best` is the first row."""
+
+    model: str
+    target_tok_s: float
+    options: Any  # DataFrame, ranked
+    swept: int
+
+    @property
+    def best(self) -> dict:
+        return self.options.iloc[0].to_dict()
+
+    def to_frame(self):
+        return self.options
+
+
+def _spec(model, devices, batch, prompt, gen, samples, w_bits, kv_bits, tp, a_bits, limits):
+    axes = {"model": [model], "hardware": list(devices or _catalog_devices()), "batch": batch,
+            "prompt": prompt, "gen": gen, "samples": samples, "w_bits": w_bits, "kv_bits": kv_bits,
+            "tp": tp, "a_bits": a_bits}
+    return sweep.build(axes, "grid", constraints=limits)
+
+
+def _catalog_devices() -> list[str]:
+    names = hardware_catalog.names()
+    if not names:
+        raise SweepError("hardware: no presets installed; pass hardware=[...] names, paths or specs")
+    return names
+
+
+def _limits(max_ttft_s, max_tpot_s) -> list[str]:
+    limits = ["fits"]
+    for column, value in (("ttft_s", max_ttft_s), ("tpot_s", max_tpot_s)):
+        if value is not None:
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise SweepError(f"max_{column}: {value!r} must be a number of seconds > 0")
+            limits.append(f"{column} <= {value!r}")
+    return limits
+
+
+def _sweep_frame(spec: sweep.SweepSpec, progress: bool, keep: str = "all"):
+    """The sweep's rows (all, or feasible only), with `feasible` also requiring tp within one node."""
+    frame = sweep.run(spec, keep=keep, progress=progress).frame
+    per_node = {label: hw.devices_per_node for label, hw in
+                zip(sweep._unique_labels(spec.axes[1].labels), spec.axes[1].values)}
+    in_node = frame["tp"].to_numpy() <= frame["hardware"].map(per_node).to_numpy(dtype=float)
+    frame["feasible"] = frame["feasible"].to_numpy() & in_node
+    return frame if keep == "all" else frame[frame["feasible"].to_numpy()].copy()
+
+
+def cheapest(model, target_tok_s: float | None = None, hardware=None, *, requests_per_s: float | None = None,
+             prompt=2048, gen=256, samples=1, max_ttft_s=None, max_tpot_s=None, w_bits=(4, 8, 16),
+             kv_bits=(8, 16), tp=(1, 2, 4, 8), a_bits=16, batch=DEFAULT_BATCH, top: int = 20,
+             progress: bool = False) -> Recommendation:
+    """The cheapest device set (USD per hour) that generates `target_tok_s` tokens/s (or serves
+    `requests_per_s` requests of `gen` tokens x `samples`) within the TTFT / TPOT limits.
+
+    Options are ranked by total USD/h, then fewer devices, then lower TPOT and TTFT; each device
+    type appears once (its cheapest configuration). Raises NoFeasibleConfigError naming the limit
+    that no configuration meets and the best value any reached.
+    """
+    target = _target(target_tok_s, requests_per_s, gen, samples)
+    spec = _spec(model, hardware, batch, prompt, gen, samples, w_bits, kv_bits, tp, a_bits,
+                 _limits(max_ttft_s, max_tpot_s))
+    feasible = _sweep_frame(spec, progress, keep="feasible")  # the full table only to explain a failure
+    if feasible.empty:
+        raise NoFeasibleConfigError(_why_none(_sweep_frame(spec, False), spec, _model_name(spec)))
+    feasible["replicas"] = np.ceil(target / feasible["throughput_tok_s"].to_numpy())
+    feasible["total_devices"] = feasible["replicas"] * feasible["tp"]
+    feasible["total_tok_s"] = feasible["replicas"] * feasible["throughput_tok_s"]
+    feasible["usd_per_hour_total"] = feasible["replicas"] * feasible["usd_per_hour"]
+    ranked = feasible.sort_values(RANK_COLUMNS + ["index"], kind="stable")
+    options = ranked.drop_duplicates("hardware").head(top).reset_index(drop=True)
+    return Recommendation(_model_name(spec), target, options, spec.size)
+
+
+def _target(target_tok_s, requests_per_s, gen, samples) -> float:
+    if (target_tok_s is None) == (requests_per_s is None):
+        raise SweepError("target: give exactly one of target_tok_s (generated tokens/s) or requests_per_s")
+    if target_tok_s is not None:
+        value, name = target_tok_s, "target_tok_s"
+    else:
+        value, name = requests_per_s, "requests_per_s"
+        if np.ndim(gen) or np.ndim(samples) or isinstance(gen, (dict, list)) or isinstance(samples, (dict, list)):
+            raise SweepError("requests_per_s: needs one gen and one samples value to convert to tokens/s")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise SweepError(f"{name}: {value!r} must be a number > 0")
+    return float(value) if target_tok_s is not None else float(value) * gen * samples
+
+
+def _model_name(spec: sweep.SweepSpec) -> str:
+    return spec.axes[0].labels[0]
+
+
+def _why_none(frame, spec: sweep.SweepSpec, model: str) -> str:
+    """Name the first limit nothing meets, with the best value reached by rows meeting the others."""
+    fits = frame["fits"].to_numpy() & frame["context_ok"].to_numpy()
+    if not frame["context_ok"].any():
+        return f"no configuration: prompt + gen exceeds {model}'s maximum context"
+    if not fits.any():
+        smallest = frame.loc[frame["context_ok"], "total_bytes"].idxmin()
+        row = frame.loc[smallest]
+        return (f"{model} fits on no swept device: the smallest footprint is {row['total_bytes'] / 1e9:.1f} GB "
+                f"per device ({row['hardware']}, tp {row['tp']:g}, w{row['w_bits']:g}/kv{row['kv_bits']:g}, "
+                f"batch {row['batch']:g}) against {row['capacity_bytes'] / 1e9:.1f} GB")
+    for c in spec.constraints:
+        if c.column in ("ttft_s", "tpot_s"):
+            best = frame.loc[fits, c.column].idxmin()
+            if frame.loc[best, c.column] > c.value:
+                row = frame.loc[best]
+                return (f"no configuration of {model} meets {c}: the lowest is {row[c.column]:.4g} s "
+                        f"({row['hardware']}, tp {row['tp']:g}, batch {row['batch']:g}, "
+                        f"w{row['w_bits']:g}/kv{row['kv_bits']:g})")
+    return f"no configuration of {model} meets all of: {'; '.join(str(c) for c in spec.constraints)} together"
+
+
+def best_batch(model, hardware=None, *, prompt=2048, gen=256, samples=1, max_ttft_s=None, max_tpot_s=None,
+               w_bits=(16,), kv_bits=(16,), tp=(1,), a_bits=16, batch=DEFAULT_BATCH,
+               objective: str = "throughput_per_device_tok_s", progress: bool = False):
+    """Per device (and tp / precision), the batch that maximises `objective` within the limits, with
+    what stops a larger batch: "memory", a latency limit, "saturated" (larger batches fit but do no
+    better) or "batch range" (the largest batch tried). Rows where no batch is feasible say why."""
+    spec = _spec(model, hardware, batch, prompt, gen, samples, w_bits, kv_bits, tp, a_bits,
+                 _limits(max_ttft_s, max_tpot_s))
+    frame = _sweep_frame(spec, progress)
+    if objective not in frame.columns:
+        raise SweepError(f"objective: unknown column {objective!r}")
+    keys = ["hardware", "tp", "w_bits", "kv_bits", "a_bits"]
+    rows = [_best_of_group(group.sort_values("batch"), objective, spec)
+            for _, group in frame.groupby(keys, observed=True, sort=False)]
+    import pandas as pd
+
+    return pd.DataFrame(rows).reset_index(drop=True)
+
+
+def _best_of_group(group, objective: str, spec: sweep.SweepSpec) -> dict:
+    ok = group["feasible"].to_numpy()
+    if not ok.any():
+        first = group.iloc[0].to_dict()
+        return {**_identity(first), "batch": np.nan, objective: np.nan,
+                "limited_by": _failed(first, spec) or "tp exceeds devices per node"}
+    feasible = group[ok]
+    best = feasible.loc[feasible[objective].idxmax()].to_dict()
+    larger = group[group["batch"].to_numpy() > best["batch"]]
+    if larger.empty:
+        reason = "batch range"
+    else:
+        nxt = larger.iloc[0].to_dict()
+        reason = _failed(nxt, spec) or "saturated"
+    keep = ["batch", objective, "ttft_s", "tpot_s", "throughput_tok_s", "total_bytes", "max_batch",
+            "usd_per_mtok"]
+    return {**_identity(best), **{k: best[k] for k in dict.fromkeys(keep)}, "limited_by": reason}
+
+
+def _identity(row: dict) -> dict:
+    return {k: row[k] for k in ("model", "hardware", "tp", "w_bits", "kv_bits", "a_bits", "prompt", "gen")}
+
+
+def _failed(row: dict, spec: sweep.SweepSpec) -> str:
+    """Which limits a row misses, in words ("memory", "tpot_s <= 0.05"...); empty if none."""
+    reasons = [] if row["fits"] else ["memory"]
+    reasons += [str(c) for c in spec.constraints if c.column != "fits" and not _holds(c, row[c.column])]
+    if not row["context_ok"]:
+        reasons.append("context")
+    return ", ".join(reasons)
+
+
+def _holds(c: sweep.Constraint, value) -> bool:
+    return bool(sweep._OPS[c.op](value, c.value))

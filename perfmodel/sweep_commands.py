@@ -1,0 +1,337 @@
+"""CLI: `perfmodel sweep`, `perfmodel recommend`, `perfmodel best-batch` (registered by app.cli).
+
+    perfmodel sweep                                   # the built-in default sweep
+    perfmodel sweep spec.yaml -o out.parquet --csv --plot front.png
+    perfmodel sweep --grid model=llama-3-8b,qwen3-8b --grid hardware=h200-sxm,l40s \\
+        --grid batch=1:256:9:log --grid w_bits=4,8,16 --max-tpot 0.05 --pareto throughput_tok_s:max,tpot_s:min
+    perfmodel sweep spec.yaml --scheduler tcp://10.0.0.5:8786      # or --dask for a LocalCluster
+    perfmodel recommend --model llama-3.1-70b --rate 20000 --max-tpot 0.05 --max-ttft 2
+    perfmodel best-batch --model llama-3-8b --hardware h200-sxm,l40s --max-tpot 0.03
+
+`--grid FIELD=VALUES`: a comma list (``batch=1,8,64``, ``hbm_bytes_per_s=3.35 TB/s,4.8 TB/s``) or a
+range ``start:stop[:num[:log]]`` (``batch=1:256:9:log``; without num only in a --random sweep).
+pandas, pyarrow and dask are imported inside the handlers.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from hardware.units import format_seconds
+
+#: The sweep `perfmodel sweep` runs without a spec: catalog models on common devices, 8,640 rows.
+DEFAULT_SPEC = {
+    "axes": {
+        "model": ["llama-3-8b", "qwen3-8b", "llama-3.1-70b"],
+        "hardware": ["h200-sxm", "h100-sxm", "a100-80gb-sxm", "l40s", "mi300x"],
+        "batch": {"start": 1, "stop": 256, "num": 9, "log": True},
+        "prompt": [512, 2048, 8192],
+        "gen": [256],
+        "w_bits": [4, 8, 16],
+        "kv_bits": [8, 16],
+        "tp": [1, 2, 4, 8],
+    },
+    "constraints": {"fits": True, "ttft_s": {"max": 2.0}, "tpot_s": {"max": 0.05}},
+    "pareto": {"tok_per_usd": "max", "tpot_s": "min"},
+}
+FRONT_COLUMNS = ["model", "hardware", "tp", "batch", "prompt", "gen", "w_bits", "kv_bits", "ttft_s", "tpot_s",
+                 "throughput_tok_s", "throughput_per_device_tok_s", "tok_per_usd", "usd_per_mtok"]
+PLOT_ROWS_MAX = 2_000_000  # above this the plot shows the front alone (rows are not kept in memory)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("sweep", help="grid / random design-space sweep, constraints, Pareto front")
+    p.add_argument("spec", nargs="?", help="sweep spec YAML (axes, mode, n, seed, constraints, pareto); "
+                   "without it and without --grid, a built-in default sweep runs")
+    p.add_argument("--grid", action="append", default=[], metavar="FIELD=VALUES",
+                   help="add or replace an axis: a comma list or start:stop[:num[:log]]")
+    p.add_argument("--random", type=int, metavar="N", help="sample N rows instead of the full grid")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--constraint", action="append", default=[], metavar="EXPR",
+                   help="a filter such as 'ttft_s<=0.5' or 'fits' (repeatable)")
+    p.add_argument("--max-ttft", type=float, metavar="S", help="keep TTFT <= S seconds")
+    p.add_argument("--max-tpot", type=float, metavar="S", help="keep TPOT <= S seconds")
+    p.add_argument("--max-usd-per-hour", type=float, metavar="USD", help="budget: device cost per hour")
+    p.add_argument("--fits", action="store_true", help="keep configurations that fit in device memory")
+    p.add_argument("--pareto", metavar="COL:max|min,...", help="Pareto objectives, e.g. "
+                   "throughput_per_device_tok_s:max,tpot_s:min")
+    p.add_argument("-o", "--output", metavar="PATH", help="write rows to Parquet (or CSV if PATH ends .csv)")
+    p.add_argument("--csv", action="store_true", help="also write PATH with a .csv suffix")
+    p.add_argument("--keep", choices=("all", "feasible", "front"), default="all",
+                   help="rows to write: all (with a feasible column), feasible only, or the front")
+    p.add_argument("--plot", metavar="PNG", help="plot the front over the first two objectives")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask cluster, e.g. tcp://host:8786")
+    p.add_argument("--dask", action="store_true", help="run on a Dask LocalCluster of this machine's cores")
+    p.add_argument("--workers", type=int, help="LocalCluster worker processes (default: all cores)")
+    p.add_argument("--chunk-rows", type=int, help="rows per chunk (default 131072)")
+    p.add_argument("--top", type=int, default=20, help="front rows to print")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run_sweep)
+
+    r = subparsers.add_parser("recommend", help="cheapest device set for a target rate within latency limits")
+    _add_plan_args(r, tp_default="1,2,4,8", w_default="4,8,16", kv_default="8,16")
+    r.add_argument("--rate", type=float, metavar="TOK/S", help="target generated tokens per second")
+    r.add_argument("--rps", type=float, metavar="REQ/S", help="target requests per second (instead of --rate)")
+    r.add_argument("--top", type=int, default=10, help="options to print (one per device type)")
+    r.set_defaults(handler=run_recommend)
+
+    b = subparsers.add_parser("best-batch", help="per device, the batch size with the best throughput "
+                              "within latency limits")
+    _add_plan_args(b, tp_default="1", w_default="16", kv_default="16")
+    b.add_argument("--objective", default="throughput_per_device_tok_s", help="column to maximise")
+    b.set_defaults(handler=run_best_batch)
+
+
+def _add_plan_args(p, tp_default: str, w_default: str, kv_default: str) -> None:
+    p.add_argument("--model", default="llama-3-8b", help="catalog name or path to an HF config.json")
+    p.add_argument("--hardware", help="comma list of presets or spec paths (default: every preset)")
+    p.add_argument("--prompt", type=int, default=2048, help="prompt tokens per request")
+    p.add_argument("--gen", type=int, default=256, help="generated tokens per sample")
+    p.add_argument("--samples", type=int, default=1, help="best-of-N samples per request")
+    p.add_argument("--max-ttft", type=float, metavar="S", help="TTFT limit, seconds")
+    p.add_argument("--max-tpot", type=float, metavar="S", help="TPOT limit, seconds")
+    p.add_argument("--tp", default=tp_default, help="tensor-parallel degrees to try (comma list)")
+    p.add_argument("--w-bits", default=w_default, help="weight bit-widths to try (comma list)")
+    p.add_argument("--kv-bits", default=kv_default, help="KV-cache bit-widths to try (comma list)")
+    p.add_argument("--a-bits", type=float, default=16)
+    p.add_argument("--max-batch", type=int, default=1024, help="try every batch 1..N")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# -- sweep ------------------------------------------------------------------------------------------
+def parse_grid_arg(text: str) -> tuple[str, object]:
+    """'batch=1,8,64' -> ('batch', [1, 8, 64]); 'batch=1:256:9:log' -> ('batch', {range})."""
+    from perfmodel.sweep import SweepError
+
+    name, sep, values = text.partition("=")
+    name, values = name.strip(), values.strip()
+    if not sep or not name or not values:
+        raise SweepError(f"--grid {text!r}: expected FIELD=VALUES, e.g. batch=1,8,64 or batch=1:256:9:log")
+    if ":" in values and "," not in values and name not in ("model", "hardware"):
+        return name, _parse_range(name, values)
+    return name, [_scalar(v.strip()) for v in values.split(",") if v.strip()]
+
+
+def _parse_range(name: str, text: str) -> dict:
+    from perfmodel.sweep import SweepError
+
+    parts = text.split(":")
+    log = parts[-1].lower() == "log"
+    parts = parts[:-1] if log else parts
+    if len(parts) not in (2, 3):
+        raise SweepError(f"--grid {name}={text}: a range is start:stop[:num[:log]]")
+    out = {"start": _number(name, parts[0]), "stop": _number(name, parts[1]), "log": log}
+    if len(parts) == 3:
+        num = _number(name, parts[2])
+        if num != int(num):
+            raise SweepError(f"--grid {name}={text}: num {parts[2]!r} must be a whole number")
+        out["num"] = int(num)
+    return out
+
+
+def _number(name: str, text: str) -> float:
+    from perfmodel.sweep import SweepError
+
+    try:
+        return float(text)
+    except ValueError:
+        raise SweepError(f"--grid {name}: {text!r} is not a number") from None
+
+
+def _scalar(text: str):
+    """Numbers as numbers; anything else (catalog names, '4.8 TB/s') stays text for the spec to read."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+
+
+def spec_from_args(args):
+    """The spec file (or the built-in default), with --grid / --random / constraint flags applied."""
+    from perfmodel import sweep
+
+    data = _load_yaml(args.spec) if args.spec else ({"axes": {}} if args.grid else _default_spec())
+    data = dict(data)
+    data["axes"] = {**(data.get("axes") or {}), **dict(parse_grid_arg(g) for g in args.grid)}
+    if args.random is not None:
+        data["mode"], data["n"] = "random", args.random
+    if args.seed is not None:
+        data["seed"] = args.seed
+    extra = list(args.constraint) + (["fits"] if args.fits else [])
+    for flag, column in ((args.max_ttft, "ttft_s"), (args.max_tpot, "tpot_s"), (args.max_usd_per_hour, "usd_per_hour")):
+        if flag is not None:
+            extra.append(f"{column} <= {flag!r}")
+    constraints = sweep.parse_constraints(data.get("constraints")) + sweep.parse_constraints(extra)
+    data["constraints"] = list(constraints)
+    if args.pareto:
+        data["pareto"] = args.pareto
+    return sweep.SweepSpec.from_dict(data)
+
+
+def _load_yaml(path: str) -> dict:
+    import yaml
+
+    from perfmodel.sweep import SweepError
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise SweepError(f"sweep spec: file {path!r} does not exist") from None
+    except yaml.YAMLError as err:
+        raise SweepError(f"sweep spec {path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise SweepError(f"sweep spec {path}: expected a mapping with an 'axes' key")
+    return data
+
+
+def _default_spec() -> dict:
+    """DEFAULT_SPEC with the devices that are installed (presets may be added or removed)."""
+    import hardware
+
+    from perfmodel.sweep import SweepError
+
+    installed = set(hardware.names())
+    devices = [d for d in DEFAULT_SPEC["axes"]["hardware"] if d in installed]
+    if not devices:
+        raise SweepError("sweep: no hardware presets installed for the default sweep; give a spec or --grid")
+    return {**DEFAULT_SPEC, "axes": {**DEFAULT_SPEC["axes"], "hardware": devices}}
+
+
+def _outputs(args) -> tuple[Path | None, Path | None]:
+    from perfmodel.sweep import SweepError
+
+    if args.output is None:
+        if args.csv:
+            raise SweepError("--csv: needs -o PATH (the CSV is written next to it)")
+        return None, None
+    out = Path(args.output)
+    if out.suffix.lower() == ".csv":
+        return None, out
+    return out, (out.with_suffix(".csv") if args.csv else None)
+
+
+def run_sweep(args) -> int:
+    from perfmodel import sweep
+
+    spec = spec_from_args(args)
+    parquet, csv = _outputs(args)
+    if args.keep == "front" and not spec.objectives:
+        raise sweep.SweepError("--keep front: needs --pareto objectives")
+    collect = bool(args.plot) and spec.size <= PLOT_ROWS_MAX
+    options = dict(keep=args.keep if (parquet or csv) else ("all" if collect else "none"), path=parquet,
+                   csv_path=csv, collect=collect, progress=not args.no_progress,
+                   chunk_rows=args.chunk_rows or sweep.DEFAULT_CHUNK_ROWS)
+    print(f"sweep: {spec.describe()}")
+    if args.scheduler or args.dask:
+        from perfmodel import sweep_dask
+
+        result = sweep_dask.run(spec, scheduler=args.scheduler, n_workers=args.workers, **options)
+    else:
+        result = sweep.run(spec, **options)
+    print(result.summary())
+    if result.front is not None:
+        print(format_front(result.front, spec, args.top))
+    elif spec.objectives:
+        print("no feasible rows: nothing on the front")
+    for path in (parquet, csv):
+        if path is not None:
+            print(f"wrote {path} ({args.keep} rows)")
+    if args.plot:
+        _plot(result, args.plot)
+    return 0
+
+
+def _plot(result, path: str) -> None:
+    from perfmodel.sweep import SweepError
+
+    if result.front is None or len(result.spec.objectives) < 2:
+        raise SweepError("--plot: needs a front over at least two --pareto objectives with feasible rows")
+    result.plot_front(path)
+    print(f"plotted {path}")
+
+
+def format_front(front, spec, top: int) -> str:
+    columns = list(dict.fromkeys([c for c in FRONT_COLUMNS if c in front.columns] +
+                                 [o.column for o in spec.objectives]))
+    view = front[columns].head(top).copy()
+    for column in columns:
+        if column.endswith("_s") and column not in ("throughput_tok_s", "throughput_per_device_tok_s"):
+            view[column] = view[column].map(format_seconds)
+        elif view[column].dtype.kind == "f":
+            view[column] = view[column].map(_short)
+    more = f"\n... {len(front) - top} more front rows" if len(front) > top else ""
+    return view.to_string(index=False) + more
+
+
+def _short(value: float) -> str:
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:g}" if float(value).is_integer() and abs(value) < 1e6 else f"{value:,.4g}"
+
+
+# -- recommend / best-batch -------------------------------------------------------------------------
+def _plan_kwargs(args) -> dict:
+    import workloads
+
+    devices = [d.strip() for d in args.hardware.split(",") if d.strip()] if args.hardware else None
+    return dict(hardware=devices, prompt=args.prompt, gen=args.gen, samples=args.samples,
+                max_ttft_s=args.max_ttft, max_tpot_s=args.max_tpot, tp=_numbers("--tp", args.tp),
+                w_bits=_numbers("--w-bits", args.w_bits), kv_bits=_numbers("--kv-bits", args.kv_bits),
+                a_bits=args.a_bits, batch=_batch_range(args.max_batch), progress=not args.no_progress,
+                model=workloads.load(args.model))
+
+
+def _batch_range(max_batch: int) -> dict:
+    from perfmodel.sweep import SweepError
+
+    if max_batch < 1:
+        raise SweepError(f"--max-batch: {max_batch} must be >= 1")
+    return {"start": 1, "stop": max_batch, "step": 1}
+
+
+def _numbers(flag: str, text: str) -> list[float]:
+    from perfmodel.sweep import SweepError
+
+    values = [_scalar(v.strip()) for v in text.split(",") if v.strip()]
+    if not values or any(isinstance(v, str) for v in values):
+        raise SweepError(f"{flag}: {text!r} must be a comma list of numbers")
+    return values
+
+
+def run_recommend(args) -> int:
+    from perfmodel import recommend
+
+    kwargs = _plan_kwargs(args)
+    model = kwargs.pop("model")
+    rec = recommend.cheapest(model, args.rate, requests_per_s=args.rps, top=args.top, **kwargs)
+    print(f"{rec.model}: cheapest device sets for {rec.target_tok_s:,.0f} generated tok/s "
+          f"(prompt {args.prompt}, gen {args.gen}; {rec.swept:,} configurations swept)")
+    view = rec.to_frame()[recommend.SHOW_COLUMNS].copy()
+    for column in ("ttft_s", "tpot_s"):
+        view[column] = view[column].map(format_seconds)
+    for column in view.columns:
+        if view[column].dtype.kind == "f":
+            view[column] = view[column].map(_short)
+    print(view.to_string(index=False))
+    best = rec.best
+    print(f"\nbest: {int(best['replicas'])} x {best['hardware']} (tp {best['tp']:g}, batch {best['batch']:g}, "
+          f"w{best['w_bits']:g}/kv{best['kv_bits']:g}) = {int(best['total_devices'])} devices, "
+          f"${best['usd_per_hour_total']:,.2f}/h")
+    return 0
+
+
+def run_best_batch(args) -> int:
+    from perfmodel import recommend
+
+    kwargs = _plan_kwargs(args)
+    model = kwargs.pop("model")
+    table = recommend.best_batch(model, objective=args.objective, **kwargs)
+    for column in ("ttft_s", "tpot_s"):
+        table[column] = table[column].map(lambda v: format_seconds(v) if math.isfinite(v) else "-")
+    table["total_GB"] = (table.pop("total_bytes") / 1e9).map(lambda v: f"{v:.1f}" if math.isfinite(v) else "-")
+    for column in table.columns:
+        if table[column].dtype.kind == "f":
+            table[column] = table[column].map(_short)
+    print(table.drop(columns=["model", "a_bits"]).to_string(index=False))
+    return 0

@@ -18,7 +18,7 @@ Here the formula is written per token pair so it holds for MLA too: attention FL
 KV bytes per cached token = `ModelSpec.kv_bytes_per_token(kv_bits)`, which is 2 D in bf16. Sums
 over decode steps are integrals (sum over t of Lin + t ~ Lin Lout + Lout^2 / 2), as in the paper.
 
-Block top-k sparse attention (Kinetics section 5; Quest, arXiv 2406.10774): the cache is split into
+Block top-k sparse attention (Kinetics' sparse scaling; Quest, arXiv 2406.10774): the cache is split into
 blocks of `block_size` tokens, each with one representative key; a decode step scores every block
 against the query, keeps a budget of B = local + block_size * topk tokens and attends to
 min(context, B) of them. Selection costs one key's dot product per block per query head and the
@@ -142,7 +142,7 @@ def mean_blocks(prompt, gen, block_size):
 
 
 def block_topk_budget(local, block_size, topk):
-    """Tokens attended by block top-k: local window + block_size * topk (Kinetics section 5)."""
+    """Tokens attended by block top-k: local window + block_size * topk (as the Kinetics repo sets it)."""
     return np.asarray(local, float) + np.asarray(block_size, float) * np.asarray(topk, float)
 
 
@@ -171,7 +171,7 @@ class KineticsCost:
         return self.kv_read_bytes + self.selection_read_bytes
 
     def efflops(self, intensity: float = B200_INTENSITY):
-        """eFLOPs = C_comp + I C_mem (Kinetics eq. 1)."""
+        """eFLOPs = C_comp + I C_mem (the Kinetics cost model)."""
         return self.compute_flops + _array(intensity, "intensity", strict=True) * self.memory_bytes
 
     def attention_to_linear(self, intensity: float = B200_INTENSITY):

@@ -30,8 +30,8 @@ from perfmodel.ops import Precision
 from perfmodel.predict import step_time
 from workloads.model import ModelSpec
 
-#: Default prefill chunk (tokens): vLLM's max_num_batched_tokens default with chunked prefill on
-#: recent releases is 8192 for large GPUs (vLLM docs, "Optimization and Tuning: chunked prefill").
+#: Default prefill chunk (tokens) under chunked prefill: a common max_num_batched_tokens setting
+#: (vLLM's "Optimization and Tuning" docs; its default ranges from 2048 to 16384 by version and GPU).
 PREFILL_CHUNK_TOKENS = 8192
 
 

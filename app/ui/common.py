@@ -186,3 +186,27 @@ def show_error(err: Exception, where=st) -> None:
     """A user error as one message (never a traceback)."""
     message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
     where.error(message)
+
+
+# -- solver pages -----------------------------------------------------------------------------
+def solver_missing(page: str) -> bool:
+    """Say "not available yet" (and return True) when a solver page's modules cannot be imported."""
+    from app import solver_views
+
+    missing = solver_views.missing_modules(page)
+    if missing:
+        st.info(f"not available yet: this page needs {', '.join(missing)}, which is not installed or not "
+                "written yet.")
+    return bool(missing)
+
+
+def catalog_pick(prefix: str, device: str = PREFERRED_DEVICE, model: str = PREFERRED_MODEL,
+                 where=st.sidebar) -> tuple[str, str] | None:
+    """A catalog device and model (solver pages work on catalog entries)."""
+    devices, models = device_names(), model_names()
+    if not devices:
+        st.info("No hardware presets are installed yet.")
+        return None
+    hw = where.selectbox("Device", devices, index=default_index(devices, device), key=f"{prefix}.device")
+    name = where.selectbox("Model", models, index=default_index(models, model), key=f"{prefix}.model")
+    return hw, name

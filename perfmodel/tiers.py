@@ -196,26 +196,37 @@ def pipeline_time_s(lead_s, transfer_s, compute_s, n):
 
 
 # -- a forward step with part of the model in host memory --------------------------------------------
-def layer_pipeline_time_s(transfer_s, compute_s, lead_s=0.0):
+def layer_pipeline_time_s(transfer_s, compute_s, lead_s=0.0, dispatch_s=0.0, overlap: bool = True):
     """Time of L layers run in order when layer i first needs a copy of transfer_s[i] seconds
-    (0 = nothing to copy), copies run one at a time on their own stream, and one buffer of look-ahead:
-    the copy for a layer is issued when the previous copying layer starts computing (its buffer is
-    then free). Axis 0 indexes layers; other axes broadcast over scenarios. The copy engine and the
-    first copy start at time 0, while `lead_s` of other work (the embedding) runs first.
+    (0 = nothing to copy). Axis 0 indexes layers; other axes broadcast over scenarios.
 
-    For R resident layers followed by n copying layers of equal times this is `pipeline_time_s`.
+    overlap: copies run one at a time on their own stream with one buffer of look-ahead: the copy for
+    a layer is issued when the previous copying layer starts (its buffer is then free); the first
+    copy starts at time 0 while `lead_s` of other work (the embedding) runs. Without overlap each copy
+    runs on the compute stream right before its layer.
+    dispatch_s: host time to dispatch one layer; an eager framework's host runs ahead of the device,
+    and layer i cannot start before the host reaches it at lead + i * dispatch_s.
+
+    With dispatch 0, R resident layers followed by n copying layers of equal times give
+    `pipeline_time_s`; without overlap, the sum of all copies and computes.
     """
     taus = _values(transfer_s, "transfer_s")
     comps = _values(compute_s, "compute_s")
     taus, comps = np.broadcast_arrays(taus, comps)
-    t = _values(lead_s, "lead_s") + 0.0 * comps[0]
+    lead = _values(lead_s, "lead_s") + 0.0 * comps[0]
+    h = _values(dispatch_s, "dispatch_s")
+    t = lead
     copy_free = issue = 0.0 * t
-    for tau, comp in zip(taus, comps):
+    for i, (tau, comp) in enumerate(zip(taus, comps)):
+        ready = np.maximum(t, lead + i * h)              # previous layer done and this one dispatched
         copies = tau > 0
-        copy_end = np.maximum(copy_free, issue) + tau
-        start = np.where(copies, np.maximum(t, copy_end), t)
-        copy_free = np.where(copies, copy_end, copy_free)
-        issue = np.where(copies, start, issue)
+        if overlap:
+            copy_end = np.maximum(copy_free, issue) + tau
+            start = np.where(copies, np.maximum(ready, copy_end), ready)
+            copy_free = np.where(copies, copy_end, copy_free)
+            issue = np.where(copies, start, issue)
+        else:
+            start = ready + tau
         t = start + comp
     return t
 
@@ -259,11 +270,12 @@ def offloaded_step_time(model: ModelSpec, hw: Hardware, seqs, new_tokens, past, 
 
     Compute is `split_step_time` on `hw`; each copy costs `transfer_time_s` of its bytes over the
     host-to-device link (one request per weight buffer, two per KV cache: keys and values). With
-    `overlap` the copies run on a side stream one layer ahead (`layer_pipeline_time_s`); without,
-    each copy precedes its layer (the sum bound). Embedding, final norm and LM head stay resident.
-    The host dispatches kernels and copies ahead of the device, so each time is at least its host
-    dispatch time. Returns compute_s, transfer_s, lower_s (perfect overlap), upper_s (no overlap),
-    time_s and the per-layer parts.
+    `overlap` the copies run on a side stream one layer ahead; without, each copy precedes its layer
+    on the compute stream (both `layer_pipeline_time_s`). An eager framework's host dispatches layer
+    after layer (the spec's calibrated per-layer overhead) ahead of the device: no layer starts before
+    it is dispatched, and no step is shorter than its dispatch. Embedding, final norm and LM head stay
+    resident. Returns compute_s, transfer_s, lower_s (perfect overlap, max of all parts), upper_s
+    (copies serialized), time_s and the per-layer parts.
     """
     L = model.n_layers
     resident = _values(resident_layers, "resident_layers")
@@ -280,9 +292,15 @@ def offloaded_step_time(model: ModelSpec, hw: Hardware, seqs, new_tokens, past, 
     comps = np.broadcast_to(layer_s, (L,) + shape)
     compute = L * layer_s + rest_s
     transfer = taus.sum(axis=0)
-    upper = np.maximum(compute + transfer, host_s)
+    per_layer_host = host_s / L
+
+    def run(with_overlap):
+        return np.maximum(layer_pipeline_time_s(taus, comps, dispatch_s=per_layer_host, overlap=with_overlap)
+                          + rest_s, host_s)
+
+    upper = run(False)
     lower = np.maximum(np.maximum(compute, transfer + rest_s), host_s)
-    time = np.maximum(layer_pipeline_time_s(taus, comps) + rest_s, host_s) if overlap else upper
+    time = run(True) if overlap else upper
     out = {"compute_s": compute, "transfer_s": transfer, "lower_s": lower, "upper_s": upper,
            "time_s": time, "layer_compute_s": layer_s, "rest_s": rest_s, "host_s": host_s}
     return {k: np.broadcast_to(v, shape)[()] for k, v in out.items()}

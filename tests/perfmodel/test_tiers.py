@@ -100,6 +100,29 @@ def test_pipeline_closed_form_matches_the_layer_recurrence(resident, streamed, t
     assert lower * (1 - 1e-9) <= closed <= upper * (1 + 1e-9)
 
 
+def test_serial_pipeline_is_the_sum_and_dispatch_gates_layers():
+    taus, comps = np.array([0.0, 0.0, 2.0, 2.0]), np.array([1.0, 1.0, 1.0, 1.0])
+    assert tiers.layer_pipeline_time_s(taus, comps, overlap=False) == pytest.approx(8.0)
+    # a host slower than the device: layer i starts at i * dispatch, so the last ends 3 h + c
+    assert tiers.layer_pipeline_time_s(np.zeros(4), np.full(4, 0.1), dispatch_s=1.0) == pytest.approx(3.1)
+    # with copies, dispatch never makes a step faster, and overlap never makes it slower
+    for h in (0.0, 0.5, 3.0):
+        piped = tiers.layer_pipeline_time_s(taus, comps, dispatch_s=h)
+        serial = tiers.layer_pipeline_time_s(taus, comps, dispatch_s=h, overlap=False)
+        assert tiers.layer_pipeline_time_s(taus, comps) <= piped <= serial
+
+
+def test_eager_host_dispatch_bounds_the_streamed_step(llama):
+    cal = Calibration(matmul_flops_per_s={"bf16": 7e14}, memory_bytes_per_s=4e12, kernel_overhead_s=0.0,
+                      layer_overhead_s=1e-3)
+    hw = dataclasses.replace(hardware.load("h200-sxm"), calibration=cal)
+    out = tiers.offloaded_step_time(llama, hw, 1, 1, 512, P16, np.array([0, llama.n_layers]),
+                                    impl=perfmodel.HF_EAGER)
+    assert np.all(out["host_s"] == pytest.approx(llama.n_layers * 1e-3))
+    assert np.all(out["time_s"] >= out["host_s"]) and out["time_s"][1] == pytest.approx(out["host_s"][1], rel=0.05)
+    assert np.all(out["lower_s"] <= out["time_s"] * (1 + 1e-12)) and np.all(out["time_s"] <= out["upper_s"] * (1 + 1e-12))
+
+
 def test_tiers_prefer_calibrated_link_rates(h200):
     plain = MemoryTiers.from_hardware(h200)
     assert plain.h2d_bytes_per_s == h200.host_link_bytes_per_s

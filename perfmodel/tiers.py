@@ -247,18 +247,18 @@ def kv_layer_bytes(model: ModelSpec, p: Precision, seqs, context):
 def split_step_time(model: ModelSpec, hw: Hardware, seqs, new_tokens, past, p: Precision,
                     impl: Implementation = FUSED) -> tuple:
     """(device time of one decoder layer, device time of the rest, host dispatch time) of one
-    forward step on `hw`: the roofline of `step_ops` (calibrated when the spec is). Ops repeated once
-    per layer (or twice, like residual adds) are layer ops; embedding, final norm and LM head are the
-    rest. An eager framework dispatches from the host, which runs ahead of the device, so a step
+    forward step on `hw`: the roofline of `step_ops` (calibrated when the spec is). Ops repeated over
+    layers are layer ops, spread evenly over the L layers (MoE models' dense and expert layers are
+    averaged); embedding, final norm and LM head, run once, are the rest. An eager framework dispatches from the host, which runs ahead of the device, so a step
     takes at least the host time (`perfmodel.predict.host_dispatch_s`)."""
     L = model.n_layers
     layer_s, rest_s = 0.0, 0.0
     for op in step_ops(model, seqs, new_tokens, past, p, impl=impl):
         t = np.asarray(op_time(op, hw, p).time_s)
-        if op.count > 0 and op.count % L == 0:
+        if op.count == 1 and L > 1:
+            rest_s = rest_s + t
+        else:                           # per-layer ops; MoE models' dense and expert layers averaged
             layer_s = layer_s + op.count / L * t
-        else:
-            rest_s = rest_s + op.count * t
     return layer_s, rest_s, host_dispatch_s(model, hw, impl)
 
 

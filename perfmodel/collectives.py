@@ -325,14 +325,16 @@ def fit_link_calibration(collective, payload_bytes, n_devices, time_s, link: str
     Minimises the squared log error sum (log t_model - log t_measured)^2, so every size counts
     equally, over launch_s, step_latency_s and one bandwidth per collective; bytes_per_s is the
     largest of those and efficiency[c] = bandwidth_c / bytes_per_s. The model is piecewise smooth
-    (a minimum over protocols), so several starting points and both all-reduce algorithm sets are
-    scored and the three best refined; the best refined fit is returned.
+    (a minimum over protocols), so for each all-reduce algorithm set the best of several starting
+    points is refined; the better refined fit is returned.
     """
     c, s, n, t = _fit_inputs(collective, payload_bytes, n_devices, time_s)
     problem = _FitProblem(c, s, n, t, [name for name in COLLECTIVES if np.any(c == name)], link)
-    starts = [(tuple(algorithms), x0) for algorithms in algorithms_options for x0 in problem.starts()]
-    starts.sort(key=lambda start: problem.loss(*start))
-    best = min((problem.refine(*start) for start in starts[:3]), key=lambda fit: fit[0])
+    fits = []
+    for algorithms in (tuple(a) for a in algorithms_options):
+        x0 = min(problem.starts(), key=lambda x: problem.loss(algorithms, x))
+        fits.append(problem.refine(algorithms, x0))
+    best = min(fits, key=lambda fit: fit[0])
     return dataclasses.replace(best[1], source=source)
 
 
@@ -397,7 +399,7 @@ class _FitProblem:
         upper = np.array([np.inf, np.inf] + [np.log(1e14)] * len(self.present))
         x0 = np.clip(x0, lower, upper)
         fit = least_squares(self.residuals, x0, bounds=(lower, upper), args=(algorithms,), method="trf",
-                            x_scale="jac", max_nfev=300)
+                            x_scale="jac", max_nfev=200)
         return float(np.sum(fit.fun ** 2)), self.build(fit.x, algorithms)
 
 

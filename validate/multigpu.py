@@ -110,6 +110,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--decode", default="", help="decode cases BATCHxCONTEXT (default 1x1024,16x1024,64x1024)")
     p.add_argument("--prefill", default="", help="prefill cases BATCHxPROMPT (default 1x512,1x2048,4x2048)")
     p.add_argument("--modes", default="", help="eager,graph (default both on CUDA, eager on CPU)")
+    p.add_argument("--overwrite", action="store_true", help="replace result CSVs already in --out")
     p.add_argument("--skip-collectives", action="store_true")
     p.add_argument("--skip-tp", action="store_true")
     return p.parse_args(argv)
@@ -232,7 +233,7 @@ def main(argv=None) -> int:
     if args.backend == "nccl" and gpus < 2:
         raise ValueError(f"backend: nccl needs 2 or more CUDA devices, found {gpus} (use --backend gloo on CPU)")
     cfg = config_from_args(args, gpus)
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    prepare_output(cfg, args.overwrite)
     write_meta(cfg)
     start = time.perf_counter()
     # CPU runs fork (children inherit the imported torch: seconds saved per process); CUDA cannot be
@@ -243,12 +244,26 @@ def main(argv=None) -> int:
     return 0
 
 
+def prepare_output(cfg: SuiteConfig, overwrite: bool) -> None:
+    """Create --out; CSVs append per case, so results of an earlier run are never mixed in."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = (["collectives.csv"] if cfg.run_collectives else []) + (["tp_checks.csv", "tp_steps.csv"] if cfg.run_tp else [])
+    present = [n for n in names if (out / n).exists()]
+    if present and not overwrite:
+        raise ValueError(f"out: {cfg.out} already holds {', '.join(present)}; choose another directory or "
+                         "pass --overwrite")
+    for name in present:
+        (out / name).unlink()
+
+
 def write_meta(cfg: SuiteConfig) -> None:
     meta = {"config": dataclasses.asdict(cfg), "torch": torch.__version__, "python": sys.version.split()[0],
             "env": {k: os.environ.get(k, "") for k in NO_MULTICAST_ENV}, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if cfg.backend == "nccl":
         meta["devices"] = [torch.cuda.get_device_name(i) for i in range(cfg.world_size)]
-        meta["nccl"] = ".".join(str(v) for v in torch.cuda.nccl.version())
+        version = torch.cuda.nccl.version()  # a tuple in recent torch, an int such as 21805 in older ones
+        meta["nccl"] = ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
         meta["cuda"] = torch.version.cuda
     (Path(cfg.out) / "meta.json").write_text(json.dumps(meta, indent=2))
 
@@ -306,7 +321,10 @@ def _worker(rank: int, cfg: SuiteConfig) -> None:
     if cfg.backend == "nccl":
         torch.cuda.set_device(rank)
         kwargs["device_id"] = torch.device("cuda", rank)
-    dist.init_process_group(cfg.backend, rank=rank, world_size=cfg.world_size, **kwargs)
+    try:
+        dist.init_process_group(cfg.backend, rank=rank, world_size=cfg.world_size, **kwargs)
+    except TypeError:  # torch < 2.3 has no device_id; the communicators then start lazily
+        dist.init_process_group(cfg.backend, rank=rank, world_size=cfg.world_size)
     try:
         ctx = _Ctx(rank, cfg)
         if cfg.run_tp:
@@ -540,22 +558,29 @@ def apply_rope(x, cos, sin):
 
 
 def attention(q, k, v, past: int):
-    """Causal GQA attention of the new tokens (q: B x h x T x d) over the cache (k, v: B x kv x S x d)."""
-    T, S = q.shape[2], k.shape[2]
-    if q.shape[1] != k.shape[1]:
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    """Causal GQA attention of the new tokens (q: B x h x T x d) over the cache (k, v: B x kv x S x d).
+
+    Query head i uses kv head i // (h / kv) (Llama's repeat_kv order). A decode step folds each kv
+    head's query heads into one head's queries, so K and V are read once, as the cost model
+    assumes; prefill uses SDPA's native GQA (enable_gqa), or repeats K and V on older torch."""
+    B, h, T, d = q.shape
+    kv = k.shape[1]
     if T == 1:
-        return F.scaled_dot_product_attention(q, k, v)
-    if past == 0:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    mask = torch.arange(S, device=q.device)[None, :] <= (past + torch.arange(T, device=q.device))[:, None]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return F.scaled_dot_product_attention(q.reshape(B, kv, h // kv, d), k, v).reshape(B, h, 1, d)
+    causal = {"is_causal": True} if past == 0 else {
+        "attn_mask": torch.arange(k.shape[2], device=q.device)[None, :] <= (past + torch.arange(T, device=q.device))[:, None]}
+    if h != kv:
+        try:
+            return F.scaled_dot_product_attention(q, k, v, enable_gqa=True, **causal)
+        except TypeError:  # torch < 2.5
+            k, v = k.repeat_interleave(h // kv, dim=1), v.repeat_interleave(h // kv, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, **causal)
 
 
 def new_cache(shard: ModelShard, n_layers: int, batch: int, length: int, device, dtype):
+    """Per layer (K, V) of B x kv x length x d, random (zeros would draw less power than real data)."""
     shape = (batch, shard.kv_heads, length, shard.head_dim)
-    return [(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+    return [(torch.randn(shape, device=device, dtype=dtype), torch.randn(shape, device=device, dtype=dtype))
             for _ in range(n_layers)]
 
 

@@ -172,3 +172,35 @@ def test_sizes_and_model_checks(monkeypatch):
             monkeypatch.delenv(key, raising=False)
         with pytest.raises(ValueError, match="nccl needs 2 or more CUDA devices"):
             multigpu.main(["--out", "unused"])
+
+
+def reference_attention(q, k, v, past):
+    """Plain softmax attention with K / V repeated per query head and an explicit causal mask."""
+    import torch
+
+    g = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
+    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    T, S = q.shape[2], k.shape[2]
+    allowed = torch.arange(S)[None, :] <= (past + torch.arange(T))[:, None]
+    return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1) @ v
+
+
+@pytest.mark.parametrize("T, past", [(1, 7), (5, 0), (3, 4)])
+def test_gqa_attention_matches_reference(T, past):
+    import torch
+
+    g = torch.Generator().manual_seed(T + past)
+    q = torch.randn(2, 8, T, 16, generator=g)
+    k, v = (torch.randn(2, 2, past + T, 16, generator=g) for _ in range(2))
+    torch.testing.assert_close(multigpu.attention(q, k, v, past), reference_attention(q, k, v, past),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_existing_results_are_not_mixed(tmp_path):
+    (tmp_path / "collectives.csv").write_text("old\n")
+    cfg = multigpu.SuiteConfig(out=str(tmp_path), run_tp=False)
+    with pytest.raises(ValueError, match="already holds collectives.csv"):
+        multigpu.prepare_output(cfg, overwrite=False)
+    multigpu.prepare_output(cfg, overwrite=True)
+    assert not (tmp_path / "collectives.csv").exists()

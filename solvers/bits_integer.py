@@ -35,7 +35,7 @@ MILP_OPTIONS = {"mip_rel_gap": 1e-9, "time_limit": 600.0}
 class _Options:
     """Per-group option tables: nominal bits, stored bits, speed-adjusted bits and loss (G x K)."""
 
-    def __init__(self, groups: BitGroups, formats: tuple[WeightFormat, ...]):
+    def __init__(self, groups: BitGroups, formats: tuple[WeightFormat, ...], loss_table=None):
         self.formats = formats
         bits = np.array([f.bits for f in formats])
         lo, hi = groups.tie_bounds()
@@ -49,6 +49,12 @@ class _Options:
         self.eff = np.array([f.effective_bits for f in formats])
         self.loss_bits = np.array([f.loss_bits for f in formats])
         self.loss = (groups.params * groups.coef)[:, None] * np.exp2(-groups.theta * self.loss_bits)[None, :]
+        if loss_table is not None:
+            table = np.asarray(loss_table, dtype=float)
+            if table.shape != self.loss.shape or not np.all(np.isfinite(table)) or np.any(table < 0):
+                raise ValueError(f"loss_table: expected finite losses >= 0 of shape {self.loss.shape} "
+                                 f"(groups x candidates), got {table.shape}")
+            self.loss = table
 
 
 def _resources(groups: BitGroups, opt: _Options, costs: LayerCosts | None, choice: np.ndarray) -> dict:
@@ -150,11 +156,13 @@ def _result(groups, opt, costs, choice, method, status, elapsed, stats) -> BitAl
                          solve_time_s=elapsed, stats=stats)
 
 
-def solve_milp(groups: BitGroups, candidates, budgets: Budgets, costs: LayerCosts | None = None) -> BitAllocation:
-    """Exact optimum over the candidate widths or formats (HiGHS branch and bound)."""
+def solve_milp(groups: BitGroups, candidates, budgets: Budgets, costs: LayerCosts | None = None,
+               loss_table=None) -> BitAllocation:
+    """Exact optimum over the candidate widths or formats (HiGHS branch and bound). `loss_table`
+    (groups x candidates) replaces the loss model with measured losses (HAWQ-V3 style)."""
     if budgets.latency_s is not None and costs is None:
         raise ValueError("latency_s: a latency budget needs a LayerCosts (hardware and layer shapes)")
-    opt = _Options(groups, formats_from(candidates))
+    opt = _Options(groups, formats_from(candidates), loss_table)
     active = budgets.active()
     start = time.perf_counter()
     res, _ = _run(groups, opt, active, costs)
@@ -170,7 +178,8 @@ def solve_milp(groups: BitGroups, candidates, budgets: Budgets, costs: LayerCost
                     "nodes": int(getattr(res, "mip_node_count", 0) or 0)})
 
 
-def round_greedy(groups: BitGroups, candidates, budgets: Budgets, costs: LayerCosts | None = None) -> BitAllocation:
+def round_greedy(groups: BitGroups, candidates, budgets: Budgets, costs: LayerCosts | None = None,
+                 loss_table=None) -> BitAllocation:
     """Greedy upgrades from the narrowest options: always the step that saves the most loss per unit
     of budget (each budget's use over its slack at the start), stopping a group at its first step
     that breaks a budget (wider options cost more). Optimal for one linear budget when the losses are
@@ -181,8 +190,10 @@ def round_greedy(groups: BitGroups, candidates, budgets: Budgets, costs: LayerCo
     if groups.tie_sets():
         raise ValueError("tie: the greedy rounding does not handle tied groups; use solve_milp")
     start = time.perf_counter()
-    opt = _Options(groups, formats_from(candidates))
+    opt = _Options(groups, formats_from(candidates), loss_table)
     active = budgets.active()
+    if len(active) == 1 and "latency_s" not in active:
+        return _greedy_one_budget(groups, opt, costs, active, start)
     order = np.argsort(opt.bits, kind="stable")                 # options by nominal width
     choice = order[np.argmax(opt.allowed[:, order], axis=1)]     # narrowest allowed option
     used = _resources(groups, opt, costs, choice)
@@ -197,6 +208,53 @@ def round_greedy(groups: BitGroups, candidates, budgets: Budgets, costs: LayerCo
             heapq.heappush(heap, item)
     return _result(groups, opt, costs, state.choice, "greedy", "feasible", time.perf_counter() - start,
                    {"upgrades": state.upgrades})
+
+
+def _greedy_one_budget(groups, opt, costs, active, start) -> BitAllocation:
+    """The same greedy, vectorized for one linear budget (the multiple-choice knapsack's classic
+    rule, Sinha & Zoltners 1979): per group, the lower convex hull of its (cost, loss) options;
+    all hull steps sorted by loss saved per cost; the longest prefix that fits, then a pass that
+    adds any later step that still fits."""
+    name, limit = next(iter(active.items()))
+    per_option = opt.bits / groups.total_params if name == "avg_bits" else opt.stored / 8.0
+    cost = groups.params[:, None] * per_option[None, :]
+    loss = np.where(opt.allowed, opt.loss, np.inf)
+    cost = np.where(opt.allowed, cost, np.inf)
+    cheapest = cost == cost.min(axis=1, keepdims=True)
+    choice = np.argmin(np.where(cheapest, loss, np.inf), axis=1)   # cheapest option, least loss among equals
+    rows = np.arange(groups.size)
+    used = float(cost[rows, choice].sum())
+    if used > limit * (1 + 1e-12):
+        _explain_infeasible(groups, opt, active, costs)
+    steps_j, steps_from, steps_to, ratios, dcost = [], [], [], [], []
+    current = choice.copy()
+    for _ in range(opt.bits.size):                          # walk each group's hull, all groups at once
+        c0, l0 = cost[rows, current], loss[rows, current]
+        gain = (l0[:, None] - loss) / np.where(cost > c0[:, None], cost - c0[:, None], np.nan)
+        gain = np.where(np.isfinite(gain) & (gain > 0), gain, -np.inf)
+        best = np.argmax(gain, axis=1)
+        ok = np.isfinite(gain[rows, best])
+        if not ok.any():
+            break
+        j = rows[ok]
+        steps_j.append(j), steps_from.append(current[ok]), steps_to.append(best[ok])
+        ratios.append(gain[j, best[ok]]), dcost.append(cost[j, best[ok]] - c0[ok])
+        current = np.where(ok, best, current)
+    if steps_j:
+        j, k_from, k_to = np.concatenate(steps_j), np.concatenate(steps_from), np.concatenate(steps_to)
+        ratio, dc = np.concatenate(ratios), np.concatenate(dcost)
+        order = np.argsort(-ratio, kind="stable")
+        j, k_from, k_to, dc = j[order], k_from[order], k_to[order], dc[order]
+        fits = used + np.cumsum(dc) <= limit * (1 + 1e-12)
+        prefix = int(np.argmin(fits)) if not fits.all() else fits.size
+        for a, b in zip(j[:prefix], k_to[:prefix]):
+            choice[a] = b
+        used += float(dc[:prefix].sum())
+        for a, f, b, d in zip(j[prefix:], k_from[prefix:], k_to[prefix:], dc[prefix:]):
+            if choice[a] == f and used + d <= limit * (1 + 1e-12):
+                choice[a], used = b, used + d
+    return _result(groups, opt, costs, choice, "greedy", "feasible", time.perf_counter() - start,
+                   {"budget": name})
 
 
 class _GreedyState:

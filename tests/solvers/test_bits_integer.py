@@ -135,3 +135,28 @@ def test_milp_more_budget_never_raises_the_loss(seed, low, extra):
     a = solve_milp(g, [2, 3, 4, 8], Budgets(avg_bits=low))
     b = solve_milp(g, [2, 3, 4, 8], Budgets(avg_bits=low + extra))
     assert b.objective <= a.objective * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_vectorized_greedy_equals_heap_greedy(seed):
+    """One budget takes the vectorized path; adding a slack second budget forces the heap path."""
+    g = random_groups(seed, size=300, rmin=0, rmax=16)
+    cands = [1, 2, 3, 4, 6, 8]
+    fast = round_greedy(g, cands, Budgets(avg_bits=3.3))
+    slow = round_greedy(g, cands, Budgets(avg_bits=3.3, memory_bytes=g.total_params * 100.0))
+    assert fast.stats["budget"] == "avg_bits" and "upgrades" in slow.stats
+    assert fast.objective == pytest.approx(slow.objective, rel=1e-9)
+
+
+def test_measured_loss_table_replaces_the_model():
+    g = random_groups(4, size=5, rmin=0, rmax=16)
+    rng = np.random.default_rng(0)
+    table = np.sort(rng.uniform(0, 10, (5, 3)), axis=1)[:, ::-1]   # losses fall with width
+    r = solve_milp(g, [2, 4, 8], Budgets(avg_bits=4.0), loss_table=table)
+    best = min((sum(table[j, k] for j, k in enumerate(combo)), combo)
+               for combo in itertools.product(range(3), repeat=5)
+               if g.params @ np.array([2, 4, 8])[list(combo)] <= 4.0 * g.total_params * (1 + 1e-12))
+    assert r.objective == pytest.approx(best[0], rel=1e-9)
+    assert round_greedy(g, [2, 4, 8], Budgets(avg_bits=4.0), loss_table=table).objective >= r.objective * (1 - 1e-9)
+    with pytest.raises(ValueError, match=r"loss_table: expected finite losses >= 0 of shape \(5, 3\)"):
+        solve_milp(g, [2, 4, 8], Budgets(avg_bits=4.0), loss_table=table[:, :2])

@@ -117,8 +117,8 @@ class LinkCalibration:
     bytes_per_s: per-direction bandwidth beta of the best collective with the Simple protocol;
     step_latency_s: time of one Simple ring step (NCCL's latency table is scaled to it);
     launch_s: fixed device-side cost per call outside NCCL's model (kernel launch, stream sync);
-    host_s: CPU time an eager framework spends issuing one call; not device time, so only models of
-        eager, host-bound steps add it (CUDA-graph replay does not pay it);
+    host_s: CPU time an eager framework spends issuing one call; host time, not device time (an
+        eager step takes the larger of the two; CUDA-graph replay does not pay it);
     efficiency: per-collective multiplier on bytes_per_s (missing entries are 1.0);
     algorithms: algorithms the library may pick for all-reduce ("ring", "tree");
     link: "nvlink" or "pcie", which row of NCCL's latency table and which protocols apply.
@@ -295,17 +295,18 @@ def allreduce_time_s(payload_bytes, n_devices, hw_or_link):
     return collective_time_s("all_reduce", payload_bytes, n_devices, hw_or_link)
 
 
-def tp_step_comm_time_s(tokens, d_model, n_layers, tp, hw_or_link, act_bytes=2.0, allreduces_per_layer=2,
-                        eager: bool = False):
-    """Communication of one tensor-parallel forward step: Megatron-LM's two all-reduces per layer
-    (after the attention output and the FFN down projection) of the tokens x D activations
-    (Shoeybi et al. 2019, arXiv 1909.08053): L * 2 * t_allreduce(tokens * D * bytes). With `eager`,
-    each call also pays the link's host_s (the CPU issuing it), as the roofline adds per-layer
-    dispatch overhead for eager frameworks."""
-    link = link_for(hw_or_link)
+def tp_step_comm_time_s(tokens, d_model, n_layers, tp, hw_or_link, act_bytes=2.0, allreduces_per_layer=2):
+    """Device time of one tensor-parallel forward step's communication: Megatron-LM's two
+    all-reduces per layer (after the attention output and the FFN down projection) of the
+    tokens x D activations (Shoeybi et al. 2019, arXiv 1909.08053): L * 2 * t_allreduce(tokens D bytes)."""
     payload = np.asarray(tokens, float) * d_model * act_bytes
-    per_call = allreduce_time_s(payload, tp, link) + np.where(np.asarray(tp) > 1, link.host_s if eager else 0.0, 0.0)
-    return n_layers * allreduces_per_layer * per_call
+    return n_layers * allreduces_per_layer * allreduce_time_s(payload, tp, hw_or_link)
+
+
+def tp_step_comm_host_s(n_layers, tp, hw_or_link, allreduces_per_layer=2):
+    """Host time an eager framework spends issuing those all-reduces: L * 2 * host_s. It belongs
+    with the step's other host dispatch: an eager step takes max(device time, host time)."""
+    return np.where(np.asarray(tp) > 1, n_layers * allreduces_per_layer * link_for(hw_or_link).host_s, 0.0)
 
 
 def moe_alltoall_time_s(tokens, d_model, top_k, n_moe_layers, ep, hw_or_link, act_bytes=2.0):

@@ -540,7 +540,10 @@ def shard_weights(full: ModelShard, tp: int, rank: int) -> ModelShard:
 
 
 def rms_norm(x, weight, eps: float = 1e-5):
-    return x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps).to(x.dtype) * weight
+    """RMSNorm (Zhang & Sennrich 2019) computed in fp32 the way transformers' Llama does, so the op
+    model's kernel count for it applies: to, pow, mean, add, rsqrt, mul, to, mul."""
+    x32 = x.to(torch.float32)
+    return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
 def rope_tables(positions, head_dim: int, device, dtype, theta: float = 500000.0):

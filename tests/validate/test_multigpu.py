@@ -80,9 +80,7 @@ def test_multicast_stays_off(quick_run):
 
 def test_report_from_the_quick_run(quick_run, tmp_path):
     out, _ = quick_run
-    spec = importlib.util.spec_from_file_location("make_report", ROOT / "validate/reports/multigpu/make_report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = load_report_module()
     path = report.build_report(out, "h200-sxm" if (ROOT / "hardware/presets/h200-sxm.yaml").exists() else
                                str(ROOT / "hardware/presets/h100-sxm.yaml"), tmp_path)
     text = path.read_text()
@@ -93,9 +91,43 @@ def test_report_from_the_quick_run(quick_run, tmp_path):
     tp = pd.read_csv(tmp_path / "tp_predicted.csv")
     with_comm = tp[(tp["tp"] == 2) & (tp["comm"] == 1)]
     assert (with_comm["predicted_comm_s"] > 0).all()
+    # a datasheet spec has no host time: the all-reduces add their device time to the step
+    np.testing.assert_allclose(with_comm["predicted_s"], with_comm["predicted_compute_s"] + with_comm["predicted_comm_s"])
     np.testing.assert_allclose(with_comm["hybrid_predicted_s"],
                                with_comm["measured_nocomm_s"] + with_comm["predicted_comm_s"])
     assert C.LinkCalibration.from_json(tmp_path / "link_calibration.json").bytes_per_s > 0
+
+
+def load_report_module():
+    spec = importlib.util.spec_from_file_location("make_report", ROOT / "validate/reports/multigpu/make_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    return report
+
+
+def test_eager_steps_take_the_larger_of_device_and_host_time():
+    import dataclasses
+
+    import hardware
+    from hardware.spec import Calibration
+
+    report = load_report_module()
+    cal = Calibration(matmul_flops_per_s={"bf16": 7e14}, memory_bytes_per_s=4e12, kernel_overhead_s=2e-6,
+                      dispatch_s=6e-6, layer_overhead_s=30e-6)
+    hw = dataclasses.replace(hardware.load(str(ROOT / "hardware/presets/h200-sxm.yaml")), calibration=cal)
+    link = C.LinkCalibration(bytes_per_s=360e9, step_latency_s=4e-6, launch_s=5e-6, host_s=15e-6)
+    row = dict(model=LLAMA, n_layers=4, d_model=4096, n_heads=32, n_kv_heads=8, head_dim=128, d_ff=14336,
+               vocab_size=128256, act_bytes=2, phase="decode", batch=1, new_tokens=1, past=1024, tp=8, comm=1)
+    eager, graph = (report.predict_step(pd.Series({**row, "mode": m}), hw, link) for m in ("eager", "graph"))
+    comm = float(C.tp_step_comm_time_s(1, 4096, 4, 8, link))
+    assert graph["predicted_comm_s"] == pytest.approx(comm) and graph["predicted_host_s"] == 0
+    assert graph["predicted_s"] == pytest.approx(graph["predicted_compute_s"] + comm)
+    # batch-1 decode of 4 layers at TP 8 is host-bound when every kernel is dispatched from Python
+    assert eager["predicted_host_s"] > graph["predicted_s"]
+    assert eager["predicted_s"] == pytest.approx(eager["predicted_host_s"])
+    nocomm = report.predict_step(pd.Series({**row, "mode": "eager", "comm": 0}), hw, link)
+    assert eager["predicted_host_s"] - nocomm["predicted_host_s"] == pytest.approx(8 * 15e-6)
+    assert eager["predicted_comm_added_s"] == pytest.approx(8 * 15e-6)
 
 
 # -- link calibration on synthetic measurements ----------------------------------------------------

@@ -21,12 +21,13 @@ lowest latency, a quarter of the bus bandwidth for all-reduce, a third otherwise
 lines with an 8-byte flag: 0.92 of the bandwidth, NVLink only) and Simple (full bandwidth, highest
 latency). The time of one (algorithm, protocol) pair is
 
-    t = launch + k * (base[a, p] + steps * step[a, p]) + factor * S / (beta * eff[c] * bw[a, p])
+    t = launch + k * lat[c] * (base[a, p] + steps * step[a, p]) + factor * S / (beta * eff[c] * bw[a, p])
 
 with NCCL's latency table (base and per-step latencies, microseconds) scaled by k so that one Simple
-ring step takes `step_latency_s`, beta the per-direction link bandwidth, eff[c] a per-collective
-efficiency and bw[a, p] the protocol's bandwidth fraction; the collective takes the minimum over
-the pairs. NVLink SHARP (NVLS) is left out on purpose: our measurements run with NCCL_NVLS_ENABLE=0.
+ring step takes `step_latency_s`, lat[c] a per-collective latency factor (all-to-all runs as grouped
+point-to-point sends, whose steps cost differently from a ring's), beta the per-direction link
+bandwidth, eff[c] a per-collective bandwidth efficiency and bw[a, p] the protocol's bandwidth
+fraction; the collective takes the minimum over the pairs. NVLink SHARP (NVLS) is left out on purpose: our measurements run with NCCL_NVLS_ENABLE=0.
 
 Message-size dependent bandwidth. For one pair, the achieved bus bandwidth factor * S / t equals
 beta_eff * S / (S + S_half) with S_half = latency * beta_eff / factor: Hockney's (r_inf, n_1/2)
@@ -120,6 +121,7 @@ class LinkCalibration:
     host_s: CPU time an eager framework spends issuing one call; host time, not device time (an
         eager step takes the larger of the two; CUDA-graph replay does not pay it);
     efficiency: per-collective multiplier on bytes_per_s (missing entries are 1.0);
+    latency_factor: per-collective multiplier on the latency terms (missing entries are 1.0);
     algorithms: algorithms the library may pick for all-reduce ("ring", "tree");
     link: "nvlink" or "pcie", which row of NCCL's latency table and which protocols apply.
     """
@@ -129,16 +131,18 @@ class LinkCalibration:
     launch_s: float = 0.0
     host_s: float = 0.0
     efficiency: Mapping[str, float] = field(default_factory=dict)
+    latency_factor: Mapping[str, float] = field(default_factory=dict)
     algorithms: tuple = ALGORITHMS
     link: str = "nvlink"
     source: str = ""
 
     def __post_init__(self):
-        eff = {c: 1.0 for c in COLLECTIVES}
-        for name, value in dict(self.efficiency).items():
-            _check_collective(name, f"efficiency.{name}")
-            eff[name] = _positive(value, f"efficiency.{name}")
-        object.__setattr__(self, "efficiency", MappingProxyType(eff))
+        for table in ("efficiency", "latency_factor"):
+            values = {c: 1.0 for c in COLLECTIVES}
+            for name, value in dict(getattr(self, table)).items():
+                _check_collective(name, f"{table}.{name}")
+                values[name] = _positive(value, f"{table}.{name}")
+            object.__setattr__(self, table, MappingProxyType(values))
         object.__setattr__(self, "algorithms", tuple(self.algorithms))
         _positive(self.bytes_per_s, "bytes_per_s")
         _positive(self.step_latency_s, "step_latency_s")
@@ -165,7 +169,8 @@ class LinkCalibration:
         otherwise PCIe through the host. A step takes the larger of the spec's link latency and
         NCCL's own per-step latency for that link (a step synchronises through memory flags, which
         costs more than the wire). A spec whose calibration carries fitted link fields
-        (link_bytes_per_s, link_step_latency_s, link_launch_s, link_efficiency) uses them."""
+        (link_bytes_per_s, link_step_latency_s, link_launch_s, link_host_s, link_efficiency,
+        link_latency_factor) uses them."""
         nvlink = hw.device_link not in ("none", "pcie") and hw.device_link_bytes_per_s > 0
         kind = "nvlink" if nvlink else "pcie"
         beta = hw.device_link_bytes_per_s if hw.device_link_bytes_per_s > 0 else hw.host_link_bytes_per_s
@@ -177,6 +182,7 @@ class LinkCalibration:
     def to_dict(self) -> dict:
         return {"bytes_per_s": self.bytes_per_s, "step_latency_s": self.step_latency_s,
                 "launch_s": self.launch_s, "host_s": self.host_s, "efficiency": dict(self.efficiency),
+                "latency_factor": dict(self.latency_factor),
                 "algorithms": list(self.algorithms), "link": self.link, "source": self.source}
 
     @classmethod
@@ -204,7 +210,7 @@ class LinkCalibration:
 
 
 def _with_fitted_fields(link: LinkCalibration, calibration) -> LinkCalibration:
-    """Apply link fields of a hardware Calibration when that class has them (see module docs)."""
+    """Apply link fields of a hardware Calibration when it has them (LinkCalibration.from_hardware)."""
     beta = getattr(calibration, "link_bytes_per_s", 0.0) or 0.0
     if beta <= 0:
         return link
@@ -212,7 +218,9 @@ def _with_fitted_fields(link: LinkCalibration, calibration) -> LinkCalibration:
         link, bytes_per_s=beta,
         step_latency_s=getattr(calibration, "link_step_latency_s", 0.0) or link.step_latency_s,
         launch_s=getattr(calibration, "link_launch_s", 0.0) or 0.0,
+        host_s=getattr(calibration, "link_host_s", 0.0) or 0.0,
         efficiency=dict(getattr(calibration, "link_efficiency", None) or {}),
+        latency_factor=dict(getattr(calibration, "link_latency_factor", None) or {}),
         source=getattr(calibration, "source", "") or "calibrated")
 
 
@@ -231,8 +239,8 @@ def pair_time_s(collective: str, algorithm: str, protocol: str, payload_bytes, n
                 link: LinkCalibration):
     """Time of one (algorithm, protocol) pair, launch included (module docstring equation)."""
     steps = algorithm_steps(algorithm, collective, n_devices)
-    latency = link.latency_scale * (BASE_LATENCY_S[(algorithm, protocol)]
-                                    + steps * STEP_LATENCY_S[link.link][(algorithm, protocol)])
+    latency = link.latency_scale * link.latency_factor[collective] * (
+        BASE_LATENCY_S[(algorithm, protocol)] + steps * STEP_LATENCY_S[link.link][(algorithm, protocol)])
     rate = link.bytes_per_s * link.efficiency[collective] * protocol_bandwidth_fraction(algorithm, protocol,
                                                                                         collective)
     return link.launch_s + latency + algorithm_factor(algorithm, collective, n_devices) * payload_bytes / rate
@@ -324,8 +332,9 @@ def fit_link_calibration(collective, payload_bytes, n_devices, time_s, link: str
     """Least-squares fit of a LinkCalibration to measured collective times (arrays, one per case).
 
     Minimises the squared log error sum (log t_model - log t_measured)^2, so every size counts
-    equally, over launch_s, step_latency_s and one bandwidth per collective; bytes_per_s is the
-    largest of those and efficiency[c] = bandwidth_c / bytes_per_s. The model is piecewise smooth
+    equally, over launch_s, step_latency_s, one bandwidth per collective and a latency factor per
+    collective but the first present (all-reduce when measured; it anchors step_latency_s);
+    bytes_per_s is the largest bandwidth and efficiency[c] = bandwidth_c / bytes_per_s. The model is piecewise smooth
     (a minimum over protocols), so for each all-reduce algorithm set the best of several starting
     points is refined; the better refined fit is returned.
     """
@@ -358,28 +367,33 @@ def _fit_inputs(collective, payload_bytes, n_devices, time_s):
 class _FitProblem:
     """The data of one fit and the map from the parameter vector to a LinkCalibration.
 
-    Parameters x: launch and step latency in microseconds (so every entry is of order one), then
-    the log of each present collective's bandwidth."""
+    Parameters x: launch and step latency in microseconds (so every entry is of order one), the log
+    of each present collective's bandwidth, then the log latency factor of each present collective
+    after the first."""
 
     def __init__(self, c, s, n, t, present, link_kind):
         self.c, self.s, self.n, self.t, self.present, self.link_kind = c, s, n, t, present, link_kind
         self.rows = {name: c == name for name in present}
+        self.k = len(present)
 
     def starts(self):
-        """Step latency 0.5 / 3 / 15 us, launch 0 / 10 us, and per collective the bus bandwidth of
-        its largest measured message."""
+        """Step latency 0.5 / 3 / 15 us, launch 0 / 10 us, per collective the bus bandwidth of its
+        largest measured message, latency factors 1."""
         bw = []
         for name, sel in self.rows.items():
             i = np.argmax(self.s[sel])
             bw.append(np.log(bus_factor(name, self.n[sel][i]) * self.s[sel][i] / self.t[sel][i]))
-        return [np.array([launch, step, *bw]) for step in (0.5, 3.0, 15.0) for launch in (0.0, 10.0)]
+        return [np.array([launch, step, *bw] + [0.0] * (self.k - 1))
+                for step in (0.5, 3.0, 15.0) for launch in (0.0, 10.0)]
 
     def build(self, x, algorithms) -> LinkCalibration:
-        bw = np.exp(np.asarray(x[2:], dtype=float))
+        x = np.asarray(x, dtype=float)
+        bw, lat = np.exp(x[2:2 + self.k]), np.exp(x[2 + self.k:])
         beta = float(bw.max())
         return LinkCalibration(bytes_per_s=beta, step_latency_s=max(float(x[1]), 1e-6) * 1e-6,
                                launch_s=max(float(x[0]), 0.0) * 1e-6,
                                efficiency={name: float(b / beta) for name, b in zip(self.present, bw)},
+                               latency_factor={name: float(f) for name, f in zip(self.present[1:], lat)},
                                algorithms=algorithms, link=self.link_kind)
 
     def residuals(self, x, algorithms):
@@ -395,12 +409,12 @@ class _FitProblem:
     def refine(self, algorithms, x0):
         from scipy.optimize import least_squares
 
-        # bandwidths between 1 MB/s and 100 TB/s: latency-bound data must not send them to infinity
-        lower = np.array([0.0, 1e-6] + [np.log(1e6)] * len(self.present))
-        upper = np.array([np.inf, np.inf] + [np.log(1e14)] * len(self.present))
-        x0 = np.clip(x0, lower, upper)
-        fit = least_squares(self.residuals, x0, bounds=(lower, upper), args=(algorithms,), method="trf",
-                            x_scale="jac", max_nfev=200)
+        # bandwidths between 1 MB/s and 100 TB/s (latency-bound data must not send them to
+        # infinity), latency factors between 0.1 and 10
+        lower = np.array([0.0, 1e-6] + [np.log(1e6)] * self.k + [np.log(0.1)] * (self.k - 1))
+        upper = np.array([np.inf, np.inf] + [np.log(1e14)] * self.k + [np.log(10.0)] * (self.k - 1))
+        fit = least_squares(self.residuals, np.clip(x0, lower, upper), bounds=(lower, upper), args=(algorithms,),
+                            method="trf", x_scale="jac", max_nfev=200)
         return float(np.sum(fit.fun ** 2)), self.build(fit.x, algorithms)
 
 

@@ -155,9 +155,11 @@ def main(argv=None) -> int:
 
 def format_link(link: coll.LinkCalibration) -> str:
     eff = ", ".join(f"{k} {v:.2f}" for k, v in link.efficiency.items())
+    lat = ", ".join(f"{k} {v:.2f}" for k, v in link.latency_factor.items())
     return (f"link {link.link}: {link.bytes_per_s / 1e9:.1f} GB/s per direction, Simple ring step "
             f"{link.step_latency_s * 1e6:.2f} us, launch {link.launch_s * 1e6:.2f} us, host issue "
-            f"{link.host_s * 1e6:.2f} us, algorithms {'+'.join(link.algorithms)}; efficiency: {eff}")
+            f"{link.host_s * 1e6:.2f} us, algorithms {'+'.join(link.algorithms)}; bandwidth efficiency: {eff}; "
+            f"latency factor: {lat}")
 
 
 if __name__ == "__main__":

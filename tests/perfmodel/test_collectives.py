@@ -71,6 +71,10 @@ def test_one_device_costs_nothing():
 def test_latency_scale_launch_and_efficiency():
     base = C.pair_time_s("all_gather", "ring", "simple", 0.0, 4, link())
     assert C.pair_time_s("all_gather", "ring", "simple", 0.0, 4, link(step_latency_s=6.8 * US)) == pytest.approx(2 * base)
+    assert C.pair_time_s("all_gather", "ring", "simple", 0.0, 4, link(latency_factor={"all_gather": 3.0})) == \
+        pytest.approx(3 * base)
+    assert C.pair_time_s("all_reduce", "ring", "simple", 0.0, 4, link(latency_factor={"all_gather": 3.0})) == \
+        pytest.approx(C.pair_time_s("all_reduce", "ring", "simple", 0.0, 4, link()))
     assert C.pair_time_s("all_gather", "ring", "simple", 0.0, 4, link(launch_s=5 * US)) == pytest.approx(base + 5 * US)
     s = 1e9
     full = C.pair_time_s("all_gather", "ring", "simple", s, 4, link()) - base
@@ -188,6 +192,7 @@ def test_faster_links_are_faster(name, s, n, bw, step, faster):
     (lambda: link(launch_s=float("nan")), "launch_s: nan"),
     (lambda: link(efficiency={"all_reduce": 0.0}), "efficiency.all_reduce: 0.0"),
     (lambda: link(efficiency={"broadcast": 1.0}), "efficiency.broadcast"),
+    (lambda: link(latency_factor={"all_to_all": -2.0}), "latency_factor.all_to_all: -2.0"),
     (lambda: link(link="infiniband"), "link: 'infiniband'"),
     (lambda: link(algorithms=("tree",)), "algorithms"),
     (lambda: C.LinkCalibration.from_dict({"bytes_per_s": 1e9}), "missing field 'step_latency_s'"),
@@ -199,7 +204,8 @@ def test_bad_input_names_the_field(call, match):
 
 
 def test_round_trip_through_json(tmp_path):
-    cal = link(launch_s=4 * US, host_s=9 * US, efficiency={"all_to_all": 0.7}, algorithms=("ring",), link="pcie")
+    cal = link(launch_s=4 * US, host_s=9 * US, efficiency={"all_to_all": 0.7}, latency_factor={"all_gather": 2.0},
+               algorithms=("ring",), link="pcie")
     path = tmp_path / "link.json"
     path.write_text(json.dumps(cal.to_dict()))
     assert C.LinkCalibration.from_json(path) == cal
@@ -218,7 +224,8 @@ def synthetic(true: C.LinkCalibration, noise: float = 0.0, seed: int = 0):
 
 
 TRUE = C.LinkCalibration(bytes_per_s=370e9, step_latency_s=4.5 * US, launch_s=6 * US, algorithms=("ring",),
-                         efficiency={"all_gather": 0.93, "reduce_scatter": 0.88, "all_to_all": 0.7})
+                         efficiency={"all_gather": 0.93, "reduce_scatter": 0.88, "all_to_all": 0.7},
+                         latency_factor={"all_gather": 0.9, "all_to_all": 1.8})
 
 
 def test_fitter_recovers_known_parameters():
@@ -229,6 +236,7 @@ def test_fitter_recovers_known_parameters():
     assert fit.launch_s == pytest.approx(TRUE.launch_s, rel=1e-3)
     for name in C.COLLECTIVES:
         assert fit.efficiency[name] == pytest.approx(TRUE.efficiency[name], rel=1e-4)
+        assert fit.latency_factor[name] == pytest.approx(TRUE.latency_factor[name], rel=1e-3)
 
 
 def test_fitter_picks_the_tree_and_tolerates_noise():
@@ -252,3 +260,15 @@ def test_fitter_input_errors():
         C.fit_link_calibration(["all_reduce"] * 2, [1e6, 2e6], [2, 2], [1e-5, 0.0])
     with pytest.raises(C.CollectiveError, match="collective: 'bcast'"):
         C.fit_link_calibration(["bcast"], [1e6], [2], [1e-5])
+
+
+def test_fitted_link_fields_of_a_hardware_calibration_win():
+    from types import SimpleNamespace
+
+    fitted = SimpleNamespace(link_bytes_per_s=380e9, link_step_latency_s=4e-6, link_launch_s=5e-6, link_host_s=1e-5,
+                             link_efficiency={"all_to_all": 0.7}, link_latency_factor={"all_to_all": 1.5},
+                             source="measured")
+    cal = C._with_fitted_fields(C.LinkCalibration.from_hardware(spec()), fitted)
+    assert (cal.bytes_per_s, cal.step_latency_s, cal.launch_s, cal.host_s) == (380e9, 4e-6, 5e-6, 1e-5)
+    assert cal.efficiency["all_to_all"] == 0.7 and cal.latency_factor["all_to_all"] == 1.5
+    assert C._with_fitted_fields(C.LinkCalibration.from_hardware(spec()), None).bytes_per_s == 450e9

@@ -20,7 +20,7 @@ MEMORY_COLORS = ["#4c78a8", "#f58518", "#54a24b", "#e0e0e0"]
 
 def records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
     """Rows as JSON-ready dicts; rows with a non-finite number are dropped (JSON has no NaN)."""
-    rows = frame[columns].to_dict("records")
+    rows = frame[list(dict.fromkeys(columns))].to_dict("records")
     return [r for r in rows if all(not (isinstance(v, float) and not math.isfinite(v)) for v in r.values())]
 
 
@@ -154,13 +154,14 @@ def predicted_vs_measured(report: pd.DataFrame, variant: str) -> dict:
 
 
 def line(frame: pd.DataFrame, x: str, y: str, x_title: str, y_title: str, title: str, color: str | None = None,
-         log_x: bool = False, log_y: bool = False, marked: pd.DataFrame | None = None) -> dict:
-    """A line chart (one line per `color` value), optionally with highlighted points `marked`."""
+         log_x: bool = False, log_y: bool = False, marked: pd.DataFrame | None = None, ordinal: bool = False) -> dict:
+    """A line chart (one line per `color` value; `ordinal` sorts numeric colors as numbers),
+    optionally with highlighted points `marked`."""
     cols = [c for c in (x, y, color) if c]
     enc = {"x": q(x, x_title, log=log_x), "y": q(y, y_title, log=log_y),
            "tooltip": [q(x, format=".4g"), q(y, format=".4g")] + ([n(color)] if color else [])}
     if color:
-        enc["color"] = n(color)
+        enc["color"] = {"field": color, "type": "ordinal" if ordinal else "nominal"}
     layers = [{"data": {"values": records(frame, cols)}, "mark": {"type": "line", "point": True}, "encoding": enc}]
     if marked is not None and len(marked):
         layers.append({"data": {"values": records(marked, cols)},
@@ -177,3 +178,11 @@ def bars(frame: pd.DataFrame, x: str, y: str, x_title: str, title: str, color: s
         enc["color"] = n(color)
     return {"title": title, "height": {"step": 18}, "data": {"values": records(frame, cols)}, "mark": "bar",
             "encoding": enc}
+
+
+def grouped_bars(frame: pd.DataFrame, x: str, y: str, group: str, x_title: str, title: str) -> dict:
+    """Horizontal bars of `x` per category `y`, one bar per `group` value side by side."""
+    return {"title": title, "height": {"step": 16, "for": "position"},
+            "data": {"values": records(frame, [x, y, group])}, "mark": "bar",
+            "encoding": {"x": q(x, x_title), "y": n(y, title=None), "yOffset": n(group), "color": n(group),
+                         "tooltip": [n(y), n(group), q(x, format=".4g")]}}

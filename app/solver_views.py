@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import math
 
 import numpy as np
 import pandas as pd
@@ -60,17 +61,29 @@ def read_sensitivities(text: str | bytes, origin: str = "sensitivities") -> pd.D
 
 def allocate(frame: pd.DataFrame, model, hw, avg_bits: float, candidates=None, latency_budget_s=None,
              memory_budget_bytes=None) -> dict:
-    """Solve, and set the result beside uniform widths at the same average (bytes, latency, loss)."""
+    """Solve, and set the result beside uniform widths at the same average (bytes, latency, loss).
+
+    Latency (and a latency budget) needs each layer's GEMM shape: rows/cols columns, or layer
+    names of `model` ("layers.3.ffn_up"); without them latency is NaN and only bits and bytes count."""
     from solvers import bits, bits_cost
 
-    result = bits.allocate_bits(frame, avg_bits, hardware=hw, model=model, candidates=candidates,
-                                latency_budget_s=latency_budget_s, memory_budget_bytes=memory_budget_bytes)
     groups = bits.BitGroups.from_frame(frame)
-    costs = bits_cost.costs_from_frame(frame, hw, model=model)
-    stored = result.avg_bits + bits_cost.GROUP_OVERHEAD_BITS if result.avg_bits < 8 else result.avg_bits
-    uniform = {"loss": result.uniform_loss, "bytes": bits_cost.bytes_of(groups.params, np.full(groups.size, stored)),
-               "latency_s": costs.time_s(costs.bit_sums(groups.layers, groups.params, np.full(groups.size, stored)))}
+    try:  # latency needs each layer's shape: rows/cols columns, or layer names of the model
+        costs = bits_cost.costs_from_frame(frame, hw, model=model)
+    except ValueError:
+        costs = None
+    result = bits.allocate_bits(groups, avg_bits, candidates=candidates, costs=costs,
+                                latency_budget_s=latency_budget_s, memory_budget_bytes=memory_budget_bytes)
+    if costs is None and not math.isfinite(result.bytes_):
+        result = bits_cost.with_costs(result, None)
+    stored = np.full(groups.size, result.avg_bits + bits_cost.GROUP_OVERHEAD_BITS if result.avg_bits < 8
+                     else result.avg_bits)
+    uniform = {"loss": result.uniform_loss, "bytes": bits_cost.bytes_of(groups.params, stored),
+               "latency_s": costs.time_s(costs.bit_sums(groups.layers, groups.params, stored)) if costs else math.nan}
     table = result.to_frame()
+    # for the chart: a group's position and its kind (the op name of "layers.3.ffn_up" style names)
+    table.insert(0, "index", np.arange(len(table)))
+    table.insert(1, "kind", table["name"].str.rsplit(".", n=1).str[-1].where(table["name"].str.contains("."), "group"))
     summary = pd.DataFrame([{**result.summary(), "uniform_bytes": uniform["bytes"],
                              "uniform_latency_s": uniform["latency_s"]}])
     return {"summary": summary, "table": table, "uniform": uniform, "result": result.summary()}

@@ -1,6 +1,8 @@
 """Bit allocation page: per-layer widths under a bit, memory or latency budget (solvers.bits)."""
 from __future__ import annotations
 
+import math
+
 import streamlit as st
 import yaml
 
@@ -64,14 +66,18 @@ def _show(out: dict, inputs: dict) -> None:
     c[0].metric("Average bits", f"{r['avg_bits']:.3f}", help=f"method {r['method']}, status {r['status']}")
     c[1].metric("Predicted loss vs uniform", f"{r['predicted_gain']:.3f}x",
                 help="loss of this allocation over uniform widths at the same average (< 1 is better)")
-    c[2].metric("Weights", f"{r['bytes'] / 1e9:.2f} GB", delta=f"{(r['bytes'] - uniform['bytes']) / 1e9:+.2f} GB vs uniform",
+    c[2].metric("Quantized weights", f"{r['bytes'] / 1e9:.2f} GB", delta=f"{(r['bytes'] - uniform['bytes']) / 1e9:+.2f} GB vs uniform",
                 delta_color="inverse")
-    c[3].metric("Linear layers per decode step", f"{r['latency_s'] * 1e3:.3f} ms",
-                delta=f"{(r['latency_s'] - uniform['latency_s']) * 1e3:+.3f} ms vs uniform", delta_color="inverse")
+    if math.isfinite(r["latency_s"]):
+        c[3].metric("Decode step (modeled)", f"{r['latency_s'] * 1e3:.3f} ms",
+                    delta=f"{(r['latency_s'] - uniform['latency_s']) * 1e3:+.3f} ms vs uniform", delta_color="inverse",
+                    help="perfmodel's decode step at batch 1 with these widths")
+    else:
+        c[3].metric("Decode step (modeled)", "n/a", help="needs layer shapes: rows and cols columns, or layer names "
+                                                         "of the chosen model such as layers.0.qkv_proj")
     table = out["table"]
-    st.vega_lite_chart(spec=charts.bars(table.head(200), "width", "name", "bits", "Width per group"
-                                        + (" (first 200)" if len(table) > 200 else ""),
-                                        color="format" if "format" in table.columns else None), width="stretch")
+    st.vega_lite_chart(spec=charts.line(table, "index", "width", "group (in table order)", "bits",
+                                        "Width per group", color="kind"), width="stretch")
     st.dataframe(table, hide_index=True)
     cli = (f"solvers.allocate_bits(pd.read_csv('SENSITIVITIES.csv'), {inputs['avg_bits']:g}, "
            f"hardware=hardware.load({inputs['hardware']!r}), model=workloads.load({inputs['model']!r}), "

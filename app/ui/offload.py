@@ -68,13 +68,12 @@ def _flexgen() -> None:
     place = out["placement"].assign(percent=lambda f: f["fraction"] * 100)
     left.vega_lite_chart(spec=_stacked(place), width="stretch")
     tiers = out["tiers"].melt("tier", var_name="what", value_name="GB")
-    right.vega_lite_chart(spec=charts.bars(tiers.assign(label=tiers["tier"] + " " + tiers["what"].str.replace("_GB", "")),
-                                           "GB", "label", "GB", "Peak memory per tier vs capacity", color="what"),
-                          width="stretch")
-    cands = out["candidates"].assign(gbs=lambda f: f["gbs"].astype(str))
-    st.vega_lite_chart(spec=charts.line(cands, "block_size", "throughput_tok_s", "block size (gbs x batches)",
-                                        "tok/s", "Best throughput per (gbs, batches) tried", color="gbs", log_x=True),
-                       width="stretch")
+    tiers["what"] = tiers["what"].str.replace("_GB", "")
+    right.vega_lite_chart(spec=charts.grouped_bars(tiers, "GB", "tier", "what", "GB",
+                                                   "Peak memory per tier vs capacity"), width="stretch")
+    st.vega_lite_chart(spec=charts.line(out["candidates"], "block_size", "throughput_tok_s", "block size (gbs x batches)",
+                                        "tok/s", "Best throughput per (gbs, batches) tried", color="gbs", log_x=True,
+                                        ordinal=True), width="stretch")
     st.markdown("**Seconds per layer of each stream** (largest layer group)")
     st.dataframe(out["streams"], hide_index=True)
     cli = (f"perfmodel solve offload --model {model} --hardware {hw} --prompt {int(prompt)} --gen {int(gen)} "

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "app.commands",
     "solvers.kv_commands",
     "solvers.offload_commands",
+    "solvers.bits_commands",
 )
 
 USER_ERRORS = (SpecError, UnitError, ModelError, ScenarioError, ValueError, FileNotFoundError, KeyError)

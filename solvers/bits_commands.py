@@ -1,0 +1,112 @@
+"""CLI: `perfmodel solve bits` — optimal widths from a sensitivity table (registered by app.cli).
+
+    perfmodel solve bits --sensitivities sens.csv --avg-bits 4
+    perfmodel solve bits --sensitivities sens.csv --avg-bits 4 --hardware h200-sxm --model llama-3-8b \\
+        --latency-budget "6 ms" --candidates int4-g128,int8,fp8,bf16
+
+The table needs columns params and coef (validate.sensitivity.sensitivity_table writes them), and
+optionally name, layer, rmin, rmax, tie, rows, cols (layer shapes for latency).
+"""
+from __future__ import annotations
+
+import json
+import math
+
+from solvers.cli_common import solve_subparsers
+
+
+def register(subparsers) -> None:
+    p = solve_subparsers(subparsers).add_parser(
+        "bits", help="bit-widths per layer or column under bit, memory and latency budgets")
+    p.add_argument("--sensitivities", required=True, help="CSV with params, coef [, name, layer, rows, cols, tie]")
+    p.add_argument("--avg-bits", type=float, default=None, help="average width budget (bits per weight)")
+    p.add_argument("--memory-budget", default=None, help="bytes of the allocated weights, e.g. '4 GB'")
+    p.add_argument("--latency-budget", default=None, help="modeled decode step time, e.g. '6 ms'")
+    p.add_argument("--candidates", default=None,
+                   help="discrete choices: widths '2,3,4,8' or formats 'int4-g128,int8,fp8,bf16' (MILP)")
+    p.add_argument("--method", choices=("milp", "greedy"), default="milp", help="with --candidates")
+    p.add_argument("--theta", type=float, default=2.0, help="loss exponent: loss = n c 2^(-theta R)")
+    p.add_argument("--rmin", type=float, default=0.0)
+    p.add_argument("--rmax", type=float, default=16.0)
+    p.add_argument("--hardware", default=None, help="preset name or spec YAML, for bytes and latency")
+    p.add_argument("--model", default=None, help="catalog model: the rest of the decode step, and layer shapes "
+                   "for rows named like layers.0.qkv_proj")
+    p.add_argument("--batch", type=int, default=1, help="sequences per decode step")
+    p.add_argument("--context", type=int, default=0, help="cached tokens per sequence (attention time)")
+    p.add_argument("--out", default=None, help="write the per-group widths to this CSV")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=run_bits)
+
+
+def run_bits(args) -> int:
+    import pandas as pd
+
+    import hardware
+    import workloads
+    from hardware.units import parse
+    from solvers import bits_cost
+    from solvers.bits import BitGroups, Budgets, allocate_bits
+    from solvers.bits_integer import round_greedy
+
+    frame = pd.read_csv(args.sensitivities)
+    latency = parse(args.latency_budget, "seconds", "--latency-budget") if args.latency_budget else None
+    memory = parse(args.memory_budget, "bytes", "--memory-budget") if args.memory_budget else None
+    model = workloads.load(args.model) if args.model else None
+    costs = None
+    if args.hardware:
+        hw = hardware.load(args.hardware)
+        if latency is not None or {"rows", "cols"} <= set(frame.columns) or model is not None:
+            costs = bits_cost.costs_from_frame(frame, hw, model=model, tokens=args.batch, context=args.context)
+    elif latency is not None:
+        raise ValueError("--latency-budget: needs --hardware (and layer shapes: rows/cols columns or --model)")
+    candidates = _candidates(args.candidates)
+    groups = BitGroups.from_frame(frame, args.theta, args.rmin, args.rmax)
+    if candidates is not None and args.method == "greedy":
+        result = round_greedy(groups, candidates, Budgets(args.avg_bits, memory, latency), costs)
+    else:
+        result = allocate_bits(groups, args.avg_bits, memory_budget_bytes=memory, latency_budget_s=latency,
+                               candidates=candidates, costs=costs)
+        if costs is not None and math.isnan(result.latency_s):
+            result = bits_cost.with_costs(result, costs)
+    if args.out:
+        result.to_frame().to_csv(args.out, index=False)
+    if args.json:
+        print(json.dumps({k: _clean(v) for k, v in result.summary().items()}, indent=2))
+    else:
+        print(format_result(result))
+    return 0
+
+
+def _candidates(text):
+    if not text:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    return [float(t) if t.replace(".", "", 1).isdigit() else t for t in items]
+
+
+def _clean(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v.item() if hasattr(v, "item") else v
+
+
+def format_result(result) -> str:
+    from hardware.units import format_seconds, format_si
+
+    s = result.summary()
+    lines = [f"{s['method']}: {s['status']}, {s['groups']} groups, average {s['avg_bits']:.4g} bits",
+             f"predicted loss {s['objective']:.6g}  (uniform at the same average: {s['uniform_loss']:.6g}, "
+             f"ratio {s['predicted_gain']:.4f})"]
+    if math.isfinite(s["bytes"]):
+        lines.append(f"weights      {format_si(s['bytes'], 'B')}")
+    if math.isfinite(s["latency_s"]):
+        lines.append(f"decode step  {format_seconds(s['latency_s'])} (modeled)")
+    lines.append(f"solved in    {format_seconds(s['solve_time_s'])}")
+    table = result.to_frame()
+    lines.append("")
+    if len(table) > 30:
+        counts = table["format" if "format" in table else "width"].round(3).value_counts().sort_index()
+        lines.append("widths: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    else:
+        lines.append(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return "\n".join(lines)

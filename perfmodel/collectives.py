@@ -168,15 +168,19 @@ class LinkCalibration:
         """The datasheet link of a spec: NVLink-class device links at their per-direction bandwidth,
         otherwise PCIe through the host. A step takes the larger of the spec's link latency and
         NCCL's own per-step latency for that link (a step synchronises through memory flags, which
-        costs more than the wire). A spec whose calibration carries fitted link fields
+        costs more than the wire). All-reduce runs as a ring only: a spec describes one node, and
+        NCCL's tree inside a node is a chain of 2 (n-1) steps (tuning.cc), never faster than the
+        ring; the log2 n tree stays available to fitted links (multi-node data can pick it). A spec
+        whose calibration carries fitted link fields
         (link_bytes_per_s, link_step_latency_s, link_launch_s, link_host_s, link_efficiency,
-        link_latency_factor) uses them."""
+        link_latency_factor, link_algorithms) uses them."""
         nvlink = hw.device_link not in ("none", "pcie") and hw.device_link_bytes_per_s > 0
         kind = "nvlink" if nvlink else "pcie"
         beta = hw.device_link_bytes_per_s if hw.device_link_bytes_per_s > 0 else hw.host_link_bytes_per_s
         spec_latency = hw.device_link_latency_s if hw.device_link_bytes_per_s > 0 else hw.host_link_latency_s
         step = max(spec_latency, STEP_LATENCY_S[kind][("ring", "simple")])
-        link = cls(bytes_per_s=beta, step_latency_s=step, link=kind, source=f"datasheet {hw.name}")
+        link = cls(bytes_per_s=beta, step_latency_s=step, link=kind, algorithms=("ring",),
+                   source=f"datasheet {hw.name}")
         return _with_fitted_fields(link, hw.calibration)
 
     def to_dict(self) -> dict:
@@ -221,6 +225,7 @@ def _with_fitted_fields(link: LinkCalibration, calibration) -> LinkCalibration:
         host_s=getattr(calibration, "link_host_s", 0.0) or 0.0,
         efficiency=dict(getattr(calibration, "link_efficiency", None) or {}),
         latency_factor=dict(getattr(calibration, "link_latency_factor", None) or {}),
+        algorithms=tuple(getattr(calibration, "link_algorithms", None) or link.algorithms),
         source=getattr(calibration, "source", "") or "calibrated")
 
 

@@ -128,7 +128,8 @@ def fit_per_device_count(frame: pd.DataFrame, link_kind: str) -> dict:
 
 def _generic_nvlink() -> coll.LinkCalibration:
     """No spec given: NCCL's NVLink step latency and a nominal 450 GB/s NVLink4 direction."""
-    return coll.LinkCalibration(bytes_per_s=450e9, step_latency_s=3.4e-6, link="nvlink", source="generic NVLink4")
+    return coll.LinkCalibration(bytes_per_s=450e9, step_latency_s=3.4e-6, link="nvlink", algorithms=("ring",),
+                                source="generic NVLink4")
 
 
 def main(argv=None) -> int:

@@ -111,7 +111,7 @@ def test_nvlink_spec_uses_device_link_and_nccl_step_floor():
     assert (cal.link, cal.bytes_per_s, cal.step_latency_s) == ("nvlink", 450e9, pytest.approx(3.4 * US))
     slow = C.LinkCalibration.from_hardware(spec(device_link_latency_s=10e-6))
     assert slow.step_latency_s == pytest.approx(10e-6)
-    assert "ll128" in cal.protocols
+    assert "ll128" in cal.protocols and cal.algorithms == ("ring",)  # NCCL's intra-node tree is a chain
 
 
 def test_spec_without_device_link_goes_over_pcie():
@@ -267,8 +267,9 @@ def test_fitted_link_fields_of_a_hardware_calibration_win():
 
     fitted = SimpleNamespace(link_bytes_per_s=380e9, link_step_latency_s=4e-6, link_launch_s=5e-6, link_host_s=1e-5,
                              link_efficiency={"all_to_all": 0.7}, link_latency_factor={"all_to_all": 1.5},
-                             source="measured")
+                             link_algorithms=("ring", "tree"), source="measured")
     cal = C._with_fitted_fields(C.LinkCalibration.from_hardware(spec()), fitted)
     assert (cal.bytes_per_s, cal.step_latency_s, cal.launch_s, cal.host_s) == (380e9, 4e-6, 5e-6, 1e-5)
     assert cal.efficiency["all_to_all"] == 0.7 and cal.latency_factor["all_to_all"] == 1.5
+    assert cal.algorithms == ("ring", "tree")
     assert C._with_fitted_fields(C.LinkCalibration.from_hardware(spec()), None).bytes_per_s == 450e9

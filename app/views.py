@@ -503,9 +503,24 @@ CLASS_COLUMNS = ("kernel_class", "class", "kind", "op_kind", "case_kind")
 CASE_COLUMNS = ("case", "name", "case_id", "label")
 
 
+def prediction_columns(frame: pd.DataFrame) -> list[str]:
+    """Numeric columns holding predicted seconds: named predicted*, or <variant>_s with a
+    <variant>_ratio or <variant>_ape column beside it (the schema `validate` writes:
+    datasheet_s / datasheet_ratio, calibrated_s / calibrated_ratio)."""
+    names = set(frame.columns)
+    out = []
+    for c in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[c]) or c.lower() in MEASURED_COLUMNS:
+            continue
+        paired = c.endswith("_s") and ({f"{c[:-2]}_ratio", f"{c[:-2]}_ape"} & names)
+        if c.lower().startswith("predicted") or paired:
+            out.append(c)
+    return out
+
+
 def read_report(frame: pd.DataFrame, origin: str = "report") -> tuple[pd.DataFrame, list[str]]:
     """Normalize a predicted-vs-measured table: columns case, kernel_class, measured_s and one
-    column per prediction variant (every numeric column whose name starts with 'predicted').
+    column per prediction variant (`prediction_columns`).
 
     Raises ValueError naming what is missing; rows with a non-positive or missing time are dropped
     (failed cases are recorded with no time)."""
@@ -513,10 +528,10 @@ def read_report(frame: pd.DataFrame, origin: str = "report") -> tuple[pd.DataFra
     measured = next((cols[c] for c in MEASURED_COLUMNS if c in cols), None)
     if measured is None:
         raise ValueError(f"{origin}: no measured-time column; expected one of {', '.join(MEASURED_COLUMNS)}")
-    variants = [c for c in frame.columns if c.lower().startswith("predicted")
-                and pd.api.types.is_numeric_dtype(frame[c])]
+    variants = prediction_columns(frame)
     if not variants:
-        raise ValueError(f"{origin}: no numeric column starting with 'predicted' (e.g. predicted_s)")
+        raise ValueError(f"{origin}: no prediction column: expected numeric columns named predicted* or "
+                         "<variant>_s beside <variant>_ratio (e.g. calibrated_s and calibrated_ratio)")
     klass = next((cols[c] for c in CLASS_COLUMNS if c in cols), None)
     case = next((cols[c] for c in CASE_COLUMNS if c in cols), None)
     out = pd.DataFrame({
@@ -535,9 +550,13 @@ def read_report(frame: pd.DataFrame, origin: str = "report") -> tuple[pd.DataFra
 
 def error_stats(report: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
     """Per kernel class and prediction variant: cases, median and 90th-percentile absolute
-    percentage error, and the median predicted/measured ratio (bias: < 1 means underpredicted)."""
+    percentage error, and the median predicted/measured ratio (bias: < 1 means underpredicted).
+    Pooled rows: "all", and "all kernels" (without whole-model steps) when both kinds are present."""
     rows = []
     groups = list(report.groupby("kernel_class")) + [("all", report)]
+    steps = report["kernel_class"].str.startswith("model_step")
+    if steps.any() and not steps.all():  # whole-model steps are not kernels; validate's reports pool without them
+        groups.append(("all kernels", report[~steps]))
     for klass, group in groups:
         for v in variants:
             ratio = group[v] / group["measured_s"]

@@ -32,7 +32,8 @@ def committed_reports(folder: Path) -> list[Path]:
         except (OSError, ValueError):
             continue
         lower = [c.lower() for c in head.columns]
-        if any(c in lower for c in views.MEASURED_COLUMNS) and any(c.startswith("predicted") for c in lower):
+        if any(c in lower for c in views.MEASURED_COLUMNS) and views.prediction_columns(
+                pd.read_csv(path, nrows=5)):
             found.append(path)
     return found
 
@@ -55,7 +56,8 @@ def render() -> None:
                                   key=f"{PREFIX}.report")
     if upload is None and choice is None:
         st.info(f"No committed validation report with predictions yet (looked in {folder}); upload a report CSV "
-                "with a measured_s column and one or more predicted_* columns, e.g. from `perfmodel validate report`.")
+                "with a measured_s column and predicted times (predicted_* columns, or <variant>_s beside "
+                "<variant>_ratio as `perfmodel validate report` writes).")
         return
     source = upload.name if upload is not None else str(choice)
     try:
@@ -76,12 +78,13 @@ def render() -> None:
 
 def _show(report: pd.DataFrame, variants: list[str], source: str) -> None:
     stats = views.error_stats(report, variants)
-    overall = stats[stats["kernel_class"] == "all"]
+    pooled = "all kernels" if (stats["kernel_class"] == "all kernels").any() else "all"
+    overall = stats[stats["kernel_class"] == pooled]
     st.caption(f"{source}: {len(report)} measured cases, {report['kernel_class'].nunique()} kernel classes")
     cols = st.columns(max(len(overall), 1))
     for col, (_, row) in zip(cols, overall.iterrows()):
         col.metric(f"{row['prediction']}: median |error|", f"{row['median_ape_pct']:.1f}%",
-                   help=f"90th percentile {row['p90_ape_pct']:.1f}% over {row['cases']} cases")
+                   help=f"{pooled}: 90th percentile {row['p90_ape_pct']:.1f}% over {row['cases']} cases")
     st.dataframe(stats, hide_index=True)
     variant = st.radio("Prediction", variants, horizontal=True, key=f"{PREFIX}.variant") if len(variants) > 1 \
         else variants[0]

@@ -222,3 +222,18 @@ def test_validation_bad_csv_is_a_message():
     at.file_uploader(key="validation.upload").upload("r.csv", b"a,b\n1,2\n", "text/csv").run()
     no_traceback(at)
     assert any("no measured-time column" in e.value for e in at.error)
+
+
+def test_validation_defaults_to_the_committed_h200_report():
+    from app.ui import validation
+
+    found = validation.committed_reports(validation.reports_dir())
+    if not found:
+        pytest.skip("no committed H200 validation report")
+    at = page("validation").run()
+    no_traceback(at)
+    report, variants = views.read_report(pd.read_csv(found[0]))
+    report = report[report["split"] == "evaluation"] if "split" in report.columns else report
+    stats = views.error_stats(report, variants)
+    pooled = stats[stats["kernel_class"] == ("all kernels" if (stats["kernel_class"] == "all kernels").any() else "all")]
+    assert metrics(at) == {f"{r.prediction}: median |error|": f"{r.median_ape_pct:.1f}%" for r in pooled.itertuples()}

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import shlex
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -253,8 +254,14 @@ def test_read_report_and_error_stats():
 def test_read_report_names_missing_columns():
     with pytest.raises(ValueError, match="no measured-time column"):
         views.read_report(pd.DataFrame({"predicted_s": [1.0]}), "r.csv")
-    with pytest.raises(ValueError, match="starting with 'predicted'"):
-        views.read_report(pd.DataFrame({"measured_s": [1.0]}), "r.csv")
+    with pytest.raises(ValueError, match="no prediction column"):
+        views.read_report(pd.DataFrame({"measured_s": [1.0], "datasheet_s": [1.0]}), "r.csv")
+
+
+def test_prediction_columns_follow_validates_schema():
+    frame = pd.DataFrame({"measured_s": [1.0], "datasheet_s": [1.0], "datasheet_ratio": [1.0], "calibrated_s": [1.0],
+                          "calibrated_ape": [0.0], "repeats_s": [3.0], "predicted_mine": [1.0], "predicted_text": ["x"]})
+    assert views.prediction_columns(frame) == ["datasheet_s", "calibrated_s", "predicted_mine"]
 
 
 # -- charts ---------------------------------------------------------------------------------------
@@ -297,3 +304,22 @@ def test_tradeoff_marks_exactly_the_pareto_front():
     spec = charts.tradeoff(frame, "tpot_s", "throughput_tok_s", "x", "y", "t")
     front = [r["config"] for r in spec["layer"][0]["data"]["values"]]
     assert front == ["a", "b", "c"]          # d is slower than b and has less throughput
+
+
+def test_error_stats_reproduce_the_committed_h200_report():
+    """The Validation page's statistics are the validate report's own (same cases, same numbers)."""
+    folder = Path(__file__).resolve().parents[2] / "validate" / "reports" / "h200"
+    if not (folder / "comparison.csv").exists() or not (folder / "errors.csv").exists():
+        pytest.skip("no committed H200 validation report")
+    report, variants = views.read_report(pd.read_csv(folder / "comparison.csv"))
+    assert {"datasheet_s", "calibrated_s"} <= set(variants)
+    expected = pd.read_csv(folder / "errors.csv")
+    for split in ("calibration", "evaluation"):
+        ours = views.error_stats(report[report["split"] == split], variants)
+        for _, row in expected[expected["split"] == split].iterrows():
+            for variant in ("datasheet", "calibrated"):
+                mine = ours[(ours["kernel_class"] == row["class"]) & (ours["prediction"] == f"{variant}_s")]
+                assert len(mine) == 1, (row["class"], variant)
+                assert mine["cases"].iloc[0] == row["cases"]
+                assert mine["median_ape_pct"].iloc[0] == pytest.approx(100 * row[f"{variant}_median_ape"], rel=1e-9)
+                assert mine["p90_ape_pct"].iloc[0] == pytest.approx(100 * row[f"{variant}_p90_ape"], rel=1e-9)

@@ -73,9 +73,11 @@ def test_quick_run_and_report(measure, tmp_path):
     report = _load("make_report")
     assert report.main([str(run), "--hardware", "h200-sxm"]) == 0
     predicted = pd.read_csv(run / "offload_predicted.csv")
-    assert np.isfinite(predicted.pred_link_calibrated_s).all() and (predicted.pred_datasheet_s > 0).all()
+    assert (predicted.pred_datasheet_s > 0).all() and np.isfinite(predicted.pred_spec_s).all()
     text = (run / "report.md").read_text()
-    assert "Headline (link-calibrated)" in text and "| weights |" in text
+    # a busy CPU may time the two small copies out of order: the link fit is then skipped, and said so
+    assert ("Headline (link-calibrated)" in text) or ("Link calibration skipped" in text)
+    assert "| weights |" in text
     assert (run / "offload.png").stat().st_size > 0
 
 
@@ -85,3 +87,5 @@ def test_link_fit_recovers_bandwidth_and_latency():
     copies = pd.DataFrame({"bytes_per_step": sizes, "time_s": 12e-6 + sizes / 50e9})
     bw, lat = report.fit_link(copies)
     assert bw == pytest.approx(50e9, rel=1e-6) and lat == pytest.approx(12e-6, rel=1e-4)
+    backwards = pd.DataFrame({"bytes_per_step": [1e6, 1e7], "time_s": [2e-3, 1e-3]})
+    assert report.fit_link(backwards) is None

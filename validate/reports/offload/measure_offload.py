@@ -169,7 +169,7 @@ def timer(quick: bool):
 
 
 def measure_copies(w: Writer, layer_bytes: int, dev, cuda: bool, quick: bool) -> None:
-    sizes = [1 << 16, 1 << 20] if quick else [1 << 20, 1 << 24, 1 << 26, 1 << 28, layer_bytes]
+    sizes = [1 << 16, 1 << 22] if quick else [1 << 20, 1 << 24, 1 << 26, 1 << 28, layer_bytes]
     for size in sizes:
         src = _host(torch.empty(size, dtype=torch.uint8).random_(0, 255), cuda)
         dst = torch.empty(size, dtype=torch.uint8, device=dev)

@@ -38,19 +38,35 @@ class Calibration:
 
     Fitted by `validate.calibrate` (see its docstrings for the fitting method). matmul_flops_per_s
     is keyed by dtype (bf16, fp16, fp32, fp8) and by weight-only formats (w8a16, w4a16: quantized
-    weights, bf16 activations, dequantized inside the kernel). The roofline uses:
-    matmul time = padded FLOPs / matmul rate (wave quantization over `compute_units` with
-    `tile_m` x `tile_n` output tiles), memory time = bytes / memory rate, and every kernel pays
-    `kernel_overhead_s`; a decoder layer run eagerly pays `layer_overhead_s` of host-side dispatch.
+    weights, bf16 activations, dequantized inside the kernel).
+
+    Device side: GEMM time = padded FLOPs / rate, with tile_m x tile_n output tiles in waves over
+    the SMs and split-K below split_k_min reduction length (skinny GEMMs, m <= 64, run GEMV-like
+    kernels with gemv_tile_n output columns per block); a memory-bound kernel reads at
+    memory_read_bytes_per_s (streams that read and write equally: memory_bytes_per_s), but a kernel
+    with few thread blocks reaches only sm_bytes_per_s per block; normalisation kernels (row
+    reductions, unfused fp32 upcasts) reach norm_bytes_per_s; every kernel adds
+    kernel_overhead_s. Host side (eager frameworks): every op costs dispatch_s of CPU time, every
+    decoder layer layer_overhead_s more and every step step_overhead_s; the device waits for the host
+    when the host is slower.
     """
 
     matmul_flops_per_s: Mapping[str, float]
     memory_bytes_per_s: float
     kernel_overhead_s: float
+    dequant_bytes_per_s: Mapping[str, float] = field(default_factory=dict)
+    memory_read_bytes_per_s: float = 0.0
+    norm_bytes_per_s: float = 0.0
+    sm_bytes_per_s: float = 0.0
+    split_k_min: int = 1
+    dispatch_s: float = 0.0
     layer_overhead_s: float = 0.0
+    step_overhead_s: float = 0.0
     attention_flops_fraction: float = 1.0
+    attention_overhead_s: float = 0.0
     tile_m: int = 1
     tile_n: int = 1
+    gemv_tile_n: int = 0
     host_to_device_bytes_per_s: float = 0.0
     device_to_host_bytes_per_s: float = 0.0
     host_to_device_pageable_bytes_per_s: float = 0.0
@@ -59,18 +75,27 @@ class Calibration:
     source: str = ""
 
     def __post_init__(self):
-        object.__setattr__(self, "matmul_flops_per_s", dict(self.matmul_flops_per_s))  # a private copy
+        object.__setattr__(self, "matmul_flops_per_s", dict(self.matmul_flops_per_s))  # private copies
+        object.__setattr__(self, "dequant_bytes_per_s", dict(self.dequant_bytes_per_s))
+        for fmt, rate in self.dequant_bytes_per_s.items():
+            _check_positive(rate, f"calibration.dequant.{fmt}")
         for dtype, rate in self.matmul_flops_per_s.items():
             _check_positive(rate, f"calibration.matmul.{dtype}")
         _check_positive(self.memory_bytes_per_s, "calibration.memory_bandwidth")
-        for name in ("kernel_overhead_s", "layer_overhead_s", "transfer_latency_s",
-                     "host_to_device_bytes_per_s", "device_to_host_bytes_per_s",
-                     "host_to_device_pageable_bytes_per_s", "device_to_host_pageable_bytes_per_s"):
-            _check_non_negative(getattr(self, name), f"calibration.{name}")
+        for f in dataclasses.fields(self):
+            if f.type == "float" and f.name != "memory_bytes_per_s":
+                _check_non_negative(getattr(self, f.name), f"calibration.{f.name}")
         _check_positive(self.attention_flops_fraction, "calibration.attention_flops_fraction")
-        for name in ("tile_m", "tile_n"):
+        if int(self.gemv_tile_n) < 0:
+            raise SpecError(f"calibration.gemv_tile_n: {self.gemv_tile_n!r} must be zero or more")
+        for name in ("tile_m", "tile_n", "split_k_min"):
             if int(getattr(self, name)) < 1:
                 raise SpecError(f"calibration.{name}: {getattr(self, name)!r} must be a positive integer")
+
+    @property
+    def read_bytes_per_s(self) -> float:
+        """Bandwidth of read-dominated kernels (GEMM weights, KV-cache reads)."""
+        return self.memory_read_bytes_per_s or self.memory_bytes_per_s
 
 
 @dataclass(frozen=True)
@@ -300,29 +325,45 @@ def _fields_from_yaml(r: _Reader) -> dict:
     return fields
 
 
+_CAL_QUANTITIES = (  # (yaml key, field, dimension)
+    ("memory_bandwidth", "memory_bytes_per_s", "bytes_per_s"),
+    ("memory_read_bandwidth", "memory_read_bytes_per_s", "bytes_per_s"),
+    ("norm_bandwidth", "norm_bytes_per_s", "bytes_per_s"),
+    ("sm_bandwidth", "sm_bytes_per_s", "bytes_per_s"),
+    ("kernel_overhead", "kernel_overhead_s", "seconds"),
+    ("dispatch", "dispatch_s", "seconds"),
+    ("layer_overhead", "layer_overhead_s", "seconds"),
+    ("step_overhead", "step_overhead_s", "seconds"),
+    ("attention_overhead", "attention_overhead_s", "seconds"),
+    ("host_to_device_bandwidth", "host_to_device_bytes_per_s", "bytes_per_s"),
+    ("device_to_host_bandwidth", "device_to_host_bytes_per_s", "bytes_per_s"),
+    ("host_to_device_pageable_bandwidth", "host_to_device_pageable_bytes_per_s", "bytes_per_s"),
+    ("device_to_host_pageable_bandwidth", "device_to_host_pageable_bytes_per_s", "bytes_per_s"),
+    ("transfer_latency", "transfer_latency_s", "seconds"),
+)
+_CAL_NUMBERS = (("attention_flops_fraction", float), ("tile_m", int), ("tile_n", int), ("split_k_min", int),
+                ("gemv_tile_n", int))
+
+
 def _calibration_from_yaml(r: _Reader) -> Calibration | None:
-    section = r.node("calibration", required=False)
-    if section is None:
+    if r.node("calibration", required=False) is None:
         return None
     matmul = r.node("calibration.matmul")
-    q = r.quantity
-    return Calibration(
-        matmul_flops_per_s={d: q(f"calibration.matmul.{d}", "flops_per_s") for d in matmul},
-        memory_bytes_per_s=q("calibration.memory_bandwidth", "bytes_per_s"),
-        kernel_overhead_s=q("calibration.kernel_overhead", "seconds"),
-        layer_overhead_s=q("calibration.layer_overhead", "seconds", required=False, default=0.0),
-        attention_flops_fraction=q("calibration.attention_flops_fraction", None, required=False, default=1.0),
-        tile_m=int(q("calibration.tile_m", None, required=False, default=1)),
-        tile_n=int(q("calibration.tile_n", None, required=False, default=1)),
-        host_to_device_bytes_per_s=q("calibration.host_to_device_bandwidth", "bytes_per_s", required=False, default=0.0),
-        device_to_host_bytes_per_s=q("calibration.device_to_host_bandwidth", "bytes_per_s", required=False, default=0.0),
-        host_to_device_pageable_bytes_per_s=q("calibration.host_to_device_pageable_bandwidth", "bytes_per_s",
-                                              required=False, default=0.0),
-        device_to_host_pageable_bytes_per_s=q("calibration.device_to_host_pageable_bandwidth", "bytes_per_s",
-                                              required=False, default=0.0),
-        transfer_latency_s=q("calibration.transfer_latency", "seconds", required=False, default=0.0),
-        source=str(r.tags.get("measured", "")),
-    )
+    if not isinstance(matmul, dict) or not matmul:
+        raise SpecError(f"{r.origin}: calibration.matmul must list at least one dtype rate")
+    values = {"matmul_flops_per_s": {d: r.quantity(f"calibration.matmul.{d}", "flops_per_s") for d in matmul}}
+    dequant = r.node("calibration.dequant", required=False) or {}
+    values["dequant_bytes_per_s"] = {f: r.quantity(f"calibration.dequant.{f}", "bytes_per_s") for f in dequant}
+    for key, attr, dimension in _CAL_QUANTITIES:
+        required = key in ("memory_bandwidth", "kernel_overhead")
+        value = r.quantity(f"calibration.{key}", dimension, required=required, default=None)
+        if value is not None:
+            values[attr] = value
+    for key, kind in _CAL_NUMBERS:
+        value = r.quantity(f"calibration.{key}", None, required=False, default=None)
+        if value is not None:
+            values[key] = kind(value)
+    return Calibration(**values, source=str(r.tags.get("measured", "")))
 
 
 # -- writing specs back to YAML (round trip) -------------------------------------------------------
@@ -343,18 +384,6 @@ _YAML_FIELDS = (  # (yaml path, attribute, unit written, dimension)
 )
 _COUNT_FIELDS = (("host_link.pcie_gen", "pcie_gen"), ("host_link.lanes", "pcie_lanes"), ("cpu.cores", "cpu_cores"),
                  ("node.devices", "devices_per_node"), ("node.compute_units", "compute_units"))
-_CALIBRATION_FIELDS = (
-    ("memory_bandwidth", "memory_bytes_per_s", "GB/s", 1e9),
-    ("kernel_overhead", "kernel_overhead_s", "us", 1e-6),
-    ("layer_overhead", "layer_overhead_s", "us", 1e-6),
-    ("host_to_device_bandwidth", "host_to_device_bytes_per_s", "GB/s", 1e9),
-    ("device_to_host_bandwidth", "device_to_host_bytes_per_s", "GB/s", 1e9),
-    ("host_to_device_pageable_bandwidth", "host_to_device_pageable_bytes_per_s", "GB/s", 1e9),
-    ("device_to_host_pageable_bandwidth", "device_to_host_pageable_bytes_per_s", "GB/s", 1e9),
-    ("transfer_latency", "transfer_latency_s", "us", 1e-6),
-)
-
-
 def to_yaml_dict(hw: Hardware) -> dict:
     """The spec in the preset YAML schema (human units, a source tag on every number); reading it
     back with `Hardware.from_dict` gives an equal spec up to 12 significant digits."""
@@ -402,11 +431,15 @@ def to_yaml_dict(hw: Hardware) -> dict:
 def _calibration_yaml(cal: Calibration, tags: dict) -> dict:
     tags["measured"] = cal.source or "measured by validate"
     section: dict = {"matmul": {d: f"{r / 1e12:.12g} TFLOP/s [measured]" for d, r in cal.matmul_flops_per_s.items()}}
-    for key, attr, unit, scale in _CALIBRATION_FIELDS:
+    if cal.dequant_bytes_per_s:
+        section["dequant"] = {f: f"{r / 1e9:.12g} GB/s [measured]" for f, r in cal.dequant_bytes_per_s.items()}
+    units_for = {"bytes_per_s": ("GB/s", 1e9), "seconds": ("us", 1e-6)}
+    for key, attr, dimension in _CAL_QUANTITIES:
         value = getattr(cal, attr)
-        if value > 0:
+        if value > 0 or key in ("memory_bandwidth", "kernel_overhead"):
+            unit, scale = units_for[dimension]
             section[key] = f"{value / scale:.12g} {unit} [measured]"
-    section["attention_flops_fraction"] = f"{cal.attention_flops_fraction:.12g} [measured]"
-    section["tile_m"] = f"{cal.tile_m} [measured]"
-    section["tile_n"] = f"{cal.tile_n} [measured]"
+    for key, _ in _CAL_NUMBERS:
+        if getattr(cal, key) > 0:
+            section[key] = f"{getattr(cal, key):.12g} [measured]"
     return section

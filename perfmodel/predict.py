@@ -14,7 +14,7 @@ import numpy as np
 
 from hardware.spec import Hardware
 from perfmodel import memory
-from perfmodel.ops import FUSED, Implementation, Op, Precision, attention_op, kv_append_op, step_ops
+from perfmodel.ops import FUSED, Implementation, Op, Precision, step_ops
 from perfmodel.roofline import BOUNDS, OpTime, mean_max_affine, op_time
 from workloads.model import ModelSpec
 from workloads.scenario import Scenario
@@ -29,30 +29,41 @@ def precision(sc: Scenario) -> Precision:
 
 
 def _phase_totals(ops: list[Op], times: list[OpTime]) -> dict:
-    """Sum count x time over ops, keeping the compute / memory / overhead / comm components."""
-    out = {"compute_s": 0.0, "memory_s": 0.0, "overhead_s": 0.0, "comm_s": 0.0, "time_s": 0.0}
+    """Sum count x time over ops, keeping the compute / memory / overhead / comm / host components."""
+    out = {"compute_s": 0.0, "memory_s": 0.0, "overhead_s": 0.0, "comm_s": 0.0, "time_s": 0.0, "host_s": 0.0}
     for op, t in zip(ops, times):
-        out["compute_s"] = out["compute_s"] + op.count * np.asarray(t.compute_s)
-        out["memory_s"] = out["memory_s"] + op.count * np.asarray(t.memory_s)
-        out["overhead_s"] = out["overhead_s"] + op.count * np.asarray(t.overhead_s)
-        out["comm_s"] = out["comm_s"] + op.count * np.asarray(t.comm_s)
-        out["time_s"] = out["time_s"] + op.count * np.asarray(t.time_s)
+        for key in ("compute_s", "memory_s", "overhead_s", "comm_s", "time_s", "host_s"):
+            out[key] = out[key] + op.count * np.asarray(getattr(t, key))
     return out
 
 
-def host_dispatch_s(model: ModelSpec, hw: Hardware, impl: Implementation = FUSED) -> float:
-    """Host-side time to dispatch one step in an eager framework: layers x the measured per-layer
-    overhead (Python, autograd bookkeeping and kernel launches). Fused stacks replay CUDA graphs."""
+def host_overhead_s(model: ModelSpec, hw: Hardware, impl: Implementation = FUSED) -> float:
+    """Host time an eager framework spends per step beyond per-op dispatch: layers x the measured
+    per-layer overhead (module calls, Python) plus a per-step overhead (masks, cache bookkeeping).
+    Fused stacks replay CUDA graphs and pay neither."""
     if not impl.eager or hw.calibration is None:
         return 0.0
-    return model.n_layers * hw.calibration.layer_overhead_s
+    return model.n_layers * hw.calibration.layer_overhead_s + hw.calibration.step_overhead_s
 
 
-def _with_host(totals: dict, host_s: float) -> dict:
-    """Kernels are queued asynchronously, so a step takes max(device time, host dispatch time)."""
-    if host_s:
-        totals["host_s"] = host_s
-        totals["time_s"] = np.maximum(totals["time_s"], host_s)
+def host_dispatch_s(model: ModelSpec, hw: Hardware, impl: Implementation = FUSED) -> float:
+    """All host time of one eager step: every op's dispatch plus `host_overhead_s`. Op and kernel
+    counts do not depend on batch or context, so neither does this."""
+    if not impl.eager or hw.calibration is None:
+        return 0.0
+    ops = step_ops(model, 1.0, 1.0, 1.0, Precision(16, 16, 16), 1, 0, None, impl)
+    kernels = sum(op.count * op.kernels for op in ops)
+    return kernels * hw.calibration.dispatch_s + host_overhead_s(model, hw, impl)
+
+
+def _settle(totals: dict, host_s, impl: Implementation) -> dict:
+    """Kernels queue asynchronously, so an eager step takes max(device time, host time); a fused
+    stack has no per-op host time."""
+    if impl.eager:
+        totals["host_s"] = totals["host_s"] + host_s
+        totals["time_s"] = np.maximum(totals["time_s"], totals["host_s"])
+    else:
+        totals["host_s"] = 0.0
     return totals
 
 
@@ -61,7 +72,7 @@ def step_time(model: ModelSpec, hw: Hardware, seqs, new_tokens, past, p: Precisi
     """Time of one forward step and its components (arrays over scenarios)."""
     ops = step_ops(model, seqs, new_tokens, past, p, tp, sparse_budget, logits_tokens, impl)
     totals = _phase_totals(ops, [op_time(op, hw, p, tp) for op in ops])
-    return _with_host(totals, host_dispatch_s(model, hw, impl))
+    return _settle(totals, host_overhead_s(model, hw, impl), impl)
 
 
 def mean_decode_step(model: ModelSpec, hw: Hardware, seqs, past_first, past_last, p: Precision, tp=1,
@@ -71,38 +82,48 @@ def mean_decode_step(model: ModelSpec, hw: Hardware, seqs, past_first, past_last
     Only attention (and a concatenated cache) depends on the context, so only those ops are
     evaluated at both ends."""
     ops = step_ops(model, seqs, 1.0, past_first, p, tp, sparse_budget, impl=impl)
-    out = {"compute_s": 0.0, "memory_s": 0.0, "overhead_s": 0.0, "comm_s": 0.0, "time_s": 0.0}
-    first_total, last_total = 0.0, 0.0
+    out = {"compute_s": 0.0, "memory_s": 0.0, "overhead_s": 0.0, "comm_s": 0.0, "time_s": 0.0, "host_s": 0.0}
+    first_extra, last_extra = 0.0, 0.0
     for op in ops:
         t = op_time(op, hw, p, tp)
-        if op.kind == "attention" or op.name == "kv_cat":
-            late = attention_op(model, seqs, 1.0, past_last, p, tp, sparse_budget) if op.kind == "attention" \
-                else kv_append_op(model, seqs, 1.0, past_last, p, tp)
+        if op.kind == "attention" or op.name in ("kv_cat", "kv_repeat"):
+            late = _late_op(op, model, seqs, past_last, p, tp, sparse_budget, impl)
             last = op_time(late, hw, p, tp)
             core = mean_max_affine(t.compute_s, last.compute_s, t.memory_s, last.memory_s)
             compute, mem = (t.compute_s + last.compute_s) / 2, (t.memory_s + last.memory_s) / 2
-            first_total = first_total + op.count * (np.maximum(t.compute_s, t.memory_s) - core)
-            last_total = last_total + op.count * (np.maximum(last.compute_s, last.memory_s) - core)
+            first_extra = first_extra + op.count * (np.maximum(t.compute_s, t.memory_s) - core)
+            last_extra = last_extra + op.count * (np.maximum(last.compute_s, last.memory_s) - core)
         else:
             core, compute, mem = np.maximum(t.compute_s, t.memory_s), t.compute_s, t.memory_s
         out["compute_s"] = out["compute_s"] + op.count * compute
         out["memory_s"] = out["memory_s"] + op.count * mem
         out["overhead_s"] = out["overhead_s"] + op.count * t.overhead_s
         out["comm_s"] = out["comm_s"] + op.count * t.comm_s
+        out["host_s"] = out["host_s"] + op.count * t.host_s
         out["time_s"] = out["time_s"] + op.count * (core + t.overhead_s + t.comm_s)
-    host = host_dispatch_s(model, hw, impl)
-    if host:
-        # mean of max(device(S), host) with device affine between its end values
-        first, last = out["time_s"] + first_total, out["time_s"] + last_total
-        out["host_s"] = host
-        out["time_s"] = out["time_s"] + mean_max_affine(host, host, first, last) - (first + last) / 2
+    if not impl.eager:
+        out["host_s"] = 0.0
+        return out
+    host = out["host_s"] + host_overhead_s(model, hw, impl)
+    # mean of max(device(S), host) with device affine in S between its end values
+    first, last = out["time_s"] + first_extra, out["time_s"] + last_extra
+    out["host_s"] = host
+    out["time_s"] = out["time_s"] + mean_max_affine(host, host, first, last) - (first + last) / 2
     return out
+
+
+def _late_op(op: Op, model, seqs, past, p, tp, sparse_budget, impl) -> Op:
+    """The context-dependent op `op` rebuilt at context `past`."""
+    for late in step_ops(model, seqs, 1.0, past, p, tp, sparse_budget, impl=impl):
+        if late.name == op.name:
+            return late
+    raise AssertionError(f"op {op.name} missing at the late context")
 
 
 def _bound(totals: dict):
     """Which of compute / memory / overhead (kernel floors or host dispatch) / comm dominates."""
     compute, mem = totals["compute_s"], totals["memory_s"]
-    overhead = np.maximum(totals["overhead_s"], totals.get("host_s", 0.0))
+    overhead = np.maximum(totals["overhead_s"], totals["host_s"])
     comm = totals["comm_s"]
     code = np.where(compute >= mem, 0, 1)
     best = np.maximum(compute, mem)

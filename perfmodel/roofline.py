@@ -26,16 +26,26 @@ BOUNDS = np.array(["compute", "memory", "overhead", "comm"])
 
 @dataclass(frozen=True)
 class OpTime:
-    """Times of one occurrence of an op (seconds, arrays broadcast over scenarios)."""
+    """Times of one occurrence of an op (seconds, arrays broadcast over scenarios).
+
+    compute_s, memory_s, overhead_s (device floor) and comm_s are device time; host_s is the CPU
+    time an eager framework needs to dispatch the op (zero for fused stacks and datasheet specs)."""
 
     compute_s: object
     memory_s: object
     overhead_s: object
     comm_s: object
+    host_s: object = 0.0
 
     @property
     def time_s(self):
+        """Device time: max(compute, memory) + floor + communication."""
         return np.maximum(self.compute_s, self.memory_s) + self.overhead_s + self.comm_s
+
+    @property
+    def eager_time_s(self):
+        """Time of the op issued alone from an eager framework: the device waits for the host."""
+        return np.maximum(self.time_s, self.host_s)
 
 
 def matmul_dtype_rate(hw: Hardware, w_bits, a_bits, calibrated: bool = True):
@@ -55,40 +65,67 @@ def matmul_dtype_rate(hw: Hardware, w_bits, a_bits, calibrated: bool = True):
     return np.where(low, rate("fp8"), np.where((w < a) & (a <= 16), weight_only, act_rate))
 
 
-def wave_efficiency(m, n, k, hw: Hardware):
-    """Useful fraction of the tensor-core work a GEMM's tiles occupy (1.0 for a datasheet spec).
+def gemm_parallelism(m, n, k, hw: Hardware):
+    """(compute efficiency, thread blocks) of a GEMM on a calibrated GPU; (1, inf) for a datasheet spec.
 
-    tiles = ceil(m / tm) ceil(n / tn); when tiles < SMs the reduction is split over
-    floor(SMs / tiles) slices (split-K); waves = ceil(tiles * splits / SMs). Efficiency =
-    m n k / (waves * SMs * tm * tn * k / splits). The m tile shrinks to the next power of two of m
-    for skinny GEMMs (libraries pick small tiles for decode shapes).
+    tiles = ceil(m / tm) ceil(n / tn); waves = ceil(tiles / SMs); efficiency = m n /
+    (waves * SMs * tm * tn), the m tile shrinking to the next power of two of m (>= 16) as libraries
+    pick small tiles for small m (NVIDIA, "Matrix Multiplication Background User's Guide": tile and
+    wave quantization). Skinny GEMMs (m <= 64) run GEMV-like kernels: ceil(n / gemv_tile_n) blocks,
+    the reduction split over min(floor(SMs / blocks), floor(k / split_k_min)) slices when that
+    leaves SMs idle (split-K); how many blocks stream weights limits their bandwidth.
     """
     cal = hw.calibration
     if cal is None or cal.tile_m <= 1:
-        return 1.0
+        return 1.0, np.inf
     sms = hw.compute_units
     m = np.maximum(np.asarray(m, dtype=float), 1.0)
+    n = np.maximum(np.asarray(n, dtype=float), 1.0)
     tm = np.minimum(cal.tile_m, np.maximum(16.0, 2.0 ** np.ceil(np.log2(m))))
-    tiles = np.ceil(m / tm) * np.ceil(np.maximum(n, 1.0) / cal.tile_n)
-    splits = np.clip(np.floor(sms / tiles), 1.0, np.maximum(np.floor(np.asarray(k, float) / 256.0), 1.0))
-    waves = np.ceil(tiles * splits / sms)
-    return (m * n) / (waves * sms * tm * cal.tile_n / splits)
+    tiles = np.ceil(m / tm) * np.ceil(n / cal.tile_n)
+    efficiency = (m * n) / (np.ceil(tiles / sms) * sms * tm * cal.tile_n)
+    columns = np.ceil(n / (cal.gemv_tile_n or cal.tile_n))
+    splits = np.clip(np.minimum(np.floor(sms / columns), np.floor(np.asarray(k, float) / cal.split_k_min)), 1.0, None)
+    blocks = np.where(m <= 64, columns * splits, np.maximum(tiles, columns * splits))
+    return efficiency, blocks
 
 
 def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
-    """Compute, memory, overhead and communication time of one occurrence of `op`."""
+    """Compute, memory, floor, communication and host time of one occurrence of `op`."""
     cal = hw.calibration
-    bandwidth = cal.memory_bytes_per_s if cal else hw.hbm_bytes_per_s
     overhead = op.kernels * cal.kernel_overhead_s if cal else 0.0
+    host = op.kernels * cal.dispatch_s if cal else 0.0
     if op.kind == "comm":
-        return OpTime(0.0, 0.0, 0.0, comm.allreduce_time_s(op.comm_bytes, tp, hw))
+        return OpTime(0.0, 0.0, 0.0, comm.allreduce_time_s(op.comm_bytes, tp, hw), host)
+    bandwidth = cal.memory_bytes_per_s if cal else hw.hbm_bytes_per_s
     if op.kind in ("matmul", "moe"):
-        rate = matmul_dtype_rate(hw, p.w_bits, p.a_bits) * wave_efficiency(op.m, op.n, op.k, hw)
+        efficiency, blocks = gemm_parallelism(op.m, op.n, op.k, hw)
+        rate = matmul_dtype_rate(hw, p.w_bits, p.a_bits) * efficiency
+        if cal:
+            bandwidth = np.minimum(cal.read_bytes_per_s, blocks * (cal.sm_bytes_per_s or np.inf))
+            bandwidth = _dequant_bandwidth(cal, p, bandwidth)
+    elif op.kind == "norm" and cal and cal.norm_bytes_per_s:
+        rate, bandwidth = hw.peak_flops_per_s("fp32"), cal.norm_bytes_per_s
     elif op.kind == "attention":
         rate = matmul_dtype_rate(hw, 16, 16) * (cal.attention_flops_fraction if cal else 1.0)
+        if cal:
+            bandwidth = cal.read_bytes_per_s
+            overhead = overhead + cal.attention_overhead_s
     else:
         rate = hw.peak_flops_per_s("fp32")
-    return OpTime(op.flops / rate, op.bytes / bandwidth, overhead, 0.0)
+    return OpTime(op.flops / rate, op.bytes / bandwidth, overhead, 0.0, host)
+
+
+def _dequant_bandwidth(cal, p: Precision, bandwidth):
+    """Weight-only kernels stream quantized weights at the rate their dequantization sustains
+    (measured per format), which can be far below the memory system's."""
+    w, a = np.asarray(p.w_bits), np.asarray(p.a_bits)
+    weight_only = (w < a) & (a <= 16) & (w <= 8)
+    if not np.any(weight_only) or not cal.dequant_bytes_per_s:
+        return bandwidth
+    table = cal.dequant_bytes_per_s
+    limit = np.where(w <= 4, table.get("w4a16", np.inf), table.get("w8a16", np.inf))
+    return np.where(weight_only, np.minimum(bandwidth, limit), bandwidth)
 
 
 def mean_max_affine(u0, u1, v0, v1):

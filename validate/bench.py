@@ -166,6 +166,30 @@ def build_norm(case: dict, dev: torch.device):
     return rmsnorm
 
 
+def build_launch(case: dict, dev: torch.device):
+    """`kernels` tiny adds replayed from a CUDA graph: the device-side floor of a kernel, with no
+    host dispatch in the way (graphs are what fused serving stacks replay)."""
+    kernels = int(case["kernels"])
+    a = _randn((256,), torch.float32, dev)
+    b = _randn((256,), torch.float32, dev)
+    out = torch.empty_like(a)
+    if dev.type != "cuda":
+        def loop(i):
+            for _ in range(kernels):
+                torch.add(a, b, out=out)
+        return loop
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        torch.add(a, b, out=out)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(kernels):
+            torch.add(a, b, out=out)
+    return lambda i: graph.replay()
+
+
 def build_model_step(case: dict, dev: torch.device):
     """A transformers Llama-architecture model from a catalog config with random weights, eager."""
     from validate.models import build_model_step as build
@@ -173,7 +197,7 @@ def build_model_step(case: dict, dev: torch.device):
 
 
 BUILDERS = {"matmul": build_matmul, "matmul_wo": build_matmul_wo, "attention": build_attention,
-            "copy": build_copy, "elementwise": build_elementwise, "norm": build_norm,
+            "copy": build_copy, "elementwise": build_elementwise, "norm": build_norm, "launch": build_launch,
             "model_step": build_model_step}
 
 

@@ -1,66 +1,74 @@
 """Fit a `Calibration` from measured cases: what the datasheet does not say.
 
-Each fitter minimises the squared log ratio of predicted to measured time (scale-free, so a 10 us
-kernel and a 10 ms kernel weigh alike) over the calibration split only; evaluation cases are never
-seen. Steps, each on its own kernel class, in dependency order:
+Every fit minimises the squared log ratio of predicted to measured time (scale-free: a 10 us kernel
+and a 10 ms step weigh alike) over the calibration split only; evaluation cases are never seen.
+Parameters are fitted in log space with bounds (scipy.optimize.least_squares, trust-region
+reflective), each group on the kernel classes that identify it, in dependency order:
 
-1. memory: achieved bandwidth and per-kernel floor, time = overhead + bytes / bw, from device copies,
-   elementwise and norm kernels (different kernel counts per byte separate the two);
-2. host link: per direction and pinned / pageable, time = latency + bytes / bw;
-3. GEMMs: a tile shape (wave quantization over the SMs) and an achieved rate per dtype, from matmuls;
-   weight-only formats get their own rate;
-4. attention: the fraction of the GEMM rate FlashAttention reaches, from prefill attention;
-5. framework: the eager per-layer host dispatch, from whole-model steps.
+1. launch floor: the device-side cost of a kernel, from tiny kernels replayed in a CUDA graph;
+2. streaming memory and eager dispatch: time = max(floor + bytes / bw, ops x dispatch), from device
+   copies and elementwise kernels (small sizes pin the dispatch, large ones the bandwidth);
+3. normalisation kernels' bandwidth, from norm cases;
+4. host link per direction, pinned and pageable: time = latency + bytes / bw;
+5. GEMMs and attention jointly: achieved rate per dtype, read bandwidth, per-thread-block bandwidth,
+   attention's fraction of the GEMM rate and its extra floor, with the tile shape and split-K
+   threshold chosen on a grid (wave quantization and parallelism);
+6. weight-only formats: a rate and a dequantization bandwidth each;
+7. the eager framework's host overhead per layer and per step, from whole-model steps.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+import itertools
 
 import numpy as np
 from scipy import optimize
 
 from hardware.spec import Calibration, Hardware
-from validate.predict_cases import predict_case
+from validate.predict_cases import predict_many
 
-TILE_CANDIDATES = ((64, 64), (64, 128), (128, 64), (128, 128), (128, 256), (256, 128))
-
-
-def log_error(cases: list[dict], hw: Hardware) -> float:
-    """Sum of squared log(predicted / measured) over cases."""
-    if not cases:
-        return 0.0
-    pred = np.array([predict_case(c, hw) for c in cases])
-    meas = np.array([float(c["measured_s"]) for c in cases])
-    return float(np.sum(np.log(pred / meas) ** 2))
+TILES = ((64, 128), (128, 128), (128, 256), (256, 128))
+SPLIT_K_MIN = (1024, 2048, 4096, 8192)
 
 
-def fit_scalar(loss: Callable[[float], float], lo: float, hi: float) -> float:
-    """Minimise loss(x) for x in [lo, hi] searching in log space (rates span decades)."""
-    res = optimize.minimize_scalar(lambda z: loss(float(np.exp(z))), bounds=(np.log(lo), np.log(hi)),
-                                   method="bounded", options={"xatol": 1e-4})
-    return float(np.exp(res.x))
+def log_residuals(cases: list[dict], hw: Hardware) -> np.ndarray:
+    pred = predict_many(cases, hw)
+    return np.log(pred / np.array([float(c["measured_s"]) for c in cases]))
 
 
-def fit_overhead_and_rate(cases: list[dict], make: Callable[[float, float], Hardware], rate0: float,
-                          overhead0: float) -> tuple[float, float]:
-    """Jointly fit (rate, overhead) for time = overhead + work / rate on `cases`."""
+def _set(cal: Calibration, path: str, value: float) -> Calibration:
+    """Set a field ('memory_bytes_per_s') or a dict entry ('matmul_flops_per_s:bf16')."""
+    if ":" in path:
+        field, key = path.split(":")
+        return dataclasses.replace(cal, **{field: {**getattr(cal, field), key: value}})
+    return dataclasses.replace(cal, **{path: value})
+
+
+def fit(cases: list[dict], base: Hardware, cal: Calibration, params: dict[str, tuple[float, float, float]],
+        ) -> tuple[Calibration, float]:
+    """Fit `params` {path: (initial, low, high)} on `cases`; returns the calibration and the cost."""
+    if not cases or not params:
+        return cal, 0.0
+    paths = list(params)
+    lo = np.log([params[p][1] for p in paths])
+    hi = np.log([params[p][2] for p in paths])
+    x0 = np.clip(np.log([params[p][0] for p in paths]), lo + 1e-9, hi - 1e-9)
+
+    def build(z) -> Calibration:
+        out = cal
+        for path, value in zip(paths, np.exp(z)):
+            out = _set(out, path, float(value))
+        return out
+
     def residuals(z):
-        hw = make(float(np.exp(z[0])), float(np.exp(z[1])))
-        pred = np.array([predict_case(c, hw) for c in cases])
-        return np.log(pred / np.array([float(c["measured_s"]) for c in cases]))
+        return log_residuals(cases, dataclasses.replace(base, calibration=build(z)))
 
-    res = optimize.least_squares(residuals, x0=[np.log(rate0), np.log(overhead0)], method="trf",
-                                 bounds=([np.log(rate0 / 100), np.log(1e-8)], [np.log(rate0 * 10), np.log(1e-2)]))
-    return float(np.exp(res.x[0])), float(np.exp(res.x[1]))
+    res = optimize.least_squares(residuals, x0, bounds=(lo, hi), method="trf", x_scale=1.0, diff_step=1e-3)
+    return build(res.x), float(2 * res.cost)
 
 
-def _of(cases: list[dict], *classes: str, kind: str | None = None) -> list[dict]:
-    return [c for c in cases if c["class"] in classes or (kind and c["kind"] == kind)]
-
-
-def _with(hw: Hardware, cal: Calibration, **changes) -> Hardware:
-    return dataclasses.replace(hw, calibration=dataclasses.replace(cal, **changes))
+def _of(cases: list[dict], *classes: str) -> list[dict]:
+    return [c for c in cases if c["class"] in classes]
 
 
 def calibrate(measured: list[dict], base: Hardware, source: str = "") -> Hardware:
@@ -68,29 +76,21 @@ def calibrate(measured: list[dict], base: Hardware, source: str = "") -> Hardwar
     cases = [c for c in measured if c.get("status") == "ok" and c.get("split") == "calibration"]
     if not cases:
         raise ValueError("measurements: no successful calibration-split cases to fit")
-    peak_bf16 = base.peak_flops_per_s("bf16")
-    cal = Calibration(matmul_flops_per_s={"bf16": peak_bf16}, memory_bytes_per_s=base.hbm_bytes_per_s,
-                      kernel_overhead_s=2e-6, source=source)
-
-    memory_cases = _of(cases, "copy_d2d", "elementwise", "norm")
-    if memory_cases:
-        bw, overhead = fit_overhead_and_rate(
-            memory_cases, lambda r, o: _with(base, cal, memory_bytes_per_s=r, kernel_overhead_s=o),
-            base.hbm_bytes_per_s, 2e-6)
-        cal = dataclasses.replace(cal, memory_bytes_per_s=bw, kernel_overhead_s=overhead)
-
+    bw, bf16 = base.hbm_bytes_per_s, base.peak_flops_per_s("bf16")
+    cal = Calibration(matmul_flops_per_s={"bf16": bf16}, memory_bytes_per_s=bw, kernel_overhead_s=2e-6,
+                      source=source)
+    launches = _of(cases, "launch")
+    if launches:
+        per_kernel = [float(c["measured_s"]) / float(c["kernels"]) for c in launches]
+        cal = dataclasses.replace(cal, kernel_overhead_s=float(np.median(per_kernel)))
+    cal, _ = fit(_of(cases, "copy_d2d", "elementwise"), base, cal, {
+        "memory_bytes_per_s": (0.9 * bw, 0.05 * bw, 1.2 * bw), "dispatch_s": (1e-5, 1e-8, 1e-3)})
+    cal, _ = fit(_of(cases, "norm"), base, cal, {"norm_bytes_per_s": (0.5 * bw, 0.01 * bw, 1.2 * bw)})
     cal = _fit_transfers(cases, base, cal)
-    cal = _fit_matmuls(cases, base, cal)
-
-    prefill = _of(cases, "attention_prefill")
-    if prefill:
-        frac = fit_scalar(lambda f: log_error(prefill, _with(base, cal, attention_flops_fraction=f)), 0.05, 1.5)
-        cal = dataclasses.replace(cal, attention_flops_fraction=frac)
-
-    steps = _of(cases, "model_step_prefill", "model_step_decode")
-    if steps:
-        per_layer = fit_scalar(lambda t: log_error(steps, _with(base, cal, layer_overhead_s=t)), 1e-7, 1e-2)
-        cal = dataclasses.replace(cal, layer_overhead_s=per_layer)
+    cal = _fit_gemm_and_attention(cases, base, cal)
+    cal = _fit_weight_only(cases, base, cal)
+    cal, _ = fit(_of(cases, "model_step_prefill", "model_step_decode"), base, cal, {
+        "layer_overhead_s": (1e-4, 1e-8, 1e-2), "step_overhead_s": (1e-3, 1e-8, 1e-1)})
     return dataclasses.replace(base, name=f"{base.name}-calibrated", title=f"{base.title} (calibrated)",
                                calibration=cal)
 
@@ -98,46 +98,52 @@ def calibrate(measured: list[dict], base: Hardware, source: str = "") -> Hardwar
 def _fit_transfers(cases: list[dict], base: Hardware, cal: Calibration) -> Calibration:
     fields = {("h2d", 1): "host_to_device_bytes_per_s", ("d2h", 1): "device_to_host_bytes_per_s",
               ("h2d", 0): "host_to_device_pageable_bytes_per_s", ("d2h", 0): "device_to_host_pageable_bytes_per_s"}
-    latencies = []
+    copies = [c for c in cases if c["kind"] == "copy" and c["direction"] != "d2d"]
+    link = base.host_link_bytes_per_s
+    params = {"transfer_latency_s": (1e-5, 1e-8, 1e-3)}
     for (direction, pinned), field in fields.items():
-        group = [c for c in cases if c["kind"] == "copy" and c["direction"] == direction
-                 and int(float(c["pinned"])) == pinned]
-        if len(group) < 2:
-            continue
-        rate, latency = fit_overhead_and_rate(
-            group, lambda r, o: _with(base, cal, **{field: r}, transfer_latency_s=o), base.host_link_bytes_per_s, 1e-5)
-        cal = dataclasses.replace(cal, **{field: rate})
-        latencies.append(latency)
-    if latencies:
-        cal = dataclasses.replace(cal, transfer_latency_s=float(np.median(latencies)))
-    return cal
+        if any(c["direction"] == direction and int(float(c["pinned"])) == pinned for c in copies):
+            params[field] = (0.5 * link, 0.001 * link, 2 * link)
+    return fit(copies, base, cal, params)[0] if len(params) > 1 else cal
 
 
-def _fit_matmuls(cases: list[dict], base: Hardware, cal: Calibration) -> Calibration:
+def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration) -> Calibration:
+    """Staged, because each regime identifies different parameters: skinny GEMMs (m <= 64) and decode
+    attention pin the read bandwidth and the GEMV parallelism; large GEMMs pin each dtype's rate
+    and, on a grid, the tile shape; prefill attention pins its fraction of the GEMM rate."""
     gemms = [c for c in cases if c["kind"] == "matmul"]
-    if not gemms:
-        return cal
-    dtypes = sorted({c["dtype"] for c in gemms})
+    skinny = [c for c in gemms if float(c["m"]) <= 64]
+    wide = [c for c in gemms if float(c["m"]) > 64]
+    bw = base.hbm_bytes_per_s
+    gpu = base.compute_units > 1
+    memory = {"memory_read_bytes_per_s": (0.95 * bw, 0.1 * bw, 1.1 * bw),
+              "attention_overhead_s": (1e-5, 1e-8, 1e-3)}
+    if gpu:
+        memory["sm_bytes_per_s"] = (0.02 * bw, 0.001 * bw, 1.0 * bw)
     best = None
-    for tile_m, tile_n in TILE_CANDIDATES if base.compute_units > 1 else ((1, 1),):
-        trial = dataclasses.replace(cal, tile_m=tile_m, tile_n=tile_n)
-        rates, total = {}, 0.0
-        for dtype in dtypes:
-            group = [c for c in gemms if c["dtype"] == dtype]
-            peak = base.peak_flops_per_s(dtype)
-            rate = fit_scalar(lambda r: log_error(group, _with(base, trial, matmul_flops_per_s={**rates, dtype: r})),
-                              peak / 100, peak * 1.5)
-            rates[dtype] = rate
-            total += log_error(group, _with(base, trial, matmul_flops_per_s=rates))
-        if best is None or total < best[0]:
-            best = (total, dataclasses.replace(trial, matmul_flops_per_s=rates))
+    for gemv_tile, split in itertools.product((64, 128, 256) if gpu else (1,), SPLIT_K_MIN if gpu else (1,)):
+        trial = dataclasses.replace(cal, tile_m=128 if gpu else 1, tile_n=128 if gpu else 1,
+                                    gemv_tile_n=gemv_tile if gpu else 0, split_k_min=split)
+        fitted, cost = fit(skinny + _of(cases, "attention_decode"), base, trial, memory)
+        if best is None or cost < best[0]:
+            best = (cost, fitted)
     cal = best[1]
+    rates = {f"matmul_flops_per_s:{d}": (0.8 * base.peak_flops_per_s(d), 0.01 * base.peak_flops_per_s(d),
+                                         1.05 * base.peak_flops_per_s(d))
+             for d in sorted({c["dtype"] for c in gemms} | {"bf16"})}
+    best = None
+    for tile_m, tile_n in TILES if gpu else ((1, 1),):
+        fitted, cost = fit(wide or gemms, base, dataclasses.replace(cal, tile_m=tile_m, tile_n=tile_n), rates)
+        if best is None or cost < best[0]:
+            best = (cost, fitted)
+    cal = best[1]
+    return fit(_of(cases, "attention_prefill"), base, cal, {"attention_flops_fraction": (0.6, 0.05, 1.2)})[0]
+
+
+def _fit_weight_only(cases: list[dict], base: Hardware, cal: Calibration) -> Calibration:
+    bf16, bw = base.peak_flops_per_s("bf16"), base.hbm_bytes_per_s
     for w_bits, key in ((8, "w8a16"), (4, "w4a16")):
         group = [c for c in cases if c["kind"] == "matmul_wo" and int(float(c["w_bits"])) == w_bits]
-        if group:
-            rates = dict(cal.matmul_flops_per_s)
-            peak = base.peak_flops_per_s("bf16")
-            rate = fit_scalar(lambda r: log_error(group, _with(base, cal, matmul_flops_per_s={**rates, key: r})),
-                              peak / 1000, peak * 1.5)
-            cal = dataclasses.replace(cal, matmul_flops_per_s={**rates, key: rate})
+        cal, _ = fit(group, base, cal, {f"matmul_flops_per_s:{key}": (0.1 * bf16, 1e-4 * bf16, 1.05 * bf16),
+                                        f"dequant_bytes_per_s:{key}": (0.5 * bw, 1e-3 * bw, 1.1 * bw)})
     return cal

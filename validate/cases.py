@@ -11,6 +11,7 @@ Kinds and their parameters:
   copy          direction (d2d | h2d | d2h), bytes, pinned (0 | 1)
   elementwise   op (add | silu_mul), elements, dtype
   norm          op (rmsnorm | layernorm), tokens, width, dtype
+  launch        kernels (tiny adds replayed from a CUDA graph: the device-side kernel floor; CUDA only)
   model_step    model, layers, phase (prefill | decode), batch, q_len, kv_len, dtype
                 (a transformers Llama-architecture model with random weights, eager PyTorch)
 """
@@ -22,8 +23,8 @@ import itertools
 #: Columns of the case schema, in CSV order (unused ones stay empty for a kind).
 PARAM_COLUMNS = ("kind", "m", "n", "k", "dtype", "w_bits", "group", "phase", "batch", "heads", "kv_heads",
                  "q_len", "kv_len", "head_dim", "direction", "bytes", "pinned", "op", "elements", "tokens",
-                 "width", "model", "layers")
-KINDS = ("matmul", "matmul_wo", "attention", "copy", "elementwise", "norm", "model_step")
+                 "width", "model", "layers", "kernels")
+KINDS = ("matmul", "matmul_wo", "attention", "copy", "elementwise", "norm", "launch", "model_step")
 
 #: The class a case is scored under in reports (copies split by direction: different links).
 def kernel_class(case: dict) -> str:
@@ -106,6 +107,8 @@ def _vector(quick: bool, cuda: bool) -> list[dict]:
     widths = [4096, 8192] if cuda and not quick else [256, 1024]
     cases += [dict(kind="norm", op=op, tokens=t, width=w, dtype="bf16")
               for op in ("rmsnorm", "layernorm") for t in tokens for w in widths]
+    if cuda:
+        cases += [dict(kind="launch", kernels=k) for k in (20, 50, 100, 200, 400)]
     return cases
 
 

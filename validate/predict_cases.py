@@ -23,7 +23,8 @@ BITS = {"bf16": 16, "fp16": 16, "fp32": 32, "fp8": 8}
 
 
 def _time(op: Op, hw: Hardware, p: Precision) -> float:
-    return float(op_time(op, hw, p).time_s) * op.count
+    """One op issued from eager PyTorch, timed back to back: max(device time, host dispatch)."""
+    return float(op_time(op, hw, p).eager_time_s) * op.count
 
 
 def _precision(dtype: str) -> Precision:
@@ -81,7 +82,15 @@ def predict_copy(case: dict, hw: Hardware) -> float:
     if direction not in ("h2d", "d2h"):
         raise ValueError(f"direction: {direction!r} is not one of d2d, h2d, d2h")
     rate, latency = transfer_rate(hw, direction, bool(int(_num(case, "pinned"))))
-    return latency + size / rate
+    dispatch = hw.calibration.dispatch_s if hw.calibration else 0.0
+    return max(latency + size / rate, dispatch)
+
+
+def predict_launch(case: dict, hw: Hardware) -> float:
+    """Tiny kernels replayed from a CUDA graph: each costs the device floor (no host dispatch)."""
+    p = Precision(32, 32, 16)
+    op = vector_op("add", "elementwise", 256, 1, 3.0, 1.0, p, int(_num(case, "kernels")))
+    return float(op_time(op, hw, p).time_s) * op.count
 
 
 def predict_elementwise(case: dict, hw: Hardware) -> float:
@@ -123,6 +132,7 @@ def predict_model_step(case: dict, hw: Hardware) -> float:
 
 PREDICTORS = {"matmul": predict_matmul, "matmul_wo": predict_matmul_wo, "attention": predict_attention,
               "copy": predict_copy, "elementwise": predict_elementwise, "norm": predict_norm,
+              "launch": predict_launch,
               "model_step": predict_model_step}
 
 
@@ -137,7 +147,7 @@ def predict_case(case: dict, hw: Hardware) -> float:
 def predict_frame(frame, hw: Hardware, column: str = "predicted_s"):
     """A copy of a cases DataFrame with a column of predictions beside each row."""
     out = frame.copy()
-    out[column] = [predict_case(_row(r), hw) for r in frame.to_dict("records")]
+    out[column] = predict_many([_row(r) for r in frame.to_dict("records")], hw)
     return out
 
 
@@ -158,3 +168,63 @@ def _num(case: dict, key: str, default=None) -> float:
     if not np.isfinite(number) or number < 0:
         raise ValueError(f"{case.get('kind')} case: {key} = {value!r} must be a finite number >= 0")
     return number
+
+
+# -- vectorized: one perfmodel call per group of like cases (calibration evaluates thousands) ------
+
+def _group_key(case: dict) -> tuple:
+    kind = case.get("kind")
+    keys = {"matmul": ("dtype",), "matmul_wo": ("w_bits", "group"), "attention": ("heads", "kv_heads", "head_dim", "dtype"),
+            "copy": ("direction", "pinned"), "elementwise": ("op", "dtype"), "norm": ("op", "dtype"),
+            "launch": (), "model_step": ("model", "layers", "phase", "dtype")}.get(kind)
+    if keys is None:
+        raise ValueError(f"kind: {kind!r} is not one of {', '.join(PREDICTORS)}")
+    return (kind,) + tuple(str(case.get(k)) for k in keys)
+
+
+def _column(cases: list[dict], key: str) -> np.ndarray:
+    return np.array([_num(c, key) for c in cases])
+
+
+def predict_many(cases: list[dict], hw: Hardware) -> np.ndarray:
+    """Predicted seconds for every case, evaluating each group of like cases as one array."""
+    out = np.empty(len(cases))
+    groups: dict[tuple, list[int]] = {}
+    for i, case in enumerate(cases):
+        groups.setdefault(_group_key(case), []).append(i)
+    for key, index in groups.items():
+        members = [cases[i] for i in index]
+        vector = VECTOR_PREDICTORS.get(key[0])
+        out[index] = vector(members, hw) if vector else [predict_case(c, hw) for c in members]
+    return out
+
+
+def _vec_matmul(cases: list[dict], hw: Hardware) -> np.ndarray:
+    merged = {**cases[0], "m": 0}
+    p = _precision(merged["dtype"])
+    op = matmul_op("matmul", _column(cases, "m"), _column(cases, "n"), _column(cases, "k"), p, 1)
+    return np.asarray(op_time(op, hw, p).eager_time_s, dtype=float) * np.ones(len(cases))
+
+
+def _vec_attention(cases: list[dict], hw: Hardware) -> np.ndarray:
+    c0 = cases[0]
+    p = _precision(c0["dtype"])
+    model = attention_model(int(_num(c0, "heads")), int(_num(c0, "kv_heads")), int(_num(c0, "head_dim")))
+    q_len, kv_len = _column(cases, "q_len"), _column(cases, "kv_len")
+    op = attention_op(model, _column(cases, "batch"), q_len, kv_len - q_len, p, 1)
+    return np.asarray(op_time(op, hw, p).eager_time_s, dtype=float) * np.ones(len(cases))
+
+
+def _vec_model_step(cases: list[dict], hw: Hardware) -> np.ndarray:
+    c0 = cases[0]
+    model = dataclasses.replace(workloads.load(c0["model"]), n_layers=int(_num(c0, "layers")))
+    p = _precision(c0["dtype"])
+    batch, q_len, kv_len = _column(cases, "batch"), _column(cases, "q_len"), _column(cases, "kv_len")
+    if c0["phase"] == "prefill":
+        totals = step_time(model, hw, batch, q_len, 0.0, p, 1, 0, batch, HF_EAGER)
+    else:
+        totals = step_time(model, hw, batch, 1.0, kv_len, p, 1, 0, batch, HF_EAGER)
+    return np.asarray(totals["time_s"], dtype=float) * np.ones(len(cases))
+
+
+VECTOR_PREDICTORS = {"matmul": _vec_matmul, "attention": _vec_attention, "model_step": _vec_model_step}

@@ -27,7 +27,8 @@ with NCCL's latency table (base and per-step latencies, microseconds) scaled by 
 ring step takes `step_latency_s`, lat[c] a per-collective latency factor (all-to-all runs as grouped
 point-to-point sends, whose steps cost differently from a ring's), beta the per-direction link
 bandwidth, eff[c] a per-collective bandwidth efficiency and bw[a, p] the protocol's bandwidth
-fraction; the collective takes the minimum over the pairs. NVLink SHARP (NVLS) is left out on purpose: our measurements run with NCCL_NVLS_ENABLE=0.
+fraction; the collective takes the minimum over the pairs. NVLink SHARP (NVLS) is left out on
+purpose: our measurements run with NCCL_NVLS_ENABLE=0.
 
 Message-size dependent bandwidth. For one pair, the achieved bus bandwidth factor * S / t equals
 beta_eff * S / (S + S_half) with S_half = latency * beta_eff / factor: Hockney's (r_inf, n_1/2)

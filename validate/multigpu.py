@@ -169,7 +169,8 @@ def config_from_args(args, available_gpus: int) -> SuiteConfig:
     quick = args.quick
     sizes = (4 * KIB, 16 * KIB, 64 * KIB) if quick else size_ladder(parse_bytes(args.min_size, "min-size"),
                                                                      parse_bytes(args.max_size, "max-size"))
-    modes = tuple(m for m in args.modes.split(",") if m) or (("eager", "graph") if args.backend == "nccl" else ("eager",))
+    modes = tuple(m for m in args.modes.split(",") if m)
+    modes = modes or (("eager", "graph") if args.backend == "nccl" else ("eager",))
     if any(m not in ("eager", "graph") for m in modes) or ("graph" in modes and args.backend != "nccl"):
         raise ValueError(f"modes: {modes} must be eager and/or graph (graph needs CUDA, backend nccl)")
     spec = load_spec(args.model, args.layers, quick)
@@ -248,7 +249,8 @@ def prepare_output(cfg: SuiteConfig, overwrite: bool) -> None:
     """Create --out; CSVs append per case, so results of an earlier run are never mixed in."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    names = (["collectives.csv"] if cfg.run_collectives else []) + (["tp_checks.csv", "tp_steps.csv"] if cfg.run_tp else [])
+    names = ["collectives.csv"] if cfg.run_collectives else []
+    names += ["tp_checks.csv", "tp_steps.csv"] if cfg.run_tp else []
     present = [n for n in names if (out / n).exists()]
     if present and not overwrite:
         raise ValueError(f"out: {cfg.out} already holds {', '.join(present)}; choose another directory or "
@@ -570,8 +572,11 @@ def attention(q, k, v, past: int):
     kv = k.shape[1]
     if T == 1:
         return F.scaled_dot_product_attention(q.reshape(B, kv, h // kv, d), k, v).reshape(B, h, 1, d)
-    causal = {"is_causal": True} if past == 0 else {
-        "attn_mask": torch.arange(k.shape[2], device=q.device)[None, :] <= (past + torch.arange(T, device=q.device))[:, None]}
+    if past == 0:
+        causal = {"is_causal": True}
+    else:  # query t (at position past + t) sees cache positions 0 .. past + t
+        seen = torch.arange(k.shape[2], device=q.device)[None, :] <= (past + torch.arange(T, device=q.device))[:, None]
+        causal = {"attn_mask": seen}
     if h != kv:
         try:
             return F.scaled_dot_product_attention(q, k, v, enable_gqa=True, **causal)
@@ -694,7 +699,7 @@ def time_tp_step(ctx: _Ctx, spec, shard, tp: int, case, comm: bool, mode: str) -
                 step = capture_graph(step, cfg.step_warmup)
             for _ in range(cfg.step_warmup):
                 step()
-            align = lambda: ctx.barrier(tp) if tp > 1 else (torch.cuda.synchronize(ctx.device) if ctx.cuda else None)  # noqa: E731
+            align = (lambda: ctx.barrier(tp)) if tp > 1 else (lambda: ctx.cuda and torch.cuda.synchronize(ctx.device))
             median = statistics.median(time_calls(ctx, step, cfg.step_repeats, 1, align, head_start=False)[0])
         except RuntimeError as err:  # e.g. graph capture unsupported by this torch / NCCL
             median, status = float("nan"), f"error: {str(err).splitlines()[0][:160]}"

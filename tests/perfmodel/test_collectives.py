@@ -70,7 +70,8 @@ def test_one_device_costs_nothing():
 
 def test_latency_scale_launch_and_efficiency():
     base = C.pair_time_s("all_gather", "ring", "simple", 0.0, 4, link())
-    assert C.pair_time_s("all_gather", "ring", "simple", 0.0, 4, link(step_latency_s=6.8 * US)) == pytest.approx(2 * base)
+    slower = link(step_latency_s=6.8 * US)
+    assert C.pair_time_s("all_gather", "ring", "simple", 0.0, 4, slower) == pytest.approx(2 * base)
     assert C.pair_time_s("all_gather", "ring", "simple", 0.0, 4, link(latency_factor={"all_gather": 3.0})) == \
         pytest.approx(3 * base)
     assert C.pair_time_s("all_reduce", "ring", "simple", 0.0, 4, link(latency_factor={"all_gather": 3.0})) == \

@@ -92,7 +92,8 @@ def test_report_from_the_quick_run(quick_run, tmp_path):
     with_comm = tp[(tp["tp"] == 2) & (tp["comm"] == 1)]
     assert (with_comm["predicted_comm_s"] > 0).all()
     # a datasheet spec has no host time: the all-reduces add their device time to the step
-    np.testing.assert_allclose(with_comm["predicted_s"], with_comm["predicted_compute_s"] + with_comm["predicted_comm_s"])
+    np.testing.assert_allclose(with_comm["predicted_s"],
+                               with_comm["predicted_compute_s"] + with_comm["predicted_comm_s"])
     np.testing.assert_allclose(with_comm["hybrid_predicted_s"],
                                with_comm["measured_nocomm_s"] + with_comm["predicted_comm_s"])
     assert C.LinkCalibration.from_json(tmp_path / "link_calibration.json").bytes_per_s > 0

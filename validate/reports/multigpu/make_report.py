@@ -170,7 +170,8 @@ def md_table(frame: pd.DataFrame) -> str:
             return f"{v:.4g}"
         return str(v)
     head = "| " + " | ".join(str(c) for c in frame.columns) + " |\n|" + "---|" * len(frame.columns)
-    return head + "\n" + "\n".join("| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False))
+    rows = ("| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False))
+    return head + "\n" + "\n".join(rows)
 
 
 def collective_section(fit: calibrate_links.LinkFit, per_n: dict) -> list[str]:
@@ -233,8 +234,9 @@ def step_section(tp: pd.DataFrame, hw) -> list[str]:
     return [
         "## Tensor-parallel steps",
         "",
-        f"Step model: perfmodel.step_time on `{hw.name}` ({'calibrated' if hw.is_calibrated else 'datasheet, uncalibrated'}"
-        f" compute) + perfmodel.collectives (fitted link). \"core\" is perfmodel.step_time unchanged "
+        f"Step model: perfmodel.step_time on `{hw.name}` "
+        f"({'calibrated' if hw.is_calibrated else 'datasheet, uncalibrated'} compute) + "
+        "perfmodel.collectives (fitted link). \"core\" is perfmodel.step_time unchanged "
         "(perfmodel.comm ring model); \"hybrid\" is the measured step without all-reduces plus what the "
         "modeled all-reduces add to it (the communication model alone).",
         "",

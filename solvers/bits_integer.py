@@ -77,6 +77,9 @@ def _build(groups: BitGroups, opt: _Options, budgets: dict, costs: LayerCosts | 
     G, K = opt.loss.shape
     n, total = groups.params, groups.total_params
     L = costs.size if (costs is not None and "latency_s" in budgets) else 0
+    linear_latency = L and _always_memory_bound(groups, opt, costs)
+    if linear_latency:
+        L = 0          # every layer is memory-bound at every option: latency is one linear row
     nx = G * K
     scale = float(np.max(opt.loss)) or 1.0
     c = np.concatenate([opt.loss.ravel() / scale, np.zeros(L)])
@@ -103,6 +106,11 @@ def _build(groups: BitGroups, opt: _Options, budgets: dict, costs: LayerCosts | 
         limit = (budgets["latency_s"] - costs.fixed_s - costs.overhead_s.sum()) / tscale
         cons.append(LinearConstraint(sp.csr_matrix(np.concatenate([np.zeros(nx), np.ones(L)])[None, :]),
                                      -np.inf, limit))
+    if linear_latency:
+        tscale = max(costs.time_s(np.zeros(costs.size)), 1e-30)
+        slope = (costs.s_per_bit[groups.layers][:, None] * n[:, None] * opt.eff[None, :]).ravel() / tscale
+        limit = (budgets["latency_s"] - costs.fixed_s - costs.overhead_s.sum() - costs.base_s.sum()) / tscale
+        cons.append(LinearConstraint(sp.csr_matrix(slope[None, :]), -np.inf, limit))
     ties = [(a, b) for m in groups.tie_sets() for a, b in zip(m[:-1], m[1:])]
     if ties:
         r = np.repeat(np.arange(len(ties) * K), 2)
@@ -111,6 +119,14 @@ def _build(groups: BitGroups, opt: _Options, budgets: dict, costs: LayerCosts | 
         cons.append(LinearConstraint(sp.csr_matrix((vals, (r, cidx)), shape=(len(ties) * K, nx + L)), 0.0, 0.0))
     integrality = np.concatenate([np.ones(nx), np.zeros(L)])
     return c, integrality, Bounds(lower, upper), cons, scale
+
+
+def _always_memory_bound(groups, opt, costs) -> bool:
+    """True when even the narrowest allowed options keep every layer's memory time above its
+    compute time, so max(compute, memory) is the (linear) memory term everywhere."""
+    narrowest = np.min(np.where(opt.allowed, opt.eff[None, :], np.inf), axis=1)
+    sums = costs.bit_sums(groups.layers, groups.params, narrowest)
+    return bool(np.all(costs.base_s + costs.s_per_bit * sums >= costs.compute_s))
 
 
 def _run(groups, opt, budgets, costs, objective=None):

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from solvers.bits import BitGroups, Budgets, InfeasibleBudgetError
 from solvers.bits_cost import FORMATS, formats_from, layer_costs
-from solvers.bits_integer import round_greedy, rounding_gap, solve_milp
+from solvers.bits_integer import _always_memory_bound, _Options, round_greedy, rounding_gap, solve_milp
 from tests.solvers.bits_fixtures import gpu, random_groups
 
 
@@ -48,16 +48,19 @@ def test_milp_equals_exhaustive_search_widths(seed):
     assert r.avg_bits <= budget.avg_bits * (1 + 1e-9)
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_milp_equals_exhaustive_with_formats_and_latency(seed):
+@pytest.mark.parametrize("seed,tokens", [(0, 1), (1, 1), (2, 8), (0, 700), (1, 700)])
+def test_milp_equals_exhaustive_with_formats_and_latency(seed, tokens):
+    """tokens=1: memory-bound (latency is one linear row); 8 and 700: some layers are compute-bound
+    at narrow formats (the layer-time variables of the max() are needed)."""
     rng = np.random.default_rng(seed)
     rows, cols = rng.choice([1024, 2048, 4096], 5), rng.choice([1024, 2048, 4096], 5)
     g = BitGroups(params=rows * cols, coef=np.exp(rng.normal(0, 2, 5)), rmin=0, rmax=16)
-    costs = layer_costs(rows, cols, gpu(calibrated=True), tokens=8, fixed_s=2e-5)
+    costs = layer_costs(rows, cols, gpu(calibrated=True), tokens=tokens, fixed_s=2e-5)
     names = list(FORMATS)
     t_all = [costs.time_s(costs.bit_sums(g.layers, g.params, np.full(5, FORMATS[f].effective_bits))) for f in names]
     budget = Budgets(latency_s=float(np.mean(t_all[:2])), memory_bytes=float(g.total_params * 9 / 8))
     r = solve_milp(g, names, budget, costs=costs)
+    assert _always_memory_bound(g, _Options(g, formats_from(names)), costs) == (tokens == 1)
     best, combo = exhaustive(g, names, budget, costs)
     assert r.objective == pytest.approx(best, rel=1e-9)
     assert r.latency_s <= budget.latency_s * (1 + 1e-9) and r.bytes_ <= budget.memory_bytes * (1 + 1e-9)

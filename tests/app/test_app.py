@@ -239,3 +239,30 @@ def test_validation_defaults_to_the_committed_h200_report():
     stats = views.error_stats(report, variants)
     pooled = stats[stats["kernel_class"] == ("all kernels" if (stats["kernel_class"] == "all kernels").any() else "all")]
     assert metrics(at) == {f"{r.prediction}: median |error|": f"{r.median_ape_pct:.1f}%" for r in pooled.itertuples()}
+
+
+def test_calibrated_spec_upload_plans_with_its_measured_roof():
+    spec = Path(ENTRY).parents[1] / "validate" / "reports" / "h200" / "h200-sxm-calibrated.yaml"
+    if not spec.exists():
+        pytest.skip("no calibrated H200 spec committed")
+    at = _upload_mode(page("plan").run(), spec.read_bytes(), spec.name)
+    no_traceback(at)
+    assert any("calibrated spec" in c.value for c in at.caption)
+    hw = hardware.Hardware.from_yaml(spec)
+    result = views.plan(workloads.load("llama-3-8b"), hw, views.scenario(DEFAULTS))
+    assert metrics(at)["TPOT"] == views.metric_texts(result["row"])["TPOT"]
+    assert [r["roof"] for r in result["roofs"]][-1] == "tensor (calibrated)"
+
+
+def test_a_widget_change_re_renders_in_well_under_a_second():
+    """New batch values miss the cache, so each rerun predicts and redraws the whole page."""
+    import time
+
+    at = page("plan").run()
+    times = []
+    for batch in (17, 18, 19):
+        start = time.perf_counter()
+        at.number_input(key="plan.batch").set_value(batch).run()
+        times.append(time.perf_counter() - start)
+        no_traceback(at)
+    assert sorted(times)[1] < 1.0, times

@@ -55,7 +55,7 @@ def test_milp_equals_exhaustive_with_formats_and_latency(seed, tokens):
     rng = np.random.default_rng(seed)
     rows, cols = rng.choice([1024, 2048, 4096], 5), rng.choice([1024, 2048, 4096], 5)
     g = BitGroups(params=rows * cols, coef=np.exp(rng.normal(0, 2, 5)), rmin=0, rmax=16)
-    costs = layer_costs(rows, cols, gpu(calibrated=True), tokens=tokens, fixed_s=2e-5)
+    costs = layer_costs(rows, cols, gpu(calibrated=tokens > 1), tokens=tokens, fixed_s=2e-5)
     names = list(FORMATS)
     t_all = [costs.time_s(costs.bit_sums(g.layers, g.params, np.full(5, FORMATS[f].effective_bits))) for f in names]
     budget = Budgets(latency_s=float(np.mean(t_all[:2])), memory_bytes=float(g.total_params * 9 / 8))

@@ -37,7 +37,8 @@ def n(field: str, **extra) -> dict:
     return {"field": field, "type": "nominal", **extra}
 
 
-def memory_bar(frame: pd.DataFrame, capacity_bytes: float, title: str = "Memory per device") -> dict:
+def memory_bar(frame: pd.DataFrame, capacity_bytes: float, title: str = "Memory per device",
+               colors: list[str] | None = None) -> dict:
     """One horizontal stacked bar (weights, KV, activations, free) with a rule at the capacity; a
     plan that does not fit runs past the rule. The bar gets a band of its own (y) and a step
     height: without them Streamlit's content-sized frame collapses a bar-only chart (and a fixed
@@ -51,7 +52,7 @@ def memory_bar(frame: pd.DataFrame, capacity_bytes: float, title: str = "Memory 
             {"data": {"values": records(data, ["component", "GB", "order", "device"])}, "mark": "bar",
              "encoding": {"x": {**x, "stack": "zero"}, "y": n("device", title=None),
                           "color": n("component", legend={"orient": "bottom", "title": None},
-                                     scale={"domain": list(frame["component"]), "range": MEMORY_COLORS}),
+                                     scale={"domain": list(frame["component"]), "range": colors or MEMORY_COLORS}),
                           "order": q("order"), "tooltip": [n("component"), q("GB", format=".2f")]}},
             {"data": {"values": cap}, "mark": {"type": "rule", "color": "#d62728", "strokeWidth": 3},
              "encoding": {"x": x, "tooltip": [n("label")]}},

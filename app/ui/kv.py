@@ -76,6 +76,13 @@ def _capacity(inputs: dict) -> None:
                 help=f"bound by {context_row['bound_by']}")
     m[2].metric("KV per user", f"{users_row['kv_bytes_per_user'] / 1e9:.2f} GB",
                 help=f"per device; weights and activations reserve {users_row['reserved_bytes'] / 1e9:.1f} GB")
+    used = users_row["kv_bytes_per_user"] * users_row["value"]
+    parts = pd.DataFrame({"component": ["weights + activations", f"KV of {int(users_row['value'])} users", "free"],
+                          "bytes": [users_row["reserved_bytes"], used,
+                                    max(users_row["budget_bytes"] - users_row["reserved_bytes"] - used, 0.0)]})
+    parts = parts.assign(GB=parts["bytes"] / 1e9, order=range(3))
+    st.vega_lite_chart(spec=charts.memory_bar(parts, users_row["budget_bytes"], "HBM per device at the user limit",
+                                              colors=["#4c78a8", "#f58518", "#e0e0e0"]), width="stretch")
     cli = (f"perfmodel solve kv capacity --model {inputs['model']} --hardware {inputs['hardware']} --context {int(context)} "
            f"--kv-bits {inputs['kv_bits']} --w-bits {inputs['w_bits']} --tp {inputs['tp']}")
     st.code(cli, language="bash")

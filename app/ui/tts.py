@@ -64,14 +64,14 @@ def _show(out: dict, inputs: dict) -> None:
     spec = charts.line(frontier, "cost", "accuracy", f"cost per request ({unit})", "expected accuracy",
                        "Accuracy-cost frontier (chosen point ringed)", log_x=True,
                        marked=frontier[(frontier["model"] == best["model"]) & (frontier["cost"] == best["cost"])])
+    x, y = spec["layer"][0]["encoding"]["x"], spec["layer"][0]["encoding"]["y"]   # one axis title for all layers
     spec["layer"].insert(0, {"data": {"values": charts.records(table.sample(min(len(table), 1500), random_state=0),
                                                                ["cost", "accuracy", "model"])},
                              "mark": {"type": "point", "opacity": 0.35, "size": 18},
-                             "encoding": {"x": charts.q("cost", log=True), "y": charts.q("accuracy"),
-                                          "color": charts.n("model")}})
+                             "encoding": {"x": x, "y": y, "color": charts.n("model")}})
     spec["layer"].append({"data": {"values": [{"cost": inputs["budget"]}]},
                           "mark": {"type": "rule", "color": "#d62728", "strokeDash": [4, 3]},
-                          "encoding": {"x": charts.q("cost", log=True)}})
+                          "encoding": {"x": x}})
     st.vega_lite_chart(spec=spec, width="stretch")
     st.caption(f"curves: {out['source']}")
     st.dataframe(frontier, hide_index=True)

@@ -77,8 +77,10 @@ class Range:
             grid = np.geomspace(self.start, self.stop, self.num)
         else:
             grid = np.linspace(self.start, self.stop, self.num)
+        if not integer:
+            return grid
         # log-spaced integers collide at the small end (1, 1.7, 2.9 -> 1, 2, 3); keep each once
-        return np.unique(np.round(grid)) if integer else grid
+        return np.unique(np.clip(np.round(grid), math.ceil(self.start), math.floor(self.stop)))
 
     def at(self, u: np.ndarray, integer: bool) -> np.ndarray:
         """Map uniforms u in [0, 1) onto the range (log-uniform when `log`)."""
@@ -453,6 +455,10 @@ def _device(spec: SweepSpec, codes: dict[str, int]) -> Hardware:
 
 def evaluate_rows(spec: SweepSpec, start: int, stop: int):
     """Rows start..stop-1 of the sweep as a DataFrame: inputs, every `evaluate` column, derived ones."""
+    return _add_feasible(_unfiltered_rows(spec, start, stop), spec.constraints)
+
+
+def _unfiltered_rows(spec: SweepSpec, start: int, stop: int):
     import pandas as pd
 
     index = np.arange(start, stop, dtype=np.int64)
@@ -467,10 +473,9 @@ def evaluate_rows(spec: SweepSpec, start: int, stop: int):
     for rows in np.split(order, bounds):
         codes = {a.name: int(drawn[a.name][rows[0]]) for a in groups}
         _fill(cols, rows, len(index), spec, codes, {k: v[rows] for k, v in inputs.items()})
-    frame = pd.DataFrame({"index": index,
-                          **{a.name: _labels(a, drawn[a.name]) for a in groups},
-                          **{k: _bound_column(v) if k.endswith("_bound") else v for k, v in cols.items()}})
-    return _add_feasible(frame, spec.constraints)
+    return pd.DataFrame({"index": index,
+                         **{a.name: _labels(a, drawn[a.name]) for a in groups},
+                         **{k: _bound_column(v) if k.endswith("_bound") else v for k, v in cols.items()}})
 
 
 def _fill(cols: dict, rows: np.ndarray, n: int, spec: SweepSpec, codes: dict, inputs: dict) -> None:
@@ -696,7 +701,7 @@ class Collector:
         if keep == "front" and not spec.objectives:
             raise SweepError("keep='front' needs pareto objectives in the spec")
         self.spec, self.keep, self.path, self.csv_path, self.collect = spec, keep, path, csv_path, collect
-        self.frames, self.fronts, self.rows, self.feasible = [], [], 0, 0
+        self.frames, self.fronts, self.empty_front, self.rows, self.feasible = [], [], None, 0, 0
         self.next_start, self._parquet, self._csv_started, self.t0 = 0, None, False, time.perf_counter()
 
     def add(self, chunk: ChunkResult) -> None:
@@ -704,8 +709,10 @@ class Collector:
             raise RuntimeError(f"chunk at row {chunk.start} arrived before row {self.next_start}")
         self.next_start += chunk.rows
         self.rows, self.feasible = self.rows + chunk.rows, self.feasible + chunk.feasible
-        if chunk.front is not None:
+        if chunk.front is not None and len(chunk.front):
             self.fronts.append(chunk.front)
+        elif chunk.front is not None and self.empty_front is None:
+            self.empty_front = chunk.front  # the columns of an empty front, should no chunk have one
         if chunk.kept is not None:
             self._write(chunk.kept)
             if self.collect:
@@ -731,7 +738,7 @@ class Collector:
         front = None
         if self.spec.objectives:
             front = pareto_front(pd.concat(self.fronts, ignore_index=True), self.spec.objectives) \
-                if self.fronts else None
+                if self.fronts else self.empty_front
             if self.keep == "front" and front is not None:
                 self._write(front)
         if self._parquet is not None:
@@ -746,7 +753,7 @@ def prepare(spec: SweepSpec) -> None:
     """Fail fast, before any chunk runs: evaluate row 0 to learn the columns, then check names."""
     if spec.size == 0:
         raise SweepError("sweep: no rows to evaluate")
-    check_columns(spec, list(evaluate_rows(spec, 0, 1).columns))
+    check_columns(spec, list(_unfiltered_rows(spec, 0, 1).columns) + ["feasible"])
 
 
 def run(spec: SweepSpec, chunk_rows: int = DEFAULT_CHUNK_ROWS, keep: str = "all", path=None, csv_path=None,
@@ -795,8 +802,8 @@ def plot_front(front, objectives, frame=None, path=None, ax=None, max_points: in
     objective colours the front. Saves a PNG when `path` is given; returns the matplotlib Axes."""
     objectives = parse_objectives(objectives) if not (objectives and isinstance(objectives[0], Objective)) \
         else tuple(objectives)
-    if front is None or len(objectives) < 2:
-        raise SweepError("plot: needs a Pareto front over at least two objectives")
+    if front is None or not len(front) or len(objectives) < 2:
+        raise SweepError("plot: needs a non-empty Pareto front over at least two objectives")
     import matplotlib
 
     if ax is None and path is not None:

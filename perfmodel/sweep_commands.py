@@ -230,10 +230,10 @@ def run_sweep(args) -> int:
     else:
         result = sweep.run(spec, **options)
     print(result.summary())
-    if result.front is not None:
+    if result.front is not None and len(result.front):
         print(format_front(result.front, spec, args.top))
     elif spec.objectives:
-        print("no feasible rows: nothing on the front")
+        print("no feasible rows: the front is empty")
     for path in (parquet, csv):
         if path is not None:
             print(f"wrote {path} ({args.keep} rows)")
@@ -245,7 +245,7 @@ def run_sweep(args) -> int:
 def _plot(result, path: str) -> None:
     from perfmodel.sweep import SweepError
 
-    if result.front is None or len(result.spec.objectives) < 2:
+    if result.front is None or not len(result.front) or len(result.spec.objectives) < 2:
         raise SweepError("--plot: needs a front over at least two --pareto objectives with feasible rows")
     result.plot_front(path)
     print(f"plotted {path}")
@@ -267,7 +267,9 @@ def format_front(front, spec, top: int) -> str:
 def _short(value: float) -> str:
     if not math.isfinite(value):
         return str(value)
-    return f"{value:g}" if float(value).is_integer() and abs(value) < 1e6 else f"{value:,.4g}"
+    if float(value).is_integer() and abs(value) < 1e6:
+        return f"{value:g}"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 # -- recommend / best-batch -------------------------------------------------------------------------

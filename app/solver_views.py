@@ -89,6 +89,20 @@ def allocate(frame: pd.DataFrame, model, hw, avg_bits: float, candidates=None, l
     return {"summary": summary, "table": table, "uniform": uniform, "result": result.summary()}
 
 
+def bits_cli(sensitivities_csv: str, avg_bits: float, hw: str, model: str, candidates=None, latency_s=None,
+             memory_bytes=None) -> str:
+    """The `perfmodel solve bits` line that reproduces the page (sensitivities saved as a CSV)."""
+    line = (f"perfmodel solve bits --sensitivities {sensitivities_csv} --avg-bits {avg_bits:g} "
+            f"--hardware {hw} --model {model}")
+    if candidates:
+        line += " --candidates " + ",".join(f"{c:g}" if isinstance(c, (int, float)) else str(c) for c in candidates)
+    if latency_s:
+        line += f" --latency-budget '{latency_s:.9g} s'"
+    if memory_bytes:
+        line += f" --memory-budget '{memory_bytes:.9g} B'"
+    return line
+
+
 # -- KV budgets ---------------------------------------------------------------------------------------
 def kv_capacity(model, hw, context: int, users: int, kv_bits=16, w_bits=16, tp=1) -> pd.DataFrame:
     """Most users at `context`, and the longest context for `users` (both per device under tp)."""

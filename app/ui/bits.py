@@ -22,8 +22,9 @@ def solve(hw: str, model: str, csv_text: str | None, seed: int, avg_bits: float,
     m = workloads.load(model)
     frame = solver_views.demo_sensitivities(m, seed) if csv_text is None else \
         solver_views.read_sensitivities(csv_text, "uploaded sensitivities")
-    return solver_views.allocate(frame, m, hardware.load(hw), avg_bits, list(candidates) if candidates else None,
-                                 latency_s, memory_bytes)
+    out = solver_views.allocate(frame, m, hardware.load(hw), avg_bits, list(candidates) if candidates else None,
+                                latency_s, memory_bytes)
+    return out | {"sensitivities": frame}
 
 
 def render() -> None:
@@ -79,11 +80,10 @@ def _show(out: dict, inputs: dict) -> None:
     st.vega_lite_chart(spec=charts.line(table, "index", "width", "group (in table order)", "bits",
                                         "Width per group", color="kind"), width="stretch")
     st.dataframe(table, hide_index=True)
-    cli = (f"solvers.allocate_bits(pd.read_csv('SENSITIVITIES.csv'), {inputs['avg_bits']:g}, "
-           f"hardware=hardware.load({inputs['hardware']!r}), model=workloads.load({inputs['model']!r}), "
-           f"candidates={inputs['candidates']!r}, latency_budget_s={inputs['latency_budget_s']!r}, "
-           f"memory_budget_bytes={inputs['memory_budget_bytes']!r})")
-    st.caption("Reproduce from Python (the sensitivities are in the widths CSV: name, params, coef):")
-    st.code("from solvers import bits as solvers\n" + cli, language="python")
-    common.export_buttons(PREFIX, yaml.safe_dump({**inputs, "python": cli}, sort_keys=False),
-                          {"widths": table, "summary": out["summary"]})
+    cli = solver_views.bits_cli(f"{PREFIX}-sensitivities.csv", inputs["avg_bits"], inputs["hardware"],
+                                inputs["model"], inputs["candidates"], inputs["latency_budget_s"],
+                                inputs["memory_budget_bytes"])
+    st.caption("Reproduce from the CLI with the sensitivities CSV below:")
+    st.code(cli, language="bash")
+    common.export_buttons(PREFIX, yaml.safe_dump({**inputs, "cli": cli}, sort_keys=False),
+                          {"sensitivities": out["sensitivities"], "widths": table, "summary": out["summary"]})

@@ -82,5 +82,6 @@ def _results(frame, latency: str, latency_label: str, devices, models, grid) -> 
     st.dataframe(table, hide_index=True)
     doc = views.sweep_document(devices, models, grid, latency)
     st.caption("The inputs YAML is a `perfmodel sweep` spec: the same grid, the fit constraint, and the "
-               "throughput-vs-latency front.")
+               "throughput-vs-latency front. Reproduce with:")
+    st.code(f"perfmodel sweep {PREFIX}-inputs.yaml --keep front", language="bash")
     common.export_buttons(PREFIX, yaml.safe_dump(doc, sort_keys=False), {"results": table})

@@ -5,9 +5,18 @@ Each page is a `render()` function in app/ui/; this file only sets up the window
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import streamlit as st
 
-from app.ui import bits, compare, kv, offload, plan, tts, validation
+# `streamlit run app/planner.py` puts app/ (not the repository) on sys.path; a source checkout
+# without `pip install -e .` still imports the project this way.
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:
+    sys.path.insert(1, ROOT)
+
+from app.ui import bits, compare, kv, offload, plan, tts, validation  # noqa: E402
 
 st.set_page_config(page_title="perfmodel planner", page_icon=":bar_chart:", layout="wide")
 

@@ -231,8 +231,9 @@ class Constraint:
     op: str
     value: float
 
-    def mask(self, frame) -> np.ndarray:
-        return _OPS[self.op](frame[self.column].to_numpy(), self.value)
+    def mask(self, columns) -> np.ndarray:
+        """Rows that satisfy the constraint; `columns` maps names to arrays (a dict or a DataFrame)."""
+        return _OPS[self.op](np.asarray(columns[self.column]), self.value)
 
     def __str__(self) -> str:
         return f"{self.column} {self.op} {self.value:g}"
@@ -454,13 +455,20 @@ def _device(spec: SweepSpec, codes: dict[str, int]) -> Hardware:
 
 
 def evaluate_rows(spec: SweepSpec, start: int, stop: int):
-    """Rows start..stop-1 of the sweep as a DataFrame: inputs, every `evaluate` column, derived ones."""
-    return _add_feasible(_unfiltered_rows(spec, start, stop), spec.constraints)
+    """Rows start..stop-1 of the sweep as a DataFrame: inputs, every `evaluate` column, derived ones,
+    and `feasible` (every constraint holds and prompt + gen fits the model's context)."""
+    return to_frame(spec, evaluate_columns(spec, start, stop))
 
 
-def _unfiltered_rows(spec: SweepSpec, start: int, stop: int):
-    import pandas as pd
+def evaluate_columns(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
+    """The same rows as flat numpy columns; model / hardware / bound columns hold integer codes
+    (`to_frame` turns them into categoricals), so a chunk that keeps few rows builds no big frame."""
+    cols = _unfiltered_columns(spec, start, stop)
+    cols["feasible"] = _feasible(cols, spec.constraints)
+    return cols
 
+
+def _unfiltered_columns(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarray]:
     index = np.arange(start, stop, dtype=np.int64)
     drawn = decode(spec, index)
     groups = spec.group_axes
@@ -469,16 +477,30 @@ def _unfiltered_rows(spec: SweepSpec, start: int, stop: int):
     bounds = np.flatnonzero(np.diff(key[order])) + 1
     inputs = {a.name: (np.asarray(a.values, dtype=float)[drawn[a.name]] if a.discrete else drawn[a.name])
               for a in spec.scenario_axes}
-    cols: dict[str, np.ndarray] = {}
+    cols: dict[str, np.ndarray] = {"index": index}
+    cols.update({a.name: drawn[a.name] if a.kind != "device" else np.asarray(a.values, dtype=float)[drawn[a.name]]
+                 for a in groups})
     for rows in np.split(order, bounds):
         codes = {a.name: int(drawn[a.name][rows[0]]) for a in groups}
+        # the stable sort keeps a group's rows ascending, so this test finds a contiguous run (a grid's
+        # groups are): slices give views, not copies
+        if rows[-1] - rows[0] + 1 == len(rows):
+            rows = slice(int(rows[0]), int(rows[-1]) + 1)
         _fill(cols, rows, len(index), spec, codes, {k: v[rows] for k, v in inputs.items()})
-    return pd.DataFrame({"index": index,
-                         **{a.name: _labels(a, drawn[a.name]) for a in groups},
-                         **{k: _bound_column(v) if k.endswith("_bound") else v for k, v in cols.items()}})
+    return cols
 
 
-def _fill(cols: dict, rows: np.ndarray, n: int, spec: SweepSpec, codes: dict, inputs: dict) -> None:
+def to_frame(spec: SweepSpec, cols: dict[str, np.ndarray], rows: np.ndarray | None = None):
+    """A DataFrame of `cols` (optionally only `rows`), codes turned into categoricals."""
+    import pandas as pd
+
+    pick = (lambda v: v) if rows is None else (lambda v: v[rows])
+    labels = {a.name: _labels(a, pick(cols[a.name])) for a in spec.group_axes if a.kind != "device"}
+    return pd.DataFrame({k: labels[k] if k in labels else _bound_column(pick(v)) if k.endswith("_bound")
+                         else pick(v) for k, v in cols.items()})
+
+
+def _fill(cols: dict, rows, n: int, spec: SweepSpec, codes: dict, inputs: dict) -> None:
     """Evaluate one (model, device) group in one call and scatter its columns into `cols`."""
     model, hw = spec.axes[0].values[codes["model"]], _device(spec, codes)
     result = evaluate(model, hw, Scenario(**inputs))
@@ -497,8 +519,6 @@ def _fill(cols: dict, rows: np.ndarray, n: int, spec: SweepSpec, codes: dict, in
 def _labels(axis: Axis, codes: np.ndarray):
     import pandas as pd
 
-    if axis.kind == "device":
-        return np.asarray(axis.values, dtype=float)[codes]
     # categories keep their axis order, so frames from any chunk concatenate as categoricals
     return pd.Categorical.from_codes(codes, categories=pd.Index(_unique_labels(axis.labels)))
 
@@ -527,12 +547,11 @@ def _bound_column(codes: np.ndarray):
     return pd.Categorical.from_codes(codes, categories=list(BOUNDS))
 
 
-def _add_feasible(frame, constraints: tuple[Constraint, ...]):
-    ok = frame["context_ok"].to_numpy().copy()
+def _feasible(cols: dict[str, np.ndarray], constraints: tuple[Constraint, ...]) -> np.ndarray:
+    ok = cols["context_ok"].copy()
     for c in constraints:
-        ok &= c.mask(frame)
-    frame["feasible"] = ok
-    return frame
+        ok &= c.mask(cols)
+    return ok
 
 
 def check_columns(spec: SweepSpec, columns) -> None:
@@ -560,15 +579,42 @@ def pareto_mask(points, senses) -> np.ndarray:
     x = np.asarray(points, dtype=float)
     if x.ndim != 2 or x.shape[1] != len(senses) or not senses:
         raise SweepError(f"pareto: points of shape {x.shape} do not match {len(senses)} objective(s)")
-    x = x * np.array([-1.0 if s == "max" else 1.0 for s in senses])  # everything minimised from here
-    finite = np.all(np.isfinite(x), axis=1)
+    # minimised from here; columns kept contiguous: numpy reduces a (n, 2) array's columns slowly
+    cols = [-x[:, j] if s == "max" else x[:, j].copy() for j, s in enumerate(senses)]
+    finite = np.logical_and.reduce([np.isfinite(c) for c in cols])
     mask = np.zeros(len(x), dtype=bool)
-    sub = x[finite]
+    candidates = np.flatnonzero(finite)
+    if len(cols) > 1 and len(candidates) > 64:
+        live = [c[candidates] for c in cols]
+        candidates = candidates[~_dominated_cols(live, _anchors(live))]
+    sub = np.column_stack([c[candidates] for c in cols])
     if len(sub):
         kept = sub[:, 0] == sub[:, 0].min() if x.shape[1] == 1 else (
             _front_2d(sub) if x.shape[1] == 2 else _front_nd(sub))
-        mask[np.flatnonzero(finite)[kept]] = True
+        mask[candidates[kept]] = True
     return mask
+
+
+def _anchors(cols: list[np.ndarray], n: int = 8) -> np.ndarray:
+    """A few strong rows to drop most dominated rows with before the exact pass: the minimisers of
+    weighted sums of the range-scaled objectives (axis weights and random positive ones). Dropping rows
+    that any row dominates is exact whatever the anchors: a dropped row's dominator, or one that
+    dominates it in turn, survives, and dominance is transitive. Returns anchors x objectives."""
+    d = len(cols)
+    scaled = [(c - c.min()) / (np.ptp(c) or 1.0) for c in cols]
+    weights = np.vstack([np.eye(d), np.random.default_rng(0).random((n, d)) + 0.05])
+    picks = sorted({int(np.argmin(sum(w[j] * scaled[j] for j in range(d)))) for w in weights})
+    return np.array([[c[i] for c in cols] for i in picks])
+
+
+def _dominated_cols(cols: list[np.ndarray], anchors: np.ndarray) -> np.ndarray:
+    """Rows (given as objective columns) that some anchor dominates."""
+    out = np.zeros(len(cols[0]), dtype=bool)
+    for a in anchors:
+        no_worse = np.logical_and.reduce([a[j] <= c for j, c in enumerate(cols)])
+        better = np.logical_or.reduce([a[j] < c for j, c in enumerate(cols)])
+        out |= no_worse & better
+    return out
 
 
 def _front_2d(x: np.ndarray) -> np.ndarray:
@@ -602,14 +648,20 @@ def _front_nd(x: np.ndarray, block: int = 512) -> np.ndarray:
     return mask
 
 
-def _dominated_by(rows: np.ndarray, others: np.ndarray, cells: int = 1 << 22) -> np.ndarray:
-    """For each row, whether any of `others` dominates it (slices of `others` bound the memory)."""
+def _dominated_by(rows: np.ndarray, others: np.ndarray, cells: int = 1 << 21) -> np.ndarray:
+    """For each row, whether any of `others` dominates it. Loops over objectives on rows x others
+    matrices (numpy reduces slowly over a short last axis); slices of `others` bound the memory."""
     out = np.zeros(len(rows), dtype=bool)
-    step = max(1, cells // max(1, rows.size))
+    step = max(1, cells // max(1, len(rows)))
     for lo in range(0, len(others), step):
-        o = others[None, lo:lo + step, :]
-        r = rows[:, None, :]
-        out |= np.any(np.all(o <= r, axis=2) & np.any(o < r, axis=2), axis=1)
+        o = others[lo:lo + step]
+        no_worse = np.ones((len(rows), len(o)), dtype=bool)
+        better = np.zeros((len(rows), len(o)), dtype=bool)
+        for j in range(rows.shape[1]):
+            mine, theirs = rows[:, j, None], o[None, :, j]
+            no_worse &= theirs <= mine
+            better |= theirs < mine
+        out |= np.any(no_worse & better, axis=1)
     return out
 
 
@@ -622,9 +674,13 @@ def pareto_front(frame, objectives):
     _check_names([o.column for o in objectives], list(frame.columns))
     points = np.column_stack([frame[o.column].to_numpy(dtype=float) for o in objectives]) if len(frame) else \
         np.empty((0, len(objectives)))
-    front = frame[pareto_mask(points, [o.sense for o in objectives])]
-    keys = [o.column for o in objectives] + (["index"] if "index" in frame.columns else [])
-    ascending = [o.sense == "min" for o in objectives] + ([True] if "index" in frame.columns else [])
+    return sort_front(frame[pareto_mask(points, [o.sense for o in objectives])], objectives)
+
+
+def sort_front(front, objectives: tuple[Objective, ...]):
+    """Best first by the first objective, then the next ones, then by sweep index."""
+    keys = [o.column for o in objectives] + (["index"] if "index" in front.columns else [])
+    ascending = [o.sense == "min" for o in objectives] + ([True] if "index" in front.columns else [])
     return front.sort_values(keys, ascending=ascending, kind="stable").reset_index(drop=True)
 
 
@@ -648,11 +704,16 @@ def chunks(spec: SweepSpec, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> list[tuple[
 
 def run_chunk(spec: SweepSpec, start: int, stop: int, keep: str = "all") -> ChunkResult:
     """Evaluate rows start..stop-1 and reduce them as `keep` says (runs on Dask workers too)."""
-    frame = evaluate_rows(spec, start, stop)
-    feasible = frame[frame["feasible"].to_numpy()]
-    front = pareto_front(feasible, spec.objectives) if spec.objectives else None
-    kept = {"all": frame, "feasible": feasible.reset_index(drop=True), "front": None, "none": None}[keep]
-    return ChunkResult(start, len(frame), len(feasible), kept, front)
+    cols = evaluate_columns(spec, start, stop)
+    feasible = np.flatnonzero(cols["feasible"])
+    front = None
+    if spec.objectives:
+        points = np.column_stack([cols[o.column][feasible] for o in spec.objectives])
+        front_rows = feasible[pareto_mask(points, [o.sense for o in spec.objectives])]
+        front = sort_front(to_frame(spec, cols, front_rows), spec.objectives)
+    kept = {"all": lambda: to_frame(spec, cols), "feasible": lambda: to_frame(spec, cols, feasible),
+            "front": lambda: None, "none": lambda: None}[keep]()
+    return ChunkResult(start, stop - start, len(feasible), kept, front)
 
 
 @dataclass(frozen=True)
@@ -753,7 +814,7 @@ def prepare(spec: SweepSpec) -> None:
     """Fail fast, before any chunk runs: evaluate row 0 to learn the columns, then check names."""
     if spec.size == 0:
         raise SweepError("sweep: no rows to evaluate")
-    check_columns(spec, list(_unfiltered_rows(spec, 0, 1).columns) + ["feasible"])
+    check_columns(spec, list(_unfiltered_columns(spec, 0, 1)) + ["feasible"])
 
 
 def run(spec: SweepSpec, chunk_rows: int = DEFAULT_CHUNK_ROWS, keep: str = "all", path=None, csv_path=None,

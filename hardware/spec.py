@@ -45,7 +45,8 @@ class Calibration:
     kernels with gemv_tile_n output columns per block); a memory-bound kernel reads at
     memory_read_bytes_per_s (streams that read and write equally: memory_bytes_per_s), but a kernel
     with few thread blocks reaches only sm_bytes_per_s per block; normalisation kernels (row
-    reductions, unfused fp32 upcasts) reach norm_bytes_per_s; every kernel adds
+    reductions, unfused fp32 upcasts) reach norm_bytes_per_s and tensor concatenation (a KV cache
+    grown by torch.cat) concat_bytes_per_s; every kernel adds
     kernel_overhead_s. Host side (eager frameworks): every op costs dispatch_s of CPU time, every
     decoder layer layer_overhead_s more and every step step_overhead_s; the device waits for the host
     when the host is slower.
@@ -57,6 +58,7 @@ class Calibration:
     dequant_bytes_per_s: Mapping[str, float] = field(default_factory=dict)
     memory_read_bytes_per_s: float = 0.0
     norm_bytes_per_s: float = 0.0
+    concat_bytes_per_s: float = 0.0
     sm_bytes_per_s: float = 0.0
     split_k_min: int = 1
     dispatch_s: float = 0.0
@@ -329,6 +331,7 @@ _CAL_QUANTITIES = (  # (yaml key, field, dimension)
     ("memory_bandwidth", "memory_bytes_per_s", "bytes_per_s"),
     ("memory_read_bandwidth", "memory_read_bytes_per_s", "bytes_per_s"),
     ("norm_bandwidth", "norm_bytes_per_s", "bytes_per_s"),
+    ("concat_bandwidth", "concat_bytes_per_s", "bytes_per_s"),
     ("sm_bandwidth", "sm_bytes_per_s", "bytes_per_s"),
     ("kernel_overhead", "kernel_overhead_s", "seconds"),
     ("dispatch", "dispatch_s", "seconds"),

@@ -19,7 +19,7 @@ import numpy as np
 from workloads.model import ModelSpec
 
 #: Op kinds; the roofline treats "matmul" and "attention" as tensor-core work, the rest as vector work.
-KINDS = ("matmul", "attention", "norm", "elementwise", "embedding", "moe", "comm")
+KINDS = ("matmul", "attention", "norm", "elementwise", "concat", "embedding", "moe", "comm")
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,12 @@ FUSED = Implementation("fused")
 #: counted from its modeling code: RMSNorm upcasts to fp32 (to, pow, mean, add, rsqrt, mul, to, mul:
 #: 8 kernels, about 19 bf16-sized passes); rotary embedding per q and k (neg, cat, mul, mul, add:
 #: 5 kernels, 10 passes); SiLU then multiply (2 kernels, 5 passes); the attention output is made
-#: contiguous before o_proj; the cache grows by torch.cat.
+#: contiguous before o_proj; the cache grows by torch.cat. A torch profile on an H200
+#: (validate/reports/h200/diagnostics) confirmed SDPA runs GQA natively (no repeat_kv copies) and
+#: that the cache concatenation dominates large-batch decode.
 HF_EAGER = Implementation("hf-eager", split_qkv=True, split_gate_up=True, norm_kernels=8, norm_passes=19.0,
                           rope_kernels=10, rope_passes=10.0, act_kernels=2, act_passes=5.0,
-                          kv_append_copies=True, kv_repeat=True, attn_out_copy=True, eager=True)
+                          kv_append_copies=True, kv_repeat=False, attn_out_copy=True, eager=True)
 
 IMPLEMENTATIONS = {impl.name: impl for impl in (FUSED, HF_EAGER)}
 
@@ -247,7 +249,7 @@ def moe_ops(model: ModelSpec, tokens, p: Precision, tp) -> list[Op]:
 def kv_append_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp) -> Op:
     """Growing a concatenated cache (torch.cat) re-reads the S0 cached tokens and writes S0 + T."""
     kv_elems = model.kv_elements_per_token if model.is_mla else 2 * np.ceil(model.n_kv_heads / tp) * model.head_dim
-    return Op("kv_cat", "elementwise", model.n_layers, flops=0.0, weight_bytes=0.0, act_bytes=0.0,
+    return Op("kv_cat", "concat", model.n_layers, flops=0.0, weight_bytes=0.0, act_bytes=0.0,
               kv_bytes=seqs * kv_elems * (2 * past + new_tokens) * p.kv_bytes, kernels=2)
 
 

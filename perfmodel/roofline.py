@@ -106,6 +106,8 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
             bandwidth = _dequant_bandwidth(cal, p, bandwidth)
     elif op.kind == "norm" and cal and cal.norm_bytes_per_s:
         rate, bandwidth = hw.peak_flops_per_s("fp32"), cal.norm_bytes_per_s
+    elif op.kind == "concat" and cal and cal.concat_bytes_per_s:
+        rate, bandwidth = hw.peak_flops_per_s("fp32"), cal.concat_bytes_per_s
     elif op.kind == "attention":
         rate = matmul_dtype_rate(hw, 16, 16) * (cal.attention_flops_fraction if cal else 1.0)
         if cal:

@@ -166,6 +166,16 @@ def build_norm(case: dict, dev: torch.device):
     return rmsnorm
 
 
+def build_kv_append(case: dict, dev: torch.device):
+    """torch.cat of a cache and one new token along the sequence, as DynamicCache.update does."""
+    b, kv, s, d = (int(case[k]) for k in ("batch", "kv_heads", "kv_len", "head_dim"))
+    t = DTYPES[case["dtype"]]
+    sets = copies_to_defeat_cache(b * kv * s * d * 2, dev.type == "cuda")
+    cache = [_randn((b, kv, s, d), t, dev) for _ in range(sets)]
+    new = _randn((b, kv, 1, d), t, dev)
+    return lambda i: torch.cat([cache[i % sets], new], dim=-2)
+
+
 def build_launch(case: dict, dev: torch.device):
     """`kernels` tiny adds replayed from a CUDA graph: the device-side floor of a kernel, with no
     host dispatch in the way (graphs are what fused serving stacks replay)."""
@@ -198,6 +208,7 @@ def build_model_step(case: dict, dev: torch.device):
 
 BUILDERS = {"matmul": build_matmul, "matmul_wo": build_matmul_wo, "attention": build_attention,
             "copy": build_copy, "elementwise": build_elementwise, "norm": build_norm, "launch": build_launch,
+            "kv_append": build_kv_append,
             "model_step": build_model_step}
 
 

@@ -8,7 +8,7 @@ reflective), each group on the kernel classes that identify it, in dependency or
 1. launch floor: the device-side cost of a kernel, from tiny kernels replayed in a CUDA graph;
 2. streaming memory and eager dispatch: time = max(floor + bytes / bw, ops x dispatch), from device
    copies and elementwise kernels (small sizes pin the dispatch, large ones the bandwidth);
-3. normalisation kernels' bandwidth, from norm cases;
+3. normalisation kernels' and cache concatenation's bandwidths, from norm and kv_append cases;
 4. host link per direction, pinned and pageable: time = latency + bytes / bw;
 5. GEMMs and attention jointly: achieved rate per dtype, read bandwidth, per-thread-block bandwidth,
    attention's fraction of the GEMM rate and its extra floor, with the tile shape and split-K
@@ -86,6 +86,7 @@ def calibrate(measured: list[dict], base: Hardware, source: str = "") -> Hardwar
     cal, _ = fit(_of(cases, "copy_d2d", "elementwise"), base, cal, {
         "memory_bytes_per_s": (0.9 * bw, 0.05 * bw, 1.2 * bw), "dispatch_s": (1e-5, 1e-8, 1e-3)})
     cal, _ = fit(_of(cases, "norm"), base, cal, {"norm_bytes_per_s": (0.5 * bw, 0.01 * bw, 1.2 * bw)})
+    cal, _ = fit(_of(cases, "kv_append"), base, cal, {"concat_bytes_per_s": (0.5 * bw, 0.01 * bw, 1.2 * bw)})
     cal = _fit_transfers(cases, base, cal)
     cal = _fit_gemm_and_attention(cases, base, cal)
     cal = _fit_weight_only(cases, base, cal)

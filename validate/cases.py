@@ -11,6 +11,8 @@ Kinds and their parameters:
   copy          direction (d2d | h2d | d2h), bytes, pinned (0 | 1)
   elementwise   op (add | silu_mul), elements, dtype
   norm          op (rmsnorm | layernorm), tokens, width, dtype
+  kv_append     batch, kv_heads, kv_len, head_dim, dtype (torch.cat of a [batch, kv_heads, kv_len, head_dim]
+                cache with one new token, as transformers' DynamicCache grows)
   launch        kernels (tiny adds replayed from a CUDA graph: the device-side kernel floor; CUDA only)
   model_step    model, layers, phase (prefill | decode), batch, q_len, kv_len, dtype
                 (a transformers Llama-architecture model with random weights, eager PyTorch)
@@ -24,7 +26,7 @@ import itertools
 PARAM_COLUMNS = ("kind", "m", "n", "k", "dtype", "w_bits", "group", "phase", "batch", "heads", "kv_heads",
                  "q_len", "kv_len", "head_dim", "direction", "bytes", "pinned", "op", "elements", "tokens",
                  "width", "model", "layers", "kernels")
-KINDS = ("matmul", "matmul_wo", "attention", "copy", "elementwise", "norm", "launch", "model_step")
+KINDS = ("matmul", "matmul_wo", "attention", "copy", "elementwise", "norm", "kv_append", "launch", "model_step")
 
 #: The class a case is scored under in reports (copies split by direction: different links).
 def kernel_class(case: dict) -> str:
@@ -109,6 +111,10 @@ def _vector(quick: bool, cuda: bool) -> list[dict]:
               for op in ("rmsnorm", "layernorm") for t in tokens for w in widths]
     if cuda:
         cases += [dict(kind="launch", kernels=k) for k in (20, 50, 100, 200, 400)]
+    appends = ((1, 512), (8, 1024), (16, 4096), (32, 2048), (64, 1024), (64, 4096), (128, 1024), (4, 16384),
+               (1, 32768)) if cuda and not quick else ((1, 64), (4, 256))
+    cases += [dict(kind="kv_append", batch=b, kv_heads=8 if cuda else 2, kv_len=s, head_dim=128 if cuda else 32,
+                   dtype="bf16") for b, s in appends]
     return cases
 
 

@@ -52,11 +52,24 @@ def random_cache(model, batch: int, kv_len: int, dev: torch.device, dtype=torch.
     for layer in range(cfg.num_hidden_layers):
         k = torch.randn(batch, kv_heads, kv_len, head_dim, device=dev, dtype=dtype)
         cache.update(k, torch.randn_like(k), layer)
+    # keep the contiguous tensors, so `crop` can restore them instead of slicing (see crop)
+    cache._perfmodel_saved = (kv_len, [(layer.keys, layer.values) for layer in cache.layers])
     return cache
 
 
 def crop(cache, length: int) -> None:
-    """Cut the cache back to `length` tokens (transformers changed crop's argument across 5.x)."""
+    """Put the cache back to `length` tokens after a timed step.
+
+    A cache made by `random_cache` gets its original contiguous tensors back (pointer swaps, no
+    copy): slicing with DynamicCache.crop leaves strided views, and the next step's torch.cat then
+    takes a slower strided path that real generation never sees (found in a profile on an H200:
+    the concatenation ran at a third of its contiguous speed). Other caches are cropped
+    (transformers changed crop's argument across 5.x)."""
+    saved = getattr(cache, "_perfmodel_saved", None)
+    if saved is not None and saved[0] == length:
+        for layer, (keys, values) in zip(cache.layers, saved[1]):
+            layer.keys, layer.values = keys, values
+        return
     current = cache.get_seq_length()
     if current > length:
         try:

@@ -14,7 +14,7 @@ import numpy as np
 
 import workloads
 from hardware.spec import Hardware
-from perfmodel.ops import HF_EAGER, Op, Precision, attention_op, matmul_op, vector_op
+from perfmodel.ops import HF_EAGER, Op, Precision, attention_op, kv_append_op, matmul_op, vector_op
 from perfmodel.predict import step_time
 from perfmodel.roofline import op_time
 from workloads.model import ModelSpec
@@ -86,6 +86,17 @@ def predict_copy(case: dict, hw: Hardware) -> float:
     return max(latency + size / rate, dispatch)
 
 
+def predict_kv_append(case: dict, hw: Hardware) -> float:
+    """The cache concatenation op of the HF step model, for one layer's K (or V)."""
+    p = _precision(case["dtype"])
+    b, kv, s, d = (_num(case, k) for k in ("batch", "kv_heads", "kv_len", "head_dim"))
+    model = attention_model(int(kv), int(kv), int(d))
+    op = kv_append_op(model, b, 1.0, s, p, 1)
+    # kv_append_op counts K and V (2 kernels); one case concatenates one tensor
+    half = Op("kv_cat", "concat", 1, flops=0.0, weight_bytes=0.0, act_bytes=0.0, kv_bytes=op.kv_bytes / 2)
+    return _time(half, hw, p)
+
+
 def predict_launch(case: dict, hw: Hardware) -> float:
     """Tiny kernels replayed from a CUDA graph: each costs the device floor (no host dispatch)."""
     p = Precision(32, 32, 16)
@@ -132,7 +143,7 @@ def predict_model_step(case: dict, hw: Hardware) -> float:
 
 PREDICTORS = {"matmul": predict_matmul, "matmul_wo": predict_matmul_wo, "attention": predict_attention,
               "copy": predict_copy, "elementwise": predict_elementwise, "norm": predict_norm,
-              "launch": predict_launch,
+              "launch": predict_launch, "kv_append": predict_kv_append,
               "model_step": predict_model_step}
 
 
@@ -176,7 +187,7 @@ def _group_key(case: dict) -> tuple:
     kind = case.get("kind")
     keys = {"matmul": ("dtype",), "matmul_wo": ("w_bits", "group"), "attention": ("heads", "kv_heads", "head_dim", "dtype"),
             "copy": ("direction", "pinned"), "elementwise": ("op", "dtype"), "norm": ("op", "dtype"),
-            "launch": (), "model_step": ("model", "layers", "phase", "dtype")}.get(kind)
+            "launch": (), "kv_append": ("dtype",), "model_step": ("model", "layers", "phase", "dtype")}.get(kind)
     if keys is None:
         raise ValueError(f"kind: {kind!r} is not one of {', '.join(PREDICTORS)}")
     return (kind,) + tuple(str(case.get(k)) for k in keys)

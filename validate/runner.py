@@ -27,6 +27,24 @@ def done_ids(path: Path) -> set[str]:
         return {row["case_id"] for row in csv.DictReader(f)}
 
 
+def migrate(path: Path) -> None:
+    """Rewrite a measurements file written with an older column set in the current one (no row
+    is lost; columns it lacked stay empty)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) == RECORD_COLUMNS:
+            return
+        rows = list(reader)
+    tmp = path.with_suffix(".migrating")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=RECORD_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
 def append_record(path: Path, record: dict) -> None:
     """Append one row and flush it to disk, writing the header for a new file."""
     new = not path.exists() or path.stat().st_size == 0
@@ -47,6 +65,7 @@ def run(cases: list[dict], out: str | Path, progress: bool = True, limit_s: floa
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    migrate(out)
     todo = [c for c in cases if case_id(c) not in done_ids(out)]
     dev, env = bench.device(), bench.environment()
     bar = _progress(len(cases), len(cases) - len(todo), progress)

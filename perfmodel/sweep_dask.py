@@ -10,11 +10,11 @@ i, so the rows are the local run's rows. Chunk results are put back in sweep ord
 written, and a bounded window of chunks in flight keeps the client's memory bounded. dask is an
 optional dependency: it is imported inside functions only.
 
-Workers should run without distributed's default ``MALLOC_TRIM_THRESHOLD_=65536``: setting it
+Workers should not run with distributed's default ``MALLOC_TRIM_THRESHOLD_=65536``: setting it
 freezes glibc's mmap threshold at 128 KiB, so every array of a 1e5-row chunk is mmapped and
 page-faulted afresh (measured here: 5x the minor page faults and about 2x the CPU time per chunk).
-LocalClusters started here leave it unset; for your own cluster set the workers' dask config key
-``distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_`` to null.
+LocalClusters started here set the glibc malloc thresholds in `MALLOC_ENV` instead; for your own
+cluster, set them in the workers' dask config under ``distributed.nanny.pre-spawn-environ``.
 """
 from __future__ import annotations
 
@@ -78,19 +78,24 @@ def local_cluster(n_workers: int | None = None):
     workers = n_workers or os.cpu_count() or 1
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SweepError(f"n_workers: {n_workers!r} must be a whole number >= 1")
-    with _without_env(TRIM_VARIABLE), dask.config.set(LOCAL_CLUSTER_CONFIG):  # read when servers start
+    with _without_env(MALLOC_ENV), dask.config.set(LOCAL_CLUSTER_CONFIG):  # read when servers start
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     with cluster, Client(cluster) as dask_client:
         yield dask_client
 
 
-TRIM_VARIABLE = "MALLOC_TRIM_THRESHOLD_"
-#: Settings for LocalClusters started here. Besides the malloc trim (module doc), the background
-#: diagnostics cost CPU on the same cores the sweep uses; measured idle on this 2-core machine,
-#: per 10 s: workers 0.36 s and client + scheduler + nanny 0.38 s with the defaults, 0.08 s and
-#: 0.12 s with these (mostly the 20 ms event-loop tick monitor, then the 10 ms worker profiler).
+#: glibc malloc settings for worker processes: arrays up to 64 MiB come from the heap, and up to
+#: 64 MiB of freed heap is kept for the next chunk instead of going back to the OS and being
+#: page-faulted in again. Measured on a 2.6e6-row sweep (20 chunks, one worker): distributed's
+#: default (trim threshold 64 KiB) 0.50 s system time and 261k minor page faults; these 0.06-0.08 s
+#: and 35k, for 46 MB more resident memory (296 MB against 250 MB).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": 1 << 26, "MALLOC_TRIM_THRESHOLD_": 1 << 26, "MALLOC_TOP_PAD_": 1 << 26}
+#: Settings for LocalClusters started here. Besides malloc (above), the background diagnostics cost
+#: CPU on the cores the sweep uses; measured idle on this 2-core machine, per 10 s: workers 0.36 s and
+#: client + scheduler + nanny 0.38 s with the defaults, 0.08 s and 0.12 s with these (mostly the 20 ms
+#: event-loop tick monitor, then the 10 ms worker profiler).
 LOCAL_CLUSTER_CONFIG = {
-    f"distributed.nanny.pre-spawn-environ.{TRIM_VARIABLE}": None,
+    **{f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in MALLOC_ENV.items()},
     "distributed.admin.tick.interval": "1s",
     "distributed.worker.profile.enabled": False,
     "distributed.admin.system-monitor.interval": "5s",
@@ -98,15 +103,18 @@ LOCAL_CLUSTER_CONFIG = {
 
 
 @contextmanager
-def _without_env(name: str):
-    """Hide a variable from processes spawned inside (a Nanny leaks its pre-spawn environment into
-    this process, so an earlier default cluster may have set it here)."""
-    saved = os.environ.pop(name, None)
+def _without_env(names):
+    """Hide variables from this process while a cluster starts, then put back exactly what was there.
+    The Nanny takes an inherited value over its config and copies its pre-spawn settings into this
+    process's environment; neither should leak either way."""
+    saved = {name: os.environ.pop(name, None) for name in names}
     try:
         yield
     finally:
-        if saved is not None:
-            os.environ[name] = saved
+        for name, value in saved.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
 
 
 def _ordered_results(client, spec: SweepSpec, parts: list[tuple[int, int]], keep: str, window: int | None):

@@ -109,7 +109,8 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
     elif op.kind == "concat" and cal and cal.concat_bytes_per_s:
         rate, bandwidth = hw.peak_flops_per_s("fp32"), cal.concat_bytes_per_s
     elif op.kind == "attention":
-        rate = matmul_dtype_rate(hw, 16, 16) * (cal.attention_flops_fraction if cal else 1.0)
+        bits = np.minimum(np.maximum(p.a_bits, 16), 32)  # attention runs in bf16/fp16, or fp32
+        rate = matmul_dtype_rate(hw, bits, bits) * (cal.attention_flops_fraction if cal else 1.0)
         if cal:
             bandwidth = cal.read_bytes_per_s
             overhead = overhead + cal.attention_overhead_s

@@ -63,8 +63,15 @@ def fit(cases: list[dict], base: Hardware, cal: Calibration, params: dict[str, t
     def residuals(z):
         return log_residuals(cases, dataclasses.replace(base, calibration=build(z)))
 
-    res = optimize.least_squares(residuals, x0, bounds=(lo, hi), method="trf", x_scale=1.0, diff_step=1e-3)
-    return build(res.x), float(2 * res.cost)
+    # max(device, host) terms make the cost piecewise smooth: start from three points a factor
+    # of three apart and keep the best
+    best = None
+    for shift in (0.0, 1.1, -1.1):
+        start = np.clip(x0 + shift, lo + 1e-9, hi - 1e-9)
+        res = optimize.least_squares(residuals, start, bounds=(lo, hi), method="trf", x_scale=1.0, diff_step=1e-3)
+        if best is None or res.cost < best.cost:
+            best = res
+    return build(best.x), float(2 * best.cost)
 
 
 def _of(cases: list[dict], *classes: str) -> list[dict]:
@@ -84,14 +91,14 @@ def calibrate(measured: list[dict], base: Hardware, source: str = "") -> Hardwar
         per_kernel = [float(c["measured_s"]) / float(c["kernels"]) for c in launches]
         cal = dataclasses.replace(cal, kernel_overhead_s=float(np.median(per_kernel)))
     cal, _ = fit(_of(cases, "copy_d2d", "elementwise"), base, cal, {
-        "memory_bytes_per_s": (0.9 * bw, 0.05 * bw, 1.2 * bw), "dispatch_s": (1e-5, 1e-8, 1e-3)})
-    cal, _ = fit(_of(cases, "norm"), base, cal, {"norm_bytes_per_s": (0.5 * bw, 0.01 * bw, 1.2 * bw)})
-    cal, _ = fit(_of(cases, "kv_append"), base, cal, {"concat_bytes_per_s": (0.5 * bw, 0.01 * bw, 1.2 * bw)})
+        "memory_bytes_per_s": (0.9 * bw, 1e-3 * bw, 1.2 * bw), "dispatch_s": (1e-5, 1e-8, 1e-2)})
+    cal, _ = fit(_of(cases, "norm"), base, cal, {"norm_bytes_per_s": (0.5 * bw, 1e-4 * bw, 1.2 * bw)})
+    cal, _ = fit(_of(cases, "kv_append"), base, cal, {"concat_bytes_per_s": (0.5 * bw, 1e-4 * bw, 1.2 * bw)})
     cal = _fit_transfers(cases, base, cal)
     cal = _fit_gemm_and_attention(cases, base, cal)
     cal = _fit_weight_only(cases, base, cal)
     cal, _ = fit(_of(cases, "model_step_prefill", "model_step_decode"), base, cal, {
-        "layer_overhead_s": (1e-4, 1e-8, 1e-2), "step_overhead_s": (1e-3, 1e-8, 1e-1)})
+        "layer_overhead_s": (1e-4, 1e-8, 1e-1), "step_overhead_s": (1e-3, 1e-8, 1.0)})
     return dataclasses.replace(base, name=f"{base.name}-calibrated", title=f"{base.title} (calibrated)",
                                calibration=cal)
 
@@ -117,8 +124,8 @@ def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration)
     wide = [c for c in gemms if float(c["m"]) > 64]
     bw = base.hbm_bytes_per_s
     gpu = base.compute_units > 1
-    memory = {"memory_read_bytes_per_s": (0.95 * bw, 0.1 * bw, 1.1 * bw),
-              "attention_overhead_s": (1e-5, 1e-8, 1e-3)}
+    memory = {"memory_read_bytes_per_s": (0.95 * bw, 1e-3 * bw, 1.1 * bw),
+              "attention_overhead_s": (1e-5, 1e-8, 1e-2)}
     if gpu:
         memory["sm_bytes_per_s"] = (0.02 * bw, 0.001 * bw, 1.0 * bw)
     best = None
@@ -129,16 +136,18 @@ def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration)
         if best is None or cost < best[0]:
             best = (cost, fitted)
     cal = best[1]
-    rates = {f"matmul_flops_per_s:{d}": (0.8 * base.peak_flops_per_s(d), 0.01 * base.peak_flops_per_s(d),
+    rates = {f"matmul_flops_per_s:{d}": (0.8 * base.peak_flops_per_s(d), 1e-3 * base.peak_flops_per_s(d),
                                          1.05 * base.peak_flops_per_s(d))
-             for d in sorted({c["dtype"] for c in gemms} | {"bf16"})}
+             # fp16 and bf16 share the 16-bit tensor-core path in the cost model (equal peaks on
+             # every preset), so 16-bit cases all inform the bf16 rate
+             for d in sorted({"bf16" if c["dtype"] == "fp16" else c["dtype"] for c in gemms} | {"bf16"})}
     best = None
     for tile_m, tile_n in TILES if gpu else ((1, 1),):
         fitted, cost = fit(wide or gemms, base, dataclasses.replace(cal, tile_m=tile_m, tile_n=tile_n), rates)
         if best is None or cost < best[0]:
             best = (cost, fitted)
     cal = best[1]
-    return fit(_of(cases, "attention_prefill"), base, cal, {"attention_flops_fraction": (0.6, 0.05, 1.2)})[0]
+    return fit(_of(cases, "attention_prefill"), base, cal, {"attention_flops_fraction": (0.6, 0.01, 1.2)})[0]
 
 
 def _fit_weight_only(cases: list[dict], base: Hardware, cal: Calibration) -> Calibration:

@@ -68,6 +68,9 @@ def run(cases: list[dict], out: str | Path, progress: bool = True, limit_s: floa
     migrate(out)
     todo = [c for c in cases if case_id(c) not in done_ids(out)]
     dev, env = bench.device(), bench.environment()
+    if dev.type == "cpu":
+        # one intra-op thread: on small shared machines, spinning worker threads time the scheduler
+        torch.set_num_threads(1)
     bar = _progress(len(cases), len(cases) - len(todo), progress)
     start = time.perf_counter()
     for case in todo:

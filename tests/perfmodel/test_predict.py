@@ -1,0 +1,135 @@
+"""Request metrics: properties that must hold for any device, model and scenario."""
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import hardware
+import perfmodel
+import workloads
+from perfmodel.predict import DoesNotFitError, mean_decode_step, step_time
+from perfmodel.ops import Precision
+from perfmodel.roofline import mean_max_affine
+from workloads import Scenario
+
+MODELS = ["llama-3-8b", "qwen3-0.6b", "mixtral-8x7b", "deepseek-v3", "opt-6.7b", "falcon-7b", "gpt2"]
+DEVICES = ["h200-sxm", "h200-sxm-calibrated", "a100-80gb-sxm", "l4", "mi300x"]
+scenarios = st.fixed_dictionaries({
+    "batch": st.integers(1, 256), "prompt": st.integers(1, 4096), "gen": st.integers(1, 1024),
+    "w_bits": st.sampled_from([4, 8, 16]), "kv_bits": st.sampled_from([8, 16]), "tp": st.sampled_from([1, 2, 8])})
+FAST = settings(max_examples=25, deadline=None)
+
+
+def _predict(model, device, **kw):
+    return perfmodel.evaluate(workloads.load(model), hardware.load(device), Scenario(**kw))
+
+
+@FAST
+@given(sc=scenarios, model=st.sampled_from(MODELS), device=st.sampled_from(DEVICES),
+       factor=st.floats(1.0, 8.0))
+def test_more_bandwidth_or_flops_is_never_slower(sc, model, device, factor):
+    hw = hardware.load(device)
+    faster_mem = dataclasses.replace(hw, hbm_bytes_per_s=hw.hbm_bytes_per_s * factor)
+    faster_flops = dataclasses.replace(hw, flops_per_s={k: v * factor for k, v in hw.flops_per_s.items()})
+    if hw.calibration:  # calibrated rates win over peaks: scale those too
+        cal = hw.calibration
+        faster_mem = dataclasses.replace(faster_mem, calibration=dataclasses.replace(
+            cal, memory_bytes_per_s=cal.memory_bytes_per_s * factor,
+            memory_read_bytes_per_s=cal.memory_read_bytes_per_s * factor, sm_bytes_per_s=cal.sm_bytes_per_s * factor,
+            norm_bytes_per_s=cal.norm_bytes_per_s * factor, concat_bytes_per_s=cal.concat_bytes_per_s * factor))
+        faster_flops = dataclasses.replace(faster_flops, calibration=dataclasses.replace(
+            cal, matmul_flops_per_s={k: v * factor for k, v in cal.matmul_flops_per_s.items()}))
+    m, s = workloads.load(model), Scenario(**sc)
+    base = perfmodel.evaluate(m, hw, s)
+    for other in (faster_mem, faster_flops):
+        fast = perfmodel.evaluate(m, other, s)
+        assert np.all(fast["ttft_s"] <= base["ttft_s"] * (1 + 1e-12))
+        assert np.all(fast["tpot_s"] <= base["tpot_s"] * (1 + 1e-12))
+
+
+@FAST
+@given(sc=scenarios, model=st.sampled_from(MODELS), device=st.sampled_from(DEVICES), extra=st.integers(1, 4096))
+def test_more_tokens_are_never_cheaper(sc, model, device, extra):
+    base = _predict(model, device, **sc)
+    more_prompt = _predict(model, device, **{**sc, "prompt": sc["prompt"] + extra})
+    more_gen = _predict(model, device, **{**sc, "gen": sc["gen"] + extra})
+    assert np.all(more_prompt["ttft_s"] >= base["ttft_s"] * (1 - 1e-12))
+    assert np.all(more_gen["e2e_s"] >= base["e2e_s"] * (1 - 1e-12))
+    assert np.all(more_prompt["kv_bytes"] > base["kv_bytes"])
+
+
+@FAST
+@given(model=st.sampled_from(MODELS), bits=st.sampled_from([4, 8, 16]), scale=st.sampled_from([2, 4]))
+def test_bits_scale_bytes_linearly(model, bits, scale):
+    m = workloads.load(model)
+    from perfmodel.memory import kv_cache_bytes, weight_bytes
+    p1, p2 = Precision(16, 16, bits), Precision(16, 16, bits * scale)
+    assert kv_cache_bytes(m, p2, 1000) == pytest.approx(scale * kv_cache_bytes(m, p1, 1000))
+    # linear weights scale with bits (8 and 16 carry no group overhead); embeddings and norms stay 16-bit
+    w8, w16 = weight_bytes(m, Precision(8, 16, 16)), weight_bytes(m, Precision(16, 16, 16))
+    fixed = m.embedding_params() * 2 + (m.n_layers * m.norms_per_layer + 1) * m.norm_params() * 2
+    assert (w16 - fixed) == pytest.approx(2 * (w8 - fixed))
+
+
+@FAST
+@given(model=st.sampled_from(MODELS), device=st.sampled_from(DEVICES))
+def test_vectorized_equals_scalar(model, device):
+    rng = np.random.default_rng(0)
+    n = 6
+    cols = dict(batch=rng.integers(1, 64, n), prompt=rng.integers(1, 2048, n), gen=rng.integers(1, 512, n),
+                w_bits=rng.choice([4, 8, 16], n), tp=rng.choice([1, 2, 4], n))
+    vec = _predict(model, device, **cols)
+    for i in range(n):
+        one = _predict(model, device, **{k: v[i] for k, v in cols.items()})
+        for key in ("ttft_s", "tpot_s", "e2e_s", "total_bytes", "max_batch"):
+            assert vec[key][i] == pytest.approx(one[key][0], rel=1e-12)
+
+
+@pytest.mark.parametrize("device", ["h200-sxm", "h200-sxm-calibrated"])
+def test_mean_decode_equals_stepping_through_every_token(device):
+    m, hw, p = workloads.load("llama-3-8b"), hardware.load(device), Precision(16, 16, 16)
+    batch, prompt, gen = 32, 4000, 200
+    steps = [float(step_time(m, hw, batch, 1.0, prompt + j, p)["time_s"]) for j in range(gen - 1)]
+    mean = float(mean_decode_step(m, hw, batch, prompt, prompt + gen - 2, p)["time_s"])
+    assert mean == pytest.approx(np.mean(steps), rel=1e-3)
+
+
+def test_mean_max_affine_exact():
+    t = np.linspace(0, 1, 200001)
+    for u0, u1, v0, v1 in [(0, 2, 1, 1), (3, 1, 0, 4), (1, 1, 2, 2), (0, 0, 0, 0), (5, 6, 1, 2)]:
+        brute = np.mean(np.maximum(u0 + (u1 - u0) * t, v0 + (v1 - v0) * t))
+        assert mean_max_affine(u0, u1, v0, v1) == pytest.approx(brute, abs=1e-4)
+
+
+def test_decode_is_memory_bound_and_prefill_compute_bound_on_h200():
+    row = perfmodel.predict(workloads.load("llama-3-8b"), hardware.load("h200-sxm"),
+                            Scenario(batch=1, prompt=2048, gen=128)).row(0)
+    assert row["decode_bound"] == "memory" and row["prefill_bound"] == "compute"
+    # batch-1 decode reads every weight once: TPOT ~ weights / bandwidth
+    weights = 8_030_261_248 * 2 - 128256 * 4096 * 2
+    assert row["tpot_s"] == pytest.approx(weights / 4.8e12, rel=0.05)
+
+
+def test_memory_fit_and_max_batch():
+    m, hw = workloads.load("llama-3.1-70b"), hardware.load("h200-sxm")
+    pred = perfmodel.predict(m, hw, Scenario(batch=[1, 4096], prompt=4096, gen=512, tp=[1, 1]))
+    assert list(pred["fits"]) == [False, False]  # 141 GB of bf16 weights do not fit in 141 GB
+    with pytest.raises(DoesNotFitError, match=r"needs .* GB per device .* has 141.0 GB"):
+        pred.require_fit()
+    two = perfmodel.predict(m, hw, Scenario(batch=8, prompt=4096, gen=512, tp=2))
+    assert bool(two["fits"][0]) and two["max_batch"][0] >= 8
+
+
+def test_context_above_model_maximum_is_an_error():
+    with pytest.raises(ValueError, match="exceeds gpt2's maximum context of 1024"):
+        perfmodel.predict(workloads.load("gpt2"), hardware.load("h200-sxm"), Scenario(prompt=1000, gen=100))
+
+
+def test_breakdown_rows_sum_to_the_step():
+    m, hw = workloads.load("qwen3-8b"), hardware.load("h200-sxm-calibrated")
+    pred = perfmodel.predict(m, hw, Scenario(batch=4, prompt=512, gen=2))
+    frame = pred.breakdown("prefill")
+    assert frame["time_s"].sum() == pytest.approx(pred["ttft_s"][0], rel=1e-9)
+    assert set(frame["bound"]) <= {"compute", "memory", "overhead", "comm"}

@@ -14,11 +14,17 @@ processes share the cores; Dask's overhead with one worker against the in-proces
 path (same single core: the pure cost of scheduling, serialising and returning chunks); the
 n-worker cluster's speed-up and its overhead against ideal n-core scaling (n x time / in-process
 time - 1). Cluster start-up is timed apart from the sweep.
+
+Like for like: LocalCluster workers run with the glibc malloc thresholds of
+`perfmodel.sweep_dask.MALLOC_ENV` (measured 8x fewer page faults than distributed's defaults), so
+the script re-runs itself with the same settings for the in-process path unless --glibc-defaults
+is given (then the in-process path pays glibc's defaults, about 10-20% more CPU here).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import pandas as pd
@@ -87,7 +93,13 @@ def main(argv=None) -> int:
     parser.add_argument("--chunk-rows", type=int, default=sweep.DEFAULT_CHUNK_ROWS)
     parser.add_argument("--scheduler", help="tcp://host:port of an existing cluster instead of a LocalCluster")
     parser.add_argument("--skip-single", action="store_true", help="skip the 1-worker overhead run")
+    parser.add_argument("--glibc-defaults", action="store_true",
+                        help="run the in-process path without the workers' malloc settings")
     args = parser.parse_args(argv)
+    missing = {k: str(v) for k, v in sweep_dask.MALLOC_ENV.items() if os.environ.get(k) != str(v)}
+    if missing and not args.glibc_defaults and argv is None:
+        os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, **missing})  # glibc reads them at start
+    print(f"in-process malloc: {'glibc defaults' if missing else 'same settings as the workers'}")
     spec = bench_spec(8 if args.quick else args.batch_max)
     print(f"sweep: {spec.describe()}; chunks of {args.chunk_rows:,} rows; {os.cpu_count()} cores")
 

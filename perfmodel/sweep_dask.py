@@ -38,9 +38,9 @@ def run(spec: SweepSpec, scheduler: str | None = None, client=None, n_workers: i
     scheduler_timeout_s: how long to try to reach `scheduler` before giving up.
     """
     sweep.prepare(spec)
-    collector = sweep.Collector(spec, keep, path, csv_path, collect)
     parts = sweep.chunks(spec, chunk_rows)
     with connect(scheduler, client, n_workers, scheduler_timeout_s) as dask_client, sweep.progress_bar(spec.size, progress) as bar:
+        collector = sweep.Collector(spec, keep, path, csv_path, collect)  # timed from here: not the cluster start
         for chunk in _ordered_results(dask_client, spec, parts, keep, window):
             collector.add(chunk)
             bar.update(chunk.rows)

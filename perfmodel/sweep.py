@@ -865,15 +865,12 @@ def plot_front(front, objectives, frame=None, path=None, ax=None, max_points: in
         else tuple(objectives)
     if front is None or not len(front) or len(objectives) < 2:
         raise SweepError("plot: needs a non-empty Pareto front over at least two objectives")
-    import matplotlib
-
-    if ax is None and path is not None:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # a standalone figure: no pyplot state, no backend switch
 
     x, y = objectives[0].column, objectives[1].column
-    own = ax is None
-    fig, ax = plt.subplots(figsize=(7, 4.5)) if own else (ax.figure, ax)
+    if ax is None:
+        ax = Figure(figsize=(7, 4.5)).subplots()
+    fig = ax.figure
     if frame is not None and len(frame):
         feasible = frame[frame["feasible"].to_numpy()] if "feasible" in frame else frame
         sample = feasible.sample(max_points, random_state=0) if len(feasible) > max_points else feasible
@@ -892,8 +889,6 @@ def plot_front(front, objectives, frame=None, path=None, ax=None, max_points: in
     if path is not None:
         fig.tight_layout()
         fig.savefig(path, dpi=120)
-        if own:
-            plt.close(fig)
     return ax
 
 

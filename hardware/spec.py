@@ -37,8 +37,10 @@ class Calibration:
     """What measurement on a real device found; every rate here is achieved, not peak.
 
     Fitted by `validate.calibrate` (see its docstrings for the fitting method). matmul_flops_per_s
-    is keyed by dtype (bf16, fp16, fp32, fp8) and by weight-only formats (w8a16, w4a16: quantized
-    weights, bf16 activations, dequantized inside the kernel).
+    is keyed by dtype (bf16, fp16, fp32, fp8) and by weight-only formats as PyTorch's own packed
+    kernels run them (w8a16: torch._weight_int8pack_mm, w4a16: torch._weight_int4pack_mm; bf16
+    activations), with dequant_bytes_per_s their weight-streaming rates. Fused serving kernels
+    (the default) run weight-only formats at the bf16 rate.
 
     Device side: GEMM time = padded FLOPs / rate, with tile_m x tile_n output tiles in waves over
     the SMs and split-K below split_k_min reduction length (skinny GEMMs, m <= 64, run GEMV-like

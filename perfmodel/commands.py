@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     models_sub.add_parser("list", help="list catalog models").set_defaults(handler=run_models_list)
 
 
-def add_model_hardware_args(p, model_default: str = "llama-3-8b", hardware_default: str = "h200-sxm") -> None:
+def add_model_hardware_args(p, model_default: str = "llama-3-8b", hardware_default: str = "h200-sxm-calibrated") -> None:
     p.add_argument("--model", default=model_default, help="catalog name or path to an HF config.json")
     p.add_argument("--hardware", default=hardware_default, help="preset name or path to a spec YAML")
 

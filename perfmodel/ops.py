@@ -45,17 +45,24 @@ class Op:
 
     @cached_property
     def bytes(self):
-        return self.weight_bytes + self.act_bytes + self.kv_bytes
+        total = self.weight_bytes + self.act_bytes
+        return total if np.ndim(self.kv_bytes) == 0 and self.kv_bytes == 0 else total + self.kv_bytes
 
 
 @dataclass(frozen=True)
 class Precision:
-    """Bits per element for weights (with quantization-group overhead), activations and KV cache."""
+    """Bits per element for weights (with quantization-group overhead), activations and KV cache.
+
+    weight_only_kernel: which kernel runs weight-only formats (w_bits < a_bits): "fused" (a
+    serving kernel that dequantizes in registers at the bf16 tensor-core rate, as Marlin does:
+    Frantar et al. 2024, arXiv 2408.11743) or "torch" (PyTorch's own packed int8 / int4 kernels,
+    whose measured rates a calibrated spec carries)."""
 
     w_bits: object
     a_bits: object
     kv_bits: object
     quant_group: object = 128
+    weight_only_kernel: str = "fused"
 
     @cached_property
     def weight_bytes_per_param(self):
@@ -121,17 +128,18 @@ IMPLEMENTATIONS = {impl.name: impl for impl in (FUSED, HF_EAGER)}
 
 
 def matmul_op(name: str, tokens, n, k, p: Precision, count: int) -> Op:
-    """A dense GEMM: tokens x k activations times a k x n weight; flops = 2 m n k."""
-    return Op(name, "matmul", count, flops=2.0 * tokens * n * k,
-              weight_bytes=n * k * p.weight_bytes_per_param,
-              act_bytes=tokens * (n + k) * p.act_bytes, m=tokens, n=n, k=k)
+    """A dense GEMM: tokens x k activations times a k x n weight; flops = 2 m n k.
+    (Products are ordered scalars first: a million-scenario sweep spends its time here.)"""
+    return Op(name, "matmul", count, flops=(2.0 * n * k) * tokens,
+              weight_bytes=(n * k) * p.weight_bytes_per_param,
+              act_bytes=((n + k) * tokens) * p.act_bytes, m=tokens, n=n, k=k)
 
 
 def vector_op(name: str, kind: str, tokens, width, passes: float, flops_per_elem: float, p: Precision,
               count: int, weight_elems: float = 0.0, kernels: int = 1) -> Op:
     """A memory-bound elementwise / norm op making `passes` reads + writes of tokens x width tensors."""
-    return Op(name, kind, count, flops=flops_per_elem * tokens * width, weight_bytes=weight_elems * 2.0,
-              act_bytes=passes * tokens * width * p.act_bytes, kernels=kernels)
+    return Op(name, kind, count, flops=(flops_per_elem * width) * tokens, weight_bytes=weight_elems * 2.0,
+              act_bytes=((passes * width) * tokens) * p.act_bytes, kernels=kernels)
 
 
 def attention_pairs(new_tokens, past):

@@ -28,13 +28,43 @@ def precision(sc: Scenario) -> Precision:
     return Precision(sc.w_bits, sc.a_bits, sc.kv_bits, sc.quant_group)
 
 
+class _Sums:
+    """Sums of count x value over ops, grouped by count so each big array is scaled once, at the
+    end (sweeps of a million scenarios add dozens of arrays per step; this halves the passes)."""
+
+    def __init__(self):
+        self.groups: dict[tuple[str, float], object] = {}
+
+    def add(self, key: str, count: float, value) -> None:
+        if np.ndim(value) == 0 and not value:
+            return
+        slot = (key, float(count))
+        current = self.groups.get(slot)
+        if current is None:
+            self.groups[slot] = np.array(value, dtype=float, copy=True) if np.ndim(value) else float(value)
+        elif isinstance(current, np.ndarray) and current.shape == np.shape(value):
+            current += value
+        else:
+            self.groups[slot] = current + value
+
+    def total(self, key: str):
+        out = 0.0
+        for (name, count), value in self.groups.items():
+            if name == key:
+                out = out + (value * count if count != 1.0 else value)
+        return out
+
+
+_KEYS = ("compute_s", "memory_s", "overhead_s", "comm_s", "time_s", "host_s")
+
+
 def _phase_totals(ops: list[Op], times: list[OpTime]) -> dict:
     """Sum count x time over ops, keeping the compute / memory / overhead / comm / host components."""
-    out = {"compute_s": 0.0, "memory_s": 0.0, "overhead_s": 0.0, "comm_s": 0.0, "time_s": 0.0, "host_s": 0.0}
+    sums = _Sums()
     for op, t in zip(ops, times):
-        for key in ("compute_s", "memory_s", "overhead_s", "comm_s", "time_s", "host_s"):
-            out[key] = out[key] + op.count * np.asarray(getattr(t, key))
-    return out
+        for key in _KEYS:
+            sums.add(key, op.count, getattr(t, key))
+    return {key: sums.total(key) for key in _KEYS}
 
 
 def host_overhead_s(model: ModelSpec, hw: Hardware, impl: Implementation = FUSED) -> float:
@@ -82,7 +112,7 @@ def mean_decode_step(model: ModelSpec, hw: Hardware, seqs, past_first, past_last
     Only attention (and a concatenated cache) depends on the context, so only those ops are
     evaluated at both ends."""
     ops = step_ops(model, seqs, 1.0, past_first, p, tp, sparse_budget, impl=impl)
-    out = {"compute_s": 0.0, "memory_s": 0.0, "overhead_s": 0.0, "comm_s": 0.0, "time_s": 0.0, "host_s": 0.0}
+    sums = _Sums()
     first_extra, last_extra = 0.0, 0.0
     for op in ops:
         t = op_time(op, hw, p, tp)
@@ -95,12 +125,11 @@ def mean_decode_step(model: ModelSpec, hw: Hardware, seqs, past_first, past_last
             last_extra = last_extra + op.count * (np.maximum(last.compute_s, last.memory_s) - core)
         else:
             core, compute, mem = np.maximum(t.compute_s, t.memory_s), t.compute_s, t.memory_s
-        out["compute_s"] = out["compute_s"] + op.count * compute
-        out["memory_s"] = out["memory_s"] + op.count * mem
-        out["overhead_s"] = out["overhead_s"] + op.count * t.overhead_s
-        out["comm_s"] = out["comm_s"] + op.count * t.comm_s
-        out["host_s"] = out["host_s"] + op.count * t.host_s
-        out["time_s"] = out["time_s"] + op.count * (core + t.overhead_s + t.comm_s)
+        for key, value in (("compute_s", compute), ("memory_s", mem), ("overhead_s", t.overhead_s),
+                           ("comm_s", t.comm_s), ("host_s", t.host_s), ("time_s", core),
+                           ("time_s", t.overhead_s), ("time_s", t.comm_s)):
+            sums.add(key, op.count, value)
+    out = {key: sums.total(key) for key in _KEYS}
     if not impl.eager:
         out["host_s"] = 0.0
         return out
@@ -147,8 +176,22 @@ def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario) -> dict:
             "max_batch": max_batch}
 
 
+#: Scenarios evaluated per pass: arrays of this size stay in the CPU caches, which makes a large
+#: sweep about twice as fast as one pass over million-element arrays (benchmarks/bench_sweep.py).
+CHUNK = 65536
+
+
 def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, impl: Implementation = FUSED) -> dict:
     """All request metrics as a dict of flat numpy arrays (one entry per scenario)."""
+    if sc.size <= CHUNK:
+        return _evaluate(model, hw, sc, impl)
+    columns = sc.columns()
+    parts = [_evaluate(model, hw, Scenario(**{k: v[i:i + CHUNK] for k, v in columns.items()}), impl)
+             for i in range(0, sc.size, CHUNK)]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def _evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, impl: Implementation) -> dict:
     p, tp = precision(sc), sc.tp
     prefill = step_time(model, hw, sc.batch, sc.prompt, 0.0, p, tp, 0, sc.batch, impl)
     decode_seqs = sc.batch * sc.samples

@@ -40,7 +40,11 @@ class OpTime:
     @property
     def time_s(self):
         """Device time: max(compute, memory) + floor + communication."""
-        return np.maximum(self.compute_s, self.memory_s) + self.overhead_s + self.comm_s
+        total = np.maximum(self.compute_s, self.memory_s)
+        for extra in (self.overhead_s, self.comm_s):
+            if np.ndim(extra) or extra:  # skip adding scalar zeros to big arrays
+                total = total + extra
+        return total
 
     @property
     def eager_time_s(self):
@@ -48,11 +52,12 @@ class OpTime:
         return np.maximum(self.time_s, self.host_s)
 
 
-def matmul_dtype_rate(hw: Hardware, w_bits, a_bits, calibrated: bool = True):
+def matmul_dtype_rate(hw: Hardware, w_bits, a_bits, calibrated: bool = True, weight_only_kernel: str = "fused"):
     """FLOP/s of the GEMM path the precisions select: fp8/int8 tensor cores when both weights and
     activations are 8-bit or less, bf16 for 16-bit activations, fp32 above. Weight-only formats
-    (w8a16, w4a16) dequantize inside the kernel at a rate only measurement tells; a calibrated spec
-    carries it, a datasheet spec uses the bf16 peak. Calibrated rates win over peaks."""
+    (w8a16, w4a16) run at the bf16 rate in fused serving kernels; PyTorch's own packed kernels
+    (weight_only_kernel="torch") run at the rate a calibrated spec measured for them. Calibrated
+    rates win over peaks."""
     table = dict(hw.calibration.matmul_flops_per_s) if (calibrated and hw.calibration) else {}
 
     def rate(dtype, fallback=None):
@@ -61,7 +66,10 @@ def matmul_dtype_rate(hw: Hardware, w_bits, a_bits, calibrated: bool = True):
     w, a = np.asarray(w_bits), np.asarray(a_bits)
     low = (w <= 8) & (a <= 8)
     act_rate = np.where(a <= 16, rate("bf16"), rate("fp32"))
-    weight_only = np.where(w <= 4, rate("w4a16", "bf16"), np.where(w <= 8, rate("w8a16", "bf16"), act_rate))
+    if weight_only_kernel == "torch":
+        weight_only = np.where(w <= 4, rate("w4a16", "bf16"), np.where(w <= 8, rate("w8a16", "bf16"), act_rate))
+    else:
+        weight_only = act_rate
     return np.where(low, rate("fp8"), np.where((w < a) & (a <= 16), weight_only, act_rate))
 
 
@@ -100,7 +108,8 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
     bandwidth = cal.memory_bytes_per_s if cal else hw.hbm_bytes_per_s
     if op.kind in ("matmul", "moe"):
         efficiency, blocks = gemm_parallelism(op.m, op.n, op.k, hw)
-        rate = matmul_dtype_rate(hw, p.w_bits, p.a_bits) * efficiency
+        rate = _gemm_rate(hw, p)
+        rate = rate if np.ndim(efficiency) == 0 and efficiency == 1.0 else rate * efficiency
         if cal:
             bandwidth = np.minimum(cal.read_bytes_per_s, blocks * (cal.sm_bytes_per_s or np.inf))
             bandwidth = _dequant_bandwidth(cal, p, bandwidth)
@@ -119,12 +128,22 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
     return OpTime(op.flops / rate, op.bytes / bandwidth, overhead, 0.0, host)
 
 
+def _gemm_rate(hw: Hardware, p: Precision):
+    """matmul_dtype_rate for a precision, computed once per (spec, precision): every GEMM of a
+    step shares it, and over a million scenarios the selection is costly."""
+    cache = p.__dict__.setdefault("_gemm_rates", {})
+    key = id(hw)
+    if key not in cache or cache[key][0] is not hw:
+        cache[key] = (hw, matmul_dtype_rate(hw, p.w_bits, p.a_bits, weight_only_kernel=p.weight_only_kernel))
+    return cache[key][1]
+
+
 def _dequant_bandwidth(cal, p: Precision, bandwidth):
-    """Weight-only kernels stream quantized weights at the rate their dequantization sustains
-    (measured per format), which can be far below the memory system's."""
+    """PyTorch's weight-only kernels stream quantized weights at the rate their dequantization
+    sustains (measured per format), which can be far below the memory system's."""
     w, a = np.asarray(p.w_bits), np.asarray(p.a_bits)
     weight_only = (w < a) & (a <= 16) & (w <= 8)
-    if not np.any(weight_only) or not cal.dequant_bytes_per_s:
+    if p.weight_only_kernel != "torch" or not np.any(weight_only) or not cal.dequant_bytes_per_s:
         return bandwidth
     table = cal.dequant_bytes_per_s
     limit = np.where(w <= 4, table.get("w4a16", np.inf), table.get("w8a16", np.inf))

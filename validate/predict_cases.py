@@ -41,7 +41,7 @@ def predict_matmul(case: dict, hw: Hardware) -> float:
 
 def predict_matmul_wo(case: dict, hw: Hardware) -> float:
     group = _num(case, "group", default=0) or 1e9  # per-channel int8: no group overhead
-    p = Precision(_num(case, "w_bits"), 16, 16, group)
+    p = Precision(_num(case, "w_bits"), 16, 16, group, weight_only_kernel="torch")
     return _time(matmul_op("matmul_wo", _num(case, "m"), _num(case, "n"), _num(case, "k"), p, 1), hw, p)
 
 

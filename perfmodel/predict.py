@@ -8,6 +8,7 @@ steps (`mean_max_affine`). Everything broadcasts: a Scenario of a million config
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -181,14 +182,35 @@ def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario) -> dict:
 CHUNK = 65536
 
 
-def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, impl: Implementation = FUSED) -> dict:
-    """All request metrics as a dict of flat numpy arrays (one entry per scenario)."""
+def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, impl: Implementation = FUSED,
+             workers: int | None = None) -> dict:
+    """All request metrics as a dict of flat numpy arrays (one entry per scenario).
+
+    Large sweeps run in chunks of CHUNK scenarios on `workers` threads (default: one per CPU);
+    numpy releases the GIL inside its loops, so chunks evaluate in parallel."""
     if sc.size <= CHUNK:
         return _evaluate(model, hw, sc, impl)
     columns = sc.columns()
-    parts = [_evaluate(model, hw, Scenario(**{k: v[i:i + CHUNK] for k, v in columns.items()}), impl)
-             for i in range(0, sc.size, CHUNK)]
-    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    starts = range(0, sc.size, CHUNK)
+
+    def chunk(start: int) -> dict:
+        return _evaluate(model, hw, Scenario(**{k: v[start:start + CHUNK] for k, v in columns.items()}), impl)
+
+    workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
+    if workers == 1:
+        parts = map(chunk, starts)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(chunk, starts))
+    out: dict = {}
+    for start, part in zip(starts, parts):
+        for key, values in part.items():
+            if key not in out:
+                out[key] = np.empty(sc.size, dtype=values.dtype)
+            out[key][start:start + len(values)] = values
+    return out
 
 
 def _evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, impl: Implementation) -> dict:

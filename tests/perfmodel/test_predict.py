@@ -133,3 +133,19 @@ def test_breakdown_rows_sum_to_the_step():
     frame = pred.breakdown("prefill")
     assert frame["time_s"].sum() == pytest.approx(pred["ttft_s"][0], rel=1e-9)
     assert set(frame["bound"]) <= {"compute", "memory", "overhead", "comm"}
+
+
+def test_chunked_threaded_evaluation_equals_one_pass():
+    from perfmodel.predict import CHUNK, _evaluate
+    from perfmodel.ops import FUSED
+
+    rng = np.random.default_rng(1)
+    n = CHUNK + 1234
+    sc = Scenario(batch=rng.integers(1, 128, n), prompt=rng.integers(1, 4096, n), gen=rng.integers(1, 512, n),
+                  w_bits=rng.choice([4, 16], n))
+    m, hw = workloads.load("llama-3-8b"), hardware.load("h200-sxm-calibrated")
+    whole = _evaluate(m, hw, sc, FUSED)
+    for workers in (1, 2):
+        chunked = perfmodel.evaluate(m, hw, sc, workers=workers)
+        for key in ("ttft_s", "tpot_s", "total_bytes", "decode_bound"):
+            assert np.array_equal(chunked[key], whole[key])

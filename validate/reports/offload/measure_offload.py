@@ -66,7 +66,7 @@ def kv_tensors(cache, i: int):
 
 
 def _host(t: torch.Tensor, cuda: bool) -> torch.Tensor:
-    out = t.detach().to("cpu").contiguous()
+    out = t.detach().to("cpu", copy=True).contiguous()  # a copy even on the CPU, never an alias
     return out.pin_memory() if cuda else out
 
 

@@ -6,10 +6,12 @@ Shapes: one decoder layer of a GQA model with 32 query heads, 8 kv heads, head d
 attention of qwen3-8b / llama-3-8b), one new token per sequence, KV lengths 1K..128K, batch 1..64
 (the largest KV, 64 x 128K, is 34 GB). For each (batch, KV length):
 
-  dense:  torch.nn.functional.scaled_dot_product_attention(q, K, V) with the 32 query heads laid out
-          as (batch, 8 kv heads, 4 queries, 128): for one new token GQA is exactly attention of a
-          4-row query block per kv head (what FlashAttention's decode path does internally; it also
-          avoids SDPA's math fallback, which would repeat K and V 4x)
+  dense:  torch.nn.functional.scaled_dot_product_attention(q, K, V, enable_gqa=True) with q of
+          (batch, 32 heads, 1, 128), as a decode step calls it. (An earlier version folded the 4
+          query heads of a group into 4 query rows per kv head; on torch 2.11 / H200 that picks a
+          kernel with one thread block per (batch, kv head) and no split over the KV, which
+          streams at ~44 GB/s per block: batch 1 reached 0.35 TB/s. The GQA path splits the KV
+          and reached 4.5 TB/s in validate/reports/h200; it did not fall back to repeating K/V.)
   sparse: block top-k (Kinetics / Quest): the KV is split into blocks of `block` tokens, each with a
           representative key (the mean of its keys, kept up to date at insertion time, so not timed);
           score  = (sum of the group's query heads) . representative key   -> (B, 8, blocks)
@@ -83,19 +85,20 @@ def make_sets(batch: int, kv_len: int, block: int, dev, cuda: bool) -> list[dict
     for _ in range(sets):
         k = torch.randn(batch, KV_HEADS, kv_len, HEAD_DIM, device=dev, dtype=torch.bfloat16)
         v = torch.randn(batch, KV_HEADS, kv_len, HEAD_DIM, device=dev, dtype=torch.bfloat16)
-        q = torch.randn(batch, KV_HEADS, GROUP, HEAD_DIM, device=dev, dtype=torch.bfloat16)
+        q = torch.randn(batch, HEADS, 1, HEAD_DIM, device=dev, dtype=torch.bfloat16)
         rep = k.view(batch, KV_HEADS, kv_len // block, block, HEAD_DIM).mean(dim=3) if block else None
         out.append({"q": q, "k": k, "v": v, "rep": rep})
     return out
 
 
 def dense(s: dict):
-    return F.scaled_dot_product_attention(s["q"], s["k"], s["v"])
+    return F.scaled_dot_product_attention(s["q"], s["k"], s["v"], enable_gqa=True)
 
 
 def score(s: dict):
     """(B, 8, blocks): the group's summed query against each block's representative key."""
-    q_sum = s["q"].sum(dim=2, keepdim=True)                                       # (B, 8, 1, d)
+    b = s["q"].shape[0]
+    q_sum = s["q"].view(b, KV_HEADS, GROUP, HEAD_DIM).sum(dim=2, keepdim=True)    # (B, 8, 1, d)
     return torch.matmul(q_sum, s["rep"].transpose(-1, -2)).squeeze(2)            # (B, 8, blocks)
 
 
@@ -117,7 +120,7 @@ def gather(s: dict, idx, block: int):
 def sparse_total(s: dict, budget: int, block: int):
     idx = select(score(s), budget // block)
     k, v = gather(s, idx, block)
-    return F.scaled_dot_product_attention(s["q"], k, v)
+    return F.scaled_dot_product_attention(s["q"], k, v, enable_gqa=True)
 
 
 def time_it(fn, sets: list, cuda: bool, quick: bool) -> tuple[float, int]:
@@ -146,7 +149,7 @@ def measure_case(w: Writer, batch: int, kv_len: int, sparse_cfgs, dev, cuda: boo
             s["kg"], s["vg"] = gather(s, s["idx"], blk)
         parts = {"score": score, "topk": lambda s: select(s["scores"], budget // blk),
                  "gather": lambda s: gather(s, s["idx"], blk),
-                 "attention": lambda s: F.scaled_dot_product_attention(s["q"], s["kg"], s["vg"])}
+                 "attention": lambda s: F.scaled_dot_product_attention(s["q"], s["kg"], s["vg"], enable_gqa=True)}
         for part, fn in parts.items():
             t, r = time_it(fn, sets, cuda, quick)
             w.row(part=part, time_s=t, repeats=r, **common)
@@ -180,7 +183,7 @@ def measure_ceilings(w: Writer, dev, cuda: bool, quick: bool) -> None:
         s["kg"], s["vg"] = gather(s, s["idx"], 16)
     floors = {"dense": dense, "score": score, "topk": lambda s: select(s["scores"], 4),
               "gather": lambda s: gather(s, s["idx"], 16),
-              "attention": lambda s: F.scaled_dot_product_attention(s["q"], s["kg"], s["vg"])}
+              "attention": lambda s: F.scaled_dot_product_attention(s["q"], s["kg"], s["vg"], enable_gqa=True)}
     for part, fn in floors.items():
         t, r = time_it(fn, tiny, cuda, quick)
         w.row(kind="floor", part=part, batch=1, kv_len=256, block=16, time_s=t, repeats=r)

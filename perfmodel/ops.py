@@ -306,7 +306,9 @@ def step_ops(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp=1, spars
     ops += ffn_ops(model, tokens, p, tp, impl) + moe_ops(model, tokens, p, tp)
     ops.append(allreduce_op(tokens, D, p, tp, 2 * L))
     ops.append(vector_op("final_norm", "norm", logits_tokens, D, count=1, **norm))
-    ops.append(matmul_op("lm_head", logits_tokens, model.vocab_size / tp, D, p, 1))
+    # the LM head stays 16-bit in quantized checkpoints (GPTQ/AWQ), as perfmodel.memory counts it
+    head = Precision(16, p.a_bits, p.kv_bits, p.quant_group, p.weight_only_kernel)
+    ops.append(matmul_op("lm_head", logits_tokens, model.vocab_size / tp, D, head, 1))
     return ops
 
 

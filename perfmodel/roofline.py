@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardware.spec import Hardware
-from perfmodel import comm
+from perfmodel import collectives
 from perfmodel.ops import Op, Precision
 
 BOUNDS = np.array(["compute", "memory", "overhead", "comm"])
@@ -104,7 +104,8 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
     overhead = op.kernels * cal.kernel_overhead_s if cal else 0.0
     host = op.kernels * cal.dispatch_s if cal else 0.0
     if op.kind == "comm":
-        return OpTime(0.0, 0.0, 0.0, comm.allreduce_time_s(op.comm_bytes, tp, hw), host)
+        # NCCL-style all-reduce: the faster of ring and tree per message size (perfmodel.collectives)
+        return OpTime(0.0, 0.0, 0.0, collectives.allreduce_time_s(op.comm_bytes, tp, hw), host)
     bandwidth = cal.memory_bytes_per_s if cal else hw.hbm_bytes_per_s
     if op.kind in ("matmul", "moe"):
         efficiency, blocks = gemm_parallelism(op.m, op.n, op.k, hw)

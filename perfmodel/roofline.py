@@ -113,7 +113,9 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
         rate = rate if np.ndim(efficiency) == 0 and efficiency == 1.0 else rate * efficiency
         if cal:
             bandwidth = np.minimum(cal.read_bytes_per_s, blocks * (cal.sm_bytes_per_s or np.inf))
-            bandwidth = _dequant_bandwidth(cal, p, bandwidth)
+            dequant_s = _dequant_time_s(cal, p, op.weight_bytes)
+            if dequant_s is not None:  # not cuBLAS tiles: time is unpack + multiply at the measured rate
+                return OpTime(op.flops / _gemm_rate(hw, p) + dequant_s, op.bytes / bandwidth, overhead, 0.0, host)
     elif op.kind == "norm" and cal and cal.norm_bytes_per_s:
         rate, bandwidth = hw.peak_flops_per_s("fp32"), cal.norm_bytes_per_s
     elif op.kind == "concat" and cal and cal.concat_bytes_per_s:
@@ -139,16 +141,20 @@ def _gemm_rate(hw: Hardware, p: Precision):
     return cache[key][1]
 
 
-def _dequant_bandwidth(cal, p: Precision, bandwidth):
-    """PyTorch's weight-only kernels stream quantized weights at the rate their dequantization
-    sustains (measured per format), which can be far below the memory system's."""
+def _dequant_time_s(cal, p: Precision, weight_bytes):
+    """PyTorch's own weight-only kernels (torch._weight_int8pack_mm, _weight_int4pack_mm) unpack
+    the quantized weights at a measured per-format rate, and the unpacking does not overlap their
+    arithmetic: on an H200 their time grows as (unpack + multiply), not max (validate/reports/h200,
+    matmul_wo). None for every other GEMM (fused serving kernels hide the unpacking)."""
+    if p.weight_only_kernel != "torch" or not cal.dequant_bytes_per_s:
+        return None
     w, a = np.asarray(p.w_bits), np.asarray(p.a_bits)
     weight_only = (w < a) & (a <= 16) & (w <= 8)
-    if p.weight_only_kernel != "torch" or not np.any(weight_only) or not cal.dequant_bytes_per_s:
-        return bandwidth
+    if not np.any(weight_only):
+        return None
     table = cal.dequant_bytes_per_s
-    limit = np.where(w <= 4, table.get("w4a16", np.inf), table.get("w8a16", np.inf))
-    return np.where(weight_only, np.minimum(bandwidth, limit), bandwidth)
+    rate = np.where(w <= 4, table.get("w4a16", np.inf), table.get("w8a16", np.inf))
+    return np.where(weight_only, weight_bytes / rate, 0.0)
 
 
 def mean_max_affine(u0, u1, v0, v1):

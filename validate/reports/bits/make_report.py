@@ -95,10 +95,12 @@ def column_widths(table: pd.DataFrame, widths: np.ndarray) -> dict:
     return {name: g.sort_values("column")["width"].to_numpy() for name, g in frame.groupby("layer", sort=False)}
 
 
-def allocate(table: pd.DataFrame, target: float, per: str, loss_table=None) -> dict:
+def allocate(table: pd.DataFrame, target: float, per: str, loss_table=None, span: float | None = None) -> dict:
     """The integer allocation that gets quantized (MILP per layer, greedy per column), from the BAQ
-    model or from a table of measured losses at every width; plus the model's continuous optimum."""
-    groups = BitGroups.from_frame(table, rmin=min(WIDTHS), rmax=max(WIDTHS))
+    model or from a table of measured losses at every width; plus the model's continuous optimum.
+    `span`: keep every group within target +- span bits (BAQ's per-group bounds Rmin, Rmax)."""
+    low, high = (target - span, target + span) if span else (min(WIDTHS), max(WIDTHS))
+    groups = BitGroups.from_frame(table, rmin=max(low, min(WIDTHS)), rmax=min(high, max(WIDTHS)))
     closed = solve_closed_form(groups, target)
     start = time.perf_counter()
     solve = solve_milp if per == "layer" else round_greedy
@@ -197,8 +199,10 @@ def run(out: Path, n_calib: int = 300, n_held: int = 200) -> pd.DataFrame:
             table = sensitivity_table(model, h_cal, target, per=per)
             if target == 4.0 and per == "layer":
                 table4 = table
-            for variant in ("model", "measured"):
-                plan = allocate(table, target, per, tables[per] if variant == "measured" else None)
+            variants = ("model", "measured") + (("model, +-1 bit",) if per == "column" else ())
+            for variant in variants:
+                plan = allocate(table, target, per, tables[per] if variant == "measured" else None,
+                                span=1.0 if variant.endswith("bit") else None)
                 integer = plan["integer"]
                 if per == "layer":
                     spec = dict(zip(table["layer"], integer.widths))
@@ -240,8 +244,9 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    kinds = [("uniform", "-"), ("layer", "model"), ("layer", "measured"), ("column", "model"), ("column", "measured")]
-    colors = ["#999999", "#88aadd", "#225599", "#ee99aa", "#aa3355"]
+    kinds = [("uniform", "-"), ("layer", "model"), ("layer", "measured"), ("column", "model"), ("column", "measured"),
+             ("column", "model, +-1 bit")]
+    colors = ["#999999", "#88aadd", "#225599", "#ee99aa", "#aa3355", "#55aa66"]
     for ax, col, title in ((axes[0], "real_gain", "held-out layer-wise loss / uniform's"),
                            (axes[1], "cos_gap_ratio", "held-out (1 - cosine) / uniform's")):
         for i, target in enumerate(TARGETS):
@@ -249,9 +254,9 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
             for k, (per, variant) in enumerate(kinds):
                 row = sub[(sub["granularity"] == per) & (sub["variant"] == variant)].iloc[0]
                 value = 1.0 if per == "uniform" else row[col]
-                ax.bar(i * 6 + k, value, color=colors[k], label=f"{per} {variant}".replace(" -", "") if i == 0 else None)
+                ax.bar(i * 7 + k, value, color=colors[k], label=f"{per} {variant}".replace(" -", "") if i == 0 else None)
         ax.axhline(1.0, color="k", lw=0.6)
-        ax.set_xticks([2, 8], [f"{t:g} bits average" for t in TARGETS])
+        ax.set_xticks([2.5, 9.5], [f"{t:g} bits average" for t in TARGETS])
         ax.set_yscale("log")
         ax.set_title(title + " (below 1 = allocation wins)", fontsize=9)
     axes[0].legend(fontsize=7)

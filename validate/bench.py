@@ -213,12 +213,22 @@ BUILDERS = {"matmul": build_matmul, "matmul_wo": build_matmul_wo, "attention": b
 
 
 def measure(case: dict, dev: torch.device) -> tuple[float, int]:
-    """Median seconds of one case on `dev` and the repeats used."""
+    """Median seconds of one case on `dev` and the repeats used.
+
+    Whole-model steps in eager PyTorch are bound by the host, whose timing is noisy: they get more
+    repeats (about a second's worth, at least 20) and run with Python's garbage collector paused."""
+    import gc
+
     cuda = dev.type == "cuda"
     fn = BUILDERS[case["kind"]](case, dev)
-    target = 0.2 if case["kind"] == "model_step" else 0.05
-    with torch.inference_mode():
-        return time_callable(fn, cuda, min_repeats=5 if case["kind"] == "model_step" else 10, target_s=target)
+    step = case["kind"] == "model_step"
+    gc.collect()
+    gc.disable()
+    try:
+        with torch.inference_mode():
+            return time_callable(fn, cuda, min_repeats=20 if step else 10, target_s=1.0 if step else 0.05)
+    finally:
+        gc.enable()
 
 
 def environment() -> dict:

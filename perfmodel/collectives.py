@@ -305,7 +305,7 @@ def half_bandwidth_bytes(collective: str, n_devices, link, algorithm: str = "rin
 # -- what the step models call --------------------------------------------------------------------
 
 def allreduce_time_s(payload_bytes, n_devices, hw_or_link):
-    """Drop-in for perfmodel.comm.allreduce_time_s: all-reduce of `payload_bytes` on n devices."""
+    """All-reduce of `payload_bytes` on n devices (the tensor-parallel op of perfmodel.roofline)."""
     return collective_time_s("all_reduce", payload_bytes, n_devices, hw_or_link)
 
 

@@ -314,7 +314,7 @@ def step_ops(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp=1, spars
 
 def allreduce_op(tokens, width, p: Precision, tp, count: int) -> Op:
     """Tensor-parallel all-reduce of the tokens x width activations (two per layer in Megatron-LM).
-    Its time comes from `perfmodel.comm`, not the roofline; zero payload when tp == 1."""
+    Its time comes from `perfmodel.collectives`, not the roofline; zero payload when tp == 1."""
     payload = np.where(np.asarray(tp) > 1, tokens * width * p.act_bytes, 0.0)
     return Op("allreduce", "comm", count, flops=0.0, weight_bytes=0.0, act_bytes=0.0,
               kernels=0, comm_bytes=payload)

@@ -72,7 +72,7 @@ def predict_step(row, hw: hardware.Hardware, link: coll.LinkCalibration) -> dict
     Device time: perfmodel.step_time without its own communication, plus perfmodel.collectives'
     all-reduces. Host time (eager only): the op model's dispatch plus the all-reduces' issue time.
     An eager step takes the larger of the two (perfmodel.predict's rule), a graph replay the device
-    time. "core" is perfmodel.step_time as it stands (perfmodel.comm all-reduces)."""
+    time. "core" is perfmodel.step_time as it stands (its all-reduces use the spec's datasheet link)."""
     spec, bits = step_spec(row), 8 * float(row["act_bytes"])
     batch, new, past, tp = (int(row[k]) for k in ("batch", "new_tokens", "past", "tp"))
     args = (spec, without_generate_overhead(hw), batch, new, past, perfmodel.Precision(bits, bits, bits), tp)
@@ -247,7 +247,7 @@ def step_section(tp: pd.DataFrame, hw) -> list[str]:
         f"Step model: perfmodel.step_time on `{hw.name}` "
         f"({'calibrated' if hw.is_calibrated else 'datasheet, uncalibrated'} compute) + "
         "perfmodel.collectives (fitted link). \"core\" is perfmodel.step_time unchanged "
-        "(perfmodel.comm ring model); \"hybrid\" is the measured step without all-reduces plus what the "
+        "(all-reduces on the spec's datasheet link); \"hybrid\" is the measured step without all-reduces plus what the "
         "modeled all-reduces add to it (the communication model alone).",
         "",
         f"**TP > 1 steps, median |error| by phase and mode** (target <= {pct(TARGET_STEP)}: "

@@ -44,7 +44,8 @@ class Calibration:
 
     Device side: GEMM time = padded FLOPs / rate, with tile_m x tile_n output tiles in waves over
     the SMs and split-K below split_k_min reduction length (skinny GEMMs, m <= 64, run GEMV-like
-    kernels with gemv_tile_n output columns per block); a memory-bound kernel reads at
+    kernels with gemv_tile_n output columns per block, each block streaming gemv_bytes_per_s for
+    its dtype: cuBLAS runs other kernels for fp32 and fp8); a memory-bound kernel reads at
     memory_read_bytes_per_s (streams that read and write equally: memory_bytes_per_s), but a kernel
     with few thread blocks reaches only sm_bytes_per_s per block; normalisation kernels (row
     reductions, unfused fp32 upcasts) reach norm_bytes_per_s and tensor concatenation (a KV cache
@@ -58,6 +59,7 @@ class Calibration:
     memory_bytes_per_s: float
     kernel_overhead_s: float
     dequant_bytes_per_s: Mapping[str, float] = field(default_factory=dict)
+    gemv_bytes_per_s: Mapping[str, float] = field(default_factory=dict)
     memory_read_bytes_per_s: float = 0.0
     norm_bytes_per_s: float = 0.0
     concat_bytes_per_s: float = 0.0
@@ -81,8 +83,11 @@ class Calibration:
     def __post_init__(self):
         object.__setattr__(self, "matmul_flops_per_s", dict(self.matmul_flops_per_s))  # private copies
         object.__setattr__(self, "dequant_bytes_per_s", dict(self.dequant_bytes_per_s))
+        object.__setattr__(self, "gemv_bytes_per_s", dict(self.gemv_bytes_per_s))
         for fmt, rate in self.dequant_bytes_per_s.items():
             _check_positive(rate, f"calibration.dequant.{fmt}")
+        for dtype, rate in self.gemv_bytes_per_s.items():
+            _check_positive(rate, f"calibration.gemv.{dtype}")
         for dtype, rate in self.matmul_flops_per_s.items():
             _check_positive(rate, f"calibration.matmul.{dtype}")
         _check_positive(self.memory_bytes_per_s, "calibration.memory_bandwidth")
@@ -359,6 +364,8 @@ def _calibration_from_yaml(r: _Reader) -> Calibration | None:
     values = {"matmul_flops_per_s": {d: r.quantity(f"calibration.matmul.{d}", "flops_per_s") for d in matmul}}
     dequant = r.node("calibration.dequant", required=False) or {}
     values["dequant_bytes_per_s"] = {f: r.quantity(f"calibration.dequant.{f}", "bytes_per_s") for f in dequant}
+    gemv = r.node("calibration.gemv", required=False) or {}
+    values["gemv_bytes_per_s"] = {d: r.quantity(f"calibration.gemv.{d}", "bytes_per_s") for d in gemv}
     for key, attr, dimension in _CAL_QUANTITIES:
         required = key in ("memory_bandwidth", "kernel_overhead")
         value = r.quantity(f"calibration.{key}", dimension, required=required, default=None)
@@ -438,6 +445,8 @@ def _calibration_yaml(cal: Calibration, tags: dict) -> dict:
     section: dict = {"matmul": {d: f"{r / 1e12:.12g} TFLOP/s [measured]" for d, r in cal.matmul_flops_per_s.items()}}
     if cal.dequant_bytes_per_s:
         section["dequant"] = {f: f"{r / 1e9:.12g} GB/s [measured]" for f, r in cal.dequant_bytes_per_s.items()}
+    if cal.gemv_bytes_per_s:
+        section["gemv"] = {d: f"{r / 1e9:.12g} GB/s [measured]" for d, r in cal.gemv_bytes_per_s.items()}
     units_for = {"bytes_per_s": ("GB/s", 1e9), "seconds": ("us", 1e-6)}
     for key, attr, dimension in _CAL_QUANTITIES:
         value = getattr(cal, attr)

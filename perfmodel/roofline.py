@@ -112,7 +112,10 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
         rate = _gemm_rate(hw, p)
         rate = rate if np.ndim(efficiency) == 0 and efficiency == 1.0 else rate * efficiency
         if cal:
-            bandwidth = np.minimum(cal.read_bytes_per_s, blocks * (cal.sm_bytes_per_s or np.inf))
+            per_block = cal.sm_bytes_per_s or np.inf
+            if cal.gemv_bytes_per_s:  # skinny GEMMs: the dtype's own GEMV kernel's per-block rate
+                per_block = np.where(np.asarray(op.m) <= 64, _gemv_cap(cal, p, per_block), per_block)
+            bandwidth = np.minimum(cal.read_bytes_per_s, blocks * per_block)
             dequant_s = _dequant_time_s(cal, p, op.weight_bytes)
             if dequant_s is not None:  # not cuBLAS tiles: time is unpack + multiply at the measured rate
                 return OpTime(op.flops / _gemm_rate(hw, p) + dequant_s, op.bytes / bandwidth, overhead, 0.0, host)
@@ -139,6 +142,16 @@ def _gemm_rate(hw: Hardware, p: Precision):
     if key not in cache or cache[key][0] is not hw:
         cache[key] = (hw, matmul_dtype_rate(hw, p.w_bits, p.a_bits, weight_only_kernel=p.weight_only_kernel))
     return cache[key][1]
+
+
+def _gemv_cap(cal, p: Precision, default):
+    """Per-block streaming rate of the library's skinny-GEMM kernel for the precisions' dtype (fp8
+    when weights and activations are 8-bit, bf16 for 16-bit activations, fp32 above): cuBLAS runs
+    different kernels per dtype, and on an H200 its fp8 and fp32 GEMVs stream far slower."""
+    rate = cal.gemv_bytes_per_s
+    w, a = np.asarray(p.w_bits), np.asarray(p.a_bits)
+    return np.where((w <= 8) & (a <= 8), rate.get("fp8", default),
+                    np.where(a <= 16, rate.get("bf16", default), rate.get("fp32", default)))
 
 
 def _dequant_time_s(cal, p: Precision, weight_bytes):

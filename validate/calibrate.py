@@ -136,6 +136,11 @@ def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration)
         if best is None or cost < best[0]:
             best = (cost, fitted)
     cal = best[1]
+    # per dtype, the skinny-GEMM kernel's own per-block rate (cuBLAS runs other kernels for fp32/fp8)
+    for dtype in sorted({"bf16" if c["dtype"] == "fp16" else c["dtype"] for c in skinny}) if gpu else ():
+        group = [c for c in skinny if ("bf16" if c["dtype"] == "fp16" else c["dtype"]) == dtype]
+        cal, _ = fit(group, base, cal, {f"gemv_bytes_per_s:{dtype}": (cal.sm_bytes_per_s or 0.02 * bw, 1e-4 * bw,
+                                                                        bw)})
     rates = {f"matmul_flops_per_s:{d}": (0.8 * base.peak_flops_per_s(d), 1e-3 * base.peak_flops_per_s(d),
                                          1.05 * base.peak_flops_per_s(d))
              # fp16 and bf16 share the 16-bit tensor-core path in the cost model (equal peaks on

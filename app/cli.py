@@ -31,6 +31,10 @@ COMMAND_MODULES = (
 
 USER_ERRORS = (SpecError, UnitError, ModelError, ScenarioError, ValueError, FileNotFoundError, KeyError)
 
+#: Optional dependencies and the extra that installs each (pyproject.toml).
+EXTRAS = {"torch": "validate", "transformers": "validate", "cvxpy": "solvers", "highspy": "solvers",
+          "streamlit": "app", "dask": "sweep", "distributed": "sweep", "pyarrow": "sweep"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="perfmodel", description="Calibrated performance models and "
@@ -46,6 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
+    except ModuleNotFoundError as err:
+        missing = (err.name or "").split(".")[0]
+        if missing not in EXTRAS:
+            raise
+        print(f"perfmodel: error: this command needs {missing!r}; install it with "
+              f"pip install 'perfmodel[{EXTRAS[missing]}]'", file=sys.stderr)
+        return 2
     except USER_ERRORS as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"perfmodel: error: {message}", file=sys.stderr)

@@ -67,3 +67,17 @@ def test_custom_spec_and_config_files(capsys, tmp_path):
     bad.write_text((hardware.PRESETS_DIR / "l4.yaml").read_text().replace("bandwidth: 300 GB/s", "bandwidth: 300 GB"))
     code, _, err = run(capsys, "predict", "--hardware", str(bad))
     assert code == 2 and "error" in err
+
+
+def test_missing_optional_dependency_names_the_extra(capsys, monkeypatch):
+    import app.cli as cli
+
+    def handler(args):
+        raise ModuleNotFoundError("No module named 'cvxpy'", name="cvxpy")
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["models", "list"])
+    monkeypatch.setattr(cli, "build_parser", lambda: type("P", (), {"parse_args": lambda self, argv: args})())
+    monkeypatch.setattr(args, "handler", handler)
+    assert cli.main(["models", "list"]) == 2
+    assert "pip install 'perfmodel[solvers]'" in capsys.readouterr().err

@@ -89,9 +89,8 @@ class Implementation:
     *_passes count reads + writes of activation-sized tensors (in activation precision units) per
     element of the op's width; *_kernels count launches. kv_append_copies models caches that grow
     by concatenation (transformers' DynamicCache: torch.cat re-reads and re-writes the whole cache
-    every step); kv_repeat models attention that first expands K and V to one copy per query head
-(transformers' repeat_kv before SDPA when SDPA's own GQA path is not taken); eager implementations
-also pay host dispatch per op and per layer (Calibration.dispatch_s, layer_overhead_s).
+    every step); eager implementations also pay host dispatch per op and per layer
+    (Calibration.dispatch_s, layer_overhead_s).
     """
 
     name: str
@@ -104,7 +103,6 @@ also pay host dispatch per op and per layer (Calibration.dispatch_s, layer_overh
     act_kernels: int = 1
     act_passes: float = 3.0
     kv_append_copies: bool = False
-    kv_repeat: bool = False
     attn_out_copy: bool = False
     eager: bool = False
 
@@ -122,7 +120,7 @@ FUSED = Implementation("fused")
 #: that the cache concatenation dominates large-batch decode.
 HF_EAGER = Implementation("hf-eager", split_qkv=True, split_gate_up=True, norm_kernels=8, norm_passes=19.0,
                           rope_kernels=10, rope_passes=10.0, act_kernels=2, act_passes=5.0,
-                          kv_append_copies=True, kv_repeat=False, attn_out_copy=True, eager=True)
+                          kv_append_copies=True, attn_out_copy=True, eager=True)
 
 IMPLEMENTATIONS = {impl.name: impl for impl in (FUSED, HF_EAGER)}
 
@@ -148,8 +146,7 @@ def attention_pairs(new_tokens, past):
     return new_tokens * past + new_tokens * (new_tokens + 1) / 2
 
 
-def attention_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp, sparse_budget=0,
-                 expanded: bool = False) -> Op:
+def attention_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp, sparse_budget=0) -> Op:
     """Scaled-dot-product attention over the KV cache (GQA / MQA / MLA), FlashAttention-style.
 
     FLOPs = 2 * pairs * (qk_dim + v_dim) per query head (QK^T and PV; Dao et al. 2022,
@@ -157,8 +154,7 @@ def attention_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp, spa
     once, Q read and O written once. MLA runs in the absorbed form (DeepSeek-V2, arXiv 2405.04434):
     one shared latent of kv_lora + rope elements per token acts as a single kv head.
     With `sparse_budget` > 0 (block top-k sparse attention) a decode step reads at most that many
-    cached tokens (Kinetics, arXiv 2506.05333). `expanded`: K and V were repeated to one copy per
-    query head beforehand, so the kernel reads H heads' worth of cache instead of K.
+    cached tokens (Kinetics, arXiv 2506.05333).
     """
     heads = model.n_heads / tp
     context = past + new_tokens
@@ -172,7 +168,7 @@ def attention_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp, spa
         kv_elems = model.kv_elements_per_token
     else:
         qk_dim = v_dim = model.head_dim
-        kv_elems = 2 * (heads if expanded else np.ceil(model.n_kv_heads / tp)) * model.head_dim
+        kv_elems = 2 * np.ceil(model.n_kv_heads / tp) * model.head_dim
     flops = 2.0 * seqs * heads * pairs * (qk_dim + v_dim)
     kv_bytes = seqs * kv_elems * (context + new_tokens) * p.kv_bytes
     act_bytes = seqs * new_tokens * heads * (qk_dim + v_dim) * p.act_bytes
@@ -261,14 +257,13 @@ def kv_append_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp) -> 
               kv_bytes=seqs * kv_elems * (2 * past + new_tokens) * p.kv_bytes, kernels=2)
 
 
-def kv_repeat_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp) -> Op:
-    """repeat_kv: read the context's K and V once and write them once per query head (a GQA model
-    then attends as if it were MHA: the attention op reads the expanded copy)."""
-    kv_heads = np.ceil(model.n_kv_heads / tp)
-    heads = model.n_heads / tp
-    context = past + new_tokens
-    return Op("kv_repeat", "elementwise", model.n_layers, flops=0.0, weight_bytes=0.0, act_bytes=0.0,
-              kv_bytes=seqs * 2 * model.head_dim * context * (kv_heads + heads) * p.kv_bytes, kernels=2)
+def context_ops(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp=1, sparse_budget=0,
+                impl: Implementation = FUSED) -> list[Op]:
+    """The ops of a step whose cost depends on the cached context: the cache concatenation (for
+    implementations that grow it by torch.cat) and attention. Decode averaging re-evaluates just
+    these at the last context."""
+    ops = [kv_append_op(model, seqs, new_tokens, past, p, tp)] if impl.kv_append_copies else []
+    return ops + [attention_op(model, seqs, new_tokens, past, p, tp, sparse_budget)]
 
 
 def step_ops(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp=1, sparse_budget=0,
@@ -294,12 +289,7 @@ def step_ops(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp=1, spars
                              kernels=2 * impl.norm_kernels))
     ops.append(vector_op("rope", "elementwise", tokens, qk_width, impl.rope_passes, 6.0, p, L,
                          kernels=impl.rope_kernels))
-    if impl.kv_append_copies:
-        ops.append(kv_append_op(model, seqs, new_tokens, past, p, tp))
-    expand = impl.kv_repeat and not model.is_mla and model.n_kv_heads < model.n_heads
-    if expand:
-        ops.append(kv_repeat_op(model, seqs, new_tokens, past, p, tp))
-    ops.append(attention_op(model, seqs, new_tokens, past, p, tp, sparse_budget, expanded=expand))
+    ops += context_ops(model, seqs, new_tokens, past, p, tp, sparse_budget, impl)
     ops.append(vector_op("residual_add", "elementwise", tokens, D, 3.0, 1.0, p, 2 * L))
     if model.norms_per_layer == 2:
         ops.append(vector_op("ffn_norm", "norm", tokens, D, count=L, **norm))

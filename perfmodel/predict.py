@@ -15,7 +15,7 @@ import numpy as np
 
 from hardware.spec import Hardware
 from perfmodel import memory
-from perfmodel.ops import FUSED, Implementation, Op, Precision, step_ops
+from perfmodel.ops import FUSED, Implementation, Op, Precision, context_ops, step_ops
 from perfmodel.roofline import BOUNDS, OpTime, mean_max_affine, op_time
 from workloads.model import ModelSpec
 from workloads.scenario import Scenario
@@ -110,16 +110,16 @@ def mean_decode_step(model: ModelSpec, hw: Hardware, seqs, past_first, past_last
                      sparse_budget=0, impl: Implementation = FUSED) -> dict:
     """Mean decode-step time over contexts past_first..past_last, exact per op (see module doc).
 
-    Only attention (and a concatenated cache) depends on the context, so only those ops are
+    Only `context_ops` (attention, a concatenated cache) depend on the context, so only they are
     evaluated at both ends."""
     ops = step_ops(model, seqs, 1.0, past_first, p, tp, sparse_budget, impl=impl)
+    late = {op.name: op for op in context_ops(model, seqs, 1.0, past_last, p, tp, sparse_budget, impl)}
     sums = _Sums()
     first_extra, last_extra = 0.0, 0.0
     for op in ops:
         t = op_time(op, hw, p, tp)
-        if op.kind == "attention" or op.name in ("kv_cat", "kv_repeat"):
-            late = _late_op(op, model, seqs, past_last, p, tp, sparse_budget, impl)
-            last = op_time(late, hw, p, tp)
+        if op.name in late:
+            last = op_time(late[op.name], hw, p, tp)
             core = mean_max_affine(t.compute_s, last.compute_s, t.memory_s, last.memory_s)
             compute, mem = (t.compute_s + last.compute_s) / 2, (t.memory_s + last.memory_s) / 2
             first_extra = first_extra + op.count * (np.maximum(t.compute_s, t.memory_s) - core)
@@ -140,14 +140,6 @@ def mean_decode_step(model: ModelSpec, hw: Hardware, seqs, past_first, past_last
     out["host_s"] = host
     out["time_s"] = out["time_s"] + mean_max_affine(host, host, first, last) - (first + last) / 2
     return out
-
-
-def _late_op(op: Op, model, seqs, past, p, tp, sparse_budget, impl) -> Op:
-    """The context-dependent op `op` rebuilt at context `past`."""
-    for late in step_ops(model, seqs, 1.0, past, p, tp, sparse_budget, impl=impl):
-        if late.name == op.name:
-            return late
-    raise AssertionError(f"op {op.name} missing at the late context")
 
 
 def _bound(totals: dict):

@@ -53,7 +53,7 @@ def implementation(mode: str):
     from perfmodel import ops
 
     return dataclasses.replace(ops.HF_EAGER, name=f"multigpu-{mode}", split_qkv=False, split_gate_up=False,
-                               kv_append_copies=False, kv_repeat=False, eager=mode == "eager")
+                               kv_append_copies=False, eager=mode == "eager")
 
 
 def without_generate_overhead(hw: hardware.Hardware) -> hardware.Hardware:

@@ -34,11 +34,6 @@ def _precision(dtype: str) -> Precision:
     return Precision(bits, bits, 16)
 
 
-def predict_matmul(case: dict, hw: Hardware) -> float:
-    p = _precision(case["dtype"])
-    return _time(matmul_op("matmul", _num(case, "m"), _num(case, "n"), _num(case, "k"), p, 1), hw, p)
-
-
 def predict_matmul_wo(case: dict, hw: Hardware) -> float:
     group = _num(case, "group", default=0) or 1e9  # per-channel int8: no group overhead
     p = Precision(_num(case, "w_bits"), 16, 16, group, weight_only_kernel="torch")
@@ -49,14 +44,6 @@ def attention_model(heads: int, kv_heads: int, head_dim: int) -> ModelSpec:
     """A one-layer stand-in carrying just the attention shapes of a case."""
     return ModelSpec(name="attention-case", family="llama", n_layers=1, d_model=heads * head_dim,
                      n_heads=heads, n_kv_heads=kv_heads, head_dim=head_dim, d_ff=1, vocab_size=1)
-
-
-def predict_attention(case: dict, hw: Hardware) -> float:
-    p = _precision(case["dtype"])
-    model = attention_model(int(_num(case, "heads")), int(_num(case, "kv_heads")), int(_num(case, "head_dim")))
-    q_len, kv_len = _num(case, "q_len"), _num(case, "kv_len")
-    op = attention_op(model, _num(case, "batch"), q_len, kv_len - q_len, p, 1)
-    return _time(op, hw, p)
 
 
 def transfer_rate(hw: Hardware, direction: str, pinned: bool) -> tuple[float, float]:
@@ -128,30 +115,58 @@ def predict_norm(case: dict, hw: Hardware) -> float:
     return _time(op, hw, p)
 
 
-def predict_model_step(case: dict, hw: Hardware) -> float:
-    model = dataclasses.replace(workloads.load(case["model"]), n_layers=int(_num(case, "layers")))
-    p = _precision(case["dtype"])
-    batch, q_len, kv_len = _num(case, "batch"), _num(case, "q_len"), _num(case, "kv_len")
-    if case["phase"] == "prefill":
+def predict_matmuls(cases: list[dict], hw: Hardware) -> np.ndarray:
+    """GEMM cases of one dtype, as one array."""
+    p = _precision(cases[0]["dtype"])
+    op = matmul_op("matmul", _column(cases, "m"), _column(cases, "n"), _column(cases, "k"), p, 1)
+    return _eager_times(op, hw, p, len(cases))
+
+
+def predict_attentions(cases: list[dict], hw: Hardware) -> np.ndarray:
+    """SDPA cases of one head layout and dtype, as one array."""
+    c0 = cases[0]
+    p = _precision(c0["dtype"])
+    model = attention_model(int(_num(c0, "heads")), int(_num(c0, "kv_heads")), int(_num(c0, "head_dim")))
+    q_len, kv_len = _column(cases, "q_len"), _column(cases, "kv_len")
+    op = attention_op(model, _column(cases, "batch"), q_len, kv_len - q_len, p, 1)
+    return _eager_times(op, hw, p, len(cases))
+
+
+def predict_model_steps(cases: list[dict], hw: Hardware) -> np.ndarray:
+    """Whole-model steps of one model, depth and phase (transformers, eager: HF_EAGER), as one array."""
+    c0 = cases[0]
+    model = dataclasses.replace(workloads.load(c0["model"]), n_layers=int(_num(c0, "layers")))
+    p = _precision(c0["dtype"])
+    batch, q_len, kv_len = _column(cases, "batch"), _column(cases, "q_len"), _column(cases, "kv_len")
+    if c0["phase"] == "prefill":
         totals = step_time(model, hw, batch, q_len, 0.0, p, 1, 0, batch, HF_EAGER)
-    elif case["phase"] == "decode":
+    elif c0["phase"] == "decode":
         totals = step_time(model, hw, batch, 1.0, kv_len, p, 1, 0, batch, HF_EAGER)
     else:
-        raise ValueError(f"phase: {case['phase']!r} is not one of prefill, decode")
-    return float(totals["time_s"])
+        raise ValueError(f"phase: {c0['phase']!r} is not one of prefill, decode")
+    return np.asarray(totals["time_s"], dtype=float) * np.ones(len(cases))
 
 
-PREDICTORS = {"matmul": predict_matmul, "matmul_wo": predict_matmul_wo, "attention": predict_attention,
-              "copy": predict_copy, "elementwise": predict_elementwise, "norm": predict_norm,
-              "launch": predict_launch, "kv_append": predict_kv_append,
-              "model_step": predict_model_step}
+def _eager_times(op: Op, hw: Hardware, p: Precision, n: int) -> np.ndarray:
+    return np.asarray(op_time(op, hw, p).eager_time_s, dtype=float) * np.ones(n)
+
+
+#: Kinds predicted a group at a time; predict_case runs them on a one-case group.
+VECTOR_PREDICTORS = {"matmul": predict_matmuls, "attention": predict_attentions, "model_step": predict_model_steps}
+
+
+PREDICTORS = {"matmul_wo": predict_matmul_wo, "copy": predict_copy, "elementwise": predict_elementwise,
+              "norm": predict_norm, "launch": predict_launch, "kv_append": predict_kv_append}
+KINDS = tuple(VECTOR_PREDICTORS) + tuple(PREDICTORS)
 
 
 def predict_case(case: dict, hw: Hardware) -> float:
     """Predicted seconds for one case row (kind + parameters)."""
     kind = case.get("kind")
+    if kind in VECTOR_PREDICTORS:
+        return float(VECTOR_PREDICTORS[kind]([case], hw)[0])
     if kind not in PREDICTORS:
-        raise ValueError(f"kind: {kind!r} is not one of {', '.join(PREDICTORS)}")
+        raise ValueError(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
     return PREDICTORS[kind](case, hw)
 
 
@@ -189,7 +204,7 @@ def _group_key(case: dict) -> tuple:
             "copy": ("direction", "pinned"), "elementwise": ("op", "dtype"), "norm": ("op", "dtype"),
             "launch": (), "kv_append": ("dtype",), "model_step": ("model", "layers", "phase", "dtype")}.get(kind)
     if keys is None:
-        raise ValueError(f"kind: {kind!r} is not one of {', '.join(PREDICTORS)}")
+        raise ValueError(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
     return (kind,) + tuple(str(case.get(k)) for k in keys)
 
 
@@ -210,32 +225,3 @@ def predict_many(cases: list[dict], hw: Hardware) -> np.ndarray:
     return out
 
 
-def _vec_matmul(cases: list[dict], hw: Hardware) -> np.ndarray:
-    merged = {**cases[0], "m": 0}
-    p = _precision(merged["dtype"])
-    op = matmul_op("matmul", _column(cases, "m"), _column(cases, "n"), _column(cases, "k"), p, 1)
-    return np.asarray(op_time(op, hw, p).eager_time_s, dtype=float) * np.ones(len(cases))
-
-
-def _vec_attention(cases: list[dict], hw: Hardware) -> np.ndarray:
-    c0 = cases[0]
-    p = _precision(c0["dtype"])
-    model = attention_model(int(_num(c0, "heads")), int(_num(c0, "kv_heads")), int(_num(c0, "head_dim")))
-    q_len, kv_len = _column(cases, "q_len"), _column(cases, "kv_len")
-    op = attention_op(model, _column(cases, "batch"), q_len, kv_len - q_len, p, 1)
-    return np.asarray(op_time(op, hw, p).eager_time_s, dtype=float) * np.ones(len(cases))
-
-
-def _vec_model_step(cases: list[dict], hw: Hardware) -> np.ndarray:
-    c0 = cases[0]
-    model = dataclasses.replace(workloads.load(c0["model"]), n_layers=int(_num(c0, "layers")))
-    p = _precision(c0["dtype"])
-    batch, q_len, kv_len = _column(cases, "batch"), _column(cases, "q_len"), _column(cases, "kv_len")
-    if c0["phase"] == "prefill":
-        totals = step_time(model, hw, batch, q_len, 0.0, p, 1, 0, batch, HF_EAGER)
-    else:
-        totals = step_time(model, hw, batch, 1.0, kv_len, p, 1, 0, batch, HF_EAGER)
-    return np.asarray(totals["time_s"], dtype=float) * np.ones(len(cases))
-
-
-VECTOR_PREDICTORS = {"matmul": _vec_matmul, "attention": _vec_attention, "model_step": _vec_model_step}

@@ -9,6 +9,7 @@ and KV come from HBM as in a real model step. Random data, never zeros.
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from typing import Callable
 
@@ -21,6 +22,16 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def script_device(quick: bool, script: str) -> torch.device | None:
+    """Where a measurement script runs: the GPU, or the CPU for a --quick smoke test. A full run
+    without a GPU says so and gets None (its caller exits with code 2)."""
+    dev = torch.device("cpu") if quick and not torch.cuda.is_available() else device()
+    if not quick and dev.type != "cuda":
+        print(f"{script}: no CUDA device; use --quick for the CPU smoke test", file=sys.stderr)
+        return None
+    return dev
 
 
 def copies_to_defeat_cache(bytes_per_set: float, cuda: bool) -> int:

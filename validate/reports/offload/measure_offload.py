@@ -256,9 +256,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny model on the CPU (or GPU): a smoke test")
     ap.add_argument("--max-seconds", type=float, default=170.0, help="stop starting new cases after this")
     args = ap.parse_args(argv)
-    dev = torch.device("cpu") if args.quick and not torch.cuda.is_available() else bench.device()
-    if not args.quick and dev.type != "cuda":
-        print("measure_offload: no CUDA device; use --quick for the CPU smoke test", file=sys.stderr)
+    dev = bench.script_device(args.quick, "measure_offload")
+    if dev is None:
         return 2
     cuda = dev.type == "cuda"
     deadline = time.perf_counter() + args.max_seconds

@@ -14,10 +14,12 @@ Solvers (each returns a `BitAllocation`):
 - `solvers.bits_closed.solve_closed_form`: bit budget + bounds (+ ties), exact water-filling.
 - `solvers.bits_convex.solve_convex`: cvxpy, adds memory and decode-latency budgets.
 - `solvers.bits_integer.solve_milp` / `round_greedy`: widths or formats from a candidate set.
+- `allocate_within_layers`: any of those per layer, each layer keeping its own average (BAQ's scope).
 """
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
@@ -184,6 +186,14 @@ class BitGroups:
                 sets.append(members)
         return sets
 
+    def take(self, index) -> "BitGroups":
+        """The groups at `index` (an integer array) as their own problem: same theta, each group its
+        own layer; ties kept among the taken groups."""
+        index = np.asarray(index, dtype=np.int64)
+        tie = None if self.tie is None else self.tie[index]
+        return BitGroups(params=self.params[index], coef=self.coef[index], theta=self.theta, rmin=self.rmin[index],
+                         rmax=self.rmax[index], names=tuple(self.names[i] for i in index), tie=tie)
+
     def tie_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Bounds after ties: a tied set's width lies in the intersection of its members' bounds."""
         lo, hi = self.rmin.copy(), self.rmax.copy()
@@ -297,10 +307,58 @@ class BitAllocation:
                 "solve_time_s": self.solve_time_s, **dict(self.stats)}
 
 
+def allocate_within_layers(groups: BitGroups, avg_bits, solve) -> BitAllocation:
+    """BAQ's own scope (arXiv 2506.05664, and its repo: one allocation per linear layer): every layer
+    keeps its own average width and only the groups inside it (e.g. its input columns) trade bits.
+
+    Each layer is an independent problem with its own multiplier, so the result is the optimum under
+    the per-layer budgets sum_{j in l} n_j R_j <= Rbar_l sum_{j in l} n_j. The layers' losses are never
+    compared with each other, which is what makes this scope safe when layer-wise losses are not in
+    common units (a layer's output error does not reach the model's output with the same weight as
+    another's; validate/reports/bits/report.md measures how much that matters).
+
+    avg_bits: one width for every layer, or a sequence with one width per layer (in the order of the
+    layer codes, e.g. a per-layer allocation's widths: the two-level "per layer, then per column").
+    solve: (BitGroups, average) -> BitAllocation for one layer, e.g. `solve_closed_form`, or
+    `lambda g, a: round_greedy(g, [2, 3, 4, 8], Budgets(avg_bits=a))` for integer widths."""
+    start = time.perf_counter()
+    layer_ids = np.unique(groups.layers)
+    targets = np.broadcast_to(np.asarray(avg_bits, dtype=float), layer_ids.shape) if np.ndim(avg_bits) == 0 \
+        else np.asarray(avg_bits, dtype=float)
+    if targets.shape != layer_ids.shape:
+        raise ValueError(f"avg_bits: expected one width or {layer_ids.size} (one per layer), got {targets.size}")
+    if groups.tie is not None:
+        for members in groups.tie_sets():
+            if np.unique(groups.layers[members]).size > 1:
+                raise ValueError(f"tie: groups {[groups.names[i] for i in members[:4]]} share a width across layers; "
+                                 "each layer is solved on its own here")
+    widths = np.empty(groups.size)
+    objective = uniform = 0.0
+    statuses, methods = set(), set()
+    for layer, target in zip(layer_ids, targets):
+        index = np.flatnonzero(groups.layers == layer)
+        part = groups.take(index)
+        try:
+            result = solve(part, float(target))
+        except InfeasibleBudgetError as err:
+            raise InfeasibleBudgetError(f"avg_bits of layer {groups.names[index[0]]!r}", err.requested, err.smallest,
+                                        "bits") from None
+        widths[index] = result.widths
+        objective += result.objective
+        uniform += result.uniform_loss
+        statuses.add(result.status)
+        methods.add(result.method)
+    status = "optimal" if statuses == {"optimal"} else ", ".join(sorted(statuses))
+    return BitAllocation(status=status, method="within_layers:" + "+".join(sorted(methods)), widths=widths,
+                         groups=groups, objective=objective, uniform_loss=uniform,
+                         solve_time_s=time.perf_counter() - start, stats={"layers": int(layer_ids.size)})
+
+
 def allocate_bits(sens, avg_bits: float | None = None, *, theta: float = THETA, rmin: float = 0.0,
                   rmax: float = 16.0, hardware=None, model=None, memory_budget_bytes: float | None = None,
                   latency_budget_s: float | None = None, candidates=None, tokens: int = 1,
-                  context: int = 0, costs=None, overhead_bits: float | None = None) -> BitAllocation:
+                  context: int = 0, costs=None, overhead_bits: float | None = None,
+                  scope: str = "model") -> BitAllocation:
     """Optimal widths for `sens` (a `BitGroups` or a table with params and coef columns).
 
     Picks the solver: candidates (widths like [2, 3, 4, 8] or format names like ["int4-g128",
@@ -311,6 +369,19 @@ def allocate_bits(sens, avg_bits: float | None = None, *, theta: float = THETA, 
 
     groups = sens if isinstance(sens, BitGroups) else BitGroups.from_frame(sens, theta, rmin, rmax)
     budgets = Budgets(avg_bits, memory_budget_bytes, latency_budget_s)
+    if scope not in ("model", "layer"):
+        raise ValueError(f"scope: {scope!r} is not 'model' or 'layer'")
+    if scope == "layer":
+        if budgets.avg_bits is None or budgets.memory_bytes is not None or budgets.latency_s is not None:
+            raise ValueError("scope: 'layer' takes an average-bit budget only (each layer keeps that average)")
+        if candidates is not None:
+            from solvers.bits_integer import solve_milp
+            result = allocate_within_layers(groups, budgets.avg_bits,
+                                            lambda g, a: solve_milp(g, candidates, Budgets(avg_bits=a)))
+        else:
+            from solvers.bits_closed import solve_closed_form
+            result = allocate_within_layers(groups, budgets.avg_bits, solve_closed_form)
+        return bits_cost.with_costs(result, costs, overhead_bits) if costs is not None else result
     if costs is None and hardware is not None and not isinstance(sens, BitGroups):
         costs = bits_cost.costs_from_frame(sens, hardware, model=model, tokens=tokens, context=context)
     if budgets.latency_s is not None and costs is None:

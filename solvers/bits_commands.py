@@ -1,6 +1,7 @@
 """CLI: `perfmodel solve bits` — optimal widths from a sensitivity table (registered by app.cli).
 
     perfmodel solve bits --sensitivities sens.csv --avg-bits 4
+    perfmodel solve bits --sensitivities columns.csv --avg-bits 4 --scope layer --candidates 2,3,4,5,6
     perfmodel solve bits --sensitivities sens.csv --avg-bits 4 --hardware h200-sxm --model llama-3-8b \\
         --latency-budget "6 ms" --candidates int4-g128,int8,fp8,bf16
 
@@ -25,6 +26,9 @@ def register(subparsers) -> None:
     p.add_argument("--candidates", default=None,
                    help="discrete choices: widths '2,3,4,8' or formats 'int4-g128,int8,fp8,bf16' (MILP)")
     p.add_argument("--method", choices=("milp", "greedy"), default="milp", help="with --candidates")
+    p.add_argument("--scope", choices=("model", "layer"), default="model",
+                   help="model: one budget shared by all groups; layer: every layer keeps --avg-bits and "
+                        "only its own groups (e.g. columns) trade bits (BAQ's scope)")
     p.add_argument("--theta", type=float, default=2.0, help="loss exponent: loss = n c 2^(-theta R)")
     p.add_argument("--rmin", type=float, default=0.0)
     p.add_argument("--rmax", type=float, default=16.0)
@@ -45,7 +49,7 @@ def run_bits(args) -> int:
     import workloads
     from hardware.units import parse
     from solvers import bits_cost
-    from solvers.bits import BitGroups, Budgets, allocate_bits
+    from solvers.bits import BitGroups, Budgets, allocate_bits, allocate_within_layers
     from solvers.bits_integer import round_greedy
 
     frame = pd.read_csv(args.sensitivities)
@@ -61,11 +65,16 @@ def run_bits(args) -> int:
         raise ValueError("--latency-budget: needs --hardware (and layer shapes: rows/cols columns or --model)")
     candidates = _candidates(args.candidates)
     groups = BitGroups.from_frame(frame, args.theta, args.rmin, args.rmax)
-    if candidates is not None and args.method == "greedy":
+    if candidates is not None and args.method == "greedy" and args.scope == "layer":
+        if args.avg_bits is None or memory is not None or latency is not None:
+            raise ValueError("--scope: 'layer' takes --avg-bits only (each layer keeps that average)")
+        result = allocate_within_layers(groups, args.avg_bits,
+                                        lambda g, a: round_greedy(g, candidates, Budgets(avg_bits=a)))
+    elif candidates is not None and args.method == "greedy":
         result = round_greedy(groups, candidates, Budgets(args.avg_bits, memory, latency), costs)
     else:
         result = allocate_bits(groups, args.avg_bits, memory_budget_bytes=memory, latency_budget_s=latency,
-                               candidates=candidates, costs=costs)
+                               candidates=candidates, costs=costs, scope=args.scope)
         if costs is not None and math.isnan(result.latency_s):
             result = bits_cost.with_costs(result, costs)
     if args.out:

@@ -1,13 +1,23 @@
 """Round-to-nearest weight quantization with per-column widths, to check bit allocations on real weights.
 
-Each output row i gets an asymmetric grid spanning [min_i, max_i] of that row; input column j uses
-N_j = max(1, round(2^R_j)) levels of it (BAQ's rule for non-integer widths, arXiv 2506.05664; an
-integer R gives the usual 2^R levels), step_ij = (max_i - min_i) / (N_j - 1), and
+The usual asymmetric min-max integer grid (as in GPTQ's quantizer, Frantar et al. 2022,
+arXiv 2210.17323, and PyTorch's affine quantization), one grid per output row and width: row i's
+range [lo_i, hi_i] = [min(min_j w_ij, 0), max(max_j w_ij, 0)] is cut into N_j levels, with
+N_j = max(1, round(2^R_j)) for input column j (BAQ's rule for non-integer widths, arXiv 2506.05664;
+an integer R gives the usual 2^R levels), and an INTEGER zero point so that 0 is a grid value:
 
-    q_ij = min_i + step_ij * clamp(round((w_ij - min_i) / step_ij), 0, N_j - 1).
+    s_ij = (hi_i - lo_i) / (N_j - 1),   z_ij = round(-lo_i / s_ij),
+    q_ij = s_ij * (clamp(round(w_ij / s_ij) + z_ij, 0, N_j - 1) - z_ij).
 
-A column with one level takes the row's midpoint. The row range and offset are kept in full
-precision (a 16-bit scale and offset per row in a real kernel: the same for every allocation).
+A column with one level is pruned (q = 0). The scale and zero point are per row in a real kernel
+(16-bit scale, the same for every allocation), so they are not counted as bits.
+
+Why the integer zero point matters (found on MiniLM, validate/reports/bits/report.md): with a grid
+lo_i + k s that does not contain 0, the bulk of a row's weights (concentrated near 0 on the scale of
+s at 3-4 bits) share one rounding offset; FFN-down inputs are GELU outputs with a common positive
+mean, so those equal-signed errors add up coherently over the columns. That made the layer loss up
+to 17x the integer-grid one and 90% of it lay in H's off-diagonal terms, which no per-column
+(diagonal) loss model can see.
 """
 from __future__ import annotations
 
@@ -38,12 +48,14 @@ def quantize_rtn(weight: torch.Tensor, bits) -> torch.Tensor:
     if levels.shape != (cols,):
         raise ValueError(f"bits: expected one width per column ({cols}), got {levels.shape[0]}")
     w = weight.detach().to(torch.float64)
-    lo, hi = w.min(dim=1, keepdim=True).values, w.max(dim=1, keepdim=True).values
+    lo = torch.clamp(w.min(dim=1, keepdim=True).values, max=0.0)
+    hi = torch.clamp(w.max(dim=1, keepdim=True).values, min=0.0)
     n = torch.as_tensor(levels, dtype=torch.float64)[None, :]
     step = (hi - lo) / torch.clamp(n - 1, min=1.0)
-    step = torch.where(step > 0, step, torch.ones_like(step))   # constant rows: any step is exact
-    q = lo + step * torch.clamp(torch.round((w - lo) / step), torch.zeros_like(n), n - 1)
-    q = torch.where(n == 1, (lo + hi) / 2, q)
+    step = torch.where(step > 0, step, torch.ones_like(step))   # an all-zero row: any step is exact
+    zero = torch.round(-lo / step)
+    q = step * (torch.clamp(torch.round(w / step) + zero, torch.zeros_like(n), n - 1) - zero)
+    q = torch.where(n == 1, torch.zeros_like(q), q)
     return q.to(weight.dtype)
 
 

@@ -14,6 +14,7 @@ c_j = l_j(Rbar) / n_j * 2^(theta Rbar) for the loss model n_j c_j 2^(-theta R_j)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -126,3 +127,68 @@ def sensitivity_table(module: nn.Module, hessians: dict[str, Hessian], avg_bits:
     table = pd.concat(frames, ignore_index=True)
     table["coef"] = table["loss_at"] / table["params"] * 2.0 ** (theta * avg_bits)
     return table[["name", "layer", "column", "params", "coef", "rows", "cols", "loss_at"]]
+
+
+def output_sensitivity(module: nn.Module, names, widths, run, distance, path=None, quantize=quantize_rtn):
+    """End-to-end sensitivity table: the model's output distortion when ONE layer is quantized.
+
+    For every layer in `names` and width in `widths`, that layer alone is rounded (`quantize(weight,
+    width)`), `run()` produces the model's output and `distance(output, reference)` scores it against the
+    full-precision `run()`. This is ZeroQ's sensitivity (Cai et al., CVPR 2020, arXiv 2001.00281: KL of
+    the outputs with layer i alone at k bits) with any output distance, and the HAWQ / MixDQ integer
+    programs' objective when summed over layers (REFERENCES.md). The sum assumes the layers' effects
+    add up, which holds while the distortion is small; the study report measures how well it holds.
+
+    Why it is needed: a layer-wise loss tr(dW H dW^T) is in the units of that layer's output, and the
+    output of an attention query projection reaches the model's output through a softmax while a
+    value projection's goes straight into the residual stream, so the layer-wise losses of different
+    layers are not comparable (validate/reports/bits/report.md). Within one layer they are.
+
+    `path`: a CSV that receives each (layer, width, distortion) row as it is measured; an existing
+    file is resumed (its rows are kept, only the missing pairs run). Returns a DataFrame indexed by
+    layer with one column per width."""
+    import pandas as pd
+
+    widths = [float(w) for w in widths]
+    layers = linear_layers(module)
+    missing = [n for n in names if n not in layers]
+    if missing:
+        raise ValueError(f"names: {missing[0]!r} is not a Linear layer of the module")
+    done = {}
+    if path is not None and Path(path).exists():
+        previous = pd.read_csv(path)
+        done = {(str(r.layer), float(r.width)): float(r.distortion) for r in previous.itertuples()}
+    with torch.no_grad():
+        reference = run()
+        for name in names:
+            weight = layers[name].weight
+            original = None
+            for width in widths:
+                if (name, width) in done:
+                    continue
+                if original is None:
+                    original = weight.detach().clone()
+                try:
+                    weight.copy_(quantize(original, width))
+                    value = float(distance(run(), reference))
+                finally:
+                    weight.copy_(original)
+                if not np.isfinite(value):
+                    raise ValueError(f"distance: {value!r} for layer {name!r} at {width:g} bits is not finite")
+                done[(name, width)] = value
+                if path is not None:
+                    _append_row(path, {"layer": name, "width": width, "distortion": value})
+    table = pd.DataFrame([[done[(n, w)] for w in widths] for n in names], index=list(names), columns=widths)
+    table.index.name = "layer"
+    return table
+
+
+def _append_row(path, row: dict) -> None:
+    """Append one row to a CSV, writing the header when the file is new (a crash loses nothing measured)."""
+    path = Path(path)
+    new = not path.exists()
+    with path.open("a") as handle:
+        if new:
+            handle.write(",".join(row) + "\n")
+        handle.write(",".join(str(v) for v in row.values()) + "\n")
+        handle.flush()

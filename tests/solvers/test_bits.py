@@ -7,9 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from solvers.bits import BitGroups, Budgets, InfeasibleBudgetError, allocate_bits, gm_am_ratio
+from solvers.bits import (BitGroups, Budgets, InfeasibleBudgetError, allocate_bits, allocate_within_layers,
+                          gm_am_ratio)
 from solvers.bits_closed import baq_unbounded, solve_closed_form, water_level
 from solvers.bits_convex import ConvexBits, solve_convex
+from solvers.bits_integer import round_greedy
 
 
 def random_groups(seed, size=40, rmin=1.0, rmax=8.0, theta=2.0):
@@ -188,3 +190,63 @@ def test_allocate_bits_dispatch_and_frame():
     assert r2.method == "cvxpy" and r2.bytes_ <= 3500 * 4.0 / 8 * (1 + 1e-6)
     r3 = allocate_bits(frame, avg_bits=4, candidates=[2, 4, 8])
     assert r3.method == "milp" and set(r3.widths) <= {2.0, 4.0, 8.0}
+
+
+def _layered(seed, layers=5, per_layer=30):
+    rng = np.random.default_rng(seed)
+    size = layers * per_layer
+    return BitGroups(params=rng.integers(16, 4096, size).astype(float), coef=np.exp(rng.normal(0, 2.5, size)),
+                     rmin=1.0, rmax=8.0, layer=np.repeat(np.arange(layers), per_layer))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_within_layers_keeps_each_layer_average_and_equal_loss(seed):
+    groups = _layered(seed)
+    result = allocate_within_layers(groups, 3.5, solve_closed_form)
+    assert result.status == "optimal" and result.stats["layers"] == 5
+    for layer in range(5):
+        idx = np.flatnonzero(groups.layers == layer)
+        part = groups.take(idx)
+        assert part.average_bits(result.widths[idx]) == pytest.approx(3.5, rel=1e-9)
+        alone = solve_closed_form(part, 3.5)
+        np.testing.assert_allclose(result.widths[idx], alone.widths, rtol=1e-12)
+        # equal-loss structure inside the layer: unclipped groups share one loss per weight
+        per_weight = part.coef * np.exp2(-2.0 * result.widths[idx])
+        free = (result.widths[idx] > 1.0 + 1e-9) & (result.widths[idx] < 8.0 - 1e-9)
+        assert np.ptp(per_weight[free]) <= 1e-9 * per_weight[free].max()
+    # one model-wide budget is a relaxation of the per-layer budgets: never a higher optimum
+    assert solve_closed_form(groups, 3.5).objective <= result.objective * (1 + 1e-12)
+    assert result.objective <= result.uniform_loss
+
+
+def test_within_layers_per_layer_targets_integer_widths_and_errors():
+    groups = _layered(7, layers=3, per_layer=12)
+    targets = [2.0, 4.0, 6.0]
+    result = allocate_within_layers(groups, targets,
+                                    lambda g, a: round_greedy(g, [1, 2, 3, 4, 5, 6, 7, 8], Budgets(avg_bits=a)))
+    assert result.method == "within_layers:greedy"
+    assert set(np.unique(result.widths)) <= set(range(1, 9))
+    for layer, target in enumerate(targets):
+        idx = np.flatnonzero(groups.layers == layer)
+        assert groups.take(idx).average_bits(result.widths[idx]) <= target + 1e-12
+    with pytest.raises(ValueError, match=r"avg_bits: expected one width or 3 \(one per layer\), got 2"):
+        allocate_within_layers(groups, [3.0, 4.0], solve_closed_form)
+    with pytest.raises(InfeasibleBudgetError, match=r"avg_bits of layer 'g12': 0.5 bits is infeasible; .* 1 bits"):
+        allocate_within_layers(groups, [3.0, 0.5, 3.0], solve_closed_form)
+    tied = BitGroups(params=groups.params, coef=groups.coef, rmin=1.0, rmax=8.0, layer=groups.layer,
+                     tie=np.where(np.arange(groups.size) % 12 == 0, 0, -1))
+    with pytest.raises(ValueError, match="share a width across layers"):
+        allocate_within_layers(tied, 3.0, solve_closed_form)
+
+
+def test_allocate_bits_layer_scope():
+    groups = _layered(3, layers=4, per_layer=10)
+    closed = allocate_bits(groups, 3.0, scope="layer")
+    assert closed.method == "within_layers:closed_form"
+    milp = allocate_bits(groups, 3.0, scope="layer", candidates=[2, 3, 4, 5])
+    assert milp.method == "within_layers:milp" and set(np.unique(milp.widths)) <= {2, 3, 4, 5}
+    assert milp.objective >= closed.objective * (1 - 1e-9)       # integer widths never beat the relaxation
+    with pytest.raises(ValueError, match="scope: 'layer' takes an average-bit budget only"):
+        allocate_bits(groups, 3.0, scope="layer", memory_budget_bytes=1e6)
+    with pytest.raises(ValueError, match="scope: 'whole' is not 'model' or 'layer'"):
+        allocate_bits(groups, 3.0, scope="whole")

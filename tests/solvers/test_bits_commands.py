@@ -62,3 +62,20 @@ def test_latency_budget_with_formats(sens, capsys):
     assert main(["solve", "bits", "--sensitivities", str(sens), "--hardware", "h200-sxm", "--latency-budget",
                  "1 us", "--rmin", "2"]) == 2
     assert "the smallest feasible latency_s is" in capsys.readouterr().err
+
+
+def test_layer_scope_keeps_each_layer_average(tmp_path, capsys):
+    frame = pd.DataFrame({"name": [f"{l}:{j}" for l in ("q", "down") for j in range(4)],
+                          "layer": ["q"] * 4 + ["down"] * 4, "params": 4096.0,
+                          "coef": [1.0, 4.0, 16.0, 64.0, 0.5, 0.5, 8.0, 2.0]})
+    path, out = tmp_path / "cols.csv", tmp_path / "w.csv"
+    frame.to_csv(path, index=False)
+    for method in ("milp", "greedy"):
+        assert main(["solve", "bits", "--sensitivities", str(path), "--avg-bits", "3", "--scope", "layer",
+                     "--candidates", "1,2,3,4,5,6", "--method", method, "--out", str(out)]) == 0
+        assert f"within_layers:{method}" in capsys.readouterr().out
+        widths = pd.read_csv(out)
+        assert widths.groupby("layer")["width"].mean().tolist() == [3.0, 3.0]
+    assert main(["solve", "bits", "--sensitivities", str(path), "--memory-budget", "1 MB", "--scope", "layer",
+                 "--candidates", "2,4", "--method", "greedy"]) == 2
+    assert "--scope: 'layer' takes --avg-bits only" in capsys.readouterr().err

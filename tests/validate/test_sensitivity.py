@@ -6,7 +6,8 @@ from torch import nn
 
 from solvers.bits import BitGroups
 from validate.quantize import quantize_rtn
-from validate.sensitivity import Hessian, collect_hessians, column_losses, layer_loss, sensitivity_table
+from validate.sensitivity import (Hessian, collect_hessians, column_losses, layer_loss, output_sensitivity,
+                                 sensitivity_table)
 
 
 class Tiny(nn.Module):
@@ -84,3 +85,45 @@ def test_table_coefficients_reproduce_the_measured_loss(per):
 def test_no_linear_layers_is_an_error():
     with pytest.raises(ValueError, match="no nn.Linear layers matched"):
         collect_hessians(nn.ReLU(), [(torch.zeros(1),)])
+
+
+def test_output_sensitivity_of_the_last_layer_is_its_layer_loss(tmp_path):
+    """With the last Linear alone quantized and the mean squared output error as the distance, the
+    end-to-end distortion IS tr(dW H dW^T) (H over the same inputs): an exact identity."""
+    torch.manual_seed(5)
+    model = Tiny().double()
+    x = torch.randn(40, 6, dtype=torch.float64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    mse = lambda out, ref: float(((out - ref) ** 2).sum(-1).mean())  # noqa: E731
+    table = output_sensitivity(model, ["up", "down"], [2, 4, 8], lambda: model(x), mse)
+    assert list(table.columns) == [2.0, 4.0, 8.0] and list(table.index) == ["up", "down"]
+    h = collect_hessians(model, [(x,)])
+    for bits in (2, 4, 8):
+        q = quantize_rtn(model.down.weight, bits)
+        assert table.loc["down", float(bits)] == pytest.approx(layer_loss(model.down.weight, q, h["down"]), rel=1e-9)
+    assert np.all(np.diff(table.to_numpy(), axis=1) < 0)           # wider is better on these weights
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # weights restored
+
+
+def test_output_sensitivity_persists_and_resumes(tmp_path):
+    torch.manual_seed(6)
+    model = Tiny()
+    x = torch.randn(10, 6)
+    calls = [0]
+
+    def run():
+        calls[0] += 1
+        return model(x)
+
+    dist = lambda out, ref: float((out - ref).abs().mean())  # noqa: E731
+    path = tmp_path / "sens.csv"
+    first = output_sensitivity(model, ["up"], [2, 3], run, dist, path=path)
+    assert calls[0] == 3 and len(path.read_text().splitlines()) == 3      # reference + 2 rows, header + 2 lines
+    calls[0] = 0
+    again = output_sensitivity(model, ["up", "down"], [2, 3], run, dist, path=path)
+    assert calls[0] == 3                                                  # reference + only the 2 new pairs
+    assert again.loc["up"].tolist() == first.loc["up"].tolist()
+    with pytest.raises(ValueError, match="names: 'nope' is not a Linear layer"):
+        output_sensitivity(model, ["nope"], [2], run, dist)
+    with pytest.raises(ValueError, match="distance: nan for layer 'down' at 2 bits is not finite"):
+        output_sensitivity(model, ["down"], [2], run, lambda out, ref: float("nan"))

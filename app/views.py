@@ -18,7 +18,7 @@ import yaml
 import hardware
 import perfmodel
 import workloads
-from hardware.spec import DEVICE_LINK_KINDS, DTYPES, KINDS, Hardware, SpecError, _Reader
+from hardware.spec import DEVICE_LINK_KINDS, DTYPES, KINDS, Hardware, SpecError, SpecReader
 from hardware.units import UnitError, format_si
 from workloads.model import ModelError, ModelSpec
 from workloads.scenario import Scenario
@@ -99,7 +99,7 @@ def spec_field_errors(data, origin: str = "spec") -> dict[str, str]:
         return {"spec": f"{origin}: expected a mapping of fields, got {type(data).__name__}"}
     errors: dict[str, str] = {}
     try:
-        reader = _Reader(data, origin)
+        reader = SpecReader(data, origin)
     except SpecError as err:
         return {"sources": str(err)}
     for key in ("name", "kind"):

@@ -183,7 +183,7 @@ class Hardware:
         """Build from the YAML structure (already loaded); human units are parsed here."""
         if not isinstance(data, dict):
             raise SpecError(f"{origin}: expected a mapping of fields, got {type(data).__name__}")
-        return cls(**_fields_from_yaml(_Reader(data, origin)))
+        return cls(**_fields_from_yaml(SpecReader(data, origin)))
 
     # -- derived views ------------------------------------------------------------------------
     def peak_flops_per_s(self, dtype: str) -> float:
@@ -245,8 +245,11 @@ def _check_non_negative(value, name):
 _LEAF = re.compile(r"^\s*(?P<quantity>[^\[\]]+?)\s*\[(?P<tag>[^\]]+)\]\s*$")
 
 
-class _Reader:
-    """Reads tagged leaves (``4.8 TB/s [ds]``) out of a loaded YAML mapping, recording sources."""
+class SpecReader:
+    """Reads tagged leaves (``4.8 TB/s [ds]``) out of a loaded YAML mapping, recording sources.
+
+    Public so that a form can check one field at a time with the loader's own messages
+    (`quantity(path, dimension)` raises SpecError naming the field and the value)."""
 
     def __init__(self, data: dict, origin: str):
         self.data, self.origin = data, origin
@@ -295,7 +298,7 @@ class _Reader:
         return match["quantity"].strip(), tag
 
 
-def _fields_from_yaml(r: _Reader) -> dict:
+def _fields_from_yaml(r: SpecReader) -> dict:
     compute = r.node("compute")
     if not isinstance(compute, dict) or not compute:
         raise SpecError(f"{r.origin}: compute must list at least one dtype rate")
@@ -355,7 +358,7 @@ _CAL_NUMBERS = (("attention_flops_fraction", float), ("tile_m", int), ("tile_n",
                 ("gemv_tile_n", int))
 
 
-def _calibration_from_yaml(r: _Reader) -> Calibration | None:
+def _calibration_from_yaml(r: SpecReader) -> Calibration | None:
     if r.node("calibration", required=False) is None:
         return None
     matmul = r.node("calibration.matmul")

@@ -11,6 +11,11 @@ option k), continuous t_L (time of layer L):
                 t_L >= compute_L,  t_L >= base_L + s_L sum_{j in L, k} n_j eff_bits_k x_jk
                 fixed + sum_L (t_L + overhead_L) <= T                  (decode-step latency)
                 x_ik = x_jk for tied groups i, j;  x_jk = 0 outside [rmin_j, rmax_j]
+                sum_jk other_jk x_jk <= cap                 (optional caps on other measured losses)
+
+The caps make a second objective a constraint (the epsilon-constraint method for two objectives,
+Haimes, Lasdon & Wismer 1971): e.g. minimize a model's end-to-end distortion while the summed
+layer-wise loss stays at or below uniform widths' (validate/reports/bits).
 
 solved by HiGHS through `scipy.optimize.milp`. The greedy rounding starts every group at its cheapest
 option and takes upgrades in order of loss saved per unit of budget used while all budgets hold;
@@ -72,8 +77,9 @@ def _cheapest(opt: _Options, key: np.ndarray) -> np.ndarray:
     return np.argmin(np.where(opt.allowed, key[None, :], np.inf), axis=1)
 
 
-def _build(groups: BitGroups, opt: _Options, budgets: dict, costs: LayerCosts | None):
-    """Objective, bounds, integrality and constraints of the MILP for `budgets` (name -> value)."""
+def _build(groups: BitGroups, opt: _Options, budgets: dict, costs: LayerCosts | None, caps=()):
+    """Objective, bounds, integrality and constraints of the MILP for `budgets` (name -> value) and
+    `caps` ((table, cap) pairs)."""
     G, K = opt.loss.shape
     n, total = groups.params, groups.total_params
     L = costs.size if (costs is not None and "latency_s" in budgets) else 0
@@ -111,6 +117,10 @@ def _build(groups: BitGroups, opt: _Options, budgets: dict, costs: LayerCosts | 
         slope = (costs.s_per_bit[groups.layers][:, None] * n[:, None] * opt.eff[None, :]).ravel() / tscale
         limit = (budgets["latency_s"] - costs.fixed_s - costs.overhead_s.sum() - costs.base_s.sum()) / tscale
         cons.append(LinearConstraint(sp.csr_matrix(slope[None, :]), -np.inf, limit))
+    for table, cap in caps:
+        tmax = float(np.max(table)) or 1.0
+        cons.append(LinearConstraint(sp.csr_matrix(np.concatenate([table.ravel() / tmax, np.zeros(L)])[None, :]),
+                                     -np.inf, cap / tmax))
     ties = [(a, b) for m in groups.tie_sets() for a, b in zip(m[:-1], m[1:])]
     if ties:
         r = np.repeat(np.arange(len(ties) * K), 2)
@@ -129,16 +139,17 @@ def _always_memory_bound(groups, opt, costs) -> bool:
     return bool(np.all(costs.base_s + costs.s_per_bit * sums >= costs.compute_s))
 
 
-def _run(groups, opt, budgets, costs, objective=None):
-    c, integrality, bounds, cons, scale = _build(groups, opt, budgets, costs)
+def _run(groups, opt, budgets, costs, objective=None, caps=()):
+    c, integrality, bounds, cons, scale = _build(groups, opt, budgets, costs, caps)
     if objective is not None:
         c = np.concatenate([objective.ravel(), np.zeros(c.size - objective.size)])
     res = milp(c, integrality=integrality, bounds=bounds, constraints=cons, options=MILP_OPTIONS)
     return res, scale
 
 
-def _explain_infeasible(groups, opt, budgets: dict, costs) -> None:
-    """Raise the error naming the smallest feasible value of a budget, given the others."""
+def _explain_infeasible(groups, opt, budgets: dict, costs, final: bool = True) -> None:
+    """Raise the error naming the smallest feasible value of a budget, given the others (when
+    every budget alone is feasible: a generic error if `final`, else return for the caps' check)."""
     G, K = opt.loss.shape
     key = {"avg_bits": (opt.bits, "bits"), "memory_bytes": (opt.stored, "B"), "latency_s": (opt.eff, "s")}
     for name, value in budgets.items():
@@ -154,7 +165,32 @@ def _explain_infeasible(groups, opt, budgets: dict, costs) -> None:
             floor = _resources(groups, opt, costs, choice)[name]
             if value < floor * (1 - 1e-9):
                 raise InfeasibleBudgetError(name, value, floor, key[name][1], why="given the other budgets")
-    raise InfeasibleBudgetError("budgets", math.nan, math.nan, why="no option set meets all budgets together")
+    if final:
+        raise InfeasibleBudgetError("budgets", math.nan, math.nan, why="no option set meets all budgets together")
+
+
+def _cap(opt: _Options, table, cap, index: int):
+    """A checked (table, cap) pair: finite, non-negative, one entry per group and option."""
+    table = np.asarray(table, dtype=float)
+    if table.shape != opt.loss.shape or not np.all(np.isfinite(table)) or np.any(table < 0):
+        raise ValueError(f"loss_caps[{index}]: expected a table of finite losses >= 0 of shape {opt.loss.shape} "
+                         f"(groups x candidates), got {table.shape}")
+    if not (isinstance(cap, (int, float, np.floating)) and math.isfinite(cap) and cap >= 0):
+        raise ValueError(f"loss_caps[{index}]: cap {cap!r} must be a finite number, zero or more")
+    return table, float(cap)
+
+
+def _explain_cap(groups, opt, budgets: dict, costs, caps) -> None:
+    """Raise the error naming the smallest feasible value of the first cap that cannot be met."""
+    G, K = opt.loss.shape
+    for i, (table, cap) in enumerate(caps):
+        others = caps[:i] + caps[i + 1:]
+        res, _ = _run(groups, opt, budgets, costs, objective=table / (float(np.max(table)) or 1.0), caps=others)
+        if res.x is not None:
+            smallest = float(table[np.arange(G), _choice(res.x, G, K)].sum())
+            if cap < smallest * (1 - 1e-9):
+                raise InfeasibleBudgetError(f"loss_caps[{i}]", cap, smallest, why="given the budgets")
+    raise InfeasibleBudgetError("budgets", math.nan, math.nan, why="no option set meets all budgets and caps together")
 
 
 def _choice(x: np.ndarray, G: int, K: int) -> np.ndarray:
@@ -173,18 +209,22 @@ def _result(groups, opt, costs, choice, method, status, elapsed, stats) -> BitAl
 
 
 def solve_milp(groups: BitGroups, candidates, budgets: Budgets, costs: LayerCosts | None = None,
-               loss_table=None) -> BitAllocation:
+               loss_table=None, loss_caps=()) -> BitAllocation:
     """Exact optimum over the candidate widths or formats (HiGHS branch and bound). `loss_table`
-    (groups x candidates) replaces the loss model with measured losses (HAWQ-V3 style)."""
+    (groups x candidates) replaces the loss model with measured losses (HAWQ-V3 style).
+    `loss_caps`: (table, cap) pairs, each table groups x candidates of another loss whose sum over
+    the chosen options must stay at or below cap (the epsilon-constraint method)."""
     if budgets.latency_s is not None and costs is None:
         raise ValueError("latency_s: a latency budget needs a LayerCosts (hardware and layer shapes)")
     opt = _Options(groups, formats_from(candidates), loss_table)
+    caps = tuple(_cap(opt, table, cap, i) for i, (table, cap) in enumerate(loss_caps))
     active = budgets.active()
     start = time.perf_counter()
-    res, _ = _run(groups, opt, active, costs)
+    res, _ = _run(groups, opt, active, costs, caps=caps)
     elapsed = time.perf_counter() - start
     if res.status == 2 or res.x is None:
-        _explain_infeasible(groups, opt, active, costs)
+        _explain_infeasible(groups, opt, active, costs, final=not caps)
+        _explain_cap(groups, opt, active, costs, caps)
     if res.status not in (0, 1):
         raise RuntimeError(f"milp: HiGHS ended with status {res.status} ({res.message})")
     G, K = opt.loss.shape

@@ -1,5 +1,6 @@
 """MILP and greedy rounding: exhaustive-search optimum, formats, latency, ties, bounds, infeasibility."""
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -163,3 +164,40 @@ def test_measured_loss_table_replaces_the_model():
     assert round_greedy(g, [2, 4, 8], Budgets(avg_bits=4.0), loss_table=table).objective >= r.objective * (1 - 1e-9)
     with pytest.raises(ValueError, match=r"loss_table: expected finite losses >= 0 of shape \(5, 3\)"):
         solve_milp(g, [2, 4, 8], Budgets(avg_bits=4.0), loss_table=table[:, :2])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_loss_cap_milp_equals_exhaustive_search(seed):
+    """Minimize one measured table while another stays under a cap (epsilon-constraint): the MILP
+    optimum equals brute force over every combination."""
+    rng = np.random.default_rng(10 + seed)
+    g = random_groups(seed, size=5, rmin=0, rmax=16)
+    widths = [2, 3, 4, 6]
+    primary = rng.uniform(0.1, 1.0, (5, 4)) * np.exp2(-1.5 * np.array(widths))[None, :]
+    other = rng.uniform(0.1, 1.0, (5, 4)) * np.exp2(-2.0 * np.array(widths))[None, :]
+    uniform = np.full(5, widths.index(3))
+    cap = float(other[np.arange(5), uniform].sum())
+    budget = Budgets(avg_bits=3.0)
+    r = solve_milp(g, widths, budget, loss_table=primary, loss_caps=[(other, cap)])
+    best = math.inf
+    for combo in itertools.product(range(4), repeat=5):
+        combo = np.array(combo)
+        if g.average_bits(np.array(widths)[combo]) > 3.0 + 1e-9 or other[np.arange(5), combo].sum() > cap * (1 + 1e-9):
+            continue
+        best = min(best, float(primary[np.arange(5), combo].sum()))
+    assert r.objective == pytest.approx(best, rel=1e-9)
+    chosen = np.searchsorted(widths, r.widths)
+    assert other[np.arange(5), chosen].sum() <= cap * (1 + 1e-9)
+    assert r.objective <= primary[np.arange(5), uniform].sum() + 1e-15     # uniform is feasible
+
+
+def test_loss_cap_errors_name_the_smallest_feasible_cap():
+    g = random_groups(1, size=4, rmin=0, rmax=16)
+    other = np.tile(np.exp2(-2.0 * np.array([2, 4, 8])), (4, 1))
+    with pytest.raises(InfeasibleBudgetError, match=r"loss_caps\[0\]: 1e-06 is infeasible; the smallest feasible "
+                                                     r"loss_caps\[0\] is 0.0.* \(given the budgets\)"):
+        solve_milp(g, [2, 4, 8], Budgets(avg_bits=4.0), loss_caps=[(other, 1e-6)])
+    with pytest.raises(ValueError, match=r"loss_caps\[0\]: expected a table of finite losses >= 0 of shape \(4, 3\)"):
+        solve_milp(g, [2, 4, 8], Budgets(avg_bits=4.0), loss_caps=[(other[:2], 1.0)])
+    with pytest.raises(ValueError, match=r"loss_caps\[0\]: cap nan must be a finite number"):
+        solve_milp(g, [2, 4, 8], Budgets(avg_bits=4.0), loss_caps=[(other, float("nan"))])

@@ -27,7 +27,8 @@ class Op:
     """One op of a step, repeated `count` times (e.g. once per layer). Array fields broadcast.
 
     m, n, k are the GEMM shape (output m x n, reduction k) for matmuls, used for wave quantization;
-    comm_bytes is the all-reduce payload for "comm" ops.
+    groups: how many such GEMMs one grouped kernel runs side by side (the experts a MoE batch
+    touches), whose tiles share the GPU's SMs; comm_bytes is the all-reduce payload for "comm" ops.
     """
 
     name: str
@@ -42,6 +43,7 @@ class Op:
     n: object = 0.0
     k: object = 0.0
     comm_bytes: object = 0.0
+    groups: object = 1.0
 
     @cached_property
     def bytes(self):
@@ -241,7 +243,7 @@ def moe_ops(model: ModelSpec, tokens, p: Precision, tp) -> list[Op]:
            Op("experts", "moe", count, flops=2.0 * tokens * k * expert_params,
               weight_bytes=touched * expert_params * p.weight_bytes_per_param,
               act_bytes=tokens * k * (2 * D + (mats - 1) * width) * p.act_bytes,
-              kernels=mats, m=tokens * k / touched, n=width, k=D)]
+              kernels=mats, m=tokens * k / touched, n=width, k=D, groups=touched)]
     if model.shared_d_ff:
         shared = model.shared_d_ff / tp
         up = 2 * shared if model.ffn_gated else shared

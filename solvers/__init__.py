@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "allocate_bits": "solvers.bits", "BitGroups": "solvers.bits", "Budgets": "solvers.bits",
+    "allocate_bits": "solvers.bits", "allocate_within_layers": "solvers.bits", "BitGroups": "solvers.bits",
+    "Budgets": "solvers.bits",
     "BitAllocation": "solvers.bits", "InfeasibleBudgetError": "solvers.bits",
     "offload_policy": "solvers.offload", "OffloadPolicy": "solvers.offload", "OffloadError": "solvers.offload",
     "max_concurrency": "solvers.kv", "max_context": "solvers.kv", "cheapest_kv_setting": "solvers.kv",

@@ -101,10 +101,7 @@ def gemm_parallelism(m, n, k, hw: Hardware, groups=1.0):
 
 
 def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
-    """Compute, memory, floor, communication and host time of one occurrence of `op`.
-
-    A calibrated GEMM with more than 64 rows never takes less time than the same GEMM with 64 rows
-    (`_skinny_floor`)."""
+    """Compute, memory, floor, communication and host time of one occurrence of `op`."""
     cal = hw.calibration
     overhead = op.kernels * cal.kernel_overhead_s if cal else 0.0
     host = op.kernels * cal.dispatch_s if cal else 0.0
@@ -113,15 +110,18 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
         return OpTime(0.0, 0.0, 0.0, collectives.allreduce_time_s(op.comm_bytes, tp, hw), host)
     bandwidth = cal.memory_bytes_per_s if cal else hw.hbm_bytes_per_s
     if op.kind in ("matmul", "moe"):
-        rate, bandwidth = _gemm_rates(op, hw, p, op.m)
+        # a grouped kernel (MoE experts) runs its groups' output tiles side by side on the SMs
+        efficiency, blocks = gemm_parallelism(op.m, op.n, op.k, hw, op.groups)
+        rate = _gemm_rate(hw, p)
+        rate = rate if np.ndim(efficiency) == 0 and efficiency == 1.0 else rate * efficiency
         if cal:
+            per_block = cal.sm_bytes_per_s or np.inf
+            if cal.gemv_bytes_per_s:  # skinny GEMMs: the dtype's own GEMV kernel's per-block rate
+                per_block = np.where(np.asarray(op.m) <= 64, _gemv_cap(cal, p, per_block), per_block)
+            bandwidth = np.minimum(cal.read_bytes_per_s, blocks * per_block)
             dequant_s = _dequant_time_s(cal, p, op.weight_bytes)
             if dequant_s is not None:  # not cuBLAS tiles: time is unpack + multiply at the measured rate
                 return OpTime(op.flops / _gemm_rate(hw, p) + dequant_s, op.bytes / bandwidth, overhead, 0.0, host)
-        compute, memory = op.flops / rate, op.bytes / bandwidth
-        if cal and cal.tile_m > 1:
-            compute, memory = _skinny_floor(op, hw, p, compute, memory)
-        return OpTime(compute, memory, overhead, 0.0, host)
     elif op.kind == "norm" and cal and cal.norm_bytes_per_s:
         rate, bandwidth = hw.peak_flops_per_s("fp32"), cal.norm_bytes_per_s
     elif op.kind == "concat" and cal and cal.concat_bytes_per_s:
@@ -135,53 +135,6 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
     else:
         rate = hw.peak_flops_per_s("fp32")
     return OpTime(op.flops / rate, op.bytes / bandwidth, overhead, 0.0, host)
-
-
-def _gemm_rates(op: Op, hw: Hardware, p: Precision, rows):
-    """(FLOP/s, bytes/s) of a GEMM-like op run with `rows` rows (op.m, or fewer for the floor)."""
-    cal = hw.calibration
-    # a grouped kernel (MoE experts) runs its groups' output tiles side by side on the SMs
-    efficiency, blocks = gemm_parallelism(rows, op.n, op.k, hw, op.groups)
-    rate = _gemm_rate(hw, p)
-    rate = rate if np.ndim(efficiency) == 0 and efficiency == 1.0 else rate * efficiency
-    if not cal:
-        return rate, hw.hbm_bytes_per_s
-    per_block = cal.sm_bytes_per_s or np.inf
-    if cal.gemv_bytes_per_s:  # skinny GEMMs: the dtype's own GEMV kernel's per-block rate
-        per_block = np.where(np.asarray(rows) <= 64, _gemv_cap(cal, p, per_block), per_block)
-    return rate, np.minimum(cal.read_bytes_per_s, blocks * per_block)
-
-
-def _skinny_floor(op: Op, hw: Hardware, p: Precision, compute, memory):
-    """(compute, memory) of a GEMM with more than 64 rows, raised to those of the same GEMM with 64
-    rows (its FLOPs and activation bytes scaled down, the same weights) when that takes longer.
-
-    Why: above the skinny-kernel boundary the tiled model lets more rows stream the weights on more
-    SMs and predicted a 65- to 512-row GEMM faster than a 64-row one (down to 0.6x). cuBLAS on the
-    H200 does not do that: measured times are flat from m = 1 to m = 128-512 for 4096-6144 x 4096
-    weights, where the raw model was 32-65% low. Over the suite's bf16/fp16/fp8 matmuls with
-    64 < m <= 1024 (52 cases, validate/reports/h200/measurements.csv) the floor lowers the median
-    error from 13.1% to 8.6%; the 10 cases it changes go from 44% to 6.4%."""
-    rows = np.asarray(op.m, dtype=float)
-    live = rows > 64
-    if not np.any(live):
-        return compute, memory
-    fields = [np.atleast_1d(f) for f in np.broadcast_arrays(
-        rows, op.flops, op.weight_bytes, op.act_bytes, op.kv_bytes, op.groups, op.n, op.k, compute, memory,
-        p.w_bits, p.a_bits, p.kv_bits, p.quant_group, live)]
-    index = np.nonzero(fields[-1])
-    rows, flops, weight, act, kv, groups, n, k, c0, m0, w_bits, a_bits, kv_bits, group = (
-        np.array(f[index], dtype=float) for f in fields[:-1])
-    sub = Op(op.name, op.kind, op.count, flops, weight, act, kv, op.kernels, rows, n, k, groups=groups)
-    sub_p = Precision(w_bits, a_bits, kv_bits, group, p.weight_only_kernel)     # the same scenarios' precisions
-    scale = 64.0 / rows
-    rate, bandwidth = _gemm_rates(sub, hw, sub_p, np.full_like(rows, 64.0))
-    c, m = flops * scale / rate, (weight + act * scale + kv) / bandwidth
-    worse = np.maximum(c, m) > np.maximum(c0, m0)
-    scalar = np.ndim(compute) == 0 and np.ndim(memory) == 0 and fields[0].size == 1
-    compute, memory = (np.array(np.broadcast_to(x, fields[0].shape), dtype=float) for x in (compute, memory))
-    compute[index], memory[index] = np.where(worse, c, c0), np.where(worse, m, m0)
-    return (float(compute[0]), float(memory[0])) if scalar else (compute, memory)
 
 
 def _gemm_rate(hw: Hardware, p: Precision):

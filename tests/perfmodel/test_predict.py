@@ -10,7 +10,7 @@ import hardware
 import perfmodel
 import workloads
 from perfmodel.predict import DoesNotFitError, mean_decode_step, step_time
-from perfmodel.ops import Precision
+from perfmodel.ops import Precision, step_ops
 from perfmodel.roofline import mean_max_affine
 from workloads import Scenario
 
@@ -55,9 +55,26 @@ def test_more_tokens_are_never_cheaper(sc, model, device, extra):
     base = _predict(model, device, **sc)
     more_prompt = _predict(model, device, **{**sc, "prompt": sc["prompt"] + extra})
     more_gen = _predict(model, device, **{**sc, "gen": sc["gen"] + extra})
-    assert np.all(more_prompt["ttft_s"] >= base["ttft_s"] * (1 - 1e-12))
+    if not _crosses_kernel_switch(model, device, sc, sc["prompt"] + extra):
+        assert np.all(more_prompt["ttft_s"] >= base["ttft_s"] * (1 - 1e-12))
     assert np.all(more_gen["e2e_s"] >= base["e2e_s"] * (1 - 1e-12))
     assert np.all(more_prompt["kv_bytes"] > base["kv_bytes"])
+
+
+def _crosses_kernel_switch(model, device, sc, prompt) -> bool:
+    """Whether some prefill GEMM goes from <= 128 rows to > 64 rows on a calibrated spec: there the
+    model follows cuBLAS from the skinny kernel to tiles, which can be faster (measured too:
+    tests/perfmodel/test_roofline.py, validate/reports/gemm_rows/h200)."""
+    if hardware.load(device).calibration is None:
+        return False
+    spec, p = workloads.load(model), Precision(sc["w_bits"], 16, sc["kv_bits"])
+
+    def rows(tokens):
+        ops = step_ops(spec, sc["batch"], tokens, 0.0, p, sc["tp"], 0, sc["batch"])
+        return np.array([float(np.max(op.m)) for op in ops if op.kind in ("matmul", "moe")])
+
+    before, after = rows(sc["prompt"]), rows(prompt)
+    return bool(np.any((before <= 128) & (after > np.maximum(before, 64))))
 
 
 @FAST

@@ -1,4 +1,4 @@
-"""Calibrated GEMM model: grouped (MoE) kernels and the skinny-kernel floor."""
+"""Calibrated GEMM model: grouped (MoE) kernels, and the kernel switch at 64 | 65 rows."""
 import numpy as np
 import pytest
 
@@ -32,28 +32,23 @@ def test_grouped_gemm_counts_each_group_tiles(calibrated):
 def test_moe_experts_stream_weights_on_every_touched_expert(calibrated, model, tp):
     """The experts' grouped kernel runs all touched experts' blocks at once. Modeled one expert wide,
     DeepSeek-V3 prefill took 3.47 s at 1025 tokens and 2.16 s at 2049 (its experts streamed at
-    0.39 TB/s below 64 rows per expert). With every expert touched, more tokens never make the
-    experts faster, and at 1025 tokens DeepSeek-V3's experts stream at >= 1/2 the read rate."""
+    0.39 TB/s below 64 rows per expert). Above 64 rows per expert with every expert touched, the
+    experts' weights stream at the calibrated read rate, and more tokens never make them faster."""
     spec = workloads.load(model)
     touched_all = 64.0 * spec.n_experts / spec.top_k        # 64 rows per expert, every expert touched
     tokens = np.array([touched_all + 1, 2 * touched_all + 1, 4 * touched_all + 1, 8 * touched_all + 1])
     experts = next(op for op in moe_ops(spec, tokens, BF16, tp) if op.name == "experts")
     t = op_time(experts, calibrated, BF16, tp)
+    assert np.all(experts.bytes / np.asarray(t.memory_s) >= 0.99 * calibrated.calibration.read_bytes_per_s)
     assert np.all(np.diff(np.asarray(t.time_s)) > 0)
-    if model == "deepseek-v3" and tp == 1:
-        ds = next(op for op in moe_ops(spec, 1025.0, BF16, 1) if op.name == "experts")
-        assert float(ds.bytes / op_time(ds, calibrated, BF16).memory_s) >= 0.5 * calibrated.calibration.read_bytes_per_s
 
 
-@pytest.mark.parametrize("bits", [8, 16, 32])
-@pytest.mark.parametrize("n,k", [(4096.0, 4096.0), (6144.0, 4096.0), (28672.0, 4096.0), (128256.0, 4096.0)])
-def test_more_than_64_rows_never_beat_64(calibrated, bits, n, k):
-    """The skinny-kernel floor: above 64 rows the tiled model may not undercut the 64-row time (it
-    did by up to 40% for 4096 x 4096, where cuBLAS measured flat: 40 us at m=64, 39 us at m=128)."""
-    p = Precision(bits, bits, 16)
-    rows = np.arange(65.0, 1025.0)
-    t64 = float(op_time(matmul_op("w", 64.0, n, k, p, 1), calibrated, p).time_s)
-    t = np.asarray(op_time(matmul_op("w", rows, n, k, p, 1), calibrated, p).time_s)
-    assert np.all(t >= t64 * (1 - 1e-12))
-    one = np.array([float(op_time(matmul_op("w", m, n, k, p, 1), calibrated, p).time_s) for m in (65.0, 300.0)])
-    np.testing.assert_allclose(one, t[[0, 235]], rtol=1e-12)     # scalar and vector paths agree
+def test_gemm_kernel_switch_at_65_rows_is_modeled_as_cublas_does(calibrated):
+    """Known and kept: at 65 rows the model leaves the skinny (GEMV-like) kernel for tiles, and for
+    some shapes the 65-row GEMM is predicted faster than the 64-row one. cuBLAS on the H200 does the
+    same for some shapes (validate/reports/gemm_rows/h200: 29% of held-out cases above 64 rows ran
+    faster than at 64; fp8 16384 x 2048 took 42 us at 32 rows and 31 us at 65), and a floor that
+    forbade it made held-out errors worse (p90 74% -> 91%). So served-step time is not monotone in
+    tokens across this edge (tests/perfmodel/test_predict.py leaves that edge out)."""
+    t = [float(op_time(matmul_op("w", m, 4096.0, 4096.0, BF16, 1), calibrated, BF16).time_s) for m in (64.0, 65.0)]
+    assert t[1] < t[0]

@@ -33,14 +33,12 @@ def floor_eager_s(case: dict, hw) -> float:
     p = _precision(case["dtype"])
     m = float(case["m"])
 
-    def eager(rows, scale):
+    def eager(rows):
         op = matmul_op("matmul", rows, float(case["n"]), float(case["k"]), p, 1)
-        t = roofline.op_time(op, hw, p)
-        device = max(float(t.compute_s) * scale, float(t.memory_s)) + float(t.overhead_s)
-        return max(device, float(t.host_s))
+        return float(roofline.op_time(op, hw, p).eager_time_s)
 
-    own = eager(m, 1.0)
-    return own if m <= 64 else max(own, eager(64.0, 1.0))
+    own = eager(m)
+    return own if m <= 64 else max(own, eager(64.0))
 
 
 def score(path: Path, hw_name: str) -> pd.DataFrame:

@@ -1,30 +1,17 @@
 """The offload measurement script (--quick, CPU) and its report generator; streaming keeps outputs exact."""
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.report_scripts import load_report_script
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-
-ROOT = Path(__file__).resolve().parents[2]
-DIR = ROOT / "validate" / "reports" / "offload"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"offload_{name}", DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def measure():
-    return _load("measure_offload")
+    return load_report_script("offload", "measure_offload")
 
 
 def test_streaming_weights_and_kv_gives_the_same_logits(measure):
@@ -70,7 +57,7 @@ def test_quick_run_and_report(measure, tmp_path):
     weights = data[data.kind == "weights"]
     assert set(weights.resident_fraction) == {0.0, 0.5, 1.0} and set(weights.overlap) == {0, 1}
     assert (data.time_s > 0).all()
-    report = _load("make_report")
+    report = load_report_script("offload", "make_report")
     assert report.main([str(run), "--hardware", "h200-sxm"]) == 0
     predicted = pd.read_csv(run / "offload_predicted.csv")
     assert (predicted.pred_datasheet_s > 0).all() and np.isfinite(predicted.pred_spec_s).all()
@@ -82,7 +69,7 @@ def test_quick_run_and_report(measure, tmp_path):
 
 
 def test_link_fit_recovers_bandwidth_and_latency():
-    report = _load("make_report")
+    report = load_report_script("offload", "make_report")
     sizes = np.array([1e6, 1e7, 1e8, 4e8])
     copies = pd.DataFrame({"bytes_per_step": sizes, "time_s": 12e-6 + sizes / 50e9})
     bw, lat = report.fit_link(copies)

@@ -1,31 +1,18 @@
 """validate/reports/attention: the measurement script's CPU smoke mode and the report's models."""
-import importlib.util
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
 import hardware
-
-HERE = Path(__file__).resolve().parents[2] / "validate" / "reports" / "attention"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"attention_{name}", HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+from tests.report_scripts import load_report_script
 
 
 @pytest.fixture(scope="module")
 def report():
-    return _load("make_report")
+    return load_report_script("attention", "make_report")
 
 
 def test_quick_run_and_report(tmp_path, report):
-    measure = _load("measure_attention")
+    measure = load_report_script("attention", "measure_attention")
     assert measure.main([str(tmp_path), "--quick"]) == 0
     frame = pd.read_csv(tmp_path / "attention.csv")
     assert {"ceiling", "floor", "dense", "sparse"} <= set(frame["kind"])
@@ -82,7 +69,7 @@ def test_missing_ceilings_is_a_clear_error(report):
 def test_sparse_pipeline_with_every_block_selected_is_dense_attention():
     import torch
 
-    measure = _load("measure_attention")
+    measure = load_report_script("attention", "measure_attention")
     torch.manual_seed(0)
     s = measure.make_sets(2, 256, 16, torch.device("cpu"), cuda=False)[0]
     s = {k: v.float() if v is not None else v for k, v in s.items()}  # fp32: compare without bf16 rounding

@@ -1,23 +1,15 @@
 """validate/reports/bits/make_report.py: the study's allocation plans, bootstrap interval and verdict
 (the real-weight run itself takes minutes and is committed as the report)."""
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "validate" / "reports" / "bits" / "make_report.py"
+from tests.report_scripts import load_report_script
 
 
 @pytest.fixture(scope="module")
 def report():
-    spec = importlib.util.spec_from_file_location("bits_make_report", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_report_script("bits", "make_report")
 
 
 def _columns(seed=0, layers=3, cols=16, rows=8):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 import workloads
 from perfmodel import collectives as C
+from tests.report_scripts import load_report_script
 from validate import calibrate_links, multigpu
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,10 +100,7 @@ def test_report_from_the_quick_run(quick_run, tmp_path):
 
 
 def load_report_module():
-    spec = importlib.util.spec_from_file_location("make_report", ROOT / "validate/reports/multigpu/make_report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
-    return report
+    return load_report_script("multigpu", "make_report")
 
 
 def test_eager_steps_take_the_larger_of_device_and_host_time():

@@ -60,11 +60,12 @@ def read_sensitivities(text: str | bytes, origin: str = "sensitivities") -> pd.D
 
 
 def allocate(frame: pd.DataFrame, model, hw, avg_bits: float, candidates=None, latency_budget_s=None,
-             memory_budget_bytes=None) -> dict:
+             memory_budget_bytes=None, scope: str = "model") -> dict:
     """Solve, and set the result beside uniform widths at the same average (bytes, latency, loss).
 
     Latency (and a latency budget) needs each layer's GEMM shape: rows/cols columns, or layer
-    names of `model` ("layers.3.ffn_up"); without them latency is NaN and only bits and bytes count."""
+    names of `model` ("layers.3.ffn_up"); without them latency is NaN and only bits and bytes count.
+    scope="layer": every layer keeps `avg_bits` and only its groups (columns) trade bits."""
     from solvers import bits, bits_cost
 
     groups = bits.BitGroups.from_frame(frame)
@@ -72,7 +73,7 @@ def allocate(frame: pd.DataFrame, model, hw, avg_bits: float, candidates=None, l
         costs = bits_cost.costs_from_frame(frame, hw, model=model)
     except ValueError:
         costs = None
-    result = bits.allocate_bits(groups, avg_bits, candidates=candidates, costs=costs,
+    result = bits.allocate_bits(groups, avg_bits, candidates=candidates, costs=costs, scope=scope,
                                 latency_budget_s=latency_budget_s, memory_budget_bytes=memory_budget_bytes)
     if costs is None and not math.isfinite(result.bytes_):
         result = bits_cost.with_costs(result, None)
@@ -90,7 +91,7 @@ def allocate(frame: pd.DataFrame, model, hw, avg_bits: float, candidates=None, l
 
 
 def bits_cli(sensitivities_csv: str, avg_bits: float, hw: str, model: str, candidates=None, latency_s=None,
-             memory_bytes=None) -> str:
+             memory_bytes=None, scope: str = "model") -> str:
     """The `perfmodel solve bits` line that reproduces the page (sensitivities saved as a CSV)."""
     line = (f"perfmodel solve bits --sensitivities {sensitivities_csv} --avg-bits {avg_bits:g} "
             f"--hardware {hw} --model {model}")
@@ -100,6 +101,8 @@ def bits_cli(sensitivities_csv: str, avg_bits: float, hw: str, model: str, candi
         line += f" --latency-budget '{latency_s:.9g} s'"
     if memory_bytes:
         line += f" --memory-budget '{memory_bytes:.9g} B'"
+    if scope != "model":
+        line += f" --scope {scope}"
     return line
 
 

@@ -18,12 +18,12 @@ CANDIDATE_SETS = {"continuous widths (closed form / convex)": None, "integer wid
 
 @st.cache_data(show_spinner="Solving the bit allocation...", max_entries=64)
 def solve(hw: str, model: str, csv_text: str | None, seed: int, avg_bits: float, candidates: tuple | None,
-          latency_s: float | None, memory_bytes: float | None) -> dict:
+          latency_s: float | None, memory_bytes: float | None, scope: str = "model") -> dict:
     m = workloads.load(model)
     frame = solver_views.demo_sensitivities(m, seed) if csv_text is None else \
         solver_views.read_sensitivities(csv_text, "uploaded sensitivities")
     out = solver_views.allocate(frame, m, hardware.load(hw), avg_bits, list(candidates) if candidates else None,
-                                latency_s, memory_bytes)
+                                latency_s, memory_bytes, scope)
     return out | {"sensitivities": frame}
 
 
@@ -40,6 +40,10 @@ def render() -> None:
                                   key=f"{PREFIX}.upload")
         avg_bits = st.number_input("Average bits per weight", value=4.0, step=0.25, key=f"{PREFIX}.avg_bits")
         mode = st.radio("Widths", list(CANDIDATE_SETS), key=f"{PREFIX}.mode")
+        within = st.checkbox("Each layer keeps the average (per-column tables)", key=f"{PREFIX}.within",
+                             help="BAQ's scope: only the groups of one layer trade bits with each other. Layer-wise "
+                                  "losses of different layers are not in common units, so per-column widths should "
+                                  "be allocated inside each layer (validate/reports/bits). Bit budget only.")
         latency_ms = st.number_input("Decode-step latency budget (ms, 0 = none)", value=0.0, step=0.1,
                                      key=f"{PREFIX}.latency")
         memory_gb = st.number_input("Weight memory budget (GB, 0 = none)", value=0.0, step=0.5, key=f"{PREFIX}.memory")
@@ -51,10 +55,10 @@ def render() -> None:
     inputs = {"hardware": hw, "model": model, "sensitivities": upload.name if upload else "synthetic demo (seed 0)",
               "avg_bits": float(avg_bits), "candidates": candidates,
               "latency_budget_s": latency_ms / 1e3 if latency_ms else None,
-              "memory_budget_bytes": memory_gb * 1e9 if memory_gb else None}
+              "memory_budget_bytes": memory_gb * 1e9 if memory_gb else None, "scope": "layer" if within else "model"}
     try:
         out = solve(hw, model, csv_text, 0, float(avg_bits), tuple(candidates) if candidates else None,
-                    inputs["latency_budget_s"], inputs["memory_budget_bytes"])
+                    inputs["latency_budget_s"], inputs["memory_budget_bytes"], inputs["scope"])
     except views.USER_ERRORS as err:
         common.show_error(err)
         return
@@ -82,7 +86,7 @@ def _show(out: dict, inputs: dict) -> None:
     st.dataframe(table, hide_index=True)
     cli = solver_views.bits_cli(f"{PREFIX}-sensitivities.csv", inputs["avg_bits"], inputs["hardware"],
                                 inputs["model"], inputs["candidates"], inputs["latency_budget_s"],
-                                inputs["memory_budget_bytes"])
+                                inputs["memory_budget_bytes"], inputs["scope"])
     st.caption("Reproduce from the CLI with the sensitivities CSV below:")
     st.code(cli, language="bash")
     common.export_buttons(PREFIX, yaml.safe_dump({**inputs, "cli": cli}, sort_keys=False),

@@ -53,6 +53,21 @@ def test_bits_page_reads_uploaded_sensitivities():
     assert "missing column" in errors(at)
 
 
+def test_bits_page_within_layer_scope_keeps_each_layer_average():
+    csv = ("name,layer,params,coef\nq:0,q,100,1.0\nq:1,q,100,64.0\nd:0,d,100,0.01\nd:1,d,100,0.02\n")
+    at = page("bits").run()
+    at.file_uploader(key="bits.upload").upload("cols.csv", csv.encode(), "text/csv").run()
+    shared = at.dataframe[0].value.groupby("layer")["width"].mean()
+    assert shared.max() - shared.min() > 1          # one budget moves bits to the layer with large coefficients
+    at.checkbox(key="bits.within").check().run()
+    no_traceback(at)
+    within = at.dataframe[0].value.groupby("layer")["width"].mean()
+    assert within.tolist() == pytest.approx([4.0, 4.0])
+    assert any("--scope layer" in c.value for c in at.code)
+    at.number_input(key="bits.memory").set_value(1.0).run()
+    assert "scope: 'layer' takes an average-bit budget only" in errors(at)
+
+
 # -- KV budgets -----------------------------------------------------------------------------------
 def test_kv_page_capacity_and_setting_match_the_solver():
     at = page("kv").run()

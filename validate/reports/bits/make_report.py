@@ -141,10 +141,12 @@ def column_plan(table: pd.DataFrame, target, within_layers: bool, loss_table=Non
     result = allocate_within_layers(groups, target, greedy) if within_layers else greedy(groups, float(target))
     base = float(target) if base_width is None else base_width
     uniform = groups.uniform_loss(base) if loss_table is None else float(loss_table[:, WIDTHS.index(base)].sum())
-    continuous = allocate_within_layers(groups, target, solve_closed_form) if within_layers else \
-        solve_closed_form(groups, float(target))
-    return {"groups": groups, "result": result, "pred_gain": result.objective / uniform,
-            "gm_am": continuous.objective / groups.uniform_loss(base) if loss_table is None else math.nan}
+    gm_am = math.nan                  # BAQ's continuous optimum: only meaningful for the loss model
+    if loss_table is None:
+        continuous = allocate_within_layers(groups, target, solve_closed_form) if within_layers else \
+            solve_closed_form(groups, float(target))
+        gm_am = continuous.objective / groups.uniform_loss(base)
+    return {"groups": groups, "result": result, "pred_gain": result.objective / uniform, "gm_am": gm_am}
 
 
 def measured_tables(model, names, hessians) -> dict:
@@ -277,13 +279,14 @@ def run(out: Path, n_calib: int = 300, n_held: int = 200, resume: bool = False) 
     tables["sens"] = {(t, per): sensitivity_table(model, h_cal, t, per=per) for t in TARGETS for per in ("layer", "column")}
     print(f"[{time.perf_counter() - start:.0f} s] end-to-end table", flush=True)
     rows, layer_rows, additivity = [], [], {}
+    probe_reference = embed(model, probe)
     for target in TARGETS:
         uniform = quantize_model(model, {n: target for n in names})
         base_cos = (embed(uniform, held) * reference).sum(-1).numpy()
         base = {"loss": real_loss(model, uniform, names, h_held), "loss_cal": real_loss(model, uniform, names, h_cal),
                 "cos": float(base_cos.mean())}
         additivity[target] = {"sum": float(tables["e2e"][:, LAYER_WIDTHS.index(target)].sum()),
-                              "probe": 1.0 - mean_cosine(embed(uniform, probe), embed(model, probe)),
+                              "probe": 1.0 - mean_cosine(embed(uniform, probe), probe_reference),
                               "held": 1.0 - base["cos"]}
         rows.append({"avg_bits": target, "granularity": "uniform", "variant": "-", "groups": len(names),
                      "real_loss": base["loss"], "real_loss_cal": base["loss_cal"], "cos_sim": base["cos"]})

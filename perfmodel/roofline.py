@@ -106,7 +106,10 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
     overhead = op.kernels * cal.kernel_overhead_s if cal else 0.0
     host = op.kernels * cal.dispatch_s if cal else 0.0
     if op.kind == "comm":
-        # NCCL-style all-reduce: the faster of ring and tree per message size (perfmodel.collectives)
+        # NCCL: the faster of ring and tree per message size; the engines' custom all-reduce below
+        # its size limit (perfmodel.collectives)
+        if op.kernel == "custom":
+            return OpTime(0.0, 0.0, 0.0, collectives.custom_allreduce_time_s(op.comm_bytes, tp, hw), host)
         return OpTime(0.0, 0.0, 0.0, collectives.allreduce_time_s(op.comm_bytes, tp, hw), host)
     bandwidth = cal.memory_bytes_per_s if cal else hw.hbm_bytes_per_s
     if op.kind in ("matmul", "moe"):
@@ -128,10 +131,9 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
         rate, bandwidth = hw.peak_flops_per_s("fp32"), cal.concat_bytes_per_s
     elif op.kind == "attention":
         bits = np.minimum(np.maximum(p.a_bits, 16), 32)  # attention runs in bf16/fp16, or fp32
-        rate = matmul_dtype_rate(hw, bits, bits) * (cal.attention_flops_fraction if cal else 1.0)
-        if cal:
-            bandwidth = cal.read_bytes_per_s
-            overhead = overhead + cal.attention_overhead_s
+        fraction, floor, read = cal.attention_kernel(op.kernel) if cal else (1.0, 0.0, bandwidth)
+        rate = matmul_dtype_rate(hw, bits, bits) * fraction
+        bandwidth, overhead = read, overhead + floor
     else:
         rate = hw.peak_flops_per_s("fp32")
     return OpTime(op.flops / rate, op.bytes / bandwidth, overhead, 0.0, host)

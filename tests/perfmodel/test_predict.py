@@ -62,9 +62,10 @@ def test_more_tokens_are_never_cheaper(sc, model, device, extra):
 
 
 def _crosses_kernel_switch(model, device, sc, prompt) -> bool:
-    """Whether some prefill GEMM goes from <= 128 rows to > 64 rows on a calibrated spec: there the
-    model follows cuBLAS from the skinny kernel to tiles, which can be faster (measured too:
-    tests/perfmodel/test_roofline.py, validate/reports/gemm_rows/h200)."""
+    """Whether some prefill GEMM goes from <= 128 rows to > 64 rows on a calibrated spec: past 128
+    rows a second row of tiles doubles the blocks streaming weights, which the model prices as
+    faster streaming (tests/perfmodel/test_roofline.py; cuBLAS shows such edges too,
+    validate/reports/gemm_rows/h200)."""
     if hardware.load(device).calibration is None:
         return False
     spec, p = workloads.load(model), Precision(sc["w_bits"], 16, sc["kv_bits"])

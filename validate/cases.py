@@ -14,6 +14,10 @@ Kinds and their parameters:
   kv_append     batch, kv_heads, kv_len, head_dim, dtype (torch.cat of a [batch, kv_heads, kv_len, head_dim]
                 cache with one new token, as transformers' DynamicCache grows)
   launch        kernels (tiny adds replayed from a CUDA graph: the device-side kernel floor; CUDA only)
+  allreduce     bytes, tp, strategy (custom | nccl): one all-reduce of `bytes` per device over tp
+                devices of one node (measured by others: validate/aiconfigurator.py)
+  moe           tokens, experts, top_k, hidden, inter, moe_tp, dtype: one MoE layer's router and
+                grouped expert GEMMs (measured by others: validate/aiconfigurator.py)
   model_step    model, layers, phase (prefill | decode), batch, q_len, kv_len, dtype, engine
                 (a whole forward step with random weights; engine names the profile it ran as:
                 hf-eager (transformers, eager; the default when empty) or torch-compile /
@@ -31,8 +35,10 @@ import itertools
 #: Columns of the case schema, in CSV order (unused ones stay empty for a kind).
 PARAM_COLUMNS = ("kind", "m", "n", "k", "dtype", "w_bits", "group", "phase", "batch", "heads", "kv_heads",
                  "q_len", "kv_len", "head_dim", "direction", "bytes", "pinned", "op", "elements", "tokens",
-                 "width", "model", "layers", "kernels", "timing", "engine")
-KINDS = ("matmul", "matmul_wo", "attention", "copy", "elementwise", "norm", "kv_append", "launch", "model_step")
+                 "width", "model", "layers", "kernels", "tp", "strategy", "experts", "top_k", "hidden", "inter",
+                 "moe_tp", "moe_ep", "timing", "engine")
+KINDS = ("matmul", "matmul_wo", "attention", "copy", "elementwise", "norm", "kv_append", "launch", "model_step",
+         "allreduce", "moe")
 
 #: The class a case is scored under in reports (copies split by direction: different links).
 def kernel_class(case: dict) -> str:
@@ -41,6 +47,8 @@ def kernel_class(case: dict) -> str:
         return f"copy_{case['direction']}"
     if kind in ("attention", "model_step"):
         return f"{kind}_{case['phase']}"
+    if kind == "allreduce":
+        return f"allreduce_{case.get('strategy') or 'nccl'}"
     return kind
 
 
@@ -65,7 +73,8 @@ def shape_key(case: dict) -> str:
               "attention": ("phase", "heads", "kv_heads", "head_dim", "q_len" if case.get("phase") == "prefill"
                             else "kv_len"),
               "copy": ("direction", "bytes"), "elementwise": ("elements",), "norm": ("width",),
-              "kv_append": ("kv_len",), "launch": ("kernels",), "model_step": ("model",)}.get(kind, ())
+              "kv_append": ("kv_len",), "launch": ("kernels",), "model_step": ("model",),
+              "allreduce": ("tp", "bytes"), "moe": ("experts", "top_k", "hidden", "inter")}.get(kind, ())
     return "|".join([kind] + [str(case.get(f)) for f in fields])
 
 

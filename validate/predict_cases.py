@@ -15,8 +15,8 @@ import numpy as np
 
 import workloads
 from hardware.spec import Hardware
-from perfmodel import engines
-from perfmodel.ops import Op, Precision, attention_op, kv_append_op, matmul_op, vector_op
+from perfmodel import collectives, engines
+from perfmodel.ops import Op, Precision, attention_op, kv_append_op, matmul_op, moe_ops, vector_op
 from perfmodel.predict import step_time
 from perfmodel.roofline import op_time
 from workloads.model import ModelSpec
@@ -146,13 +146,24 @@ def predict_matmuls(cases: list[dict], hw: Hardware) -> np.ndarray:
     return _times(op, hw, p, cases)
 
 
+def attention_family(case: dict) -> str:
+    """The attention kernel family a case ran: its engine profile's choice for the phase (a case
+    measured inside vLLM ran FlashAttention, inside TensorRT-LLM its XQA / FMHA kernels), or the
+    spec's default (the suite's own SDPA cases) when the case names no engine."""
+    engine = text(case, "engine")
+    if not engine:
+        return ""
+    profile = engines.load(engine)
+    return profile.prefill_attention if case.get("phase") == "prefill" else profile.decode_attention
+
+
 def predict_attentions(cases: list[dict], hw: Hardware) -> np.ndarray:
-    """SDPA cases of one head layout and dtype, as one array."""
+    """Attention cases of one head layout, dtype and engine, as one array."""
     c0 = cases[0]
     p = _precision(c0["dtype"])
     model = attention_model(int(_num(c0, "heads")), int(_num(c0, "kv_heads")), int(_num(c0, "head_dim")))
     q_len, kv_len = _column(cases, "q_len"), _column(cases, "kv_len")
-    op = attention_op(model, _column(cases, "batch"), q_len, kv_len - q_len, p, 1)
+    op = attention_op(model, _column(cases, "batch"), q_len, kv_len - q_len, p, 1, kernel=attention_family(c0))
     return _times(op, hw, p, cases)
 
 
@@ -186,12 +197,37 @@ def _times(op: Op, hw: Hardware, p: Precision, cases: list[dict]) -> np.ndarray:
     return np.asarray(_seconds(op_time(op, hw, p), graphed(cases[0])), dtype=float) * np.ones(len(cases))
 
 
+def predict_allreduce(case: dict, hw: Hardware) -> float:
+    """One all-reduce of `bytes` per device over `tp` devices: the engines' custom all-reduce or
+    NCCL's (perfmodel.collectives)."""
+    size, tp = _num(case, "bytes"), _num(case, "tp")
+    strategy = text(case, "strategy") or "nccl"
+    if strategy not in ("custom", "nccl"):
+        raise ValueError(f"allreduce case: strategy = {strategy!r} must be 'custom' or 'nccl'")
+    if strategy == "custom":
+        return float(collectives.custom_allreduce_time_s(size, tp, hw))
+    return float(collectives.allreduce_time_s(size, tp, hw))
+
+
+def predict_moe(case: dict, hw: Hardware) -> float:
+    """One MoE layer (router GEMM and the grouped expert GEMMs) for `tokens` tokens, experts split
+    over moe_tp devices (perfmodel.ops.moe_ops)."""
+    experts, top_k = int(_num(case, "experts")), int(_num(case, "top_k"))
+    hidden, inter = int(_num(case, "hidden")), int(_num(case, "inter"))
+    spec = ModelSpec(name="moe-case", family="qwen3_moe", n_layers=1, d_model=hidden, n_heads=1, n_kv_heads=1,
+                     head_dim=hidden, d_ff=0, vocab_size=1, n_experts=experts, top_k=top_k, moe_d_ff=inter)
+    p = step_precision(text(case, "dtype") or "bf16")
+    ops = moe_ops(spec, _num(case, "tokens"), p, _num(case, "moe_tp", default=1.0) or 1.0)
+    return sum(float(op_time(op, hw, p).time_s) * op.count for op in ops)
+
+
 #: Kinds predicted a group at a time; predict_case runs them on a one-case group.
 VECTOR_PREDICTORS = {"matmul": predict_matmuls, "attention": predict_attentions, "model_step": predict_model_steps}
 
 
 PREDICTORS = {"matmul_wo": predict_matmul_wo, "copy": predict_copy, "elementwise": predict_elementwise,
-              "norm": predict_norm, "launch": predict_launch, "kv_append": predict_kv_append}
+              "norm": predict_norm, "launch": predict_launch, "kv_append": predict_kv_append,
+              "allreduce": predict_allreduce, "moe": predict_moe}
 KINDS = tuple(VECTOR_PREDICTORS) + tuple(PREDICTORS)
 
 
@@ -235,7 +271,9 @@ def _num(case: dict, key: str, default=None) -> float:
 
 def _group_key(case: dict) -> tuple:
     kind = case.get("kind")
-    keys = {"matmul": ("dtype",), "matmul_wo": ("w_bits", "group"), "attention": ("heads", "kv_heads", "head_dim", "dtype"),
+    keys = {"matmul": ("dtype",), "matmul_wo": ("w_bits", "group"),
+            "attention": ("heads", "kv_heads", "head_dim", "dtype", "engine", "phase"),
+            "allreduce": (), "moe": (),
             "copy": ("direction", "pinned"), "elementwise": ("op", "dtype"), "norm": ("op", "dtype"),
             "launch": (), "kv_append": ("dtype",), "model_step": ("model", "layers", "phase", "dtype", "engine")}.get(kind)
     if keys is None:

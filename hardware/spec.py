@@ -26,7 +26,7 @@ from hardware.units import UnitError
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
 KINDS = ("gpu", "cpu", "soc")
 #: Parameters of one attention kernel family in a calibration (Calibration.attention_kernels).
-ATTENTION_KERNEL_FIELDS = ("flops_fraction", "overhead_s", "read_bytes_per_s")
+ATTENTION_KERNEL_FIELDS = ("flops_fraction", "overhead_s", "read_bytes_per_s", "unit_s")
 DEVICE_LINK_KINDS = ("nvlink2", "nvlink3", "nvlink4", "nvlink5", "infinity-fabric", "pcie", "none")
 
 
@@ -57,9 +57,11 @@ class Calibration:
     when the host is slower.
 
     attention_kernels: per attention kernel family an engine profile can name (sdpa, flash,
-    flashinfer, trtllm), {flops_fraction, overhead_s, read_bytes_per_s}: its fraction of the bf16
-    GEMM rate, its floor per call beyond kernel_overhead_s, and its KV read bandwidth; a family
-    not listed runs at attention_flops_fraction / attention_overhead_s / memory_read_bytes_per_s.
+    vllm, trtllm, sglang), {flops_fraction, overhead_s, read_bytes_per_s, unit_s}: its fraction of
+    the bf16 GEMM rate, its floor per call beyond kernel_overhead_s, its KV read bandwidth, and the
+    time one work unit (a sequence's kv head and 128-query tile: Q load, softmax state, output
+    write) holds an SM; a family not listed runs at attention_flops_fraction /
+    attention_overhead_s / memory_read_bytes_per_s with no work-unit term.
     custom_allreduce_*: the engines' custom all-reduce (perfmodel.collectives).
     """
 
@@ -126,13 +128,15 @@ class Calibration:
         """Bandwidth of read-dominated kernels (GEMM weights, KV-cache reads)."""
         return self.memory_read_bytes_per_s or self.memory_bytes_per_s
 
-    def attention_kernel(self, family: str) -> tuple[float, float, float]:
-        """(fraction of the bf16 GEMM rate, floor per call, KV read bandwidth) of an attention
-        kernel family, falling back to the spec's generic attention parameters."""
-        params = self.attention_kernels.get(family, {})
+    def attention_kernel(self, family: str) -> tuple[float, float, float, float]:
+        """(fraction of the bf16 GEMM rate, floor per call, KV read bandwidth, time of one work unit
+        on one SM) of an attention kernel, named "<family>-<phase>" (prefill and decode run
+        different kernels: "vllm-decode"), falling back to the family's entry, then to the spec's
+        generic attention parameters (and no work-unit term)."""
+        params = self.attention_kernels.get(family) or self.attention_kernels.get(family.rsplit("-", 1)[0], {})
         return (params.get("flops_fraction", self.attention_flops_fraction),
                 params.get("overhead_s", self.attention_overhead_s),
-                params.get("read_bytes_per_s", self.read_bytes_per_s))
+                params.get("read_bytes_per_s", self.read_bytes_per_s), params.get("unit_s", 0.0))
 
 
 @dataclass(frozen=True)
@@ -386,7 +390,7 @@ _CAL_QUANTITIES = (  # (yaml key, field, dimension)
 )
 #: YAML keys of an attention kernel family's parameters: (key, field, dimension or None for a number).
 _ATTENTION_KEYS = (("flops_fraction", "flops_fraction", None), ("overhead", "overhead_s", "seconds"),
-                   ("read_bandwidth", "read_bytes_per_s", "bytes_per_s"))
+                   ("read_bandwidth", "read_bytes_per_s", "bytes_per_s"), ("unit", "unit_s", "seconds"))
 _CAL_NUMBERS = (("attention_flops_fraction", float), ("tile_m", int), ("tile_n", int), ("split_k_min", int),
                 ("gemv_tile_n", int))
 

@@ -9,12 +9,14 @@ import numpy as np
 import hardware
 import workloads
 from hardware.units import format_seconds, format_si
+from perfmodel import engines
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("predict", help="latency / throughput / memory of a model on a device")
     add_model_hardware_args(p)
     add_scenario_args(p)
+    add_engine_arg(p)
     p.add_argument("--breakdown", action="store_true", help="also print the per-op table of both phases")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.set_defaults(handler=run_predict)
@@ -48,6 +50,31 @@ def add_scenario_args(p) -> None:
     p.add_argument("--sparse-budget", type=int, default=0, help="KV tokens read per step by sparse attention")
 
 
+def add_engine_arg(p, default: str | None = engines.DEFAULT_ENGINE, default_help: str | None = None) -> None:
+    """`--engine NAME`: the serving stack whose execution prices each step (perfmodel.engines).
+
+    Every command that prices time takes this same flag. The names are checked by `engine_from_args`
+    in the handler rather than by argparse `choices`, so an unknown one gets the CLI's one-line error
+    (exit code 2) instead of argparse's usage block; the metavar and help still list them."""
+    known = engines.names()
+    default_help = default_help or f"default {engines.DEFAULT_ENGINE}, a serving engine"
+    p.add_argument("--engine", default=default, metavar="{" + ",".join(known) + "}",
+                   help=f"engine profile that executes each step, one of {', '.join(known)} ({default_help}; "
+                        "hf-eager is transformers eager, torch-compile a compiled gpt-fast-style model)")
+
+
+def engine_from_args(args, name: str | None = None) -> engines.Engine:
+    """The profile named by --engine (or `name`); an unknown name raises EngineError naming --engine,
+    the value and the known profiles."""
+    value = getattr(args, "engine", None) if name is None else name
+    value = engines.DEFAULT_ENGINE if value is None else value
+    try:
+        return engines.load(value)
+    except engines.EngineError:
+        raise engines.EngineError(f"--engine: {value!r} is not a known engine profile; known: "
+                                  f"{', '.join(engines.names())}") from None
+
+
 def scenario_from_args(args) -> workloads.Scenario:
     return workloads.Scenario(batch=args.batch, prompt=args.prompt, gen=args.gen, w_bits=args.w_bits,
                               a_bits=args.a_bits, kv_bits=args.kv_bits, tp=args.tp, samples=args.samples,
@@ -57,13 +84,14 @@ def scenario_from_args(args) -> workloads.Scenario:
 def run_predict(args) -> int:
     import perfmodel
 
+    engine = engine_from_args(args)
     model, hw = workloads.load(args.model), hardware.load(args.hardware)
-    pred = perfmodel.predict(model, hw, scenario_from_args(args))
+    pred = perfmodel.predict(model, hw, scenario_from_args(args), engine=engine)
     row = pred.row(0)
     if args.json:
-        print(json.dumps(_json_row(row, model, hw), indent=2))
+        print(json.dumps(_json_row(row, model, hw, engine), indent=2))
         return 0
-    print(format_prediction(row, model, hw))
+    print(format_prediction(row, model, hw, engine))
     if args.breakdown:
         for phase in ("prefill", "decode"):
             print(f"\n{phase} step, per op:")
@@ -71,7 +99,7 @@ def run_predict(args) -> int:
     return 0
 
 
-def _json_row(row: dict, model, hw) -> dict:
+def _json_row(row: dict, model, hw, engine: engines.Engine | str = engines.DEFAULT_ENGINE) -> dict:
     def clean(v):
         if isinstance(v, (np.bool_, bool)):
             return bool(v)
@@ -83,17 +111,19 @@ def _json_row(row: dict, model, hw) -> dict:
 
     out = {k: clean(v) for k, v in row.items()}
     out["model"], out["hardware"], out["calibrated"] = model.name, hw.name, hw.is_calibrated
+    out["engine"] = engines.load(engine).name
     out["memory_bytes"] = {"weights": out["weights_bytes"], "kv": out["kv_bytes"],
                            "activations": out["activation_bytes"], "total": out["total_bytes"],
                            "capacity": out["capacity_bytes"]}
     return out
 
 
-def format_prediction(row: dict, model, hw) -> str:
+def format_prediction(row: dict, model, hw, engine: engines.Engine | str = engines.DEFAULT_ENGINE) -> str:
     fits = "yes" if row["fits"] else "NO"
     mode = "calibrated" if hw.is_calibrated else "datasheet roofline (uncalibrated)"
     lines = [
-        f"{model.name} ({row['params'] / 1e9:.2f} B params) on {hw.title} x{int(row['tp'])}  [{mode}]",
+        f"{model.name} ({row['params'] / 1e9:.2f} B params) on {hw.title} x{int(row['tp'])}  "
+        f"[{mode}, engine {engines.load(engine).name}]",
         f"batch {int(row['batch'])}, prompt {int(row['prompt'])}, gen {int(row['gen'])}, "
         f"samples {int(row['samples'])}, bits w{row['w_bits']:g}/a{row['a_bits']:g}/kv{row['kv_bits']:g}",
         "",

@@ -111,7 +111,8 @@ def attention_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp, spa
 
     FLOPs = 2 * pairs * (qk_dim + v_dim) per query head (QK^T and PV; Dao et al. 2022,
     arXiv 2205.14135). Bytes: the whole K/V of the context is read once, the new tokens' K/V written
-    once, Q read and O written once. MLA runs in the absorbed form (DeepSeek-V2, arXiv 2405.04434):
+    once, Q read and O written once. `groups` counts (sequence, kv head) pairs: with the query rows m
+    they give the kernel's work units (perfmodel.roofline.attention_units). MLA runs in the absorbed form (DeepSeek-V2, arXiv 2405.04434):
     one shared latent of kv_lora + rope elements per token acts as a single kv head.
     With `sparse_budget` > 0 (block top-k sparse attention) a decode step reads at most that many
     cached tokens (Kinetics, arXiv 2506.05333). `kernel` names the attention kernel family whose
@@ -133,9 +134,10 @@ def attention_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp, spa
     flops = 2.0 * seqs * heads * pairs * (qk_dim + v_dim)
     kv_bytes = seqs * kv_elems * (context + new_tokens) * p.kv_bytes
     act_bytes = seqs * new_tokens * heads * (qk_dim + v_dim) * p.act_bytes
+    kv_heads = 1.0 if model.is_mla else np.ceil(model.n_kv_heads / tp)
     return Op("attention", "attention", model.n_layers, flops=flops, weight_bytes=0.0,
               act_bytes=act_bytes, kv_bytes=kv_bytes, m=seqs * new_tokens * heads, n=context, k=qk_dim,
-              kernel=kernel)
+              groups=seqs * kv_heads, kernel=kernel)
 
 
 def attention_projections(model: ModelSpec, tokens, p: Precision, tp, engine: Engine) -> list[Op]:
@@ -250,8 +252,10 @@ def act_quant_ops(model: ModelSpec, tokens, p: Precision, tp, engine: Engine) ->
         return []
     eight = np.where((np.asarray(p.w_bits) <= 8) & (np.asarray(p.a_bits) <= 8), 1.0, 0.0)
     width = 3.0 * model.d_model + model.n_heads * model.head_dim / tp + (model.d_ff / tp if model.d_ff else 0.0)
+    # each kernel reads the 16-bit input (2 bytes), the last writes 8 bits (1 byte)
+    passes = 2.0 * engine.act_quant_kernels + 1.0
     return [Op("act_quant", "elementwise", model.n_layers, flops=(2.0 * width) * tokens * eight, weight_bytes=0.0,
-               act_bytes=(3.0 * width) * tokens * eight * p.act_bytes, kernels=4 * engine.act_quant_kernels)]
+               act_bytes=(passes * width) * tokens * eight * p.act_bytes, kernels=4 * engine.act_quant_kernels)]
 
 
 def step_ops(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp=1, sparse_budget=0,

@@ -6,7 +6,8 @@ model and workload, filter it with the limits, and rank what is left. A deployme
 copies of one configuration (each `tp` devices serving one batch), enough copies to reach the
 target rate: replicas = ceil(target / throughput of one copy), the rate model of static batching
 that `perfmodel.evaluate` describes. Tensor parallelism stays inside one node (tp <= the device's
-`devices_per_node`), as Megatron-LM deploys it.
+`devices_per_node`), as Megatron-LM deploys it. Every configuration is priced for one engine
+profile (`engine`, DEFAULT_ENGINE unless given: a serving engine).
 
     >>> import workloads
     >>> from perfmodel import recommend
@@ -23,6 +24,7 @@ import numpy as np
 
 import hardware as hardware_catalog
 from perfmodel import sweep
+from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.sweep import SweepError
 
 #: Batch sizes tried by default: every whole number up to 1024, so "best batch" is exact there.
@@ -44,6 +46,7 @@ class Recommendation:
     target_tok_s: float
     options: Any  # DataFrame, ranked
     swept: int
+    engine: str = DEFAULT_ENGINE
 
     @property
     def best(self) -> dict:
@@ -53,11 +56,11 @@ class Recommendation:
         return self.options
 
 
-def _spec(model, devices, batch, prompt, gen, samples, w_bits, kv_bits, tp, a_bits, limits):
+def _spec(model, devices, batch, prompt, gen, samples, w_bits, kv_bits, tp, a_bits, limits, engine):
     axes = {"model": [model], "hardware": list(devices or _catalog_devices()), "batch": batch,
             "prompt": prompt, "gen": gen, "samples": samples, "w_bits": w_bits, "kv_bits": kv_bits,
             "tp": tp, "a_bits": a_bits}
-    return sweep.build(axes, "grid", constraints=limits)
+    return sweep.build(axes, "grid", constraints=limits, engine=engine)
 
 
 def _catalog_devices() -> list[str]:
@@ -90,7 +93,7 @@ def _sweep_frame(spec: sweep.SweepSpec, progress: bool, keep: str = "all"):
 def cheapest(model, target_tok_s: float | None = None, hardware=None, *, requests_per_s: float | None = None,
              prompt=2048, gen=256, samples=1, max_ttft_s=None, max_tpot_s=None, w_bits=(4, 8, 16),
              kv_bits=(8, 16), tp=(1, 2, 4, 8), a_bits=16, batch=DEFAULT_BATCH, top: int = 20,
-             progress: bool = False) -> Recommendation:
+             progress: bool = False, engine: Engine | str = DEFAULT_ENGINE) -> Recommendation:
     """The cheapest device set (USD per hour) that generates `target_tok_s` tokens/s (or serves
     `requests_per_s` requests of `gen` tokens x `samples`) within the TTFT / TPOT limits.
 
@@ -100,7 +103,7 @@ def cheapest(model, target_tok_s: float | None = None, hardware=None, *, request
     """
     target = _target(target_tok_s, requests_per_s, gen, samples)
     spec = _spec(model, hardware, batch, prompt, gen, samples, w_bits, kv_bits, tp, a_bits,
-                 _limits(max_ttft_s, max_tpot_s))
+                 _limits(max_ttft_s, max_tpot_s), engine)
     feasible = _sweep_frame(spec, progress, keep="feasible")  # the full table only to explain a failure
     if feasible.empty:
         raise NoFeasibleConfigError(_why_none(_sweep_frame(spec, False), spec, _model_name(spec)))
@@ -110,7 +113,7 @@ def cheapest(model, target_tok_s: float | None = None, hardware=None, *, request
     feasible["usd_per_hour_total"] = feasible["replicas"] * feasible["usd_per_hour"]
     ranked = feasible.sort_values(RANK_COLUMNS + ["index"], kind="stable")
     options = ranked.drop_duplicates("hardware").head(top).reset_index(drop=True)
-    return Recommendation(_model_name(spec), target, options, spec.size)
+    return Recommendation(_model_name(spec), target, options, spec.size, spec.engine.name)
 
 
 def _target(target_tok_s, requests_per_s, gen, samples) -> float:
@@ -155,12 +158,14 @@ def _why_none(frame, spec: sweep.SweepSpec, model: str) -> str:
 
 def best_batch(model, hardware=None, *, prompt=2048, gen=256, samples=1, max_ttft_s=None, max_tpot_s=None,
                w_bits=(16,), kv_bits=(16,), tp=(1,), a_bits=16, batch=DEFAULT_BATCH,
-               objective: str = "throughput_per_device_tok_s", progress: bool = False):
+               objective: str = "throughput_per_device_tok_s", progress: bool = False,
+               engine: Engine | str = DEFAULT_ENGINE):
     """Per device (and tp / precision), the batch that maximises `objective` within the limits, with
     what stops a larger batch: "memory", a latency limit, "saturated" (larger batches fit but do no
-    better) or "batch range" (the largest batch tried). Rows where no batch is feasible say why."""
+    better) or "batch range" (the largest batch tried). Rows where no batch is feasible say why.
+    Times are `engine`'s (a profile name or perfmodel.engines.Engine)."""
     spec = _spec(model, hardware, batch, prompt, gen, samples, w_bits, kv_bits, tp, a_bits,
-                 _limits(max_ttft_s, max_tpot_s))
+                 _limits(max_ttft_s, max_tpot_s), engine)
     frame = _sweep_frame(spec, progress)
     if objective not in frame.columns:
         raise SweepError(f"objective: unknown column {objective!r}")

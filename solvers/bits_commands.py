@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 
+from perfmodel.commands import add_engine_arg, engine_from_args
 from solvers.cli_common import solve_subparsers
 
 
@@ -37,6 +38,7 @@ def register(subparsers) -> None:
                    "for rows named like layers.0.qkv_proj")
     p.add_argument("--batch", type=int, default=1, help="sequences per decode step")
     p.add_argument("--context", type=int, default=0, help="cached tokens per sequence (attention time)")
+    add_engine_arg(p, default_help="with --model, prices the rest of the decode step; default vllm, a serving engine")
     p.add_argument("--out", default=None, help="write the per-group widths to this CSV")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=run_bits)
@@ -52,6 +54,7 @@ def run_bits(args) -> int:
     from solvers.bits import BitGroups, Budgets, allocate_bits, allocate_within_layers
     from solvers.bits_integer import round_greedy
 
+    engine = engine_from_args(args)
     frame = pd.read_csv(args.sensitivities)
     latency = parse(args.latency_budget, "seconds", "--latency-budget") if args.latency_budget else None
     memory = parse(args.memory_budget, "bytes", "--memory-budget") if args.memory_budget else None
@@ -60,7 +63,8 @@ def run_bits(args) -> int:
     if args.hardware:
         hw = hardware.load(args.hardware)
         if latency is not None or {"rows", "cols"} <= set(frame.columns) or model is not None:
-            costs = bits_cost.costs_from_frame(frame, hw, model=model, tokens=args.batch, context=args.context)
+            costs = bits_cost.costs_from_frame(frame, hw, model=model, tokens=args.batch, context=args.context,
+                                               engine=engine)
     elif latency is not None:
         raise ValueError("--latency-budget: needs --hardware (and layer shapes: rows/cols columns or --model)")
     candidates = _candidates(args.candidates)

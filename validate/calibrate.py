@@ -35,7 +35,7 @@ from hardware.spec import Calibration, Hardware
 from validate.predict_cases import graphed, predict_many
 
 TILES = ((64, 128), (128, 128), (128, 256), (256, 128))
-SPLIT_K_MIN = (1024, 2048, 4096, 8192)
+SPLIT_K_MIN = (256, 512, 1024, 2048, 4096, 8192)
 
 
 def log_residuals(cases: list[dict], hw: Hardware) -> np.ndarray:
@@ -44,7 +44,12 @@ def log_residuals(cases: list[dict], hw: Hardware) -> np.ndarray:
 
 
 def _set(cal: Calibration, path: str, value: float) -> Calibration:
-    """Set a field ('memory_bytes_per_s') or a dict entry ('matmul_flops_per_s:bf16')."""
+    """Set a field ('memory_bytes_per_s'), a dict entry ('matmul_flops_per_s:bf16') or an entry of
+    a nested dict ('attention_kernels:vllm:overhead_s')."""
+    if path.count(":") == 2:
+        field, outer, key = path.split(":")
+        table = getattr(cal, field)
+        return dataclasses.replace(cal, **{field: {**table, outer: {**table.get(outer, {}), key: value}}})
     if ":" in path:
         field, key = path.split(":")
         return dataclasses.replace(cal, **{field: {**getattr(cal, field), key: value}})
@@ -148,10 +153,12 @@ def _fit_transfers(cases: list[dict], base: Hardware, cal: Calibration) -> Calib
     return fit(copies, base, cal, params)[0] if len(params) > 1 else cal
 
 
-def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration) -> Calibration:
+def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration, floor: bool = False) -> Calibration:
     """Staged, because each regime identifies different parameters: skinny GEMMs (m <= 64) and decode
     attention pin the read bandwidth and the GEMV parallelism; large GEMMs pin each dtype's rate
-    and, on a grid, the tile shape; prefill attention pins its fraction of the GEMM rate."""
+    and, on a grid, the tile shape; prefill attention pins its fraction of the GEMM rate. With
+    `floor` the skinny GEMMs also fit the per-kernel floor (tables of GEMMs alone, with no small
+    streaming kernels to pin it)."""
     gemms = [c for c in cases if c["kind"] == "matmul"]
     skinny = [c for c in gemms if float(c["m"]) <= 64]
     wide = [c for c in gemms if float(c["m"]) > 64]
@@ -161,6 +168,8 @@ def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration)
               "attention_overhead_s": (1e-5, 1e-8, 1e-2)}
     if gpu:
         memory["sm_bytes_per_s"] = (0.02 * bw, 0.001 * bw, 1.0 * bw)
+    if floor:
+        memory["kernel_overhead_s"] = (cal.kernel_overhead_s, 1e-7, 1e-4)
     best = None
     for gemv_tile, split in itertools.product((64, 128, 256) if gpu else (1,), SPLIT_K_MIN if gpu else (1,)):
         trial = dataclasses.replace(cal, tile_m=128 if gpu else 1, tile_n=128 if gpu else 1,

@@ -6,6 +6,7 @@ case with these columns plus the measurement. The same schema is what
 
 Kinds and their parameters:
   matmul        m, n, k, dtype (bf16 | fp16 | fp32 | fp8)          C[m,n] = A[m,k] @ B[k,n]
+                [act_quant: kernels of dynamic activation quantization timed with an fp8 GEMM]
   matmul_wo     m, n, k, w_bits (8 | 4), group                      weight-only quantized (bf16 activations)
   attention     phase (prefill | decode), batch, heads, kv_heads, q_len, kv_len, head_dim, dtype
   copy          direction (d2d | h2d | d2h), bytes, pinned (0 | 1)
@@ -36,7 +37,7 @@ import itertools
 PARAM_COLUMNS = ("kind", "m", "n", "k", "dtype", "w_bits", "group", "phase", "batch", "heads", "kv_heads",
                  "q_len", "kv_len", "head_dim", "direction", "bytes", "pinned", "op", "elements", "tokens",
                  "width", "model", "layers", "kernels", "tp", "strategy", "experts", "top_k", "hidden", "inter",
-                 "moe_tp", "moe_ep", "timing", "engine")
+                 "moe_tp", "moe_ep", "act_quant", "timing", "engine")
 KINDS = ("matmul", "matmul_wo", "attention", "copy", "elementwise", "norm", "kv_append", "launch", "model_step",
          "allreduce", "moe")
 

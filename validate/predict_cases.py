@@ -142,8 +142,15 @@ def predict_norm(case: dict, hw: Hardware) -> float:
 def predict_matmuls(cases: list[dict], hw: Hardware) -> np.ndarray:
     """GEMM cases of one dtype, as one array."""
     p = _precision(cases[0]["dtype"])
-    op = matmul_op("matmul", _column(cases, "m"), _column(cases, "n"), _column(cases, "k"), p, 1)
-    return _times(op, hw, p, cases)
+    m, k = _column(cases, "m"), _column(cases, "k")
+    op = matmul_op("matmul", m, _column(cases, "n"), k, p, 1)
+    times = _times(op, hw, p, cases)
+    quant = np.array([_num(c, "act_quant", default=0.0) for c in cases])
+    if np.any(quant > 0):  # the dynamic activation quantization timed with the GEMM (fp8 serving)
+        kernels = int(quant.max())
+        q = vector_op("act_quant", "elementwise", m, k, 2.0 * kernels + 1.0, 2.0, p, 1, kernels=kernels)
+        times = times + np.where(quant > 0, _times(q, hw, p, cases), 0.0)
+    return times
 
 
 def attention_family(case: dict) -> str:
@@ -154,7 +161,8 @@ def attention_family(case: dict) -> str:
     if not engine:
         return ""
     profile = engines.load(engine)
-    return profile.prefill_attention if case.get("phase") == "prefill" else profile.decode_attention
+    return f"{profile.prefill_attention}-prefill" if case.get("phase") == "prefill" else \
+        f"{profile.decode_attention}-decode"
 
 
 def predict_attentions(cases: list[dict], hw: Hardware) -> np.ndarray:
@@ -271,7 +279,7 @@ def _num(case: dict, key: str, default=None) -> float:
 
 def _group_key(case: dict) -> tuple:
     kind = case.get("kind")
-    keys = {"matmul": ("dtype",), "matmul_wo": ("w_bits", "group"),
+    keys = {"matmul": ("dtype", "act_quant"), "matmul_wo": ("w_bits", "group"),
             "attention": ("heads", "kv_heads", "head_dim", "dtype", "engine", "phase"),
             "allreduce": (), "moe": (),
             "copy": ("direction", "pinned"), "elementwise": ("op", "dtype"), "norm": ("op", "dtype"),

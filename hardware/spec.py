@@ -63,6 +63,8 @@ class Calibration:
     write) holds an SM; a family not listed runs at attention_flops_fraction /
     attention_overhead_s / memory_read_bytes_per_s with no work-unit term.
     custom_allreduce_*: the engines' custom all-reduce (perfmodel.collectives).
+    error_bands: per residual class (perfmodel.intervals), {p10, p90} of measured / predicted on
+    the validation's evaluation split: the prediction intervals every predicted time carries.
     """
 
     matmul_flops_per_s: Mapping[str, float]
@@ -91,6 +93,7 @@ class Calibration:
     attention_kernels: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     custom_allreduce_latency_s: float = 0.0
     custom_allreduce_bytes_per_s: float = 0.0
+    error_bands: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     source: str = ""
 
     def __post_init__(self):
@@ -98,6 +101,10 @@ class Calibration:
         object.__setattr__(self, "dequant_bytes_per_s", dict(self.dequant_bytes_per_s))
         object.__setattr__(self, "gemv_bytes_per_s", dict(self.gemv_bytes_per_s))
         object.__setattr__(self, "attention_kernels", {name: dict(v) for name, v in self.attention_kernels.items()})
+        object.__setattr__(self, "error_bands", {name: dict(v) for name, v in self.error_bands.items()})
+        for cls, q in self.error_bands.items():
+            if set(q) != {"p10", "p90"} or not 0 < q["p10"] <= q["p90"] or not math.isfinite(q["p90"]):
+                raise SpecError(f"calibration.error_bands.{cls}: {q!r} must be {{p10, p90}} with 0 < p10 <= p90")
         for family, params in self.attention_kernels.items():
             unknown = set(params) - set(ATTENTION_KERNEL_FIELDS)
             if unknown:
@@ -418,6 +425,11 @@ def _calibration_from_yaml(r: SpecReader) -> Calibration | None:
     families = r.node("calibration.attention_kernels", required=False) or {}
     if not isinstance(families, dict):
         raise SpecError(f"{r.origin}: calibration.attention_kernels must map kernel families to parameters")
+    bands = r.node("calibration.error_bands", required=False) or {}
+    if not isinstance(bands, dict):
+        raise SpecError(f"{r.origin}: calibration.error_bands must map residual classes to p10 and p90")
+    values["error_bands"] = {cls: {q: r.quantity(f"calibration.error_bands.{cls}.{q}", None) for q in ("p10", "p90")}
+                             for cls in bands}
     values["attention_kernels"] = {
         family: {attr: value for key, attr, dim in _ATTENTION_KEYS
                  if (value := r.quantity(f"calibration.attention_kernels.{family}.{key}", dim, required=False))
@@ -504,6 +516,9 @@ def _calibration_yaml(cal: Calibration, tags: dict) -> dict:
     for key, _ in _CAL_NUMBERS:
         if getattr(cal, key) > 0:
             section[key] = f"{getattr(cal, key):.12g} [measured]"
+    if cal.error_bands:
+        section["error_bands"] = {cls: {q: f"{v:.6g} [measured]" for q, v in band.items()}
+                                  for cls, band in cal.error_bands.items()}
     if cal.attention_kernels:
         section["attention_kernels"] = {family: {
             key: (f"{params[attr]:.12g} [measured]" if dim is None else

@@ -118,6 +118,14 @@ def _json_row(row: dict, model, hw, engine: engines.Engine | str = engines.DEFAU
     return out
 
 
+def _band(row: dict, metric: str) -> str:
+    """The p10-p90 prediction interval of a time (perfmodel.intervals), or why there is none."""
+    lo, hi = row.get(f"{metric}_p10_s"), row.get(f"{metric}_p90_s")
+    if lo is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "n/a (no bands)"
+    return f"{format_seconds(lo)} - {format_seconds(hi)}"
+
+
 def format_prediction(row: dict, model, hw, engine: engines.Engine | str = engines.DEFAULT_ENGINE) -> str:
     fits = "yes" if row["fits"] else "NO"
     mode = "calibrated" if hw.is_calibrated else "datasheet roofline (uncalibrated)"
@@ -127,10 +135,11 @@ def format_prediction(row: dict, model, hw, engine: engines.Engine | str = engin
         f"batch {int(row['batch'])}, prompt {int(row['prompt'])}, gen {int(row['gen'])}, "
         f"samples {int(row['samples'])}, bits w{row['w_bits']:g}/a{row['a_bits']:g}/kv{row['kv_bits']:g}",
         "",
-        f"{'phase':<10}{'time':>12}  bound",
-        f"{'prefill':<10}{format_seconds(row['ttft_s']):>12}  {row['prefill_bound']}   (TTFT)",
-        f"{'decode':<10}{format_seconds(row['tpot_s']):>12}  {row['decode_bound']}   (TPOT, mean per token)",
-        f"{'request':<10}{format_seconds(row['e2e_s']):>12}        (end to end)",
+        f"{'phase':<10}{'time':>12}  {'p10-p90':<21}bound",
+        f"{'prefill':<10}{format_seconds(row['ttft_s']):>12}  {_band(row, 'ttft'):<21}{row['prefill_bound']}   (TTFT)",
+        f"{'decode':<10}{format_seconds(row['tpot_s']):>12}  {_band(row, 'tpot'):<21}{row['decode_bound']}"
+        "   (TPOT, mean per token)",
+        f"{'request':<10}{format_seconds(row['e2e_s']):>12}  {'':<21}     (end to end)",
         "",
         f"throughput   {row['throughput_tok_s']:,.1f} tok/s generated (decode alone {row['decode_tok_s']:,.1f} tok/s)",
         f"cost         ${row['usd_per_mtok']:.3f} per million generated tokens",

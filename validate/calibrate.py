@@ -204,3 +204,46 @@ def _fit_weight_only(cases: list[dict], base: Hardware, cal: Calibration) -> Cal
         cal, _ = fit(group, base, cal, {f"matmul_flops_per_s:{key}": (0.1 * bf16, 1e-4 * bf16, 1.05 * bf16),
                                         f"dequant_bytes_per_s:{key}": (0.5 * bw, 1e-3 * bw, 1.1 * bw)})
     return cal
+
+
+#: Kernel classes of the suite mapped to the residual classes of perfmodel.intervals.
+BAND_OF_CLASS = {"matmul": "matmul", "attention_prefill": "attention_prefill", "attention_decode": "attention_decode",
+                 "elementwise": "vector", "norm": "vector", "kv_append": "vector", "copy_d2d": "vector",
+                 "allreduce_custom": "allreduce", "allreduce_nccl": "allreduce"}
+MIN_BAND_CASES = 5
+
+
+def band_class(case: dict) -> str | None:
+    """The residual class (perfmodel.intervals) a measured case informs, or None. Kernels count
+    only as the device sees them (graph-timed, where the suite has such cases: eager kernel times
+    carry host dispatch that intervals do not band)."""
+    from perfmodel import intervals
+    from validate.predict_cases import text
+
+    if case["kind"] == "model_step":
+        return intervals.step_class(case["phase"], text(case, "engine") or "hf-eager")
+    return BAND_OF_CLASS.get(case["class"])
+
+
+def error_bands(measured: list[dict], hw: Hardware) -> dict:
+    """{residual class: {p10, p90}} of measured / predicted over the evaluation split (cases the fit
+    never saw), for classes with at least MIN_BAND_CASES cases: the prediction intervals of
+    perfmodel.intervals. Where graph-timed kernels exist, eager kernels are left out."""
+    cases = [c for c in measured if c.get("status") == "ok" and c.get("split") == "evaluation"]
+    if any(graphed(c) for c in cases):
+        cases = [c for c in cases if graphed(c) or c["kind"] in ("model_step", "allreduce")]
+    ratios = np.array([float(c["measured_s"]) for c in cases]) / predict_many(cases, hw) if cases else []
+    groups: dict[str, list[float]] = {}
+    for case, ratio in zip(cases, ratios):
+        cls = band_class(case)
+        if cls and np.isfinite(ratio) and ratio > 0:
+            groups.setdefault(cls, []).append(float(ratio))
+    return {cls: {"p10": float(np.quantile(r, 0.1)), "p90": float(np.quantile(r, 0.9))}
+            for cls, r in sorted(groups.items()) if len(r) >= MIN_BAND_CASES}
+
+
+def with_error_bands(measured: list[dict], hw: Hardware) -> Hardware:
+    """`hw` whose calibration carries the error bands of its own evaluation split."""
+    cal = dataclasses.replace(hw.calibration, error_bands={})
+    bare = dataclasses.replace(hw, calibration=cal)
+    return dataclasses.replace(hw, calibration=dataclasses.replace(cal, error_bands=error_bands(measured, bare)))

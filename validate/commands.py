@@ -101,14 +101,15 @@ def run_calibrate(args) -> int:
     import yaml
 
     from hardware.spec import to_yaml_dict
-    from validate.calibrate import calibrate
+    from validate.calibrate import calibrate, with_error_bands
 
     measured = _measured(args)
     base = base_hardware(measured, args.hardware).datasheet()
     device = measured["device_name"].iloc[0]
     source = (f"perfmodel validate on {device} (torch {measured['torch'].iloc[0]}), "
               f"{measured['timestamp'].iloc[0][:10]}; calibration split of {args.out}/measurements.csv")
-    calibrated = calibrate(measured.to_dict("records"), base, source)
+    records = measured.to_dict("records")
+    calibrated = with_error_bands(records, calibrate(records, base, source))
     path = Path(args.out) / f"{calibrated.name}.yaml"
     header = f"# Calibrated from measurements; base spec: {base.name}. Written by `perfmodel validate calibrate`.\n"
     path.write_text(header + yaml.safe_dump(to_yaml_dict(calibrated), sort_keys=False))

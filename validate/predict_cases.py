@@ -262,7 +262,7 @@ def _row(record: dict) -> dict:
 
 def _num(case: dict, key: str, default=None) -> float:
     value = case.get(key, default)
-    if value is None or value == "":
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
         if default is not None:
             return default
         raise ValueError(f"{case.get('kind')} case: missing {key}")

@@ -65,6 +65,12 @@ class Calibration:
     custom_allreduce_*: the engines' custom all-reduce (perfmodel.collectives).
     error_bands: per residual class (perfmodel.intervals), {p10, p90} of measured / predicted on
     the validation's evaluation split: the prediction intervals every predicted time carries.
+    sustained_flops_per_s: per dtype, the highest GEMM rate the board's power limit sustains (an
+    H200 at 700 W drops its SM clock from 1980 to about 1500 MHz under large bf16 GEMMs: the
+    power roof; smaller GEMMs run at matmul_flops_per_s x their wave efficiency, below it).
+    reduction_bytes_per_s: whole-tensor reductions (per-tensor amax before fp8 quantization) as
+    compilers emit them; grouped_bytes_per_s: weight streaming of grouped (MoE) GEMM kernels;
+    moe_routing_s: fixed time of one MoE layer's routing (top-k, sort, permutation kernels).
     """
 
     matmul_flops_per_s: Mapping[str, float]
@@ -94,6 +100,10 @@ class Calibration:
     custom_allreduce_latency_s: float = 0.0
     custom_allreduce_bytes_per_s: float = 0.0
     error_bands: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    sustained_flops_per_s: Mapping[str, float] = field(default_factory=dict)
+    reduction_bytes_per_s: float = 0.0
+    grouped_bytes_per_s: float = 0.0
+    moe_routing_s: float = 0.0
     source: str = ""
 
     def __post_init__(self):
@@ -102,6 +112,9 @@ class Calibration:
         object.__setattr__(self, "gemv_bytes_per_s", dict(self.gemv_bytes_per_s))
         object.__setattr__(self, "attention_kernels", {name: dict(v) for name, v in self.attention_kernels.items()})
         object.__setattr__(self, "error_bands", {name: dict(v) for name, v in self.error_bands.items()})
+        object.__setattr__(self, "sustained_flops_per_s", dict(self.sustained_flops_per_s))
+        for dtype, rate in self.sustained_flops_per_s.items():
+            _check_positive(rate, f"calibration.sustained_matmul.{dtype}")
         for cls, q in self.error_bands.items():
             if set(q) != {"p10", "p90"} or not 0 < q["p10"] <= q["p90"] or not math.isfinite(q["p90"]):
                 raise SpecError(f"calibration.error_bands.{cls}: {q!r} must be {{p10, p90}} with 0 < p10 <= p90")
@@ -394,6 +407,9 @@ _CAL_QUANTITIES = (  # (yaml key, field, dimension)
     ("transfer_latency", "transfer_latency_s", "seconds"),
     ("custom_allreduce_latency", "custom_allreduce_latency_s", "seconds"),
     ("custom_allreduce_bandwidth", "custom_allreduce_bytes_per_s", "bytes_per_s"),
+    ("reduction_bandwidth", "reduction_bytes_per_s", "bytes_per_s"),
+    ("grouped_gemm_bandwidth", "grouped_bytes_per_s", "bytes_per_s"),
+    ("moe_routing", "moe_routing_s", "seconds"),
 )
 #: YAML keys of an attention kernel family's parameters: (key, field, dimension or None for a number).
 _ATTENTION_KEYS = (("flops_fraction", "flops_fraction", None), ("overhead", "overhead_s", "seconds"),
@@ -411,6 +427,9 @@ def _calibration_from_yaml(r: SpecReader) -> Calibration | None:
     values = {"matmul_flops_per_s": {d: r.quantity(f"calibration.matmul.{d}", "flops_per_s") for d in matmul}}
     dequant = r.node("calibration.dequant", required=False) or {}
     values["dequant_bytes_per_s"] = {f: r.quantity(f"calibration.dequant.{f}", "bytes_per_s") for f in dequant}
+    sustained = r.node("calibration.sustained_matmul", required=False) or {}
+    values["sustained_flops_per_s"] = {d: r.quantity(f"calibration.sustained_matmul.{d}", "flops_per_s")
+                                       for d in sustained}
     gemv = r.node("calibration.gemv", required=False) or {}
     values["gemv_bytes_per_s"] = {d: r.quantity(f"calibration.gemv.{d}", "bytes_per_s") for d in gemv}
     for key, attr, dimension in _CAL_QUANTITIES:
@@ -505,6 +524,9 @@ def _calibration_yaml(cal: Calibration, tags: dict) -> dict:
     section: dict = {"matmul": {d: f"{r / 1e12:.12g} TFLOP/s [measured]" for d, r in cal.matmul_flops_per_s.items()}}
     if cal.dequant_bytes_per_s:
         section["dequant"] = {f: f"{r / 1e9:.12g} GB/s [measured]" for f, r in cal.dequant_bytes_per_s.items()}
+    if cal.sustained_flops_per_s:
+        section["sustained_matmul"] = {d: f"{r / 1e12:.12g} TFLOP/s [measured]"
+                                       for d, r in cal.sustained_flops_per_s.items()}
     if cal.gemv_bytes_per_s:
         section["gemv"] = {d: f"{r / 1e9:.12g} GB/s [measured]" for d, r in cal.gemv_bytes_per_s.items()}
     units_for = {"bytes_per_s": ("GB/s", 1e9), "seconds": ("us", 1e-6)}

@@ -71,6 +71,7 @@ class Engine:
     act_kernels: int = 1
     act_passes: float = 3.0
     act_quant_kernels: int = 0
+    single_block_amax: bool = False
     kv_append_copies: bool = False
     attn_out_copy: bool = False
     prefill_attention: str = "default"

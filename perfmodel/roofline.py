@@ -129,14 +129,15 @@ def _gemm_time(op: Op, hw: Hardware, p: Precision) -> tuple:
     cal = hw.calibration
     rate = _gemm_rate(hw, p)
     efficiency, units = gemm_parallelism(op.m, op.n, op.k, hw, op.groups)
-    tiled = (op.flops / (rate * efficiency),
-             op.bytes / np.minimum(cal.read_bytes_per_s, units * (cal.sm_bytes_per_s or np.inf)))
+    read = cal.read_bytes_per_s if op.kind != "moe" else min(cal.read_bytes_per_s, cal.grouped_bytes_per_s or np.inf)
+    tiled = (op.flops / np.minimum(rate * efficiency, _sustained_rate(hw, p)),
+             op.bytes / np.minimum(read, units * (cal.sm_bytes_per_s or np.inf)))
     if not np.any(np.asarray(op.m) <= SKINNY_ROWS):
         return tiled
     per_block = _gemv_cap(cal, p, cal.sm_bytes_per_s or np.inf) if cal.gemv_bytes_per_s else \
         (cal.sm_bytes_per_s or np.inf)
     blocks = gemv_blocks(op.n, op.k, hw, op.groups)
-    gemv = (op.flops / rate, op.bytes / np.minimum(cal.read_bytes_per_s, blocks * per_block))
+    gemv = (op.flops / rate, op.bytes / np.minimum(read, blocks * per_block))
     pick = (np.asarray(op.m) <= SKINNY_ROWS) & (np.maximum(*gemv) < np.maximum(*tiled))
     return np.where(pick, gemv[0], tiled[0]), np.where(pick, gemv[1], tiled[1])
 
@@ -168,6 +169,10 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
         rate, bandwidth = hw.peak_flops_per_s("fp32"), cal.norm_bytes_per_s
     elif op.kind == "concat" and cal and cal.concat_bytes_per_s:
         rate, bandwidth = hw.peak_flops_per_s("fp32"), cal.concat_bytes_per_s
+    elif op.kind == "reduction" and cal and cal.reduction_bytes_per_s:
+        rate, bandwidth = hw.peak_flops_per_s("fp32"), cal.reduction_bytes_per_s
+    elif op.kind == "routing":
+        rate, overhead = hw.peak_flops_per_s("fp32"), overhead + (cal.moe_routing_s if cal else 0.0)
     elif op.kind == "attention":
         bits = np.minimum(np.maximum(p.a_bits, 16), 32)  # attention runs in bf16/fp16, or fp32
         fraction, floor, read, unit_s = cal.attention_kernel(op.kernel) if cal else (1.0, 0.0, bandwidth, 0.0)
@@ -199,6 +204,17 @@ def _gemm_rate(hw: Hardware, p: Precision):
     if key not in cache or cache[key][0] is not hw:
         cache[key] = (hw, matmul_dtype_rate(hw, p.w_bits, p.a_bits, weight_only_kernel=p.weight_only_kernel))
     return cache[key][1]
+
+
+def _sustained_rate(hw: Hardware, p: Precision):
+    """The power roof: the GEMM rate the board's power limit sustains for the precisions' dtype
+    (Calibration.sustained_flops_per_s), infinite where not calibrated."""
+    table = hw.calibration.sustained_flops_per_s
+    if not table:
+        return np.inf
+    w, a = np.asarray(p.w_bits), np.asarray(p.a_bits)
+    return np.where((w <= 8) & (a <= 8), table.get("fp8", np.inf),
+                    np.where(a <= 16, table.get("bf16", np.inf), table.get("fp32", np.inf)))
 
 
 def _gemv_cap(cal, p: Precision, default):

@@ -131,6 +131,7 @@ def calibrate(measured: list[dict], base: Hardware, source: str = "") -> Hardwar
     cal = _fit_transfers(host, base, cal)
     cal = _fit_gemm_and_attention(device, base, cal)
     cal = _fit_weight_only(device, base, cal)
+    cal = _fit_engine_kernels(device, base, cal)
     if base.compute_units > 1:  # the suite's SDPA cases are this family's own measurements
         cal = dataclasses.replace(cal, attention_kernels={**cal.attention_kernels, SUITE_ATTENTION_KERNEL: {
             "flops_fraction": cal.attention_flops_fraction, "overhead_s": max(cal.attention_overhead_s, 1e-9),
@@ -183,11 +184,15 @@ def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration,
         group = [c for c in skinny if ("bf16" if c["dtype"] == "fp16" else c["dtype"]) == dtype]
         cal, _ = fit(group, base, cal, {f"gemv_bytes_per_s:{dtype}": (cal.sm_bytes_per_s or 0.02 * bw, 1e-4 * bw,
                                                                         bw)})
+    dtypes = sorted({"bf16" if c["dtype"] == "fp16" else c["dtype"] for c in gemms} | {"bf16"})
     rates = {f"matmul_flops_per_s:{d}": (0.8 * base.peak_flops_per_s(d), 1e-3 * base.peak_flops_per_s(d),
                                          1.05 * base.peak_flops_per_s(d))
              # fp16 and bf16 share the 16-bit tensor-core path in the cost model (equal peaks on
              # every preset), so 16-bit cases all inform the bf16 rate
-             for d in sorted({"bf16" if c["dtype"] == "fp16" else c["dtype"] for c in gemms} | {"bf16"})}
+             for d in dtypes}
+    if gpu:  # the power roof per dtype: large GEMMs run below the burst rate (the board's limit)
+        rates.update({f"sustained_flops_per_s:{d}": (0.75 * base.peak_flops_per_s(d), 1e-3 * base.peak_flops_per_s(d),
+                                                     1.05 * base.peak_flops_per_s(d)) for d in dtypes})
     best = None
     for tile_m, tile_n in TILES if gpu else ((1, 1),):
         fitted, cost = fit(wide or gemms, base, dataclasses.replace(cal, tile_m=tile_m, tile_n=tile_n), rates)
@@ -195,6 +200,15 @@ def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration,
             best = (cost, fitted)
     cal = best[1]
     return fit(_of(cases, "attention_prefill"), base, cal, {"attention_flops_fraction": (0.6, 0.01, 1.2)})[0]
+
+
+def _fit_engine_kernels(cases: list[dict], base: Hardware, cal: Calibration) -> Calibration:
+    """Kernels of compiled engine steps: the whole-tensor reduction of per-tensor fp8 quantization,
+    then whole MoE layers (grouped-GEMM weight streaming and the fixed routing time)."""
+    bw = base.hbm_bytes_per_s
+    cal, _ = fit(_of(cases, "act_quant"), base, cal, {"reduction_bytes_per_s": (0.01 * bw, 1e-5 * bw, 1.1 * bw)})
+    return fit(_of(cases, "moe"), base, cal, {"grouped_bytes_per_s": (0.6 * bw, 1e-3 * bw, 1.1 * bw),
+                                               "moe_routing_s": (2e-5, 1e-8, 1e-2)})[0]
 
 
 def _fit_weight_only(cases: list[dict], base: Hardware, cal: Calibration) -> Calibration:

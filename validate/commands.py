@@ -54,6 +54,9 @@ def register(subparsers) -> None:
 
 def _common(p) -> None:
     p.add_argument("--out", default=DEFAULT_OUT, help="directory for measurements.csv, the spec and the report")
+    p.add_argument("--steps", action="append", default=[],
+                   help="CSV of whole steps measured elsewhere (validate/reports/engine/*/steps.csv): scored "
+                        "in the report and in the error bands, never fitted (repeatable)")
 
 
 def measurements_path(args) -> Path:
@@ -85,7 +88,26 @@ def _measured(args):
     path = measurements_path(args)
     if not path.exists():
         raise ValueError(f"--out: no measurements at {path}; run `perfmodel validate run --out {args.out}` first")
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    return pd.concat([frame] + [_steps(extra) for extra in getattr(args, "steps", [])], ignore_index=True)
+
+
+def _steps(path: str):
+    """Whole steps measured by another script, as evaluation cases of the suite's schema."""
+    import pandas as pd
+
+    from validate.cases import kernel_class
+
+    if not Path(path).is_file():
+        raise ValueError(f"--steps: file {path!r} does not exist")
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    missing = {"kind", "model", "phase", "batch", "q_len", "kv_len", "dtype", "engine", "measured_s",
+               "status"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"--steps: {path} lacks column(s) {sorted(missing)}")
+    frame = frame.assign(split="evaluation")
+    frame["class"] = [kernel_class(r) for r in frame.to_dict("records")]
+    return frame
 
 
 def base_hardware(measured, name: str | None) -> Hardware:

@@ -16,7 +16,7 @@ import numpy as np
 import workloads
 from hardware.spec import Hardware
 from perfmodel import collectives, engines
-from perfmodel.ops import Op, Precision, attention_op, kv_append_op, matmul_op, moe_ops, vector_op
+from perfmodel.ops import Op, Precision, attention_op, kv_append_op, matmul_op, moe_ops, quant_ops, vector_op
 from perfmodel.predict import step_time
 from perfmodel.roofline import op_time
 from workloads.model import ModelSpec
@@ -229,13 +229,22 @@ def predict_moe(case: dict, hw: Hardware) -> float:
     return sum(float(op_time(op, hw, p).time_s) * op.count for op in ops)
 
 
+def predict_act_quant(case: dict, hw: Hardware) -> float:
+    """fp8 quantization of one tokens x width activation as the case's engine runs it
+    (perfmodel.ops.quant_ops; torch-compile when the case names no engine)."""
+    engine = engines.load(text(case, "engine") or "torch-compile")
+    p = Precision(8, 8, 16)
+    ops = quant_ops(_num(case, "tokens"), _num(case, "width"), p, max(engine.act_quant_kernels, 1), 1)
+    return sum(float(_seconds(op_time(op, hw, p), graphed(case))) * op.count for op in ops)
+
+
 #: Kinds predicted a group at a time; predict_case runs them on a one-case group.
 VECTOR_PREDICTORS = {"matmul": predict_matmuls, "attention": predict_attentions, "model_step": predict_model_steps}
 
 
 PREDICTORS = {"matmul_wo": predict_matmul_wo, "copy": predict_copy, "elementwise": predict_elementwise,
               "norm": predict_norm, "launch": predict_launch, "kv_append": predict_kv_append,
-              "allreduce": predict_allreduce, "moe": predict_moe}
+              "allreduce": predict_allreduce, "moe": predict_moe, "act_quant": predict_act_quant}
 KINDS = tuple(VECTOR_PREDICTORS) + tuple(PREDICTORS)
 
 
@@ -281,7 +290,7 @@ def _group_key(case: dict) -> tuple:
     kind = case.get("kind")
     keys = {"matmul": ("dtype", "act_quant"), "matmul_wo": ("w_bits", "group"),
             "attention": ("heads", "kv_heads", "head_dim", "dtype", "engine", "phase"),
-            "allreduce": (), "moe": (),
+            "allreduce": (), "moe": (), "act_quant": (),
             "copy": ("direction", "pinned"), "elementwise": ("op", "dtype"), "norm": ("op", "dtype"),
             "launch": (), "kv_append": ("dtype",), "model_step": ("model", "layers", "phase", "dtype", "engine")}.get(kind)
     if keys is None:

@@ -515,8 +515,18 @@ def to_yaml_dict(hw: Hardware) -> dict:
         put("device_link.bandwidth", number(hw.device_link_bytes_per_s, "GB/s", 1e9, "device_link.bandwidth"))
         put("device_link.latency", number(hw.device_link_latency_s, "us", 1e-6, "device_link.latency"))
     if hw.calibration is not None:
-        out["calibration"] = _calibration_yaml(hw.calibration, tags)
+        out["calibration"] = _cite(_calibration_yaml(hw.calibration, tags), "calibration", hw.sources, tag)
     return out
+
+
+def _cite(section, path: str, sources: Mapping[str, str], tag) -> object:
+    """Replace the generic [measured] tag of each calibration leaf by the leaf's own source where
+    the spec records one (a calibration fitted to tables measured by others cites each table)."""
+    if isinstance(section, dict):
+        return {k: _cite(v, f"{path}.{k}", sources, tag) for k, v in section.items()}
+    if path in sources and isinstance(section, str) and section.endswith("[measured]"):
+        return section[: -len("[measured]")] + f"[{tag(path)}]"
+    return section
 
 
 def _calibration_yaml(cal: Calibration, tags: dict) -> dict:

@@ -31,10 +31,26 @@ from validate.calibrate import _fit_gemm_and_attention, fit
 from validate.cases import split
 from validate.predict_cases import predict_many
 
-#: aiconfigurator system names -> our datasheet presets.
-SYSTEMS = {"h200_sxm": "h200-sxm", "h100_sxm": "h100-sxm", "a100_sxm": "a100-80gb-sxm", "b200_sxm": "b200",
-           "l40s": "l40s"}
 ENGINES = ("vllm", "trtllm", "sglang")
+COMMITTED = __import__("pathlib").Path(__file__).parent / "reports" / "aiconfigurator"
+
+
+def cases_for(system: str, data=None) -> dict[str, list[dict]]:
+    """{engine: cases} of one system: from a folder of <engine>.csv tables (the committed extracts
+    by default, validate/reports/aiconfigurator/<system>), or from the installed package."""
+    from pathlib import Path
+
+    folder = Path(data) if data else COMMITTED / system
+    if folder.is_dir():
+        found = {e: load_cases(folder / f"{e}.csv") for e in ENGINES if (folder / f"{e}.csv").is_file()}
+    else:
+        from validate import aiconfigurator as aic
+
+        found = {e: aic.read_cases(system, e, "current") for e in ENGINES}
+        found = {e: cs for e, cs in found.items() if cs}
+    if not found:
+        raise ValueError(f"--system: no tables for {system!r} in {folder}")
+    return found
 
 
 def prepared(cases: list[dict]) -> list[dict]:
@@ -108,3 +124,50 @@ def residual_table(frame: pd.DataFrame) -> pd.DataFrame:
             .agg(cases=("ape", "size"), median_ape=("ape", "median"), p90_ape=("ape", lambda x: x.quantile(0.9)),
                  median_ratio=("ratio", "median"))
             .reset_index())
+
+
+def sources_of(by_engine: dict[str, list[dict]], gemm_engine: str, ar_engine: str, cal: Calibration) -> dict:
+    """Per calibration path (as the YAML spells it), the tables the fitted number comes from."""
+    def tables(engine: str, kind: str, phase: str | None = None) -> str:
+        found = sorted({c.get("source", "") for c in by_engine.get(engine, [])
+                        if c["kind"] == kind and (phase is None or c.get("phase") == phase)})
+        return "; ".join(found) + " (fit on the shape-split calibration half: validate/calibrate_external.py)"
+
+    gemm = tables(gemm_engine, "matmul")
+    out = {f"calibration.{group}.{d}": gemm for group, table in (("matmul", cal.matmul_flops_per_s),
+                                                                   ("sustained_matmul", cal.sustained_flops_per_s),
+                                                                   ("gemv", cal.gemv_bytes_per_s)) for d in table}
+    for key in ("memory_bandwidth", "memory_read_bandwidth", "sm_bandwidth", "kernel_overhead", "tile_m", "tile_n",
+                "split_k_min", "gemv_tile_n"):
+        out[f"calibration.{key}"] = gemm
+    for family in cal.attention_kernels:
+        engine, _, phase = family.rpartition("-")
+        for key in ("flops_fraction", "overhead", "read_bandwidth", "unit"):
+            out[f"calibration.attention_kernels.{family}.{key}"] = tables(engine, "attention", phase)
+    for key in ("custom_allreduce_latency", "custom_allreduce_bandwidth"):
+        out[f"calibration.{key}"] = tables(ar_engine, "allreduce")
+    return out
+
+
+def calibrated_preset(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: str = "vllm",
+                      ar_engine: str = "vllm") -> Hardware:
+    """`fit_tables` with per-number sources and the evaluation split's error bands (per class,
+    over every engine's cases)."""
+    from validate.calibrate import error_bands
+
+    source = "aiconfigurator tables, fitted by validate/calibrate_external.py"
+    hw = fit_tables(by_engine, base, gemm_engine, ar_engine, source)
+    evaluation = [c for cs in by_engine.values() for c in prepared(cs)]
+    bands = error_bands(evaluation, hw)
+    cal = dataclasses.replace(hw.calibration, error_bands=bands)
+    sources = {**hw.sources, **sources_of(by_engine, gemm_engine, ar_engine, cal)}
+    sources.update({f"calibration.error_bands.{c}.{q}": f"measured / predicted on the shape-split evaluation half "
+                    f"of the same tables (validate/reports/aiconfigurator)" for c in bands for q in ("p10", "p90")})
+    return dataclasses.replace(hw, calibration=cal, sources=sources)
+
+
+def load_cases(path) -> list[dict]:
+    """Cases of one committed CSV (validate/reports/aiconfigurator/<system>/<engine>.csv)."""
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    return [{k: v for k, v in r.items() if not (isinstance(v, float) and np.isnan(v))}
+            for r in frame.to_dict("records")]

@@ -13,8 +13,13 @@ from hardware.spec import Hardware
 
 DEFAULT_OUT = "out/validate"
 
+#: aiconfigurator systems with a datasheet preset here.
+SYSTEMS = {"h200_sxm": "h200-sxm", "h100_sxm": "h100-sxm", "a100_sxm": "a100-80gb-sxm", "b200_sxm": "b200",
+           "l40s": "l40s"}
+
 
 def register(subparsers) -> None:
+    register_external(subparsers)
     p = subparsers.add_parser("validate", help="measure kernels, calibrate the spec, report predicted vs measured")
     sub = p.add_subparsers(dest="action", required=True)
 
@@ -50,6 +55,48 @@ def register(subparsers) -> None:
     pred.add_argument("--hardware", default="h200-sxm", help="preset name or spec YAML (calibrated or not)")
     pred.add_argument("-o", "--output", required=True, help="CSV to write: the cases with predicted_s beside them")
     pred.set_defaults(handler=run_predict_cases)
+
+
+def register_external(subparsers) -> None:
+    p = subparsers.add_parser("calibrate", help="fit a calibrated spec to kernel tables measured by others")
+    p.add_argument("--from", dest="source", choices=("aiconfigurator",), required=True,
+                   help="whose tables: NVIDIA's aiconfigurator (CUDA-graph-timed GEMM, attention, all-reduce)")
+    p.add_argument("--system", required=True, help=f"aiconfigurator system, e.g. h100_sxm (presets: "
+                                                   f"{', '.join(SYSTEMS)})")
+    p.add_argument("--engine", default="vllm", help="engine whose GEMM and all-reduce tables fit the device "
+                                                   "(attention is fitted per engine found); default vllm")
+    p.add_argument("--hardware", default=None, help="datasheet spec to start from (default: the system's preset)")
+    p.add_argument("--data", default=None, help="folder of <engine>.csv case tables (default: the installed "
+                                                "aiconfigurator package's tables)")
+    p.add_argument("-o", "--output", required=True, help="spec YAML to write")
+    p.set_defaults(handler=run_calibrate_external)
+
+
+def run_calibrate_external(args) -> int:
+    import yaml
+
+    from hardware.spec import to_yaml_dict
+    from validate import calibrate_external as ce
+
+    base_name = args.hardware or SYSTEMS.get(args.system)
+    if base_name is None:
+        raise ValueError(f"--system: {args.system!r} has no datasheet preset; pass --hardware "
+                         f"(systems with presets: {', '.join(SYSTEMS)})")
+    by_engine = ce.cases_for(args.system, args.data)
+    if args.engine not in by_engine:
+        raise ValueError(f"--engine: {args.engine!r} has no tables for {args.system}; found: {', '.join(by_engine)}")
+    hw = ce.calibrated_preset(by_engine, hardware.load(base_name).datasheet(), args.engine, args.engine)
+    out = Path(args.output)
+    header = (f"# Calibrated from NVIDIA aiconfigurator's measured kernel tables ({args.system}); base spec: "
+              f"{base_name}. Written by `perfmodel calibrate --from aiconfigurator`.\n")
+    out.write_text(header + yaml.safe_dump(to_yaml_dict(hw), sort_keys=False))
+    table = ce.residual_table(ce.residuals(by_engine, hw))
+    ev = table[table["split"] == "evaluation"]
+    for r in ev.to_dict("records"):
+        print(f"{r['engine']:<8}{r['class']:<22}{r['cases']:>5}  median {100 * r['median_ape']:5.1f}%  "
+              f"p90 {100 * r['p90_ape']:5.1f}%")
+    print(f"calibrated spec: {out}")
+    return 0
 
 
 def _common(p) -> None:

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import optimize
 
 from hardware.spec import Calibration, Hardware
-from validate.predict_cases import graphed, predict_many
+from validate.predict_cases import graphed, predict_many, text
 
 TILES = ((64, 128), (128, 128), (128, 256), (256, 128))
 SPLIT_K_MIN = (256, 512, 1024, 2048, 4096, 8192)
@@ -132,10 +132,11 @@ def calibrate(measured: list[dict], base: Hardware, source: str = "") -> Hardwar
     cal = _fit_gemm_and_attention(device, base, cal)
     cal = _fit_weight_only(device, base, cal)
     cal = _fit_engine_kernels(device, base, cal)
-    if base.compute_units > 1:  # the suite's SDPA cases are this family's own measurements
+    if base.compute_units > 1:  # the suite's SDPA cases are this family's own measurements, per phase
         cal = dataclasses.replace(cal, attention_kernels={**cal.attention_kernels, SUITE_ATTENTION_KERNEL: {
             "flops_fraction": cal.attention_flops_fraction, "overhead_s": max(cal.attention_overhead_s, 1e-9),
             "read_bytes_per_s": cal.read_bytes_per_s}})
+        cal = _fit_attention_phases(device, base, cal)
     cal, _ = fit(_of(host, "model_step_prefill", "model_step_decode"), base, cal, {
         "layer_overhead_s": (1e-4, 1e-8, 1e-1), "step_overhead_s": (1e-3, 1e-8, 1.0)})
     return dataclasses.replace(base, name=f"{base.name}-calibrated", title=f"{base.title} (calibrated)",
@@ -200,6 +201,23 @@ def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration,
             best = (cost, fitted)
     cal = best[1]
     return fit(_of(cases, "attention_prefill"), base, cal, {"attention_flops_fraction": (0.6, 0.01, 1.2)})[0]
+
+
+def _fit_attention_phases(cases: list[dict], base: Hardware, cal: Calibration) -> Calibration:
+    """The suite's attention kernel family per phase ("sdpa-prefill", "sdpa-decode": prefill and
+    decode run different kernels, e.g. cuDNN's wgmma prefill and its split-KV decode with a
+    reduction): rate fraction, floor, KV read bandwidth and work-unit time, each on its own cases."""
+    bw = base.hbm_bytes_per_s
+    for phase in ("prefill", "decode"):
+        family = f"{SUITE_ATTENTION_KERNEL}-{phase}"
+        start = dict(cal.attention_kernels[SUITE_ATTENTION_KERNEL])
+        cal = dataclasses.replace(cal, attention_kernels={**cal.attention_kernels, family: start})
+        params = {f"attention_kernels:{family}:flops_fraction": (start["flops_fraction"], 0.01, 1.2),
+                  f"attention_kernels:{family}:overhead_s": (start["overhead_s"], 1e-8, 1e-3),
+                  f"attention_kernels:{family}:read_bytes_per_s": (start["read_bytes_per_s"], 1e-3 * bw, 1.1 * bw),
+                  f"attention_kernels:{family}:unit_s": (2e-6, 1e-8, 1e-3)}
+        cal, _ = fit([c for c in _of(cases, f"attention_{phase}") if not text(c, "engine")], base, cal, params)
+    return cal
 
 
 def _fit_engine_kernels(cases: list[dict], base: Hardware, cal: Calibration) -> Calibration:

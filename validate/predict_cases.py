@@ -156,10 +156,11 @@ def predict_matmuls(cases: list[dict], hw: Hardware) -> np.ndarray:
 def attention_family(case: dict) -> str:
     """The attention kernel family a case ran: its engine profile's choice for the phase (a case
     measured inside vLLM ran FlashAttention, inside TensorRT-LLM its XQA / FMHA kernels), or the
-    spec's default (the suite's own SDPA cases) when the case names no engine."""
+    suite's own SDPA kernel ("sdpa-<phase>", falling back to the spec's default) when the case names
+    no engine."""
     engine = text(case, "engine")
-    if not engine:
-        return ""
+    if not engine:  # the suite's own cases: PyTorch's scaled_dot_product_attention
+        return f"sdpa-{'prefill' if case.get('phase') == 'prefill' else 'decode'}"
     profile = engines.load(engine)
     return f"{profile.prefill_attention}-prefill" if case.get("phase") == "prefill" else \
         f"{profile.decode_attention}-decode"

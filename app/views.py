@@ -439,7 +439,17 @@ def metric_texts(row: dict) -> dict[str, str]:
         "Throughput": f"{row['throughput_tok_s']:,.0f} tok/s",
         "Cost": f"${row['usd_per_mtok']:.3g}",
         "Memory": f"{row['total_bytes'] / 1e9:.1f} / {row['capacity_bytes'] / 1e9:.0f} GB",
+        "Band": band_text(row),
     }
+
+
+def band_text(row: dict) -> str:
+    """The prediction intervals (perfmodel.intervals) of TTFT and TPOT, or why there are none."""
+    values = [row.get(k) for k in ("ttft_p10_s", "ttft_p90_s", "tpot_p10_s", "tpot_p90_s")]
+    if any(v is None or not np.isfinite(v) for v in values):
+        return "No prediction interval: this spec carries no validated error bands (datasheet roofline)."
+    return (f"p10-p90 from validated residuals: TTFT {_ms(values[0])} - {_ms(values[1])}, "
+            f"TPOT {_ms(values[2])} - {_ms(values[3])}")
 
 
 def _ms(seconds: float) -> str:

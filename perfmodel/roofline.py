@@ -165,7 +165,9 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
             return OpTime(op.flops / _gemm_rate(hw, p) + dequant_s, op.bytes / bandwidth, overhead, 0.0, host)
         compute_s, memory_s = _gemm_time(op, hw, p)
         return OpTime(compute_s, memory_s, overhead, 0.0, host)
-    elif op.kind == "norm" and cal and cal.norm_bytes_per_s:
+    elif op.kind == "norm" and cal and cal.norm_bytes_per_s and np.max(op.kernels) > 1:
+        # an unfused norm chain (fp32 upcast, pow, mean, rsqrt, ...: transformers' RMSNorm) streams
+        # at its measured rate; a single fused norm kernel (inductor, vLLM) at the memory rate
         rate, bandwidth = hw.peak_flops_per_s("fp32"), cal.norm_bytes_per_s
     elif op.kind == "concat" and cal and cal.concat_bytes_per_s:
         rate, bandwidth = hw.peak_flops_per_s("fp32"), cal.concat_bytes_per_s

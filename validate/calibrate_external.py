@@ -7,8 +7,10 @@ measure, so a spec fitted here prices graphed serving engines, not eager framewo
 
 What comes from which table (every fitted number cites its table in the written preset):
 - GEMM rates, read bandwidth, skinny-kernel parallelism, tile shape, split-K threshold and the
-  per-kernel floor: the GEMM table of the `gemm_engine` (bf16 and per-tensor fp8; vLLM's are
-  PyTorch/cuBLAS calls, as torch.compile runs them);
+  per-kernel floor: the bf16 rows of the GEMM table of the `gemm_engine` (vLLM's are
+  PyTorch/cuBLAS calls, as torch.compile runs them); then the fp8 rate, power roof and the
+  whole-tensor reduction rate of the per-tensor activation quantization every fp8 row includes,
+  from its fp8 rows;
 - one attention kernel family per engine (its default backend on that GPU: FA3 for vLLM and
   SGLang on Hopper, TensorRT-LLM's FMHA/XQA): that engine's context and generation tables fit the
   family's fraction of the bf16 GEMM rate, floor per call and KV read bandwidth;
@@ -82,7 +84,14 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
     gemms = [c for c in train.get(gemm_engine, []) if c["kind"] == "matmul"]
     if not gemms:
         raise ValueError(f"gemm_engine: {gemm_engine!r} has no GEMM cases to fit")
-    cal = _fit_gemm_and_attention(gemms, base, cal, floor=True)
+    bf16 = [c for c in gemms if c["dtype"] != "fp8"]
+    cal = _fit_gemm_and_attention(bf16 or gemms, base, cal, floor=True)
+    fp8 = [c for c in gemms if c["dtype"] == "fp8"]
+    if fp8:  # fp8 rows include the engine's per-tensor activation quantization (an amax reduction)
+        peak = base.peak_flops_per_s("fp8")
+        cal, _ = fit(fp8, base, cal, {"matmul_flops_per_s:fp8": (0.7 * peak, 1e-3 * peak, 1.05 * peak),
+                                      "sustained_flops_per_s:fp8": (0.6 * peak, 1e-3 * peak, 1.05 * peak),
+                                      "reduction_bytes_per_s": (0.01 * bw, 1e-5 * bw, 1.1 * bw)})
     cal = dataclasses.replace(cal, memory_read_bytes_per_s=cal.memory_read_bytes_per_s,
                               memory_bytes_per_s=cal.memory_read_bytes_per_s)
     for engine, cases in train.items():
@@ -138,7 +147,7 @@ def sources_of(by_engine: dict[str, list[dict]], gemm_engine: str, ar_engine: st
                                                                    ("sustained_matmul", cal.sustained_flops_per_s),
                                                                    ("gemv", cal.gemv_bytes_per_s)) for d in table}
     for key in ("memory_bandwidth", "memory_read_bandwidth", "sm_bandwidth", "kernel_overhead", "tile_m", "tile_n",
-                "split_k_min", "gemv_tile_n"):
+                "split_k_min", "gemv_tile_n", "reduction_bandwidth"):
         out[f"calibration.{key}"] = gemm
     for family in cal.attention_kernels:
         engine, _, phase = family.rpartition("-")

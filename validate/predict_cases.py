@@ -147,9 +147,9 @@ def predict_matmuls(cases: list[dict], hw: Hardware) -> np.ndarray:
     times = _times(op, hw, p, cases)
     quant = np.array([_num(c, "act_quant", default=0.0) for c in cases])
     if np.any(quant > 0):  # the dynamic activation quantization timed with the GEMM (fp8 serving)
-        kernels = int(quant.max())
-        q = vector_op("act_quant", "elementwise", m, k, 2.0 * kernels + 1.0, 2.0, p, 1, kernels=kernels)
-        times = times + np.where(quant > 0, _times(q, hw, p, cases), 0.0)
+        ops = quant_ops(m, k, p, int(quant.max()), 1)
+        extra = sum(np.asarray(_seconds(op_time(q, hw, p), graphed(cases[0])), dtype=float) for q in ops)
+        times = times + np.where(quant > 0, extra, 0.0)
     return times
 
 

@@ -429,6 +429,10 @@ class Session:
         shapes and retries the case once; a compiler error under static shapes too marks the model's
         compile broken, and its later torch-compile cases fail at once instead of recompiling."""
         compiled = case["engine"] == "torch-compile"
+        if compiled and getattr(self, "static_each", False):
+            # a fresh static compile per case: kernels tuned for this case's sizes, not a size hint
+            torch._dynamo.reset()
+            self.mode, self.layer = "static", None
         if compiled and self.mode == "broken":
             raise RuntimeError("torch.compile failed earlier for this model (dynamic and static); skipped")
         try:
@@ -574,6 +578,9 @@ def parse(argv):
     ap.add_argument("--retry-failed", action="store_true", help="redo cases recorded as failed")
     ap.add_argument("--dry-run", action="store_true", help="print the cases and the estimate, run nothing")
     ap.add_argument("--cpu", action="store_true", help="with --quick: stay on the CPU even if a GPU is present")
+    ap.add_argument("--static-each", action="store_true",
+                    help="compile every torch-compile case afresh with static shapes (gpt-fast's usage), instead "
+                         "of one dynamic-shape graph per model and phase compiled at the first case's size")
     return ap.parse_args(argv)
 
 
@@ -624,6 +631,7 @@ def main(argv=None) -> int:
 
 def run(todo: list[dict], path: Path, dev, args, env: dict, meta: Meta) -> int:
     session = Session(dev, args.quick, meta, todo)
+    session.static_each = bool(getattr(args, "static_each", False))
     start, cuda = time.perf_counter(), dev.type == "cuda"
     for i, case in enumerate(todo, 1):
         elapsed = time.perf_counter() - start

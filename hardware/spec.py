@@ -26,7 +26,7 @@ from hardware.units import UnitError
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
 KINDS = ("gpu", "cpu", "soc")
 #: Parameters of one attention kernel family in a calibration (Calibration.attention_kernels).
-ATTENTION_KERNEL_FIELDS = ("flops_fraction", "overhead_s", "read_bytes_per_s", "unit_s")
+ATTENTION_KERNEL_FIELDS = ("flops_fraction", "overhead_s", "read_bytes_per_s", "unit_s", "row_s")
 DEVICE_LINK_KINDS = ("nvlink2", "nvlink3", "nvlink4", "nvlink5", "infinity-fabric", "pcie", "none")
 
 
@@ -147,6 +147,12 @@ class Calibration:
     def read_bytes_per_s(self) -> float:
         """Bandwidth of read-dominated kernels (GEMM weights, KV-cache reads)."""
         return self.memory_read_bytes_per_s or self.memory_bytes_per_s
+
+    def attention_row_s(self, family: str) -> float:
+        """Time one query row (a query head of one new token) adds to an attention kernel on one SM,
+        whatever the context: loading it, its softmax state and its output row (0 if not fitted)."""
+        params = self.attention_kernels.get(family) or self.attention_kernels.get(family.rsplit("-", 1)[0], {})
+        return params.get("row_s", 0.0)
 
     def attention_kernel(self, family: str) -> tuple[float, float, float, float]:
         """(fraction of the bf16 GEMM rate, floor per call, KV read bandwidth, time of one work unit
@@ -413,7 +419,8 @@ _CAL_QUANTITIES = (  # (yaml key, field, dimension)
 )
 #: YAML keys of an attention kernel family's parameters: (key, field, dimension or None for a number).
 _ATTENTION_KEYS = (("flops_fraction", "flops_fraction", None), ("overhead", "overhead_s", "seconds"),
-                   ("read_bandwidth", "read_bytes_per_s", "bytes_per_s"), ("unit", "unit_s", "seconds"))
+                   ("read_bandwidth", "read_bytes_per_s", "bytes_per_s"), ("unit", "unit_s", "seconds"),
+                   ("row", "row_s", "seconds"))
 _CAL_NUMBERS = (("attention_flops_fraction", float), ("tile_m", int), ("tile_n", int), ("split_k_min", int),
                 ("gemv_tile_n", int))
 

@@ -180,9 +180,11 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
         fraction, floor, read, unit_s = cal.attention_kernel(op.kernel) if cal else (1.0, 0.0, bandwidth, 0.0)
         rate = matmul_dtype_rate(hw, bits, bits) * fraction
         bandwidth, overhead = read, overhead + floor
-        if unit_s:  # work units run in waves over the SMs; a wave takes at least unit_s
+        row_s = cal.attention_row_s(op.kernel) if cal else 0.0
+        if unit_s or row_s:  # work units run in waves over the SMs; each query row adds its own time
             waves = np.ceil(attention_units(op) / hw.compute_units)
-            return OpTime(np.maximum(op.flops / rate, waves * unit_s), op.bytes / bandwidth, overhead, 0.0, host)
+            work = waves * unit_s + np.asarray(op.m, dtype=float) * row_s / hw.compute_units
+            return OpTime(np.maximum(op.flops / rate, work), op.bytes / bandwidth, overhead, 0.0, host)
     else:
         rate = hw.peak_flops_per_s("fp32")
     return OpTime(op.flops / rate, op.bytes / bandwidth, overhead, 0.0, host)

@@ -215,7 +215,8 @@ def _fit_attention_phases(cases: list[dict], base: Hardware, cal: Calibration) -
         params = {f"attention_kernels:{family}:flops_fraction": (start["flops_fraction"], 0.01, 1.2),
                   f"attention_kernels:{family}:overhead_s": (start["overhead_s"], 1e-8, 1e-3),
                   f"attention_kernels:{family}:read_bytes_per_s": (start["read_bytes_per_s"], 1e-3 * bw, 1.1 * bw),
-                  f"attention_kernels:{family}:unit_s": (2e-6, 1e-8, 1e-3)}
+                  f"attention_kernels:{family}:unit_s": (2e-6, 1e-8, 1e-3),
+                  f"attention_kernels:{family}:row_s": (1e-7, 1e-10, 1e-4)}
         cal, _ = fit([c for c in _of(cases, f"attention_{phase}") if not text(c, "engine")], base, cal, params)
     return cal
 

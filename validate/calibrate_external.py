@@ -71,7 +71,8 @@ def _attention_params(cal: Calibration, family: str, bw: float) -> dict:
     return {f"attention_kernels:{family}:flops_fraction": (0.6, 0.01, 1.2),
             f"attention_kernels:{family}:overhead_s": (5e-6, 1e-8, 1e-3),
             f"attention_kernels:{family}:read_bytes_per_s": (0.8 * bw, 1e-3 * bw, 1.1 * bw),
-            f"attention_kernels:{family}:unit_s": (2e-6, 1e-8, 1e-3)}
+            f"attention_kernels:{family}:unit_s": (2e-6, 1e-8, 1e-3),
+            f"attention_kernels:{family}:row_s": (1e-7, 1e-10, 1e-4)}
 
 
 def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: str = "vllm",
@@ -151,7 +152,7 @@ def sources_of(by_engine: dict[str, list[dict]], gemm_engine: str, ar_engine: st
         out[f"calibration.{key}"] = gemm
     for family in cal.attention_kernels:
         engine, _, phase = family.rpartition("-")
-        for key in ("flops_fraction", "overhead", "read_bandwidth", "unit"):
+        for key in ("flops_fraction", "overhead", "read_bandwidth", "unit", "row"):
             out[f"calibration.attention_kernels.{family}.{key}"] = tables(engine, "attention", phase)
     for key in ("custom_allreduce_latency", "custom_allreduce_bandwidth"):
         out[f"calibration.{key}"] = tables(ar_engine, "allreduce")

@@ -30,9 +30,8 @@ from perfmodel.ops import Precision
 from perfmodel.predict import step_time
 from workloads.model import ModelSpec
 
-#: Default prefill chunk (tokens) under chunked prefill: a common max_num_batched_tokens setting
-#: (vLLM's "Optimization and Tuning" docs; its default ranges from 2048 to 16384 by version and GPU).
-PREFILL_CHUNK_TOKENS = 8192
+#: Default prefill chunk (tokens) under chunked prefill (one source: perfmodel.memory).
+PREFILL_CHUNK_TOKENS = memory.PREFILL_CHUNK_TOKENS
 
 
 class LongContextError(ValueError):

@@ -15,6 +15,7 @@ import numpy as np
 
 from hardware.spec import Hardware
 from perfmodel import memory
+from perfmodel.checks import check_parallelism
 from perfmodel.ops import FUSED, Implementation, Op, Precision, context_ops, step_ops
 from perfmodel.roofline import BOUNDS, OpTime, mean_max_affine, op_time
 from workloads.model import ModelSpec
@@ -155,15 +156,18 @@ def _bound(totals: dict):
 
 
 def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario) -> dict:
-    """Per-device bytes of weights, KV cache (end of generation) and peak activations; fit and max batch."""
+    """Per-device bytes of weights, KV cache (end of generation) and peak activations; fit and max batch.
+
+    Activations are a serving engine's (`memory.serving_activation_bytes`): one chunked-prefill chunk
+    plus every running sequence's logits; max batch assumes a full chunk."""
     p, tp = precision(sc), sc.tp
     weights = memory.weight_bytes(model, p, tp)
     kv_per_request = memory.kv_cache_bytes(model, p, memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples), tp)
-    act_per_request = memory.activation_bytes(model, p, sc.prompt, sc.samples, tp)
-    kv, act = sc.batch * kv_per_request, sc.batch * act_per_request
+    kv, act = sc.batch * kv_per_request, memory.serving_activation_bytes(model, p, sc.batch, sc.prompt, sc.samples, tp)
     total = weights + kv + act
-    free = hw.hbm_capacity_bytes - weights
-    max_batch = np.where(free > 0, np.floor(free / (kv_per_request + act_per_request)), 0.0)
+    free = hw.hbm_capacity_bytes - weights - memory.serving_activation_bytes(model, p, 0, 0, tp)
+    per_request = kv_per_request + memory.activation_bytes(model, p, 0, sc.samples, tp)
+    max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / per_request), 0.0)
     return {"weights_bytes": weights, "kv_bytes": kv, "activation_bytes": act, "total_bytes": total,
             "capacity_bytes": hw.hbm_capacity_bytes, "fits": total <= hw.hbm_capacity_bytes,
             "max_batch": max_batch}
@@ -254,9 +258,16 @@ class Prediction:
     def row(self, i: int = 0) -> dict:
         return {k: v[i].item() if hasattr(v[i], "item") else v[i] for k, v in self.columns.items()}
 
-    def breakdown(self, phase: str = "decode", i: int = 0):
-        """Per-op table (flops, bytes, times, bound, share) of scenario `i`'s prefill or mean decode step."""
-        return breakdown(self.model, self.hardware, _pick(self.scenario, i), phase, self.impl)
+    def breakdown(self, phase: str = "decode", i: int | None = None):
+        """Per-op table (flops, bytes, times, bound, share) of scenario `i`'s prefill or mean decode step;
+        `i` may be left out only when the prediction holds one scenario."""
+        n = self.scenario.size
+        if i is None and n > 1:
+            raise ValueError(f"i: this prediction holds {n} scenarios; pick one with breakdown(phase, i=0..{n - 1})")
+        i = 0 if i is None else i
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < n:
+            raise ValueError(f"i: {i!r} must be a whole number from 0 to {n - 1}")
+        return breakdown(self.model, self.hardware, _pick(self.scenario, int(i)), phase, self.impl)
 
     def require_fit(self) -> "Prediction":
         """Raise DoesNotFitError naming the first scenario that exceeds device memory."""
@@ -277,6 +288,7 @@ def predict(model: ModelSpec, hw: Hardware, sc: Scenario, impl: Implementation =
 
     impl: the serving stack's execution (perfmodel.ops.FUSED by default, or HF_EAGER)."""
     check_context(model, sc)
+    check_parallelism(model, hw, sc.tp)
     return Prediction(model, hw, sc, evaluate(model, hw, sc, impl), impl)
 
 

@@ -245,10 +245,12 @@ def resolve_model(key: tuple) -> ModelSpec:
 
 def model_from_config_text(text: str | bytes, name: str = "uploaded") -> ModelSpec:
     """An uploaded HF config.json; bad JSON or an unsupported architecture raises ModelError."""
+    from hardware import inputs
+
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelError(f"model config {name}: not valid JSON ({getattr(err, 'msg', err)})") from None
+        data = inputs.load_json_text(text, f"model config {name}")
+    except inputs.InputError as err:
+        raise ModelError(str(err)) from None
     return ModelSpec.from_hf_config(data, name=name)
 
 

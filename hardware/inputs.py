@@ -207,15 +207,26 @@ def load_yaml(path: Any, field: str) -> Any:
 
 def load_json(path: Any, field: str) -> Any:
     """A JSON file: bounded size and depth, finite numbers, integers of at most 30 digits."""
-    text = read_text(path, field)
+    return load_json_text(read_text(path, field), f"{field}: {Path(path).name}")
+
+
+def load_json_text(text: str | bytes, field: str) -> Any:
+    """JSON text with the same limits as load_json (an uploaded file in the app)."""
+    if isinstance(text, bytes):
+        if len(text) > MAX_TEXT_BYTES:
+            raise InputError(f"{field}: {len(text):,} bytes; the limit is {MAX_TEXT_BYTES:,} bytes")
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InputError(f"{field}: not UTF-8 text (byte {err.start})") from None
     try:
         return json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int)
     except json.JSONDecodeError as err:
-        raise InputError(f"{field}: {Path(path).name} is not valid JSON ({err.msg} at line {err.lineno})") from None
+        raise InputError(f"{field}: not valid JSON ({err.msg} at line {err.lineno})") from None
     except RecursionError:
-        raise InputError(f"{field}: {Path(path).name} is nested too deeply") from None
+        raise InputError(f"{field}: nested too deeply") from None
     except InputError as err:
-        raise InputError(f"{field}: {Path(path).name}: {err}") from None
+        raise InputError(f"{field}: {err}") from None
 
 
 def _no_constant(name: str):
@@ -313,3 +324,39 @@ def confined(directory: Any, name: str, field: str) -> Path:
     if target.parent != base:
         raise InputError(f"{field}: {name!r} would be written outside {str(base)!r}")
     return target
+
+
+# -- tables -----------------------------------------------------------------------------------
+def read_csv(path: Any, field: str, **kwargs):
+    """A CSV file as a DataFrame (pandas), after the input-path checks; malformed CSV is an
+    InputError naming the file."""
+    import pandas as pd
+
+    p = check_input_path(path, field)
+    try:
+        return pd.read_csv(p, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{field}: {str(p)!r} is empty; expected a CSV with a header row") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(f"{field}: {str(p)!r} is not a readable CSV ({str(err).splitlines()[0][:120]})") from None
+
+
+def numeric_column(frame, column: str, field: str, low: float = -math.inf, high: float = math.inf, *,
+                   whole: bool = False):
+    """A table column as float64, every cell a finite number in [low, high] (whole when asked);
+    InputError naming the row (1 = the first data row), the column, the value and the range."""
+    import numpy as np
+    import pandas as pd
+
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+    ok = np.isfinite(values) & (values >= low) & (values <= high)
+    if whole:
+        ok &= values == np.round(values)
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        wanted = "a whole number" if whole else "a number"
+        limits = f" from {_shown(low)} to {_shown(high)}" if math.isfinite(low) and math.isfinite(high) else (
+            f" >= {_shown(low)}" if math.isfinite(low) else "")
+        raise InputError(f"{field}: row {i + 1}: {column} = {raw.iloc[i]!r} must be {wanted}{limits}")
+    return values

@@ -55,9 +55,22 @@ def check_request(model: ModelSpec, hw: Hardware, context, tp=1) -> None:
     if np.any(context > model.max_context):
         raise LongContextError(f"context: {float(np.max(context)):g} tokens exceeds {model.name}'s maximum "
                                f"context of {model.max_context} tokens")
-    if np.any(tp > hw.devices_per_node):
-        raise LongContextError(f"tp: {float(np.max(tp)):g} exceeds the {hw.devices_per_node} devices per node "
-                               f"of {hw.name}")
+    from perfmodel.checks import ParallelismError, check_parallelism
+
+    try:
+        check_parallelism(model, hw, tp)
+    except ParallelismError as err:
+        raise LongContextError(str(err)) from None
+
+
+def check_bits(**bits) -> None:
+    """Bit widths inside the Scenario's range (1 to 32); LongContextError naming the field otherwise."""
+    for name, value in bits.items():
+        arr = np.asarray(value, dtype=float)
+        bad = ~np.isfinite(arr) | (arr < 1) | (arr > 32)
+        if np.any(bad):
+            raise LongContextError(f"{name}: {float(arr[bad].flat[0]) if arr.ndim else float(arr)!r} must be a "
+                                   "number of bits from 1 to 32")
 
 
 def kv_bytes_per_user(model: ModelSpec, context, kv_bits=16, tp=1):
@@ -141,6 +154,7 @@ def analyze(model: ModelSpec, hw: Hardware, context, *, tp=1, batch=1, w_bits=16
     prefill_over_swap_in (> 1: swapping a paused user back in beats recomputing its prefill).
     """
     check_request(model, hw, context, tp)
+    check_bits(w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits)
     _positive(batch, "batch", integer=True)
     if not 0 < hbm_fraction <= 1:
         raise LongContextError(f"hbm_fraction: {hbm_fraction!r} must be in (0, 1]")

@@ -358,5 +358,7 @@ def numeric_column(frame, column: str, field: str, low: float = -math.inf, high:
         wanted = "a whole number" if whole else "a number"
         limits = f" from {_shown(low)} to {_shown(high)}" if math.isfinite(low) and math.isfinite(high) else (
             f" >= {_shown(low)}" if math.isfinite(low) else "")
-        raise InputError(f"{field}: row {i + 1}: {column} = {raw.iloc[i]!r} must be {wanted}{limits}")
+        cell = raw.iloc[i]
+        cell = cell.item() if hasattr(cell, "item") else cell
+        raise InputError(f"{field}: row {i + 1}: {column} = {cell!r} must be {wanted}{limits}")
     return values

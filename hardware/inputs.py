@@ -113,9 +113,10 @@ def flag(low: float = -math.inf, high: float = math.inf, *, whole: bool = False,
 
 
 # -- reading ----------------------------------------------------------------------------------
-def check_input_path(path: Any, field: str) -> Path:
-    """An existing, readable regular file (or a character device such as /dev/stdin); InputError
-    naming `field` and the path otherwise."""
+def check_input_path(path: Any, field: str, max_bytes: int | None = MAX_TEXT_BYTES) -> Path:
+    """An existing, readable regular file (or a character device such as /dev/stdin) of at most
+    `max_bytes` (None: any size, for files read in chunks); InputError naming `field` and the path
+    otherwise."""
     if not isinstance(path, (str, os.PathLike)) or str(path) == "":
         raise InputError(f"{field}: {path!r} is not a file name")
     p = Path(path)
@@ -132,15 +133,15 @@ def check_input_path(path: Any, field: str) -> Path:
         raise InputError(f"{field}: {str(p)!r} is a directory; expected a file")
     if not os.access(p, os.R_OK):
         raise InputError(f"{field}: {str(p)!r} cannot be read (permission denied)")
-    if stat.S_ISREG(st.st_mode) and st.st_size > MAX_TEXT_BYTES:
-        raise InputError(f"{field}: {str(p)!r} is {st.st_size:,} bytes; the limit is {MAX_TEXT_BYTES:,} bytes")
+    if max_bytes is not None and stat.S_ISREG(st.st_mode) and st.st_size > max_bytes:
+        raise InputError(f"{field}: {str(p)!r} is {st.st_size:,} bytes; the limit is {max_bytes:,} bytes")
     return p
 
 
 def read_text(path: Any, field: str, max_bytes: int = MAX_TEXT_BYTES) -> str:
     """The whole UTF-8 text of a file of at most `max_bytes` (read at most that much even from a pipe
     or a device that never ends)."""
-    p = check_input_path(path, field)
+    p = check_input_path(path, field, max_bytes)
     try:
         with p.open("rb") as fh:
             data = fh.read(max_bytes + 1)

@@ -31,6 +31,8 @@ PRICE_BASES = ("cloud", "purchase-3y")
 #: Whole-number fields of a spec and their allowed ranges.
 COUNT_RANGES = {"cpu_cores": (1, 10**6), "devices_per_node": (1, 1024), "compute_units": (1, 10**6),
                 "pcie_gen": (0, 16), "pcie_lanes": (0, 64)}
+#: Parameters of one attention kernel family in a calibration (Calibration.attention_kernels).
+ATTENTION_KERNEL_FIELDS = ("flops_fraction", "overhead_s", "read_bytes_per_s")
 DEVICE_LINK_KINDS = ("nvlink2", "nvlink3", "nvlink4", "nvlink5", "infinity-fabric", "pcie", "none")
 
 
@@ -59,6 +61,12 @@ class Calibration:
     kernel_overhead_s. Host side (eager frameworks): every op costs dispatch_s of CPU time, every
     decoder layer layer_overhead_s more and every step step_overhead_s; the device waits for the host
     when the host is slower.
+
+    attention_kernels: per attention kernel family an engine profile can name (sdpa, flash,
+    flashinfer, trtllm), {flops_fraction, overhead_s, read_bytes_per_s}: its fraction of the bf16
+    GEMM rate, its floor per call beyond kernel_overhead_s, and its KV read bandwidth; a family
+    not listed runs at attention_flops_fraction / attention_overhead_s / memory_read_bytes_per_s.
+    custom_allreduce_*: the engines' custom all-reduce (perfmodel.collectives).
     """
 
     matmul_flops_per_s: Mapping[str, float]
@@ -84,12 +92,24 @@ class Calibration:
     host_to_device_pageable_bytes_per_s: float = 0.0
     device_to_host_pageable_bytes_per_s: float = 0.0
     transfer_latency_s: float = 0.0
+    attention_kernels: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    custom_allreduce_latency_s: float = 0.0
+    custom_allreduce_bytes_per_s: float = 0.0
     source: str = ""
 
     def __post_init__(self):
         object.__setattr__(self, "matmul_flops_per_s", dict(self.matmul_flops_per_s))  # private copies
         object.__setattr__(self, "dequant_bytes_per_s", dict(self.dequant_bytes_per_s))
         object.__setattr__(self, "gemv_bytes_per_s", dict(self.gemv_bytes_per_s))
+        object.__setattr__(self, "attention_kernels", {name: dict(v) for name, v in self.attention_kernels.items()})
+        for family, params in self.attention_kernels.items():
+            unknown = set(params) - set(ATTENTION_KERNEL_FIELDS)
+            if unknown:
+                raise SpecError(f"calibration.attention_kernels.{family}: unknown field {sorted(unknown)[0]!r}; "
+                                f"known: {', '.join(ATTENTION_KERNEL_FIELDS)}")
+            for key, value in params.items():
+                (_check_positive if key != "overhead_s" else _check_non_negative)(
+                    value, f"calibration.attention_kernels.{family}.{key}")
         for fmt, rate in self.dequant_bytes_per_s.items():
             _check_positive(rate, f"calibration.dequant.{fmt}")
         for dtype, rate in self.gemv_bytes_per_s.items():
@@ -111,6 +131,14 @@ class Calibration:
     def read_bytes_per_s(self) -> float:
         """Bandwidth of read-dominated kernels (GEMM weights, KV-cache reads)."""
         return self.memory_read_bytes_per_s or self.memory_bytes_per_s
+
+    def attention_kernel(self, family: str) -> tuple[float, float, float]:
+        """(fraction of the bf16 GEMM rate, floor per call, KV read bandwidth) of an attention
+        kernel family, falling back to the spec's generic attention parameters."""
+        params = self.attention_kernels.get(family, {})
+        return (params.get("flops_fraction", self.attention_flops_fraction),
+                params.get("overhead_s", self.attention_overhead_s),
+                params.get("read_bytes_per_s", self.read_bytes_per_s))
 
 
 @dataclass(frozen=True)
@@ -391,7 +419,12 @@ _CAL_QUANTITIES = (  # (yaml key, field, dimension)
     ("host_to_device_pageable_bandwidth", "host_to_device_pageable_bytes_per_s", "bytes_per_s"),
     ("device_to_host_pageable_bandwidth", "device_to_host_pageable_bytes_per_s", "bytes_per_s"),
     ("transfer_latency", "transfer_latency_s", "seconds"),
+    ("custom_allreduce_latency", "custom_allreduce_latency_s", "seconds"),
+    ("custom_allreduce_bandwidth", "custom_allreduce_bytes_per_s", "bytes_per_s"),
 )
+#: YAML keys of an attention kernel family's parameters: (key, field, dimension or None for a number).
+_ATTENTION_KEYS = (("flops_fraction", "flops_fraction", None), ("overhead", "overhead_s", "seconds"),
+                   ("read_bandwidth", "read_bytes_per_s", "bytes_per_s"))
 _CAL_NUMBERS = (("attention_flops_fraction", float), ("tile_m", int), ("tile_n", int), ("split_k_min", int),
                 ("gemv_tile_n", int))
 
@@ -416,6 +449,14 @@ def _calibration_from_yaml(r: SpecReader) -> Calibration | None:
         value = r.quantity(f"calibration.{key}", None, required=False, default=None)
         if value is not None:
             values[key] = kind(value)
+    families = r.node("calibration.attention_kernels", required=False) or {}
+    if not isinstance(families, dict):
+        raise SpecError(f"{r.origin}: calibration.attention_kernels must map kernel families to parameters")
+    values["attention_kernels"] = {
+        family: {attr: value for key, attr, dim in _ATTENTION_KEYS
+                 if (value := r.quantity(f"calibration.attention_kernels.{family}.{key}", dim, required=False))
+                 is not None}
+        for family in families}
     return Calibration(**values, source=str(r.tags.get("measured", "")))
 
 
@@ -499,4 +540,10 @@ def _calibration_yaml(cal: Calibration, tags: dict) -> dict:
     for key, _ in _CAL_NUMBERS:
         if getattr(cal, key) > 0:
             section[key] = f"{getattr(cal, key):.12g} [measured]"
+    if cal.attention_kernels:
+        section["attention_kernels"] = {family: {
+            key: (f"{params[attr]:.12g} [measured]" if dim is None else
+                  f"{params[attr] / units_for[dim][1]:.12g} {units_for[dim][0]} [measured]")
+            for key, attr, dim in _ATTENTION_KEYS if params.get(attr, 0) > 0}
+            for family, params in cal.attention_kernels.items()}
     return section

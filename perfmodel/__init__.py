@@ -5,10 +5,12 @@
     ...                          workloads.Scenario(batch=[1, 8, 64], prompt=2048, gen=256))
     >>> pred.to_frame()[["batch", "ttft_s", "tpot_s", "throughput_tok_s"]]  # doctest: +SKIP
 """
-from perfmodel.ops import FUSED, HF_EAGER, IMPLEMENTATIONS, Implementation, Op, Precision, step_ops
+from perfmodel import engines
+from perfmodel.engines import DEFAULT_ENGINE, Engine
+from perfmodel.ops import Op, Precision, step_ops
 from perfmodel.predict import (DoesNotFitError, Prediction, breakdown, evaluate, memory_footprint,
                                predict, step_time)
 from perfmodel.roofline import OpTime, op_time
 
-__all__ = ["FUSED", "HF_EAGER", "IMPLEMENTATIONS", "Implementation", "DoesNotFitError", "Op", "OpTime", "Precision", "Prediction", "breakdown", "evaluate",
+__all__ = ["DEFAULT_ENGINE", "Engine", "engines", "DoesNotFitError", "Op", "OpTime", "Precision", "Prediction", "breakdown", "evaluate",
            "memory_footprint", "op_time", "predict", "step_ops", "step_time"]

@@ -309,6 +309,38 @@ def allreduce_time_s(payload_bytes, n_devices, hw_or_link):
     return collective_time_s("all_reduce", payload_bytes, n_devices, hw_or_link)
 
 
+#: Largest message the engines' custom all-reduce takes; above it they call NCCL (vLLM's
+#: CustomAllreduce max_size default, 8 MiB: vllm/distributed/device_communicators/custom_all_reduce.py).
+CUSTOM_ALLREDUCE_MAX_BYTES = 8 * 2 ** 20
+
+
+def custom_allreduce_time_s(payload_bytes, n_devices, hw: Hardware):
+    """The serving engines' custom all-reduce inside one NVLink node (vLLM, TensorRT-LLM, SGLang):
+
+        one-shot  t = alpha + (n - 1) S / beta          each device reads every peer's buffer
+        two-shot  t = 2 alpha + 2 (n - 1) / n S / beta  reduce-scatter, then all-gather, over peer memory
+
+    taking the faster, and NCCL's time above CUSTOM_ALLREDUCE_MAX_BYTES (or where it is faster).
+    alpha is one synchronisation through peer memory flags plus a kernel: Calibration's
+    custom_allreduce_latency_s where fitted (aiconfigurator's measured tables), else twice the
+    spec's device-link latency; beta the per-direction link bandwidth (calibrated where fitted).
+    Below about 1 MiB this is several times faster than NCCL's ring, whose latency grows with n
+    (Aminabadi et al. 2022 and vLLM's custom all-reduce both motivate the one-shot kernel this way).
+    Without an NVLink-class device link the engines use NCCL."""
+    link = LinkCalibration.from_hardware(hw)
+    nccl = allreduce_time_s(payload_bytes, n_devices, link)
+    if link.link != "nvlink":
+        return nccl
+    cal = hw.calibration
+    alpha = getattr(cal, "custom_allreduce_latency_s", 0.0) or 2.0 * hw.device_link_latency_s
+    beta = getattr(cal, "custom_allreduce_bytes_per_s", 0.0) or link.bytes_per_s
+    size, n = np.asarray(payload_bytes, dtype=float), np.asarray(n_devices, dtype=float)
+    one_shot = alpha + (n - 1) * size / beta
+    two_shot = 2 * alpha + 2 * (n - 1) / n * size / beta
+    custom = np.where(size <= CUSTOM_ALLREDUCE_MAX_BYTES, np.minimum(one_shot, two_shot), np.inf)
+    return np.where(n > 1, np.minimum(custom, nccl), 0.0)
+
+
 def tp_step_comm_time_s(tokens, d_model, n_layers, tp, hw_or_link, act_bytes=2.0, allreduces_per_layer=2):
     """Device time of one tensor-parallel forward step's communication: Megatron-LM's two
     all-reduces per layer (after the attention output and the FFN down projection) of the

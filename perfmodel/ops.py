@@ -16,6 +16,8 @@ from functools import cached_property
 
 import numpy as np
 
+from perfmodel.engines import DEFAULT_ENGINE, Engine
+from perfmodel.engines import load as load_engine
 from workloads.model import ModelSpec
 
 #: Op kinds; the roofline treats "matmul" and "attention" as tensor-core work, the rest as vector work.
@@ -44,6 +46,7 @@ class Op:
     k: object = 0.0
     comm_bytes: object = 0.0
     groups: object = 1.0
+    kernel: str = ""
 
     @cached_property
     def bytes(self):
@@ -82,51 +85,6 @@ class Precision:
         return np.asarray(self.kv_bits) / 8
 
 
-@dataclass(frozen=True)
-class Implementation:
-    """How a framework executes the step: which GEMMs are fused and how many kernels and tensor
-    passes its vector ops take. Bytes and kernel counts differ several-fold between a fused server
-    and eager PyTorch, and small-batch decode time follows them.
-
-    *_passes count reads + writes of activation-sized tensors (in activation precision units) per
-    element of the op's width; *_kernels count launches. kv_append_copies models caches that grow
-    by concatenation (transformers' DynamicCache: torch.cat re-reads and re-writes the whole cache
-    every step); eager implementations also pay host dispatch per op and per layer
-    (Calibration.dispatch_s, layer_overhead_s).
-    """
-
-    name: str
-    split_qkv: bool = False
-    split_gate_up: bool = False
-    norm_kernels: int = 1
-    norm_passes: float = 2.0
-    rope_kernels: int = 1
-    rope_passes: float = 2.0
-    act_kernels: int = 1
-    act_passes: float = 3.0
-    kv_append_copies: bool = False
-    attn_out_copy: bool = False
-    eager: bool = False
-
-
-#: A fused serving stack (vLLM / TensorRT-LLM style): fused QKV and gate-up GEMMs, one kernel per
-#: vector op, paged KV written in place, CUDA graphs (no per-layer host dispatch).
-FUSED = Implementation("fused")
-
-#: Hugging Face transformers in eager PyTorch (LlamaForCausalLM, sdpa attention, DynamicCache),
-#: counted from its modeling code: RMSNorm upcasts to fp32 (to, pow, mean, add, rsqrt, mul, to, mul:
-#: 8 kernels, about 19 bf16-sized passes); rotary embedding per q and k (neg, cat, mul, mul, add:
-#: 5 kernels, 10 passes); SiLU then multiply (2 kernels, 5 passes); the attention output is made
-#: contiguous before o_proj; the cache grows by torch.cat. A torch profile on an H200
-#: (validate/reports/h200/diagnostics) confirmed SDPA runs GQA natively (no repeat_kv copies) and
-#: that the cache concatenation dominates large-batch decode.
-HF_EAGER = Implementation("hf-eager", split_qkv=True, split_gate_up=True, norm_kernels=8, norm_passes=19.0,
-                          rope_kernels=10, rope_passes=10.0, act_kernels=2, act_passes=5.0,
-                          kv_append_copies=True, attn_out_copy=True, eager=True)
-
-IMPLEMENTATIONS = {impl.name: impl for impl in (FUSED, HF_EAGER)}
-
-
 def matmul_op(name: str, tokens, n, k, p: Precision, count: int) -> Op:
     """A dense GEMM: tokens x k activations times a k x n weight; flops = 2 m n k.
     (Products are ordered scalars first: a million-scenario sweep spends its time here.)"""
@@ -148,7 +106,7 @@ def attention_pairs(new_tokens, past):
     return new_tokens * past + new_tokens * (new_tokens + 1) / 2
 
 
-def attention_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp, sparse_budget=0) -> Op:
+def attention_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp, sparse_budget=0, kernel: str = "") -> Op:
     """Scaled-dot-product attention over the KV cache (GQA / MQA / MLA), FlashAttention-style.
 
     FLOPs = 2 * pairs * (qk_dim + v_dim) per query head (QK^T and PV; Dao et al. 2022,
@@ -156,7 +114,8 @@ def attention_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp, spa
     once, Q read and O written once. MLA runs in the absorbed form (DeepSeek-V2, arXiv 2405.04434):
     one shared latent of kv_lora + rope elements per token acts as a single kv head.
     With `sparse_budget` > 0 (block top-k sparse attention) a decode step reads at most that many
-    cached tokens (Kinetics, arXiv 2506.05333).
+    cached tokens (Kinetics, arXiv 2506.05333). `kernel` names the attention kernel family whose
+    calibrated rates and floor price it (an engine profile's choice; "" = the spec's default).
     """
     heads = model.n_heads / tp
     context = past + new_tokens
@@ -175,10 +134,11 @@ def attention_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp, spa
     kv_bytes = seqs * kv_elems * (context + new_tokens) * p.kv_bytes
     act_bytes = seqs * new_tokens * heads * (qk_dim + v_dim) * p.act_bytes
     return Op("attention", "attention", model.n_layers, flops=flops, weight_bytes=0.0,
-              act_bytes=act_bytes, kv_bytes=kv_bytes, m=seqs * new_tokens * heads, n=context, k=qk_dim)
+              act_bytes=act_bytes, kv_bytes=kv_bytes, m=seqs * new_tokens * heads, n=context, k=qk_dim,
+              kernel=kernel)
 
 
-def attention_projections(model: ModelSpec, tokens, p: Precision, tp, impl: Implementation = FUSED) -> list[Op]:
+def attention_projections(model: ModelSpec, tokens, p: Precision, tp, engine: Engine) -> list[Op]:
     """QKV and output projections (or MLA's down/up projections), sharded over `tp`."""
     L, D = model.n_layers, model.d_model
     if model.is_mla:
@@ -198,28 +158,28 @@ def attention_projections(model: ModelSpec, tokens, p: Precision, tp, impl: Impl
     q = model.n_heads * model.head_dim / tp
     kv = np.ceil(model.n_kv_heads / tp) * model.head_dim
     out = [matmul_op("o_proj", tokens, D, q, p, L)]
-    if impl.attn_out_copy:
+    if engine.attn_out_copy:
         out.insert(0, vector_op("attn_out_copy", "elementwise", tokens, q, 2.0, 0.0, p, L))
-    if impl.split_qkv:
+    if engine.split_qkv:
         return [matmul_op("q_proj", tokens, q, D, p, L), matmul_op("k_proj", tokens, kv, D, p, L),
                 matmul_op("v_proj", tokens, kv, D, p, L)] + out
     return [matmul_op("qkv_proj", tokens, q + 2 * kv, D, p, L)] + out
 
 
-def ffn_ops(model: ModelSpec, tokens, p: Precision, tp, impl: Implementation = FUSED) -> list[Op]:
+def ffn_ops(model: ModelSpec, tokens, p: Precision, tp, engine: Engine) -> list[Op]:
     """Dense FFN layers: (gate +) up, activation, down; sharded over `tp`."""
     count = model.n_dense_ffn_layers
     if count == 0:
         return []
     width = model.d_ff / tp
-    if model.ffn_gated and impl.split_gate_up:
+    if model.ffn_gated and engine.split_gate_up:
         up = [matmul_op("ffn_gate", tokens, width, model.d_model, p, count),
               matmul_op("ffn_up", tokens, width, model.d_model, p, count)]
     else:
         up = [matmul_op("ffn_up", tokens, 2 * width if model.ffn_gated else width, model.d_model, p, count)]
-    passes = impl.act_passes if model.ffn_gated else 2.0
+    passes = engine.act_passes if model.ffn_gated else 2.0
     act = vector_op("ffn_act", "elementwise", tokens, width, passes, 5.0, p, count,
-                    kernels=impl.act_kernels if model.ffn_gated else 1)
+                    kernels=engine.act_kernels if model.ffn_gated else 1)
     return up + [act, matmul_op("ffn_down", tokens, model.d_model, width, p, count)]
 
 
@@ -260,43 +220,75 @@ def kv_append_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp) -> 
 
 
 def context_ops(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp=1, sparse_budget=0,
-                impl: Implementation = FUSED) -> list[Op]:
+                engine: Engine | str = DEFAULT_ENGINE) -> list[Op]:
     """The ops of a step whose cost depends on the cached context: the cache concatenation (for
-    implementations that grow it by torch.cat) and attention. Decode averaging re-evaluates just
-    these at the last context."""
-    ops = [kv_append_op(model, seqs, new_tokens, past, p, tp)] if impl.kv_append_copies else []
-    return ops + [attention_op(model, seqs, new_tokens, past, p, tp, sparse_budget)]
+    engines that grow it by torch.cat) and attention. Decode averaging re-evaluates just these at
+    the last context."""
+    engine = load_engine(engine)
+    ops = [kv_append_op(model, seqs, new_tokens, past, p, tp)] if engine.kv_append_copies else []
+    return ops + [attention_op(model, seqs, new_tokens, past, p, tp, sparse_budget,
+                               kernel=engine.attention_kernel(new_tokens))]
+
+
+def kv_write_op(model: ModelSpec, tokens, p: Precision, tp, engine: Engine) -> list[Op]:
+    """Kernels that write the step's new K and V into a paged or static cache (vLLM's
+    reshape_and_cache, index_copy_ into gpt-fast's static cache): read and write each new token's
+    K/V once. None where the attention or RoPE kernel writes them (TensorRT-LLM)."""
+    if not engine.cache_write_kernels:
+        return []
+    kv_elems = model.kv_elements_per_token if model.is_mla else 2 * np.ceil(model.n_kv_heads / tp) * model.head_dim
+    return [Op("kv_write", "elementwise", model.n_layers, flops=0.0, weight_bytes=0.0, act_bytes=0.0,
+               kv_bytes=(2.0 * kv_elems) * tokens * p.kv_bytes, kernels=engine.cache_write_kernels)]
+
+
+def act_quant_ops(model: ModelSpec, tokens, p: Precision, tp, engine: Engine) -> list[Op]:
+    """Dynamic activation quantization before 8-bit GEMMs (per-tensor or per-token scales, as
+    vLLM's and torchao's fp8 paths do): one read of the 16-bit input and one 8-bit write per GEMM
+    input of a layer (QKV, output, gate-up and down projections), in `act_quant_kernels` kernels
+    each (0: fused into the preceding norm or activation kernel, as TensorRT-LLM does)."""
+    if not engine.act_quant_kernels or not np.any((np.asarray(p.w_bits) <= 8) & (np.asarray(p.a_bits) <= 8)):
+        return []
+    eight = np.where((np.asarray(p.w_bits) <= 8) & (np.asarray(p.a_bits) <= 8), 1.0, 0.0)
+    width = 3.0 * model.d_model + model.n_heads * model.head_dim / tp + (model.d_ff / tp if model.d_ff else 0.0)
+    return [Op("act_quant", "elementwise", model.n_layers, flops=(2.0 * width) * tokens * eight, weight_bytes=0.0,
+               act_bytes=(3.0 * width) * tokens * eight * p.act_bytes, kernels=4 * engine.act_quant_kernels)]
 
 
 def step_ops(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp=1, sparse_budget=0,
-             logits_tokens=None, impl: Implementation = FUSED) -> list[Op]:
+             logits_tokens=None, engine: Engine | str = DEFAULT_ENGINE) -> list[Op]:
     """All ops of one forward step, in execution order (per device).
 
     seqs: sequences in the step; new_tokens: tokens each processes (T); past: cached tokens (S0);
     logits_tokens: rows sent through the LM head (default: one per sequence, as servers do);
-    impl: how the framework executes it (FUSED server or HF_EAGER).
+    engine: the serving stack's profile (perfmodel.engines), by name or as a profile.
     """
+    engine = load_engine(engine)
     tokens = seqs * new_tokens
     L, D = model.n_layers, model.d_model
     logits_tokens = seqs if logits_tokens is None else logits_tokens
     qk_width = (model.n_heads + np.ceil(model.n_kv_heads / tp)) / tp * model.head_dim if not model.is_mla \
         else model.n_heads / tp * model.qk_rope_head_dim
-    norm = dict(passes=impl.norm_passes, flops_per_elem=4.0, p=p, weight_elems=D, kernels=impl.norm_kernels)
+    norm = dict(passes=engine.norm_passes, flops_per_elem=4.0, p=p, weight_elems=D, kernels=engine.norm_kernels)
     ops = [Op("embedding", "embedding", 1, flops=0.0, weight_bytes=tokens * D * 2.0,
               act_bytes=tokens * D * p.act_bytes)]
     ops.append(vector_op("attn_norm", "norm", tokens, D, count=L, **norm))
-    ops += attention_projections(model, tokens, p, tp, impl)
+    ops += act_quant_ops(model, tokens, p, tp, engine)
+    ops += attention_projections(model, tokens, p, tp, engine)
     if model.qk_norm:  # Qwen3 normalises q and k per head before rotary embedding
-        ops.append(vector_op("qk_norm", "norm", tokens, qk_width, impl.norm_passes, 4.0, p, L,
-                             kernels=2 * impl.norm_kernels))
-    ops.append(vector_op("rope", "elementwise", tokens, qk_width, impl.rope_passes, 6.0, p, L,
-                         kernels=impl.rope_kernels))
-    ops += context_ops(model, seqs, new_tokens, past, p, tp, sparse_budget, impl)
-    ops.append(vector_op("residual_add", "elementwise", tokens, D, 3.0, 1.0, p, 2 * L))
+        fused = engine.residual_in_norm  # a fusing compiler folds it into the RoPE kernel's pass
+        ops.append(vector_op("qk_norm", "norm", tokens, qk_width, 0.0 if fused else engine.norm_passes, 4.0, p, L,
+                             kernels=0 if fused else 2 * engine.norm_kernels))
+    if engine.rope_kernels:
+        ops.append(vector_op("rope", "elementwise", tokens, qk_width, engine.rope_passes, 6.0, p, L,
+                             kernels=engine.rope_kernels))
+    ops += kv_write_op(model, tokens, p, tp, engine)
+    ops += context_ops(model, seqs, new_tokens, past, p, tp, sparse_budget, engine)
+    if not engine.residual_in_norm:  # else the next norm kernel adds the residual
+        ops.append(vector_op("residual_add", "elementwise", tokens, D, 3.0, 1.0, p, 2 * L))
     if model.norms_per_layer == 2:
         ops.append(vector_op("ffn_norm", "norm", tokens, D, count=L, **norm))
-    ops += ffn_ops(model, tokens, p, tp, impl) + moe_ops(model, tokens, p, tp)
-    ops.append(allreduce_op(tokens, D, p, tp, 2 * L))
+    ops += ffn_ops(model, tokens, p, tp, engine) + moe_ops(model, tokens, p, tp)
+    ops.append(allreduce_op(tokens, D, p, tp, 2 * L, engine.allreduce))
     ops.append(vector_op("final_norm", "norm", logits_tokens, D, count=1, **norm))
     # the LM head stays 16-bit in quantized checkpoints (GPTQ/AWQ), as perfmodel.memory counts it
     head = Precision(16, p.a_bits, p.kv_bits, p.quant_group, p.weight_only_kernel)
@@ -304,9 +296,10 @@ def step_ops(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp=1, spars
     return ops
 
 
-def allreduce_op(tokens, width, p: Precision, tp, count: int) -> Op:
+def allreduce_op(tokens, width, p: Precision, tp, count: int, kernel: str = "nccl") -> Op:
     """Tensor-parallel all-reduce of the tokens x width activations (two per layer in Megatron-LM).
-    Its time comes from `perfmodel.collectives`, not the roofline; zero payload when tp == 1."""
-    payload = np.where(np.asarray(tp) > 1, tokens * width * p.act_bytes, 0.0)
+    Its time comes from `perfmodel.collectives` (kernel "nccl" or the engines' "custom" one), not
+    the roofline; zero payload when tp == 1. Activations travel in 16 bits whatever a_bits says."""
+    payload = np.where(np.asarray(tp) > 1, tokens * width * np.maximum(p.act_bytes, 2.0), 0.0)
     return Op("allreduce", "comm", count, flops=0.0, weight_bytes=0.0, act_bytes=0.0,
-              kernels=0, comm_bytes=payload)
+              kernels=0, comm_bytes=payload, kernel=kernel)

@@ -16,7 +16,9 @@ import numpy as np
 from hardware.spec import Hardware
 from perfmodel import memory
 from perfmodel.checks import check_parallelism
-from perfmodel.ops import FUSED, Implementation, Op, Precision, context_ops, step_ops
+from perfmodel.engines import DEFAULT_ENGINE, Engine
+from perfmodel.engines import load as load_engine
+from perfmodel.ops import Op, Precision, context_ops, step_ops
 from perfmodel.roofline import BOUNDS, OpTime, mean_max_affine, op_time
 from workloads.model import ModelSpec
 from workloads.scenario import Scenario
@@ -69,52 +71,59 @@ def _phase_totals(ops: list[Op], times: list[OpTime]) -> dict:
     return {key: sums.total(key) for key in _KEYS}
 
 
-def host_overhead_s(model: ModelSpec, hw: Hardware, impl: Implementation = FUSED) -> float:
-    """Host time an eager framework spends per step beyond per-op dispatch: layers x the measured
-    per-layer overhead (module calls, Python) plus a per-step overhead (masks, cache bookkeeping).
-    Fused stacks replay CUDA graphs and pay neither."""
-    if not impl.eager or hw.calibration is None:
+def host_overhead_s(model: ModelSpec, hw: Hardware, engine: Engine | str = DEFAULT_ENGINE) -> float:
+    """Python time an eager framework spends per step beyond per-op dispatch: layers x the measured
+    per-layer overhead (module calls) plus a per-step overhead (masks, cache bookkeeping). Compiled
+    engines run no Python per layer and pay neither."""
+    engine = load_engine(engine)
+    if not engine.eager or hw.calibration is None:
         return 0.0
     return model.n_layers * hw.calibration.layer_overhead_s + hw.calibration.step_overhead_s
 
 
-def host_dispatch_s(model: ModelSpec, hw: Hardware, impl: Implementation = FUSED) -> float:
-    """All host time of one eager step: every op's dispatch plus `host_overhead_s`. Op and kernel
-    counts do not depend on batch or context, so neither does this."""
-    if not impl.eager or hw.calibration is None:
+def host_dispatch_s(model: ModelSpec, hw: Hardware, engine: Engine | str = DEFAULT_ENGINE, tokens=1.0) -> object:
+    """Host time of one step that launches its kernels from the host (not replayed from a CUDA
+    graph): every kernel's dispatch plus `host_overhead_s`; zero where the engine replays a graph
+    for `tokens` tokens. Kernel counts do not depend on batch or context, so neither does this."""
+    engine = load_engine(engine)
+    if hw.calibration is None:
         return 0.0
-    ops = step_ops(model, 1.0, 1.0, 1.0, Precision(16, 16, 16), 1, 0, None, impl)
+    ops = step_ops(model, 1.0, 1.0, 1.0, Precision(16, 16, 16), engine=engine)
     kernels = sum(op.count * op.kernels for op in ops)
-    return kernels * hw.calibration.dispatch_s + host_overhead_s(model, hw, impl)
+    host = kernels * hw.calibration.dispatch_s + host_overhead_s(model, hw, engine)
+    return np.where(engine.graphed(tokens), 0.0, host)
 
 
-def _settle(totals: dict, host_s, impl: Implementation) -> dict:
-    """Kernels queue asynchronously, so an eager step takes max(device time, host time); a fused
-    stack has no per-op host time."""
-    if impl.eager:
-        totals["host_s"] = totals["host_s"] + host_s
-        totals["time_s"] = np.maximum(totals["time_s"], totals["host_s"])
-    else:
-        totals["host_s"] = 0.0
+def _settle(totals: dict, model: ModelSpec, hw: Hardware, engine: Engine, tokens) -> dict:
+    """Host time by how the engine issues the step: a step replayed from a CUDA graph pays none;
+    one launched kernel by kernel takes max(device time, host time), the host running ahead of the
+    device; every step then adds the engine's serial per-iteration host time (step_host_s)."""
+    graphed = engine.graphed(tokens)
+    python = host_overhead_s(model, hw, engine)
+    host = np.where(graphed, 0.0, totals["host_s"] + python) if hw.calibration is not None else 0.0
+    totals["host_s"] = host
+    totals["time_s"] = np.maximum(totals["time_s"], host) + engine.step_host_s
     return totals
 
 
 def step_time(model: ModelSpec, hw: Hardware, seqs, new_tokens, past, p: Precision, tp=1, sparse_budget=0,
-              logits_tokens=None, impl: Implementation = FUSED) -> dict:
+              logits_tokens=None, engine: Engine | str = DEFAULT_ENGINE) -> dict:
     """Time of one forward step and its components (arrays over scenarios)."""
-    ops = step_ops(model, seqs, new_tokens, past, p, tp, sparse_budget, logits_tokens, impl)
+    engine = load_engine(engine)
+    ops = step_ops(model, seqs, new_tokens, past, p, tp, sparse_budget, logits_tokens, engine)
     totals = _phase_totals(ops, [op_time(op, hw, p, tp) for op in ops])
-    return _settle(totals, host_overhead_s(model, hw, impl), impl)
+    return _settle(totals, model, hw, engine, np.asarray(seqs) * new_tokens)
 
 
 def mean_decode_step(model: ModelSpec, hw: Hardware, seqs, past_first, past_last, p: Precision, tp=1,
-                     sparse_budget=0, impl: Implementation = FUSED) -> dict:
+                     sparse_budget=0, engine: Engine | str = DEFAULT_ENGINE) -> dict:
     """Mean decode-step time over contexts past_first..past_last, exact per op (see module doc).
 
     Only `context_ops` (attention, a concatenated cache) depend on the context, so only they are
     evaluated at both ends."""
-    ops = step_ops(model, seqs, 1.0, past_first, p, tp, sparse_budget, impl=impl)
-    late = {op.name: op for op in context_ops(model, seqs, 1.0, past_last, p, tp, sparse_budget, impl)}
+    engine = load_engine(engine)
+    ops = step_ops(model, seqs, 1.0, past_first, p, tp, sparse_budget, engine=engine)
+    late = {op.name: op for op in context_ops(model, seqs, 1.0, past_last, p, tp, sparse_budget, engine)}
     sums = _Sums()
     first_extra, last_extra = 0.0, 0.0
     for op in ops:
@@ -132,14 +141,13 @@ def mean_decode_step(model: ModelSpec, hw: Hardware, seqs, past_first, past_last
                            ("time_s", t.overhead_s), ("time_s", t.comm_s)):
             sums.add(key, op.count, value)
     out = {key: sums.total(key) for key in _KEYS}
-    if not impl.eager:
-        out["host_s"] = 0.0
-        return out
-    host = out["host_s"] + host_overhead_s(model, hw, impl)
+    graphed = engine.graphed(seqs)
+    host = 0.0 if hw.calibration is None else \
+        np.where(graphed, 0.0, out["host_s"] + host_overhead_s(model, hw, engine))
     # mean of max(device(S), host) with device affine in S between its end values
     first, last = out["time_s"] + first_extra, out["time_s"] + last_extra
     out["host_s"] = host
-    out["time_s"] = out["time_s"] + mean_max_affine(host, host, first, last) - (first + last) / 2
+    out["time_s"] = out["time_s"] + mean_max_affine(host, host, first, last) - (first + last) / 2 + engine.step_host_s
     return out
 
 
@@ -178,19 +186,20 @@ def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario) -> dict:
 CHUNK = 65536
 
 
-def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, impl: Implementation = FUSED,
+def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str = DEFAULT_ENGINE,
              workers: int | None = None) -> dict:
     """All request metrics as a dict of flat numpy arrays (one entry per scenario).
 
     Large sweeps run in chunks of CHUNK scenarios on `workers` threads (default: one per CPU);
     numpy releases the GIL inside its loops, so chunks evaluate in parallel."""
+    engine = load_engine(engine)
     if sc.size <= CHUNK:
-        return _evaluate(model, hw, sc, impl)
+        return _evaluate(model, hw, sc, engine)
     columns = sc.columns()
     starts = range(0, sc.size, CHUNK)
 
     def chunk(start: int) -> dict:
-        return _evaluate(model, hw, Scenario(**{k: v[start:start + CHUNK] for k, v in columns.items()}), impl)
+        return _evaluate(model, hw, Scenario(**{k: v[start:start + CHUNK] for k, v in columns.items()}), engine)
 
     workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
     if workers == 1:
@@ -209,12 +218,12 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, impl: Implementation 
     return out
 
 
-def _evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, impl: Implementation) -> dict:
+def _evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine) -> dict:
     p, tp = precision(sc), sc.tp
-    prefill = step_time(model, hw, sc.batch, sc.prompt, 0.0, p, tp, 0, sc.batch, impl)
+    prefill = step_time(model, hw, sc.batch, sc.prompt, 0.0, p, tp, 0, sc.batch, engine)
     decode_seqs = sc.batch * sc.samples
     decode = mean_decode_step(model, hw, decode_seqs, sc.prompt, sc.prompt + np.maximum(sc.gen - 2, 0), p, tp,
-                              sc.sparse_budget, impl)
+                              sc.sparse_budget, engine)
     ttft, tpot = prefill["time_s"], decode["time_s"]
     e2e = ttft + (sc.gen - 1) * tpot
     tokens = decode_seqs * sc.gen
@@ -245,7 +254,7 @@ class Prediction:
     hardware: Hardware
     scenario: Scenario
     columns: dict
-    impl: Implementation = FUSED
+    engine: Engine = None
 
     def to_frame(self):
         import pandas as pd
@@ -267,7 +276,7 @@ class Prediction:
         i = 0 if i is None else i
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < n:
             raise ValueError(f"i: {i!r} must be a whole number from 0 to {n - 1}")
-        return breakdown(self.model, self.hardware, _pick(self.scenario, int(i)), phase, self.impl)
+        return breakdown(self.model, self.hardware, _pick(self.scenario, int(i)), phase, self.engine)
 
     def require_fit(self) -> "Prediction":
         """Raise DoesNotFitError naming the first scenario that exceeds device memory."""
@@ -283,13 +292,15 @@ class Prediction:
         return self
 
 
-def predict(model: ModelSpec, hw: Hardware, sc: Scenario, impl: Implementation = FUSED) -> Prediction:
+def predict(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str = DEFAULT_ENGINE) -> Prediction:
     """Predict TTFT, TPOT, latency, throughput and memory for every scenario in `sc`.
 
-    impl: the serving stack's execution (perfmodel.ops.FUSED by default, or HF_EAGER)."""
+    engine: the serving stack's profile by name or as a profile (perfmodel.engines; default
+    DEFAULT_ENGINE, a serving engine)."""
     check_context(model, sc)
     check_parallelism(model, hw, sc.tp)
-    return Prediction(model, hw, sc, evaluate(model, hw, sc, impl), impl)
+    engine = load_engine(engine)
+    return Prediction(model, hw, sc, evaluate(model, hw, sc, engine), engine)
 
 
 def check_context(model: ModelSpec, sc: Scenario) -> None:
@@ -305,7 +316,8 @@ def _pick(sc: Scenario, i: int) -> Scenario:
     return Scenario(**{k: v[i] for k, v in cols.items()})
 
 
-def breakdown(model: ModelSpec, hw: Hardware, sc: Scenario, phase: str = "decode", impl: Implementation = FUSED):
+def breakdown(model: ModelSpec, hw: Hardware, sc: Scenario, phase: str = "decode",
+              engine: Engine | str = DEFAULT_ENGINE):
     """Per-op roofline table for one scenario: prefill step, or the decode step at mid-generation."""
     import pandas as pd
 
@@ -313,10 +325,10 @@ def breakdown(model: ModelSpec, hw: Hardware, sc: Scenario, phase: str = "decode
         raise ValueError(f"phase: {phase!r} must be 'prefill' or 'decode'")
     p, tp = precision(sc), sc.tp
     if phase == "prefill":
-        ops = step_ops(model, sc.batch, sc.prompt, 0.0, p, tp, 0, sc.batch, impl)
+        ops = step_ops(model, sc.batch, sc.prompt, 0.0, p, tp, 0, sc.batch, engine)
     else:
         mid = sc.prompt + np.maximum(sc.gen - 2, 0) / 2
-        ops = step_ops(model, sc.batch * sc.samples, 1.0, mid, p, tp, sc.sparse_budget, impl=impl)
+        ops = step_ops(model, sc.batch * sc.samples, 1.0, mid, p, tp, sc.sparse_budget, engine=engine)
     rows = []
     for op in ops:
         t = op_time(op, hw, p, tp)

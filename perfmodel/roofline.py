@@ -53,8 +53,9 @@ class OpTime:
 
 
 def matmul_dtype_rate(hw: Hardware, w_bits, a_bits, calibrated: bool = True, weight_only_kernel: str = "fused"):
-    """FLOP/s of the GEMM path the precisions select: fp8/int8 tensor cores when both weights and
-    activations are 8-bit or less, bf16 for 16-bit activations, fp32 above. Weight-only formats
+    """FLOP/s of the GEMM path the precisions select: fp4 tensor cores when both weights and
+    activations are 4-bit or less and the device lists fp4 (B200: NVFP4; others fall back to their
+    fp8/int8 rate, spec.peak_flops_per_s), fp8/int8 tensor cores when both are 8-bit or less, bf16 for 16-bit activations, fp32 above. Weight-only formats
     (w8a16, w4a16) run at the bf16 rate in fused serving kernels; PyTorch's own packed kernels
     (weight_only_kernel="torch") run at the rate a calibrated spec measured for them. Calibrated
     rates win over peaks."""
@@ -70,20 +71,23 @@ def matmul_dtype_rate(hw: Hardware, w_bits, a_bits, calibrated: bool = True, wei
         weight_only = np.where(w <= 4, rate("w4a16", "bf16"), np.where(w <= 8, rate("w8a16", "bf16"), act_rate))
     else:
         weight_only = act_rate
-    return np.where(low, rate("fp8"), np.where((w < a) & (a <= 16), weight_only, act_rate))
+    eight = np.where((w <= 4) & (a <= 4), rate("fp4"), rate("fp8"))  # fp4 tensor cores where listed
+    return np.where(low, eight, np.where((w < a) & (a <= 16), weight_only, act_rate))
 
 
 def gemm_parallelism(m, n, k, hw: Hardware, groups=1.0):
-    """(compute efficiency, thread blocks) of a GEMM on a calibrated GPU; (1, inf) for a datasheet spec.
+    """(compute efficiency, thread blocks) of the tiled GEMM kernel on a calibrated GPU; (1, inf)
+    for a datasheet spec.
 
-    tiles = ceil(m / tm) ceil(n / tn); waves = ceil(tiles / SMs); efficiency = m n /
-    (waves * SMs * tm * tn), the m tile shrinking to the next power of two of m (>= 16) as libraries
-    pick small tiles for small m (NVIDIA, "Matrix Multiplication Background User's Guide": tile and
-    wave quantization). Skinny GEMMs (m <= 64) run GEMV-like kernels: ceil(n / gemv_tile_n) blocks,
-    the reduction split over min(floor(SMs / blocks), floor(k / split_k_min)) slices when that
-    leaves SMs idle (split-K); how many blocks stream weights limits their bandwidth. `groups`
-    GEMMs of this shape in one grouped kernel (MoE experts; an expected, fractional count) multiply
-    the tiles and columns, each group's own count rounded up.
+    tiles = ceil(m / tm) ceil(n / tn), the m tile shrinking to the next power of two of m (>= 16)
+    as libraries pick small tiles for small m; when the tiles leave SMs idle, the library splits
+    the reduction over s = min(floor(SMs / tiles), floor(k / split_k_min)) slices (split-K, as
+    cuBLAS's heuristics and CUTLASS's split-K / stream-K kernels do); work units u = tiles s run in
+    waves of SMs: efficiency = m n / (tiles tm tn) * u / (ceil(u / SMs) SMs) (NVIDIA, "Matrix
+    Multiplication Background User's Guide": tile and wave quantization). Without split-K a
+    128-row GEMM of 4096 columns would fill 32 of 132 SMs and run at a quarter of the rate, which
+    no library does. `groups` GEMMs of this shape in one grouped kernel (MoE experts; an expected,
+    fractional count) multiply the tiles, each group's own count rounded up.
     """
     cal = hw.calibration
     if cal is None or cal.tile_m <= 1:
@@ -93,11 +97,47 @@ def gemm_parallelism(m, n, k, hw: Hardware, groups=1.0):
     n = np.maximum(np.asarray(n, dtype=float), 1.0)
     tm = np.minimum(cal.tile_m, np.maximum(16.0, 2.0 ** np.ceil(np.log2(m))))
     tiles = np.ceil(m / tm) * np.ceil(n / cal.tile_n) * groups
-    efficiency = (m * n * groups) / (np.ceil(tiles / sms) * sms * tm * cal.tile_n)
-    columns = np.ceil(n / (cal.gemv_tile_n or cal.tile_n)) * groups
-    splits = np.clip(np.minimum(np.floor(sms / columns), np.floor(np.asarray(k, float) / cal.split_k_min)), 1.0, None)
-    blocks = np.where(m <= 64, columns * splits, np.maximum(tiles, columns * splits))
-    return efficiency, blocks
+    units = tiles * _splits(tiles, k, sms, cal.split_k_min)
+    efficiency = (m * n * groups) / (tiles * tm * cal.tile_n) * units / (np.ceil(units / sms) * sms)
+    return efficiency, units
+
+
+def gemv_blocks(n, k, hw: Hardware, groups=1.0):
+    """Thread blocks of the skinny-GEMM (GEMV-like) kernel libraries run for m <= SKINNY_ROWS:
+    ceil(n / gemv_tile_n) column blocks, the reduction split like the tiled kernel's; how many
+    blocks stream weights limits their bandwidth (each at the dtype's gemv_bytes_per_s)."""
+    cal = hw.calibration
+    columns = np.ceil(np.maximum(np.asarray(n, dtype=float), 1.0) / (cal.gemv_tile_n or cal.tile_n)) * groups
+    return columns * _splits(columns, k, hw.compute_units, cal.split_k_min)
+
+
+def _splits(blocks, k, sms, split_k_min):
+    """Split-K slices: enough to fill idle SMs, each slice at least split_k_min deep."""
+    return np.clip(np.minimum(np.floor(sms / blocks), np.floor(np.asarray(k, float) / split_k_min)), 1.0, None)
+
+
+#: Rows up to which libraries also have a skinny (GEMV-like) kernel to choose from.
+SKINNY_ROWS = 64
+
+
+def _gemm_time(op: Op, hw: Hardware, p: Precision) -> tuple:
+    """(compute_s, memory_s) of a GEMM on a calibrated GPU: the tiled kernel, or for skinny GEMMs
+    whichever of the tiled and the GEMV-like kernel is faster (a library's heuristic picks among
+    its kernels; taking the faster keeps time non-decreasing in m across the switch, which a
+    fixed m <= 64 rule did not: DeepSeek-V3's decode step ran faster at batch 96 than at 64)."""
+    cal = hw.calibration
+    rate = _gemm_rate(hw, p)
+    efficiency, units = gemm_parallelism(op.m, op.n, op.k, hw, op.groups)
+    tiled = (op.flops / (rate * efficiency),
+             op.bytes / np.minimum(cal.read_bytes_per_s, units * (cal.sm_bytes_per_s or np.inf)))
+    if not np.any(np.asarray(op.m) <= SKINNY_ROWS):
+        return tiled
+    per_block = _gemv_cap(cal, p, cal.sm_bytes_per_s or np.inf) if cal.gemv_bytes_per_s else \
+        (cal.sm_bytes_per_s or np.inf)
+    blocks = gemv_blocks(op.n, op.k, hw, op.groups)
+    gemv = (op.flops / rate, op.bytes / np.minimum(cal.read_bytes_per_s, blocks * per_block))
+    pick = (np.asarray(op.m) <= SKINNY_ROWS) & (np.maximum(*gemv) < np.maximum(*tiled))
+    return np.where(pick, gemv[0], tiled[0]), np.where(pick, gemv[1], tiled[1])
 
 
 def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
@@ -106,32 +146,32 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
     overhead = op.kernels * cal.kernel_overhead_s if cal else 0.0
     host = op.kernels * cal.dispatch_s if cal else 0.0
     if op.kind == "comm":
-        # NCCL-style all-reduce: the faster of ring and tree per message size (perfmodel.collectives)
+        # NCCL: the faster of ring and tree per message size; the engines' custom all-reduce below
+        # its size limit (perfmodel.collectives)
+        if op.kernel == "custom":
+            return OpTime(0.0, 0.0, 0.0, collectives.custom_allreduce_time_s(op.comm_bytes, tp, hw), host)
         return OpTime(0.0, 0.0, 0.0, collectives.allreduce_time_s(op.comm_bytes, tp, hw), host)
     bandwidth = cal.memory_bytes_per_s if cal else hw.hbm_bytes_per_s
     if op.kind in ("matmul", "moe"):
         # a grouped kernel (MoE experts) runs its groups' output tiles side by side on the SMs
-        efficiency, blocks = gemm_parallelism(op.m, op.n, op.k, hw, op.groups)
-        rate = _gemm_rate(hw, p)
-        rate = rate if np.ndim(efficiency) == 0 and efficiency == 1.0 else rate * efficiency
-        if cal:
-            per_block = cal.sm_bytes_per_s or np.inf
-            if cal.gemv_bytes_per_s:  # skinny GEMMs: the dtype's own GEMV kernel's per-block rate
-                per_block = np.where(np.asarray(op.m) <= 64, _gemv_cap(cal, p, per_block), per_block)
-            bandwidth = np.minimum(cal.read_bytes_per_s, blocks * per_block)
-            dequant_s = _dequant_time_s(cal, p, op.weight_bytes)
-            if dequant_s is not None:  # not cuBLAS tiles: time is unpack + multiply at the measured rate
-                return OpTime(op.flops / _gemm_rate(hw, p) + dequant_s, op.bytes / bandwidth, overhead, 0.0, host)
+        if cal is None or cal.tile_m <= 1:
+            return OpTime(op.flops / _gemm_rate(hw, p), op.bytes / bandwidth, overhead, 0.0, host)
+        dequant_s = _dequant_time_s(cal, p, op.weight_bytes)
+        if dequant_s is not None:  # not cuBLAS tiles: time is unpack + multiply at the measured rate
+            bandwidth = np.minimum(cal.read_bytes_per_s, gemv_blocks(op.n, op.k, hw, op.groups) *
+                                   (cal.sm_bytes_per_s or np.inf))
+            return OpTime(op.flops / _gemm_rate(hw, p) + dequant_s, op.bytes / bandwidth, overhead, 0.0, host)
+        compute_s, memory_s = _gemm_time(op, hw, p)
+        return OpTime(compute_s, memory_s, overhead, 0.0, host)
     elif op.kind == "norm" and cal and cal.norm_bytes_per_s:
         rate, bandwidth = hw.peak_flops_per_s("fp32"), cal.norm_bytes_per_s
     elif op.kind == "concat" and cal and cal.concat_bytes_per_s:
         rate, bandwidth = hw.peak_flops_per_s("fp32"), cal.concat_bytes_per_s
     elif op.kind == "attention":
         bits = np.minimum(np.maximum(p.a_bits, 16), 32)  # attention runs in bf16/fp16, or fp32
-        rate = matmul_dtype_rate(hw, bits, bits) * (cal.attention_flops_fraction if cal else 1.0)
-        if cal:
-            bandwidth = cal.read_bytes_per_s
-            overhead = overhead + cal.attention_overhead_s
+        fraction, floor, read = cal.attention_kernel(op.kernel) if cal else (1.0, 0.0, bandwidth)
+        rate = matmul_dtype_rate(hw, bits, bits) * fraction
+        bandwidth, overhead = read, overhead + floor
     else:
         rate = hw.peak_flops_per_s("fp32")
     return OpTime(op.flops / rate, op.bytes / bandwidth, overhead, 0.0, host)

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardware.spec import Hardware
-from perfmodel.ops import FUSED, Implementation, Precision, step_ops
+from perfmodel.engines import DEFAULT_ENGINE, Engine
+from perfmodel.ops import Precision, step_ops
 from perfmodel.predict import host_dispatch_s
 from perfmodel.roofline import op_time
 from workloads.model import ModelSpec
@@ -245,7 +246,7 @@ def kv_layer_bytes(model: ModelSpec, p: Precision, seqs, context):
 
 
 def split_step_time(model: ModelSpec, hw: Hardware, seqs, new_tokens, past, p: Precision,
-                    impl: Implementation = FUSED) -> tuple:
+                    engine: Engine | str = DEFAULT_ENGINE) -> tuple:
     """(device time of one decoder layer, device time of the rest, host dispatch time) of one
     forward step on `hw`: the roofline of `step_ops` (calibrated when the spec is). Ops repeated over
     layers are layer ops, spread evenly over the L layers (MoE models' dense and expert layers are
@@ -253,18 +254,18 @@ def split_step_time(model: ModelSpec, hw: Hardware, seqs, new_tokens, past, p: P
     takes at least the host time (`perfmodel.predict.host_dispatch_s`)."""
     L = model.n_layers
     layer_s, rest_s = 0.0, 0.0
-    for op in step_ops(model, seqs, new_tokens, past, p, impl=impl):
+    for op in step_ops(model, seqs, new_tokens, past, p, engine=engine):
         t = np.asarray(op_time(op, hw, p).time_s)
         if op.count == 1 and L > 1:
             rest_s = rest_s + t
         else:                           # per-layer ops; MoE models' dense and expert layers averaged
             layer_s = layer_s + op.count / L * t
-    return layer_s, rest_s, host_dispatch_s(model, hw, impl)
+    return layer_s, rest_s, host_dispatch_s(model, hw, engine, np.asarray(seqs) * new_tokens)
 
 
 def offloaded_step_time(model: ModelSpec, hw: Hardware, seqs, new_tokens, past, p: Precision,
                         resident_layers, kv_on_host: bool = False, overlap: bool = True,
-                        impl: Implementation = FUSED) -> dict:
+                        engine: Engine | str = DEFAULT_ENGINE) -> dict:
     """One forward step when the last L - R decoder layers' weights (and, with `kv_on_host`, every
     layer's KV cache of `past` tokens) live in pinned host memory and are copied in before use.
 
@@ -282,7 +283,7 @@ def offloaded_step_time(model: ModelSpec, hw: Hardware, seqs, new_tokens, past, 
     if np.any(resident > L) or np.any(resident != np.floor(resident)):
         raise TierError(f"resident_layers: {resident_layers!r} must be whole numbers from 0 to "
                         f"n_layers = {L}")
-    layer_s, rest_s, host_s = split_step_time(model, hw, seqs, new_tokens, past, p, impl)
+    layer_s, rest_s, host_s = split_step_time(model, hw, seqs, new_tokens, past, p, engine)
     h2d, latency = host_to_device_bytes_per_s(hw), link_latency_s(hw)
     weights_s = transfer_time_s(layer_weight_bytes(model, p), h2d, latency)
     kv_s = transfer_time_s(kv_layer_bytes(model, p, seqs, past), h2d, latency, 2) if kv_on_host else 0.0

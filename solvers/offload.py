@@ -58,7 +58,8 @@ import numpy as np
 
 from hardware.spec import Calibration, Hardware
 from perfmodel import memory
-from perfmodel.ops import FUSED, Implementation, Precision, expected_experts_touched, step_ops
+from perfmodel.engines import DEFAULT_ENGINE, Engine
+from perfmodel.ops import Precision, expected_experts_touched, step_ops
 from perfmodel.roofline import op_time
 from perfmodel.tiers import MemoryTiers
 from workloads.model import ModelSpec
@@ -207,13 +208,13 @@ def _is_dense_ffn_op(op) -> bool:
 
 
 def layer_times(model: ModelSpec, hw: Hardware, p: Precision, seqs, new_tokens, past,
-                impl: Implementation = FUSED) -> dict:
+                engine: Engine | str = DEFAULT_ENGINE) -> dict:
     """GPU time of one step's ops split by where they belong (arrays over `seqs`): per layer
     `common` (norms, projections...), `attention` (attention and cache growth), per dense layer
     `dense_ffn`, per MoE layer `moe`, and once per step `rest` (embedding, final norm, LM head)."""
     L = model.n_layers
     out = {"common": 0.0, "attention": 0.0, "dense_ffn": 0.0, "moe": 0.0, "rest": 0.0}
-    for op in step_ops(model, seqs, new_tokens, past, p, impl=impl, logits_tokens=seqs):
+    for op in step_ops(model, seqs, new_tokens, past, p, engine=engine, logits_tokens=seqs):
         t = op.count * np.asarray(op_time(op, hw, p).time_s)
         if op.count == 1 and L > 1:
             out["rest"] = out["rest"] + t
@@ -295,14 +296,14 @@ class _Problem:
 class _Setup:
     """Everything about a model on a system that does not depend on the policy."""
 
-    def __init__(self, model, hw, tiers, sc, overlap, impl, memory_fraction, expert_popularity):
+    def __init__(self, model, hw, tiers, sc, overlap, engine, memory_fraction, expert_popularity):
         if overlap not in OVERLAP:
             raise OffloadError(f"overlap: {overlap!r} is not one of {tuple(OVERLAP)}")
         if not (0 < memory_fraction <= 1):
             raise OffloadError(f"memory_fraction: {memory_fraction!r} must be in (0, 1]")
         if sc.size != 1:
             raise OffloadError(f"scenario: the offloading solver takes one scenario, got {sc.size}")
-        self.model, self.hw, self.tiers, self.overlap, self.impl = model, hw, tiers, overlap, impl
+        self.model, self.hw, self.tiers, self.overlap, self.engine = model, hw, tiers, overlap, engine
         self.prompt, self.gen = int(sc.prompt), int(sc.gen)
         self.p = Precision(sc.w_bits, sc.a_bits, sc.kv_bits, sc.quant_group)
         self.groups = _weight_groups(model, self.p)
@@ -319,8 +320,8 @@ class _Setup:
         self.table = _input_table_bytes(model)
 
     def gpu_times(self, gbs) -> dict:
-        pre = layer_times(self.model, self.hw, self.p, gbs, self.prompt, 0.0, self.impl)
-        dec = layer_times(self.model, self.hw, self.p, gbs, 1.0, self.mid, self.impl)
+        pre = layer_times(self.model, self.hw, self.p, gbs, self.prompt, 0.0, self.engine)
+        dec = layer_times(self.model, self.hw, self.p, gbs, 1.0, self.mid, self.engine)
         return {"prefill": pre, "decode": dec}
 
     def problem(self, gbs: int, nb: int, cpu_attention: bool, times: dict) -> _Problem:
@@ -522,7 +523,7 @@ def _result(setup: _Setup, prob: _Problem, policy: OffloadPolicy, **extra) -> Of
                          n_experts=max((g.n_experts for g in setup.groups), default=0), **extra)
 
 
-def _setup(model, hw, sc, tiers, overlap, impl, memory_fraction, expert_popularity) -> _Setup:
+def _setup(model, hw, sc, tiers, overlap, engine, memory_fraction, expert_popularity) -> _Setup:
     if not isinstance(model, ModelSpec):
         raise OffloadError(f"model: expected a ModelSpec, got {type(model).__name__}")
     if not isinstance(hw, Hardware):
@@ -536,15 +537,15 @@ def _setup(model, hw, sc, tiers, overlap, impl, memory_fraction, expert_populari
     if int(sc.prompt) + int(sc.gen) > model.max_context:
         raise OffloadError(f"prompt + gen: {int(sc.prompt) + int(sc.gen)} tokens exceeds {model.name}'s "
                            f"maximum context of {model.max_context}")
-    return _Setup(model, hw, tiers, sc, overlap, impl, memory_fraction, expert_popularity)
+    return _Setup(model, hw, tiers, sc, overlap, engine, memory_fraction, expert_popularity)
 
 
 def evaluate_policy(model: ModelSpec, hw: Hardware, sc: Scenario, policy: OffloadPolicy,
-                    tiers: MemoryTiers | None = None, overlap: str = "flexgen", impl: Implementation = FUSED,
+                    tiers: MemoryTiers | None = None, overlap: str = "flexgen", engine: Engine | str = DEFAULT_ENGINE,
                     memory_fraction: float = 0.9, expert_popularity=None) -> OffloadResult:
     """The cost model for a fixed placement: predicted throughput, phase times, per-tier peak memory
     (check `.fits` / `.shortfall()`: a policy is evaluated even when it does not fit)."""
-    setup = _setup(model, hw, sc, tiers, overlap, impl, memory_fraction, expert_popularity)
+    setup = _setup(model, hw, sc, tiers, overlap, engine, memory_fraction, expert_popularity)
     if not isinstance(policy, OffloadPolicy):
         raise OffloadError(f"policy: expected an OffloadPolicy, got {type(policy).__name__}")
     prob = setup.problem(policy.gbs, policy.n_batches, policy.cpu_attention, setup.gpu_times(policy.gbs))
@@ -553,12 +554,12 @@ def evaluate_policy(model: ModelSpec, hw: Hardware, sc: Scenario, policy: Offloa
 
 def evaluate_fractions(model: ModelSpec, hw: Hardware, sc: Scenario, gbs: int, n_batches: int, fractions,
                        tiers: MemoryTiers | None = None, cpu_attention: bool = True, overlap: str = "flexgen",
-                       impl: Implementation = FUSED, memory_fraction: float = 0.9, expert_popularity=None):
+                       engine: Engine | str = DEFAULT_ENGINE, memory_fraction: float = 0.9, expert_popularity=None):
     """The cost model for many placements at once: `fractions` is N x 12 (wg wc wd cg cc cd hg hc hd
     eg ec ed per row). Returns a DataFrame with throughput, phase times, per-tier peaks and `fits`."""
     import pandas as pd
 
-    setup = _setup(model, hw, sc, tiers, overlap, impl, memory_fraction, expert_popularity)
+    setup = _setup(model, hw, sc, tiers, overlap, engine, memory_fraction, expert_popularity)
     x = np.atleast_2d(np.asarray(fractions, dtype=float))
     if x.shape[1] != len(FRACTIONS) or np.any(~np.isfinite(x)) or np.any(x < 0) or np.any(x > 1):
         raise OffloadError(f"fractions: expected rows of {len(FRACTIONS)} fractions in [0, 1] "
@@ -645,7 +646,7 @@ _AUX_UNIT = 1e9
 
 def offload_policy(model: ModelSpec, hw: Hardware, sc: Scenario | None = None, tiers: MemoryTiers | None = None,
                    gbs=None, n_batches=None, cpu_attention: bool = True, overlap: str = "flexgen",
-                   impl: Implementation = FUSED, memory_fraction: float = 0.9, expert_popularity=None,
+                   engine: Engine | str = DEFAULT_ENGINE, memory_fraction: float = 0.9, expert_popularity=None,
                    fixed: Mapping | None = None) -> OffloadResult:
     """The placement with the highest predicted generation throughput.
 
@@ -654,7 +655,7 @@ def offload_policy(model: ModelSpec, hw: Hardware, sc: Scenario | None = None, t
     (gbs, nb) wins. `fixed` pins fractions by name (e.g. {"wg": 0.2}). Raises OffloadError saying
     what is missing where when no placement fits.
     """
-    setup = _setup(model, hw, sc, tiers, overlap, impl, memory_fraction, expert_popularity)
+    setup = _setup(model, hw, sc, tiers, overlap, engine, memory_fraction, expert_popularity)
     fixed = dict(fixed or {})
     for name, value in fixed.items():
         if name not in FRACTIONS or not (0 <= float(value) <= 1):

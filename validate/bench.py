@@ -2,8 +2,9 @@
 imports torch). Times each case on the local device (CUDA if present, else CPU).
 
 Method (see the device notes' METHOD.md and Triton's do_bench): warm up, then time each repeat with
-CUDA events queued back to back (no host sync between repeats, so launch gaps reflect the device),
-take the median; inputs rotate among enough copies to exceed the L2 cache several times, so weights
+CUDA events queued back to back (no host sync between repeats), take the median; cases marked
+timing="graph" are instead captured into a CUDA graph and timed by replays (`time_graphed`: device
+time with no host dispatch, as graphed engines run); inputs rotate among enough copies to exceed the L2 cache several times, so weights
 and KV come from HBM as in a real model step. Random data, never zeros.
 """
 from __future__ import annotations
@@ -68,6 +69,46 @@ def time_callable(fn: Callable[[int], object], cuda: bool, min_repeats: int = 10
             fn(i)
             times.append(time.perf_counter() - t0)
     return statistics.median(times), repeats
+
+
+def time_graphed(fn: Callable[[int], object], calls: int | None = None, target_s: float = 0.05,
+                 min_replays: int = 5, max_replays: int = 50) -> tuple[float, int]:
+    """Median device seconds of one fn(i) call timed inside CUDA-graph replays: `calls` calls
+    (rotating input sets, as `time_callable`) are captured back to back into one graph, each replay
+    is timed with events, and the median replay is divided by `calls`.
+
+    This is how a CUDA-graphed serving engine issues kernels (vLLM, TensorRT-LLM, SGLang decode;
+    torch.compile mode="reduce-overhead"): no host dispatch between kernels, only the device's own
+    launch gap, so rates and floors fitted on these times carry no per-kernel host cost. Calls per
+    graph default to 32 (at least one pass over every input set, so weights and KV come from HBM)
+    and to about 20 ms of work for kernels slower than a millisecond."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # lazy initialisation (handles, workspaces) before capture
+        for i in range(3):
+            fn(i)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn(3)
+    torch.cuda.synchronize()
+    once = max(time.perf_counter() - start, 1e-6)
+    calls = calls or (32 if once < 1e-3 else int(max(2, min(32, 0.02 / once))))
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i in range(calls):
+            fn(i)
+    graph.replay()
+    torch.cuda.synchronize()
+    replays = int(min(max_replays, max(min_replays, target_s / (calls * once))))
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(replays)]
+    for a, b in events:
+        a.record()
+        graph.replay()
+        b.record()
+    torch.cuda.synchronize()
+    del graph
+    return statistics.median(a.elapsed_time(b) / 1e3 for a, b in events) / calls, replays * calls
 
 
 def _sync(cuda: bool) -> None:
@@ -233,10 +274,13 @@ def measure(case: dict, dev: torch.device) -> tuple[float, int]:
     cuda = dev.type == "cuda"
     fn = BUILDERS[case["kind"]](case, dev)
     step = case["kind"] == "model_step"
+    graphed = cuda and case.get("timing") == "graph"
     gc.collect()
     gc.disable()
     try:
         with torch.inference_mode():
+            if graphed:
+                return time_graphed(fn)
             return time_callable(fn, cuda, min_repeats=20 if step else 10, target_s=1.0 if step else 0.05)
     finally:
         gc.enable()

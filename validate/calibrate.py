@@ -3,9 +3,16 @@
 Every fit minimises the squared log ratio of predicted to measured time (scale-free: a 10 us kernel
 and a 10 ms step weigh alike) over the calibration split only; evaluation cases are never seen.
 Parameters are fitted in log space with bounds (scipy.optimize.least_squares, trust-region
-reflective), each group on the kernel classes that identify it, in dependency order:
+reflective), each group on the kernel classes that identify it, in dependency order.
 
-1. launch floor: the device-side cost of a kernel, from tiny kernels replayed in a CUDA graph;
+Device and host are fitted apart. Where the measurements hold kernels timed inside CUDA-graph
+replays (timing="graph", a GPU suite), every device parameter (rates, floors, tiles) comes from
+those alone, free of host dispatch; kernels launched one by one from eager PyTorch then fit only
+the host's costs (dispatch per op, Python per layer and per step), with the device side fixed. A
+CPU suite, which has no graphs, fits both from its eager cases as before.
+
+1. launch floor: the device-side cost of a kernel, from tiny kernels replayed in a CUDA graph, then
+   refined with the streaming bandwidth on graph-timed copies and elementwise kernels;
 2. streaming memory and eager dispatch: time = max(floor + bytes / bw, ops x dispatch), from device
    copies and elementwise kernels (small sizes pin the dispatch, large ones the bandwidth);
 3. normalisation kernels' and cache concatenation's bandwidths, from norm and kv_append cases;
@@ -25,7 +32,7 @@ import numpy as np
 from scipy import optimize
 
 from hardware.spec import Calibration, Hardware
-from validate.predict_cases import predict_many
+from validate.predict_cases import graphed, predict_many
 
 TILES = ((64, 128), (128, 128), (128, 256), (256, 128))
 SPLIT_K_MIN = (1024, 2048, 4096, 8192)
@@ -78,11 +85,27 @@ def _of(cases: list[dict], *classes: str) -> list[dict]:
     return [c for c in cases if c["class"] in classes]
 
 
+#: The attention kernel family the suite's SDPA cases time (PyTorch's FlashAttention-2 path).
+SUITE_ATTENTION_KERNEL = "sdpa"
+
+
+def device_and_host_cases(cases: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(cases that fit device parameters, cases that fit host parameters): graph-timed kernels and
+    eager ones where a suite has both; all of them for both where it has no graph-timed kernels."""
+    graph = [c for c in cases if graphed(c) and c["kind"] != "model_step"]
+    if not graph:
+        return cases, cases
+    eager = [c for c in cases if not graphed(c) and c["kind"] not in ("launch",)]
+    return graph + _of(cases, "launch"), eager
+
+
 def calibrate(measured: list[dict], base: Hardware, source: str = "") -> Hardware:
     """A copy of `base` whose Calibration is fitted on the calibration-split cases of `measured`."""
     cases = [c for c in measured if c.get("status") == "ok" and c.get("split") == "calibration"]
     if not cases:
         raise ValueError("measurements: no successful calibration-split cases to fit")
+    device, host = device_and_host_cases(cases)
+    separate = device is not host
     bw, bf16 = base.hbm_bytes_per_s, base.peak_flops_per_s("bf16")
     cal = Calibration(matmul_flops_per_s={"bf16": bf16}, memory_bytes_per_s=bw, kernel_overhead_s=2e-6,
                       source=source)
@@ -90,14 +113,24 @@ def calibrate(measured: list[dict], base: Hardware, source: str = "") -> Hardwar
     if launches:
         per_kernel = [float(c["measured_s"]) / float(c["kernels"]) for c in launches]
         cal = dataclasses.replace(cal, kernel_overhead_s=float(np.median(per_kernel)))
-    cal, _ = fit(_of(cases, "copy_d2d", "elementwise"), base, cal, {
-        "memory_bytes_per_s": (0.9 * bw, 1e-3 * bw, 1.2 * bw), "dispatch_s": (1e-5, 1e-8, 1e-2)})
-    cal, _ = fit(_of(cases, "norm"), base, cal, {"norm_bytes_per_s": (0.5 * bw, 1e-4 * bw, 1.2 * bw)})
-    cal, _ = fit(_of(cases, "kv_append"), base, cal, {"concat_bytes_per_s": (0.5 * bw, 1e-4 * bw, 1.2 * bw)})
-    cal = _fit_transfers(cases, base, cal)
-    cal = _fit_gemm_and_attention(cases, base, cal)
-    cal = _fit_weight_only(cases, base, cal)
-    cal, _ = fit(_of(cases, "model_step_prefill", "model_step_decode"), base, cal, {
+    streaming = _of(device, "copy_d2d", "elementwise")
+    if separate:  # graph-timed: the floor of a real (DRAM-touching) kernel, then the host's dispatch
+        cal, _ = fit(streaming, base, cal, {"memory_bytes_per_s": (0.9 * bw, 1e-3 * bw, 1.2 * bw),
+                                            "kernel_overhead_s": (cal.kernel_overhead_s, 1e-8, 1e-4)})
+        cal, _ = fit(_of(host, "copy_d2d", "elementwise"), base, cal, {"dispatch_s": (1e-5, 1e-8, 1e-2)})
+    else:
+        cal, _ = fit(streaming, base, cal, {
+            "memory_bytes_per_s": (0.9 * bw, 1e-3 * bw, 1.2 * bw), "dispatch_s": (1e-5, 1e-8, 1e-2)})
+    cal, _ = fit(_of(device, "norm"), base, cal, {"norm_bytes_per_s": (0.5 * bw, 1e-4 * bw, 1.2 * bw)})
+    cal, _ = fit(_of(device, "kv_append"), base, cal, {"concat_bytes_per_s": (0.5 * bw, 1e-4 * bw, 1.2 * bw)})
+    cal = _fit_transfers(host, base, cal)
+    cal = _fit_gemm_and_attention(device, base, cal)
+    cal = _fit_weight_only(device, base, cal)
+    if base.compute_units > 1:  # the suite's SDPA cases are this family's own measurements
+        cal = dataclasses.replace(cal, attention_kernels={**cal.attention_kernels, SUITE_ATTENTION_KERNEL: {
+            "flops_fraction": cal.attention_flops_fraction, "overhead_s": max(cal.attention_overhead_s, 1e-9),
+            "read_bytes_per_s": cal.read_bytes_per_s}})
+    cal, _ = fit(_of(host, "model_step_prefill", "model_step_decode"), base, cal, {
         "layer_overhead_s": (1e-4, 1e-8, 1e-1), "step_overhead_s": (1e-3, 1e-8, 1.0)})
     return dataclasses.replace(base, name=f"{base.name}-calibrated", title=f"{base.title} (calibrated)",
                                calibration=cal)

@@ -14,8 +14,18 @@ Kinds and their parameters:
   kv_append     batch, kv_heads, kv_len, head_dim, dtype (torch.cat of a [batch, kv_heads, kv_len, head_dim]
                 cache with one new token, as transformers' DynamicCache grows)
   launch        kernels (tiny adds replayed from a CUDA graph: the device-side kernel floor; CUDA only)
-  model_step    model, layers, phase (prefill | decode), batch, q_len, kv_len, dtype
-                (a transformers Llama-architecture model with random weights, eager PyTorch)
+  allreduce     bytes, tp, strategy (custom | nccl): one all-reduce of `bytes` per device over tp
+                devices of one node (measured by others: validate/aiconfigurator.py)
+  moe           tokens, experts, top_k, hidden, inter, moe_tp, dtype: one MoE layer's router and
+                grouped expert GEMMs (measured by others: validate/aiconfigurator.py)
+  model_step    model, layers, phase (prefill | decode), batch, q_len, kv_len, dtype, engine
+                (a whole forward step with random weights; engine names the profile it ran as:
+                hf-eager (transformers, eager; the default when empty) or torch-compile /
+                torch-eager-graph (validate/engine_model.py, CUDA-graph replays))
+
+Every kernel case may carry `timing`: "graph" (timed inside CUDA-graph replays, back to back: the
+device time a CUDA-graphed engine sees) or empty (launched one by one from eager PyTorch, where the
+host's dispatch can be the bound). Predictions follow the same rule (validate.predict_cases).
 """
 from __future__ import annotations
 
@@ -25,8 +35,10 @@ import itertools
 #: Columns of the case schema, in CSV order (unused ones stay empty for a kind).
 PARAM_COLUMNS = ("kind", "m", "n", "k", "dtype", "w_bits", "group", "phase", "batch", "heads", "kv_heads",
                  "q_len", "kv_len", "head_dim", "direction", "bytes", "pinned", "op", "elements", "tokens",
-                 "width", "model", "layers", "kernels")
-KINDS = ("matmul", "matmul_wo", "attention", "copy", "elementwise", "norm", "kv_append", "launch", "model_step")
+                 "width", "model", "layers", "kernels", "tp", "strategy", "experts", "top_k", "hidden", "inter",
+                 "moe_tp", "moe_ep", "timing", "engine")
+KINDS = ("matmul", "matmul_wo", "attention", "copy", "elementwise", "norm", "kv_append", "launch", "model_step",
+         "allreduce", "moe")
 
 #: The class a case is scored under in reports (copies split by direction: different links).
 def kernel_class(case: dict) -> str:
@@ -35,6 +47,8 @@ def kernel_class(case: dict) -> str:
         return f"copy_{case['direction']}"
     if kind in ("attention", "model_step"):
         return f"{kind}_{case['phase']}"
+    if kind == "allreduce":
+        return f"allreduce_{case.get('strategy') or 'nccl'}"
     return kind
 
 
@@ -44,10 +58,35 @@ def case_id(case: dict) -> str:
     return "|".join(parts)
 
 
+#: Whole models never used by any fit: their steps only score the calibration (held out by model).
+HELD_OUT_MODELS = ("llama-3.2-1b",)
+
+
+def shape_key(case: dict) -> str:
+    """What a case shares with its neighbours: the weight shape of a GEMM (every row count and dtype
+    of one n x k goes to one side), the head layout and length of an attention call, the width of a
+    vector op, the size of a copy. Splitting on this key holds out shapes, not just cases: a split by
+    case id put every GEMM shape on both sides and overstated accuracy on new shapes (24%/41% median
+    error on unseen shapes against 9.7% on the case split; validate/reports/gemm_rows)."""
+    kind = case["kind"]
+    fields = {"matmul": ("n", "k"), "matmul_wo": ("n", "k"),
+              "attention": ("phase", "heads", "kv_heads", "head_dim", "q_len" if case.get("phase") == "prefill"
+                            else "kv_len"),
+              "copy": ("direction", "bytes"), "elementwise": ("elements",), "norm": ("width",),
+              "kv_append": ("kv_len",), "launch": ("kernels",), "model_step": ("model",),
+              "allreduce": ("tp", "bytes"), "moe": ("experts", "top_k", "hidden", "inter")}.get(kind, ())
+    return "|".join([kind] + [str(case.get(f)) for f in fields])
+
+
 def split(case: dict) -> str:
-    """'calibration' or 'evaluation', fixed by a hash of the case id, about one third evaluation.
-    Disjoint by construction, and stable across runs and machines."""
-    digest = hashlib.sha256(case_id(case).encode()).digest()
+    """'calibration' or 'evaluation', fixed by a hash of the case's shape key (about one third
+    evaluation), so no evaluation shape is seen by the fit. Whole-model steps split by model: the
+    models of HELD_OUT_MODELS, and every step of a compiled engine profile (no fit uses them), are
+    evaluation. Disjoint by construction, and stable across runs and machines."""
+    if case["kind"] == "model_step":
+        engine = case.get("engine") if isinstance(case.get("engine"), str) and case.get("engine") else "hf-eager"
+        return "evaluation" if case.get("model") in HELD_OUT_MODELS or engine != "hf-eager" else "calibration"
+    digest = hashlib.sha256(shape_key(case).encode()).digest()
     return "evaluation" if digest[0] % 3 == 0 else "calibration"
 
 
@@ -55,6 +94,9 @@ def _matmuls(quick: bool, cuda: bool) -> list[dict]:
     # Decode (skinny) to prefill GEMMs on Llama-3-8B / 70B projection shapes (n, k).
     shapes = [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (10240, 8192), (8192, 28672),
               (128256, 4096)]
+    if cuda and not quick:  # the linears of Qwen3-8B, Llama-3.2-1B, Qwen3-30B-A3B and Llama-3.1-70B
+        shapes += [(24576, 4096), (4096, 12288), (151936, 4096), (3072, 2048), (2048, 2048),
+                   (2048, 8192), (5120, 2048), (2048, 4096), (57344, 8192), (1536, 2048)]
     ms = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
     if quick:
         shapes, ms = [(256, 256), (512, 128)], [1, 8, 64, 256]
@@ -65,8 +107,11 @@ def _matmuls(quick: bool, cuda: bool) -> list[dict]:
     if cuda and not quick:
         cases += [dict(kind="matmul", m=m, n=4096, k=4096, dtype="bf16") for m in (1920, 2112, 2176, 4224, 4352, 6144)]
     other = [(m, n, k) for (n, k), m in itertools.product(shapes[:4], ms[::2])]
-    for dtype in ("fp16", "fp32") + (("fp8",) if cuda else ()):
+    for dtype in ("fp16", "fp32"):
         cases += [dict(kind="matmul", m=m, n=n, k=k, dtype=dtype) for m, n, k in other]
+    if cuda:  # fp8 serving GEMMs on every shape (the fp8 engine steps run them all)
+        cases += [dict(kind="matmul", m=m, n=n, k=k, dtype="fp8")
+                  for (n, k), m in itertools.product(shapes, ms[::2] + [32, 256])]
     for w_bits in ((8, 4) if cuda else (8,)):
         cases += [dict(kind="matmul_wo", m=m, n=n, k=k, w_bits=w_bits, group=128 if w_bits == 4 else 0)
                   for m, n, k in other if m <= 1024]
@@ -106,7 +151,7 @@ def _vector(quick: bool, cuda: bool) -> list[dict]:
     elements = [2 ** p for p in (range(12, 30, 2) if cuda and not quick else range(10, 21, 5))]
     cases = [dict(kind="elementwise", op=op, elements=e, dtype="bf16") for op in ("add", "silu_mul") for e in elements]
     tokens = [1, 16, 256, 4096, 16384] if cuda and not quick else [1, 64, 512]
-    widths = [4096, 8192] if cuda and not quick else [256, 1024]
+    widths = [2048, 4096, 5120, 8192] if cuda and not quick else [256, 1024]
     cases += [dict(kind="norm", op=op, tokens=t, width=w, dtype="bf16")
               for op in ("rmsnorm", "layernorm") for t in tokens for w in widths]
     if cuda:
@@ -134,12 +179,30 @@ def _model_steps(quick: bool, cuda: bool) -> list[dict]:
     return cases
 
 
+#: Kinds a GPU suite times inside CUDA-graph replays: the device rates and floors a graphed engine
+#: sees, free of host dispatch. Host <-> device copies and transformers' eager steps stay eager, and
+#: the elementwise cases run both ways (the eager ones pin the host's per-op dispatch).
+GRAPH_KINDS = ("matmul", "matmul_wo", "attention", "elementwise", "norm", "kv_append")
+
+
+def _graph_timed(cases: list[dict]) -> list[dict]:
+    graphed = [dict(c, timing="graph") for c in cases
+               if c["kind"] in GRAPH_KINDS or (c["kind"] == "copy" and c["direction"] == "d2d")]
+    eager = [c for c in cases if c["kind"] not in GRAPH_KINDS or c["kind"] == "elementwise"
+             or (c["kind"] == "copy" and c["direction"] != "d2d")]
+    return graphed + eager
+
+
 def suite(quick: bool = False, cuda: bool = True) -> list[dict]:
     """All cases for a device: the full suite on a GPU, a small one on a CPU, a tiny one with quick.
-    CPUs without native bf16 emulate it slowly, so CPU suites time fp32 instead."""
+    On a GPU the kernels are timed inside CUDA graphs (GRAPH_KINDS), with eager cases kept only
+    where they measure the host. CPUs without native bf16 emulate it slowly, so CPU suites time
+    fp32 instead."""
     cases = (_matmuls(quick, cuda) + _attention(quick, cuda) + _copies(quick, cuda) + _vector(quick, cuda)
              + _model_steps(quick, cuda))
-    if not cuda:
+    if cuda:
+        cases = _graph_timed(cases)
+    else:
         cases = [dict(c, dtype="fp32") if c.get("dtype") == "bf16" else c for c in cases]
         cases = [c for c in cases if c["kind"] != "matmul" or c["dtype"] == "fp32"]
     return list({case_id(c): c for c in cases}.values())

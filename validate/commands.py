@@ -27,6 +27,8 @@ def register(subparsers) -> None:
     run.add_argument("--limit-s", type=inputs.flag(0, 10**7, low_open=True), default=None,
                      help="stop after this many seconds; rerun to resume")
     run.add_argument("--kinds", default="", help="comma-separated case kinds to run (default: all)")
+    run.add_argument("--timing", choices=("all", "graph", "eager"), default="all",
+                     help="only the cases timed inside CUDA graphs, or only those launched eagerly")
     run.set_defaults(handler=run_measure)
 
     cal = sub.add_parser("calibrate", help="fit a calibrated hardware spec from the measurements")
@@ -73,6 +75,9 @@ def run_measure(args) -> int:
         if unknown:
             raise ValueError(f"--kinds: unknown kind {sorted(unknown)[0]!r}; known: {', '.join(cases.KINDS)}")
         suite = [c for c in suite if c["kind"] in wanted]
+    timing = getattr(args, "timing", "all")
+    if timing != "all":
+        suite = [c for c in suite if (c.get("timing") == "graph") == (timing == "graph")]
     path = runner.run(suite, measurements_path(args), limit_s=args.limit_s)
     print(f"measurements: {path}")
     return 0

@@ -2,8 +2,9 @@
 
 Each case kind maps onto the same perfmodel functions a deployment prediction uses: GEMMs and
 vector ops through `perfmodel.ops` + `perfmodel.roofline`, attention through `attention_op`, whole
-model steps through `perfmodel.step_time` with the implementation the suite runs (transformers,
-eager: `HF_EAGER`), host <-> device copies through the link model below.
+model steps through `perfmodel.step_time` with the engine profile the step ran as (the case's
+`engine`: hf-eager, transformers' eager step, when empty), host <-> device copies through the link
+model below.
 """
 from __future__ import annotations
 
@@ -14,17 +15,40 @@ import numpy as np
 
 import workloads
 from hardware.spec import Hardware
-from perfmodel.ops import HF_EAGER, Op, Precision, attention_op, kv_append_op, matmul_op, vector_op
+from perfmodel import collectives, engines
+from perfmodel.ops import Op, Precision, attention_op, kv_append_op, matmul_op, moe_ops, vector_op
 from perfmodel.predict import step_time
 from perfmodel.roofline import op_time
 from workloads.model import ModelSpec
 
 BITS = {"bf16": 16, "fp16": 16, "fp32": 32, "fp8": 8}
 
+#: The eager PyTorch profile the suite's unfused vector kernels are written as (validate/bench.py).
+HF_EAGER = engines.load("hf-eager")
 
-def _time(op: Op, hw: Hardware, p: Precision) -> float:
-    """One op issued from eager PyTorch, timed back to back: max(device time, host dispatch)."""
-    return float(op_time(op, hw, p).eager_time_s) * op.count
+
+def text(case: dict, key: str) -> str:
+    """A text field of a case row; "" where empty (None, NaN from a CSV reader, or "")."""
+    value = case.get(key)
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def graphed(case: dict) -> bool:
+    """Whether the case was timed inside CUDA-graph replays (device time only, no host dispatch)."""
+    timing = text(case, "timing") or "eager"
+    if timing not in ("eager", "graph"):
+        raise ValueError(f"{case.get('kind')} case: timing = {timing!r} must be 'graph' or empty (eager)")
+    return timing == "graph"
+
+
+def _seconds(t, graph: bool):
+    """Device time for a graph-timed case; max(device time, host dispatch) for one issued from eager
+    PyTorch and timed back to back."""
+    return t.time_s if graph else t.eager_time_s
+
+
+def _time(op: Op, hw: Hardware, p: Precision, case: dict) -> float:
+    return float(_seconds(op_time(op, hw, p), graphed(case))) * op.count
 
 
 def _precision(dtype: str) -> Precision:
@@ -37,7 +61,7 @@ def _precision(dtype: str) -> Precision:
 def predict_matmul_wo(case: dict, hw: Hardware) -> float:
     group = _num(case, "group", default=0) or 1e9  # per-channel int8: no group overhead
     p = Precision(_num(case, "w_bits"), 16, 16, group, weight_only_kernel="torch")
-    return _time(matmul_op("matmul_wo", _num(case, "m"), _num(case, "n"), _num(case, "k"), p, 1), hw, p)
+    return _time(matmul_op("matmul_wo", _num(case, "m"), _num(case, "n"), _num(case, "k"), p, 1), hw, p, case)
 
 
 def attention_model(heads: int, kv_heads: int, head_dim: int) -> ModelSpec:
@@ -65,7 +89,7 @@ def predict_copy(case: dict, hw: Hardware) -> float:
     if direction == "d2d":
         p = Precision(16, 16, 16)
         op = Op("copy", "elementwise", 1, flops=0.0, weight_bytes=0.0, act_bytes=2.0 * size)
-        return _time(op, hw, p)
+        return _time(op, hw, p, case)
     if direction not in ("h2d", "d2h"):
         raise ValueError(f"direction: {direction!r} is not one of d2d, h2d, d2h")
     rate, latency = transfer_rate(hw, direction, bool(int(_num(case, "pinned"))))
@@ -81,7 +105,7 @@ def predict_kv_append(case: dict, hw: Hardware) -> float:
     op = kv_append_op(model, b, 1.0, s, p, 1)
     # kv_append_op counts K and V (2 kernels); one case concatenates one tensor
     half = Op("kv_cat", "concat", 1, flops=0.0, weight_bytes=0.0, act_bytes=0.0, kv_bytes=op.kv_bytes / 2)
-    return _time(half, hw, p)
+    return _time(half, hw, p, case)
 
 
 def predict_launch(case: dict, hw: Hardware) -> float:
@@ -100,7 +124,7 @@ def predict_elementwise(case: dict, hw: Hardware) -> float:
         op = vector_op("silu_mul", "elementwise", n, 1, HF_EAGER.act_passes, 5.0, p, 1, kernels=HF_EAGER.act_kernels)
     else:
         raise ValueError(f"op: {case['op']!r} is not one of add, silu_mul")
-    return _time(op, hw, p)
+    return _time(op, hw, p, case)
 
 
 def predict_norm(case: dict, hw: Hardware) -> float:
@@ -112,43 +136,89 @@ def predict_norm(case: dict, hw: Hardware) -> float:
         op = vector_op("layernorm", "norm", tokens, width, 2.0, 6.0, p, 1, 2 * width)
     else:
         raise ValueError(f"op: {case['op']!r} is not one of rmsnorm, layernorm")
-    return _time(op, hw, p)
+    return _time(op, hw, p, case)
 
 
 def predict_matmuls(cases: list[dict], hw: Hardware) -> np.ndarray:
     """GEMM cases of one dtype, as one array."""
     p = _precision(cases[0]["dtype"])
     op = matmul_op("matmul", _column(cases, "m"), _column(cases, "n"), _column(cases, "k"), p, 1)
-    return _eager_times(op, hw, p, len(cases))
+    return _times(op, hw, p, cases)
+
+
+def attention_family(case: dict) -> str:
+    """The attention kernel family a case ran: its engine profile's choice for the phase (a case
+    measured inside vLLM ran FlashAttention, inside TensorRT-LLM its XQA / FMHA kernels), or the
+    spec's default (the suite's own SDPA cases) when the case names no engine."""
+    engine = text(case, "engine")
+    if not engine:
+        return ""
+    profile = engines.load(engine)
+    return profile.prefill_attention if case.get("phase") == "prefill" else profile.decode_attention
 
 
 def predict_attentions(cases: list[dict], hw: Hardware) -> np.ndarray:
-    """SDPA cases of one head layout and dtype, as one array."""
+    """Attention cases of one head layout, dtype and engine, as one array."""
     c0 = cases[0]
     p = _precision(c0["dtype"])
     model = attention_model(int(_num(c0, "heads")), int(_num(c0, "kv_heads")), int(_num(c0, "head_dim")))
     q_len, kv_len = _column(cases, "q_len"), _column(cases, "kv_len")
-    op = attention_op(model, _column(cases, "batch"), q_len, kv_len - q_len, p, 1)
-    return _eager_times(op, hw, p, len(cases))
+    op = attention_op(model, _column(cases, "batch"), q_len, kv_len - q_len, p, 1, kernel=attention_family(c0))
+    return _times(op, hw, p, cases)
+
+
+def step_precision(dtype: str) -> Precision:
+    """Bits of a whole-model step: bf16/fp16/fp32 throughout, or fp8 weights and GEMM activations
+    (per-tensor scales) with a 16-bit KV cache, as the serving engines' fp8 checkpoints run."""
+    if dtype == "fp8":
+        return Precision(8, 8, 16)
+    return _precision(dtype)
 
 
 def predict_model_steps(cases: list[dict], hw: Hardware) -> np.ndarray:
-    """Whole-model steps of one model, depth and phase (transformers, eager: HF_EAGER), as one array."""
+    """Whole-model steps of one model, depth, phase, dtype and engine profile, as one array."""
     c0 = cases[0]
-    model = dataclasses.replace(workloads.load(c0["model"]), n_layers=int(_num(c0, "layers")))
-    p = _precision(c0["dtype"])
+    model = workloads.load(c0["model"])
+    model = dataclasses.replace(model, n_layers=int(_num(c0, "layers", default=model.n_layers)))
+    p = step_precision(c0["dtype"])
+    engine = engines.load(text(c0, "engine") or "hf-eager")
     batch, q_len, kv_len = _column(cases, "batch"), _column(cases, "q_len"), _column(cases, "kv_len")
     if c0["phase"] == "prefill":
-        totals = step_time(model, hw, batch, q_len, 0.0, p, 1, 0, batch, HF_EAGER)
+        totals = step_time(model, hw, batch, q_len, kv_len - q_len, p, 1, 0, batch, engine)
     elif c0["phase"] == "decode":
-        totals = step_time(model, hw, batch, 1.0, kv_len, p, 1, 0, batch, HF_EAGER)
+        totals = step_time(model, hw, batch, 1.0, kv_len, p, 1, 0, batch, engine)
     else:
         raise ValueError(f"phase: {c0['phase']!r} is not one of prefill, decode")
     return np.asarray(totals["time_s"], dtype=float) * np.ones(len(cases))
 
 
-def _eager_times(op: Op, hw: Hardware, p: Precision, n: int) -> np.ndarray:
-    return np.asarray(op_time(op, hw, p).eager_time_s, dtype=float) * np.ones(n)
+def _times(op: Op, hw: Hardware, p: Precision, cases: list[dict]) -> np.ndarray:
+    """Times of a group of like cases (one timing: the group key includes it)."""
+    return np.asarray(_seconds(op_time(op, hw, p), graphed(cases[0])), dtype=float) * np.ones(len(cases))
+
+
+def predict_allreduce(case: dict, hw: Hardware) -> float:
+    """One all-reduce of `bytes` per device over `tp` devices: the engines' custom all-reduce or
+    NCCL's (perfmodel.collectives)."""
+    size, tp = _num(case, "bytes"), _num(case, "tp")
+    strategy = text(case, "strategy") or "nccl"
+    if strategy not in ("custom", "nccl"):
+        raise ValueError(f"allreduce case: strategy = {strategy!r} must be 'custom' or 'nccl'")
+    if strategy == "custom":
+        return float(collectives.custom_allreduce_time_s(size, tp, hw))
+    return float(collectives.allreduce_time_s(size, tp, hw))
+
+
+def predict_moe(case: dict, hw: Hardware) -> float:
+    """One MoE layer (router GEMM and the grouped expert GEMMs) for `tokens` tokens, experts split
+    over moe_tp devices (perfmodel.ops.moe_ops)."""
+    experts, top_k = int(_num(case, "experts")), int(_num(case, "top_k"))
+    hidden, inter = int(_num(case, "hidden")), int(_num(case, "inter"))
+    spec = ModelSpec(name="moe-case", family="qwen3_moe", n_layers=1, d_model=hidden, n_heads=1, n_kv_heads=1,
+                     head_dim=hidden, d_ff=0, vocab_size=1, n_experts=experts, top_k=top_k, moe_d_ff=inter)
+    p = step_precision(text(case, "dtype") or "bf16")
+    ops = moe_ops(spec, _num(case, "tokens"), p, _num(case, "moe_tp", default=1.0) or 1.0)
+    return sum(float(op_time(op, hw, p).time_s) * op.count for op in ops)
 
 
 #: Kinds predicted a group at a time; predict_case runs them on a one-case group.
@@ -156,7 +226,8 @@ VECTOR_PREDICTORS = {"matmul": predict_matmuls, "attention": predict_attentions,
 
 
 PREDICTORS = {"matmul_wo": predict_matmul_wo, "copy": predict_copy, "elementwise": predict_elementwise,
-              "norm": predict_norm, "launch": predict_launch, "kv_append": predict_kv_append}
+              "norm": predict_norm, "launch": predict_launch, "kv_append": predict_kv_append,
+              "allreduce": predict_allreduce, "moe": predict_moe}
 KINDS = tuple(VECTOR_PREDICTORS) + tuple(PREDICTORS)
 
 
@@ -200,12 +271,14 @@ def _num(case: dict, key: str, default=None) -> float:
 
 def _group_key(case: dict) -> tuple:
     kind = case.get("kind")
-    keys = {"matmul": ("dtype",), "matmul_wo": ("w_bits", "group"), "attention": ("heads", "kv_heads", "head_dim", "dtype"),
+    keys = {"matmul": ("dtype",), "matmul_wo": ("w_bits", "group"),
+            "attention": ("heads", "kv_heads", "head_dim", "dtype", "engine", "phase"),
+            "allreduce": (), "moe": (),
             "copy": ("direction", "pinned"), "elementwise": ("op", "dtype"), "norm": ("op", "dtype"),
-            "launch": (), "kv_append": ("dtype",), "model_step": ("model", "layers", "phase", "dtype")}.get(kind)
+            "launch": (), "kv_append": ("dtype",), "model_step": ("model", "layers", "phase", "dtype", "engine")}.get(kind)
     if keys is None:
         raise ValueError(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
-    return (kind,) + tuple(str(case.get(k)) for k in keys)
+    return (kind, text(case, "timing")) + tuple(text(case, k) for k in keys)
 
 
 def _column(cases: list[dict], key: str) -> np.ndarray:

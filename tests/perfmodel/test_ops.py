@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import workloads
-from perfmodel.ops import (FUSED, HF_EAGER, Precision, attention_op, attention_pairs, expected_experts_touched,
-                           matmul_op, step_ops)
+from perfmodel.ops import (Precision, attention_op, attention_pairs, expected_experts_touched, matmul_op,
+                           step_ops)
 
 BF16 = Precision(16, 16, 16)
 
@@ -82,8 +82,8 @@ def test_moe_reads_only_touched_experts():
 
 def test_eager_profile_has_more_kernels_and_bytes():
     m = workloads.load("llama-3-8b")
-    fused = step_ops(m, 4, 1, 512, BF16, impl=FUSED)
-    eager = step_ops(m, 4, 1, 512, BF16, impl=HF_EAGER)
+    fused = step_ops(m, 4, 1, 512, BF16, engine="vllm")
+    eager = step_ops(m, 4, 1, 512, BF16, engine="hf-eager")
     assert sum(o.count * o.kernels for o in eager) > 2 * sum(o.count * o.kernels for o in fused)
     assert sum(o.count * o.bytes for o in eager) > sum(o.count * o.bytes for o in fused)
     assert sum(o.count * o.flops for o in eager if o.kind == "matmul") == \

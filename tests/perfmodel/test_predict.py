@@ -62,9 +62,10 @@ def test_more_tokens_are_never_cheaper(sc, model, device, extra):
 
 
 def _crosses_kernel_switch(model, device, sc, prompt) -> bool:
-    """Whether some prefill GEMM goes from <= 128 rows to > 64 rows on a calibrated spec: there the
-    model follows cuBLAS from the skinny kernel to tiles, which can be faster (measured too:
-    tests/perfmodel/test_roofline.py, validate/reports/gemm_rows/h200)."""
+    """Whether some prefill GEMM goes from <= 128 rows to > 64 rows on a calibrated spec: past 128
+    rows a second row of tiles doubles the blocks streaming weights, which the model prices as
+    faster streaming (tests/perfmodel/test_roofline.py; cuBLAS shows such edges too,
+    validate/reports/gemm_rows/h200)."""
     if hardware.load(device).calibration is None:
         return False
     spec, p = workloads.load(model), Precision(sc["w_bits"], 16, sc["kv_bits"])
@@ -153,15 +154,15 @@ def test_breakdown_rows_sum_to_the_step():
 
 
 def test_chunked_threaded_evaluation_equals_one_pass():
+    from perfmodel.engines import DEFAULT_ENGINE, load
     from perfmodel.predict import CHUNK, _evaluate
-    from perfmodel.ops import FUSED
 
     rng = np.random.default_rng(1)
     n = CHUNK + 1234
     sc = Scenario(batch=rng.integers(1, 128, n), prompt=rng.integers(1, 4096, n), gen=rng.integers(1, 512, n),
                   w_bits=rng.choice([4, 16], n))
     m, hw = workloads.load("llama-3-8b"), hardware.load("h200-sxm-calibrated")
-    whole = _evaluate(m, hw, sc, FUSED)
+    whole = _evaluate(m, hw, sc, load(DEFAULT_ENGINE))
     for workers in (1, 2):
         chunked = perfmodel.evaluate(m, hw, sc, workers=workers)
         for key in ("ttft_s", "tpot_s", "total_bytes", "decode_bound"):

@@ -117,7 +117,7 @@ def test_eager_host_dispatch_bounds_the_streamed_step(llama):
                       layer_overhead_s=1e-3)
     hw = dataclasses.replace(hardware.load("h200-sxm"), calibration=cal)
     out = tiers.offloaded_step_time(llama, hw, 1, 1, 512, P16, np.array([0, llama.n_layers]),
-                                    impl=perfmodel.HF_EAGER)
+                                    engine="hf-eager")
     assert np.all(out["host_s"] == pytest.approx(llama.n_layers * 1e-3))
     assert np.all(out["time_s"] >= out["host_s"]) and out["time_s"][1] == pytest.approx(out["host_s"][1], rel=0.05)
     assert np.all(out["lower_s"] <= out["time_s"] * (1 + 1e-12)) and np.all(out["time_s"] <= out["upper_s"] * (1 + 1e-12))

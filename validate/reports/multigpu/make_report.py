@@ -50,10 +50,11 @@ def implementation(mode: str):
     written in place, GQA without repeating K/V, and transformers' kernel sequences for RMSNorm,
     rotary embedding and SiLU-gate (validate.multigpu writes them the same way); eager mode
     dispatches every kernel from Python, graph mode replays a CUDA graph."""
-    from perfmodel import ops
+    from perfmodel import engines
 
-    return dataclasses.replace(ops.HF_EAGER, name=f"multigpu-{mode}", split_qkv=False, split_gate_up=False,
-                               kv_append_copies=False, eager=mode == "eager")
+    return dataclasses.replace(engines.load("hf-eager"), name=f"multigpu-{mode}", split_qkv=False,
+                               split_gate_up=False, kv_append_copies=False, eager=mode == "eager",
+                               graph_max_tokens=0.0 if mode == "eager" else float("inf"))
 
 
 def without_generate_overhead(hw: hardware.Hardware) -> hardware.Hardware:
@@ -76,8 +77,8 @@ def predict_step(row, hw: hardware.Hardware, link: coll.LinkCalibration) -> dict
     spec, bits = step_spec(row), 8 * float(row["act_bytes"])
     batch, new, past, tp = (int(row[k]) for k in ("batch", "new_tokens", "past", "tp"))
     args = (spec, without_generate_overhead(hw), batch, new, past, perfmodel.Precision(bits, bits, bits), tp)
-    device = perfmodel.step_time(*args, logits_tokens=batch, impl=implementation("graph"))
-    core = perfmodel.step_time(*args, logits_tokens=batch, impl=implementation(row["mode"]))
+    device = perfmodel.step_time(*args, logits_tokens=batch, engine=implementation("graph"))
+    core = perfmodel.step_time(*args, logits_tokens=batch, engine=implementation(row["mode"]))
     with_comm = bool(int(row["comm"])) and tp > 1
     compute = float(device["time_s"] - device["comm_s"])
     comm = float(coll.tp_step_comm_time_s(batch * new, spec.d_model, spec.n_layers, tp, link,

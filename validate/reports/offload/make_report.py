@@ -4,7 +4,7 @@
 
 Reads RUN_DIR/offload.csv, model_config.json and meta.json; writes report.md, offload_predicted.csv and
 offload.png (into --out, default RUN_DIR). Every step case is predicted by
-`perfmodel.tiers.offloaded_step_time` (the roofline of transformers' eager step, `perfmodel.HF_EAGER`,
+`perfmodel.tiers.offloaded_step_time` (the roofline of transformers' eager step, the `hf-eager` engine profile,
 plus each streamed layer's copy over the host link, pipelined one layer ahead with overlap, serial
 without), three ways:
 
@@ -70,7 +70,7 @@ def predict_rows(steps: pd.DataFrame, model: ModelSpec, hw: Hardware) -> pd.Data
         m = dataclasses.replace(model, n_layers=L)
         pred = tiers.offloaded_step_time(m, hw, float(row.batch), 1.0, float(row.kv_len), BF16, resident,
                                          kv_on_host=row.kind == "kv", overlap=bool(row.overlap),
-                                         impl=perfmodel.HF_EAGER)
+                                         engine="hf-eager")
         out.append({k: float(pred[k]) for k in ("time_s", "compute_s", "transfer_s", "lower_s", "upper_s", "host_s")})
     return pd.DataFrame(out, index=steps.index)
 
@@ -154,7 +154,7 @@ def markdown(steps: pd.DataFrame, summary: pd.DataFrame, info: dict, meta: dict,
              f"Run: `measure_offload.py` ({meta.get('model', '?')}, torch {meta.get('torch', '?')}"
              f"{', QUICK smoke test on CPU' if meta.get('quick') else ''}); spec `{hw.name}`"
              f"{' (calibrated)' if hw.is_calibrated else ' (datasheet)'}. Predictions: "
-             "`perfmodel.tiers.offloaded_step_time` with `perfmodel.HF_EAGER`.", "",
+             "`perfmodel.tiers.offloaded_step_time` with the `hf-eager` engine profile.", "",
              f"**Headline ({head.replace('_', '-')}):** median error {_pct(overall.median_ape)}, worst "
              f"{_pct(overall.max_ape)}, {_pct(overall.within_15pct)} of {int(overall.n)} step cases within 15% "
              f"(target: all within 15%).", ""]

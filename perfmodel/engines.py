@@ -1,0 +1,156 @@
+"""Engine profiles: how a serving stack executes a forward step, as data (perfmodel/engine_profiles/).
+
+A prediction is always for a named engine. The profile says which ops the engine fuses (kernels and
+activation passes per op), which attention kernel family runs prefill and decode, which all-reduce
+it uses, which steps replay CUDA graphs and what host time it pays. Hardware-dependent numbers (the
+achieved rates and floors of each kernel family, the host's per-op dispatch) live in the calibrated
+hardware spec; the profile only names what runs.
+
+Host time, by how the engine issues kernels:
+- a step replayed from a CUDA graph (decode and small steps of a serving engine, up to
+  `graph_max_tokens` tokens) pays no per-kernel host time: only `step_host_s` per iteration;
+- a compiled step outside graphs (large prefills) launches each kernel from the host, which runs
+  ahead of the device: time = max(device, kernels x dispatch);
+- an eager framework (`eager: true`, transformers) also pays Python per layer and per step
+  (Calibration.layer_overhead_s, step_overhead_s), again overlapped with the device.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Mapping
+
+import yaml
+
+PROFILE_DIR = Path(__file__).parent / "engine_profiles"
+
+#: The profile `perfmodel predict` uses unless told otherwise: a serving engine, what users deploy.
+DEFAULT_ENGINE = "vllm"
+
+ALLREDUCE_KINDS = ("nccl", "custom")
+
+
+class EngineError(ValueError):
+    """An unknown engine name or a malformed profile; the message names the field and the value."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One serving stack's execution of a transformer step (see the module docstring).
+
+    Fusion: *_kernels count launches per op, *_passes count reads + writes of activation-sized
+    tensors per element of the op's width (the bytes a fused kernel cannot avoid).
+    residual_in_norm: the residual add runs inside the next norm kernel (vLLM's fused_add_rms_norm,
+    inductor's fusion), reading x and the residual and writing both. cache_write_kernels: kernels
+    that write the new tokens' K and V into a paged or static cache (0 when the attention or RoPE
+    kernel writes them). act_quant_kernels: kernels per GEMM input that quantize activations for
+    8-bit GEMMs (0 when fused into the preceding kernel). kv_append_copies: the cache grows by
+    torch.cat (re-read and re-written every step). attn_out_copy: the attention output is copied
+    contiguous before the output projection.
+    """
+
+    name: str
+    title: str = ""
+    split_qkv: bool = False
+    split_gate_up: bool = False
+    norm_kernels: int = 1
+    norm_passes: float = 2.0
+    residual_in_norm: bool = False
+    rope_kernels: int = 1
+    rope_passes: float = 2.0
+    cache_write_kernels: int = 0
+    act_kernels: int = 1
+    act_passes: float = 3.0
+    act_quant_kernels: int = 0
+    kv_append_copies: bool = False
+    attn_out_copy: bool = False
+    prefill_attention: str = "default"
+    decode_attention: str = "default"
+    allreduce: str = "nccl"
+    eager: bool = False
+    graph_max_tokens: float = 0.0
+    step_host_s: float = 0.0
+    description: str = ""
+    sources: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "sources", dict(self.sources))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            finite = f.name != "graph_max_tokens"  # .inf: every step replays a graph
+            if f.type in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                               or math.isnan(value) or (finite and math.isinf(value)) or value < 0):
+                raise EngineError(f"engine {self.name}: {f.name} = {value!r} must be a finite number, zero or more")
+        if self.allreduce not in ALLREDUCE_KINDS:
+            raise EngineError(f"engine {self.name}: allreduce = {self.allreduce!r} is not one of {ALLREDUCE_KINDS}")
+
+    def graphed(self, tokens):
+        """Whether a step of `tokens` tokens (per device) replays a CUDA graph (array-valued)."""
+        import numpy as np
+
+        return np.asarray(tokens) <= self.graph_max_tokens
+
+    def attention_kernel(self, new_tokens):
+        """Attention kernel family for steps of `new_tokens` per sequence: decode kernels (FlashInfer,
+        XQA, flash-decoding) for one token, prefill kernels otherwise. Scalar names only: a step
+        with mixed shapes takes the decode family when every sequence decodes one token."""
+        import numpy as np
+
+        return self.decode_attention if np.all(np.asarray(new_tokens) <= 1) else self.prefill_attention
+
+
+def names() -> tuple[str, ...]:
+    """Names of the engine profiles shipped with perfmodel."""
+    return tuple(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
+
+
+@lru_cache(maxsize=None)
+def load(name: str | Engine) -> Engine:
+    """An engine profile by name (or a profile, returned as is)."""
+    if isinstance(name, Engine):
+        return name
+    path = PROFILE_DIR / f"{name}.yaml"
+    if not isinstance(name, str) or not path.is_file():
+        raise EngineError(f"engine: {name!r} is not a known profile; known: {', '.join(names())}")
+    return from_dict(yaml.safe_load(path.read_text()), origin=path.name)
+
+
+def from_dict(data, origin: str = "engine profile") -> Engine:
+    """Build a profile from its YAML mapping: every field of `Engine` except `sources`, which maps
+    source tags to citations; unknown fields are an error (a typo must not pass silently)."""
+    if not isinstance(data, dict):
+        raise EngineError(f"{origin}: expected a mapping of fields, got {type(data).__name__}")
+    known = {f.name: f for f in dataclasses.fields(Engine)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise EngineError(f"{origin}: unknown field {unknown[0]!r}; known: {', '.join(known)}")
+    if "name" not in data:
+        raise EngineError(f"{origin}: missing field 'name'")
+    values = {}
+    for key, value in data.items():
+        kind = known[key].type
+        if kind in ("int", "float") and isinstance(value, str):
+            value = _seconds(value, key, origin) if key.endswith("_s") else value
+        if kind == "bool" and not isinstance(value, bool):
+            raise EngineError(f"{origin}: {key} = {value!r} must be true or false")
+        values[key] = value
+    return Engine(**values)
+
+
+def _seconds(text: str, key: str, origin: str) -> float:
+    """A time written with a unit ("120 us"); the unit is parsed at the edge, as for hardware specs."""
+    from hardware import units
+
+    quantity = text.split("[")[0].strip()
+    try:
+        if float(quantity.split()[0]) == 0:  # units.parse takes positive quantities only
+            return 0.0
+    except (ValueError, IndexError):
+        pass
+    try:
+        return units.parse(quantity, "seconds", key)
+    except units.UnitError as err:
+        raise EngineError(f"{origin}: {err}") from None

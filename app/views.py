@@ -243,6 +243,19 @@ def resolve_model(key: tuple) -> ModelSpec:
     return model_from_config_text(key[1], key[2])
 
 
+def metric_delta(value: float, fmt: str, lower_is_better: bool = False) -> dict:
+    """Keyword arguments for st.metric's delta: a change that rounds to zero in `fmt` is shown grey
+    with no arrow ("same as ..."), not as a red or green rise (issue 16); NaN shows no delta."""
+    if not math.isfinite(value):
+        return {}
+    text = fmt.format(value)
+    shown = float(text.split()[0])
+    if shown == 0:  # "+0.00" or "-0.00": no change at the precision shown
+        return {"delta": "±" + text.split(maxsplit=1)[0].lstrip("+-") + " " + text.split(maxsplit=1)[1],
+                "delta_color": "off", "delta_arrow": "off"}
+    return {"delta": text, "delta_color": "inverse" if lower_is_better else "normal"}
+
+
 def model_from_config_text(text: str | bytes, name: str = "uploaded") -> ModelSpec:
     """An uploaded HF config.json; bad JSON or an unsupported architecture raises ModelError."""
     from hardware import inputs

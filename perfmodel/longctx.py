@@ -38,8 +38,15 @@ class LongContextError(ValueError):
     """An impossible long-context request; the message names the field and the value."""
 
 
+def _numbers(value, name: str) -> np.ndarray:
+    """`value` as a float array; text, booleans and non-numeric arrays are refused by name."""
+    if isinstance(value, (str, bytes, bool, np.bool_)) or np.asarray(value).dtype.kind not in "fiu":
+        raise LongContextError(f"{name}: {value!r:.60} is not a number")
+    return np.asarray(value, dtype=float)
+
+
 def _positive(value, name: str, integer: bool = False):
-    arr = np.asarray(value, dtype=float)
+    arr = _numbers(value, name)
     bad = ~np.isfinite(arr) | (arr <= 0)
     if integer:
         bad |= np.isfinite(arr) & (arr != np.round(arr))
@@ -66,7 +73,7 @@ def check_request(model: ModelSpec, hw: Hardware, context, tp=1) -> None:
 def check_bits(**bits) -> None:
     """Bit widths inside the Scenario's range (1 to 32); LongContextError naming the field otherwise."""
     for name, value in bits.items():
-        arr = np.asarray(value, dtype=float)
+        arr = _numbers(value, name)
         bad = ~np.isfinite(arr) | (arr < 1) | (arr > 32)
         if np.any(bad):
             raise LongContextError(f"{name}: {float(arr[bad].flat[0]) if arr.ndim else float(arr)!r} must be a "

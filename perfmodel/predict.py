@@ -342,5 +342,6 @@ def breakdown(model: ModelSpec, hw: Hardware, sc: Scenario, phase: str = "decode
         })
     frame = pd.DataFrame(rows)
     frame["share"] = frame["time_s"] / frame["time_s"].sum()
-    frame["intensity_flop_per_byte"] = frame["flops"] / frame["bytes"].where(frame["bytes"] > 0)
+    # FLOP per byte; an op that moves no bytes (an all-reduce at tp 1) has none: 0, not NaN
+    frame["intensity_flop_per_byte"] = np.where(frame["bytes"] > 0, frame["flops"] / frame["bytes"].where(frame["bytes"] > 0, 1.0), 0.0)
     return frame

@@ -207,6 +207,8 @@ def _scenario_value(name: str, value) -> float:
         raise SweepError(f"sweep axis {name!r}: {str(value)[:40]!r} is not a number")
     if isinstance(value, int) and abs(value) > 10**300:
         raise SweepError(f"sweep axis {name!r}: a {len(str(value))}-digit number is out of range")
+    if not math.isfinite(float(value)):
+        raise SweepError(f"sweep axis {name!r}: {value!r} is not a finite number")
     return float(value)
 
 

@@ -179,7 +179,7 @@ def spec_from_args(args):
 
     # --grid adds or replaces axes of the spec file, or of the built-in default sweep (whose other axes,
     # constraints and objectives stay)
-    data = dict(_load_yaml(args.spec) if args.spec else _default_spec())
+    data = dict(_load_yaml(args.spec) if args.spec is not None else _default_spec())
     data["axes"] = {**(data.get("axes") or {}), **dict(parse_grid_arg(g) for g in args.grid)}
     if args.random is not None:
         data["mode"], data["n"] = "random", args.random
@@ -191,7 +191,7 @@ def spec_from_args(args):
             extra.append(f"{column} <= {flag!r}")
     constraints = sweep.parse_constraints(data.get("constraints")) + sweep.parse_constraints(extra)
     data["constraints"] = list(constraints)
-    if args.pareto:
+    if args.pareto is not None:
         data["pareto"] = args.pareto
     return sweep.SweepSpec.from_dict(data)
 
@@ -242,7 +242,7 @@ def run_sweep(args) -> int:
 
     spec = spec_from_args(args)
     parquet, csv = _outputs(args)
-    if args.plot:
+    if args.plot is not None:
         check_output_path(args.plot, "--plot")
         if len(spec.objectives) < 2:
             raise sweep.SweepError("--plot: needs at least two --pareto objectives")
@@ -267,7 +267,7 @@ def run_sweep(args) -> int:
     for path in (parquet, csv):
         if path is not None:
             print(f"wrote {path} ({args.keep} rows)")
-    if args.plot:
+    if args.plot is not None:
         _plot(result, args.plot)
     return 0
 
@@ -306,7 +306,7 @@ def _short(value: float) -> str:
 def _plan_kwargs(args) -> dict:
     import workloads
 
-    devices = [d.strip() for d in args.hardware.split(",") if d.strip()] if args.hardware else None
+    devices = [d.strip() for d in args.hardware.split(",") if d.strip()] if args.hardware is not None else None
     if args.hardware is not None and not devices:
         raise InputError(f"--hardware: {args.hardware!r} lists no device")
     bits = lambda name, text: number_list(text, name, *RANGES["w_bits"], whole=True, max_items=32)

@@ -57,14 +57,14 @@ def run_bits(args) -> int:
 
     from hardware import inputs
 
-    if args.out:
+    if args.out is not None:
         inputs.check_output_path(args.out, "--out")
     frame = inputs.read_csv(args.sensitivities, "--sensitivities")
-    latency = parse(args.latency_budget, "seconds", "--latency-budget") if args.latency_budget else None
-    memory = parse(args.memory_budget, "bytes", "--memory-budget") if args.memory_budget else None
-    model = workloads.load(args.model) if args.model else None
+    latency = parse(args.latency_budget, "seconds", "--latency-budget") if args.latency_budget is not None else None
+    memory = parse(args.memory_budget, "bytes", "--memory-budget") if args.memory_budget is not None else None
+    model = workloads.load(args.model) if args.model is not None else None
     costs = None
-    if args.hardware:
+    if args.hardware is not None:
         hw = hardware.load(args.hardware)
         if latency is not None or {"rows", "cols"} <= set(frame.columns) or model is not None:
             costs = bits_cost.costs_from_frame(frame, hw, model=model, tokens=args.batch, context=args.context)
@@ -84,7 +84,7 @@ def run_bits(args) -> int:
                                candidates=candidates, costs=costs, scope=args.scope)
         if costs is not None and math.isnan(result.latency_s):
             result = bits_cost.with_costs(result, costs)
-    if args.out:
+    if args.out is not None:
         inputs.write_text(args.out, result.to_frame().to_csv(index=False), "--out")
     if args.json:
         print(json.dumps({k: _clean(v) for k, v in result.summary().items()}, indent=2))
@@ -95,7 +95,7 @@ def run_bits(args) -> int:
 
 def _candidates(text):
     """Widths ('2,3,4,8': whole numbers 1..32) or format names ('int4-g128,bf16'), not a mix of junk."""
-    if not text:
+    if text is None:
         return None
     from hardware.inputs import parse_number
 

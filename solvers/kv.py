@@ -67,6 +67,17 @@ class KVCapacity:
 MAX_SPLIT_TOTAL = 1e15
 
 
+def _number_in(value, low: float, high: float) -> bool:
+    """A real number (not a bool, not text) with low < value <= high; False for huge ints and NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    try:
+        value = float(value)
+    except OverflowError:
+        return False
+    return math.isfinite(value) and low < value <= high
+
+
 def _hbm_budget(hw: Hardware, hbm_budget_bytes) -> float:
     budget = hw.hbm_capacity_bytes if hbm_budget_bytes is None else float(hbm_budget_bytes)
     if not math.isfinite(budget) or budget <= 0:
@@ -104,8 +115,8 @@ def max_context(model: ModelSpec, hw: Hardware, users: int, *, kv_bits=16, w_bit
     """Longest context each of `users` users can hold at once; capped by the model's maximum."""
     longctx.check_request(model, hw, 1, tp)
     longctx.check_bits(kv_bits=kv_bits, w_bits=w_bits)
-    if not (isinstance(users, (int, np.integer)) and users >= 1):
-        raise KVBudgetError(f"users: {users!r} must be a whole number of at least 1")
+    if isinstance(users, bool) or not (isinstance(users, (int, np.integer)) and 1 <= users <= 10**7):
+        raise KVBudgetError(f"users: {users!r:.40} must be a whole number from 1 to 10,000,000")
     budget = _hbm_budget(hw, hbm_budget_bytes)
     free, reserved = _free_bytes(model, hw, budget, w_bits, tp, prefill_chunk)
     per_token = float(longctx.kv_bytes_per_user(model, 1, kv_bits, tp))
@@ -328,10 +339,10 @@ def _split_problem(importance, total, lower, upper, alpha, unit_cost, names) -> 
     if np.any(lo > hi):
         i = int(np.flatnonzero(lo > hi)[0])
         raise KVBudgetError(f"lower: {lo[i]:g} exceeds upper {hi[i]:g} for group {names[i]!r}")
-    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and 0 < alpha <= 100):
-        raise KVBudgetError(f"alpha: {alpha!r} must be a number above 0 and at most 100")
-    if not (isinstance(total, (int, float)) and math.isfinite(total) and 0 < total <= MAX_SPLIT_TOTAL):
-        raise KVBudgetError(f"total: {total!r} must be a number above 0 and at most {MAX_SPLIT_TOTAL:g}")
+    if not _number_in(alpha, 0, 100):
+        raise KVBudgetError(f"alpha: {alpha!r:.40} must be a number above 0 and at most 100")
+    if not _number_in(total, 0, MAX_SPLIT_TOTAL):
+        raise KVBudgetError(f"total: {total!r:.40} must be a number above 0 and at most {MAX_SPLIT_TOTAL:g}")
     floor = float(c @ lo)
     if total < floor:
         raise KVBudgetError(f"total: {total:g} is infeasible; the lower bounds alone need {floor:g}")

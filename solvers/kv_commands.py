@@ -55,7 +55,7 @@ def register(subparsers) -> None:
     setting.add_argument("--users", type=USERS, default=1)
     setting.add_argument("--latency", help="per-token decode latency target, e.g. '20 ms'")
     setting.add_argument("--memory", help="KV bytes per device for all users, e.g. '40 GB'")
-    setting.add_argument("--weights", default="", help="penalty weights per knob, e.g. 'kv_bits=0.5,evict=2'")
+    setting.add_argument("--weights", default=None, help="penalty weights per knob, e.g. 'kv_bits=0.5,evict=2'")
     setting.add_argument("--w-bits", type=scenario_flag("w_bits"), default=16)
     setting.add_argument("--tp", type=scenario_flag("tp"), default=1)
     setting.add_argument("--top", type=flag(1, 10**6, whole=True), default=8, help="candidates to list")
@@ -140,7 +140,7 @@ def run_capacity(args) -> int:
     model, hw = workloads.load(args.model), hardware.load(args.hardware)
     common = dict(kv_bits=args.kv_bits, w_bits=args.w_bits, tp=args.tp,
                   hbm_budget_bytes=_quantity(args.hbm_budget, "bytes", "--hbm-budget"))
-    cap = kv.max_concurrency(model, hw, args.context, **common) if args.context else \
+    cap = kv.max_concurrency(model, hw, args.context, **common) if args.context is not None else \
         kv.max_context(model, hw, args.users, **common)
     if args.json:
         _print_json(cap.__dict__ | {"model": model.name, "hardware": hw.name})
@@ -159,9 +159,9 @@ def run_serve(args) -> int:
     from perfmodel.checks import tp_allowed
 
     model, hw = workloads.load(args.model), hardware.load(args.hardware)
-    contexts = _ints(args.context, "--context") if args.context else (
+    contexts = _ints(args.context, "--context") if args.context is not None else (
         [c for c in SERVE_CONTEXTS if c <= model.max_context] or [model.max_context])
-    tps = _ints(args.tp, "--tp", 1, 4096) if args.tp else [t for t in (1, 2, 4, 8) if tp_allowed(model, hw, t)]
+    tps = _ints(args.tp, "--tp", 1, 4096) if args.tp is not None else [t for t in (1, 2, 4, 8) if tp_allowed(model, hw, t)]
     plan = longctx.analyze(model, hw, np.array(contexts)[None, :], tp=np.array(tps)[:, None], batch=args.batch,
                            w_bits=args.w_bits, kv_bits=args.kv_bits)
     frame = plan.to_frame()
@@ -184,7 +184,11 @@ def run_serve(args) -> int:
     return 0
 
 
-def _weights(text: str) -> dict:
+def _weights(text: str | None) -> dict:
+    if text is None:
+        return {}
+    if not text.strip():
+        raise ValueError("--weights: '' lists no knob=number pairs, e.g. 'kv_bits=0.5,evict=2'")
     out = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
         key, sep, value = item.partition("=")
@@ -259,17 +263,17 @@ def run_tts(args) -> int:
     from perfmodel import kinetics
     from solvers import tts
 
-    if args.plot:
+    if args.plot is not None:
         inputs.check_output_path(args.plot, "--plot")
     if args.curves != "demo":
         inputs.check_input_path(args.curves, "--curves")
     curves = tts.AccuracyCurves.demo() if args.curves == "demo" else tts.AccuracyCurves.from_csv(args.curves)
-    hw = hardware.load(args.hardware) if args.hardware else None
+    hw = hardware.load(args.hardware) if args.hardware is not None else None
     cost = tts.CostModel(unit=args.unit, hardware=hw, prompt=args.prompt, block_size=args.block_size,
                          params=dict(kinetics.KINETICS_PARAMS) if args.kinetics_params else {})
     plan = tts.plan_tts(curves, args.budget, tts.load_models(curves.models), cost, _ints(args.samples, "--samples", 1, 10**6),
                         args.strategy)
-    if args.plot:
+    if args.plot is not None:
         plan.plot(args.plot)
     if args.json:
         _print_json({"best": plan.best, "budget": plan.budget, "unit": plan.unit, "strategy": plan.strategy,
@@ -291,13 +295,13 @@ def run_tts(args) -> int:
     front["accuracy"] = front["accuracy"].map(lambda v: f"{v:.3f}")
     print(f"\nPareto frontier within the budget (last {len(front)} points):")
     print(front.to_string(index=False))
-    if args.plot:
+    if args.plot is not None:
         print(f"\nplot written to {args.plot}")
     return 0
 
 
 def _cost(value: float, unit: str) -> str:
     if not math.isfinite(value):
-        return "inf"
+        return "-"  # cost of pass at accuracy 0: never correct
     return {"efflops": format_si(value, "").strip() + " eFLOPs", "seconds": format_seconds(value),
             "dollars": f"${value:.4g}"}[unit]

@@ -112,7 +112,7 @@ def _system(args):
     overrides = {}
     for flag, field in (("gpu_memory", "hbm_capacity_bytes"), ("cpu_memory", "dram_capacity_bytes"),
                         ("disk", "flash_capacity_bytes")):
-        if getattr(args, flag):
+        if getattr(args, flag) is not None:
             overrides[field] = parse(getattr(args, flag), "bytes", "--" + flag.replace("_", "-"))
     if overrides:
         import dataclasses
@@ -201,7 +201,7 @@ def run_attention(args) -> int:
     from solvers.attention_offload import attention_offload
 
     model = workloads.load(args.model)
-    link = parse(args.link, "bytes_per_s", "--link") if args.link else None
+    link = parse(args.link, "bytes_per_s", "--link") if args.link is not None else None
     res = attention_offload(model, hardware.load(args.compute), hardware.load(args.memory), _scenario(args),
                             args.n_compute, args.n_memory, args.batch, args.alpha, link)
     frame = res.to_frame()
@@ -222,7 +222,7 @@ def run_moe_hybrid(args) -> int:
 
     model, hw = workloads.load(args.model), hardware.load(args.hardware)
     tiers = MemoryTiers.from_hardware(hw)
-    if args.dram:
+    if args.dram is not None:
         import dataclasses
         tiers = dataclasses.replace(tiers, dram_capacity_bytes=parse(args.dram, "bytes", "--dram"))
     res = moe_hybrid_bound(model, hw, _scenario(args), _ints(args.batch, "--batch"), tiers, args.gpu_weight_fraction)

@@ -84,11 +84,8 @@ def parse(text: str | float | int, dimension: str, field: str = "value") -> floa
         raise UnitError(f"{field}: cannot read {text[:MAX_QUANTITY_CHARS]!r} as a number and a unit in "
                         f"{_example(dimension)}, e.g. '{_accepted(dimension)}'{hint}")
     if not match["unit"]:
-        raise UnitError(f"{field}: {text.strip()!r} has no unit; write it with one, e.g. "
-                        f"'{match['number']} {_unit_hint(dimension)}' (GB = 1e9 bytes, GiB = 2**30)"
-                        if dimension == "bytes" else
-                        f"{field}: {text.strip()!r} has no unit; write it with one, e.g. "
-                        f"'{match['number']} {_unit_hint(dimension)}'")
+        raise UnitError(f"{field}: {text.strip()!r} has no unit; write it with one, "
+                        + _bare_hint(float(match["number"]), dimension))
     ureg = registry()
     import pint
 
@@ -123,6 +120,21 @@ def check_positive(value: float, field: str, shown: object | None = None) -> flo
     if value <= 0:
         raise UnitError(f"{field}: {shown!r} must be greater than zero")
     return float(value)
+
+
+_SI_SYMBOL = {"bytes": "B", "bytes_per_s": "B/s", "flops_per_s": "FLOP/s", "seconds": "s", "watts": "W",
+              "usd_per_hour": "USD/h"}
+
+
+def _bare_hint(number: float, dimension: str) -> str:
+    """How to write a bare number with a unit: the value read as SI, with a prefix ('80 GB' for
+    80000000000 bytes), plus the byte convention."""
+    shown = format_si(number, _SI_SYMBOL[dimension]) if math.isfinite(number) and number > 0 else \
+        f"{number:g} {_unit_hint(dimension)}"
+    if dimension == "seconds" and math.isfinite(number) and 0 < number < 1:
+        shown = format_seconds(number)
+    note = " (GB = 1e9 bytes, GiB = 2**30; a bare number could be bits or bytes)" if dimension.startswith("bytes") else ""
+    return f"e.g. '{shown}' if you meant {number:g} {_SI_SYMBOL[dimension]}{note}"
 
 
 def _unit_hint(dimension: str) -> str:

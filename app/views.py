@@ -464,14 +464,19 @@ def compare(pairs: list[tuple[ModelSpec, Hardware]], grid: dict) -> tuple[pd.Dat
     """Every (model, device) pair over a grid of settings, one vectorized prediction per pair.
 
     grid: lists for batch, w_bits, kv_bits, tp and scalars prompt, gen, a_bits. Tensor-parallel
-    degrees above a device's devices_per_node are skipped (a note says so). Returns the rows and
-    the notes (skipped pairs with the reason).
+    degrees the pair cannot run (above the device's devices_per_node, or not dividing the model's
+    heads: perfmodel.checks) are skipped (a note says so). Returns the rows and the notes (skipped
+    pairs with the reason).
     """
+    from perfmodel.checks import tp_allowed
+
     frames, notes = [], []
     for model, hw in pairs:
-        tps = [t for t in grid["tp"] if t <= hw.devices_per_node]
+        tps = [t for t in grid["tp"] if tp_allowed(model, hw, t)]
         if len(tps) < len(grid["tp"]):
-            notes.append(f"{hw.name}: tp above {hw.devices_per_node} devices per node skipped")
+            skipped = ", ".join(str(t) for t in grid["tp"] if t not in tps)
+            notes.append(f"{model.name} on {hw.name}: tp {skipped} skipped (above {hw.devices_per_node} devices per "
+                         "node, or not dividing the heads)")
         if not tps:
             continue
         mesh = np.meshgrid(grid["batch"], grid["w_bits"], grid["kv_bits"], tps, indexing="ij")

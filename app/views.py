@@ -7,7 +7,6 @@ and `resolve_model` take such keys instead of objects.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
@@ -137,13 +136,14 @@ def build_spec(data, origin: str = "spec") -> tuple[Hardware | None, dict[str, s
 
 
 def parse_spec_yaml(text: str, origin: str = "uploaded spec") -> tuple[Hardware | None, dict[str, str]]:
-    """Parse an uploaded spec file; YAML syntax errors come back as a field error, not an exception."""
+    """Parse an uploaded spec file; YAML syntax errors, deep nesting and alias bombs come back as a
+    field error, not an exception (the loader's limits: hardware.inputs)."""
+    from hardware import inputs
+
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        return None, {"yaml": f"{origin}: not valid YAML{where} ({getattr(err, 'problem', err)})"}
+        data = inputs.load_yaml_text(text, origin)
+    except inputs.InputError as err:
+        return None, {"yaml": str(err)}
     return build_spec(data, origin)
 
 

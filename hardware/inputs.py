@@ -56,7 +56,7 @@ def parse_number(text: Any, field: str, low: float = -math.inf, high: float = ma
         wanted = f"{kind} >= {_shown(low)}"
     else:
         wanted = kind
-    if isinstance(value := text, bool):
+    if isinstance(text, bool):
         raise InputError(f"{field}: {text!r} must be {wanted}")
     if isinstance(text, str):
         stripped = text.strip()

@@ -186,9 +186,9 @@ def spec_from_args(args):
     if args.seed is not None:
         data["seed"] = args.seed
     extra = list(args.constraint) + (["fits"] if args.fits else [])
-    for flag, column in ((args.max_ttft, "ttft_s"), (args.max_tpot, "tpot_s"), (args.max_usd_per_hour, "usd_per_hour")):
-        if flag is not None:
-            extra.append(f"{column} <= {flag!r}")
+    for limit, column in ((args.max_ttft, "ttft_s"), (args.max_tpot, "tpot_s"), (args.max_usd_per_hour, "usd_per_hour")):
+        if limit is not None:
+            extra.append(f"{column} <= {limit!r}")
     constraints = sweep.parse_constraints(data.get("constraints")) + sweep.parse_constraints(extra)
     data["constraints"] = list(constraints)
     if args.pareto is not None:
@@ -232,7 +232,7 @@ def _outputs(args) -> tuple[Path | None, Path | None]:
     out = check_output_path(args.output, "-o")
     if out.suffix.lower() == ".csv":
         return None, out
-    import pyarrow.parquet  # noqa: F401  (before the sweep runs: a missing extra is reported at once)
+    import pyarrow.parquet  # noqa: F401, before the sweep runs: a missing extra is reported at once
 
     return out, (check_output_path(out.with_suffix(".csv"), "--csv") if args.csv else None)
 

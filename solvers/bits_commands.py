@@ -46,8 +46,6 @@ def register(subparsers) -> None:
 
 
 def run_bits(args) -> int:
-    import pandas as pd
-
     import hardware
     import workloads
     from hardware.units import parse

@@ -110,10 +110,10 @@ def _system(args):
         hw = hardware.load(args.hardware)
         tiers = MemoryTiers.from_hardware(hw)
     overrides = {}
-    for flag, field in (("gpu_memory", "hbm_capacity_bytes"), ("cpu_memory", "dram_capacity_bytes"),
-                        ("disk", "flash_capacity_bytes")):
-        if getattr(args, flag) is not None:
-            overrides[field] = parse(getattr(args, flag), "bytes", "--" + flag.replace("_", "-"))
+    for option, field in (("gpu_memory", "hbm_capacity_bytes"), ("cpu_memory", "dram_capacity_bytes"),
+                          ("disk", "flash_capacity_bytes")):
+        if getattr(args, option) is not None:
+            overrides[field] = parse(getattr(args, option), "bytes", "--" + option.replace("_", "-"))
     if overrides:
         import dataclasses
         tiers = dataclasses.replace(tiers, **overrides)

@@ -345,7 +345,6 @@ def test_issue16_validate_report_on_a_cpu_run():
 
 
 def test_issue16_tts_seconds_checks_that_the_samples_kv_fits():
-    from perfmodel import kinetics  # noqa: F401
     from solvers import tts
 
     curves = tts.AccuracyCurves.demo()

@@ -13,6 +13,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from perfmodel.engines import DEFAULT_ENGINE
+
 #: The modules each solver page needs.
 PAGE_MODULES = {
     "bits": ("solvers.bits", "solvers.bits_cost"),
@@ -60,17 +62,18 @@ def read_sensitivities(text: str | bytes, origin: str = "sensitivities") -> pd.D
 
 
 def allocate(frame: pd.DataFrame, model, hw, avg_bits: float, candidates=None, latency_budget_s=None,
-             memory_budget_bytes=None, scope: str = "model") -> dict:
+             memory_budget_bytes=None, scope: str = "model", engine: str = DEFAULT_ENGINE) -> dict:
     """Solve, and set the result beside uniform widths at the same average (bytes, latency, loss).
 
     Latency (and a latency budget) needs each layer's GEMM shape: rows/cols columns, or layer
     names of `model` ("layers.3.ffn_up"); without them latency is NaN and only bits and bytes count.
-    scope="layer": every layer keeps `avg_bits` and only its groups (columns) trade bits."""
+    The rest of the decode step is `engine`'s. scope="layer": every layer keeps `avg_bits` and only
+    its groups (columns) trade bits."""
     from solvers import bits, bits_cost
 
     groups = bits.BitGroups.from_frame(frame)
     try:  # latency needs each layer's shape: rows/cols columns, or layer names of the model
-        costs = bits_cost.costs_from_frame(frame, hw, model=model)
+        costs = bits_cost.costs_from_frame(frame, hw, model=model, engine=engine)
     except ValueError:
         costs = None
     result = bits.allocate_bits(groups, avg_bits, candidates=candidates, costs=costs, scope=scope,
@@ -91,10 +94,10 @@ def allocate(frame: pd.DataFrame, model, hw, avg_bits: float, candidates=None, l
 
 
 def bits_cli(sensitivities_csv: str, avg_bits: float, hw: str, model: str, candidates=None, latency_s=None,
-             memory_bytes=None, scope: str = "model") -> str:
+             memory_bytes=None, scope: str = "model", engine: str = DEFAULT_ENGINE) -> str:
     """The `perfmodel solve bits` line that reproduces the page (sensitivities saved as a CSV)."""
     line = (f"perfmodel solve bits --sensitivities {sensitivities_csv} --avg-bits {avg_bits:g} "
-            f"--hardware {hw} --model {model}")
+            f"--hardware {hw} --model {model} --engine {engine}")
     if candidates:
         line += " --candidates " + ",".join(f"{c:g}" if isinstance(c, (int, float)) else str(c) for c in candidates)
     if latency_s:
@@ -117,24 +120,26 @@ def kv_capacity(model, hw, context: int, users: int, kv_bits=16, w_bits=16, tp=1
     return pd.concat(rows, ignore_index=True)
 
 
-def serving_table(model, hw, contexts, tps, batch=1, w_bits=16, kv_bits=16) -> pd.DataFrame:
-    """perfmodel.longctx over contexts x tensor-parallel degrees (contexts above the model's
-    maximum are left out)."""
+def serving_table(model, hw, contexts, tps, batch=1, w_bits=16, kv_bits=16,
+                  engine: str = DEFAULT_ENGINE) -> pd.DataFrame:
+    """perfmodel.longctx over contexts x tensor-parallel degrees for `engine` (contexts above the
+    model's maximum are left out)."""
     from perfmodel import longctx
 
     ctx = np.array([c for c in contexts if c <= model.max_context], float)
     if ctx.size == 0:
         raise ValueError(f"context: every length exceeds {model.name}'s maximum of {model.max_context} tokens")
     plan = longctx.analyze(model, hw, ctx[None, :], tp=np.asarray(tps, float)[:, None], batch=batch,
-                           w_bits=w_bits, kv_bits=kv_bits)
+                           w_bits=w_bits, kv_bits=kv_bits, engine=engine)
     return plan.to_frame()
 
 
-def kv_setting(model, hw, context, users, latency_target_s=None, memory_target_bytes=None, w_bits=16, tp=1) -> dict:
+def kv_setting(model, hw, context, users, latency_target_s=None, memory_target_bytes=None, w_bits=16, tp=1,
+               engine: str = DEFAULT_ENGINE) -> dict:
     from solvers import kv
 
     best = kv.cheapest_kv_setting(model, hw, context, users=users, latency_target_s=latency_target_s,
-                                  memory_target_bytes=memory_target_bytes, w_bits=w_bits, tp=tp)
+                                  memory_target_bytes=memory_target_bytes, w_bits=w_bits, tp=tp, engine=engine)
     chosen = {k: v for k, v in best.__dict__.items() if k != "candidates"}
     return {"best": chosen, "candidates": best.to_frame()}
 
@@ -157,13 +162,14 @@ def kv_split(importance, total, lower=0.0, upper=None, alpha=1.0, names=None) ->
 TIER_NAMES = ("gpu", "cpu", "disk")
 
 
-def offload(model, hw, prompt: int, gen: int, overlap: str = "flexgen", cpu_attention: bool = True) -> dict:
-    """The FlexGen-style LP placement and its predicted throughput, as frames."""
+def offload(model, hw, prompt: int, gen: int, overlap: str = "flexgen", cpu_attention: bool = True,
+            engine: str = DEFAULT_ENGINE) -> dict:
+    """The FlexGen-style LP placement and its predicted throughput (GPU steps priced for `engine`), as frames."""
     from solvers import offload as off
     from workloads import Scenario
 
     result = off.offload_policy(model, hw, Scenario(batch=1, prompt=prompt, gen=gen), overlap=overlap,
-                                cpu_attention=cpu_attention)
+                                cpu_attention=cpu_attention, engine=engine)
     pol = result.policy
     placement = pd.DataFrame([{"data": name, "tier": tier, "fraction": value}
                               for name, triple in (("weights", pol.weights), ("KV cache", pol.kv),

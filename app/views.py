@@ -19,6 +19,7 @@ import perfmodel
 import workloads
 from hardware.spec import DEVICE_LINK_KINDS, DTYPES, KINDS, Hardware, SpecError, SpecReader
 from hardware.units import UnitError, format_si
+from perfmodel import engines
 from workloads.model import ModelError, ModelSpec
 from workloads.scenario import Scenario
 
@@ -277,10 +278,26 @@ def scenario(inputs: dict) -> Scenario:
     return Scenario(**{k: inputs[k] for k in SCENARIO_FIELDS if k in inputs})
 
 
-def cli_command(hardware_ref: str, model_ref: str, inputs: dict) -> str:
+# -- engine profiles ----------------------------------------------------------------------------
+def engine_names() -> list[str]:
+    """The engine profiles a page offers (perfmodel.engines), sorted by name."""
+    return list(engines.names())
+
+
+def engine_help() -> str:
+    """Every profile's title and description, for the engine selector's help tooltip."""
+    lines = [f"Which serving stack executes each step (default {engines.DEFAULT_ENGINE}, a serving engine)."]
+    for name in engines.names():
+        e = engines.load(name)
+        lines.append(f"**{name}**: {e.title}. {e.description}")
+    return "\n\n".join(lines)
+
+
+def cli_command(hardware_ref: str, model_ref: str, inputs: dict, engine: str = engines.DEFAULT_ENGINE) -> str:
     """The `perfmodel predict` command line that reproduces a plan."""
     flags = " ".join(f"--{k.replace('_', '-')} {_num(inputs[k])}" for k in SCENARIO_FIELDS if k in inputs)
-    return f"perfmodel predict --hardware {hardware_ref} --model {model_ref} {flags} --breakdown"
+    return (f"perfmodel predict --hardware {hardware_ref} --model {model_ref} {flags} "
+            f"--engine {engines.load(engine).name} --breakdown")
 
 
 def _num(value) -> str:
@@ -289,11 +306,11 @@ def _num(value) -> str:
 
 
 def plan_document(hardware_ref: str, model_ref: str, inputs: dict, hw_spec: dict | None = None,
-                  model_config: dict | None = None) -> str:
-    """The inputs of a view as YAML: references, scenario, the CLI line, and any custom spec inline."""
-    doc = {"hardware": hardware_ref, "model": model_ref,
+                  model_config: dict | None = None, engine: str = engines.DEFAULT_ENGINE) -> str:
+    """The inputs of a view as YAML: references, engine, scenario, the CLI line, and any custom spec inline."""
+    doc = {"hardware": hardware_ref, "model": model_ref, "engine": engines.load(engine).name,
            "scenario": {k: _plain(inputs[k]) for k in SCENARIO_FIELDS if k in inputs},
-           "cli": cli_command(hardware_ref, model_ref, inputs)}
+           "cli": cli_command(hardware_ref, model_ref, inputs, engine)}
     if hw_spec is not None:
         doc["hardware_spec"] = hw_spec
     if model_config is not None:
@@ -309,12 +326,13 @@ def _plain(value):
 
 
 # -- the plan ---------------------------------------------------------------------------------
-def plan(model: ModelSpec, hw: Hardware, sc: Scenario) -> dict:
-    """Everything the Plan page shows: metrics row, per-op tables of both phases, fit verdict.
+def plan(model: ModelSpec, hw: Hardware, sc: Scenario, engine: str = engines.DEFAULT_ENGINE) -> dict:
+    """Everything the Plan page shows: metrics row, per-op tables of both phases, fit verdict, all
+    priced for `engine` (a perfmodel.engines profile name).
 
     Returns plain data (dicts, DataFrames, strings) so the result can be cached and pickled.
     """
-    pred = perfmodel.predict(model, hw, sc)
+    pred = perfmodel.predict(model, hw, sc, engine=engine)
     row = pred.row(0)
     try:
         pred.require_fit()
@@ -324,7 +342,7 @@ def plan(model: ModelSpec, hw: Hardware, sc: Scenario) -> dict:
     return {"row": row, "prefill": pred.breakdown("prefill"), "decode": pred.breakdown("decode"),
             "does_not_fit": verdict, "suggestions": fit_suggestions(model, hw, sc, row) if verdict else [],
             "roofs": roofs(hw, row["w_bits"], row["a_bits"]),
-            "summary": summary_frame(row, model, hw)}
+            "summary": summary_frame(row, model, hw, pred.engine.name)}
 
 
 def fit_suggestions(model: ModelSpec, hw: Hardware, sc: Scenario, row: dict) -> list[str]:
@@ -352,13 +370,14 @@ def fit_suggestions(model: ModelSpec, hw: Hardware, sc: Scenario, row: dict) -> 
     return tips
 
 
-def summary_frame(row: dict, model: ModelSpec, hw: Hardware) -> pd.DataFrame:
+def summary_frame(row: dict, model: ModelSpec, hw: Hardware, engine: str = engines.DEFAULT_ENGINE) -> pd.DataFrame:
     """One-row results table (SI units, unit in each column name) for the CSV export."""
     keep = ["batch", "prompt", "gen", "w_bits", "a_bits", "kv_bits", "tp", "samples", "ttft_s", "tpot_s",
             "e2e_s", "throughput_tok_s", "decode_tok_s", "usd_per_mtok", "prefill_bound", "decode_bound",
             "weights_bytes", "kv_bytes", "activation_bytes", "total_bytes", "capacity_bytes", "fits",
             "max_batch"]
-    out = {"model": model.name, "hardware": hw.name, "calibrated": hw.is_calibrated}
+    out = {"model": model.name, "hardware": hw.name, "engine": engines.load(engine).name,
+           "calibrated": hw.is_calibrated}
     return pd.DataFrame([out | {k: row[k] for k in keep}])
 
 
@@ -460,8 +479,10 @@ def parse_int_list(text: str, field: str) -> list[int]:
     return sorted(set(out))
 
 
-def compare(pairs: list[tuple[ModelSpec, Hardware]], grid: dict) -> tuple[pd.DataFrame, list[str]]:
-    """Every (model, device) pair over a grid of settings, one vectorized prediction per pair.
+def compare(pairs: list[tuple[ModelSpec, Hardware]], grid: dict,
+            engine: str = engines.DEFAULT_ENGINE) -> tuple[pd.DataFrame, list[str]]:
+    """Every (model, device) pair over a grid of settings, one vectorized prediction per pair, each
+    priced for `engine` (a perfmodel.engines profile name).
 
     grid: lists for batch, w_bits, kv_bits, tp and scalars prompt, gen, a_bits. Tensor-parallel
     degrees the pair cannot run (above the device's devices_per_node, or not dividing the model's
@@ -483,7 +504,7 @@ def compare(pairs: list[tuple[ModelSpec, Hardware]], grid: dict) -> tuple[pd.Dat
         sc = Scenario(batch=mesh[0], w_bits=mesh[1], kv_bits=mesh[2], tp=mesh[3], prompt=grid["prompt"],
                       gen=grid["gen"], a_bits=grid.get("a_bits", 16))
         try:
-            frame = perfmodel.predict(model, hw, sc).to_frame()
+            frame = perfmodel.predict(model, hw, sc, engine=engine).to_frame()
         except USER_ERRORS as err:
             notes.append(f"{model.name} on {hw.name}: {err}")
             continue
@@ -500,12 +521,14 @@ def compare(pairs: list[tuple[ModelSpec, Hardware]], grid: dict) -> tuple[pd.Dat
     return out, notes
 
 
-def sweep_document(devices: list[str], models: list[str], grid: dict, latency: str) -> dict:
+def sweep_document(devices: list[str], models: list[str], grid: dict, latency: str,
+                   engine: str = engines.DEFAULT_ENGINE) -> dict:
     """The Compare page's inputs as a `perfmodel sweep` spec (perfmodel.sweep.SweepSpec.from_dict):
-    the same grid, only configurations that fit, and the throughput-vs-latency front."""
+    the same grid and engine, only configurations that fit, and the throughput-vs-latency front."""
     axes = {"model": list(models), "hardware": list(devices)}
     axes |= {k: _plain(v) for k, v in grid.items()}
-    return {"axes": axes, "constraints": ["fits"], "pareto": f"throughput_tok_s:max,{latency}:min"}
+    return {"axes": axes, "engine": engines.load(engine).name, "constraints": ["fits"],
+            "pareto": f"throughput_tok_s:max,{latency}:min"}
 
 
 def pareto_mask(cost, value) -> np.ndarray:

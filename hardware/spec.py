@@ -32,7 +32,7 @@ PRICE_BASES = ("cloud", "purchase-3y")
 COUNT_RANGES = {"cpu_cores": (1, 10**6), "devices_per_node": (1, 1024), "compute_units": (1, 10**6),
                 "pcie_gen": (0, 16), "pcie_lanes": (0, 64)}
 #: Parameters of one attention kernel family in a calibration (Calibration.attention_kernels).
-ATTENTION_KERNEL_FIELDS = ("flops_fraction", "overhead_s", "read_bytes_per_s")
+ATTENTION_KERNEL_FIELDS = ("flops_fraction", "overhead_s", "read_bytes_per_s", "unit_s")
 DEVICE_LINK_KINDS = ("nvlink2", "nvlink3", "nvlink4", "nvlink5", "infinity-fabric", "pcie", "none")
 
 
@@ -63,10 +63,20 @@ class Calibration:
     when the host is slower.
 
     attention_kernels: per attention kernel family an engine profile can name (sdpa, flash,
-    flashinfer, trtllm), {flops_fraction, overhead_s, read_bytes_per_s}: its fraction of the bf16
-    GEMM rate, its floor per call beyond kernel_overhead_s, and its KV read bandwidth; a family
-    not listed runs at attention_flops_fraction / attention_overhead_s / memory_read_bytes_per_s.
+    vllm, trtllm, sglang), {flops_fraction, overhead_s, read_bytes_per_s, unit_s}: its fraction of
+    the bf16 GEMM rate, its floor per call beyond kernel_overhead_s, its KV read bandwidth, and the
+    time one work unit (a sequence's kv head and 128-query tile: Q load, softmax state, output
+    write) holds an SM; a family not listed runs at attention_flops_fraction /
+    attention_overhead_s / memory_read_bytes_per_s with no work-unit term.
     custom_allreduce_*: the engines' custom all-reduce (perfmodel.collectives).
+    error_bands: per residual class (perfmodel.intervals), {p10, p90} of measured / predicted on
+    the validation's evaluation split: the prediction intervals every predicted time carries.
+    sustained_flops_per_s: per dtype, the highest GEMM rate the board's power limit sustains (an
+    H200 at 700 W drops its SM clock from 1980 to about 1500 MHz under large bf16 GEMMs: the
+    power roof; smaller GEMMs run at matmul_flops_per_s x their wave efficiency, below it).
+    reduction_bytes_per_s: whole-tensor reductions (per-tensor amax before fp8 quantization) as
+    compilers emit them; grouped_bytes_per_s: weight streaming of grouped (MoE) GEMM kernels;
+    moe_routing_s: fixed time of one MoE layer's routing (top-k, sort, permutation kernels).
     """
 
     matmul_flops_per_s: Mapping[str, float]
@@ -95,6 +105,11 @@ class Calibration:
     attention_kernels: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     custom_allreduce_latency_s: float = 0.0
     custom_allreduce_bytes_per_s: float = 0.0
+    error_bands: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    sustained_flops_per_s: Mapping[str, float] = field(default_factory=dict)
+    reduction_bytes_per_s: float = 0.0
+    grouped_bytes_per_s: float = 0.0
+    moe_routing_s: float = 0.0
     source: str = ""
 
     def __post_init__(self):
@@ -102,6 +117,13 @@ class Calibration:
         object.__setattr__(self, "dequant_bytes_per_s", dict(self.dequant_bytes_per_s))
         object.__setattr__(self, "gemv_bytes_per_s", dict(self.gemv_bytes_per_s))
         object.__setattr__(self, "attention_kernels", {name: dict(v) for name, v in self.attention_kernels.items()})
+        object.__setattr__(self, "error_bands", {name: dict(v) for name, v in self.error_bands.items()})
+        object.__setattr__(self, "sustained_flops_per_s", dict(self.sustained_flops_per_s))
+        for dtype, rate in self.sustained_flops_per_s.items():
+            _check_positive(rate, f"calibration.sustained_matmul.{dtype}")
+        for cls, q in self.error_bands.items():
+            if set(q) != {"p10", "p90"} or not 0 < q["p10"] <= q["p90"] or not math.isfinite(q["p90"]):
+                raise SpecError(f"calibration.error_bands.{cls}: {q!r} must be {{p10, p90}} with 0 < p10 <= p90")
         for family, params in self.attention_kernels.items():
             unknown = set(params) - set(ATTENTION_KERNEL_FIELDS)
             if unknown:
@@ -132,13 +154,15 @@ class Calibration:
         """Bandwidth of read-dominated kernels (GEMM weights, KV-cache reads)."""
         return self.memory_read_bytes_per_s or self.memory_bytes_per_s
 
-    def attention_kernel(self, family: str) -> tuple[float, float, float]:
-        """(fraction of the bf16 GEMM rate, floor per call, KV read bandwidth) of an attention
-        kernel family, falling back to the spec's generic attention parameters."""
-        params = self.attention_kernels.get(family, {})
+    def attention_kernel(self, family: str) -> tuple[float, float, float, float]:
+        """(fraction of the bf16 GEMM rate, floor per call, KV read bandwidth, time of one work unit
+        on one SM) of an attention kernel, named "<family>-<phase>" (prefill and decode run
+        different kernels: "vllm-decode"), falling back to the family's entry, then to the spec's
+        generic attention parameters (and no work-unit term)."""
+        params = self.attention_kernels.get(family) or self.attention_kernels.get(family.rsplit("-", 1)[0], {})
         return (params.get("flops_fraction", self.attention_flops_fraction),
                 params.get("overhead_s", self.attention_overhead_s),
-                params.get("read_bytes_per_s", self.read_bytes_per_s))
+                params.get("read_bytes_per_s", self.read_bytes_per_s), params.get("unit_s", 0.0))
 
 
 @dataclass(frozen=True)
@@ -421,10 +445,13 @@ _CAL_QUANTITIES = (  # (yaml key, field, dimension)
     ("transfer_latency", "transfer_latency_s", "seconds"),
     ("custom_allreduce_latency", "custom_allreduce_latency_s", "seconds"),
     ("custom_allreduce_bandwidth", "custom_allreduce_bytes_per_s", "bytes_per_s"),
+    ("reduction_bandwidth", "reduction_bytes_per_s", "bytes_per_s"),
+    ("grouped_gemm_bandwidth", "grouped_bytes_per_s", "bytes_per_s"),
+    ("moe_routing", "moe_routing_s", "seconds"),
 )
 #: YAML keys of an attention kernel family's parameters: (key, field, dimension or None for a number).
 _ATTENTION_KEYS = (("flops_fraction", "flops_fraction", None), ("overhead", "overhead_s", "seconds"),
-                   ("read_bandwidth", "read_bytes_per_s", "bytes_per_s"))
+                   ("read_bandwidth", "read_bytes_per_s", "bytes_per_s"), ("unit", "unit_s", "seconds"))
 _CAL_NUMBERS = (("attention_flops_fraction", float), ("tile_m", int), ("tile_n", int), ("split_k_min", int),
                 ("gemv_tile_n", int))
 
@@ -438,6 +465,9 @@ def _calibration_from_yaml(r: SpecReader) -> Calibration | None:
     values = {"matmul_flops_per_s": {d: r.quantity(f"calibration.matmul.{d}", "flops_per_s") for d in matmul}}
     dequant = r.node("calibration.dequant", required=False) or {}
     values["dequant_bytes_per_s"] = {f: r.quantity(f"calibration.dequant.{f}", "bytes_per_s") for f in dequant}
+    sustained = r.node("calibration.sustained_matmul", required=False) or {}
+    values["sustained_flops_per_s"] = {d: r.quantity(f"calibration.sustained_matmul.{d}", "flops_per_s")
+                                       for d in sustained}
     gemv = r.node("calibration.gemv", required=False) or {}
     values["gemv_bytes_per_s"] = {d: r.quantity(f"calibration.gemv.{d}", "bytes_per_s") for d in gemv}
     for key, attr, dimension in _CAL_QUANTITIES:
@@ -452,6 +482,11 @@ def _calibration_from_yaml(r: SpecReader) -> Calibration | None:
     families = r.node("calibration.attention_kernels", required=False) or {}
     if not isinstance(families, dict):
         raise SpecError(f"{r.origin}: calibration.attention_kernels must map kernel families to parameters")
+    bands = r.node("calibration.error_bands", required=False) or {}
+    if not isinstance(bands, dict):
+        raise SpecError(f"{r.origin}: calibration.error_bands must map residual classes to p10 and p90")
+    values["error_bands"] = {cls: {q: r.quantity(f"calibration.error_bands.{cls}.{q}", None) for q in ("p10", "p90")}
+                             for cls in bands}
     values["attention_kernels"] = {
         family: {attr: value for key, attr, dim in _ATTENTION_KEYS
                  if (value := r.quantity(f"calibration.attention_kernels.{family}.{key}", dim, required=False))
@@ -520,8 +555,18 @@ def to_yaml_dict(hw: Hardware) -> dict:
         put("device_link.bandwidth", number(hw.device_link_bytes_per_s, "GB/s", 1e9, "device_link.bandwidth"))
         put("device_link.latency", number(hw.device_link_latency_s, "us", 1e-6, "device_link.latency"))
     if hw.calibration is not None:
-        out["calibration"] = _calibration_yaml(hw.calibration, tags)
+        out["calibration"] = _cite(_calibration_yaml(hw.calibration, tags), "calibration", hw.sources, tag)
     return out
+
+
+def _cite(section, path: str, sources: Mapping[str, str], tag) -> object:
+    """Replace the generic [measured] tag of each calibration leaf by the leaf's own source where
+    the spec records one (a calibration fitted to tables measured by others cites each table)."""
+    if isinstance(section, dict):
+        return {k: _cite(v, f"{path}.{k}", sources, tag) for k, v in section.items()}
+    if path in sources and isinstance(section, str) and section.endswith("[measured]"):
+        return section[: -len("[measured]")] + f"[{tag(path)}]"
+    return section
 
 
 def _calibration_yaml(cal: Calibration, tags: dict) -> dict:
@@ -529,6 +574,9 @@ def _calibration_yaml(cal: Calibration, tags: dict) -> dict:
     section: dict = {"matmul": {d: f"{r / 1e12:.12g} TFLOP/s [measured]" for d, r in cal.matmul_flops_per_s.items()}}
     if cal.dequant_bytes_per_s:
         section["dequant"] = {f: f"{r / 1e9:.12g} GB/s [measured]" for f, r in cal.dequant_bytes_per_s.items()}
+    if cal.sustained_flops_per_s:
+        section["sustained_matmul"] = {d: f"{r / 1e12:.12g} TFLOP/s [measured]"
+                                       for d, r in cal.sustained_flops_per_s.items()}
     if cal.gemv_bytes_per_s:
         section["gemv"] = {d: f"{r / 1e9:.12g} GB/s [measured]" for d, r in cal.gemv_bytes_per_s.items()}
     units_for = {"bytes_per_s": ("GB/s", 1e9), "seconds": ("us", 1e-6)}
@@ -540,6 +588,9 @@ def _calibration_yaml(cal: Calibration, tags: dict) -> dict:
     for key, _ in _CAL_NUMBERS:
         if getattr(cal, key) > 0:
             section[key] = f"{getattr(cal, key):.12g} [measured]"
+    if cal.error_bands:
+        section["error_bands"] = {cls: {q: f"{v:.6g} [measured]" for q, v in band.items()}
+                                  for cls, band in cal.error_bands.items()}
     if cal.attention_kernels:
         section["attention_kernels"] = {family: {
             key: (f"{params[attr]:.12g} [measured]" if dim is None else

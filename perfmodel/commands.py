@@ -10,6 +10,7 @@ import hardware
 import workloads
 from hardware.inputs import flag
 from hardware.units import format_seconds, format_si
+from perfmodel import engines
 from workloads.scenario import RANGES
 
 
@@ -23,6 +24,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("predict", help="latency / throughput / memory of a model on a device")
     add_model_hardware_args(p)
     add_scenario_args(p)
+    add_engine_arg(p)
     p.add_argument("--breakdown", action="store_true", help="also print the per-op table of both phases")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--allow-oversize", action="store_true",
@@ -60,6 +62,31 @@ def add_scenario_args(p) -> None:
                    help="KV tokens read per step by sparse attention")
 
 
+def add_engine_arg(p, default: str | None = engines.DEFAULT_ENGINE, default_help: str | None = None) -> None:
+    """`--engine NAME`: the serving stack whose execution prices each step (perfmodel.engines).
+
+    Every command that prices time takes this same flag. The names are checked by `engine_from_args`
+    in the handler rather than by argparse `choices`, so an unknown one gets the CLI's one-line error
+    (exit code 2) instead of argparse's usage block; the metavar and help still list them."""
+    known = engines.names()
+    default_help = default_help or f"default {engines.DEFAULT_ENGINE}, a serving engine"
+    p.add_argument("--engine", default=default, metavar="{" + ",".join(known) + "}",
+                   help=f"engine profile that executes each step, one of {', '.join(known)} ({default_help}; "
+                        "hf-eager is transformers eager, torch-compile a compiled gpt-fast-style model)")
+
+
+def engine_from_args(args, name: str | None = None) -> engines.Engine:
+    """The profile named by --engine (or `name`); an unknown name raises EngineError naming --engine,
+    the value and the known profiles."""
+    value = getattr(args, "engine", None) if name is None else name
+    value = engines.DEFAULT_ENGINE if value is None else value
+    try:
+        return engines.load(value)
+    except engines.EngineError:
+        raise engines.EngineError(f"--engine: {value!r} is not a known engine profile; known: "
+                                  f"{', '.join(engines.names())}") from None
+
+
 def scenario_from_args(args) -> workloads.Scenario:
     return workloads.Scenario(batch=args.batch, prompt=args.prompt, gen=args.gen, w_bits=args.w_bits,
                               a_bits=args.a_bits, kv_bits=args.kv_bits, tp=args.tp, samples=args.samples,
@@ -69,8 +96,9 @@ def scenario_from_args(args) -> workloads.Scenario:
 def run_predict(args) -> int:
     import perfmodel
 
+    engine = engine_from_args(args)
     model, hw = workloads.load(args.model), hardware.load(args.hardware)
-    pred = perfmodel.predict(model, hw, scenario_from_args(args))
+    pred = perfmodel.predict(model, hw, scenario_from_args(args), engine=engine)
     if not args.allow_oversize:
         try:
             pred.require_fit()
@@ -79,9 +107,9 @@ def run_predict(args) -> int:
                                             "(--allow-oversize prints the times anyway)") from None
     row = pred.row(0)
     if args.json:
-        print(json.dumps(_json_row(row, model, hw), indent=2))
+        print(json.dumps(_json_row(row, model, hw, engine), indent=2))
         return 0
-    print(format_prediction(row, model, hw))
+    print(format_prediction(row, model, hw, engine))
     if args.breakdown:
         for phase in ("prefill", "decode"):
             print(f"\n{phase} step, per op:")
@@ -89,7 +117,7 @@ def run_predict(args) -> int:
     return 0
 
 
-def _json_row(row: dict, model, hw) -> dict:
+def _json_row(row: dict, model, hw, engine: engines.Engine | str = engines.DEFAULT_ENGINE) -> dict:
     def clean(v):
         if isinstance(v, (np.bool_, bool)):
             return bool(v)
@@ -101,24 +129,35 @@ def _json_row(row: dict, model, hw) -> dict:
 
     out = {k: clean(v) for k, v in row.items()}
     out["model"], out["hardware"], out["calibrated"] = model.name, hw.name, hw.is_calibrated
+    out["engine"] = engines.load(engine).name
     out["memory_bytes"] = {"weights": out["weights_bytes"], "kv": out["kv_bytes"],
                            "activations": out["activation_bytes"], "total": out["total_bytes"],
                            "capacity": out["capacity_bytes"]}
     return out
 
 
-def format_prediction(row: dict, model, hw) -> str:
+def _band(row: dict, metric: str) -> str:
+    """The p10-p90 prediction interval of a time (perfmodel.intervals), or why there is none."""
+    lo, hi = row.get(f"{metric}_p10_s"), row.get(f"{metric}_p90_s")
+    if lo is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "n/a (no bands)"
+    return f"{format_seconds(lo)} - {format_seconds(hi)}"
+
+
+def format_prediction(row: dict, model, hw, engine: engines.Engine | str = engines.DEFAULT_ENGINE) -> str:
     fits = "yes" if row["fits"] else "NO"
     mode = "calibrated" if hw.is_calibrated else "datasheet roofline (uncalibrated)"
     lines = [
-        f"{model.name} ({row['params'] / 1e9:.2f} B params) on {hw.title} x{int(row['tp'])}  [{mode}]",
+        f"{model.name} ({row['params'] / 1e9:.2f} B params) on {hw.title} x{int(row['tp'])}  "
+        f"[{mode}, engine {engines.load(engine).name}]",
         f"batch {int(row['batch'])}, prompt {int(row['prompt'])}, gen {int(row['gen'])}, "
         f"samples {int(row['samples'])}, bits w{row['w_bits']:g}/a{row['a_bits']:g}/kv{row['kv_bits']:g}",
         "",
-        f"{'phase':<10}{'time':>12}  bound",
-        f"{'prefill':<10}{format_seconds(row['ttft_s']):>12}  {row['prefill_bound']}   (TTFT)",
-        f"{'decode':<10}{format_seconds(row['tpot_s']):>12}  {row['decode_bound']}   (TPOT, mean per token)",
-        f"{'request':<10}{format_seconds(row['e2e_s']):>12}        (end to end)",
+        f"{'phase':<10}{'time':>12}  {'p10-p90':<21}bound",
+        f"{'prefill':<10}{format_seconds(row['ttft_s']):>12}  {_band(row, 'ttft'):<21}{row['prefill_bound']}   (TTFT)",
+        f"{'decode':<10}{format_seconds(row['tpot_s']):>12}  {_band(row, 'tpot'):<21}{row['decode_bound']}"
+        "   (TPOT, mean per token)",
+        f"{'request':<10}{format_seconds(row['e2e_s']):>12}  {'':<21}     (end to end)",
         "",
         f"throughput   {row['throughput_tok_s']:,.1f} tok/s generated (decode alone {row['decode_tok_s']:,.1f} tok/s)",
         f"cost         ${row['usd_per_mtok']:.3f} per million generated tokens",

@@ -50,6 +50,12 @@ class Engine:
     8-bit GEMMs (0 when fused into the preceding kernel). kv_append_copies: the cache grows by
     torch.cat (re-read and re-written every step). attn_out_copy: the attention output is copied
     contiguous before the output projection.
+
+    prefill_attention / decode_attention name the attention kernel family: "sdpa" (PyTorch's
+    scaled_dot_product_attention) or an engine's own attention backend as it runs by default on
+    the device ("vllm": FlashAttention-3 on Hopper, FA2 on Ada; "trtllm": context FMHA and XQA;
+    "sglang": FA3 on Hopper, FlashInfer on Ada). Their rates and floors are per device, in the
+    calibrated spec's attention_kernels under the same name.
     """
 
     name: str
@@ -65,6 +71,7 @@ class Engine:
     act_kernels: int = 1
     act_passes: float = 3.0
     act_quant_kernels: int = 0
+    single_block_amax: bool = False
     kv_append_copies: bool = False
     attn_out_copy: bool = False
     prefill_attention: str = "default"
@@ -94,12 +101,14 @@ class Engine:
         return np.asarray(tokens) <= self.graph_max_tokens
 
     def attention_kernel(self, new_tokens):
-        """Attention kernel family for steps of `new_tokens` per sequence: decode kernels (FlashInfer,
-        XQA, flash-decoding) for one token, prefill kernels otherwise. Scalar names only: a step
-        with mixed shapes takes the decode family when every sequence decodes one token."""
+        """Attention kernel for steps of `new_tokens` per sequence, as the calibration names it:
+        "<family>-decode" (flash-decoding, XQA) for one token, "<family>-prefill" otherwise. Scalar
+        names only: a step with mixed shapes takes the decode kernel when every sequence decodes
+        one token."""
         import numpy as np
 
-        return self.decode_attention if np.all(np.asarray(new_tokens) <= 1) else self.prefill_attention
+        decode = np.all(np.asarray(new_tokens) <= 1)
+        return f"{self.decode_attention}-decode" if decode else f"{self.prefill_attention}-prefill"
 
 
 def names() -> tuple[str, ...]:

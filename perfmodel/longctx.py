@@ -16,6 +16,9 @@ whole HBM: capacity grows faster than tp when weights took a large share of memo
 Activations: servers prefill long prompts in chunks (vLLM's chunked prefill, `max_num_batched_tokens`)
 so the live activation working set is one chunk's, shared by all users, not one per user.
 
+Times are those of one engine profile (`engine`: a name from perfmodel.engines or a profile;
+DEFAULT_ENGINE, a serving engine, unless given).
+
 Attention offloading to memory devices (Lamina, arXiv 2405.01814) is `solvers.attention_offload`.
 """
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 
 from hardware.spec import Hardware
 from perfmodel import memory
+from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.ops import Precision
 from perfmodel.predict import step_time
 from workloads.model import ModelSpec
@@ -101,18 +105,19 @@ def concurrency_limit(model: ModelSpec, hw: Hardware, context, *, w_bits=16, a_b
     return np.maximum(np.floor(free / per_user), 0.0)
 
 
-def prefill_time_s(model: ModelSpec, hw: Hardware, context, *, w_bits=16, a_bits=16, kv_bits=16, tp=1):
+def prefill_time_s(model: ModelSpec, hw: Hardware, context, *, w_bits=16, a_bits=16, kv_bits=16, tp=1,
+                   engine: Engine | str = DEFAULT_ENGINE):
     """Time to prefill one user's `context`-token prompt (one step of T = context; includes attention)."""
     p = Precision(w_bits, a_bits, kv_bits)
-    return step_time(model, hw, 1.0, np.asarray(context, float), 0.0, p, tp, 0, 1.0)["time_s"]
+    return step_time(model, hw, 1.0, np.asarray(context, float), 0.0, p, tp, 0, 1.0, engine)["time_s"]
 
 
 def decode_time_s(model: ModelSpec, hw: Hardware, context, batch=1, *, w_bits=16, a_bits=16, kv_bits=16, tp=1,
-                  sparse_budget=0):
+                  sparse_budget=0, engine: Engine | str = DEFAULT_ENGINE):
     """Latency of one decode step for `batch` users each at `context` cached tokens (= per-token latency)."""
     p = Precision(w_bits, a_bits, kv_bits)
     return step_time(model, hw, np.asarray(batch, float), 1.0, np.asarray(context, float), p, tp,
-                     sparse_budget)["time_s"]
+                     sparse_budget, engine=engine)["time_s"]
 
 
 def host_link_rates(hw: Hardware) -> tuple[float, float, float]:
@@ -152,7 +157,8 @@ class LongContextPlan:
 
 
 def analyze(model: ModelSpec, hw: Hardware, context, *, tp=1, batch=1, w_bits=16, a_bits=16, kv_bits=16,
-            prefill_chunk=PREFILL_CHUNK_TOKENS, hbm_fraction=1.0) -> LongContextPlan:
+            prefill_chunk=PREFILL_CHUNK_TOKENS, hbm_fraction=1.0,
+            engine: Engine | str = DEFAULT_ENGINE) -> LongContextPlan:
     """Everything a long-context deployment needs, for every (context, tp) pair (they broadcast).
 
     Columns: per-device weights and KV per user, concurrency limit, prefill time, decode latency per
@@ -169,8 +175,8 @@ def analyze(model: ModelSpec, hw: Hardware, context, *, tp=1, batch=1, w_bits=16
     bits = dict(w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits, tp=tp)
     per_user = kv_bytes_per_user(model, context, kv_bits, tp)
     limit = concurrency_limit(model, hw, context, prefill_chunk=prefill_chunk, hbm_fraction=hbm_fraction, **bits)
-    at_limit = decode_time_s(model, hw, context, np.maximum(limit, 1.0), **bits)
-    prefill = prefill_time_s(model, hw, context, **bits)
+    at_limit = decode_time_s(model, hw, context, np.maximum(limit, 1.0), engine=engine, **bits)
+    prefill = prefill_time_s(model, hw, context, engine=engine, **bits)
     swap_in = kv_swap_time_s(model, hw, context, kv_bits=kv_bits, tp=tp, direction="in")
     cols = {
         "context": context, "tp": tp,
@@ -178,7 +184,7 @@ def analyze(model: ModelSpec, hw: Hardware, context, *, tp=1, batch=1, w_bits=16
         "kv_bytes_per_user_per_device": per_user, "kv_bytes_per_user": per_user * tp,
         "concurrency": limit, "fits": limit >= 1,
         "prefill_s": prefill,
-        "decode_s_per_token": decode_time_s(model, hw, context, batch, **bits),
+        "decode_s_per_token": decode_time_s(model, hw, context, batch, engine=engine, **bits),
         "decode_s_per_token_at_limit": at_limit,
         "throughput_tok_s_at_limit": np.where(limit >= 1, limit / at_limit, 0.0),
         "swap_out_s": kv_swap_time_s(model, hw, context, kv_bits=kv_bits, tp=tp, direction="out"),

@@ -21,7 +21,7 @@ from perfmodel.engines import load as load_engine
 from workloads.model import ModelSpec
 
 #: Op kinds; the roofline treats "matmul" and "attention" as tensor-core work, the rest as vector work.
-KINDS = ("matmul", "attention", "norm", "elementwise", "concat", "embedding", "moe", "comm")
+KINDS = ("matmul", "attention", "norm", "elementwise", "concat", "embedding", "moe", "routing", "reduction", "comm")
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,8 @@ def attention_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp, spa
 
     FLOPs = 2 * pairs * (qk_dim + v_dim) per query head (QK^T and PV; Dao et al. 2022,
     arXiv 2205.14135). Bytes: the whole K/V of the context is read once, the new tokens' K/V written
-    once, Q read and O written once. MLA runs in the absorbed form (DeepSeek-V2, arXiv 2405.04434):
+    once, Q read and O written once. `groups` counts (sequence, kv head) pairs: with the query rows m
+    they give the kernel's work units (perfmodel.roofline.attention_units). MLA runs in the absorbed form (DeepSeek-V2, arXiv 2405.04434):
     one shared latent of kv_lora + rope elements per token acts as a single kv head.
     With `sparse_budget` > 0 (block top-k sparse attention) a decode step reads at most that many
     cached tokens (Kinetics, arXiv 2506.05333). `kernel` names the attention kernel family whose
@@ -133,9 +134,10 @@ def attention_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp, spa
     flops = 2.0 * seqs * heads * pairs * (qk_dim + v_dim)
     kv_bytes = seqs * kv_elems * (context + new_tokens) * p.kv_bytes
     act_bytes = seqs * new_tokens * heads * (qk_dim + v_dim) * p.act_bytes
+    kv_heads = 1.0 if model.is_mla else np.ceil(model.n_kv_heads / tp)
     return Op("attention", "attention", model.n_layers, flops=flops, weight_bytes=0.0,
               act_bytes=act_bytes, kv_bytes=kv_bytes, m=seqs * new_tokens * heads, n=context, k=qk_dim,
-              kernel=kernel)
+              groups=seqs * kv_heads, kernel=kernel)
 
 
 def attention_projections(model: ModelSpec, tokens, p: Precision, tp, engine: Engine) -> list[Op]:
@@ -190,7 +192,9 @@ def expected_experts_touched(n_experts: int, top_k: int, tokens):
 
 
 def moe_ops(model: ModelSpec, tokens, p: Precision, tp) -> list[Op]:
-    """Router GEMM, routed expert GEMMs (grouped) and shared experts of the MoE layers."""
+    """Router GEMM, routing (top-k, sort and permutation: a fixed cost per layer a calibrated spec
+    carries as moe_routing_s, plus its bytes), routed expert GEMMs (one grouped GEMM kernel per
+    matrix, streaming at Calibration.grouped_bytes_per_s) and shared experts of the MoE layers."""
     count = model.n_moe_layers
     if count == 0:
         return []
@@ -199,7 +203,11 @@ def moe_ops(model: ModelSpec, tokens, p: Precision, tp) -> list[Op]:
     width = model.moe_d_ff / tp
     touched = expected_experts_touched(E, k, tokens)
     expert_params = mats * D * width
-    ops = [matmul_op("router", tokens, E, D, p, count),
+    # routing: router probabilities, top-k, sorting the token copies by expert, gathering them and
+    # scattering the results back (about four passes over tokens x k rows of D)
+    route = Op("moe_route", "routing", count, flops=0.0, weight_bytes=0.0,
+               act_bytes=(4.0 * D * k + 8.0 * E) * tokens * p.act_bytes, kernels=0)
+    ops = [matmul_op("router", tokens, E, D, p, count), route,
            Op("experts", "moe", count, flops=2.0 * tokens * k * expert_params,
               weight_bytes=touched * expert_params * p.weight_bytes_per_param,
               act_bytes=tokens * k * (2 * D + (mats - 1) * width) * p.act_bytes,
@@ -241,17 +249,38 @@ def kv_write_op(model: ModelSpec, tokens, p: Precision, tp, engine: Engine) -> l
                kv_bytes=(2.0 * kv_elems) * tokens * p.kv_bytes, kernels=engine.cache_write_kernels)]
 
 
-def act_quant_ops(model: ModelSpec, tokens, p: Precision, tp, engine: Engine) -> list[Op]:
-    """Dynamic activation quantization before 8-bit GEMMs (per-tensor or per-token scales, as
-    vLLM's and torchao's fp8 paths do): one read of the 16-bit input and one 8-bit write per GEMM
-    input of a layer (QKV, output, gate-up and down projections), in `act_quant_kernels` kernels
-    each (0: fused into the preceding norm or activation kernel, as TensorRT-LLM does)."""
+def act_quant_ops(model: ModelSpec, tokens, p: Precision, tp, engine: Engine, decode: bool = False) -> list[Op]:
+    """Dynamic activation quantization before 8-bit GEMMs, per GEMM input of a layer (QKV, output,
+    gate-up and down projections; `quant_ops`), in `act_quant_kernels` kernels each (0: fused into
+    the preceding norm or activation kernel, as TensorRT-LLM does). The whole-tensor amax of a
+    decode step runs as a one-block reduction where the engine says so (single_block_amax)."""
     if not engine.act_quant_kernels or not np.any((np.asarray(p.w_bits) <= 8) & (np.asarray(p.a_bits) <= 8)):
         return []
     eight = np.where((np.asarray(p.w_bits) <= 8) & (np.asarray(p.a_bits) <= 8), 1.0, 0.0)
     width = 3.0 * model.d_model + model.n_heads * model.head_dim / tp + (model.d_ff / tp if model.d_ff else 0.0)
-    return [Op("act_quant", "elementwise", model.n_layers, flops=(2.0 * width) * tokens * eight, weight_bytes=0.0,
-               act_bytes=(3.0 * width) * tokens * eight * p.act_bytes, kernels=4 * engine.act_quant_kernels)]
+    return quant_ops(tokens * eight, width, p, engine.act_quant_kernels, model.n_layers, inputs=4,
+                     single_block=decode and engine.single_block_amax)
+
+
+def quant_ops(tokens, width, p: Precision, kernels: int, count: int, inputs: int = 1,
+              single_block: bool = True) -> list[Op]:
+    """fp8 quantization of `inputs` activations of tokens x width elements in all (per-token
+    scales: one kernel reading 16 bits and writing 8 per element, as vLLM's per-token quant; per-
+    tensor scales, kernels >= 2: first an amax reduction over the whole tensor, then scale-and-cast).
+    With `single_block` the amax is a kind "reduction" kernel priced at
+    Calibration.reduction_bytes_per_s: torch.compile with dynamic shapes, compiled at a small size
+    hint, emits it without a split and runs it in one thread block (33 GB/s on an H200, the
+    suite's act_quant cases); otherwise it streams like any elementwise kernel."""
+    ops = []
+    if kernels >= 2:
+        ops.append(Op("act_amax", "reduction" if single_block else "elementwise", count, flops=width * tokens,
+                      weight_bytes=0.0,
+                      act_bytes=(2.0 * width) * tokens * p.act_bytes, kernels=inputs))
+    quant_kernels = kernels - 1 if kernels >= 2 else kernels
+    ops.append(Op("act_quant", "elementwise", count, flops=(2.0 * width) * tokens, weight_bytes=0.0,
+                  act_bytes=((2.0 * quant_kernels + 1.0) * width) * tokens * p.act_bytes,
+                  kernels=inputs * quant_kernels))
+    return ops
 
 
 def step_ops(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp=1, sparse_budget=0,
@@ -272,7 +301,7 @@ def step_ops(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp=1, spars
     ops = [Op("embedding", "embedding", 1, flops=0.0, weight_bytes=tokens * D * 2.0,
               act_bytes=tokens * D * p.act_bytes)]
     ops.append(vector_op("attn_norm", "norm", tokens, D, count=L, **norm))
-    ops += act_quant_ops(model, tokens, p, tp, engine)
+    ops += act_quant_ops(model, tokens, p, tp, engine, decode=bool(np.all(np.asarray(new_tokens) <= 1)))
     ops += attention_projections(model, tokens, p, tp, engine)
     if model.qk_norm:  # Qwen3 normalises q and k per head before rotary embedding
         fused = engine.residual_in_norm  # a fusing compiler folds it into the RoPE kernel's pass

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardware.spec import Hardware
-from perfmodel import memory
+from perfmodel import intervals, memory
 from perfmodel.checks import check_parallelism
 from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.engines import load as load_engine
@@ -62,13 +62,27 @@ class _Sums:
 _KEYS = ("compute_s", "memory_s", "overhead_s", "comm_s", "time_s", "host_s")
 
 
-def _phase_totals(ops: list[Op], times: list[OpTime]) -> dict:
-    """Sum count x time over ops, keeping the compute / memory / overhead / comm / host components."""
+def _phase_totals(ops: list[Op], times: list[OpTime], phase: str = "", hw: Hardware | None = None) -> dict:
+    """Sum count x time over ops, keeping the compute / memory / overhead / comm / host components,
+    and, for a spec with error bands, the time of each residual class (perfmodel.intervals)."""
     sums = _Sums()
+    banded = _banded(hw)
     for op, t in zip(ops, times):
         for key in _KEYS:
             sums.add(key, op.count, getattr(t, key))
-    return {key: sums.total(key) for key in _KEYS}
+        if banded:
+            sums.add("class:" + intervals.op_class(op.kind, phase), op.count, t.time_s)
+    return _with_classes({key: sums.total(key) for key in _KEYS}, sums)
+
+
+def _banded(hw: Hardware | None) -> bool:
+    return hw is not None and hw.calibration is not None and bool(hw.calibration.error_bands)
+
+
+def _with_classes(out: dict, sums: "_Sums") -> dict:
+    names = {name for name, _ in sums.groups if name.startswith("class:")}
+    out["classes"] = {name[len("class:"):]: sums.total(name) for name in names}
+    return out
 
 
 def host_overhead_s(model: ModelSpec, hw: Hardware, engine: Engine | str = DEFAULT_ENGINE) -> float:
@@ -111,7 +125,8 @@ def step_time(model: ModelSpec, hw: Hardware, seqs, new_tokens, past, p: Precisi
     """Time of one forward step and its components (arrays over scenarios)."""
     engine = load_engine(engine)
     ops = step_ops(model, seqs, new_tokens, past, p, tp, sparse_budget, logits_tokens, engine)
-    totals = _phase_totals(ops, [op_time(op, hw, p, tp) for op in ops])
+    phase = "decode" if np.all(np.asarray(new_tokens) <= 1) else "prefill"
+    totals = _phase_totals(ops, [op_time(op, hw, p, tp) for op in ops], phase, hw)
     return _settle(totals, model, hw, engine, np.asarray(seqs) * new_tokens)
 
 
@@ -125,6 +140,7 @@ def mean_decode_step(model: ModelSpec, hw: Hardware, seqs, past_first, past_last
     ops = step_ops(model, seqs, 1.0, past_first, p, tp, sparse_budget, engine=engine)
     late = {op.name: op for op in context_ops(model, seqs, 1.0, past_last, p, tp, sparse_budget, engine)}
     sums = _Sums()
+    banded = _banded(hw)
     first_extra, last_extra = 0.0, 0.0
     for op in ops:
         t = op_time(op, hw, p, tp)
@@ -140,7 +156,9 @@ def mean_decode_step(model: ModelSpec, hw: Hardware, seqs, past_first, past_last
                            ("comm_s", t.comm_s), ("host_s", t.host_s), ("time_s", core),
                            ("time_s", t.overhead_s), ("time_s", t.comm_s)):
             sums.add(key, op.count, value)
-    out = {key: sums.total(key) for key in _KEYS}
+        if banded:
+            sums.add("class:" + intervals.op_class(op.kind, "decode"), op.count, core + t.overhead_s + t.comm_s)
+    out = _with_classes({key: sums.total(key) for key in _KEYS}, sums)
     graphed = engine.graphed(seqs)
     host = 0.0 if hw.calibration is None else \
         np.where(graphed, 0.0, out["host_s"] + host_overhead_s(model, hw, engine))
@@ -225,6 +243,9 @@ def _evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine) -> d
     decode = mean_decode_step(model, hw, decode_seqs, sc.prompt, sc.prompt + np.maximum(sc.gen - 2, 0), p, tp,
                               sc.sparse_budget, engine)
     ttft, tpot = prefill["time_s"], decode["time_s"]
+    bands = hw.calibration.error_bands if hw.calibration is not None else {}
+    ttft_band = intervals.band(ttft, prefill["classes"], bands, "prefill", engine.name)
+    tpot_band = intervals.band(tpot, decode["classes"], bands, "decode", engine.name)
     e2e = ttft + (sc.gen - 1) * tpot
     tokens = decode_seqs * sc.gen
     mem = memory_footprint(model, hw, sc)
@@ -233,6 +254,8 @@ def _evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine) -> d
         **{k: getattr(sc, k) for k in sc.columns()},
         "params": model.param_count(), "active_params": model.active_param_count(),
         "ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e, "throughput_tok_s": throughput,
+        "ttft_p10_s": ttft_band[0], "ttft_p90_s": ttft_band[1],
+        "tpot_p10_s": tpot_band[0], "tpot_p90_s": tpot_band[1],
         "decode_tok_s": decode_seqs / tpot,
         "prefill_bound": _bound(prefill), "decode_bound": _bound(decode),
         "prefill_compute_s": prefill["compute_s"], "prefill_memory_s": prefill["memory_s"],

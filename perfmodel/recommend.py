@@ -12,7 +12,8 @@ Prices are compared on one basis (`Hardware.price_basis`): cloud on-demand list 
 device-hour by default; presets priced as an amortised purchase (consumer cards, the H20) are ranked
 only among themselves (price_basis="purchase-3y"). By default every preset of that basis is tried,
 datasheet specs only: a calibrated spec of a device is a different model of the same device (slower,
-measured), and mixing them would rank a device against itself.
+measured), and mixing them would rank a device against itself. Every configuration is priced for one engine profile (`engine`, DEFAULT_ENGINE unless given: a serving
+engine).
 
     >>> import workloads
     >>> from perfmodel import recommend
@@ -29,6 +30,7 @@ import numpy as np
 
 import hardware as hardware_catalog
 from perfmodel import sweep
+from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.sweep import SweepError
 
 #: Batch sizes tried by default: every whole number up to 1024, so "best batch" is exact there.
@@ -52,6 +54,7 @@ class Recommendation:
     target_tok_s: float
     options: Any  # DataFrame, ranked
     swept: int
+    engine: str = DEFAULT_ENGINE
     price_basis: str = "cloud"
 
     @property
@@ -62,11 +65,12 @@ class Recommendation:
         return self.options
 
 
-def _spec(model, devices, batch, prompt, gen, samples, w_bits, kv_bits, tp, a_bits, limits, price_basis="cloud"):
+def _spec(model, devices, batch, prompt, gen, samples, w_bits, kv_bits, tp, a_bits, limits, engine,
+          price_basis="cloud"):
     axes = {"model": [model], "hardware": _devices(devices, price_basis), "batch": batch,
             "prompt": prompt, "gen": gen, "samples": samples, "w_bits": w_bits, "kv_bits": kv_bits,
             "tp": tp, "a_bits": a_bits}
-    return sweep.build(axes, "grid", constraints=limits)
+    return sweep.build(axes, "grid", constraints=limits, engine=engine)
 
 
 def _catalog_devices(price_basis: str = "cloud") -> list[str]:
@@ -112,7 +116,8 @@ def _sweep_frame(spec: sweep.SweepSpec, progress: bool, keep: str = "all"):
 def cheapest(model, target_tok_s: float | None = None, hardware=None, *, requests_per_s: float | None = None,
              prompt=2048, gen=256, samples=1, max_ttft_s=None, max_tpot_s=None, w_bits=(4, 8, 16),
              kv_bits=(8, 16), tp=(1, 2, 4, 8), a_bits=16, batch=DEFAULT_BATCH, top: int = 20,
-             progress: bool = False, price_basis: str = "cloud") -> Recommendation:
+             progress: bool = False, engine: Engine | str = DEFAULT_ENGINE,
+             price_basis: str = "cloud") -> Recommendation:
     """The cheapest device set (USD per hour) that generates `target_tok_s` tokens/s (or serves
     `requests_per_s` requests of `gen` tokens x `samples`) within the TTFT / TPOT limits.
 
@@ -124,7 +129,7 @@ def cheapest(model, target_tok_s: float | None = None, hardware=None, *, request
         raise SweepError(f"top: {top!r} must be a whole number from 1 to 10,000")
     target = _target(target_tok_s, requests_per_s, gen, samples)
     spec = _spec(model, hardware, batch, prompt, gen, samples, w_bits, kv_bits, tp, a_bits,
-                 _limits(max_ttft_s, max_tpot_s), price_basis)
+                 _limits(max_ttft_s, max_tpot_s), engine, price_basis)
     feasible = _sweep_frame(spec, progress, keep="feasible")  # the full table only to explain a failure
     if feasible.empty:
         raise NoFeasibleConfigError(_why_none(_sweep_frame(spec, False), spec, _model_name(spec)))
@@ -135,7 +140,7 @@ def cheapest(model, target_tok_s: float | None = None, hardware=None, *, request
     feasible["price_basis"] = price_basis
     ranked = feasible.sort_values(RANK_COLUMNS + ["index"], kind="stable")
     options = ranked.drop_duplicates("hardware").head(top).reset_index(drop=True)
-    return Recommendation(_model_name(spec), target, options, spec.size, price_basis)
+    return Recommendation(_model_name(spec), target, options, spec.size, spec.engine.name, price_basis)
 
 
 def _target(target_tok_s, requests_per_s, gen, samples) -> float:
@@ -182,12 +187,14 @@ def _why_none(frame, spec: sweep.SweepSpec, model: str) -> str:
 
 def best_batch(model, hardware=None, *, prompt=2048, gen=256, samples=1, max_ttft_s=None, max_tpot_s=None,
                w_bits=(16,), kv_bits=(16,), tp=(1,), a_bits=16, batch=DEFAULT_BATCH,
-               objective: str = "throughput_per_device_tok_s", progress: bool = False, price_basis: str = "cloud"):
+               objective: str = "throughput_per_device_tok_s", progress: bool = False,
+               engine: Engine | str = DEFAULT_ENGINE, price_basis: str = "cloud"):
     """Per device (and tp / precision), the batch that maximises `objective` within the limits, with
     what stops a larger batch: "memory", a latency limit, "saturated" (larger batches fit but do no
-    better) or "batch range" (the largest batch tried). Rows where no batch is feasible say why."""
+    better) or "batch range" (the largest batch tried). Rows where no batch is feasible say why.
+    Times are `engine`'s (a profile name or perfmodel.engines.Engine)."""
     spec = _spec(model, hardware, batch, prompt, gen, samples, w_bits, kv_bits, tp, a_bits,
-                 _limits(max_ttft_s, max_tpot_s), price_basis)
+                 _limits(max_ttft_s, max_tpot_s), engine, price_basis)
     frame = _sweep_frame(spec, progress)
     if not isinstance(objective, str) or objective not in frame.columns or frame[objective].dtype.kind not in "fiu":
         raise SweepError(f"objective: {objective!r} is not a numeric output column; e.g. "

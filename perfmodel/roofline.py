@@ -79,8 +79,8 @@ def gemm_parallelism(m, n, k, hw: Hardware, groups=1.0):
     """(compute efficiency, thread blocks) of the tiled GEMM kernel on a calibrated GPU; (1, inf)
     for a datasheet spec.
 
-    tiles = ceil(m / tm) ceil(n / tn), the m tile shrinking to the next power of two of m (>= 16)
-    as libraries pick small tiles for small m; when the tiles leave SMs idle, the library splits
+    tiles = ceil(m / tm) ceil(n / tn), each tile side shrinking to the next power of two of its
+    dimension (>= 16) as libraries pick small tiles for small m or n; when the tiles leave SMs idle, the library splits
     the reduction over s = min(floor(SMs / tiles), floor(k / split_k_min)) slices (split-K, as
     cuBLAS's heuristics and CUTLASS's split-K / stream-K kernels do); work units u = tiles s run in
     waves of SMs: efficiency = m n / (tiles tm tn) * u / (ceil(u / SMs) SMs) (NVIDIA, "Matrix
@@ -96,9 +96,10 @@ def gemm_parallelism(m, n, k, hw: Hardware, groups=1.0):
     m = np.maximum(np.asarray(m, dtype=float), 1.0)
     n = np.maximum(np.asarray(n, dtype=float), 1.0)
     tm = np.minimum(cal.tile_m, np.maximum(16.0, 2.0 ** np.ceil(np.log2(m))))
-    tiles = np.ceil(m / tm) * np.ceil(n / cal.tile_n) * groups
+    tn = np.minimum(cal.tile_n, np.maximum(16.0, 2.0 ** np.ceil(np.log2(n))))
+    tiles = np.ceil(m / tm) * np.ceil(n / tn) * groups
     units = tiles * _splits(tiles, k, sms, cal.split_k_min)
-    efficiency = (m * n * groups) / (tiles * tm * cal.tile_n) * units / (np.ceil(units / sms) * sms)
+    efficiency = (m * n * groups) / (tiles * tm * tn) * units / (np.ceil(units / sms) * sms)
     return efficiency, units
 
 
@@ -128,14 +129,15 @@ def _gemm_time(op: Op, hw: Hardware, p: Precision) -> tuple:
     cal = hw.calibration
     rate = _gemm_rate(hw, p)
     efficiency, units = gemm_parallelism(op.m, op.n, op.k, hw, op.groups)
-    tiled = (op.flops / (rate * efficiency),
-             op.bytes / np.minimum(cal.read_bytes_per_s, units * (cal.sm_bytes_per_s or np.inf)))
+    read = cal.read_bytes_per_s if op.kind != "moe" else min(cal.read_bytes_per_s, cal.grouped_bytes_per_s or np.inf)
+    tiled = (op.flops / np.minimum(rate * efficiency, _sustained_rate(hw, p)),
+             op.bytes / np.minimum(read, units * (cal.sm_bytes_per_s or np.inf)))
     if not np.any(np.asarray(op.m) <= SKINNY_ROWS):
         return tiled
     per_block = _gemv_cap(cal, p, cal.sm_bytes_per_s or np.inf) if cal.gemv_bytes_per_s else \
         (cal.sm_bytes_per_s or np.inf)
     blocks = gemv_blocks(op.n, op.k, hw, op.groups)
-    gemv = (op.flops / rate, op.bytes / np.minimum(cal.read_bytes_per_s, blocks * per_block))
+    gemv = (op.flops / rate, op.bytes / np.minimum(read, blocks * per_block))
     pick = (np.asarray(op.m) <= SKINNY_ROWS) & (np.maximum(*gemv) < np.maximum(*tiled))
     return np.where(pick, gemv[0], tiled[0]), np.where(pick, gemv[1], tiled[1])
 
@@ -167,14 +169,31 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
         rate, bandwidth = hw.peak_flops_per_s("fp32"), cal.norm_bytes_per_s
     elif op.kind == "concat" and cal and cal.concat_bytes_per_s:
         rate, bandwidth = hw.peak_flops_per_s("fp32"), cal.concat_bytes_per_s
+    elif op.kind == "reduction" and cal and cal.reduction_bytes_per_s:
+        rate, bandwidth = hw.peak_flops_per_s("fp32"), cal.reduction_bytes_per_s
+    elif op.kind == "routing":
+        rate, overhead = hw.peak_flops_per_s("fp32"), overhead + (cal.moe_routing_s if cal else 0.0)
     elif op.kind == "attention":
         bits = np.minimum(np.maximum(p.a_bits, 16), 32)  # attention runs in bf16/fp16, or fp32
-        fraction, floor, read = cal.attention_kernel(op.kernel) if cal else (1.0, 0.0, bandwidth)
+        fraction, floor, read, unit_s = cal.attention_kernel(op.kernel) if cal else (1.0, 0.0, bandwidth, 0.0)
         rate = matmul_dtype_rate(hw, bits, bits) * fraction
         bandwidth, overhead = read, overhead + floor
+        if unit_s:  # work units run in waves over the SMs; a wave takes at least unit_s
+            waves = np.ceil(attention_units(op) / hw.compute_units)
+            return OpTime(np.maximum(op.flops / rate, waves * unit_s), op.bytes / bandwidth, overhead, 0.0, host)
     else:
         rate = hw.peak_flops_per_s("fp32")
     return OpTime(op.flops / rate, op.bytes / bandwidth, overhead, 0.0, host)
+
+
+def attention_units(op: Op):
+    """Work units of a FlashAttention-style kernel: one per (sequence, kv head) and tile of up to
+    128 query rows, the query heads of a GQA group packed into the tile as decode kernels do
+    (FlashAttention-3, FlashInfer, TensorRT-LLM's XQA; Shah et al. 2024, arXiv 2407.08608). Each
+    unit loads its queries, keeps its softmax state and writes its output however short the
+    context, so a decode step over many short sequences is bound by units, not bytes."""
+    pairs = np.maximum(np.asarray(op.groups, dtype=float), 1.0)
+    return pairs * np.ceil(np.asarray(op.m, dtype=float) / pairs / 128.0)
 
 
 def _gemm_rate(hw: Hardware, p: Precision):
@@ -185,6 +204,17 @@ def _gemm_rate(hw: Hardware, p: Precision):
     if key not in cache or cache[key][0] is not hw:
         cache[key] = (hw, matmul_dtype_rate(hw, p.w_bits, p.a_bits, weight_only_kernel=p.weight_only_kernel))
     return cache[key][1]
+
+
+def _sustained_rate(hw: Hardware, p: Precision):
+    """The power roof: the GEMM rate the board's power limit sustains for the precisions' dtype
+    (Calibration.sustained_flops_per_s), infinite where not calibrated."""
+    table = hw.calibration.sustained_flops_per_s
+    if not table:
+        return np.inf
+    w, a = np.asarray(p.w_bits), np.asarray(p.a_bits)
+    return np.where((w <= 8) & (a <= 8), table.get("fp8", np.inf),
+                    np.where(a <= 16, table.get("bf16", np.inf), table.get("fp32", np.inf)))
 
 
 def _gemv_cap(cal, p: Precision, default):

@@ -2,16 +2,18 @@
 constraints as filters; the exact Pareto front over chosen objectives.
 
 A sweep is a list of axes. `model` and `hardware` take catalog names (or config / spec paths, or
-objects); a numeric `Hardware` field (``hbm_bytes_per_s``, ``price_per_hour_usd``,
-``flops_per_s.bf16``...) makes variants of each device; any `Scenario` field takes a list or a range
+objects); `engine` takes engine profile names (perfmodel.engines; without that axis every row is
+priced for the spec's one `engine`, DEFAULT_ENGINE unless given); a numeric `Hardware` field
+(``hbm_bytes_per_s``, ``price_per_hour_usd``, ``flops_per_s.bf16``...) makes variants of each
+device; any `Scenario` field takes a list or a range
 ``{"start": 1, "stop": 128, "num": 8, "log": true}``. Row i of a sweep is a pure function of the spec
 and i: in a grid, the mixed-radix digits of i (model and device axes outermost); in a random sample,
 a counter-based hash of (seed, i, axis). So a sweep splits into index ranges that evaluate anywhere
 (this process, a Dask cluster) and give the same rows whatever the split.
 
-Each chunk groups its rows by (model, device) and calls the vectorized `perfmodel.evaluate` once per
-group. The Pareto front of a union is the front of the union of the parts' fronts, so chunks reduce
-to their own fronts and the merge is exact.
+Each chunk groups its rows by (model, device, engine) and calls the vectorized `perfmodel.evaluate`
+once per group. The Pareto front of a union is the front of the union of the parts' fronts, so chunks
+reduce to their own fronts and the merge is exact.
 
     >>> from perfmodel import sweep
     >>> spec = sweep.grid(model=["llama-3-8b"], hardware=["h200-sxm"],
@@ -35,6 +37,8 @@ import workloads
 from hardware import units
 from hardware.spec import DTYPES, Hardware
 from perfmodel.checks import tp_allowed
+from perfmodel import engines
+from perfmodel.engines import Engine
 from perfmodel.predict import evaluate
 from perfmodel.roofline import BOUNDS
 from workloads.model import ModelSpec
@@ -50,7 +54,7 @@ DERIVED_COLUMNS = ("devices", "usd_per_hour", "throughput_per_device_tok_s", "to
                    "feasible")
 KEEP_MODES = ("all", "feasible", "front", "none")
 DEFAULT_CHUNK_ROWS = 1 << 17  # ~1e5 rows: where evaluate's per-row cost bottoms out (measured), ~60 MB
-SPEC_KEYS = ("axes", "mode", "n", "seed", "constraints", "pareto")
+SPEC_KEYS = ("axes", "mode", "n", "seed", "constraints", "pareto", "engine")
 #: Most rows of one sweep (about 15 minutes at 1e6 rows/s on one machine): a larger one is refused
 #: with its size rather than left running for days. Rows are streamed in chunks, so memory is bounded
 #: by the chunk size unless rows are collected (`collect=True`), which MAX_COLLECT_ROWS bounds.
@@ -102,11 +106,11 @@ class Range:
 
 @dataclass(frozen=True)
 class Axis:
-    """One swept field. Discrete axes hold `values` (objects for model / hardware, with `labels`);
-    continuous ones (random sweeps only) hold a `range`."""
+    """One swept field. Discrete axes hold `values` (objects for model / hardware / engine, with
+    `labels`); continuous ones (random sweeps only) hold a `range`."""
 
     name: str
-    kind: str  # "model" | "hardware" | "device" | "scenario"
+    kind: str  # "model" | "hardware" | "device" | "engine" | "scenario"
     values: tuple = ()
     labels: tuple = ()
     range: Range | None = None
@@ -128,6 +132,9 @@ def make_axis(name: str, raw: Any, mode: str) -> Axis:
     if name in ("model", "hardware"):
         objects = [_resolve(name, v) for v in _as_list(name, raw)]
         return Axis(name, name, tuple(objects), tuple(o.name for o in objects))
+    if name == "engine":
+        profiles = [_engine(v, "sweep axis 'engine'") for v in _as_list(name, raw)]
+        return Axis(name, "engine", tuple(profiles), tuple(e.name for e in profiles))
     if name in DEVICE_FIELDS:
         values = _numbers(name, raw, mode, continuous_ok=False, parse=_device_value)
         return Axis(name, "device", tuple(values.tolist()))
@@ -135,7 +142,7 @@ def make_axis(name: str, raw: Any, mode: str) -> Axis:
         spec = _numbers(name, raw, mode, continuous_ok=mode == "random", parse=_scenario_value)
         return Axis(name, "scenario", range=spec) if isinstance(spec, Range) else Axis(name, "scenario",
                                                                                        tuple(spec.tolist()))
-    known = ", ".join(("model", "hardware") + SCENARIO_FIELDS + DEVICE_FIELDS)
+    known = ", ".join(("model", "hardware", "engine") + SCENARIO_FIELDS + DEVICE_FIELDS)
     raise SweepError(f"sweep axis {name!r}: unknown field; known: {known}")
 
 
@@ -143,6 +150,15 @@ def _resolve(name: str, value):
     if name == "model":
         return value if isinstance(value, ModelSpec) else workloads.load(value)
     return value if isinstance(value, Hardware) else hardware.load(value)
+
+
+def _engine(value, where: str) -> Engine:
+    """An engine profile by name (or a profile); SweepError naming `where`, the value and the known names."""
+    try:
+        return engines.load(value)
+    except (engines.EngineError, TypeError):
+        raise SweepError(f"{where}: {value!r} is not a known engine profile; known: "
+                         f"{', '.join(engines.names())}") from None
 
 
 def _as_list(name: str, raw) -> list:
@@ -343,7 +359,8 @@ def _split_objective(text: str) -> tuple[str, str]:
 # -- the spec ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SweepSpec:
-    """What to sweep: axes (model and device axes first), grid or random mode, filters, objectives."""
+    """What to sweep: axes (model and device axes first), grid or random mode, filters, objectives,
+    and the engine profile that prices every row (unless an `engine` axis varies it)."""
 
     axes: tuple[Axis, ...]
     mode: str = "grid"
@@ -351,10 +368,11 @@ class SweepSpec:
     seed: int = 0
     constraints: tuple[Constraint, ...] = ()
     objectives: tuple[Objective, ...] = ()
+    engine: Engine = dataclasses.field(default_factory=lambda: engines.load(engines.DEFAULT_ENGINE))
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "SweepSpec":
-        """Build from the YAML structure: {axes: {...}, mode, n, seed, constraints, pareto}."""
+        """Build from the YAML structure: {axes: {...}, mode, n, seed, constraints, pareto, engine}."""
         if not isinstance(data, Mapping):
             raise SweepError(f"sweep spec: expected a mapping, got {type(data).__name__}")
         unknown = set(data) - set(SPEC_KEYS)
@@ -363,7 +381,7 @@ class SweepSpec:
         if not isinstance(data.get("axes"), Mapping) or not data["axes"]:
             raise SweepError("sweep spec: 'axes' must map field names to values, e.g. {batch: [1, 8, 64]}")
         return build(data["axes"], data.get("mode", "grid"), data.get("n", 0), data.get("seed", 0),
-                     data.get("constraints"), data.get("pareto"))
+                     data.get("constraints"), data.get("pareto"), data.get("engine"))
 
     @classmethod
     def from_yaml(cls, path) -> "SweepSpec":
@@ -388,16 +406,27 @@ class SweepSpec:
     def scenario_axes(self) -> tuple[Axis, ...]:
         return tuple(a for a in self.axes if a.kind == "scenario")
 
+    @property
+    def engine_axis(self) -> Axis | None:
+        """The `engine` axis when the sweep varies the engine, else None (every row uses `engine`)."""
+        return next((a for a in self.axes if a.kind == "engine"), None)
+
     def describe(self) -> str:
         parts = [f"{a.name}: {len(a) if a.discrete else 'continuous'}" for a in self.axes]
+        engine = "" if self.engine_axis else f", engine {self.engine.name}"
         combos = _finite_combinations(self)[2]
         if self.mode == "random" and combos and not _open_axes(self):
-            return f"random {self.size:,} of {combos:,} combinations, without replacement ({', '.join(parts)})"
-        return f"{self.mode} of {self.size:,} rows ({', '.join(parts)})"
+            return (f"random {self.size:,} of {combos:,} combinations, without replacement ({', '.join(parts)})"
+                    f"{engine}")
+        return f"{self.mode} of {self.size:,} rows ({', '.join(parts)}){engine}"
 
 
-def build(axes: Mapping, mode: str = "grid", n: int = 0, seed: int = 0, constraints=None, pareto=None) -> SweepSpec:
-    """Validate and build a SweepSpec (errors name the axis, key or value)."""
+def build(axes: Mapping, mode: str = "grid", n: int = 0, seed: int = 0, constraints=None, pareto=None,
+          engine: Engine | str | None = None) -> SweepSpec:
+    """Validate and build a SweepSpec (errors name the axis, key or value).
+
+    engine: the profile pricing every row (default DEFAULT_ENGINE, a serving engine); to compare
+    engines give an `engine` axis instead (not both)."""
     if mode not in ("grid", "random"):
         raise SweepError(f"sweep mode: {mode!r} must be 'grid' or 'random'")
     if mode == "random" and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
@@ -411,11 +440,14 @@ def build(axes: Mapping, mode: str = "grid", n: int = 0, seed: int = 0, constrai
         raise SweepError(f"sweep n: {n:,} rows exceed the limit of {MAX_ROWS:,} rows per sweep")
     if not isinstance(axes, Mapping) or not all(isinstance(k, str) for k in axes):
         raise SweepError("sweep axes: must map field names (text) to values")
+    if engine is not None and "engine" in axes:
+        raise SweepError("sweep engine: give one engine or an 'engine' axis, not both")
+    fixed = _engine(engines.DEFAULT_ENGINE if engine is None else engine, "sweep engine")
     built = [make_axis(name, raw, mode) for name, raw in axes.items()]
-    order = {"model": 0, "hardware": 1, "device": 2, "scenario": 3}
+    order = {"model": 0, "hardware": 1, "device": 2, "engine": 3, "scenario": 4}
     built.sort(key=lambda a: order[a.kind])  # stable: user order within kinds
     spec = SweepSpec(tuple(built), mode, int(n) if mode == "random" else 0, int(seed),
-                     parse_constraints(constraints), parse_objectives(pareto))
+                     parse_constraints(constraints), parse_objectives(pareto), fixed)
     if spec.size > MAX_ROWS:
         raise SweepError(f"sweep: {spec.size:,} rows exceed the limit of {MAX_ROWS:,} rows per sweep (about 15 "
                          "minutes at 1e6 rows/s); narrow an axis or sample with --random N")
@@ -427,7 +459,7 @@ def build(axes: Mapping, mode: str = "grid", n: int = 0, seed: int = 0, constrai
 
 
 def grid(constraints=None, pareto=None, **axes) -> SweepSpec:
-    """A full grid over the given axes (keyword per field)."""
+    """A full grid over the given axes (keyword per field; `engine=[...]` is an engine axis)."""
     return build(axes, "grid", 0, 0, constraints, pareto)
 
 
@@ -534,14 +566,15 @@ def _device(spec: SweepSpec, codes: dict[str, int]) -> Hardware:
     """The device of one group: the hardware axis entry with the device-field values applied."""
     hw = spec.axes[1].values[codes["hardware"]]
     changes, flops = {}, dict(hw.flops_per_s)
-    for a in spec.group_axes[2:]:
+    fields = [a for a in spec.group_axes if a.kind == "device"]
+    for a in fields:
         value = a.values[codes[a.name]]
         if a.name.startswith("flops_per_s."):
             flops[a.name.split(".", 1)[1]] = value
         else:
             field_type = next(f.type for f in dataclasses.fields(Hardware) if f.name == a.name)
             changes[a.name] = int(value) if field_type == "int" else float(value)
-    return dataclasses.replace(hw, flops_per_s=flops, **changes) if len(spec.group_axes) > 2 else hw
+    return dataclasses.replace(hw, flops_per_s=flops, **changes) if fields else hw
 
 
 def evaluate_rows(spec: SweepSpec, start: int, stop: int):
@@ -571,6 +604,8 @@ def _unfiltered_columns(spec: SweepSpec, start: int, stop: int) -> dict[str, np.
     cols: dict[str, np.ndarray] = {"index": index}
     cols.update({a.name: drawn[a.name] if a.kind != "device" else np.asarray(a.values, dtype=float)[drawn[a.name]]
                  for a in groups})
+    if spec.engine_axis is None:  # every row names its engine, swept or not
+        cols["engine"] = np.zeros(len(index), dtype=np.int8)
     for rows in np.split(order, bounds):
         codes = {a.name: int(drawn[a.name][rows[0]]) for a in groups}
         # the stable sort keeps a group's rows ascending, so this test finds a contiguous run (a grid's
@@ -587,14 +622,18 @@ def to_frame(spec: SweepSpec, cols: dict[str, np.ndarray], rows: np.ndarray | No
 
     pick = (lambda v: v) if rows is None else (lambda v: v[rows])
     labels = {a.name: _labels(a, pick(cols[a.name])) for a in spec.group_axes if a.kind != "device"}
+    if spec.engine_axis is None and "engine" in cols:
+        labels["engine"] = pd.Categorical.from_codes(pick(cols["engine"]), categories=[spec.engine.name])
     return pd.DataFrame({k: labels[k] if k in labels else _bound_column(pick(v)) if k.endswith("_bound")
                          else pick(v) for k, v in cols.items()})
 
 
 def _fill(cols: dict, rows, n: int, spec: SweepSpec, codes: dict, inputs: dict) -> None:
-    """Evaluate one (model, device) group in one call and scatter its columns into `cols`."""
+    """Evaluate one (model, device, engine) group in one call and scatter its columns into `cols`."""
     model, hw = spec.axes[0].values[codes["model"]], _device(spec, codes)
-    result = evaluate(model, hw, Scenario(**inputs))
+    axis = spec.engine_axis
+    engine = axis.values[codes["engine"]] if axis is not None else spec.engine
+    result = evaluate(model, hw, Scenario(**inputs), engine)
     tp, throughput = result["tp"], result["throughput_tok_s"]
     usd_per_hour = hw.price_per_hour_usd * tp
     result.update(devices=tp, usd_per_hour=usd_per_hour, throughput_per_device_tok_s=throughput / tp,

@@ -5,11 +5,13 @@
     perfmodel sweep --grid model=llama-3-8b,qwen3-8b --grid hardware=h200-sxm,l40s \\
         --grid batch=1:256:9:log --grid w_bits=4,8,16 --max-tpot 0.05 --pareto throughput_tok_s:max,tpot_s:min
     perfmodel sweep spec.yaml --scheduler tcp://10.0.0.5:8786      # or --dask for a LocalCluster
+    perfmodel sweep --grid model=llama-3-8b --grid hardware=h200-sxm --grid engine=vllm,trtllm,hf-eager
     perfmodel recommend --model llama-3.1-70b --rate 20000 --max-tpot 0.05 --max-ttft 2
     perfmodel best-batch --model llama-3-8b --hardware h200-sxm,l40s --max-tpot 0.03
 
 `--grid FIELD=VALUES`: a comma list (``batch=1,8,64``, ``hbm_bytes_per_s=3.35 TB/s,4.8 TB/s``) or a
 range ``start:stop[:num[:log]]`` (``batch=1:256:9:log``; without num only in a --random sweep).
+`--engine NAME` prices every row with one engine profile; ``--grid engine=a,b`` compares engines.
 pandas, pyarrow and dask are imported inside the handlers.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from hardware.inputs import InputError, check_output_path, flag, number_list
 from hardware.units import format_seconds
+from perfmodel.commands import add_engine_arg, engine_from_args
 from workloads.scenario import RANGES
 
 #: The sweep `perfmodel sweep` runs without a spec: catalog models on common devices, 8,640 rows.
@@ -36,7 +39,7 @@ DEFAULT_SPEC = {
     "constraints": {"fits": True, "ttft_s": {"max": 2.0}, "tpot_s": {"max": 0.05}},
     "pareto": {"tok_per_usd": "max", "tpot_s": "min"},
 }
-FRONT_COLUMNS = ["model", "hardware", "tp", "batch", "prompt", "gen", "w_bits", "kv_bits", "ttft_s", "tpot_s",
+FRONT_COLUMNS = ["model", "hardware", "engine", "tp", "batch", "prompt", "gen", "w_bits", "kv_bits", "ttft_s", "tpot_s",
                  "throughput_tok_s", "throughput_per_device_tok_s", "tok_per_usd", "usd_per_mtok"]
 PLOT_ROWS_MAX = 2_000_000  # above this the plot shows the front alone (rows are not kept in memory)
 MAX_BATCH = 100_000  # recommend / best-batch try every batch up to --max-batch
@@ -50,6 +53,8 @@ def register(subparsers) -> None:
                    "without it and without --grid, a built-in default sweep runs")
     p.add_argument("--grid", action="append", default=[], metavar="FIELD=VALUES",
                    help="add or replace an axis: a comma list or start:stop[:num[:log]]")
+    add_engine_arg(p, default=None, default_help="default: the spec's engine, else vllm, a serving engine; "
+                   "--grid engine=a,b sweeps several")
     p.add_argument("--random", type=flag(1, 10**9, whole=True), metavar="N",
                    help="sample N distinct rows instead of the full grid (at most 1e9)")
     p.add_argument("--seed", type=flag(0, 2**63 - 1, whole=True), help="random seed (default 0)")
@@ -101,6 +106,7 @@ def _add_plan_args(p, tp_default: str, w_default: str, kv_default: str) -> None:
     p.add_argument("--gen", type=flag(*RANGES["gen"], whole=True), default=256, help="generated tokens per sample")
     p.add_argument("--samples", type=flag(*RANGES["samples"], whole=True), default=1,
                    help="best-of-N samples per request")
+    add_engine_arg(p)
     p.add_argument("--max-ttft", type=SECONDS, metavar="S", help="TTFT limit, seconds")
     p.add_argument("--max-tpot", type=SECONDS, metavar="S", help="TPOT limit, seconds")
     p.add_argument("--tp", default=tp_default, help="tensor-parallel degrees to try (comma list)")
@@ -121,7 +127,7 @@ def parse_grid_arg(text: str) -> tuple[str, object]:
     name, values = name.strip(), values.strip()
     if not sep or not name or not values:
         raise SweepError(f"--grid {text!r}: expected FIELD=VALUES, e.g. batch=1,8,64 or batch=1:256:9:log")
-    if ":" in values and "," not in values and name not in ("model", "hardware"):
+    if ":" in values and "," not in values and name not in ("model", "hardware", "engine"):
         return name, _parse_range(name, values)
     return name, [_scalar(v.strip()) for v in values.split(",") if v.strip()]
 
@@ -181,6 +187,10 @@ def spec_from_args(args):
     # constraints and objectives stay)
     data = dict(_load_yaml(args.spec) if args.spec is not None else _default_spec())
     data["axes"] = {**(data.get("axes") or {}), **dict(parse_grid_arg(g) for g in args.grid)}
+    if args.engine is not None:
+        if "engine" in data["axes"]:
+            raise sweep.SweepError("--engine: the sweep has an 'engine' axis; give one or the other")
+        data["engine"] = engine_from_args(args)
     if args.random is not None:
         data["mode"], data["n"] = "random", args.random
     if args.seed is not None:
@@ -282,8 +292,8 @@ def _plot(result, path: str) -> None:
 
 
 def format_front(front, spec, top: int) -> str:
-    columns = list(dict.fromkeys([c for c in FRONT_COLUMNS if c in front.columns] +
-                                 [o.column for o in spec.objectives]))
+    shown = [c for c in FRONT_COLUMNS if c in front.columns and (c != "engine" or spec.engine_axis is not None)]
+    columns = list(dict.fromkeys(shown + [o.column for o in spec.objectives]))
     view = front[columns].head(top).copy()
     for column in columns:
         if column.endswith("_s") and column not in ("throughput_tok_s", "throughput_per_device_tok_s"):
@@ -310,7 +320,7 @@ def _plan_kwargs(args) -> dict:
     if args.hardware is not None and not devices:
         raise InputError(f"--hardware: {args.hardware!r} lists no device")
     bits = lambda name, text: number_list(text, name, *RANGES["w_bits"], whole=True, max_items=32)
-    return dict(hardware=devices, prompt=args.prompt, gen=args.gen, samples=args.samples,
+    return dict(hardware=devices, prompt=args.prompt, gen=args.gen, samples=args.samples, engine=engine_from_args(args),
                 max_ttft_s=args.max_ttft, max_tpot_s=args.max_tpot,
                 tp=number_list(args.tp, "--tp", *RANGES["tp"], whole=True, max_items=64),
                 w_bits=bits("--w-bits", args.w_bits), kv_bits=bits("--kv-bits", args.kv_bits),
@@ -354,7 +364,9 @@ def run_best_batch(args) -> int:
 
     kwargs = _plan_kwargs(args)
     model = kwargs.pop("model")
+    engine = kwargs["engine"]
     table = recommend.best_batch(model, objective=args.objective, **kwargs)
+    print(f"{model.name}: best batch per device, prompt {args.prompt}, gen {args.gen}, engine {engine.name}")
     none = table["batch"].isna().to_numpy()
     for column in ("ttft_s", "tpot_s"):
         table[column] = table[column].map(lambda v: format_seconds(v) if math.isfinite(v) else "-")

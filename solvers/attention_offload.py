@@ -15,6 +15,8 @@ weights must fit on the compute devices. Step time is given serial (T_model + T_
 pipelined (Lamina overlaps micro-batches: max of the three). Throughput per dollar is compared with
 homogeneous setups of each device type costing no more than the disaggregated one, each at the
 largest batch its memory holds (`perfmodel` decode step with tensor parallelism over its devices).
+Every step is priced for one engine profile (`engine`, perfmodel.engines; DEFAULT_ENGINE unless
+given): its fusion and kernels on both pools, its decode attention kernel on the memory devices.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ import numpy as np
 
 from hardware.spec import Hardware
 from perfmodel import memory
+from perfmodel.engines import DEFAULT_ENGINE, Engine
+from perfmodel.engines import load as load_engine
 from perfmodel.ops import Precision, attention_op, step_ops
 from perfmodel.predict import step_time
 from perfmodel.roofline import op_time
@@ -47,18 +51,21 @@ def link_bytes_per_step(model: ModelSpec, batch, p: Precision):
     return (2 + 2 / model.gqa_group) * float(p.act_bytes) * model.d_model * np.asarray(batch, float) * model.n_layers
 
 
-def model_time_s(model: ModelSpec, hw: Hardware, batch, context, p: Precision, tp: int):
+def model_time_s(model: ModelSpec, hw: Hardware, batch, context, p: Precision, tp: int,
+                 engine: Engine | str = DEFAULT_ENGINE):
     """Decode-step time of every op except attention on `tp` devices of `hw` (roofline + comm)."""
     total = 0.0
-    for op in step_ops(model, batch, 1.0, context, p, tp):
+    for op in step_ops(model, batch, 1.0, context, p, tp, engine=engine):
         if op.kind != "attention" and op.name != "kv_cat":
             total = total + op.count * np.asarray(op_time(op, hw, p, tp).time_s)
     return total
 
 
-def attention_time_s(model: ModelSpec, hw: Hardware, batch, context, p: Precision, n_devices: int):
-    """Decode attention over `context` cached tokens on `n_devices` devices of `hw` (heads split)."""
-    op = attention_op(model, batch, 1.0, context, p, n_devices)
+def attention_time_s(model: ModelSpec, hw: Hardware, batch, context, p: Precision, n_devices: int,
+                     engine: Engine | str = DEFAULT_ENGINE):
+    """Decode attention over `context` cached tokens on `n_devices` devices of `hw` (heads split),
+    run by `engine`'s decode attention kernel."""
+    op = attention_op(model, batch, 1.0, context, p, n_devices, kernel=load_engine(engine).attention_kernel(1.0))
     return op.count * np.asarray(op_time(op, hw, p, n_devices).time_s)
 
 
@@ -91,12 +98,15 @@ class AttentionOffloadResult:
 
 def attention_offload(model: ModelSpec, compute_hw: Hardware, memory_hw: Hardware, sc: Scenario | None = None,
                       n_compute: int = 1, n_memory: int = 1, batch: int | None = None, alpha: float = 0.2,
-                      link_bytes_per_s: float | None = None, memory_fraction: float = 0.9) -> AttentionOffloadResult:
+                      link_bytes_per_s: float | None = None, memory_fraction: float = 0.9,
+                      engine: Engine | str = DEFAULT_ENGINE) -> AttentionOffloadResult:
     """Disaggregated attention vs homogeneous setups of equal cost, for the scenario's prompt + gen.
 
     batch: decode batch (default: the largest the memory devices hold); link_bytes_per_s: between the
-    two pools (default: the slower host link of the two, as a NIC sits on PCIe).
+    two pools (default: the slower host link of the two, as a NIC sits on PCIe); engine: the profile
+    pricing every step (perfmodel.engines).
     """
+    engine = load_engine(engine)
     sc = sc if sc is not None else Scenario()
     if sc.size != 1:
         raise AttentionOffloadError(f"scenario: expected one scenario, got {sc.size}")
@@ -132,8 +142,8 @@ def attention_offload(model: ModelSpec, compute_hw: Hardware, memory_hw: Hardwar
     if B > max_batch:
         raise AttentionOffloadError(f"batch: {B} exceeds the {max_batch} sequences of {final:g} tokens the "
                                     f"memory devices hold")
-    t_model = float(model_time_s(model, compute_hw, B, mean_ctx, p, n_compute))
-    t_attn = float(attention_time_s(model, memory_hw, B, mean_ctx, p, n_memory))
+    t_model = float(model_time_s(model, compute_hw, B, mean_ctx, p, n_compute, engine))
+    t_attn = float(attention_time_s(model, memory_hw, B, mean_ctx, p, n_memory, engine))
     t_link = float(link_bytes_per_step(model, B, p)) / link + 2 * model.n_layers * compute_hw.host_link_latency_s
     usd = n_compute * compute_hw.price_per_hour_usd + n_memory * memory_hw.price_per_hour_usd
     serial, piped = t_model + t_attn + t_link, max(t_model, t_attn, t_link)
@@ -141,7 +151,7 @@ def attention_offload(model: ModelSpec, compute_hw: Hardware, memory_hw: Hardwar
                  serial, piped, t_model=t_model, t_attn=t_attn, t_link=t_link,
                  min_link=float(min_link_bytes_per_s(model, B, p, t_model, t_attn, alpha)), link=link)]
     for hw in (compute_hw, memory_hw):
-        rows.append(_homogeneous(model, hw, p, usd, final, mean_ctx, memory_fraction))
+        rows.append(_homogeneous(model, hw, p, usd, final, mean_ctx, memory_fraction, engine))
     return AttentionOffloadResult(tuple(rows))
 
 
@@ -156,7 +166,7 @@ def _row(setup, devices, usd, batch, serial, piped, **extra) -> dict:
     return row
 
 
-def _homogeneous(model, hw, p, budget_usd, final, mean_ctx, memory_fraction) -> dict:
+def _homogeneous(model, hw, p, budget_usd, final, mean_ctx, memory_fraction, engine) -> dict:
     """The best homogeneous setup of `hw` within the budget: the largest power-of-two tensor-parallel
     group that fits the model (and is affordable), at the largest batch its memory holds."""
     affordable = int(budget_usd // hw.price_per_hour_usd)
@@ -168,7 +178,7 @@ def _homogeneous(model, hw, p, budget_usd, final, mean_ctx, memory_fraction) -> 
         per_seq = _kv_per_sequence(model, p, final, n)
         batch = math.floor(free / per_seq) if free > 0 else 0
         if batch >= 1:
-            step = float(step_time(model, hw, batch, 1.0, mean_ctx, p, n)["time_s"])
+            step = float(step_time(model, hw, batch, 1.0, mean_ctx, p, n, engine=engine)["time_s"])
             return _row(label, f"{n} x {hw.name}", n * hw.price_per_hour_usd, batch, step, step)
         n //= 2
     return {**_row(label, f"0 x {hw.name}", 0.0, 0, 0.0, 0.0), "note": "does not fit within the budget"}

@@ -374,12 +374,14 @@ def allocate_bits(sens, avg_bits: float | None = None, *, theta: float = THETA, 
                   rmax: float = 16.0, hardware=None, model=None, memory_budget_bytes: float | None = None,
                   latency_budget_s: float | None = None, candidates=None, tokens: int = 1,
                   context: int = 0, costs=None, overhead_bits: float | None = None,
-                  scope: str = "model") -> BitAllocation:
+                  scope: str = "model", engine=None) -> BitAllocation:
     """Optimal widths for `sens` (a `BitGroups` or a table with params and coef columns).
 
     Picks the solver: candidates (widths like [2, 3, 4, 8] or format names like ["int4-g128",
     "int8", "fp8", "bf16"]) -> MILP; only a bit budget -> closed form; otherwise cvxpy. Latency
-    budgets need `costs` (a `LayerCosts`) or `hardware` plus layer shapes (rows / cols columns).
+    budgets need `costs` (a `LayerCosts`) or `hardware` plus layer shapes (rows / cols columns);
+    `engine` (a perfmodel.engines name or profile; default DEFAULT_ENGINE) prices the rest of the
+    decode step when `costs` are built here from `hardware` and `model`.
     """
     from solvers import bits_cost
 
@@ -399,7 +401,8 @@ def allocate_bits(sens, avg_bits: float | None = None, *, theta: float = THETA, 
             result = allocate_within_layers(groups, budgets.avg_bits, solve_closed_form)
         return bits_cost.with_costs(result, costs, overhead_bits) if costs is not None else result
     if costs is None and hardware is not None and not isinstance(sens, BitGroups):
-        costs = bits_cost.costs_from_frame(sens, hardware, model=model, tokens=tokens, context=context)
+        costs = bits_cost.costs_from_frame(sens, hardware, model=model, tokens=tokens, context=context,
+                                           **({} if engine is None else {"engine": engine}))
     if budgets.latency_s is not None and costs is None:
         raise ValueError("latency_budget_s: needs hardware and layer shapes (rows, cols) or a LayerCosts")
     if candidates is not None:

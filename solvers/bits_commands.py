@@ -14,6 +14,7 @@ import json
 import math
 
 from hardware.inputs import flag
+from perfmodel.commands import add_engine_arg, engine_from_args
 from solvers.cli_common import solve_subparsers
 
 
@@ -40,6 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch", type=flag(1, 10**7, whole=True), default=1, help="sequences per decode step")
     p.add_argument("--context", type=flag(0, 10**9, whole=True), default=0,
                    help="cached tokens per sequence (attention time)")
+    add_engine_arg(p, default_help="with --model, prices the rest of the decode step; default vllm, a serving engine")
     p.add_argument("--out", default=None, help="write the per-group widths to this CSV")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=run_bits)
@@ -55,6 +57,7 @@ def run_bits(args) -> int:
 
     from hardware import inputs
 
+    engine = engine_from_args(args)
     if args.out is not None:
         inputs.check_output_path(args.out, "--out")
     frame = inputs.read_csv(args.sensitivities, "--sensitivities")
@@ -65,7 +68,8 @@ def run_bits(args) -> int:
     if args.hardware is not None:
         hw = hardware.load(args.hardware)
         if latency is not None or {"rows", "cols"} <= set(frame.columns) or model is not None:
-            costs = bits_cost.costs_from_frame(frame, hw, model=model, tokens=args.batch, context=args.context)
+            costs = bits_cost.costs_from_frame(frame, hw, model=model, tokens=args.batch, context=args.context,
+                                               engine=engine)
     elif latency is not None:
         raise ValueError("--latency-budget: needs --hardware (and layer shapes: rows/cols columns or --model)")
     candidates = _candidates(args.candidates)

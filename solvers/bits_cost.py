@@ -10,6 +10,8 @@ base_L (activation traffic), s_L (seconds per weight-bit) and overhead_L come fr
 roofline: `perfmodel.ops.matmul_op` + `perfmodel.roofline.op_time` evaluated for each layer's GEMM
 shape at two widths (memory time is affine in the width; the datasheet or calibrated bandwidth of the
 spec sets the slope). The max() is convex in the widths, so the exact roofline stays in the model.
+`fixed` is the rest of an engine's decode step (`engine`: a perfmodel.engines profile or its name,
+DEFAULT_ENGINE unless given); the quantizable GEMMs are cuBLAS-style kernels whatever the engine.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardware.spec import Hardware
+from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.ops import Precision, matmul_op, step_ops
 from perfmodel.predict import step_time
 from perfmodel.roofline import op_time
@@ -167,22 +170,25 @@ def model_layer_table(model: ModelSpec, tokens=1):
     return pd.DataFrame(rows)
 
 
-def fixed_step_time_s(model: ModelSpec, hw: Hardware, tokens=1, context=0, a_bits=16, kv_bits=16) -> float:
+def fixed_step_time_s(model: ModelSpec, hw: Hardware, tokens=1, context=0, a_bits=16, kv_bits=16,
+                      engine: Engine | str = DEFAULT_ENGINE) -> float:
     """Decode-step time of everything but the quantizable linears (attention over `context` cached
-    tokens, norms, embedding, LM head, router, host dispatch): perfmodel's whole 16-bit step minus
-    those linears' roofline times. Exact when the step is device-bound; when host dispatch bounds
-    the step (eager frameworks) the linears hide behind it and this overstates the fixed part."""
+    tokens, norms, embedding, LM head, router, host time): `engine`'s whole 16-bit step minus those
+    linears' roofline times. Exact when the step is device-bound; when host dispatch bounds the
+    step (eager frameworks) the linears hide behind it and this overstates the fixed part."""
     p = Precision(16, a_bits, kv_bits)
-    total = float(np.asarray(step_time(model, hw, tokens, 1, context, p)["time_s"]))
-    for op in step_ops(model, tokens, 1, context, p):
+    total = float(np.asarray(step_time(model, hw, tokens, 1, context, p, engine=engine)["time_s"]))
+    for op in step_ops(model, tokens, 1, context, p, engine=engine):
         if op.kind == "matmul" and op.name not in UNQUANTIZED:
             total -= op.count * float(np.asarray(op_time(op, hw, p).time_s))
     return total
 
 
-def costs_from_frame(frame, hw: Hardware, model: ModelSpec | None = None, tokens=1, context=0) -> LayerCosts:
+def costs_from_frame(frame, hw: Hardware, model: ModelSpec | None = None, tokens=1, context=0,
+                     engine: Engine | str = DEFAULT_ENGINE) -> LayerCosts:
     """Layer costs for a sensitivity table: one layer per distinct `layer` label (each row its own
-    layer when there is no such column), shapes from rows / cols columns or from `model`."""
+    layer when there is no such column), shapes from rows / cols columns or from `model`; with a
+    `model`, the rest of the step is `engine`'s (`fixed_step_time_s`)."""
     import pandas as pd
 
     labels = frame["layer"] if "layer" in frame.columns else pd.Series(range(len(frame)))
@@ -203,7 +209,7 @@ def costs_from_frame(frame, hw: Hardware, model: ModelSpec | None = None, tokens
     else:
         raise ValueError("rows, cols: latency and memory need each layer's shape; add rows and cols columns "
                          "or give a model")
-    fixed = fixed_step_time_s(model, hw, tokens, context) if model is not None else 0.0
+    fixed = fixed_step_time_s(model, hw, tokens, context, engine=engine) if model is not None else 0.0
     return layer_costs(rows, cols, hw, tokens, tuple(str(x) for x in first["_label"]), fixed)
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from hardware.spec import Hardware
 from perfmodel import kinetics, longctx
+from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.ops import Precision
 from perfmodel.roofline import op_time
 from workloads.model import ModelSpec
@@ -158,19 +159,21 @@ def compression_halvings(context, kv_bits, keep, think_ratio, sparse_budget, wei
 
 
 def kv_setting_costs(model: ModelSpec, hw: Hardware, context, users, kv_bits, keep, think_ratio, sparse_budget,
-                     *, w_bits=16, tp=1, block_size=16, quant_group=128) -> dict:
+                     *, w_bits=16, tp=1, block_size=16, quant_group=128,
+                     engine: Engine | str = DEFAULT_ENGINE) -> dict:
     """KV bytes per device for `users` users and decode latency per token, for broadcast knob arrays.
 
     Latency = the roofline decode step with `keep` cached tokens read at the stored bits (sparse:
     min(keep, budget) tokens), plus, for sparse settings, block scoring and top-k per layer
-    (`kinetics.sparse_attention_ops`, a fused kernel reading selected blocks in place).
+    (`kinetics.sparse_attention_ops`, a fused kernel reading selected blocks in place). The decode
+    step is `engine`'s (perfmodel.engines; DEFAULT_ENGINE, a serving engine, unless given).
     """
     bits = stored_kv_bits(kv_bits, think_ratio, quant_group)
     kept = np.minimum(keep, context)
     rep_keys = np.where(np.asarray(sparse_budget) > 0, 0.5 * (1 - np.asarray(think_ratio)) / block_size, 0.0)
     per_user = longctx.kv_bytes_per_user(model, kept, bits, tp) * (1 + rep_keys)
     step = longctx.decode_time_s(model, hw, kept, users, w_bits=w_bits, kv_bits=bits, tp=tp,
-                                 sparse_budget=sparse_budget)
+                                 sparse_budget=sparse_budget, engine=engine)
     p = Precision(w_bits, 16, bits)
     ops = kinetics.sparse_attention_ops(model, users, kept, np.maximum(sparse_budget, 1), block_size, p, tp,
                                         materialized_gather=False)[:2]
@@ -199,10 +202,11 @@ class KVSetting:
 def cheapest_kv_setting(model: ModelSpec, hw: Hardware, context: int, *, users: int = 1, latency_target_s=None,
                         memory_target_bytes=None, kv_bits=DEFAULT_KV_BITS, keep_fractions=DEFAULT_KEEP_FRACTIONS,
                         think_ratios=DEFAULT_THINK_RATIOS, sparse_budgets=DEFAULT_SPARSE_BUDGETS, weights=None,
-                        w_bits=16, tp=1, block_size=16) -> KVSetting:
+                        w_bits=16, tp=1, block_size=16, engine: Engine | str = DEFAULT_ENGINE) -> KVSetting:
     """The least-compressed KV setting whose per-token decode latency (for `users` users at `context`)
     is within `latency_target_s` and whose KV bytes per device fit `memory_target_bytes`; every
-    candidate must also fit in HBM beside the weights. Raises KVBudgetError saying the best reachable."""
+    candidate must also fit in HBM beside the weights. Raises KVBudgetError saying the best reachable.
+    Latency is `engine`'s decode step (perfmodel.engines)."""
     longctx.check_request(model, hw, context, tp)
     longctx.check_bits(w_bits=w_bits)
     if not (isinstance(users, (int, np.integer)) and not isinstance(users, bool) and 1 <= users <= 10**7):
@@ -218,7 +222,7 @@ def cheapest_kv_setting(model: ModelSpec, hw: Hardware, context: int, *, users: 
     b, frac, think, sparse = (g.reshape(-1) for g in grid)
     keep = np.maximum(np.floor(frac * context), 1.0)
     costs = kv_setting_costs(model, hw, context, users, b, keep, think, sparse, w_bits=w_bits, tp=tp,
-                             block_size=block_size)
+                             block_size=block_size, engine=engine)
     halvings = compression_halvings(context, b, keep, think, sparse, weights)
     free = hw.hbm_capacity_bytes - longctx.reserved_bytes(model, w_bits, 16, tp)
     ok = costs["kv_bytes"] <= free

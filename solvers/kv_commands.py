@@ -1,6 +1,9 @@
 """CLI: `perfmodel solve kv {capacity,serve,setting,split}` and `perfmodel solve tts` (registered by app.cli).
 
 Human units ("80 GB", "20 ms") are parsed here, at the edge; the solvers take SI floats.
+`kv serve` and `kv setting` price steps with an engine profile (--engine); `kv capacity` and
+`kv split` count bytes and tokens only, and `tts` prices with the Kinetics cost model (FLOPs and
+bytes at the device's rates, no per-kernel terms), so those take no --engine.
 cvxpy and matplotlib are imported only by the commands that use them.
 """
 from __future__ import annotations
@@ -15,7 +18,7 @@ import workloads
 from hardware import inputs
 from hardware.inputs import flag
 from hardware.units import format_seconds, format_si, parse
-from perfmodel.commands import add_model_hardware_args, scenario_flag
+from perfmodel.commands import add_engine_arg, add_model_hardware_args, engine_from_args, scenario_flag
 from solvers.cli_common import solve_subparsers
 
 CONTEXT = flag(1, 10**9, whole=True)
@@ -47,6 +50,7 @@ def register(subparsers) -> None:
     serve.add_argument("--batch", type=USERS, default=1, help="users for the per-token decode latency column")
     serve.add_argument("--w-bits", type=scenario_flag("w_bits"), default=16)
     serve.add_argument("--kv-bits", type=scenario_flag("kv_bits"), default=16)
+    add_engine_arg(serve)
     serve.set_defaults(handler=run_serve)
 
     setting = actions.add_parser("setting", help="least-compressed KV setting meeting a latency or memory target")
@@ -59,6 +63,7 @@ def register(subparsers) -> None:
     setting.add_argument("--w-bits", type=scenario_flag("w_bits"), default=16)
     setting.add_argument("--tp", type=scenario_flag("tp"), default=1)
     setting.add_argument("--top", type=flag(1, 10**6, whole=True), default=8, help="candidates to list")
+    add_engine_arg(setting)
     setting.set_defaults(handler=run_setting)
 
     split = actions.add_parser("split", help="split a KV token budget across layers (or heads) by importance")
@@ -158,12 +163,13 @@ def run_serve(args) -> int:
 
     from perfmodel.checks import tp_allowed
 
+    engine = engine_from_args(args)
     model, hw = workloads.load(args.model), hardware.load(args.hardware)
     contexts = _ints(args.context, "--context") if args.context is not None else (
         [c for c in SERVE_CONTEXTS if c <= model.max_context] or [model.max_context])
     tps = _ints(args.tp, "--tp", 1, 4096) if args.tp is not None else [t for t in (1, 2, 4, 8) if tp_allowed(model, hw, t)]
     plan = longctx.analyze(model, hw, np.array(contexts)[None, :], tp=np.array(tps)[:, None], batch=args.batch,
-                           w_bits=args.w_bits, kv_bits=args.kv_bits)
+                           w_bits=args.w_bits, kv_bits=args.kv_bits, engine=engine)
     frame = plan.to_frame()
     if args.json:
         _print_json(frame)
@@ -179,7 +185,7 @@ def run_serve(args) -> int:
     view.columns = ["context", "tp", "KV/user", "max users", "prefill", f"decode/token (batch {args.batch})",
                     "tok/s at max users", "swap in"]
     mode = "calibrated" if hw.is_calibrated else "datasheet roofline"
-    print(f"{model.name} on {hw.title}, w{args.w_bits:g}/kv{args.kv_bits:g}  [{mode}]")
+    print(f"{model.name} on {hw.title}, w{args.w_bits:g}/kv{args.kv_bits:g}  [{mode}, engine {engine.name}]")
     print(view.to_string(index=False))
     return 0
 
@@ -201,15 +207,16 @@ def _weights(text: str | None) -> dict:
 def run_setting(args) -> int:
     from solvers import kv
 
+    engine = engine_from_args(args)
     model, hw = workloads.load(args.model), hardware.load(args.hardware)
     best = kv.cheapest_kv_setting(model, hw, args.context, users=args.users,
                                   latency_target_s=_quantity(args.latency, "seconds", "--latency"),
                                   memory_target_bytes=_quantity(args.memory, "bytes", "--memory"),
-                                  weights=_weights(args.weights), w_bits=args.w_bits, tp=args.tp)
+                                  weights=_weights(args.weights), w_bits=args.w_bits, tp=args.tp, engine=engine)
     if args.json:
-        _print_json({k: v for k, v in best.__dict__.items() if k != "candidates"})
+        _print_json({k: v for k, v in best.__dict__.items() if k != "candidates"} | {"engine": engine.name})
         return 0
-    print(f"{model.name} on {hw.title}: {args.users} users at {args.context} tokens")
+    print(f"{model.name} on {hw.title}: {args.users} users at {args.context} tokens, engine {engine.name}")
     print(f"choice: KV {best.kv_bits:g}-bit, keep {best.keep_tokens} tokens, ThinK key pruning {best.think_ratio:g}, "
           f"sparse budget {best.sparse_budget or 'dense'} -> KV {format_si(best.kv_bytes, 'B')}, "
           f"decode {format_seconds(best.decode_s_per_token)}/token, {best.halvings:.2f} weighted halvings")

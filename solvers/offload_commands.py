@@ -1,7 +1,9 @@
 """CLI: `perfmodel solve offload | flash | attention-offload | moe-hybrid` (registered by app.cli).
 
 Human units ("16 GB", "50 GB/s") are parsed here, at the edge; the solvers take SI floats. scipy is
-imported only when a command runs.
+imported only when a command runs. `offload` and `attention-offload` price GPU steps with an engine
+profile (--engine); `flash` and `moe-hybrid` are their papers' closed-form bounds (rates over bytes
+and FLOPs, no per-kernel terms), which no engine profile changes, so they take no --engine.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import workloads
 from hardware import inputs
 from hardware.inputs import flag
 from hardware.units import format_seconds, format_si, parse
-from perfmodel.commands import scenario_flag
+from perfmodel.commands import add_engine_arg, engine_from_args, scenario_flag
 from solvers.cli_common import solve_subparsers
 
 FRACTION = flag(0, 1, low_open=True)
@@ -42,6 +44,7 @@ def register(subparsers) -> None:
     off.add_argument("--cpu-memory", help="override host DRAM, e.g. '208 GB'")
     off.add_argument("--disk", help="override disk capacity, e.g. '1.5 TB'")
     off.add_argument("--memory-fraction", type=FRACTION, default=0.9, help="usable share of each tier's capacity")
+    add_engine_arg(off)
     off.set_defaults(handler=run_offload)
 
     fl = solve.add_parser("flash", help="LLM in a flash: window and DRAM split for a model bigger than DRAM")
@@ -67,6 +70,7 @@ def register(subparsers) -> None:
     at.add_argument("--batch", type=scenario_flag("batch"), default=None, help="decode batch (default: the largest that fits)")
     at.add_argument("--alpha", type=FRACTION, default=0.2, help="share of the step transfers may add, in (0, 1]")
     at.add_argument("--link", default=None, help="bandwidth between the pools, e.g. '50 GB/s'")
+    add_engine_arg(at)
     at.set_defaults(handler=run_attention)
 
     mh = solve.add_parser("moe-hybrid", help="MoE-Lens: CPU-GPU hybrid serving throughput bound")
@@ -127,7 +131,8 @@ def run_offload(args) -> int:
     hw, tiers = _system(args)
     sc = _scenario(args)
     gbs, nbs = _ints(args.gbs, "--gbs"), _ints(args.n_batches, "--n-batches")
-    options = dict(tiers=tiers, overlap=args.overlap, memory_fraction=args.memory_fraction)
+    options = dict(tiers=tiers, overlap=args.overlap, memory_fraction=args.memory_fraction,
+                   engine=engine_from_args(args))
     if args.percent:
         if not (gbs and nbs and len(gbs) == 1 and len(nbs) == 1):
             raise ValueError("--percent: give exactly one --gbs and one --n-batches to evaluate a placement")
@@ -140,17 +145,19 @@ def run_offload(args) -> int:
     if args.json:
         row = result.to_frame().iloc[0].to_dict()
         row["streams_s"] = {phase: dict(result.streams[phase]) for phase in result.streams}
+        row["engine"] = options["engine"].name
         print(json.dumps(_clean(row), indent=2))
         return 0
-    print(format_offload(result, hw))
+    print(format_offload(result, hw, options["engine"]))
     return 0
 
 
-def format_offload(result, hw) -> str:
+def format_offload(result, hw, engine=None) -> str:
     pol = result.policy
     pct = lambda t: "  ".join(f"{name} {100 * v:5.1f}%" for name, v in zip(("GPU", "CPU", "disk"), t))
     lines = [f"{result.model} on {hw.title}  [{result.status}, overlap {result.overlap}"
-             + (f", {result.lps_solved} LPs" if result.lps_solved else "") + "]",
+             + (f", {result.lps_solved} LPs" if result.lps_solved else "")
+             + (f", engine {engine.name}" if engine is not None else "") + "]",
              f"GPU batch {pol.gbs} x {pol.n_batches} batches = block {pol.block_size}; attention over "
              f"off-GPU KV on the {'CPU' if pol.cpu_attention else 'GPU'}",
              "",
@@ -200,17 +207,19 @@ def run_flash(args) -> int:
 def run_attention(args) -> int:
     from solvers.attention_offload import attention_offload
 
+    engine = engine_from_args(args)
     model = workloads.load(args.model)
     link = parse(args.link, "bytes_per_s", "--link") if args.link is not None else None
     res = attention_offload(model, hardware.load(args.compute), hardware.load(args.memory), _scenario(args),
-                            args.n_compute, args.n_memory, args.batch, args.alpha, link)
+                            args.n_compute, args.n_memory, args.batch, args.alpha, link, engine=engine)
     frame = res.to_frame()
     if args.json:
         print(json.dumps([_clean(r) for r in frame.to_dict(orient="records")], indent=2))
         return 0
     row = res.lamina
     print(f"{model.name}, context {args.prompt}+{args.gen}: minimum link {format_si(row['min_link_bytes_per_s'], 'B/s')} "
-          f"for transfers within {100 * args.alpha:.0f}% of the step (link {format_si(row['link_bytes_per_s'], 'B/s')})\n")
+          f"for transfers within {100 * args.alpha:.0f}% of the step "
+          f"(link {format_si(row['link_bytes_per_s'], 'B/s')}; engine {engine.name})\n")
     view = frame[["setup", "devices", "usd_per_hour", "batch", "step_s", "tok_s", "tok_s_pipelined", "tokens_per_usd"]]
     print(view.to_string(index=False, float_format="%.4g"))
     return 0

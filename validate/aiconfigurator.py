@@ -61,6 +61,10 @@ ELEMENT_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "int8": 1, "fp8": 1}
 #: Weight-only GEMMs (TensorRT-LLM's per-channel WeightOnlyQuantMatmul): table dtype -> w_bits.
 WEIGHT_ONLY = {"int8_wo": 8, "int4_wo": 4}
 MATMUL_DTYPES = ("bf16", "fp16", "fp8")
+#: Kernels of the dynamic per-tensor activation quantization inside every fp8 GEMM row (an amax
+#: reduction, then scale-and-cast: vLLM's scaled_fp8_quant, SGLang's and TensorRT-LLM's
+#: equivalents); the cases carry it as `act_quant` so the prediction prices it.
+ACT_QUANT_KERNELS = 2
 MOE_DTYPES = ("bf16", "fp8")
 
 MS = 1e-3  # the tables' unit, in seconds
@@ -252,7 +256,8 @@ def _gemm(raw: pd.DataFrame, all_dtypes: bool) -> list[pd.DataFrame]:
     dense = ~wo & (dtype.isin(MATMUL_DTYPES) | all_dtypes)
     # vLLM's collector times its fp8_block GEMMs eagerly; the rest inside CUDA graphs
     eager = (raw["kernel_source"].str.contains("BlockScaledMM") & (raw["gemm_dtype"] == "fp8_block"))
-    matmul = frame[dense].assign(kind="matmul", dtype=dtype[dense], timing=_timing(~eager[dense]))
+    matmul = frame[dense].assign(kind="matmul", dtype=dtype[dense], timing=_timing(~eager[dense]),
+                                 act_quant=np.where(dtype[dense] == "fp8", ACT_QUANT_KERNELS, 0))
     matmul_wo = frame[wo].assign(kind="matmul_wo", w_bits=w_bits[wo].astype(int), group=0, timing="graph")
     return [part for part in (matmul, matmul_wo) if len(part)]
 

@@ -258,7 +258,38 @@ def build_model_step(case: dict, dev: torch.device):
     return build(case, dev)
 
 
-BUILDERS = {"matmul": build_matmul, "matmul_wo": build_matmul_wo, "attention": build_attention,
+def build_act_quant(case: dict, dev: torch.device):
+    """Per-tensor dynamic fp8 quantization of a tokens x width bf16 activation (an amax reduction
+    over the whole tensor, then scale-and-cast), compiled by torch.compile with dynamic shapes as
+    the compiled engine step runs it (validate/engine_model.quantize_fp8)."""
+    from validate import engine_model as em
+
+    tokens, width = int(case["tokens"]), int(case["width"])
+    sets = copies_to_defeat_cache(tokens * width * 2, dev.type == "cuda")
+    x = [_randn((tokens, width), torch.bfloat16, dev) for _ in range(sets)]
+    fn = torch.compile(em.quantize_fp8, dynamic=True) if dev.type == "cuda" else em.quantize_fp8
+    return lambda i: fn(x[i % sets])
+
+
+def build_moe(case: dict, dev: torch.device):
+    """One MoE layer as validate/engine_model runs it (router, top-k, tokens sorted by expert,
+    torch._grouped_mm gate-up and down, weighted scatter back), compiled by torch.compile."""
+    from validate import engine_model as em
+
+    tokens, experts, top_k = int(case["tokens"]), int(case["experts"]), int(case["top_k"])
+    hidden, inter = int(case["hidden"]), int(case["inter"])
+    t = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    w = {"router": _randn((experts, hidden), t, dev) * 0.02, "w13": _randn((experts, 2 * inter, hidden), t, dev) * 0.02,
+         "w2": _randn((experts, hidden, inter), t, dev) * 0.02}
+    grouped = dev.type == "cuda" and em.grouped_mm_works(dev, t)
+    dims = em.Dims(heads=1, kv_heads=1, head_dim=hidden, eps=1e-6, qk_norm=False, experts=experts, top_k=top_k,
+                   moe_impl="grouped" if grouped else "loop")
+    h = _randn((tokens, hidden), t, dev)
+    fn = torch.compile(em.moe, dynamic=False) if grouped else em.moe
+    return lambda i: fn(h, w, dims)
+
+
+BUILDERS = {"matmul": build_matmul, "act_quant": build_act_quant, "moe": build_moe, "matmul_wo": build_matmul_wo, "attention": build_attention,
             "copy": build_copy, "elementwise": build_elementwise, "norm": build_norm, "launch": build_launch,
             "kv_append": build_kv_append,
             "model_step": build_model_step}

@@ -32,10 +32,10 @@ import numpy as np
 from scipy import optimize
 
 from hardware.spec import Calibration, Hardware
-from validate.predict_cases import graphed, predict_many
+from validate.predict_cases import graphed, predict_many, text
 
 TILES = ((64, 128), (128, 128), (128, 256), (256, 128))
-SPLIT_K_MIN = (1024, 2048, 4096, 8192)
+SPLIT_K_MIN = (256, 512, 1024, 2048, 4096, 8192)
 
 
 def log_residuals(cases: list[dict], hw: Hardware) -> np.ndarray:
@@ -44,7 +44,12 @@ def log_residuals(cases: list[dict], hw: Hardware) -> np.ndarray:
 
 
 def _set(cal: Calibration, path: str, value: float) -> Calibration:
-    """Set a field ('memory_bytes_per_s') or a dict entry ('matmul_flops_per_s:bf16')."""
+    """Set a field ('memory_bytes_per_s'), a dict entry ('matmul_flops_per_s:bf16') or an entry of
+    a nested dict ('attention_kernels:vllm:overhead_s')."""
+    if path.count(":") == 2:
+        field, outer, key = path.split(":")
+        table = getattr(cal, field)
+        return dataclasses.replace(cal, **{field: {**table, outer: {**table.get(outer, {}), key: value}}})
     if ":" in path:
         field, key = path.split(":")
         return dataclasses.replace(cal, **{field: {**getattr(cal, field), key: value}})
@@ -126,10 +131,12 @@ def calibrate(measured: list[dict], base: Hardware, source: str = "") -> Hardwar
     cal = _fit_transfers(host, base, cal)
     cal = _fit_gemm_and_attention(device, base, cal)
     cal = _fit_weight_only(device, base, cal)
-    if base.compute_units > 1:  # the suite's SDPA cases are this family's own measurements
+    cal = _fit_engine_kernels(device, base, cal)
+    if base.compute_units > 1:  # the suite's SDPA cases are this family's own measurements, per phase
         cal = dataclasses.replace(cal, attention_kernels={**cal.attention_kernels, SUITE_ATTENTION_KERNEL: {
             "flops_fraction": cal.attention_flops_fraction, "overhead_s": max(cal.attention_overhead_s, 1e-9),
             "read_bytes_per_s": cal.read_bytes_per_s}})
+        cal = _fit_attention_phases(device, base, cal)
     cal, _ = fit(_of(host, "model_step_prefill", "model_step_decode"), base, cal, {
         "layer_overhead_s": (1e-4, 1e-8, 1e-1), "step_overhead_s": (1e-3, 1e-8, 1.0)})
     return dataclasses.replace(base, name=f"{base.name}-calibrated", title=f"{base.title} (calibrated)",
@@ -148,10 +155,12 @@ def _fit_transfers(cases: list[dict], base: Hardware, cal: Calibration) -> Calib
     return fit(copies, base, cal, params)[0] if len(params) > 1 else cal
 
 
-def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration) -> Calibration:
+def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration, floor: bool = False) -> Calibration:
     """Staged, because each regime identifies different parameters: skinny GEMMs (m <= 64) and decode
     attention pin the read bandwidth and the GEMV parallelism; large GEMMs pin each dtype's rate
-    and, on a grid, the tile shape; prefill attention pins its fraction of the GEMM rate."""
+    and, on a grid, the tile shape; prefill attention pins its fraction of the GEMM rate. With
+    `floor` the skinny GEMMs also fit the per-kernel floor (tables of GEMMs alone, with no small
+    streaming kernels to pin it)."""
     gemms = [c for c in cases if c["kind"] == "matmul"]
     skinny = [c for c in gemms if float(c["m"]) <= 64]
     wide = [c for c in gemms if float(c["m"]) > 64]
@@ -161,6 +170,8 @@ def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration)
               "attention_overhead_s": (1e-5, 1e-8, 1e-2)}
     if gpu:
         memory["sm_bytes_per_s"] = (0.02 * bw, 0.001 * bw, 1.0 * bw)
+    if floor:
+        memory["kernel_overhead_s"] = (cal.kernel_overhead_s, 1e-7, 1e-4)
     best = None
     for gemv_tile, split in itertools.product((64, 128, 256) if gpu else (1,), SPLIT_K_MIN if gpu else (1,)):
         trial = dataclasses.replace(cal, tile_m=128 if gpu else 1, tile_n=128 if gpu else 1,
@@ -174,11 +185,15 @@ def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration)
         group = [c for c in skinny if ("bf16" if c["dtype"] == "fp16" else c["dtype"]) == dtype]
         cal, _ = fit(group, base, cal, {f"gemv_bytes_per_s:{dtype}": (cal.sm_bytes_per_s or 0.02 * bw, 1e-4 * bw,
                                                                         bw)})
+    dtypes = sorted({"bf16" if c["dtype"] == "fp16" else c["dtype"] for c in gemms} | {"bf16"})
     rates = {f"matmul_flops_per_s:{d}": (0.8 * base.peak_flops_per_s(d), 1e-3 * base.peak_flops_per_s(d),
                                          1.05 * base.peak_flops_per_s(d))
              # fp16 and bf16 share the 16-bit tensor-core path in the cost model (equal peaks on
              # every preset), so 16-bit cases all inform the bf16 rate
-             for d in sorted({"bf16" if c["dtype"] == "fp16" else c["dtype"] for c in gemms} | {"bf16"})}
+             for d in dtypes}
+    if gpu:  # the power roof per dtype: large GEMMs run below the burst rate (the board's limit)
+        rates.update({f"sustained_flops_per_s:{d}": (0.75 * base.peak_flops_per_s(d), 1e-3 * base.peak_flops_per_s(d),
+                                                     1.05 * base.peak_flops_per_s(d)) for d in dtypes})
     best = None
     for tile_m, tile_n in TILES if gpu else ((1, 1),):
         fitted, cost = fit(wide or gemms, base, dataclasses.replace(cal, tile_m=tile_m, tile_n=tile_n), rates)
@@ -188,6 +203,32 @@ def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration)
     return fit(_of(cases, "attention_prefill"), base, cal, {"attention_flops_fraction": (0.6, 0.01, 1.2)})[0]
 
 
+def _fit_attention_phases(cases: list[dict], base: Hardware, cal: Calibration) -> Calibration:
+    """The suite's attention kernel family per phase ("sdpa-prefill", "sdpa-decode": prefill and
+    decode run different kernels, e.g. cuDNN's wgmma prefill and its split-KV decode with a
+    reduction): rate fraction, floor, KV read bandwidth and work-unit time, each on its own cases."""
+    bw = base.hbm_bytes_per_s
+    for phase in ("prefill", "decode"):
+        family = f"{SUITE_ATTENTION_KERNEL}-{phase}"
+        start = dict(cal.attention_kernels[SUITE_ATTENTION_KERNEL])
+        cal = dataclasses.replace(cal, attention_kernels={**cal.attention_kernels, family: start})
+        params = {f"attention_kernels:{family}:flops_fraction": (start["flops_fraction"], 0.01, 1.2),
+                  f"attention_kernels:{family}:overhead_s": (start["overhead_s"], 1e-8, 1e-3),
+                  f"attention_kernels:{family}:read_bytes_per_s": (start["read_bytes_per_s"], 1e-3 * bw, 1.1 * bw),
+                  f"attention_kernels:{family}:unit_s": (2e-6, 1e-8, 1e-3)}
+        cal, _ = fit([c for c in _of(cases, f"attention_{phase}") if not text(c, "engine")], base, cal, params)
+    return cal
+
+
+def _fit_engine_kernels(cases: list[dict], base: Hardware, cal: Calibration) -> Calibration:
+    """Kernels of compiled engine steps: the whole-tensor reduction of per-tensor fp8 quantization,
+    then whole MoE layers (grouped-GEMM weight streaming and the fixed routing time)."""
+    bw = base.hbm_bytes_per_s
+    cal, _ = fit(_of(cases, "act_quant"), base, cal, {"reduction_bytes_per_s": (0.01 * bw, 1e-5 * bw, 1.1 * bw)})
+    return fit(_of(cases, "moe"), base, cal, {"grouped_bytes_per_s": (0.6 * bw, 1e-3 * bw, 1.1 * bw),
+                                               "moe_routing_s": (2e-5, 1e-8, 1e-2)})[0]
+
+
 def _fit_weight_only(cases: list[dict], base: Hardware, cal: Calibration) -> Calibration:
     bf16, bw = base.peak_flops_per_s("bf16"), base.hbm_bytes_per_s
     for w_bits, key in ((8, "w8a16"), (4, "w4a16")):
@@ -195,3 +236,46 @@ def _fit_weight_only(cases: list[dict], base: Hardware, cal: Calibration) -> Cal
         cal, _ = fit(group, base, cal, {f"matmul_flops_per_s:{key}": (0.1 * bf16, 1e-4 * bf16, 1.05 * bf16),
                                         f"dequant_bytes_per_s:{key}": (0.5 * bw, 1e-3 * bw, 1.1 * bw)})
     return cal
+
+
+#: Kernel classes of the suite mapped to the residual classes of perfmodel.intervals.
+BAND_OF_CLASS = {"matmul": "matmul", "attention_prefill": "attention_prefill", "attention_decode": "attention_decode",
+                 "elementwise": "vector", "norm": "vector", "kv_append": "vector", "copy_d2d": "vector",
+                 "allreduce_custom": "allreduce", "allreduce_nccl": "allreduce"}
+MIN_BAND_CASES = 5
+
+
+def band_class(case: dict) -> str | None:
+    """The residual class (perfmodel.intervals) a measured case informs, or None. Kernels count
+    only as the device sees them (graph-timed, where the suite has such cases: eager kernel times
+    carry host dispatch that intervals do not band)."""
+    from perfmodel import intervals
+    from validate.predict_cases import text
+
+    if case["kind"] == "model_step":
+        return intervals.step_class(case["phase"], text(case, "engine") or "hf-eager")
+    return BAND_OF_CLASS.get(case["class"])
+
+
+def error_bands(measured: list[dict], hw: Hardware) -> dict:
+    """{residual class: {p10, p90}} of measured / predicted over the evaluation split (cases the fit
+    never saw), for classes with at least MIN_BAND_CASES cases: the prediction intervals of
+    perfmodel.intervals. Where graph-timed kernels exist, eager kernels are left out."""
+    cases = [c for c in measured if c.get("status") == "ok" and c.get("split") == "evaluation"]
+    if any(graphed(c) for c in cases):
+        cases = [c for c in cases if graphed(c) or c["kind"] in ("model_step", "allreduce")]
+    ratios = np.array([float(c["measured_s"]) for c in cases]) / predict_many(cases, hw) if cases else []
+    groups: dict[str, list[float]] = {}
+    for case, ratio in zip(cases, ratios):
+        cls = band_class(case)
+        if cls and np.isfinite(ratio) and ratio > 0:
+            groups.setdefault(cls, []).append(float(ratio))
+    return {cls: {"p10": float(np.quantile(r, 0.1)), "p90": float(np.quantile(r, 0.9))}
+            for cls, r in sorted(groups.items()) if len(r) >= MIN_BAND_CASES}
+
+
+def with_error_bands(measured: list[dict], hw: Hardware) -> Hardware:
+    """`hw` whose calibration carries the error bands of its own evaluation split."""
+    cal = dataclasses.replace(hw.calibration, error_bands={})
+    bare = dataclasses.replace(hw, calibration=cal)
+    return dataclasses.replace(hw, calibration=dataclasses.replace(cal, error_bands=error_bands(measured, bare)))

@@ -11,6 +11,7 @@ import numpy as np
 
 import workloads
 from hardware.inputs import InputError
+from validate.predict_cases import BITS, KINDS
 
 BIG = 10**7  # tokens, rows, heads, widths
 #: kind -> {column: (low, high)} for whole-number parameters.
@@ -25,17 +26,21 @@ COUNTS = {
     "kv_append": {"batch": (1, BIG), "kv_heads": (1, 4096), "kv_len": (1, BIG), "head_dim": (1, 4096)},
     "launch": {"kernels": (1, 10**6)},
     "model_step": {"layers": (1, 10**4), "batch": (1, BIG), "q_len": (1, BIG), "kv_len": (1, BIG)},
+    "allreduce": {"bytes": (1, 10**13), "tp": (1, 4096)},
+    "moe": {"experts": (1, 10**4), "top_k": (1, 10**4), "hidden": (1, BIG), "inter": (1, BIG), "tokens": (1, BIG)},
+    "act_quant": {"tokens": (1, BIG), "width": (1, BIG)},
 }
+DTYPES = tuple(BITS)
 #: kind -> {column: allowed values} for named parameters.
 CHOICES = {
-    "matmul": {"dtype": ("bf16", "fp16", "fp32", "fp8")},
+    "matmul": {"dtype": DTYPES},
     "matmul_wo": {"w_bits": ("4", "8")},
-    "attention": {"phase": ("prefill", "decode"), "dtype": ("bf16", "fp16", "fp32", "fp8")},
+    "attention": {"phase": ("prefill", "decode"), "dtype": DTYPES},
     "copy": {"direction": ("d2d", "h2d", "d2h")},
-    "elementwise": {"op": ("add", "silu_mul"), "dtype": ("bf16", "fp16", "fp32", "fp8")},
-    "norm": {"op": ("rmsnorm", "layernorm"), "dtype": ("bf16", "fp16", "fp32", "fp8")},
-    "kv_append": {"dtype": ("bf16", "fp16", "fp32", "fp8")},
-    "model_step": {"phase": ("prefill", "decode"), "dtype": ("bf16", "fp16", "fp32", "fp8")},
+    "elementwise": {"op": ("add", "silu_mul"), "dtype": DTYPES},
+    "norm": {"op": ("rmsnorm", "layernorm"), "dtype": DTYPES},
+    "kv_append": {"dtype": DTYPES},
+    "model_step": {"phase": ("prefill", "decode"), "dtype": DTYPES},
 }
 
 
@@ -51,7 +56,7 @@ def check_cases(frame, first_row: int = 1) -> None:
     if "kind" not in frame.columns:
         raise InputError("cases: the table has no 'kind' column (see the README's case schema)")
     kinds = frame["kind"].astype(str)
-    known = set(COUNTS)
+    known = set(KINDS)
     bad = ~kinds.isin(known)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
@@ -59,7 +64,7 @@ def check_cases(frame, first_row: int = 1) -> None:
     for kind, rows in frame.groupby(kinds, sort=False).groups.items():
         part = frame.loc[rows]
         positions = frame.index.get_indexer(rows)
-        for column, (low, high) in COUNTS[kind].items():
+        for column, (low, high) in COUNTS.get(kind, {}).items():
             if column not in part.columns:
                 raise InputError(f"cases: {kind} rows need a {column!r} column")
             raw = part[column]

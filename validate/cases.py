@@ -6,6 +6,7 @@ case with these columns plus the measurement. The same schema is what
 
 Kinds and their parameters:
   matmul        m, n, k, dtype (bf16 | fp16 | fp32 | fp8)          C[m,n] = A[m,k] @ B[k,n]
+                [act_quant: kernels of dynamic activation quantization timed with an fp8 GEMM]
   matmul_wo     m, n, k, w_bits (8 | 4), group                      weight-only quantized (bf16 activations)
   attention     phase (prefill | decode), batch, heads, kv_heads, q_len, kv_len, head_dim, dtype
   copy          direction (d2d | h2d | d2h), bytes, pinned (0 | 1)
@@ -18,6 +19,7 @@ Kinds and their parameters:
                 devices of one node (measured by others: validate/aiconfigurator.py)
   moe           tokens, experts, top_k, hidden, inter, moe_tp, dtype: one MoE layer's router and
                 grouped expert GEMMs (measured by others: validate/aiconfigurator.py)
+  act_quant     tokens, width: per-tensor dynamic fp8 quantization of a tokens x width activation
   model_step    model, layers, phase (prefill | decode), batch, q_len, kv_len, dtype, engine
                 (a whole forward step with random weights; engine names the profile it ran as:
                 hf-eager (transformers, eager; the default when empty) or torch-compile /
@@ -36,9 +38,9 @@ import itertools
 PARAM_COLUMNS = ("kind", "m", "n", "k", "dtype", "w_bits", "group", "phase", "batch", "heads", "kv_heads",
                  "q_len", "kv_len", "head_dim", "direction", "bytes", "pinned", "op", "elements", "tokens",
                  "width", "model", "layers", "kernels", "tp", "strategy", "experts", "top_k", "hidden", "inter",
-                 "moe_tp", "moe_ep", "timing", "engine")
+                 "moe_tp", "moe_ep", "act_quant", "timing", "engine")
 KINDS = ("matmul", "matmul_wo", "attention", "copy", "elementwise", "norm", "kv_append", "launch", "model_step",
-         "allreduce", "moe")
+         "allreduce", "moe", "act_quant")
 
 #: The class a case is scored under in reports (copies split by direction: different links).
 def kernel_class(case: dict) -> str:
@@ -74,7 +76,8 @@ def shape_key(case: dict) -> str:
                             else "kv_len"),
               "copy": ("direction", "bytes"), "elementwise": ("elements",), "norm": ("width",),
               "kv_append": ("kv_len",), "launch": ("kernels",), "model_step": ("model",),
-              "allreduce": ("tp", "bytes"), "moe": ("experts", "top_k", "hidden", "inter")}.get(kind, ())
+              "allreduce": ("tp", "bytes"), "moe": ("experts", "top_k", "hidden", "inter"),
+              "act_quant": ("width",)}.get(kind, ())
     return "|".join([kind] + [str(case.get(f)) for f in fields])
 
 
@@ -163,6 +166,24 @@ def _vector(quick: bool, cuda: bool) -> list[dict]:
     return cases
 
 
+def _engine_kernels(quick: bool, cuda: bool) -> list[dict]:
+    """Kernels of compiled engine steps that no library call times alone: the per-tensor fp8
+    activation quantization and whole MoE layers (routing and grouped GEMMs), as torch.compile
+    emits them (validate/engine_model.py). GPU suites only."""
+    if quick or not cuda:
+        return []
+    quant = [dict(kind="act_quant", tokens=t, width=w, timing="graph", engine="torch-compile")
+             for t in (1, 16, 64, 256, 1024, 4096) for w in (4096, 14336, 8192, 2048, 12288)]
+    # Mixtral-8x7B, DeepSeek-V2-Lite-like, Qwen3-235B-A22B, Qwen2-57B-A14B-like and a small layer;
+    # Qwen3-30B-A3B's own layer (128 experts, top 8, 2048 x 768) is left out on purpose: its
+    # whole compiled steps (validate/reports/engine) stay held out by shape as well as by model
+    layers = ((8, 2, 4096, 14336), (64, 6, 2048, 1408), (128, 8, 4096, 1536), (60, 4, 3584, 2560),
+              (32, 4, 1536, 512))
+    moe = [dict(kind="moe", tokens=t, experts=e, top_k=k, hidden=d, inter=f, dtype="bf16", timing="graph",
+                engine="torch-compile") for e, k, d, f in layers for t in (1, 4, 16, 64, 256, 2048)]
+    return quant + moe
+
+
 def _model_steps(quick: bool, cuda: bool) -> list[dict]:
     if quick or not cuda:
         base = dict(kind="model_step", model="llama-3.2-1b", layers=2 if quick else 4, dtype="bf16")
@@ -182,7 +203,7 @@ def _model_steps(quick: bool, cuda: bool) -> list[dict]:
 #: Kinds a GPU suite times inside CUDA-graph replays: the device rates and floors a graphed engine
 #: sees, free of host dispatch. Host <-> device copies and transformers' eager steps stay eager, and
 #: the elementwise cases run both ways (the eager ones pin the host's per-op dispatch).
-GRAPH_KINDS = ("matmul", "matmul_wo", "attention", "elementwise", "norm", "kv_append")
+GRAPH_KINDS = ("matmul", "matmul_wo", "attention", "elementwise", "norm", "kv_append", "act_quant", "moe")
 
 
 def _graph_timed(cases: list[dict]) -> list[dict]:
@@ -199,7 +220,7 @@ def suite(quick: bool = False, cuda: bool = True) -> list[dict]:
     where they measure the host. CPUs without native bf16 emulate it slowly, so CPU suites time
     fp32 instead."""
     cases = (_matmuls(quick, cuda) + _attention(quick, cuda) + _copies(quick, cuda) + _vector(quick, cuda)
-             + _model_steps(quick, cuda))
+             + _engine_kernels(quick, cuda) + _model_steps(quick, cuda))
     if cuda:
         cases = _graph_timed(cases)
     else:

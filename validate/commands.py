@@ -16,8 +16,13 @@ DEFAULT_OUT = "out/validate"
 #: Cases read, checked, predicted and written per pass: memory stays bounded for any table size.
 PREDICT_CHUNK_ROWS = 100_000
 
+#: aiconfigurator systems with a datasheet preset here.
+SYSTEMS = {"h200_sxm": "h200-sxm", "h100_sxm": "h100-sxm", "a100_sxm": "a100-80gb-sxm", "b200_sxm": "b200",
+           "l40s": "l40s"}
+
 
 def register(subparsers) -> None:
+    register_external(subparsers)
     p = subparsers.add_parser("validate", help="measure kernels, calibrate the spec, report predicted vs measured")
     sub = p.add_subparsers(dest="action", required=True)
 
@@ -56,8 +61,53 @@ def register(subparsers) -> None:
     pred.set_defaults(handler=run_predict_cases)
 
 
+def register_external(subparsers) -> None:
+    p = subparsers.add_parser("calibrate", help="fit a calibrated spec to kernel tables measured by others")
+    p.add_argument("--from", dest="source", choices=("aiconfigurator",), required=True,
+                   help="whose tables: NVIDIA's aiconfigurator (CUDA-graph-timed GEMM, attention, all-reduce)")
+    p.add_argument("--system", required=True, help=f"aiconfigurator system, e.g. h100_sxm (presets: "
+                                                   f"{', '.join(SYSTEMS)})")
+    p.add_argument("--engine", default="vllm", help="engine whose GEMM and all-reduce tables fit the device "
+                                                   "(attention is fitted per engine found); default vllm")
+    p.add_argument("--hardware", default=None, help="datasheet spec to start from (default: the system's preset)")
+    p.add_argument("--data", default=None, help="folder of <engine>.csv case tables (default: the installed "
+                                                "aiconfigurator package's tables)")
+    p.add_argument("-o", "--output", required=True, help="spec YAML to write")
+    p.set_defaults(handler=run_calibrate_external)
+
+
+def run_calibrate_external(args) -> int:
+    import yaml
+
+    from hardware.spec import to_yaml_dict
+    from validate import calibrate_external as ce
+
+    base_name = args.hardware or SYSTEMS.get(args.system)
+    if base_name is None:
+        raise ValueError(f"--system: {args.system!r} has no datasheet preset; pass --hardware "
+                         f"(systems with presets: {', '.join(SYSTEMS)})")
+    by_engine = ce.cases_for(args.system, args.data)
+    if args.engine not in by_engine:
+        raise ValueError(f"--engine: {args.engine!r} has no tables for {args.system}; found: {', '.join(by_engine)}")
+    out = inputs.check_output_path(args.output, "--output")
+    hw = ce.calibrated_preset(by_engine, hardware.load(base_name).datasheet(), args.engine, args.engine)
+    header = (f"# Calibrated from NVIDIA aiconfigurator's measured kernel tables ({args.system}); base spec: "
+              f"{base_name}. Written by `perfmodel calibrate --from aiconfigurator`.\n")
+    inputs.write_text(out, header + yaml.safe_dump(to_yaml_dict(hw), sort_keys=False), "--output")
+    table = ce.residual_table(ce.residuals(by_engine, hw))
+    ev = table[table["split"] == "evaluation"]
+    for r in ev.to_dict("records"):
+        print(f"{r['engine']:<8}{r['class']:<22}{r['cases']:>5}  median {100 * r['median_ape']:5.1f}%  "
+              f"p90 {100 * r['p90_ape']:5.1f}%")
+    print(f"calibrated spec: {out}")
+    return 0
+
+
 def _common(p) -> None:
     p.add_argument("--out", default=DEFAULT_OUT, help="directory for measurements.csv, the spec and the report")
+    p.add_argument("--steps", action="append", default=[],
+                   help="CSV of whole steps measured elsewhere (validate/reports/engine/*/steps.csv): scored "
+                        "in the report and in the error bands, never fitted (repeatable)")
 
 
 def measurements_path(args) -> Path:
@@ -89,7 +139,26 @@ def _measured(args):
     path = measurements_path(args)
     if not path.exists():
         raise ValueError(f"--out: no measurements at {path}; run `perfmodel validate run --out {args.out}` first")
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    return pd.concat([frame] + [_steps(extra) for extra in getattr(args, "steps", [])], ignore_index=True)
+
+
+def _steps(path: str):
+    """Whole steps measured by another script, as evaluation cases of the suite's schema."""
+    import pandas as pd
+
+    from validate.cases import kernel_class
+
+    if not Path(path).is_file():
+        raise ValueError(f"--steps: file {path!r} does not exist")
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    missing = {"kind", "model", "phase", "batch", "q_len", "kv_len", "dtype", "engine", "measured_s",
+               "status"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"--steps: {path} lacks column(s) {sorted(missing)}")
+    frame = frame.assign(split="evaluation")
+    frame["class"] = [kernel_class(r) for r in frame.to_dict("records")]
+    return frame
 
 
 def base_hardware(measured, name: str | None) -> Hardware:
@@ -105,14 +174,15 @@ def run_calibrate(args) -> int:
     import yaml
 
     from hardware.spec import to_yaml_dict
-    from validate.calibrate import calibrate
+    from validate.calibrate import calibrate, with_error_bands
 
     measured = _measured(args)
     base = base_hardware(measured, args.hardware).datasheet()
     device = measured["device_name"].iloc[0]
     source = (f"perfmodel validate on {device} (torch {measured['torch'].iloc[0]}), "
               f"{measured['timestamp'].iloc[0][:10]}; calibration split of {args.out}/measurements.csv")
-    calibrated = calibrate(measured.to_dict("records"), base, source)
+    records = measured.to_dict("records")
+    calibrated = with_error_bands(records, calibrate(records, base, source))
     # the file is named after the spec's `name`, which comes from input: one safe component, inside --out
     path = inputs.confined(args.out, inputs.safe_file_name(calibrated.name, "name") + ".yaml", "--out")
     header = f"# Calibrated from measurements; base spec: {base.name}. Written by `perfmodel validate calibrate`.\n"

@@ -16,7 +16,7 @@ import numpy as np
 import workloads
 from hardware.spec import Hardware
 from perfmodel import collectives, engines
-from perfmodel.ops import Op, Precision, attention_op, kv_append_op, matmul_op, moe_ops, vector_op
+from perfmodel.ops import Op, Precision, attention_op, kv_append_op, matmul_op, moe_ops, quant_ops, vector_op
 from perfmodel.predict import step_time
 from perfmodel.roofline import op_time
 from workloads.model import ModelSpec
@@ -142,19 +142,28 @@ def predict_norm(case: dict, hw: Hardware) -> float:
 def predict_matmuls(cases: list[dict], hw: Hardware) -> np.ndarray:
     """GEMM cases of one dtype, as one array."""
     p = _precision(cases[0]["dtype"])
-    op = matmul_op("matmul", _column(cases, "m"), _column(cases, "n"), _column(cases, "k"), p, 1)
-    return _times(op, hw, p, cases)
+    m, k = _column(cases, "m"), _column(cases, "k")
+    op = matmul_op("matmul", m, _column(cases, "n"), k, p, 1)
+    times = _times(op, hw, p, cases)
+    quant = np.array([_num(c, "act_quant", default=0.0) for c in cases])
+    if np.any(quant > 0):  # the dynamic activation quantization timed with the GEMM (fp8 serving)
+        kernels = int(quant.max())
+        q = vector_op("act_quant", "elementwise", m, k, 2.0 * kernels + 1.0, 2.0, p, 1, kernels=kernels)
+        times = times + np.where(quant > 0, _times(q, hw, p, cases), 0.0)
+    return times
 
 
 def attention_family(case: dict) -> str:
     """The attention kernel family a case ran: its engine profile's choice for the phase (a case
     measured inside vLLM ran FlashAttention, inside TensorRT-LLM its XQA / FMHA kernels), or the
-    spec's default (the suite's own SDPA cases) when the case names no engine."""
+    suite's own SDPA kernel ("sdpa-<phase>", falling back to the spec's default) when the case names
+    no engine."""
     engine = text(case, "engine")
-    if not engine:
-        return ""
+    if not engine:  # the suite's own cases: PyTorch's scaled_dot_product_attention
+        return f"sdpa-{'prefill' if case.get('phase') == 'prefill' else 'decode'}"
     profile = engines.load(engine)
-    return profile.prefill_attention if case.get("phase") == "prefill" else profile.decode_attention
+    return f"{profile.prefill_attention}-prefill" if case.get("phase") == "prefill" else \
+        f"{profile.decode_attention}-decode"
 
 
 def predict_attentions(cases: list[dict], hw: Hardware) -> np.ndarray:
@@ -221,13 +230,22 @@ def predict_moe(case: dict, hw: Hardware) -> float:
     return sum(float(op_time(op, hw, p).time_s) * op.count for op in ops)
 
 
+def predict_act_quant(case: dict, hw: Hardware) -> float:
+    """fp8 quantization of one tokens x width activation as the case's engine runs it
+    (perfmodel.ops.quant_ops; torch-compile when the case names no engine)."""
+    engine = engines.load(text(case, "engine") or "torch-compile")
+    p = Precision(8, 8, 16)
+    ops = quant_ops(_num(case, "tokens"), _num(case, "width"), p, max(engine.act_quant_kernels, 1), 1)
+    return sum(float(_seconds(op_time(op, hw, p), graphed(case))) * op.count for op in ops)
+
+
 #: Kinds predicted a group at a time; predict_case runs them on a one-case group.
 VECTOR_PREDICTORS = {"matmul": predict_matmuls, "attention": predict_attentions, "model_step": predict_model_steps}
 
 
 PREDICTORS = {"matmul_wo": predict_matmul_wo, "copy": predict_copy, "elementwise": predict_elementwise,
               "norm": predict_norm, "launch": predict_launch, "kv_append": predict_kv_append,
-              "allreduce": predict_allreduce, "moe": predict_moe}
+              "allreduce": predict_allreduce, "moe": predict_moe, "act_quant": predict_act_quant}
 KINDS = tuple(VECTOR_PREDICTORS) + tuple(PREDICTORS)
 
 
@@ -254,7 +272,7 @@ def _row(record: dict) -> dict:
 
 def _num(case: dict, key: str, default=None) -> float:
     value = case.get(key, default)
-    if value is None or value == "":
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
         if default is not None:
             return default
         raise ValueError(f"{case.get('kind')} case: missing {key}")
@@ -271,9 +289,9 @@ def _num(case: dict, key: str, default=None) -> float:
 
 def _group_key(case: dict) -> tuple:
     kind = case.get("kind")
-    keys = {"matmul": ("dtype",), "matmul_wo": ("w_bits", "group"),
+    keys = {"matmul": ("dtype", "act_quant"), "matmul_wo": ("w_bits", "group"),
             "attention": ("heads", "kv_heads", "head_dim", "dtype", "engine", "phase"),
-            "allreduce": (), "moe": (),
+            "allreduce": (), "moe": (), "act_quant": (),
             "copy": ("direction", "pinned"), "elementwise": ("op", "dtype"), "norm": ("op", "dtype"),
             "launch": (), "kv_append": ("dtype",), "model_step": ("model", "layers", "phase", "dtype", "engine")}.get(kind)
     if keys is None:

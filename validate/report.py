@@ -34,12 +34,19 @@ def report_class(frame: pd.DataFrame) -> pd.Series:
     by one where the run also timed kernels inside CUDA graphs (the two measure different things:
     device time, or the host's dispatch when it is slower), and with the engine profile for
     whole-model steps of any profile but transformers' eager one."""
-    timing = frame.get("timing", pd.Series("", index=frame.index)).fillna("").astype(str)
-    engine = frame.get("engine", pd.Series("", index=frame.index)).fillna("").astype(str)
+    timing = _text_column(frame, "timing")
+    engine = _text_column(frame, "engine")
     steps = frame["class"].astype(str).str.startswith("model_step")
     eager = (timing != "graph") & ~steps & (frame["kind"] != "launch") & (timing == "graph").any()
     label = frame["class"].astype(str) + np.where(eager, " (eager)", "")
     return label + np.where(steps & (engine != "") & (engine != "hf-eager"), " " + engine, "")
+
+
+def _text_column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A text column with "" where empty (NaN or absent)."""
+    if name not in frame:
+        return pd.Series("", index=frame.index)
+    return frame[name].astype(object).where(frame[name].notna(), "").astype(str)
 
 
 def error_table(cmp: pd.DataFrame) -> pd.DataFrame:

@@ -18,12 +18,13 @@ CANDIDATE_SETS = {"continuous widths (closed form / convex)": None, "integer wid
 
 @st.cache_data(show_spinner="Solving the bit allocation...", max_entries=64)
 def solve(hw: str, model: str, csv_text: str | None, seed: int, avg_bits: float, candidates: tuple | None,
-          latency_s: float | None, memory_bytes: float | None, scope: str = "model") -> dict:
+          latency_s: float | None, memory_bytes: float | None, scope: str = "model",
+          engine: str = common.DEFAULT_ENGINE) -> dict:
     m = workloads.load(model)
     frame = solver_views.demo_sensitivities(m, seed) if csv_text is None else \
         solver_views.read_sensitivities(csv_text, "uploaded sensitivities")
     out = solver_views.allocate(frame, m, hardware.load(hw), avg_bits, list(candidates) if candidates else None,
-                                latency_s, memory_bytes, scope)
+                                latency_s, memory_bytes, scope, engine)
     return out | {"sensitivities": frame}
 
 
@@ -47,6 +48,7 @@ def render() -> None:
         latency_ms = st.number_input("Decode-step latency budget (ms, 0 = none)", value=0.0, step=0.1,
                                      key=f"{PREFIX}.latency")
         memory_gb = st.number_input("Weight memory budget (GB, 0 = none)", value=0.0, step=0.5, key=f"{PREFIX}.memory")
+        engine = common.engine_picker(PREFIX)
     if upload is None:
         st.caption(f"SYNTHETIC demo sensitivities: {model}'s linear layers with exact sizes and log-normal loss "
                    "coefficients (fixed seed); upload measured ones to plan a real model.")
@@ -55,10 +57,11 @@ def render() -> None:
     inputs = {"hardware": hw, "model": model, "sensitivities": upload.name if upload else "synthetic demo (seed 0)",
               "avg_bits": float(avg_bits), "candidates": candidates,
               "latency_budget_s": latency_ms / 1e3 if latency_ms else None,
-              "memory_budget_bytes": memory_gb * 1e9 if memory_gb else None, "scope": "layer" if within else "model"}
+              "memory_budget_bytes": memory_gb * 1e9 if memory_gb else None, "scope": "layer" if within else "model",
+              "engine": engine}
     try:
         out = solve(hw, model, csv_text, 0, float(avg_bits), tuple(candidates) if candidates else None,
-                    inputs["latency_budget_s"], inputs["memory_budget_bytes"], inputs["scope"])
+                    inputs["latency_budget_s"], inputs["memory_budget_bytes"], inputs["scope"], engine)
     except views.USER_ERRORS as err:
         common.show_error(err)
         return
@@ -77,7 +80,7 @@ def _show(out: dict, inputs: dict) -> None:
         common.metric_of(c[3])("Decode step (modeled)", f"{r['latency_s'] * 1e3:.3f} ms",
                     **views.metric_delta((r["latency_s"] - uniform["latency_s"]) * 1e3, "{:+.3f} ms vs uniform",
                                          lower_is_better=True),
-                    help="perfmodel's decode step at batch 1 with these widths")
+                    help=f"perfmodel's decode step at batch 1 with these widths, engine {inputs['engine']}")
     else:
         c[3].metric("Decode step (modeled)", "n/a", help="needs layer shapes: rows and cols columns, or layer names "
                                                          "of the chosen model such as layers.0.qkv_proj")
@@ -87,7 +90,7 @@ def _show(out: dict, inputs: dict) -> None:
     st.dataframe(table, hide_index=True)
     cli = solver_views.bits_cli(f"{PREFIX}-sensitivities.csv", inputs["avg_bits"], inputs["hardware"],
                                 inputs["model"], inputs["candidates"], inputs["latency_budget_s"],
-                                inputs["memory_budget_bytes"], inputs["scope"])
+                                inputs["memory_budget_bytes"], inputs["scope"], inputs["engine"])
     st.caption("Reproduce from the CLI with the sensitivities CSV below:")
     st.code(cli, language="bash")
     common.export_buttons(PREFIX, yaml.safe_dump({**inputs, "cli": cli}, sort_keys=False),

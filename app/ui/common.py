@@ -1,4 +1,4 @@
-"""Widgets every page shares: device and model pickers, scenario inputs, cached predictions, exports.
+"""Widgets every page shares: device, model and engine pickers, scenario inputs, cached predictions, exports.
 
 Cached functions key on plain values (preset name or spec YAML text, catalog name or config JSON
 text, scenario numbers) because the spec objects hold read-only mappings that do not hash or pickle;
@@ -16,6 +16,7 @@ import yaml
 import hardware
 import workloads
 from app import views
+from perfmodel.engines import DEFAULT_ENGINE
 
 PREFERRED_DEVICE = "h200-sxm"
 PREFERRED_MODEL = "llama-3-8b"
@@ -38,15 +39,16 @@ class Choice:
 
 # -- cached computations ----------------------------------------------------------------------
 @st.cache_data(show_spinner=False, max_entries=512)
-def cached_plan(hw_key: tuple, model_key: tuple, inputs: tuple) -> dict:
+def cached_plan(hw_key: tuple, model_key: tuple, inputs: tuple, engine: str = DEFAULT_ENGINE) -> dict:
     model, hw = views.resolve_model(model_key), views.resolve_hardware(hw_key)
-    return views.plan(model, hw, views.scenario(dict(inputs)))
+    return views.plan(model, hw, views.scenario(dict(inputs)), engine)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def cached_compare(hw_names: tuple, model_names: tuple, grid_items: tuple) -> tuple[pd.DataFrame, list[str]]:
+def cached_compare(hw_names: tuple, model_names: tuple, grid_items: tuple,
+                   engine: str = DEFAULT_ENGINE) -> tuple[pd.DataFrame, list[str]]:
     pairs = [(workloads.load(m), hardware.load(h)) for h in hw_names for m in model_names]
-    return views.compare(pairs, {k: list(v) if isinstance(v, tuple) else v for k, v in grid_items})
+    return views.compare(pairs, {k: list(v) if isinstance(v, tuple) else v for k, v in grid_items}, engine)
 
 
 @st.cache_data(show_spinner=False)
@@ -150,6 +152,15 @@ def model_picker(prefix: str, where=st.sidebar, area=None) -> Choice | None:
         area.error(str(err))
         return None
     return Choice(("config", text, name), upload.name, json.loads(text), model.name)
+
+
+# -- engine ------------------------------------------------------------------------------------
+def engine_picker(prefix: str, where=st.sidebar) -> str:
+    """The engine profile that prices the page's steps (perfmodel.engines), the default preselected;
+    the help lists every profile's title and description."""
+    names = views.engine_names()
+    return where.selectbox("Engine", names, index=default_index(names, DEFAULT_ENGINE), key=f"{prefix}.engine",
+                           help=views.engine_help())
 
 
 # -- scenario ----------------------------------------------------------------------------------

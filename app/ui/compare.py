@@ -32,6 +32,7 @@ def render() -> None:
         kv_bits = st.multiselect("KV-cache bits", common.KV_BITS, [16], key=f"{PREFIX}.kv_bits")
         tps = st.multiselect("Tensor parallel", common.TPS, [1], key=f"{PREFIX}.tp")
         latency_label = st.radio("Latency axis", list(LATENCIES), key=f"{PREFIX}.latency")
+        engine = common.engine_picker(PREFIX)
     if not (picked_hw and picked_models and w_bits and kv_bits and tps):
         st.info("Pick at least one device, model, weight and KV precision and tensor-parallel degree.")
         return
@@ -41,7 +42,7 @@ def render() -> None:
         views.scenario({"batch": grid["batch"], "prompt": prompt, "gen": gen})  # field checks, fast
         frame, notes = common.cached_compare(tuple(picked_hw), tuple(picked_models),
                                              tuple((k, tuple(v) if isinstance(v, list) else v)
-                                                   for k, v in sorted(grid.items())))
+                                                   for k, v in sorted(grid.items())), engine)
     except views.USER_ERRORS as err:
         common.show_error(err)
         return
@@ -50,12 +51,13 @@ def render() -> None:
     if frame.empty:
         st.error("No configuration could be evaluated; see the notes above.")
         return
-    _results(frame, LATENCIES[latency_label], latency_label, picked_hw, picked_models, grid)
+    _results(frame, LATENCIES[latency_label], latency_label, picked_hw, picked_models, grid, engine)
 
 
-def _results(frame, latency: str, latency_label: str, devices, models, grid) -> None:
+def _results(frame, latency: str, latency_label: str, devices, models, grid, engine: str) -> None:
     fits = frame[frame["fits"]]
-    st.caption(f"{len(frame)} configurations, {len(fits)} fit in device memory (only those are plotted); "
+    st.caption(f"{len(frame)} configurations priced for engine {engine}, {len(fits)} fit in device memory "
+               "(only those are plotted); "
                "ringed points joined by the black line are the Pareto front.")
     if fits.empty:
         st.error("None of the configurations fits in device memory; try fewer weight bits, more tensor "
@@ -80,7 +82,7 @@ def _results(frame, latency: str, latency_label: str, devices, models, grid) -> 
     table.loc[fits.index, "pareto_throughput"] = views.pareto_mask(fits[latency], fits["throughput_tok_s"])
     table.loc[fits.index, "pareto_per_usd"] = views.pareto_mask(fits[latency], fits["tokens_per_usd"])
     st.dataframe(table, hide_index=True)
-    doc = views.sweep_document(devices, models, grid, latency)
+    doc = views.sweep_document(devices, models, grid, latency, engine)
     st.caption("The inputs YAML is a `perfmodel sweep` spec: the same grid, the fit constraint, and the "
                "throughput-vs-latency front. Reproduce with:")
     st.code(f"perfmodel sweep {PREFIX}-inputs.yaml --keep front", language="bash")

@@ -22,14 +22,15 @@ def capacity(hw, model, context, users, kv_bits, w_bits, tp):
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def serving(hw, model, kv_bits, w_bits):
-    return solver_views.serving_table(workloads.load(model), hardware.load(hw), CONTEXTS, common.TPS, 1, w_bits, kv_bits)
+def serving(hw, model, kv_bits, w_bits, engine=common.DEFAULT_ENGINE):
+    return solver_views.serving_table(workloads.load(model), hardware.load(hw), CONTEXTS, common.TPS, 1, w_bits,
+                                      kv_bits, engine)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def setting(hw, model, context, users, latency_s, memory_bytes, w_bits, tp):
+def setting(hw, model, context, users, latency_s, memory_bytes, w_bits, tp, engine=common.DEFAULT_ENGINE):
     return solver_views.kv_setting(workloads.load(model), hardware.load(hw), context, users, latency_s, memory_bytes,
-                                   w_bits, tp)
+                                   w_bits, tp, engine)
 
 
 def render() -> None:
@@ -45,9 +46,10 @@ def render() -> None:
         kv_bits = c[0].selectbox("KV-cache bits", common.KV_BITS, key=f"{PREFIX}.kv_bits")
         w_bits = c[1].selectbox("Weight bits", common.W_BITS, key=f"{PREFIX}.w_bits")
         tp = c[0].selectbox("Tensor parallel", common.TPS, key=f"{PREFIX}.tp")
+        engine = common.engine_picker(PREFIX)
     cap_tab, serve_tab, setting_tab, split_tab = st.tabs(["Capacity", "Long-context serving", "Cheapest KV setting",
                                                           "Per-layer split"])
-    inputs = {"hardware": hw, "model": model, "kv_bits": kv_bits, "w_bits": w_bits, "tp": tp}
+    inputs = {"hardware": hw, "model": model, "kv_bits": kv_bits, "w_bits": w_bits, "tp": tp, "engine": engine}
     with cap_tab:
         _capacity(inputs)
     with serve_tab:
@@ -92,7 +94,8 @@ def _capacity(inputs: dict) -> None:
 
 def _serving(inputs: dict) -> None:
     try:
-        frame = serving(inputs["hardware"], inputs["model"], float(inputs["kv_bits"]), float(inputs["w_bits"]))
+        frame = serving(inputs["hardware"], inputs["model"], float(inputs["kv_bits"]), float(inputs["w_bits"]),
+                        inputs["engine"])
     except views.USER_ERRORS as err:
         common.show_error(err)
         return
@@ -107,7 +110,8 @@ def _serving(inputs: dict) -> None:
     st.dataframe(frame, hide_index=True)
     cli = (f"perfmodel solve kv serve --model {inputs['model']} --hardware {inputs['hardware']} "
            f"--context {','.join(str(int(c)) for c in sorted(set(frame['context'])))} "
-           f"--tp {','.join(str(t) for t in common.TPS)} --w-bits {inputs['w_bits']} --kv-bits {inputs['kv_bits']}")
+           f"--tp {','.join(str(t) for t in common.TPS)} --w-bits {inputs['w_bits']} --kv-bits {inputs['kv_bits']} "
+           f"--engine {inputs['engine']}")
     st.code(cli, language="bash")
     common.export_buttons(f"{PREFIX}-serve", yaml.safe_dump({**inputs, "cli": cli}, sort_keys=False), {"serving": frame})
 
@@ -122,7 +126,7 @@ def _setting(inputs: dict) -> None:
     try:
         out = setting(inputs["hardware"], inputs["model"], int(context), int(users),
                       latency_ms / 1e3 if latency_ms else None, memory_gb * 1e9 if memory_gb else None,
-                      float(inputs["w_bits"]), int(inputs["tp"]))
+                      float(inputs["w_bits"]), int(inputs["tp"]), inputs["engine"])
     except views.USER_ERRORS as err:
         common.show_error(err)
         return
@@ -142,7 +146,8 @@ def _setting(inputs: dict) -> None:
     st.dataframe(cands, hide_index=True)
     cli = (f"perfmodel solve kv setting --model {inputs['model']} --hardware {inputs['hardware']} --context "
            f"{int(context)} --users {int(users)}" + (f" --latency '{latency_ms:g} ms'" if latency_ms else "")
-           + (f" --memory '{memory_gb:g} GB'" if memory_gb else "") + f" --w-bits {inputs['w_bits']} --tp {inputs['tp']}")
+           + (f" --memory '{memory_gb:g} GB'" if memory_gb else "")
+           + f" --w-bits {inputs['w_bits']} --tp {inputs['tp']} --engine {inputs['engine']}")
     st.code(cli, language="bash")
     common.export_buttons(f"{PREFIX}-setting", yaml.safe_dump({**inputs, "cli": cli}, sort_keys=False),
                           {"candidates": cands, "chosen": chosen})

@@ -15,8 +15,9 @@ PREFIX = "offload"
 
 
 @st.cache_data(show_spinner="Solving the placement LPs...", max_entries=32)
-def placement(hw: str, model: str, prompt: int, gen: int, overlap: str, cpu_attention: bool) -> dict:
-    return solver_views.offload(workloads.load(model), hardware.load(hw), prompt, gen, overlap, cpu_attention)
+def placement(hw: str, model: str, prompt: int, gen: int, overlap: str, cpu_attention: bool,
+              engine: str = common.DEFAULT_ENGINE) -> dict:
+    return solver_views.offload(workloads.load(model), hardware.load(hw), prompt, gen, overlap, cpu_attention, engine)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -52,8 +53,9 @@ def _flexgen() -> None:
     overlap = c[2].selectbox("Overlap of transfers and compute", ["flexgen", "max", "sum"], key=f"{PREFIX}.overlap",
                              help="FlexGen's fitted form, perfect overlap (lower bound), none (upper bound)")
     cpu_attention = c[2].checkbox("Attention over off-GPU KV on the CPU", value=True, key=f"{PREFIX}.cpu_attn")
+    engine = common.engine_picker(f"{PREFIX}.lp", where=c[1])
     try:
-        out = placement(hw, model, int(prompt), int(gen), overlap, bool(cpu_attention))
+        out = placement(hw, model, int(prompt), int(gen), overlap, bool(cpu_attention), engine)
     except views.USER_ERRORS as err:
         common.show_error(err)
         return
@@ -77,11 +79,12 @@ def _flexgen() -> None:
     st.markdown("**Seconds per layer of each stream** (largest layer group)")
     st.dataframe(out["streams"], hide_index=True)
     cli = (f"perfmodel solve offload --model {model} --hardware {hw} --prompt {int(prompt)} --gen {int(gen)} "
-           f"--overlap {overlap}" + ("" if cpu_attention else " --gpu-attention"))
+           f"--overlap {overlap} --engine {engine}" + ("" if cpu_attention else " --gpu-attention"))
     st.code(cli, language="bash")
     common.export_buttons(f"{PREFIX}-lp", yaml.safe_dump({"hardware": hw, "model": model, "prompt": int(prompt),
                                                           "gen": int(gen), "overlap": overlap,
-                                                          "cpu_attention": bool(cpu_attention), "cli": cli},
+                                                          "cpu_attention": bool(cpu_attention), "engine": engine,
+                                                          "cli": cli},
                                                          sort_keys=False),
                           {"policy": out["summary"], "candidates": out["candidates"]})
 

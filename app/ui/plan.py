@@ -16,22 +16,23 @@ def render() -> None:
     with st.sidebar:
         device = common.device_picker(PREFIX)
         model = common.model_picker(PREFIX)
+        engine = common.engine_picker(PREFIX)
         inputs = common.scenario_inputs(PREFIX)
     if device is None or model is None:
         return
     try:
         views.scenario(inputs)
-        result = common.cached_plan(device.key, model.key, tuple(sorted(inputs.items())))
+        result = common.cached_plan(device.key, model.key, tuple(sorted(inputs.items())), engine)
     except views.USER_ERRORS as err:
         common.show_error(err)
         return
     row = result["row"]
-    st.caption(f"{model.label} on {device.label} x{int(row['tp'])}, "
+    st.caption(f"{model.label} on {device.label} x{int(row['tp'])}, engine {engine}, "
                f"{'calibrated spec' if result['summary']['calibrated'][0] else 'datasheet roofline (uncalibrated)'}")
     _headline(result)
     st.vega_lite_chart(spec=charts.memory_bar(views.memory_frame(row), row["capacity_bytes"]), width="stretch")
     _details(result)
-    _exports(device, model, inputs, result)
+    _exports(device, model, inputs, result, engine)
 
 
 def _headline(result: dict) -> None:
@@ -71,13 +72,13 @@ def _details(result: dict) -> None:
             st.dataframe(views.breakdown_table(result[phase]), hide_index=True)
 
 
-def _exports(device: common.Choice, model: common.Choice, inputs: dict, result: dict) -> None:
+def _exports(device: common.Choice, model: common.Choice, inputs: dict, result: dict, engine: str) -> None:
     st.subheader("Reproduce")
-    st.code(views.cli_command(device.ref, model.ref, inputs), language="bash")
+    st.code(views.cli_command(device.ref, model.ref, inputs, engine), language="bash")
     if device.inline is not None:
         st.download_button(f"Device spec ({device.ref})", yaml.safe_dump(device.inline, sort_keys=False),
                            file_name=device.ref, mime="application/x-yaml", key=f"{PREFIX}.dl.spec")
-    doc = views.plan_document(device.ref, model.ref, inputs, device.inline, model.inline)
+    doc = views.plan_document(device.ref, model.ref, inputs, device.inline, model.inline, engine)
     breakdown = pd.concat([views.breakdown_table(result[p]).assign(phase=p) for p in ("prefill", "decode")],
                           ignore_index=True)
     common.export_buttons(PREFIX, doc, {"results": result["summary"], "per-op": breakdown})

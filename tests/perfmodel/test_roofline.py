@@ -33,13 +33,16 @@ def test_moe_experts_stream_weights_on_every_touched_expert(calibrated, model, t
     """The experts' grouped kernel runs all touched experts' blocks at once. Modeled one expert wide,
     DeepSeek-V3 prefill took 3.47 s at 1025 tokens and 2.16 s at 2049 (its experts streamed at
     0.39 TB/s below 64 rows per expert). Above 64 rows per expert with every expert touched, the
-    experts' weights stream at the calibrated read rate, and more tokens never make them faster."""
+    experts' weights stream at the grouped GEMM's calibrated rate (2.7 TB/s on the H200, measured on
+    whole MoE layers), and more tokens never make them faster."""
     spec = workloads.load(model)
     touched_all = 64.0 * spec.n_experts / spec.top_k        # 64 rows per expert, every expert touched
     tokens = np.array([touched_all + 1, 2 * touched_all + 1, 4 * touched_all + 1, 8 * touched_all + 1])
     experts = next(op for op in moe_ops(spec, tokens, BF16, tp) if op.name == "experts")
     t = op_time(experts, calibrated, BF16, tp)
-    assert np.all(experts.bytes / np.asarray(t.memory_s) >= 0.99 * calibrated.calibration.read_bytes_per_s)
+    cal = calibrated.calibration
+    grouped = min(cal.read_bytes_per_s, cal.grouped_bytes_per_s or np.inf)  # grouped kernels' own ceiling
+    assert np.all(experts.bytes / np.asarray(t.memory_s) >= 0.99 * grouped)
     assert np.all(np.diff(np.asarray(t.time_s)) > 0)
 
 

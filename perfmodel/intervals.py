@@ -1,0 +1,56 @@
+"""Prediction intervals: a p10-p90 band around every predicted time, from validated residuals.
+
+A calibrated spec carries, per residual class, the 10th and 90th percentiles of measured /
+predicted over the validation's evaluation split (cases the fit never saw; validate/calibrate.py
+writes them as Calibration.error_bands). A step's band comes from the most specific evidence:
+
+1. whole steps of the same engine profile and phase were validated ("model_step_decode
+   torch-compile"): band = T x [p10, p90] of those steps' ratios (their errors already include how
+   op errors combine);
+2. otherwise the ops' own classes (matmul, attention_prefill / attention_decode, vector,
+   allreduce): band = [sum_c T_c p10_c, sum_c T_c p90_c] over the classes c of the step's ops,
+   with T_c the time of class c. Errors within a class share fitted parameters, and classes share
+   the floor and bandwidths, so they are summed as fully correlated (comonotone): the widest band
+   consistent with the per-class quantiles, never narrower than the truth if those hold.
+
+Host time that is not device time (eager dispatch, the engine's per-step host time) is kept as
+predicted. A spec without bands (datasheet presets) gives no band (NaN): an uncalibrated roofline
+has no validated error to show.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: Residual class of each op kind (attention is split by phase in `op_class`).
+KIND_CLASSES = {"matmul": "matmul", "moe": "matmul", "attention": "attention", "norm": "vector",
+                "elementwise": "vector", "concat": "vector", "embedding": "vector", "comm": "allreduce"}
+BAND_CLASSES = ("matmul", "attention_prefill", "attention_decode", "vector", "allreduce")
+
+
+def op_class(kind: str, phase: str) -> str:
+    """The residual class an op's time is banded with."""
+    cls = KIND_CLASSES.get(kind, "vector")
+    return f"attention_{phase}" if cls == "attention" else cls
+
+
+def step_class(phase: str, engine: str) -> str:
+    """The residual class of whole validated steps of an engine profile and phase."""
+    return f"model_step_{phase}" + ("" if engine == "hf-eager" else f" {engine}")
+
+
+def band(total, class_times: dict, bands: dict, phase: str, engine: str):
+    """(p10, p90) of a step whose predicted time is `total`, of which `class_times` maps residual
+    classes to their device time (see the module docstring). NaN where the spec has no bands."""
+    if not bands:
+        nan = np.full(np.shape(total), np.nan) if np.ndim(total) else np.nan
+        return nan, nan
+    whole = bands.get(step_class(phase, engine))
+    if whole:
+        return total * whole["p10"], total * whole["p90"]
+    lo, hi, covered = 0.0, 0.0, 0.0
+    for cls, t in class_times.items():
+        q = bands.get(cls)
+        if q:
+            lo, hi, covered = lo + t * q["p10"], hi + t * q["p90"], covered + t
+    rest = total - covered  # host time and classes without a band: as predicted
+    return lo + rest, hi + rest

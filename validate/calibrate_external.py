@@ -1,0 +1,173 @@
+"""Fit a calibrated spec to kernel tables measured by others (NVIDIA's aiconfigurator).
+
+aiconfigurator's tables (validate/aiconfigurator.py) hold, per GPU and serving engine, latencies of
+the engine's own GEMMs, attention backends, all-reduce and MoE layers, each timed inside CUDA-graph
+replays. They pin the device side of a `Calibration`; the host side (eager dispatch) they do not
+measure, so a spec fitted here prices graphed serving engines, not eager frameworks.
+
+What comes from which table (every fitted number cites its table in the written preset):
+- GEMM rates, read bandwidth, skinny-kernel parallelism, tile shape, split-K threshold and the
+  per-kernel floor: the GEMM table of the `gemm_engine` (bf16 and per-tensor fp8; vLLM's are
+  PyTorch/cuBLAS calls, as torch.compile runs them);
+- one attention kernel family per engine (its default backend on that GPU: FA3 for vLLM and
+  SGLang on Hopper, TensorRT-LLM's FMHA/XQA): that engine's context and generation tables fit the
+  family's fraction of the bf16 GEMM rate, floor per call and KV read bandwidth;
+- the custom all-reduce latency and bandwidth: the graphed custom all-reduce table of `ar_engine`.
+MoE tables are scored, not fitted (they test the grouped-GEMM model on the GEMM parameters).
+
+Cases split by shape (validate.cases.split): the fit sees the calibration split only; the
+residual table scores the evaluation split.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from hardware.spec import Calibration, Hardware
+from perfmodel import engines
+from validate.calibrate import _fit_gemm_and_attention, fit
+from validate.cases import split
+from validate.predict_cases import predict_many
+
+ENGINES = ("vllm", "trtllm", "sglang")
+COMMITTED = __import__("pathlib").Path(__file__).parent / "reports" / "aiconfigurator"
+
+
+def cases_for(system: str, data=None) -> dict[str, list[dict]]:
+    """{engine: cases} of one system: from a folder of <engine>.csv tables (the committed extracts
+    by default, validate/reports/aiconfigurator/<system>), or from the installed package."""
+    from pathlib import Path
+
+    folder = Path(data) if data else COMMITTED / system
+    if folder.is_dir():
+        found = {e: load_cases(folder / f"{e}.csv") for e in ENGINES if (folder / f"{e}.csv").is_file()}
+    else:
+        from validate import aiconfigurator as aic
+
+        found = {e: aic.read_cases(system, e, "current") for e in ENGINES}
+        found = {e: cs for e, cs in found.items() if cs}
+    if not found:
+        raise ValueError(f"--system: no tables for {system!r} in {folder}")
+    return found
+
+
+def prepared(cases: list[dict]) -> list[dict]:
+    """Cases with the fields calibration needs: status, split, class; numbers as floats."""
+    from validate.cases import kernel_class
+
+    out = []
+    for case in cases:
+        c = {k: v for k, v in case.items() if not (isinstance(v, float) and np.isnan(v))}
+        c.update(status="ok", split=split(c), **{"class": kernel_class(c)})
+        out.append(c)
+    return out
+
+
+def _attention_params(cal: Calibration, family: str, bw: float) -> dict:
+    return {f"attention_kernels:{family}:flops_fraction": (0.6, 0.01, 1.2),
+            f"attention_kernels:{family}:overhead_s": (5e-6, 1e-8, 1e-3),
+            f"attention_kernels:{family}:read_bytes_per_s": (0.8 * bw, 1e-3 * bw, 1.1 * bw),
+            f"attention_kernels:{family}:unit_s": (2e-6, 1e-8, 1e-3)}
+
+
+def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: str = "vllm",
+               ar_engine: str = "vllm", source: str = "") -> Hardware:
+    """A copy of `base` calibrated on the calibration split of each engine's cases."""
+    train = {e: [c for c in prepared(cs) if c["split"] == "calibration"] for e, cs in by_engine.items()}
+    bw, bf16 = base.hbm_bytes_per_s, base.peak_flops_per_s("bf16")
+    cal = Calibration(matmul_flops_per_s={"bf16": bf16}, memory_bytes_per_s=bw, kernel_overhead_s=2e-6,
+                      source=source)
+    gemms = [c for c in train.get(gemm_engine, []) if c["kind"] == "matmul"]
+    if not gemms:
+        raise ValueError(f"gemm_engine: {gemm_engine!r} has no GEMM cases to fit")
+    cal = _fit_gemm_and_attention(gemms, base, cal, floor=True)
+    cal = dataclasses.replace(cal, memory_read_bytes_per_s=cal.memory_read_bytes_per_s,
+                              memory_bytes_per_s=cal.memory_read_bytes_per_s)
+    for engine, cases in train.items():
+        profile = engines.load(engine)
+        for phase, family in (("prefill", profile.prefill_attention), ("decode", profile.decode_attention)):
+            attention = [c for c in cases if c["kind"] == "attention" and c.get("phase") == phase]
+            if attention:
+                cal, _ = fit(attention, base, cal, _attention_params(cal, f"{family}-{phase}", bw))
+    reduces = [c for c in train.get(ar_engine, []) if c["kind"] == "allreduce" and c.get("strategy") == "custom"
+               and c.get("timing") == "graph"]
+    if reduces:
+        link = base.device_link_bytes_per_s or base.host_link_bytes_per_s
+        cal, _ = fit(reduces, base, cal, {"custom_allreduce_latency_s": (5e-6, 1e-7, 1e-3),
+                                          "custom_allreduce_bytes_per_s": (0.8 * link, 1e-3 * link, 2 * link)})
+    return dataclasses.replace(base, name=f"{base.name}-calibrated", title=f"{base.title} (calibrated)",
+                               calibration=cal)
+
+
+def residuals(by_engine: dict[str, list[dict]], hw: Hardware) -> pd.DataFrame:
+    """One row per case: engine, class, split, measured, predicted, ratio, APE."""
+    rows = []
+    for engine, cases in by_engine.items():
+        cases = prepared(cases)
+        predicted = predict_many(cases, hw)
+        for case, pred in zip(cases, predicted):
+            measured = float(case["measured_s"])
+            rows.append({"engine": engine, "class": case["class"] + (f" {case['dtype']}" if case["kind"] in
+                                                                     ("matmul", "moe") else ""),
+                         "split": case["split"], "measured_s": measured, "predicted_s": float(pred),
+                         "ratio": float(pred) / measured})
+    frame = pd.DataFrame(rows)
+    frame["ape"] = (frame["ratio"] - 1).abs()
+    return frame
+
+
+def residual_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Median and p90 APE and the median ratio per engine, class and split."""
+    return (frame.groupby(["engine", "class", "split"])
+            .agg(cases=("ape", "size"), median_ape=("ape", "median"), p90_ape=("ape", lambda x: x.quantile(0.9)),
+                 median_ratio=("ratio", "median"))
+            .reset_index())
+
+
+def sources_of(by_engine: dict[str, list[dict]], gemm_engine: str, ar_engine: str, cal: Calibration) -> dict:
+    """Per calibration path (as the YAML spells it), the tables the fitted number comes from."""
+    def tables(engine: str, kind: str, phase: str | None = None) -> str:
+        found = sorted({c.get("source", "") for c in by_engine.get(engine, [])
+                        if c["kind"] == kind and (phase is None or c.get("phase") == phase)})
+        return "; ".join(found) + " (fit on the shape-split calibration half: validate/calibrate_external.py)"
+
+    gemm = tables(gemm_engine, "matmul")
+    out = {f"calibration.{group}.{d}": gemm for group, table in (("matmul", cal.matmul_flops_per_s),
+                                                                   ("sustained_matmul", cal.sustained_flops_per_s),
+                                                                   ("gemv", cal.gemv_bytes_per_s)) for d in table}
+    for key in ("memory_bandwidth", "memory_read_bandwidth", "sm_bandwidth", "kernel_overhead", "tile_m", "tile_n",
+                "split_k_min", "gemv_tile_n"):
+        out[f"calibration.{key}"] = gemm
+    for family in cal.attention_kernels:
+        engine, _, phase = family.rpartition("-")
+        for key in ("flops_fraction", "overhead", "read_bandwidth", "unit"):
+            out[f"calibration.attention_kernels.{family}.{key}"] = tables(engine, "attention", phase)
+    for key in ("custom_allreduce_latency", "custom_allreduce_bandwidth"):
+        out[f"calibration.{key}"] = tables(ar_engine, "allreduce")
+    return out
+
+
+def calibrated_preset(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: str = "vllm",
+                      ar_engine: str = "vllm") -> Hardware:
+    """`fit_tables` with per-number sources and the evaluation split's error bands (per class,
+    over every engine's cases)."""
+    from validate.calibrate import error_bands
+
+    source = "aiconfigurator tables, fitted by validate/calibrate_external.py"
+    hw = fit_tables(by_engine, base, gemm_engine, ar_engine, source)
+    evaluation = [c for cs in by_engine.values() for c in prepared(cs)]
+    bands = error_bands(evaluation, hw)
+    cal = dataclasses.replace(hw.calibration, error_bands=bands)
+    sources = {**hw.sources, **sources_of(by_engine, gemm_engine, ar_engine, cal)}
+    sources.update({f"calibration.error_bands.{c}.{q}": f"measured / predicted on the shape-split evaluation half "
+                    f"of the same tables (validate/reports/aiconfigurator)" for c in bands for q in ("p10", "p90")})
+    return dataclasses.replace(hw, calibration=cal, sources=sources)
+
+
+def load_cases(path) -> list[dict]:
+    """Cases of one committed CSV (validate/reports/aiconfigurator/<system>/<engine>.csv)."""
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    return [{k: v for k, v in r.items() if not (isinstance(v, float) and np.isnan(v))}
+            for r in frame.to_dict("records")]

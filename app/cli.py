@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as done:  # --help, or a flag refused with one line (exit 2)
+    except SystemExit as done:  # a flag refused with one line: exit 2 (--help exits 0 as argparse does)
+        if done.code in (0, None):
+            raise
         return done.code if isinstance(done.code, int) else 2
     try:
         return int(args.handler(args) or 0)

@@ -358,13 +358,13 @@ class SpecReader:
     def quantity(self, path: str, dimension: str | None, required: bool = True, default=None,
                  whole: bool | None = None):
         """A tagged leaf: a quantity of `dimension` with its unit, or (dimension None) a plain number
-        > 0, whole for counts (every count field except calibration.attention_flops_fraction)."""
+        > 0, whole for the count fields (_count_paths: cores, devices, lanes, tiles...)."""
         raw = self.node(path, required)
         if raw is None:
             return default
         text, tag = self._split(path, raw)
         if dimension is None:
-            whole = not path.endswith("attention_flops_fraction") if whole is None else whole
+            whole = path in _count_paths() if whole is None else whole
             try:
                 value = inputs.parse_number(text, path, 0.0, 1e6, whole=whole, low_open=True)
             except inputs.InputError as err:
@@ -385,6 +385,11 @@ class SpecReader:
         if tag not in self.tags:
             raise SpecError(f"{self.origin}: {path}: source tag [{tag}] is not listed under sources")
         return match["quantity"].strip(), tag
+
+
+def _count_paths() -> set[str]:
+    """YAML paths of the whole-number fields (one source: _COUNT_FIELDS and the int _CAL_NUMBERS)."""
+    return {path for path, _ in _COUNT_FIELDS} | {f"calibration.{k}" for k, kind in _CAL_NUMBERS if kind is int}
 
 
 def _fields_from_yaml(r: SpecReader) -> dict:

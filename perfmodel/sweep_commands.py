@@ -343,7 +343,7 @@ def run_recommend(args) -> int:
     model = kwargs.pop("model")
     rec = recommend.cheapest(model, args.rate, requests_per_s=args.rps, top=args.top, **kwargs)
     print(f"{rec.model}: cheapest device sets for {rec.target_tok_s:,.0f} generated tok/s "
-          f"(prompt {args.prompt}, gen {args.gen}; {rec.swept:,} configurations swept)")
+          f"(prompt {args.prompt}, gen {args.gen}, engine {rec.engine}; {rec.swept:,} configurations swept)")
     print(f"prices: {recommend.PRICE_BASIS_TEXT[rec.price_basis]} (--price-basis {rec.price_basis})")
     view = rec.to_frame()[recommend.SHOW_COLUMNS].copy()
     for column in ("ttft_s", "tpot_s"):

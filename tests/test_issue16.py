@@ -72,6 +72,17 @@ def test_issue16_paths_a_directory_as_input_is_one_line(capsys, docs):
         refused(capsys, *argv, match=str(d))
 
 
+def test_issue16_paths_huge_binary_and_empty_inputs(capsys, docs):
+    big = docs / "big.yaml"
+    with big.open("wb") as fh:  # sparse: no disk used
+        fh.truncate(65 * 2**20)
+    refused(capsys, "predict", "--hardware", big, match="the limit is 67,108,864 bytes")
+    (docs / "bin.yaml").write_bytes(b"\x00\xff" * 64)
+    refused(capsys, "predict", "--hardware", docs / "bin.yaml", match="binary file")
+    (docs / "empty.csv").write_text("")
+    refused(capsys, "solve", "bits", "--sensitivities", docs / "empty.csv", "--avg-bits", "4", match="is empty")
+
+
 @pytest.mark.parametrize("where, match", [
     ("dir", "is a directory"), ("no/x.csv", "does not exist"), ("/dev/full", "No space left on device"),
     ("", "is not a file name"), ("a" * 300 + ".csv", "255-byte limit")])

@@ -26,7 +26,7 @@ def compare(measured: pd.DataFrame, datasheet: Hardware, calibrated: Hardware) -
     for which in ("datasheet", "calibrated"):
         ok[f"{which}_ratio"] = ok[f"{which}_s"] / ok["measured_s"]
         ok[f"{which}_ape"] = (ok[f"{which}_ratio"] - 1).abs()
-    return ok
+    return ok.assign(**{"class": report_class(ok)})
 
 
 def report_class(frame: pd.DataFrame) -> pd.Series:
@@ -52,7 +52,6 @@ def _text_column(frame: pd.DataFrame, name: str) -> pd.Series:
 def error_table(cmp: pd.DataFrame) -> pd.DataFrame:
     """Median and 90th-percentile APE per class and split, datasheet and calibrated."""
     rows = []
-    cmp = cmp.assign(**{"class": report_class(cmp)})
     kernels = cmp[~cmp["class"].str.startswith("model_step") & ~cmp["class"].str.endswith("(eager)")]
     groups = [("all kernels", kernels)] + [(cls, g) for cls, g in cmp.groupby("class")]
     for cls, group in groups:

@@ -50,6 +50,7 @@ def _headline(result: dict) -> None:
     cols[3].metric("Cost per Mtok", texts["Cost"] if fits else "does not fit",
                    help="USD per million generated tokens at the device's hourly price")
     cols[4].metric("Memory", texts["Memory"], help="per device: weights + KV cache + activations / capacity")
+    st.caption(texts["Band"])
     st.caption(f"prefill is {row['prefill_bound']}-bound, decode is {row['decode_bound']}-bound; "
                f"max batch that fits: {int(row['max_batch'])}")
 

@@ -191,7 +191,12 @@ def test_metric_texts_format_the_row():
     row = {"ttft_s": 0.5221, "tpot_s": 1.5, "throughput_tok_s": 2607.4, "usd_per_mtok": 0.4841,
            "total_bytes": 23.3e9, "capacity_bytes": 141e9}
     assert views.metric_texts(row) == {"TTFT": "522 ms", "TPOT": "1.5 s", "Throughput": "2,607 tok/s",
-                                       "Cost": "$0.484", "Memory": "23.3 / 141 GB"}
+                                       "Cost": "$0.484", "Memory": "23.3 / 141 GB",
+                                       "Band": "No prediction interval: this spec carries no validated error "
+                                               "bands (datasheet roofline)."}
+    banded = dict(row, ttft_p10_s=0.5, ttft_p90_s=0.6, tpot_p10_s=1.4, tpot_p90_s=1.7)
+    assert views.metric_texts(banded)["Band"] == ("p10-p90 from validated residuals: TTFT 500 ms - 600 ms, "
+                                                  "TPOT 1.4 s - 1.7 s")
 
 
 # -- compare --------------------------------------------------------------------------------------

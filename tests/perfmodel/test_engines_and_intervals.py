@@ -1,0 +1,165 @@
+"""Engine profiles as data, prediction intervals, and the defects issue 13 listed."""
+import dataclasses
+
+import numpy as np
+import pytest
+import yaml
+
+import hardware
+import perfmodel
+import workloads
+from hardware.spec import Calibration, Hardware, SpecError, to_yaml_dict
+from perfmodel import collectives, engines, intervals
+from perfmodel.ops import Precision, matmul_op, step_ops
+from perfmodel.roofline import matmul_dtype_rate, op_time
+
+BF16 = Precision(16, 16, 16)
+
+
+# -- profiles ------------------------------------------------------------------------------------
+
+def test_every_shipped_profile_loads_and_cites_its_sources():
+    names = engines.names()
+    assert {"hf-eager", "torch-compile", "vllm", "trtllm", "sglang"} <= set(names)
+    assert engines.DEFAULT_ENGINE == "vllm" and "compile" in "torch-compile"
+    for name in names:
+        e = engines.load(name)
+        assert e.name == name and e.sources, name
+        assert e.prefill_attention and e.decode_attention
+
+
+def test_a_profile_rejects_unknown_fields_and_bad_values():
+    with pytest.raises(engines.EngineError, match="unknown field 'norm_kernel'"):
+        engines.from_dict({"name": "x", "norm_kernel": 1})
+    with pytest.raises(engines.EngineError, match="allreduce"):
+        engines.from_dict({"name": "x", "allreduce": "mpi"})
+    with pytest.raises(engines.EngineError, match="step_host_s"):
+        engines.from_dict({"name": "x", "step_host_s": -1.0})
+    with pytest.raises(engines.EngineError, match="not a known profile"):
+        engines.load("tgi")
+
+
+def test_graphs_are_used_up_to_the_profiles_capture_size():
+    vllm = engines.load("vllm")
+    assert list(vllm.graphed(np.array([1, 512, 513]))) == [True, True, False]
+    assert not engines.load("hf-eager").graphed(1) and engines.load("torch-compile").graphed(1e6)
+
+
+def test_fusion_is_what_the_profiles_say():
+    m = workloads.load("llama-3-8b")
+    kernels = {e: sum(op.count * op.kernels for op in step_ops(m, 4, 1, 1024, BF16, engine=e))
+               for e in ("hf-eager", "torch-compile", "trtllm")}
+    assert kernels["hf-eager"] > 3 * kernels["torch-compile"] > 3 * kernels["trtllm"] / 1.5
+    names = {op.name for op in step_ops(m, 4, 1, 1024, BF16, engine="trtllm")}
+    assert "rope" not in names and "kv_write" not in names and "residual_add" not in names
+
+
+def test_host_time_is_paid_only_where_the_engine_pays_it():
+    m, hw = workloads.load("llama-3-8b"), hardware.load("h200-sxm-calibrated")
+    step = perfmodel.step_time
+    compiled = step(m, hw, 1, 1.0, 2048.0, BF16, engine="torch-compile")
+    eager = step(m, hw, 1, 1.0, 2048.0, BF16, engine="hf-eager")
+    assert float(compiled["host_s"]) == 0.0 and float(eager["host_s"]) > float(eager["time_s"]) * 0.5
+    # a vllm prefill of more tokens than its largest graph dispatches from the host, hidden by the device
+    big = step(m, hw, 1, 4096.0, 0.0, BF16, engine="vllm")
+    assert float(big["host_s"]) > 0 and float(big["time_s"]) >= float(big["host_s"])
+
+
+# -- prediction intervals -------------------------------------------------------------------------
+
+def test_band_of_a_step_without_step_evidence_sums_its_classes_comonotone():
+    bands = {"matmul": {"p10": 0.9, "p90": 1.2}, "vector": {"p10": 0.8, "p90": 1.5}}
+    lo, hi = intervals.band(10.0, {"matmul": 6.0, "vector": 3.0}, bands, "decode", "vllm")
+    assert lo == pytest.approx(6 * 0.9 + 3 * 0.8 + 1.0) and hi == pytest.approx(6 * 1.2 + 3 * 1.5 + 1.0)
+
+
+def test_band_uses_whole_validated_steps_of_the_same_engine_first():
+    bands = {"matmul": {"p10": 0.5, "p90": 2.0}, "model_step_decode torch-compile": {"p10": 0.9, "p90": 1.1}}
+    assert intervals.band(10.0, {"matmul": 10.0}, bands, "decode", "torch-compile") == (9.0, 11.0)
+    assert intervals.band(10.0, {"matmul": 10.0}, bands, "decode", "vllm") == (5.0, 20.0)
+
+
+def test_no_bands_no_interval():
+    lo, hi = intervals.band(np.ones(3), {}, {}, "decode", "vllm")
+    assert np.isnan(lo).all() and np.isnan(hi).all()
+
+
+def test_calibrated_predictions_carry_a_band_around_them_and_datasheet_ones_none():
+    m, sc = workloads.load("llama-3-8b"), workloads.Scenario(batch=[1, 16], prompt=1024, gen=64)
+    row = perfmodel.predict(m, hardware.load("h200-sxm-calibrated"), sc).to_frame()
+    assert (row["tpot_p10_s"] <= row["tpot_s"]).all() and (row["tpot_s"] <= row["tpot_p90_s"]).all()
+    assert (row["ttft_p10_s"] < row["ttft_p90_s"]).all()
+    bare = perfmodel.predict(m, hardware.load("h200-sxm"), sc).to_frame()
+    assert bare["tpot_p10_s"].isna().all()
+
+
+def test_error_bands_and_attention_kernels_round_trip_through_yaml():
+    hw = hardware.load("h200-sxm-calibrated")
+    again = Hardware.from_dict(yaml.safe_load(yaml.safe_dump(to_yaml_dict(hw))))
+    assert again.calibration.error_bands.keys() == hw.calibration.error_bands.keys()
+    for cls, q in hw.calibration.error_bands.items():
+        assert again.calibration.error_bands[cls]["p90"] == pytest.approx(q["p90"], rel=1e-5)
+    for family, params in hw.calibration.attention_kernels.items():
+        for key, value in params.items():
+            assert again.calibration.attention_kernels[family][key] == pytest.approx(value, rel=1e-9)
+
+
+def test_a_band_must_be_ordered():
+    with pytest.raises(SpecError, match="error_bands"):
+        Calibration(matmul_flops_per_s={"bf16": 1e15}, memory_bytes_per_s=1e12, kernel_overhead_s=1e-6,
+                    error_bands={"matmul": {"p10": 1.2, "p90": 0.9}})
+
+
+# -- defects the issue listed ----------------------------------------------------------------------
+
+def test_fp8_decode_is_not_slower_than_bf16_on_the_calibrated_h200():
+    m, hw = workloads.load("llama-3-8b"), hardware.load("h200-sxm-calibrated")
+    for batch in (1, 4, 16):
+        fp8 = perfmodel.predict(m, hw, workloads.Scenario(batch=batch, prompt=2048, gen=64, w_bits=8, a_bits=8))
+        bf16 = perfmodel.predict(m, hw, workloads.Scenario(batch=batch, prompt=2048, gen=64))
+        assert fp8["tpot_s"][0] < bf16["tpot_s"][0], batch
+
+
+def test_deepseek_v3_decode_is_monotone_in_batch():
+    m, hw = workloads.load("deepseek-v3"), hardware.load("h200-sxm-calibrated")
+    sc = workloads.Scenario(batch=np.arange(1, 257), prompt=2048, gen=256, tp=8, w_bits=8, a_bits=8)
+    tpot = perfmodel.predict(m, hw, sc)["tpot_s"]
+    assert np.all(np.diff(tpot) >= -1e-12 * tpot[:-1])
+
+
+def test_w4a4_runs_at_the_fp4_rate_where_the_device_has_one():
+    b200 = hardware.load("b200")
+    assert "fp4" in b200.flops_per_s
+    assert float(matmul_dtype_rate(b200, 4, 4)) == b200.flops_per_s["fp4"]
+    assert float(matmul_dtype_rate(b200, 8, 8)) == b200.flops_per_s["fp8"]
+    h200 = hardware.load("h200-sxm")  # no fp4 tensor cores: the fp8 rate
+    assert float(matmul_dtype_rate(h200, 4, 4)) == h200.peak_flops_per_s("fp8")
+
+
+def test_fp32_gemm_at_128_rows_splits_k_instead_of_idling_sms():
+    hw = hardware.load("h200-sxm-calibrated")
+    p = Precision(32, 32, 16)
+    small, big = (op_time(matmul_op("w", m, 4096.0, 4096.0, p, 1), hw, p) for m in (128.0, 4096.0))
+    per_flop_small = float(small.compute_s) / (2 * 128 * 4096 * 4096)
+    per_flop_big = float(big.compute_s) / (2 * 4096 * 4096 * 4096)
+    assert per_flop_small < 2.0 * per_flop_big  # the wave model without split-K made it ~4x
+
+
+def test_custom_allreduce_beats_nccl_on_small_messages_and_falls_back_above_its_limit():
+    hw = hardware.load("h200-sxm")
+    small = 64 * 1024
+    assert float(collectives.custom_allreduce_time_s(small, 8, hw)) < \
+        0.5 * float(collectives.allreduce_time_s(small, 8, hw))
+    big = 64 * 2 ** 20
+    assert float(collectives.custom_allreduce_time_s(big, 8, hw)) == float(collectives.allreduce_time_s(big, 8, hw))
+    assert float(collectives.custom_allreduce_time_s(small, 1, hw)) == 0.0
+
+
+def test_the_power_roof_caps_large_gemms_only():
+    hw = hardware.load("h200-sxm-calibrated")
+    cal = hw.calibration
+    assert cal.sustained_flops_per_s["bf16"] < cal.matmul_flops_per_s["bf16"]
+    uncapped = dataclasses.replace(hw, calibration=dataclasses.replace(cal, sustained_flops_per_s={}))
+    big, small = matmul_op("w", 8192.0, 8192.0, 8192.0, BF16, 1), matmul_op("w", 128.0, 4096.0, 4096.0, BF16, 1)
+    assert float(op_time(big, hw, BF16).compute_s) > float(op_time(big, uncapped, BF16).compute_s)
+    assert float(op_time(small, hw, BF16).compute_s) == float(op_time(small, uncapped, BF16).compute_s)

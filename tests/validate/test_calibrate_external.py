@@ -1,0 +1,50 @@
+"""The fit to aiconfigurator-style tables recovers a known calibration from synthetic measurements."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+import hardware
+from hardware.spec import Calibration
+from validate import calibrate_external as ce
+from validate.predict_cases import predict_many
+
+TRUTH = Calibration(
+    matmul_flops_per_s={"bf16": 700e12, "fp8": 1250e12}, sustained_flops_per_s={"bf16": 650e12, "fp8": 1100e12},
+    memory_bytes_per_s=3.0e12, memory_read_bytes_per_s=3.0e12, sm_bytes_per_s=90e9,
+    gemv_bytes_per_s={"bf16": 150e9, "fp8": 120e9}, kernel_overhead_s=2.5e-6, tile_m=64, tile_n=128,
+    split_k_min=1024, gemv_tile_n=128, custom_allreduce_latency_s=4e-6, custom_allreduce_bytes_per_s=300e9,
+    attention_kernels={"vllm-decode": {"flops_fraction": 0.5, "overhead_s": 8e-6, "read_bytes_per_s": 2.8e12,
+                                       "unit_s": 3e-6},
+                       "vllm-prefill": {"flops_fraction": 0.55, "overhead_s": 10e-6, "read_bytes_per_s": 2.0e12,
+                                        "unit_s": 1e-6}})
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    base = hardware.load("h100-sxm")
+    truth = dataclasses.replace(base, calibration=TRUTH)
+    cases = [c for c in ce.cases_for("h100_sxm")["vllm"] if c["kind"] in ("matmul", "attention", "allreduce")]
+    rng = np.random.default_rng(0)
+    cases = [cases[i] for i in sorted(rng.choice(len(cases), 300, replace=False))]
+    times = predict_many(ce.prepared(cases), truth)
+    return base, truth, [dict(c, measured_s=float(t)) for c, t in zip(cases, times)]
+
+
+def test_fit_recovers_the_truth_on_held_out_shapes(synthetic):
+    base, truth, cases = synthetic
+    fitted = ce.fit_tables({"vllm": cases}, base)
+    held_out = [c for c in ce.prepared(cases) if c["split"] == "evaluation"]
+    ratio = predict_many(held_out, fitted) / predict_many(held_out, truth)
+    assert np.median(np.abs(ratio - 1)) < 0.03
+    cal = fitted.calibration
+    assert cal.custom_allreduce_latency_s == pytest.approx(4e-6, rel=0.05)
+    assert cal.attention_kernels["vllm-decode"]["overhead_s"] == pytest.approx(8e-6, rel=0.15)
+
+
+def test_the_preset_cites_a_table_for_every_fitted_number(synthetic):
+    base, _, cases = synthetic
+    hw = ce.calibrated_preset({"vllm": cases}, base)
+    for path in ("calibration.matmul.bf16", "calibration.kernel_overhead", "calibration.custom_allreduce_latency",
+                 "calibration.attention_kernels.vllm-decode.overhead"):
+        assert "aiconfigurator" in hw.sources[path], path

@@ -274,6 +274,7 @@ def test_issue16_calibrated_spec_is_written_inside_out(tmp_path, monkeypatch, ca
         out / "measurements.csv", index=False)
     monkeypatch.setattr(validate.calibrate, "calibrate",
                         lambda records, base, source: dataclasses.replace(base, name=name))
+    monkeypatch.setattr(validate.calibrate, "with_error_bands", lambda records, hw: hw)
     assert main(["validate", "calibrate", "--out", str(out), "--hardware", "l4"]) == 0
     written = [p for p in tmp_path.rglob("*.yaml")]
     assert len(written) == 1 and written[0].parent == out, written

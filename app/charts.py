@@ -63,15 +63,21 @@ def memory_bar(frame: pd.DataFrame, capacity_bytes: float, title: str = "Memory 
     }
 
 
+OP_ROW_PX = 22  # pixels per op row: a 11 px label with room around it
+
+
 def op_times(frame: pd.DataFrame, title: str) -> dict:
     """Time per op of one step (all layers), colored by the bound each op hit."""
     data = frame[frame["time_s"] > 0].assign(time_ms=lambda f: f["time_s"] * 1e3,
                                                share_pct=lambda f: f["share"] * 100)
+    # a fixed height of one row per op: Streamlit sizes a chart with a height "step" to its default
+    # height, and Vega then drops every other op label where the rows overlap (issue 16)
     return {
-        "title": title, "height": {"step": 16},
+        "title": title, "height": OP_ROW_PX * max(len(data), 1),
         "data": {"values": records(data, ["op", "kind", "count", "bound", "time_ms", "share_pct"])},
         "mark": "bar",
-        "encoding": {"x": q("time_ms", "time per step (ms)"), "y": n("op", sort="-x", title=None),
+        "encoding": {"x": q("time_ms", "time per step (ms)"),
+                     "y": n("op", sort="-x", title=None, axis={"labelOverlap": False, "labelLimit": 0}),
                      "color": n("bound", scale=BOUNDS),
                      "tooltip": [n("op"), n("kind"), q("count"), n("bound"), q("time_ms", format=".4f"),
                                  q("share_pct", "share %", format=".1f")]},

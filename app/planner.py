@@ -5,6 +5,7 @@ Each page is a `render()` function in app/ui/; this file only sets up the window
 """
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 
@@ -20,9 +21,20 @@ from app.ui import bits, compare, kv, offload, plan, tts, validation  # noqa: E4
 
 st.set_page_config(page_title="perfmodel planner", page_icon=":bar_chart:", layout="wide")
 
+def _plan_alias() -> None:
+    plan.render()
+
+
+#: The default page is served at "/" (Streamlit ignores a default page's url_path), so /plan, the
+#: address the Plan page's own link names, gets a hidden page of its own (issue 16: it was "Page not
+#: found"). Streamlit releases without hidden pages skip the alias.
+ALIASES = [st.Page(_plan_alias, title="Plan", url_path="plan", visibility="hidden")] \
+    if "visibility" in inspect.signature(st.Page).parameters else []
+
 PAGES = {
     "Planner": [
-        st.Page(plan.render, title="Plan", url_path="plan", default=True),
+        st.Page(plan.render, title="Plan", default=True),
+        *ALIASES,
         st.Page(compare.render, title="Compare", url_path="compare"),
         st.Page(validation.render, title="Validation", url_path="validation"),
     ],

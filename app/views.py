@@ -7,7 +7,6 @@ and `resolve_model` take such keys instead of objects.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
@@ -138,13 +137,14 @@ def build_spec(data, origin: str = "spec") -> tuple[Hardware | None, dict[str, s
 
 
 def parse_spec_yaml(text: str, origin: str = "uploaded spec") -> tuple[Hardware | None, dict[str, str]]:
-    """Parse an uploaded spec file; YAML syntax errors come back as a field error, not an exception."""
+    """Parse an uploaded spec file; YAML syntax errors, deep nesting and alias bombs come back as a
+    field error, not an exception (the loader's limits: hardware.inputs)."""
+    from hardware import inputs
+
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        return None, {"yaml": f"{origin}: not valid YAML{where} ({getattr(err, 'problem', err)})"}
+        data = inputs.load_yaml_text(text, origin)
+    except inputs.InputError as err:
+        return None, {"yaml": str(err)}
     return build_spec(data, origin)
 
 
@@ -244,12 +244,27 @@ def resolve_model(key: tuple) -> ModelSpec:
     return model_from_config_text(key[1], key[2])
 
 
+def metric_delta(value: float, fmt: str, lower_is_better: bool = False) -> dict:
+    """Keyword arguments for st.metric's delta: a change that rounds to zero in `fmt` is shown grey
+    with no arrow ("same as ..."), not as a red or green rise (issue 16); NaN shows no delta."""
+    if not math.isfinite(value):
+        return {}
+    text = fmt.format(value)
+    shown = float(text.split()[0])
+    if shown == 0:  # "+0.00" or "-0.00": no change at the precision shown
+        return {"delta": "±" + text.split(maxsplit=1)[0].lstrip("+-") + " " + text.split(maxsplit=1)[1],
+                "delta_color": "off", "delta_arrow": "off"}
+    return {"delta": text, "delta_color": "inverse" if lower_is_better else "normal"}
+
+
 def model_from_config_text(text: str | bytes, name: str = "uploaded") -> ModelSpec:
     """An uploaded HF config.json; bad JSON or an unsupported architecture raises ModelError."""
+    from hardware import inputs
+
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelError(f"model config {name}: not valid JSON ({getattr(err, 'msg', err)})") from None
+        data = inputs.load_json_text(text, f"model config {name}")
+    except inputs.InputError as err:
+        raise ModelError(str(err)) from None
     return ModelSpec.from_hf_config(data, name=name)
 
 
@@ -480,14 +495,19 @@ def compare(pairs: list[tuple[ModelSpec, Hardware]], grid: dict,
     priced for `engine` (a perfmodel.engines profile name).
 
     grid: lists for batch, w_bits, kv_bits, tp and scalars prompt, gen, a_bits. Tensor-parallel
-    degrees above a device's devices_per_node are skipped (a note says so). Returns the rows and
-    the notes (skipped pairs with the reason).
+    degrees the pair cannot run (above the device's devices_per_node, or not dividing the model's
+    heads: perfmodel.checks) are skipped (a note says so). Returns the rows and the notes (skipped
+    pairs with the reason).
     """
+    from perfmodel.checks import tp_allowed
+
     frames, notes = [], []
     for model, hw in pairs:
-        tps = [t for t in grid["tp"] if t <= hw.devices_per_node]
+        tps = [t for t in grid["tp"] if tp_allowed(model, hw, t)]
         if len(tps) < len(grid["tp"]):
-            notes.append(f"{hw.name}: tp above {hw.devices_per_node} devices per node skipped")
+            skipped = ", ".join(str(t) for t in grid["tp"] if t not in tps)
+            notes.append(f"{model.name} on {hw.name}: tp {skipped} skipped (above {hw.devices_per_node} devices per "
+                         "node, or not dividing the heads)")
         if not tps:
             continue
         mesh = np.meshgrid(grid["batch"], grid["w_bits"], grid["kv_bits"], tps, indexing="ij")

@@ -17,14 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
-from hardware import units
+from hardware import inputs, units
 from hardware.units import UnitError
 
 #: Compute dtypes a spec may list; int4 and fp4 only where the hardware has a native path.
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
 KINDS = ("gpu", "cpu", "soc")
+#: What a preset's price_per_hour is: a cloud on-demand list price per device-hour ("cloud"), or the
+#: card's purchase price amortised over three years with no host, power or margin ("purchase-3y").
+#: Rankings compare prices of one basis only.
+PRICE_BASES = ("cloud", "purchase-3y")
+#: Whole-number fields of a spec and their allowed ranges.
+COUNT_RANGES = {"cpu_cores": (1, 10**6), "devices_per_node": (1, 1024), "compute_units": (1, 10**6),
+                "pcie_gen": (0, 16), "pcie_lanes": (0, 64)}
 #: Parameters of one attention kernel family in a calibration (Calibration.attention_kernels).
 ATTENTION_KERNEL_FIELDS = ("flops_fraction", "overhead_s", "read_bytes_per_s", "unit_s", "row_s")
 DEVICE_LINK_KINDS = ("nvlink2", "nvlink3", "nvlink4", "nvlink5", "infinity-fabric", "pcie", "none")
@@ -196,6 +202,7 @@ class Hardware:
     sparse_flops_per_s: Mapping[str, float] = field(default_factory=dict)
     calibration: Calibration | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
+    price_basis: str = "cloud"
 
     def __post_init__(self):
         # private copies, so a caller's dict changing later cannot change the frozen spec
@@ -220,21 +227,17 @@ class Hardware:
         _check_non_negative(self.device_link_latency_s, "device_link_latency_s")
         _check_non_negative(self.flash_latency_s, "flash_latency_s")
         _check_non_negative(self.host_link_latency_s, "host_link_latency_s")
+        _check_ranges(self)
 
     # -- named constructors -------------------------------------------------------------------
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Hardware":
         """Read a spec YAML file (schema: hardware/presets/*.yaml)."""
-        path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise SpecError(f"hardware spec: file {str(path)!r} does not exist") from None
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise SpecError(f"hardware spec {path.name}: not valid YAML{where} ({getattr(err, 'problem', err)})") from None
-        return cls.from_dict(data, origin=path.name)
+            data = inputs.load_yaml(path, "hardware spec")
+        except inputs.InputError as err:
+            raise SpecError(str(err)) from None
+        return cls.from_dict(data, origin=Path(path).name)
 
     @classmethod
     def from_dict(cls, data: Any, origin: str = "spec") -> "Hardware":
@@ -290,6 +293,38 @@ _DTYPE_FALLBACK = {
 }
 
 
+def _dimension_of(name: str) -> str | None:
+    for suffix, dimension in (("_bytes_per_s", "bytes_per_s"), ("flops_per_s", "flops_per_s"), ("_bytes", "bytes"),
+                              ("_usd", "usd_per_hour"), ("_w", "watts"), ("_s", "seconds")):
+        if name.endswith(suffix):
+            return dimension
+    return None
+
+
+def _check_ranges(hw: "Hardware") -> None:
+    """Every SI field inside units.RANGES (zero allowed where the field may be absent), counts whole and
+    in COUNT_RANGES, a known price basis: a spec built from Python gets the loader's limits."""
+    if not isinstance(hw.name, str) or not hw.name.strip() or len(hw.name) > 200:
+        raise SpecError(f"name: {hw.name!r} must be a non-empty string of at most 200 characters")
+    if hw.price_basis not in PRICE_BASES:
+        raise SpecError(f"price_basis: {hw.price_basis!r} is not one of {PRICE_BASES}")
+    rates = {f"compute.{d}": r for d, r in {**hw.flops_per_s, **hw.sparse_flops_per_s}.items()}
+    for f in dataclasses.fields(hw):
+        if f.type == "float":
+            rates[f.name] = getattr(hw, f.name)
+    for name, value in rates.items():
+        dimension = "flops_per_s" if name.startswith("compute.") else _dimension_of(name)
+        if dimension and value != 0:
+            try:
+                units.check_range(float(value), dimension, name)
+            except UnitError as err:
+                raise SpecError(str(err)) from None
+    for name, (low, high) in COUNT_RANGES.items():
+        value = getattr(hw, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise SpecError(f"{name}: {value!r} must be a whole number from {low} to {high}")
+
+
 def _check_positive(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise SpecError(f"{name}: {value!r} must be a finite number greater than zero")
@@ -326,18 +361,20 @@ class SpecReader:
             value = value[key]
         return value
 
-    def quantity(self, path: str, dimension: str | None, required: bool = True, default=None):
+    def quantity(self, path: str, dimension: str | None, required: bool = True, default=None,
+                 whole: bool | None = None):
+        """A tagged leaf: a quantity of `dimension` with its unit, or (dimension None) a plain number
+        > 0, whole for the count fields (_count_paths: cores, devices, lanes, tiles...)."""
         raw = self.node(path, required)
         if raw is None:
             return default
         text, tag = self._split(path, raw)
         if dimension is None:
+            whole = path in _count_paths() if whole is None else whole
             try:
-                value = float(text)
-            except ValueError:
-                raise SpecError(f"{self.origin}: {path}: {text!r} is not a number") from None
-            if not math.isfinite(value) or value <= 0:
-                raise SpecError(f"{self.origin}: {path}: {text!r} must be a finite number greater than zero")
+                value = inputs.parse_number(text, path, 0.0, 1e6, whole=whole, low_open=True)
+            except inputs.InputError as err:
+                raise SpecError(f"{self.origin}: {err}") from None
         else:
             try:
                 value = units.parse(text, dimension, path)
@@ -354,6 +391,11 @@ class SpecReader:
         if tag not in self.tags:
             raise SpecError(f"{self.origin}: {path}: source tag [{tag}] is not listed under sources")
         return match["quantity"].strip(), tag
+
+
+def _count_paths() -> set[str]:
+    """YAML paths of the whole-number fields (one source: _COUNT_FIELDS and the int _CAL_NUMBERS)."""
+    return {path for path, _ in _COUNT_FIELDS} | {f"calibration.{k}" for k, kind in _CAL_NUMBERS if kind is int}
 
 
 def _fields_from_yaml(r: SpecReader) -> dict:
@@ -389,6 +431,7 @@ def _fields_from_yaml(r: SpecReader) -> dict:
         compute_units=int(r.quantity("node.compute_units", None, required=False, default=1)),
         price_per_hour_usd=r.quantity("price_per_hour", "usd_per_hour"),
         power_w=r.quantity("power", "watts"),
+        price_basis=str(r.node("price_basis", required=False) or "cloud"),
     )
     fields["calibration"] = _calibration_from_yaml(r)
     fields["sources"] = dict(r.sources)
@@ -497,6 +540,8 @@ def to_yaml_dict(hw: Hardware) -> dict:
         return key
 
     out: dict = {"name": hw.name, "title": hw.title, "kind": hw.kind, "sources": tags}
+    if hw.price_basis != "cloud":
+        out["price_basis"] = hw.price_basis
 
     def put(path: str, text: str) -> None:
         node = out

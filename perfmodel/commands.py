@@ -8,8 +8,16 @@ import numpy as np
 
 import hardware
 import workloads
+from hardware.inputs import flag
 from hardware.units import format_seconds, format_si
 from perfmodel import engines
+from workloads.scenario import RANGES
+
+
+def scenario_flag(field: str, whole: bool = True):
+    """An argparse type for a Scenario field, in the Scenario's own range (one source: RANGES).
+    Bit widths on the command line are whole numbers (an average width is a Python API value)."""
+    return flag(*RANGES[field], whole=whole)
 
 
 def register(subparsers) -> None:
@@ -19,6 +27,8 @@ def register(subparsers) -> None:
     add_engine_arg(p)
     p.add_argument("--breakdown", action="store_true", help="also print the per-op table of both phases")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--allow-oversize", action="store_true",
+                   help="print the times even when the model does not fit in device memory (exit 0)")
     p.set_defaults(handler=run_predict)
 
     hw = subparsers.add_parser("hardware", help="hardware presets")
@@ -39,15 +49,17 @@ def add_model_hardware_args(p, model_default: str = "llama-3-8b", hardware_defau
 
 
 def add_scenario_args(p) -> None:
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--prompt", type=int, default=2048, help="prompt tokens per request")
-    p.add_argument("--gen", type=int, default=256, help="generated tokens per sample")
-    p.add_argument("--w-bits", type=float, default=16)
-    p.add_argument("--a-bits", type=float, default=16)
-    p.add_argument("--kv-bits", type=float, default=16)
-    p.add_argument("--tp", type=int, default=1, help="tensor-parallel degree")
-    p.add_argument("--samples", type=int, default=1, help="best-of-N samples per request")
-    p.add_argument("--sparse-budget", type=int, default=0, help="KV tokens read per step by sparse attention")
+    p.add_argument("--batch", type=scenario_flag("batch"), default=1)
+    p.add_argument("--prompt", type=scenario_flag("prompt"), default=2048, help="prompt tokens per request")
+    p.add_argument("--gen", type=scenario_flag("gen"), default=256, help="generated tokens per sample")
+    p.add_argument("--w-bits", type=scenario_flag("w_bits"), default=16, help="weight bits, a whole number 1..32")
+    p.add_argument("--a-bits", type=scenario_flag("a_bits"), default=16, help="activation bits, 1..32")
+    p.add_argument("--kv-bits", type=scenario_flag("kv_bits"), default=16, help="KV-cache bits, 1..32")
+    p.add_argument("--tp", type=scenario_flag("tp"), default=1,
+                   help="tensor-parallel degree: divides the heads, at most the node's devices")
+    p.add_argument("--samples", type=scenario_flag("samples"), default=1, help="best-of-N samples per request")
+    p.add_argument("--sparse-budget", type=scenario_flag("sparse_budget"), default=0,
+                   help="KV tokens read per step by sparse attention")
 
 
 def add_engine_arg(p, default: str | None = engines.DEFAULT_ENGINE, default_help: str | None = None) -> None:
@@ -87,6 +99,12 @@ def run_predict(args) -> int:
     engine = engine_from_args(args)
     model, hw = workloads.load(args.model), hardware.load(args.hardware)
     pred = perfmodel.predict(model, hw, scenario_from_args(args), engine=engine)
+    if not args.allow_oversize:
+        try:
+            pred.require_fit()
+        except perfmodel.DoesNotFitError as err:
+            raise perfmodel.DoesNotFitError(f"{err}; max batch that fits: {int(pred.row(0)['max_batch'])} "
+                                            "(--allow-oversize prints the times anyway)") from None
     row = pred.row(0)
     if args.json:
         print(json.dumps(_json_row(row, model, hw, engine), indent=2))

@@ -34,17 +34,23 @@ from perfmodel.ops import Precision
 from perfmodel.predict import step_time
 from workloads.model import ModelSpec
 
-#: Default prefill chunk (tokens) under chunked prefill: a common max_num_batched_tokens setting
-#: (vLLM's "Optimization and Tuning" docs; its default ranges from 2048 to 16384 by version and GPU).
-PREFILL_CHUNK_TOKENS = 8192
+#: Default prefill chunk (tokens) under chunked prefill (one source: perfmodel.memory).
+PREFILL_CHUNK_TOKENS = memory.PREFILL_CHUNK_TOKENS
 
 
 class LongContextError(ValueError):
     """An impossible long-context request; the message names the field and the value."""
 
 
+def _numbers(value, name: str) -> np.ndarray:
+    """`value` as a float array; text, booleans and non-numeric arrays are refused by name."""
+    if isinstance(value, (str, bytes, bool, np.bool_)) or np.asarray(value).dtype.kind not in "fiu":
+        raise LongContextError(f"{name}: {value!r:.60} is not a number")
+    return np.asarray(value, dtype=float)
+
+
 def _positive(value, name: str, integer: bool = False):
-    arr = np.asarray(value, dtype=float)
+    arr = _numbers(value, name)
     bad = ~np.isfinite(arr) | (arr <= 0)
     if integer:
         bad |= np.isfinite(arr) & (arr != np.round(arr))
@@ -60,9 +66,22 @@ def check_request(model: ModelSpec, hw: Hardware, context, tp=1) -> None:
     if np.any(context > model.max_context):
         raise LongContextError(f"context: {float(np.max(context)):g} tokens exceeds {model.name}'s maximum "
                                f"context of {model.max_context} tokens")
-    if np.any(tp > hw.devices_per_node):
-        raise LongContextError(f"tp: {float(np.max(tp)):g} exceeds the {hw.devices_per_node} devices per node "
-                               f"of {hw.name}")
+    from perfmodel.checks import ParallelismError, check_parallelism
+
+    try:
+        check_parallelism(model, hw, tp)
+    except ParallelismError as err:
+        raise LongContextError(str(err)) from None
+
+
+def check_bits(**bits) -> None:
+    """Bit widths inside the Scenario's range (1 to 32); LongContextError naming the field otherwise."""
+    for name, value in bits.items():
+        arr = _numbers(value, name)
+        bad = ~np.isfinite(arr) | (arr < 1) | (arr > 32)
+        if np.any(bad):
+            raise LongContextError(f"{name}: {float(arr[bad].flat[0]) if arr.ndim else float(arr)!r} must be a "
+                                   "number of bits from 1 to 32")
 
 
 def kv_bytes_per_user(model: ModelSpec, context, kv_bits=16, tp=1):
@@ -148,6 +167,7 @@ def analyze(model: ModelSpec, hw: Hardware, context, *, tp=1, batch=1, w_bits=16
     prefill_over_swap_in (> 1: swapping a paused user back in beats recomputing its prefill).
     """
     check_request(model, hw, context, tp)
+    check_bits(w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits)
     _positive(batch, "batch", integer=True)
     if not 0 < hbm_fraction <= 1:
         raise LongContextError(f"hbm_fraction: {hbm_fraction!r} must be in (0, 1]")

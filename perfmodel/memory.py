@@ -39,6 +39,24 @@ def kv_tokens(batch, prompt, gen, samples=1):
     return batch * (prompt + samples * gen)
 
 
+#: Prefill chunk (tokens) of a serving engine's chunked prefill: a common max_num_batched_tokens
+#: setting (vLLM's "Optimization and Tuning" docs; its default ranges from 2048 to 16384 by version
+#: and GPU). The live activation working set is one chunk's, shared by all running requests.
+PREFILL_CHUNK_TOKENS = 8192
+
+
+def serving_activation_bytes(model: ModelSpec, p: Precision, batch, prompt, samples=1, tp=1,
+                             chunk=PREFILL_CHUNK_TOKENS):
+    """Peak activations per device of a serving engine with chunked prefill: one chunk of
+    min(batch x prompt, chunk) tokens through a layer, plus fp32 logits for every running sequence
+    (batch x samples rows, sampled each decode step). Tensor-parallel shards (projection outputs,
+    vocab-parallel logits) are divided by tp; the residual stream is replicated on every device, as
+    in Megatron-style tensor parallelism without sequence parallelism."""
+    batch, prompt = np.asarray(batch, float), np.asarray(prompt, float)
+    tokens = np.where(batch * prompt > 0, np.minimum(batch * prompt, chunk), chunk)
+    return activation_bytes(model, p, tokens, batch * samples, tp)
+
+
 def activation_bytes(model: ModelSpec, p: Precision, tokens, logits_rows, tp=1):
     """Peak transient activations of one forward pass: the residual stream and its normed copy,
     the widest projection output, and fp32 logits (the approximation of llm-analysis /

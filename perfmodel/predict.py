@@ -15,6 +15,7 @@ import numpy as np
 
 from hardware.spec import Hardware
 from perfmodel import intervals, memory
+from perfmodel.checks import check_parallelism
 from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.engines import load as load_engine
 from perfmodel.ops import Op, Precision, context_ops, step_ops
@@ -181,15 +182,18 @@ def _bound(totals: dict):
 
 
 def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario) -> dict:
-    """Per-device bytes of weights, KV cache (end of generation) and peak activations; fit and max batch."""
+    """Per-device bytes of weights, KV cache (end of generation) and peak activations; fit and max batch.
+
+    Activations are a serving engine's (`memory.serving_activation_bytes`): one chunked-prefill chunk
+    plus every running sequence's logits; max batch assumes a full chunk."""
     p, tp = precision(sc), sc.tp
     weights = memory.weight_bytes(model, p, tp)
     kv_per_request = memory.kv_cache_bytes(model, p, memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples), tp)
-    act_per_request = memory.activation_bytes(model, p, sc.prompt, sc.samples, tp)
-    kv, act = sc.batch * kv_per_request, sc.batch * act_per_request
+    kv, act = sc.batch * kv_per_request, memory.serving_activation_bytes(model, p, sc.batch, sc.prompt, sc.samples, tp)
     total = weights + kv + act
-    free = hw.hbm_capacity_bytes - weights
-    max_batch = np.where(free > 0, np.floor(free / (kv_per_request + act_per_request)), 0.0)
+    free = hw.hbm_capacity_bytes - weights - memory.serving_activation_bytes(model, p, 0, 0, tp)
+    per_request = kv_per_request + memory.activation_bytes(model, p, 0, sc.samples, tp)
+    max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / per_request), 0.0)
     return {"weights_bytes": weights, "kv_bytes": kv, "activation_bytes": act, "total_bytes": total,
             "capacity_bytes": hw.hbm_capacity_bytes, "fits": total <= hw.hbm_capacity_bytes,
             "max_batch": max_batch}
@@ -286,9 +290,16 @@ class Prediction:
     def row(self, i: int = 0) -> dict:
         return {k: v[i].item() if hasattr(v[i], "item") else v[i] for k, v in self.columns.items()}
 
-    def breakdown(self, phase: str = "decode", i: int = 0):
-        """Per-op table (flops, bytes, times, bound, share) of scenario `i`'s prefill or mean decode step."""
-        return breakdown(self.model, self.hardware, _pick(self.scenario, i), phase, self.engine)
+    def breakdown(self, phase: str = "decode", i: int | None = None):
+        """Per-op table (flops, bytes, times, bound, share) of scenario `i`'s prefill or mean decode step;
+        `i` may be left out only when the prediction holds one scenario."""
+        n = self.scenario.size
+        if i is None and n > 1:
+            raise ValueError(f"i: this prediction holds {n} scenarios; pick one with breakdown(phase, i=0..{n - 1})")
+        i = 0 if i is None else i
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < n:
+            raise ValueError(f"i: {i!r} must be a whole number from 0 to {n - 1}")
+        return breakdown(self.model, self.hardware, _pick(self.scenario, int(i)), phase, self.engine)
 
     def require_fit(self) -> "Prediction":
         """Raise DoesNotFitError naming the first scenario that exceeds device memory."""
@@ -310,6 +321,7 @@ def predict(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str =
     engine: the serving stack's profile by name or as a profile (perfmodel.engines; default
     DEFAULT_ENGINE, a serving engine)."""
     check_context(model, sc)
+    check_parallelism(model, hw, sc.tp)
     engine = load_engine(engine)
     return Prediction(model, hw, sc, evaluate(model, hw, sc, engine), engine)
 
@@ -353,5 +365,6 @@ def breakdown(model: ModelSpec, hw: Hardware, sc: Scenario, phase: str = "decode
         })
     frame = pd.DataFrame(rows)
     frame["share"] = frame["time_s"] / frame["time_s"].sum()
-    frame["intensity_flop_per_byte"] = frame["flops"] / frame["bytes"].where(frame["bytes"] > 0)
+    # FLOP per byte; an op that moves no bytes (an all-reduce at tp 1) has none: 0, not NaN
+    frame["intensity_flop_per_byte"] = np.where(frame["bytes"] > 0, frame["flops"] / frame["bytes"].where(frame["bytes"] > 0, 1.0), 0.0)
     return frame

@@ -36,6 +36,7 @@ import hardware
 import workloads
 from hardware import units
 from hardware.spec import DTYPES, Hardware
+from perfmodel.checks import tp_allowed
 from perfmodel import engines
 from perfmodel.engines import Engine
 from perfmodel.predict import evaluate
@@ -49,11 +50,18 @@ INTEGER_FIELDS = frozenset({"batch", "prompt", "gen", "tp", "samples", "sparse_b
 DEVICE_FIELDS = tuple(f.name for f in dataclasses.fields(Hardware) if f.type in ("float", "int")) + tuple(
     f"flops_per_s.{d}" for d in DTYPES)
 #: Columns added to every row beside `evaluate`'s.
-DERIVED_COLUMNS = ("devices", "usd_per_hour", "throughput_per_device_tok_s", "tok_per_usd", "context_ok",
+DERIVED_COLUMNS = ("devices", "usd_per_hour", "throughput_per_device_tok_s", "tok_per_usd", "context_ok", "tp_ok",
                    "feasible")
 KEEP_MODES = ("all", "feasible", "front", "none")
 DEFAULT_CHUNK_ROWS = 1 << 17  # ~1e5 rows: where evaluate's per-row cost bottoms out (measured), ~60 MB
 SPEC_KEYS = ("axes", "mode", "n", "seed", "constraints", "pareto", "engine")
+#: Most rows of one sweep (about 15 minutes at 1e6 rows/s on one machine): a larger one is refused
+#: with its size rather than left running for days. Rows are streamed in chunks, so memory is bounded
+#: by the chunk size unless rows are collected (`collect=True`), which MAX_COLLECT_ROWS bounds.
+MAX_ROWS = 10**9
+MAX_COLLECT_ROWS = 4_000_000
+#: Most values of one axis (a list, or a range's num / step count).
+MAX_AXIS_VALUES = 10**6
 
 
 class SweepError(ValueError):
@@ -157,6 +165,10 @@ def _as_list(name: str, raw) -> list:
     values = list(raw) if isinstance(raw, (list, tuple, np.ndarray)) else [raw]
     if not values:
         raise SweepError(f"sweep axis {name!r}: empty list of values")
+    if len(values) > MAX_AXIS_VALUES:
+        raise SweepError(f"sweep axis {name!r}: {len(values):,} values; at most {MAX_AXIS_VALUES:,} per axis")
+    if any(isinstance(v, (list, tuple, dict)) for v in values):
+        raise SweepError(f"sweep axis {name!r}: a list of lists; give one flat list of values")
     return values
 
 
@@ -199,12 +211,20 @@ def _range(name: str, raw: Mapping, integer: bool) -> Range:
         raise SweepError(f"sweep axis {name!r}: a log range needs start > 0 and num, got start {start:g}")
     if integer and math.ceil(start) > math.floor(stop):
         raise SweepError(f"sweep axis {name!r}: empty range, no whole number between {start:g} and {stop:g}")
+    count = num if num is not None else ((stop - start) / step + 1 if step is not None else 0)
+    if count > MAX_AXIS_VALUES:
+        raise SweepError(f"sweep axis {name!r}: the range has {count:,.0f} values; at most {MAX_AXIS_VALUES:,} "
+                         "per axis")
     return Range(float(start), float(stop), num, None if step is None else float(step), log)
 
 
 def _scenario_value(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise SweepError(f"sweep axis {name!r}: {value!r} is not a number")
+        raise SweepError(f"sweep axis {name!r}: {str(value)[:40]!r} is not a number")
+    if isinstance(value, int) and abs(value) > 10**300:
+        raise SweepError(f"sweep axis {name!r}: a {len(str(value))}-digit number is out of range")
+    if not math.isfinite(float(value)):
+        raise SweepError(f"sweep axis {name!r}: {value!r} is not a finite number")
     return float(value)
 
 
@@ -365,15 +385,12 @@ class SweepSpec:
 
     @classmethod
     def from_yaml(cls, path) -> "SweepSpec":
-        import yaml
+        from hardware import inputs
 
         try:
-            with open(path) as fh:
-                data = yaml.safe_load(fh)
-        except FileNotFoundError:
-            raise SweepError(f"sweep spec: file {str(path)!r} does not exist") from None
-        except yaml.YAMLError as err:
-            raise SweepError(f"sweep spec {path}: not valid YAML ({err})") from None
+            data = inputs.load_yaml(path, "sweep spec")
+        except inputs.InputError as err:
+            raise SweepError(str(err)) from None
         return cls.from_dict(data or {})
 
     @property
@@ -397,6 +414,10 @@ class SweepSpec:
     def describe(self) -> str:
         parts = [f"{a.name}: {len(a) if a.discrete else 'continuous'}" for a in self.axes]
         engine = "" if self.engine_axis else f", engine {self.engine.name}"
+        combos = _finite_combinations(self)[2]
+        if self.mode == "random" and combos and not _open_axes(self):
+            return (f"random {self.size:,} of {combos:,} combinations, without replacement ({', '.join(parts)})"
+                    f"{engine}")
         return f"{self.mode} of {self.size:,} rows ({', '.join(parts)}){engine}"
 
 
@@ -415,14 +436,26 @@ def build(axes: Mapping, mode: str = "grid", n: int = 0, seed: int = 0, constrai
     for required in ("model", "hardware"):
         if required not in axes:
             raise SweepError(f"sweep axes: {required!r} is required (a catalog name or a list of them)")
+    if mode == "random" and n > MAX_ROWS:
+        raise SweepError(f"sweep n: {n:,} rows exceed the limit of {MAX_ROWS:,} rows per sweep")
+    if not isinstance(axes, Mapping) or not all(isinstance(k, str) for k in axes):
+        raise SweepError("sweep axes: must map field names (text) to values")
     if engine is not None and "engine" in axes:
         raise SweepError("sweep engine: give one engine or an 'engine' axis, not both")
     fixed = _engine(engines.DEFAULT_ENGINE if engine is None else engine, "sweep engine")
     built = [make_axis(name, raw, mode) for name, raw in axes.items()]
     order = {"model": 0, "hardware": 1, "device": 2, "engine": 3, "scenario": 4}
     built.sort(key=lambda a: order[a.kind])  # stable: user order within kinds
-    return SweepSpec(tuple(built), mode, int(n) if mode == "random" else 0, int(seed),
+    spec = SweepSpec(tuple(built), mode, int(n) if mode == "random" else 0, int(seed),
                      parse_constraints(constraints), parse_objectives(pareto), fixed)
+    if spec.size > MAX_ROWS:
+        raise SweepError(f"sweep: {spec.size:,} rows exceed the limit of {MAX_ROWS:,} rows per sweep (about 15 "
+                         "minutes at 1e6 rows/s); narrow an axis or sample with --random N")
+    combos = _finite_combinations(spec)[2]
+    if mode == "random" and not _open_axes(spec) and n > combos:
+        raise SweepError(f"sweep n: {n:,} exceeds the {combos:,} distinct combinations of these axes (rows are "
+                         f"drawn without replacement); ask for at most {combos:,} or run the grid")
+    return spec
 
 
 def grid(constraints=None, pareto=None, **axes) -> SweepSpec:
@@ -463,12 +496,70 @@ def decode(spec: SweepSpec, index: np.ndarray) -> dict[str, np.ndarray]:
         digits = np.unravel_index(index, [len(a) for a in spec.axes]) if spec.axes else ()
         return {a.name: d for a, d in zip(spec.axes, digits)}
     out = {}
+    finite, cards, combos = _finite_combinations(spec)
     with np.errstate(over="ignore"):
+        if finite:
+            # without replacement: row i takes combination perm(i mod combos) of the finite axes, a
+            # fresh permutation for each pass over them (a pure function of the row, like the draws)
+            cycle, position = np.divmod(index.astype(np.int64), combos)
+            digits = np.unravel_index(permute(spec.seed, cycle, position, combos), cards)
+            for a, d in zip(finite, digits):
+                out[a.name] = d if a.discrete else math.ceil(a.range.start) + d.astype(float)
         for i, a in enumerate(spec.axes):
+            if a.name in out:
+                continue
             u = uniform(spec.seed, i, index)
             out[a.name] = np.minimum((u * len(a)).astype(np.int64), len(a) - 1) if a.discrete else \
                 a.range.at(u, a.integer)
     return out
+
+
+#: Above this many combinations a random sweep draws each axis independently: repeats are then
+#: vanishingly rare, and the permutation's index arithmetic stays inside int64.
+_PERMUTE_MAX = 1 << 62
+
+
+def _finite_axes(spec: SweepSpec) -> list:
+    """Axes with finitely many values: lists, and whole-number ranges sampled uniformly."""
+    return [a for a in spec.axes if a.discrete or (a.integer and not a.range.log)]
+
+
+def _open_axes(spec: SweepSpec) -> list:
+    finite = {a.name for a in _finite_axes(spec)}
+    return [a for a in spec.axes if a.name not in finite]
+
+
+def _finite_combinations(spec: SweepSpec) -> tuple[list, list, int]:
+    """(finite axes, their sizes, number of combinations); ([], [], 0) when there are too many to permute."""
+    finite = _finite_axes(spec)
+    cards = [len(a) if a.discrete else math.floor(a.range.stop) - math.ceil(a.range.start) + 1 for a in finite]
+    combos = math.prod(cards)
+    if spec.mode != "random" or not finite or combos > _PERMUTE_MAX:
+        return [], [], 0
+    return finite, cards, combos
+
+
+def permute(seed: int, cycle: np.ndarray, position: np.ndarray, size: int) -> np.ndarray:
+    """A pseudorandom permutation of 0..size-1 (one per `cycle`), applied to `position`: a 4-round
+    Feistel network on the smallest even number of bits covering size, cycle-walked back into range
+    (Black & Rogaway 2002, "Ciphers with arbitrary finite domains")."""
+    half = max(1, (max(size - 1, 1).bit_length() + 1) // 2)
+    mask = np.uint64((1 << half) - 1)
+    keys = [_mix64(np.uint64((seed * 0x9E3779B97F4A7C15 + (r + 1) * 0xD1B54A32D192ED03) & _MASK64)
+                   + cycle.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)) for r in range(4)]
+
+    def encrypt(x: np.ndarray, k: list) -> np.ndarray:
+        left, right = x >> np.uint64(half), x & mask
+        for key in k:
+            left, right = right, left ^ (_mix64(right ^ key) & mask)
+        return (left << np.uint64(half)) | right
+
+    y = encrypt(position.astype(np.uint64), keys)
+    todo = np.flatnonzero(y >= np.uint64(size))
+    while todo.size:
+        y[todo] = encrypt(y[todo], [k[todo] if np.ndim(k) else k for k in keys])
+        todo = todo[y[todo] >= np.uint64(size)]
+    return y.astype(np.int64)
 
 
 def _device(spec: SweepSpec, codes: dict[str, int]) -> Hardware:
@@ -488,7 +579,8 @@ def _device(spec: SweepSpec, codes: dict[str, int]) -> Hardware:
 
 def evaluate_rows(spec: SweepSpec, start: int, stop: int):
     """Rows start..stop-1 of the sweep as a DataFrame: inputs, every `evaluate` column, derived ones,
-    and `feasible` (every constraint holds and prompt + gen fits the model's context)."""
+    and `feasible` (every constraint holds, prompt + gen fits the model's context and tp is one the model
+    and node allow: `perfmodel.checks`)."""
     return to_frame(spec, evaluate_columns(spec, start, stop))
 
 
@@ -546,7 +638,8 @@ def _fill(cols: dict, rows, n: int, spec: SweepSpec, codes: dict, inputs: dict) 
     usd_per_hour = hw.price_per_hour_usd * tp
     result.update(devices=tp, usd_per_hour=usd_per_hour, throughput_per_device_tok_s=throughput / tp,
                   tok_per_usd=throughput * 3600.0 / usd_per_hour,
-                  context_ok=result["prompt"] + result["gen"] <= model.max_context)
+                  context_ok=result["prompt"] + result["gen"] <= model.max_context,
+                  tp_ok=tp_allowed(model, hw, tp))
     for k, v in result.items():
         v = _bound_codes(v) if k.endswith("_bound") else v
         if k not in cols:
@@ -586,7 +679,7 @@ def _bound_column(codes: np.ndarray):
 
 
 def _feasible(cols: dict[str, np.ndarray], constraints: tuple[Constraint, ...]) -> np.ndarray:
-    ok = cols["context_ok"].copy()
+    ok = cols["context_ok"] & cols["tp_ok"]
     for c in constraints:
         ok &= c.mask(cols)
     return ok
@@ -734,10 +827,28 @@ class ChunkResult:
     front: Any  # DataFrame or None
 
 
-def chunks(spec: SweepSpec, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> list[tuple[int, int]]:
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
-        raise SweepError(f"chunk_rows: {chunk_rows!r} must be a whole number >= 1")
-    return [(lo, min(lo + chunk_rows, spec.size)) for lo in range(0, spec.size, chunk_rows)]
+class Chunks:
+    """The (start, stop) row ranges of a sweep, computed on demand (a sequence: len, index, iterate)."""
+
+    def __init__(self, size: int, rows: int):
+        self.size, self.rows = size, rows
+
+    def __len__(self) -> int:
+        return -(-self.size // self.rows)
+
+    def __getitem__(self, i: int) -> tuple[int, int]:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return i * self.rows, min((i + 1) * self.rows, self.size)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+def chunks(spec: SweepSpec, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Chunks:
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or not 1 <= chunk_rows <= 10**7:
+        raise SweepError(f"chunk_rows: {chunk_rows!r} must be a whole number from 1 to 10,000,000")
+    return Chunks(spec.size, int(chunk_rows))
 
 
 def run_chunk(spec: SweepSpec, start: int, stop: int, keep: str = "all") -> ChunkResult:
@@ -818,6 +929,13 @@ class Collector:
                 self.frames.append(chunk.kept)
 
     def _write(self, frame) -> None:
+        try:
+            self._write_chunk(frame)
+        except OSError as err:
+            where = self.path if self.path is not None else self.csv_path
+            raise SweepError(f"output: writing {str(where)!r} failed ({err.strerror or err})") from None
+
+    def _write_chunk(self, frame) -> None:
         if self.path is not None:
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -836,16 +954,32 @@ class Collector:
 
         front = None
         if self.spec.objectives:
-            front = pareto_front(pd.concat(self.fronts, ignore_index=True), self.spec.objectives) \
+            front = pareto_front(_distinct(pd.concat(self.fronts, ignore_index=True), self.spec), self.spec.objectives) \
                 if self.fronts else self.empty_front
             if self.keep == "front" and front is not None:
                 self._write(front)
         if self._parquet is not None:
-            self._parquet.close()
+            try:
+                self._parquet.close()
+            except OSError as err:
+                raise SweepError(f"output: writing {str(self.path)!r} failed ({err.strerror or err})") from None
         frame = pd.concat(self.frames, ignore_index=True) if self.frames else None
         if self.keep == "front" and self.collect:
             frame = front
         return SweepResult(self.spec, frame, front, self.rows, self.feasible, time.perf_counter() - self.t0)
+
+
+def check_collect(spec: SweepSpec, keep: str, collect: bool) -> None:
+    """Refuse, before any work, to hold more than MAX_COLLECT_ROWS rows in memory."""
+    if collect and keep in ("all", "feasible") and spec.size > MAX_COLLECT_ROWS:
+        raise SweepError(f"sweep: keeping {spec.size:,} rows in memory exceeds the limit of {MAX_COLLECT_ROWS:,} "
+                         "(about 2 GB); stream them to a file (-o PATH, collect=False) or keep='front'")
+
+
+def _distinct(frame, spec: SweepSpec):
+    """One row per configuration (a random sweep's open axes can repeat a whole-number value)."""
+    keys = [a.name for a in spec.axes if a.name in frame.columns]
+    return frame.drop_duplicates(keys, keep="first") if spec.mode == "random" and keys else frame
 
 
 def prepare(spec: SweepSpec) -> None:
@@ -864,6 +998,7 @@ def run(spec: SweepSpec, chunk_rows: int = DEFAULT_CHUNK_ROWS, keep: str = "all"
     nothing in memory but the front.
     """
     prepare(spec)
+    check_collect(spec, keep, collect)
     collector = Collector(spec, keep, path, csv_path, collect)
     parts = chunks(spec, chunk_rows)
     with progress_bar(spec.size, progress) as bar:
@@ -925,8 +1060,13 @@ def plot_front(front, objectives, frame=None, path=None, ax=None, max_points: in
     _log_if_wide(ax, front, frame, x, y)
     ax.legend(loc="best", fontsize=8)
     if path is not None:
+        from hardware import inputs
+
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        try:
+            inputs.save_figure(fig, path, "plot", dpi=120)
+        except inputs.InputError as err:
+            raise SweepError(str(err)) from None
     return ax
 
 

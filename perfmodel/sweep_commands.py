@@ -19,8 +19,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from hardware.inputs import InputError, check_output_path, flag, number_list
 from hardware.units import format_seconds
 from perfmodel.commands import add_engine_arg, engine_from_args
+from workloads.scenario import RANGES
 
 #: The sweep `perfmodel sweep` runs without a spec: catalog models on common devices, 8,640 rows.
 DEFAULT_SPEC = {
@@ -40,6 +42,9 @@ DEFAULT_SPEC = {
 FRONT_COLUMNS = ["model", "hardware", "engine", "tp", "batch", "prompt", "gen", "w_bits", "kv_bits", "ttft_s", "tpot_s",
                  "throughput_tok_s", "throughput_per_device_tok_s", "tok_per_usd", "usd_per_mtok"]
 PLOT_ROWS_MAX = 2_000_000  # above this the plot shows the front alone (rows are not kept in memory)
+MAX_BATCH = 100_000  # recommend / best-batch try every batch up to --max-batch
+#: Latency limits: a positive number of seconds, at most a day.
+SECONDS = flag(0, 86400, low_open=True)
 
 
 def register(subparsers) -> None:
@@ -50,13 +55,15 @@ def register(subparsers) -> None:
                    help="add or replace an axis: a comma list or start:stop[:num[:log]]")
     add_engine_arg(p, default=None, default_help="default: the spec's engine, else vllm, a serving engine; "
                    "--grid engine=a,b sweeps several")
-    p.add_argument("--random", type=int, metavar="N", help="sample N rows instead of the full grid")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--random", type=flag(1, 10**9, whole=True), metavar="N",
+                   help="sample N distinct rows instead of the full grid (at most 1e9)")
+    p.add_argument("--seed", type=flag(0, 2**63 - 1, whole=True), help="random seed (default 0)")
     p.add_argument("--constraint", action="append", default=[], metavar="EXPR",
                    help="a filter such as 'ttft_s<=0.5' or 'fits' (repeatable)")
-    p.add_argument("--max-ttft", type=float, metavar="S", help="keep TTFT <= S seconds")
-    p.add_argument("--max-tpot", type=float, metavar="S", help="keep TPOT <= S seconds")
-    p.add_argument("--max-usd-per-hour", type=float, metavar="USD", help="budget: device cost per hour")
+    p.add_argument("--max-ttft", type=SECONDS, metavar="S", help="keep TTFT <= S seconds")
+    p.add_argument("--max-tpot", type=SECONDS, metavar="S", help="keep TPOT <= S seconds")
+    p.add_argument("--max-usd-per-hour", type=flag(0, 1e9, low_open=True), metavar="USD",
+                   help="budget: device cost per hour")
     p.add_argument("--fits", action="store_true", help="keep configurations that fit in device memory")
     p.add_argument("--pareto", metavar="COL:max|min,...", help="Pareto objectives, e.g. "
                    "throughput_per_device_tok_s:max,tpot_s:min")
@@ -67,17 +74,19 @@ def register(subparsers) -> None:
     p.add_argument("--plot", metavar="PNG", help="plot the front over the first two objectives")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask cluster, e.g. tcp://host:8786")
     p.add_argument("--dask", action="store_true", help="run on a Dask LocalCluster of this machine's cores")
-    p.add_argument("--workers", type=int, help="LocalCluster worker processes (default: all cores)")
-    p.add_argument("--chunk-rows", type=int, help="rows per chunk (default 131072)")
-    p.add_argument("--top", type=int, default=20, help="front rows to print")
+    p.add_argument("--workers", type=flag(1, 4096, whole=True), help="LocalCluster worker processes (default: all cores)")
+    p.add_argument("--chunk-rows", type=flag(1, 10**7, whole=True), help="rows per chunk (default 131072)")
+    p.add_argument("--top", type=flag(1, 10**6, whole=True), default=20, help="front rows to print")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_sweep)
 
     r = subparsers.add_parser("recommend", help="cheapest device set for a target rate within latency limits")
     _add_plan_args(r, tp_default="1,2,4,8", w_default="4,8,16", kv_default="8,16")
-    r.add_argument("--rate", type=float, metavar="TOK/S", help="target generated tokens per second")
-    r.add_argument("--rps", type=float, metavar="REQ/S", help="target requests per second (instead of --rate)")
-    r.add_argument("--top", type=int, default=10, help="options to print (one per device type)")
+    r.add_argument("--rate", type=flag(0, 1e12, low_open=True), metavar="TOK/S",
+                   help="target generated tokens per second")
+    r.add_argument("--rps", type=flag(0, 1e9, low_open=True), metavar="REQ/S",
+                   help="target requests per second (instead of --rate)")
+    r.add_argument("--top", type=flag(1, 10_000, whole=True), default=10, help="options to print (one per device type)")
     r.set_defaults(handler=run_recommend)
 
     b = subparsers.add_parser("best-batch", help="per device, the batch size with the best throughput "
@@ -89,18 +98,23 @@ def register(subparsers) -> None:
 
 def _add_plan_args(p, tp_default: str, w_default: str, kv_default: str) -> None:
     p.add_argument("--model", default="llama-3-8b", help="catalog name or path to an HF config.json")
-    p.add_argument("--hardware", help="comma list of presets or spec paths (default: every preset)")
-    p.add_argument("--prompt", type=int, default=2048, help="prompt tokens per request")
-    p.add_argument("--gen", type=int, default=256, help="generated tokens per sample")
-    p.add_argument("--samples", type=int, default=1, help="best-of-N samples per request")
+    p.add_argument("--hardware", help="comma list of presets or spec paths (default: every datasheet preset "
+                   "priced on --price-basis)")
+    p.add_argument("--price-basis", choices=("cloud", "purchase-3y"), default="cloud",
+                   help="rank devices whose price is a cloud on-demand rate (default) or an amortised purchase")
+    p.add_argument("--prompt", type=flag(*RANGES["prompt"], whole=True), default=2048, help="prompt tokens per request")
+    p.add_argument("--gen", type=flag(*RANGES["gen"], whole=True), default=256, help="generated tokens per sample")
+    p.add_argument("--samples", type=flag(*RANGES["samples"], whole=True), default=1,
+                   help="best-of-N samples per request")
     add_engine_arg(p)
-    p.add_argument("--max-ttft", type=float, metavar="S", help="TTFT limit, seconds")
-    p.add_argument("--max-tpot", type=float, metavar="S", help="TPOT limit, seconds")
+    p.add_argument("--max-ttft", type=SECONDS, metavar="S", help="TTFT limit, seconds")
+    p.add_argument("--max-tpot", type=SECONDS, metavar="S", help="TPOT limit, seconds")
     p.add_argument("--tp", default=tp_default, help="tensor-parallel degrees to try (comma list)")
     p.add_argument("--w-bits", default=w_default, help="weight bit-widths to try (comma list)")
     p.add_argument("--kv-bits", default=kv_default, help="KV-cache bit-widths to try (comma list)")
-    p.add_argument("--a-bits", type=float, default=16)
-    p.add_argument("--max-batch", type=int, default=1024, help="try every batch 1..N")
+    p.add_argument("--a-bits", type=flag(*RANGES["a_bits"], whole=True), default=16)
+    p.add_argument("--max-batch", type=flag(1, MAX_BATCH, whole=True), default=1024,
+                   help=f"try every batch 1..N (N at most {MAX_BATCH:,})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -138,18 +152,30 @@ def _parse_range(name: str, text: str) -> dict:
 def _number(name: str, text: str) -> float:
     from perfmodel.sweep import SweepError
 
+    from hardware.inputs import parse_number
+
     try:
-        return float(text)
-    except ValueError:
-        raise SweepError(f"--grid {name}: {text!r} is not a number") from None
+        return parse_number(text, f"--grid {name}")
+    except InputError as err:
+        raise SweepError(str(err)) from None
 
 
 def _scalar(text: str):
-    """Numbers as numbers; anything else (catalog names, '4.8 TB/s') stays text for the spec to read."""
+    """Numbers as numbers; anything else (catalog names, '4.8 TB/s') stays text for the spec to read.
+    Text Python would read as a number but that is not a plain ASCII decimal ('٣', 'nan', '1_000')
+    is refused."""
+    from hardware.inputs import parse_number
+
     try:
         value = float(text)
     except ValueError:
         return text
+    try:
+        value = parse_number(text, "--grid value")
+    except InputError as err:
+        from perfmodel.sweep import SweepError
+
+        raise SweepError(str(err)) from None
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
 
 
@@ -157,8 +183,9 @@ def spec_from_args(args):
     """The spec file (or the built-in default), with --grid / --random / constraint flags applied."""
     from perfmodel import sweep
 
-    data = _load_yaml(args.spec) if args.spec else ({"axes": {}} if args.grid else _default_spec())
-    data = dict(data)
+    # --grid adds or replaces axes of the spec file, or of the built-in default sweep (whose other axes,
+    # constraints and objectives stay)
+    data = dict(_load_yaml(args.spec) if args.spec is not None else _default_spec())
     data["axes"] = {**(data.get("axes") or {}), **dict(parse_grid_arg(g) for g in args.grid)}
     if args.engine is not None:
         if "engine" in data["axes"]:
@@ -169,27 +196,24 @@ def spec_from_args(args):
     if args.seed is not None:
         data["seed"] = args.seed
     extra = list(args.constraint) + (["fits"] if args.fits else [])
-    for flag, column in ((args.max_ttft, "ttft_s"), (args.max_tpot, "tpot_s"), (args.max_usd_per_hour, "usd_per_hour")):
-        if flag is not None:
-            extra.append(f"{column} <= {flag!r}")
+    for limit, column in ((args.max_ttft, "ttft_s"), (args.max_tpot, "tpot_s"), (args.max_usd_per_hour, "usd_per_hour")):
+        if limit is not None:
+            extra.append(f"{column} <= {limit!r}")
     constraints = sweep.parse_constraints(data.get("constraints")) + sweep.parse_constraints(extra)
     data["constraints"] = list(constraints)
-    if args.pareto:
+    if args.pareto is not None:
         data["pareto"] = args.pareto
     return sweep.SweepSpec.from_dict(data)
 
 
 def _load_yaml(path: str) -> dict:
-    import yaml
-
+    from hardware import inputs
     from perfmodel.sweep import SweepError
 
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise SweepError(f"sweep spec: file {path!r} does not exist") from None
-    except yaml.YAMLError as err:
-        raise SweepError(f"sweep spec {path}: not valid YAML ({err})") from None
+        data = inputs.load_yaml(path, "sweep spec")
+    except InputError as err:
+        raise SweepError(str(err)) from None
     if not isinstance(data, dict):
         raise SweepError(f"sweep spec {path}: expected a mapping with an 'axes' key")
     return data
@@ -215,10 +239,12 @@ def _outputs(args) -> tuple[Path | None, Path | None]:
         if args.csv:
             raise SweepError("--csv: needs -o PATH (the CSV is written next to it)")
         return None, None
-    out = Path(args.output)
+    out = check_output_path(args.output, "-o")
     if out.suffix.lower() == ".csv":
         return None, out
-    return out, (out.with_suffix(".csv") if args.csv else None)
+    import pyarrow.parquet  # noqa: F401, before the sweep runs: a missing extra is reported at once
+
+    return out, (check_output_path(out.with_suffix(".csv"), "--csv") if args.csv else None)
 
 
 def run_sweep(args) -> int:
@@ -226,6 +252,10 @@ def run_sweep(args) -> int:
 
     spec = spec_from_args(args)
     parquet, csv = _outputs(args)
+    if args.plot is not None:
+        check_output_path(args.plot, "--plot")
+        if len(spec.objectives) < 2:
+            raise sweep.SweepError("--plot: needs at least two --pareto objectives")
     if args.keep == "front" and not spec.objectives:
         raise sweep.SweepError("--keep front: needs --pareto objectives")
     collect = bool(args.plot) and spec.size <= PLOT_ROWS_MAX
@@ -247,7 +277,7 @@ def run_sweep(args) -> int:
     for path in (parquet, csv):
         if path is not None:
             print(f"wrote {path} ({args.keep} rows)")
-    if args.plot:
+    if args.plot is not None:
         _plot(result, args.plot)
     return 0
 
@@ -286,12 +316,16 @@ def _short(value: float) -> str:
 def _plan_kwargs(args) -> dict:
     import workloads
 
-    devices = [d.strip() for d in args.hardware.split(",") if d.strip()] if args.hardware else None
+    devices = [d.strip() for d in args.hardware.split(",") if d.strip()] if args.hardware is not None else None
+    if args.hardware is not None and not devices:
+        raise InputError(f"--hardware: {args.hardware!r} lists no device")
+    bits = lambda name, text: number_list(text, name, *RANGES["w_bits"], whole=True, max_items=32)
     return dict(hardware=devices, prompt=args.prompt, gen=args.gen, samples=args.samples, engine=engine_from_args(args),
-                max_ttft_s=args.max_ttft, max_tpot_s=args.max_tpot, tp=_numbers("--tp", args.tp),
-                w_bits=_numbers("--w-bits", args.w_bits), kv_bits=_numbers("--kv-bits", args.kv_bits),
+                max_ttft_s=args.max_ttft, max_tpot_s=args.max_tpot,
+                tp=number_list(args.tp, "--tp", *RANGES["tp"], whole=True, max_items=64),
+                w_bits=bits("--w-bits", args.w_bits), kv_bits=bits("--kv-bits", args.kv_bits),
                 a_bits=args.a_bits, batch=_batch_range(args.max_batch), progress=not args.no_progress,
-                model=workloads.load(args.model))
+                model=workloads.load(args.model), price_basis=args.price_basis)
 
 
 def _batch_range(max_batch: int) -> dict:
@@ -302,15 +336,6 @@ def _batch_range(max_batch: int) -> dict:
     return {"start": 1, "stop": max_batch, "step": 1}
 
 
-def _numbers(flag: str, text: str) -> list[float]:
-    from perfmodel.sweep import SweepError
-
-    values = [_scalar(v.strip()) for v in text.split(",") if v.strip()]
-    if not values or any(isinstance(v, str) for v in values):
-        raise SweepError(f"{flag}: {text!r} must be a comma list of numbers")
-    return values
-
-
 def run_recommend(args) -> int:
     from perfmodel import recommend
 
@@ -319,6 +344,7 @@ def run_recommend(args) -> int:
     rec = recommend.cheapest(model, args.rate, requests_per_s=args.rps, top=args.top, **kwargs)
     print(f"{rec.model}: cheapest device sets for {rec.target_tok_s:,.0f} generated tok/s "
           f"(prompt {args.prompt}, gen {args.gen}, engine {rec.engine}; {rec.swept:,} configurations swept)")
+    print(f"prices: {recommend.PRICE_BASIS_TEXT[rec.price_basis]} (--price-basis {rec.price_basis})")
     view = rec.to_frame()[recommend.SHOW_COLUMNS].copy()
     for column in ("ttft_s", "tpot_s"):
         view[column] = view[column].map(format_seconds)
@@ -341,11 +367,17 @@ def run_best_batch(args) -> int:
     engine = kwargs["engine"]
     table = recommend.best_batch(model, objective=args.objective, **kwargs)
     print(f"{model.name}: best batch per device, prompt {args.prompt}, gen {args.gen}, engine {engine.name}")
+    none = table["batch"].isna().to_numpy()
     for column in ("ttft_s", "tpot_s"):
         table[column] = table[column].map(lambda v: format_seconds(v) if math.isfinite(v) else "-")
     table["total_GB"] = (table.pop("total_bytes") / 1e9).map(lambda v: f"{v:.1f}" if math.isfinite(v) else "-")
     for column in table.columns:
         if table[column].dtype.kind == "f":
-            table[column] = table[column].map(_short)
+            table[column] = table[column].map(lambda v: _short(v) if math.isfinite(v) else "-")
+    table.loc[none, "batch"] = "none"
+    table.loc[none, "limited_by"] = "no batch meets: " + table.loc[none, "limited_by"].astype(str)
     print(table.drop(columns=["model", "a_bits"]).to_string(index=False))
+    if none.any():
+        print(f"\n{int(none.sum())} of {len(table)} configurations: no batch size meets the limits "
+              "(batch 'none'; the reason is under limited_by)")
     return 0

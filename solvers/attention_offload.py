@@ -40,9 +40,9 @@ class AttentionOffloadError(ValueError):
     """Bad input or a setup whose memory cannot hold the model or one sequence; says what is missing."""
 
 
-def _check_count(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise AttentionOffloadError(f"{name}: {value!r} must be a whole number >= 1")
+def _check_count(value, name, high: int = 10**7):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= high:
+        raise AttentionOffloadError(f"{name}: {value!r} must be a whole number from 1 to {high:,}")
     return int(value)
 
 
@@ -115,9 +115,12 @@ def attention_offload(model: ModelSpec, compute_hw: Hardware, memory_hw: Hardwar
         raise AttentionOffloadError(f"memory_fraction: {memory_fraction!r} must be in (0, 1]")
     p = Precision(sc.w_bits, sc.a_bits, sc.kv_bits, sc.quant_group)
     final = float(sc.prompt + sc.gen)
+    if final > model.max_context:
+        raise AttentionOffloadError(f"prompt + gen: {final:g} tokens exceeds {model.name}'s maximum context of "
+                                    f"{model.max_context} tokens")
     mean_ctx = float(sc.prompt + sc.gen / 2)
     link = link_bytes_per_s or min(compute_hw.host_link_bytes_per_s, memory_hw.host_link_bytes_per_s)
-    if not (isinstance(link, (int, float)) and math.isfinite(link) and link > 0):
+    if not (isinstance(link, (int, float)) and math.isfinite(link) and 0 < link <= 1e16):
         raise AttentionOffloadError(f"link_bytes_per_s: {link_bytes_per_s!r} must be a positive number")
 
     weights = float(memory.weight_bytes(model, p, n_compute))

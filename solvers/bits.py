@@ -64,14 +64,23 @@ def _array(value, n: int, field_name: str) -> np.ndarray:
     return arr
 
 
-def _check(arr: np.ndarray, field_name: str, names, low: float | None = None, strict: bool = False) -> None:
-    """Every entry finite (and above `low` when given); the error names the first bad group."""
+#: Allowed ranges of a sensitivity table's cells (`from_frame`, the CLI's CSV): (low, high) per column.
+TABLE_RANGES = {"params": (1.0, 1e13), "coef": (0.0, 1e30), "rmin": (0.0, 32.0), "rmax": (0.0, 32.0)}
+
+
+def _check(arr: np.ndarray, field_name: str, names, low: float | None = None, strict: bool = False,
+           high: float | None = None) -> None:
+    """Every entry finite (above `low`, at most `high` when given); the error names the first bad group
+    and the range."""
     bad = ~np.isfinite(arr)
     if low is not None:
         bad |= (arr <= low) if strict else (arr < low)
+    if high is not None:
+        bad |= arr > high
     if np.any(bad):
         i = int(np.flatnonzero(bad)[0])
         rule = "finite" if low is None else f"finite and {'greater than' if strict else 'at least'} {low:g}"
+        rule += f" and at most {high:g}" if high is not None else ""
         raise ValueError(f"{field_name}: {float(arr[i])!r} for group {names[i]!r} must be {rule}")
 
 
@@ -132,10 +141,17 @@ class BitGroups:
 
         `layer` and `tie` may hold any labels (e.g. layer names); they are turned into integer codes
         (layers in order of first appearance; empty tie labels mean untied)."""
+        from hardware.inputs import numeric_column
+
         missing = [c for c in ("params", "coef") if c not in frame.columns]
         if missing:
             raise ValueError(f"sensitivities: missing column(s) {missing}; have {list(frame.columns)}")
-        get = lambda c, d: frame[c].to_numpy(dtype=float) if c in frame.columns else d  # noqa: E731
+        if len(frame) == 0:
+            raise ValueError("sensitivities: the table has no rows")
+        # a table's cells are checked here (row, column, value, range); BitGroups itself allows any finite
+        # width bounds (a negative rmin is "no lower bound" in the math)
+        get = lambda c, d: numeric_column(frame, c, "sensitivities", *TABLE_RANGES[c]) \
+            if c in frame.columns else d  # noqa: E731
         names = tuple(frame["name"].astype(str)) if "name" in frame.columns else ()
         layer = _codes(frame["layer"]) if "layer" in frame.columns else None
         tie = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 
+from hardware.inputs import flag
 from perfmodel.commands import add_engine_arg, engine_from_args
 from solvers.cli_common import solve_subparsers
 
@@ -21,7 +22,8 @@ def register(subparsers) -> None:
     p = solve_subparsers(subparsers).add_parser(
         "bits", help="bit-widths per layer or column under bit, memory and latency budgets")
     p.add_argument("--sensitivities", required=True, help="CSV with params, coef [, name, layer, rows, cols, tie]")
-    p.add_argument("--avg-bits", type=float, default=None, help="average width budget (bits per weight)")
+    p.add_argument("--avg-bits", type=flag(0, 32, low_open=True), default=None,
+                   help="average width budget (bits per weight), above 0 and at most 32")
     p.add_argument("--memory-budget", default=None, help="bytes of the allocated weights, e.g. '4 GB'")
     p.add_argument("--latency-budget", default=None, help="modeled decode step time, e.g. '6 ms'")
     p.add_argument("--candidates", default=None,
@@ -30,14 +32,15 @@ def register(subparsers) -> None:
     p.add_argument("--scope", choices=("model", "layer"), default="model",
                    help="model: one budget shared by all groups; layer: every layer keeps --avg-bits and "
                         "only its own groups (e.g. columns) trade bits (BAQ's scope)")
-    p.add_argument("--theta", type=float, default=2.0, help="loss exponent: loss = n c 2^(-theta R)")
-    p.add_argument("--rmin", type=float, default=0.0)
-    p.add_argument("--rmax", type=float, default=16.0)
+    p.add_argument("--theta", type=flag(0, 10, low_open=True), default=2.0, help="loss exponent: loss = n c 2^(-theta R)")
+    p.add_argument("--rmin", type=flag(0, 32), default=0.0)
+    p.add_argument("--rmax", type=flag(0, 32), default=16.0)
     p.add_argument("--hardware", default=None, help="preset name or spec YAML, for bytes and latency")
     p.add_argument("--model", default=None, help="catalog model: the rest of the decode step, and layer shapes "
                    "for rows named like layers.0.qkv_proj")
-    p.add_argument("--batch", type=int, default=1, help="sequences per decode step")
-    p.add_argument("--context", type=int, default=0, help="cached tokens per sequence (attention time)")
+    p.add_argument("--batch", type=flag(1, 10**7, whole=True), default=1, help="sequences per decode step")
+    p.add_argument("--context", type=flag(0, 10**9, whole=True), default=0,
+                   help="cached tokens per sequence (attention time)")
     add_engine_arg(p, default_help="with --model, prices the rest of the decode step; default vllm, a serving engine")
     p.add_argument("--out", default=None, help="write the per-group widths to this CSV")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -45,8 +48,6 @@ def register(subparsers) -> None:
 
 
 def run_bits(args) -> int:
-    import pandas as pd
-
     import hardware
     import workloads
     from hardware.units import parse
@@ -54,13 +55,17 @@ def run_bits(args) -> int:
     from solvers.bits import BitGroups, Budgets, allocate_bits, allocate_within_layers
     from solvers.bits_integer import round_greedy
 
+    from hardware import inputs
+
     engine = engine_from_args(args)
-    frame = pd.read_csv(args.sensitivities)
-    latency = parse(args.latency_budget, "seconds", "--latency-budget") if args.latency_budget else None
-    memory = parse(args.memory_budget, "bytes", "--memory-budget") if args.memory_budget else None
-    model = workloads.load(args.model) if args.model else None
+    if args.out is not None:
+        inputs.check_output_path(args.out, "--out")
+    frame = inputs.read_csv(args.sensitivities, "--sensitivities")
+    latency = parse(args.latency_budget, "seconds", "--latency-budget") if args.latency_budget is not None else None
+    memory = parse(args.memory_budget, "bytes", "--memory-budget") if args.memory_budget is not None else None
+    model = workloads.load(args.model) if args.model is not None else None
     costs = None
-    if args.hardware:
+    if args.hardware is not None:
         hw = hardware.load(args.hardware)
         if latency is not None or {"rows", "cols"} <= set(frame.columns) or model is not None:
             costs = bits_cost.costs_from_frame(frame, hw, model=model, tokens=args.batch, context=args.context,
@@ -81,8 +86,8 @@ def run_bits(args) -> int:
                                candidates=candidates, costs=costs, scope=args.scope)
         if costs is not None and math.isnan(result.latency_s):
             result = bits_cost.with_costs(result, costs)
-    if args.out:
-        result.to_frame().to_csv(args.out, index=False)
+    if args.out is not None:
+        inputs.write_text(args.out, result.to_frame().to_csv(index=False), "--out")
     if args.json:
         print(json.dumps({k: _clean(v) for k, v in result.summary().items()}, indent=2))
     else:
@@ -91,10 +96,16 @@ def run_bits(args) -> int:
 
 
 def _candidates(text):
-    if not text:
+    """Widths ('2,3,4,8': whole numbers 1..32) or format names ('int4-g128,bf16'), not a mix of junk."""
+    if text is None:
         return None
+    from hardware.inputs import parse_number
+
     items = [t.strip() for t in text.split(",") if t.strip()]
-    return [float(t) if t.replace(".", "", 1).isdigit() else t for t in items]
+    if not items:
+        raise ValueError(f"--candidates: {text!r} lists no widths or formats")
+    return [parse_number(t, "--candidates", 1, 32, whole=True) if t[:1].isdigit() or t[:1] in "+-." else t
+            for t in items]
 
 
 def _clean(v):
@@ -104,6 +115,9 @@ def _clean(v):
 
 
 def format_result(result) -> str:
+    import numpy as np
+    import pandas as pd
+
     from hardware.units import format_seconds, format_si
 
     s = result.summary()
@@ -117,8 +131,16 @@ def format_result(result) -> str:
     lines.append(f"solved in    {format_seconds(s['solve_time_s'])}")
     table = result.to_frame()
     lines.append("")
-    if len(table) > 30:
-        counts = table["format" if "format" in table else "width"].round(3).value_counts().sort_index()
+    widths = table["format" if "format" in table else "width"]
+    discrete = widths.dtype.kind not in "f" or bool((widths == widths.round()).all())
+    if len(table) > 30 and not discrete:  # a continuous optimum: a histogram by whole bits, not every width
+        bins = np.floor(widths.to_numpy(float)).astype(int)
+        counts = pd.Series(bins).value_counts().sort_index()
+        lines.append(f"widths (continuous optimum; --candidates gives whole widths): min {widths.min():.3g}, "
+                     f"median {widths.median():.3g}, max {widths.max():.3g}; groups per bit range: "
+                     + ", ".join(f"[{k}, {k + 1}): {v}" for k, v in counts.items()))
+    elif len(table) > 30:
+        counts = widths.value_counts().sort_index()
         lines.append("widths: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
     else:
         lines.append(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

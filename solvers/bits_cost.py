@@ -194,7 +194,10 @@ def costs_from_frame(frame, hw: Hardware, model: ModelSpec | None = None, tokens
     labels = frame["layer"] if "layer" in frame.columns else pd.Series(range(len(frame)))
     first = frame.assign(_label=labels.to_numpy()).drop_duplicates("_label")
     if {"rows", "cols"} <= set(frame.columns):
-        rows, cols = first["rows"].to_numpy(float), first["cols"].to_numpy(float)
+        from hardware.inputs import numeric_column
+
+        rows = numeric_column(first, "rows", "sensitivities", 1, 1e7, whole=True)
+        cols = numeric_column(first, "cols", "sensitivities", 1, 1e7, whole=True)
     elif model is not None:
         table = model_layer_table(model, tokens).set_index("layer")
         unknown = [str(x) for x in first["_label"] if str(x) not in table.index]

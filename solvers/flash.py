@@ -217,8 +217,9 @@ def plan_flash(model: ModelSpec, hw: Hardware, dram_budget_bytes: float, activit
     Every window 0..max_window is tried; for each, the largest static share that fits is best
     (more pinned neurons only remove loads), found on a grid of `static_steps` shares.
     """
-    if not (isinstance(dram_budget_bytes, (int, float)) and math.isfinite(dram_budget_bytes) and dram_budget_bytes > 0):
-        raise FlashError(f"dram_budget_bytes: {dram_budget_bytes!r} must be a positive number of bytes")
+    if isinstance(dram_budget_bytes, bool) or not isinstance(dram_budget_bytes, (int, float)) or \
+            not 0 < (dram_budget_bytes if isinstance(dram_budget_bytes, float) else min(dram_budget_bytes, 10**19)) <= 1e18:
+        raise FlashError(f"dram_budget_bytes: {dram_budget_bytes!r:.40} must be a number of bytes above 0 and at most 1e18")
     bpp = _bits(w_bits)
     parts = dram_parts(model, bpp, predictor_rank)
     if parts["total"] > hw.flash_capacity_bytes:

@@ -64,6 +64,21 @@ class KVCapacity:
         return pd.DataFrame([self.__dict__])
 
 
+#: Largest total of a split (tokens, or bytes with unit costs): 1e15 is a petabyte of KV.
+MAX_SPLIT_TOTAL = 1e15
+
+
+def _number_in(value, low: float, high: float) -> bool:
+    """A real number (not a bool, not text) with low < value <= high; False for huge ints and NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    try:
+        value = float(value)
+    except OverflowError:
+        return False
+    return math.isfinite(value) and low < value <= high
+
+
 def _hbm_budget(hw: Hardware, hbm_budget_bytes) -> float:
     budget = hw.hbm_capacity_bytes if hbm_budget_bytes is None else float(hbm_budget_bytes)
     if not math.isfinite(budget) or budget <= 0:
@@ -85,6 +100,7 @@ def max_concurrency(model: ModelSpec, hw: Hardware, context: int, *, kv_bits=16,
                     hbm_budget_bytes=None, prefill_chunk=longctx.PREFILL_CHUNK_TOKENS) -> KVCapacity:
     """Most users of `context` tokens whose KV fits in the HBM budget (per device, under tp)."""
     longctx.check_request(model, hw, context, tp)
+    longctx.check_bits(kv_bits=kv_bits, w_bits=w_bits)
     budget = _hbm_budget(hw, hbm_budget_bytes)
     free, reserved = _free_bytes(model, hw, budget, w_bits, tp, prefill_chunk)
     per_user = float(longctx.kv_bytes_per_user(model, context, kv_bits, tp))
@@ -99,8 +115,9 @@ def max_context(model: ModelSpec, hw: Hardware, users: int, *, kv_bits=16, w_bit
                 hbm_budget_bytes=None, prefill_chunk=longctx.PREFILL_CHUNK_TOKENS) -> KVCapacity:
     """Longest context each of `users` users can hold at once; capped by the model's maximum."""
     longctx.check_request(model, hw, 1, tp)
-    if not (isinstance(users, (int, np.integer)) and users >= 1):
-        raise KVBudgetError(f"users: {users!r} must be a whole number of at least 1")
+    longctx.check_bits(kv_bits=kv_bits, w_bits=w_bits)
+    if isinstance(users, bool) or not (isinstance(users, (int, np.integer)) and 1 <= users <= 10**7):
+        raise KVBudgetError(f"users: {users!r:.40} must be a whole number from 1 to 10,000,000")
     budget = _hbm_budget(hw, hbm_budget_bytes)
     free, reserved = _free_bytes(model, hw, budget, w_bits, tp, prefill_chunk)
     per_token = float(longctx.kv_bytes_per_user(model, 1, kv_bits, tp))
@@ -191,6 +208,9 @@ def cheapest_kv_setting(model: ModelSpec, hw: Hardware, context: int, *, users: 
     candidate must also fit in HBM beside the weights. Raises KVBudgetError saying the best reachable.
     Latency is `engine`'s decode step (perfmodel.engines)."""
     longctx.check_request(model, hw, context, tp)
+    longctx.check_bits(w_bits=w_bits)
+    if not (isinstance(users, (int, np.integer)) and not isinstance(users, bool) and 1 <= users <= 10**7):
+        raise KVBudgetError(f"users: {users!r} must be a whole number from 1 to 10,000,000")
     if latency_target_s is None and memory_target_bytes is None:
         raise KVBudgetError("target: give latency_target_s or memory_target_bytes (or both)")
     for name, value in (("latency_target_s", latency_target_s), ("memory_target_bytes", memory_target_bytes)):
@@ -233,6 +253,9 @@ def _check_knobs(kv_bits, keep_fractions, think_ratios, sparse_budgets, weights)
     unknown = set(weights or {}) - set(DEFAULT_WEIGHTS)
     if unknown:
         raise KVBudgetError(f"weights: unknown knob(s) {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
+    for knob, value in (weights or {}).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 <= value <= 1e6:
+            raise KVBudgetError(f"weights: {knob} = {value!r} must be a penalty weight from 0 to 1e6")
 
 
 def _unreachable(costs, free, latency, memory, users, context) -> str:
@@ -313,13 +336,17 @@ def _split_problem(importance, total, lower, upper, alpha, unit_cost, names) -> 
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise KVBudgetError(f"{label}: {float(arr[i]):g} for group {names[i]!r} must be {rule}")
+    if not np.any(w > 0):
+        raise KVBudgetError("importance: every group has importance 0; at least one must be above zero")
+    if n > 10**6:
+        raise KVBudgetError(f"importance: {n:,} groups; at most 1,000,000")
     if np.any(lo > hi):
         i = int(np.flatnonzero(lo > hi)[0])
         raise KVBudgetError(f"lower: {lo[i]:g} exceeds upper {hi[i]:g} for group {names[i]!r}")
-    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
-        raise KVBudgetError(f"alpha: {alpha!r} must be a finite number above zero")
-    if not (math.isfinite(total) and total > 0):
-        raise KVBudgetError(f"total: {total!r} must be a finite number above zero")
+    if not _number_in(alpha, 0, 100):
+        raise KVBudgetError(f"alpha: {alpha!r:.40} must be a number above 0 and at most 100")
+    if not _number_in(total, 0, MAX_SPLIT_TOTAL):
+        raise KVBudgetError(f"total: {total!r:.40} must be a number above 0 and at most {MAX_SPLIT_TOTAL:g}")
     floor = float(c @ lo)
     if total < floor:
         raise KVBudgetError(f"total: {total:g} is infeasible; the lower bounds alone need {floor:g}")

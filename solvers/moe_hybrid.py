@@ -62,8 +62,17 @@ def moe_hybrid_bound(model: ModelSpec, hw: Hardware, sc: Scenario | None = None,
     its throughput cap, the bound and which resource binds.
     """
     sc = sc if sc is not None else Scenario()
+    if not model.is_moe:
+        raise MoEHybridError(f"model: {model.name} is a dense model (no experts); MoE-Lens' CPU-GPU split applies "
+                             "to mixture-of-experts models (e.g. mixtral-8x7b, qwen3-30b-a3b, deepseek-v3)")
     if sc.size != 1:
         raise MoEHybridError(f"scenario: expected one scenario, got {sc.size}")
+    if float(sc.prompt + sc.gen) > model.max_context:
+        raise MoEHybridError(f"prompt + gen: {float(sc.prompt + sc.gen):g} tokens exceeds {model.name}'s maximum "
+                             f"context of {model.max_context} tokens")
+    if gpu_weight_fraction is not None and not (isinstance(gpu_weight_fraction, (int, float))
+                                                and 0 <= gpu_weight_fraction <= 1):
+        raise MoEHybridError(f"gpu_weight_fraction: {gpu_weight_fraction!r} must be from 0 to 1")
     if not (0 < memory_fraction <= 1):
         raise MoEHybridError(f"memory_fraction: {memory_fraction!r} must be in (0, 1]")
     tiers = tiers or MemoryTiers.from_hardware(hw)
@@ -81,7 +90,7 @@ def moe_hybrid_bound(model: ModelSpec, hw: Hardware, sc: Scenario | None = None,
     if batch is None:
         batch = np.unique(np.minimum(2 ** np.arange(0, int(math.log2(max_batch)) + 2), max_batch))
     B = np.atleast_1d(np.asarray(batch, dtype=float))
-    if np.any(B < 1) or np.any(B != np.floor(B)):
+    if B.size == 0 or np.any(~np.isfinite(B)) or np.any(B < 1) or np.any(B != np.floor(B)):
         raise MoEHybridError(f"batch: {batch!r} must be whole numbers >= 1")
     if np.any(B > max_batch):
         raise MoEHybridError(f"batch: {int(B.max())} exceeds the {max_batch} sequences DRAM holds")

@@ -466,6 +466,14 @@ class OffloadResult:
     candidates: tuple = ()
     n_experts: int = 0
 
+    def __repr__(self) -> str:
+        """One line (the streams and candidates tables are in `.to_frame()`, `.streams_frame()` and
+        `.candidates`; issue 16: the dataclass repr ran to thousands of characters)."""
+        p = self.policy
+        return (f"OffloadResult({self.model} on {self.hardware}: {self.throughput_tok_s:.4g} tok/s, gbs {p.gbs} x "
+                f"{p.n_batches} batches, weights GPU/CPU/disk {'/'.join(f'{100 * v:.0f}%' for v in p.weights)}, "
+                f"{self.status}, fits {self.fits}, {len(self.candidates)} candidates)")
+
     @property
     def total_s(self) -> float:
         return self.prefill_s + self.decode_s

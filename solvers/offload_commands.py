@@ -14,9 +14,14 @@ import numpy as np
 
 import hardware
 import workloads
+from hardware import inputs
+from hardware.inputs import flag
 from hardware.units import format_seconds, format_si, parse
-from perfmodel.commands import add_engine_arg, engine_from_args
+from perfmodel.commands import add_engine_arg, engine_from_args, scenario_flag
 from solvers.cli_common import solve_subparsers
+
+FRACTION = flag(0, 1, low_open=True)
+COUNT = flag(1, 1024, whole=True)
 
 
 def register(subparsers) -> None:
@@ -28,7 +33,7 @@ def register(subparsers) -> None:
     _scenario_args(off, prompt=512, gen=32)
     off.add_argument("--gbs", default=None, help="GPU batch size(s), comma-separated (default: searched)")
     off.add_argument("--n-batches", default=None, help="number(s) of GPU batches, comma-separated (default: searched)")
-    off.add_argument("--percent", type=float, nargs=6, metavar=("WG", "WC", "CG", "CC", "HG", "HC"),
+    off.add_argument("--percent", type=flag(0, 100), nargs=6, metavar=("WG", "WC", "CG", "CC", "HG", "HC"),
                      help="evaluate this placement (FlexGen's --percent) instead of solving; needs one --gbs "
                           "and one --n-batches")
     off.add_argument("--overlap", choices=("flexgen", "max", "sum"), default="flexgen",
@@ -38,7 +43,7 @@ def register(subparsers) -> None:
     off.add_argument("--gpu-memory", help="override GPU memory, e.g. '16 GB'")
     off.add_argument("--cpu-memory", help="override host DRAM, e.g. '208 GB'")
     off.add_argument("--disk", help="override disk capacity, e.g. '1.5 TB'")
-    off.add_argument("--memory-fraction", type=float, default=0.9, help="usable share of each tier's capacity")
+    off.add_argument("--memory-fraction", type=FRACTION, default=0.9, help="usable share of each tier's capacity")
     add_engine_arg(off)
     off.set_defaults(handler=run_offload)
 
@@ -46,11 +51,12 @@ def register(subparsers) -> None:
     fl.add_argument("--model", default="opt-6.7b")
     fl.add_argument("--hardware", default="m1-max")
     fl.add_argument("--dram-budget", required=True, help="DRAM for the model, e.g. '7 GB'")
-    fl.add_argument("--w-bits", type=float, default=16)
-    fl.add_argument("--active", type=float, default=0.10, help="FFN neurons active per token (after the predictor)")
-    fl.add_argument("--persistence", type=float, default=0.7, help="chance an active neuron stays active next token")
+    fl.add_argument("--w-bits", type=scenario_flag("w_bits"), default=16)
+    fl.add_argument("--active", type=flag(0, 1, low_open=True), default=0.10,
+                    help="FFN neurons active per token (after the predictor), in (0, 1)")
+    fl.add_argument("--persistence", type=flag(0, 1), default=0.7, help="chance an active neuron stays active next token")
     fl.add_argument("--no-bundling", action="store_true", help="read up and down projections separately")
-    fl.add_argument("--parallel-reads", type=float, default=32)
+    fl.add_argument("--parallel-reads", type=flag(1, 4096), default=32)
     fl.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     fl.set_defaults(handler=run_flash)
 
@@ -58,11 +64,11 @@ def register(subparsers) -> None:
     at.add_argument("--model", default="llama-3.1-70b")
     at.add_argument("--compute", default="h100-sxm", help="compute-device preset")
     at.add_argument("--memory", default="h20", help="memory-device preset")
-    at.add_argument("--n-compute", type=int, default=2)
-    at.add_argument("--n-memory", type=int, default=4)
+    at.add_argument("--n-compute", type=COUNT, default=2)
+    at.add_argument("--n-memory", type=COUNT, default=4)
     _scenario_args(at, prompt=4096, gen=512)
-    at.add_argument("--batch", type=int, default=None, help="decode batch (default: the largest that fits)")
-    at.add_argument("--alpha", type=float, default=0.2, help="share of the step transfers may add")
+    at.add_argument("--batch", type=scenario_flag("batch"), default=None, help="decode batch (default: the largest that fits)")
+    at.add_argument("--alpha", type=FRACTION, default=0.2, help="share of the step transfers may add, in (0, 1]")
     at.add_argument("--link", default=None, help="bandwidth between the pools, e.g. '50 GB/s'")
     add_engine_arg(at)
     at.set_defaults(handler=run_attention)
@@ -73,7 +79,7 @@ def register(subparsers) -> None:
     _scenario_args(mh, prompt=512, gen=256)
     mh.add_argument("--batch", default=None, help="comma-separated batches (default: powers of two up to capacity)")
     mh.add_argument("--dram", default=None, help="override host DRAM, e.g. '512 GB'")
-    mh.add_argument("--gpu-weight-fraction", type=float, default=None)
+    mh.add_argument("--gpu-weight-fraction", type=flag(0, 1), default=None)
     mh.set_defaults(handler=run_moe_hybrid)
 
     for p in (off, fl, at, mh):
@@ -81,10 +87,10 @@ def register(subparsers) -> None:
 
 
 def _scenario_args(p, prompt: int, gen: int) -> None:
-    p.add_argument("--prompt", type=int, default=prompt)
-    p.add_argument("--gen", type=int, default=gen)
-    p.add_argument("--w-bits", type=float, default=16)
-    p.add_argument("--kv-bits", type=float, default=16)
+    p.add_argument("--prompt", type=scenario_flag("prompt"), default=prompt)
+    p.add_argument("--gen", type=scenario_flag("gen"), default=gen)
+    p.add_argument("--w-bits", type=scenario_flag("w_bits"), default=16)
+    p.add_argument("--kv-bits", type=scenario_flag("kv_bits"), default=16)
 
 
 def _scenario(args) -> workloads.Scenario:
@@ -94,10 +100,7 @@ def _scenario(args) -> workloads.Scenario:
 def _ints(text, name):
     if text is None:
         return None
-    try:
-        return [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{name}: {text!r} must be comma-separated whole numbers") from None
+    return inputs.number_list(str(text), name, 1, 10**6, whole=True, max_items=1000)
 
 
 def _system(args):
@@ -111,10 +114,10 @@ def _system(args):
         hw = hardware.load(args.hardware)
         tiers = MemoryTiers.from_hardware(hw)
     overrides = {}
-    for flag, field in (("gpu_memory", "hbm_capacity_bytes"), ("cpu_memory", "dram_capacity_bytes"),
-                        ("disk", "flash_capacity_bytes")):
-        if getattr(args, flag):
-            overrides[field] = parse(getattr(args, flag), "bytes", "--" + flag.replace("_", "-"))
+    for option, field in (("gpu_memory", "hbm_capacity_bytes"), ("cpu_memory", "dram_capacity_bytes"),
+                          ("disk", "flash_capacity_bytes")):
+        if getattr(args, option) is not None:
+            overrides[field] = parse(getattr(args, option), "bytes", "--" + option.replace("_", "-"))
     if overrides:
         import dataclasses
         tiers = dataclasses.replace(tiers, **overrides)
@@ -206,7 +209,7 @@ def run_attention(args) -> int:
 
     engine = engine_from_args(args)
     model = workloads.load(args.model)
-    link = parse(args.link, "bytes_per_s", "--link") if args.link else None
+    link = parse(args.link, "bytes_per_s", "--link") if args.link is not None else None
     res = attention_offload(model, hardware.load(args.compute), hardware.load(args.memory), _scenario(args),
                             args.n_compute, args.n_memory, args.batch, args.alpha, link, engine=engine)
     frame = res.to_frame()
@@ -228,7 +231,7 @@ def run_moe_hybrid(args) -> int:
 
     model, hw = workloads.load(args.model), hardware.load(args.hardware)
     tiers = MemoryTiers.from_hardware(hw)
-    if args.dram:
+    if args.dram is not None:
         import dataclasses
         tiers = dataclasses.replace(tiers, dram_capacity_bytes=parse(args.dram, "bytes", "--dram"))
     res = moe_hybrid_bound(model, hw, _scenario(args), _ints(args.batch, "--batch"), tiers, args.gpu_weight_fraction)

@@ -255,6 +255,8 @@ def _model_candidates(rows, spec: ModelSpec, cost: CostModel, n, strategy: str):
     if cost.hardware is not None:
         table["idealized_runtime_s"] = c.device_seconds(cost.hardware)
         table["dollars"] = c.dollars(cost.hardware)
+        table["memory_bytes"] = _serving_bytes(spec, prompt[:, None], cap[:, None], n[None, :])
+        table["fits"] = table["memory_bytes"] <= cost.hardware.hbm_capacity_bytes
     keys = rows[["gen_len", "sparse_budget"]].reset_index(drop=True)
     frames = []
     for i, ni in enumerate(n):
@@ -269,6 +271,16 @@ def _model_candidates(rows, spec: ModelSpec, cost: CostModel, n, strategy: str):
     out["cost"] = out[{"efflops": "efflops", "seconds": "idealized_runtime_s", "dollars": "dollars"}[cost.unit]]
     out["cost_of_pass"] = cost_of_pass(out["cost"], out["accuracy"])
     return out
+
+
+def _serving_bytes(spec: ModelSpec, prompt, cap, n):
+    """Device memory of one request's N samples at once: 16-bit weights plus the KV cache of the
+    prompt (shared) and every sample's generation cap (perfmodel.memory, one source)."""
+    from perfmodel import memory
+    from perfmodel.ops import Precision
+
+    p = Precision(16, 16, 16)
+    return memory.weight_bytes(spec, p) + memory.kv_cache_bytes(spec, p, memory.kv_tokens(1, prompt, cap, n))
 
 
 def pareto_frontier(frame, cost_col: str = "cost", acc_col: str = "accuracy"):
@@ -306,6 +318,13 @@ def plan_tts(curves: AccuracyCurves, budget: float, models: dict, cost: CostMode
     if not (isinstance(budget, (int, float, np.floating)) and math.isfinite(budget) and budget > 0):
         raise BudgetError(f"budget: {budget!r} must be a finite number above zero")
     table = candidates(curves, models, cost, samples, strategy)
+    fits = table["fits"].to_numpy(bool) if "fits" in table else np.ones(len(table), bool)
+    if not fits.any():
+        small = table.loc[table["memory_bytes"].idxmin()]
+        raise BudgetError(f"memory: no candidate's weights and KV cache of all samples fit {cost.hardware.name}'s "
+                          f"{cost.hardware.hbm_capacity_bytes / 1e9:.1f} GB; the smallest ({small.model}, N "
+                          f"{small.samples:g}, gen_len {small.gen_len:g}) needs {small.memory_bytes / 1e9:.1f} GB")
+    table = table[fits].reset_index(drop=True)
     within = table[table["cost"] <= budget]
     if within.empty:
         cheapest = table.loc[table["cost"].idxmin()]
@@ -346,7 +365,13 @@ def plot_frontier(plan: TTSPlan, path=None, ax=None):
     ax.legend(fontsize=7, loc="best")
     ax.grid(True, which="both", alpha=0.3)
     if path is not None:
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        from hardware import inputs
+
+        fig.tight_layout()
+        try:
+            inputs.save_figure(fig, path, "plot", dpi=120)
+        except inputs.InputError as err:
+            raise BudgetError(str(err)) from None
     return fig
 
 

@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 
 import hardware
+from hardware import inputs
 from hardware.spec import Hardware
 
 DEFAULT_OUT = "out/validate"
+#: Cases read, checked, predicted and written per pass: memory stays bounded for any table size.
+PREDICT_CHUNK_ROWS = 100_000
 
 #: aiconfigurator systems with a datasheet preset here.
 SYSTEMS = {"h200_sxm": "h200-sxm", "h100_sxm": "h100-sxm", "a100_sxm": "a100-80gb-sxm", "b200_sxm": "b200",
@@ -26,7 +29,8 @@ def register(subparsers) -> None:
     run = sub.add_parser("run", help="measure the suite on the local device (resumes where it stopped)")
     _common(run)
     run.add_argument("--quick", action="store_true", help="a small suite (about a minute on a CPU)")
-    run.add_argument("--limit-s", type=float, default=None, help="stop after this many seconds; rerun to resume")
+    run.add_argument("--limit-s", type=inputs.flag(0, 10**7, low_open=True), default=None,
+                     help="stop after this many seconds; rerun to resume")
     run.add_argument("--kinds", default="", help="comma-separated case kinds to run (default: all)")
     run.add_argument("--timing", choices=("all", "graph", "eager"), default="all",
                      help="only the cases timed inside CUDA graphs, or only those launched eagerly")
@@ -45,7 +49,7 @@ def register(subparsers) -> None:
     allp = sub.add_parser("all", help="run, calibrate and report")
     _common(allp)
     allp.add_argument("--quick", action="store_true")
-    allp.add_argument("--limit-s", type=float, default=None)
+    allp.add_argument("--limit-s", type=inputs.flag(0, 10**7, low_open=True), default=None)
     allp.add_argument("--kinds", default="")
     allp.add_argument("--hardware", default=None)
     allp.set_defaults(handler=run_all)
@@ -85,11 +89,11 @@ def run_calibrate_external(args) -> int:
     by_engine = ce.cases_for(args.system, args.data)
     if args.engine not in by_engine:
         raise ValueError(f"--engine: {args.engine!r} has no tables for {args.system}; found: {', '.join(by_engine)}")
+    out = inputs.check_output_path(args.output, "--output")
     hw = ce.calibrated_preset(by_engine, hardware.load(base_name).datasheet(), args.engine, args.engine)
-    out = Path(args.output)
     header = (f"# Calibrated from NVIDIA aiconfigurator's measured kernel tables ({args.system}); base spec: "
               f"{base_name}. Written by `perfmodel calibrate --from aiconfigurator`.\n")
-    out.write_text(header + yaml.safe_dump(to_yaml_dict(hw), sort_keys=False))
+    inputs.write_text(out, header + yaml.safe_dump(to_yaml_dict(hw), sort_keys=False), "--output")
     table = ce.residual_table(ce.residuals(by_engine, hw))
     ev = table[table["split"] == "evaluation"]
     for r in ev.to_dict("records"):
@@ -179,9 +183,10 @@ def run_calibrate(args) -> int:
               f"{measured['timestamp'].iloc[0][:10]}; calibration split of {args.out}/measurements.csv")
     records = measured.to_dict("records")
     calibrated = with_error_bands(records, calibrate(records, base, source))
-    path = Path(args.out) / f"{calibrated.name}.yaml"
+    # the file is named after the spec's `name`, which comes from input: one safe component, inside --out
+    path = inputs.confined(args.out, inputs.safe_file_name(calibrated.name, "name") + ".yaml", "--out")
     header = f"# Calibrated from measurements; base spec: {base.name}. Written by `perfmodel validate calibrate`.\n"
-    path.write_text(header + yaml.safe_dump(to_yaml_dict(calibrated), sort_keys=False))
+    inputs.write_text(path, header + yaml.safe_dump(to_yaml_dict(calibrated), sort_keys=False), "--out")
     print(f"calibrated spec: {path}")
     return 0
 
@@ -191,7 +196,7 @@ def run_report(args) -> int:
 
     measured = _measured(args)
     base = base_hardware(measured, args.hardware).datasheet()
-    spec = Path(args.out) / f"{base.name}-calibrated.yaml"
+    spec = inputs.confined(args.out, inputs.safe_file_name(f"{base.name}-calibrated", "name") + ".yaml", "--out")
     if not spec.exists():
         raise ValueError(f"--out: no calibrated spec at {spec}; run `perfmodel validate calibrate` first")
     path = write_report(measured, base, Hardware.from_yaml(spec), Path(args.out))
@@ -208,20 +213,49 @@ def run_all(args) -> int:
 
 
 def run_predict_cases(args) -> int:
+    """Stream the cases in chunks: read, check every row (errors name the row), predict, append."""
+    path = inputs.check_input_path(args.cases, "cases", max_bytes=None)
+    output = inputs.check_output_path(args.output, "--output")
+    if output.resolve() == path.resolve():
+        raise inputs.InputError(f"--output: {str(output)!r} is the cases file itself; write elsewhere")
+    hw = hardware.load(args.hardware)
+    # a regular file is written beside itself and renamed at the end: an error leaves no partial output
+    partial = output.with_name(f".{output.name}.partial") if not output.exists() or output.is_file() else output
+    try:
+        done = _predict_stream(path, partial, hw)
+        if partial != output:
+            partial.replace(output)
+    except OSError as err:
+        raise inputs.InputError(f"--output: writing {str(output)!r} failed ({err.strerror or err})") from None
+    finally:
+        if partial != output:
+            partial.unlink(missing_ok=True)
+    print(f"wrote {done} predictions to {output}", file=sys.stderr)
+    return 0
+
+
+def _predict_stream(path: Path, out_path: Path, hw: Hardware) -> int:
     import pandas as pd
 
+    from validate.case_checks import check_cases
     from validate.predict_cases import predict_frame
 
-    path = Path(args.cases)
-    if not path.exists():
-        raise ValueError(f"cases: file {str(path)!r} does not exist")
-    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    if "kind" not in frame.columns:
-        raise ValueError(f"cases: {path.name} has no 'kind' column (see the README's case schema)")
-    out = predict_frame(frame, hardware.load(args.hardware))
-    if "measured_s" in out.columns:
-        measured = pd.to_numeric(out["measured_s"], errors="coerce")
-        out["ratio"] = out["predicted_s"] / measured
-    out.to_csv(args.output, index=False)
-    print(f"wrote {len(out)} predictions to {args.output}", file=sys.stderr)
-    return 0
+    done = 0
+    try:
+        reader = pd.read_csv(path, keep_default_na=False, na_values=[""], chunksize=PREDICT_CHUNK_ROWS)
+        with open(out_path, "w", newline="") as fh:
+            for frame in reader:
+                check_cases(frame, first_row=done + 1)
+                out = predict_frame(frame, hw)
+                if "measured_s" in out.columns:
+                    measured = pd.to_numeric(out["measured_s"], errors="coerce")
+                    out["ratio"] = out["predicted_s"] / measured.where(measured > 0)
+                out.to_csv(fh, index=False, header=done == 0)
+                done += len(frame)
+    except pd.errors.EmptyDataError:
+        raise inputs.InputError(f"cases: {str(path)!r} is empty; expected a CSV with a header row") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise inputs.InputError(f"cases: {str(path)!r} is not a readable CSV ({str(err).splitlines()[0][:120]})") from None
+    if done == 0:
+        raise inputs.InputError(f"cases: {str(path)!r} has a header but no rows")
+    return done

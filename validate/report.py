@@ -6,12 +6,14 @@ calibration and the evaluation split separately (the evaluation split was never 
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from hardware.spec import Hardware
+from hardware.units import format_si
 from validate.predict_cases import predict_frame
 
 
@@ -146,8 +148,8 @@ def markdown(cmp: pd.DataFrame, errors: pd.DataFrame, measured: pd.DataFrame, ca
     lines = [
         f"# Validation report: {device}",
         "",
-        f"Measured with `perfmodel validate run` (torch {measured['torch'].iloc[0]}, CUDA {measured['cuda'].iloc[0] or '-'}, "
-        f"driver {measured['driver'].iloc[0] or '-'}), {len(measured)} cases, {len(failed)} failed; "
+        f"Measured with `perfmodel validate run` (torch {measured['torch'].iloc[0]}, CUDA {_cell(measured, 'cuda')}, "
+        f"driver {_cell(measured, 'driver')}), {len(measured)} cases, {len(failed)} failed; "
         f"{int((cmp['split'] == 'calibration').sum())} calibration and {int((cmp['split'] == 'evaluation').sum())} "
         "evaluation cases (disjoint: split by shape, and by model for whole steps; validate/cases.py). "
         "Errors are |predicted / measured - 1|.",
@@ -176,7 +178,7 @@ def markdown(cmp: pd.DataFrame, errors: pd.DataFrame, measured: pd.DataFrame, ca
     lines += ["", "## Calibrated parameters", "",
               "| parameter | value |", "|---|---|"]
     for dtype, rate in cal.matmul_flops_per_s.items():
-        lines.append(f"| GEMM rate {dtype} | {rate / 1e12:.1f} TFLOP/s (datasheet {_datasheet_rate(calibrated, dtype)}) |")
+        lines.append(f"| GEMM rate {dtype} | {format_si(rate, 'FLOP/s')} (datasheet {_datasheet_rate(calibrated, dtype)}) |")
     lines += [f"| memory bandwidth | {cal.memory_bytes_per_s / 1e9:.0f} GB/s (datasheet {calibrated.hbm_bytes_per_s / 1e9:.0f} GB/s) |",
               f"| kernel floor | {cal.kernel_overhead_s * 1e6:.2f} us |",
               f"| GEMM tile for wave quantization | {cal.tile_m} x {cal.tile_n} over {calibrated.compute_units} SMs |",
@@ -201,9 +203,19 @@ def markdown(cmp: pd.DataFrame, errors: pd.DataFrame, measured: pd.DataFrame, ca
     return "\n".join(lines)
 
 
+def _cell(frame: pd.DataFrame, column: str) -> str:
+    """The first value of a metadata column, '-' when absent or empty (a CPU run has no CUDA or driver:
+    the CSV reads those cells as NaN, which is truthy)."""
+    if column not in frame.columns or not len(frame):
+        return "-"
+    value = frame[column].iloc[0]
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == "" \
+        else str(value)
+
+
 def _datasheet_rate(hw: Hardware, dtype: str) -> str:
     try:
-        return f"{hw.peak_flops_per_s(dtype if dtype in hw.flops_per_s else 'bf16') / 1e12:.0f} TFLOP/s"
+        return format_si(hw.peak_flops_per_s(dtype if dtype in hw.flops_per_s else 'bf16'), "FLOP/s")
     except ValueError:
         return "-"
 

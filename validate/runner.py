@@ -1,7 +1,10 @@
 """Run the suite: measure each case, persist it at once (append-only CSV), resume on rerun.
 
 A case that fails (out of memory, an unsupported dtype or kernel) is recorded with status
-'failed' and its error, and the run goes on; a rerun skips every case already recorded.
+'failed' and its error, and the run goes on; a rerun skips every case measured ok and retries the
+failed ones (their old rows are replaced). A last row torn by a crash, a power loss or a full disk
+(no newline, or the wrong number of fields) is dropped before the run appends, so it is measured again
+instead of counting as done.
 """
 from __future__ import annotations
 
@@ -19,12 +22,45 @@ RECORD_COLUMNS = ("case_id", *PARAM_COLUMNS, "class", "split", "status", "measur
                   "timestamp")
 
 
-def done_ids(path: Path) -> set[str]:
-    """Case ids already recorded in `path` (ok or failed)."""
+def done_ids(path: Path, failed: bool = False) -> set[str]:
+    """Case ids recorded in `path` with status ok (and failed ones too when `failed`)."""
     if not path.exists():
         return set()
     with path.open(newline="") as f:
-        return {row["case_id"] for row in csv.DictReader(f)}
+        return {row["case_id"] for row in csv.DictReader(f)
+                if row.get("status") == "ok" or (failed and row.get("status") == "failed")}
+
+
+def repair(path: Path, drop_failed: bool = False) -> int:
+    """Drop a torn last line and any row without the header's field count (and, when asked, the
+    failed rows, which are about to be retried); returns the number of rows dropped."""
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    data = path.read_bytes()
+    torn = not data.endswith(b"\n")
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        rows = list(reader)
+    if header is None:
+        return 0
+    if torn and rows:
+        rows = rows[:-1]
+    keep = [r for r in rows if len(r) == len(header)]
+    if drop_failed and "status" in header:
+        status = header.index("status")
+        keep = [r for r in keep if r[status] != "failed"]
+    dropped = len(rows) - len(keep) + int(torn)
+    if dropped:
+        tmp = path.with_suffix(".repairing")
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(keep)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    return dropped
 
 
 def migrate(path: Path) -> None:
@@ -65,8 +101,10 @@ def run(cases: list[dict], out: str | Path, progress: bool = True, limit_s: floa
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    repair(out, drop_failed=True)
     migrate(out)
-    todo = [c for c in cases if case_id(c) not in done_ids(out)]
+    done = done_ids(out)
+    todo = [c for c in cases if case_id(c) not in done]
     dev, env = bench.device(), bench.environment()
     if dev.type == "cpu":
         # one intra-op thread: on small shared machines, spinning worker threads time the scheduler

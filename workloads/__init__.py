@@ -40,6 +40,9 @@ def load(name_or_path: str | Path) -> ModelSpec:
     """A catalog model by name (``"llama-3-8b"``) or an HF config.json by path."""
     text = str(name_or_path)
     if text.endswith(".json") or "/" in text:
+        folder = Path(text)
+        if folder.is_dir() and (folder / "config.json").is_file():  # an HF model folder
+            return ModelSpec.from_hf_config(folder / "config.json")
         return ModelSpec.from_hf_config(text)
     return _load_catalog(text)
 

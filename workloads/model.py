@@ -8,10 +8,11 @@ counts (tests/workloads).
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from hardware import inputs
 
 
 class ModelError(ValueError):
@@ -19,6 +20,10 @@ class ModelError(ValueError):
 
 
 #: HF `model_type` values we read, mapped to the family reader.
+#: Largest value of any shape field (layers, widths, heads, vocab, context): far above any real model,
+#: small enough that products of shapes stay exact in float64.
+MAX_SHAPE = 10**8
+
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3_moe", "deepseek_v3", "opt", "falcon", "gpt2")
 
 
@@ -69,8 +74,9 @@ class ModelSpec:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.type == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ModelError(f"{self.name}: {f.name} = {value!r} must be a non-negative integer")
+            if f.type == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < 0
+                                    or value > MAX_SHAPE):
+                raise ModelError(f"{self.name}: {f.name} = {value!r} must be a whole number from 0 to {MAX_SHAPE:,}")
         for name in ("n_layers", "d_model", "n_heads", "n_kv_heads", "head_dim", "vocab_size", "d_ff"):
             if getattr(self, name) == 0 and not (name == "d_ff" and self.n_dense_layers == 0 and self.is_moe):
                 raise ModelError(f"{self.name}: {name} must be positive, got 0")
@@ -79,6 +85,9 @@ class ModelSpec:
         if self.is_moe and not (0 < self.top_k <= self.n_experts and self.moe_d_ff > 0):
             raise ModelError(f"{self.name}: MoE needs 0 < top_k <= n_experts and moe_d_ff > 0 "
                              f"(top_k={self.top_k}, n_experts={self.n_experts}, moe_d_ff={self.moe_d_ff})")
+        if self.n_dense_layers > self.n_layers:
+            raise ModelError(f"{self.name}: first_k_dense_replace (n_dense_layers) = {self.n_dense_layers} exceeds "
+                             f"the {self.n_layers} layers; allowed 0 to {self.n_layers}")
         if self.norm not in ("rms", "layer"):
             raise ModelError(f"{self.name}: norm {self.norm!r} must be 'rms' or 'layer'")
 
@@ -89,21 +98,21 @@ class ModelSpec:
         if isinstance(config, (str, Path)):
             path = Path(config)
             try:
-                data = json.loads(path.read_text())
-            except FileNotFoundError:
-                raise ModelError(f"model config: file {str(path)!r} does not exist") from None
-            except json.JSONDecodeError as err:
-                raise ModelError(f"model config {path.name}: not valid JSON ({err.msg} at line {err.lineno})") from None
+                data = inputs.load_json(path, "model config")
+            except inputs.InputError as err:
+                raise ModelError(str(err)) from None
             name = name or (path.parent.name if path.stem == "config" else path.stem)
-        elif isinstance(config, dict):
-            data = config
         else:
-            raise ModelError(f"model config: expected a path or dict, got {type(config).__name__}")
+            data = config
+        if not isinstance(data, dict):
+            raise ModelError(f"model config: expected a JSON object of fields (HF config.json), got "
+                             f"{type(data).__name__}")
         family = data.get("model_type")
-        if family not in _READERS:
+        if not isinstance(family, str) or family not in _READERS:
             raise ModelError(f"model_type: unknown architecture {family!r}; supported: {', '.join(FAMILIES)}")
         fields = _READERS[family](_Config(data, name or family))
-        return cls(name=name or str(data.get("_name_or_path") or family), family=family, **fields)
+        name = name or str(data.get("_name_or_path") or family)
+        return cls(name=name[:200], family=family, **fields)
 
     # -- derived shapes -----------------------------------------------------------------------
     @property
@@ -216,8 +225,9 @@ class _Config:
         for key in keys:
             if key in self.data and self.data[key] is not None:
                 value = self.data[key]
-                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                    raise ModelError(f"{self.name}: {key} = {value!r} must be a positive integer")
+                if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SHAPE:
+                    shown = value if not isinstance(value, int) or abs(value) < 10**30 else f"a {len(str(value))}-digit number"
+                    raise ModelError(f"{self.name}: {key} = {shown!r} must be a whole number from 1 to {MAX_SHAPE:,}")
                 return value
         if default is ...:
             raise ModelError(f"{self.name}: config is missing {' / '.join(keys)}")

@@ -6,9 +6,21 @@ million configurations and the cost model evaluates all of them in one call.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+
+#: Allowed range of every field (inclusive).
+RANGES = {
+    "batch": (1, 10**7), "prompt": (1, 10**9), "gen": (1, 10**9), "tp": (1, 4096), "samples": (1, 10**6),
+    "quant_group": (1, 10**9), "sparse_budget": (0, 10**9),
+    "w_bits": (1, 32), "a_bits": (1, 32), "kv_bits": (1, 32),
+}
+BIT_FIELDS = ("w_bits", "a_bits", "kv_bits")
+#: Most configurations one Scenario may hold (a sweep holds any number, chunk by chunk).
+MAX_SIZE = 10**8
 
 
 class ScenarioError(ValueError):
@@ -24,6 +36,9 @@ class Scenario:
     samples: best-of-N samples per request (they share the prompt's KV); sparse_budget: KV tokens read
     per decode step by block top-k sparse attention (0 = dense); quant_group: weights per scale group
     for sub-8-bit weights (each group stores a 16-bit scale and a 16-bit zero point).
+
+    Allowed values are in RANGES (inclusive); counts are whole numbers, bit widths may be fractional
+    (the average width of a mixed-precision allocation). Arrays of different lengths must broadcast.
     """
 
     batch: object = 1
@@ -41,15 +56,20 @@ class Scenario:
         for f in dataclasses.fields(self):
             value = _as_array(getattr(self, f.name), f.name)
             object.__setattr__(self, f.name, value if value.ndim else value[()])
-        _check(self.batch, "batch", lambda x: (x >= 1) & (x == np.floor(x)), "a whole number >= 1")
-        _check(self.prompt, "prompt", lambda x: (x >= 1) & (x == np.floor(x)), "a whole number >= 1")
-        _check(self.gen, "gen", lambda x: (x >= 1) & (x == np.floor(x)), "a whole number >= 1")
-        _check(self.tp, "tp", lambda x: (x >= 1) & (x == np.floor(x)), "a whole number >= 1")
-        _check(self.samples, "samples", lambda x: (x >= 1) & (x == np.floor(x)), "a whole number >= 1")
-        _check(self.quant_group, "quant_group", lambda x: (x >= 1) & (x == np.floor(x)), "a whole number >= 1")
-        _check(self.sparse_budget, "sparse_budget", lambda x: (x >= 0) & (x == np.floor(x)), "a whole number >= 0")
-        for name in ("w_bits", "a_bits", "kv_bits"):
-            _check(getattr(self, name), name, lambda x: (x >= 1) & (x <= 32), "between 1 and 32 bits")
+        for name, (low, high) in RANGES.items():
+            whole = name not in BIT_FIELDS
+            _check(getattr(self, name), name, lambda x: (x >= low) & (x <= high) & ((x == np.floor(x)) | (not whole)),
+                   f"{'a whole number' if whole else 'a number of bits'} from {low:,} to {high:,}")
+        try:
+            shape = self.shape
+        except ValueError:
+            shapes = {f.name: np.shape(getattr(self, f.name)) for f in dataclasses.fields(self)
+                      if np.ndim(getattr(self, f.name))}
+            raise ScenarioError("arrays of different shapes do not broadcast: "
+                                + ", ".join(f"{k} {v}" for k, v in shapes.items())) from None
+        if math.prod(shape) > MAX_SIZE:
+            raise ScenarioError(f"scenario: {math.prod(shape):,} configurations exceed the limit of {MAX_SIZE:,} "
+                                "in one Scenario; use perfmodel.sweep, which evaluates in chunks")
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -70,13 +90,26 @@ class Scenario:
 
 
 def _as_array(value, name: str) -> np.ndarray:
+    if isinstance(value, (str, bytes, bool, np.bool_)) or (isinstance(value, (list, tuple)) and any(
+            isinstance(v, (str, bytes, bool, np.bool_)) for v in value)):
+        raise ScenarioError(f"{name}: {_short(value)} is not a number")
     try:
         array = np.asarray(value, dtype=np.float64)
+    except OverflowError:
+        raise ScenarioError(f"{name}: {_short(value)} is out of range; allowed {RANGES[name][0]:,} to "
+                            f"{RANGES[name][1]:,}") from None
     except (TypeError, ValueError):
-        raise ScenarioError(f"{name}: {value!r} is not a number") from None
+        raise ScenarioError(f"{name}: {_short(value)} is not a number") from None
+    if array.dtype.kind not in "fiu" or array.ndim > 8:
+        raise ScenarioError(f"{name}: {_short(value)} is not a number or an array of numbers")
     if array.size == 0:
         raise ScenarioError(f"{name}: empty array")
     return array
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _check(value, name: str, ok, wanted: str) -> None:

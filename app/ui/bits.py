@@ -74,11 +74,12 @@ def _show(out: dict, inputs: dict) -> None:
     c[0].metric("Average bits", f"{r['avg_bits']:.3f}", help=f"method {r['method']}, status {r['status']}")
     c[1].metric("Predicted loss vs uniform", f"{r['predicted_gain']:.3f}x",
                 help="loss of this allocation over uniform widths at the same average (< 1 is better)")
-    c[2].metric("Quantized weights", f"{r['bytes'] / 1e9:.2f} GB", delta=f"{(r['bytes'] - uniform['bytes']) / 1e9:+.2f} GB vs uniform",
-                delta_color="inverse")
+    common.metric_of(c[2])("Quantized weights", f"{r['bytes'] / 1e9:.2f} GB",
+                **views.metric_delta((r["bytes"] - uniform["bytes"]) / 1e9, "{:+.2f} GB vs uniform", lower_is_better=True))
     if math.isfinite(r["latency_s"]):
-        c[3].metric("Decode step (modeled)", f"{r['latency_s'] * 1e3:.3f} ms",
-                    delta=f"{(r['latency_s'] - uniform['latency_s']) * 1e3:+.3f} ms vs uniform", delta_color="inverse",
+        common.metric_of(c[3])("Decode step (modeled)", f"{r['latency_s'] * 1e3:.3f} ms",
+                    **views.metric_delta((r["latency_s"] - uniform["latency_s"]) * 1e3, "{:+.3f} ms vs uniform",
+                                         lower_is_better=True),
                     help=f"perfmodel's decode step at batch 1 with these widths, engine {inputs['engine']}")
     else:
         c[3].metric("Decode step (modeled)", "n/a", help="needs layer shapes: rows and cols columns, or layer names "

@@ -193,6 +193,20 @@ def export_buttons(prefix: str, inputs_yaml: str, results: dict[str, pd.DataFram
                             mime="text/csv", key=f"{prefix}.dl.{name}")
 
 
+def metric_of(where):
+    """`where.metric` without the keyword arguments this Streamlit version lacks (delta_arrow came in
+    a later release than the oldest one pyproject allows)."""
+    import inspect
+
+    method = where.metric
+    known = set(inspect.signature(method).parameters)
+
+    def metric(*args, **kwargs):
+        return method(*args, **{k: v for k, v in kwargs.items() if k in known})
+
+    return metric
+
+
 def show_error(err: Exception, where=st) -> None:
     """A user error as one message (never a traceback)."""
     message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)

@@ -107,7 +107,10 @@ def test_uploaded_config_matches_the_catalog_model():
 @pytest.mark.parametrize("text, fragment", [
     ("{not json", "not valid JSON"),
     ('{"model_type": "bert"}', "unknown architecture"),
-    ("[1, 2]", "expected a path or dict"),
+    ("[1, 2]", "expected a JSON object"),
+    ("[" * 100000 + "]" * 100000, "nested too deeply"),
+    ('{"model_type": "llama", "hidden_size": 1' + "0" * 400 + "}", "401 digits is out of range"),
+    ('{"model_type": ["llama"]}', "unknown architecture"),
 ])
 def test_bad_configs_raise_model_errors(text, fragment):
     with pytest.raises(ModelError, match=fragment):

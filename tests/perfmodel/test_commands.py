@@ -41,10 +41,10 @@ def test_list_commands(capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--batch", "-3"], "batch: -3"),
+    (["--batch", "-3"], "--batch: '-3' must be a whole number from 1 to 10,000,000"),
     (["--model", "llama-9"], "unknown catalog model 'llama-9'"),
     (["--hardware", "h900"], "unknown preset 'h900'"),
-    (["--kv-bits", "0"], "kv_bits: 0"),
+    (["--kv-bits", "0"], "--kv-bits: '0' must be a whole number from 1 to 32"),
     (["--model", "gpt2", "--prompt", "2000"], "maximum context"),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, argv, message):

@@ -74,8 +74,10 @@ def test_engine_flag_help_lists_the_profiles(capsys):
 # -- sweep --------------------------------------------------------------------------------------------
 def _sweep_csv(capsys, tmp_path, name, *extra):
     path = tmp_path / f"{name}.csv"
+    # --grid keeps the default sweep's other axes (issue 16), so pin them to one value each
+    pinned = [arg for axis in ("prompt=2048", "w_bits=16", "kv_bits=16", "tp=1") for arg in ("--grid", axis)]
     code, out, err = run(capsys, "sweep", "--grid", f"model={MODEL}", "--grid", f"hardware={HW}",
-                         "--grid", "batch=1,8", "--no-progress", "-o", str(path), *extra)
+                         "--grid", "batch=1,8", *pinned, "--no-progress", "-o", str(path), *extra)
     assert code == 0, err
     return pd.read_csv(path), out
 

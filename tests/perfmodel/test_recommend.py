@@ -141,5 +141,5 @@ def test_cli_recommend_errors_exit_2(capsys):
     assert main(["recommend", "--model", MODEL, "--hardware", "l4", "--no-progress"]) == 2
     assert "exactly one of" in capsys.readouterr().err
     assert main(["recommend", "--model", MODEL, "--rate", "100", "--tp", "one", "--no-progress"]) == 2
-    assert "--tp: 'one' must be a comma list" in capsys.readouterr().err
+    assert "--tp: 'one' must be a whole number from 1 to 4,096" in capsys.readouterr().err
 

@@ -374,6 +374,7 @@ def test_bad_scheduler_address_is_a_clear_error():
 def test_cli_grid_sweep_writes_parquet_and_csv(tmp_path, capsys):
     out = tmp_path / "out.parquet"
     code = main(["sweep", "--grid", "model=llama-3.2-1b,qwen3-0.6b", "--grid", "hardware=l4,t4", "--grid", "batch=1:64:4:log",
+                 "--grid", "prompt=512", "--grid", "w_bits=16", "--grid", "kv_bits=16", "--grid", "tp=1",
                  "--max-tpot", "0.01", "--fits", "--pareto", "throughput_tok_s:max,tpot_s:min", "-o", str(out),
                  "--csv", "--no-progress", "--plot", str(tmp_path / "f.png")])
     text = capsys.readouterr().out

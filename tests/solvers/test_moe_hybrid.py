@@ -60,9 +60,11 @@ def test_gpu_resident_weights_cut_pcie_traffic(mixtral, h100):
     assert half["pcie_s"] < none["pcie_s"] and half["gpu_s"] >= none["gpu_s"]
 
 
-def test_dense_models_work_too(h100):
-    res = moe_hybrid_bound(workloads.load("llama-3.1-70b"), h100, SC, batch=[8])
-    assert res.rows[0]["throughput_tok_s"] > 0
+def test_issue16_dense_model_is_refused(h100):
+    """Issue 16: moe-hybrid on a dense model ran silently; MoE-Lens' split needs experts (offload
+    placement of dense models is `solve offload`)."""
+    with pytest.raises(MoEHybridError, match="llama-3.1-70b is a dense model"):
+        moe_hybrid_bound(workloads.load("llama-3.1-70b"), h100, SC, batch=[8])
 
 
 def test_weights_that_do_not_fit_in_dram(h100):

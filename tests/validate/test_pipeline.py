@@ -98,7 +98,7 @@ def test_predict_cases_bad_input(tmp_path, capsys):
     pd.DataFrame([dict(kind="model_step", model="llama-3-8b", layers=2, phase="warmup", batch=1, q_len=1,
                        kv_len=8, dtype="bf16")]).to_csv(path, index=False)
     assert main(["validate", "predict", str(path), "-o", str(tmp_path / "o.csv")]) == 2
-    assert "phase: 'warmup'" in capsys.readouterr().err
+    assert "row 1: model_step phase = 'warmup' is not one of prefill, decode" in capsys.readouterr().err
     pd.DataFrame([dict(kind="conv2d")]).to_csv(path, index=False)
     assert main(["validate", "predict", str(path), "-o", str(tmp_path / "o.csv")]) == 2
-    assert "kind: 'conv2d'" in capsys.readouterr().err
+    assert "row 1: case kind = 'conv2d' is not one of" in capsys.readouterr().err

@@ -81,11 +81,11 @@ def migrate(path: Path) -> None:
     tmp.replace(path)
 
 
-def append_record(path: Path, record: dict) -> None:
+def append_record(path: Path, record: dict, columns: tuple = RECORD_COLUMNS) -> None:
     """Append one row and flush it to disk, writing the header for a new file."""
     new = not path.exists() or path.stat().st_size == 0
     with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=RECORD_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         if new:
             writer.writeheader()
         writer.writerow(record)

@@ -192,14 +192,10 @@ def done_ids(path: Path, retry_failed: bool = False) -> set[str]:
 
 
 def append_row(path: Path, row: dict) -> None:
-    new = not path.exists() or path.stat().st_size == 0
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one row, fsynced, with this script's columns (validate.runner's writer)."""
+    from validate.runner import append_record
+
+    append_record(path, row, COLUMNS)
 
 
 def one_line(err: BaseException) -> str:

@@ -14,8 +14,8 @@ writes them as Calibration.error_bands). A step's band comes from the most speci
    consistent with the per-class quantiles, never narrower than the truth if those hold.
 
 Host time that is not device time (eager dispatch, the engine's per-step host time) is kept as
-predicted. A spec without bands (datasheet presets) gives no band (NaN): an uncalibrated roofline
-has no validated error to show.
+predicted. A spec without bands (datasheet presets) gives no band: `band` returns NaN and
+predictions leave the interval columns out (an uncalibrated roofline has no validated error).
 """
 from __future__ import annotations
 

@@ -254,8 +254,9 @@ def _evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine) -> d
         **{k: getattr(sc, k) for k in sc.columns()},
         "params": model.param_count(), "active_params": model.active_param_count(),
         "ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e, "throughput_tok_s": throughput,
-        "ttft_p10_s": ttft_band[0], "ttft_p90_s": ttft_band[1],
-        "tpot_p10_s": tpot_band[0], "tpot_p90_s": tpot_band[1],
+        # prediction intervals only where the spec carries validated error bands (no NaN columns)
+        **({"ttft_p10_s": ttft_band[0], "ttft_p90_s": ttft_band[1], "tpot_p10_s": tpot_band[0],
+            "tpot_p90_s": tpot_band[1]} if bands else {}),
         "decode_tok_s": decode_seqs / tpot,
         "prefill_bound": _bound(prefill), "decode_bound": _bound(decode),
         "prefill_compute_s": prefill["compute_s"], "prefill_memory_s": prefill["memory_s"],

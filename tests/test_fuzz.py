@@ -434,9 +434,8 @@ def finite_result(result) -> str | None:
         return None
     numeric = frame.select_dtypes("number")
     bad = ~np.isfinite(numeric.to_numpy(dtype=float))
-    # +inf by definition (cost per correct answer at accuracy 0, an unbounded upper limit); NaN where a
-    # spec has no validated error bands (perfmodel.intervals: "no interval", printed as n/a)
-    allowed = [c for c in numeric.columns if c in ("cost_of_pass", "upper") or c.endswith(("_p10_s", "_p90_s"))]
+    # +inf by definition (cost per correct answer at accuracy 0, an unbounded upper limit)
+    allowed = [c for c in numeric.columns if c in ("cost_of_pass", "upper")]
     bad[:, [numeric.columns.get_loc(c) for c in allowed]] = False
     if bad.any():
         return f"column {numeric.columns[np.flatnonzero(bad.any(axis=0))[0]]}"

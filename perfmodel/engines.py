@@ -100,15 +100,12 @@ class Engine:
 
         return np.asarray(tokens) <= self.graph_max_tokens
 
-    def attention_kernel(self, new_tokens):
-        """Attention kernel for steps of `new_tokens` per sequence, as the calibration names it:
-        "<family>-decode" (flash-decoding, XQA) for one token, "<family>-prefill" otherwise. Scalar
-        names only: a step with mixed shapes takes the decode kernel when every sequence decodes
-        one token."""
-        import numpy as np
-
-        decode = np.all(np.asarray(new_tokens) <= 1)
-        return f"{self.decode_attention}-decode" if decode else f"{self.prefill_attention}-prefill"
+    def attention_kernel(self, phase: str) -> str:
+        """Attention kernel of a step phase ("prefill" or "decode": perfmodel.ops.step_phase), as the
+        calibration names it: "<family>-<phase>" (flash-decoding and XQA kernels decode, FMHA-style
+        kernels prefill)."""
+        family = self.decode_attention if phase == "decode" else self.prefill_attention
+        return f"{family}-{phase}"
 
 
 def names() -> tuple[str, ...]:

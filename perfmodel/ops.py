@@ -85,6 +85,13 @@ class Precision:
         return np.asarray(self.kv_bits) / 8
 
 
+def step_phase(new_tokens) -> str:
+    """"decode" for a step of one new token per sequence, else "prefill" (scalar: a step with mixed
+    shapes decodes only when every sequence does). Attention kernels, fp8 quantization and the
+    prediction intervals all follow this one rule."""
+    return "decode" if np.all(np.asarray(new_tokens) <= 1) else "prefill"
+
+
 def matmul_op(name: str, tokens, n, k, p: Precision, count: int) -> Op:
     """A dense GEMM: tokens x k activations times a k x n weight; flops = 2 m n k.
     (Products are ordered scalars first: a million-scenario sweep spends its time here.)"""
@@ -235,7 +242,7 @@ def context_ops(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp=1, sp
     engine = load_engine(engine)
     ops = [kv_append_op(model, seqs, new_tokens, past, p, tp)] if engine.kv_append_copies else []
     return ops + [attention_op(model, seqs, new_tokens, past, p, tp, sparse_budget,
-                               kernel=engine.attention_kernel(new_tokens))]
+                               kernel=engine.attention_kernel(step_phase(new_tokens)))]
 
 
 def kv_write_op(model: ModelSpec, tokens, p: Precision, tp, engine: Engine) -> list[Op]:
@@ -301,7 +308,7 @@ def step_ops(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp=1, spars
     ops = [Op("embedding", "embedding", 1, flops=0.0, weight_bytes=tokens * D * 2.0,
               act_bytes=tokens * D * p.act_bytes)]
     ops.append(vector_op("attn_norm", "norm", tokens, D, count=L, **norm))
-    ops += act_quant_ops(model, tokens, p, tp, engine, decode=bool(np.all(np.asarray(new_tokens) <= 1)))
+    ops += act_quant_ops(model, tokens, p, tp, engine, decode=step_phase(new_tokens) == "decode")
     ops += attention_projections(model, tokens, p, tp, engine)
     if model.qk_norm:  # Qwen3 normalises q and k per head before rotary embedding
         fused = engine.residual_in_norm  # a fusing compiler folds it into the RoPE kernel's pass

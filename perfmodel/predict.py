@@ -18,7 +18,7 @@ from perfmodel import intervals, memory
 from perfmodel.checks import check_parallelism
 from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.engines import load as load_engine
-from perfmodel.ops import Op, Precision, context_ops, step_ops
+from perfmodel.ops import Op, Precision, context_ops, step_ops, step_phase
 from perfmodel.roofline import BOUNDS, OpTime, mean_max_affine, op_time
 from workloads.model import ModelSpec
 from workloads.scenario import Scenario
@@ -104,17 +104,22 @@ def host_dispatch_s(model: ModelSpec, hw: Hardware, engine: Engine | str = DEFAU
         return 0.0
     ops = step_ops(model, 1.0, 1.0, 1.0, Precision(16, 16, 16), engine=engine)
     kernels = sum(op.count * op.kernels for op in ops)
-    host = kernels * hw.calibration.dispatch_s + host_overhead_s(model, hw, engine)
-    return np.where(engine.graphed(tokens), 0.0, host)
+    return _paid_host_s(kernels * hw.calibration.dispatch_s, model, hw, engine, tokens)
+
+
+def _paid_host_s(dispatch_s, model: ModelSpec, hw: Hardware, engine: Engine, tokens):
+    """Host time a step pays: none when replayed from a CUDA graph (or on a datasheet spec); else
+    its kernels' dispatch `dispatch_s` plus the engine's Python per layer and per step."""
+    if hw.calibration is None:
+        return 0.0
+    return np.where(engine.graphed(tokens), 0.0, dispatch_s + host_overhead_s(model, hw, engine))
 
 
 def _settle(totals: dict, model: ModelSpec, hw: Hardware, engine: Engine, tokens) -> dict:
-    """Host time by how the engine issues the step: a step replayed from a CUDA graph pays none;
-    one launched kernel by kernel takes max(device time, host time), the host running ahead of the
-    device; every step then adds the engine's serial per-iteration host time (step_host_s)."""
-    graphed = engine.graphed(tokens)
-    python = host_overhead_s(model, hw, engine)
-    host = np.where(graphed, 0.0, totals["host_s"] + python) if hw.calibration is not None else 0.0
+    """Host time by how the engine issues the step (`_paid_host_s`): one launched kernel by kernel
+    takes max(device time, host time), the host running ahead of the device; every step then adds
+    the engine's serial per-iteration host time (step_host_s)."""
+    host = _paid_host_s(totals["host_s"], model, hw, engine, tokens)
     totals["host_s"] = host
     totals["time_s"] = np.maximum(totals["time_s"], host) + engine.step_host_s
     return totals
@@ -125,8 +130,7 @@ def step_time(model: ModelSpec, hw: Hardware, seqs, new_tokens, past, p: Precisi
     """Time of one forward step and its components (arrays over scenarios)."""
     engine = load_engine(engine)
     ops = step_ops(model, seqs, new_tokens, past, p, tp, sparse_budget, logits_tokens, engine)
-    phase = "decode" if np.all(np.asarray(new_tokens) <= 1) else "prefill"
-    totals = _phase_totals(ops, [op_time(op, hw, p, tp) for op in ops], phase, hw)
+    totals = _phase_totals(ops, [op_time(op, hw, p, tp) for op in ops], step_phase(new_tokens), hw)
     return _settle(totals, model, hw, engine, np.asarray(seqs) * new_tokens)
 
 
@@ -159,9 +163,7 @@ def mean_decode_step(model: ModelSpec, hw: Hardware, seqs, past_first, past_last
         if banded:
             sums.add("class:" + intervals.op_class(op.kind, "decode"), op.count, core + t.overhead_s + t.comm_s)
     out = _with_classes({key: sums.total(key) for key in _KEYS}, sums)
-    graphed = engine.graphed(seqs)
-    host = 0.0 if hw.calibration is None else \
-        np.where(graphed, 0.0, out["host_s"] + host_overhead_s(model, hw, engine))
+    host = _paid_host_s(out["host_s"], model, hw, engine, seqs)
     # mean of max(device(S), host) with device affine in S between its end values
     first, last = out["time_s"] + first_extra, out["time_s"] + last_extra
     out["host_s"] = host

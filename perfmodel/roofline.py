@@ -177,10 +177,9 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
         rate, overhead = hw.peak_flops_per_s("fp32"), overhead + (cal.moe_routing_s if cal else 0.0)
     elif op.kind == "attention":
         bits = np.minimum(np.maximum(p.a_bits, 16), 32)  # attention runs in bf16/fp16, or fp32
-        fraction, floor, read, unit_s = cal.attention_kernel(op.kernel) if cal else (1.0, 0.0, bandwidth, 0.0)
+        fraction, floor, read, unit_s, row_s = cal.attention_kernel(op.kernel) if cal else (1.0, 0.0, bandwidth, 0.0, 0.0)
         rate = matmul_dtype_rate(hw, bits, bits) * fraction
         bandwidth, overhead = read, overhead + floor
-        row_s = cal.attention_row_s(op.kernel) if cal else 0.0
         if unit_s or row_s:  # work units run in waves over the SMs; each query row adds its own time
             waves = np.ceil(attention_units(op) / hw.compute_units)
             work = waves * unit_s + np.asarray(op.m, dtype=float) * row_s / hw.compute_units
@@ -214,21 +213,21 @@ def _sustained_rate(hw: Hardware, p: Precision):
     """The power roof: the GEMM rate the board's power limit sustains for the precisions' dtype
     (Calibration.sustained_flops_per_s), infinite where not calibrated."""
     table = hw.calibration.sustained_flops_per_s
-    if not table:
-        return np.inf
-    w, a = np.asarray(p.w_bits), np.asarray(p.a_bits)
-    return np.where((w <= 8) & (a <= 8), table.get("fp8", np.inf),
-                    np.where(a <= 16, table.get("bf16", np.inf), table.get("fp32", np.inf)))
+    return _by_gemm_dtype(table, p, np.inf) if table else np.inf
 
 
 def _gemv_cap(cal, p: Precision, default):
-    """Per-block streaming rate of the library's skinny-GEMM kernel for the precisions' dtype (fp8
-    when weights and activations are 8-bit, bf16 for 16-bit activations, fp32 above): cuBLAS runs
-    different kernels per dtype, and on an H200 its fp8 and fp32 GEMVs stream far slower."""
-    rate = cal.gemv_bytes_per_s
+    """Per-block streaming rate of the library's skinny-GEMM kernel for the precisions' dtype:
+    cuBLAS runs different kernels per dtype, and on an H200 its fp8 and fp32 GEMVs stream slower."""
+    return _by_gemm_dtype(cal.gemv_bytes_per_s, p, default)
+
+
+def _by_gemm_dtype(table: dict, p: Precision, default):
+    """The entry of a per-dtype calibration table for the GEMM path the precisions select: fp8
+    when weights and activations are 8-bit, bf16 for 16-bit activations, fp32 above."""
     w, a = np.asarray(p.w_bits), np.asarray(p.a_bits)
-    return np.where((w <= 8) & (a <= 8), rate.get("fp8", default),
-                    np.where(a <= 16, rate.get("bf16", default), rate.get("fp32", default)))
+    return np.where((w <= 8) & (a <= 8), table.get("fp8", default),
+                    np.where(a <= 16, table.get("bf16", default), table.get("fp32", default)))
 
 
 def _dequant_time_s(cal, p: Precision, weight_bytes):

@@ -65,7 +65,7 @@ def attention_time_s(model: ModelSpec, hw: Hardware, batch, context, p: Precisio
                      engine: Engine | str = DEFAULT_ENGINE):
     """Decode attention over `context` cached tokens on `n_devices` devices of `hw` (heads split),
     run by `engine`'s decode attention kernel."""
-    op = attention_op(model, batch, 1.0, context, p, n_devices, kernel=load_engine(engine).attention_kernel(1.0))
+    op = attention_op(model, batch, 1.0, context, p, n_devices, kernel=load_engine(engine).attention_kernel("decode"))
     return op.count * np.asarray(op_time(op, hw, p, n_devices).time_s)
 
 

@@ -25,12 +25,14 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def script_device(quick: bool, script: str) -> torch.device | None:
+def script_device(quick: bool, script: str, smoke_test: bool = True) -> torch.device | None:
     """Where a measurement script runs: the GPU, or the CPU for a --quick smoke test. A full run
-    without a GPU says so and gets None (its caller exits with code 2)."""
+    without a GPU says so and gets None (its caller exits with code 2); `smoke_test` False for
+    scripts that have no --quick."""
     dev = torch.device("cpu") if quick and not torch.cuda.is_available() else device()
     if not quick and dev.type != "cuda":
-        print(f"{script}: no CUDA device; use --quick for the CPU smoke test", file=sys.stderr)
+        hint = "; use --quick for the CPU smoke test" if smoke_test else ""
+        print(f"{script}: no CUDA device{hint}", file=sys.stderr)
         return None
     return dev
 
@@ -101,14 +103,19 @@ def time_graphed(fn: Callable[[int], object], calls: int | None = None, target_s
     graph.replay()
     torch.cuda.synchronize()
     replays = int(min(max_replays, max(min_replays, target_s / (calls * once))))
+    return median_replay_s(graph, replays) / calls, replays * calls
+
+
+def median_replay_s(graph, replays: int) -> float:
+    """Median seconds of `replays` replays of a captured CUDA graph, each timed with CUDA events
+    queued back to back (no host sync between replays)."""
     events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(replays)]
     for a, b in events:
         a.record()
         graph.replay()
         b.record()
     torch.cuda.synchronize()
-    del graph
-    return statistics.median(a.elapsed_time(b) / 1e3 for a, b in events) / calls, replays * calls
+    return statistics.median(a.elapsed_time(b) / 1e3 for a, b in events)
 
 
 def _sync(cuda: bool) -> None:

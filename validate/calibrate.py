@@ -32,7 +32,8 @@ import numpy as np
 from scipy import optimize
 
 from hardware.spec import Calibration, Hardware
-from validate.predict_cases import graphed, predict_many, text
+from validate.cases import text
+from validate.predict_cases import graphed, predict_many
 
 TILES = ((64, 128), (128, 128), (128, 256), (256, 128))
 SPLIT_K_MIN = (256, 512, 1024, 2048, 4096, 8192)
@@ -251,7 +252,6 @@ def band_class(case: dict) -> str | None:
     only as the device sees them (graph-timed, where the suite has such cases: eager kernel times
     carry host dispatch that intervals do not band)."""
     from perfmodel import intervals
-    from validate.predict_cases import text
 
     if case["kind"] == "model_step":
         return intervals.step_class(case["phase"], text(case, "engine") or "hf-eager")

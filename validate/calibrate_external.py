@@ -97,10 +97,10 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
                               memory_bytes_per_s=cal.memory_read_bytes_per_s)
     for engine, cases in train.items():
         profile = engines.load(engine)
-        for phase, family in (("prefill", profile.prefill_attention), ("decode", profile.decode_attention)):
+        for phase in ("prefill", "decode"):
             attention = [c for c in cases if c["kind"] == "attention" and c.get("phase") == phase]
             if attention:
-                cal, _ = fit(attention, base, cal, _attention_params(cal, f"{family}-{phase}", bw))
+                cal, _ = fit(attention, base, cal, _attention_params(cal, profile.attention_kernel(phase), bw))
     reduces = [c for c in train.get(ar_engine, []) if c["kind"] == "allreduce" and c.get("strategy") == "custom"
                and c.get("timing") == "graph"]
     if reduces:
@@ -171,8 +171,8 @@ def calibrated_preset(by_engine: dict[str, list[dict]], base: Hardware, gemm_eng
     bands = error_bands(evaluation, hw)
     cal = dataclasses.replace(hw.calibration, error_bands=bands)
     sources = {**hw.sources, **sources_of(by_engine, gemm_engine, ar_engine, cal)}
-    sources.update({f"calibration.error_bands.{c}.{q}": f"measured / predicted on the shape-split evaluation half "
-                    f"of the same tables (validate/reports/aiconfigurator)" for c in bands for q in ("p10", "p90")})
+    sources.update({f"calibration.error_bands.{c}.{q}": "measured / predicted on the shape-split evaluation half "
+                    "of the same tables (validate/reports/aiconfigurator)" for c in bands for q in ("p10", "p90")})
     return dataclasses.replace(hw, calibration=cal, sources=sources)
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 
 #: Columns of the case schema, in CSV order (unused ones stay empty for a kind).
 PARAM_COLUMNS = ("kind", "m", "n", "k", "dtype", "w_bits", "group", "phase", "batch", "heads", "kv_heads",
@@ -81,13 +82,19 @@ def shape_key(case: dict) -> str:
     return "|".join([kind] + [str(case.get(f)) for f in fields])
 
 
+def text(case: dict, key: str) -> str:
+    """A text field of a case row; "" where empty (None, NaN from a CSV reader, or "")."""
+    value = case.get(key)
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
 def split(case: dict) -> str:
     """'calibration' or 'evaluation', fixed by a hash of the case's shape key (about one third
     evaluation), so no evaluation shape is seen by the fit. Whole-model steps split by model: the
     models of HELD_OUT_MODELS, and every step of a compiled engine profile (no fit uses them), are
     evaluation. Disjoint by construction, and stable across runs and machines."""
     if case["kind"] == "model_step":
-        engine = case.get("engine") if isinstance(case.get("engine"), str) and case.get("engine") else "hf-eager"
+        engine = text(case, "engine") or "hf-eager"
         return "evaluation" if case.get("model") in HELD_OUT_MODELS or engine != "hf-eager" else "calibration"
     digest = hashlib.sha256(shape_key(case).encode()).digest()
     return "evaluation" if digest[0] % 3 == 0 else "calibration"

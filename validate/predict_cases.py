@@ -19,18 +19,13 @@ from perfmodel import collectives, engines
 from perfmodel.ops import Op, Precision, attention_op, kv_append_op, matmul_op, moe_ops, quant_ops, vector_op
 from perfmodel.predict import step_time
 from perfmodel.roofline import op_time
+from validate.cases import text
 from workloads.model import ModelSpec
 
 BITS = {"bf16": 16, "fp16": 16, "fp32": 32, "fp8": 8}
 
 #: The eager PyTorch profile the suite's unfused vector kernels are written as (validate/bench.py).
 HF_EAGER = engines.load("hf-eager")
-
-
-def text(case: dict, key: str) -> str:
-    """A text field of a case row; "" where empty (None, NaN from a CSV reader, or "")."""
-    value = case.get(key)
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
 def graphed(case: dict) -> bool:
@@ -158,12 +153,11 @@ def attention_family(case: dict) -> str:
     measured inside vLLM ran FlashAttention, inside TensorRT-LLM its XQA / FMHA kernels), or the
     suite's own SDPA kernel ("sdpa-<phase>", falling back to the spec's default) when the case names
     no engine."""
+    phase = "prefill" if case.get("phase") == "prefill" else "decode"
     engine = text(case, "engine")
     if not engine:  # the suite's own cases: PyTorch's scaled_dot_product_attention
-        return f"sdpa-{'prefill' if case.get('phase') == 'prefill' else 'decode'}"
-    profile = engines.load(engine)
-    return f"{profile.prefill_attention}-prefill" if case.get("phase") == "prefill" else \
-        f"{profile.decode_attention}-decode"
+        return f"sdpa-{phase}"
+    return engines.load(engine).attention_kernel(phase)
 
 
 def predict_attentions(cases: list[dict], hw: Hardware) -> np.ndarray:

@@ -63,19 +63,19 @@ def repair(path: Path, drop_failed: bool = False) -> int:
     return dropped
 
 
-def migrate(path: Path) -> None:
-    """Rewrite a measurements file written with an older column set in the current one (no row
-    is lost; columns it lacked stay empty)."""
+def migrate(path: Path, columns: tuple = RECORD_COLUMNS) -> None:
+    """Rewrite a measurements file written with an older column set in `columns` (no row is lost;
+    columns it lacked stay empty)."""
     if not path.exists() or path.stat().st_size == 0:
         return
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) == RECORD_COLUMNS:
+        if tuple(reader.fieldnames or ()) == columns:
             return
         rows = list(reader)
     tmp = path.with_suffix(".migrating")
     with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=RECORD_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)

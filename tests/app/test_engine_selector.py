@@ -67,25 +67,18 @@ def test_compare_page_engine_reaches_the_results_and_the_sweep_spec():
     assert SweepSpec.from_dict(doc).engine.name == "hf-eager"
 
 
+#: (page, engine selectbox key, metric that moves, CLI commands that must carry the engine)
+SOLVER_PAGES = (("kv", "kv.engine", "Decode per token", ("perfmodel solve kv serve", "perfmodel solve kv setting")),
+                ("offload", "offload.lp.engine", "Throughput", ("perfmodel solve offload",)),
+                ("bits", "bits.engine", "Decode step (modeled)", ("perfmodel solve bits",)))
+
+
 def test_solver_pages_pass_the_engine_and_show_it_in_the_cli_line():
-    at = page("kv").run()
-    before = metrics(at)["Decode per token"]
-    at.selectbox(key="kv.engine").set_value("hf-eager").run()
-    no_traceback(at)
-    assert metrics(at)["Decode per token"] != before
-    assert any(c.startswith("perfmodel solve kv serve") and "--engine hf-eager" in c for c in codes(at))
-    assert any(c.startswith("perfmodel solve kv setting") and "--engine hf-eager" in c for c in codes(at))
-
-    at = page("offload").run()
-    before = metrics(at)["Throughput"]
-    at.selectbox(key="offload.lp.engine").set_value("hf-eager").run()
-    no_traceback(at)
-    assert metrics(at)["Throughput"] != before
-    assert any(c.startswith("perfmodel solve offload") and "--engine hf-eager" in c for c in codes(at))
-
-    at = page("bits").run()
-    before = metrics(at)["Decode step (modeled)"]
-    at.selectbox(key="bits.engine").set_value("hf-eager").run()
-    no_traceback(at)
-    assert metrics(at)["Decode step (modeled)"] != before
-    assert any(c.startswith("perfmodel solve bits") and "--engine hf-eager" in c for c in codes(at))
+    for name, key, metric, commands in SOLVER_PAGES:
+        at = page(name).run()
+        before = metrics(at)[metric]
+        at.selectbox(key=key).set_value("hf-eager").run()
+        no_traceback(at)
+        assert metrics(at)[metric] != before, name
+        for command in commands:
+            assert any(c.startswith(command) and "--engine hf-eager" in c for c in codes(at)), command

@@ -1,7 +1,6 @@
 """--engine on every core command that prices time (predict, sweep, recommend, best-batch), and
 `engine=` on every core function that does: hf-eager changes the decode time against the default
 (vllm, a serving engine); an unknown name is one line naming --engine, the value and the known names."""
-import ast
 import inspect
 import io
 import json
@@ -20,21 +19,7 @@ from perfmodel.ops import Precision, step_ops
 from perfmodel.predict import breakdown, evaluate, mean_decode_step, step_time
 
 MODEL, HW = "llama-3.2-1b", "h200-sxm-calibrated"
-KNOWN = engines.names()
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def assert_unknown_engine(code, err, value="nope"):
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert "--engine" in lines[0] and repr(value) in lines[0]
-    assert all(name in lines[0] for name in KNOWN)
+from tests.engine_cli import KNOWN, assert_unknown_engine, pricing_functions_without_engine, run
 
 
 def table(text: str, first_column: str) -> pd.DataFrame:
@@ -208,14 +193,4 @@ def test_no_core_function_prices_time_without_an_engine_parameter():
     exempt = {("commands.py", "run_predict"), ("sweep_commands.py", "run_recommend"),
               ("sweep_commands.py", "run_best_batch"), ("sweep.py", "grid"), ("sweep.py", "random"),
               ("sweep.py", "_fill")}
-    missing = []
-    for path in sorted(root.glob("*.py")):
-        for node in ast.parse(path.read_text()).body:
-            if not isinstance(node, ast.FunctionDef) or (path.name, node.name) in exempt:
-                continue
-            calls = {c.func.attr if isinstance(c.func, ast.Attribute) else getattr(c.func, "id", None)
-                     for c in ast.walk(node) if isinstance(c, ast.Call)}
-            args = [a.arg for a in node.args.args + node.args.kwonlyargs]
-            if calls & PRICERS and "engine" not in args:
-                missing.append(f"{path.name}:{node.name}")
-    assert not missing
+    assert not pricing_functions_without_engine(root, PRICERS, exempt)

@@ -2,7 +2,6 @@
 kv setting, bits with --model) and `engine=` on every solver function that does: hf-eager changes the
 decode time against the default (vllm, a serving engine); an unknown name is one line naming
 --engine, the value and the known names, exit code 2."""
-import ast
 import dataclasses
 import inspect
 import json
@@ -14,19 +13,12 @@ import pytest
 import hardware
 import solvers
 import workloads
-from app.cli import main
 from perfmodel import engines
 from perfmodel.ops import Precision
 from solvers import attention_offload, bits, bits_cost, kv, offload
 
 MODEL, HW = "llama-3.2-1b", "h200-sxm-calibrated"
-KNOWN = engines.names()
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.engine_cli import assert_unknown_engine, pricing_functions_without_engine, run
 
 
 def json_of(capsys, *argv):
@@ -68,9 +60,7 @@ def test_solver_commands_engine_changes_decode_time(sens, capsys):
 def test_solver_commands_unknown_engine_is_one_line(sens, capsys):
     for argv, _ in commands(sens):
         code, _, err = run(capsys, *argv, "--engine", "nope")
-        lines = err.strip().splitlines()
-        assert code == 2 and len(lines) == 1 and "Traceback" not in err, (argv[:3], err)
-        assert "--engine" in lines[0] and "'nope'" in lines[0] and all(n in lines[0] for n in KNOWN), argv[:3]
+        assert_unknown_engine(code, err, context=argv[:3])
 
 
 def test_text_outputs_name_the_engine(capsys):
@@ -149,15 +139,5 @@ PRICERS = {"step_time", "evaluate", "predict", "step_ops", "mean_decode_step", "
 
 def test_no_solver_function_prices_time_without_an_engine_parameter():
     root = Path(solvers.__file__).parent
-    missing = []
-    for path in sorted(root.glob("*.py")):
-        for node in ast.parse(path.read_text()).body:
-            if not isinstance(node, ast.FunctionDef) or (path.name, node.name) in ENGINE_FREE | HANDLERS:
-                continue
-            calls = {c.func.attr if isinstance(c.func, ast.Attribute) else getattr(c.func, "id", None)
-                     for c in ast.walk(node) if isinstance(c, ast.Call)}
-            args = [a.arg for a in node.args.args + node.args.kwonlyargs]
-            if calls & PRICERS and "engine" not in args:
-                missing.append(f"{path.name}:{node.name}")
-    assert not missing
+    assert not pricing_functions_without_engine(root, PRICERS, ENGINE_FREE | HANDLERS)
 

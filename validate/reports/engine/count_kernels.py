@@ -21,41 +21,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-import measure_engine as me  # noqa: E402
-from validate import engine_model as em  # noqa: E402
+from validate import bench  # noqa: E402
+
+from profile_kernels import compiled_step, kernel_table  # noqa: E402
 
 MODELS = (("llama-3-8b", "bf16"), ("qwen3-8b", "bf16"), ("llama-3-8b", "fp8"), ("qwen3-30b-a3b", "bf16"))
 DEPTHS = (2, 4)
 
 
 def kernels_of(fn) -> tuple[int, dict]:
-    """Device kernels launched by one call of fn, and their names with counts."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    names: dict[str, int] = {}
-    for event in prof.events():
-        if event.device_type == torch.autograd.DeviceType.CUDA and "memcpy" not in event.name.lower() \
-                and "memset" not in event.name.lower():
-            names[event.name] = names.get(event.name, 0) + 1
+    """Device kernels launched by one call of fn (memcpy and memset nodes left out), and their
+    names with counts."""
+    names = {name: int(calls) for name, (calls, _) in kernel_table(fn).items()
+             if "memcpy" not in name.lower() and "memset" not in name.lower()}
     return sum(names.values()), names
 
 
 def count(model: str, dtype: str, layers: int, phase: str, compiled: bool, dev) -> tuple[int, dict]:
-    spec = me.model_spec(model, layers)
     batch, tokens, past = (4, 1, 1024) if phase == "decode" else (1, 512, 0)
-    engine = em.build(spec, dtype, max_batch=batch, max_seq=2048, device=dev)
-    layer = me.CompiledLayer("dynamic") if compiled else em.layer_forward
-    ids = torch.randint(0, spec.vocab_size, (batch, tokens), device=dev)
-
-    def step():
-        return em.step(engine, ids, past, layer_fn=layer, s_max=2048)
+    step = compiled_step(model, dtype, layers, batch, tokens, past, 2048, dev, compiled)
     with torch.inference_mode():
-        for _ in range(2):
-            step()
-        torch.cuda.synchronize()
         return kernels_of(step)
 
 
@@ -63,10 +48,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("count_kernels: no CUDA device", file=sys.stderr)
+    dev = bench.script_device(False, "count_kernels", smoke_test=False)
+    if dev is None:
         return 2
-    dev = torch.device("cuda")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

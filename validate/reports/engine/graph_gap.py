@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
 import sys
 from pathlib import Path
 
@@ -22,56 +21,33 @@ import torch  # noqa: E402
 
 import measure_engine as me  # noqa: E402
 from validate import bench  # noqa: E402
-from validate import engine_model as em  # noqa: E402
+from profile_kernels import compiled_step, kernel_table  # noqa: E402
 
 
 def device_sum(fn, repeats: int = 3) -> tuple[float, int]:
     """Summed device time and count of the kernels one call launches (torch.profiler)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(repeats):
-            fn()
-        torch.cuda.synchronize()
-    events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    return sum(e.device_time_total for e in events) * 1e-6 / repeats, len(events) // repeats
-
-
-def replay_median(graph, repeats: int = 20) -> float:
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
-    for a, b in events:
-        a.record()
-        graph.replay()
-        b.record()
-    torch.cuda.synchronize()
-    return statistics.median(a.elapsed_time(b) / 1e3 for a, b in events)
+    table = kernel_table(fn, repeats)
+    return sum(s for _, s in table.values()), int(round(sum(c for c, _ in table.values())))
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    dev = torch.device("cuda")
+    dev = bench.script_device(False, "graph_gap", smoke_test=False)
+    if dev is None:
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for layers in (4, 32):
-        spec = me.model_spec("llama-3-8b", layers)
-        engine = em.build(spec, "bf16", max_batch=1, max_seq=2304, device=dev)
-        layer = me.CompiledLayer("dynamic")
         for tokens in (512, 2048):
-            ids = torch.randint(0, spec.vocab_size, (1, tokens), device=dev)
-
-            def step():
-                return em.step(engine, ids, 0, layer_fn=layer, s_max=2304)
+            step = compiled_step("llama-3-8b", "bf16", layers, 1, tokens, 0, 2304, dev)
             with torch.inference_mode():
-                for _ in range(3):
-                    step()
-                torch.cuda.synchronize()
                 eager_sum, kernels = device_sum(step)
                 graph, _ = me.capture(step)
                 before = bench.clocks()
-                replay = replay_median(graph)
+                replay = bench.median_replay_s(graph, 20)
                 after = bench.clocks()
                 replay_sum, replay_kernels = device_sum(graph.replay)
             rows.append(dict(layers=layers, tokens=tokens, graph_replay_s=f"{replay:.6g}",
@@ -79,9 +55,9 @@ def main(argv=None) -> int:
                              kernels_in_replay_sum_s=f"{replay_sum:.6g}", kernels_in_replay=replay_kernels,
                              sm_clock_before=before.get("sm_clock_mhz"), sm_clock_after=after.get("sm_clock_mhz")))
             print(rows[-1], flush=True)
-        del engine, layer
-        torch._dynamo.reset()
-        torch.cuda.empty_cache()
+            del step, graph
+            torch._dynamo.reset()
+            torch.cuda.empty_cache()
     with (out / "graph_gap.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

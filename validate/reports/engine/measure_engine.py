@@ -163,23 +163,12 @@ def model_spec(name: str, layers: int):
 # -- the CSV: append, fsync, resume ----------------------------------------------------------------
 
 def repair(path: Path) -> None:
-    """Cut a torn last line (a run killed mid-write) and rewrite an older column set in this one."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[:data.rfind(b"\n") + 1])
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or tuple(reader.fieldnames) == COLUMNS:
-            return
-        rows = list(reader)
-    tmp = path.with_suffix(".migrating")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    """Drop a torn last line (a run killed mid-write) and rewrite an older column set in this one
+    (validate.runner's repair and migrate, with this script's columns)."""
+    from validate.runner import migrate, repair as drop_torn
+
+    drop_torn(path)
+    migrate(path, COLUMNS)
 
 
 def done_ids(path: Path, retry_failed: bool = False) -> set[str]:

@@ -19,6 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
+from validate import bench  # noqa: E402
+
 import measure_engine as me  # noqa: E402
 from validate import engine_model as em  # noqa: E402
 
@@ -30,13 +32,13 @@ CASES = (("llama-3-8b", "bf16", "prefill", 1, 512, 0), ("llama-3-8b", "bf16", "p
          ("qwen3-30b-a3b", "bf16", "prefill", 1, 2048, 0))
 
 
-def profile(model, dtype, phase, batch, tokens, past, dev) -> dict:
-    from torch.profiler import ProfilerActivity, profile as run
-
-    spec = me.model_spec(model, LAYERS)
-    s_max = past + tokens + 256
+def compiled_step(model: str, dtype: str, layers: int, batch: int, tokens: int, past: int, s_max: int, dev,
+                  compiled: bool = True):
+    """One step of validate/engine_model.py as a callable: `layers` decoder layers of a catalog
+    model, compiled as the torch-compile profile runs them (or eager), warmed up."""
+    spec = me.model_spec(model, layers)
     engine = em.build(spec, dtype, max_batch=batch, max_seq=s_max, device=dev)
-    layer = me.CompiledLayer("dynamic")
+    layer = me.CompiledLayer("dynamic") if compiled else em.layer_forward
     ids = torch.randint(0, spec.vocab_size, (batch, tokens), device=dev)
 
     def step():
@@ -44,26 +46,40 @@ def profile(model, dtype, phase, batch, tokens, past, dev) -> dict:
     with torch.inference_mode():
         for _ in range(3):
             step()
+    torch.cuda.synchronize()
+    return step
+
+
+def kernel_table(fn, repeats: int = 1) -> dict[str, tuple[float, float]]:
+    """{kernel name (120 characters at most): (launches, device seconds)} per call of fn, from
+    torch.profiler over `repeats` calls (memcpy and memset nodes included)."""
+    from torch.profiler import ProfilerActivity, profile as run
+
+    with run(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(repeats):
+            fn()
         torch.cuda.synchronize()
-        with run(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(5):
-                step()
-            torch.cuda.synchronize()
     times: dict[str, list] = {}
     for event in prof.events():
         if event.device_type == torch.autograd.DeviceType.CUDA:
             entry = times.setdefault(event.name[:120], [0, 0.0])
             entry[0] += 1
-            entry[1] += event.device_time_total * 1e-6 if hasattr(event, "device_time_total") else 0.0
-    return {name: (calls / 5, seconds / 5) for name, (calls, seconds) in times.items()}
+            entry[1] += event.device_time_total * 1e-6
+    return {name: (calls / repeats, seconds / repeats) for name, (calls, seconds) in times.items()}
+
+
+def profile(model, dtype, phase, batch, tokens, past, dev) -> dict:
+    step = compiled_step(model, dtype, LAYERS, batch, tokens, past, past + tokens + 256, dev)
+    with torch.inference_mode():
+        return kernel_table(step, repeats=5)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("profile_kernels: no CUDA device", file=sys.stderr)
+    dev = bench.script_device(False, "profile_kernels", smoke_test=False)
+    if dev is None:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,7 +90,7 @@ def main(argv=None) -> int:
                          "device_s_per_step"])
         for case in CASES:
             try:
-                rows = profile(*case, torch.device("cuda"))
+                rows = profile(*case, dev)
             except Exception as err:  # a failure is data: record it and go on
                 writer.writerow([*case, LAYERS, f"FAILED {type(err).__name__}: {err}"[:200], 0, 0])
                 continue

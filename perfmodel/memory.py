@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfmodel.ops import Precision
+from perfmodel.ops import Precision, kv_elements_per_token_per_device
 from workloads.model import ModelSpec
 
 
@@ -19,13 +19,6 @@ def weight_bytes(model: ModelSpec, p: Precision, tp=1):
     norms = (model.n_layers * model.norms_per_layer + 1) * model.norm_params()
     linear = model.layer_params() - model.n_layers * model.norms_per_layer * model.norm_params()
     return linear * p.weight_bytes_per_param / tp + model.embedding_params() * 2.0 / tp + norms * 2.0
-
-
-def kv_elements_per_token_per_device(model: ModelSpec, tp=1):
-    """KV elements per token per layer held by one device."""
-    if model.is_mla:
-        return np.full(np.shape(tp), float(model.kv_elements_per_token))
-    return 2.0 * np.ceil(model.n_kv_heads / np.asarray(tp, dtype=float)) * model.head_dim
 
 
 def kv_cache_bytes(model: ModelSpec, p: Precision, tokens, tp=1):

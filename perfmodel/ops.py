@@ -107,6 +107,14 @@ def vector_op(name: str, kind: str, tokens, width, passes: float, flops_per_elem
               act_bytes=((passes * width) * tokens) * p.act_bytes, kernels=kernels)
 
 
+def kv_elements_per_token_per_device(model: ModelSpec, tp=1):
+    """KV elements per token per layer held by one device: K and V of the kv heads a device keeps
+    (replicated when tp exceeds them), or MLA's one shared latent."""
+    if model.is_mla:
+        return np.full(np.shape(tp), float(model.kv_elements_per_token))
+    return 2.0 * np.ceil(model.n_kv_heads / np.asarray(tp, dtype=float)) * model.head_dim
+
+
 def attention_pairs(new_tokens, past):
     """Causal query-key pairs per head per sequence: T S0 + T (T + 1) / 2 (each new token sees the
     cache and the new tokens up to itself)."""
@@ -134,10 +142,9 @@ def attention_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp, spa
     pairs = attention_pairs(new_tokens, past)
     if model.is_mla:
         qk_dim, v_dim = model.kv_lora_rank + model.qk_rope_head_dim, model.kv_lora_rank
-        kv_elems = model.kv_elements_per_token
     else:
         qk_dim = v_dim = model.head_dim
-        kv_elems = 2 * np.ceil(model.n_kv_heads / tp) * model.head_dim
+    kv_elems = kv_elements_per_token_per_device(model, tp)
     flops = 2.0 * seqs * heads * pairs * (qk_dim + v_dim)
     kv_bytes = seqs * kv_elems * (context + new_tokens) * p.kv_bytes
     act_bytes = seqs * new_tokens * heads * (qk_dim + v_dim) * p.act_bytes
@@ -229,7 +236,7 @@ def moe_ops(model: ModelSpec, tokens, p: Precision, tp) -> list[Op]:
 
 def kv_append_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp) -> Op:
     """Growing a concatenated cache (torch.cat) re-reads the S0 cached tokens and writes S0 + T."""
-    kv_elems = model.kv_elements_per_token if model.is_mla else 2 * np.ceil(model.n_kv_heads / tp) * model.head_dim
+    kv_elems = kv_elements_per_token_per_device(model, tp)
     return Op("kv_cat", "concat", model.n_layers, flops=0.0, weight_bytes=0.0, act_bytes=0.0,
               kv_bytes=seqs * kv_elems * (2 * past + new_tokens) * p.kv_bytes, kernels=2)
 
@@ -251,7 +258,7 @@ def kv_write_op(model: ModelSpec, tokens, p: Precision, tp, engine: Engine) -> l
     K/V once. None where the attention or RoPE kernel writes them (TensorRT-LLM)."""
     if not engine.cache_write_kernels:
         return []
-    kv_elems = model.kv_elements_per_token if model.is_mla else 2 * np.ceil(model.n_kv_heads / tp) * model.head_dim
+    kv_elems = kv_elements_per_token_per_device(model, tp)
     return [Op("kv_write", "elementwise", model.n_layers, flops=0.0, weight_bytes=0.0, act_bytes=0.0,
                kv_bytes=(2.0 * kv_elems) * tokens * p.kv_bytes, kernels=engine.cache_write_kernels)]
 

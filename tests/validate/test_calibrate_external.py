@@ -48,3 +48,20 @@ def test_the_preset_cites_a_table_for_every_fitted_number(synthetic):
     for path in ("calibration.matmul.bf16", "calibration.kernel_overhead", "calibration.custom_allreduce_latency",
                  "calibration.attention_kernels.vllm-decode.overhead"):
         assert "aiconfigurator" in hw.sources[path], path
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["calibrate", "--from", "aiconfigurator", "--system", "nope"], "--system: 'nope' has no datasheet preset"),
+    (["calibrate", "--from", "aiconfigurator", "--system", "h100_sxm", "--engine", "tgi"],
+     "--engine: 'tgi' has no tables for h100_sxm"),
+    (["validate", "report", "--out", "validate/reports/h200", "--steps", "/nope.csv"],
+     "--steps: file '/nope.csv' does not exist"),
+])
+def test_bad_external_calibration_input_is_one_line(argv, fragment, capsys, tmp_path):
+    from app.cli import main
+
+    extra = ["-o", str(tmp_path / "x.yaml")] if argv[0] == "calibrate" else []
+    assert main(argv + extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err, err
+    assert not (tmp_path / "x.yaml").exists()

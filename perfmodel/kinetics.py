@@ -294,7 +294,7 @@ def sparse_attention_ops(model: ModelSpec, seqs, context, budget, block_size, p:
     gathered = seqs * kept * kv_elems * p.kv_bytes
     gather = Op("kv_gather", "elementwise", 1, flops=0.0, weight_bytes=0.0, act_bytes=0.0,
                 kv_bytes=2.0 * gathered, kernels=2 if not model.is_mla else 1)
-    attn = attention_op(model, seqs, 1.0, kept - 1.0, p, tp)
+    attn = attention_op(model, seqs=seqs, new_tokens=1.0, past=kept - 1.0, p=p, tp=tp)
     attn = Op("sparse_attention", "attention", 1, flops=attn.flops, weight_bytes=0.0, act_bytes=attn.act_bytes,
               kv_bytes=attn.kv_bytes, m=attn.m, n=attn.n, k=attn.k)
     return [score, topk] + ([gather] if materialized_gather else []) + [attn]

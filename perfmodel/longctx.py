@@ -109,15 +109,17 @@ def prefill_time_s(model: ModelSpec, hw: Hardware, context, *, w_bits=16, a_bits
                    engine: Engine | str = DEFAULT_ENGINE):
     """Time to prefill one user's `context`-token prompt (one step of T = context; includes attention)."""
     p = Precision(w_bits, a_bits, kv_bits)
-    return step_time(model, hw, 1.0, np.asarray(context, float), 0.0, p, tp, 0, 1.0, engine)["time_s"]
+    return step_time(model, hw, seqs=1.0, new_tokens=np.asarray(context, float), past=0.0, p=p, tp=tp,
+                     sparse_budget=0, logits_tokens=1.0, engine=engine)["time_s"]
 
 
 def decode_time_s(model: ModelSpec, hw: Hardware, context, batch=1, *, w_bits=16, a_bits=16, kv_bits=16, tp=1,
                   sparse_budget=0, engine: Engine | str = DEFAULT_ENGINE):
     """Latency of one decode step for `batch` users each at `context` cached tokens (= per-token latency)."""
     p = Precision(w_bits, a_bits, kv_bits)
-    return step_time(model, hw, np.asarray(batch, float), 1.0, np.asarray(context, float), p, tp,
-                     sparse_budget, engine=engine)["time_s"]
+    return step_time(model, hw, seqs=np.asarray(batch, float), new_tokens=1.0, past=np.asarray(context, float),
+                     p=p, tp=tp,
+                     sparse_budget=sparse_budget, engine=engine)["time_s"]
 
 
 def host_link_rates(hw: Hardware) -> tuple[float, float, float]:

@@ -121,7 +121,8 @@ def attention_pairs(new_tokens, past):
     return new_tokens * past + new_tokens * (new_tokens + 1) / 2
 
 
-def attention_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp, sparse_budget=0, kernel: str = "") -> Op:
+def attention_op(model: ModelSpec, *, seqs, new_tokens, past, p: Precision, tp, sparse_budget=0,
+                 kernel: str = "") -> Op:
     """Scaled-dot-product attention over the KV cache (GQA / MQA / MLA), FlashAttention-style.
 
     FLOPs = 2 * pairs * (qk_dim + v_dim) per query head (QK^T and PV; Dao et al. 2022,
@@ -234,21 +235,23 @@ def moe_ops(model: ModelSpec, tokens, p: Precision, tp) -> list[Op]:
     return ops
 
 
-def kv_append_op(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp) -> Op:
+def kv_append_op(model: ModelSpec, *, seqs, new_tokens, past, p: Precision, tp) -> Op:
     """Growing a concatenated cache (torch.cat) re-reads the S0 cached tokens and writes S0 + T."""
     kv_elems = kv_elements_per_token_per_device(model, tp)
     return Op("kv_cat", "concat", model.n_layers, flops=0.0, weight_bytes=0.0, act_bytes=0.0,
               kv_bytes=seqs * kv_elems * (2 * past + new_tokens) * p.kv_bytes, kernels=2)
 
 
-def context_ops(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp=1, sparse_budget=0,
+def context_ops(model: ModelSpec, *, seqs, new_tokens, past, p: Precision, tp=1, sparse_budget=0,
                 engine: Engine | str = DEFAULT_ENGINE) -> list[Op]:
     """The ops of a step whose cost depends on the cached context: the cache concatenation (for
     engines that grow it by torch.cat) and attention. Decode averaging re-evaluates just these at
     the last context."""
     engine = load_engine(engine)
-    ops = [kv_append_op(model, seqs, new_tokens, past, p, tp)] if engine.kv_append_copies else []
-    return ops + [attention_op(model, seqs, new_tokens, past, p, tp, sparse_budget,
+    ops = [kv_append_op(model, seqs=seqs, new_tokens=new_tokens, past=past, p=p,
+                        tp=tp)] if engine.kv_append_copies else []
+    return ops + [attention_op(model, seqs=seqs, new_tokens=new_tokens, past=past, p=p, tp=tp,
+                               sparse_budget=sparse_budget,
                                kernel=engine.attention_kernel(step_phase(new_tokens)))]
 
 
@@ -297,7 +300,7 @@ def quant_ops(tokens, width, p: Precision, kernels: int, count: int, inputs: int
     return ops
 
 
-def step_ops(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp=1, sparse_budget=0,
+def step_ops(model: ModelSpec, *, seqs, new_tokens, past, p: Precision, tp=1, sparse_budget=0,
              logits_tokens=None, engine: Engine | str = DEFAULT_ENGINE) -> list[Op]:
     """All ops of one forward step, in execution order (per device).
 
@@ -325,7 +328,8 @@ def step_ops(model: ModelSpec, seqs, new_tokens, past, p: Precision, tp=1, spars
         ops.append(vector_op("rope", "elementwise", tokens, qk_width, engine.rope_passes, 6.0, p, L,
                              kernels=engine.rope_kernels))
     ops += kv_write_op(model, tokens, p, tp, engine)
-    ops += context_ops(model, seqs, new_tokens, past, p, tp, sparse_budget, engine)
+    ops += context_ops(model, seqs=seqs, new_tokens=new_tokens, past=past, p=p, tp=tp,
+                       sparse_budget=sparse_budget, engine=engine)
     if not engine.residual_in_norm:  # else the next norm kernel adds the residual
         ops.append(vector_op("residual_add", "elementwise", tokens, D, 3.0, 1.0, p, 2 * L))
     if model.norms_per_layer == 2:

@@ -102,7 +102,7 @@ def host_dispatch_s(model: ModelSpec, hw: Hardware, engine: Engine | str = DEFAU
     engine = load_engine(engine)
     if hw.calibration is None:
         return 0.0
-    ops = step_ops(model, 1.0, 1.0, 1.0, Precision(16, 16, 16), engine=engine)
+    ops = step_ops(model, seqs=1.0, new_tokens=1.0, past=1.0, p=Precision(16, 16, 16), engine=engine)
     kernels = sum(op.count * op.kernels for op in ops)
     return _paid_host_s(kernels * hw.calibration.dispatch_s, model, hw, engine, tokens)
 
@@ -125,24 +125,27 @@ def _settle(totals: dict, model: ModelSpec, hw: Hardware, engine: Engine, tokens
     return totals
 
 
-def step_time(model: ModelSpec, hw: Hardware, seqs, new_tokens, past, p: Precision, tp=1, sparse_budget=0,
+def step_time(model: ModelSpec, hw: Hardware, *, seqs, new_tokens, past, p: Precision, tp=1, sparse_budget=0,
               logits_tokens=None, engine: Engine | str = DEFAULT_ENGINE) -> dict:
     """Time of one forward step and its components (arrays over scenarios)."""
     engine = load_engine(engine)
-    ops = step_ops(model, seqs, new_tokens, past, p, tp, sparse_budget, logits_tokens, engine)
+    ops = step_ops(model, seqs=seqs, new_tokens=new_tokens, past=past, p=p, tp=tp, sparse_budget=sparse_budget,
+                   logits_tokens=logits_tokens, engine=engine)
     totals = _phase_totals(ops, [op_time(op, hw, p, tp) for op in ops], step_phase(new_tokens), hw)
     return _settle(totals, model, hw, engine, np.asarray(seqs) * new_tokens)
 
 
-def mean_decode_step(model: ModelSpec, hw: Hardware, seqs, past_first, past_last, p: Precision, tp=1,
+def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_last, p: Precision, tp=1,
                      sparse_budget=0, engine: Engine | str = DEFAULT_ENGINE) -> dict:
     """Mean decode-step time over contexts past_first..past_last, exact per op (see module doc).
 
     Only `context_ops` (attention, a concatenated cache) depend on the context, so only they are
     evaluated at both ends."""
     engine = load_engine(engine)
-    ops = step_ops(model, seqs, 1.0, past_first, p, tp, sparse_budget, engine=engine)
-    late = {op.name: op for op in context_ops(model, seqs, 1.0, past_last, p, tp, sparse_budget, engine)}
+    ops = step_ops(model, seqs=seqs, new_tokens=1.0, past=past_first, p=p, tp=tp, sparse_budget=sparse_budget,
+                   engine=engine)
+    late = {op.name: op for op in context_ops(model, seqs=seqs, new_tokens=1.0, past=past_last, p=p, tp=tp,
+                                              sparse_budget=sparse_budget, engine=engine)}
     sums = _Sums()
     banded = _banded(hw)
     first_extra, last_extra = 0.0, 0.0
@@ -240,10 +243,12 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
 
 def _evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine) -> dict:
     p, tp = precision(sc), sc.tp
-    prefill = step_time(model, hw, sc.batch, sc.prompt, 0.0, p, tp, 0, sc.batch, engine)
+    prefill = step_time(model, hw, seqs=sc.batch, new_tokens=sc.prompt, past=0.0, p=p, tp=tp, sparse_budget=0,
+                        logits_tokens=sc.batch, engine=engine)
     decode_seqs = sc.batch * sc.samples
-    decode = mean_decode_step(model, hw, decode_seqs, sc.prompt, sc.prompt + np.maximum(sc.gen - 2, 0), p, tp,
-                              sc.sparse_budget, engine)
+    decode = mean_decode_step(model, hw, seqs=decode_seqs, past_first=sc.prompt,
+                              past_last=sc.prompt + np.maximum(sc.gen - 2, 0), p=p, tp=tp,
+                              sparse_budget=sc.sparse_budget, engine=engine)
     ttft, tpot = prefill["time_s"], decode["time_s"]
     bands = hw.calibration.error_bands if hw.calibration is not None else {}
     ttft_band = intervals.band(ttft, prefill["classes"], bands, "prefill", engine.name)
@@ -351,10 +356,12 @@ def breakdown(model: ModelSpec, hw: Hardware, sc: Scenario, phase: str = "decode
         raise ValueError(f"phase: {phase!r} must be 'prefill' or 'decode'")
     p, tp = precision(sc), sc.tp
     if phase == "prefill":
-        ops = step_ops(model, sc.batch, sc.prompt, 0.0, p, tp, 0, sc.batch, engine)
+        ops = step_ops(model, seqs=sc.batch, new_tokens=sc.prompt, past=0.0, p=p, tp=tp, sparse_budget=0,
+                       logits_tokens=sc.batch, engine=engine)
     else:
         mid = sc.prompt + np.maximum(sc.gen - 2, 0) / 2
-        ops = step_ops(model, sc.batch * sc.samples, 1.0, mid, p, tp, sc.sparse_budget, engine=engine)
+        ops = step_ops(model, seqs=sc.batch * sc.samples, new_tokens=1.0, past=mid, p=p, tp=tp,
+                       sparse_budget=sc.sparse_budget, engine=engine)
     rows = []
     for op in ops:
         t = op_time(op, hw, p, tp)

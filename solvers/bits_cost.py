@@ -163,7 +163,7 @@ def model_layer_table(model: ModelSpec, tokens=1):
 
     p = Precision(16, 16, 16)
     rows = []
-    for op in step_ops(model, tokens, 1, 0, p):
+    for op in step_ops(model, seqs=tokens, new_tokens=1, past=0, p=p):
         if op.kind == "matmul" and op.name not in UNQUANTIZED:
             rows += [{"layer": f"layers.{i}.{op.name}", "rows": float(op.n), "cols": float(op.k)}
                      for i in range(op.count)]
@@ -177,8 +177,9 @@ def fixed_step_time_s(model: ModelSpec, hw: Hardware, tokens=1, context=0, a_bit
     linears' roofline times. Exact when the step is device-bound; when host dispatch bounds the
     step (eager frameworks) the linears hide behind it and this overstates the fixed part."""
     p = Precision(16, a_bits, kv_bits)
-    total = float(np.asarray(step_time(model, hw, tokens, 1, context, p, engine=engine)["time_s"]))
-    for op in step_ops(model, tokens, 1, context, p, engine=engine):
+    total = float(np.asarray(step_time(model, hw, seqs=tokens, new_tokens=1, past=context, p=p,
+                                       engine=engine)["time_s"]))
+    for op in step_ops(model, seqs=tokens, new_tokens=1, past=context, p=p, engine=engine):
         if op.kind == "matmul" and op.name not in UNQUANTIZED:
             total -= op.count * float(np.asarray(op_time(op, hw, p).time_s))
     return total

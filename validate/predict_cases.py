@@ -97,7 +97,7 @@ def predict_kv_append(case: dict, hw: Hardware) -> float:
     p = _precision(case["dtype"])
     b, kv, s, d = (_num(case, k) for k in ("batch", "kv_heads", "kv_len", "head_dim"))
     model = attention_model(int(kv), int(kv), int(d))
-    op = kv_append_op(model, b, 1.0, s, p, 1)
+    op = kv_append_op(model, seqs=b, new_tokens=1.0, past=s, p=p, tp=1)
     # kv_append_op counts K and V (2 kernels); one case concatenates one tensor
     half = Op("kv_cat", "concat", 1, flops=0.0, weight_bytes=0.0, act_bytes=0.0, kv_bytes=op.kv_bytes / 2)
     return _time(half, hw, p, case)
@@ -166,7 +166,8 @@ def predict_attentions(cases: list[dict], hw: Hardware) -> np.ndarray:
     p = _precision(c0["dtype"])
     model = attention_model(int(_num(c0, "heads")), int(_num(c0, "kv_heads")), int(_num(c0, "head_dim")))
     q_len, kv_len = _column(cases, "q_len"), _column(cases, "kv_len")
-    op = attention_op(model, _column(cases, "batch"), q_len, kv_len - q_len, p, 1, kernel=attention_family(c0))
+    op = attention_op(model, seqs=_column(cases, "batch"), new_tokens=q_len, past=kv_len - q_len, p=p, tp=1,
+                      kernel=attention_family(c0))
     return _times(op, hw, p, cases)
 
 
@@ -187,9 +188,11 @@ def predict_model_steps(cases: list[dict], hw: Hardware) -> np.ndarray:
     engine = engines.load(text(c0, "engine") or "hf-eager")
     batch, q_len, kv_len = _column(cases, "batch"), _column(cases, "q_len"), _column(cases, "kv_len")
     if c0["phase"] == "prefill":
-        totals = step_time(model, hw, batch, q_len, kv_len - q_len, p, 1, 0, batch, engine)
+        totals = step_time(model, hw, seqs=batch, new_tokens=q_len, past=kv_len - q_len, p=p, tp=1,
+                           sparse_budget=0, logits_tokens=batch, engine=engine)
     elif c0["phase"] == "decode":
-        totals = step_time(model, hw, batch, 1.0, kv_len, p, 1, 0, batch, engine)
+        totals = step_time(model, hw, seqs=batch, new_tokens=1.0, past=kv_len, p=p, tp=1, sparse_budget=0,
+                           logits_tokens=batch, engine=engine)
     else:
         raise ValueError(f"phase: {c0['phase']!r} is not one of prefill, decode")
     return np.asarray(totals["time_s"], dtype=float) * np.ones(len(cases))

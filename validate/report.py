@@ -111,7 +111,8 @@ def plot_roofline(cmp: pd.DataFrame, datasheet: Hardware, calibrated: Hardware, 
         elif r["kind"] == "attention":
             p = _precision(r["dtype"])
             model = attention_model(int(float(r["heads"])), int(float(r["kv_heads"])), int(float(r["head_dim"])))
-            op = attention_op(model, float(r["batch"]), float(r["q_len"]), float(r["kv_len"]) - float(r["q_len"]), p, 1)
+            op = attention_op(model, seqs=float(r["batch"]), new_tokens=float(r["q_len"]),
+                              past=float(r["kv_len"]) - float(r["q_len"]), p=p, tp=1)
         else:
             continue
         points.append((r["class"] + ("" if r["kind"] != "matmul" else f" {r['dtype']}"),

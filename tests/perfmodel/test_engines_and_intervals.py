@@ -47,21 +47,22 @@ def test_graphs_are_used_up_to_the_profiles_capture_size():
 
 def test_fusion_is_what_the_profiles_say():
     m = workloads.load("llama-3-8b")
-    kernels = {e: sum(op.count * op.kernels for op in step_ops(m, 4, 1, 1024, BF16, engine=e))
+    kernels = {e: sum(op.count * op.kernels for op in step_ops(m, seqs=4, new_tokens=1, past=1024, p=BF16,
+                                                               engine=e))
                for e in ("hf-eager", "torch-compile", "trtllm")}
     assert kernels["hf-eager"] > 3 * kernels["torch-compile"] > 3 * kernels["trtllm"] / 1.5
-    names = {op.name for op in step_ops(m, 4, 1, 1024, BF16, engine="trtllm")}
+    names = {op.name for op in step_ops(m, seqs=4, new_tokens=1, past=1024, p=BF16, engine="trtllm")}
     assert "rope" not in names and "kv_write" not in names and "residual_add" not in names
 
 
 def test_host_time_is_paid_only_where_the_engine_pays_it():
     m, hw = workloads.load("llama-3-8b"), hardware.load("h200-sxm-calibrated")
     step = perfmodel.step_time
-    compiled = step(m, hw, 1, 1.0, 2048.0, BF16, engine="torch-compile")
-    eager = step(m, hw, 1, 1.0, 2048.0, BF16, engine="hf-eager")
+    compiled = step(m, hw, seqs=1, new_tokens=1.0, past=2048.0, p=BF16, engine="torch-compile")
+    eager = step(m, hw, seqs=1, new_tokens=1.0, past=2048.0, p=BF16, engine="hf-eager")
     assert float(compiled["host_s"]) == 0.0 and float(eager["host_s"]) > float(eager["time_s"]) * 0.5
     # a vllm prefill of more tokens than its largest graph dispatches from the host, hidden by the device
-    big = step(m, hw, 1, 4096.0, 0.0, BF16, engine="vllm")
+    big = step(m, hw, seqs=1, new_tokens=4096.0, past=0.0, p=BF16, engine="vllm")
     assert float(big["host_s"]) > 0 and float(big["time_s"]) >= float(big["host_s"])
 
 

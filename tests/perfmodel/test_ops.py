@@ -47,15 +47,15 @@ def test_mla_attention_uses_the_latent():
 
 def test_sparse_budget_caps_the_context():
     m = workloads.load("qwen3-8b")
-    dense = attention_op(m, 1, 1, 32767, BF16, 1)
-    sparse = attention_op(m, 1, 1, 32767, BF16, 1, sparse_budget=2048)
+    dense = attention_op(m, seqs=1, new_tokens=1, past=32767, p=BF16, tp=1)
+    sparse = attention_op(m, seqs=1, new_tokens=1, past=32767, p=BF16, tp=1, sparse_budget=2048)
     assert sparse.kv_bytes == pytest.approx(dense.kv_bytes * (2048 + 1) / (32768 + 1))
 
 
 def test_dense_step_flops_match_2_params_per_token():
     m = workloads.load("llama-3-8b")
     tokens = 16
-    ops = step_ops(m, tokens, 1, 0, BF16, logits_tokens=tokens)
+    ops = step_ops(m, seqs=tokens, new_tokens=1, past=0, p=BF16, logits_tokens=tokens)
     linear = sum(o.count * o.flops for o in ops if o.kind == "matmul")
     # every linear weight once per token (embedding lookup is not a matmul; the LM head is)
     weights = m.param_count() - m.vocab_size * m.d_model - (2 * m.n_layers + 1) * m.d_model
@@ -64,10 +64,12 @@ def test_dense_step_flops_match_2_params_per_token():
 
 def test_tensor_parallel_splits_work():
     m = workloads.load("llama-3.1-70b")
-    one = sum(o.count * o.flops for o in step_ops(m, 8, 1, 100, BF16, tp=1) if o.kind == "matmul")
-    four = sum(o.count * o.flops for o in step_ops(m, 8, 1, 100, BF16, tp=4) if o.kind == "matmul")
+    one = sum(o.count * o.flops for o in step_ops(m, seqs=8, new_tokens=1, past=100, p=BF16,
+                                                  tp=1) if o.kind == "matmul")
+    four = sum(o.count * o.flops for o in step_ops(m, seqs=8, new_tokens=1, past=100, p=BF16,
+                                                   tp=4) if o.kind == "matmul")
     assert four == pytest.approx(one / 4)
-    comm = [o for o in step_ops(m, 8, 1, 100, BF16, tp=4) if o.kind == "comm"][0]
+    comm = [o for o in step_ops(m, seqs=8, new_tokens=1, past=100, p=BF16, tp=4) if o.kind == "comm"][0]
     assert comm.count == 2 * 80 and comm.comm_bytes == 8 * 8192 * 2
 
 
@@ -75,15 +77,15 @@ def test_moe_reads_only_touched_experts():
     mix = workloads.load("mixtral-8x7b")
     assert expected_experts_touched(8, 2, 1) == pytest.approx(2)
     assert expected_experts_touched(8, 2, 1000) == pytest.approx(8)
-    one = [o for o in step_ops(mix, 1, 1, 0, BF16) if o.name == "experts"][0]
+    one = [o for o in step_ops(mix, seqs=1, new_tokens=1, past=0, p=BF16) if o.name == "experts"][0]
     assert one.weight_bytes == pytest.approx(2 * 3 * 4096 * 14336 * 2)
     assert one.flops == 2 * 1 * 2 * 3 * 4096 * 14336
 
 
 def test_eager_profile_has_more_kernels_and_bytes():
     m = workloads.load("llama-3-8b")
-    fused = step_ops(m, 4, 1, 512, BF16, engine="vllm")
-    eager = step_ops(m, 4, 1, 512, BF16, engine="hf-eager")
+    fused = step_ops(m, seqs=4, new_tokens=1, past=512, p=BF16, engine="vllm")
+    eager = step_ops(m, seqs=4, new_tokens=1, past=512, p=BF16, engine="hf-eager")
     assert sum(o.count * o.kernels for o in eager) > 2 * sum(o.count * o.kernels for o in fused)
     assert sum(o.count * o.bytes for o in eager) > sum(o.count * o.bytes for o in fused)
     assert sum(o.count * o.flops for o in eager if o.kind == "matmul") == \
@@ -93,6 +95,6 @@ def test_eager_profile_has_more_kernels_and_bytes():
 def test_ops_broadcast_over_arrays():
     m = workloads.load("qwen3-8b")
     batch = np.array([1, 8, 64])
-    ops = step_ops(m, batch, 1, 1024, BF16)
+    ops = step_ops(m, seqs=batch, new_tokens=1, past=1024, p=BF16)
     for op in ops:
         assert np.shape(op.flops) in ((), (3,))

@@ -71,7 +71,8 @@ def _crosses_kernel_switch(model, device, sc, prompt) -> bool:
     spec, p = workloads.load(model), Precision(sc["w_bits"], 16, sc["kv_bits"])
 
     def rows(tokens):
-        ops = step_ops(spec, sc["batch"], tokens, 0.0, p, sc["tp"], 0, sc["batch"])
+        ops = step_ops(spec, seqs=sc["batch"], new_tokens=tokens, past=0.0, p=p, tp=sc["tp"], sparse_budget=0,
+                       logits_tokens=sc["batch"])
         return np.array([float(np.max(op.m)) for op in ops if op.kind in ("matmul", "moe")])
 
     before, after = rows(sc["prompt"]), rows(prompt)
@@ -109,8 +110,9 @@ def test_vectorized_equals_scalar(model, device):
 def test_mean_decode_equals_stepping_through_every_token(device):
     m, hw, p = workloads.load("llama-3-8b"), hardware.load(device), Precision(16, 16, 16)
     batch, prompt, gen = 32, 4000, 200
-    steps = [float(step_time(m, hw, batch, 1.0, prompt + j, p)["time_s"]) for j in range(gen - 1)]
-    mean = float(mean_decode_step(m, hw, batch, prompt, prompt + gen - 2, p)["time_s"])
+    steps = [float(step_time(m, hw, seqs=batch, new_tokens=1.0, past=prompt + j,
+                             p=p)["time_s"]) for j in range(gen - 1)]
+    mean = float(mean_decode_step(m, hw, seqs=batch, past_first=prompt, past_last=prompt + gen - 2, p=p)["time_s"])
     assert mean == pytest.approx(np.mean(steps), rel=1e-3)
 
 

@@ -149,7 +149,7 @@ def test_layer_bytes_add_up_to_the_checkpoint(llama):
 
 def test_split_step_time_adds_up_to_the_step(h200, llama):
     layer, rest, host = tiers.split_step_time(llama, h200, 16, 1, 512, P16)
-    whole = perfmodel.step_time(llama, h200, 16, 1, 512, P16)["time_s"]
+    whole = perfmodel.step_time(llama, h200, seqs=16, new_tokens=1, past=512, p=P16)["time_s"]
     assert llama.n_layers * layer + rest == pytest.approx(whole)
     assert host == 0.0
 

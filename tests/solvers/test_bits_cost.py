@@ -41,8 +41,9 @@ def test_model_step_latency_matches_perfmodel(bits):
     stored = bits + (GROUP_OVERHEAD_BITS if bits < 8 else 0.0)
     ours = costs.time_s(costs.bit_sums(g.layers, g.params, np.full(g.size, stored)))
     p16, p = Precision(16, 16, 16), Precision(bits, 16, 16)
-    ref = float(np.asarray(step_time(model, hw, 4, 1, 1024, p16)["time_s"]))
-    for a, b in zip(step_ops(model, 4, 1, 1024, p16), step_ops(model, 4, 1, 1024, p)):
+    ref = float(np.asarray(step_time(model, hw, seqs=4, new_tokens=1, past=1024, p=p16)["time_s"]))
+    for a, b in zip(step_ops(model, seqs=4, new_tokens=1, past=1024, p=p16), step_ops(model, seqs=4,
+                             new_tokens=1, past=1024, p=p)):
         if a.kind == "matmul" and a.name not in ("lm_head", "router"):
             ref += a.count * (float(np.asarray(op_time(b, hw, p).time_s)) - float(np.asarray(op_time(a, hw, p16).time_s)))
     assert ours == pytest.approx(ref, rel=1e-12)

@@ -58,7 +58,7 @@ def case_ops(row) -> dict:
     """Ops of one case by part name: dense {"total": op}; sparse {"score", "topk", "gather", "attention"}."""
     m, b, s = model_for(row), float(row["batch"]), float(row["kv_len"])
     if row["kind"] == "dense":
-        return {"total": attention_op(m, b, 1.0, s - 1.0, BF16, 1)}
+        return {"total": attention_op(m, seqs=b, new_tokens=1.0, past=s - 1.0, p=BF16, tp=1)}
     ops = kinetics.sparse_attention_ops(m, b, s, float(row["budget"]), float(row["block"]), BF16)
     return {PART_OF_OP[op.name]: op for op in ops}
 

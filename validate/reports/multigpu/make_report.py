@@ -76,9 +76,10 @@ def predict_step(row, hw: hardware.Hardware, link: coll.LinkCalibration) -> dict
     time. "core" is perfmodel.step_time as it stands (its all-reduces use the spec's datasheet link)."""
     spec, bits = step_spec(row), 8 * float(row["act_bytes"])
     batch, new, past, tp = (int(row[k]) for k in ("batch", "new_tokens", "past", "tp"))
-    args = (spec, without_generate_overhead(hw), batch, new, past, perfmodel.Precision(bits, bits, bits), tp)
-    device = perfmodel.step_time(*args, logits_tokens=batch, engine=implementation("graph"))
-    core = perfmodel.step_time(*args, logits_tokens=batch, engine=implementation(row["mode"]))
+    step = dict(seqs=batch, new_tokens=new, past=past, p=perfmodel.Precision(bits, bits, bits), tp=tp,
+                logits_tokens=batch)
+    device = perfmodel.step_time(spec, without_generate_overhead(hw), **step, engine=implementation("graph"))
+    core = perfmodel.step_time(spec, without_generate_overhead(hw), **step, engine=implementation(row["mode"]))
     with_comm = bool(int(row["comm"])) and tp > 1
     compute = float(device["time_s"] - device["comm_s"])
     comm = float(coll.tp_step_comm_time_s(batch * new, spec.d_model, spec.n_layers, tp, link,

@@ -307,40 +307,61 @@ def step_ops(model: ModelSpec, *, seqs, new_tokens, past, p: Precision, tp=1, sp
     seqs: sequences in the step; new_tokens: tokens each processes (T); past: cached tokens (S0);
     logits_tokens: rows sent through the LM head (default: one per sequence, as servers do);
     engine: the serving stack's profile (perfmodel.engines), by name or as a profile.
+    A step is three groups of ops, each a function of one count: `token_ops` of the step's
+    tokens seqs x T, `context_ops` of (seqs, T, S0) and `logits_ops` of the logits rows
+    (perfmodel.fastpath prices each group on its own).
     """
     engine = load_engine(engine)
-    tokens = seqs * new_tokens
-    L, D = model.n_layers, model.d_model
     logits_tokens = seqs if logits_tokens is None else logits_tokens
+    before, after = token_ops(model, tokens=seqs * new_tokens, p=p, tp=tp, engine=engine, phase=step_phase(new_tokens))
+    context = context_ops(model, seqs=seqs, new_tokens=new_tokens, past=past, p=p, tp=tp,
+                          sparse_budget=sparse_budget, engine=engine)
+    return before + context + after + logits_ops(model, logits_tokens=logits_tokens, p=p, tp=tp, engine=engine)
+
+
+def token_ops(model: ModelSpec, *, tokens, p: Precision, tp=1, engine: Engine | str = DEFAULT_ENGINE,
+              phase: str = "prefill") -> tuple[list[Op], list[Op]]:
+    """The ops whose cost depends only on the step's token count, as (those before attention,
+    those after it): embedding, norms, projections, RoPE, cache writes, FFN or MoE, all-reduces.
+    `phase` ("prefill" or "decode", ops.step_phase) selects the decode-only amax kernel."""
+    engine = load_engine(engine)
+    L, D = model.n_layers, model.d_model
     qk_width = (model.n_heads + np.ceil(model.n_kv_heads / tp)) / tp * model.head_dim if not model.is_mla \
         else model.n_heads / tp * model.qk_rope_head_dim
     norm = dict(passes=engine.norm_passes, flops_per_elem=4.0, p=p, weight_elems=D, kernels=engine.norm_kernels)
-    ops = [Op("embedding", "embedding", 1, flops=0.0, weight_bytes=tokens * D * 2.0,
-              act_bytes=tokens * D * p.act_bytes)]
-    ops.append(vector_op("attn_norm", "norm", tokens, D, count=L, **norm))
-    ops += act_quant_ops(model, tokens, p, tp, engine, decode=step_phase(new_tokens) == "decode")
-    ops += attention_projections(model, tokens, p, tp, engine)
+    before = [Op("embedding", "embedding", 1, flops=0.0, weight_bytes=tokens * D * 2.0,
+                 act_bytes=tokens * D * p.act_bytes)]
+    before.append(vector_op("attn_norm", "norm", tokens, D, count=L, **norm))
+    before += act_quant_ops(model, tokens, p, tp, engine, decode=phase == "decode")
+    before += attention_projections(model, tokens, p, tp, engine)
     if model.qk_norm:  # Qwen3 normalises q and k per head before rotary embedding
         fused = engine.residual_in_norm  # a fusing compiler folds it into the RoPE kernel's pass
-        ops.append(vector_op("qk_norm", "norm", tokens, qk_width, 0.0 if fused else engine.norm_passes, 4.0, p, L,
-                             kernels=0 if fused else 2 * engine.norm_kernels))
+        before.append(vector_op("qk_norm", "norm", tokens, qk_width, 0.0 if fused else engine.norm_passes, 4.0, p, L,
+                                kernels=0 if fused else 2 * engine.norm_kernels))
     if engine.rope_kernels:
-        ops.append(vector_op("rope", "elementwise", tokens, qk_width, engine.rope_passes, 6.0, p, L,
-                             kernels=engine.rope_kernels))
-    ops += kv_write_op(model, tokens, p, tp, engine)
-    ops += context_ops(model, seqs=seqs, new_tokens=new_tokens, past=past, p=p, tp=tp,
-                       sparse_budget=sparse_budget, engine=engine)
+        before.append(vector_op("rope", "elementwise", tokens, qk_width, engine.rope_passes, 6.0, p, L,
+                                kernels=engine.rope_kernels))
+    before += kv_write_op(model, tokens, p, tp, engine)
+    after = []
     if not engine.residual_in_norm:  # else the next norm kernel adds the residual
-        ops.append(vector_op("residual_add", "elementwise", tokens, D, 3.0, 1.0, p, 2 * L))
+        after.append(vector_op("residual_add", "elementwise", tokens, D, 3.0, 1.0, p, 2 * L))
     if model.norms_per_layer == 2:
-        ops.append(vector_op("ffn_norm", "norm", tokens, D, count=L, **norm))
-    ops += ffn_ops(model, tokens, p, tp, engine) + moe_ops(model, tokens, p, tp)
-    ops.append(allreduce_op(tokens, D, p, tp, 2 * L, engine.allreduce))
-    ops.append(vector_op("final_norm", "norm", logits_tokens, D, count=1, **norm))
+        after.append(vector_op("ffn_norm", "norm", tokens, D, count=L, **norm))
+    after += ffn_ops(model, tokens, p, tp, engine) + moe_ops(model, tokens, p, tp)
+    after.append(allreduce_op(tokens, D, p, tp, 2 * L, engine.allreduce))
+    return before, after
+
+
+def logits_ops(model: ModelSpec, *, logits_tokens, p: Precision, tp=1,
+               engine: Engine | str = DEFAULT_ENGINE) -> list[Op]:
+    """The final norm and the LM head over the rows that produce logits."""
+    engine = load_engine(engine)
+    norm = dict(passes=engine.norm_passes, flops_per_elem=4.0, p=p, weight_elems=model.d_model,
+                kernels=engine.norm_kernels)
     # the LM head stays 16-bit in quantized checkpoints (GPTQ/AWQ), as perfmodel.memory counts it
     head = Precision(16, p.a_bits, p.kv_bits, p.quant_group, p.weight_only_kernel)
-    ops.append(matmul_op("lm_head", logits_tokens, model.vocab_size / tp, D, head, 1))
-    return ops
+    return [vector_op("final_norm", "norm", logits_tokens, model.d_model, count=1, **norm),
+            matmul_op("lm_head", logits_tokens, model.vocab_size / tp, model.d_model, head, 1)]
 
 
 def allreduce_op(tokens, width, p: Precision, tp, count: int, kernel: str = "nccl") -> Op:

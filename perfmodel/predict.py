@@ -18,8 +18,9 @@ from perfmodel import intervals, memory
 from perfmodel.checks import check_parallelism
 from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.engines import load as load_engine
-from perfmodel.ops import Op, Precision, context_ops, step_ops, step_phase
-from perfmodel.roofline import BOUNDS, OpTime, mean_max_affine, op_time
+from perfmodel.ops import Precision, step_ops
+from perfmodel.roofline import BOUNDS, op_time
+from perfmodel.steps import host_dispatch_s, host_overhead_s, mean_decode_step, step_time  # noqa: F401 (public here)
 from workloads.model import ModelSpec
 from workloads.scenario import Scenario
 
@@ -30,148 +31,6 @@ class DoesNotFitError(ValueError):
 
 def precision(sc: Scenario) -> Precision:
     return Precision(sc.w_bits, sc.a_bits, sc.kv_bits, sc.quant_group)
-
-
-class _Sums:
-    """Sums of count x value over ops, grouped by count so each big array is scaled once, at the
-    end (sweeps of a million scenarios add dozens of arrays per step; this halves the passes)."""
-
-    def __init__(self):
-        self.groups: dict[tuple[str, float], object] = {}
-
-    def add(self, key: str, count: float, value) -> None:
-        if np.ndim(value) == 0 and not value:
-            return
-        slot = (key, float(count))
-        current = self.groups.get(slot)
-        if current is None:
-            self.groups[slot] = np.array(value, dtype=float, copy=True) if np.ndim(value) else float(value)
-        elif isinstance(current, np.ndarray) and current.shape == np.shape(value):
-            current += value
-        else:
-            self.groups[slot] = current + value
-
-    def total(self, key: str):
-        out = 0.0
-        for (name, count), value in self.groups.items():
-            if name == key:
-                out = out + (value * count if count != 1.0 else value)
-        return out
-
-
-_KEYS = ("compute_s", "memory_s", "overhead_s", "comm_s", "time_s", "host_s")
-
-
-def _phase_totals(ops: list[Op], times: list[OpTime], phase: str = "", hw: Hardware | None = None) -> dict:
-    """Sum count x time over ops, keeping the compute / memory / overhead / comm / host components,
-    and, for a spec with error bands, the time of each residual class (perfmodel.intervals)."""
-    sums = _Sums()
-    banded = _banded(hw)
-    for op, t in zip(ops, times):
-        for key in _KEYS:
-            sums.add(key, op.count, getattr(t, key))
-        if banded:
-            sums.add("class:" + intervals.op_class(op.kind, phase), op.count, t.time_s)
-    return _with_classes({key: sums.total(key) for key in _KEYS}, sums)
-
-
-def _banded(hw: Hardware | None) -> bool:
-    return hw is not None and hw.calibration is not None and bool(hw.calibration.error_bands)
-
-
-def _with_classes(out: dict, sums: "_Sums") -> dict:
-    names = {name for name, _ in sums.groups if name.startswith("class:")}
-    out["classes"] = {name[len("class:"):]: sums.total(name) for name in names}
-    return out
-
-
-def host_overhead_s(model: ModelSpec, hw: Hardware, engine: Engine | str = DEFAULT_ENGINE) -> float:
-    """Python time an eager framework spends per step beyond per-op dispatch: layers x the measured
-    per-layer overhead (module calls) plus a per-step overhead (masks, cache bookkeeping). Compiled
-    engines run no Python per layer and pay neither."""
-    engine = load_engine(engine)
-    if not engine.eager or hw.calibration is None:
-        return 0.0
-    return model.n_layers * hw.calibration.layer_overhead_s + hw.calibration.step_overhead_s
-
-
-def host_dispatch_s(model: ModelSpec, hw: Hardware, engine: Engine | str = DEFAULT_ENGINE, tokens=1.0) -> object:
-    """Host time of one step that launches its kernels from the host (not replayed from a CUDA
-    graph): every kernel's dispatch plus `host_overhead_s`; zero where the engine replays a graph
-    for `tokens` tokens. Kernel counts do not depend on batch or context, so neither does this."""
-    engine = load_engine(engine)
-    if hw.calibration is None:
-        return 0.0
-    ops = step_ops(model, seqs=1.0, new_tokens=1.0, past=1.0, p=Precision(16, 16, 16), engine=engine)
-    kernels = sum(op.count * op.kernels for op in ops)
-    return _paid_host_s(kernels * hw.calibration.dispatch_s, model, hw, engine, tokens)
-
-
-def _paid_host_s(dispatch_s, model: ModelSpec, hw: Hardware, engine: Engine, tokens):
-    """Host time a step pays: none when replayed from a CUDA graph (or on a datasheet spec); else
-    its kernels' dispatch `dispatch_s` plus the engine's Python per layer and per step."""
-    if hw.calibration is None:
-        return 0.0
-    return np.where(engine.graphed(tokens), 0.0, dispatch_s + host_overhead_s(model, hw, engine))
-
-
-def _settle(totals: dict, model: ModelSpec, hw: Hardware, engine: Engine, tokens) -> dict:
-    """Host time by how the engine issues the step (`_paid_host_s`): one launched kernel by kernel
-    takes max(device time, host time), the host running ahead of the device; every step then adds
-    the engine's serial per-iteration host time (step_host_s)."""
-    host = _paid_host_s(totals["host_s"], model, hw, engine, tokens)
-    totals["host_s"] = host
-    totals["time_s"] = np.maximum(totals["time_s"], host) + engine.step_host_s
-    return totals
-
-
-def step_time(model: ModelSpec, hw: Hardware, *, seqs, new_tokens, past, p: Precision, tp=1, sparse_budget=0,
-              logits_tokens=None, engine: Engine | str = DEFAULT_ENGINE) -> dict:
-    """Time of one forward step and its components (arrays over scenarios)."""
-    engine = load_engine(engine)
-    ops = step_ops(model, seqs=seqs, new_tokens=new_tokens, past=past, p=p, tp=tp, sparse_budget=sparse_budget,
-                   logits_tokens=logits_tokens, engine=engine)
-    totals = _phase_totals(ops, [op_time(op, hw, p, tp) for op in ops], step_phase(new_tokens), hw)
-    return _settle(totals, model, hw, engine, np.asarray(seqs) * new_tokens)
-
-
-def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_last, p: Precision, tp=1,
-                     sparse_budget=0, engine: Engine | str = DEFAULT_ENGINE) -> dict:
-    """Mean decode-step time over contexts past_first..past_last, exact per op (see module doc).
-
-    Only `context_ops` (attention, a concatenated cache) depend on the context, so only they are
-    evaluated at both ends."""
-    engine = load_engine(engine)
-    ops = step_ops(model, seqs=seqs, new_tokens=1.0, past=past_first, p=p, tp=tp, sparse_budget=sparse_budget,
-                   engine=engine)
-    late = {op.name: op for op in context_ops(model, seqs=seqs, new_tokens=1.0, past=past_last, p=p, tp=tp,
-                                              sparse_budget=sparse_budget, engine=engine)}
-    sums = _Sums()
-    banded = _banded(hw)
-    first_extra, last_extra = 0.0, 0.0
-    for op in ops:
-        t = op_time(op, hw, p, tp)
-        if op.name in late:
-            last = op_time(late[op.name], hw, p, tp)
-            core = mean_max_affine(t.compute_s, last.compute_s, t.memory_s, last.memory_s)
-            compute, mem = (t.compute_s + last.compute_s) / 2, (t.memory_s + last.memory_s) / 2
-            first_extra = first_extra + op.count * (np.maximum(t.compute_s, t.memory_s) - core)
-            last_extra = last_extra + op.count * (np.maximum(last.compute_s, last.memory_s) - core)
-        else:
-            core, compute, mem = np.maximum(t.compute_s, t.memory_s), t.compute_s, t.memory_s
-        for key, value in (("compute_s", compute), ("memory_s", mem), ("overhead_s", t.overhead_s),
-                           ("comm_s", t.comm_s), ("host_s", t.host_s), ("time_s", core),
-                           ("time_s", t.overhead_s), ("time_s", t.comm_s)):
-            sums.add(key, op.count, value)
-        if banded:
-            sums.add("class:" + intervals.op_class(op.kind, "decode"), op.count, core + t.overhead_s + t.comm_s)
-    out = _with_classes({key: sums.total(key) for key in _KEYS}, sums)
-    host = _paid_host_s(out["host_s"], model, hw, engine, seqs)
-    # mean of max(device(S), host) with device affine in S between its end values
-    first, last = out["time_s"] + first_extra, out["time_s"] + last_extra
-    out["host_s"] = host
-    out["time_s"] = out["time_s"] + mean_max_affine(host, host, first, last) - (first + last) / 2 + engine.step_host_s
-    return out
 
 
 def _bound(totals: dict):

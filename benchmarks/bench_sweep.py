@@ -1,9 +1,11 @@
-"""Throughput of the vectorized cost model: scenarios evaluated per second (issue 2's target: 1e6/s).
+"""Throughput of the vectorized cost model: scenarios evaluated per second, by the fast path
+(perfmodel.fastpath; issue 15's target 1e7/s) and by the per-op reference path, in one run.
 
 One model, one device, 1e6 scenarios drawn over batch, prompt, gen, bits and TP; each scenario is a
-full request prediction (prefill step + exact mean decode step + memory). Median of repeats.
+full request prediction (prefill step + exact mean decode step + memory). Median of repeats; the
+ratio of the two paths' medians is the number to compare across machines.
 
-    python benchmarks/bench_sweep.py [--n 1000000] [--repeats 5] [--model llama-3-8b] [--hardware h200-sxm]
+    python benchmarks/bench_sweep.py [--n 1000000] [--repeats 5] [--model llama-3-8b] [--hardware h200-sxm-calibrated]
 """
 from __future__ import annotations
 
@@ -30,21 +32,24 @@ def main(argv=None) -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--model", default="llama-3-8b")
-    parser.add_argument("--hardware", default="h200-sxm")
+    parser.add_argument("--hardware", default="h200-sxm-calibrated")
     args = parser.parse_args(argv)
     model, hw = workloads.load(args.model), hardware.load(args.hardware)
     sc = random_scenarios(args.n)
-    perfmodel.evaluate(model, hw, sc)  # warm-up
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        result = perfmodel.evaluate(model, hw, sc)
-        times.append(time.perf_counter() - start)
-    median = statistics.median(times)
-    assert np.all(np.isfinite(result["tpot_s"])) and np.all(np.isfinite(result["ttft_s"]))
     print(f"{args.n:,} scenarios ({args.model} on {args.hardware}, prefill + decode + memory)")
-    print(f"median {median:.3f} s over {args.repeats} runs (min {min(times):.3f}, max {max(times):.3f})")
-    print(f"{args.n / median:,.0f} scenarios/s")
+    medians = {}
+    for path in ("fast", "reference"):
+        perfmodel.evaluate(model, hw, sc, path=path)  # warm-up (the fast path prices its groups here)
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            result = perfmodel.evaluate(model, hw, sc, path=path)
+            times.append(time.perf_counter() - start)
+        medians[path] = statistics.median(times)
+        assert np.all(np.isfinite(result["tpot_s"])) and np.all(np.isfinite(result["ttft_s"]))
+        print(f"{path:>9}: median {medians[path]:.3f} s over {args.repeats} runs (min {min(times):.3f}, "
+              f"max {max(times):.3f}): {args.n / medians[path]:,.0f} scenarios/s")
+    print(f"fast / reference: {medians['reference'] / medians['fast']:.1f}x")
 
 
 if __name__ == "__main__":

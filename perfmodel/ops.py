@@ -275,11 +275,12 @@ def act_quant_ops(model: ModelSpec, tokens, p: Precision, tp, engine: Engine, de
         return []
     eight = np.where((np.asarray(p.w_bits) <= 8) & (np.asarray(p.a_bits) <= 8), 1.0, 0.0)
     width = 3.0 * model.d_model + model.n_heads * model.head_dim / tp + (model.d_ff / tp if model.d_ff else 0.0)
-    return quant_ops(tokens * eight, width, p, engine.act_quant_kernels, model.n_layers, inputs=4,
+    # inputs scaled by the 8-bit mask: a 16-bit scenario in a mixed sweep launches no quant kernels
+    return quant_ops(tokens * eight, width, p, engine.act_quant_kernels, model.n_layers, inputs=4 * eight,
                      single_block=decode and engine.single_block_amax)
 
 
-def quant_ops(tokens, width, p: Precision, kernels: int, count: int, inputs: int = 1,
+def quant_ops(tokens, width, p: Precision, kernels: int, count: int, inputs=1,
               single_block: bool = True) -> list[Op]:
     """fp8 quantization of `inputs` activations of tokens x width elements in all (per-token
     scales: one kernel reading 16 bits and writing 8 per element, as vLLM's per-token quant; per-

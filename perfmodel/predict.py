@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardware.spec import Hardware
-from perfmodel import intervals, memory
+from perfmodel import fastpath, intervals, memory
 from perfmodel.checks import check_parallelism
 from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.engines import load as load_engine
@@ -42,7 +42,15 @@ def _bound(totals: dict):
     best = np.maximum(compute, mem)
     code = np.where(overhead > best, 2, code)
     code = np.where(comm > np.maximum(best, overhead), 3, code)
-    return BOUNDS[code]
+    return code.astype(np.int8)
+
+
+def bound_column(codes):
+    """Bound codes into BOUNDS as a pandas Categorical: 1 byte a row, and it compares with the
+    names ("compute", "memory", ...) like a column of strings."""
+    import pandas as pd
+
+    return pd.Categorical.from_codes(np.asarray(codes, dtype=np.int8).reshape(-1), categories=list(BOUNDS))
 
 
 def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario) -> dict:
@@ -66,48 +74,135 @@ def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario) -> dict:
 #: Scenarios evaluated per pass: arrays of this size stay in the CPU caches, which makes a large
 #: sweep about twice as fast as one pass over million-element arrays (benchmarks/bench_sweep.py).
 CHUNK = 65536
+#: How a step is priced: "fast" (perfmodel.fastpath: coefficients per precision group) or
+#: "reference" (perfmodel.steps: every op of every scenario; the source of breakdowns).
+PATHS = ("fast", "reference")
+#: Scenario fields the fast path prices once per distinct combination (a precision group).
+GROUP_FIELDS = ("w_bits", "a_bits", "kv_bits", "quant_group", "tp")
+#: Most precision groups the fast path takes; a sweep with more (continuous bit widths) is priced
+#: op by op, which is then as fast.
+MAX_GROUPS = 256
 
 
 def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str = DEFAULT_ENGINE,
-             workers: int | None = None) -> dict:
+             workers: int | None = None, path: str = "fast") -> dict:
     """All request metrics as a dict of flat numpy arrays (one entry per scenario).
 
-    Large sweeps run in chunks of CHUNK scenarios on `workers` threads (default: one per CPU);
-    numpy releases the GIL inside its loops, so chunks evaluate in parallel."""
+    path "fast" prices each precision group's steps once (perfmodel.fastpath) and "reference"
+    every op of every scenario (perfmodel.steps); they agree to 1e-9 (tests). Work runs in
+    chunks of CHUNK scenarios on `workers` threads (default: one per CPU); numpy releases the
+    GIL inside its loops, so chunks evaluate in parallel."""
     engine = load_engine(engine)
-    if sc.size <= CHUNK:
-        return _evaluate(model, hw, sc, engine)
+    if path not in PATHS:
+        raise ValueError(f"path: {path!r} is not one of {', '.join(PATHS)}")
+    fast = path == "fast"
+    groups = _precision_groups(sc) if fast else None
+    if groups is None:
+        fast, groups = False, [(None, {})]
     columns = sc.columns()
-    starts = range(0, sc.size, CHUNK)
+    tasks = [(index, fixed, start) for index, fixed in groups
+             for start in range(0, sc.size if index is None else index.size, CHUNK)]
 
-    def chunk(start: int) -> dict:
-        return _evaluate(model, hw, Scenario(**{k: v[start:start + CHUNK] for k, v in columns.items()}), engine)
+    def task(job) -> tuple:
+        index, fixed, start = job
+        rows = slice(start, start + CHUNK) if index is None else index[start:start + CHUNK]
+        if len(tasks) == 1 and index is None:
+            return rows, _metrics(model, hw, sc, engine, fast)
+        part = Scenario.from_checked(**{k: fixed[k] if k in fixed else (v[rows] if np.ndim(getattr(sc, k)) else
+                                                                         getattr(sc, k))
+                                        for k, v in columns.items()})
+        return rows, _metrics(model, hw, part, engine, fast)
 
-    workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
+    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    out: dict = {}
+
+    def store(done) -> None:
+        rows, part = done
+        for key, values in part.items():
+            if key not in out:
+                out[key] = np.empty(sc.size, dtype=np.asarray(values).dtype)
+            out[key][rows] = values
+
+    store(task(tasks[0]))  # allocates every output column before any thread writes into them
     if workers == 1:
-        parts = map(chunk, starts)
+        for job in tasks[1:]:
+            store(task(job))
     else:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(workers) as pool:
-            parts = list(pool.map(chunk, starts))
-    out: dict = {}
-    for start, part in zip(starts, parts):
-        for key, values in part.items():
-            if key not in out:
-                out[key] = np.empty(sc.size, dtype=values.dtype)
-            out[key][start:start + len(values)] = values
+            list(pool.map(lambda job: store(task(job)), tasks[1:]))
+    return _columns(model, hw, sc, columns, out)
+
+
+def _columns(model: ModelSpec, hw: Hardware, sc: Scenario, columns: dict, metrics: dict) -> dict:
+    """Every output column in its documented order: the scenario's fields, the model's constants,
+    then the metrics (bound codes as categoricals)."""
+    size = max(sc.size, 1)
+    out = {**columns, "params": np.full(size, model.param_count()),
+           "active_params": np.full(size, model.active_param_count())}
+    for key, values in metrics.items():
+        out[key] = bound_column(values) if key.endswith("_bound") else values
     return out
 
 
-def _evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine) -> dict:
+def _precision_groups(sc: Scenario) -> list[tuple] | None:
+    """[(scenario indices or None for all, {field: value})] per distinct combination of the
+    GROUP_FIELDS that vary; None when there are more than MAX_GROUPS."""
+    varying = [f for f in GROUP_FIELDS if np.ndim(getattr(sc, f))]
+    if not varying:
+        return [(None, {})]
+    codes, radix, levels = np.zeros(sc.size, dtype=np.int64), 1, []
+    for name in varying:
+        values, inverse = _levels(np.broadcast_to(getattr(sc, name), sc.shape).reshape(-1))
+        if values.size > MAX_GROUPS or radix * values.size > 2 ** 15:
+            return None
+        codes += inverse * radix
+        radix *= values.size
+        levels.append((name, values))
+    counts = np.bincount(codes, minlength=radix)
+    present = np.flatnonzero(counts)
+    if present.size > MAX_GROUPS:
+        return None
+    order = np.argsort(codes.astype(np.int16), kind="stable")  # a radix sort for 16-bit keys
+    ends = np.cumsum(counts[present])
+    groups = []
+    for code, end, size in zip(present, ends, counts[present]):
+        fixed, rest = {}, int(code)
+        for name, values in levels:
+            fixed[name], rest = float(values[rest % values.size]), rest // values.size
+        groups.append((order[end - size:end], fixed))
+    return groups
+
+
+def _levels(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values, index of each element's value): a counting pass for small whole numbers
+    (bit widths, tp), a sort otherwise."""
+    top = column.max()
+    if top <= 65536 and np.array_equal(column, np.floor(column)):
+        whole = column.astype(np.intp)
+        present = np.flatnonzero(np.bincount(whole))
+        lookup = np.zeros(int(top) + 1, dtype=np.intp)
+        lookup[present] = np.arange(present.size)
+        return present.astype(float), lookup[whole]
+    values, inverse = np.unique(column, return_inverse=True)
+    return values, inverse.reshape(-1)
+
+
+def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, fast: bool = False) -> dict:
+    """The computed columns of `evaluate` for one Scenario, each flat over its scenarios."""
     p, tp = precision(sc), sc.tp
-    prefill = step_time(model, hw, seqs=sc.batch, new_tokens=sc.prompt, past=0.0, p=p, tp=tp, sparse_budget=0,
-                        logits_tokens=sc.batch, engine=engine)
     decode_seqs = sc.batch * sc.samples
-    decode = mean_decode_step(model, hw, seqs=decode_seqs, past_first=sc.prompt,
-                              past_last=sc.prompt + np.maximum(sc.gen - 2, 0), p=p, tp=tp,
-                              sparse_budget=sc.sparse_budget, engine=engine)
+    past_last = sc.prompt + np.maximum(sc.gen - 2, 0)
+    if fast:
+        prefill = fastpath.prefill_step(model, hw, batch=sc.batch, prompt=sc.prompt, p=p, tp=tp, engine=engine)
+        decode = fastpath.mean_decode_step(model, hw, seqs=decode_seqs, past_first=sc.prompt, past_last=past_last,
+                                           p=p, tp=tp, sparse_budget=sc.sparse_budget, engine=engine)
+    else:
+        prefill = step_time(model, hw, seqs=sc.batch, new_tokens=sc.prompt, past=0.0, p=p, tp=tp, sparse_budget=0,
+                            logits_tokens=sc.batch, engine=engine)
+        decode = mean_decode_step(model, hw, seqs=decode_seqs, past_first=sc.prompt, past_last=past_last, p=p,
+                                  tp=tp, sparse_budget=sc.sparse_budget, engine=engine)
     ttft, tpot = prefill["time_s"], decode["time_s"]
     bands = hw.calibration.error_bands if hw.calibration is not None else {}
     ttft_band = intervals.band(ttft, prefill["classes"], bands, "prefill", engine.name)
@@ -117,8 +212,6 @@ def _evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine) -> d
     mem = memory_footprint(model, hw, sc)
     throughput = tokens / e2e
     result = {
-        **{k: getattr(sc, k) for k in sc.columns()},
-        "params": model.param_count(), "active_params": model.active_param_count(),
         "ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e, "throughput_tok_s": throughput,
         # prediction intervals only where the spec carries validated error bands (no NaN columns)
         **({"ttft_p10_s": ttft_band[0], "ttft_p90_s": ttft_band[1], "tpot_p10_s": tpot_band[0],
@@ -134,6 +227,11 @@ def _evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine) -> d
     shape = sc.shape
     return {k: np.broadcast_to(v, shape).reshape(-1) if np.ndim(v) else np.full(max(sc.size, 1), v)
             for k, v in result.items()}
+
+
+def _evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, fast: bool = False) -> dict:
+    """`evaluate` of one Scenario in one pass (no chunks, no precision groups)."""
+    return _columns(model, hw, sc, sc.columns(), _metrics(model, hw, sc, engine, fast))
 
 
 @dataclass(frozen=True)

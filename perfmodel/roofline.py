@@ -128,18 +128,43 @@ def _gemm_time(op: Op, hw: Hardware, p: Precision) -> tuple:
     fixed m <= 64 rule did not: DeepSeek-V3's decode step ran faster at batch 96 than at 64)."""
     cal = hw.calibration
     rate = _gemm_rate(hw, p)
-    efficiency, units = gemm_parallelism(op.m, op.n, op.k, hw, op.groups)
-    read = cal.read_bytes_per_s if op.kind != "moe" else min(cal.read_bytes_per_s, cal.grouped_bytes_per_s or np.inf)
-    tiled = (op.flops / np.minimum(rate * efficiency, _sustained_rate(hw, p)),
-             op.bytes / np.minimum(read, units * (cal.sm_bytes_per_s or np.inf)))
+    tile_s, power_s, memory_s = tiled_gemm_terms(op, hw, p)
+    tiled = (np.maximum(tile_s, power_s), memory_s)
     if not np.any(np.asarray(op.m) <= SKINNY_ROWS):
         return tiled
     per_block = _gemv_cap(cal, p, cal.sm_bytes_per_s or np.inf) if cal.gemv_bytes_per_s else \
         (cal.sm_bytes_per_s or np.inf)
     blocks = gemv_blocks(op.n, op.k, hw, op.groups)
-    gemv = (op.flops / rate, op.bytes / np.minimum(read, blocks * per_block))
+    gemv = (op.flops / rate, op.bytes / np.minimum(_gemm_read_bytes_per_s(op, cal), blocks * per_block))
     pick = (np.asarray(op.m) <= SKINNY_ROWS) & (np.maximum(*gemv) < np.maximum(*tiled))
     return np.where(pick, gemv[0], tiled[0]), np.where(pick, gemv[1], tiled[1])
+
+
+def tiled_gemm_terms(op: Op, hw: Hardware, p: Precision) -> tuple:
+    """(tile-limited compute_s, power-limited compute_s, memory_s) of the tiled GEMM kernel on a
+    calibrated GPU; its compute time is the larger of the first two, FLOPs / min(rate x
+    efficiency, sustained rate) (`gemm_parallelism`, `_sustained_rate`). The tile-limited time
+    depends on the rows m only through ceil(m / tile_m) once m exceeds tile_m (the rows cancel
+    between FLOPs and efficiency), which the fast path (perfmodel.fastpath) tabulates per run of
+    tile_m rows; memory time streams the bytes at min(read bandwidth, thread blocks x per-SM rate)."""
+    cal = hw.calibration
+    efficiency, units = gemm_parallelism(op.m, op.n, op.k, hw, op.groups)
+    return (op.flops / (_gemm_rate(hw, p) * efficiency), op.flops / _sustained_rate(hw, p),
+            op.bytes / np.minimum(_gemm_read_bytes_per_s(op, cal), units * (cal.sm_bytes_per_s or np.inf)))
+
+
+def _gemm_read_bytes_per_s(op: Op, cal):
+    """Streaming rate of a GEMM's operands: the read bandwidth, or for a grouped kernel (MoE experts)
+    the lower rate measured for grouped GEMMs."""
+    return cal.read_bytes_per_s if op.kind != "moe" else min(cal.read_bytes_per_s, cal.grouped_bytes_per_s or np.inf)
+
+
+def is_tiled_gemm(op: Op, hw: Hardware, p: Precision) -> bool:
+    """Whether `op_time` prices `op` as a tiled GEMM (`_gemm_time`): a GEMM or grouped GEMM on a
+    calibrated GPU with tiles, not one of PyTorch's own weight-only kernels."""
+    cal = hw.calibration
+    return op.kind in ("matmul", "moe") and cal is not None and cal.tile_m > 1 and \
+        _dequant_time_s(cal, p, op.weight_bytes) is None
 
 
 def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:

@@ -666,6 +666,8 @@ def _unique_labels(labels: tuple) -> list[str]:
 
 def _bound_codes(names: np.ndarray) -> np.ndarray:
     """Bound names ("compute", "memory"...) as int8 codes into BOUNDS: 1 byte a row, not 32."""
+    if hasattr(names, "codes"):  # perfmodel.evaluate's categorical
+        return np.asarray(names.codes, dtype=np.int8)
     codes = np.full(len(names), -1, dtype=np.int8)
     for i, bound in enumerate(BOUNDS):
         codes[names == bound] = i

@@ -71,6 +71,15 @@ class Scenario:
             raise ScenarioError(f"scenario: {math.prod(shape):,} configurations exceed the limit of {MAX_SIZE:,} "
                                 "in one Scenario; use perfmodel.sweep, which evaluates in chunks")
 
+    @classmethod
+    def from_checked(cls, **fields) -> "Scenario":
+        """A Scenario of values already checked (slices of a validated Scenario, taken by the cost
+        model's evaluation in chunks): no second validation pass over millions of values."""
+        scenario = object.__new__(cls)
+        for name, value in fields.items():
+            object.__setattr__(scenario, name, value)
+        return scenario
+
     @property
     def shape(self) -> tuple[int, ...]:
         return np.broadcast_shapes(*(np.shape(getattr(self, f.name)) for f in dataclasses.fields(self)))

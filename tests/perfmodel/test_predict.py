@@ -166,6 +166,10 @@ def test_chunked_threaded_evaluation_equals_one_pass():
     m, hw = workloads.load("llama-3-8b"), hardware.load("h200-sxm-calibrated")
     whole = _evaluate(m, hw, sc, load(DEFAULT_ENGINE))
     for workers in (1, 2):
-        chunked = perfmodel.evaluate(m, hw, sc, workers=workers)
+        chunked = perfmodel.evaluate(m, hw, sc, workers=workers, path="reference")
+        fast = perfmodel.evaluate(m, hw, sc, workers=workers)
         for key in ("ttft_s", "tpot_s", "total_bytes", "decode_bound"):
             assert np.array_equal(chunked[key], whole[key])
+        for key in ("ttft_s", "tpot_s", "total_bytes"):  # the fast path: equal to rounding
+            np.testing.assert_allclose(fast[key], whole[key], rtol=1e-12)
+        assert np.array_equal(fast["decode_bound"], whole["decode_bound"])

@@ -1,0 +1,370 @@
+"""The fast path: a step's time from coefficients priced once per (model, hardware, precision, tp,
+engine), evaluated for millions of scenarios in a few array passes.
+
+A step's ops fall in three groups (perfmodel.ops.step_ops): token ops, whose cost depends only on
+the step's token count; logits ops, only on the rows sent through the LM head; and context ops
+(attention, a concatenated cache), on (sequences, new tokens, cached tokens). For a fixed (model,
+hardware, precision, tp, engine, phase) the first two are functions of one whole number x each,
+and `CountPricing` prices such a function once:
+
+* x <= DIRECT_COUNTS: every time component tabulated at every count by the per-op path (exact);
+* x > DIRECT_COUNTS, per op, by the structure the roofline gives it (perfmodel.roofline):
+    - compute and memory time affine in x, one of them the larger for every x past the table
+      (norms, elementwise ops, GEMMs on a datasheet spec): folded into one affine function per
+      component, alpha + beta x;
+    - affine with a crossover: kept as max(a + b x, c + d x);
+    - tiled GEMMs on a calibrated GPU: past tile_m rows the tile-limited time is constant over
+      each run of tile_m rows (wave quantization; `roofline.tiled_gemm_terms`), so a table per
+      run q = ceil(x / tile_m) holds it and the memory rate: time = max(K[q], a x, (w + c x) / bw[q]);
+    - anything else (all-reduces, whose algorithm switches with the message size; MoE experts,
+      whose touched experts grow non-linearly): priced per count by the per-op path.
+Which case an op falls in is probed at three counts past the table (PER_COUNT_KINDS always go per count).
+Context ops are priced by the per-op path on the scenario arrays. The per-op path
+(perfmodel.steps) stays the reference and the source of breakdowns; tests hold the two equal to
+a relative 1e-9 on random scenarios of every model family, precision, engine and tp.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from hardware.spec import Hardware
+from perfmodel import intervals
+from perfmodel.engines import Engine
+from perfmodel.ops import Op, Precision, context_ops, logits_ops, step_phase, token_ops
+from perfmodel.roofline import OpTime, is_tiled_gemm, op_time, tiled_gemm_terms
+from perfmodel.steps import (TOTAL_KEYS, StepSums, add_decode_context, add_op_times, has_bands, settle_mean_decode,
+                             settle_step)
+from workloads.model import ModelSpec
+
+#: Counts tabulated one by one (every decode batch up to this and short prefills are exact lookups).
+DIRECT_COUNTS = 1024
+#: Counts past the table at which an op's structure is probed (three distinct, far apart).
+_PROBES = np.array([DIRECT_COUNTS + 1.0, 8.0 * DIRECT_COUNTS + 5.0, 2.0 ** 31 + 7.0])
+#: Kinds always priced per count past the table: grouped kernels (MoE experts touch a non-linear
+#: number of experts) and collectives (the algorithm switches with the message size), whose
+#: structure three probes cannot establish.
+PER_COUNT_KINDS = ("moe", "comm")
+#: Relative tolerance of the probes' affinity test (the fast path is held to 1e-9 of the reference).
+_AFFINE_RTOL = 1e-11
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """An op whose compute and memory times are affine in the count but cross past the table."""
+    count: float
+    compute: tuple[float, float]
+    memory: tuple[float, float]
+    key: str  # its residual class channel ("class:vector", ...) or "" without bands
+
+
+@dataclass(frozen=True)
+class CellGemm:
+    """A tiled GEMM past the table: per run q of tile_m rows, its tile-limited time and inverse
+    memory rate (`CellTable`); its power-limited time slope and its bytes, affine in the count."""
+    index: int
+    count: float
+    power_slope: float
+    bytes: tuple[float, float]
+    key: str
+
+
+@dataclass(frozen=True)
+class Rescaled:
+    """An op priced per count by the per-op path, rebuilt from lines: every field of the op is
+    affine in the count (an all-reduce's payload), so it is `template` with those fields
+    recomputed, not the whole op group rebuilt."""
+    template: Op
+    lines: dict
+
+    def at(self, x) -> Op:
+        return dataclasses.replace(self.template, **{name: a + b * x for name, (a, b) in self.lines.items()})
+
+
+class CellTable:
+    """The per-run tables of a priced op group's tiled GEMMs, grown on demand (a cache held by the
+    module's pricing cache, never by a spec): rows q - q0 for runs q0, q0 + 1, ..."""
+
+    def __init__(self, ops_at: Callable, hw: Hardware, p: Precision, gemms: tuple, tile_m: float):
+        self.ops_at, self.hw, self.p, self.gemms, self.tile_m = ops_at, hw, p, gemms, tile_m
+        self.q0 = int(np.ceil((DIRECT_COUNTS + 1) / tile_m))
+        self.tile_s = np.zeros((len(gemms), 0))
+        self.inv_bw = np.zeros((len(gemms), 0))
+        self.lock = threading.Lock()
+
+    def rows(self, q_max: int) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock:
+            have = self.tile_s.shape[1]
+            if self.q0 + have <= q_max:
+                size = max(2 * have, q_max - self.q0 + 1, 256)
+                runs = np.arange(self.q0, self.q0 + size, dtype=float)
+                ops = self.ops_at(runs * self.tile_m)
+                tile, inv = [], []
+                for g in self.gemms:
+                    op = ops[g.index]
+                    tile_s, _, memory_s = tiled_gemm_terms(op, self.hw, self.p)
+                    tile.append(np.broadcast_to(tile_s, runs.shape))
+                    inv.append(np.broadcast_to(memory_s / op.bytes, runs.shape))
+                self.tile_s, self.inv_bw = np.array(tile).reshape(len(self.gemms), -1), \
+                    np.array(inv).reshape(len(self.gemms), -1)
+            return self.tile_s, self.inv_bw
+
+
+@dataclass(frozen=True)
+class CountPricing:
+    """The time components of a group of ops as a function of one whole count x (module doc).
+
+    keys: component names (perfmodel.steps.TOTAL_KEYS, then "class:<c>" per residual class);
+    table[i, x]: component i at x <= DIRECT_COUNTS; affine[i] = (alpha, beta) of the folded ops
+    past it; crossings, gemms (with their `cells`) and rebuilt (op indices priced by `price`,
+    the per-op path at given counts) complete it."""
+    keys: tuple[str, ...]
+    table: np.ndarray
+    affine: np.ndarray
+    crossings: tuple[Crossing, ...]
+    gemms: tuple[CellGemm, ...]
+    cells: CellTable | None
+    rebuilt: tuple[int, ...]
+    price: Callable
+    phase: str
+    rescaled: tuple[Rescaled, ...] = ()
+    hw: Hardware | None = None
+    p: Precision | None = None
+    tp: object = 1
+
+    def evaluate(self, x) -> dict:
+        """Every component at the counts x (an array of whole numbers >= 1)."""
+        x = np.asarray(x, dtype=float)
+        index = x.astype(np.intp)
+        small = index <= DIRECT_COUNTS
+        if small.all():
+            return {key: self.table[i].take(index) for i, key in enumerate(self.keys)}
+        if not small.any():
+            return self._past_table(x)
+        out = {key: np.empty(x.shape) for key in self.keys}
+        large = ~small
+        past = self._past_table(x[large])
+        for i, key in enumerate(self.keys):
+            out[key][small] = self.table[i].take(index[small])
+            out[key][large] = past[key]
+        return out
+
+    def _past_table(self, x: np.ndarray) -> dict:
+        out = {key: (alpha + beta * x if beta else np.full(x.shape, alpha))
+               for key, (alpha, beta) in zip(self.keys, self.affine)}
+        for term in self.crossings:
+            compute = term.compute[0] + term.compute[1] * x
+            memory = term.memory[0] + term.memory[1] * x
+            _add(out, term.count, compute, memory, np.maximum(compute, memory), term.key)
+        if self.gemms:
+            run = np.ceil(x / self.cells.tile_m).astype(np.intp) - self.cells.q0
+            tile_s, inv_bw = self.cells.rows(self.cells.q0 + int(run.max()))
+            for row, term in enumerate(self.gemms):
+                compute = np.maximum(tile_s[row].take(run), term.power_slope * x)
+                memory = (term.bytes[0] + term.bytes[1] * x) * inv_bw[row].take(run)
+                _add(out, term.count, compute, memory, np.maximum(compute, memory), term.key)
+        priced = [(op, op_time(op, self.hw, self.p, self.tp)) for op in (term.at(x) for term in self.rescaled)]
+        if self.rebuilt:
+            priced += self.price(x, self.rebuilt)
+        if priced:
+            for op, t in priced:
+                for key in TOTAL_KEYS:
+                    out[key] += op.count * getattr(t, key)
+                cls = _class_key(self, op)
+                if cls:
+                    out[cls] += op.count * t.time_s
+        return out
+
+
+def _add(out: dict, count: float, compute, memory, core, key: str) -> None:
+    """Add one priced op past the table (its floor and host time are in the affine part)."""
+    out["compute_s"] += count * compute
+    out["memory_s"] += count * memory
+    scaled = count * core
+    out["time_s"] += scaled
+    if key:
+        out[key] += scaled
+
+
+def _class_key(pricing: CountPricing, op: Op) -> str:
+    """The residual-class component an op adds to ("" for a spec without bands)."""
+    key = "class:" + intervals.op_class(op.kind, pricing.phase)
+    return key if key in pricing.keys else ""
+
+
+def price_counts(ops_at: Callable, hw: Hardware, p: Precision, tp, phase: str) -> CountPricing:
+    """Price the op group `ops_at(x) -> [Op]` as a function of its count x (module doc)."""
+    banded = has_bands(hw)
+
+    def price(x, indices=None):
+        ops = ops_at(x)
+        chosen = ops if indices is None else [ops[i] for i in indices]
+        return [(op, op_time(op, hw, p, tp)) for op in chosen]
+
+    counts = np.maximum(np.arange(DIRECT_COUNTS + 1, dtype=float), 1.0)
+    direct = price(counts)
+    classes = sorted({"class:" + intervals.op_class(op.kind, phase) for op, _ in direct}) if banded else []
+    keys = TOTAL_KEYS + tuple(classes)
+    table = np.zeros((len(keys), counts.size))
+    for op, t in direct:
+        for i, key in enumerate(TOTAL_KEYS):
+            table[i] += op.count * np.broadcast_to(getattr(t, key), counts.shape)
+        if banded:
+            table[keys.index("class:" + intervals.op_class(op.kind, phase))] += \
+                op.count * np.broadcast_to(t.time_s, counts.shape)
+    affine, crossings, gemms, rebuilt = _classify(price(_PROBES), hw, p, keys, phase, banded)
+    cells = CellTable(ops_at, hw, p, tuple(gemms), float(hw.calibration.tile_m)) if gemms else None
+    probed = ops_at(_PROBES)
+    rescaled = [Rescaled(probed[i], lines) for i in rebuilt if (lines := _field_lines(probed[i])) is not None]
+    rebuilt = [i for i in rebuilt if _field_lines(probed[i]) is None]
+    return CountPricing(keys, table, affine, tuple(crossings), tuple(gemms), cells, tuple(rebuilt),
+                        lambda x, indices: price(x, indices), phase, tuple(rescaled), hw, p, tp)
+
+
+#: Op fields that may vary with the count.
+_OP_FIELDS = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "m", "n", "k", "comm_bytes", "groups")
+
+
+def _field_lines(op: Op) -> dict | None:
+    """{field: (alpha, beta)} of the op's fields that vary with the count at _PROBES, when all of
+    them are affine in it; None otherwise (then the op group is rebuilt at the counts)."""
+    lines = {}
+    for name in _OP_FIELDS:
+        value = getattr(op, name)
+        if np.ndim(value) == 0:
+            continue
+        line = (float(np.ravel(value)[0]), 0.0) if _is_constant(value) else _line(value)
+        if line is None:
+            return None
+        lines[name] = line
+    return lines
+
+
+def _classify(probed: list, hw: Hardware, p: Precision, keys: tuple, phase: str, banded: bool):
+    """Sort each op by its structure past the table (module doc) from its times at _PROBES."""
+    affine = np.zeros((len(keys), 2))
+    crossings, gemms, rebuilt = [], [], []
+    for index, (op, t) in enumerate(probed):
+        key = "class:" + intervals.op_class(op.kind, phase) if banded else ""
+        cells = is_tiled_gemm(op, hw, p) and op.kind == "matmul" and np.all(np.asarray(op.groups) == 1) \
+            and hw.calibration.tile_m <= DIRECT_COUNTS
+        constant = all(_is_constant(getattr(t, name)) for name in ("overhead_s", "comm_s", "host_s"))
+        if cells and constant:
+            tile_s, power_s, _ = tiled_gemm_terms(op, hw, p)
+            bytes_line = _line(op.bytes)
+            if bytes_line is None:
+                rebuilt.append(index)
+                continue
+            gemms.append(CellGemm(index, float(op.count), float(np.broadcast_to(power_s, _PROBES.shape)[0] / _PROBES[0]),
+                                  bytes_line, key))
+            _fold_constants(affine, keys, op, t, key)
+            continue
+        compute, memory = _line(t.compute_s), _line(t.memory_s)
+        unchanging = constant and all(_is_constant(getattr(t, name)) for name in ("compute_s", "memory_s"))
+        if (op.kind in PER_COUNT_KINDS and not unchanging) or compute is None or memory is None or not constant:
+            rebuilt.append(index)
+            continue
+        _fold_constants(affine, keys, op, t, key)
+        gap, slope = compute[0] + compute[1] * _PROBES[0] - (memory[0] + memory[1] * _PROBES[0]), compute[1] - memory[1]
+        if (gap >= 0 and slope >= 0) or (gap <= 0 and slope <= 0):
+            line = compute if gap >= 0 else memory
+            for name, part in (("compute_s", compute), ("memory_s", memory), ("time_s", line)):
+                affine[keys.index(name)] += op.count * np.array(part)
+            if key:
+                affine[keys.index(key)] += op.count * np.array(line)
+        else:
+            crossings.append(Crossing(float(op.count), compute, memory, key))
+    return affine, crossings, gemms, rebuilt
+
+
+def _fold_constants(affine: np.ndarray, keys: tuple, op: Op, t: OpTime, key: str) -> None:
+    """An op's floor, communication and host time, constant past the table, into the affine part."""
+    fixed = {name: float(np.broadcast_to(getattr(t, name), _PROBES.shape)[0]) for name in ("overhead_s", "comm_s", "host_s")}
+    for name, value in fixed.items():
+        affine[keys.index(name), 0] += op.count * value
+    constant = fixed["overhead_s"] + fixed["comm_s"]
+    affine[keys.index("time_s"), 0] += op.count * constant
+    if key:
+        affine[keys.index(key), 0] += op.count * constant
+
+
+def _is_constant(values) -> bool:
+    v = np.broadcast_to(np.asarray(values, dtype=float), _PROBES.shape)
+    return bool(np.all(v == v[0]))
+
+
+def _line(values) -> tuple[float, float] | None:
+    """(alpha, beta) when `values` at _PROBES lie on alpha + beta x, else None."""
+    v = np.broadcast_to(np.asarray(values, dtype=float), _PROBES.shape)
+    if not np.all(np.isfinite(v)):
+        return None
+    beta = (v[1] - v[0]) / (_PROBES[1] - _PROBES[0])
+    alpha = v[0] - beta * _PROBES[0]
+    predicted = alpha + beta * _PROBES[2]
+    scale = max(abs(v[2]), abs(v[0]), 1e-300)
+    return (float(alpha), float(beta)) if abs(predicted - v[2]) <= _AFFINE_RTOL * scale else None
+
+
+# -- steps -----------------------------------------------------------------------------------------
+
+#: Priced op groups by (model, spec, engine, precision, tp, group, phase) identity; bounded.
+_PRICINGS: dict = {}
+_PRICINGS_LOCK = threading.Lock()
+_MAX_PRICINGS = 512
+
+
+def count_pricing(model: ModelSpec, hw: Hardware, engine: Engine, p: Precision, tp, group: str,
+                  phase: str) -> CountPricing:
+    """The priced op group ("tokens", "logits" or "decode": a decode step's token and logits ops,
+    whose counts are equal) for scalar precisions and tp, computed once and cached."""
+    key = (id(model), id(hw), id(engine), float(p.w_bits), float(p.a_bits), float(p.kv_bits),
+           float(p.quant_group), p.weight_only_kernel, float(tp), group, phase)
+    hit = _PRICINGS.get(key)
+    if hit is not None and hit[0] is model and hit[1] is hw and hit[2] is engine:
+        return hit[3]
+
+    def tokens(x):
+        before, after = token_ops(model, tokens=x, p=p, tp=tp, engine=engine, phase=phase)
+        return before + after
+
+    def logits(x):
+        return logits_ops(model, logits_tokens=x, p=p, tp=tp, engine=engine)
+
+    group_ops = {"tokens": tokens, "logits": logits, "decode": lambda x: tokens(x) + logits(x)}[group]
+    pricing = price_counts(group_ops, hw, p, tp, phase)
+    with _PRICINGS_LOCK:
+        if len(_PRICINGS) >= _MAX_PRICINGS:
+            _PRICINGS.clear()
+        _PRICINGS[key] = (model, hw, engine, pricing)
+    return pricing
+
+
+def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision, tp, engine: Engine) -> dict:
+    """perfmodel.steps.step_time of a prefill (seqs = batch, new tokens = prompt, no cache, logits
+    for every sequence) from the priced token and logits groups plus the per-op attention."""
+    phase = step_phase(prompt)
+    tokens = batch * prompt
+    sums = StepSums()
+    for part in (count_pricing(model, hw, engine, p, tp, "tokens", phase).evaluate(tokens),
+                 count_pricing(model, hw, engine, p, tp, "logits", phase).evaluate(batch)):
+        for key, value in part.items():
+            sums.add(key, 1.0, value)
+    ops = context_ops(model, seqs=batch, new_tokens=prompt, past=0.0, p=p, tp=tp, engine=engine)
+    add_op_times(sums, ops, [op_time(op, hw, p, tp) for op in ops], phase, has_bands(hw))
+    return settle_step(sums.totals(), model, hw, engine, tokens)
+
+
+def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_last, p: Precision, tp,
+                     sparse_budget, engine: Engine) -> dict:
+    """perfmodel.steps.mean_decode_step from the priced decode group plus the per-op context mean."""
+    sums = StepSums()
+    for key, value in count_pricing(model, hw, engine, p, tp, "decode", "decode").evaluate(seqs).items():
+        sums.add(key, 1.0, value)
+    banded = has_bands(hw)
+    extras = add_decode_context(sums, model, hw, seqs=seqs, past_first=past_first, past_last=past_last, p=p,
+                                tp=tp, sparse_budget=sparse_budget, engine=engine, banded=banded)
+    return settle_mean_decode(sums.totals(), extras, model, hw, engine, seqs)

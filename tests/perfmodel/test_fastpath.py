@@ -1,0 +1,70 @@
+"""The fast path (perfmodel.fastpath) equals the per-op reference path (perfmodel.steps) to a
+relative 1e-9 on random scenarios of every model family, precision, engine and tp."""
+import numpy as np
+import pytest
+
+import hardware
+import perfmodel
+import workloads
+from perfmodel import engines, fastpath
+from workloads.scenario import Scenario
+
+#: One model per family the descriptors cover: dense GQA, q/k norm, MoE, MLA + MoE, MHA + LayerNorm.
+MODELS = ("llama-3-8b", "qwen3-8b", "mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v3", "opt-30b", "gpt2")
+SPECS = ("h200-sxm-calibrated", "h200-sxm", "h100-sxm-calibrated")
+
+
+def _scenarios(model, seed: int, n: int = 400) -> Scenario:
+    rng = np.random.default_rng(seed)
+    heads = [t for t in (1, 2, 4, 8) if model.n_heads % t == 0]
+    longest = model.max_context // 2
+    return Scenario(batch=rng.integers(1, 600, n), prompt=rng.integers(1, min(longest, 20000), n),
+                    gen=rng.integers(1, min(longest, 3000), n), w_bits=rng.choice([4, 8, 16], n),
+                    a_bits=rng.choice([8, 16], n), kv_bits=rng.choice([4, 8, 16], n), tp=rng.choice(heads, n),
+                    samples=rng.choice([1, 4], n), sparse_budget=rng.choice([0, 512], n))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fast_path_equals_the_per_op_path(name):
+    model = workloads.load(name)
+    for seed, spec in enumerate(SPECS):
+        hw = hardware.load(spec)
+        for engine in engines.names():
+            sc = _scenarios(model, seed)
+            fast = perfmodel.evaluate(model, hw, sc, engine)
+            ref = perfmodel.evaluate(model, hw, sc, engine, path="reference")
+            assert list(fast) == list(ref)
+            for key, values in ref.items():
+                if np.asarray(values).dtype.kind == "f":
+                    np.testing.assert_allclose(fast[key], values, rtol=1e-9, atol=0, err_msg=f"{name} {spec} {key}")
+                else:
+                    assert np.array_equal(np.asarray(fast[key]), np.asarray(values)), (name, spec, engine, key)
+
+
+def test_counts_past_the_table_and_single_scenarios_agree():
+    model, hw = workloads.load("llama-3-8b"), hardware.load("h200-sxm-calibrated")
+    batch = np.array([1, 3, 64, 65, 1024, 1025, 4000, 2 ** 20], dtype=float)
+    sc = Scenario(batch=batch, prompt=np.array([1, 2, 7, 4096, 1, 1025, 8192, 1], dtype=float), gen=17)
+    fast = perfmodel.evaluate(model, hw, sc)
+    ref = perfmodel.evaluate(model, hw, sc, path="reference")
+    np.testing.assert_allclose(fast["ttft_s"], ref["ttft_s"], rtol=1e-9)
+    np.testing.assert_allclose(fast["tpot_s"], ref["tpot_s"], rtol=1e-9)
+    one = perfmodel.predict(model, hw, Scenario(batch=65, prompt=1025, gen=9)).row()
+    assert one["ttft_s"] == pytest.approx(float(ref["ttft_s"][5] if False else perfmodel.evaluate(
+        model, hw, Scenario(batch=65, prompt=1025, gen=9), path="reference")["ttft_s"][0]), rel=1e-9)
+
+
+def test_op_structure_is_probed_not_assumed():
+    """Datasheet GEMMs fold into affine terms, calibrated ones go to per-run tables, an all-reduce
+    at tp 1 (no payload) folds, at tp 2 it is rescaled per count."""
+    model = workloads.load("llama-3-8b")
+    p, engine = perfmodel.Precision(16.0, 16.0, 16.0), engines.load("vllm")
+    datasheet = fastpath.count_pricing(model, hardware.load("h200-sxm"), engine, p, 1, "tokens", "prefill")
+    calibrated = fastpath.count_pricing(model, hardware.load("h200-sxm-calibrated"), engine, p, 2, "tokens", "prefill")
+    assert not datasheet.gemms and not datasheet.rescaled and not datasheet.rebuilt
+    assert {op_index for op_index in (g.index for g in calibrated.gemms)} and len(calibrated.rescaled) == 1
+
+
+def test_bad_path_is_a_one_line_error():
+    with pytest.raises(ValueError, match="path: 'slow' is not one of fast, reference"):
+        perfmodel.evaluate(workloads.load("gpt2"), hardware.load("h200-sxm"), Scenario(), path="slow")

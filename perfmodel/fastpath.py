@@ -56,6 +56,7 @@ _AFFINE_RTOL = 1e-11
 @dataclass(frozen=True)
 class Crossing:
     """An op whose compute and memory times are affine in the count but cross past the table."""
+    name: str
     count: float
     compute: tuple[float, float]
     memory: tuple[float, float]
@@ -66,6 +67,7 @@ class Crossing:
 class CellGemm:
     """A tiled GEMM past the table: per run q of tile_m rows, its tile-limited time and inverse
     memory rate (`CellTable`); its power-limited time slope and its bytes, affine in the count."""
+    name: str
     index: int
     count: float
     power_slope: float
@@ -230,13 +232,12 @@ _OP_FIELDS = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "m", "n", "k", "
 
 
 def _field_lines(op: Op) -> dict | None:
-    """{field: (alpha, beta)} of the op's fields that vary with the count at _PROBES, when all of
-    them are affine in it; None otherwise (then the op group is rebuilt at the counts)."""
+    """{field: (alpha, beta)} of every numeric field of the op (beta 0 where constant), when all
+    of them are affine in the count at _PROBES; None otherwise (then the op group is rebuilt at
+    the counts). Constant fields are kept too: precision groups stacked differ in them (tp)."""
     lines = {}
     for name in _OP_FIELDS:
         value = getattr(op, name)
-        if np.ndim(value) == 0:
-            continue
         line = (float(np.ravel(value)[0]), 0.0) if _is_constant(value) else _line(value)
         if line is None:
             return None
@@ -259,7 +260,7 @@ def _classify(probed: list, hw: Hardware, p: Precision, keys: tuple, phase: str,
             if bytes_line is None:
                 rebuilt.append(index)
                 continue
-            gemms.append(CellGemm(index, float(op.count), float(np.broadcast_to(power_s, _PROBES.shape)[0] / _PROBES[0]),
+            gemms.append(CellGemm(op.name, index, float(op.count), float(np.broadcast_to(power_s, _PROBES.shape)[0] / _PROBES[0]),
                                   bytes_line, key))
             _fold_constants(affine, keys, op, t, key)
             continue
@@ -277,7 +278,7 @@ def _classify(probed: list, hw: Hardware, p: Precision, keys: tuple, phase: str,
             if key:
                 affine[keys.index(key)] += op.count * np.array(line)
         else:
-            crossings.append(Crossing(float(op.count), compute, memory, key))
+            crossings.append(Crossing(op.name, float(op.count), compute, memory, key))
     return affine, crossings, gemms, rebuilt
 
 
@@ -343,14 +344,32 @@ def count_pricing(model: ModelSpec, hw: Hardware, engine: Engine, p: Precision, 
     return pricing
 
 
-def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision, tp, engine: Engine) -> dict:
+def stacked_pricing(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple, group: str,
+                    phase: str) -> StackedPricing:
+    """The StackedPricing of op group `group` over precision groups `groups` ((w_bits, a_bits,
+    kv_bits, quant_group, tp) each), cached like count_pricing."""
+    key = (id(model), id(hw), id(engine), groups, group, phase, "stacked")
+    hit = _PRICINGS.get(key)
+    if hit is not None and hit[0] is model and hit[1] is hw and hit[2] is engine:
+        return hit[3]
+    stacked = StackedPricing([count_pricing(model, hw, engine, Precision(w, a, kv, qg), tp, group, phase)
+                              for w, a, kv, qg, tp in groups], hw)
+    with _PRICINGS_LOCK:
+        _PRICINGS[key] = (model, hw, engine, stacked)
+    return stacked
+
+
+def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision, tp, engine: Engine,
+                 groups: tuple, group) -> dict:
     """perfmodel.steps.step_time of a prefill (seqs = batch, new tokens = prompt, no cache, logits
-    for every sequence) from the priced token and logits groups plus the per-op attention."""
+    for every sequence) from the priced token and logits groups plus the per-op attention.
+    groups: the precision groups ((w_bits, a_bits, kv_bits, quant_group, tp) each) and group
+    each scenario's index into them; p and tp the scenarios' own values."""
     phase = step_phase(prompt)
     tokens = batch * prompt
     sums = StepSums()
-    for part in (count_pricing(model, hw, engine, p, tp, "tokens", phase).evaluate(tokens),
-                 count_pricing(model, hw, engine, p, tp, "logits", phase).evaluate(batch)):
+    for part in (stacked_pricing(model, hw, engine, groups, "tokens", phase).evaluate(tokens, group, p, tp),
+                 stacked_pricing(model, hw, engine, groups, "logits", phase).evaluate(batch, group, p, tp)):
         for key, value in part.items():
             sums.add(key, 1.0, value)
     ops = context_ops(model, seqs=batch, new_tokens=prompt, past=0.0, p=p, tp=tp, engine=engine)
@@ -359,12 +378,147 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
 
 
 def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_last, p: Precision, tp,
-                     sparse_budget, engine: Engine) -> dict:
+                     sparse_budget, engine: Engine, groups: tuple, group) -> dict:
     """perfmodel.steps.mean_decode_step from the priced decode group plus the per-op context mean."""
     sums = StepSums()
-    for key, value in count_pricing(model, hw, engine, p, tp, "decode", "decode").evaluate(seqs).items():
+    for key, value in stacked_pricing(model, hw, engine, groups, "decode", "decode").evaluate(seqs, group, p, tp).items():
         sums.add(key, 1.0, value)
     banded = has_bands(hw)
     extras = add_decode_context(sums, model, hw, seqs=seqs, past_first=past_first, past_last=past_last, p=p,
                                 tp=tp, sparse_budget=sparse_budget, engine=engine, banded=banded)
     return settle_mean_decode(sums.totals(), extras, model, hw, engine, seqs)
+
+
+# -- precision groups stacked -----------------------------------------------------------------------
+
+class StackedPricing:
+    """The CountPricings of several precision groups of one (model, spec, engine, group, phase),
+    evaluated for scenarios of mixed groups in one pass over them in their own order: each
+    scenario gathers its group's coefficients (tables, affine folds, per-run GEMM tables, the
+    lines of rescaled ops) by its group index. Terms are matched across groups by op name; a
+    group lacking one has it at count 0. Groups with ops rebuilt per count are priced apart."""
+
+    def __init__(self, pricings: list[CountPricing], hw: Hardware):
+        self.pricings, self.hw = pricings, hw
+        self.keys = pricings[0].keys
+        if any(pr.keys != self.keys for pr in pricings):
+            raise ValueError("precision groups with different components")  # internal: callers fall back
+        groups = len(pricings)
+        self.table = np.stack([pr.table for pr in pricings], axis=1).reshape(len(self.keys), -1)
+        self.alpha = np.stack([pr.affine[:, 0] for pr in pricings], axis=1)
+        self.beta = np.stack([pr.affine[:, 1] for pr in pricings], axis=1)
+        self.crossings = _slots(pricings, lambda pr: pr.crossings, groups,
+                                lambda t: (t.count, *t.compute, *t.memory))
+        self.gemms = _slots(pricings, lambda pr: pr.gemms, groups, lambda t: (t.count, t.power_slope, *t.bytes))
+        self.rescaled = {}
+        for g, pr in enumerate(pricings):
+            for term in pr.rescaled:
+                slot = self.rescaled.setdefault(term.template.name, (term.template, {}, np.zeros(groups)))
+                slot[2][g] = 1.0
+                for field, line in term.lines.items():
+                    slot[1].setdefault(field, np.zeros((2, groups)))[:, g] = line
+        self.rebuilt_groups = [g for g, pr in enumerate(pricings) if pr.rebuilt]
+        self.gemm_names = list(self.gemms)
+        self._cells = (0, None, None)
+        self._lock = threading.Lock()
+
+    def evaluate(self, x, group, p: Precision, tp) -> dict:
+        """Every component at counts x of scenarios in precision groups `group` (indices into the
+        pricings), with their per-scenario precisions p and tp (for ops priced per count)."""
+        x = np.asarray(x, dtype=float)
+        if x.ndim == 0:  # one scenario
+            return {key: value[0] for key, value in self.evaluate(x.reshape(1), np.reshape(group, 1), p, tp).items()}
+        index = x.astype(np.intp)
+        small = index <= DIRECT_COUNTS
+        flat = group * (DIRECT_COUNTS + 1) + np.minimum(index, DIRECT_COUNTS)
+        out = {key: self.table[i].take(flat) for i, key in enumerate(self.keys)}
+        if small.all():
+            return out
+        rows = np.flatnonzero(~small)
+        past = self._past_table(x[rows], np.broadcast_to(group, x.shape)[rows],
+                                _pick_precision(p, rows, x.shape), _pick(tp, rows, x.shape))
+        for key in self.keys:
+            out[key][rows] = past[key]
+        return out
+
+    def _past_table(self, x, group, p: Precision, tp) -> dict:
+        out = {key: self.alpha[i].take(group) + self.beta[i].take(group) * x for i, key in enumerate(self.keys)}
+        for key, coef in self.crossings.values():
+            count = coef[0].take(group)
+            compute = coef[1].take(group) + coef[2].take(group) * x
+            memory = coef[3].take(group) + coef[4].take(group) * x
+            _add(out, count, compute, memory, np.maximum(compute, memory), key)
+        if self.gemms:
+            tile_m, q0 = self._any_cells().tile_m, self._any_cells().q0
+            run = np.ceil(x / tile_m).astype(np.intp) - q0
+            tile_s, inv_bw, width = self._stacked_cells(q0 + int(run.max()))
+            at = group * width + run
+            for slot, (key, coef) in enumerate(self.gemms.values()):
+                compute = np.maximum(tile_s[slot].take(at), coef[1].take(group) * x)
+                memory = (coef[2].take(group) + coef[3].take(group) * x) * inv_bw[slot].take(at)
+                _add(out, coef[0].take(group), compute, memory, np.maximum(compute, memory), key)
+        for template, lines, present in self.rescaled.values():
+            op = dataclasses.replace(template, **{f: c[0].take(group) + c[1].take(group) * x for f, c in lines.items()})
+            t = op_time(op, self.hw, p, tp)
+            weight = present.take(group) * op.count
+            for key in TOTAL_KEYS:
+                out[key] += weight * getattr(t, key)
+            cls = _class_key(self.pricings[0], op)
+            if cls:
+                out[cls] += weight * t.time_s
+        for g in self.rebuilt_groups:
+            mine = np.flatnonzero(group == g)
+            if mine.size:
+                pr = self.pricings[g]
+                for op, t in pr.price(x[mine], pr.rebuilt):
+                    for key in TOTAL_KEYS:
+                        out[key][mine] += op.count * getattr(t, key)
+                    cls = _class_key(pr, op)
+                    if cls:
+                        out[cls][mine] += op.count * t.time_s
+        return out
+
+    def _any_cells(self) -> CellTable:
+        return next(pr.cells for pr in self.pricings if pr.cells is not None)
+
+    def _stacked_cells(self, q_max: int):
+        """Per-run tables of every GEMM slot, stacked [slot, group x run], covering runs to q_max."""
+        with self._lock:
+            covered, tile_s, inv_bw = self._cells
+            if covered >= q_max:
+                return tile_s, inv_bw, covered - self._any_cells().q0 + 1
+            q0 = self._any_cells().q0
+            width = max(q_max, 2 * covered) - q0 + 1
+            tile_s = np.ones((len(self.gemms), len(self.pricings), width))
+            inv_bw = np.zeros_like(tile_s)
+            for g, pr in enumerate(self.pricings):
+                if pr.cells is None:
+                    continue
+                tiles, invs = pr.cells.rows(q0 + width - 1)
+                for row, term in enumerate(pr.gemms):
+                    slot = self.gemm_names.index(term.name)
+                    tile_s[slot, g], inv_bw[slot, g] = tiles[row, :width], invs[row, :width]
+            tile_s, inv_bw = tile_s.reshape(len(self.gemms), -1), inv_bw.reshape(len(self.gemms), -1)
+            self._cells = (q0 + width - 1, tile_s, inv_bw)
+            return tile_s, inv_bw, width
+
+
+def _slots(pricings: list, terms_of: Callable, groups: int, coefficients: Callable) -> dict:
+    """{op name: (class key, coefficient rows x groups)} of one kind of term across groups."""
+    slots: dict = {}
+    for g, pr in enumerate(pricings):
+        for term in terms_of(pr):
+            values = coefficients(term)
+            key, coef = slots.setdefault(term.name, (term.key, np.zeros((len(values), groups))))
+            coef[:, g] = values
+    return slots
+
+
+def _pick(value, rows, shape):
+    """The rows of a per-scenario value (a scalar stays as it is)."""
+    return np.broadcast_to(value, shape)[rows] if np.ndim(value) else value
+
+
+def _pick_precision(p: Precision, rows, shape) -> Precision:
+    return Precision(*(_pick(v, rows, shape) for v in (p.w_bits, p.a_bits, p.kv_bits, p.quant_group)),
+                     p.weight_only_kernel)

@@ -95,43 +95,37 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
     engine = load_engine(engine)
     if path not in PATHS:
         raise ValueError(f"path: {path!r} is not one of {', '.join(PATHS)}")
-    fast = path == "fast"
-    groups = _precision_groups(sc) if fast else None
-    if groups is None:
-        fast, groups = False, [(None, {})]
+    groups = _precision_groups(sc) if path == "fast" else None
     columns = sc.columns()
-    tasks = [(index, fixed, start) for index, fixed in groups
-             for start in range(0, sc.size if index is None else index.size, CHUNK)]
+    if sc.size <= CHUNK:
+        return _columns(model, hw, sc, columns, _metrics(model, hw, sc, engine, groups))
+    starts = range(0, sc.size, CHUNK)
 
-    def task(job) -> tuple:
-        index, fixed, start = job
-        rows = slice(start, start + CHUNK) if index is None else index[start:start + CHUNK]
-        if len(tasks) == 1 and index is None:
-            return rows, _metrics(model, hw, sc, engine, fast)
-        part = Scenario.from_checked(**{k: fixed[k] if k in fixed else (v[rows] if np.ndim(getattr(sc, k)) else
-                                                                         getattr(sc, k))
+    def chunk(start: int) -> dict:
+        rows = slice(start, start + CHUNK)
+        part = Scenario.from_checked(**{k: v[rows] if np.ndim(getattr(sc, k)) else getattr(sc, k)
                                         for k, v in columns.items()})
-        return rows, _metrics(model, hw, part, engine, fast)
+        own = None if groups is None else (groups[0], groups[1][rows] if np.ndim(groups[1]) else groups[1])
+        return _metrics(model, hw, part, engine, own)
 
-    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
     out: dict = {}
 
-    def store(done) -> None:
-        rows, part = done
+    def store(start: int, part: dict) -> None:
         for key, values in part.items():
             if key not in out:
                 out[key] = np.empty(sc.size, dtype=np.asarray(values).dtype)
-            out[key][rows] = values
+            out[key][start:start + CHUNK] = values
 
-    store(task(tasks[0]))  # allocates every output column before any thread writes into them
+    store(0, chunk(0))  # allocates every output column before any thread writes into them
     if workers == 1:
-        for job in tasks[1:]:
-            store(task(job))
+        for start in starts[1:]:
+            store(start, chunk(start))
     else:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(lambda job: store(task(job)), tasks[1:]))
+            list(pool.map(lambda start: store(start, chunk(start)), starts[1:]))
     return _columns(model, hw, sc, columns, out)
 
 
@@ -146,33 +140,36 @@ def _columns(model: ModelSpec, hw: Hardware, sc: Scenario, columns: dict, metric
     return out
 
 
-def _precision_groups(sc: Scenario) -> list[tuple] | None:
-    """[(scenario indices or None for all, {field: value})] per distinct combination of the
-    GROUP_FIELDS that vary; None when there are more than MAX_GROUPS."""
-    varying = [f for f in GROUP_FIELDS if np.ndim(getattr(sc, f))]
-    if not varying:
-        return [(None, {})]
-    codes, radix, levels = np.zeros(sc.size, dtype=np.int64), 1, []
-    for name in varying:
-        values, inverse = _levels(np.broadcast_to(getattr(sc, name), sc.shape).reshape(-1))
-        if values.size > MAX_GROUPS or radix * values.size > 2 ** 15:
+def _precision_groups(sc: Scenario) -> tuple | None:
+    """(the distinct (w_bits, a_bits, kv_bits, quant_group, tp) combinations, each scenario's
+    index into them) for the fast path; None when there are more than MAX_GROUPS."""
+    codes, radix, levels = 0, 1, []
+    for name in GROUP_FIELDS:
+        value = getattr(sc, name)
+        if np.ndim(value) == 0:
+            levels.append((name, np.array([float(value)])))
+            continue
+        values, inverse = _levels(np.broadcast_to(value, sc.shape).reshape(-1))
+        if values.size > MAX_GROUPS or radix * values.size > 2 ** 31:
             return None
-        codes += inverse * radix
+        codes = codes + inverse * radix
         radix *= values.size
         levels.append((name, values))
-    counts = np.bincount(codes, minlength=radix)
-    present = np.flatnonzero(counts)
+    if np.ndim(codes) == 0:
+        return tuple([tuple(float(values[0]) for _, values in levels)]), 0
+    present = np.flatnonzero(np.bincount(codes, minlength=radix))
     if present.size > MAX_GROUPS:
         return None
-    order = np.argsort(codes.astype(np.int16), kind="stable")  # a radix sort for 16-bit keys
-    ends = np.cumsum(counts[present])
+    lookup = np.zeros(radix, dtype=np.intp)
+    lookup[present] = np.arange(present.size)
     groups = []
-    for code, end, size in zip(present, ends, counts[present]):
-        fixed, rest = {}, int(code)
-        for name, values in levels:
-            fixed[name], rest = float(values[rest % values.size]), rest // values.size
-        groups.append((order[end - size:end], fixed))
-    return groups
+    for code in present:
+        combo, rest = [], int(code)
+        for _, values in levels:
+            combo.append(float(values[rest % values.size]))
+            rest //= values.size
+        groups.append(tuple(combo))
+    return tuple(groups), lookup.take(codes)
 
 
 def _levels(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -189,15 +186,19 @@ def _levels(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return values, inverse.reshape(-1)
 
 
-def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, fast: bool = False) -> dict:
-    """The computed columns of `evaluate` for one Scenario, each flat over its scenarios."""
+def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, groups: tuple | None = None) -> dict:
+    """The computed columns of `evaluate` for one Scenario, each flat over its scenarios; by the
+    fast path when given the precision `groups` (`_precision_groups`), else op by op."""
     p, tp = precision(sc), sc.tp
     decode_seqs = sc.batch * sc.samples
     past_last = sc.prompt + np.maximum(sc.gen - 2, 0)
-    if fast:
-        prefill = fastpath.prefill_step(model, hw, batch=sc.batch, prompt=sc.prompt, p=p, tp=tp, engine=engine)
+    if groups is not None:
+        fixed, index = groups
+        prefill = fastpath.prefill_step(model, hw, batch=sc.batch, prompt=sc.prompt, p=p, tp=tp, engine=engine,
+                                        groups=fixed, group=index)
         decode = fastpath.mean_decode_step(model, hw, seqs=decode_seqs, past_first=sc.prompt, past_last=past_last,
-                                           p=p, tp=tp, sparse_budget=sc.sparse_budget, engine=engine)
+                                           p=p, tp=tp, sparse_budget=sc.sparse_budget, engine=engine,
+                                           groups=fixed, group=index)
     else:
         prefill = step_time(model, hw, seqs=sc.batch, new_tokens=sc.prompt, past=0.0, p=p, tp=tp, sparse_budget=0,
                             logits_tokens=sc.batch, engine=engine)
@@ -230,8 +231,8 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, fast:
 
 
 def _evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, fast: bool = False) -> dict:
-    """`evaluate` of one Scenario in one pass (no chunks, no precision groups)."""
-    return _columns(model, hw, sc, sc.columns(), _metrics(model, hw, sc, engine, fast))
+    """`evaluate` of one Scenario in one pass (no chunks)."""
+    return _columns(model, hw, sc, sc.columns(), _metrics(model, hw, sc, engine, _precision_groups(sc) if fast else None))
 
 
 @dataclass(frozen=True)

@@ -533,7 +533,7 @@ def compare(pairs: list[tuple[ModelSpec, Hardware]], grid: dict,
 
 def sweep_document(devices: list[str], models: list[str], grid: dict, latency: str,
                    engine: str = engines.DEFAULT_ENGINE) -> dict:
-    """The Compare page's inputs as a `perfmodel sweep` spec (perfmodel.sweep.SweepSpec.from_dict):
+    """The Compare page's inputs as a `perfmodel sweep` spec (planning.sweep.SweepSpec.from_dict):
     the same grid and engine, only configurations that fit, and the throughput-vs-latency front."""
     axes = {"model": list(models), "hardware": list(devices)}
     axes |= {k: _plain(v) for k, v in grid.items()}
@@ -543,8 +543,8 @@ def sweep_document(devices: list[str], models: list[str], grid: dict, latency: s
 
 def pareto_mask(cost, value) -> np.ndarray:
     """True where a configuration is on the Pareto front of lower `cost`, higher `value` (exact;
-    perfmodel.sweep's front, so the planner and `perfmodel sweep` agree)."""
-    from perfmodel.sweep import pareto_mask as front
+    planning.sweep's front, so the planner and `perfmodel sweep` agree)."""
+    from planning.sweep import pareto_mask as front
 
     return front(np.column_stack([np.asarray(cost, float), np.asarray(value, float)]), ["min", "max"])
 

@@ -55,7 +55,8 @@ class Field:
     key: dotted YAML key (for a keyed field, the mapping's key: "compute" holds compute.<dtype>).
     attr: dataclass attribute (Hardware's, or Calibration's for keys under "calibration.").
     unit: unit kind (module docstring). required: a spec without it is refused (a keyed field: it
-    must list at least one entry); the dataclass attribute then has no default. default: value when
+    must list at least one entry); the dataclass attribute then has no default. required_with_link:
+    required when the spec's device_link.kind is not "none". default: value when
     absent (dataclass default too). choices: allowed values of a "choice" (or a keyed field's keys
     the form offers). limits: allowed range of a count or number (SI kinds: units.RANGES).
     zero_ok: 0 is accepted (a link or latency that may be absent), else the value must be > 0.
@@ -69,6 +70,7 @@ class Field:
     attr: str
     unit: str
     required: bool = True
+    required_with_link: bool = False
     default: Any = None
     choices: tuple = ()
     limits: tuple[float, float] | None = None
@@ -161,9 +163,8 @@ HARDWARE = (
     Field("node.compute_units", "compute_units", "count", required=False, default=1, limits=(1, 10**6),
           form="Compute units (SMs)"),
     Field("device_link.kind", "device_link", "choice", required=False, default="none", choices=DEVICE_LINK_KINDS),
-    # required when device_link.kind is not "none" (a cross-field rule of the reader)
-    Field("device_link.bandwidth", "device_link_bytes_per_s", "bytes_per_s", required=False, default=0.0,
-          zero_ok=True, write="link", form="Device link bandwidth (each way)"),
+    Field("device_link.bandwidth", "device_link_bytes_per_s", "bytes_per_s", required=False, required_with_link=True,
+          default=0.0, zero_ok=True, write="link", form="Device link bandwidth (each way)"),
     Field("device_link.latency", "device_link_latency_s", "seconds", required=False, default=0.0, zero_ok=True,
           write="link", form="Device link latency"),
 )
@@ -234,14 +235,6 @@ BAND_QUANTILES = ("p10", "p90")
 
 
 # -- derived views -----------------------------------------------------------------------------
-def by_attr(table) -> dict[str, Field]:
-    return {f.attr: f for f in table}
-
-
-def by_key(table) -> dict[str, Field]:
-    return {f.key: f for f in table}
-
-
 def count_ranges(table) -> dict[str, tuple[int, int]]:
     """attr -> (low, high) of every whole-number field."""
     return {f.attr: f.limits for f in table if f.unit == "count"}

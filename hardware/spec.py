@@ -77,12 +77,7 @@ class Calibration:
 
 
     def __post_init__(self):
-        object.__setattr__(self, "matmul_flops_per_s", dict(self.matmul_flops_per_s))  # private copies
-        object.__setattr__(self, "dequant_bytes_per_s", dict(self.dequant_bytes_per_s))
-        object.__setattr__(self, "gemv_bytes_per_s", dict(self.gemv_bytes_per_s))
-        object.__setattr__(self, "attention_kernels", {name: dict(v) for name, v in self.attention_kernels.items()})
-        object.__setattr__(self, "error_bands", {name: dict(v) for name, v in self.error_bands.items()})
-        object.__setattr__(self, "sustained_flops_per_s", dict(self.sustained_flops_per_s))
+        _private_copies(self, fields.CALIBRATION)
         for f in fields.CALIBRATION:
             for key, rate in getattr(self, f.attr).items() if f.keyed else ():
                 _check_positive(rate, f"{f.key}.{key}")
@@ -97,11 +92,11 @@ class Calibration:
             for key, value in params.items():
                 (_check_positive if key != "overhead_s" else _check_non_negative)(
                     value, f"calibration.attention_kernels.{family}.{key}")
-        _check_positive(self.memory_bytes_per_s, "calibration.memory_bandwidth")
-        for f in dataclasses.fields(self):
-            if f.type == "float" and f.name != "memory_bytes_per_s":
-                _check_non_negative(getattr(self, f.name), f"calibration.{f.name}")
-        _check_positive(self.attention_flops_fraction, "calibration.attention_flops_fraction")
+        for f in fields.CALIBRATION:
+            if f.type == "float" and f.zero_ok:
+                _check_non_negative(getattr(self, f.attr), f"calibration.{f.attr}")
+            elif f.type == "float":
+                _check_positive(getattr(self, f.attr), f.key)
         for f in fields.CALIBRATION:
             if f.unit == "count" and int(getattr(self, f.attr)) < f.limits[0]:
                 rule = "must be zero or more" if f.limits[0] == 0 else "must be a positive integer"
@@ -135,9 +130,7 @@ class Hardware:
 
 
     def __post_init__(self):
-        # private copies, so a caller's dict changing later cannot change the frozen spec
-        object.__setattr__(self, "flops_per_s", dict(self.flops_per_s))
-        object.__setattr__(self, "sparse_flops_per_s", dict(self.sparse_flops_per_s))
+        _private_copies(self, fields.HARDWARE)
         object.__setattr__(self, "sources", dict(self.sources))
         if self.kind not in KINDS:
             raise SpecError(f"kind: {self.kind!r} is not one of {KINDS}")
@@ -216,6 +209,16 @@ _DTYPE_FALLBACK = {
     "int4": ("int4", "int8", "fp8", "bf16", "fp16", "fp32"),
     "fp4": ("fp4", "fp8", "int8", "bf16", "fp16", "fp32"),
 }
+
+
+def _private_copies(spec, table) -> None:
+    """Copy every mapping field, so a caller's dict changing later cannot change the frozen spec."""
+    for f in table:
+        value = getattr(spec, f.attr)
+        if f.unit in ("bands", "kernels"):
+            object.__setattr__(spec, f.attr, {name: dict(v) for name, v in value.items()})
+        elif f.keyed:
+            object.__setattr__(spec, f.attr, dict(value))
 
 
 def _check_ranges(hw: "Hardware") -> None:
@@ -321,7 +324,7 @@ def _read_field(r: SpecReader, f: fields.Field, has_link: bool):
         return {k: r.quantity(f"{f.key}.{k}", f.dimension) for k in entries}
     if f.unit in ("text", "choice"):
         return str(r.node(f.key, required=f.required) or f.default)
-    required = f.required or (f.key == "device_link.bandwidth" and has_link)
+    required = f.required or (f.required_with_link and has_link)
     value = r.quantity(f.key, f.dimension, required=required, default=f.default)
     return int(value) if f.unit == "count" else value
 

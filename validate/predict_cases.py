@@ -234,7 +234,8 @@ def predict_act_quant(case: dict, hw: Hardware) -> float:
     return sum(float(_seconds(op_time(op, hw, p), graphed(case))) * op.count for op in ops)
 
 
-#: Kinds predicted a group at a time; predict_case runs them on a one-case group.
+#: Every kind this module predicts (validate.kinds: a vectorized kind's predictor takes a group of
+#: like cases; predict_case runs it on a one-case group).
 KINDS = kinds.NAMES
 
 

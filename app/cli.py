@@ -22,7 +22,7 @@ from workloads.scenario import ScenarioError
 #: registers: it imports them only when its command runs.
 COMMAND_MODULES = (
     "perfmodel.commands",
-    "perfmodel.sweep_commands",
+    "planning.commands",
     "validate.commands",
     "app.commands",
     "solvers.kv_commands",

@@ -17,8 +17,10 @@ import yaml
 import hardware
 import perfmodel
 import workloads
-from hardware.spec import DEVICE_LINK_KINDS, DTYPES, KINDS, Hardware, SpecError, SpecReader
-from hardware.units import UnitError, format_si
+from hardware import fields
+from hardware.spec import (DEVICE_LINK_KINDS, KINDS, PLANNER_SOURCE, PLANNER_TAG, Hardware, SpecError, SpecReader,
+                           to_yaml_dict)
+from hardware.units import UnitError
 from perfmodel import engines
 from workloads.model import ModelError, ModelSpec
 from workloads.scenario import Scenario
@@ -26,13 +28,8 @@ from workloads.scenario import Scenario
 #: Errors a user can cause from the planner; pages show their message instead of a traceback.
 USER_ERRORS = (SpecError, UnitError, ModelError, ValueError, KeyError)
 
-#: Where the human-unit text of each dimension is written (the parser reads all of them).
-_UNIT = {"bytes": "B", "bytes_per_s": "B/s", "flops_per_s": "FLOP/s", "seconds": "s", "watts": "W",
-         "usd_per_hour": "USD/h", None: ""}
-
 #: Tag the planner writes on values entered by hand (every spec value must name a source).
-USER_TAG = "user"
-USER_SOURCE = "entered in the perfmodel planner"
+USER_TAG, USER_SOURCE = PLANNER_TAG, PLANNER_SOURCE
 
 
 # -- hardware specs: form fields, field-by-field validation, YAML round trip ---------------------
@@ -46,31 +43,26 @@ class SpecField:
     required: bool = True
 
 
-#: The form's fields, in the schema's order. fp32 is required because the roofline runs vector
-#: ops (norms, activations) at the fp32 rate; a device without it could not be modeled.
-SPEC_FIELDS = (
-    SpecField("compute.fp32", "flops_per_s", "fp32 peak"),
-    SpecField("compute.bf16", "flops_per_s", "bf16 peak (dense)"),
-    *(SpecField(f"compute.{d}", "flops_per_s", f"{d} peak (dense, optional)", required=False)
-      for d in DTYPES if d not in ("fp32", "bf16")),
-    SpecField("memory.capacity", "bytes", "Device memory capacity"),
-    SpecField("memory.bandwidth", "bytes_per_s", "Device memory bandwidth"),
-    SpecField("host_memory.capacity", "bytes", "Host DRAM capacity"),
-    SpecField("host_memory.bandwidth", "bytes_per_s", "Host DRAM bandwidth"),
-    SpecField("flash.capacity", "bytes", "Flash / NVMe capacity"),
-    SpecField("flash.read_bandwidth", "bytes_per_s", "Flash read bandwidth"),
-    SpecField("flash.latency", "seconds", "Flash latency"),
-    SpecField("host_link.bandwidth", "bytes_per_s", "Host link bandwidth (each way)"),
-    SpecField("host_link.latency", "seconds", "Host link latency"),
-    SpecField("device_link.bandwidth", "bytes_per_s", "Device link bandwidth (each way)", required=False),
-    SpecField("device_link.latency", "seconds", "Device link latency", required=False),
-    SpecField("cpu.cores", None, "CPU cores"),
-    SpecField("cpu.flops", "flops_per_s", "CPU peak"),
-    SpecField("node.devices", None, "Devices per node", required=False),
-    SpecField("node.compute_units", None, "Compute units (SMs)", required=False),
-    SpecField("price_per_hour", "usd_per_hour", "Price per device-hour"),
-    SpecField("power", "watts", "Power"),
-)
+def _form_fields() -> tuple[SpecField, ...]:
+    """The form's text boxes: the rows of hardware.fields.HARDWARE with a form label, in the table's
+    order (a keyed row gives one box per key it offers: compute.<dtype>)."""
+    boxes = []
+    for f in fields.HARDWARE:
+        if not f.form:
+            continue
+        if f.keyed:  # the keys a device must have first, then the optional ones
+            keys = [*f.form_required, *(k for k in f.choices if k not in f.form_required)]
+            boxes += [SpecField(f"{f.key}.{k}", f.dimension, f.form.format(k, "" if k in f.form_required
+                                                                            else ", optional"),
+                                k in f.form_required) for k in keys]
+        else:
+            boxes.append(SpecField(f.key, f.dimension, f.form, f.required))
+    return tuple(boxes)
+
+
+#: The form's fields. fp32 is required because the roofline runs vector ops (norms, activations)
+#: at the fp32 rate; a device without it could not be modeled (fields.HARDWARE: form_required).
+SPEC_FIELDS = _form_fields()
 
 
 def _get(data: dict, path: str):
@@ -150,13 +142,7 @@ def parse_spec_yaml(text: str, origin: str = "uploaded spec") -> tuple[Hardware 
 
 def human(value: float, dimension: str | None) -> str:
     """A spec value as text the unit parser reads back to the same number (6 significant digits)."""
-    if dimension is None:
-        return str(int(value))
-    if dimension == "seconds":
-        for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "us"), (1e-9, "ns")):
-            if abs(value) >= scale:
-                return f"{value / scale:.6g} {unit}"
-    return format_si(value, _UNIT[dimension], digits=6)
+    return fields.human_text(value, dimension or "count")
 
 
 def form_defaults(hw: Hardware | None) -> dict[str, str]:
@@ -188,37 +174,14 @@ def spec_from_form(values: dict[str, str]) -> dict:
 
 
 def spec_document(hw: Hardware) -> dict:
-    """A Hardware as the spec YAML schema, every value tagged as entered in the planner.
+    """A Hardware as the spec YAML schema, every value tagged as entered in the planner (the spec
+    writer's planner style: hardware.spec.to_yaml_dict).
 
     `Hardware.from_dict(spec_document(hw))` rebuilds the same datasheet numbers (to 6 digits), so
     an exported custom device runs unchanged through `perfmodel predict --hardware FILE.yaml`.
     Calibration is not exported: a calibrated preset is referred to by its name instead.
     """
-    tag = f" [{USER_TAG}]"
-    doc: dict = {"name": hw.name, "title": hw.title, "kind": hw.kind, "sources": {USER_TAG: USER_SOURCE}}
-    values = {
-        **{f"compute.{d}": (r, "flops_per_s") for d, r in hw.flops_per_s.items()},
-        **{f"sparse_compute.{d}": (r, "flops_per_s") for d, r in hw.sparse_flops_per_s.items()},
-        "memory.capacity": (hw.hbm_capacity_bytes, "bytes"), "memory.bandwidth": (hw.hbm_bytes_per_s, "bytes_per_s"),
-        "host_memory.capacity": (hw.dram_capacity_bytes, "bytes"),
-        "host_memory.bandwidth": (hw.dram_bytes_per_s, "bytes_per_s"),
-        "flash.capacity": (hw.flash_capacity_bytes, "bytes"),
-        "flash.read_bandwidth": (hw.flash_read_bytes_per_s, "bytes_per_s"),
-        "flash.latency": (hw.flash_latency_s, "seconds"),
-        "host_link.bandwidth": (hw.host_link_bytes_per_s, "bytes_per_s"),
-        "host_link.latency": (hw.host_link_latency_s, "seconds"),
-        "cpu.cores": (hw.cpu_cores, None), "cpu.flops": (hw.cpu_flops_per_s, "flops_per_s"),
-        "node.devices": (hw.devices_per_node, None), "node.compute_units": (hw.compute_units, None),
-        "price_per_hour": (hw.price_per_hour_usd, "usd_per_hour"), "power": (hw.power_w, "watts"),
-    }
-    if hw.device_link != "none":
-        values["device_link.bandwidth"] = (hw.device_link_bytes_per_s, "bytes_per_s")
-        if hw.device_link_latency_s > 0:
-            values["device_link.latency"] = (hw.device_link_latency_s, "seconds")
-    for path, (value, dim) in values.items():
-        _set(doc, path, human(value, dim) + tag)
-    doc.setdefault("device_link", {})["kind"] = hw.device_link
-    return doc
+    return to_yaml_dict(hw, style="planner")
 
 
 def spec_yaml(hw: Hardware) -> str:
@@ -533,7 +496,7 @@ def compare(pairs: list[tuple[ModelSpec, Hardware]], grid: dict,
 
 def sweep_document(devices: list[str], models: list[str], grid: dict, latency: str,
                    engine: str = engines.DEFAULT_ENGINE) -> dict:
-    """The Compare page's inputs as a `perfmodel sweep` spec (perfmodel.sweep.SweepSpec.from_dict):
+    """The Compare page's inputs as a `perfmodel sweep` spec (planning.sweep.SweepSpec.from_dict):
     the same grid and engine, only configurations that fit, and the throughput-vs-latency front."""
     axes = {"model": list(models), "hardware": list(devices)}
     axes |= {k: _plain(v) for k, v in grid.items()}
@@ -543,8 +506,8 @@ def sweep_document(devices: list[str], models: list[str], grid: dict, latency: s
 
 def pareto_mask(cost, value) -> np.ndarray:
     """True where a configuration is on the Pareto front of lower `cost`, higher `value` (exact;
-    perfmodel.sweep's front, so the planner and `perfmodel sweep` agree)."""
-    from perfmodel.sweep import pareto_mask as front
+    planning.sweep's front, so the planner and `perfmodel sweep` agree)."""
+    from planning.sweep import pareto_mask as front
 
     return front(np.column_stack([np.asarray(cost, float), np.asarray(value, float)]), ["min", "max"])
 

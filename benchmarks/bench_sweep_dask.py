@@ -16,7 +16,7 @@ n-worker cluster's speed-up and its overhead against ideal n-core scaling (n x t
 time - 1). Cluster start-up is timed apart from the sweep.
 
 Like for like: LocalCluster workers run with the glibc malloc thresholds of
-`perfmodel.sweep_dask.MALLOC_ENV` (measured 8x fewer page faults than distributed's defaults), so
+`planning.sweep_dask.MALLOC_ENV` (measured 8x fewer page faults than distributed's defaults), so
 the script re-runs itself with the same settings for the in-process path unless --glibc-defaults
 is given (then the in-process path pays glibc's defaults, about 10-20% more CPU here).
 """
@@ -29,7 +29,7 @@ import time
 
 import pandas as pd
 
-from perfmodel import sweep, sweep_dask
+from planning import sweep, sweep_dask
 
 MODELS = ["llama-3-8b", "qwen3-8b", "llama-3.1-70b", "qwen3-30b-a3b"]
 DEVICES = ["h200-sxm", "h100-sxm", "a100-80gb-sxm", "l40s"]

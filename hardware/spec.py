@@ -13,34 +13,27 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Mapping
 
 
-from hardware import inputs, units
+from hardware import fields, inputs, units
 from hardware.units import UnitError
 
-#: Compute dtypes a spec may list; int4 and fp4 only where the hardware has a native path.
-DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
-KINDS = ("gpu", "cpu", "soc")
-#: What a preset's price_per_hour is: a cloud on-demand list price per device-hour ("cloud"), or the
-#: card's purchase price amortised over three years with no host, power or margin ("purchase-3y").
-#: Rankings compare prices of one basis only.
-PRICE_BASES = ("cloud", "purchase-3y")
+#: The schema's constants live with its table (hardware.fields); named here too, where users import them.
+DTYPES, KINDS, PRICE_BASES, DEVICE_LINK_KINDS = fields.DTYPES, fields.KINDS, fields.PRICE_BASES, fields.DEVICE_LINK_KINDS
 #: Whole-number fields of a spec and their allowed ranges.
-COUNT_RANGES = {"cpu_cores": (1, 10**6), "devices_per_node": (1, 1024), "compute_units": (1, 10**6),
-                "pcie_gen": (0, 16), "pcie_lanes": (0, 64)}
+COUNT_RANGES = fields.count_ranges(fields.HARDWARE)
 #: Parameters of one attention kernel family in a calibration (Calibration.attention_kernels).
-ATTENTION_KERNEL_FIELDS = ("flops_fraction", "overhead_s", "read_bytes_per_s", "unit_s", "row_s")
-DEVICE_LINK_KINDS = ("nvlink2", "nvlink3", "nvlink4", "nvlink5", "infinity-fabric", "pcie", "none")
+ATTENTION_KERNEL_FIELDS = tuple(f.attr for f in fields.ATTENTION)
 
 
 class SpecError(ValueError):
     """A hardware spec with a missing, malformed or impossible field; the message names the field."""
 
 
-@dataclass(frozen=True)
+@fields.schema_dataclass(fields.CALIBRATION, source=("str", ""))
 class Calibration:
     """What measurement on a real device found; every rate here is achieved, not peak.
 
@@ -77,50 +70,17 @@ class Calibration:
     reduction_bytes_per_s: whole-tensor reductions (per-tensor amax before fp8 quantization) as
     compilers emit them; grouped_bytes_per_s: weight streaming of grouped (MoE) GEMM kernels;
     moe_routing_s: fixed time of one MoE layer's routing (top-k, sort, permutation kernels).
+    source: the citation of the measurement (the YAML tag [measured]).
+
+    Fields: the rows of hardware.fields.CALIBRATION (YAML key, attribute, unit, default).
     """
 
-    matmul_flops_per_s: Mapping[str, float]
-    memory_bytes_per_s: float
-    kernel_overhead_s: float
-    dequant_bytes_per_s: Mapping[str, float] = field(default_factory=dict)
-    gemv_bytes_per_s: Mapping[str, float] = field(default_factory=dict)
-    memory_read_bytes_per_s: float = 0.0
-    norm_bytes_per_s: float = 0.0
-    concat_bytes_per_s: float = 0.0
-    sm_bytes_per_s: float = 0.0
-    split_k_min: int = 1
-    dispatch_s: float = 0.0
-    layer_overhead_s: float = 0.0
-    step_overhead_s: float = 0.0
-    attention_flops_fraction: float = 1.0
-    attention_overhead_s: float = 0.0
-    tile_m: int = 1
-    tile_n: int = 1
-    gemv_tile_n: int = 0
-    host_to_device_bytes_per_s: float = 0.0
-    device_to_host_bytes_per_s: float = 0.0
-    host_to_device_pageable_bytes_per_s: float = 0.0
-    device_to_host_pageable_bytes_per_s: float = 0.0
-    transfer_latency_s: float = 0.0
-    attention_kernels: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-    custom_allreduce_latency_s: float = 0.0
-    custom_allreduce_bytes_per_s: float = 0.0
-    error_bands: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-    sustained_flops_per_s: Mapping[str, float] = field(default_factory=dict)
-    reduction_bytes_per_s: float = 0.0
-    grouped_bytes_per_s: float = 0.0
-    moe_routing_s: float = 0.0
-    source: str = ""
 
     def __post_init__(self):
-        object.__setattr__(self, "matmul_flops_per_s", dict(self.matmul_flops_per_s))  # private copies
-        object.__setattr__(self, "dequant_bytes_per_s", dict(self.dequant_bytes_per_s))
-        object.__setattr__(self, "gemv_bytes_per_s", dict(self.gemv_bytes_per_s))
-        object.__setattr__(self, "attention_kernels", {name: dict(v) for name, v in self.attention_kernels.items()})
-        object.__setattr__(self, "error_bands", {name: dict(v) for name, v in self.error_bands.items()})
-        object.__setattr__(self, "sustained_flops_per_s", dict(self.sustained_flops_per_s))
-        for dtype, rate in self.sustained_flops_per_s.items():
-            _check_positive(rate, f"calibration.sustained_matmul.{dtype}")
+        _private_copies(self, fields.CALIBRATION)
+        for f in fields.CALIBRATION:
+            for key, rate in getattr(self, f.attr).items() if f.keyed else ():
+                _check_positive(rate, f"{f.key}.{key}")
         for cls, q in self.error_bands.items():
             if set(q) != {"p10", "p90"} or not 0 < q["p10"] <= q["p90"] or not math.isfinite(q["p90"]):
                 raise SpecError(f"calibration.error_bands.{cls}: {q!r} must be {{p10, p90}} with 0 < p10 <= p90")
@@ -132,22 +92,15 @@ class Calibration:
             for key, value in params.items():
                 (_check_positive if key != "overhead_s" else _check_non_negative)(
                     value, f"calibration.attention_kernels.{family}.{key}")
-        for fmt, rate in self.dequant_bytes_per_s.items():
-            _check_positive(rate, f"calibration.dequant.{fmt}")
-        for dtype, rate in self.gemv_bytes_per_s.items():
-            _check_positive(rate, f"calibration.gemv.{dtype}")
-        for dtype, rate in self.matmul_flops_per_s.items():
-            _check_positive(rate, f"calibration.matmul.{dtype}")
-        _check_positive(self.memory_bytes_per_s, "calibration.memory_bandwidth")
-        for f in dataclasses.fields(self):
-            if f.type == "float" and f.name != "memory_bytes_per_s":
-                _check_non_negative(getattr(self, f.name), f"calibration.{f.name}")
-        _check_positive(self.attention_flops_fraction, "calibration.attention_flops_fraction")
-        if int(self.gemv_tile_n) < 0:
-            raise SpecError(f"calibration.gemv_tile_n: {self.gemv_tile_n!r} must be zero or more")
-        for name in ("tile_m", "tile_n", "split_k_min"):
-            if int(getattr(self, name)) < 1:
-                raise SpecError(f"calibration.{name}: {getattr(self, name)!r} must be a positive integer")
+        for f in fields.CALIBRATION:
+            if f.type == "float" and f.zero_ok:
+                _check_non_negative(getattr(self, f.attr), f"calibration.{f.attr}")
+            elif f.type == "float":
+                _check_positive(getattr(self, f.attr), f.key)
+        for f in fields.CALIBRATION:
+            if f.unit == "count" and int(getattr(self, f.attr)) < f.limits[0]:
+                rule = "must be zero or more" if f.limits[0] == 0 else "must be a positive integer"
+                raise SpecError(f"calibration.{f.attr}: {getattr(self, f.attr)!r} {rule}")
 
     @property
     def read_bytes_per_s(self) -> float:
@@ -167,43 +120,17 @@ class Calibration:
                 params.get("row_s", 0.0))
 
 
-@dataclass(frozen=True)
+@fields.schema_dataclass(fields.HARDWARE, calibration=("Calibration | None", None),
+                         sources=("Mapping[str, str]", field(default_factory=dict)))
 class Hardware:
-    """One device and its node, in SI units. Build with `Hardware.from_yaml` or `hardware.load`."""
+    """One device and its node, in SI units. Build with `Hardware.from_yaml` or `hardware.load`.
 
-    name: str
-    title: str
-    kind: str
-    flops_per_s: Mapping[str, float]
-    hbm_capacity_bytes: float
-    hbm_bytes_per_s: float
-    dram_capacity_bytes: float
-    dram_bytes_per_s: float
-    flash_capacity_bytes: float
-    flash_read_bytes_per_s: float
-    flash_latency_s: float
-    host_link_bytes_per_s: float
-    host_link_latency_s: float
-    cpu_flops_per_s: float
-    cpu_cores: int
-    price_per_hour_usd: float
-    power_w: float
-    devices_per_node: int = 1
-    compute_units: int = 1
-    pcie_gen: int = 0
-    pcie_lanes: int = 0
-    device_link: str = "none"
-    device_link_bytes_per_s: float = 0.0
-    device_link_latency_s: float = 0.0
-    sparse_flops_per_s: Mapping[str, float] = field(default_factory=dict)
-    calibration: Calibration | None = None
-    sources: Mapping[str, str] = field(default_factory=dict)
-    price_basis: str = "cloud"
+    Fields: the rows of hardware.fields.HARDWARE (YAML key, attribute, unit, default), plus
+    `calibration` (a Calibration or None) and `sources` (YAML key -> citation of its value)."""
+
 
     def __post_init__(self):
-        # private copies, so a caller's dict changing later cannot change the frozen spec
-        object.__setattr__(self, "flops_per_s", dict(self.flops_per_s))
-        object.__setattr__(self, "sparse_flops_per_s", dict(self.sparse_flops_per_s))
+        _private_copies(self, fields.HARDWARE)
         object.__setattr__(self, "sources", dict(self.sources))
         if self.kind not in KINDS:
             raise SpecError(f"kind: {self.kind!r} is not one of {KINDS}")
@@ -215,14 +142,9 @@ class Hardware:
             if dtype not in DTYPES:
                 raise SpecError(f"compute.{dtype}: unknown dtype; known: {DTYPES}")
             _check_positive(rate, f"compute.{dtype}")
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name.endswith(("_bytes", "_bytes_per_s", "_per_s", "_usd", "_w")) and f.type == "float":
-                checker = _check_non_negative if f.name.startswith("device_link") else _check_positive
-                checker(value, f.name)
-        _check_non_negative(self.device_link_latency_s, "device_link_latency_s")
-        _check_non_negative(self.flash_latency_s, "flash_latency_s")
-        _check_non_negative(self.host_link_latency_s, "host_link_latency_s")
+        for f in fields.HARDWARE:
+            if f.is_si and not f.keyed:
+                (_check_non_negative if f.zero_ok else _check_positive)(getattr(self, f.attr), f.attr)
         _check_ranges(self)
 
     # -- named constructors -------------------------------------------------------------------
@@ -289,12 +211,14 @@ _DTYPE_FALLBACK = {
 }
 
 
-def _dimension_of(name: str) -> str | None:
-    for suffix, dimension in (("_bytes_per_s", "bytes_per_s"), ("flops_per_s", "flops_per_s"), ("_bytes", "bytes"),
-                              ("_usd", "usd_per_hour"), ("_w", "watts"), ("_s", "seconds")):
-        if name.endswith(suffix):
-            return dimension
-    return None
+def _private_copies(spec, table) -> None:
+    """Copy every mapping field, so a caller's dict changing later cannot change the frozen spec."""
+    for f in table:
+        value = getattr(spec, f.attr)
+        if f.unit in ("bands", "kernels"):
+            object.__setattr__(spec, f.attr, {name: dict(v) for name, v in value.items()})
+        elif f.keyed:
+            object.__setattr__(spec, f.attr, dict(value))
 
 
 def _check_ranges(hw: "Hardware") -> None:
@@ -304,13 +228,10 @@ def _check_ranges(hw: "Hardware") -> None:
         raise SpecError(f"name: {hw.name!r} must be a non-empty string of at most 200 characters")
     if hw.price_basis not in PRICE_BASES:
         raise SpecError(f"price_basis: {hw.price_basis!r} is not one of {PRICE_BASES}")
-    rates = {f"compute.{d}": r for d, r in {**hw.flops_per_s, **hw.sparse_flops_per_s}.items()}
-    for f in dataclasses.fields(hw):
-        if f.type == "float":
-            rates[f.name] = getattr(hw, f.name)
-    for name, value in rates.items():
-        dimension = "flops_per_s" if name.startswith("compute.") else _dimension_of(name)
-        if dimension and value != 0:
+    rates = {f"compute.{d}": (r, "flops_per_s") for d, r in {**hw.flops_per_s, **hw.sparse_flops_per_s}.items()}
+    rates.update({f.attr: (getattr(hw, f.attr), f.unit) for f in fields.HARDWARE if f.is_si and not f.keyed})
+    for name, (value, dimension) in rates.items():
+        if value != 0:
             try:
                 units.check_range(float(value), dimension, name)
             except UnitError as err:
@@ -390,78 +311,34 @@ class SpecReader:
 
 
 def _count_paths() -> set[str]:
-    """YAML paths of the whole-number fields (one source: _COUNT_FIELDS and the int _CAL_NUMBERS)."""
-    return {path for path, _ in _COUNT_FIELDS} | {f"calibration.{k}" for k, kind in _CAL_NUMBERS if kind is int}
+    """YAML paths of the whole-number fields (the "count" rows of the schema table)."""
+    return {f.key for f in (*fields.HARDWARE, *fields.CALIBRATION) if f.unit == "count"}
+
+
+def _read_field(r: SpecReader, f: fields.Field, has_link: bool):
+    """One row of the schema table read from the YAML (human units parsed here)."""
+    if f.keyed:
+        entries = r.node(f.key, required=False) or {}
+        if f.required and (not isinstance(entries, dict) or not entries):
+            raise SpecError(f"{r.origin}: {f.key} must list at least one dtype rate")
+        return {k: r.quantity(f"{f.key}.{k}", f.dimension) for k in entries}
+    if f.unit in ("text", "choice"):
+        return str(r.node(f.key, required=f.required) or f.default)
+    required = f.required or (f.required_with_link and has_link)
+    value = r.quantity(f.key, f.dimension, required=required, default=f.default)
+    return int(value) if f.unit == "count" else value
 
 
 def _fields_from_yaml(r: SpecReader) -> dict:
     compute = r.node("compute")
     if not isinstance(compute, dict) or not compute:
         raise SpecError(f"{r.origin}: compute must list at least one dtype rate")
-    sparse = r.node("sparse_compute", required=False) or {}
-    link_kind = str(r.node("device_link.kind", required=False) or "none")
-    has_link = link_kind != "none"
-    fields = dict(
-        name=str(r.node("name")),
-        title=str(r.node("title", required=False) or r.node("name")),
-        kind=str(r.node("kind")),
-        flops_per_s={d: r.quantity(f"compute.{d}", "flops_per_s") for d in compute},
-        sparse_flops_per_s={d: r.quantity(f"sparse_compute.{d}", "flops_per_s") for d in sparse},
-        hbm_capacity_bytes=r.quantity("memory.capacity", "bytes"),
-        hbm_bytes_per_s=r.quantity("memory.bandwidth", "bytes_per_s"),
-        dram_capacity_bytes=r.quantity("host_memory.capacity", "bytes"),
-        dram_bytes_per_s=r.quantity("host_memory.bandwidth", "bytes_per_s"),
-        flash_capacity_bytes=r.quantity("flash.capacity", "bytes"),
-        flash_read_bytes_per_s=r.quantity("flash.read_bandwidth", "bytes_per_s"),
-        flash_latency_s=r.quantity("flash.latency", "seconds"),
-        host_link_bytes_per_s=r.quantity("host_link.bandwidth", "bytes_per_s"),
-        host_link_latency_s=r.quantity("host_link.latency", "seconds"),
-        pcie_gen=int(r.quantity("host_link.pcie_gen", None, required=False, default=0)),
-        pcie_lanes=int(r.quantity("host_link.lanes", None, required=False, default=0)),
-        device_link=link_kind,
-        device_link_bytes_per_s=r.quantity("device_link.bandwidth", "bytes_per_s", required=has_link, default=0.0),
-        device_link_latency_s=r.quantity("device_link.latency", "seconds", required=False, default=0.0),
-        cpu_cores=int(r.quantity("cpu.cores", None)),
-        cpu_flops_per_s=r.quantity("cpu.flops", "flops_per_s"),
-        devices_per_node=int(r.quantity("node.devices", None, required=False, default=1)),
-        compute_units=int(r.quantity("node.compute_units", None, required=False, default=1)),
-        price_per_hour_usd=r.quantity("price_per_hour", "usd_per_hour"),
-        power_w=r.quantity("power", "watts"),
-        price_basis=str(r.node("price_basis", required=False) or "cloud"),
-    )
-    fields["calibration"] = _calibration_from_yaml(r)
-    fields["sources"] = dict(r.sources)
-    return fields
-
-
-_CAL_QUANTITIES = (  # (yaml key, field, dimension)
-    ("memory_bandwidth", "memory_bytes_per_s", "bytes_per_s"),
-    ("memory_read_bandwidth", "memory_read_bytes_per_s", "bytes_per_s"),
-    ("norm_bandwidth", "norm_bytes_per_s", "bytes_per_s"),
-    ("concat_bandwidth", "concat_bytes_per_s", "bytes_per_s"),
-    ("sm_bandwidth", "sm_bytes_per_s", "bytes_per_s"),
-    ("kernel_overhead", "kernel_overhead_s", "seconds"),
-    ("dispatch", "dispatch_s", "seconds"),
-    ("layer_overhead", "layer_overhead_s", "seconds"),
-    ("step_overhead", "step_overhead_s", "seconds"),
-    ("attention_overhead", "attention_overhead_s", "seconds"),
-    ("host_to_device_bandwidth", "host_to_device_bytes_per_s", "bytes_per_s"),
-    ("device_to_host_bandwidth", "device_to_host_bytes_per_s", "bytes_per_s"),
-    ("host_to_device_pageable_bandwidth", "host_to_device_pageable_bytes_per_s", "bytes_per_s"),
-    ("device_to_host_pageable_bandwidth", "device_to_host_pageable_bytes_per_s", "bytes_per_s"),
-    ("transfer_latency", "transfer_latency_s", "seconds"),
-    ("custom_allreduce_latency", "custom_allreduce_latency_s", "seconds"),
-    ("custom_allreduce_bandwidth", "custom_allreduce_bytes_per_s", "bytes_per_s"),
-    ("reduction_bandwidth", "reduction_bytes_per_s", "bytes_per_s"),
-    ("grouped_gemm_bandwidth", "grouped_bytes_per_s", "bytes_per_s"),
-    ("moe_routing", "moe_routing_s", "seconds"),
-)
-#: YAML keys of an attention kernel family's parameters: (key, field, dimension or None for a number).
-_ATTENTION_KEYS = (("flops_fraction", "flops_fraction", None), ("overhead", "overhead_s", "seconds"),
-                   ("read_bandwidth", "read_bytes_per_s", "bytes_per_s"), ("unit", "unit_s", "seconds"),
-                   ("row", "row_s", "seconds"))
-_CAL_NUMBERS = (("attention_flops_fraction", float), ("tile_m", int), ("tile_n", int), ("split_k_min", int),
-                ("gemv_tile_n", int))
+    has_link = str(r.node("device_link.kind", required=False) or "none") != "none"
+    values = {f.attr: _read_field(r, f, has_link) for f in fields.HARDWARE}
+    values["title"] = values["title"] or values["name"]
+    values["calibration"] = _calibration_from_yaml(r)
+    values["sources"] = dict(r.sources)
+    return values
 
 
 def _calibration_from_yaml(r: SpecReader) -> Calibration | None:
@@ -470,63 +347,53 @@ def _calibration_from_yaml(r: SpecReader) -> Calibration | None:
     matmul = r.node("calibration.matmul")
     if not isinstance(matmul, dict) or not matmul:
         raise SpecError(f"{r.origin}: calibration.matmul must list at least one dtype rate")
-    values = {"matmul_flops_per_s": {d: r.quantity(f"calibration.matmul.{d}", "flops_per_s") for d in matmul}}
-    dequant = r.node("calibration.dequant", required=False) or {}
-    values["dequant_bytes_per_s"] = {f: r.quantity(f"calibration.dequant.{f}", "bytes_per_s") for f in dequant}
-    sustained = r.node("calibration.sustained_matmul", required=False) or {}
-    values["sustained_flops_per_s"] = {d: r.quantity(f"calibration.sustained_matmul.{d}", "flops_per_s")
-                                       for d in sustained}
-    gemv = r.node("calibration.gemv", required=False) or {}
-    values["gemv_bytes_per_s"] = {d: r.quantity(f"calibration.gemv.{d}", "bytes_per_s") for d in gemv}
-    for key, attr, dimension in _CAL_QUANTITIES:
-        required = key in ("memory_bandwidth", "kernel_overhead")
-        value = r.quantity(f"calibration.{key}", dimension, required=required, default=None)
-        if value is not None:
-            values[attr] = value
-    for key, kind in _CAL_NUMBERS:
-        value = r.quantity(f"calibration.{key}", None, required=False, default=None)
-        if value is not None:
-            values[key] = kind(value)
-    families = r.node("calibration.attention_kernels", required=False) or {}
-    if not isinstance(families, dict):
-        raise SpecError(f"{r.origin}: calibration.attention_kernels must map kernel families to parameters")
-    bands = r.node("calibration.error_bands", required=False) or {}
-    if not isinstance(bands, dict):
-        raise SpecError(f"{r.origin}: calibration.error_bands must map residual classes to p10 and p90")
-    values["error_bands"] = {cls: {q: r.quantity(f"calibration.error_bands.{cls}.{q}", None) for q in ("p10", "p90")}
-                             for cls in bands}
-    values["attention_kernels"] = {
-        family: {attr: value for key, attr, dim in _ATTENTION_KEYS
-                 if (value := r.quantity(f"calibration.attention_kernels.{family}.{key}", dim, required=False))
-                 is not None}
-        for family in families}
+    values = {}
+    for f in fields.CALIBRATION:
+        if f.unit == "bands":
+            values[f.attr] = _read_bands(r, f.key)
+        elif f.unit == "kernels":
+            values[f.attr] = _read_kernels(r, f.key)
+        elif f.keyed:
+            values[f.attr] = _read_field(r, f, False)
+        elif (value := r.quantity(f.key, f.dimension, required=f.required, default=None)) is not None:
+            values[f.attr] = int(value) if f.unit == "count" else value
     return Calibration(**values, source=str(r.tags.get("measured", "")))
 
 
-# -- writing specs back to YAML (round trip) -------------------------------------------------------
+def _read_bands(r: SpecReader, key: str) -> dict:
+    bands = r.node(key, required=False) or {}
+    if not isinstance(bands, dict):
+        raise SpecError(f"{r.origin}: {key} must map residual classes to p10 and p90")
+    return {cls: {q: r.quantity(f"{key}.{cls}.{q}", None) for q in fields.BAND_QUANTILES} for cls in bands}
 
-_YAML_FIELDS = (  # (yaml path, attribute, unit written, dimension)
-    ("memory.capacity", "hbm_capacity_bytes", "GB", 1e9),
-    ("memory.bandwidth", "hbm_bytes_per_s", "GB/s", 1e9),
-    ("host_memory.capacity", "dram_capacity_bytes", "GB", 1e9),
-    ("host_memory.bandwidth", "dram_bytes_per_s", "GB/s", 1e9),
-    ("flash.capacity", "flash_capacity_bytes", "GB", 1e9),
-    ("flash.read_bandwidth", "flash_read_bytes_per_s", "GB/s", 1e9),
-    ("flash.latency", "flash_latency_s", "us", 1e-6),
-    ("host_link.bandwidth", "host_link_bytes_per_s", "GB/s", 1e9),
-    ("host_link.latency", "host_link_latency_s", "us", 1e-6),
-    ("cpu.flops", "cpu_flops_per_s", "GFLOP/s", 1e9),
-    ("price_per_hour", "price_per_hour_usd", "USD/h", 1.0),
-    ("power", "power_w", "W", 1.0),
-)
-_COUNT_FIELDS = (("host_link.pcie_gen", "pcie_gen"), ("host_link.lanes", "pcie_lanes"), ("cpu.cores", "cpu_cores"),
-                 ("node.devices", "devices_per_node"), ("node.compute_units", "compute_units"))
-def to_yaml_dict(hw: Hardware) -> dict:
-    """The spec in the preset YAML schema (human units, a source tag on every number); reading it
-    back with `Hardware.from_dict` gives an equal spec up to 12 significant digits."""
-    tags: dict[str, str] = {}
+
+def _read_kernels(r: SpecReader, key: str) -> dict:
+    families = r.node(key, required=False) or {}
+    if not isinstance(families, dict):
+        raise SpecError(f"{r.origin}: {key} must map kernel families to parameters")
+    return {family: {f.attr: value for f in fields.ATTENTION
+                     if (value := r.quantity(f"{key}.{family}.{f.key}", f.dimension, required=False)) is not None}
+            for family in families}
+
+
+# -- writing specs back to YAML (the one writer: presets, calibrated specs, the planner) -------------
+
+def to_yaml_dict(hw: Hardware, style: str = "file") -> dict:
+    """The spec in the preset YAML schema (human units, a source tag on every number), row by row of
+    hardware.fields: reading it back with `Hardware.from_dict` gives an equal spec.
+
+    style "file" (presets, validate's calibrated specs): each number in its row's unit to 12
+    significant digits, tagged with its own source (sources deduplicated as s1, s2, ...; the
+    calibration's [measured]). style "planner" (the app's exports and form): SI prefixes, 6 digits,
+    every value tagged [user], no calibration (a calibrated device is referred to by name)."""
+    if style not in ("file", "planner"):
+        raise ValueError(f"style: {style!r} is not 'file' or 'planner'")
+    planner = style == "planner"
+    tags: dict[str, str] = {PLANNER_TAG: PLANNER_SOURCE} if planner else {}
 
     def tag(path: str) -> str:
+        if planner:
+            return PLANNER_TAG
         source = hw.sources.get(path, "unspecified")
         for key, value in tags.items():
             if value == source:
@@ -535,74 +402,59 @@ def to_yaml_dict(hw: Hardware) -> dict:
         tags[key] = source
         return key
 
-    out: dict = {"name": hw.name, "title": hw.title, "kind": hw.kind, "sources": tags}
-    if hw.price_basis != "cloud":
-        out["price_basis"] = hw.price_basis
+    def text(f: fields.Field, value) -> str:
+        return fields.human_text(value, f.unit) if planner else f.file_text(value)
 
-    def put(path: str, text: str) -> None:
-        node = out
-        *parents, leaf = path.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = text
-
-    def number(value: float, unit: str, scale: float, path: str) -> str:
-        return f"{value / scale:.12g} {unit} [{tag(path)}]"
-
-    for dtype, rate in hw.flops_per_s.items():
-        put(f"compute.{dtype}", number(rate, "TFLOP/s", 1e12, f"compute.{dtype}"))
-    for dtype, rate in hw.sparse_flops_per_s.items():
-        put(f"sparse_compute.{dtype}", number(rate, "TFLOP/s", 1e12, f"sparse_compute.{dtype}"))
-    for path, attr, unit, scale in _YAML_FIELDS:
-        put(path, number(getattr(hw, attr), unit, scale, path))
-    for path, attr in _COUNT_FIELDS:
-        if getattr(hw, attr):
-            put(path, f"{getattr(hw, attr)} [{tag(path)}]")
-    put("device_link.kind", hw.device_link)
-    if hw.device_link != "none":
-        put("device_link.bandwidth", number(hw.device_link_bytes_per_s, "GB/s", 1e9, "device_link.bandwidth"))
-        put("device_link.latency", number(hw.device_link_latency_s, "us", 1e-6, "device_link.latency"))
-    if hw.calibration is not None:
-        out["calibration"] = _cite(_calibration_yaml(hw.calibration, tags), "calibration", hw.sources, tag)
+    out: dict = {}
+    has_link = hw.device_link != "none"
+    for f in fields.HARDWARE:
+        value = getattr(hw, f.attr)
+        if f.key == "kind":  # the sources map follows the header fields, as in the presets
+            out.update(kind=value, sources=tags)
+        elif not f.written(value, has_link):
+            continue
+        elif f.unit in ("text", "choice"):
+            _put(out, f.key, value)
+        elif f.keyed:
+            for key, rate in value.items():
+                _put(out, f"{f.key}.{key}", f"{text(f, rate)} [{tag(f'{f.key}.{key}')}]")
+        else:
+            _put(out, f.key, f"{text(f, value)} [{tag(f.key)}]")
+    if hw.calibration is not None and not planner:
+        tags["measured"] = hw.calibration.source or "measured by validate"
+        out["calibration"] = _calibration_yaml(hw.calibration, lambda path: tag(path) if path in hw.sources
+                                               else "measured")
     return out
 
 
-def _cite(section, path: str, sources: Mapping[str, str], tag) -> object:
-    """Replace the generic [measured] tag of each calibration leaf by the leaf's own source where
-    the spec records one (a calibration fitted to tables measured by others cites each table)."""
-    if isinstance(section, dict):
-        return {k: _cite(v, f"{path}.{k}", sources, tag) for k, v in section.items()}
-    if path in sources and isinstance(section, str) and section.endswith("[measured]"):
-        return section[: -len("[measured]")] + f"[{tag(path)}]"
-    return section
+#: Tag and citation of values a person typed into the planner (every spec value must name a source).
+PLANNER_TAG = "user"
+PLANNER_SOURCE = "entered in the perfmodel planner"
 
 
-def _calibration_yaml(cal: Calibration, tags: dict) -> dict:
-    tags["measured"] = cal.source or "measured by validate"
-    section: dict = {"matmul": {d: f"{r / 1e12:.12g} TFLOP/s [measured]" for d, r in cal.matmul_flops_per_s.items()}}
-    if cal.dequant_bytes_per_s:
-        section["dequant"] = {f: f"{r / 1e9:.12g} GB/s [measured]" for f, r in cal.dequant_bytes_per_s.items()}
-    if cal.sustained_flops_per_s:
-        section["sustained_matmul"] = {d: f"{r / 1e12:.12g} TFLOP/s [measured]"
-                                       for d, r in cal.sustained_flops_per_s.items()}
-    if cal.gemv_bytes_per_s:
-        section["gemv"] = {d: f"{r / 1e9:.12g} GB/s [measured]" for d, r in cal.gemv_bytes_per_s.items()}
-    units_for = {"bytes_per_s": ("GB/s", 1e9), "seconds": ("us", 1e-6)}
-    for key, attr, dimension in _CAL_QUANTITIES:
-        value = getattr(cal, attr)
-        if value > 0 or key in ("memory_bandwidth", "kernel_overhead"):
-            unit, scale = units_for[dimension]
-            section[key] = f"{value / scale:.12g} {unit} [measured]"
-    for key, _ in _CAL_NUMBERS:
-        if getattr(cal, key) > 0:
-            section[key] = f"{getattr(cal, key):.12g} [measured]"
-    if cal.error_bands:
-        section["error_bands"] = {cls: {q: f"{v:.6g} [measured]" for q, v in band.items()}
-                                  for cls, band in cal.error_bands.items()}
-    if cal.attention_kernels:
-        section["attention_kernels"] = {family: {
-            key: (f"{params[attr]:.12g} [measured]" if dim is None else
-                  f"{params[attr] / units_for[dim][1]:.12g} {units_for[dim][0]} [measured]")
-            for key, attr, dim in _ATTENTION_KEYS if params.get(attr, 0) > 0}
-            for family, params in cal.attention_kernels.items()}
+def _put(out: dict, path: str, value) -> None:
+    *parents, leaf = path.split(".")
+    for key in parents:
+        out = out.setdefault(key, {})
+    out[leaf] = value
+
+
+def _calibration_yaml(cal: Calibration, tag) -> dict:
+    section: dict = {}
+    prefix = "calibration."
+    for f in fields.CALIBRATION:
+        value, key = getattr(cal, f.attr), f.key[len(prefix):]
+        if not f.written(value, False):
+            continue
+        if f.unit == "bands":
+            section[key] = {cls: {q: f"{v:.{f.digits}g} [{tag(f'{f.key}.{cls}.{q}')}]" for q, v in band.items()}
+                            for cls, band in value.items()}
+        elif f.unit == "kernels":
+            section[key] = {family: {a.key: f"{a.file_text(params[a.attr])} [{tag(f'{f.key}.{family}.{a.key}')}]"
+                                     for a in fields.ATTENTION if params.get(a.attr, 0) > 0}
+                            for family, params in value.items()}
+        elif f.keyed:
+            section[key] = {k: f"{f.file_text(v)} [{tag(f'{f.key}.{k}')}]" for k, v in value.items()}
+        else:
+            section[key] = f"{f.file_text(value)} [{tag(f.key)}]"
     return section

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from solvers.bits import BitAllocation, BitGroups, InfeasibleBudgetError, wsum
+from solvers.bits_types import BitAllocation, BitGroups, InfeasibleBudgetError, wsum
 
 
 def baq_unbounded(coef, params, avg_bits: float, theta: float = 2.0) -> np.ndarray:

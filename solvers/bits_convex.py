@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from solvers.bits import BitAllocation, BitGroups, Budgets, InfeasibleBudgetError
+from solvers.bits_types import BitAllocation, BitGroups, Budgets, InfeasibleBudgetError
 from solvers.bits_cost import GROUP_OVERHEAD_BITS, LayerCosts, bytes_of, with_costs
 
 #: Clarabel (interior point, exponential cones) with tolerances tight enough that the bit-budget-only

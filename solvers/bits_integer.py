@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from solvers.bits import BitAllocation, BitGroups, Budgets, InfeasibleBudgetError
+from solvers.bits_types import BitAllocation, BitGroups, Budgets, InfeasibleBudgetError
 from solvers.bits_cost import LayerCosts, WeightFormat, bytes_of, formats_from
 
 MILP_OPTIONS = {"mip_rel_gap": 1e-9, "time_limit": 600.0}

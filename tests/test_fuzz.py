@@ -322,7 +322,8 @@ def api_cases():
     import perfmodel
     import workloads
     from hardware import units
-    from perfmodel import longctx, recommend, sweep
+    from perfmodel import longctx
+    from planning import recommend, sweep
     from solvers import attention_offload, flash, kv, moe_hybrid
 
     h200, l4, h100, h20 = (hardware.load(n) for n in ("h200-sxm", "l4", "h100-sxm", "h20"))

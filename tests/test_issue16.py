@@ -98,7 +98,7 @@ def test_issue16_paths_bad_outputs_are_one_line(capsys, docs, where, match):
 
 
 def test_issue16_paths_checked_before_the_sweep_computes(capsys, docs, monkeypatch):
-    from perfmodel import sweep
+    from planning import sweep
 
     monkeypatch.setattr(sweep, "run", lambda *a, **k: pytest.fail("the sweep ran before its output was checked"))
     refused(capsys, "sweep", "-o", docs / "no" / "x.parquet", "--no-progress", match="does not exist")
@@ -107,7 +107,7 @@ def test_issue16_paths_checked_before_the_sweep_computes(capsys, docs, monkeypat
 def test_issue16_pyarrow_missing_is_reported_before_computing(capsys, docs, monkeypatch):
     import sys
 
-    from perfmodel import sweep
+    from planning import sweep
 
     monkeypatch.setattr(sweep, "run", lambda *a, **k: pytest.fail("the sweep ran before pyarrow was checked"))
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
@@ -136,7 +136,7 @@ def test_issue16_sizes_refused_with_their_size(capsys):
     refused(capsys, "sweep", "--grid", "batch=1:1000000000:10000", "--no-progress", match="batch")
     refused(capsys, "sweep", "--random", "1000000000000", match="1,000,000,000")
     refused(capsys, "best-batch", "--max-batch", "100000000", match="--max-batch")
-    from perfmodel import sweep
+    from planning import sweep
 
     started = time.monotonic()
     big = sweep.random(10**9, model=["qwen3-0.6b"], hardware=["l4"], batch={"start": 1, "stop": 10**6},
@@ -317,7 +317,7 @@ def test_issue16_model_that_does_not_fit(capsys):
 
 
 def test_issue16_recommend_ranks_one_price_basis(capsys):
-    from perfmodel import recommend
+    from planning import recommend
 
     assert set(recommend._catalog_devices()) & {"rtx-4090", "h20", "m1-max", "m2-ultra", "h200-sxm-calibrated"} == set()
     with pytest.raises(recommend.SweepError, match="rtx-4090 is priced on the 'purchase-3y' basis"):
@@ -327,7 +327,7 @@ def test_issue16_recommend_ranks_one_price_basis(capsys):
 
 
 def test_issue16_random_sweep_draws_distinct_rows():
-    from perfmodel import sweep
+    from planning import sweep
 
     spec = sweep.random(100, model=["qwen3-0.6b"], hardware=["l4"], batch=[1, 2, 4, 8, 16],
                         prompt=[128, 256, 512, 1024], w_bits=[4, 8, 16], kv_bits=[8, 16], tp=[1])

@@ -1,7 +1,7 @@
 """Row-by-row checks of a cases table (`perfmodel validate predict CASES.csv`), before any prediction.
 
-Each kind's parameters must be present, numeric where they are counts, whole, inside the ranges below
-and consistent (kv_len >= q_len, heads a multiple of kv_heads, a model step's layers within the model).
+Each kind's parameters must be present, numeric where they are counts, whole, inside the ranges of its
+record (validate.kinds) and consistent (kv_len >= q_len, heads a multiple of kv_heads, a model step's layers within the model).
 Checks run on whole columns of one kind at a time; an error names the row (1 = the first data row),
 the column, the value and what is allowed. No torch.
 """
@@ -11,37 +11,14 @@ import numpy as np
 
 import workloads
 from hardware.inputs import InputError
-from validate.predict_cases import BITS, KINDS
+from validate import kinds
 
-BIG = 10**7  # tokens, rows, heads, widths
-#: kind -> {column: (low, high)} for whole-number parameters.
-COUNTS = {
-    "matmul": {"m": (1, BIG), "n": (1, BIG), "k": (1, BIG)},
-    "matmul_wo": {"m": (1, BIG), "n": (1, BIG), "k": (1, BIG)},
-    "attention": {"batch": (1, BIG), "heads": (1, 4096), "kv_heads": (1, 4096), "q_len": (1, BIG),
-                  "kv_len": (1, BIG), "head_dim": (1, 4096)},
-    "copy": {"bytes": (1, 10**13), "pinned": (0, 1)},
-    "elementwise": {"elements": (1, 10**12)},
-    "norm": {"tokens": (1, BIG), "width": (1, BIG)},
-    "kv_append": {"batch": (1, BIG), "kv_heads": (1, 4096), "kv_len": (1, BIG), "head_dim": (1, 4096)},
-    "launch": {"kernels": (1, 10**6)},
-    "model_step": {"layers": (1, 10**4), "batch": (1, BIG), "q_len": (1, BIG), "kv_len": (1, BIG)},
-    "allreduce": {"bytes": (1, 10**13), "tp": (1, 4096)},
-    "moe": {"experts": (1, 10**4), "top_k": (1, 10**4), "hidden": (1, BIG), "inter": (1, BIG), "tokens": (1, BIG)},
-    "act_quant": {"tokens": (1, BIG), "width": (1, BIG)},
-}
-DTYPES = tuple(BITS)
-#: kind -> {column: allowed values} for named parameters.
-CHOICES = {
-    "matmul": {"dtype": DTYPES},
-    "matmul_wo": {"w_bits": ("4", "8")},
-    "attention": {"phase": ("prefill", "decode"), "dtype": DTYPES},
-    "copy": {"direction": ("d2d", "h2d", "d2h")},
-    "elementwise": {"op": ("add", "silu_mul"), "dtype": DTYPES},
-    "norm": {"op": ("rmsnorm", "layernorm"), "dtype": DTYPES},
-    "kv_append": {"dtype": DTYPES},
-    "model_step": {"phase": ("prefill", "decode"), "dtype": DTYPES},
-}
+KINDS = kinds.NAMES
+DTYPES = kinds.DTYPES
+#: kind -> {column: (low, high)} for whole-number parameters (the kinds' records).
+COUNTS = {k.name: dict(k.counts) for k in kinds.RECORDS if k.counts}
+#: kind -> {column: allowed values} for named parameters (the kinds' records).
+CHOICES = {k.name: dict(k.choices) for k in kinds.RECORDS if k.choices}
 
 
 def _fail(row: int, kind: str, column: str, value, wanted: str):

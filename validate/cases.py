@@ -35,24 +35,20 @@ import hashlib
 import itertools
 import math
 
+from validate import kinds
+
 #: Columns of the case schema, in CSV order (unused ones stay empty for a kind).
 PARAM_COLUMNS = ("kind", "m", "n", "k", "dtype", "w_bits", "group", "phase", "batch", "heads", "kv_heads",
                  "q_len", "kv_len", "head_dim", "direction", "bytes", "pinned", "op", "elements", "tokens",
                  "width", "model", "layers", "kernels", "tp", "strategy", "experts", "top_k", "hidden", "inter",
                  "moe_tp", "moe_ep", "act_quant", "timing", "engine")
-KINDS = ("matmul", "matmul_wo", "attention", "copy", "elementwise", "norm", "kv_append", "launch", "model_step",
-         "allreduce", "moe", "act_quant")
+KINDS = kinds.NAMES
 
-#: The class a case is scored under in reports (copies split by direction: different links).
+
 def kernel_class(case: dict) -> str:
-    kind = case["kind"]
-    if kind == "copy":
-        return f"copy_{case['direction']}"
-    if kind in ("attention", "model_step"):
-        return f"{kind}_{case['phase']}"
-    if kind == "allreduce":
-        return f"allreduce_{case.get('strategy') or 'nccl'}"
-    return kind
+    """The class a case is scored under in reports (copies split by direction: different links;
+    attention and model steps by phase; all-reduces by strategy): its kind's record says which."""
+    return kinds.of(case).kernel_class(case)
 
 
 def case_id(case: dict) -> str:
@@ -72,13 +68,7 @@ def shape_key(case: dict) -> str:
     case id put every GEMM shape on both sides and overstated accuracy on new shapes (24%/41% median
     error on unseen shapes against 9.7% on the case split; validate/reports/gemm_rows)."""
     kind = case["kind"]
-    fields = {"matmul": ("n", "k"), "matmul_wo": ("n", "k"),
-              "attention": ("phase", "heads", "kv_heads", "head_dim", "q_len" if case.get("phase") == "prefill"
-                            else "kv_len"),
-              "copy": ("direction", "bytes"), "elementwise": ("elements",), "norm": ("width",),
-              "kv_append": ("kv_len",), "launch": ("kernels",), "model_step": ("model",),
-              "allreduce": ("tp", "bytes"), "moe": ("experts", "top_k", "hidden", "inter"),
-              "act_quant": ("width",)}.get(kind, ())
+    fields = kinds.BY_NAME[kind].shape_columns(case) if kind in kinds.BY_NAME else ()
     return "|".join([kind] + [str(case.get(f)) for f in fields])
 
 
@@ -209,15 +199,14 @@ def _model_steps(quick: bool, cuda: bool) -> list[dict]:
 
 #: Kinds a GPU suite times inside CUDA-graph replays: the device rates and floors a graphed engine
 #: sees, free of host dispatch. Host <-> device copies and transformers' eager steps stay eager, and
-#: the elementwise cases run both ways (the eager ones pin the host's per-op dispatch).
-GRAPH_KINDS = ("matmul", "matmul_wo", "attention", "elementwise", "norm", "kv_append", "act_quant", "moe")
+#: the elementwise cases (and device copies) run both ways (the eager ones pin the host's per-op
+#: dispatch). The records say which (kinds.CaseKind.graph, graph_where, also_eager).
+GRAPH_KINDS = tuple(k.name for k in kinds.RECORDS if k.graph and not k.graph_where)
 
 
 def _graph_timed(cases: list[dict]) -> list[dict]:
-    graphed = [dict(c, timing="graph") for c in cases
-               if c["kind"] in GRAPH_KINDS or (c["kind"] == "copy" and c["direction"] == "d2d")]
-    eager = [c for c in cases if c["kind"] not in GRAPH_KINDS or c["kind"] == "elementwise"
-             or (c["kind"] == "copy" and c["direction"] != "d2d")]
+    graphed = [dict(c, timing="graph") for c in cases if kinds.of(c).graph_timed(c)]
+    eager = [c for c in cases if not kinds.of(c).graph_timed(c) or kinds.of(c).also_eager]
     return graphed + eager
 
 

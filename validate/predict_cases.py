@@ -19,6 +19,7 @@ from perfmodel import collectives, engines
 from perfmodel.ops import Op, Precision, attention_op, kv_append_op, matmul_op, moe_ops, quant_ops, vector_op
 from perfmodel.predict import step_time
 from perfmodel.roofline import op_time
+from validate import kinds
 from validate.cases import text
 from workloads.model import ModelSpec
 
@@ -236,24 +237,22 @@ def predict_act_quant(case: dict, hw: Hardware) -> float:
     return sum(float(_seconds(op_time(op, hw, p), graphed(case))) * op.count for op in ops)
 
 
-#: Kinds predicted a group at a time; predict_case runs them on a one-case group.
-VECTOR_PREDICTORS = {"matmul": predict_matmuls, "attention": predict_attentions, "model_step": predict_model_steps}
+#: Every kind this module predicts (validate.kinds: a vectorized kind's predictor takes a group of
+#: like cases; predict_case runs it on a one-case group).
+KINDS = kinds.NAMES
 
 
-PREDICTORS = {"matmul_wo": predict_matmul_wo, "copy": predict_copy, "elementwise": predict_elementwise,
-              "norm": predict_norm, "launch": predict_launch, "kv_append": predict_kv_append,
-              "allreduce": predict_allreduce, "moe": predict_moe, "act_quant": predict_act_quant}
-KINDS = tuple(VECTOR_PREDICTORS) + tuple(PREDICTORS)
+def _predictor(kind: kinds.CaseKind):
+    """The function of this module its record names (tests/validate/test_kinds.py: every one exists)."""
+    return globals()[kind.predict]
 
 
 def predict_case(case: dict, hw: Hardware) -> float:
     """Predicted seconds for one case row (kind + parameters)."""
-    kind = case.get("kind")
-    if kind in VECTOR_PREDICTORS:
-        return float(VECTOR_PREDICTORS[kind]([case], hw)[0])
-    if kind not in PREDICTORS:
-        raise ValueError(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
-    return PREDICTORS[kind](case, hw)
+    kind = kinds.of(case)
+    if kind.vectorized:
+        return float(_predictor(kind)([case], hw)[0])
+    return _predictor(kind)(case, hw)
 
 
 def predict_frame(frame, hw: Hardware, column: str = "predicted_s"):
@@ -285,15 +284,8 @@ def _num(case: dict, key: str, default=None) -> float:
 # -- vectorized: one perfmodel call per group of like cases (calibration evaluates thousands) ------
 
 def _group_key(case: dict) -> tuple:
-    kind = case.get("kind")
-    keys = {"matmul": ("dtype", "act_quant"), "matmul_wo": ("w_bits", "group"),
-            "attention": ("heads", "kv_heads", "head_dim", "dtype", "engine", "phase"),
-            "allreduce": (), "moe": (), "act_quant": (),
-            "copy": ("direction", "pinned"), "elementwise": ("op", "dtype"), "norm": ("op", "dtype"),
-            "launch": (), "kv_append": ("dtype",), "model_step": ("model", "layers", "phase", "dtype", "engine")}.get(kind)
-    if keys is None:
-        raise ValueError(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
-    return (kind, text(case, "timing")) + tuple(text(case, k) for k in keys)
+    kind = kinds.of(case)
+    return (kind.name, text(case, "timing")) + tuple(text(case, k) for k in kind.group_by)
 
 
 def _column(cases: list[dict], key: str) -> np.ndarray:
@@ -308,8 +300,8 @@ def predict_many(cases: list[dict], hw: Hardware) -> np.ndarray:
         groups.setdefault(_group_key(case), []).append(i)
     for key, index in groups.items():
         members = [cases[i] for i in index]
-        vector = VECTOR_PREDICTORS.get(key[0])
-        out[index] = vector(members, hw) if vector else [predict_case(c, hw) for c in members]
+        kind = kinds.BY_NAME[key[0]]
+        out[index] = _predictor(kind)(members, hw) if kind.vectorized else [predict_case(c, hw) for c in members]
     return out
 
 

@@ -69,7 +69,7 @@ class Scenario:
                                 + ", ".join(f"{k} {v}" for k, v in shapes.items())) from None
         if math.prod(shape) > MAX_SIZE:
             raise ScenarioError(f"scenario: {math.prod(shape):,} configurations exceed the limit of {MAX_SIZE:,} "
-                                "in one Scenario; use perfmodel.sweep, which evaluates in chunks")
+                                "in one Scenario; use planning.sweep, which evaluates in chunks")
 
     @classmethod
     def from_checked(cls, **fields) -> "Scenario":

@@ -14,7 +14,7 @@ import hardware  # noqa: E402
 import workloads  # noqa: E402
 from app import cli, views  # noqa: E402
 from perfmodel import engines  # noqa: E402
-from perfmodel.sweep import SweepSpec  # noqa: E402
+from planning.sweep import SweepSpec  # noqa: E402
 from tests.app.test_app import DEFAULTS, metrics, no_traceback, page  # noqa: E402
 
 

@@ -51,7 +51,7 @@ def test_read_sensitivities_names_what_is_missing():
 
 
 def test_compare_sweep_spec_gives_the_same_front_through_perfmodel_sweep():
-    from perfmodel import sweep
+    from planning import sweep
 
     grid = {"batch": [1, 8, 64], "prompt": 1024, "gen": 128, "w_bits": [16, 4], "kv_bits": [16], "tp": [1],
             "a_bits": 16}

@@ -224,7 +224,7 @@ def test_compare_grid_rows_and_skipped_tp():
 
 
 def test_sweep_document_is_a_valid_sweep_spec():
-    from perfmodel.sweep import SweepSpec
+    from planning.sweep import SweepSpec
 
     grid = {"batch": [1, 8], "prompt": 1024, "gen": 128, "w_bits": [16, 4], "kv_bits": [16], "tp": [1],
             "a_bits": 16}

@@ -12,11 +12,13 @@ import pytest
 
 import hardware
 import perfmodel
+import planning
 import workloads
 from app.cli import main
-from perfmodel import engines, longctx, recommend, sweep, tiers
+from perfmodel import engines, longctx, tiers
 from perfmodel.ops import Precision, step_ops
 from perfmodel.predict import breakdown, evaluate, mean_decode_step, step_time
+from planning import recommend, sweep
 
 MODEL, HW = "llama-3.2-1b", "h200-sxm-calibrated"
 from tests.engine_cli import KNOWN, assert_unknown_engine, pricing_functions_without_engine, run
@@ -189,10 +191,11 @@ PRICERS = {"step_time", "evaluate", "predict", "step_ops", "mean_decode_step", "
 
 
 def test_no_core_function_prices_time_without_an_engine_parameter():
-    """Any top-level function of perfmodel that calls a step pricer takes `engine` (command handlers
-    take it as --engine; sweep.grid / random take it as an axis; sweep._fill reads the spec's)."""
-    root = Path(perfmodel.__file__).parent
-    exempt = {("commands.py", "run_predict"), ("sweep_commands.py", "run_recommend"),
-              ("sweep_commands.py", "run_best_batch"), ("sweep.py", "grid"), ("sweep.py", "random"),
+    """Any top-level function of perfmodel or planning that calls a step pricer takes `engine`
+    (command handlers take it as --engine; sweep.grid / random take it as an axis; sweep._fill reads
+    the spec's)."""
+    exempt = {("commands.py", "run_predict"), ("commands.py", "run_recommend"),
+              ("commands.py", "run_best_batch"), ("sweep.py", "grid"), ("sweep.py", "random"),
               ("sweep.py", "_fill")}
-    assert not pricing_functions_without_engine(root, PRICERS, exempt)
+    for package in (perfmodel, planning):
+        assert not pricing_functions_without_engine(Path(package.__file__).parent, PRICERS, exempt)

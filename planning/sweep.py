@@ -15,7 +15,7 @@ Each chunk groups its rows by (model, device, engine) and calls the vectorized `
 once per group. The Pareto front of a union is the front of the union of the parts' fronts, so chunks
 reduce to their own fronts and the merge is exact.
 
-    >>> from perfmodel import sweep
+    >>> from planning import sweep
     >>> spec = sweep.grid(model=["llama-3-8b"], hardware=["h200-sxm"],
     ...                   batch={"start": 1, "stop": 256, "num": 9, "log": True}, prompt=[512, 4096],
     ...                   constraints=["tpot_s <= 0.05", "fits"], pareto="throughput_tok_s:max,tpot_s:min")

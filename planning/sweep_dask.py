@@ -5,7 +5,7 @@ process per core, one thread each: `evaluate` is numpy-bound and holds the GIL b
 processes scale where threads would not). With ``scheduler="tcp://host:8786"`` the chunks run on
 that cluster, whose workers must have this package installed.
 
-Each chunk is `perfmodel.sweep.run_chunk` on an index range, and row i depends only on the spec and
+Each chunk is `planning.sweep.run_chunk` on an index range, and row i depends only on the spec and
 i, so the rows are the local run's rows. Chunk results are put back in sweep order before they are
 written, and a bounded window of chunks in flight keeps the client's memory bounded. dask is an
 optional dependency: it is imported inside functions only.
@@ -22,15 +22,15 @@ import os
 import uuid
 from contextlib import contextmanager
 
-from perfmodel import sweep
-from perfmodel.sweep import DEFAULT_CHUNK_ROWS, SweepError, SweepResult, SweepSpec
+from planning import sweep
+from planning.sweep import DEFAULT_CHUNK_ROWS, SweepError, SweepResult, SweepSpec
 
 
 def run(spec: SweepSpec, scheduler: str | None = None, client=None, n_workers: int | None = None,
         chunk_rows: int = DEFAULT_CHUNK_ROWS, keep: str = "all", path=None, csv_path=None,
         collect: bool = True, progress: bool = False, window: int | None = None,
         scheduler_timeout_s: float = 10.0) -> SweepResult:
-    """Run `spec` on Dask; same arguments and result as `perfmodel.sweep.run`.
+    """Run `spec` on Dask; same arguments and result as `planning.sweep.run`.
 
     client: an existing `distributed.Client` (left open); else scheduler: an address to connect to;
     else a LocalCluster of `n_workers` processes (default: all cores) is started and closed here.

@@ -121,7 +121,7 @@ def _add_plan_args(p, tp_default: str, w_default: str, kv_default: str) -> None:
 # -- sweep ------------------------------------------------------------------------------------------
 def parse_grid_arg(text: str) -> tuple[str, object]:
     """'batch=1,8,64' -> ('batch', [1, 8, 64]); 'batch=1:256:9:log' -> ('batch', {range})."""
-    from perfmodel.sweep import SweepError
+    from planning.sweep import SweepError
 
     name, sep, values = text.partition("=")
     name, values = name.strip(), values.strip()
@@ -133,7 +133,7 @@ def parse_grid_arg(text: str) -> tuple[str, object]:
 
 
 def _parse_range(name: str, text: str) -> dict:
-    from perfmodel.sweep import SweepError
+    from planning.sweep import SweepError
 
     parts = text.split(":")
     log = parts[-1].lower() == "log"
@@ -150,7 +150,7 @@ def _parse_range(name: str, text: str) -> dict:
 
 
 def _number(name: str, text: str) -> float:
-    from perfmodel.sweep import SweepError
+    from planning.sweep import SweepError
 
     from hardware.inputs import parse_number
 
@@ -173,7 +173,7 @@ def _scalar(text: str):
     try:
         value = parse_number(text, "--grid value")
     except InputError as err:
-        from perfmodel.sweep import SweepError
+        from planning.sweep import SweepError
 
         raise SweepError(str(err)) from None
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
@@ -181,7 +181,7 @@ def _scalar(text: str):
 
 def spec_from_args(args):
     """The spec file (or the built-in default), with --grid / --random / constraint flags applied."""
-    from perfmodel import sweep
+    from planning import sweep
 
     # --grid adds or replaces axes of the spec file, or of the built-in default sweep (whose other axes,
     # constraints and objectives stay)
@@ -208,7 +208,7 @@ def spec_from_args(args):
 
 def _load_yaml(path: str) -> dict:
     from hardware import inputs
-    from perfmodel.sweep import SweepError
+    from planning.sweep import SweepError
 
     try:
         data = inputs.load_yaml(path, "sweep spec")
@@ -223,7 +223,7 @@ def _default_spec() -> dict:
     """DEFAULT_SPEC with the devices that are installed (presets may be added or removed)."""
     import hardware
 
-    from perfmodel.sweep import SweepError
+    from planning.sweep import SweepError
 
     installed = set(hardware.names())
     devices = [d for d in DEFAULT_SPEC["axes"]["hardware"] if d in installed]
@@ -233,7 +233,7 @@ def _default_spec() -> dict:
 
 
 def _outputs(args) -> tuple[Path | None, Path | None]:
-    from perfmodel.sweep import SweepError
+    from planning.sweep import SweepError
 
     if args.output is None:
         if args.csv:
@@ -248,7 +248,7 @@ def _outputs(args) -> tuple[Path | None, Path | None]:
 
 
 def run_sweep(args) -> int:
-    from perfmodel import sweep
+    from planning import sweep
 
     spec = spec_from_args(args)
     parquet, csv = _outputs(args)
@@ -264,7 +264,7 @@ def run_sweep(args) -> int:
                    chunk_rows=args.chunk_rows or sweep.DEFAULT_CHUNK_ROWS)
     print(f"sweep: {spec.describe()}")
     if args.scheduler or args.dask:
-        from perfmodel import sweep_dask
+        from planning import sweep_dask
 
         result = sweep_dask.run(spec, scheduler=args.scheduler, n_workers=args.workers, **options)
     else:
@@ -283,7 +283,7 @@ def run_sweep(args) -> int:
 
 
 def _plot(result, path: str) -> None:
-    from perfmodel.sweep import SweepError
+    from planning.sweep import SweepError
 
     if result.front is None or not len(result.front) or len(result.spec.objectives) < 2:
         raise SweepError("--plot: needs a front over at least two --pareto objectives with feasible rows")
@@ -329,7 +329,7 @@ def _plan_kwargs(args) -> dict:
 
 
 def _batch_range(max_batch: int) -> dict:
-    from perfmodel.sweep import SweepError
+    from planning.sweep import SweepError
 
     if max_batch < 1:
         raise SweepError(f"--max-batch: {max_batch} must be >= 1")
@@ -337,7 +337,7 @@ def _batch_range(max_batch: int) -> dict:
 
 
 def run_recommend(args) -> int:
-    from perfmodel import recommend
+    from planning import recommend
 
     kwargs = _plan_kwargs(args)
     model = kwargs.pop("model")
@@ -360,7 +360,7 @@ def run_recommend(args) -> int:
 
 
 def run_best_batch(args) -> int:
-    from perfmodel import recommend
+    from planning import recommend
 
     kwargs = _plan_kwargs(args)
     model = kwargs.pop("model")

@@ -14,8 +14,8 @@ import hardware
 import perfmodel
 import workloads
 from app.cli import main
-from perfmodel import sweep
-from perfmodel.sweep import SweepError
+from planning import sweep
+from planning.sweep import SweepError
 from workloads.scenario import ScenarioError
 
 OBJECTIVES = "throughput_per_device_tok_s:max,tpot_s:min"
@@ -313,7 +313,7 @@ def test_spec_from_yaml(tmp_path):
 @pytest.fixture(scope="module")
 def dask_client():
     pytest.importorskip("distributed")
-    from perfmodel import sweep_dask
+    from planning import sweep_dask
 
     with sweep_dask.local_cluster(n_workers=2) as client:
         yield client
@@ -321,7 +321,7 @@ def dask_client():
 
 @pytest.mark.parametrize("make, rows", [(small_grid, 23), (small_random, 499)])
 def test_dask_results_identical_to_local(dask_client, make, rows, tmp_path):
-    from perfmodel import sweep_dask
+    from planning import sweep_dask
 
     spec = make()
     local = sweep.run(spec, chunk_rows=rows)
@@ -333,7 +333,7 @@ def test_dask_results_identical_to_local(dask_client, make, rows, tmp_path):
 
 
 def test_dask_keep_front_identical_to_local(dask_client):
-    from perfmodel import sweep_dask
+    from planning import sweep_dask
 
     spec = small_random(n=5000)
     local = sweep.run(spec, keep="front", collect=False)
@@ -342,7 +342,7 @@ def test_dask_keep_front_identical_to_local(dask_client):
 
 
 def test_dask_worker_errors_reach_the_caller(dask_client):
-    from perfmodel import sweep_dask
+    from planning import sweep_dask
 
     # the second device has no fp32 rate for vector ops; its rows come after row 0, so prepare()
     # passes and the error is raised on a worker
@@ -364,7 +364,7 @@ def _error_of(call):
 
 def test_bad_scheduler_address_is_a_clear_error():
     pytest.importorskip("distributed")
-    from perfmodel import sweep_dask
+    from planning import sweep_dask
 
     with pytest.raises(SweepError, match="scheduler 'tcp://127.0.0.1:1': cannot connect"):
         sweep_dask.run(small_grid(), scheduler="tcp://127.0.0.1:1", scheduler_timeout_s=1)

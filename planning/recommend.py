@@ -1,7 +1,7 @@
 """Planning answers as thin layers over a sweep: the cheapest device set for a target rate under
 latency limits, and the best batch size per device.
 
-Both build one `perfmodel.sweep` grid over devices x tensor parallelism x precisions x batch for one
+Both build one `planning.sweep` grid over devices x tensor parallelism x precisions x batch for one
 model and workload, filter it with the limits, and rank what is left. A deployment is `replicas`
 copies of one configuration (each `tp` devices serving one batch), enough copies to reach the
 target rate: replicas = ceil(target / throughput of one copy), the rate model of static batching
@@ -16,7 +16,7 @@ measured), and mixing them would rank a device against itself. Every configurati
 engine).
 
     >>> import workloads
-    >>> from perfmodel import recommend
+    >>> from planning import recommend
     >>> rec = recommend.cheapest(workloads.load("llama-3-8b"), target_tok_s=20000, max_tpot_s=0.05)
     >>> rec.to_frame().head()  # doctest: +SKIP
 """
@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 import hardware as hardware_catalog
-from perfmodel import sweep
+from planning import sweep
 from perfmodel.engines import DEFAULT_ENGINE, Engine
-from perfmodel.sweep import SweepError
+from planning.sweep import SweepError
 
 #: Batch sizes tried by default: every whole number up to 1024, so "best batch" is exact there.
 DEFAULT_BATCH = {"start": 1, "stop": 1024, "step": 1}

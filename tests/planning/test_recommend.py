@@ -12,9 +12,9 @@ import hardware
 import perfmodel
 import workloads
 from app.cli import main
-from perfmodel import recommend, sweep
-from perfmodel.recommend import NoFeasibleConfigError
-from perfmodel.sweep import SweepError
+from planning import recommend, sweep
+from planning.recommend import NoFeasibleConfigError
+from planning.sweep import SweepError
 
 DEVICES = ["h200-sxm", "a100-80gb-sxm", "l40s", "l4"]
 BATCH = {"start": 1, "stop": 96, "step": 1}

@@ -43,12 +43,14 @@ from workloads.model import ModelSpec
 
 #: Counts tabulated one by one (every decode batch up to this and short prefills are exact lookups).
 DIRECT_COUNTS = 1024
-#: Counts past the table at which an op's structure is probed (three distinct, far apart).
-_PROBES = np.array([DIRECT_COUNTS + 1.0, 8.0 * DIRECT_COUNTS + 5.0, 2.0 ** 31 + 7.0])
-#: Kinds always priced per count past the table: grouped kernels (MoE experts touch a non-linear
-#: number of experts) and collectives (the algorithm switches with the message size), whose
-#: structure three probes cannot establish.
-PER_COUNT_KINDS = ("moe", "comm")
+#: Counts past the table at which an op's structure is probed (three distinct, far apart; the
+#: last beyond any step a Scenario can describe: batch 1e7 x prompt 1e9 tokens).
+_PROBES = np.array([DIRECT_COUNTS + 1.0, 8.0 * DIRECT_COUNTS + 5.0, 1.0e16 + 7.0])
+#: Kinds always priced per count past the table: grouped kernels (MoE experts touch a number of
+#: experts non-linear in the tokens, which saturates at the probes). Collectives are probed like
+#: any op: their time is the least of affine times per algorithm (perfmodel.collectives), so the
+#: same line at the first and last probe holds between them; a switch shows as a failed probe.
+PER_COUNT_KINDS = ("moe",)
 #: Relative tolerance of the probes' affinity test (the fast path is held to 1e-9 of the reference).
 _AFFINE_RTOL = 1e-11
 
@@ -407,9 +409,12 @@ class StackedPricing:
         self.table = np.stack([pr.table for pr in pricings], axis=1).reshape(len(self.keys), -1)
         self.alpha = np.stack([pr.affine[:, 0] for pr in pricings], axis=1)
         self.beta = np.stack([pr.affine[:, 1] for pr in pricings], axis=1)
+        self.sloped = np.any(self.beta != 0, axis=1)
         self.crossings = _slots(pricings, lambda pr: pr.crossings, groups,
                                 lambda t: (t.count, *t.compute, *t.memory))
-        self.gemms = _slots(pricings, lambda pr: pr.gemms, groups, lambda t: (t.count, t.power_slope, *t.bytes))
+        # GEMM coefficients carry their op's count (count x max(a, b) = max(count a, count b), count >= 0)
+        self.gemms = _slots(pricings, lambda pr: pr.gemms, groups,
+                            lambda t: (t.count, t.count * t.power_slope, t.count * t.bytes[0], t.count * t.bytes[1]))
         self.rescaled = {}
         for g, pr in enumerate(pricings):
             for term in pr.rescaled:
@@ -442,7 +447,8 @@ class StackedPricing:
         return out
 
     def _past_table(self, x, group, p: Precision, tp) -> dict:
-        out = {key: self.alpha[i].take(group) + self.beta[i].take(group) * x for i, key in enumerate(self.keys)}
+        out = {key: (self.alpha[i].take(group) + self.beta[i].take(group) * x) if self.sloped[i]
+               else self.alpha[i].take(group) for i, key in enumerate(self.keys)}
         for key, coef in self.crossings.values():
             count = coef[0].take(group)
             compute = coef[1].take(group) + coef[2].take(group) * x
@@ -456,9 +462,9 @@ class StackedPricing:
             for slot, (key, coef) in enumerate(self.gemms.values()):
                 compute = np.maximum(tile_s[slot].take(at), coef[1].take(group) * x)
                 memory = (coef[2].take(group) + coef[3].take(group) * x) * inv_bw[slot].take(at)
-                _add(out, coef[0].take(group), compute, memory, np.maximum(compute, memory), key)
+                _add(out, 1.0, compute, memory, np.maximum(compute, memory), key)
         for template, lines, present in self.rescaled.values():
-            op = dataclasses.replace(template, **{f: c[0].take(group) + c[1].take(group) * x for f, c in lines.items()})
+            op = dataclasses.replace(template, **{f: _line_at(c, group, x) for f, c in lines.items()})
             t = op_time(op, self.hw, p, tp)
             weight = present.take(group) * op.count
             for key in TOTAL_KEYS:
@@ -489,7 +495,7 @@ class StackedPricing:
                 return tile_s, inv_bw, covered - self._any_cells().q0 + 1
             q0 = self._any_cells().q0
             width = max(q_max, 2 * covered) - q0 + 1
-            tile_s = np.ones((len(self.gemms), len(self.pricings), width))
+            tile_s = np.zeros((len(self.gemms), len(self.pricings), width))
             inv_bw = np.zeros_like(tile_s)
             for g, pr in enumerate(self.pricings):
                 if pr.cells is None:
@@ -497,10 +503,18 @@ class StackedPricing:
                 tiles, invs = pr.cells.rows(q0 + width - 1)
                 for row, term in enumerate(pr.gemms):
                     slot = self.gemm_names.index(term.name)
-                    tile_s[slot, g], inv_bw[slot, g] = tiles[row, :width], invs[row, :width]
+                    tile_s[slot, g], inv_bw[slot, g] = term.count * tiles[row, :width], invs[row, :width]
             tile_s, inv_bw = tile_s.reshape(len(self.gemms), -1), inv_bw.reshape(len(self.gemms), -1)
             self._cells = (q0 + width - 1, tile_s, inv_bw)
             return tile_s, inv_bw, width
+
+
+def _line_at(coef: np.ndarray, group, x):
+    """alpha_g + beta_g x of a per-group line (2 x groups), skipping what is the same for all."""
+    alpha, beta = coef
+    if not beta.any():
+        return alpha[0] if np.all(alpha == alpha[0]) else alpha.take(group)
+    return alpha.take(group) + beta.take(group) * x
 
 
 def _slots(pricings: list, terms_of: Callable, groups: int, coefficients: Callable) -> dict:

@@ -50,7 +50,13 @@ def bound_column(codes):
     names ("compute", "memory", ...) like a column of strings."""
     import pandas as pd
 
-    return pd.Categorical.from_codes(np.asarray(codes, dtype=np.int8).reshape(-1), categories=list(BOUNDS))
+    global _BOUND_DTYPE
+    if _BOUND_DTYPE is None:
+        _BOUND_DTYPE = pd.CategoricalDtype(list(BOUNDS))
+    return pd.Categorical.from_codes(np.asarray(codes, dtype=np.int8).reshape(-1), dtype=_BOUND_DTYPE)
+
+
+_BOUND_DTYPE = None  # built on first use: pandas is imported only by the functions that need it
 
 
 def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario) -> dict:

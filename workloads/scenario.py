@@ -61,12 +61,14 @@ class Scenario:
             _check(getattr(self, name), name, lambda x: (x >= low) & (x <= high) & ((x == np.floor(x)) | (not whole)),
                    f"{'a whole number' if whole else 'a number of bits'} from {low:,} to {high:,}")
         try:
-            shape = self.shape
+            shape = np.broadcast_shapes(*(np.shape(getattr(self, f.name)) for f in dataclasses.fields(self)))
         except ValueError:
             shapes = {f.name: np.shape(getattr(self, f.name)) for f in dataclasses.fields(self)
                       if np.ndim(getattr(self, f.name))}
             raise ScenarioError("arrays of different shapes do not broadcast: "
                                 + ", ".join(f"{k} {v}" for k, v in shapes.items())) from None
+        # the broadcast shape, fixed at construction (every metric of a prediction asks for it)
+        object.__setattr__(self, "_shape", shape)
         if math.prod(shape) > MAX_SIZE:
             raise ScenarioError(f"scenario: {math.prod(shape):,} configurations exceed the limit of {MAX_SIZE:,} "
                                 "in one Scenario; use planning.sweep, which evaluates in chunks")
@@ -78,15 +80,16 @@ class Scenario:
         scenario = object.__new__(cls)
         for name, value in fields.items():
             object.__setattr__(scenario, name, value)
+        object.__setattr__(scenario, "_shape", np.broadcast_shapes(*(np.shape(v) for v in fields.values())))
         return scenario
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return np.broadcast_shapes(*(np.shape(getattr(self, f.name)) for f in dataclasses.fields(self)))
+        return self._shape
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape))
+        return math.prod(self._shape)
 
     def replace(self, **changes) -> "Scenario":
         return dataclasses.replace(self, **changes)

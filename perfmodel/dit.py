@@ -304,8 +304,7 @@ def step_op_groups(pipe: DiTPipeline, shape: LatentShape, step: DiTStep) -> list
     img, txt, s = shape.image_tokens / n, shape.context_tokens, step.samples
     joint_txt = txt / n if spec.family in ("flux", "hunyuan", "sd3", "cogvideox") else txt
     p0, e = step.precision, step.engine
-    in_width = spec.in_channels * spec.patch_size_t * spec.patch_size ** 2 if spec.family != "flux" else spec.in_channels
-    embed = [matmul_op("patch_embed", s * img, spec.d_model, in_width, p0, 1),
+    embed = [matmul_op("patch_embed", s * img, spec.d_model, spec.patch_in_width, p0, 1),
              matmul_op("context_embed", s * joint_txt, spec.d_model, spec.text_dim, p0, 1)]
     builders = {"joint": lambda c, p: joint_block_ops(spec, s, img, joint_txt, p, c, e, step.sparse, n),
                 "dual": lambda c, p: joint_block_ops(spec, s, img, joint_txt, p, c, e, step.sparse, n, dual=True),
@@ -316,8 +315,7 @@ def step_op_groups(pipe: DiTPipeline, shape: LatentShape, step: DiTStep) -> list
     for kind, count, p in _layer_groups(spec, step):
         groups.append((builders[kind](count, p), p))
     groups.append(([modulated_norm("norm_out", s * img, spec.d_model, p0, 1, e),
-                    matmul_op("proj_out", s * img, spec.patch_size_t * spec.patch_size ** 2 * spec.out_channels,
-                              spec.d_model, p0, 1)], p0))
+                    matmul_op("proj_out", s * img, spec.patch_out_width, spec.d_model, p0, 1)], p0))
     return groups
 
 

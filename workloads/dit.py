@@ -112,6 +112,17 @@ class DiTSpec:
     def is_video(self) -> bool:
         return self.family in ("wan", "cogvideox", "hunyuan")
 
+    @property
+    def patch_in_width(self) -> int:
+        """Input features of one token to the patch embedding: channels x patch volume (FLUX's
+        pipeline packs 2 x 2 latents into in_channels = 64 itself, so its embedder is a Linear)."""
+        return self.in_channels if self.family == "flux" else self.in_channels * self.patch_size_t * self.patch_size ** 2
+
+    @property
+    def patch_out_width(self) -> int:
+        """Output features per token of proj_out (FLUX: out_channels, already packed)."""
+        return self.out_channels if self.family == "flux" else self.out_channels * self.patch_size_t * self.patch_size ** 2
+
     # -- named constructors ---------------------------------------------------------------------
     @classmethod
     def from_diffusers_config(cls, config: str | Path | dict, name: str | None = None) -> "DiTSpec":
@@ -194,11 +205,11 @@ def _cross_block(s: DiTSpec) -> int:
 
 
 def _patch_embed(s: DiTSpec) -> int:
-    return _linear(s.in_channels * s.patch_size_t * s.patch_size ** 2, s.d_model)
+    return _linear(s.patch_in_width, s.d_model)
 
 
 def _proj_out(s: DiTSpec) -> int:
-    return _linear(s.d_model, s.patch_size_t * s.patch_size ** 2 * s.out_channels)
+    return _linear(s.d_model, s.patch_out_width)
 
 
 def _flux_params(s: DiTSpec) -> int:
@@ -206,10 +217,10 @@ def _flux_params(s: DiTSpec) -> int:
     timestep / guidance embedders (256 -> D -> D), pooled-text projection, context embedder,
     the blocks, AdaLayerNormContinuous (D -> 2D) and proj_out."""
     D = s.d_model
-    embed = _linear(s.in_channels, D) + _mlp2(256, D, D) * (2 if s.guidance_embeds else 1) + \
+    embed = _patch_embed(s) + _mlp2(256, D, D) * (2 if s.guidance_embeds else 1) + \
         _mlp2(s.pooled_dim, D, D) + _linear(s.text_dim, D)
     return embed + s.joint_layers * _joint_block(s) + s.single_layers * _single_block(s) + \
-        _linear(D, 2 * D) + _linear(D, s.out_channels)
+        _linear(D, 2 * D) + _proj_out(s)
 
 
 def _hunyuan_params(s: DiTSpec) -> int:

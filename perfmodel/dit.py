@@ -202,7 +202,7 @@ def joint_block_ops(spec, samples, img, txt, p: Precision, count: int, engine: E
     for stream, t in (("img_", samples * img), ("txt_", samples * txt)):
         ops += [matmul_op(stream + "mod", samples, (9 if dual and stream == "img_" else 6) * D, D, p, count),
                 modulated_norm(stream + "norm1", t, D, p, count, engine)]
-        ops += _quant(t, 3 * D + D + D + F, p, engine, count, inputs=4)
+        ops += _quant(t, 3 * D + F, p, engine, count, inputs=4)  # inputs of qkv, out, fc1 (D) and fc2 (F)
         ops += [matmul_op(stream + "qkv", t, 3 * D, D, p, count)]
         ops += qk_norm_rope(stream + "qk", t, D, p, count, engine)
         ops += [matmul_op(stream + "out", t, D, D, p, count), gated_residual(stream + "res1", t, D, p, count, engine),
@@ -243,7 +243,9 @@ def cross_block_ops(spec, samples, img, txt, p: Precision, count: int, engine: E
     MLP, gated residual. The adaLN-single modulation is a table add (no GEMM per block)."""
     D, F, H, d = spec.d_model, spec.d_ff, spec.n_heads, spec.head_dim
     t, c = samples * img, samples * txt
-    ops = [modulated_norm("norm1", t, D, p, count, engine), *_quant(t, 4 * D + D + F, p, engine, count, inputs=5),
+    # inputs of qkv, out, cross_q, cross_out, fc1 (D) and fc2 (F); cross_kv's input is the text
+    ops = [modulated_norm("norm1", t, D, p, count, engine), *_quant(t, 5 * D + F, p, engine, count, inputs=6),
+           *_quant(c, D, p, engine, count, inputs=1),
            matmul_op("qkv", t, 3 * D, D, p, count)]
     ops += qk_norm_rope("qk", t, D, p, count, engine, rope=spec.family == "wan") if spec.qk_norm or spec.family == "wan" \
         else []
@@ -266,7 +268,7 @@ def cogvideox_block_ops(spec, samples, img, txt, p: Precision, count: int, engin
     tokens = img + txt
     t = samples * tokens
     return [matmul_op("mod", 2 * samples, 12 * D, spec.time_embed_dim, p, count),
-            modulated_norm("norm1", t, D, p, count, engine), *_quant(t, 4 * D + F, p, engine, count, inputs=4),
+            modulated_norm("norm1", t, D, p, count, engine), *_quant(t, 3 * D + F, p, engine, count, inputs=4),
             matmul_op("qkv", t, 3 * D, D, p, count), *qk_norm_rope("qk", t, D, p, count, engine),
             *attention_ops("attn", samples, tokens * devices, tokens * devices, H / devices, d, p, count, engine, sparse),
             matmul_op("out", t, D, D, p, count), gated_residual("res1", t, D, p, count, engine),

@@ -190,7 +190,7 @@ def test_no_core_function_prices_time_without_an_engine_parameter():
     """Any top-level function of perfmodel that calls a step pricer takes `engine` (command handlers
     take it as --engine; sweep.grid / random take it as an axis; sweep._fill reads the spec's)."""
     root = Path(perfmodel.__file__).parent
-    exempt = {("commands.py", "run_predict"), ("sweep_commands.py", "run_recommend"),
+    exempt = {("commands.py", "run_predict"), ("commands.py", "run_predict_dit"), ("sweep_commands.py", "run_recommend"),
               ("sweep_commands.py", "run_best_batch"), ("sweep.py", "grid"), ("sweep.py", "random"),
               ("sweep.py", "_fill")}
     assert not pricing_functions_without_engine(root, PRICERS, exempt)

@@ -156,6 +156,7 @@ def run_predict(args) -> int:
 
 def run_predict_dit(args) -> int:
     """`predict` for a diffusion model: one generation request (workloads.dit, perfmodel.dit)."""
+    import perfmodel
     from perfmodel import dit as dit_cost
     from workloads import dit
 

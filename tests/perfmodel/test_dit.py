@@ -143,3 +143,13 @@ def test_cli_predict_json_contract(capsys):
     assert "--resolution: '480by832' must be HEIGHTxWIDTH" in capsys.readouterr().err
     assert main(["predict", "--model", "wan2.1-t2v-1.3b", "--frames", "33", "--resolution", "480x832"]) == 0
     assert "33 frames 480x832" in capsys.readouterr().out
+
+
+def test_cli_oversize_request_is_a_one_line_error(capsys):
+    from app.cli import main
+
+    assert main(["predict", "--model", "hunyuanvideo", "--hardware", "l4"]) == 2
+    err = capsys.readouterr().err
+    assert "hunyuanvideo needs" in err and "l4 has 24 GB" in err and "Traceback" not in err
+    assert main(["predict", "--model", "hunyuanvideo", "--hardware", "l4", "--allow-oversize"]) == 0
+    assert "fits: NO" in capsys.readouterr().out

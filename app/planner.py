@@ -17,7 +17,7 @@ ROOT = str(Path(__file__).resolve().parents[1])
 if ROOT not in sys.path:
     sys.path.insert(1, ROOT)
 
-from app.ui import bits, compare, kv, offload, plan, tts, validation  # noqa: E402
+from app.ui import bits, compare, kv, offload, plan, tts, validation, visual  # noqa: E402
 
 st.set_page_config(page_title="perfmodel planner", page_icon=":bar_chart:", layout="wide")
 
@@ -37,6 +37,7 @@ PAGES = {
         *ALIASES,
         st.Page(compare.render, title="Compare", url_path="compare"),
         st.Page(validation.render, title="Validation", url_path="validation"),
+        st.Page(visual.render, title="Visual generation", url_path="visual"),
     ],
     "Solvers": [
         st.Page(bits.render, title="Bit allocation", url_path="bits"),

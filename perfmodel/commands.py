@@ -24,7 +24,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("predict", help="latency / throughput / memory of a model on a device")
     add_model_hardware_args(p)
     add_scenario_args(p)
-    add_engine_arg(p)
+    add_engine_arg(p, default=None, default_help=f"default {engines.DEFAULT_ENGINE}, a serving engine; "
+                                                 "torch-compile for diffusion models")
+    add_dit_args(p)
     p.add_argument("--breakdown", action="store_true", help="also print the per-op table of both phases")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--allow-oversize", action="store_true",
@@ -62,6 +64,38 @@ def add_scenario_args(p) -> None:
                    help="KV tokens read per step by sparse attention")
 
 
+def add_dit_args(p) -> None:
+    """Flags of a diffusion-model request (used when --model names a DiT: workloads.dit)."""
+    g = p.add_argument_group("diffusion models (--model flux.1-dev, wan2.1-t2v-14b, ... or a diffusers config.json)")
+    g.add_argument("--resolution", default=None, help="HEIGHTxWIDTH in pixels, e.g. 1024x1024 (default: the model card's)")
+    g.add_argument("--frames", type=flag(1, 10000, whole=True), default=None, help="video frames (default: the model card's)")
+    g.add_argument("--fps", type=flag(0, 1000, low_open=True), default=None, help="video frames per second")
+    g.add_argument("--steps", type=flag(1, 10000, whole=True), default=None, help="denoising steps")
+    g.add_argument("--cfg", choices=("on", "off"), default=None,
+                   help="classifier-free guidance: on doubles the batch per step (default: the model's)")
+    g.add_argument("--devices", type=flag(1, 1024, whole=True), default=1,
+                   help="GPUs sharing each request by sequence parallelism (Ulysses)")
+    g.add_argument("--density", type=flag(0, 1, low_open=True), default=1.0,
+                   help="block-sparse attention density (PAROAttention); 1 = dense")
+    g.add_argument("--cached-fraction", type=flag(0, 0.99), default=0.0,
+                   help="fraction of each step's block outputs reused from the previous step (step caching)")
+
+
+def parse_resolution(text: str | None) -> tuple[int, int] | None:
+    """'1024x1024' -> (1024, 1024); a one-line error naming --resolution otherwise."""
+    if text is None:
+        return None
+    parts = str(text).lower().replace("*", "x").split("x")
+    try:
+        height, width = (int(v) for v in parts)
+    except ValueError:
+        raise ValueError(f"--resolution: {text!r} must be HEIGHTxWIDTH in pixels, e.g. 1024x1024") from None
+    for name, value in (("height", height), ("width", width)):
+        if not 16 <= value <= 16384:
+            raise ValueError(f"--resolution: {name} {value} must be from 16 to 16384 pixels")
+    return height, width
+
+
 def add_engine_arg(p, default: str | None = engines.DEFAULT_ENGINE, default_help: str | None = None) -> None:
     """`--engine NAME`: the serving stack whose execution prices each step (perfmodel.engines).
 
@@ -95,7 +129,10 @@ def scenario_from_args(args) -> workloads.Scenario:
 
 def run_predict(args) -> int:
     import perfmodel
+    from workloads import dit
 
+    if dit.is_dit(args.model):
+        return run_predict_dit(args)
     engine = engine_from_args(args)
     model, hw = workloads.load(args.model), hardware.load(args.hardware)
     pred = perfmodel.predict(model, hw, scenario_from_args(args), engine=engine)
@@ -115,6 +152,71 @@ def run_predict(args) -> int:
             print(f"\n{phase} step, per op:")
             print(format_breakdown(pred.breakdown(phase)))
     return 0
+
+
+def run_predict_dit(args) -> int:
+    """`predict` for a diffusion model: one generation request (workloads.dit, perfmodel.dit)."""
+    import perfmodel
+    from perfmodel import dit as dit_cost
+    from workloads import dit
+
+    pipe, hw = dit.load(args.model), hardware.load(args.hardware)
+    size = parse_resolution(args.resolution)
+    if not pipe.is_video and args.frames not in (None, 1):
+        raise ValueError(f"--frames: {args.frames} must be 1 for the image model {pipe.name}")
+    req = pipe.request(height=size[0] if size else None, width=size[1] if size else None, frames=args.frames,
+                       steps=args.steps, fps=args.fps, cfg=None if args.cfg is None else args.cfg == "on",
+                       batch=args.batch, cached_fraction=args.cached_fraction)
+    sparse = dit_cost.DENSE if args.density >= 1 else dit_cost.SparseAttention(args.density)
+    pred = dit_cost.predict_dit(pipe, hw, req, engine=args.engine, w_bits=args.w_bits, a_bits=args.a_bits,
+                                devices=args.devices, sparse=sparse)
+    out = pred.to_dict()
+    if not out["fits"] and not args.allow_oversize:
+        raise perfmodel.DoesNotFitError(
+            f"{pipe.name} needs {format_si(out['memory_bytes']['total'], 'B')} per device, {hw.name} has "
+            f"{format_si(out['memory_bytes']['capacity'], 'B')} (--allow-oversize prints the times anyway)")
+    out["calibrated"] = hw.is_calibrated
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(format_dit_prediction(out, hw))
+    if args.breakdown:
+        print("\none denoising step, per op:")
+        print(format_breakdown(pred.breakdown()))
+    return 0
+
+
+def format_dit_prediction(out: dict, hw) -> str:
+    mode = "calibrated" if hw.is_calibrated else "datasheet roofline (uncalibrated)"
+    video = out["frames"] > 1
+    what = f"{out['frames']} frames " if video else ""
+    latent = f" ({out['latent_frames']} latent frames)" if video else ""
+    cost = (f"${out['usd_per_video_s']:.4f} per second of video" if video else f"${out['usd_per_image']:.5f} per image")
+    mem = out["memory_bytes"]
+    lines = [
+        f"{out['model']} ({out['params'] / 1e9:.2f} B params) on {hw.title} x{out['devices']}  "
+        f"[{mode}, engine {out['engine']}]",
+        f"{what}{out['height']}x{out['width']}, {out['steps']} steps, cfg {'on' if out['cfg'] else 'off'}, "
+        f"batch {out['batch']}: {out['image_tokens']:,} image tokens{latent} + {out['context_tokens']} text tokens",
+        "",
+        f"{'stage':<16}{'time':>12}",
+        f"{'text encoders':<16}{format_seconds(out['text_encode_s']):>12}",
+        f"{'denoising step':<16}{format_seconds(out['step_s']):>12}   x {out['steps_run']:g}",
+        f"{'VAE decode':<16}{format_seconds(out['vae_decode_s']):>12}",
+        f"{'request':<16}{format_seconds(out['e2e_s']):>12}   (end to end)",
+        "",
+        f"cost         {cost} (${out['usd_per_request']:.4f} per request)",
+        f"energy       <= {out['energy_j'] / 1e3:,.2f} kJ ({out['energy_method']})",
+        "",
+        "memory per device",
+        f"  transformer  {format_si(mem['weights'], 'B')}",
+        f"  encoders     {format_si(mem['text_encoders'], 'B')}",
+        f"  VAE          {format_si(mem['vae'], 'B')}",
+        f"  activations  {format_si(max(mem['activations'], mem['vae_activations']), 'B')}",
+        f"  total        {format_si(mem['total'], 'B')} of {format_si(mem['capacity'], 'B')}"
+        f"  -> fits: {'yes' if out['fits'] else 'NO'}",
+    ]
+    return "\n".join(lines)
 
 
 def _json_row(row: dict, model, hw, engine: engines.Engine | str = engines.DEFAULT_ENGINE) -> dict:

@@ -430,21 +430,19 @@ class StackedPricing:
     def evaluate(self, x, group, p: Precision, tp) -> dict:
         """Every component at counts x of scenarios in precision groups `group` (indices into the
         pricings), with their per-scenario precisions p and tp (for ops priced per count)."""
-        x = np.asarray(x, dtype=float)
-        if x.ndim == 0:  # one scenario
-            return {key: value[0] for key, value in self.evaluate(x.reshape(1), np.reshape(group, 1), p, tp).items()}
+        x, group = np.broadcast_arrays(np.asarray(x, dtype=float), group)
+        shape = x.shape
+        x, group = x.reshape(-1), group.reshape(-1)  # scenarios may be an N-d broadcast
         index = x.astype(np.intp)
         small = index <= DIRECT_COUNTS
         flat = group * (DIRECT_COUNTS + 1) + np.minimum(index, DIRECT_COUNTS)
         out = {key: self.table[i].take(flat) for i, key in enumerate(self.keys)}
-        if small.all():
-            return out
-        rows = np.flatnonzero(~small)
-        past = self._past_table(x[rows], np.broadcast_to(group, x.shape)[rows],
-                                _pick_precision(p, rows, x.shape), _pick(tp, rows, x.shape))
-        for key in self.keys:
-            out[key][rows] = past[key]
-        return out
+        if not small.all():
+            rows = np.flatnonzero(~small)
+            past = self._past_table(x[rows], group[rows], _pick_precision(p, rows, shape), _pick(tp, rows, shape))
+            for key in self.keys:
+                out[key][rows] = past[key]
+        return {key: value.reshape(shape) if shape else value[0] for key, value in out.items()}
 
     def _past_table(self, x, group, p: Precision, tp) -> dict:
         out = {key: (self.alpha[i].take(group) + self.beta[i].take(group) * x) if self.sloped[i]
@@ -529,8 +527,8 @@ def _slots(pricings: list, terms_of: Callable, groups: int, coefficients: Callab
 
 
 def _pick(value, rows, shape):
-    """The rows of a per-scenario value (a scalar stays as it is)."""
-    return np.broadcast_to(value, shape)[rows] if np.ndim(value) else value
+    """The rows (flat indices) of a per-scenario value (a scalar stays as it is)."""
+    return np.broadcast_to(value, shape).reshape(-1)[rows] if np.ndim(value) else value
 
 
 def _pick_precision(p: Precision, rows, shape) -> Precision:

@@ -111,7 +111,7 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
         rows = slice(start, start + CHUNK)
         part = Scenario.from_checked(**{k: v[rows] if np.ndim(getattr(sc, k)) else getattr(sc, k)
                                         for k, v in columns.items()})
-        own = None if groups is None else (groups[0], groups[1][rows] if np.ndim(groups[1]) else groups[1])
+        own = None if groups is None else (groups[0], np.reshape(groups[1], -1)[rows] if np.ndim(groups[1]) else groups[1])
         return _metrics(model, hw, part, engine, own)
 
     workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
@@ -175,7 +175,7 @@ def _precision_groups(sc: Scenario) -> tuple | None:
             combo.append(float(values[rest % values.size]))
             rest //= values.size
         groups.append(tuple(combo))
-    return tuple(groups), lookup.take(codes)
+    return tuple(groups), lookup.take(codes).reshape(sc.shape)
 
 
 def _levels(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

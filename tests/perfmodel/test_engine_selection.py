@@ -194,7 +194,7 @@ def test_no_core_function_prices_time_without_an_engine_parameter():
     """Any top-level function of perfmodel or planning that calls a step pricer takes `engine`
     (command handlers take it as --engine; sweep.grid / random take it as an axis; sweep._fill reads
     the spec's)."""
-    exempt = {("commands.py", "run_predict"), ("commands.py", "run_recommend"),
+    exempt = {("commands.py", "run_predict"), ("commands.py", "run_predict_dit"), ("commands.py", "run_recommend"),
               ("commands.py", "run_best_batch"), ("sweep.py", "grid"), ("sweep.py", "random"),
               ("sweep.py", "_fill")}
     for package in (perfmodel, planning):

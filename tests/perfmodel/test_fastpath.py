@@ -54,6 +54,27 @@ def test_counts_past_the_table_and_single_scenarios_agree():
         model, hw, Scenario(batch=65, prompt=1025, gen=9), path="reference")["ttft_s"][0]), rel=1e-9)
 
 
+def test_scalar_counts_with_varying_precision_broadcast():
+    """One batch and prompt priced over several tp and bit widths (the planner's fit suggestions)."""
+    model, hw = workloads.load("llama-3.1-405b"), hardware.load("h200-sxm-calibrated")
+    sc = Scenario(batch=3, prompt=2048, gen=64, tp=np.array([2.0, 4.0, 8.0]), w_bits=np.array([16.0, 8.0, 4.0]))
+    fast, ref = perfmodel.evaluate(model, hw, sc), perfmodel.evaluate(model, hw, sc, path="reference")
+    for key in ("ttft_s", "tpot_s", "total_bytes"):
+        np.testing.assert_allclose(fast[key], ref[key], rtol=1e-9)
+
+
+def test_grids_of_any_dimension_and_size():
+    """An N-d grid (the app's compare mesh) and one over the chunk size, mixed precisions."""
+    model, hw = workloads.load("qwen3-8b"), hardware.load("h200-sxm-calibrated")
+    batch, w_bits, tp = np.meshgrid([1.0, 8.0, 700.0], [16.0, 4.0], [1.0, 2.0, 8.0], indexing="ij")
+    for sc in (Scenario(batch=batch, prompt=3000, gen=100, w_bits=w_bits, tp=tp),
+               Scenario(batch=np.resize(batch.ravel(), 70000), prompt=np.arange(1.0, 70001.0) % 5000 + 1,
+                        w_bits=np.resize(w_bits.ravel(), 70000), tp=np.resize(tp.ravel(), 70000))):
+        fast, ref = perfmodel.evaluate(model, hw, sc), perfmodel.evaluate(model, hw, sc, path="reference")
+        for key in ("ttft_s", "tpot_s", "ttft_p90_s"):
+            np.testing.assert_allclose(fast[key], ref[key], rtol=1e-9)
+
+
 def test_op_structure_is_probed_not_assumed():
     """Datasheet GEMMs fold into affine terms, calibrated ones go to per-run tables, an all-reduce
     at tp 1 (no payload) folds, at tp 2 it is rescaled per count."""

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardware.spec import Hardware
+from perfmodel import rates
 from perfmodel.ops import Op, Precision, attention_op
 from workloads.model import ModelSpec
 
@@ -114,10 +115,7 @@ def intensity(hw: Hardware, dtype: str = "bf16", calibrated: bool = True) -> flo
 
 
 def _rates(hw: Hardware, dtype: str, calibrated: bool) -> tuple[float, float]:
-    cal = hw.calibration if calibrated else None
-    flops = (cal.matmul_flops_per_s.get(dtype) if cal else None) or hw.peak_flops_per_s(dtype)
-    bandwidth = cal.memory_bytes_per_s if cal else hw.hbm_bytes_per_s
-    return flops, bandwidth
+    return rates.matmul_flops_per_s(hw, dtype, calibrated), rates.memory_bytes_per_s(hw, calibrated)
 
 
 # -- token sums over a generation ------------------------------------------------------------------

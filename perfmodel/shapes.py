@@ -10,7 +10,8 @@ are read by attribute (`w_bits`, `kv_bits`, `quant_group`), so this module sits 
   devices and replicated when tp exceeds them (vLLM's `get_num_kv_heads`: max(1, K / tp)); MLA's
   latent is shared by all heads, so every device keeps all of it.
 - Weights: linear layers at the weight precision plus the group overhead of sub-8-bit layouts; the
-  embedding table, LM head and norms stay 16-bit, as GPTQ/AWQ checkpoints keep them. Linear layers,
+  embedding table, LM head and norms stay 16-bit, as GPTQ/AWQ checkpoints keep them (fp32 in an fp32
+  checkpoint). Linear layers,
   embeddings and the LM head are split over tp (vocab-parallel embeddings); norms are replicated.
 """
 from __future__ import annotations
@@ -36,6 +37,13 @@ def stored_bits(bits, quant_group=128):
 def weight_bytes_per_param(w_bits, quant_group=128):
     """Bytes per linear-layer weight: (w_bits + 32 / group below 8 bits) / 8 (`group_overhead_bits`)."""
     return stored_bits(w_bits, quant_group) / 8
+
+
+def unquantized_bytes_per_param(w_bits):
+    """Bytes per weight of the tensors quantized checkpoints keep unquantized (embedding table, LM
+    head, norms): 16-bit (GPTQ/AWQ checkpoints), or the weight width when weights are wider (an fp32
+    checkpoint stores fp32 embeddings)."""
+    return np.maximum(np.asarray(w_bits, dtype=float), 16.0) / 8
 
 
 # -- attention dims and heads ------------------------------------------------------------------------
@@ -93,13 +101,17 @@ def layer_weight_bytes(model: ModelSpec, p, tp=1):
     differ, e.g. MoE models with leading dense layers)."""
     norms = model.norms_per_layer * model.norm_params()
     linear = model.layer_params() / model.n_layers - norms
-    return linear * weight_bytes_per_param(p.w_bits, p.quant_group) / np.asarray(tp, dtype=float) + norms * 2.0
+    return linear * weight_bytes_per_param(p.w_bits, p.quant_group) / np.asarray(tp, dtype=float) \
+        + norms * unquantized_bytes_per_param(p.w_bits)
 
 
 def weight_bytes(model: ModelSpec, p, tp=1):
-    """Bytes of all weights on one device: the L decoder layers (`layer_weight_bytes`), the 16-bit
-    embedding table and LM head split over tp, and the 16-bit final norm."""
+    """Bytes of all weights on one device: linear layers at the weight precision (group overhead
+    included) split over tp, the embedding table and LM head split over tp and norms replicated, both
+    at `unquantized_bytes_per_param` (16-bit for checkpoints of 16 bits or fewer). Equals L x
+    `layer_weight_bytes` plus the embeddings and the final norm."""
     tp = np.asarray(tp, dtype=float)
     linear = model.layer_params() - model.n_layers * model.norms_per_layer * model.norm_params()
-    return linear * weight_bytes_per_param(p.w_bits, p.quant_group) / tp + model.embedding_params() * 2.0 / tp \
-        + _norm_params_total(model) * 2.0
+    wide = unquantized_bytes_per_param(p.w_bits)
+    return linear * weight_bytes_per_param(p.w_bits, p.quant_group) / tp + model.embedding_params() * wide / tp \
+        + _norm_params_total(model) * wide

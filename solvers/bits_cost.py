@@ -22,15 +22,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardware.spec import Hardware
+from perfmodel import shapes
 from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.ops import Precision, matmul_op, step_ops
 from perfmodel.predict import step_time
 from perfmodel.roofline import op_time
 from workloads.model import ModelSpec
 
-#: Scale + zero bits per weight of sub-8-bit layouts: a 16-bit scale and a 16-bit zero per group of
-#: 128 (GPTQ / AWQ checkpoints; the same overhead as `perfmodel.ops.Precision`).
-GROUP_OVERHEAD_BITS = 32.0 / 128.0
+#: Scale + zero bits per weight of sub-8-bit layouts at groups of 128 (GPTQ / AWQ checkpoints), from
+#: the one owner of that overhead, `perfmodel.shapes.group_overhead_bits`.
+GROUP_OVERHEAD_BITS = float(shapes.group_overhead_bits(4, 128))
 
 #: Matmuls of `step_ops` that stay 16-bit when weights are quantized (GPTQ/AWQ keep them).
 UNQUANTIZED = ("lm_head", "router")

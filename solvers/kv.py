@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hardware.spec import Hardware
-from perfmodel import kinetics, longctx
+from perfmodel import kinetics, longctx, shapes
 from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.ops import Precision
 from perfmodel.roofline import op_time
@@ -143,8 +143,7 @@ DEFAULT_WEIGHTS = {"kv_bits": 1.0, "evict": 1.0, "think": 1.0, "sparse": 1.0}
 def stored_kv_bits(kv_bits, think_ratio, quant_group=128):
     """Mean stored bits per KV element: keys keep (1 - ratio) of their channels (ThinK), values all;
     below 8 bits each group of `quant_group` elements adds a 16-bit scale and zero (KIVI layout)."""
-    kv_bits = np.asarray(kv_bits, float)
-    bits = kv_bits + np.where(kv_bits < 8, 32.0 / quant_group, 0.0)
+    bits = shapes.stored_bits(kv_bits, quant_group)
     return bits * (1 - np.asarray(think_ratio, float) / 2)
 
 

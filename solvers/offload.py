@@ -57,7 +57,7 @@ from typing import Mapping
 import numpy as np
 
 from hardware.spec import Calibration, Hardware
-from perfmodel import memory
+from perfmodel import memory, shapes
 from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.ops import Precision, expected_experts_touched, step_ops
 from perfmodel.roofline import op_time
@@ -188,8 +188,7 @@ def _weight_groups(model: ModelSpec, p: Precision) -> tuple:
 
 
 def _layers_weight_bytes(model: ModelSpec, p: Precision) -> float:
-    norms = model.n_layers * model.norms_per_layer * model.norm_params()
-    return (model.layer_params() - norms) * float(p.weight_bytes_per_param) + norms * 2.0
+    return model.n_layers * float(shapes.layer_weight_bytes(model, p))
 
 
 def _input_table_bytes(model: ModelSpec) -> float:
@@ -309,7 +308,7 @@ class _Setup:
         self.groups = _weight_groups(model, self.p)
         self.popularity = expert_popularity
         self.memory_fraction = memory_fraction
-        self.kv_token = model.kv_elements_per_token * float(self.p.kv_bytes)     # per layer
+        self.kv_token = float(shapes.kv_bytes_per_token_per_layer_per_device(model, self.p.kv_bits))  # tp = 1
         self.hidden_token = model.d_model * float(self.p.act_bytes)
         self.query_token = model.q_dim * float(self.p.act_bytes)
         self.mid = self.prompt + max(self.gen - 2, 0) / 2                           # mean decode context

@@ -250,7 +250,7 @@ def split_step_time(model: ModelSpec, hw: Hardware, seqs, new_tokens, past, p: P
     takes at least the host time (`perfmodel.predict.host_dispatch_s`)."""
     L = model.n_layers
     layer_s, rest_s = 0.0, 0.0
-    for op in step_ops(model, seqs, new_tokens, past, p, engine=engine):
+    for op in step_ops(model, seqs=seqs, new_tokens=new_tokens, past=past, p=p, engine=engine):
         t = np.asarray(op_time(op, hw, p).time_s)
         if op.count == 1 and L > 1:
             rest_s = rest_s + t

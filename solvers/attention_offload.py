@@ -55,7 +55,7 @@ def model_time_s(model: ModelSpec, hw: Hardware, batch, context, p: Precision, t
                  engine: Engine | str = DEFAULT_ENGINE):
     """Decode-step time of every op except attention on `tp` devices of `hw` (roofline + comm)."""
     total = 0.0
-    for op in step_ops(model, batch, 1.0, context, p, tp, engine=engine):
+    for op in step_ops(model, seqs=batch, new_tokens=1.0, past=context, p=p, tp=tp, engine=engine):
         if op.kind != "attention" and op.name != "kv_cat":
             total = total + op.count * np.asarray(op_time(op, hw, p, tp).time_s)
     return total
@@ -178,7 +178,7 @@ def _homogeneous(model, hw, p, budget_usd, final, mean_ctx, memory_fraction, eng
         per_seq = _kv_per_sequence(model, p, final, n)
         batch = math.floor(free / per_seq) if free > 0 else 0
         if batch >= 1:
-            step = float(step_time(model, hw, batch, 1.0, mean_ctx, p, n, engine=engine)["time_s"])
+            step = float(step_time(model, hw, seqs=batch, new_tokens=1.0, past=mean_ctx, p=p, tp=n, engine=engine)["time_s"])
             return _row(label, f"{n} x {hw.name}", n * hw.price_per_hour_usd, batch, step, step)
         n //= 2
     return {**_row(label, f"0 x {hw.name}", 0.0, 0, 0.0, 0.0), "note": "does not fit within the budget"}

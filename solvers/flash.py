@@ -39,7 +39,9 @@ from perfmodel import rates, shapes
 from perfmodel.ops import Precision
 from perfmodel.roofline import matmul_dtype_rate
 from perfmodel.tiers import flash_read_time_s, transfer_time_s
+from solvers.scenario_args import from_scenario
 from workloads.model import ModelSpec
+from workloads.scenario import Scenario
 
 
 class FlashError(ValueError):
@@ -227,12 +229,16 @@ class FlashPlan:
 def plan_flash(model: ModelSpec, hw: Hardware, dram_budget_bytes: float, activity: NeuronActivity = NeuronActivity(),
                w_bits: float = 16, bundling: bool = True, parallel_reads: float = 32, predictor_rank: int = 128,
                neuron_overhead_s: float = 5e-6, device: str = "cpu", context: int = 512,
-               max_window: int = 64, static_steps: int = 201) -> FlashPlan:
+               max_window: int = 64, static_steps: int = 201, scenario: Scenario | None = None) -> FlashPlan:
     """Window and static DRAM share minimising per-token latency within `dram_budget_bytes`.
+    `scenario` may supply w_bits and the context (its prompt) instead (`solvers.scenario_args`).
 
     Every window 0..max_window is tried; for each, the largest static share that fits is best
     (more pinned neurons only remove loads), found on a grid of `static_steps` shares.
     """
+    if scenario is not None:
+        args = from_scenario(scenario, {"w_bits": None, "context": None}, {"w_bits": "w_bits", "context": "prompt"})
+        w_bits, context = args["w_bits"], int(args["context"])
     if isinstance(dram_budget_bytes, bool) or not isinstance(dram_budget_bytes, (int, float)) or \
             not 0 < (dram_budget_bytes if isinstance(dram_budget_bytes, float) else min(dram_budget_bytes, 10**19)) <= 1e18:
         raise FlashError(f"dram_budget_bytes: {dram_budget_bytes!r:.40} must be a number of bytes above 0 and at most 1e18")

@@ -214,7 +214,7 @@ def layer_times(model: ModelSpec, hw: Hardware, p: Precision, seqs, new_tokens, 
     `dense_ffn`, per MoE layer `moe`, and once per step `rest` (embedding, final norm, LM head)."""
     L = model.n_layers
     out = {"common": 0.0, "attention": 0.0, "dense_ffn": 0.0, "moe": 0.0, "rest": 0.0}
-    for op in step_ops(model, seqs, new_tokens, past, p, engine=engine, logits_tokens=seqs):
+    for op in step_ops(model, seqs=seqs, new_tokens=new_tokens, past=past, p=p, engine=engine, logits_tokens=seqs):
         t = op.count * np.asarray(op_time(op, hw, p).time_s)
         if op.count == 1 and L > 1:
             out["rest"] = out["rest"] + t
@@ -232,7 +232,7 @@ def layer_times(model: ModelSpec, hw: Hardware, p: Precision, seqs, new_tokens, 
 def cpu_attention_s(model: ModelSpec, tiers: MemoryTiers, p: Precision, seqs, past):
     """One layer's decode attention for `seqs` sequences over `past` cached tokens on the CPU:
     max(FLOPs / CPU FLOP/s, bytes / DRAM bandwidth) (roofline; FlexGen fits the CPU rate)."""
-    op = next(o for o in step_ops(model, seqs, 1.0, past, p) if o.kind == "attention")
+    op = next(o for o in step_ops(model, seqs=seqs, new_tokens=1.0, past=past, p=p) if o.kind == "attention")
     return np.maximum(op.flops / tiers.cpu_flops_per_s, op.bytes / tiers.dram_bytes_per_s)
 
 

@@ -506,8 +506,8 @@ def sweep_document(devices: list[str], models: list[str], grid: dict, latency: s
 
 def pareto_mask(cost, value) -> np.ndarray:
     """True where a configuration is on the Pareto front of lower `cost`, higher `value` (exact;
-    planning.sweep's front, so the planner and `perfmodel sweep` agree)."""
-    from planning.sweep import pareto_mask as front
+    perfmodel.pareto's front, so the planner and `perfmodel sweep` agree)."""
+    from perfmodel.pareto import pareto_mask as front
 
     return front(np.column_stack([np.asarray(cost, float), np.asarray(value, float)]), ["min", "max"])
 

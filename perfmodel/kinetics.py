@@ -34,12 +34,12 @@ embedding twice (0.752B vs the exact 596,049,920 unique parameters); the 4B chec
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from hardware.spec import Hardware
+from perfmodel import rates, shapes
 from perfmodel.ops import Op, Precision, attention_op
 from workloads.model import ModelSpec
 
@@ -87,16 +87,13 @@ def check_context(model: ModelSpec, prompt, gen) -> None:
 def pair_flops(model: ModelSpec) -> float:
     """Attention FLOPs per (query token, cached token) pair over all layers: 2 L H (qk_dim + v_dim)
     (QK^T and PV, 2 FLOPs per multiply-add). Equals Kinetics' 2 r D for GQA (D = 2 K d L)."""
-    if model.is_mla:  # absorbed MLA: queries attend to the latent (kv_lora + rope), values are kv_lora
-        qk, v = model.kv_lora_rank + model.qk_rope_head_dim, model.kv_lora_rank
-    else:
-        qk = v = model.head_dim
+    qk, v = shapes.attention_dims(model)   # absorbed MLA: latent + rope keys, kv_lora values
     return 2.0 * model.n_layers * model.n_heads * (qk + v)
 
 
 def score_flops_per_block(model: ModelSpec) -> float:
     """FLOPs to score one representative key against every query head, over all layers: 2 L H qk_dim."""
-    qk = model.kv_lora_rank + model.qk_rope_head_dim if model.is_mla else model.head_dim
+    qk, _ = shapes.attention_dims(model)
     return 2.0 * model.n_layers * model.n_heads * qk
 
 
@@ -114,10 +111,7 @@ def intensity(hw: Hardware, dtype: str = "bf16", calibrated: bool = True) -> flo
 
 
 def _rates(hw: Hardware, dtype: str, calibrated: bool) -> tuple[float, float]:
-    cal = hw.calibration if calibrated else None
-    flops = (cal.matmul_flops_per_s.get(dtype) if cal else None) or hw.peak_flops_per_s(dtype)
-    bandwidth = cal.memory_bytes_per_s if cal else hw.hbm_bytes_per_s
-    return flops, bandwidth
+    return rates.matmul_flops_per_s(hw, dtype, calibrated), rates.memory_bytes_per_s(hw, calibrated)
 
 
 # -- token sums over a generation ------------------------------------------------------------------
@@ -278,13 +272,13 @@ def sparse_attention_ops(model: ModelSpec, seqs, context, budget, block_size, p:
     """
     seqs, context = np.asarray(seqs, float), np.asarray(context, float)
     budget, block_size = np.asarray(budget, float), np.asarray(block_size, float)
-    kv_heads = math.ceil(model.n_kv_heads / tp) if not model.is_mla else 1
-    heads = model.n_heads / tp
-    qk = model.kv_lora_rank + model.qk_rope_head_dim if model.is_mla else model.head_dim
+    kv_heads = float(shapes.kv_heads_per_device(model, tp))
+    heads = shapes.query_heads_per_device(model, tp)
+    qk, _ = shapes.attention_dims(model)
     blocks = np.ceil(context / block_size)
     kept = np.minimum(context, budget)
-    kv_elems = model.kv_elements_per_token if model.is_mla else 2 * kv_heads * model.head_dim
-    key_elems = model.kv_elements_per_token if model.is_mla else kv_heads * model.head_dim
+    kv_elems = shapes.kv_elements_per_token_per_layer_per_device(model, tp)
+    key_elems = model.kv_elements_per_token if model.is_mla else kv_elems / 2   # keys: half of K and V
     score = Op("block_score", "attention", 1, flops=2.0 * seqs * heads * blocks * qk, weight_bytes=0.0,
                act_bytes=seqs * (heads * qk * p.act_bytes + kv_heads * blocks * _SCORE_BYTES),
                kv_bytes=seqs * blocks * key_elems * p.kv_bytes, kernels=2, m=seqs * heads, n=blocks, k=qk)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardware.spec import Hardware
-from perfmodel import memory
+from perfmodel import memory, rates
 from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.ops import Precision
 from perfmodel.predict import step_time
@@ -124,11 +124,7 @@ def decode_time_s(model: ModelSpec, hw: Hardware, context, batch=1, *, w_bits=16
 
 def host_link_rates(hw: Hardware) -> tuple[float, float, float]:
     """(device->host bytes/s, host->device bytes/s, latency s): measured when calibrated, else datasheet."""
-    cal = hw.calibration
-    d2h = (cal.device_to_host_bytes_per_s if cal else 0.0) or hw.host_link_bytes_per_s
-    h2d = (cal.host_to_device_bytes_per_s if cal else 0.0) or hw.host_link_bytes_per_s
-    latency = (cal.transfer_latency_s if cal else 0.0) or hw.host_link_latency_s
-    return d2h, h2d, latency
+    return rates.device_to_host_bytes_per_s(hw), rates.host_to_device_bytes_per_s(hw), rates.host_link_latency_s(hw)
 
 
 def kv_swap_time_s(model: ModelSpec, hw: Hardware, context, *, kv_bits=16, tp=1, direction: str = "in"):

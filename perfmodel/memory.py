@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from perfmodel.ops import Precision, kv_elements_per_token_per_device
+from perfmodel import shapes
+from perfmodel.ops import Precision
 from workloads.model import ModelSpec
 
 
 def weight_bytes(model: ModelSpec, p: Precision, tp=1):
     """Bytes of weights per device. Linear layers use the weight precision (with group-scale
     overhead); embeddings, LM head and norms stay 16-bit, as GPTQ/AWQ checkpoints keep them."""
-    norms = (model.n_layers * model.norms_per_layer + 1) * model.norm_params()
-    linear = model.layer_params() - model.n_layers * model.norms_per_layer * model.norm_params()
-    return linear * p.weight_bytes_per_param / tp + model.embedding_params() * 2.0 / tp + norms * 2.0
+    return shapes.weight_bytes(model, p, tp)
 
 
 def kv_cache_bytes(model: ModelSpec, p: Precision, tokens, tp=1):
     """KV-cache bytes per device for `tokens` cached tokens (summed over sequences)."""
-    return tokens * model.n_layers * kv_elements_per_token_per_device(model, tp) * p.kv_bytes
+    return tokens * shapes.kv_bytes_per_token_per_device(model, p.kv_bits, tp)
 
 
 def kv_tokens(batch, prompt, gen, samples=1):

@@ -18,6 +18,7 @@ import numpy as np
 
 from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.engines import load as load_engine
+from perfmodel import shapes
 from workloads.model import ModelSpec
 
 #: Op kinds; the roofline treats "matmul" and "attention" as tensor-core work, the rest as vector work.
@@ -73,8 +74,7 @@ class Precision:
     def weight_bytes_per_param(self):
         """Sub-8-bit weights store a 16-bit scale and a 16-bit zero per group (GPTQ/AWQ layouts:
         Frantar et al. 2022, arXiv 2210.17323; Lin et al. 2023, arXiv 2306.00978)."""
-        overhead = np.where(np.asarray(self.w_bits) < 8, 32.0 / np.asarray(self.quant_group), 0.0)
-        return (self.w_bits + overhead) / 8
+        return shapes.weight_bytes_per_param(self.w_bits, self.quant_group)
 
     @cached_property
     def act_bytes(self):
@@ -107,14 +107,6 @@ def vector_op(name: str, kind: str, tokens, width, passes: float, flops_per_elem
               act_bytes=((passes * width) * tokens) * p.act_bytes, kernels=kernels)
 
 
-def kv_elements_per_token_per_device(model: ModelSpec, tp=1):
-    """KV elements per token per layer held by one device: K and V of the kv heads a device keeps
-    (replicated when tp exceeds them), or MLA's one shared latent."""
-    if model.is_mla:
-        return np.full(np.shape(tp), float(model.kv_elements_per_token))
-    return 2.0 * np.ceil(model.n_kv_heads / np.asarray(tp, dtype=float)) * model.head_dim
-
-
 def attention_pairs(new_tokens, past):
     """Causal query-key pairs per head per sequence: T S0 + T (T + 1) / 2 (each new token sees the
     cache and the new tokens up to itself)."""
@@ -134,22 +126,19 @@ def attention_op(model: ModelSpec, *, seqs, new_tokens, past, p: Precision, tp, 
     cached tokens (Kinetics, arXiv 2506.05333). `kernel` names the attention kernel family whose
     calibrated rates and floor price it (an engine profile's choice; "" = the spec's default).
     """
-    heads = model.n_heads / tp
+    heads = shapes.query_heads_per_device(model, tp)
     context = past + new_tokens
     if np.any(np.asarray(sparse_budget) > 0):
         context = np.where(np.asarray(sparse_budget) > 0, np.minimum(context, sparse_budget), context)
         past = context - new_tokens
         past = np.maximum(past, 0)
     pairs = attention_pairs(new_tokens, past)
-    if model.is_mla:
-        qk_dim, v_dim = model.kv_lora_rank + model.qk_rope_head_dim, model.kv_lora_rank
-    else:
-        qk_dim = v_dim = model.head_dim
-    kv_elems = kv_elements_per_token_per_device(model, tp)
+    qk_dim, v_dim = shapes.attention_dims(model)
+    kv_elems = shapes.kv_elements_per_token_per_layer_per_device(model, tp)
     flops = 2.0 * seqs * heads * pairs * (qk_dim + v_dim)
     kv_bytes = seqs * kv_elems * (context + new_tokens) * p.kv_bytes
     act_bytes = seqs * new_tokens * heads * (qk_dim + v_dim) * p.act_bytes
-    kv_heads = 1.0 if model.is_mla else np.ceil(model.n_kv_heads / tp)
+    kv_heads = shapes.kv_heads_per_device(model, tp)
     return Op("attention", "attention", model.n_layers, flops=flops, weight_bytes=0.0,
               act_bytes=act_bytes, kv_bytes=kv_bytes, m=seqs * new_tokens * heads, n=context, k=qk_dim,
               groups=seqs * kv_heads, kernel=kernel)
@@ -237,7 +226,7 @@ def moe_ops(model: ModelSpec, tokens, p: Precision, tp) -> list[Op]:
 
 def kv_append_op(model: ModelSpec, *, seqs, new_tokens, past, p: Precision, tp) -> Op:
     """Growing a concatenated cache (torch.cat) re-reads the S0 cached tokens and writes S0 + T."""
-    kv_elems = kv_elements_per_token_per_device(model, tp)
+    kv_elems = shapes.kv_elements_per_token_per_layer_per_device(model, tp)
     return Op("kv_cat", "concat", model.n_layers, flops=0.0, weight_bytes=0.0, act_bytes=0.0,
               kv_bytes=seqs * kv_elems * (2 * past + new_tokens) * p.kv_bytes, kernels=2)
 
@@ -261,7 +250,7 @@ def kv_write_op(model: ModelSpec, tokens, p: Precision, tp, engine: Engine) -> l
     K/V once. None where the attention or RoPE kernel writes them (TensorRT-LLM)."""
     if not engine.cache_write_kernels:
         return []
-    kv_elems = kv_elements_per_token_per_device(model, tp)
+    kv_elems = shapes.kv_elements_per_token_per_layer_per_device(model, tp)
     return [Op("kv_write", "elementwise", model.n_layers, flops=0.0, weight_bytes=0.0, act_bytes=0.0,
                kv_bytes=(2.0 * kv_elems) * tokens * p.kv_bytes, kernels=engine.cache_write_kernels)]
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardware.spec import Hardware
+from perfmodel import rates, shapes
 from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.ops import Precision, step_ops
 from perfmodel.predict import host_dispatch_s
@@ -62,21 +63,18 @@ def _values(value, name: str, low: float = 0.0, strict: bool = False) -> np.ndar
 # -- rates of one spec ------------------------------------------------------------------------------
 def host_to_device_bytes_per_s(hw: Hardware) -> float:
     """Host-to-device bandwidth: the measured one when the spec is calibrated, else the link's peak."""
-    cal = hw.calibration
-    return cal.host_to_device_bytes_per_s if cal and cal.host_to_device_bytes_per_s > 0 else hw.host_link_bytes_per_s
+    return rates.host_to_device_bytes_per_s(hw)
 
 
 def device_to_host_bytes_per_s(hw: Hardware) -> float:
     """Device-to-host bandwidth: measured when calibrated, else the link's peak (PCIe is symmetric)."""
-    cal = hw.calibration
-    return cal.device_to_host_bytes_per_s if cal and cal.device_to_host_bytes_per_s > 0 else hw.host_link_bytes_per_s
+    return rates.device_to_host_bytes_per_s(hw)
 
 
 def link_latency_s(hw: Hardware) -> float:
     """Per-transfer latency: the measured copy latency when calibrated (it includes the driver's
     launch cost, which the hardware round trip does not), else the link's latency."""
-    cal = hw.calibration
-    return cal.transfer_latency_s if cal and cal.transfer_latency_s > 0 else hw.host_link_latency_s
+    return rates.host_link_latency_s(hw)
 
 
 @dataclass(frozen=True)
@@ -232,17 +230,15 @@ def layer_pipeline_time_s(transfer_s, compute_s, lead_s=0.0, dispatch_s=0.0, ove
     return t
 
 
-def layer_weight_bytes(model: ModelSpec, p: Precision):
-    """Bytes of one decoder layer's weights: linear weights at the weight precision, norms 16-bit
-    (the mean layer when layers differ, e.g. MoE models with leading dense layers)."""
-    norms = model.norms_per_layer * model.norm_params()
-    linear = model.layer_params() / model.n_layers - norms
-    return linear * p.weight_bytes_per_param + norms * 2.0
+def layer_weight_bytes(model: ModelSpec, p: Precision, tp=1):
+    """Bytes of one decoder layer's weights on one device (`perfmodel.shapes.layer_weight_bytes`)."""
+    return shapes.layer_weight_bytes(model, p, tp)
 
 
-def kv_layer_bytes(model: ModelSpec, p: Precision, seqs, context):
-    """Bytes of one layer's KV cache for `seqs` sequences of `context` tokens."""
-    return np.asarray(seqs, float) * context * model.kv_elements_per_token * p.kv_bytes
+def kv_layer_bytes(model: ModelSpec, p: Precision, seqs, context, tp=1):
+    """Bytes of one layer's KV cache on one device for `seqs` sequences of `context` tokens (kv heads
+    split over tp, replicated when tp exceeds them: `perfmodel.shapes`)."""
+    return np.asarray(seqs, float) * context * shapes.kv_bytes_per_token_per_layer_per_device(model, p.kv_bits, tp)
 
 
 def split_step_time(model: ModelSpec, hw: Hardware, seqs, new_tokens, past, p: Precision,

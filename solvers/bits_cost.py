@@ -22,15 +22,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardware.spec import Hardware
+from perfmodel import shapes
 from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.ops import Precision, matmul_op, step_ops
 from perfmodel.predict import step_time
 from perfmodel.roofline import op_time
+from solvers.scenario_args import from_scenario
 from workloads.model import ModelSpec
+from workloads.scenario import Scenario
 
-#: Scale + zero bits per weight of sub-8-bit layouts: a 16-bit scale and a 16-bit zero per group of
-#: 128 (GPTQ / AWQ checkpoints; the same overhead as `perfmodel.ops.Precision`).
-GROUP_OVERHEAD_BITS = 32.0 / 128.0
+#: Scale + zero bits per weight of sub-8-bit layouts at groups of 128 (GPTQ / AWQ checkpoints), from
+#: the one owner of that overhead, `perfmodel.shapes.group_overhead_bits`.
+GROUP_OVERHEAD_BITS = float(shapes.group_overhead_bits(4, 128))
 
 #: Matmuls of `step_ops` that stay 16-bit when weights are quantized (GPTQ/AWQ keep them).
 UNQUANTIZED = ("lm_head", "router")
@@ -170,12 +173,18 @@ def model_layer_table(model: ModelSpec, tokens=1):
     return pd.DataFrame(rows)
 
 
-def fixed_step_time_s(model: ModelSpec, hw: Hardware, tokens=1, context=0, a_bits=16, kv_bits=16,
-                      engine: Engine | str = DEFAULT_ENGINE) -> float:
+def fixed_step_time_s(model: ModelSpec, hw: Hardware, tokens=None, context=None, a_bits=None, kv_bits=None,
+                      engine: Engine | str = DEFAULT_ENGINE, scenario: Scenario | None = None) -> float:
     """Decode-step time of everything but the quantizable linears (attention over `context` cached
     tokens, norms, embedding, LM head, router, host time): `engine`'s whole 16-bit step minus those
     linears' roofline times. Exact when the step is device-bound; when host dispatch bounds the
-    step (eager frameworks) the linears hide behind it and this overstates the fixed part."""
+    step (eager frameworks) the linears hide behind it and this overstates the fixed part.
+    `scenario` may supply tokens (its batch), context (its prompt), a_bits and kv_bits
+    (`solvers.scenario_args`; defaults 1, 0, 16, 16)."""
+    args = from_scenario(scenario, {"tokens": tokens, "context": context, "a_bits": a_bits, "kv_bits": kv_bits},
+                         {"tokens": "batch", "context": "prompt", "a_bits": "a_bits", "kv_bits": "kv_bits"})
+    defaults = {"tokens": 1, "context": 0, "a_bits": 16, "kv_bits": 16}
+    tokens, context, a_bits, kv_bits = (defaults[k] if args[k] is None else args[k] for k in defaults)
     p = Precision(16, a_bits, kv_bits)
     total = float(np.asarray(step_time(model, hw, seqs=tokens, new_tokens=1, past=context, p=p,
                                        engine=engine)["time_s"]))

@@ -35,8 +35,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardware.spec import Hardware
+from perfmodel import rates, shapes
+from perfmodel.ops import Precision
+from perfmodel.roofline import matmul_dtype_rate
 from perfmodel.tiers import flash_read_time_s, transfer_time_s
+from solvers.scenario_args import from_scenario
 from workloads.model import ModelSpec
+from workloads.scenario import Scenario
 
 
 class FlashError(ValueError):
@@ -88,32 +93,41 @@ def ffn_sizes(model: ModelSpec) -> dict:
     return {"neurons": float(neurons), "mats": 3 if model.ffn_gated else 2}
 
 
-def dram_parts(model: ModelSpec, bytes_per_param: float, predictor_rank: int) -> dict:
-    """Bytes of what always stays in DRAM, and of the whole FFN (weights + biases of its neurons)."""
+def dram_parts(model: ModelSpec, w_bits: float, predictor_rank: int) -> dict:
+    """Bytes of what always stays in DRAM, and of the whole FFN (weights of its neurons), for weights
+    of `w_bits`: the total is `perfmodel.shapes.weight_bytes` (linear layers with the sub-8-bit group
+    overhead, embeddings, LM head and norms unquantized), the FFN and predictor at the linear layers'
+    stored bytes per weight."""
+    bpp = _bits(w_bits)
     ffn = ffn_sizes(model)
-    ffn_bytes = ffn["neurons"] * ffn["mats"] * model.d_model * bytes_per_param
-    total = model.param_count() * bytes_per_param
-    embeddings = model.embedding_params() * bytes_per_param
+    ffn_bytes = ffn["neurons"] * ffn["mats"] * model.d_model * bpp
+    total = float(shapes.weight_bytes(model, Precision(w_bits, 16, 16)))
+    embeddings = model.embedding_params() * float(shapes.unquantized_bytes_per_param(w_bits))
     ffn_layers = model.n_dense_ffn_layers + model.n_moe_layers
-    predictor = (ffn_layers * model.d_model * predictor_rank + ffn["neurons"] * predictor_rank) * bytes_per_param
+    predictor = (ffn_layers * model.d_model * predictor_rank + ffn["neurons"] * predictor_rank) * bpp
     return {"total": total, "ffn": ffn_bytes, "embeddings": embeddings,
             "attention": total - ffn_bytes - embeddings, "predictor": predictor}
 
 
 # -- per-token latency ---------------------------------------------------------------------------------
 def _bits(w_bits) -> float:
+    """Stored bytes per linear weight at `w_bits`, the sub-8-bit group overhead included
+    (`perfmodel.shapes.weight_bytes_per_param`)."""
     if not (isinstance(w_bits, (int, float)) and 1 <= w_bits <= 32):
         raise FlashError(f"w_bits: {w_bits!r} must be between 1 and 32")
-    return w_bits / 8
+    return float(shapes.weight_bytes_per_param(w_bits))
 
 
-def _rates(hw: Hardware, device: str) -> tuple:
-    """(FLOP/s, memory bytes/s, needs a host-link copy) of the device running the model."""
+def _rates(hw: Hardware, device: str, w_bits: float = 16) -> tuple:
+    """(FLOP/s, memory bytes/s, needs a host-link copy) of the device running the model. On a GPU
+    the GEMM rate is the one the model's precision selects with 16-bit activations (weight-only
+    formats dequantize to bf16: `perfmodel.roofline.matmul_dtype_rate`), calibrated when measured
+    (`perfmodel.rates`), never the fastest dtype the device lists."""
     if device == "cpu":
         return hw.cpu_flops_per_s, hw.dram_bytes_per_s, False
     if device == "gpu":
-        flops = max(hw.flops_per_s.values())
-        return flops, hw.hbm_bytes_per_s, hw.kind == "gpu"
+        flops = float(matmul_dtype_rate(hw, w_bits, 16))
+        return flops, rates.memory_bytes_per_s(hw), hw.kind == "gpu"
     raise FlashError(f"device: {device!r} must be 'cpu' or 'gpu'")
 
 
@@ -133,8 +147,8 @@ def flash_token_latency(model: ModelSpec, hw: Hardware, window, static_fraction=
         raise FlashError(f"window: {window!r} must be whole numbers of tokens >= 0")
     if np.any(~np.isfinite(static)) or np.any(static < 0) or np.any(static > 1):
         raise FlashError(f"static_fraction: {static_fraction!r} must be between 0 and 1")
-    ffn, parts = ffn_sizes(model), dram_parts(model, bpp, predictor_rank)
-    flops_rate, mem_rate, over_link = _rates(hw, device)
+    ffn, parts = ffn_sizes(model), dram_parts(model, w_bits, predictor_rank)
+    flops_rate, mem_rate, over_link = _rates(hw, device, w_bits)
     neuron_bytes = ffn["mats"] * model.d_model * bpp
     chunk = neuron_bytes if bundling else model.d_model * bpp
     loaded = (1 - static) * new_fraction(activity, k) * ffn["neurons"]
@@ -143,7 +157,7 @@ def flash_token_latency(model: ModelSpec, hw: Hardware, window, static_fraction=
     if over_link:
         io = io + transfer_time_s(loaded * neuron_bytes, hw.host_link_bytes_per_s, hw.host_link_latency_s)
     memory = loaded * (neuron_overhead_s + 2 * neuron_bytes / hw.dram_bytes_per_s)
-    compute = _compute_s(model, parts, activity.active_fraction * parts["ffn"], flops_rate, mem_rate, bpp, context)
+    compute = _compute_s(model, parts, activity.active_fraction * parts["ffn"], flops_rate, mem_rate, w_bits, context)
     ffn_dram = parts["ffn"] * (static + (1 - static) * resident_fraction(activity, k))
     fixed = parts["attention"] + parts["embeddings"] + parts["predictor"]
     return {"window": k, "static_fraction": static, "new_neurons": loaded, "io_s": io, "memory_s": memory,
@@ -151,27 +165,31 @@ def flash_token_latency(model: ModelSpec, hw: Hardware, window, static_fraction=
             "ffn_dram_bytes": ffn_dram, "fixed_dram_bytes": fixed}
 
 
-def _compute_s(model, parts, ffn_bytes, flops_rate, mem_rate, bpp, context):
-    """Roofline of one decode token: weights read once (2 FLOPs per weight), plus attention over
-    `context` cached tokens (16-bit KV)."""
-    weights = parts["attention"] + parts["predictor"] + ffn_bytes + model.vocab_size * model.d_model * bpp
-    kv = context * model.kv_bytes_per_token(16)
-    flops = 2 * weights / bpp + 4 * context * model.n_layers * model.n_heads * model.head_dim
-    return np.maximum(flops / flops_rate, (weights + kv) / mem_rate)
+def _compute_s(model, parts, ffn_bytes, flops_rate, mem_rate, w_bits, context):
+    """Roofline of one decode token: weights read once (2 FLOPs per weight; the LM head unquantized),
+    plus attention over `context` cached tokens of 16-bit KV: 2 H (qk_dim + v_dim) FLOPs per cached
+    token per layer (QK^T and PV; `perfmodel.shapes.attention_dims`, MLA's absorbed form included)
+    and `perfmodel.shapes.kv_bytes_per_token_per_device` bytes."""
+    bpp, wide = _bits(w_bits), float(shapes.unquantized_bytes_per_param(w_bits))
+    head = model.vocab_size * model.d_model
+    quantized = parts["attention"] + parts["predictor"] + ffn_bytes
+    kv = context * shapes.kv_bytes_per_token_per_device(model, 16)
+    qk_dim, v_dim = shapes.attention_dims(model)
+    flops = 2 * quantized / bpp + 2 * head + 2 * context * model.n_layers * model.n_heads * (qk_dim + v_dim)
+    return np.maximum(flops / flops_rate, (quantized + head * wide + kv) / mem_rate)
 
 
 def naive_token_latency(model: ModelSpec, hw: Hardware, dram_budget_bytes: float, w_bits: float = 16,
                         device: str = "cpu", context: int = 512) -> float:
     """The baseline: every weight beyond the DRAM budget read from flash each token in large
     sequential chunks (at the device's bandwidth), and the dense model computed."""
-    bpp = _bits(w_bits)
-    parts = dram_parts(model, bpp, 0)
+    parts = dram_parts(model, w_bits, 0)
     missing = max(parts["total"] - dram_budget_bytes, 0.0)
-    flops_rate, mem_rate, over_link = _rates(hw, device)
+    flops_rate, mem_rate, over_link = _rates(hw, device, w_bits)
     io = missing / hw.flash_read_bytes_per_s
     if over_link:
         io += missing / hw.host_link_bytes_per_s
-    return float(io + _compute_s(model, parts, parts["ffn"], flops_rate, mem_rate, bpp, context))
+    return float(io + _compute_s(model, parts, parts["ffn"], flops_rate, mem_rate, w_bits, context))
 
 
 # -- the solver ---------------------------------------------------------------------------------------
@@ -211,17 +229,20 @@ class FlashPlan:
 def plan_flash(model: ModelSpec, hw: Hardware, dram_budget_bytes: float, activity: NeuronActivity = NeuronActivity(),
                w_bits: float = 16, bundling: bool = True, parallel_reads: float = 32, predictor_rank: int = 128,
                neuron_overhead_s: float = 5e-6, device: str = "cpu", context: int = 512,
-               max_window: int = 64, static_steps: int = 201) -> FlashPlan:
+               max_window: int = 64, static_steps: int = 201, scenario: Scenario | None = None) -> FlashPlan:
     """Window and static DRAM share minimising per-token latency within `dram_budget_bytes`.
+    `scenario` may supply w_bits and the context (its prompt) instead (`solvers.scenario_args`).
 
     Every window 0..max_window is tried; for each, the largest static share that fits is best
     (more pinned neurons only remove loads), found on a grid of `static_steps` shares.
     """
+    if scenario is not None:
+        args = from_scenario(scenario, {"w_bits": None, "context": None}, {"w_bits": "w_bits", "context": "prompt"})
+        w_bits, context = args["w_bits"], int(args["context"])
     if isinstance(dram_budget_bytes, bool) or not isinstance(dram_budget_bytes, (int, float)) or \
             not 0 < (dram_budget_bytes if isinstance(dram_budget_bytes, float) else min(dram_budget_bytes, 10**19)) <= 1e18:
         raise FlashError(f"dram_budget_bytes: {dram_budget_bytes!r:.40} must be a number of bytes above 0 and at most 1e18")
-    bpp = _bits(w_bits)
-    parts = dram_parts(model, bpp, predictor_rank)
+    parts = dram_parts(model, w_bits, predictor_rank)
     if parts["total"] > hw.flash_capacity_bytes:
         raise FlashError(f"flash: {model.name} needs {parts['total'] / 1e9:.1f} GB, {hw.name} has "
                          f"{hw.flash_capacity_bytes / 1e9:.1f} GB; missing "

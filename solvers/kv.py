@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hardware.spec import Hardware
-from perfmodel import kinetics, longctx
+from perfmodel import kinetics, longctx, shapes
 from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.ops import Precision
 from perfmodel.roofline import op_time
+from solvers.scenario_args import from_scenario
 from workloads.model import ModelSpec
+from workloads.scenario import Scenario
 
 
 class KVBudgetError(ValueError):
@@ -96,9 +98,23 @@ def _free_bytes(model, hw, budget, w_bits, tp, prefill_chunk) -> tuple[float, fl
     return budget - reserved, reserved
 
 
-def max_concurrency(model: ModelSpec, hw: Hardware, context: int, *, kv_bits=16, w_bits=16, tp=1,
-                    hbm_budget_bytes=None, prefill_chunk=longctx.PREFILL_CHUNK_TOKENS) -> KVCapacity:
-    """Most users of `context` tokens whose KV fits in the HBM budget (per device, under tp)."""
+_SCENARIO_FIELDS = {"kv_bits": "kv_bits", "w_bits": "w_bits", "tp": "tp"}
+
+
+def _with_scenario(scenario, **given) -> tuple:
+    """(kv_bits, w_bits, tp): the ones given, else the scenario's (`solvers.scenario_args`), else
+    16, 16, 1."""
+    args = from_scenario(scenario, given, {k: v for k, v in _SCENARIO_FIELDS.items() if k in given})
+    defaults = {"kv_bits": 16, "w_bits": 16, "tp": 1}
+    return tuple(defaults[k] if args[k] is None else args[k] for k in given)
+
+
+def max_concurrency(model: ModelSpec, hw: Hardware, context: int, *, kv_bits=None, w_bits=None, tp=None,
+                    hbm_budget_bytes=None, prefill_chunk=longctx.PREFILL_CHUNK_TOKENS,
+                    scenario: Scenario | None = None) -> KVCapacity:
+    """Most users of `context` tokens whose KV fits in the HBM budget (per device, under tp).
+    `scenario` may supply kv_bits, w_bits and tp (default 16, 16, 1)."""
+    kv_bits, w_bits, tp = _with_scenario(scenario, kv_bits=kv_bits, w_bits=w_bits, tp=tp)
     longctx.check_request(model, hw, context, tp)
     longctx.check_bits(kv_bits=kv_bits, w_bits=w_bits)
     budget = _hbm_budget(hw, hbm_budget_bytes)
@@ -111,9 +127,12 @@ def max_concurrency(model: ModelSpec, hw: Hardware, context: int, *, kv_bits=16,
     return KVCapacity("users", users, "hbm", users, int(context), budget, reserved, per_user, kv_bits, int(tp))
 
 
-def max_context(model: ModelSpec, hw: Hardware, users: int, *, kv_bits=16, w_bits=16, tp=1,
-                hbm_budget_bytes=None, prefill_chunk=longctx.PREFILL_CHUNK_TOKENS) -> KVCapacity:
-    """Longest context each of `users` users can hold at once; capped by the model's maximum."""
+def max_context(model: ModelSpec, hw: Hardware, users: int, *, kv_bits=None, w_bits=None, tp=None,
+                hbm_budget_bytes=None, prefill_chunk=longctx.PREFILL_CHUNK_TOKENS,
+                scenario: Scenario | None = None) -> KVCapacity:
+    """Longest context each of `users` users can hold at once; capped by the model's maximum.
+    `scenario` may supply kv_bits, w_bits and tp (default 16, 16, 1)."""
+    kv_bits, w_bits, tp = _with_scenario(scenario, kv_bits=kv_bits, w_bits=w_bits, tp=tp)
     longctx.check_request(model, hw, 1, tp)
     longctx.check_bits(kv_bits=kv_bits, w_bits=w_bits)
     if isinstance(users, bool) or not (isinstance(users, (int, np.integer)) and 1 <= users <= 10**7):
@@ -143,8 +162,7 @@ DEFAULT_WEIGHTS = {"kv_bits": 1.0, "evict": 1.0, "think": 1.0, "sparse": 1.0}
 def stored_kv_bits(kv_bits, think_ratio, quant_group=128):
     """Mean stored bits per KV element: keys keep (1 - ratio) of their channels (ThinK), values all;
     below 8 bits each group of `quant_group` elements adds a 16-bit scale and zero (KIVI layout)."""
-    kv_bits = np.asarray(kv_bits, float)
-    bits = kv_bits + np.where(kv_bits < 8, 32.0 / quant_group, 0.0)
+    bits = shapes.stored_bits(kv_bits, quant_group)
     return bits * (1 - np.asarray(think_ratio, float) / 2)
 
 
@@ -202,11 +220,14 @@ class KVSetting:
 def cheapest_kv_setting(model: ModelSpec, hw: Hardware, context: int, *, users: int = 1, latency_target_s=None,
                         memory_target_bytes=None, kv_bits=DEFAULT_KV_BITS, keep_fractions=DEFAULT_KEEP_FRACTIONS,
                         think_ratios=DEFAULT_THINK_RATIOS, sparse_budgets=DEFAULT_SPARSE_BUDGETS, weights=None,
-                        w_bits=16, tp=1, block_size=16, engine: Engine | str = DEFAULT_ENGINE) -> KVSetting:
+                        w_bits=None, tp=None, block_size=16, engine: Engine | str = DEFAULT_ENGINE,
+                        scenario: Scenario | None = None) -> KVSetting:
     """The least-compressed KV setting whose per-token decode latency (for `users` users at `context`)
     is within `latency_target_s` and whose KV bytes per device fit `memory_target_bytes`; every
     candidate must also fit in HBM beside the weights. Raises KVBudgetError saying the best reachable.
-    Latency is `engine`'s decode step (perfmodel.engines)."""
+    Latency is `engine`'s decode step (perfmodel.engines). `scenario` may supply w_bits and tp
+    (default 16, 1); the KV bits are the candidates searched."""
+    w_bits, tp = _with_scenario(scenario, w_bits=w_bits, tp=tp)
     longctx.check_request(model, hw, context, tp)
     longctx.check_bits(w_bits=w_bits)
     if not (isinstance(users, (int, np.integer)) and not isinstance(users, bool) and 1 <= users <= 10**7):

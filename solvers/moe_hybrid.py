@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardware.spec import Hardware
-from perfmodel import memory
+from perfmodel import memory, rates
+from perfmodel.roofline import matmul_dtype_rate
 from perfmodel.ops import Precision, expected_experts_touched
 from perfmodel.tiers import MemoryTiers
 from workloads.model import ModelSpec
@@ -105,7 +106,8 @@ def moe_hybrid_bound(model: ModelSpec, hw: Hardware, sc: Scenario | None = None,
     mean_ctx = prompt + gen / 2
     flops_gpu = 2.0 * model.active_param_count() * tokens
     times = {
-        "gpu": np.maximum(flops_gpu / hw.peak_flops_per_s("bf16"), r * touched / hw.hbm_bytes_per_s),
+        "gpu": np.maximum(flops_gpu / float(matmul_dtype_rate(hw, p.w_bits, p.a_bits)),
+                          r * touched / rates.memory_bytes_per_s(hw)),
         "pcie": (streamed + B * per_token_link + B * prompt / gen * kv_token) / tiers.h2d_bytes_per_s,
         "dram": (B * mean_ctx * kv_token + streamed + B * (1 + prompt / gen) * kv_token) / tiers.dram_bytes_per_s,
         "cpu": _cpu_attention_flops(model, B, prompt, gen, mean_ctx) / tiers.cpu_flops_per_s,

@@ -49,6 +49,7 @@ Link latency is left out: per-layer transfers are megabytes, latency microsecond
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -57,7 +58,7 @@ from typing import Mapping
 import numpy as np
 
 from hardware.spec import Calibration, Hardware
-from perfmodel import memory
+from perfmodel import memory, shapes
 from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.ops import Precision, expected_experts_touched, step_ops
 from perfmodel.roofline import op_time
@@ -188,8 +189,7 @@ def _weight_groups(model: ModelSpec, p: Precision) -> tuple:
 
 
 def _layers_weight_bytes(model: ModelSpec, p: Precision) -> float:
-    norms = model.n_layers * model.norms_per_layer * model.norm_params()
-    return (model.layer_params() - norms) * float(p.weight_bytes_per_param) + norms * 2.0
+    return model.n_layers * float(shapes.layer_weight_bytes(model, p))
 
 
 def _input_table_bytes(model: ModelSpec) -> float:
@@ -309,7 +309,7 @@ class _Setup:
         self.groups = _weight_groups(model, self.p)
         self.popularity = expert_popularity
         self.memory_fraction = memory_fraction
-        self.kv_token = model.kv_elements_per_token * float(self.p.kv_bytes)     # per layer
+        self.kv_token = float(shapes.kv_bytes_per_token_per_layer_per_device(model, self.p.kv_bits))  # tp = 1
         self.hidden_token = model.d_model * float(self.p.act_bytes)
         self.query_token = model.q_dim * float(self.p.act_bytes)
         self.mid = self.prompt + max(self.gen - 2, 0) / 2                           # mean decode context
@@ -591,62 +591,108 @@ def evaluate_fractions(model: ModelSpec, hw: Hardware, sc: Scenario, gbs: int, n
 
 # -- the linear program -------------------------------------------------------------------------------
 def _solve_lp(prob: _Problem, fixed: Mapping, dense: bool, has_disk: bool = True):
-    """Minimise T over the fractions for one (gbs, nb). Returns (x over VARS, T) or None if infeasible."""
-    from scipy.optimize import linprog
+    """Minimise T over the fractions for one (gbs, nb). Returns (x over VARS, T) or None if infeasible.
 
-    groups = len(prob.streams)
-    n_t = 2 * groups
-    n = NV + n_t
-    objective = np.zeros(n)
-    for gi, count in enumerate(prob.counts):
-        objective[NV + 2 * gi] = count
-        objective[NV + 2 * gi + 1] = count * (prob.gen - 1)
-    rows, rhs = [], []
+    The data (stream, expert-piece and memory rows, affine over VARS) fill the Parameters of one
+    compiled cvxpy problem per problem shape (`_lp_template`), so the ~150 LPs of one call re-solve
+    it instead of rebuilding it. HiGHS drops matrix entries below 1e-9 and its tolerances are
+    absolute: the expert-bytes variables count GB (a byte costs ~1e-10 s of link time) and every row
+    is divided by its largest entry."""
+    import cvxpy as cp
 
-    def less_equal(expr, t_index=None):   # expr(x) - t <= 0
-        row = np.zeros(n)
-        row[:NV] = expr[:NV]
-        if t_index is not None:
-            row[NV + t_index] = -1.0
-        rows.append(row)
-        rhs.append(-expr[NV])
-
-    for gi, per in enumerate(prob.streams):
-        for pi, phase in enumerate(PHASES):
-            for combo in prob.combos[phase]:
-                less_equal(sum(per[phase][s] for s in combo), 2 * gi + pi)
-    for exprs in prob.aux_pieces.values():
-        for expr in exprs:
-            less_equal(expr)
-    for (tier, _), expr in prob.memory.items():
-        less_equal(expr - _lin(prob.capacity[tier]))
-    eq_rows, eq_rhs = [], []
-    for i in range(0, 12, 3):
-        row = np.zeros(n)
-        row[i:i + 3] = 1.0
-        eq_rows.append(row)
-        eq_rhs.append(1.0)
-    bounds = [(0.0, 1.0)] * len(FRACTIONS) + [(0.0, None)] * (len(AUX) + n_t)
-    for name, value in fixed.items():
-        bounds[VARS.index(name)] = (value, value)
-    if dense:   # no routed experts: keep the unused expert triple equal to the weights'
-        for w, e in (("wg", "eg"), ("wc", "ec"), ("wd", "ed")):
-            row = np.zeros(n)
-            row[VARS.index(w)], row[VARS.index(e)] = 1.0, -1.0
-            eq_rows.append(row)
-            eq_rhs.append(0.0)
-    # HiGHS drops matrix entries below 1e-9 and its tolerances are absolute: count the expert-bytes
-    # variables in GB (a byte costs ~1e-10 s of link time) and normalise each row by its largest entry.
-    A, b = np.array(rows), np.array(rhs)
-    A[:, len(FRACTIONS):NV] *= _AUX_UNIT
-    norm = np.abs(A).max(axis=1)
-    norm[norm == 0] = 1.0
-    res = linprog(objective, A_ub=A / norm[:, None], b_ub=b / norm, A_eq=np.array(eq_rows),
-                  b_eq=np.array(eq_rhs), bounds=bounds, method="highs")
-    if res.status != 0:
+    stream_rows = [[[sum(per[phase][s] for s in combo) for combo in prob.combos[phase]] for phase in PHASES]
+                   for per in prob.streams]
+    width = max((len(v) for v in prob.aux_pieces.values()), default=0)
+    piece_rows = []
+    for exprs in prob.aux_pieces.values():          # padded with repeats so the shape stays fixed
+        piece_rows += list(exprs) + [exprs[-1]] * (width - len(exprs))
+    memory_rows = [expr - _lin(prob.capacity[tier]) for (tier, _), expr in prob.memory.items()]
+    lp = _lp_template(len(prob.streams), tuple(len(c) for c in prob.combos.values()), len(piece_rows),
+                      len(memory_rows), tuple(sorted(fixed)), dense)
+    combos = lp["combos"]
+    for gi, phases in enumerate(stream_rows):
+        for pi, rows in enumerate(phases):
+            a, b, t_coef = _scaled(rows, with_time=True)
+            combos[gi][pi]["A"].value, combos[gi][pi]["b"].value, combos[gi][pi]["t"].value = a, b, t_coef
+    for key, rows in (("pieces", piece_rows), ("memory", memory_rows)):
+        if rows:
+            a, b, _ = _scaled(rows, with_time=False)
+            lp[key]["A"].value, lp[key]["b"].value = a, b
+    lp["layers"].value = np.array([[count, count * (prob.gen - 1)] for count in prob.counts], dtype=float)
+    for name, param in lp["fixed"].items():
+        param.value = float(fixed[name])
+    problem = lp["problem"]
+    try:
+        problem.solve(solver=cp.SCIPY, scipy_options={"method": "highs"})
+    except cp.error.SolverError:
         return None
-    x = np.clip(res.x[:len(FRACTIONS)], 0.0, 1.0)
-    return x, float(res.fun)
+    if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
+        return None
+    x = np.clip(np.concatenate([v.value for v in lp["placement"].values()]), 0.0, 1.0)
+    return x, float(lp["total_s"].value)
+
+
+def _scaled(rows: list, with_time: bool) -> tuple:
+    """(A, b, time coefficient) of rows `expr(x) [- t] <= 0`: expert-bytes columns in GB, each row
+    divided by its largest coefficient (the -1 of t included)."""
+    a = np.array([r[:NV] for r in rows], dtype=float)
+    b = np.array([r[NV] for r in rows], dtype=float)
+    a[:, len(FRACTIONS):] *= _AUX_UNIT
+    norm = np.abs(a).max(axis=1)
+    if with_time:
+        norm = np.maximum(norm, 1.0)
+    norm[norm == 0] = 1.0
+    return a / norm[:, None], b / norm, 1.0 / norm
+
+
+@functools.lru_cache(maxsize=32)
+def _lp_template(groups: int, combos: tuple, n_pieces: int, n_memory: int, fixed: tuple, dense: bool) -> dict:
+    """The offloading LP of one problem shape, in cvxpy with named variables and constraints
+    (DESIGN.md convention 6); its coefficients are Parameters that `_solve_lp` fills per (gbs, nb).
+
+    Variables: the placement of weights, KV cache, activations and routed experts over (GPU, CPU,
+    disk); expert bytes crossing the link or read from disk per phase (GB); each layer group's time
+    per layer and phase. Minimised: prefill + (gen - 1) decode time over all layers."""
+    import cvxpy as cp
+
+    placement = {name: cp.Variable(3, nonneg=True, name=name)
+                 for name in ("weights", "kv_cache", "activations", "experts")}
+    expert_gb = cp.Variable(len(AUX), nonneg=True, name="expert_gb")
+    layer_s = cp.Variable((groups, len(PHASES)), nonneg=True, name="layer_s")
+    x = cp.hstack([*placement.values(), expert_gb])            # VARS order
+    layers = cp.Parameter((groups, len(PHASES)), nonneg=True, name="layers_per_group")
+    total_s = cp.sum(cp.multiply(layers, layer_s))
+    constraints = [cp.sum(v) == 1 for v in placement.values()]
+    constraints += [v <= 1 for v in placement.values()]
+    if dense:   # no routed experts: keep the unused expert triple equal to the weights'
+        constraints.append(placement["experts"] == placement["weights"])
+    combo_params = []
+    for gi in range(groups):
+        per_phase = []
+        for pi, n in enumerate(combos):
+            par = {"A": cp.Parameter((n, NV)), "b": cp.Parameter(n), "t": cp.Parameter(n, nonneg=True)}
+            # the streams that share a resource run one after another; the layer waits for the slowest
+            stream_overlap = par["A"] @ x + par["b"] <= cp.multiply(par["t"], layer_s[gi, pi])
+            constraints.append(stream_overlap)
+            per_phase.append(par)
+        combo_params.append(per_phase)
+    out = {"placement": placement, "combos": combo_params, "layers": layers}
+    for key, n in (("pieces", n_pieces), ("memory", n_memory)):
+        out[key] = {"A": cp.Parameter((n, NV)), "b": cp.Parameter(n)} if n else None
+        if n:   # pieces: expert bytes are the max of their lines; memory: peak bytes within each tier
+            constraints.append(out[key]["A"] @ x + out[key]["b"] <= 0)
+    out["fixed"] = {name: cp.Parameter(name=f"fixed_{name}") for name in fixed}
+    constraints += [x[VARS.index(name)] == par for name, par in out["fixed"].items()]
+    # Ties (a placement whose disk traffic hides under the link, e.g. activations on disk) go to the
+    # faster tier: a penalty of _DISK_TIE_S seconds per unit disk fraction, far below any time that
+    # matters (the optimum moves by at most 4 x _DISK_TIE_S) but far above HiGHS's tolerances.
+    disk = cp.sum(cp.hstack([v[2] for v in placement.values()]))
+    out["total_s"] = total_s
+    out["problem"] = cp.Problem(cp.Minimize(total_s + _DISK_TIE_S * disk), constraints)
+    return out
+
+
+_DISK_TIE_S = 1e-4
 
 
 _AUX_UNIT = 1e9

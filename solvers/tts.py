@@ -35,6 +35,7 @@ import numpy as np
 
 from hardware.spec import Hardware
 from perfmodel import kinetics
+from perfmodel.pareto import pareto_mask
 from workloads.model import ModelSpec
 
 DEMO_CURVES = Path(__file__).parent / "data" / "tts_demo_curves.csv"
@@ -284,12 +285,11 @@ def _serving_bytes(spec: ModelSpec, prompt, cap, n):
 
 
 def pareto_frontier(frame, cost_col: str = "cost", acc_col: str = "accuracy"):
-    """Rows not dominated by a cheaper-or-equal, at-least-as-accurate row: sorted by cost, each row
-    on the frontier beats the accuracy of every cheaper one."""
-    ordered = frame.sort_values([cost_col, acc_col], ascending=[True, False])
-    best = np.maximum.accumulate(ordered[acc_col].to_numpy())
-    keep = np.r_[True, ordered[acc_col].to_numpy()[1:] > best[:-1]]
-    return ordered[keep].reset_index(drop=True)
+    """Rows not dominated by a cheaper-or-equal, at-least-as-accurate row (`perfmodel.pareto`, the one
+    front), sorted by cost; of rows tied in both cost and accuracy the first is kept."""
+    ordered = frame.sort_values([cost_col, acc_col], ascending=[True, False], kind="stable")
+    front = ordered[pareto_mask(ordered[[cost_col, acc_col]].to_numpy(float), ["min", "max"])]
+    return front.drop_duplicates([cost_col, acc_col]).reset_index(drop=True)
 
 
 @dataclass(frozen=True)

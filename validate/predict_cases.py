@@ -15,7 +15,7 @@ import numpy as np
 
 import workloads
 from hardware.spec import Hardware
-from perfmodel import collectives, engines
+from perfmodel import collectives, engines, rates
 from perfmodel.ops import Op, Precision, attention_op, kv_append_op, matmul_op, moe_ops, quant_ops, vector_op
 from perfmodel.predict import step_time
 from perfmodel.roofline import op_time
@@ -68,15 +68,8 @@ def attention_model(heads: int, kv_heads: int, head_dim: int) -> ModelSpec:
 
 def transfer_rate(hw: Hardware, direction: str, pinned: bool) -> tuple[float, float]:
     """(bytes/s, latency s) of a host <-> device copy: calibrated per direction and memory kind, else
-    the host link's datasheet rate."""
-    cal = hw.calibration
-    if cal is not None:
-        rate = {("h2d", True): cal.host_to_device_bytes_per_s, ("d2h", True): cal.device_to_host_bytes_per_s,
-                ("h2d", False): cal.host_to_device_pageable_bytes_per_s,
-                ("d2h", False): cal.device_to_host_pageable_bytes_per_s}[(direction, pinned)]
-        if rate:
-            return rate, cal.transfer_latency_s
-    return hw.host_link_bytes_per_s, hw.host_link_latency_s
+    the host link's datasheet rate (`perfmodel.rates`)."""
+    return rates.host_link_bytes_per_s(hw, direction, pinned), rates.host_link_latency_s(hw)
 
 
 def predict_copy(case: dict, hw: Hardware) -> float:

@@ -24,7 +24,7 @@ def m1():
 
 def test_dram_parts_match_the_papers_opt_6_7b_shares(opt67):
     """Paper section 4.1: attention 32.3%, FFN 64.62%, embeddings 3%, predictor 1.25% of the model."""
-    parts = flash.dram_parts(opt67, 4.0, predictor_rank=128)
+    parts = flash.dram_parts(opt67, 32, predictor_rank=128)
     share = {k: v / parts["total"] for k, v in parts.items()}
     assert share["attention"] == pytest.approx(0.323, abs=0.005)
     assert share["ffn"] == pytest.approx(0.6462, abs=0.005)
@@ -72,7 +72,7 @@ def test_token_latency_parts(opt67, m1):
 
 
 def test_plan_fits_the_budget_and_beats_naive(opt67, m1):
-    total = flash.dram_parts(opt67, 4.0, 128)["total"]
+    total = flash.dram_parts(opt67, 32, 128)["total"]
     plan = flash.plan_flash(opt67, m1, 0.52 * total, w_bits=32)
     assert plan.dram_bytes <= 0.52 * total
     assert plan.speedup > 1 and plan.window >= 1
@@ -88,7 +88,7 @@ def test_plan_fits_the_budget_and_beats_naive(opt67, m1):
 @given(low=st.floats(0.45, 0.8), more=st.floats(1.0, 1.5))
 def test_more_dram_never_slows_down(low, more):
     model, hw = workloads.load("opt-6.7b"), hardware.load("m1-max")
-    total = flash.dram_parts(model, 2.0, 128)["total"]
+    total = flash.dram_parts(model, 16, 128)["total"]
     a = flash.plan_flash(model, hw, low * total, max_window=16, static_steps=51)
     b = flash.plan_flash(model, hw, min(low * more, 1.0) * total, max_window=16, static_steps=51)
     assert b.latency_s <= a.latency_s * (1 + 1e-12)

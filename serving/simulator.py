@@ -205,6 +205,8 @@ class Result:
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
     preemptions: np.ndarray
+    wait_s: np.ndarray
+    iteration_start_s: np.ndarray
     iteration_end_s: np.ndarray
     iteration_decodes: np.ndarray
     iteration_tokens: np.ndarray
@@ -231,10 +233,7 @@ class Result:
     def itl_s(self) -> tuple[np.ndarray, np.ndarray]:
         """Inter-token latencies as (durations, weights): each iteration's duration, weighted by
         the sequences that decoded in it."""
-        ends = self.iteration_end_s
-        starts = np.concatenate([[0.0], ends[:-1]])
-        durations = ends - np.maximum(starts, self.extra.get("iteration_start_s", starts))
-        return durations, self.iteration_decodes
+        return self.iteration_end_s - self.iteration_start_s, self.iteration_decodes
 
     def per_request_frame(self):
         import pandas as pd
@@ -242,14 +241,19 @@ class Result:
         return pd.DataFrame({"arrival_s": self.arrival_s, "prompt_tokens": self.prompt_tokens,
                              "output_tokens": self.output_tokens, "first_token_s": self.first_token_s,
                              "finish_s": self.finish_s, "ttft_s": self.ttft_s, "tpot_s": self.tpot_s,
-                             "e2e_s": self.e2e_s, "preemptions": self.preemptions})
+                             "e2e_s": self.e2e_s, "wait_s": self.wait_s, "preemptions": self.preemptions})
 
 
-def simulate(inst: Instance, requests: Requests, *, seed: int = 0, max_iterations: int = 50_000_000) -> Result:
+def simulate(inst: Instance, requests: Requests, *, seed: int = 0, prefilled: bool = False,
+             max_iterations: int = 50_000_000) -> Result:
     """Run every request to completion; deterministic for a seed (the seed drives only speculative
-    acceptance; arrivals are fixed by `requests`)."""
+    acceptance; arrivals are fixed by `requests`).
+
+    prefilled: every request arrives with its prompt's KV cache and first token (the decode
+    instance of disaggregated serving): admission allocates its blocks and it decodes from the
+    next iteration; its first_token_s is its arrival."""
     requests.check_context(inst.model.max_context, inst.model.name)
-    return _Engine(inst, requests, seed).run(max_iterations)
+    return _Engine(inst, requests, seed, prefilled).run(max_iterations)
 
 
 # request states
@@ -259,7 +263,8 @@ WAITING, PREFILL, DECODE, DONE, SWAPPED = range(5)
 class _Engine:
     """One simulation's mutable state (module doc). Not part of the API."""
 
-    def __init__(self, inst: Instance, req: Requests, seed: int):
+    def __init__(self, inst: Instance, req: Requests, seed: int, prefilled: bool = False):
+        self.prefilled = prefilled
         self.inst, self.cfg, self.costs = inst, inst.cfg, inst.costs
         n = len(req)
         self.n = n
@@ -280,6 +285,8 @@ class _Engine:
         self.start_iter = [0] * n  # decoding: first iteration and context at it
         self.start_past = [0] * n
         self.start_gen = [0] * n
+        self.wait = [0.0] * n      # time spent in the waiting or swapped queue, summed
+        self.queued_since = [0.0] * n
         self.held = [0] * n        # own blocks held, where not derived from the context (speculative, swapped)
         self.rng = np.random.default_rng(seed)
         self.B = inst.cfg.block_tokens
@@ -304,7 +311,7 @@ class _Engine:
         bucket = [0] * B
         n_dec, sum_past = 0, 0
         nxt, completed, t, it = 0, 0, 0.0, 0
-        ends, decs, toks, used, queue = [], [], [], [], []
+        starts, ends, decs, toks, used, queue = [], [], [], [], [], []
         first, finish, state = self.first, self.finish, self.state
         arrival, prompt, out = self.arrival, self.prompt, self.out
         swap_per_block = self.inst.swap_s_per_block
@@ -336,6 +343,7 @@ class _Engine:
                 sum_past -= past
             free += held
             self.preempted[v] += 1
+            self.queued_since[v] = t
             if cfg.preemption == "swap" and state[v] == DECODE:
                 extra_s += swap_latency + held * swap_per_block
                 state[v] = SWAPPED
@@ -369,6 +377,7 @@ class _Engine:
             # arrivals up to now
             while nxt < self.released and arrival[nxt] <= t:
                 waiting.append(nxt)
+                self.queued_since[nxt] = arrival[nxt]
                 nxt += 1
             if not waiting and not swapped and not prefilling and n_dec == 0:
                 if nxt >= self.released:  # closed loop with nothing released cannot happen
@@ -412,10 +421,25 @@ class _Engine:
                     if self.held[i] > free:
                         break
                     swapped.popleft()
+                    self.wait[i] += t - self.queued_since[i]
                     free -= self.held[i]
                     extra_s += swap_latency + self.held[i] * swap_per_block
                     running_order.append(i)
                     resumed.append(i)  # copied in during this iteration, decodes from the next
+                while self.prefilled and waiting and n_dec + len(prefilling) + len(resumed) < cfg.max_num_seqs:
+                    i = waiting[0]
+                    if self.target[i]:  # preempted by recompute on this instance: prefill again below
+                        break
+                    blocks = self._own_blocks(i, prompt[i])
+                    if blocks > free:
+                        break
+                    waiting.popleft()
+                    self.wait[i] += t - self.queued_since[i]
+                    free -= blocks
+                    state[i], self.start_past[i], self.held[i], self.generated[i] = SWAPPED, prompt[i], blocks, 1
+                    first[i] = arrival[i]
+                    running_order.append(i)
+                    resumed.append(i)
                 admit = not cfg.static or (n_dec == 0 and not prefilling)
                 while admit and waiting and budget > 0 and n_dec + len(prefilling) + len(resumed) < cfg.max_num_seqs:
                     i = waiting[0]
@@ -432,6 +456,7 @@ class _Engine:
                         self.shared[i] = 0
                         break
                     waiting.popleft()
+                    self.wait[i] += t - self.queued_since[i]
                     free -= need_blocks
                     if not self.target[i]:
                         self.target[i] = prompt[i]
@@ -459,6 +484,8 @@ class _Engine:
             else:  # nothing schedulable (e.g. waiting for blocks that only swapped requests hold)
                 raise ServeError("kv_blocks: the KV cache cannot hold even one request's next step; give the "
                                  "engine more memory (or a smaller max_num_batched_tokens)")
+            starts.append(t)
+            queue.append(len(waiting) + len(swapped))
             t += dur + draft_s + extra_s
             # 5. apply the iteration's effects at its end
             tokens_this = n_dec * q + sum(c for _, c in chunks)
@@ -522,11 +549,10 @@ class _Engine:
             decs.append(ndec_step)
             toks.append(tokens_this)
             used.append(self.inst.blocks - free)
-            queue.append(len(waiting) + len(swapped))
             it += 1
         return Result(np.asarray(self.arrival, float), np.asarray(first), np.asarray(finish),
                       np.asarray(self.prompt), np.asarray(self.out), np.asarray(self.preempted),
-                      np.asarray(ends), np.asarray(decs), np.asarray(toks), np.asarray(used),
+                      np.asarray(self.wait), np.asarray(starts), np.asarray(ends), np.asarray(decs), np.asarray(toks), np.asarray(used),
                       np.asarray(queue), self.inst.blocks)
 
     def _spec_need(self, decoding, q: int) -> int:

@@ -1,0 +1,195 @@
+"""SLO planner: the cheapest deployment that serves a request rate within TTFT and TPOT percentiles.
+
+Search space: hardware x GPU count x tensor parallelism x engine x bits x (max_num_batched_tokens,
+max_num_seqs) x aggregated (count / tp replicas, round-robin) or disaggregated (x prefill + y decode
+instances of tp GPUs each). Price: the hardware preset's $/h per device x count.
+
+Each configuration is first checked analytically, from the same step-time tables the simulator
+uses, and dropped without simulation when it cannot meet the target:
+1. memory: the weights leave no KV cache (make_instance refuses);
+2. latency floor: one prefill of the mean prompt alone exceeds the TTFT objective, or one decode
+   step at batch 1 exceeds the TPOT objective (no load makes a request faster than alone);
+3. capacity: the rate exceeds what the replicas could sustain at their largest decode batch
+   (n = min(max_num_seqs, KV blocks / blocks per request), throughput <= n / decode step(n)) or,
+   disaggregated, what the prefill instances could prefill at full token budgets.
+The survivors run a short simulation (`requests` requests per replica, default 200) and are
+judged on its percentiles. Approximation: a short run underestimates the tail of a queue that
+diverges slowly (load just above capacity); check 3 removes loads above the decode capacity, and
+the chosen configuration can be confirmed with a long `perfmodel serve` run (the CLI prints it).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from perfmodel.ops import Precision
+from serving import workload
+from serving.metrics import SLO, summarize
+
+#: Bits tried by default: bf16 and fp8 (weights, activations and KV cache).
+DEFAULT_BITS = (16, 8)
+DEFAULT_HARDWARE = ("h200-sxm-calibrated", "h100-sxm-calibrated", "a100-80gb-sxm-calibrated", "l40s-calibrated",
+                    "b200-calibrated")
+DEFAULT_COUNTS = (1, 2, 4, 8)
+DEFAULT_ENGINES = ("vllm", "sglang")
+DEFAULT_BUDGETS = ((2048, 128), (8192, 256))
+
+
+@dataclass(frozen=True)
+class Target:
+    """What must be met: rate (req/s), lengths, and TTFT / TPOT objectives at a percentile."""
+
+    rate_req_s: float
+    prompt: workload.Lengths
+    gen: workload.Lengths
+    slo: SLO
+    percentile: int = 99
+
+
+def _instance(cache: dict, model, hw_name: str, tp: int, engine: str, bits: int, budget: int, seqs: int):
+    import hardware
+    from serving.simulator import ServeConfig, ServeError, make_instance
+
+    key = (hw_name, tp, engine, bits, budget, seqs)
+    if key not in cache:
+        try:
+            hw = hardware.load(hw_name)
+            cache[key] = make_instance(model, hw, p=Precision(bits, bits, bits), tp=tp, engine=engine,
+                                       cfg=ServeConfig(max_num_batched_tokens=budget, max_num_seqs=seqs))
+        except (ServeError, ValueError) as err:
+            cache[key] = str(err)
+    return cache[key]
+
+
+def _floors(inst, prompt: int, gen: int) -> tuple[float, float, float]:
+    """(one prefill alone, one decode step at batch 1, best decode throughput per instance)."""
+    c = inst.costs
+    chunk = min(prompt, inst.cfg.max_num_batched_tokens)
+    prefill = c.mixed_step_s(0, 0.0, [(chunk, 0.0)], 1) * math.ceil(prompt / chunk)
+    decode = c.decode_step_s(1, float(prompt))
+    per_request_blocks = math.ceil((prompt + gen) / inst.cfg.block_tokens)
+    n = max(1, min(inst.cfg.max_num_seqs, inst.blocks // per_request_blocks))
+    best = n / c.decode_step_s(n, n * (prompt + gen / 2))
+    return prefill, decode, best
+
+
+def configurations(hardware_names, counts, tps, engines, bits, budgets, disagg: bool = True):
+    """Every (hardware, count, tp, engine, bits, budget, seqs, mode, x, y) of the search."""
+    for hw, count, tp, engine, b, (budget, seqs) in itertools.product(hardware_names, counts, tps, engines, bits, budgets):
+        if tp > count or count % tp:
+            continue
+        replicas = count // tp
+        yield (hw, count, tp, engine, b, budget, seqs, "aggregated", replicas, 0)
+        if disagg:
+            for x in range(1, replicas):
+                yield (hw, count, tp, engine, b, budget, seqs, "disaggregated", x, replicas - x)
+
+
+def plan(model, target: Target, *, hardware_names=DEFAULT_HARDWARE, counts=DEFAULT_COUNTS, tps=(1, 2, 4, 8),
+         engines=DEFAULT_ENGINES, bits=DEFAULT_BITS, budgets=DEFAULT_BUDGETS, requests: int = 200, seed: int = 0,
+         disagg: bool = True):
+    """Evaluate the search space (module doc); returns a pandas DataFrame, one row per
+    configuration, with `status` ("meets", "misses", or why it was pruned) and the metrics."""
+    import pandas as pd
+
+    from perfmodel.checks import ParallelismError
+    from serving.disagg import simulate_disaggregated, simulate_replicas
+
+    q = f"p{target.percentile}"
+    mean_prompt = int(round(float(workload.Lengths.draw(target.prompt, np.random.default_rng(seed), 1000).mean())))
+    mean_gen = int(round(float(workload.Lengths.draw(target.gen, np.random.default_rng(seed + 1), 1000).mean())))
+    cache, rows = {}, []
+    need_tok_s = target.rate_req_s * mean_gen
+    for hw, count, tp, engine, b, budget, seqs, mode, x, y in configurations(hardware_names, counts, tps, engines,
+                                                                              bits, budgets, disagg):
+        row = dict(hardware=hw, gpus=count, tp=tp, engine=engine, bits=b, max_num_batched_tokens=budget,
+                   max_num_seqs=seqs, mode=mode, prefill_instances=x if mode == "disaggregated" else 0,
+                   decode_instances=y if mode == "disaggregated" else count // tp)
+        try:
+            inst = _instance(cache, model, hw, tp, engine, b, budget, seqs)
+        except ParallelismError as err:
+            inst = str(err)
+        if isinstance(inst, str):
+            rows.append(row | {"status": "pruned: " + inst.split(":")[0] + " (does not fit / not allowed)"})
+            continue
+        row["usd_per_hour"] = inst.hw.price_per_hour_usd * count
+        prefill, decode, best = _floors(inst, mean_prompt, mean_gen)
+        decoders = y if mode == "disaggregated" else count // tp
+        status = None
+        if target.slo.ttft_s is not None and prefill > target.slo.ttft_s:
+            status = "pruned: one prefill exceeds the TTFT objective"
+        elif target.slo.tpot_s is not None and decode > target.slo.tpot_s:
+            status = "pruned: one decode step exceeds the TPOT objective"
+        elif decoders * best < need_tok_s:
+            status = "pruned: decode capacity below the rate"
+        elif mode == "disaggregated":
+            c = inst.costs
+            prefill_tok_s = x * budget / c.mixed_step_s(0, 0.0, [(budget, 0.0)], 1)
+            if prefill_tok_s < target.rate_req_s * mean_prompt:
+                status = "pruned: prefill capacity below the rate"
+        if status:
+            rows.append(row | {"status": status, "prefill_alone_s": prefill, "decode_alone_s": decode})
+            continue
+        replicas = count // tp
+        n = requests * (replicas if mode == "aggregated" else 1)
+        req = workload.generate(n, target.rate_req_s, target.prompt, target.gen, seed=seed)
+        if mode == "aggregated":
+            res = simulate_replicas(inst, req, replicas, seed=seed) if replicas > 1 else \
+                simulate_replicas(inst, req, 1, seed=seed)
+        else:
+            res = simulate_disaggregated(inst, inst, req, x, y, seed=seed)
+        s = summarize(res, target.slo)
+        ok = (target.slo.ttft_s is None or s["ttft_s"][q] <= target.slo.ttft_s) and \
+            (target.slo.tpot_s is None or s["tpot_s"][q] <= target.slo.tpot_s)
+        rows.append(row | {"status": "meets" if ok else "misses", "ttft_s": s["ttft_s"][q], "tpot_s": s["tpot_s"][q],
+                           "ttft_p50_s": s["ttft_s"]["p50"], "tpot_p50_s": s["tpot_s"]["p50"],
+                           "throughput_tok_s": s["throughput_tok_s"],
+                           "tok_s_per_gpu": s["throughput_tok_s"] / count,
+                           "tok_s_per_user": 1.0 / s["tpot_s"]["p50"] if s["tpot_s"]["p50"] > 0 else math.inf,
+                           "usd_per_mtok": row["usd_per_hour"] / 3600 / s["throughput_tok_s"] * 1e6,
+                           "prefill_alone_s": prefill, "decode_alone_s": decode})
+    return pd.DataFrame(rows)
+
+
+def pareto_front(frame):
+    """Simulated configurations not beaten on both tokens/s per GPU and tokens/s per user."""
+    sim = frame[frame["status"].isin(["meets", "misses"])].sort_values("tok_s_per_gpu", ascending=False)
+    best_user, keep = -math.inf, []
+    for idx, r in sim.iterrows():
+        if r["tok_s_per_user"] > best_user:
+            keep.append(idx)
+            best_user = r["tok_s_per_user"]
+    return sim.loc[keep]
+
+
+def cheapest(frame):
+    """The cheapest configuration that meets the target (ties: more throughput), or None."""
+    ok = frame[frame["status"] == "meets"]
+    if ok.empty:
+        return None
+    return ok.sort_values(["usd_per_hour", "throughput_tok_s"], ascending=[True, False]).iloc[0]
+
+
+def best_achievable(frame) -> dict:
+    """The lowest TTFT and TPOT percentiles any simulated configuration reached, and where."""
+    sim = frame[frame["status"].isin(["meets", "misses"])]
+    out = {}
+    for key in ("ttft_s", "tpot_s"):
+        if key in sim and sim[key].notna().any():
+            r = sim.loc[sim[key].idxmin()]
+            out[key] = (float(r[key]), f"{r['hardware']} x{r['gpus']} tp{r['tp']} {r['engine']} {r['mode']}")
+    for key, col in (("ttft_s", "prefill_alone_s"), ("tpot_s", "decode_alone_s")):
+        if key not in out and col in frame and frame[col].notna().any():
+            r = frame.loc[frame[col].idxmin()]
+            out[key] = (float(r[col]), f"{r['hardware']} x{r['gpus']} tp{r['tp']} {r['engine']} (alone, no load)")
+    return out
+
+
+def timed_plan(model, target: Target, **kwargs):
+    start = time.perf_counter()
+    frame = plan(model, target, **kwargs)
+    return frame, time.perf_counter() - start

@@ -95,6 +95,9 @@ def run_plan(args) -> int:
         reach = planner.best_achievable(frame)
         parts = [f"{k[:-2].upper()} {q} {f(v)} ({where})" for k, (v, where) in reach.items()]
         print("no configuration meets the SLO; best achievable: " + "; ".join(parts))
+        pruned = frame["status"][frame["status"].str.startswith("pruned")].value_counts()
+        for reason, count in pruned.items():
+            print(f"  {count} {reason}")
     else:
         ok = frame[frame["status"] == "meets"].sort_values(["usd_per_hour", "throughput_tok_s"], ascending=[True, False])
         print(f"\ncheapest meeting the SLO (of {len(ok)}):")

@@ -157,7 +157,10 @@ def plan(model, target: Target, *, hardware_names=DEFAULT_HARDWARE, counts=DEFAU
 
 def pareto_front(frame):
     """Simulated configurations not beaten on both tokens/s per GPU and tokens/s per user."""
-    sim = frame[frame["status"].isin(["meets", "misses"])].sort_values("tok_s_per_gpu", ascending=False)
+    sim = frame[frame["status"].isin(["meets", "misses"])]
+    if sim.empty:
+        return sim
+    sim = sim.sort_values("tok_s_per_gpu", ascending=False)
     best_user, keep = -math.inf, []
     for idx, r in sim.iterrows():
         if r["tok_s_per_user"] > best_user:

@@ -140,11 +140,11 @@ def run_serve(args) -> int:
 
     engine = engine_from_args(args)
     model, hw = workloads.load(args.model), hardware.load(args.hardware)
-    if args.output:
+    if args.output is not None:
         from hardware.inputs import check_output_path
 
         check_output_path(args.output, "--output", (".csv", ".json"))
-    if args.plot:
+    if args.plot is not None:
         from hardware.inputs import check_output_path
 
         check_output_path(args.plot, "--plot", (".png", ".svg", ".pdf"))
@@ -160,9 +160,9 @@ def run_serve(args) -> int:
     summary.update(model=model.name, hardware=hw.name, engine=engine.name, tp=args.tp, devices=devices,
                    usd_per_hour=hw.price_per_hour_usd * devices,
                    usd_per_mtok=hw.price_per_hour_usd * devices / 3600 / summary["throughput_tok_s"] * 1e6)
-    if args.output:
+    if args.output is not None:
         _write_requests(result, args.output)
-    if args.plot:
+    if args.plot is not None:
         write_load_plot(args, inst, args.plot)
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -52,7 +52,7 @@ def run_plan(args) -> int:
 
     if args.slo_ttft is None and args.slo_tpot is None:
         raise ValueError("--slo-ttft/--slo-tpot: give at least one objective to plan for")
-    if args.output:
+    if args.output is not None:
         from hardware.inputs import check_output_path
 
         check_output_path(args.output, "--output", (".csv",))
@@ -63,6 +63,7 @@ def run_plan(args) -> int:
         if len(parts) != 2:
             raise ValueError(f"--budgets: {pair!r} must be TOKENS:SEQS")
         budgets.append((_whole_list(parts[0], "--budgets tokens", 1, 10**6)[0], _whole_list(parts[1], "--budgets seqs", 1, 65536)[0]))
+    _check_choices(args, budgets)
     target = planner.Target(args.rate, workload.parse_lengths(args.prompt, "--prompt"),
                             workload.parse_lengths(args.gen, "--gen"), SLO(args.slo_ttft, args.slo_tpot), args.percentile)
     frame, seconds = planner.timed_plan(
@@ -71,7 +72,7 @@ def run_plan(args) -> int:
         bits=_whole_list(args.bits, "--bits", 1, 32), budgets=tuple(budgets), requests=args.requests, seed=args.seed,
         disagg=not args.no_disagg)
     _check_floor(frame, target)
-    if args.output:
+    if args.output is not None:
         from hardware.inputs import write_text
 
         write_text(args.output, frame.to_csv(index=False), "--output")
@@ -106,6 +107,28 @@ def run_plan(args) -> int:
     print("\nPareto front (tokens/s per GPU vs tokens/s per user):")
     print(_table(front, q))
     return 0
+
+
+def _check_choices(args, budgets) -> None:
+    """Every named hardware, engine and batching pair must exist or be valid before the search
+    starts (inside the search a refused configuration is only pruned)."""
+    import hardware
+    from perfmodel import engines
+    from serving.simulator import ServeConfig, ServeError
+
+    for name in _names(args.hardware, "--hardware"):
+        try:
+            hardware.load(name)
+        except ValueError as err:
+            raise ValueError(f"--hardware: {str(err).splitlines()[0]}") from None
+    for name in _names(args.engines, "--engines"):
+        if name not in engines.names():
+            raise ValueError(f"--engines: {name!r} is not a known engine profile; known: {', '.join(engines.names())}")
+    for tokens, seqs in budgets:
+        try:
+            ServeConfig(max_num_batched_tokens=tokens, max_num_seqs=seqs)
+        except ServeError as err:
+            raise ValueError(f"--budgets: {err}") from None
 
 
 def serve_line(row, args) -> str:

@@ -253,7 +253,20 @@ def simulate(inst: Instance, requests: Requests, *, seed: int = 0, prefilled: bo
     instance of disaggregated serving): admission allocates its blocks and it decodes from the
     next iteration; its first_token_s is its arrival."""
     requests.check_context(inst.model.max_context, inst.model.name)
+    check_fits_cache(inst, requests)
     return _Engine(inst, requests, seed, prefilled).run(max_iterations)
+
+
+def check_fits_cache(inst: Instance, requests: Requests) -> None:
+    """A request whose whole sequence needs more KV blocks than the cache holds could only preempt
+    itself forever: refuse it up front, naming the sizes."""
+    spare = inst.cfg.spec.k + 1 if inst.cfg.spec else 1
+    need = -(-(requests.prompt_tokens + requests.output_tokens + spare) // inst.cfg.block_tokens)
+    worst = int(np.argmax(need))
+    if need[worst] > inst.blocks:
+        raise ServeError(f"kv_blocks: request {worst} ({int(requests.prompt_tokens[worst])} + "
+                         f"{int(requests.output_tokens[worst])} tokens) needs {int(need[worst])} KV blocks; the cache "
+                         f"holds {inst.blocks} (more memory, fewer bits or a larger --tp)")
 
 
 # request states

@@ -27,6 +27,8 @@ import numpy as np
 MAX_REQUESTS = 10**7
 #: Largest arrival rate accepted (requests per second).
 MAX_RATE = 1e7
+#: Longest length a distribution draws (tokens); the model's context window refuses far less.
+MAX_LENGTH = 1e9
 
 
 class WorkloadError(ValueError):
@@ -118,7 +120,8 @@ class Lengths:
         if self.kind == "fixed":
             out = np.full(n, round(self.value), dtype=np.int64)
         elif self.kind == "lognormal":
-            out = np.rint(rng.lognormal(math.log(self.value), self.sigma, n)).astype(np.int64)
+            # clipped before the integer cast: a wide sigma draws values past int64
+            out = np.rint(np.minimum(rng.lognormal(math.log(self.value), self.sigma, n), MAX_LENGTH)).astype(np.int64)
         else:
             out = rng.integers(int(self.low), int(self.high) + 1, n, dtype=np.int64)
         return np.maximum(out, minimum)

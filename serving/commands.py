@@ -7,10 +7,6 @@ import math
 
 from hardware.inputs import flag
 
-#: Rates of the --plot load sweep, as multiples of --rate.
-PLOT_LOAD_FACTORS = (0.125, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
-
-
 def seconds_flag(text: str) -> float:
     """A time with its unit ("500ms", "0.5 s"); the CLI's one-line error otherwise."""
     import argparse
@@ -220,18 +216,18 @@ def format_summary(s: dict, args) -> str:
     return "\n".join(lines)
 
 
-def load_curve(args, inst, factors=PLOT_LOAD_FACTORS) -> list[dict]:
-    """Summaries at rates factor x --rate (same seed and lengths)."""
-    from serving.metrics import SLO, summarize
+def load_curve(args, inst):
+    """Summaries at rates factor x --rate (same seed and lengths): serving.curves."""
+    from serving import workload
+    from serving.curves import load_curve as curve
+    from serving.curves import rates_around
+    from serving.metrics import SLO
 
-    if args.rate is None:
+    if args.rate is None or args.trace or args.clients:
         raise ValueError("--plot: a load sweep needs --rate (not a trace or closed loop)")
-    out = []
-    for factor in factors:
-        rate = args.rate * factor
-        s = summarize(simulate_from_args(args, inst, requests_from_args(args, rate)), SLO(args.slo_ttft, args.slo_tpot))
-        out.append({"rate_req_s": rate, **s})
-    return out
+    return curve(inst, rates_around(args.rate), args.requests, workload.parse_lengths(args.prompt, "--prompt"),
+                 workload.parse_lengths(args.gen, "--gen"), seed=args.seed, slo=SLO(args.slo_ttft, args.slo_tpot),
+                 burst_cv=args.burst_cv, prefix_fraction=args.prefix_fraction, simulate_fn=lambda i, r: simulate_from_args(args, i, r))
 
 
 def write_load_plot(args, inst, path) -> None:
@@ -243,11 +239,11 @@ def write_load_plot(args, inst, path) -> None:
     from hardware.inputs import save_figure
 
     curve = load_curve(args, inst)
-    rates = [c["rate_req_s"] for c in curve]
+    rates = curve["rate_req_s"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, name, slo in ((axes[0], "ttft_s", "TTFT", args.slo_ttft), (axes[1], "tpot_s", "TPOT", args.slo_tpot)):
         for q, style in (("p50", "-o"), ("p90", "--o"), ("p99", ":o")):
-            ax.plot(rates, [c[key][q] * 1e3 for c in curve], style, label=q)
+            ax.plot(rates, curve[f"{key[:-2]}_{q}_s"] * 1e3, style, label=q)
         if slo:
             ax.axhline(slo * 1e3, color="red", lw=1, label="SLO")
         ax.set_xlabel("offered load (requests/s)")

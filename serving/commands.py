@@ -65,6 +65,9 @@ def register(subparsers) -> None:
     p.add_argument("--disagg", default=None, metavar="XP:YD",
                    help="disaggregated: X prefill and Y decode instances, e.g. 1:3")
     p.add_argument("--output", default=None, help="per-request results (.csv or .json)")
+    p.add_argument("--compare", default=None, metavar="MEASURED",
+                   help="a measured run (CSV/JSONL: arrival_s, prompt_tokens, output_tokens, first_token_s, "
+                        "finish_s): simulate the same requests and print predicted / measured per metric")
     p.add_argument("--plot", default=None, help="PNG/SVG of latency percentiles vs load (rates 1/8x..2x --rate)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=run_serve)
@@ -147,7 +150,13 @@ def run_serve(args) -> int:
     slo = SLO(args.slo_ttft, args.slo_tpot)
     inst = make_instance(model, hw, p=Precision(args.w_bits, args.a_bits, args.kv_bits), tp=args.tp, engine=engine,
                          cfg=config_from_args(args))
-    requests = requests_from_args(args)
+    measured = None
+    if args.compare is not None:
+        from serving.compare import load_measured
+
+        requests, measured = load_measured(args.compare)
+    else:
+        requests = requests_from_args(args)
     requests.check_context(model.max_context, model.name)
     _check_slo_floor(inst, requests, slo)
     result = simulate_from_args(args, inst, requests)
@@ -160,11 +169,30 @@ def run_serve(args) -> int:
         _write_requests(result, args.output)
     if args.plot is not None:
         write_load_plot(args, inst, args.plot)
+    if measured is not None:
+        from serving.compare import compare
+
+        table = compare(measured, result)
+        summary["compare"] = table.to_dict("records")
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(format_summary(summary, args))
+        if measured is not None:
+            print("\nsimulated vs measured (same requests):")
+            print(format_compare(table))
     return 0
+
+
+def format_compare(table) -> str:
+    from hardware.units import format_seconds as f
+
+    lines = [f"{'metric':<18}{'measured':>12}{'predicted':>12}{'ratio':>8}  within 15%"]
+    for r in table.to_dict("records"):
+        show = (lambda v: f"{v:,.1f}") if r["metric"] == "throughput_tok_s" else f
+        lines.append(f"{r['metric']:<18}{show(r['measured']):>12}{show(r['predicted']):>12}{r['ratio']:>8.3f}  "
+                     f"{'yes' if r['within'] else 'NO'}")
+    return "\n".join(lines)
 
 
 def _check_slo_floor(inst, requests, slo) -> None:

@@ -97,3 +97,19 @@ def test_plan_slo_below_one_prefill_is_an_error(capsys):
     code, out, err = run(capsys, "plan", "--hardware", "h200-sxm-calibrated", "--rate", "5", "--slo-ttft", "1ms",
                          "--gpus", "1", "--tps", "1", "--engines", "vllm", "--bits", "16", "--requests", "20")
     assert code == 2 and "--slo-ttft" in err and "prefill" in err
+
+
+def test_compare_replays_the_measured_requests(capsys, tmp_path):
+    """A simulator's own per-request output, fed back as a 'measurement', replays exactly (ratio 1);
+    a file without the measured columns is a one-line error."""
+    code, _, err = run(capsys, "serve", "--rate", "6", "--requests", "150", "--prompt", "uniform:100:900", "--gen", "40",
+                       "--output", str(tmp_path / "m.csv"))
+    assert code == 0, err
+    code, out, err = run(capsys, "serve", "--compare", str(tmp_path / "m.csv"), "--json")
+    assert code == 0, err
+    table = json.loads(out)["compare"]
+    assert {r["metric"] for r in table} == {"ttft_p50_s", "ttft_p90_s", "tpot_p50_s", "tpot_p90_s", "throughput_tok_s"}
+    assert all(r["ratio"] == pytest.approx(1.0, rel=1e-9) and r["within"] for r in table)
+    (tmp_path / "trace.csv").write_text("arrival_s,prompt_tokens,output_tokens\n0,10,5\n")
+    code, _, err = run(capsys, "serve", "--compare", str(tmp_path / "trace.csv"))
+    assert code == 2 and "first_token_s" in err

@@ -371,14 +371,16 @@ class _Engine:
 
         def start_decode(i: int, now_iter: int) -> None:
             nonlocal n_dec, sum_past
-            past = self.target[i] if state[i] == PREFILL else self.start_past[i]  # else swapped back in
+            from_prefill = state[i] == PREFILL
+            past = self.target[i] if from_prefill else self.start_past[i]  # else swapped (or handed) in
             state[i] = DECODE
             self.start_iter[i], self.start_past[i], self.start_gen[i] = now_iter, past, self.generated[i]
             n_dec += 1
             sum_past += past
             if spec:
                 self.done[i] = past
-                self.held[i] = self._own_blocks(i, past)
+                if from_prefill:  # a swapped-in request keeps the blocks it brought back
+                    self.held[i] = self._own_blocks(i, past)
                 decoding.add(i)
             else:
                 bucket[(past - now_iter) % B] += 1
@@ -454,6 +456,7 @@ class _Engine:
                     running_order.append(i)
                     resumed.append(i)
                 admit = not cfg.static or (n_dec == 0 and not prefilling)
+                growth = 0  # static batching: blocks the admitted batch will still grow into
                 while admit and waiting and budget > 0 and n_dec + len(prefilling) + len(resumed) < cfg.max_num_seqs:
                     i = waiting[0]
                     hit = min(self.prefix[i], cached_prefix_blocks * B) // B if cfg.prefix_caching else 0
@@ -463,11 +466,13 @@ class _Engine:
                     if c < remaining - hit * B and (cfg.static or not cfg.chunked_prefill):
                         break
                     need_blocks = self._own_blocks(i, hit * B + c)
-                    if cfg.static:  # a static batch reserves every request's whole sequence
-                        need_blocks = self._own_blocks(i, prompt[i] + out[i])
-                    if need_blocks > free:
+                    # a static batch admits a request only if its whole sequence fits beside the
+                    # batch's (so it never preempts); blocks are still allocated as tokens arrive
+                    full = self._own_blocks(i, remaining + out[i] - self.generated[i]) if cfg.static else need_blocks
+                    if full + growth > free:
                         self.shared[i] = 0
                         break
+                    growth += full - need_blocks
                     waiting.popleft()
                     self.wait[i] += t - self.queued_since[i]
                     free -= need_blocks

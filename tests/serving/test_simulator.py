@@ -99,16 +99,18 @@ def test_littles_law_on_the_queue(setup):
     assert area / span == pytest.approx(little, abs=durations.max() * len(req) / span)
 
 
-@pytest.mark.parametrize("mode", ["recompute", "swap"])
-def test_preemption_never_loses_a_request(setup, mode):
+@pytest.mark.parametrize("mode,spec", [("recompute", None), ("swap", None), ("recompute", SpecDecode(3, 0.7)),
+                                       ("swap", SpecDecode(2, 0.5))])
+def test_preemption_never_loses_a_request(setup, mode, spec):
     hw, model, _ = setup
-    inst = make_instance(model, hw, cfg=ServeConfig(kv_blocks=1500, preemption=mode))
+    inst = make_instance(model, hw, cfg=ServeConfig(kv_blocks=1500, preemption=mode, spec=spec))
     req = W.generate(1500, 80.0, 512, W.Lengths("uniform", 1, low=1, high=400), seed=5)
     res = simulate(inst, req)
     assert res.preemptions.sum() > 0
     assert np.all(np.isfinite(res.finish_s)) and np.all(np.isfinite(res.first_token_s))
     assert np.all(res.arrival_s <= res.first_token_s) and np.all(res.first_token_s <= res.finish_s)
     assert res.kv_used_blocks.max() <= 1500
+    assert res.kv_used_blocks[-1] == 0  # every block allocated was freed: none leaked
     # every output token was produced: total tokens of the decode iterations cover the outputs
     assert summarize(res)["requests"] == 1500
 
@@ -149,6 +151,7 @@ def test_static_batch_matches_prediction(setup):
     hw, model, _ = setup
     inst = make_instance(model, hw, cfg=ServeConfig(static=True, max_num_seqs=8, max_num_batched_tokens=8 * 256))
     res = simulate(inst, fixed(16, 256, 32))
+    assert res.preemptions.sum() == 0 and res.kv_used_blocks[-1] == 0
     first = np.sort(res.first_token_s)
     assert np.all(first[:8] == first[0]) and np.all(first[8:] == first[8]) and first[8] >= res.finish_s[:8].max()
     pred = perfmodel.predict(model, hw, workloads.Scenario(batch=8, prompt=256, gen=32)).row(0)

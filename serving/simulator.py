@@ -459,6 +459,8 @@ class _Engine:
                 growth = 0  # static batching: blocks the admitted batch will still grow into
                 while admit and waiting and budget > 0 and n_dec + len(prefilling) + len(resumed) < cfg.max_num_seqs:
                     i = waiting[0]
+                    if self.prefilled and not self.target[i]:
+                        break  # arrives with its KV cache: only the hand-in path above admits it
                     hit = min(self.prefix[i], cached_prefix_blocks * B) // B if cfg.prefix_caching else 0
                     remaining = self.target[i] if self.target[i] else prompt[i]
                     self.shared[i] = hit

@@ -115,6 +115,17 @@ def test_preemption_never_loses_a_request(setup, mode, spec):
     assert summarize(res)["requests"] == 1500
 
 
+@pytest.mark.parametrize("mode", ["recompute", "swap"])
+def test_handed_in_requests_decode_without_prefill(setup, mode):
+    """A decode instance (prefilled=True) admits requests with their cache: the first token is the
+    arrival; under memory pressure it still finishes every request and frees every block."""
+    hw, model, _ = setup
+    inst = make_instance(model, hw, cfg=ServeConfig(kv_blocks=1500, preemption=mode))
+    res = simulate(inst, W.generate(800, 80.0, 512, W.Lengths("uniform", 1, low=2, high=400), seed=5), prefilled=True)
+    assert res.preemptions.sum() > 0 and res.kv_used_blocks[-1] == 0
+    assert np.array_equal(res.first_token_s, res.arrival_s) and np.all(np.isfinite(res.finish_s))
+
+
 def test_same_seed_same_result(setup):
     hw, model, _ = setup
     inst = make_instance(model, hw, cfg=ServeConfig(spec=SpecDecode(3, 0.6), max_num_seqs=64))

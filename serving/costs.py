@@ -19,10 +19,14 @@ the work of one kernel over n sequences at their mean context. Its compute and m
 tabulated per n at two contexts (0 and REF_PAST) and interpolated linearly: exact, not an
 approximation, whatever the spread of contexts.
 
-Prefill chunks: each chunk's attention is tabulated per chunk size c, affine in its past s the
-same way. Approximation: several chunks in one iteration are priced as separate attention kernels
-(one floor and one partial wave of SMs each); a varlen kernel running them together shares the
-floor. Decodes and chunks are also priced as separate kernels (vLLM V1 runs one varlen kernel).
+Prefill chunks: one chunk's attention is tabulated per chunk size c, affine in its past s the
+same way (exact). Several chunks in one iteration run as one variable-length kernel (FlashAttention's
+varlen API, as vLLM calls it): its FLOPs, bytes and query rows are the chunks' sums, and its work
+units the sum of each chunk's own (roofline.attention_units: a unit never spans two sequences), so
+one Op with those sums (groups = the units, which makes attention_units return exactly that sum,
+every unit holding at most 128 rows) is priced by op_time; per-chunk FLOPs and bytes are tabulated
+affine in past. Approximation: decodes and prefill chunks are priced as two kernels (decode and
+prefill kernel families are calibrated apart; vLLM V1 runs one varlen kernel for both).
 """
 from __future__ import annotations
 
@@ -33,8 +37,8 @@ import numpy as np
 from hardware.spec import Hardware
 from perfmodel.engines import Engine
 from perfmodel.engines import load as load_engine
-from perfmodel.ops import Precision, context_ops, logits_ops, step_phase, token_ops
-from perfmodel.roofline import op_time
+from perfmodel.ops import Op, Precision, context_ops, logits_ops, step_phase, token_ops
+from perfmodel.roofline import attention_units, op_time
 from perfmodel.steps import paid_host_s
 from workloads.model import ModelSpec
 
@@ -71,6 +75,25 @@ def _context_lines(model, hw, p, tp, engine, seqs, new_tokens) -> list[tuple]:
     return lines
 
 
+def _chunk_fields(model, hw, p, tp, engine, chunk_sizes) -> list[dict]:
+    """Per context op of a one-sequence chunk of c tokens: the fields a variable-length kernel over
+    several chunks sums (FLOPs and bytes affine in past: value at 0 and slope; query rows; work
+    units), as lists indexed by c, and the op's identity."""
+    at0 = context_ops(model, seqs=1.0, new_tokens=chunk_sizes, past=0.0, p=p, tp=tp, engine=engine)
+    at1 = context_ops(model, seqs=1.0, new_tokens=chunk_sizes, past=REF_PAST, p=p, tp=tp, engine=engine)
+    out = []
+    for a, b in zip(at0, at1):
+        lists = {}
+        for name in ("flops", "act_bytes", "kv_bytes"):
+            v0 = np.broadcast_to(np.asarray(getattr(a, name), float), chunk_sizes.shape)
+            v1 = np.broadcast_to(np.asarray(getattr(b, name), float), chunk_sizes.shape)
+            lists[name] = (v0.tolist(), ((v1 - v0) / REF_PAST).tolist())
+        units = attention_units(a) if a.kind == "attention" else np.ones_like(chunk_sizes)
+        out.append({"op": a, "fields": lists, "m": np.broadcast_to(np.asarray(a.m, float), chunk_sizes.shape).tolist(),
+                    "units": np.broadcast_to(np.asarray(units, float), chunk_sizes.shape).tolist()})
+    return out
+
+
 def _host_of_context(model, hw, p, tp, engine, new_tokens) -> float:
     ops = context_ops(model, seqs=1.0, new_tokens=new_tokens, past=1.0, p=p, tp=tp, engine=engine)
     return float(_op_sums(ops, hw, p, tp)[1])
@@ -93,6 +116,8 @@ class StepCosts:
     host_decode: list
     decode_lines: list
     chunk_lines: list
+    chunk_fields: list
+    pricing: tuple
     step_host_s: float
     decode_query_tokens: int
 
@@ -110,6 +135,24 @@ class StepCosts:
             total += (c if c > m else m) + fixed[chunk]
         return total
 
+    def chunks_attention_s(self, chunks: list) -> float:
+        """Attention of several prefill chunks [(c, s), ...] in one variable-length kernel (module doc)."""
+        if len(chunks) == 1:
+            return self.chunk_attention_s(*chunks[0])
+        hw, p, tp = self.pricing
+        total = 0.0
+        for spec in self.chunk_fields:
+            sums = {}
+            for name, (v0, slope) in spec["fields"].items():
+                sums[name] = sum(v0[c] + slope[c] * s for c, s in chunks)
+            rows = sum(spec["m"][c] for c, _ in chunks)
+            units = sum(spec["units"][c] for c, _ in chunks)
+            a = spec["op"]
+            op = Op(a.name, a.kind, a.count, flops=sums["flops"], weight_bytes=0.0, act_bytes=sums["act_bytes"],
+                    kv_bytes=sums["kv_bytes"], kernels=a.kernels, m=rows, groups=units, kernel=a.kernel)
+            total += a.count * float(op_time(op, hw, p, tp).time_s)
+        return total
+
     def decode_step_s(self, n: int, sum_past: float) -> float:
         """A decode-only iteration of n sequences whose cached contexts sum to sum_past."""
         tokens = n * self.decode_query_tokens
@@ -122,9 +165,9 @@ class StepCosts:
         """An iteration of n decodes (contexts summing to sum_past) and prefill chunks [(c, s), ...]."""
         tokens = n * self.decode_query_tokens
         device = self.decode_attention_s(n, sum_past / n) if n else 0.0
-        for c, s in chunks:
+        for c, _ in chunks:
             tokens += c
-            device += self.chunk_attention_s(c, s)
+        device += self.chunks_attention_s(chunks)
         device += self.tokens_prefill[tokens] + self.logits[logits_rows]
         host = self.host_prefill[tokens]
         return (device if device > host else host) + self.step_host_s
@@ -163,4 +206,5 @@ def build_step_costs(model: ModelSpec, hw: Hardware, p: Precision, tp: int, engi
         logits=as_list(logit_device), host_prefill=as_list(host["prefill"]), host_decode=as_list(host["decode"]),
         decode_lines=_context_lines(model, hw, p, tp, engine, seqs=np.maximum(seqs, 1.0), new_tokens=decode_phase_tokens),
         chunk_lines=_context_lines(model, hw, p, tp, engine, seqs=1.0, new_tokens=chunk_sizes),
+        chunk_fields=_chunk_fields(model, hw, p, tp, engine, chunk_sizes), pricing=(hw, p, tp),
         step_host_s=engine.step_host_s, decode_query_tokens=q)

@@ -48,6 +48,21 @@ def test_tables_equal_step_time(hw_name, engine, model_name, tp):
     assert costs.mixed_step_s(0, 0.0, [(512, 2048.0)], 1) == pytest.approx(float(ref["time_s"]), rel=1e-12)
 
 
+def test_chunks_of_one_iteration_run_as_one_varlen_kernel(setup):
+    """k equal chunks priced together equal perfmodel's batched attention of k sequences (same
+    FLOPs, bytes, rows and work units); unequal ones cost no more than separate kernels."""
+    from perfmodel.ops import context_ops
+    from perfmodel.roofline import op_time
+
+    hw, model, inst = setup
+    for chunk, k, past in ((128, 64, 0.0), (512, 16, 300.0), (2000, 3, 4000.0)):
+        batched = sum(op.count * float(op_time(op, hw, P16, 1).time_s) for op in
+                      context_ops(model, seqs=k, new_tokens=chunk, past=past, p=P16, tp=1, engine="vllm"))
+        assert inst.costs.chunks_attention_s([(chunk, past)] * k) == pytest.approx(batched, rel=1e-12)
+    mixed = [(100, 0.0), (300, 50.0), (700, 10.0)]
+    assert inst.costs.chunks_attention_s(mixed) <= sum(inst.costs.chunk_attention_s(c, s) for c, s in mixed)
+
+
 def test_vanishing_load_ttft_is_one_prefill_tpot_one_decode(setup):
     """Requests 100 s apart never meet: TTFT = one prefill step, TPOT = the mean decode step over
     contexts P..P+G-2 (perfmodel's mean_decode_step, exact)."""
@@ -166,8 +181,9 @@ def test_static_batch_matches_prediction(setup):
     first = np.sort(res.first_token_s)
     assert np.all(first[:8] == first[0]) and np.all(first[8:] == first[8]) and first[8] >= res.finish_s[:8].max()
     pred = perfmodel.predict(model, hw, workloads.Scenario(batch=8, prompt=256, gen=32)).row(0)
-    # batch prefill priced as 8 attention kernels instead of one: the step differs by < 2%
-    assert res.finish_s[:8].max() == pytest.approx(pred["e2e_s"], rel=0.02)
+    # the batch's prompts run as one variable-length attention kernel: exactly the batched prefill step
+    assert first[0] == pytest.approx(pred["ttft_s"], rel=1e-12)
+    assert res.finish_s[:8].max() == pytest.approx(pred["e2e_s"], rel=1e-9)
 
 
 def test_disaggregated_and_replicas(setup):

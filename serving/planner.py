@@ -7,8 +7,9 @@ instances of tp GPUs each). Price: the hardware preset's $/h per device x count.
 Each configuration is first checked analytically, from the same step-time tables the simulator
 uses, and dropped without simulation when it cannot meet the target:
 1. memory: the weights leave no KV cache (make_instance refuses);
-2. latency floor: one prefill of the mean prompt alone exceeds the TTFT objective, or one decode
-   step at batch 1 exceeds the TPOT objective (no load makes a request faster than alone);
+2. latency floor: the prefill alone of the prompt at the SLO's percentile exceeds the TTFT
+   objective, or one decode step at batch 1 at that context exceeds the TPOT objective (no load
+   makes a request faster than alone; `_floors`);
 3. capacity: the rate exceeds what the replicas could sustain at their largest decode batch
    (n = min(max_num_seqs, KV blocks / blocks per request), throughput <= n / decode step(n)) or,
    disaggregated, what the prefill instances could prefill at full token budgets.
@@ -65,12 +66,15 @@ def _instance(cache: dict, model, hw_name: str, tp: int, engine: str, bits: int,
     return cache[key]
 
 
-def _floors(inst, prompt: int, gen: int) -> tuple[float, float, float]:
-    """(one prefill alone, one decode step at batch 1, best decode throughput per instance)."""
+def _floors(inst, prompt: int, gen: int, prompt_q: int) -> tuple[float, float, float]:
+    """(one prefill alone of the prompt at the SLO's percentile, one decode step at batch 1 at that
+    context, best decode throughput per instance at the mean lengths). A request is never faster
+    than alone and both times grow with the prompt, so the percentile's request alone bounds the
+    percentile's latency from below (later chunks, which see a longer past, are priced as the first)."""
     c = inst.costs
-    chunk = min(prompt, inst.cfg.max_num_batched_tokens)
-    prefill = c.mixed_step_s(0, 0.0, [(chunk, 0.0)], 1) * math.ceil(prompt / chunk)
-    decode = c.decode_step_s(1, float(prompt))
+    chunk = min(prompt_q, inst.cfg.max_num_batched_tokens)
+    prefill = c.mixed_step_s(0, 0.0, [(chunk, 0.0)], 1) * math.ceil(prompt_q / chunk)
+    decode = c.decode_step_s(1, float(prompt_q))
     per_request_blocks = math.ceil((prompt + gen) / inst.cfg.block_tokens)
     n = max(1, min(inst.cfg.max_num_seqs, inst.blocks // per_request_blocks))
     best = n / c.decode_step_s(n, n * (prompt + gen / 2))
@@ -100,7 +104,9 @@ def plan(model, target: Target, *, hardware_names=DEFAULT_HARDWARE, counts=DEFAU
     from serving.disagg import simulate_disaggregated, simulate_replicas
 
     q = f"p{target.percentile}"
-    mean_prompt = int(round(float(workload.Lengths.draw(target.prompt, np.random.default_rng(seed), 1000).mean())))
+    prompts = workload.Lengths.draw(target.prompt, np.random.default_rng(seed), 1000)
+    mean_prompt = int(round(float(prompts.mean())))
+    prompt_q = int(np.percentile(prompts, target.percentile))
     mean_gen = int(round(float(workload.Lengths.draw(target.gen, np.random.default_rng(seed + 1), 1000).mean())))
     cache, rows = {}, []
     need_tok_s = target.rate_req_s * mean_gen
@@ -117,7 +123,7 @@ def plan(model, target: Target, *, hardware_names=DEFAULT_HARDWARE, counts=DEFAU
             rows.append(row | {"status": "pruned: " + inst.split(":")[0] + " (does not fit / not allowed)"})
             continue
         row["usd_per_hour"] = inst.hw.price_per_hour_usd * count
-        prefill, decode, best = _floors(inst, mean_prompt, mean_gen)
+        prefill, decode, best = _floors(inst, mean_prompt, mean_gen, min(prompt_q, inst.model.max_context - 1))
         decoders = y if mode == "disaggregated" else count // tp
         status = None
         if target.slo.ttft_s is not None and prefill > target.slo.ttft_s:

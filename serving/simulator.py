@@ -60,9 +60,11 @@ from serving.costs import StepCosts, build_step_costs
 from serving.workload import Requests
 from workloads.model import ModelSpec
 
-#: vLLM's default fraction of device memory the engine may use (EngineArgs.gpu_memory_utilization).
+#: vLLM's default fraction of device memory the engine may use (vllm/engine/arg_utils.py,
+#: EngineArgs.gpu_memory_utilization = 0.9).
 GPU_MEMORY_UTILIZATION = 0.9
-#: Tokens per KV block (vLLM's default block_size on CUDA).
+#: Tokens per KV block (vllm/config.py, CacheConfig: block_size defaults to 16 on CUDA; PagedAttention,
+#: Kwon et al. 2023, arXiv 2309.06180).
 BLOCK_TOKENS = 16
 
 
@@ -73,8 +75,10 @@ class ServeError(ValueError):
 @dataclass(frozen=True)
 class SpecDecode:
     """Speculative decoding: k proposed tokens per step, per-token acceptance rate alpha, and the
-    proposer: "mtp" (one extra transformer layer and the shared LM head, DeepSeek-V3's multi-token
-    prediction module) or a draft ModelSpec (run for k decode steps at the same batch)."""
+    proposer: "mtp" (one extra transformer layer with the model's embedding and LM head, DeepSeek-V3's
+    multi-token prediction module, arXiv 2412.19437; priced as a one-layer model of the same shape,
+    its weights not subtracted from the KV cache) or a draft ModelSpec (run for k decode steps at the
+    same batch; its weights and KV are)."""
 
     k: int = 3
     alpha: float = 0.7

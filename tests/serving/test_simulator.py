@@ -76,15 +76,17 @@ def test_vanishing_load_ttft_is_one_prefill_tpot_one_decode(setup):
     np.testing.assert_allclose(res.e2e_s, prefill + (gen - 1) * decode, rtol=1e-9)
 
 
-def test_saturation_throughput_equals_best_static_batch(setup):
+@pytest.mark.parametrize("prompt,gen,seqs", [(512, 128, 64), (128, 512, 256), (2048, 64, 32)])
+def test_saturation_throughput_equals_best_static_batch(setup, prompt, gen, seqs):
     """4000 requests at once keep max_num_seqs running. The steady throughput (middle 60% of the
     finishes) equals the best static batch that fits (perfmodel.predict over batch 1..64) within 5%:
     both schedules do the same work per request (P prefill tokens, G - 1 decodes at the same
     contexts); they differ only in how prefill is batched (8192-token chunks mixed with decodes vs
     one 64 x 512-token step: GEMMs are at full efficiency in both) and in the batch decodes run at
-    while requests churn (at most one iteration per request). It cannot beat decoding alone."""
+    while requests churn (at most one iteration per request); prefill tokens riding along with
+    memory-bound decodes make continuous batching up to 3.5% faster on these shapes (measured
+    -0.1%, +3.5%, +1.6%). It cannot beat decoding alone."""
     hw, model, _ = setup
-    prompt, gen, seqs = 512, 128, 64
     inst = make_instance(model, hw, cfg=ServeConfig(max_num_seqs=seqs))
     res = simulate(inst, fixed(4000, prompt, gen))
     finish = np.sort(res.finish_s)

@@ -12,7 +12,13 @@ uses, and dropped without simulation when it cannot meet the target:
    makes a request faster than alone; `_floors`);
 3. capacity: the rate exceeds what the replicas could sustain at their largest decode batch
    (n = min(max_num_seqs, KV blocks / blocks per request), throughput <= n / decode step(n)) or,
-   disaggregated, what the prefill instances could prefill at full token budgets.
+   disaggregated, what the prefill instances could prefill at full token budgets;
+4. saturation: the rate per replica exceeds MAX_UTILIZATION (90%) of the throughput the instance
+   sustains when saturated (`saturation_req_s`: a simulation of requests of the target's lengths
+   all arriving at once, its steady completion rate; disaggregated: the smaller of x prefill-only
+   and y decode-only saturation rates). Above it a short run cannot see the queue diverge (the
+   wait of an M/D/1 queue is already 4.5 service times at 90% and unbounded at 100%), and
+   operating there leaves no headroom for bursts.
 The survivors run a short simulation (`requests` requests per replica, default 200) and are
 judged on its percentiles. Approximation: a short run underestimates the tail of a queue that
 diverges slowly (load just above capacity); check 3 removes loads above the decode capacity, and
@@ -35,6 +41,8 @@ from serving.metrics import SLO, summarize
 DEFAULT_BITS = (16, 8)
 DEFAULT_HARDWARE = ("h200-sxm-calibrated", "h100-sxm-calibrated", "a100-80gb-sxm-calibrated", "l40s-calibrated",
                     "b200-calibrated")
+#: Highest offered load, as a fraction of the saturation throughput, the planner accepts (check 4).
+MAX_UTILIZATION = 0.9
 DEFAULT_COUNTS = (1, 2, 4, 8)
 DEFAULT_ENGINES = ("vllm", "sglang")
 DEFAULT_BUDGETS = ((2048, 128), (8192, 256))
@@ -81,6 +89,21 @@ def _floors(inst, prompt: int, gen: int, prompt_q: int) -> tuple[float, float, f
     return prefill, decode, best
 
 
+def saturation_req_s(inst, prompts: np.ndarray, gens: np.ndarray, kind: str = "both") -> float:
+    """Requests/s one instance completes when saturated: all requests (the given lengths) arrive at
+    t = 0; the rate over the middle 60% of completions (past the start, before the drain). kind
+    "prefill" runs prefill only (output 1 token), "decode" hands requests in with their cache."""
+    from serving.simulator import simulate
+    from serving.workload import Requests
+
+    n = len(prompts)
+    outputs = np.ones(n, np.int64) if kind == "prefill" else gens
+    req = Requests(np.zeros(n), prompts, outputs, np.zeros(n, np.int64))
+    finish = np.sort(simulate(inst, req, prefilled=kind == "decode").finish_s)
+    lo, hi = int(0.2 * n), int(0.8 * n)
+    return (hi - lo) / max(finish[hi] - finish[lo], 1e-12)
+
+
 def configurations(hardware_names, counts, tps, engines, bits, budgets, disagg: bool = True):
     """Every (hardware, count, tp, engine, bits, budget, seqs, mode, x, y) of the search."""
     for hw, count, tp, engine, b, (budget, seqs) in itertools.product(hardware_names, counts, tps, engines, bits, budgets):
@@ -108,8 +131,18 @@ def plan(model, target: Target, *, hardware_names=DEFAULT_HARDWARE, counts=DEFAU
     mean_prompt = int(round(float(prompts.mean())))
     prompt_q = int(np.percentile(prompts, target.percentile))
     mean_gen = int(round(float(workload.Lengths.draw(target.gen, np.random.default_rng(seed + 1), 1000).mean())))
-    cache, rows = {}, []
+    cache, rows, saturated = {}, [], {}
     need_tok_s = target.rate_req_s * mean_gen
+    sat_n = 4 * max(seqs for _, seqs in budgets)
+    sat_prompts = workload.Lengths.draw(target.prompt, np.random.default_rng(seed + 2), sat_n)
+    sat_gens = workload.Lengths.draw(target.gen, np.random.default_rng(seed + 3), sat_n)
+
+    def capacity(inst, key, kind):
+        if (key, kind) not in saturated:
+            n = max(200, 4 * inst.cfg.max_num_seqs)
+            saturated[(key, kind)] = saturation_req_s(inst, sat_prompts[:n], sat_gens[:n], kind)
+        return saturated[(key, kind)]
+
     for hw, count, tp, engine, b, budget, seqs, mode, x, y in configurations(hardware_names, counts, tps, engines,
                                                                               bits, budgets, disagg):
         row = dict(hardware=hw, gpus=count, tp=tp, engine=engine, bits=b, max_num_batched_tokens=budget,
@@ -137,6 +170,15 @@ def plan(model, target: Target, *, hardware_names=DEFAULT_HARDWARE, counts=DEFAU
             prefill_tok_s = x * budget / c.mixed_step_s(0, 0.0, [(budget, 0.0)], 1)
             if prefill_tok_s < target.rate_req_s * mean_prompt:
                 status = "pruned: prefill capacity below the rate"
+        key = (hw, tp, engine, b, budget, seqs)
+        if status is None:
+            if mode == "aggregated":
+                most = (count // tp) * capacity(inst, key, "both")
+            else:
+                most = min(x * capacity(inst, key, "prefill"), y * capacity(inst, key, "decode"))
+            row["saturation_req_s"] = most
+            if target.rate_req_s > MAX_UTILIZATION * most:
+                status = f"pruned: rate above {MAX_UTILIZATION:.0%} of the saturation throughput"
         if status:
             rows.append(row | {"status": status, "prefill_alone_s": prefill, "decode_alone_s": decode})
             continue

@@ -94,7 +94,9 @@ def run_plan(args) -> int:
           f"({args.requests} requests per replica), {len(frame) - simulated} pruned analytically")
     if best is None:
         reach = planner.best_achievable(frame)
-        parts = [f"{k[:-2].upper()} {q} {f(v)} ({where})" for k, (v, where) in reach.items()]
+        parts = [f"{k[:-2].upper()} {q} {f(v)} ({where})" for k, (v, where) in reach.items() if k != "rate"]
+        if "rate" in reach:
+            parts.append(f"rate at most {reach['rate'][0]:.3g} req/s at saturation ({reach['rate'][1]})")
         print("no configuration meets the SLO; best achievable: " + "; ".join(parts))
         pruned = frame["status"][frame["status"].str.startswith("pruned")].value_counts()
         for reason, count in pruned.items():
@@ -104,7 +106,7 @@ def run_plan(args) -> int:
         print(f"\ncheapest meeting the SLO (of {len(ok)}):")
         print(_table(ok.head(args.top), q))
         print("\nreproduce: " + serve_line(best, args))
-    print("\nPareto front (tokens/s per GPU vs tokens/s per user):")
+    print("\nPareto front at saturation (most tokens/s per GPU vs tokens/s each user sees then; TTFT/TPOT at the rate):")
     print(_table(front, q))
     return 0
 
@@ -146,14 +148,19 @@ def _table(frame, q: str) -> str:
 
     if frame.empty:
         return "  (none)"
-    view = frame[["hardware", "gpus", "tp", "engine", "bits", "max_num_batched_tokens", "max_num_seqs", "mode",
+    view = frame.reindex(columns=["hardware", "gpus", "tp", "engine", "bits", "max_num_batched_tokens", "max_num_seqs", "mode",
                   "prefill_instances", "decode_instances", "usd_per_hour", "ttft_s", "tpot_s", "tok_s_per_gpu",
-                  "tok_s_per_user"]].copy()
-    view["ttft_s"] = view["ttft_s"].map(f)
-    view["tpot_s"] = view["tpot_s"].map(f)
-    view["usd_per_hour"] = view["usd_per_hour"].map(lambda v: f"{v:.2f}")
-    view["tok_s_per_gpu"] = view["tok_s_per_gpu"].map(lambda v: f"{v:,.0f}")
-    view["tok_s_per_user"] = view["tok_s_per_user"].map(lambda v: f"{v:,.0f}")
+                  "tok_s_per_user"]).copy()
+    import math
+
+    def shown(fmt):  # a configuration pruned before its simulation has no latency: "-", not nan
+        return lambda v: fmt(v) if isinstance(v, (int, float)) and math.isfinite(v) else "-"
+
+    view["ttft_s"] = view["ttft_s"].map(shown(f))
+    view["tpot_s"] = view["tpot_s"].map(shown(f))
+    view["usd_per_hour"] = view["usd_per_hour"].map(shown(lambda v: f"{v:.2f}"))
+    view["tok_s_per_gpu"] = view["tok_s_per_gpu"].map(shown(lambda v: f"{v:,.0f}"))
+    view["tok_s_per_user"] = view["tok_s_per_user"].map(shown(lambda v: f"{v:,.0f}"))
     view.columns = ["hardware", "gpus", "tp", "engine", "bits", "budget", "seqs", "mode", "xP", "yD", "$/h",
                     f"TTFT {q}", f"TPOT {q}", "tok/s/GPU", "tok/s/user"]
     return view.to_string(index=False)

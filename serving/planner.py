@@ -89,19 +89,26 @@ def _floors(inst, prompt: int, gen: int, prompt_q: int) -> tuple[float, float, f
     return prefill, decode, best
 
 
-def saturation_req_s(inst, prompts: np.ndarray, gens: np.ndarray, kind: str = "both") -> float:
-    """Requests/s one instance completes when saturated: all requests (the given lengths) arrive at
-    t = 0; the rate over the middle 60% of completions (past the start, before the drain). kind
-    "prefill" runs prefill only (output 1 token), "decode" hands requests in with their cache."""
+def saturation_point(inst, prompts: np.ndarray, gens: np.ndarray, kind: str = "both") -> tuple[float, float]:
+    """(requests/s, median TPOT) of one instance when saturated: all requests (the given lengths)
+    arrive at t = 0; the completion rate over the middle 60% of completions (past the start, before
+    the drain). kind "prefill" runs prefill only (output 1 token; TPOT 0), "decode" hands requests
+    in with their cache."""
     from serving.simulator import simulate
     from serving.workload import Requests
 
     n = len(prompts)
     outputs = np.ones(n, np.int64) if kind == "prefill" else gens
-    req = Requests(np.zeros(n), prompts, outputs, np.zeros(n, np.int64))
-    finish = np.sort(simulate(inst, req, prefilled=kind == "decode").finish_s)
+    res = simulate(inst, Requests(np.zeros(n), prompts, outputs, np.zeros(n, np.int64)), prefilled=kind == "decode")
+    finish = np.sort(res.finish_s)
     lo, hi = int(0.2 * n), int(0.8 * n)
-    return (hi - lo) / max(finish[hi] - finish[lo], 1e-12)
+    tpot = float(np.median(res.tpot_s[res.output_tokens > 1])) if kind != "prefill" else 0.0
+    return (hi - lo) / max(finish[hi] - finish[lo], 1e-12), tpot
+
+
+def saturation_req_s(inst, prompts: np.ndarray, gens: np.ndarray, kind: str = "both") -> float:
+    """Requests/s one instance completes when saturated (`saturation_point`)."""
+    return saturation_point(inst, prompts, gens, kind)[0]
 
 
 def configurations(hardware_names, counts, tps, engines, bits, budgets, disagg: bool = True):
@@ -140,7 +147,7 @@ def plan(model, target: Target, *, hardware_names=DEFAULT_HARDWARE, counts=DEFAU
     def capacity(inst, key, kind):
         if (key, kind) not in saturated:
             n = max(200, 4 * inst.cfg.max_num_seqs)
-            saturated[(key, kind)] = saturation_req_s(inst, sat_prompts[:n], sat_gens[:n], kind)
+            saturated[(key, kind)] = saturation_point(inst, sat_prompts[:n], sat_gens[:n], kind)
         return saturated[(key, kind)]
 
     for hw, count, tp, engine, b, budget, seqs, mode, x, y in configurations(hardware_names, counts, tps, engines,
@@ -165,6 +172,7 @@ def plan(model, target: Target, *, hardware_names=DEFAULT_HARDWARE, counts=DEFAU
             status = "pruned: one decode step exceeds the TPOT objective"
         elif decoders * best < need_tok_s:
             status = "pruned: decode capacity below the rate"
+            row["decode_bound_req_s"] = decoders * best / mean_gen
         elif mode == "disaggregated":
             c = inst.costs
             prefill_tok_s = x * budget / c.mixed_step_s(0, 0.0, [(budget, 0.0)], 1)
@@ -173,10 +181,14 @@ def plan(model, target: Target, *, hardware_names=DEFAULT_HARDWARE, counts=DEFAU
         key = (hw, tp, engine, b, budget, seqs)
         if status is None:
             if mode == "aggregated":
-                most = (count // tp) * capacity(inst, key, "both")
+                most, sat_tpot = capacity(inst, key, "both")
+                most *= count // tp
             else:
-                most = min(x * capacity(inst, key, "prefill"), y * capacity(inst, key, "decode"))
-            row["saturation_req_s"] = most
+                sat_tpot = capacity(inst, key, "decode")[1]
+                most = min(x * capacity(inst, key, "prefill")[0], y * capacity(inst, key, "decode")[0])
+            # the saturated operating point, for the Pareto front (aiconfigurator's axes)
+            row |= {"saturation_req_s": most, "tok_s_per_gpu": most * mean_gen / count,
+                    "tok_s_per_user": 1.0 / sat_tpot if sat_tpot > 0 else math.inf}
             if target.rate_req_s > MAX_UTILIZATION * most:
                 status = f"pruned: rate above {MAX_UTILIZATION:.0%} of the saturation throughput"
         if status:
@@ -196,16 +208,19 @@ def plan(model, target: Target, *, hardware_names=DEFAULT_HARDWARE, counts=DEFAU
         rows.append(row | {"status": "meets" if ok else "misses", "ttft_s": s["ttft_s"][q], "tpot_s": s["tpot_s"][q],
                            "ttft_p50_s": s["ttft_s"]["p50"], "tpot_p50_s": s["tpot_s"]["p50"],
                            "throughput_tok_s": s["throughput_tok_s"],
-                           "tok_s_per_gpu": s["throughput_tok_s"] / count,
-                           "tok_s_per_user": 1.0 / s["tpot_s"]["p50"] if s["tpot_s"]["p50"] > 0 else math.inf,
+                           "user_tok_s_at_rate": 1.0 / s["tpot_s"]["p50"] if s["tpot_s"]["p50"] > 0 else math.inf,
                            "usd_per_mtok": row["usd_per_hour"] / 3600 / s["throughput_tok_s"] * 1e6,
                            "prefill_alone_s": prefill, "decode_alone_s": decode})
     return pd.DataFrame(rows)
 
 
 def pareto_front(frame):
-    """Simulated configurations not beaten on both tokens/s per GPU and tokens/s per user."""
-    sim = frame[frame["status"].isin(["meets", "misses"])]
+    """Configurations not beaten on both tokens/s per GPU and tokens/s per user, each at its saturated
+    operating point (the most it serves per GPU, and the median speed each user then sees): the
+    throughput / interactivity trade-off of the search space, whatever the target rate."""
+    if "tok_s_per_gpu" not in frame:
+        return frame.iloc[0:0]
+    sim = frame[frame["tok_s_per_gpu"].notna()]
     if sim.empty:
         return sim
     sim = sim.sort_values("tok_s_per_gpu", ascending=False)
@@ -233,6 +248,11 @@ def best_achievable(frame) -> dict:
         if key in sim and sim[key].notna().any():
             r = sim.loc[sim[key].idxmin()]
             out[key] = (float(r[key]), f"{r['hardware']} x{r['gpus']} tp{r['tp']} {r['engine']} {r['mode']}")
+    for col, how in (("saturation_req_s", ""), ("decode_bound_req_s", ", an upper bound from decoding alone")):
+        if col in frame and frame[col].notna().any():
+            r = frame.loc[frame[col].idxmax()]
+            out["rate"] = (float(r[col]), f"{r['hardware']} x{r['gpus']} tp{r['tp']} {r['engine']} {r['mode']}{how}")
+            break
     for key, col in (("ttft_s", "prefill_alone_s"), ("tpot_s", "decode_alone_s")):
         if key not in out and col in frame and frame[col].notna().any():
             r = frame.loc[frame[col].idxmin()]

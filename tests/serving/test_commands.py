@@ -86,11 +86,16 @@ def test_plan_finds_cheapest_and_pareto(capsys):
 
 
 def test_plan_impossible_slo_says_best_achievable(capsys):
-    code, out, err = run(capsys, "plan", "--hardware", "l40s-calibrated", "--rate", "5", "--prompt", "2048",
+    code, out, err = run(capsys, "plan", "--hardware", "l40s-calibrated", "--rate", "3", "--prompt", "2048",
                          "--gen", "64", "--slo-ttft", "200ms", "--gpus", "1", "--tps", "1", "--engines", "vllm",
                          "--bits", "16", "--requests", "40")
     assert code == 0, err
-    assert "no configuration meets the SLO; best achievable: TTFT p99" in out
+    assert "no configuration meets the SLO; best achievable: TTFT p99" in out and "aggregated)" in out
+    assert "nan" not in out
+    code, out, err = run(capsys, "plan", "--hardware", "l40s-calibrated", "--rate", "50", "--prompt", "2048",
+                         "--gen", "64", "--slo-ttft", "200ms", "--gpus", "1", "--tps", "1", "--engines", "vllm",
+                         "--bits", "16", "--requests", "40")
+    assert code == 0 and "req/s at saturation" in out and "nan" not in out
 
 
 def test_plan_slo_below_one_prefill_is_an_error(capsys):

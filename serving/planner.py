@@ -223,7 +223,8 @@ def pareto_front(frame):
     sim = frame[frame["tok_s_per_gpu"].notna()]
     if sim.empty:
         return sim
-    sim = sim.sort_values("tok_s_per_gpu", ascending=False)
+    # ties (replicas of one instance serve the same per GPU) go to the cheapest deployment
+    sim = sim.sort_values(["tok_s_per_gpu", "tok_s_per_user", "usd_per_hour"], ascending=[False, False, True])
     best_user, keep = -math.inf, []
     for idx, r in sim.iterrows():
         if r["tok_s_per_user"] > best_user:

@@ -3,7 +3,6 @@ for the cheapest deployment meeting an SLO); registered by app.cli. Heavy work h
 from __future__ import annotations
 
 import json
-import math
 
 from hardware.inputs import flag
 

@@ -28,6 +28,8 @@ COMMAND_MODULES = (
     "solvers.kv_commands",
     "solvers.offload_commands",
     "solvers.bits_commands",
+    "serving.commands",
+    "serving.plan_commands",
 )
 
 USER_ERRORS = (SpecError, UnitError, ModelError, ScenarioError, InputError, ValueError, FileNotFoundError, KeyError)

@@ -1,0 +1,210 @@
+"""Iteration times of a continuous-batching engine, tabulated once per configuration from perfmodel.
+
+An engine iteration runs one forward pass over a mixed batch: some prefill chunks (c_i new tokens
+on top of s_i already-computed ones) and n decodes (one token each, q = k + 1 with speculative
+verification). Its time is composed from the same op groups `perfmodel.steps.step_time` sums
+(perfmodel.ops.token_ops, logits_ops, context_ops, each op priced by perfmodel.roofline.op_time):
+
+    device = token_ops(T) + logits_ops(R) + context_ops(decodes) + sum_i context_ops(chunk i)
+    time   = max(device, paid host time at T tokens) + engine.step_host_s      (steps.settle_step)
+
+with T = sum c_i + q n the iteration's tokens and R the rows that produce logits (decodes and the
+chunks that finish their prompt). The token and logits ops depend only on T and R, so they are
+tabulated for every integer T up to the token budget in one vectorized call each.
+
+Decode attention: for a fixed number of sequences n, an attention op's FLOPs and bytes are affine
+in each sequence's cached context (ops.attention_op: pairs = T S0 + T(T+1)/2, bytes ~ S0 + 2T), and
+its work units depend on n only; so one kernel over n sequences of contexts S_1..S_n does exactly
+the work of one kernel over n sequences at their mean context. Its compute and memory times are
+tabulated per n at two contexts (0 and REF_PAST) and interpolated linearly: exact, not an
+approximation, whatever the spread of contexts.
+
+Prefill chunks: one chunk's attention is tabulated per chunk size c, affine in its past s the
+same way (exact). Several chunks in one iteration run as one variable-length kernel (FlashAttention's
+varlen API, as vLLM calls it): its FLOPs, bytes and query rows are the chunks' sums, and its work
+units the sum of each chunk's own (roofline.attention_units: a unit never spans two sequences), so
+one Op with those sums (groups = the units, which makes attention_units return exactly that sum,
+every unit holding at most 128 rows) is priced by op_time; per-chunk FLOPs and bytes are tabulated
+affine in past. Approximation: decodes and prefill chunks are priced as two kernels (decode and
+prefill kernel families are calibrated apart; vLLM V1 runs one varlen kernel for both).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hardware.spec import Hardware
+from perfmodel.engines import Engine
+from perfmodel.engines import load as load_engine
+from perfmodel.ops import Op, Precision, context_ops, logits_ops, step_phase, token_ops
+from perfmodel.roofline import attention_units, op_time
+from perfmodel.steps import paid_host_s
+from workloads.model import ModelSpec
+
+#: Context at which affine attention times are sampled for their slope (any positive value gives
+#: the same line; a large one keeps rounding small).
+REF_PAST = 65536.0
+
+
+def _op_sums(ops, hw: Hardware, p: Precision, tp) -> tuple:
+    """(device time, host dispatch time) summed count x time over ops (arrays broadcast)."""
+    device, host = 0.0, 0.0
+    for op in ops:
+        t = op_time(op, hw, p, tp)
+        device = device + op.count * t.time_s
+        host = host + op.count * t.host_s
+    return device, host
+
+
+def _context_lines(model, hw, p, tp, engine, seqs, new_tokens) -> list[tuple]:
+    """Per context op: arrays (compute0, compute_slope, memory0, memory_slope, fixed) such that its
+    count x time at mean past s is max(c0 + cs s, m0 + ms s) + fixed (count folded in)."""
+    at0 = context_ops(model, seqs=seqs, new_tokens=new_tokens, past=0.0, p=p, tp=tp, engine=engine)
+    at1 = context_ops(model, seqs=seqs, new_tokens=new_tokens, past=REF_PAST, p=p, tp=tp, engine=engine)
+    lines = []
+    for a, b in zip(at0, at1):
+        ta, tb = op_time(a, hw, p, tp), op_time(b, hw, p, tp)
+        shape = np.shape(seqs) or np.shape(new_tokens)
+        c0 = np.broadcast_to(a.count * np.asarray(ta.compute_s, float), shape)
+        m0 = np.broadcast_to(a.count * np.asarray(ta.memory_s, float), shape)
+        cs = (np.broadcast_to(a.count * np.asarray(tb.compute_s, float), shape) - c0) / REF_PAST
+        ms = (np.broadcast_to(a.count * np.asarray(tb.memory_s, float), shape) - m0) / REF_PAST
+        fixed = np.broadcast_to(a.count * (np.asarray(ta.overhead_s, float) + np.asarray(ta.comm_s, float)), shape)
+        lines.append(tuple(np.array(x, dtype=float).tolist() for x in (c0, cs, m0, ms, fixed)))
+    return lines
+
+
+def _chunk_fields(model, hw, p, tp, engine, chunk_sizes) -> list[dict]:
+    """Per context op of a one-sequence chunk of c tokens: the fields a variable-length kernel over
+    several chunks sums (FLOPs and bytes affine in past: value at 0 and slope; query rows; work
+    units), as lists indexed by c, and the op's identity."""
+    at0 = context_ops(model, seqs=1.0, new_tokens=chunk_sizes, past=0.0, p=p, tp=tp, engine=engine)
+    at1 = context_ops(model, seqs=1.0, new_tokens=chunk_sizes, past=REF_PAST, p=p, tp=tp, engine=engine)
+    out = []
+    for a, b in zip(at0, at1):
+        lists = {}
+        for name in ("flops", "act_bytes", "kv_bytes"):
+            v0 = np.broadcast_to(np.asarray(getattr(a, name), float), chunk_sizes.shape)
+            v1 = np.broadcast_to(np.asarray(getattr(b, name), float), chunk_sizes.shape)
+            lists[name] = (v0.tolist(), ((v1 - v0) / REF_PAST).tolist())
+        units = attention_units(a) if a.kind == "attention" else np.ones_like(chunk_sizes)
+        out.append({"op": a, "fields": lists, "m": np.broadcast_to(np.asarray(a.m, float), chunk_sizes.shape).tolist(),
+                    "units": np.broadcast_to(np.asarray(units, float), chunk_sizes.shape).tolist()})
+    return out
+
+
+def _host_of_context(model, hw, p, tp, engine, new_tokens) -> float:
+    ops = context_ops(model, seqs=1.0, new_tokens=new_tokens, past=1.0, p=p, tp=tp, engine=engine)
+    return float(_op_sums(ops, hw, p, tp)[1])
+
+
+@dataclass(frozen=True)
+class StepCosts:
+    """Lookup tables of one configuration's iteration time (see the module doc).
+
+    tokens_prefill[T] / tokens_decode[T]: token_ops device time of a mixed / decode-only
+    iteration of T tokens; logits[R]: final norm + LM head over R rows; host[T]: host time paid
+    at T tokens (0 when graphed); decode_lines / chunk_lines: per context op, affine pieces
+    indexed by sequences n or chunk size c. Plain Python lists: the simulator indexes them once
+    per iteration, which is faster than numpy scalars."""
+
+    tokens_prefill: list
+    tokens_decode: list
+    logits: list
+    host_prefill: list
+    host_decode: list
+    decode_lines: list
+    chunk_lines: list
+    chunk_fields: list
+    pricing: tuple
+    step_host_s: float
+    decode_query_tokens: int
+
+    def decode_attention_s(self, n: int, mean_past: float) -> float:
+        total = 0.0
+        for c0, cs, m0, ms, fixed in self.decode_lines:
+            c, m = c0[n] + cs[n] * mean_past, m0[n] + ms[n] * mean_past
+            total += (c if c > m else m) + fixed[n]
+        return total
+
+    def chunk_attention_s(self, chunk: int, past: float) -> float:
+        total = 0.0
+        for c0, cs, m0, ms, fixed in self.chunk_lines:
+            c, m = c0[chunk] + cs[chunk] * past, m0[chunk] + ms[chunk] * past
+            total += (c if c > m else m) + fixed[chunk]
+        return total
+
+    def chunks_attention_s(self, chunks: list) -> float:
+        """Attention of several prefill chunks [(c, s), ...] in one variable-length kernel (module doc)."""
+        if len(chunks) == 1:
+            return self.chunk_attention_s(*chunks[0])
+        hw, p, tp = self.pricing
+        total = 0.0
+        for spec in self.chunk_fields:
+            sums = {}
+            for name, (v0, slope) in spec["fields"].items():
+                sums[name] = sum(v0[c] + slope[c] * s for c, s in chunks)
+            rows = sum(spec["m"][c] for c, _ in chunks)
+            units = sum(spec["units"][c] for c, _ in chunks)
+            a = spec["op"]
+            op = Op(a.name, a.kind, a.count, flops=sums["flops"], weight_bytes=0.0, act_bytes=sums["act_bytes"],
+                    kv_bytes=sums["kv_bytes"], kernels=a.kernels, m=rows, groups=units, kernel=a.kernel)
+            total += a.count * float(op_time(op, hw, p, tp).time_s)
+        return total
+
+    def decode_step_s(self, n: int, sum_past: float) -> float:
+        """A decode-only iteration of n sequences whose cached contexts sum to sum_past."""
+        tokens = n * self.decode_query_tokens
+        device = self.tokens_decode[tokens] + self.logits[tokens if self.decode_query_tokens > 1 else n] \
+            + self.decode_attention_s(n, sum_past / n)
+        host = self.host_decode[tokens]
+        return (device if device > host else host) + self.step_host_s
+
+    def mixed_step_s(self, n: int, sum_past: float, chunks: list, logits_rows: int) -> float:
+        """An iteration of n decodes (contexts summing to sum_past) and prefill chunks [(c, s), ...]."""
+        tokens = n * self.decode_query_tokens
+        device = self.decode_attention_s(n, sum_past / n) if n else 0.0
+        for c, _ in chunks:
+            tokens += c
+        device += self.chunks_attention_s(chunks)
+        device += self.tokens_prefill[tokens] + self.logits[logits_rows]
+        host = self.host_prefill[tokens]
+        return (device if device > host else host) + self.step_host_s
+
+
+def build_step_costs(model: ModelSpec, hw: Hardware, p: Precision, tp: int, engine: Engine | str,
+                     max_tokens: int, max_seqs: int, decode_query_tokens: int = 1) -> StepCosts:
+    """Tabulate iteration times for token budgets up to `max_tokens`, up to `max_seqs` decodes of
+    `decode_query_tokens` tokens each (k + 1 under speculative verification)."""
+    engine = load_engine(engine)
+    q = int(decode_query_tokens)
+    top = max(int(max_tokens), max_seqs * q)
+    tokens = np.arange(top + 1, dtype=float)
+    # one vectorized call per op group over every token count (index 0 is a 0-token step; unused)
+    # a verification step of q > 1 tokens per sequence runs prefill-phase kernels (ops.step_phase)
+    phases = {"prefill": "prefill", "decode": step_phase(float(q))}
+    parts = {}
+    for name, phase in phases.items():
+        before, after = token_ops(model, tokens=tokens, p=p, tp=tp, engine=engine, phase=phase)
+        parts[name] = _op_sums(before + after, hw, p, tp)
+    rows = np.arange(top + 1, dtype=float)
+    logit_device, logit_host = _op_sums(logits_ops(model, logits_tokens=rows, p=p, tp=tp, engine=engine), hw, p, tp)
+    seqs = np.arange(max_seqs + 1, dtype=float)
+    decode_phase_tokens = float(q)
+    host_context = {"decode": _host_of_context(model, hw, p, tp, engine, decode_phase_tokens),
+                    "prefill": _host_of_context(model, hw, p, tp, engine, 2.0)}
+    host = {}
+    for phase in ("prefill", "decode"):
+        dispatch = np.broadcast_to(parts[phase][1], tokens.shape) + float(np.max(logit_host)) + host_context[phase]
+        host[phase] = np.broadcast_to(paid_host_s(dispatch, model, hw, engine, tokens), tokens.shape)
+    chunk_sizes = np.arange(max(int(max_tokens), 1) + 1, dtype=float)
+    chunk_sizes[0] = 1.0  # a 0-token chunk never runs; keep the table's index aligned with c
+    as_list = lambda x: np.broadcast_to(np.asarray(x, float), tokens.shape).tolist()  # noqa: E731
+    return StepCosts(
+        tokens_prefill=as_list(parts["prefill"][0]), tokens_decode=as_list(parts["decode"][0]),
+        logits=as_list(logit_device), host_prefill=as_list(host["prefill"]), host_decode=as_list(host["decode"]),
+        decode_lines=_context_lines(model, hw, p, tp, engine, seqs=np.maximum(seqs, 1.0), new_tokens=decode_phase_tokens),
+        chunk_lines=_context_lines(model, hw, p, tp, engine, seqs=1.0, new_tokens=chunk_sizes),
+        chunk_fields=_chunk_fields(model, hw, p, tp, engine, chunk_sizes), pricing=(hw, p, tp),
+        step_host_s=engine.step_host_s, decode_query_tokens=q)

@@ -51,3 +51,17 @@ def test_chunked_prefill_and_slot_decode_match_one_shot():
         # decode of the next token in slots 1 and 3 (batch padded to 4) agrees in both slots
         nxt = r.decode(4, [one, one], [1, 3], [40, 40])
     assert nxt[0] == nxt[1]
+
+
+def test_report_of_a_simulator_equal_to_the_measurement_has_ratio_one(tmp_path):
+    from validate.reports.serve import make_report as mr
+    (tmp_path / "requests.csv").write_text("request_id,rate,arrival_s,prompt_tokens,output_tokens\n"
+                                           "0,1.0,0.0,100,3\n1,1.0,1.0,100,3\n")
+    (tmp_path / "per_request.csv").write_text(
+        "request_id,rate,arrival_s,prompt_tokens,output_tokens,scheduled_s,first_token_s,last_token_s,finish_s,tokens\n"
+        "0,1.0,0.0,100,3,0.0,0.1,0.3,0.3,3\n1,1.0,1.0,100,3,1.0,1.2,1.4,1.4,3\n")
+    (tmp_path / "sim.csv").write_text("request_id,rate,ttft_s,tpot_s,e2e_s\n0,1.0,0.1,0.1,0.3\n1,1.0,0.2,0.1,0.4\n")
+    assert mr.main(["--data", str(tmp_path), "--sim", str(tmp_path / "sim.csv")]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert text.count("| 1.000 |") == 5  # every metric: simulated == measured
+    assert "| 1 | throughput tok/s | 4.3 |" in text  # 6 tokens over 1.4 s

@@ -330,7 +330,7 @@ def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
-    p.add_argument("--model", default="llama-3-8b")
+    p.add_argument("--model", default=None, help="default llama-3-8b (cuda), llama-3-8b-tiny (cpu)")
     p.add_argument("--layers", type=int, default=None, help="default: the model's own")
     p.add_argument("--dtype", default="bf16")
     p.add_argument("--rates", default="auto", help="'auto' (fractions of measured capacity) or req/s list a,b,c")
@@ -344,6 +344,8 @@ def parse(argv):
     p.add_argument("--max-output", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    if a.model is None:
+        a.model = "llama-3-8b" if a.device == "cuda" else "llama-3-8b-tiny"
     if a.device == "cpu" and a.layers is None:
         a.layers = 1
     if a.max_slots not in BUCKETS:

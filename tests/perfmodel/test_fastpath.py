@@ -14,31 +14,35 @@ MODELS = ("llama-3-8b", "qwen3-8b", "mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v
 SPECS = ("h200-sxm-calibrated", "h200-sxm", "h100-sxm-calibrated")
 
 
-def _scenarios(model, seed: int, n: int = 400) -> Scenario:
+def _scenarios(model, seed: int, n: int = 300) -> Scenario:
+    """Random scenarios over two values of each precision field and tp (16 groups: each group's
+    coefficients are priced once, the cost that dominates this test)."""
     rng = np.random.default_rng(seed)
     heads = [t for t in (1, 2, 4, 8) if model.n_heads % t == 0]
     longest = model.max_context // 2
+    pair = lambda values: rng.choice(rng.choice(values, 2, replace=False), n)  # noqa: E731
     return Scenario(batch=rng.integers(1, 600, n), prompt=rng.integers(1, min(longest, 20000), n),
-                    gen=rng.integers(1, min(longest, 3000), n), w_bits=rng.choice([4, 8, 16], n),
-                    a_bits=rng.choice([8, 16], n), kv_bits=rng.choice([4, 8, 16], n), tp=rng.choice(heads, n),
+                    gen=rng.integers(1, min(longest, 3000), n), w_bits=pair([4, 8, 16]), a_bits=pair([8, 16]),
+                    kv_bits=pair([4, 8, 16]), tp=pair(heads) if len(heads) > 1 else 1,
                     samples=rng.choice([1, 4], n), sparse_budget=rng.choice([0, 512], n))
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_fast_path_equals_the_per_op_path(name):
+    """Every engine on every model; the spec rotates over calibrated and datasheet ones."""
     model = workloads.load(name)
-    for seed, spec in enumerate(SPECS):
+    for seed, engine in enumerate(engines.names()):
+        spec = SPECS[(seed + MODELS.index(name)) % len(SPECS)]
         hw = hardware.load(spec)
-        for engine in engines.names():
-            sc = _scenarios(model, seed)
-            fast = perfmodel.evaluate(model, hw, sc, engine)
-            ref = perfmodel.evaluate(model, hw, sc, engine, path="reference")
-            assert list(fast) == list(ref)
-            for key, values in ref.items():
-                if np.asarray(values).dtype.kind == "f":
-                    np.testing.assert_allclose(fast[key], values, rtol=1e-9, atol=0, err_msg=f"{name} {spec} {key}")
-                else:
-                    assert np.array_equal(np.asarray(fast[key]), np.asarray(values)), (name, spec, engine, key)
+        sc = _scenarios(model, seed)
+        fast = perfmodel.evaluate(model, hw, sc, engine)
+        ref = perfmodel.evaluate(model, hw, sc, engine, path="reference")
+        assert list(fast) == list(ref)
+        for key, values in ref.items():
+            if np.asarray(values).dtype.kind == "f":
+                np.testing.assert_allclose(fast[key], values, rtol=1e-9, atol=0, err_msg=f"{name} {spec} {engine} {key}")
+            else:
+                assert np.array_equal(np.asarray(fast[key]), np.asarray(values)), (name, spec, engine, key)
 
 
 def test_counts_past_the_table_and_single_scenarios_agree():

@@ -98,23 +98,38 @@ def _fused(engine: Engine) -> bool:
     return engine.residual_in_norm
 
 
+def _stream(p: Precision, engine: Engine) -> Precision:
+    """The precision of the activations that flow between kernels. With dynamic activation
+    quantization as its own kernels (engine.act_quant_kernels > 0), an 8-bit GEMM's input is
+    quantized from a 16-bit tensor just before it and the GEMM writes 16 bits (torch._scaled_mm with
+    out_dtype=bfloat16: validate/engine_model.fp8_linear; vLLM's scaled_fp8_quant reads 16 bits, the
+    per-token quant in perfmodel.ops.quant_ops), so norms, residuals, gates, GELU and concats read
+    and write 16-bit activations, as attention already does (dit_attention_op). Measured on the
+    H200 (validate/reports/dit/h200): pricing them at 8 bits put fp8 blocks 30-50% under the
+    measured times while bf16 blocks were 10-15% under."""
+    if not engine.act_quant_kernels:
+        return p
+    return Precision(p.w_bits, np.maximum(p.a_bits, 16), p.kv_bits, p.quant_group, p.weight_only_kernel)
+
+
 def modulated_norm(name: str, tokens, width, p: Precision, count: int, engine: Engine) -> Op:
     """adaLN: LayerNorm then x (1 + scale) + shift (Peebles & Xie 2023, arXiv 2212.09748). Fused: one
     read and one write. Eager: layer_norm, 1 + scale, multiply, add: 4 kernels, 6 passes (the
     diffusers AdaLayerNormZero forward)."""
-    fused = _fused(engine)
+    fused, p = _fused(engine), _stream(p, engine)
     return vector_op(name, "norm", tokens, width, 2.0 if fused else 6.0, 8.0, p, count, kernels=1 if fused else 4)
 
 
 def gated_residual(name: str, tokens, width, p: Precision, count: int, engine: Engine) -> Op:
     """x + gate * y: one kernel reading x and y and writing x when fused; eager a multiply and an add."""
-    fused = _fused(engine)
+    fused, p = _fused(engine), _stream(p, engine)
     return vector_op(name, "elementwise", tokens, width, 3.0 if fused else 5.0, 2.0, p, count, kernels=1 if fused else 2)
 
 
 def qk_norm_rope(name: str, tokens, width, p: Precision, count: int, engine: Engine, rope: bool = True) -> list[Op]:
     """RMSNorm over q and k (per head or across heads) and rotary embedding: fused into one kernel
     per tensor by inductor; eager as the profile's norm and RoPE kernels."""
+    p = _stream(p, engine)
     if _fused(engine):
         return [vector_op(name, "norm", tokens, 2 * width, 2.0, 10.0, p, count, kernels=2)]
     ops = [vector_op(name + "_norm", "norm", tokens, 2 * width, engine.norm_passes, 4.0, p, count,
@@ -140,11 +155,15 @@ def dit_attention_op(name: str, samples, q_tokens, kv_tokens, heads, head_dim, p
 
 def reorder_op(samples, tokens, width, p: Precision, count: int) -> Op:
     """PAROAttention's token reordering: gather Q, K, V into the block-friendly order and the output
-    back (four tensors of tokens x width, each read and written once; the index read per element
-    at 8 bytes is the gather's extra traffic)."""
+    back (four tensors of tokens x width, each read and written once), plus the gather's int64
+    index read once per element: torch.gather takes an index of the output's shape and loads one
+    per element it writes (PyTorch docs, torch.gather). Measured on the H200
+    (validate/reports/dit/h200, the reorder cases: 0.198 ms at 4608 tokens x 24 heads, 2.11 ms at
+    32768 x 40) the four gathers take 3.0x the time of their data alone, which is what the 8-byte
+    index per 2-byte element adds (2 x 2 + 8 = 12 bytes against 4)."""
     act = np.maximum(p.act_bytes, 2.0)
     return Op("attn_reorder", "elementwise", count, flops=0.0, weight_bytes=0.0,
-              act_bytes=(4.0 * width * (2.0 * act + 8.0 / 128.0)) * samples * tokens, kernels=4)
+              act_bytes=(4.0 * width * (2.0 * act + 8.0)) * samples * tokens, kernels=4)
 
 
 def attention_ops(name: str, samples, q_tokens, kv_tokens, heads, head_dim, p: Precision, count: int,
@@ -179,7 +198,7 @@ def sparse_block_time_s(ops: list[Op], sparse: SparseAttention, hw: Hardware) ->
 def mlp_ops(prefix: str, tokens, d_model, d_ff, p: Precision, count: int, engine: Engine) -> list[Op]:
     """GELU(tanh) MLP D -> F -> D; the GELU is its own kernel (cuBLAS GEMMs do not fuse it here)."""
     return [matmul_op(prefix + "fc1", tokens, d_ff, d_model, p, count),
-            vector_op(prefix + "gelu", "elementwise", tokens, d_ff, 2.0, 8.0, p, count),
+            vector_op(prefix + "gelu", "elementwise", tokens, d_ff, 2.0, 8.0, _stream(p, engine), count),
             matmul_op(prefix + "fc2", tokens, d_model, d_ff, p, count)]
 
 
@@ -230,8 +249,8 @@ def single_block_ops(spec, samples, tokens, p: Precision, count: int, engine: En
             matmul_op("single_lin1", t, 3 * D + F, D, p, count), *qk_norm_rope("single_qk", t, D, p, count, engine),
             *attention_ops("single_attn", samples, tokens * devices, tokens * devices, H / devices, d, p, count, engine,
                           sparse),
-            vector_op("single_gelu", "elementwise", t, F, 2.0, 8.0, p, count),
-            vector_op("single_cat", "concat", t, D + F, 2.0, 0.0, p, count),
+            vector_op("single_gelu", "elementwise", t, F, 2.0, 8.0, _stream(p, engine), count),
+            vector_op("single_cat", "concat", t, D + F, 2.0, 0.0, _stream(p, engine), count),
             matmul_op("single_lin2", t, D, D + F, p, count), gated_residual("single_res", t, D, p, count, engine)]
 
 
@@ -251,7 +270,7 @@ def cross_block_ops(spec, samples, img, txt, p: Precision, count: int, engine: E
         else []
     ops += [*attention_ops("self_attn", samples, img * devices, img * devices, H / devices, d, p, count, engine, sparse),
             matmul_op("out", t, D, D, p, count), gated_residual("res1", t, D, p, count, engine),
-            vector_op("norm2", "norm", t, D, 2.0, 8.0, p, count),
+            vector_op("norm2", "norm", t, D, 2.0, 8.0, _stream(p, engine), count),
             matmul_op("cross_q", t, D, D, p, count), matmul_op("cross_kv", c, 2 * D, D, p, count),
             *attention_ops("cross_attn", samples, img, txt, H, d, p, count, engine, self_attention=False),
             matmul_op("cross_out", t, D, D, p, count), gated_residual("res2", t, D, p, count, engine),

@@ -153,3 +153,31 @@ def test_cli_oversize_request_is_a_one_line_error(capsys):
     assert "hunyuanvideo needs" in err and "l4 has 24 GB" in err and "Traceback" not in err
     assert main(["predict", "--model", "hunyuanvideo", "--hardware", "l4", "--allow-oversize"]) == 0
     assert "fits: NO" in capsys.readouterr().out
+
+
+def test_reorder_moves_four_tensors_and_an_int64_index_per_element():
+    """torch.gather reads one int64 index per element it writes: 4 tensors x (2 B read + 2 B write + 8 B)."""
+    tokens, width = 4608.0, 3072.0
+    reorder = cost.reorder_op(1, tokens, width, Precision(16, 16, 16), 1)
+    assert reorder.bytes == pytest.approx(4 * tokens * width * (2 + 2 + 8))
+    assert cost.reorder_op(1, tokens, width, Precision(8, 8, 8), 1).bytes == pytest.approx(reorder.bytes)
+
+
+def test_vector_ops_stay_16_bit_when_activations_are_quantized_per_gemm():
+    """With separate quant kernels the stream between kernels is 16-bit: fp8 changes the GEMMs and adds
+    the quant ops, never the norms' traffic; an engine that fuses the quant into the norm (trtllm)
+    writes 8-bit activations, so its vector ops move fewer bytes."""
+    from perfmodel.engines import load as load_engine
+
+    spec = dit.load("flux.1-dev").dit
+    vector = lambda ops: {o.name: o.bytes for o in ops if cost.op_class(o.kind) == "vector"  # noqa: E731
+                          and not o.name.startswith("act_")}
+    for name in ("torch-compile", "torch-eager"):
+        engine = load_engine(name)
+        bf16 = vector(cost.single_block_ops(spec, 1, 4608, Precision(16, 16, 16), 1, engine))
+        fp8 = vector(cost.single_block_ops(spec, 1, 4608, Precision(8, 8, 8), 1, engine))
+        assert fp8 == pytest.approx(bf16)
+    fused = load_engine("trtllm")
+    bf16 = vector(cost.single_block_ops(spec, 1, 4608, Precision(16, 16, 16), 1, fused))
+    fp8 = vector(cost.single_block_ops(spec, 1, 4608, Precision(8, 8, 8), 1, fused))
+    assert all(fp8[k] < bf16[k] for k in bf16)

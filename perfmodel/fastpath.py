@@ -85,9 +85,6 @@ class Rescaled:
     template: Op
     lines: dict
 
-    def at(self, x) -> Op:
-        return dataclasses.replace(self.template, **{name: a + b * x for name, (a, b) in self.lines.items()})
-
 
 class CellTable:
     """The per-run tables of a priced op group's tiled GEMMs, grown on demand (a cache held by the
@@ -125,7 +122,8 @@ class CountPricing:
     keys: component names (perfmodel.steps.TOTAL_KEYS, then "class:<c>" per residual class);
     table[i, x]: component i at x <= DIRECT_COUNTS; affine[i] = (alpha, beta) of the folded ops
     past it; crossings, gemms (with their `cells`) and rebuilt (op indices priced by `price`,
-    the per-op path at given counts) complete it."""
+    the per-op path at given counts) and rescaled ops complete it. StackedPricing evaluates it
+    (one precision group is a stack of one)."""
     keys: tuple[str, ...]
     table: np.ndarray
     affine: np.ndarray
@@ -136,52 +134,6 @@ class CountPricing:
     price: Callable
     phase: str
     rescaled: tuple[Rescaled, ...] = ()
-    hw: Hardware | None = None
-    p: Precision | None = None
-    tp: object = 1
-
-    def evaluate(self, x) -> dict:
-        """Every component at the counts x (an array of whole numbers >= 1)."""
-        x = np.asarray(x, dtype=float)
-        index = x.astype(np.intp)
-        small = index <= DIRECT_COUNTS
-        if small.all():
-            return {key: self.table[i].take(index) for i, key in enumerate(self.keys)}
-        if not small.any():
-            return self._past_table(x)
-        out = {key: np.empty(x.shape) for key in self.keys}
-        large = ~small
-        past = self._past_table(x[large])
-        for i, key in enumerate(self.keys):
-            out[key][small] = self.table[i].take(index[small])
-            out[key][large] = past[key]
-        return out
-
-    def _past_table(self, x: np.ndarray) -> dict:
-        out = {key: (alpha + beta * x if beta else np.full(x.shape, alpha))
-               for key, (alpha, beta) in zip(self.keys, self.affine)}
-        for term in self.crossings:
-            compute = term.compute[0] + term.compute[1] * x
-            memory = term.memory[0] + term.memory[1] * x
-            _add(out, term.count, compute, memory, np.maximum(compute, memory), term.key)
-        if self.gemms:
-            run = np.ceil(x / self.cells.tile_m).astype(np.intp) - self.cells.q0
-            tile_s, inv_bw = self.cells.rows(self.cells.q0 + int(run.max()))
-            for row, term in enumerate(self.gemms):
-                compute = np.maximum(tile_s[row].take(run), term.power_slope * x)
-                memory = (term.bytes[0] + term.bytes[1] * x) * inv_bw[row].take(run)
-                _add(out, term.count, compute, memory, np.maximum(compute, memory), term.key)
-        priced = [(op, op_time(op, self.hw, self.p, self.tp)) for op in (term.at(x) for term in self.rescaled)]
-        if self.rebuilt:
-            priced += self.price(x, self.rebuilt)
-        if priced:
-            for op, t in priced:
-                for key in TOTAL_KEYS:
-                    out[key] += op.count * getattr(t, key)
-                cls = _class_key(self, op)
-                if cls:
-                    out[cls] += op.count * t.time_s
-        return out
 
 
 def _add(out: dict, count: float, compute, memory, core, key: str) -> None:
@@ -220,13 +172,14 @@ def price_counts(ops_at: Callable, hw: Hardware, p: Precision, tp, phase: str) -
         if banded:
             table[keys.index("class:" + intervals.op_class(op.kind, phase))] += \
                 op.count * np.broadcast_to(t.time_s, counts.shape)
-    affine, crossings, gemms, rebuilt = _classify(price(_PROBES), hw, p, keys, phase, banded)
+    probed = price(_PROBES)
+    affine, crossings, gemms, per_count = _classify(probed, hw, p, keys, phase, banded)
     cells = CellTable(ops_at, hw, p, tuple(gemms), float(hw.calibration.tile_m)) if gemms else None
-    probed = ops_at(_PROBES)
-    rescaled = [Rescaled(probed[i], lines) for i in rebuilt if (lines := _field_lines(probed[i])) is not None]
-    rebuilt = [i for i in rebuilt if _field_lines(probed[i]) is None]
-    return CountPricing(keys, table, affine, tuple(crossings), tuple(gemms), cells, tuple(rebuilt),
-                        lambda x, indices: price(x, indices), phase, tuple(rescaled), hw, p, tp)
+    lines = {i: _field_lines(probed[i][0]) for i in per_count}
+    rescaled = tuple(Rescaled(probed[i][0], lines[i]) for i in per_count if lines[i] is not None)
+    rebuilt = tuple(i for i in per_count if lines[i] is None)
+    return CountPricing(keys, table, affine, tuple(crossings), tuple(gemms), cells, rebuilt,
+                        lambda x, indices: price(x, indices), phase, rescaled)
 
 
 #: Op fields that may vary with the count.

@@ -17,7 +17,7 @@ writer, dataclass and form to the table). Rows are in the order the writer emits
 also the order of the keys in the committed presets.
 
 Unit kinds: a `hardware.units.SI_UNITS` dimension ("bytes", "bytes_per_s", "flops_per_s",
-"seconds", "watts", "usd_per_hour"); "count" (a whole number, written without a unit); "number" (a
+"seconds", "watts", "usd_per_hour", "joules_per_flop", "joules_per_byte"); "count" (a whole number, written without a unit); "number" (a
 plain number > 0, e.g. a fraction); "text" and "choice" (untagged strings); "bands" and "kernels"
 (the calibration's nested maps of error bands and attention kernel families, ATTENTION rows).
 """
@@ -38,11 +38,9 @@ PRICE_BASES = ("cloud", "purchase-3y")
 DEVICE_LINK_KINDS = ("nvlink2", "nvlink3", "nvlink4", "nvlink5", "infinity-fabric", "pcie", "none")
 
 #: The unit each kind is written in by the spec writer (file style): (unit text, SI value of one unit).
-FILE_UNITS = {"bytes": ("GB", 1e9), "bytes_per_s": ("GB/s", 1e9), "flops_per_s": ("TFLOP/s", 1e12),
-              "seconds": ("us", 1e-6), "watts": ("W", 1.0), "usd_per_hour": ("USD/h", 1.0)}
+FILE_UNITS = {name: d.file_unit for name, d in units.DIMENSIONS.items()}
 #: SI symbol of each dimension, for the planner's human-readable values (format_si adds the prefix).
-SI_SYMBOLS = {"bytes": "B", "bytes_per_s": "B/s", "flops_per_s": "FLOP/s", "seconds": "s", "watts": "W",
-              "usd_per_hour": "USD/h"}
+SI_SYMBOLS = {name: d.symbol for name, d in units.DIMENSIONS.items()}
 #: Python type of a dataclass attribute per unit kind (a keyed field is a Mapping of these).
 _TYPES = {"count": "int", "text": "str", "choice": "str", "bands": "Mapping[str, Mapping[str, float]]",
           "kernels": "Mapping[str, Mapping[str, float]]"}
@@ -218,6 +216,16 @@ CALIBRATION = (
           write="nonzero"),
     Field(_CAL + "gemv_tile_n", "gemv_tile_n", "count", required=False, default=0, limits=(0, 10**6),
           zero_ok=True, write="nonzero"),
+    # the board power model (perfmodel.energy), fitted on power read through NVML while kernels run
+    # (validate/reports/power/fit_power.py): idle power, energy per FLOP per dtype class and per
+    # HBM byte, and the fraction of its burst tensor-core rate the board sustains at its power limit
+    Field(_CAL + "power.idle", "idle_power_w", "watts", required=False, default=0.0, zero_ok=True, write="nonzero"),
+    Field(_CAL + "power.energy_per_flop", "joules_per_flop", "joules_per_flop", required=False, default={},
+          keyed=True, write="nonzero"),
+    Field(_CAL + "power.energy_per_hbm_byte", "joules_per_hbm_byte", "joules_per_byte", required=False,
+          default=0.0, zero_ok=True, write="nonzero"),
+    Field(_CAL + "power.sustained_fraction", "sustained_fraction", "number", required=False, default={},
+          keyed=True, limits=(0.0, 1.0), write="nonzero", digits=6),
     Field(_CAL + "error_bands", "error_bands", "bands", required=False, default={}, write="nonzero", digits=6),
     Field(_CAL + "attention_kernels", "attention_kernels", "kernels", required=False, default={}, write="nonzero"),
 )

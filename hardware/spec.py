@@ -70,6 +70,13 @@ class Calibration:
     reduction_bytes_per_s: whole-tensor reductions (per-tensor amax before fp8 quantization) as
     compilers emit them; grouped_bytes_per_s: weight streaming of grouped (MoE) GEMM kernels;
     moe_routing_s: fixed time of one MoE layer's routing (top-k, sort, permutation kernels).
+    idle_power_w, joules_per_flop (per dtype class: bf16, fp8, fp32), joules_per_hbm_byte: the
+    board power model of perfmodel.energy (P = idle + J/FLOP x FLOP/s + J/byte x HBM byte/s),
+    YAML calibration.power with pJ/FLOP and pJ/B. sustained_fraction (per dtype class): the
+    fraction of its burst tensor-core rate (the rates above, timed in short bursts) a compute-bound
+    kernel keeps once the board sits at its power limit (an H200 at 700 W: 0.89-0.91 for bf16 and
+    fp8 GEMMs of every shape measured, within ~0.2 s of continuous load); perfmodel.rates applies it
+    to every step and serving prediction, and `at_burst` drops it for isolated-kernel timings.
     source: the citation of the measurement (the YAML tag [measured]).
 
     Fields: the rows of hardware.fields.CALIBRATION (YAML key, attribute, unit, default).
@@ -81,6 +88,9 @@ class Calibration:
         for f in fields.CALIBRATION:
             for key, rate in getattr(self, f.attr).items() if f.keyed else ():
                 _check_positive(rate, f"{f.key}.{key}")
+                if f.limits and rate > f.limits[1]:
+                    raise SpecError(f"{f.key}.{key}: {rate!r} is out of range; allowed above "
+                                    f"{f.limits[0]:g} up to {f.limits[1]:g}")
         for cls, q in self.error_bands.items():
             if set(q) != {"p10", "p90"} or not 0 < q["p10"] <= q["p90"] or not math.isfinite(q["p90"]):
                 raise SpecError(f"calibration.error_bands.{cls}: {q!r} must be {{p10, p90}} with 0 < p10 <= p90")
@@ -360,6 +370,33 @@ def _calibration_from_yaml(r: SpecReader) -> Calibration | None:
     return Calibration(**values, source=str(r.tags.get("measured", "")))
 
 
+def calibration_section(data: dict, origin: str, section: str) -> dict:
+    """The Calibration fields of one section of `calibration` read from a file of its own (e.g.
+    {"power": {...}} written by validate/reports/power/fit_power.py), by the rows of the field table
+    under "calibration.<section>." (the spec's own units and checks). Its tags need no sources list."""
+    values = {}
+    prefix = f"calibration.{section}."
+    tags = {match["tag"].strip() for match in (_LEAF.match(str(v)) for v in _leaves(data)) if match}
+    reader = SpecReader({"sources": {t: origin for t in tags}, "calibration": data}, origin)
+    for f in fields.CALIBRATION:
+        if f.key.startswith(prefix):
+            value = _read_field(reader, f, False)
+            if value not in (None, {}):
+                values[f.attr] = value
+    if not values:
+        raise SpecError(f"{origin}: no calibration.{section} fields (expected {section}: with "
+                        + ", ".join(f.key[len(prefix):] for f in fields.CALIBRATION if f.key.startswith(prefix)) + ")")
+    return values
+
+
+def _leaves(node):
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _leaves(value)
+    else:
+        yield node
+
+
 def _read_bands(r: SpecReader, key: str) -> dict:
     bands = r.node(key, required=False) or {}
     if not isinstance(bands, dict):
@@ -447,14 +484,14 @@ def _calibration_yaml(cal: Calibration, tag) -> dict:
         if not f.written(value, False):
             continue
         if f.unit == "bands":
-            section[key] = {cls: {q: f"{v:.{f.digits}g} [{tag(f'{f.key}.{cls}.{q}')}]" for q, v in band.items()}
-                            for cls, band in value.items()}
+            _put(section, key, {cls: {q: f"{v:.{f.digits}g} [{tag(f'{f.key}.{cls}.{q}')}]" for q, v in band.items()}
+                            for cls, band in value.items()})
         elif f.unit == "kernels":
-            section[key] = {family: {a.key: f"{a.file_text(params[a.attr])} [{tag(f'{f.key}.{family}.{a.key}')}]"
+            _put(section, key, {family: {a.key: f"{a.file_text(params[a.attr])} [{tag(f'{f.key}.{family}.{a.key}')}]"
                                      for a in fields.ATTENTION if params.get(a.attr, 0) > 0}
-                            for family, params in value.items()}
+                            for family, params in value.items()})
         elif f.keyed:
-            section[key] = {k: f"{f.file_text(v)} [{tag(f'{f.key}.{k}')}]" for k, v in value.items()}
+            _put(section, key, {k: f"{f.file_text(v)} [{tag(f'{f.key}.{k}')}]" for k, v in value.items()})
         else:
-            section[key] = f"{f.file_text(value)} [{tag(f.key)}]"
+            _put(section, key, f"{f.file_text(value)} [{tag(f.key)}]")
     return section

@@ -17,28 +17,52 @@ from __future__ import annotations
 import functools
 import math
 import re
+from dataclasses import dataclass
 
+@dataclass(frozen=True)
+class Dimension:
+    """One physical dimension a spec or CLI value may have, stated once: the SI unit `parse`
+    returns (pint's spelling), the accepted range in that unit (inclusive: wide enough for any real
+    device or budget, narrow enough that no product of them overflows a float), the SI symbol
+    `format_si` prefixes, the unit the spec writer and hints use with its SI value, and the words
+    error messages use."""
+
+    si_unit: str
+    low: float
+    high: float
+    symbol: str
+    file_unit: tuple[str, float]
+    example: str
+    hint_unit: str = ""  # the unit suggested for a bare number, when not the file unit
+
+    @property
+    def accepted(self) -> str:
+        """A typical value written with the file unit, for error messages: '4.8 TB/s'."""
+        return _TYPICAL[self.symbol]
+
+
+DIMENSIONS = {
+    "bytes": Dimension("byte", 1.0, 1e18, "B", ("GB", 1e9), "bytes (e.g. GB, GiB)"),       # 1 B .. 1 EB
+    "bytes_per_s": Dimension("byte / second", 1.0, 1e16, "B/s", ("GB/s", 1e9),
+                             "bytes per second (e.g. GB/s, TB/s)"),                      # .. 10 PB/s
+    "flops_per_s": Dimension("FLOP / second", 1.0, 1e20, "FLOP/s", ("TFLOP/s", 1e12),
+                             "operations per second (e.g. TFLOP/s, TOP/s)"),             # .. 100 EFLOP/s
+    "seconds": Dimension("second", 1e-12, 1e7, "s", ("us", 1e-6), "seconds (e.g. us, ms)", "ms"),  # 1 ps .. 116 days
+    "watts": Dimension("watt", 1e-3, 1e7, "W", ("W", 1.0), "watts (W)"),
+    "usd_per_hour": Dimension("USD / hour", 1e-6, 1e6, "USD/h", ("USD/h", 1.0), "USD/h"),
+    # energy per operation and per byte moved: picojoules on today's chips (0.1-20 pJ/FLOP,
+    # 10-500 pJ/byte of DRAM traffic); the range spans 1 fJ .. 1 uJ
+    "joules_per_flop": Dimension("joule / FLOP", 1e-15, 1e-6, "J/FLOP", ("pJ/FLOP", 1e-12),
+                                 "joules per operation (e.g. pJ/FLOP)"),
+    "joules_per_byte": Dimension("joule / byte", 1e-15, 1e-6, "J/B", ("pJ/B", 1e-12),
+                                 "joules per byte (e.g. pJ/B)"),
+}
+_TYPICAL = {"B": "141 GB", "B/s": "4.8 TB/s", "FLOP/s": "989 TFLOP/s", "s": "20 ms", "W": "700 W",
+            "USD/h": "3.5 USD/h", "J/FLOP": "0.8 pJ/FLOP", "J/B": "130 pJ/B"}
 #: Dimension names accepted by `parse`, mapped to the SI unit the value is returned in.
-SI_UNITS = {
-    "bytes": "byte",
-    "bytes_per_s": "byte / second",
-    "flops_per_s": "FLOP / second",
-    "seconds": "second",
-    "watts": "watt",
-    "usd_per_hour": "USD / hour",
-}
-
-
-#: Accepted range of each dimension in SI units (inclusive): wide enough for any real device or
-#: budget, narrow enough that no product of them overflows a float.
-RANGES = {
-    "bytes": (1.0, 1e18),            # 1 byte .. 1 EB
-    "bytes_per_s": (1.0, 1e16),      # 1 B/s .. 10 PB/s
-    "flops_per_s": (1.0, 1e20),      # 1 FLOP/s .. 100 EFLOP/s
-    "seconds": (1e-12, 1e7),         # 1 ps .. about 116 days
-    "watts": (1e-3, 1e7),
-    "usd_per_hour": (1e-6, 1e6),
-}
+SI_UNITS = {name: d.si_unit for name, d in DIMENSIONS.items()}
+#: Accepted range of each dimension in SI units (inclusive).
+RANGES = {name: (d.low, d.high) for name, d in DIMENSIONS.items()}
 #: "<decimal number> <unit>": the number has at most 4 exponent digits; the unit is words joined by
 #: '/', '*' or spaces, each with at most a one-digit power (no "10**10**10" for pint to evaluate).
 _QUANTITY = re.compile(r"\s*(?P<number>[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d{1,4})?)\s*"
@@ -105,8 +129,7 @@ def check_range(value: float, dimension: str, field: str, shown: object | None =
     """Return `value` (SI) if it lies in RANGES[dimension], else raise UnitError naming the range."""
     low, high = RANGES[dimension]
     if not low <= value <= high:
-        unit = SI_UNITS[dimension].replace("byte / second", "B/s").replace("byte", "B").replace(
-            "FLOP / second", "FLOP/s").replace("second", "s").replace("watt", "W").replace("USD / hour", "USD/h")
+        unit = DIMENSIONS[dimension].symbol
         raise UnitError(f"{field}: {shown if shown is not None else value!r} is out of range; allowed "
                         f"{format_si(low, unit).strip()} to {format_si(high, unit).strip()}")
     return value
@@ -122,40 +145,27 @@ def check_positive(value: float, field: str, shown: object | None = None) -> flo
     return float(value)
 
 
-_SI_SYMBOL = {"bytes": "B", "bytes_per_s": "B/s", "flops_per_s": "FLOP/s", "seconds": "s", "watts": "W",
-              "usd_per_hour": "USD/h"}
-
-
 def _bare_hint(number: float, dimension: str) -> str:
     """How to write a bare number with a unit: the value read as SI, with a prefix ('80 GB' for
     80000000000 bytes), plus the byte convention."""
-    shown = format_si(number, _SI_SYMBOL[dimension]) if math.isfinite(number) and number > 0 else \
+    shown = format_si(number, DIMENSIONS[dimension].symbol) if math.isfinite(number) and number > 0 else \
         f"{number:g} {_unit_hint(dimension)}"
     if dimension == "seconds" and math.isfinite(number) and 0 < number < 1:
         shown = format_seconds(number)
     note = " (GB = 1e9 bytes, GiB = 2**30; a bare number could be bits or bytes)" if dimension.startswith("bytes") else ""
-    return f"e.g. '{shown}' if you meant {number:g} {_SI_SYMBOL[dimension]}{note}"
+    return f"e.g. '{shown}' if you meant {number:g} {DIMENSIONS[dimension].symbol}{note}"
 
 
 def _unit_hint(dimension: str) -> str:
-    return {"bytes": "GB", "bytes_per_s": "GB/s", "flops_per_s": "TFLOP/s", "seconds": "ms", "watts": "W",
-            "usd_per_hour": "USD/h"}[dimension]
+    return DIMENSIONS[dimension].hint_unit or DIMENSIONS[dimension].file_unit[0]
 
 
 def _accepted(dimension: str) -> str:
-    return {"bytes": "141 GB", "bytes_per_s": "4.8 TB/s", "flops_per_s": "989 TFLOP/s", "seconds": "20 ms",
-            "watts": "700 W", "usd_per_hour": "3.5 USD/h"}[dimension]
+    return DIMENSIONS[dimension].accepted
 
 
 def _example(dimension: str) -> str:
-    return {
-        "bytes": "bytes (e.g. GB, GiB)",
-        "bytes_per_s": "bytes per second (e.g. GB/s, TB/s)",
-        "flops_per_s": "operations per second (e.g. TFLOP/s, TOP/s)",
-        "seconds": "seconds (e.g. us, ms)",
-        "watts": "watts (W)",
-        "usd_per_hour": "USD/h",
-    }[dimension]
+    return DIMENSIONS[dimension].example
 
 
 _PREFIXES = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))

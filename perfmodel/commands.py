@@ -31,6 +31,9 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--allow-oversize", action="store_true",
                    help="print the times even when the model does not fit in device memory (exit 0)")
+    p.add_argument("--power-cap", type=flag(1.0, 1e5, low_open=True), default=None, metavar="W",
+                   help="board power limit in W below the spec's own (nvidia-smi -pl): energy and the capped "
+                        "times follow perfmodel.energy; default the spec's power (its TDP)")
     p.set_defaults(handler=run_predict)
 
     hw = subparsers.add_parser("hardware", help="hardware presets")
@@ -142,7 +145,7 @@ def run_predict(args) -> int:
         except perfmodel.DoesNotFitError as err:
             raise perfmodel.DoesNotFitError(f"{err}; max batch that fits: {int(pred.row(0)['max_batch'])} "
                                             "(--allow-oversize prints the times anyway)") from None
-    row = pred.row(0)
+    row = {**pred.row(0), **_energy_row(pred, args.power_cap)}
     if args.json:
         print(json.dumps(_json_row(row, model, hw, engine), indent=2))
         return 0
@@ -169,7 +172,7 @@ def run_predict_dit(args) -> int:
                        batch=args.batch, cached_fraction=args.cached_fraction)
     sparse = dit_cost.DENSE if args.density >= 1 else dit_cost.SparseAttention(args.density)
     pred = dit_cost.predict_dit(pipe, hw, req, engine=args.engine, w_bits=args.w_bits, a_bits=args.a_bits,
-                                devices=args.devices, sparse=sparse)
+                                devices=args.devices, sparse=sparse, power_cap_w=args.power_cap)
     out = pred.to_dict()
     if not out["fits"] and not args.allow_oversize:
         raise perfmodel.DoesNotFitError(
@@ -206,7 +209,9 @@ def format_dit_prediction(out: dict, hw) -> str:
         f"{'request':<16}{format_seconds(out['e2e_s']):>12}   (end to end)",
         "",
         f"cost         {cost} (${out['usd_per_request']:.4f} per request)",
-        f"energy       <= {out['energy_j'] / 1e3:,.2f} kJ ({out['energy_method']})",
+        f"energy       {format_si(out['energy_j'], 'J')} per request, {format_si(out['energy_per_sample_j'], 'J')} per "
+        f"{'video' if video else 'image'}, avg {out['avg_power_w']:.0f} W per device (power model: {out['power_model']}"
+        f"{'' if out['power_cap_w'] >= hw.power_w else ', cap %.0f W: e2e %s' % (out['power_cap_w'], format_seconds(out['e2e_capped_s']))})",
         "",
         "memory per device",
         f"  transformer  {format_si(mem['weights'], 'B')}",
@@ -217,6 +222,17 @@ def format_dit_prediction(out: dict, hw) -> str:
         f"  -> fits: {'yes' if out['fits'] else 'NO'}",
     ]
     return "\n".join(lines)
+
+
+def _energy_row(pred, power_cap_w: float | None) -> dict:
+    """Energy and power of scenario 0 (perfmodel.energy.prediction_energy) as plain floats, with the
+    cap and which parameters produced them (the spec's power calibration or datasheet defaults)."""
+    from perfmodel import energy
+
+    values = energy.prediction_energy(pred, power_cap_w)
+    pm = energy.power_model(pred.hardware, power_cap_w)
+    return {**{k: float(np.asarray(v).reshape(-1)[0]) for k, v in values.items()},
+            "power_cap_w": pm.cap_w, "power_model": pm.source}
 
 
 def _json_row(row: dict, model, hw, engine: engines.Engine | str = engines.DEFAULT_ENGINE) -> dict:
@@ -263,6 +279,12 @@ def format_prediction(row: dict, model, hw, engine: engines.Engine | str = engin
         "",
         f"throughput   {row['throughput_tok_s']:,.1f} tok/s generated (decode alone {row['decode_tok_s']:,.1f} tok/s)",
         f"cost         ${row['usd_per_mtok']:.3f} per million generated tokens",
+        f"energy       {format_si(row['joules_per_token'], 'J')} per generated token, {format_si(row['energy_j'], 'J')} "
+        f"per batch; {row['prefill_power_w']:.0f} W prefill, {row['decode_power_w']:.0f} W decode per device "
+        f"(power model: {row['power_model']})",
+        *([f"power cap    {row['power_cap_w']:.0f} W: TTFT {format_seconds(row['ttft_capped_s'])}, TPOT "
+           f"{format_seconds(row['tpot_capped_s'])}, request {format_seconds(row['e2e_capped_s'])}"]
+          if row["power_cap_w"] < hw.power_w else []),
         "",
         "memory per device",
         f"  weights      {format_si(row['weights_bytes'], 'B')}",

@@ -1,4 +1,4 @@
-"""Cost of diffusion-transformer generation: per-step ops, step and request latency, memory, $, energy bound.
+"""Cost of diffusion-transformer generation: per-step ops, step and request latency, memory, $, energy.
 
 A request (workloads.dit.GenerationRequest) runs the text encoders once, then `steps` denoising steps
 of the transformer over latent_tokens image tokens (+ the text tokens, joint or as cross-attention
@@ -19,6 +19,9 @@ bandwidth plus `per_block_s` per kept 128 x 128 block over the SMs.
 Multi-GPU: sequence parallelism (DeepSpeed-Ulysses, Jacobs et al. 2023, arXiv 2309.14509, as xDiT
 and Wan's own inference run it): each of n devices holds T/n tokens and all weights; every
 self-attention does four all-to-alls (q, k, v in, output back) of T/n x D activations.
+
+Energy: each stage's FLOPs (on its precision's datapath) and HBM bytes priced by the board power model
+of perfmodel.energy (idle + J/FLOP + J/byte, clipped at the board limit), over the stage's time.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hardware.spec import Hardware
-from perfmodel import collectives
+from perfmodel import collectives, energy
 from perfmodel.engines import Engine
 from perfmodel.engines import load as load_engine
 from perfmodel.ops import Op, Precision, matmul_op, quant_ops, vector_op
@@ -359,6 +362,7 @@ class StageCost:
     class_time_s: dict = field(default_factory=dict)
     ops: tuple = ()
     times: tuple = ()
+    dynamic_j: float = 0.0
 
 
 def op_class(kind: str) -> str:
@@ -384,7 +388,10 @@ def price(groups: list[tuple[list[Op], Precision]], hw: Hardware, engine: Engine
         ctime[c] += op.count * float(np.sum(t.time_s))
     ctime["comm"] += comm_s
     ctime["attention"] += extra_device_s
-    return StageCost(max(device, host), device, host, comm_s, flops, nbytes, ctime, tuple(ops), tuple(times))
+    # the work's own energy (perfmodel.energy), each op on its group's datapath class
+    pm = energy.power_model(hw)
+    dynamic = float(sum(np.sum(energy.op_dynamic_energy_j(op, p, pm)) for group, p in groups for op in group))
+    return StageCost(max(device, host), device, host, comm_s, flops, nbytes, ctime, tuple(ops), tuple(times), dynamic)
 
 
 def step_cost(pipe: DiTPipeline, shape: LatentShape, hw: Hardware, step: DiTStep) -> StageCost:
@@ -454,7 +461,7 @@ class DiTPrediction:
     vae_decode: StageCost
     memory: dict
     usd_per_hour: float
-    board_power_w: float
+    power: "energy.PowerModel"
 
     @property
     def e2e_s(self) -> float:
@@ -469,11 +476,25 @@ class DiTPrediction:
         """USD per image, or per video."""
         return self.usd_per_request / self.request.batch
 
+    def stage_energy(self) -> dict:
+        """Per stage, (time under the power cap, board power, energy) of one device
+        (perfmodel.energy.capped_phase on the stage's time and dynamic energy)."""
+        return {name: energy.capped_phase(stage.time_s, stage.dynamic_j, self.power)
+                for name, stage in (("text_encode", self.text_encode), ("step", self.step), ("vae_decode", self.vae_decode))}
+
     @property
     def energy_j(self) -> float:
-        """Upper bound: every device at its board power limit for the whole request (no power
-        model exists in this branch; perfmodel.energy, issue 17 item 3, replaces it)."""
-        return self.board_power_w * self.devices * self.e2e_s
+        """Joules of the request over all devices: text encoders + steps_run denoising steps + VAE
+        decode, each at its modelled board power (perfmodel.energy; idle + FLOPs and HBM bytes,
+        clipped at the board limit)."""
+        e = self.stage_energy()
+        return float(self.devices * (e["text_encode"][2] + self.steps_run * e["step"][2] + e["vae_decode"][2]))
+
+    @property
+    def e2e_capped_s(self) -> float:
+        """End-to-end time under the power cap (equal to e2e_s at the board's own limit)."""
+        e = self.stage_energy()
+        return float(e["text_encode"][0] + self.steps_run * e["step"][0] + e["vae_decode"][0])
 
     def to_dict(self) -> dict:
         req, shape = self.request, self.shape
@@ -487,7 +508,10 @@ class DiTPrediction:
                "usd_per_request": self.usd_per_request,
                ("usd_per_video_s" if req.frames > 1 else "usd_per_image"):
                    self.usd_per_sample / (req.video_s if req.frames > 1 else 1.0),
-               "energy_j": self.energy_j, "energy_method": "bound: board power limit x e2e time x devices",
+               "energy_j": self.energy_j, "energy_per_sample_j": self.energy_j / req.batch,
+               "avg_power_w": self.energy_j / self.devices / self.e2e_capped_s,
+               "step_power_w": float(self.stage_energy()["step"][1]), "power_cap_w": self.power.cap_w,
+               "power_model": self.power.source, "e2e_capped_s": self.e2e_capped_s,
                "step_flops": self.step.flops, "step_bytes": self.step.bytes, "step_class_s": self.step.class_time_s}
         return out
 
@@ -532,7 +556,8 @@ def memory_bytes(pipe: DiTPipeline, shape: LatentShape, step: DiTStep, req: Gene
 
 def predict_dit(pipe: DiTPipeline, hw: Hardware, req: GenerationRequest | None = None, *,
                 engine: str | Engine | None = None, w_bits=16, a_bits=16, devices: int = 1,
-                sparse: SparseAttention = DENSE, layer_precision: tuple = ()) -> DiTPrediction:
+                sparse: SparseAttention = DENSE, layer_precision: tuple = (),
+                power_cap_w: float | None = None) -> DiTPrediction:
     """Predict one generation request of `pipe` on `devices` devices of `hw`.
 
     steps_run = steps x (1 - cached_fraction): a cached step reuses that fraction of block outputs
@@ -557,4 +582,4 @@ def predict_dit(pipe: DiTPipeline, hw: Hardware, req: GenerationRequest | None =
         steps_run=req.steps * (1.0 - req.cached_fraction),
         text_encode=price([(enc_ops, p16)], hw, engine), vae_decode=price([(vae_ops, p16)], hw, engine),
         memory=memory_bytes(pipe, shape, step, req, hw.hbm_capacity_bytes), usd_per_hour=hw.price_per_hour_usd,
-        board_power_w=hw.power_w)
+        power=energy.power_model(hw, power_cap_w))

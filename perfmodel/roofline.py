@@ -19,6 +19,7 @@ import numpy as np
 
 from hardware.spec import Hardware
 from perfmodel import collectives
+from perfmodel.rates import sustained_fraction
 from perfmodel.ops import Op, Precision
 
 BOUNDS = np.array(["compute", "memory", "overhead", "comm"])
@@ -60,9 +61,16 @@ def matmul_dtype_rate(hw: Hardware, w_bits, a_bits, calibrated: bool = True, wei
     (weight_only_kernel="torch") run at the rate a calibrated spec measured for them. Calibrated
     rates win over peaks."""
     table = dict(hw.calibration.matmul_flops_per_s) if (calibrated and hw.calibration) else {}
+    # measured (burst) rates of the tensor-core and fp32 paths run at the fraction the board sustains
+    # under load (perfmodel.rates.sustained_fraction); PyTorch's weight-only kernels are bound by
+    # their unpacking, far below the power limit
+    load = {d: sustained_fraction(hw, d) for d in ("bf16", "fp32", "fp8", "fp4")}
 
     def rate(dtype, fallback=None):
-        return table.get(dtype) or (table.get(fallback) if fallback else None) or hw.peak_flops_per_s(fallback or dtype)
+        for name in (dtype, fallback):
+            if name and table.get(name):
+                return table[name] * load.get(name, 1.0)
+        return hw.peak_flops_per_s(fallback or dtype)
 
     w, a = np.asarray(w_bits), np.asarray(a_bits)
     low = (w <= 8) & (a <= 8)
@@ -238,7 +246,9 @@ def _sustained_rate(hw: Hardware, p: Precision):
     """The power roof: the GEMM rate the board's power limit sustains for the precisions' dtype
     (Calibration.sustained_flops_per_s), infinite where not calibrated."""
     table = hw.calibration.sustained_flops_per_s
-    return _by_gemm_dtype(table, p, np.inf) if table else np.inf
+    if not table:
+        return np.inf
+    return _by_gemm_dtype({d: r * sustained_fraction(hw, d) for d, r in table.items()}, p, np.inf)
 
 
 def _gemv_cap(cal, p: Precision, default):

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -39,6 +40,9 @@ def register(subparsers) -> None:
     cal = sub.add_parser("calibrate", help="fit a calibrated hardware spec from the measurements")
     _common(cal)
     cal.add_argument("--hardware", default=None, help="base spec (default: the preset matching the device)")
+    cal.add_argument("--power", default=None, metavar="YAML",
+                     help="the board power section fitted by validate/reports/power/fit_power.py "
+                          "(power_calibration.yaml): carried into the spec, and whole steps are banded under load")
     cal.set_defaults(handler=run_calibrate)
 
     rep = sub.add_parser("report", help="write report.md, CSVs and plots")
@@ -182,13 +186,30 @@ def run_calibrate(args) -> int:
     source = (f"perfmodel validate on {device} (torch {measured['torch'].iloc[0]}), "
               f"{measured['timestamp'].iloc[0][:10]}; calibration split of {args.out}/measurements.csv")
     records = measured.to_dict("records")
-    calibrated = with_error_bands(records, calibrate(records, base, source))
+    fitted = calibrate(records, base, source)
+    if getattr(args, "power", None):
+        fitted = dataclasses.replace(fitted, calibration=dataclasses.replace(
+            fitted.calibration, **_power_section(args.power),
+            source=f"{source}; calibration.power fitted by validate/reports/power/fit_power.py ({args.power})"))
+    calibrated = with_error_bands(records, fitted)
     # the file is named after the spec's `name`, which comes from input: one safe component, inside --out
     path = inputs.confined(args.out, inputs.safe_file_name(calibrated.name, "name") + ".yaml", "--out")
     header = f"# Calibrated from measurements; base spec: {base.name}. Written by `perfmodel validate calibrate`.\n"
     inputs.write_text(path, header + yaml.safe_dump(to_yaml_dict(calibrated), sort_keys=False), "--out")
     print(f"calibrated spec: {path}")
     return 0
+
+
+def _power_section(path: str) -> dict:
+    """Calibration fields of a power_calibration.yaml (its `power:` mapping)."""
+    import yaml
+
+    from hardware.spec import calibration_section
+
+    data = yaml.safe_load(inputs.read_text(path, "--power")) if Path(path).is_file() else None
+    if not isinstance(data, dict) or "power" not in data:
+        raise ValueError(f"--power: {path!r} is not a YAML file with a `power:` section (fit_power.py writes one)")
+    return calibration_section(data, Path(path).name, "power")
 
 
 def run_report(args) -> int:

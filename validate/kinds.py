@@ -34,7 +34,10 @@ class CaseKind:
     build: the function of validate.bench that builds its timed callable ("" where only others
     measure it: aiconfigurator's tables). graph: timed inside CUDA-graph replays on a GPU suite
     (only the cases whose graph_where (column, value) matches, when given), also_eager: its cases
-    are timed eager as well (they pin the host's per-op dispatch). host_bound: timed with more repeats and the garbage collector paused (eager whole steps)."""
+    are timed eager as well (they pin the host's per-op dispatch). host_bound: timed with more repeats and the garbage collector paused (eager whole steps).
+    under_load: its cases run long enough at the power limit that the board sustains only part of its
+    burst tensor-core rate (whole model steps replayed back to back; perfmodel.rates.sustained_fraction);
+    other kinds are single kernels timed in short bursts."""
 
     name: str
     columns: tuple[str, ...]
@@ -52,6 +55,7 @@ class CaseKind:
     graph_where: tuple[str, str] = ()
     also_eager: bool = False
     host_bound: bool = False
+    under_load: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "counts", MappingProxyType(dict(self.counts)))
@@ -111,7 +115,7 @@ RECORDS = (
              counts={"layers": (1, 10**4), "batch": (1, BIG), "q_len": (1, BIG), "kv_len": (1, BIG)},
              choices={"phase": PHASES, "dtype": DTYPES}, shape_key=("model",), class_by="phase",
              group_by=("model", "layers", "phase", "dtype", "engine"), predict="predict_model_steps", vectorized=True,
-             build="build_model_step", host_bound=True),
+             build="build_model_step", host_bound=True, under_load=True),
     CaseKind("allreduce", ("bytes", "tp", "strategy"), counts={"bytes": (1, 10**13), "tp": (1, 4096)},
              shape_key=("tp", "bytes"), class_by="strategy", class_default="nccl", predict="predict_allreduce"),
     CaseKind("moe", ("tokens", "experts", "top_k", "hidden", "inter", "moe_tp", "moe_ep", "dtype", "engine"),

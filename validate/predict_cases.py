@@ -240,9 +240,16 @@ def _predictor(kind: kinds.CaseKind):
     return globals()[kind.predict]
 
 
+def regime(kind: kinds.CaseKind, hw: Hardware) -> Hardware:
+    """The spec as the kind's cases ran: whole steps under load (the board at its power limit), single
+    kernels in short bursts (`perfmodel.rates.at_burst`)."""
+    return hw if kind.under_load else rates.at_burst(hw)
+
+
 def predict_case(case: dict, hw: Hardware) -> float:
     """Predicted seconds for one case row (kind + parameters)."""
     kind = kinds.of(case)
+    hw = regime(kind, hw)
     if kind.vectorized:
         return float(_predictor(kind)([case], hw)[0])
     return _predictor(kind)(case, hw)
@@ -294,7 +301,8 @@ def predict_many(cases: list[dict], hw: Hardware) -> np.ndarray:
     for key, index in groups.items():
         members = [cases[i] for i in index]
         kind = kinds.BY_NAME[key[0]]
-        out[index] = _predictor(kind)(members, hw) if kind.vectorized else [predict_case(c, hw) for c in members]
+        out[index] = _predictor(kind)(members, regime(kind, hw)) if kind.vectorized else \
+            [predict_case(c, hw) for c in members]
     return out
 
 

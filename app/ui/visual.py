@@ -61,7 +61,8 @@ def render() -> None:
     for col, (label, value) in zip(cols, texts.items()):
         col.metric(label, value)
     st.caption(f"{out['image_tokens']:,} image tokens + {out['context_tokens']} text tokens per sample; "
-               f"{out['params'] / 1e9:.2f} B parameters; energy is an upper bound ({out['energy_method']}).")
+               f"{out['params'] / 1e9:.2f} B parameters; energy from the board power model ({out['power_model']}), "
+               f"{out['avg_power_w']:.0f} W average per device.")
     if not out["fits"]:
         st.warning(f"Needs {out['memory_bytes']['total'] / 1e9:.1f} GB per device, has "
                    f"{out['memory_bytes']['capacity'] / 1e9:.1f} GB.")

@@ -14,8 +14,9 @@ builders on the calibrated spec (the same ops a `perfmodel predict --model flux.
                  kernel, on the density-1.0 case only (perfmodel.dit.SparseAttention.efficiency);
                  densities 0.2, 0.5 and 0.9 are then predicted, and the speedup over dense SDPA
                  (pred and meas) compared per density, including where sparse is slower than dense.
-  power          where the run read it: mean board power and energy per call, beside the
-                 board-power bound perfmodel predicts today (no power model in this branch).
+  energy         where the run read power: energy per call predicted by perfmodel.energy (the power
+                 model of validate/reports/power, nothing fitted here) vs measured, and the power
+                 model alone at the measured time.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import pandas as pd  # noqa: E402
 
 import hardware  # noqa: E402
 from perfmodel import dit as cost  # noqa: E402
+from perfmodel import energy  # noqa: E402
 from perfmodel.engines import load as load_engine  # noqa: E402
 from perfmodel.ops import Precision  # noqa: E402
 from workloads import dit  # noqa: E402
@@ -56,8 +58,30 @@ def block_ops(row) -> list:
     return cost.cross_block_ops(spec, 1, img, txt, p, 1, engine)
 
 
+def block_cost(row, hw) -> cost.StageCost:
+    return cost.price([(block_ops(row), PRECISIONS[row["dtype"]])], hw, load_engine(row["engine"]))
+
+
 def predict_block(row, hw) -> float:
-    return cost.price([(block_ops(row), PRECISIONS[row["dtype"]])], hw, load_engine(row["engine"])).time_s
+    return block_cost(row, hw).time_s
+
+
+def block_energy(row, hw) -> dict:
+    """Predicted energy per call of a block case two ways (perfmodel.energy): the whole prediction
+    (predicted time and the board power it implies), and the power model alone on the measured time
+    (sustained time per call where the run measured it), which isolates the power model's error."""
+    stage, pm = block_cost(row, hw), energy.power_model(hw)
+    measured_t = _float(row.get("sustained_s")) if math.isfinite(_float(row.get("sustained_s"))) else row["measured_s"]
+    return {"predicted_energy_j": float(energy.capped_phase(stage.time_s, stage.dynamic_j, pm)[2]),
+            "predicted_power_w": float(energy.board_power_w(stage.time_s, stage.dynamic_j, pm)),
+            "model_power_at_measured_time_w": float(energy.board_power_w(measured_t, stage.dynamic_j, pm))}
+
+
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def attention_ops(row, efficiency: float = 1.0) -> list:
@@ -104,6 +128,8 @@ def build(data: pd.DataFrame, hw) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     blocks = ok[ok["kind"] == "block"].copy()
     blocks["predicted_s"] = [predict_block(r, hw) for _, r in blocks.iterrows()]
     blocks["ratio"] = blocks["predicted_s"] / blocks["measured_s"]
+    if len(blocks):
+        blocks = blocks.join(pd.DataFrame([block_energy(r, hw) for _, r in blocks.iterrows()], index=blocks.index))
     attn = ok[ok["kind"] == "attention"].copy()
     rows = []
     efficiency = math.nan
@@ -147,6 +173,7 @@ def report_text(blocks: pd.DataFrame, attn: pd.DataFrame, hw, data: pd.DataFrame
         lines.append(f"| {r['block']} | {r['engine']} | {r['dtype']} | {r['height']}x{r['width']}x{r['frames']} | "
                      f"{int(r['tokens'])} | {r['split']} | {1e3 * r['measured_s']:.3f} ms | "
                      f"{1e3 * r['predicted_s']:.3f} ms | {r['ratio']:.3f} | {_power(r)} |")
+    lines += energy_lines(blocks)
     lines += ["", "## Block-sparse attention (PAROAttention layout: reorder + flex_attention)", "",
               "| model | tokens | heads | case | density | measured | predicted | speedup meas | speedup pred |"
               " speedup error |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -161,6 +188,34 @@ def report_text(blocks: pd.DataFrame, attn: pd.DataFrame, hw, data: pd.DataFrame
         lines += ["", f"Fitted flex efficiency (relative to the calibrated SDPA prefill kernel): "
                       f"{', '.join(f'{m}: {e:.3f}' for m, e in attn.groupby('model')['efficiency'].first().items())}."]
     return "\n".join(lines) + "\n"
+
+
+def energy_lines(blocks: pd.DataFrame) -> list[str]:
+    """Energy per call, predicted (perfmodel.energy with the predicted time) vs measured (board power x
+    time per call under sustained load), and the power model alone at the measured time. Nothing here
+    is fitted on these cases: the power model comes from validate/reports/power."""
+    if "power_w" not in blocks or not np.isfinite(blocks["power_w"].astype(float)).any():
+        return []
+    ok = blocks[np.isfinite(blocks["power_w"].astype(float))]
+    measured_j = ok["energy_j"].astype(float)
+    full = ape(ok["predicted_energy_j"], measured_j)
+    alone = ape(ok["model_power_at_measured_time_w"], ok["power_w"].astype(float))
+    source = ", ".join(sorted(set(ok.get("power_source", pd.Series(["nvml_power_samples"])).fillna("nvml_power_samples")
+                                  .astype(str).replace("", "nvml_power_samples"))))
+    lines = ["", "## Energy per call", "",
+             f"Measured: board power over the second half of each case's sustained loop ({source}) x its time per "
+             "call. Predicted: perfmodel.energy (power model fitted on validate/reports/power; nothing fitted here) on "
+             "the predicted time. 'power model alone' prices the measured time, isolating the power model.", "",
+             f"Energy per call APE: median {100 * np.median(full):.1f}%, p90 {100 * np.percentile(full, 90):.1f}% "
+             f"({len(ok)} cases; target median 15%). Power model alone: median {100 * np.median(alone):.1f}%, "
+             f"p90 {100 * np.percentile(alone, 90):.1f}%.", "",
+             "| block | engine | dtype | tokens | measured W | model W at measured time | measured J/call | "
+             "predicted J/call | ratio |", "|---|---|---|---|---|---|---|---|---|"]
+    for _, r in ok.sort_values(["block", "engine", "dtype", "tokens"]).iterrows():
+        lines.append(f"| {r['block']} | {r['engine']} | {r['dtype']} | {int(r['tokens'])} | {float(r['power_w']):.0f} | "
+                     f"{r['model_power_at_measured_time_w']:.0f} | {float(r['energy_j']):.4g} | "
+                     f"{r['predicted_energy_j']:.4g} | {r['predicted_energy_j'] / float(r['energy_j']):.3f} |")
+    return lines
 
 
 def _num(v) -> str:

@@ -33,9 +33,10 @@ order (a gather over Q, K, V along the token dim), flex_attention (torch.compile
 block always kept, the others chosen at random per head), then the output gathered back; and the
 reorder alone. Densities 0.2, 0.5, 0.9 and 1.0 (flex over all blocks).
 
-Power (--power-s > 0, GPU only): after timing, each case runs in a loop for power-s seconds while a
-thread samples torch.cuda.power_draw() (NVML, mW) every 20 ms; the mean of the second half is recorded
-with the SM clock at the end.
+Power (--power-s > 0, GPU only): after timing, each case runs back to back for power-s seconds; over
+the second half (the board at its steady clock) NVML's energy counter gives the power and the energy per
+call, and the call count the time per call under sustained load (`sustained_s`, beside the short timing's
+`measured_s`); the SM clock is read at the end. Without the counter, the mean of power_draw() samples.
 
 Output: DIR/dit.csv (one row per case, appended and fsynced as each case completes; a rerun skips every
 case recorded, repairs a torn last line) and DIR/meta.json (device, versions, compile times). --limit-s
@@ -72,6 +73,7 @@ from validate.runner import append_record, done_ids, repair  # noqa: E402
 COLUMNS = ("case_id", "kind", "block", "model", "engine", "dtype", "split", "height", "width", "frames",
            "image_tokens", "text_tokens", "tokens", "d_model", "heads", "head_dim", "d_ff", "density",
            "status", "measured_s", "repeats", "power_w", "energy_j", "sm_clock_mhz", "error",
+           "sustained_s", "power_source",
            "device_name", "torch", "timestamp")
 BLOCK_SIZE = 128
 WEIGHT_STD = 0.02
@@ -341,14 +343,33 @@ def build_attention(case: dict, dev, compiled: dict):
 
 # -- measuring ----------------------------------------------------------------------------------------
 
-def sample_power(fn, seconds: float) -> tuple[float, str]:
-    """Mean board power (W) over the second half of `seconds` of back-to-back calls, and the SM clock."""
+def _energy_counter():
+    """NVML's board energy counter (J since the driver loaded; exact over any interval, unlike
+    nvmlDeviceGetPowerUsage, a ~1 s moving average), or None where pynvml is missing."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+        pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        return lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3
+    except Exception:  # no pynvml or no counter on this board: fall back to power samples
+        return None
+
+
+def sample_power(fn, seconds: float) -> dict:
+    """Board power under sustained load: `fn` called back to back for `seconds`; over the second half
+    (the board at its steady clock) the energy counter's increase over the elapsed time (W), the time
+    per call (s, the rate under load), the energy per call (J), and the SM clock at the end. Without
+    the counter, the mean of torch.cuda.power_draw() samples over that half (NVML's moving average)."""
+    empty = {"power_w": math.nan, "sustained_s": math.nan, "energy_j": math.nan, "sm_clock_mhz": "", "power_source": ""}
     if seconds <= 0 or not torch.cuda.is_available():
-        return math.nan, ""
+        return empty
     try:
         torch.cuda.power_draw()
     except Exception:  # no NVML on this machine: power is optional
-        return math.nan, ""
+        return empty
+    counter = _energy_counter()
     readings, stop = [], threading.Event()
 
     def poll():
@@ -359,17 +380,28 @@ def sample_power(fn, seconds: float) -> tuple[float, str]:
     thread = threading.Thread(target=poll, daemon=True)
     start = time.perf_counter()
     thread.start()
-    i = 0
+    i, mark = 0, None
     while time.perf_counter() - start < seconds:
         fn(i)
         i += 1
         if i % 4 == 0:
             torch.cuda.synchronize()
+            if mark is None and time.perf_counter() - start >= seconds / 2:
+                mark = (time.perf_counter(), i, counter() if counter else math.nan)
     torch.cuda.synchronize()
+    end = (time.perf_counter(), i, counter() if counter else math.nan)
     stop.set()
     thread.join()
-    half = [p for t, p in readings if t >= start + seconds / 2]
-    return (statistics.mean(half) if half else math.nan), str(bench.clocks().get("sm_clock_mhz", ""))
+    if mark is None or end[1] <= mark[1]:
+        return empty
+    elapsed, calls = end[0] - mark[0], end[1] - mark[1]
+    if counter:
+        power, source = (end[2] - mark[2]) / elapsed, "nvml_energy_counter"
+    else:
+        half = [p for t, p in readings if t >= mark[0]]
+        power, source = (statistics.mean(half) if half else math.nan), "nvml_power_samples"
+    return {"power_w": power, "sustained_s": elapsed / calls, "energy_j": power * elapsed / calls,
+            "sm_clock_mhz": str(bench.clocks().get("sm_clock_mhz", "")), "power_source": source}
 
 
 def measure(case: dict, dev, compiled: dict, power_s: float) -> dict:
@@ -384,9 +416,7 @@ def measure(case: dict, dev, compiled: dict, power_s: float) -> dict:
         graphed = cuda and case["engine"] == "torch-compile"
         seconds, repeats = bench.time_graphed(fn) if graphed else \
             bench.time_callable(fn, cuda, min_repeats=5 if cuda else 2, max_repeats=100, target_s=0.2 if cuda else 0.01)
-        power, clock = sample_power(fn, power_s)
-    return {"measured_s": seconds, "repeats": repeats, "power_w": power,
-            "energy_j": power * seconds if math.isfinite(power) else math.nan, "sm_clock_mhz": clock}
+        return {"measured_s": seconds, "repeats": repeats, **sample_power(fn, power_s)}
 
 
 def parse(argv):
@@ -394,7 +424,7 @@ def parse(argv):
     p.add_argument("--out", required=True, help="directory for dit.csv and meta.json")
     p.add_argument("--quick", action="store_true", help="CPU smoke test: tiny dims, two shapes per model")
     p.add_argument("--limit-s", type=float, default=330.0, help="start no new case after this many seconds")
-    p.add_argument("--power-s", type=float, default=0.8, help="seconds of sustained calls to read power (0: off)")
+    p.add_argument("--power-s", type=float, default=3.0, help="seconds of sustained calls to read power (0: off)")
     p.add_argument("--only", default="", help="regex on case ids")
     p.add_argument("--dry-run", action="store_true", help="print the cases and exit")
     return p.parse_args(argv)

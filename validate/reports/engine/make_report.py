@@ -24,7 +24,9 @@ import hardware  # noqa: E402
 from validate.predict_cases import predict_frame  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-SPEC = HERE.parents[1] / "reports" / "h200" / "h200-sxm-calibrated.yaml"
+#: The shipped preset: the graph-timed kernel calibration (validate/reports/h200) plus the board's
+#: power section (validate/reports/power/h200), which prices steps under load.
+SPEC = "h200-sxm-calibrated"
 
 
 def scored(steps: pd.DataFrame, hw) -> pd.DataFrame:
@@ -76,7 +78,7 @@ def markdown(frame: pd.DataFrame, meta: dict, spec: str) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", nargs="?", default=str(HERE / "h200"))
-    p.add_argument("--hardware", default=str(SPEC))
+    p.add_argument("--hardware", default=SPEC)
     args = p.parse_args(argv)
     run = Path(args.run)
     steps = pd.read_csv(run / "steps.csv", keep_default_na=False, na_values=[""])

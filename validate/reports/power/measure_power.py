@@ -11,7 +11,8 @@ torch.cuda.power_draw / torch.cuda.clock_rate. The cases: idle, bf16 and fp8 GEM
 sizes, an fp32 (no TF32, CUDA-core) GEMM, a GEMV loop (decode-like: weights streamed from HBM), a
 large device-to-device copy and a burst-vs-sustained pair of the largest bf16 GEMM (the first 0.1 s
 chunk after a second of idle vs the median of the last 30% of a 10 s run), which measures how far the
-700 W board limit pulls a compute-bound kernel below its short-burst rate.
+700 W board limit pulls a compute-bound kernel below its short-burst rate; 64-row GEMMs (tensor-core
+work below the limit), and SDPA attention: bidirectional prefill at two token counts and a GQA decode.
 
 Per case DIR/power_cases.csv records: FLOPs and HBM bytes per call, calls, duration, achieved FLOP/s
 and bytes/s (whole run, first chunk and settled tail), mean board power over the settled tail (the
@@ -69,6 +70,20 @@ def cases(quick: bool) -> list[dict]:
     out.append(dict(id="copy_d2d", kind="copy", dtype_class="", m=0, n=copy_bytes, k=0, seconds=secs, holdout=0))
     out.append(dict(id="copy_d2d_half", kind="copy", dtype_class="", m=0, n=copy_bytes // 4, k=0, seconds=secs,
                     holdout=1))
+    # GEMMs of 64 rows: tensor-core work below the power limit, whose power separates J/FLOP at full
+    # clock from J/byte (the big GEMMs all sit at the limit: their power says only that they reach it)
+    for dtype, hold in (("bf16", 0), ("fp8", 1)):
+        out.append(dict(id=f"gemm_{dtype}_m64", kind="gemm", dtype_class=dtype, m=64 if not quick else 4,
+                        n=big, k=big, seconds=secs, holdout=hold))
+    # attention (FlashAttention-style SDPA, bf16): bidirectional prefill over a FLUX-1024^2-like and a
+    # Wan-480p-like token count, and a GQA decode over a long cache (KV reads: memory-bound)
+    attn = ((1, 24, 4608, 4608, 24, 0), (1, 12, 16384, 16384, 12, 1), (64, 32, 1, 8192, 8, 0)) if not quick \
+        else ((1, 2, 64, 64, 2, 0), (1, 2, 128, 128, 2, 1), (2, 4, 1, 64, 2, 0))
+    for batch, heads, q_len, kv_len, kv_heads, hold in attn:
+        phase = "decode" if q_len == 1 else "prefill"
+        out.append(dict(id=f"attention_{phase}_{kv_len}", kind="attention", dtype_class="attention", m=q_len,
+                        n=kv_len, k=128 if not quick else 16, batch=batch, heads=heads, kv_heads=kv_heads,
+                        seconds=secs, holdout=hold))
     out.append(dict(id="idle_cool", kind="idle", dtype_class="", m=0, n=0, k=0, seconds=secs / 3, holdout=0))
     out.append(dict(id=f"gemm_bf16_{big}_sustained", kind="gemm", dtype_class="bf16", m=big, n=big, k=big,
                     seconds=secs * 3.3, holdout=1))
@@ -203,6 +218,8 @@ def build(case: dict, dev: torch.device):
         src = [torch.randint(0, 255, (n,), device=dev, dtype=torch.uint8) for _ in range(sets)]
         dst = torch.empty(n, device=dev, dtype=torch.uint8)
         return (lambda i: dst.copy_(src[i % sets])), 0.0, 2.0 * n
+    if kind == "attention":
+        return _attention(case, dev)
     m, n, k, dtype = int(case["m"]), int(case["n"]), int(case["k"]), case["dtype_class"]
     flops = 2.0 * m * n * k
     if dtype == "fp8":
@@ -219,6 +236,26 @@ def build(case: dict, dev: torch.device):
     a = [torch.randn((m, k), device=dev).to(t) for _ in range(sets)]
     b = [torch.randn((k, n), device=dev).to(t) for _ in range(sets)]
     return (lambda i: torch.mm(a[i % sets], b[i % sets])), flops, float((m * k + k * n + m * n) * size)
+
+
+def _attention(case: dict, dev: torch.device):
+    """SDPA (bf16) over [batch, heads, q_len, d] queries and [batch, kv_heads, kv_len, d] keys/values,
+    bidirectional (no mask: DiT attention; a decode query sees the whole cache). FLOPs 4 B H Tq Tk d
+    (QK^T and PV; Dao et al. 2022); HBM bytes: Q, K, V read once and the output written once."""
+    b, h, tq, tk, hk, d = (int(case[key]) for key in ("batch", "heads", "m", "n", "kv_heads", "k"))
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    per_set = 2.0 * (2 * b * h * tq * d + 2 * b * hk * tk * d)
+    sets = _sets(per_set, dev.type == "cuda")
+    q = [torch.randn((b, h, tq, d), device=dev, dtype=dtype) for _ in range(sets)]
+    kv = [(torch.randn((b, hk, tk, d), device=dev, dtype=dtype), torch.randn((b, hk, tk, d), device=dev, dtype=dtype))
+          for _ in range(sets)]
+    gqa = h != hk
+
+    def fn(i):
+        k, v = kv[i % sets]
+        return torch.nn.functional.scaled_dot_product_attention(q[i % sets], k, v, enable_gqa=gqa)
+
+    return fn, 4.0 * b * h * tq * tk * d, per_set
 
 
 def _sync(dev: torch.device) -> None:

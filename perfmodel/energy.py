@@ -1,8 +1,8 @@
 """Board power and energy of a step, and what a power limit below the board's own does to its time.
 
 The model, per device, for a phase of `time_s` seconds whose ops do F_c FLOPs on datapath class c
-(16-bit tensor cores "bf16", 8/4-bit tensor cores "fp8", CUDA-core "fp32") and move B bytes through
-HBM:
+(16-bit tensor cores "bf16", 8/4-bit tensor cores "fp8", CUDA-core "fp32", attention kernels
+"attention") and move B bytes through HBM:
 
     E_dyn = sum_c e_c F_c + e_B B                                     (J, the work's own energy)
     P     = P_idle + E_dyn / time_s, clipped at the board limit P_tdp  (W)
@@ -13,7 +13,9 @@ GPU power and performance model", ISCA 2010 (runtime power = idle + sum of unit 
 power) and of AccelWattch (Kandiah et al., MICRO 2021: constant + static + dynamic per-component
 energy x activity); here the units are the tensor/vector datapaths (J per FLOP per class) and HBM
 (J per byte). The parameters are fitted on the steady-state power of kernels run for seconds
-(validate/reports/power/fit_power.py, read through NVML on an H200).
+(validate/reports/power/fit_power.py, read through NVML on an H200). On that board every compute-bound
+kernel runs at the 700 W limit, so its J/FLOP is a censored fit: the least value that puts those
+kernels at the limit (the model clips there); J/byte comes from memory-bound kernels below it.
 
 Times priced by perfmodel already run at the board limit: a calibrated spec's tensor-core rates are
 its burst rates times the fraction the board sustains at its limit (perfmodel.rates.sustained_fraction;
@@ -44,6 +46,9 @@ from workloads.model import ModelSpec
 
 #: Datapath classes of the compute energy: tensor-core 16-bit, tensor-core 8/4-bit, CUDA-core fp32.
 DTYPE_CLASSES = ("bf16", "fp8", "fp32")
+#: Attention kernels' FLOPs (16-bit tensor cores, plus softmax on the special-function units and the
+#: tiles' on-chip traffic) have an energy of their own where calibrated; else the bf16 GEMMs'.
+ATTENTION = "attention"
 #: Idle board power as a fraction of the TDP where no calibration gives it. [measured] an H200 SXM
 #: idles at 77.9 W of its 700 W (validate/reports/power/h200/power_cases.csv, "idle"): 11%.
 IDLE_FRACTION_OF_TDP = 0.11
@@ -132,7 +137,7 @@ def gemm_class(p: Precision):
 
 def op_dynamic_energy_j(op: Op, p: Precision, pm: PowerModel):
     """count x (e_c FLOPs + e_B HBM bytes) of one op: GEMMs (dense and MoE experts) on their
-    precision's tensor-core class, attention on 16-bit tensor cores (fp32 above 16-bit activations),
+    precision's tensor-core class, attention at its own class (ATTENTION; fp32 above 16-bit activations),
     everything else on CUDA cores (fp32); a collective's bytes cross the link, not HBM (its energy is
     the link's, not modelled), so it counts nothing."""
     if op.kind == "comm":
@@ -141,7 +146,7 @@ def op_dynamic_energy_j(op: Op, p: Precision, pm: PowerModel):
     if op.kind in ("matmul", "moe"):
         per_flop = e[gemm_class(p)]
     elif op.kind == "attention":
-        per_flop = np.where(np.asarray(p.a_bits) <= 16, e[0], e[2])
+        per_flop = np.where(np.asarray(p.a_bits) <= 16, pm.joules_per_flop.get(ATTENTION, e[0]), e[2])
     else:
         per_flop = e[2]
     return op.count * (np.asarray(op.flops, dtype=float) * per_flop + np.asarray(op.bytes, dtype=float)

@@ -15,7 +15,7 @@ marked `holdout`. The report scores the predicted tail power of every case (fitt
 baseline without physics (every busy case at the fitted cases' median power).
 
 The sustained fraction of a class is the median, over its GEMMs that ran at the power limit (tail
-power within 3% of it), of tail rate / first-0.1-s rate: what perfmodel.rates.sustained_fraction
+power within 3% of it, SM clock pulled down), of tail rate / first-0.1-s rate: what perfmodel.rates.sustained_fraction
 multiplies the burst-timed calibrated rates by.
 
 Writes DIR/power_fit.csv, DIR/power_calibration.yaml (the spec's calibration.power section, written
@@ -35,7 +35,9 @@ from scipy.optimize import nnls
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repo root, when run as a script
 
-DTYPE_CLASSES = ("bf16", "fp8", "fp32")
+#: Energy classes: tensor-core GEMMs (16-bit, 8-bit), CUDA-core fp32, and attention kernels (their
+#: FLOPs on 16-bit tensor cores, with softmax and on-chip traffic of their own: priced apart).
+DTYPE_CLASSES = ("bf16", "fp8", "fp32", "attention")
 PARAMS = tuple(f"j_per_flop_{c}" for c in DTYPE_CLASSES) + ("j_per_hbm_byte",)
 #: A GEMM counts as running at the power limit when its tail power is within this fraction of the cap.
 AT_LIMIT = 0.03
@@ -79,38 +81,65 @@ def held_out(row: dict) -> bool:
     return str(row.get("holdout", "0")) in ("1", "True")
 
 
-def fit(rows: list[dict]) -> dict:
-    """Non-negative least squares of P_tail - P_idle = A theta on relative error (each case weighted
-    by 1 / P_tail), on the busy cases not held out. Columns are scaled to unit norm first (J per FLOP
-    and per byte are orders of magnitude apart). A parameter no fitted case exercises comes back NaN
-    rather than a meaningless zero."""
+def at_limit(row: dict, cap_w: float) -> bool:
+    """Whether a case ran at the board limit: its steady power within AT_LIMIT of it and, where the
+    run read the SM clock, the clock pulled below its maximum (a memory-bound kernel can draw close
+    to the limit at full clock, and then its power is a reading, not a bound)."""
+    clock, top = _float(row, "sm_clock_mhz_mean"), _float(row, "sm_clock_mhz_max")
+    throttled = not (math.isfinite(clock) and math.isfinite(top)) or clock < (1 - AT_LIMIT) * top
+    return _float(row, "tail_power_w") >= (1 - AT_LIMIT) * cap_w and throttled
+
+
+def fit(rows: list[dict], cap_w: float = 700.0) -> dict:
+    """The power model from steady-state powers, treating cases at the board limit as censored.
+
+    A case below the limit reads its power; a case at the limit reads only that its demand reached
+    the limit (the clock drops until it does). So: (1) non-negative least squares of P_tail - P_idle
+    = A theta on relative error over the fitted cases below the limit; (2) each class's J/FLOP is then
+    raised, where needed, to the least value at which every fitted case of that class at the limit is
+    predicted at or above its measured power (the model clips at the limit), i.e. the largest
+    (P_tail - P_idle - the other terms) / rate over them. Attention's J/FLOP is set by (2) alone. Columns are scaled to unit norm for (1) (J per
+    FLOP and per byte are orders of magnitude apart). A parameter no fitted case exercises is NaN."""
     idle = idle_w(rows)
     train = [r for r in busy(rows) if not held_out(r)]
-    if len(train) < 2:
-        raise ValueError(f"cases: {len(train)} usable fitted cases with measured power; need at least 2 "
+    below = [r for r in train if not at_limit(r, cap_w)]
+    if len(below) < 2:
+        raise ValueError(f"cases: {len(below)} usable fitted cases below the power limit; need at least 2 "
                          "(a CPU smoke run records no power)")
-    power = np.array([_float(r, "tail_power_w") for r in train])
-    weighted = design(train) / power[:, None]
+    power = np.array([_float(r, "tail_power_w") for r in below])
+    weighted = design(below) / power[:, None]
     norms = np.linalg.norm(weighted, axis=0)
-    used = norms > 0
+    # attention's J/FLOP comes from its compute-bound cases only (censored, step 2): below the limit
+    # an attention kernel is a decode, whose few FLOPs would soak up its bytes' error
+    used = (norms > 0) & (np.array(PARAMS) != "j_per_flop_attention")
     theta = np.full(len(PARAMS), np.nan)
     scaled, _ = nnls(weighted[:, used] / norms[used], (power - idle) / power)
     theta[used] = scaled / norms[used]
+    for i, c in enumerate(DTYPE_CLASSES):
+        capped = [r for r in train if at_limit(r, cap_w) and r.get("dtype_class") == c]
+        for r in capped:
+            x = design([r])[0]
+            others = float(np.nan_to_num(np.delete(theta, i)) @ np.delete(x, i))
+            needed = (_float(r, "tail_power_w") - idle - others) / x[i]
+            theta[i] = needed if not np.isfinite(theta[i]) else max(theta[i], needed)
     return {"idle_w": idle, **dict(zip(PARAMS, theta))}
 
 
-def predict_power(rows: list[dict], params: dict) -> np.ndarray:
-    """Model tail power (W) of each case (parameters no fitted case exercised count as zero)."""
+def predict_power(rows: list[dict], params: dict, cap_w: float = math.inf) -> np.ndarray:
+    """Model tail power (W) of each case, clipped at the board limit (parameters no fitted case
+    exercised count as zero)."""
     theta = np.nan_to_num(np.array([params[p] for p in PARAMS]))
-    return params["idle_w"] + design(rows) @ theta
+    return np.minimum(params["idle_w"] + design(rows) @ theta, cap_w)
 
 
-def score(rows: list[dict], params: dict) -> list[dict]:
-    """Per busy case: measured and predicted tail power, APE, and whether it was held out."""
+def score(rows: list[dict], params: dict, cap_w: float = math.inf) -> list[dict]:
+    """Per busy case: measured and predicted tail power, APE, whether it was held out and whether it
+    ran at the limit."""
     rows = busy(rows)
-    predicted = predict_power(rows, params)
-    return [dict(id=r["id"], holdout="1" if held_out(r) else "0", measured_w=_float(r, "tail_power_w"),
-                 predicted_w=float(p), ape=abs(float(p) / _float(r, "tail_power_w") - 1.0))
+    predicted = predict_power(rows, params, cap_w)
+    return [dict(id=r["id"], holdout="1" if held_out(r) else "0", at_limit="1" if at_limit(r, cap_w) else "0",
+                 measured_w=_float(r, "tail_power_w"), predicted_w=float(p),
+                 ape=abs(float(p) / _float(r, "tail_power_w") - 1.0))
             for r, p in zip(rows, predicted)]
 
 
@@ -120,7 +149,7 @@ def sustained_fractions(rows: list[dict], cap_w: float) -> dict:
     for c in DTYPE_CLASSES:
         ratios = [_float(r, "tail_flops_per_s") / _float(r, "first_chunk_flops_per_s") for r in busy(rows)
                   if r.get("kind") == "gemm" and r.get("dtype_class") == c
-                  and _float(r, "tail_power_w") >= (1 - AT_LIMIT) * cap_w and _float(r, "first_chunk_flops_per_s") > 0]
+                  and at_limit(r, cap_w) and _float(r, "first_chunk_flops_per_s") > 0]
         if ratios:
             out[c] = min(1.0, statistics.median(ratios))
     return out
@@ -163,39 +192,40 @@ def constant_power_baseline(rows: list[dict]) -> tuple[float, float]:
 
 
 def report(rows: list[dict], params: dict, fractions: dict, scored: list[dict], source: str, cap_w: float) -> str:
-    fitted = [s["ape"] for s in scored if s["holdout"] != "1"]
-    held = [s["ape"] for s in scored if s["holdout"] == "1"]
+    held = [s for s in scored if s["holdout"] == "1"]
+    held_below = [s["ape"] for s in held if s["at_limit"] == "0"]
     base_w, base_ape = constant_power_baseline(rows)
     lines = ["# Board power model fitted on measured kernels", "",
-             f"Source: {source}. Model (perfmodel/energy.py): P = P_idle + sum_c e_c R_c + e_B B_rate at the "
-             "steady state (tail of each ~3 s run), fitted by non-negative least squares on relative error; "
-             "held-out cases are not in the fit; P_idle is the idle case's measured power.", "",
+             f"Source: {source}. Model (perfmodel/energy.py): P = min(P_limit, P_idle + sum_c e_c R_c + e_B B_rate) at "
+             "the steady state (tail of each ~3 s run), P_idle the idle case's measured power. Cases below the "
+             f"{cap_w:g} W limit are fitted by non-negative least squares on relative error; a case at the limit only says "
+             "its demand reached it (censored), so each class's J/FLOP is raised to the least value that puts its "
+             "fitted cases at the limit there. Held-out cases are in neither step.", "",
              "| parameter | value |", "|---|---|",
              f"| idle power | {params['idle_w']:.4g} W |"]
     lines += [f"| energy per FLOP, {c} | {params[f'j_per_flop_{c}'] * 1e12:.4g} pJ |" for c in DTYPE_CLASSES]
     lines += [f"| energy per HBM byte | {params['j_per_hbm_byte'] * 1e12:.4g} pJ |"]
     lines += [f"| sustained fraction at the limit, {c} | {v:.3f} |" for c, v in fractions.items()]
-    lines += ["", f"Tail power APE: fitted cases median {_median(fitted):.1%} (n={len(fitted)}), held-out median "
-              f"{_median(held):.1%} (n={len(held)}), all median {_median(fitted + held):.1%}. "
-              f"Baseline without physics (P = {base_w:.0f} W for every busy case): held-out median {base_ape:.1%}. "
-              "Most cases here run at the limit, where the baseline is right by construction; the energy of "
-              "cases below the limit is scored on the DiT blocks (validate/reports/dit).", "",
-              "| case | held out | measured W | predicted W | APE |", "|---|---|---|---|---|"]
-    lines += [f"| {s['id']} | {'yes' if s['holdout'] == '1' else ''} | {s['measured_w']:.4g} | "
-              f"{s['predicted_w']:.4g} | {s['ape']:.1%} |" for s in scored]
+    lines += ["", f"Steady power APE, held-out cases: median {_median([s['ape'] for s in held]):.1%} (n={len(held)}); "
+              f"held out and below the limit (where the per-FLOP and per-byte terms are tested): median "
+              f"{_median(held_below):.1%} (n={len(held_below)}). Baseline without physics (P = {base_w:.0f} W for "
+              f"every busy case): held-out median {base_ape:.1%}. Energy per call of whole DiT blocks, none of them "
+              "fitted here, is scored in validate/reports/dit.", "",
+              "| case | held out | at limit | measured W | predicted W | APE |", "|---|---|---|---|---|---|"]
+    lines += [f"| {s['id']} | {'yes' if s['holdout'] == '1' else ''} | {'yes' if s['at_limit'] == '1' else ''} | "
+              f"{s['measured_w']:.4g} | {s['predicted_w']:.4g} | {s['ape']:.1%} |" for s in scored]
     lines += ["", "Burst vs sustained (first 0.1 s chunk after 1 s idle vs the median of the last 70% of the run); "
-              f"'at limit' marks a tail power within {AT_LIMIT:.0%} of the {cap_w:g} W cap (those set the sustained "
-              "fraction):", "",
+              "the sustained fraction of a class is the median ratio of its cases at the limit:", "",
               "| case | burst TFLOP/s | sustained TFLOP/s | sustained / burst | SM MHz mean (min-max) | "
               "power W (tail) | at limit |", "|---|---|---|---|---|---|---|"]
     for r in busy(rows):
-        if r.get("kind") != "gemm" or r.get("dtype_class") not in DTYPE_CLASSES:
+        if r.get("kind") not in ("gemm", "attention") or r.get("dtype_class") not in DTYPE_CLASSES:
             continue
         burst, tail = _float(r, "first_chunk_flops_per_s"), _float(r, "tail_flops_per_s")
         lines.append(f"| {r['id']} | {burst / 1e12:.4g} | {tail / 1e12:.4g} | {tail / burst:.3f} | "
                      f"{_float(r, 'sm_clock_mhz_mean'):.0f} ({_float(r, 'sm_clock_mhz_min'):.0f}-"
                      f"{_float(r, 'sm_clock_mhz_max'):.0f}) | {_float(r, 'tail_power_w'):.0f} | "
-                     f"{'yes' if _float(r, 'tail_power_w') >= (1 - AT_LIMIT) * cap_w else ''} |")
+                     f"{'yes' if at_limit(r, cap_w) else ''} |")
     return "\n".join(lines) + "\n"
 
 
@@ -212,13 +242,13 @@ def main(argv=None) -> int:
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
     try:
-        params = fit(rows)
+        params = fit(rows, args.cap_w)
     except ValueError as err:
         print(f"fit_power: {err}", file=sys.stderr)
         return 2
     devices = sorted({r.get("device", "") for r in usable(rows)} - {""})
     source = f"{path.name} ({', '.join(devices) or 'unknown device'})"
-    scored = score(rows, params)
+    scored = score(rows, params, args.cap_w)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "power_fit.csv").open("w", newline="") as f:

@@ -184,3 +184,17 @@ def test_cpu_smoke_loop_then_report(tmp_path):
     assert sum(line.startswith("| 90 |") for line in text.splitlines()) == 5
     assert "of 10 metrics within 15%" in text
     assert not math.isnan(float(text.split("| 30 | 4 | ttft_p50 (ms) | ")[1].split(" |")[0]))
+
+
+def test_folded_gqa_attention_equals_sdpa_gqa():
+    """attend (query heads folded into rows, additive bias) == SDPA's enable_gqa with the boolean mask."""
+    import torch.nn.functional as F
+    g = torch.Generator().manual_seed(0)
+    B, T, H, K, S, d = 2, 3, 8, 2, 16, 4
+    q = torch.randn(B, T, H, d, generator=g)
+    k, v = torch.randn(B, K, S, d, generator=g), torch.randn(B, K, S, d, generator=g)
+    mask = torch.rand(B, 1, T, S, generator=g) < 0.6
+    mask[..., 0] = True
+    ref = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=mask, enable_gqa=True)
+    got = rl.attend(q, k, v, rl.gqa_bias(mask, H // K, torch.float32))
+    assert torch.allclose(got, ref.transpose(1, 2).reshape(B, T, H * d), atol=1e-5)

@@ -172,12 +172,36 @@ def _rope(x, cos, sin):
     return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1).to(x.dtype)
 
 
+def attend(q, keys, values, bias):
+    """GQA attention under an additive mask without expanding K/V: the G = H/K query heads that
+    share a KV head are folded into its query rows ([B, K, G*T, d]), so SDPA runs a masked fused
+    kernel over the cache as it is (SDPA's enable_gqa with a mask can fall back to the unfused math
+    path, which copies K/V per query head). q [B, T, H, d]; keys/values [B, K, S, d]; bias
+    [B, 1, G*T, S] (0 = attend, -inf = not; query head h = k G + g uses KV head k). Returns [B, T, H*d]."""
+    import torch.nn.functional as F
+    B, T, H, d = q.shape
+    K = keys.shape[1]
+    G = H // K
+    qf = q.view(B, T, K, G, d).permute(0, 2, 3, 1, 4).reshape(B, K, G * T, d)
+    o = F.scaled_dot_product_attention(qf, keys, values, attn_mask=bias)
+    return o.view(B, K, G, T, d).permute(0, 3, 1, 2, 4).reshape(B, T, H * d)
+
+
+def gqa_bias(mask, groups: int, dtype):
+    """The additive bias `attend` takes from a boolean mask [B, 1, T, S] (True = attend): 0 / -inf,
+    repeated for the G query heads folded into the rows ([B, 1, G*T, S])."""
+    import torch
+    B, _, T, S = mask.shape
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
+    return bias[:, :, None].expand(B, 1, groups, T, S).reshape(B, 1, groups * T, S)
+
+
 def layer(x, residual, w, k_all, v_all, rows, wpos, mask, cos, sin, dims, gather: bool):
     """One decoder layer (em.layer_forward's order: add+RMSNorm, fused QKV, RoPE, cache write, SDPA,
     o_proj, add+RMSNorm, MLP) over cache rows. Token i of the flattened [B*T] batch writes its K/V
     at (rows[i], wpos[i]) of this layer's cache [R, K, S_max, d]. Keys: rows [0, B) of the cache as
-    a view (decode, gather=False) or rows `rows` gathered (one prefill sequence, gather=True). mask
-    [B, 1, T, S_max] (True = attend) makes causal attention over each sequence's own positions."""
+    a view (decode, gather=False) or rows `rows` gathered (one prefill sequence, gather=True). mask:
+    gqa_bias of [B, 1, T, S_max] (True = attend): causal attention over each sequence's positions."""
     import torch.nn.functional as F
     from validate import engine_model as em
     B, T, _ = x.shape
@@ -192,8 +216,7 @@ def layer(x, residual, w, k_all, v_all, rows, wpos, mask, cos, sin, dims, gather
     v_all[rows, :, wpos] = v.reshape(B * T, K, d)
     keys = k_all.index_select(0, rows[:1]) if gather else k_all[:B]
     values = v_all.index_select(0, rows[:1]) if gather else v_all[:B]
-    o = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=mask, enable_gqa=True)
-    x = em.linear(o.transpose(1, 2).reshape(B, T, H * d), w["o"])
+    x = em.linear(attend(q, keys, values, mask), w["o"])
     h, residual = em.add_rmsnorm(x, residual, w["mlp_norm"], dims.eps)
     return (em.moe(h, w, dims) if dims.experts else em.mlp(h, w)), residual
 
@@ -254,6 +277,7 @@ class Runner:
         mask = (torch.arange(self.s_max, device=self.dev) <= qpos[..., None])[:, None]  # [B, 1, T, S]
         mask = mask & (torch.arange(self.s_max, device=self.dev) != self.scratch)  # scratch: never a key
         mask[..., 0] = True  # padded rows (query at the scratch) keep one key: no all-masked NaN row
+        mask = gqa_bias(mask, e.dims.heads // e.dims.kv_heads, e.embed.dtype)  # once per forward, not per layer
         cos, sin = e.cos[qpos], e.sin[qpos]
         rows = buf["rows"] if phase == "decode" else buf["rows"].expand(T)
         x = F.embedding(tokens, e.embed)

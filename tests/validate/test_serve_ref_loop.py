@@ -198,3 +198,24 @@ def test_folded_gqa_attention_equals_sdpa_gqa():
     ref = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=mask, enable_gqa=True)
     got = rl.attend(q, k, v, rl.gqa_bias(mask, H // K, torch.float32))
     assert torch.allclose(got, ref.transpose(1, 2).reshape(B, T, H * d), atol=1e-5)
+
+
+def test_forward_table_prices_each_captured_forward():
+    """A measured replay equal to the simulator's price of that forward reads ratio 1.000."""
+    import hardware
+    import workloads
+    from serving.simulator import ServeConfig, iteration_s, make_instance
+    from tests.report_scripts import load_report_script
+    mr = load_report_script("serve", "make_report")
+    meta = dict(config=dict(token_budget=256, max_slots=8), s_max=512, decode_sizes=[1, 2, 4, 8],
+                prefill_sizes=[16, 32, 64, 128, 256])
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in rl.sim_config(meta).items()}
+    inst = make_instance(workloads.load("llama-3-8b"), hardware.load("h200-sxm-calibrated"), engine="torch-compile",
+                         cfg=ServeConfig(**settings))
+    meta["forward_s"] = {"decode_8": iteration_s(inst.cfg, inst.costs, 8, 0.0, [], 0),
+                         "prefill_256": 2 * iteration_s(inst.cfg, inst.costs, 0, 0.0, [(256, 0)], 1)}
+    text = mr.forward_table(meta, inst)
+    assert "| decode_8 |" in text and text.split("| decode_8 |")[1].split("\n")[0].endswith("| 1.000 |")
+    assert text.split("| prefill_256 |")[1].split("\n")[0].endswith("| 0.500 |")
+    # a 512-position static row makes decode_8 cost more than 8 rows of 1 position would
+    assert iteration_s(inst.cfg, inst.costs, 8, 0.0, [], 0) > inst.costs.decode_step_s(8, 8.0)

@@ -87,6 +87,28 @@ def report(meta: dict, tables: dict, hardware_name: str, engine: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def forward_table(meta: dict, inst) -> str:
+    """Each captured forward replayed alone on the device (meta.json forward_s) beside the
+    simulator's price of the same forward (serving.simulator.iteration_s of that forward alone):
+    the cost model checked apart from the scheduler."""
+    from serving.simulator import iteration_s
+
+    measured = meta.get("forward_s") or {}
+    if not measured:
+        return ""
+    lines = ["", "## Each forward alone (graph replay, median of 5) vs the simulator's price", "",
+             "| forward | measured ms | simulated ms | sim/meas |", "|---|---|---|---|"]
+    for key, seconds in measured.items():
+        phase, size = key.split("_")
+        size = int(size)
+        if phase == "decode":
+            sim = iteration_s(inst.cfg, inst.costs, size, 0.0, [], 0)
+        else:
+            sim = iteration_s(inst.cfg, inst.costs, 0, 0.0, [(size, 0)], 1)
+        lines.append(f"| {key} | {seconds * 1e3:.3f} | {sim * 1e3:.3f} | {sim / seconds:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="ref_loop.py's --out directory")
@@ -106,7 +128,7 @@ def main(argv=None) -> int:
     except ValueError as err:  # ServeError, WorkloadError, unknown hardware/engine: one line
         print(str(err).splitlines()[0], file=sys.stderr)
         return 2
-    text = report(meta, tables, a.hardware, a.engine)
+    text = report(meta, tables, a.hardware, a.engine) + forward_table(meta, inst)
     Path(a.out or data / "report.md").write_text(text)
     print(text)
     return 0

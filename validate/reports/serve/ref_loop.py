@@ -322,6 +322,41 @@ class Runner:
         self.warmup["total"] = time.perf_counter() - t0
         return self.warmup
 
+    def forward_times(self, repeats: int = 5) -> dict:
+        """Median seconds of each captured forward replayed alone (decode_B, prefill_T), the cost the
+        simulator prices per forward: compared apart from the scheduling in report.md. Replays write
+        only row 0 / padding positions before any request is served."""
+        out = {}
+        for (phase, size), (g, buf, _) in self.graphs.items():
+            if g is None:
+                continue
+            times = []
+            for _ in range(repeats):
+                self.sync()
+                t = time.perf_counter()
+                g.replay()
+                self.sync()
+                times.append(time.perf_counter() - t)
+            out[f"{phase}_{size}"] = sorted(times)[len(times) // 2]
+        return out
+
+    def sdpa_backend(self) -> dict:
+        """The fused SDPA kernel PyTorch picks (eagerly) for a decode and a prefill attention of this
+        loop (torch._fused_sdp_choice: 0 math, 1 flash, 2 efficient, 3 cudnn, ...), for meta.json."""
+        torch = self.torch
+        d, out = self.engine.dims, {}
+        G = d.heads // d.kv_heads
+        dt = self.engine.embed.dtype
+        for phase, B, T in (("decode", self.decode_sizes[-1], 1), ("prefill", 1, self.prefill_sizes[-1])):
+            try:
+                q = torch.zeros(B, d.kv_heads, G * T, d.head_dim, dtype=dt, device=self.dev)
+                kv = self.k_all[0][:B]
+                bias = torch.zeros(B, 1, G * T, self.s_max, dtype=dt, device=self.dev)
+                out[phase] = int(torch._fused_sdp_choice(q, kv, kv, bias))
+            except Exception as err:  # a diagnostic only: never stop the run for it
+                out[phase] = f"unknown ({type(err).__name__})"
+        return out
+
     def _run(self, phase: str, size: int, fill) -> list[int]:
         torch = self.torch
         g, buf, out = self.graphs[(phase, size)]
@@ -604,6 +639,10 @@ def main(argv=None) -> int:
           f"{len(runner.prefill_sizes)} prefill shapes", flush=True)
     warm = runner.prepare()
     print(f"warm-up done in {warm['total']:.1f} s", flush=True)
+    forward_s = runner.forward_times()
+    print("forward replay ms: " + ", ".join(f"{k} {v * 1e3:.2f}" for k, v in forward_s.items()), flush=True)
+    backend = runner.sdpa_backend()
+    print(f"SDPA backend choice (0 math, 1 flash, 2 efficient, 3 cudnn): {backend}", flush=True)
     meta_p = out / "meta.json"
     meta = json.loads(meta_p.read_text()) if meta_p.exists() else {}
     fixed = parse_rates(args.rates)
@@ -613,7 +652,7 @@ def main(argv=None) -> int:
     else:
         cap, rates = meta.get("capacity_req_s"), fixed
     meta.update(config=vars(args), capacity_req_s=cap, rates=rates, torch=torch.__version__,
-                build_s=build_s, warmup_s=warm, s_max=runner.s_max, decode_sizes=list(runner.decode_sizes),
+                build_s=build_s, warmup_s=warm, forward_s=forward_s, sdpa_backend=backend, s_max=runner.s_max, decode_sizes=list(runner.decode_sizes),
                 prefill_sizes=list(runner.prefill_sizes),
                 gpu=torch.cuda.get_device_name() if args.device == "cuda" else "cpu")
     meta["simulator"] = sim_config(meta)

@@ -519,13 +519,14 @@ def capacity_req_s(runner: Runner, args) -> float:
 
 
 def _whole(name, low, high):
+    """An argparse type for a whole number in [low, high] (argparse names the flag in its error)."""
     def parse(text):
         try:
             v = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name}: {text!r} is not a whole number (allowed {low}..{high})")
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (allowed {low}..{high})")
         if not low <= v <= high:
-            raise argparse.ArgumentTypeError(f"{name}: {v} is outside the allowed range {low}..{high}")
+            raise argparse.ArgumentTypeError(f"{v} is outside the allowed range {low}..{high}")
         return v
     return parse
 

@@ -360,10 +360,12 @@ class Runner:
     def _run(self, phase: str, size: int, fill) -> list[int]:
         torch = self.torch
         g, buf, out = self.graphs[(phase, size)]
-        host = {k: torch.empty(v.shape, dtype=v.dtype) for k, v in buf.items() if k != "rows"}
+        # fresh pinned host tensors (PyTorch's caching host allocator keeps each until its copy has
+        # run) copied asynchronously: the host never waits for the previous forward to finish
+        host = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=self.cuda) for k, v in buf.items() if k != "rows"}
         fill(host)
         for k, v in host.items():
-            buf[k].copy_(v, non_blocking=False)
+            buf[k].copy_(v, non_blocking=self.cuda)
         if g is not None:
             g.replay()
         else:

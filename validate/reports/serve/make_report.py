@@ -113,7 +113,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="ref_loop.py's --out directory")
     p.add_argument("--hardware", default="h200-sxm-calibrated")
-    p.add_argument("--engine", default="torch-compile", help="engine profile pricing the loop's forwards")
+    p.add_argument("--engine", default=None,
+                   help="engine profile pricing the loop's forwards (default: meta.json engine_profile)")
     p.add_argument("--out", default=None, help="default DATA/report.md")
     a = p.parse_args(argv)
     try:
@@ -123,6 +124,7 @@ def main(argv=None) -> int:
         data = Path(a.data)
         meta, by_rate = load(data)
         settings = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["simulator"].items()}
+        a.engine = a.engine or meta.get("engine_profile", "torch-compile")
         inst = make_instance(model_of(meta), hardware.load(a.hardware), engine=a.engine, cfg=ServeConfig(**settings))
         tables = {rate: (compare_rate(rows, inst), len(rows)) for rate, rows in by_rate.items()}
     except ValueError as err:  # ServeError, WorkloadError, unknown hardware/engine: one line

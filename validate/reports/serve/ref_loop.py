@@ -611,6 +611,15 @@ def parse(argv):
     return a
 
 
+def engine_profile(args) -> str:
+    """The perfmodel engine profile that prices this loop's forwards: compiled layers in CUDA graphs
+    are `torch-compile`; eager layers in CUDA graphs `torch-eager-graph`; eager on CPU `torch-eager`
+    (perfmodel/engine_profiles/)."""
+    if args.compile != "none":
+        return "torch-compile"
+    return "torch-eager-graph" if args.device == "cuda" else "torch-eager"
+
+
 def sim_config(meta: dict) -> dict:
     """serving.simulator.ServeConfig settings that mirror this loop (module doc), from meta.json."""
     c = meta["config"]
@@ -640,7 +649,18 @@ def main(argv=None) -> int:
     build_s = time.perf_counter() - t
     print(f"built in {build_s:.1f} s; compiling + warming {len(runner.decode_sizes)} decode and "
           f"{len(runner.prefill_sizes)} prefill shapes", flush=True)
-    warm = runner.prepare()
+    try:
+        warm = runner.prepare()
+    except Exception as err:  # a compiler failure: run the same layers eagerly, still CUDA-graphed
+        if args.compile == "none":
+            raise
+        print(f"compile failed ({type(err).__name__}: {str(err).splitlines()[0][:300]}); falling back to "
+              "--compile none (eager layers, still captured as CUDA graphs)", flush=True)
+        import torch._dynamo
+        torch._dynamo.reset()
+        args.compile = "none"
+        runner.layer, runner.graphs, runner.warmup = layer, {}, {}
+        warm = runner.prepare()
     print(f"warm-up done in {warm['total']:.1f} s", flush=True)
     forward_s = runner.forward_times()
     print("forward replay ms: " + ", ".join(f"{k} {v * 1e3:.2f}" for k, v in forward_s.items()), flush=True)
@@ -659,6 +679,7 @@ def main(argv=None) -> int:
                 prefill_sizes=list(runner.prefill_sizes),
                 gpu=torch.cuda.get_device_name() if args.device == "cuda" else "cpu")
     meta["simulator"] = sim_config(meta)
+    meta["engine_profile"] = engine_profile(args)
     meta_p.write_text(json.dumps(meta, indent=1))
     print(f"capacity {cap} req/s; rates {rates}", flush=True)
     done = rates_done(out)

@@ -18,6 +18,19 @@ def seconds_flag(text: str) -> float:
         raise argparse.ArgumentTypeError(str(err).removeprefix("value: ")) from None
 
 
+def sizes_flag(text: str) -> tuple[int, ...]:
+    """'1,2,4,8' -> (1, 2, 4, 8): increasing whole numbers from 1 to 1000000; the CLI's one-line error otherwise."""
+    import argparse
+
+    try:
+        sizes = tuple(int(v) for v in str(text).split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} must be increasing whole numbers a,b,c (1 to 1000000)") from None
+    if not sizes or list(sizes) != sorted(set(sizes)) or sizes[0] < 1 or sizes[-1] > 10**6:
+        raise argparse.ArgumentTypeError(f"{text!r} must be increasing whole numbers a,b,c (1 to 1000000)")
+    return sizes
+
+
 def add_serving_args(p) -> None:
     """Engine settings shared by `serve` and `plan`."""
     p.add_argument("--max-num-batched-tokens", type=flag(1, 10**6, whole=True), default=8192,
@@ -57,6 +70,14 @@ def register(subparsers) -> None:
     p.add_argument("--no-chunked-prefill", action="store_true", help="whole prompts only")
     p.add_argument("--no-prefix-caching", action="store_true")
     p.add_argument("--static", action="store_true", help="static batching: a new batch starts when the engine is empty")
+    p.add_argument("--decode-batch-sizes", type=sizes_flag, default=None, metavar="A,B,...",
+                   help="pad each decode forward to the next of these batch sizes (CUDA-graph capture sizes)")
+    p.add_argument("--prefill-token-sizes", type=sizes_flag, default=None, metavar="A,B,...",
+                   help="pad each forward with prefill tokens to the next of these token counts")
+    p.add_argument("--sequential-prefill", action="store_true",
+                   help="each prefill chunk is its own forward, then one decode forward (not one fused batch)")
+    p.add_argument("--static-cache-tokens", type=flag(1, 10**8, whole=True), default=None,
+                   help="attention spans this many cached positions per sequence (a static KV cache under a mask)")
     p.add_argument("--spec-k", type=flag(1, 16, whole=True), default=None, help="speculative decoding: drafted tokens per step")
     p.add_argument("--spec-alpha", type=flag(0, 0.999), default=0.7, help="speculative acceptance rate per token")
     p.add_argument("--draft", default="mtp", help="speculative proposer: 'mtp' or a catalog draft model")
@@ -92,7 +113,9 @@ def config_from_args(args):
         spec = SpecDecode(int(args.spec_k), float(args.spec_alpha), proposer)
     return ServeConfig(max_num_batched_tokens=args.max_num_batched_tokens, max_num_seqs=args.max_num_seqs,
                        chunked_prefill=not args.no_chunked_prefill, prefix_caching=not args.no_prefix_caching,
-                       preemption=args.preemption, static=args.static, spec=spec, kv_blocks=args.kv_blocks)
+                       preemption=args.preemption, static=args.static, spec=spec, kv_blocks=args.kv_blocks,
+                       decode_batch_sizes=args.decode_batch_sizes, prefill_token_sizes=args.prefill_token_sizes,
+                       fused_prefill_decode=not args.sequential_prefill, static_cache_tokens=args.static_cache_tokens)
 
 
 def requests_from_args(args, rate=None):

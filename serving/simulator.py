@@ -44,6 +44,7 @@ required, as vLLM requires max_num_batched_tokens >= max_num_seqs).
 """
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections import deque
@@ -110,8 +111,37 @@ class ServeConfig:
     static: bool = False
     spec: SpecDecode | None = None
     kv_blocks: int | None = None
+    decode_batch_sizes: tuple | None = None
+    prefill_token_sizes: tuple | None = None
+    fused_prefill_decode: bool = True
+    static_cache_tokens: int | None = None
 
     def __post_init__(self):
+        # Execution settings (engine-specific; the defaults are vLLM V1's unpadded fused step):
+        # decode_batch_sizes: a decode forward of n sequences runs padded to the smallest size >= n
+        #   (vLLM's cudagraph_capture_sizes, vllm/config/compilation.py: a decode batch is padded to
+        #   the next captured size; above the largest it runs unpadded);
+        # prefill_token_sizes: a forward with prefill tokens runs padded to the smallest size >= its
+        #   tokens (torch.compile / CUDA-graph sizes fixed up front; above the largest: unpadded);
+        # fused_prefill_decode=False: each prefill chunk is its own forward and the decodes one more,
+        #   run one after another (SGLang without --enable-mixed-chunk, python/sglang/srt/server_args.py,
+        #   runs prefill and decode batches as separate forwards; vLLM V1 fuses them);
+        # static_cache_tokens: attention spans this many cached positions per sequence whatever its
+        #   context (a static KV cache read under a mask: gpt-fast, transformers' StaticCache).
+        for name in ("decode_batch_sizes", "prefill_token_sizes"):
+            sizes = getattr(self, name)
+            if sizes is None:
+                continue
+            ok = isinstance(sizes, (tuple, list)) and len(sizes) > 0 and all(
+                not isinstance(v, bool) and isinstance(v, (int, np.integer)) and 1 <= v <= 10**6 for v in sizes)
+            if not ok or list(sizes) != sorted(set(sizes)):
+                raise ServeError(f"{name}: {sizes!r} must be increasing whole numbers from 1 to 1000000")
+            object.__setattr__(self, name, tuple(int(v) for v in sizes))
+        if not isinstance(self.fused_prefill_decode, bool):
+            raise ServeError(f"fused_prefill_decode: {self.fused_prefill_decode!r} must be true or false")
+        v = self.static_cache_tokens
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= 10**8):
+            raise ServeError(f"static_cache_tokens: {v!r} must be a whole number from 1 to 100000000")
         for name, low, high in (("max_num_batched_tokens", 1, 10**6), ("max_num_seqs", 1, 65536), ("block_tokens", 1, 4096)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not low <= v <= high:
@@ -188,8 +218,10 @@ def make_instance(model: ModelSpec, hw: Hardware, *, p: Precision | None = None,
         raise ServeError(f"hardware: {model.name} does not fit on {hw.name} x{tp}: weights {need / 1e9:.1f} GB per "
                          f"device of {hw.hbm_capacity_bytes / 1e9:.1f} GB leave no room for the KV cache")
     q = cfg.spec.k + 1 if cfg.spec else 1
-    budget = cfg.max_num_batched_tokens
-    costs = build_step_costs(model, hw, p, tp, engine, budget, cfg.max_num_seqs, q)
+    # tables reach the largest padded forward the settings allow
+    budget = padded(cfg.max_num_batched_tokens, cfg.prefill_token_sizes)
+    seqs = padded(cfg.max_num_seqs, cfg.decode_batch_sizes)
+    costs = build_step_costs(model, hw, p, tp, engine, budget, seqs, q)
     draft_costs = None
     if cfg.spec is not None:
         if draft is None:  # MTP: one transformer layer with the model's own embedding and LM head
@@ -258,6 +290,13 @@ def simulate(inst: Instance, requests: Requests, *, seed: int = 0, prefilled: bo
     next iteration; its first_token_s is its arrival."""
     requests.check_context(inst.model.max_context, inst.model.name)
     check_fits_cache(inst, requests)
+    static = inst.cfg.static_cache_tokens
+    if static is not None:
+        need = requests.prompt_tokens + requests.output_tokens
+        worst = int(np.argmax(need))
+        if need[worst] > static:
+            raise ServeError(f"static_cache_tokens: request {worst} needs {int(need[worst])} positions; a cache "
+                             f"row holds {static}")
     return _Engine(inst, requests, seed, prefilled).run(max_iterations)
 
 
@@ -271,6 +310,54 @@ def check_fits_cache(inst: Instance, requests: Requests) -> None:
         raise ServeError(f"kv_blocks: request {worst} ({int(requests.prompt_tokens[worst])} + "
                          f"{int(requests.output_tokens[worst])} tokens) needs {int(need[worst])} KV blocks; the cache "
                          f"holds {inst.blocks} (more memory, fewer bits or a larger --tp)")
+
+
+def padded(n: int, sizes) -> int:
+    """The smallest of `sizes` >= n, or n itself when there is none (unpadded above the largest, as
+    vLLM runs a batch above its largest CUDA-graph size)."""
+    if not sizes or n > sizes[-1]:
+        return n
+    return sizes[bisect.bisect_left(sizes, n)]
+
+
+def iteration_s(cfg: ServeConfig, costs: StepCosts, n_dec: int, sum_past: float, chunks: list,
+                finishing: int) -> float:
+    """Seconds of one iteration of n_dec decodes (cached contexts summing to sum_past) and prefill
+    chunks [(tokens, past)] (`finishing` of them complete their prompt) under cfg's execution
+    settings (ServeConfig.__post_init__): padding to the graph sizes, a static cache's attention
+    span, fused or sequential prefill and decode forwards. Padded decode rows attend nothing
+    (their context is 0, as vLLM's padded rows have sequence length 0) unless the cache is static,
+    where every row, padded or not, attends the whole row; a padded prefill chunk's extra tokens
+    are priced as tokens of that chunk (token work and attention rows)."""
+    q = costs.decode_query_tokens
+    static = cfg.static_cache_tokens
+    n_pad = padded(n_dec, cfg.decode_batch_sizes) if n_dec else 0
+    # a decode of q tokens attending `static` positions does the work of past = static - q
+    dec_past = n_pad * float(static - q) if static is not None else sum_past
+
+    def chunk_shape(c: int, past: float) -> tuple[int, float]:
+        if static is None:
+            return c, past
+        # c query rows over `static` keys each: pairs c x static = c past' + c (c + 1) / 2 (ops.attention_pairs)
+        return c, static - (c + 1) / 2.0
+
+    if cfg.fused_prefill_decode:
+        if not chunks:
+            return costs.decode_step_s(n_pad, dec_past)
+        total = n_dec * q + sum(c for c, _ in chunks)
+        extra = padded(total, cfg.prefill_token_sizes) - total  # padding tokens ride on the last chunk
+        shaped = [chunk_shape(c, s) for c, s in chunks]
+        c, s = shaped[-1]
+        shaped[-1] = (c + extra, s if static is None else static - (c + extra + 1) / 2.0)
+        return costs.mixed_step_s(n_dec, sum_past if static is None else n_dec * float(static - q), shaped,
+                                  n_dec * q + finishing)
+    dur = 0.0
+    for c, s in chunks:  # each chunk its own forward (one logits row: its last token)
+        c_pad, past = chunk_shape(padded(c, cfg.prefill_token_sizes), s)
+        dur += costs.mixed_step_s(0, 0.0, [(c_pad, past)], 1)
+    if n_dec:
+        dur += costs.decode_step_s(n_pad, dec_past)
+    return dur
 
 
 # request states
@@ -334,6 +421,8 @@ class _Engine:
         swap_per_block = self.inst.swap_s_per_block
         swap_latency = self.inst.hw.host_link_latency_s
         resumed: list = []         # swapped-in requests, decoding from the next iteration
+        plain = cfg.fused_prefill_decode and cfg.decode_batch_sizes is None and cfg.prefill_token_sizes is None \
+            and cfg.static_cache_tokens is None  # the fast path of vLLM V1's unpadded fused step
 
         def preempt_last() -> int:
             """Preempt the most recently admitted running request; returns its id."""
@@ -497,12 +586,16 @@ class _Engine:
                 draft_s = spec.k * draft.decode_step_s(n_dec, sum_past) if n_dec else 0.0
             else:
                 draft_s = 0.0
-            if chunks:
+            if plain and chunks:
                 finishing = sum(1 for i, c in chunks if self.done[i] + c >= self.target[i])
                 dur = costs.mixed_step_s(n_dec, float(sum_past), [(c, self.done[i]) for i, c in chunks],
                                          n_dec * q + finishing)
-            elif n_dec:
+            elif plain and n_dec:
                 dur = costs.decode_step_s(n_dec, float(sum_past))
+            elif chunks or n_dec:
+                finishing = sum(1 for i, c in chunks if self.done[i] + c >= self.target[i])
+                dur = iteration_s(cfg, costs, n_dec, float(sum_past), [(c, self.done[i]) for i, c in chunks],
+                                  finishing)
             elif resumed:
                 dur = 0.0  # only swap-ins this iteration
             else:  # nothing schedulable (e.g. waiting for blocks that only swapped requests hold)

@@ -46,7 +46,10 @@ def test_serve_text_plot_and_modes(capsys, tmp_path):
                          str(tmp_path / "load.png"))
     assert code == 0, err
     assert "TTFT" in out and "throughput" in out and (tmp_path / "load.png").stat().st_size > 1000
-    for extra in (["--disagg", "1:1"], ["--replicas", "2"], ["--spec-k", "3"], ["--static"], ["--preemption", "swap"]):
+    engine_settings = ["--decode-batch-sizes", "1,2,4,8,16,32,64,128,256", "--prefill-token-sizes", "256,1024,8192",
+                       "--sequential-prefill", "--static-cache-tokens", "2048"]
+    for extra in (["--disagg", "1:1"], ["--replicas", "2"], ["--spec-k", "3"], ["--static"], ["--preemption", "swap"],
+                  engine_settings):
         code, out, err = run(capsys, "serve", "--rate", "5", "--requests", "40", "--gen", "16", "--json", *extra)
         assert code == 0, (extra, err)
 
@@ -58,6 +61,9 @@ def test_serve_text_plot_and_modes(capsys, tmp_path):
     (["--rate", "5", "--prompt", "8000", "--gen", "500"], "context window"),
     (["--rate", "5", "--prompt", "lognormal:x"], "--prompt"),
     (["--rate", "5", "--disagg", "3"], "--disagg"),
+    (["--rate", "5", "--decode-batch-sizes", "4,2"], "--decode-batch-sizes"),
+    (["--rate", "5", "--prefill-token-sizes", "0,16"], "--prefill-token-sizes"),
+    (["--rate", "5", "--static-cache-tokens", "100"], "static_cache_tokens"),
     ([], "--rate"),
 ])
 def test_serve_bad_input_one_line(capsys, argv, field):

@@ -1,102 +1,141 @@
-"""report.md from the reference loop's CSVs and (optionally) a simulator's per-request CSV
-(request_id, rate, ttft_s, tpot_s, e2e_s): p50/p90 TTFT, TPOT and output throughput per rate,
-measured vs simulated and their ratio. Independent of the simulator package.
+"""report.md: the reference loop's measurements beside the serving simulator run on the same
+requests with the loop's own settings (meta.json "simulator": serving.simulator.ServeConfig), per
+rate: p50/p90 TTFT, p50/p90 TPOT and output throughput, measured, simulated, ratio and whether it
+is within issue 14's 15% (serving.compare computes every metric, the same way for both).
 
-python validate/reports/serve/make_report.py --data DIR [--sim sim.csv] [--out DIR/report.md]
+python validate/reports/serve/make_report.py --data DIR [--hardware H] [--engine E] [--out DIR/report.md]
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import statistics
+import json
 import sys
 from pathlib import Path
 
 
-def _pct(xs: list[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default 'linear' method)."""
-    xs = sorted(xs)
-    if not xs:
-        return float("nan")
-    k = (len(xs) - 1) * q
-    lo = int(k)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
-
-
-def measured(path: Path) -> dict[float, dict]:
-    """Per rate: ttft = first token - arrival, tpot = (last - first) / (tokens - 1),
-    e2e = finish - arrival, throughput = output tokens / (last finish - first arrival)."""
-    by_rate: dict[float, list] = {}
+def _rows(path: Path) -> list[dict]:
     with path.open() as f:
-        for r in csv.DictReader(f):
-            by_rate.setdefault(float(r["rate"]), []).append(r)
-    out = {}
-    for rate, rows in by_rate.items():
-        f = lambda r, k: float(r[k])  # noqa: E731
-        out[rate] = dict(
-            ttft=[f(r, "first_token_s") - f(r, "arrival_s") for r in rows],
-            tpot=[(f(r, "last_token_s") - f(r, "first_token_s")) / (int(r["tokens"]) - 1)
-                  for r in rows if int(r["tokens"]) > 1],
-            e2e=[f(r, "finish_s") - f(r, "arrival_s") for r in rows],
-            tok_s=sum(int(r["tokens"]) for r in rows) /
-            (max(f(r, "finish_s") for r in rows) - min(f(r, "arrival_s") for r in rows)))
-    return out
+        return list(csv.DictReader(f))
 
 
-def simulated(path: Path, requests: Path) -> dict[float, dict]:
-    """Same metrics from the simulator CSV; throughput from its e2e and the requests' arrivals."""
-    reqs = {}
-    with requests.open() as f:
-        for r in csv.DictReader(f):
-            reqs[(float(r["rate"]), int(r["request_id"]))] = r
+def load(data: Path) -> tuple[dict, dict]:
+    """(meta, {rate: per-request rows}) from a loop's output directory; one-line errors."""
+    for name in ("meta.json", "per_request.csv"):
+        if not (data / name).exists():
+            raise ValueError(f"--data: {str(data)!r} has no {name} (run ref_loop.py --out {data} first)")
+    meta = json.loads((data / "meta.json").read_text())
+    if "simulator" not in meta:
+        raise ValueError(f"--data: {str(data)!r} meta.json has no 'simulator' settings (written by an older "
+                         "ref_loop.py; rerun it)")
     by_rate: dict[float, list] = {}
-    with path.open() as f:
-        for r in csv.DictReader(f):
-            by_rate.setdefault(float(r["rate"]), []).append(r)
-    out = {}
-    for rate, rows in by_rate.items():
-        arr = [float(reqs[(rate, int(r["request_id"]))]["arrival_s"]) for r in rows]
-        fin = [a + float(r["e2e_s"]) for a, r in zip(arr, rows)]
-        toks = sum(int(reqs[(rate, int(r["request_id"]))]["output_tokens"]) for r in rows)
-        out[rate] = dict(ttft=[float(r["ttft_s"]) for r in rows], tpot=[float(r["tpot_s"]) for r in rows],
-                         e2e=[float(r["e2e_s"]) for r in rows], tok_s=toks / (max(fin) - min(arr)))
-    return out
+    for r in _rows(data / "per_request.csv"):
+        by_rate.setdefault(float(r["rate"]), []).append(r)
+    if not by_rate:
+        raise ValueError(f"--data: {str(data)!r} per_request.csv has no rows")
+    return meta, by_rate
 
 
-def report(meas: dict, sim: dict | None) -> str:
-    lines = ["# Serving reference loop vs simulator", "",
-             "| rate req/s | metric | measured | simulated | sim/meas |", "|---|---|---|---|---|"]
-    for rate in sorted(meas):
-        m, s = meas[rate], (sim or {}).get(rate)
-        cells = []
-        for key, q, name in (("ttft", .5, "TTFT p50 ms"), ("ttft", .9, "TTFT p90 ms"),
-                             ("tpot", .5, "TPOT p50 ms"), ("tpot", .9, "TPOT p90 ms")):
-            cells.append((name, 1e3 * _pct(m[key], q), 1e3 * _pct(s[key], q) if s else None))
-        cells.append(("throughput tok/s", m["tok_s"], s["tok_s"] if s else None))
-        for name, mv, sv in cells:
-            sim_txt = f"{sv:.1f}" if sv is not None else "-"
-            ratio = f"{sv / mv:.3f}" if sv is not None and mv else "-"
-            lines.append(f"| {rate:g} | {name} | {mv:.1f} | {sim_txt} | {ratio} |")
+def model_of(meta: dict):
+    """The loop's ModelSpec (measure_engine.model_spec: the catalog model with its layer count, or
+    the CPU stand-in of a '-tiny' name)."""
+    from validate.reports.engine.measure_engine import model_spec
+    return model_spec(meta["config"]["model"], meta["config"]["layers"])
+
+
+def compare_rate(rows: list[dict], inst):
+    """serving.compare's table for one rate: measured (finish = last token) vs simulated."""
+    import numpy as np
+    import pandas as pd
+
+    from serving import workload
+    from serving.compare import compare
+    from serving.simulator import simulate
+
+    frame = pd.DataFrame({
+        "arrival_s": [float(r["arrival_s"]) for r in rows], "first_token_s": [float(r["first_token_s"]) for r in rows],
+        "finish_s": [float(r["last_token_s"]) for r in rows], "output_tokens": [int(r["tokens"]) for r in rows],
+        "prompt_tokens": [int(r["prompt_tokens"]) for r in rows]}).sort_values("arrival_s", kind="stable")
+    frame = frame.reset_index(drop=True)
+    req = workload.Requests(frame["arrival_s"].to_numpy(), frame["prompt_tokens"].to_numpy(),
+                            frame["output_tokens"].to_numpy(), np.zeros(len(frame), np.int64))
+    return compare(frame, simulate(inst, req))
+
+
+def report(meta: dict, tables: dict, hardware_name: str, engine: str) -> str:
+    c = meta["config"]
+    sim = meta["simulator"]
+    lines = ["# Serving reference loop vs simulator (issue 14)", "",
+             f"Loop: {c['model']} ({c['layers']} layers, {c['dtype']}) on {meta.get('gpu')}, torch {meta.get('torch')}, "
+             f"compile {c.get('compile')}; warm-up before the timed replay {meta['warmup_s']['total']:.1f} s; "
+             f"capacity estimate {meta.get('capacity_req_s')} req/s.",
+             f"Simulator: hardware {hardware_name}, engine {engine}, settings "
+             + ", ".join(f"{k}={v}" for k, v in sim.items()) + ".", "",
+             "| rate req/s | requests | metric | measured | simulated | sim/meas | within 15% |",
+             "|---|---|---|---|---|---|---|"]
+    ok = total = 0
+    for rate in sorted(tables):
+        table, n = tables[rate]
+        for row in table.to_dict("records"):
+            unit, scale = ("tok/s", 1.0) if row["metric"].startswith("throughput") else ("ms", 1e3)
+            name = row["metric"].replace("_s", "").replace("_tok", "") + f" ({unit})"
+            lines.append(f"| {rate:g} | {n} | {name} | {row['measured'] * scale:.2f} | {row['predicted'] * scale:.2f} | "
+                         f"{row['ratio']:.3f} | {'yes' if row['within'] else 'NO'} |")
+            ok += bool(row["within"])
+            total += 1
+    lines += ["", f"{ok} of {total} metrics within 15%."]
+    return "\n".join(lines) + "\n"
+
+
+def forward_table(meta: dict, inst) -> str:
+    """Each captured forward replayed alone on the device (meta.json forward_s) beside the
+    simulator's price of the same forward (serving.simulator.iteration_s of that forward alone):
+    the cost model checked apart from the scheduler."""
+    from serving.simulator import iteration_s
+
+    measured = meta.get("forward_s") or {}
+    if not measured:
+        return ""
+    lines = ["", "## Each forward alone (graph replay, median of 5) vs the simulator's price", "",
+             "| forward | measured ms | simulated ms | sim/meas |", "|---|---|---|---|"]
+    for key, seconds in measured.items():
+        phase, size = key.split("_")
+        size = int(size)
+        if phase == "decode":
+            sim = iteration_s(inst.cfg, inst.costs, size, 0.0, [], 0)
+        else:
+            sim = iteration_s(inst.cfg, inst.costs, 0, 0.0, [(size, 0)], 1)
+        lines.append(f"| {key} | {seconds * 1e3:.3f} | {sim * 1e3:.3f} | {sim / seconds:.3f} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True)
-    p.add_argument("--sim", default=None)
-    p.add_argument("--out", default=None)
+    p.add_argument("--data", required=True, help="ref_loop.py's --out directory")
+    p.add_argument("--hardware", default="h200-sxm-calibrated")
+    p.add_argument("--engine", default=None,
+                   help="engine profile pricing the loop's forwards (default: meta.json engine_profile)")
+    p.add_argument("--out", default=None, help="default DATA/report.md")
     a = p.parse_args(argv)
-    data = Path(a.data)
-    if not (data / "per_request.csv").exists():
-        print(f"--data: {data} has no per_request.csv", file=sys.stderr)
+    try:
+        import hardware
+        from serving.simulator import ServeConfig, make_instance
+
+        data = Path(a.data)
+        meta, by_rate = load(data)
+        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["simulator"].items()}
+        a.engine = a.engine or meta.get("engine_profile", "torch-compile")
+        inst = make_instance(model_of(meta), hardware.load(a.hardware), engine=a.engine, cfg=ServeConfig(**settings))
+        tables = {rate: (compare_rate(rows, inst), len(rows)) for rate, rows in by_rate.items()}
+    except ValueError as err:  # ServeError, WorkloadError, unknown hardware/engine: one line
+        print(str(err).splitlines()[0], file=sys.stderr)
         return 2
-    sim = simulated(Path(a.sim), data / "requests.csv") if a.sim and Path(a.sim).exists() else None
-    text = report(measured(data / "per_request.csv"), sim)
+    text = report(meta, tables, a.hardware, a.engine) + forward_table(meta, inst)
     Path(a.out or data / "report.md").write_text(text)
     print(text)
     return 0
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
     sys.exit(main())

@@ -32,7 +32,7 @@ import pandas as pd  # noqa: E402
 
 import hardware  # noqa: E402
 from perfmodel import dit as cost  # noqa: E402
-from perfmodel import energy  # noqa: E402
+from perfmodel import energy, rates  # noqa: E402
 from perfmodel.engines import load as load_engine  # noqa: E402
 from perfmodel.ops import Precision  # noqa: E402
 from workloads import dit  # noqa: E402
@@ -96,7 +96,11 @@ def attention_ops(row, efficiency: float = 1.0) -> list:
 
 
 def predict_attention(row, hw, efficiency: float = 1.0) -> float:
-    return cost.price([(attention_ops(row, efficiency), PRECISIONS["bf16"])], hw, load_engine("torch-compile")).time_s
+    """A single attention kernel (or the reorder) timed in a short burst: priced on the burst spec
+    (perfmodel.rates.at_burst), as the validation prices every single-kernel case; the blocks are
+    priced under load, as a denoising loop runs them."""
+    return cost.price([(attention_ops(row, efficiency), PRECISIONS["bf16"])], rates.at_burst(hw),
+                      load_engine("torch-compile")).time_s
 
 
 def fit_efficiency(dense_flex: pd.Series, hw) -> float:

@@ -370,17 +370,19 @@ def _calibration_from_yaml(r: SpecReader) -> Calibration | None:
     return Calibration(**values, source=str(r.tags.get("measured", "")))
 
 
-def calibration_section(data: dict, origin: str, section: str) -> dict:
+def calibration_section(data: dict, origin: str, section: str, whole: bool = False) -> dict:
     """The Calibration fields of one section of `calibration` read from a file of its own (e.g.
     {"power": {...}} written by validate/reports/power/fit_power.py), by the rows of the field table
-    under "calibration.<section>." (the spec's own units and checks). Its tags need no sources list."""
+    under "calibration.<section>." (the spec's own units and checks), or (`whole`) the row whose key
+    is the section itself (e.g. "attention_kernels"). Its tags need no sources list."""
     values = {}
-    prefix = f"calibration.{section}."
+    prefix = f"calibration.{section}" + ("" if whole else ".")
     tags = {match["tag"].strip() for match in (_LEAF.match(str(v)) for v in _leaves(data)) if match}
     reader = SpecReader({"sources": {t: origin for t in tags}, "calibration": data}, origin)
     for f in fields.CALIBRATION:
-        if f.key.startswith(prefix):
-            value = _read_field(reader, f, False)
+        if (f.key == prefix) if whole else f.key.startswith(prefix):
+            value = _read_kernels(reader, f.key) if f.unit == "kernels" else \
+                _read_bands(reader, f.key) if f.unit == "bands" else _read_field(reader, f, False)
             if value not in (None, {}):
                 values[f.attr] = value
     if not values:

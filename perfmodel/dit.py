@@ -147,13 +147,17 @@ def dit_attention_op(name: str, samples, q_tokens, kv_tokens, heads, head_dim, p
                      engine: Engine, density: float = 1.0) -> Op:
     """Bidirectional attention of q_tokens queries over kv_tokens keys per sample and head:
     FLOPs = 4 Tq Tk d per head x density (QK^T and PV over the kept blocks); bytes: Q read and O
-    written once, K and V read once (x density: blocks no query block keeps are skipped)."""
+    written once, K and V read once (x density: blocks no query block keeps are skipped). Priced on
+    the engine's prefill kernel in its unmasked variant ("<family>-prefill-bidirectional": no causal
+    diagonal tiles, a higher share of the GEMM rate on the H200; the causal family where a spec has
+    not measured it)."""
     act = np.maximum(p.act_bytes, 2.0)  # attention runs in 16 bits
     width = heads * head_dim
     return Op(name, "attention", count, flops=(4.0 * head_dim * heads * density) * samples * q_tokens * kv_tokens,
               weight_bytes=0.0, act_bytes=(2.0 * width * act) * samples * q_tokens,
               kv_bytes=(2.0 * width * act * density) * samples * kv_tokens, m=samples * q_tokens * heads,
-              n=kv_tokens * density, k=head_dim, groups=samples * heads, kernel=engine.attention_kernel("prefill"))
+              n=kv_tokens * density, k=head_dim, groups=samples * heads,
+              kernel=engine.attention_kernel("prefill") + "-bidirectional")
 
 
 def reorder_op(samples, tokens, width, p: Precision, count: int) -> Op:

@@ -189,7 +189,7 @@ def run_calibrate(args) -> int:
     fitted = calibrate(records, base, source)
     if getattr(args, "power", None):
         fitted = dataclasses.replace(fitted, calibration=dataclasses.replace(
-            fitted.calibration, **_power_section(args.power),
+            fitted.calibration, **_power_section(args.power, fitted.calibration),
             source=f"{source}; calibration.power fitted by validate/reports/power/fit_power.py ({args.power})"))
     calibrated = with_error_bands(records, fitted)
     # the file is named after the spec's `name`, which comes from input: one safe component, inside --out
@@ -200,8 +200,10 @@ def run_calibrate(args) -> int:
     return 0
 
 
-def _power_section(path: str) -> dict:
-    """Calibration fields of a power_calibration.yaml (its `power:` mapping)."""
+def _power_section(path: str, cal) -> dict:
+    """Calibration fields of a power_calibration.yaml: its `power:` mapping, and the attention kernel
+    families it measured (`attention_kernels:`), each family's parameters not given there taken from
+    the calibration's entry for the family it refines ("sdpa-prefill" for "sdpa-prefill-bidirectional")."""
     import yaml
 
     from hardware.spec import calibration_section
@@ -209,7 +211,15 @@ def _power_section(path: str) -> dict:
     data = yaml.safe_load(inputs.read_text(path, "--power")) if Path(path).is_file() else None
     if not isinstance(data, dict) or "power" not in data:
         raise ValueError(f"--power: {path!r} is not a YAML file with a `power:` section (fit_power.py writes one)")
-    return calibration_section(data, Path(path).name, "power")
+    values = calibration_section(data, Path(path).name, "power")
+    families = {}
+    for family, params in (data.get("attention_kernels") or {}).items():
+        parsed = calibration_section({"attention_kernels": {family: params}}, Path(path).name,
+                                     "attention_kernels", whole=True)["attention_kernels"][family]
+        families[family] = {**cal.attention_kernels.get(family.rsplit("-", 1)[0], {}), **parsed}
+    if families:
+        values["attention_kernels"] = {**cal.attention_kernels, **families}
+    return values
 
 
 def run_report(args) -> int:

@@ -189,7 +189,7 @@ def report_text(blocks: pd.DataFrame, attn: pd.DataFrame, hw, data: pd.DataFrame
                      f"{float(r['density']):g} | {1e3 * r['measured_s']:.3f} ms | {1e3 * r['predicted_s']:.3f} ms | "
                      f"{_num(sm)} | {_num(sp)} | {_pct(err)} |")
     if len(attn):
-        lines += ["", f"Fitted flex efficiency (relative to the calibrated SDPA prefill kernel): "
+        lines += ["", f"Fitted flex efficiency (relative to the calibrated bidirectional SDPA kernel): "
                       f"{', '.join(f'{m}: {e:.3f}' for m, e in attn.groupby('model')['efficiency'].first().items())}."]
     return "\n".join(lines) + "\n"
 

@@ -18,8 +18,12 @@ The sustained fraction of a class is the median, over its GEMMs that ran at the 
 power within 3% of it, SM clock pulled down), of tail rate / first-0.1-s rate: what perfmodel.rates.sustained_fraction
 multiplies the burst-timed calibrated rates by.
 
+The run's longest bidirectional SDPA case also gives the bidirectional attention kernel family's
+rate relative to the calibrated bf16 GEMM rate (`bidirectional_attention_fraction`; diffusion
+transformers' and text encoders' attention runs it).
+
 Writes DIR/power_fit.csv, DIR/power_calibration.yaml (the spec's calibration.power section, written
-by the spec's own field table) and DIR/report.md.
+by the spec's own field table, and the bidirectional attention family) and DIR/report.md.
 """
 from __future__ import annotations
 
@@ -155,7 +159,25 @@ def sustained_fractions(rows: list[dict], cap_w: float) -> dict:
     return out
 
 
-def yaml_section(params: dict, fractions: dict, source: str) -> str:
+#: The attention kernel family the power run's SDPA cases time (torch SDPA, bidirectional: no mask).
+BIDIRECTIONAL_FAMILY = "sdpa-prefill-bidirectional"
+
+
+def bidirectional_attention_fraction(rows: list[dict], bf16_gemm_flops_per_s: float) -> float:
+    """Rate of bidirectional (unmasked) SDPA prefill as a fraction of the spec's calibrated bf16 GEMM
+    rate: the first-0.1-s (burst, as the calibration's kernels are timed) rate of the longest
+    bidirectional case (its steady kernel rate; per-call floors and waves are the family's other
+    terms). NaN without such a case. The calibration's own `sdpa-prefill` family is fitted on causal
+    prefill, which runs at a lower fraction (the masked diagonal tiles)."""
+    cases = [r for r in busy(rows) if r.get("kind") == "attention" and _float(r, "m") > 1
+             and _float(r, "first_chunk_flops_per_s") > 0]
+    if not cases or not bf16_gemm_flops_per_s > 0:
+        return math.nan
+    longest = max(cases, key=lambda r: _float(r, "n"))
+    return _float(longest, "first_chunk_flops_per_s") / bf16_gemm_flops_per_s
+
+
+def yaml_section(params: dict, fractions: dict, source: str, attention_fraction: float = math.nan) -> str:
     """The calibration.power section of a hardware spec, each value written by its row of
     hardware.fields.CALIBRATION (the reader's units)."""
     from hardware import fields
@@ -170,6 +192,9 @@ def yaml_section(params: dict, fractions: dict, source: str) -> str:
     if fractions:
         lines += ["  sustained_fraction:"]
         lines += [f"    {c}: {rows['sustained_fraction'].file_text(v)} [measured]" for c, v in fractions.items()]
+    if math.isfinite(attention_fraction):
+        lines += ["# the bidirectional SDPA family (its other parameters: the calibration's sdpa-prefill entry)",
+                  "attention_kernels:", f"  {BIDIRECTIONAL_FAMILY}:", f"    flops_fraction: {attention_fraction:.6g} [measured]"]
     return "\n".join(lines) + "\n"
 
 
@@ -234,6 +259,8 @@ def main(argv=None) -> int:
     p.add_argument("cases", help="power_cases.csv written by measure_power.py")
     p.add_argument("--out", required=True, help="directory for power_fit.csv, power_calibration.yaml, report.md")
     p.add_argument("--cap-w", type=float, default=700.0, help="board power limit in W (H200: 700)")
+    p.add_argument("--hardware", default="h200-sxm-calibrated",
+                   help="calibrated spec whose bf16 GEMM rate the bidirectional attention fraction is relative to")
     args = p.parse_args(argv)
     path = Path(args.cases)
     if not path.is_file():
@@ -256,7 +283,12 @@ def main(argv=None) -> int:
         writer.writeheader()
         writer.writerows(scored)
     fractions = sustained_fractions(rows, args.cap_w)
-    (out / "power_calibration.yaml").write_text(yaml_section(params, fractions, source))
+    import hardware
+
+    spec = hardware.load(args.hardware)
+    attention = bidirectional_attention_fraction(rows, spec.calibration.matmul_flops_per_s.get("bf16", 0.0)
+                                                 if spec.calibration else 0.0)
+    (out / "power_calibration.yaml").write_text(yaml_section(params, fractions, source, attention))
     text = report(rows, params, fractions, scored, source, args.cap_w)
     (out / "report.md").write_text(text)
     print(text)

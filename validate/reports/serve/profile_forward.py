@@ -184,11 +184,12 @@ def replay_us(fn, cuda: bool, repeats: int) -> float:
 
 def measure(fn, direct, layers: int, cuda: bool, runs: int) -> tuple[list[dict], dict]:
     """kernels.csv rows and summary columns of one forward: fn (a graph replay, or the forward
-    itself on the CPU) under the profiler; if a replay shows no kernels, `direct` (the same forward
+    itself on the CPU) under the profiler; if a replay shows fewer kernels than layers (the graph's
+    nodes not recorded: at most the replay's own prologue fills), `direct` (the same forward
     uncaptured) is profiled instead."""
     table, span = profile_table(fn, runs, cuda)
     how = "replay" if cuda else "direct-cpu"
-    if cuda and not table:
+    if cuda and sum(c for c, _ in table.values()) < layers:  # graph nodes not recorded (at most the prologue)
         table, span = profile_table(direct, runs, cuda)
         how = "direct"
     rows = layer_rows(table, layers)
@@ -197,6 +198,16 @@ def measure(fn, direct, layers: int, cuda: bool, runs: int) -> tuple[list[dict],
     info = dict(how=how, replay_us=f"{wall:.3f}", span_us=f"{span:.3f}",
                 idle_us=f"{span - busy:.3f}" if span == span else "", **summarize(rows, layers))
     return rows, info
+
+
+def line(source: str, forward: str, info: dict) -> str:
+    """One forward's log line: launches, busy / replay / idle time, the big families."""
+    ms = {k: float(info[k]) / 1e3 for k in ("device_us", "replay_us", "attention_us", "gemm_us", "triton_us",
+                                             "copy_us")}
+    return (f"{source} {forward}: {info['kernels']} kernels ({info['kernels_per_layer']}/layer), busy "
+            f"{ms['device_us']:.3f} ms, replay {ms['replay_us']:.3f} ms, idle {info['idle_us'] or '-'} us; "
+            f"attention {ms['attention_us']:.3f}, gemm {ms['gemm_us']:.3f}, triton {ms['triton_us']:.3f}, "
+            f"copy {ms['copy_us']:.3f} ms")
 
 
 # -- output -------------------------------------------------------------------------------------------
@@ -267,10 +278,9 @@ def loop_args(args, compile_mode: str):
 def run_loop(args, compile_mode: str, buckets, done, write, log, deadline) -> None:
     """Build ref_loop's Runner as ref_loop.main does, capture the requested buckets only, profile
     each replay."""
-    import torch
     import workloads
     from validate.reports.serve import ref_loop as rl
-    source = f"loop-{compile_mode}"
+    source = f"loop-{compile_mode}" + ("" if args.sdpa == "auto" else f"-{args.sdpa}")
     todo = [(p, s) for p, s in buckets if (source, f"{p}_{s}") not in done]
     if not todo:
         log(f"{source}: all done, skipped")
@@ -287,6 +297,24 @@ def run_loop(args, compile_mode: str, buckets, done, write, log, deadline) -> No
     runner.decode_sizes = tuple(s for p, s in todo if p == "decode")
     runner.prefill_sizes = tuple(s for p, s in todo if p == "prefill")
     log(f"{source}: {largs.model}, {largs.layers} layers, S_max {runner.s_max}; warming {len(todo)} forwards")
+    with sdpa_backend(args.sdpa):  # the backend is chosen when the forward is traced / captured
+        profile_loop(runner, largs, source, todo, write, log, deadline, args.runs)
+
+
+def sdpa_backend(name: str):
+    """A context restricting SDPA to one backend (torch.nn.attention.sdpa_kernel); 'auto' leaves
+    PyTorch's choice (cuDNN for the loop's masked attention on an H200, meta.json sdpa_backend)."""
+    import contextlib
+    if name == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    return sdpa_kernel([{"efficient": SDPBackend.EFFICIENT_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+                         "flash": SDPBackend.FLASH_ATTENTION, "math": SDPBackend.MATH}[name]])
+
+
+def profile_loop(runner, largs, source, todo, write, log, deadline, runs) -> None:
+    """Capture the buckets in `todo` (Runner.prepare) and profile each replay."""
+    import torch
     try:
         runner.prepare()
     except Exception as err:  # a compiler failure is data
@@ -306,14 +334,11 @@ def run_loop(args, compile_mode: str, buckets, done, write, log, deadline) -> No
             with torch.inference_mode():
                 return runner._forward(p, buf)
         fn = g.replay if g is not None else direct
-        rows, info = measure(fn, direct, largs.layers, runner.cuda, args.runs)
+        rows, info = measure(fn, direct, largs.layers, runner.cuda, runs)
         B, T = (s, 1) if p == "decode" else (1, s)
         write(dict(source=source, forward=f"{p}_{s}", phase=p, batch=B, tokens=T, context=runner.s_max,
                    layers=largs.layers, status="ok", warm_s=f"{runner.warmup[f'{p}_{s}']:.2f}", **info), rows)
-        log(f"{source} {p}_{s}: {info['kernels']} kernels ({info['kernels_per_layer']}/layer), "
-            f"device {float(info['device_us']) / 1e3:.3f} ms, replay {float(info['replay_us']) / 1e3:.3f} ms, "
-            f"idle {info['idle_us'] or '-'} us; attention {info['attention_us']} us, gemm {info['gemm_us']} us, "
-            f"triton {info['triton_us']} us, copy {info['copy_us']} us")
+        log(line(source, f"{p}_{s}", info))
 
 
 def run_engine(args, buckets, done, write, log) -> None:
@@ -365,10 +390,7 @@ def run_engine(args, buckets, done, write, log) -> None:
             log(f"{source} {p}_{s}: FAILED {type(err).__name__}: {str(err).splitlines()[0][:200]}")
             continue
         write({**row, "status": "ok", **info}, rows)
-        log(f"{source} {p}_{s}: {info['kernels']} kernels ({info['kernels_per_layer']}/layer), "
-            f"device {float(info['device_us']) / 1e3:.3f} ms, replay {float(info['replay_us']) / 1e3:.3f} ms, "
-            f"idle {info['idle_us'] or '-'} us; attention {info['attention_us']} us, gemm {info['gemm_us']} us, "
-            f"triton {info['triton_us']} us, copy {info['copy_us']} us")
+        log(line(source, f"{p}_{s}", info))
 
 
 def release(cuda: bool) -> None:
@@ -395,6 +417,8 @@ def parse(argv):
     p.add_argument("--loop-compile", default=None,
                    help="ref_loop --compile modes to profile, comma separated (dynamic, static, none); "
                         "default dynamic (cuda), none (cpu)")
+    p.add_argument("--sdpa", default="auto", choices=("auto", "efficient", "cudnn", "flash", "math"),
+                   help="restrict the loop's SDPA to one backend (source loop-<compile>-<sdpa>); the engine keeps auto")
     p.add_argument("--engine-context", type=int, default=None,
                    help="decode context of the engine step (default: the loop's S_max - 2)")
     p.add_argument("--runs", type=int, default=5, help="forwards per profile (device times are per forward)")

@@ -117,3 +117,17 @@ def test_sdpa_backend_restricts_the_loop(tmp_path):
     names = {k["kernel"] for k in kernels}
     assert "aten::_scaled_dot_product_attention_math" in names
     assert not any("flash_attention" in n for n in names)  # the CPU default's fused kernel is gone
+
+
+def test_compare_is_loop_minus_engine_per_forward():
+    base = {c: "0" for c in pf.SUMMARY_COLUMNS}
+    loop = {**base, "source": "loop-dynamic", "forward": "decode_1", "status": "ok", "replay_us": "5660",
+            "device_us": "5000", "idle_us": "660", "attention_us": "1500", "kernels_per_layer": "20"}
+    engine = {**base, "source": "engine", "forward": "decode_1", "status": "ok", "replay_us": "4740",
+              "device_us": "4300", "idle_us": "440", "attention_us": "600", "kernels_per_layer": "14"}
+    other = {**loop, "forward": "prefill_16"}  # no engine row: not compared
+    head, row = pf.compare([loop, engine, other])
+    vals = row.split()
+    assert vals[:2] == ["loop-dynamic", "decode_1"]
+    assert [float(v) for v in vals[2:6]] == [0.92, 0.7, 0.22, 0.9]  # replay = busy + idle differences
+    assert row.endswith("20 / 14")

@@ -210,6 +210,27 @@ def line(source: str, forward: str, info: dict) -> str:
             f"copy {ms['copy_us']:.3f} ms")
 
 
+def compare(summary: list[dict]) -> list[str]:
+    """Per forward, each loop source minus the engine (ms): replay, busy (kernels' device time),
+    idle (span - busy), the families, outside the layers; and kernels per layer (loop / engine).
+    What the differences mean for the fix: validate/reports/serve/README.md."""
+    ok = [r for r in summary if r.get("status") == "ok"]
+    engine = {r["forward"]: r for r in ok if r["source"] == "engine"}
+    cols = ("replay_us", "device_us", "idle_us", "attention_us", "gemm_us", "triton_us", "copy_us", "other_us",
+            "outside_us")
+    out = [f"{'loop - engine, ms':<32}" + "".join(f"{'busy' if c == 'device_us' else c[:-3]:>10}" for c in cols) + f"{'kern/layer':>12}"]
+    for r in ok:
+        e = engine.get(r["forward"])
+        if r["source"] == "engine" or e is None:
+            continue
+
+        def delta(c):
+            return f"{(float(r[c]) - float(e[c])) / 1e3:10.3f}" if r[c] and e[c] else f"{'-':>10}"
+        out.append(f"{r['source'] + ' ' + r['forward']:<32}" + "".join(delta(c) for c in cols)
+                   + f"{r['kernels_per_layer'] + ' / ' + e['kernels_per_layer']:>12}")
+    return out
+
+
 # -- output -------------------------------------------------------------------------------------------
 
 def _read(path: Path) -> list[dict]:
@@ -491,6 +512,8 @@ def main(argv=None) -> int:
         else:
             run_engine(args, args.bucket_list, done, write, log)
             release(args.device == "cuda")
+    for text in compare(_read(args.out / "summary.csv")):
+        log(text)
     log(f"profile_forward: done in {time.perf_counter() - start:.0f} s")
     return 0
 

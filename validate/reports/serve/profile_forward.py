@@ -32,8 +32,10 @@ forward runs uncaptured and `how` says `direct`), grouped per layer: `scope` is 
 launches are a multiple of the layer count (then calls_per_layer / device_us_per_layer divide by
 it), else `forward` (embedding, mask, final norm, LM head). summary.csv adds the replay wall time
 (CUDA events, median), the kernels' summed device time, the span from the first kernel's start to
-the last one's end, idle = span - busy (gaps between graph nodes), and device time per kernel
-category (gemm, attention, triton, copy, other). On the CPU (--device cpu) the profiler lists CPU
+the last one's end, idle = span - busy (gaps between graph nodes), device time per kernel
+category (gemm, attention, triton, copy, other) and the SM clock read after the forward (NVML;
+the engine report saw it drop from 1980 to 1230 MHz under long prefills). At the end the run
+prints, per forward, each loop source minus the engine (`compare`). On the CPU (--device cpu) the profiler lists CPU
 ops with their self time instead (no graphs there).
 
 Output (DIR, written as each forward finishes; a rerun skips every (source, forward) already in
@@ -57,7 +59,7 @@ KERNEL_COLUMNS = ("source", "forward", "kernel", "calls", "device_us", "scope", 
 SUMMARY_COLUMNS = ("source", "forward", "phase", "batch", "tokens", "context", "layers", "how", "status",
                    "kernels", "kernels_per_layer", "device_us", "layer_us", "layer_us_per_layer", "outside_us",
                    "replay_us", "span_us", "idle_us", "gemm_us", "attention_us", "triton_us", "copy_us",
-                   "other_us", "warm_s", "error")
+                   "other_us", "warm_s", "sm_clock_mhz", "error")
 CATEGORIES = ("gemm", "attention", "triton", "copy", "other")
 #: the brief's buckets: decode at 1 (floors), 32, 128 (attention-heavy); prefill 16, 128 (floors
 #: under a mask over the whole row), 2048 (the control: within 1.4% of the engine profile)
@@ -195,7 +197,9 @@ def measure(fn, direct, layers: int, cuda: bool, runs: int) -> tuple[list[dict],
     rows = layer_rows(table, layers)
     wall = replay_us(fn, cuda, max(runs, 5))
     busy = sum(us for _, us in table.values())
-    info = dict(how=how, replay_us=f"{wall:.3f}", span_us=f"{span:.3f}",
+    from validate import bench
+    clock = bench.clocks().get("sm_clock_mhz", "") if cuda else ""  # a throttled clock stretches kernels
+    info = dict(how=how, replay_us=f"{wall:.3f}", span_us=f"{span:.3f}", sm_clock_mhz=clock,
                 idle_us=f"{span - busy:.3f}" if span == span else "", **summarize(rows, layers))
     return rows, info
 

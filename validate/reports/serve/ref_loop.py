@@ -58,6 +58,12 @@ def sizes_up_to(sizes, top: int) -> tuple[int, ...]:
     return tuple(s for s in sizes if s < top) + (top,)
 
 
+def cache_tokens(max_prompt: int, max_output: int) -> int:
+    """S_max of a static cache row: the longest prompt plus output, + 1 for the scratch column padded
+    tokens write to, rounded up to 256 as gpt-fast sizes its cache."""
+    return -(-(max_prompt + max_output + 1) // 256) * 256
+
+
 def poisson_requests(rate_req_s: float, n: int, seed: int, prompt=(128, 1024), output=(32, 256)) -> list[dict]:
     """n requests with exponential inter-arrival gaps of mean 1/rate (Poisson process), prompt and
     output lengths uniform integers in the given inclusive ranges; deterministic for a seed."""
@@ -232,8 +238,7 @@ class Runner:
         from validate.reports.engine.measure_engine import model_spec
         self.torch, self.cuda, self.log = torch, args.device == "cuda", log
         self.dev = torch.device(args.device)
-        # + 1 for the scratch column; rounded to 256 as gpt-fast sizes its cache
-        self.s_max = -(-(args.max_prompt + args.max_output + 1) // 256) * 256
+        self.s_max = cache_tokens(args.max_prompt, args.max_output)
         self.scratch = self.s_max - 1
         spec = model_spec(args.model, args.layers)
         self.engine = em.build(spec, args.dtype, 1, self.s_max, self.dev, kv_tokens=1)

@@ -146,6 +146,15 @@ def _add(out: dict, count: float, compute, memory, core, key: str) -> None:
         out[key] += scaled
 
 
+def _add_rows(out: dict, rows, compute, memory, core, key: str) -> None:
+    """`_add` of one priced op at some rows only."""
+    out["compute_s"][rows] += compute
+    out["memory_s"][rows] += memory
+    out["time_s"][rows] += core
+    if key:
+        out[key][rows] += core
+
+
 def _class_key(pricing: CountPricing, op: Op) -> str:
     """The residual-class component an op adds to ("" for a spec without bands)."""
     key = "class:" + intervals.op_class(op.kind, pricing.phase)
@@ -377,7 +386,7 @@ class StackedPricing:
                     slot[1].setdefault(field, np.zeros((2, groups)))[:, g] = line
         self.rebuilt_groups = [g for g, pr in enumerate(pricings) if pr.rebuilt]
         self.gemm_names = list(self.gemms)
-        self._cells = (0, None, None)
+        self._cells = (0, None)
         self._lock = threading.Lock()
 
     def evaluate(self, x, group, p: Precision, tp) -> dict:
@@ -388,9 +397,21 @@ class StackedPricing:
         x, group = x.reshape(-1), group.reshape(-1)  # scenarios may be an N-d broadcast
         index = x.astype(np.intp)
         small = index <= DIRECT_COUNTS
-        flat = group * (DIRECT_COUNTS + 1) + np.minimum(index, DIRECT_COUNTS)
-        out = {key: self.table[i].take(flat) for i, key in enumerate(self.keys)}
-        if not small.all():
+        inside = int(np.count_nonzero(small))
+        if inside == 0:  # every count past the table: no lookups to overwrite
+            out = self._past_table(x, group, _pick_precision(p, None, shape), _pick(tp, None, shape))
+        else:
+            flat = group * (DIRECT_COUNTS + 1) + np.minimum(index, DIRECT_COUNTS)
+            out = {key: self.table[i].take(flat) for i, key in enumerate(self.keys)}
+        if 0 < inside < x.size and 2 * inside < x.size:
+            # mostly past the table: price every count by the structure (those inside it are
+            # valid counts too) and keep the table's exact values where it has them; one masked
+            # copy per component instead of a gather and a scatter
+            past = self._past_table(x, group, _pick_precision(p, None, shape), _pick(tp, None, shape))
+            outside = ~small
+            for key in self.keys:
+                np.copyto(out[key], past[key], where=outside)
+        elif 0 < inside < x.size:
             rows = np.flatnonzero(~small)
             past = self._past_table(x[rows], group[rows], _pick_precision(p, rows, shape), _pick(tp, rows, shape))
             for key in self.keys:
@@ -398,6 +419,8 @@ class StackedPricing:
         return {key: value.reshape(shape) if shape else value[0] for key, value in out.items()}
 
     def _past_table(self, x, group, p: Precision, tp) -> dict:
+        """The components at counts x past the table (counts inside it give finite values the
+        caller discards)."""
         out = {key: (self.alpha[i].take(group) + self.beta[i].take(group) * x) if self.sloped[i]
                else self.alpha[i].take(group) for i, key in enumerate(self.keys)}
         for key, coef in self.crossings.values():
@@ -406,14 +429,7 @@ class StackedPricing:
             memory = coef[3].take(group) + coef[4].take(group) * x
             _add(out, count, compute, memory, np.maximum(compute, memory), key)
         if self.gemms:
-            tile_m, q0 = self._any_cells().tile_m, self._any_cells().q0
-            run = np.ceil(x / tile_m).astype(np.intp) - q0
-            tile_s, inv_bw, width = self._stacked_cells(q0 + int(run.max()))
-            at = group * width + run
-            for slot, (key, coef) in enumerate(self.gemms.values()):
-                compute = np.maximum(tile_s[slot].take(at), coef[1].take(group) * x)
-                memory = (coef[2].take(group) + coef[3].take(group) * x) * inv_bw[slot].take(at)
-                _add(out, 1.0, compute, memory, np.maximum(compute, memory), key)
+            self._add_gemms(out, x, group)
         for template, lines, present in self.rescaled.values():
             op = dataclasses.replace(template, **{f: _line_at(c, group, x) for f, c in lines.items()})
             t = op_time(op, self.hw, p, tp)
@@ -435,19 +451,48 @@ class StackedPricing:
                         out[cls][mine] += op.count * t.time_s
         return out
 
+    def _add_gemms(self, out: dict, x, group) -> None:
+        """Add the tiled GEMMs past the table. Within one run of tile_m rows each GEMM's time is
+        max(tile-limited constant, power-limited slope x, memory line): where one of the three is
+        the largest at both ends of the run it is the largest over the whole run (a maximum of
+        lines is convex), so the run's sums over GEMMs are lines in x (`StackedCells`); the few
+        runs where a GEMM switches inside are priced GEMM by GEMM."""
+        cells = self._any_cells()
+        run = np.ceil(x / cells.tile_m).astype(np.intp) - cells.q0
+        np.maximum(run, 0, out=run)  # counts inside the direct table: any run (discarded)
+        table = self._stacked_cells(cells.q0 + int(run.max()))
+        at = group * table.width + run
+        values: dict = {}  # a class key's line may be the time line itself
+        for key, (alpha, beta) in table.lines.items():
+            value = values.get(id(alpha))
+            if value is None:
+                value = values[id(alpha)] = alpha.take(at) + beta.take(at) * x
+            out[key] += value
+        if not table.switching.any():
+            return
+        rows = np.flatnonzero(table.switching.take(at))
+        if not rows.size:
+            return
+        x, group, at = x[rows], group[rows], at[rows]
+        for slot, (key, coef) in enumerate(self.gemms.values()):
+            compute = np.maximum(table.tile_s[slot].take(at), coef[1].take(group) * x)
+            memory = (coef[2].take(group) + coef[3].take(group) * x) * table.inv_bw[slot].take(at)
+            core = np.maximum(compute, memory)
+            _add_rows(out, rows, compute, memory, core, key)
+
     def _any_cells(self) -> CellTable:
         return next(pr.cells for pr in self.pricings if pr.cells is not None)
 
-    def _stacked_cells(self, q_max: int):
+    def _stacked_cells(self, q_max: int) -> "StackedCells":
         """Per-run tables of every GEMM slot, stacked [slot, group x run], covering runs to q_max."""
         with self._lock:
-            covered, tile_s, inv_bw = self._cells
-            if covered >= q_max:
-                return tile_s, inv_bw, covered - self._any_cells().q0 + 1
+            table = self._cells[1]
+            if self._cells[0] >= q_max:
+                return table
             q0 = self._any_cells().q0
-            width = max(q_max, 2 * covered) - q0 + 1
+            width = max(q_max, 2 * self._cells[0]) - q0 + 1
             tile_s = np.zeros((len(self.gemms), len(self.pricings), width))
-            inv_bw = np.zeros_like(tile_s)
+            inv_bw = np.zeros((len(self.gemms), len(self.pricings), width))
             for g, pr in enumerate(self.pricings):
                 if pr.cells is None:
                     continue
@@ -455,9 +500,73 @@ class StackedPricing:
                 for row, term in enumerate(pr.gemms):
                     slot = self.gemm_names.index(term.name)
                     tile_s[slot, g], inv_bw[slot, g] = term.count * tiles[row, :width], invs[row, :width]
-            tile_s, inv_bw = tile_s.reshape(len(self.gemms), -1), inv_bw.reshape(len(self.gemms), -1)
-            self._cells = (q0 + width - 1, tile_s, inv_bw)
-            return tile_s, inv_bw, width
+            runs = np.tile(np.arange(q0, q0 + width, dtype=float), len(self.pricings))
+            tile_m = self._any_cells().tile_m
+            table = _run_lines(tile_s.reshape(len(self.gemms), -1), inv_bw.reshape(len(self.gemms), -1),
+                               list(self.gemms.values()), (runs - 1.0) * tile_m, runs * tile_m, width)
+            self._cells = (q0 + width - 1, table)
+            return table
+
+
+def _run_lines(tile_s, inv_bw, slots: list, low, high, width: int) -> "StackedCells":
+    """StackedCells from the per-slot tables [slot, group x run] and the slots' (class key,
+    coefficients [count, power slope, count x bytes alpha, count x bytes beta] x group): per
+    (group, run), the lines of the GEMMs' summed compute, memory and time (and each class key's
+    time) over the run's counts [low, high], where every GEMM has one term the largest at both
+    ends (else the run is `switching`). One slot at a time: a sweep of long prompts has millions
+    of runs."""
+    size = tile_s.shape[1]
+    keys = list(dict.fromkeys(key for key, _ in slots if key))
+    apart = len(keys) > 1  # one class key (or none) shares the time line
+    lines = {name: (np.zeros(size), np.zeros(size)) for name in ("compute_s", "memory_s", "time_s", *(keys if apart else ()))}
+    switching = np.zeros(size, dtype=bool)
+    groups = size // width
+    low, high = low.reshape(groups, width), high.reshape(groups, width)
+    lines = {name: tuple(part.reshape(groups, width) for part in line) for name, line in lines.items()}
+    switching = switching.reshape(groups, width)
+    for slot, (key, coef) in enumerate(slots):
+        tile, inv = tile_s[slot].reshape(groups, width), inv_bw[slot].reshape(groups, width)
+        slope = np.broadcast_to(coef[1][:, None], tile.shape)
+        a, b = coef[2][:, None] * inv, coef[3][:, None] * inv
+        power_low, power_high = slope * low, slope * high
+        memory_low, memory_high = a + b * low, a + b * high
+        tile_wins = (tile >= power_low) & (tile >= power_high)
+        power_wins = (power_low >= tile) & (power_high >= tile)
+        time_tile = tile_wins & (tile >= memory_low) & (tile >= memory_high)
+        time_power = ~time_tile & power_wins & (power_low >= memory_low) & (power_high >= memory_high)
+        time_memory = ~time_tile & ~time_power & (memory_low >= tile) & (memory_low >= power_low) & \
+            (memory_high >= tile) & (memory_high >= power_high)
+        switching |= ~(tile_wins | power_wins) | ~(time_tile | time_power | time_memory)
+        np.add(lines["compute_s"][0], tile, out=lines["compute_s"][0], where=tile_wins)
+        np.add(lines["compute_s"][1], slope, out=lines["compute_s"][1], where=~tile_wins & power_wins)
+        lines["memory_s"][0][...] += a
+        lines["memory_s"][1][...] += b
+        for name in ("time_s", key) if key and apart else ("time_s",):
+            line_a, line_b = lines[name]
+            np.add(line_a, tile, out=line_a, where=time_tile)
+            np.add(line_b, slope, out=line_b, where=time_power)
+            np.add(line_a, a, out=line_a, where=time_memory)
+            np.add(line_b, b, out=line_b, where=time_memory)
+    for line in lines.values():  # switching runs are priced GEMM by GEMM
+        for part in line:
+            np.copyto(part, 0.0, where=switching)
+    lines = {name: tuple(part.reshape(-1) for part in line) for name, line in lines.items()}
+    if keys and not apart:
+        lines[keys[0]] = lines["time_s"]
+    return StackedCells(width, tile_s, inv_bw, lines, switching.reshape(-1))
+
+
+@dataclass(frozen=True)
+class StackedCells:
+    """The per-run GEMM tables of a StackedPricing, rows group * width + run: per slot [slot, row]
+    the tile-limited time and the inverse memory rate; per component {key: (alpha, beta)} the line
+    of the GEMMs' sum over the run, zero where a GEMM switches term inside the run (`switching`;
+    those runs are priced slot by slot)."""
+    width: int
+    tile_s: np.ndarray
+    inv_bw: np.ndarray
+    lines: dict
+    switching: np.ndarray
 
 
 def _line_at(coef: np.ndarray, group, x):
@@ -480,8 +589,12 @@ def _slots(pricings: list, terms_of: Callable, groups: int, coefficients: Callab
 
 
 def _pick(value, rows, shape):
-    """The rows (flat indices) of a per-scenario value (a scalar stays as it is)."""
-    return np.broadcast_to(value, shape).reshape(-1)[rows] if np.ndim(value) else value
+    """The rows (flat indices; None: all of them) of a per-scenario value, flat (a scalar stays
+    as it is)."""
+    if not np.ndim(value):
+        return value
+    flat = np.broadcast_to(value, shape).reshape(-1)
+    return flat if rows is None else flat[rows]
 
 
 def _pick_precision(p: Precision, rows, shape) -> Precision:

@@ -28,16 +28,21 @@ class StepSums:
         self.groups: dict[tuple[str, float], object] = {}
 
     def add(self, key: str, count: float, value) -> None:
-        if np.ndim(value) == 0 and not value:
+        # (key, 2) and (key, 2.0) are one slot: equal numbers hash alike
+        slot = (key, count)
+        if isinstance(value, np.ndarray) and value.ndim:
+            current = self.groups.get(slot)
+            if current is None:
+                self.groups[slot] = np.array(value, dtype=float, copy=True)
+            elif isinstance(current, np.ndarray) and current.shape == value.shape:
+                current += value
+            else:
+                self.groups[slot] = current + value
             return
-        slot = (key, float(count))
+        if not value:
+            return
         current = self.groups.get(slot)
-        if current is None:
-            self.groups[slot] = np.array(value, dtype=float, copy=True) if np.ndim(value) else float(value)
-        elif isinstance(current, np.ndarray) and current.shape == np.shape(value):
-            current += value
-        else:
-            self.groups[slot] = current + value
+        self.groups[slot] = float(value) if current is None else current + value
 
     def total(self, key: str):
         out = 0.0
@@ -47,10 +52,18 @@ class StepSums:
         return out
 
     def totals(self) -> dict:
-        """Every component total, and per residual class (perfmodel.intervals) under "classes"."""
-        out = {key: self.total(key) for key in TOTAL_KEYS}
-        names = {name for name, _ in self.groups if name.startswith("class:")}
-        out["classes"] = {name[len("class:"):]: self.total(name) for name in names}
+        """Every component total, and per residual class (perfmodel.intervals) under "classes"
+        (one pass over the groups, each key summed in the order `total` sums it)."""
+        out = dict.fromkeys(TOTAL_KEYS, 0.0)
+        classes: dict = {}
+        for (name, count), value in self.groups.items():
+            scaled = value * count if count != 1.0 else value
+            if name.startswith("class:"):
+                name = name[len("class:"):]
+                classes[name] = classes.get(name, 0.0) + scaled
+            elif name in out:
+                out[name] = out[name] + scaled
+        out["classes"] = classes
         return out
 
 

@@ -26,6 +26,7 @@ a relative 1e-9 on random scenarios of every model family, precision, engine and
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -392,6 +393,8 @@ class StackedPricing:
     def evaluate(self, x, group, p: Precision, tp) -> dict:
         """Every component at counts x of scenarios in precision groups `group` (indices into the
         pricings), with their per-scenario precisions p and tp (for ops priced per count)."""
+        if np.ndim(x) == 0 and np.ndim(group) == 0:
+            return self._at(float(x), int(group), p, tp)
         x, group = np.broadcast_arrays(np.asarray(x, dtype=float), group)
         shape = x.shape
         x, group = x.reshape(-1), group.reshape(-1)  # scenarios may be an N-d broadcast
@@ -417,6 +420,49 @@ class StackedPricing:
             for key in self.keys:
                 out[key][rows] = past[key]
         return {key: value.reshape(shape) if shape else value[0] for key, value in out.items()}
+
+    def _at(self, x: float, group: int, p: Precision, tp) -> dict:
+        """`evaluate` of one scenario in Python floats (a scalar prediction pays per array call):
+        the table's column, or the structure past it term by term as `_past_table` prices it."""
+        index = int(x)
+        if index <= DIRECT_COUNTS:
+            return dict(zip(self.keys, self.table[:, group * (DIRECT_COUNTS + 1) + index].tolist()))
+        out = dict(zip(self.keys, (self.alpha[:, group] + self.beta[:, group] * x).tolist()))
+        for key, coef in self.crossings.values():
+            count, c0, c1, m0, m1 = coef[:, group].tolist()
+            compute, memory = c0 + c1 * x, m0 + m1 * x
+            _add(out, count, compute, memory, max(compute, memory), key)
+        if self.gemms:
+            cells = self._any_cells()
+            run = max(math.ceil(x / cells.tile_m) - cells.q0, 0)
+            table = self._stacked_cells(cells.q0 + run)
+            at = group * table.width + run
+            for key, (alpha, beta) in table.lines.items():
+                out[key] += float(alpha[at]) + float(beta[at]) * x
+            if table.switching[at]:
+                for slot, (key, coef) in enumerate(self.gemms.values()):
+                    _, power, bytes0, bytes1 = coef[:, group].tolist()
+                    compute = max(float(table.tile_s[slot, at]), power * x)
+                    memory = (bytes0 + bytes1 * x) * float(table.inv_bw[slot, at])
+                    _add(out, 1.0, compute, memory, max(compute, memory), key)
+        for template, lines, present in self.rescaled.values():
+            op = dataclasses.replace(template, **{f: float(c[0, group] + c[1, group] * x) for f, c in lines.items()})
+            t = op_time(op, self.hw, p, tp)
+            weight = float(present[group]) * op.count
+            for key in TOTAL_KEYS:
+                out[key] += weight * float(getattr(t, key))
+            cls = _class_key(self.pricings[0], op)
+            if cls:
+                out[cls] += weight * float(t.time_s)
+        if group in self.rebuilt_groups:
+            pr = self.pricings[group]
+            for op, t in pr.price(np.array([x]), pr.rebuilt):
+                for key in TOTAL_KEYS:
+                    out[key] += op.count * float(np.ravel(getattr(t, key))[0])
+                cls = _class_key(pr, op)
+                if cls:
+                    out[cls] += op.count * float(np.ravel(t.time_s)[0])
+        return out
 
     def _past_table(self, x, group, p: Precision, tp) -> dict:
         """The components at counts x past the table (counts inside it give finite values the

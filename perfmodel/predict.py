@@ -232,6 +232,8 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
         "usd_per_mtok": hw.price_per_hour_usd * sc.tp / 3600.0 / throughput * 1e6,
     }
     shape = sc.shape
+    if shape == ():  # one scenario: every metric is a scalar (np.array([v]) is np.full(1, v), cheaper)
+        return {k: np.array([v]) for k, v in result.items()}
     return {k: np.broadcast_to(v, shape).reshape(-1) if np.ndim(v) else np.full(max(sc.size, 1), v)
             for k, v in result.items()}
 

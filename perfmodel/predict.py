@@ -36,6 +36,8 @@ def precision(sc: Scenario) -> Precision:
 def _bound(totals: dict):
     """Which of compute / memory / overhead (kernel floors or host dispatch) / comm dominates."""
     compute, mem = totals["compute_s"], totals["memory_s"]
+    if all(isinstance(totals[key], float) for key in ("compute_s", "memory_s", "overhead_s", "host_s", "comm_s")):
+        return np.int8(_bound_code(compute, mem, max(totals["overhead_s"], totals["host_s"]), totals["comm_s"]))
     overhead = np.maximum(totals["overhead_s"], totals["host_s"])
     comm = totals["comm_s"]
     code = np.where(compute >= mem, 0, 1)
@@ -43,6 +45,14 @@ def _bound(totals: dict):
     code = np.where(overhead > best, 2, code)
     code = np.where(comm > np.maximum(best, overhead), 3, code)
     return code.astype(np.int8)
+
+
+def _bound_code(compute: float, mem: float, overhead: float, comm: float) -> int:
+    """`_bound` of one scenario in Python floats (the same comparisons)."""
+    best = max(compute, mem)
+    code = 0 if compute >= mem else 1
+    code = 2 if overhead > best else code
+    return 3 if comm > max(best, overhead) else code
 
 
 def bound_column(codes):
@@ -53,7 +63,8 @@ def bound_column(codes):
     global _BOUND_DTYPE
     if _BOUND_DTYPE is None:
         _BOUND_DTYPE = pd.CategoricalDtype(list(BOUNDS))
-    return pd.Categorical.from_codes(np.asarray(codes, dtype=np.int8).reshape(-1), dtype=_BOUND_DTYPE)
+    # codes come from _bound (0..3, within BOUNDS): pandas need not check them again
+    return pd.Categorical.from_codes(np.asarray(codes, dtype=np.int8).reshape(-1), dtype=_BOUND_DTYPE, validate=False)
 
 
 _BOUND_DTYPE = None  # built on first use: pandas is imported only by the functions that need it
@@ -149,6 +160,8 @@ def _columns(model: ModelSpec, hw: Hardware, sc: Scenario, columns: dict, metric
 def _precision_groups(sc: Scenario) -> tuple | None:
     """(the distinct (w_bits, a_bits, kv_bits, quant_group, tp) combinations, each scenario's
     index into them) for the fast path; None when there are more than MAX_GROUPS."""
+    if sc.shape == ():  # one scenario: one group
+        return (tuple(float(getattr(sc, name)) for name in GROUP_FIELDS),), 0
     codes, radix, levels = 0, 1, []
     for name in GROUP_FIELDS:
         value = getattr(sc, name)

@@ -333,10 +333,17 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
     phase = step_phase(prompt)
     tokens = batch * prompt
     sums = StepSums()
-    for part in (stacked_pricing(model, hw, engine, groups, "tokens", phase).evaluate(tokens, group, p, tp),
-                 stacked_pricing(model, hw, engine, groups, "logits", phase).evaluate(batch, group, p, tp)):
-        for key, value in part.items():
-            sums.add(key, 1.0, value)
+    # both parts are fresh arrays (or floats): sum the logits into the tokens' and hand those over
+    # (the token count's shape holds the batch's)
+    part = stacked_pricing(model, hw, engine, groups, "tokens", phase).evaluate(tokens, group, p, tp)
+    for key, value in stacked_pricing(model, hw, engine, groups, "logits", phase).evaluate(batch, group, p, tp).items():
+        total = part[key]
+        if isinstance(total, np.ndarray) and total.ndim and total.shape == np.broadcast_shapes(total.shape, np.shape(value)):
+            total += value
+        else:
+            part[key] = total + value
+    for key, value in part.items():
+        sums.adopt(key, value)
     ops = context_ops(model, seqs=batch, new_tokens=prompt, past=0.0, p=p, tp=tp, engine=engine)
     add_op_times(sums, ops, [op_time(op, hw, p, tp) for op in ops], phase, has_bands(hw))
     return settle_step(sums.totals(), model, hw, engine, tokens)
@@ -347,7 +354,7 @@ def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_l
     """perfmodel.steps.mean_decode_step from the priced decode group plus the per-op context mean."""
     sums = StepSums()
     for key, value in stacked_pricing(model, hw, engine, groups, "decode", "decode").evaluate(seqs, group, p, tp).items():
-        sums.add(key, 1.0, value)
+        sums.adopt(key, value)  # fresh arrays of this call
     banded = has_bands(hw)
     extras = add_decode_context(sums, model, hw, seqs=seqs, past_first=past_first, past_last=past_last, p=p,
                                 tp=tp, sparse_budget=sparse_budget, engine=engine, banded=banded)

@@ -44,6 +44,14 @@ class StepSums:
         current = self.groups.get(slot)
         self.groups[slot] = float(value) if current is None else current + value
 
+    def adopt(self, key: str, value) -> None:
+        """`add(key, 1.0, value)` of an array the caller hands over (fresh, float, never used
+        again): kept as the slot's sum without a copy where the slot is empty."""
+        if isinstance(value, np.ndarray) and value.ndim and value.dtype == float and (key, 1.0) not in self.groups:
+            self.groups[(key, 1.0)] = value
+        else:
+            self.add(key, 1.0, value)
+
     def total(self, key: str):
         out = 0.0
         for (name, count), value in self.groups.items():

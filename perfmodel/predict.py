@@ -70,22 +70,50 @@ def bound_column(codes):
 _BOUND_DTYPE = None  # built on first use: pandas is imported only by the functions that need it
 
 
-def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario) -> dict:
+def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple | None = None) -> dict:
     """Per-device bytes of weights, KV cache (end of generation) and peak activations; fit and max batch.
 
     Activations are a serving engine's (`memory.serving_activation_bytes`): one chunked-prefill chunk
-    plus every running sequence's logits; max batch assumes a full chunk."""
+    plus every running sequence's logits; max batch assumes a full chunk. With the precision
+    `groups` (`_precision_groups`) the quantities of a group alone (weights, KV bytes per token,
+    the activations of an empty engine) are computed once per group and gathered."""
     p, tp = precision(sc), sc.tp
-    weights = memory.weight_bytes(model, p, tp)
-    kv_per_request = memory.kv_cache_bytes(model, p, memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples), tp)
+    if groups is None:
+        weights = memory.weight_bytes(model, p, tp)
+        kv_per_token = memory.kv_cache_bytes(model, p, 1.0, tp)
+        idle = memory.serving_activation_bytes(model, p, 0, 0, tp)
+    else:
+        weights, kv_per_token, idle = (np.take(v, groups[1]) for v in _group_memory(model, groups[0]))
+    kv_per_request = memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples) * kv_per_token
     kv, act = sc.batch * kv_per_request, memory.serving_activation_bytes(model, p, sc.batch, sc.prompt, sc.samples, tp)
     total = weights + kv + act
-    free = hw.hbm_capacity_bytes - weights - memory.serving_activation_bytes(model, p, 0, 0, tp)
+    free = hw.hbm_capacity_bytes - weights - idle
     per_request = kv_per_request + memory.activation_bytes(model, p, 0, sc.samples, tp)
     max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / per_request), 0.0)
     return {"weights_bytes": weights, "kv_bytes": kv, "activation_bytes": act, "total_bytes": total,
             "capacity_bytes": hw.hbm_capacity_bytes, "fits": total <= hw.hbm_capacity_bytes,
             "max_batch": max_batch}
+
+
+_GROUP_MEMORY: dict = {}
+
+
+def _group_memory(model: ModelSpec, groups: tuple) -> tuple:
+    """(weight bytes, KV bytes per cached token, activations of an empty engine) per precision
+    group ((w_bits, a_bits, kv_bits, quant_group, tp) each), cached by the model's identity."""
+    key = (id(model), groups)
+    hit = _GROUP_MEMORY.get(key)
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    columns = dict(zip(GROUP_FIELDS, np.array(groups, dtype=float).T))
+    p = Precision(columns["w_bits"], columns["a_bits"], columns["kv_bits"], columns["quant_group"])
+    tp = columns["tp"]
+    values = (memory.weight_bytes(model, p, tp), memory.kv_cache_bytes(model, p, 1.0, tp),
+              memory.serving_activation_bytes(model, p, 0, 0, tp))
+    if len(_GROUP_MEMORY) >= 512:
+        _GROUP_MEMORY.clear()
+    _GROUP_MEMORY[key] = (model, values)
+    return values
 
 
 #: Scenarios evaluated per pass: arrays of this size stay in the CPU caches, which makes a large
@@ -229,7 +257,7 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
     tpot_band = intervals.band(tpot, decode["classes"], bands, "decode", engine.name)
     e2e = ttft + (sc.gen - 1) * tpot
     tokens = decode_seqs * sc.gen
-    mem = memory_footprint(model, hw, sc)
+    mem = memory_footprint(model, hw, sc, groups)
     throughput = tokens / e2e
     result = {
         "ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e, "throughput_tok_s": throughput,

@@ -290,6 +290,8 @@ def mean_max_affine(u0, u1, v0, v1):
     w0, w1 = np.subtract(u0, v0), np.subtract(u1, v1)
     p0, p1 = np.maximum(w0, 0.0), np.maximum(w1, 0.0)
     same_sign = w0 * w1 >= 0
+    if np.all(same_sign):  # no crossing anywhere (the common case): the first branch alone
+        return (np.add(v0, v1)) / 2 + (p0 + p1) / 2
     spread = np.where(same_sign, 1.0, np.abs(w0) + np.abs(w1))
     positive_mean = np.where(same_sign, (p0 + p1) / 2, (p0 ** 2 + p1 ** 2) / (2 * spread))
     return (np.add(v0, v1)) / 2 + positive_mean

@@ -68,11 +68,20 @@ class StepSums:
             scaled = value * count if count != 1.0 else value
             if name.startswith("class:"):
                 name = name[len("class:"):]
-                classes[name] = classes.get(name, 0.0) + scaled
+                classes[name] = _plus(classes.get(name, 0.0), scaled)
             elif name in out:
-                out[name] = out[name] + scaled
+                out[name] = _plus(out[name], scaled)
         out["classes"] = classes
         return out
+
+
+def _plus(total, value):
+    """total + value, in place where total is an array this sum made (0.0 + the first array is
+    always a new one) of the result's shape: the same numbers, one array fewer per term."""
+    if isinstance(total, np.ndarray) and total.shape == np.shape(value):
+        total += value
+        return total
+    return total + value
 
 
 #: Components of a step's time, each summed over its ops.

@@ -346,7 +346,7 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
         sums.adopt(key, value)
     ops = context_ops(model, seqs=batch, new_tokens=prompt, past=0.0, p=p, tp=tp, engine=engine)
     add_op_times(sums, ops, [op_time(op, hw, p, tp) for op in ops], phase, has_bands(hw))
-    return settle_step(sums.totals(), model, hw, engine, tokens)
+    return settle_step(sums.totals(reuse=True), model, hw, engine, tokens)
 
 
 def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_last, p: Precision, tp,
@@ -358,7 +358,7 @@ def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_l
     banded = has_bands(hw)
     extras = add_decode_context(sums, model, hw, seqs=seqs, past_first=past_first, past_last=past_last, p=p,
                                 tp=tp, sparse_budget=sparse_budget, engine=engine, banded=banded)
-    return settle_mean_decode(sums.totals(), extras, model, hw, engine, seqs)
+    return settle_mean_decode(sums.totals(reuse=True), extras, model, hw, engine, seqs)
 
 
 # -- precision groups stacked -----------------------------------------------------------------------

@@ -59,12 +59,26 @@ class StepSums:
                 out = out + (value * count if count != 1.0 else value)
         return out
 
-    def totals(self) -> dict:
+    def totals(self, reuse: bool = False) -> dict:
         """Every component total, and per residual class (perfmodel.intervals) under "classes"
-        (one pass over the groups, each key summed in the order `total` sums it)."""
+        (one pass over the groups, each key summed in the order `total` sums it). reuse: the
+        sums are not read again, so each key's first array becomes its total (scaled and added
+        to 0.0 in place, the same numbers) instead of a new one."""
         out = dict.fromkeys(TOTAL_KEYS, 0.0)
         classes: dict = {}
+        started: set = set()
         for (name, count), value in self.groups.items():
+            first = name not in started
+            started.add(name)
+            if reuse and first and isinstance(value, np.ndarray) and value.ndim:
+                if count != 1.0:
+                    np.multiply(value, count, out=value)
+                total = np.add(value, 0.0, out=value)  # 0.0 + the first term, as _plus makes it
+                if name.startswith("class:"):
+                    classes[name[len("class:"):]] = total
+                elif name in out:
+                    out[name] = total
+                continue
             scaled = value * count if count != 1.0 else value
             if name.startswith("class:"):
                 name = name[len("class:"):]

@@ -318,7 +318,7 @@ def stacked_pricing(model: ModelSpec, hw: Hardware, engine: Engine, groups: tupl
     if hit is not None and hit[0] is model and hit[1] is hw and hit[2] is engine:
         return hit[3]
     stacked = StackedPricing([count_pricing(model, hw, engine, Precision(w, a, kv, qg), tp, group, phase)
-                              for w, a, kv, qg, tp in groups], hw)
+                              for w, a, kv, qg, tp in groups], hw, [tp for *_, tp in groups])
     with _PRICINGS_LOCK:
         _PRICINGS[key] = (model, hw, engine, stacked)
     return stacked
@@ -370,8 +370,8 @@ class StackedPricing:
     lines of rescaled ops) by its group index. Terms are matched across groups by op name; a
     group lacking one has it at count 0. Groups with ops rebuilt per count are priced apart."""
 
-    def __init__(self, pricings: list[CountPricing], hw: Hardware):
-        self.pricings, self.hw = pricings, hw
+    def __init__(self, pricings: list[CountPricing], hw: Hardware, tps: list | None = None):
+        self.pricings, self.hw, self.tps = pricings, hw, tps
         self.keys = pricings[0].keys
         if any(pr.keys != self.keys for pr in pricings):
             raise ValueError("precision groups with different components")  # internal: callers fall back
@@ -484,14 +484,7 @@ class StackedPricing:
         if self.gemms:
             self._add_gemms(out, x, group)
         for template, lines, present in self.rescaled.values():
-            op = dataclasses.replace(template, **{f: _line_at(c, group, x) for f, c in lines.items()})
-            t = op_time(op, self.hw, p, tp)
-            weight = present.take(group) * op.count
-            for key in TOTAL_KEYS:
-                out[key] += weight * getattr(t, key)
-            cls = _class_key(self.pricings[0], op)
-            if cls:
-                out[cls] += weight * t.time_s
+            self._add_rescaled(out, template, lines, present, x, group, p, tp)
         for g in self.rebuilt_groups:
             mine = np.flatnonzero(group == g)
             if mine.size:
@@ -532,6 +525,34 @@ class StackedPricing:
             memory = (coef[2].take(group) + coef[3].take(group) * x) * table.inv_bw[slot].take(at)
             core = np.maximum(compute, memory)
             _add_rows(out, rows, compute, memory, core, key)
+
+    def _add_rescaled(self, out: dict, template: Op, lines: dict, present, x, group, p: Precision, tp) -> None:
+        """Add an op rebuilt from its field lines and priced by op_time: the rows of each tp
+        among the groups that have it apart (a scalar tp makes a collective's per-device terms
+        scalars), or every row with its own tp where the groups' tps are not known."""
+        if self.tps is None:
+            parts = [(None, group, x, p, tp)]
+        else:
+            values = sorted({t for t, there in zip(self.tps, present) if there})
+            which = np.array([values.index(t) if there else -1 for t, there in zip(self.tps, present)]).take(group)
+            parts = []
+            for code, value in enumerate(values):
+                rows = np.flatnonzero(which == code)
+                if rows.size:
+                    parts.append((rows, group[rows], x[rows], _pick_precision(p, rows, x.shape), value))
+        cls = _class_key(self.pricings[0], template)
+        for rows, groups, counts, precision, devices in parts:
+            op = dataclasses.replace(template, **{f: _line_at(c, groups, counts) for f, c in lines.items()})
+            t = op_time(op, self.hw, precision, devices)
+            weight = present.take(groups) * op.count
+            for key in TOTAL_KEYS + ((cls,) if cls else ()):
+                value = getattr(t, key if key in TOTAL_KEYS else "time_s")
+                if np.ndim(value) == 0 and value == 0:
+                    continue  # nothing to add (a collective has no compute, memory or floor time)
+                if rows is None:
+                    out[key] += weight * value
+                else:
+                    out[key][rows] += weight * value
 
     def _any_cells(self) -> CellTable:
         return next(pr.cells for pr in self.pricings if pr.cells is not None)

@@ -40,11 +40,12 @@ def _bound(totals: dict):
         return np.int8(_bound_code(compute, mem, max(totals["overhead_s"], totals["host_s"]), totals["comm_s"]))
     overhead = np.maximum(totals["overhead_s"], totals["host_s"])
     comm = totals["comm_s"]
-    code = np.where(compute >= mem, 0, 1)
+    # one byte a code from the start, overwritten in place (the same comparisons as _bound_code)
+    code = np.where(compute >= mem, np.int8(0), np.int8(1))
     best = np.maximum(compute, mem)
-    code = np.where(overhead > best, 2, code)
-    code = np.where(comm > np.maximum(best, overhead), 3, code)
-    return code.astype(np.int8)
+    np.copyto(code, np.int8(2), where=overhead > best)
+    np.copyto(code, np.int8(3), where=comm > np.maximum(best, overhead))
+    return code
 
 
 def _bound_code(compute: float, mem: float, overhead: float, comm: float) -> int:

@@ -408,24 +408,23 @@ class StackedPricing:
         index = x.astype(np.intp)
         small = index <= DIRECT_COUNTS
         inside = int(np.count_nonzero(small))
-        if inside == 0:  # every count past the table: no lookups to overwrite
+        if 2 * inside < x.size:
+            # mostly past the table: price every count by the structure (those inside it are
+            # valid counts too) and put the table's exact values back where it has them
             out = self._past_table(x, group, _pick_precision(p, None, shape), _pick(tp, None, shape))
+            if inside:
+                rows = np.flatnonzero(small)
+                flat = group[rows] * (DIRECT_COUNTS + 1) + index[rows]
+                for i, key in enumerate(self.keys):
+                    out[key][rows] = self.table[i].take(flat)
         else:
             flat = group * (DIRECT_COUNTS + 1) + np.minimum(index, DIRECT_COUNTS)
             out = {key: self.table[i].take(flat) for i, key in enumerate(self.keys)}
-        if 0 < inside < x.size and 2 * inside < x.size:
-            # mostly past the table: price every count by the structure (those inside it are
-            # valid counts too) and keep the table's exact values where it has them; one masked
-            # copy per component instead of a gather and a scatter
-            past = self._past_table(x, group, _pick_precision(p, None, shape), _pick(tp, None, shape))
-            outside = ~small
-            for key in self.keys:
-                np.copyto(out[key], past[key], where=outside)
-        elif 0 < inside < x.size:
-            rows = np.flatnonzero(~small)
-            past = self._past_table(x[rows], group[rows], _pick_precision(p, rows, shape), _pick(tp, rows, shape))
-            for key in self.keys:
-                out[key][rows] = past[key]
+            if inside < x.size:
+                rows = np.flatnonzero(~small)
+                past = self._past_table(x[rows], group[rows], _pick_precision(p, rows, shape), _pick(tp, rows, shape))
+                for key in self.keys:
+                    out[key][rows] = past[key]
         return {key: value.reshape(shape) if shape else value[0] for key, value in out.items()}
 
     def _at(self, x: float, group: int, p: Precision, tp) -> dict:

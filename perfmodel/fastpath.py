@@ -16,10 +16,16 @@ and `CountPricing` prices such a function once:
     - tiled GEMMs on a calibrated GPU: past tile_m rows the tile-limited time is constant over
       each run of tile_m rows (wave quantization; `roofline.tiled_gemm_terms`), so a table per
       run q = ceil(x / tile_m) holds it and the memory rate: time = max(K[q], a x, (w + c x) / bw[q]);
+      where one of the three terms is the largest at both ends of a run it is over the whole run
+      (a maximum of lines is convex), so a run's GEMMs sum to one line per component
+      (`StackedCells`: two lookups a component); runs where a GEMM switches term inside are
+      priced GEMM by GEMM;
     - anything else (all-reduces, whose algorithm switches with the message size; MoE experts,
       whose touched experts grow non-linearly): priced per count by the per-op path.
 Which case an op falls in is probed at three counts past the table (PER_COUNT_KINDS always go per count).
-Context ops are priced by the per-op path on the scenario arrays. The per-op path
+Context ops are priced by the per-op path on the scenario arrays. A Scenario of scalars takes
+the same coefficients in Python floats (`StackedPricing._at`), which spares a single prediction
+the cost of array calls. The per-op path
 (perfmodel.steps) stays the reference and the source of breakdowns; tests hold the two equal to
 a relative 1e-9 on random scenarios of every model family, precision, engine and tp.
 """

@@ -118,3 +118,22 @@ def test_single_scenarios_take_the_scalar_route_and_equal_the_per_op_path(name):
                     np.testing.assert_allclose(fast[key], values, rtol=1e-9, atol=0, err_msg=f"{name} {engine} {sc} {key}")
                 else:
                     assert np.array_equal(np.asarray(fast[key]), np.asarray(values)), (name, engine, key)
+
+
+def test_gemm_runs_where_a_term_switches_inside_the_run():
+    """Every token count from the table's end to 2400 (runs of tile_m rows where a GEMM turns
+    from tile- to power- or memory-limited inside the run are priced GEMM by GEMM, the others as
+    one line per run): fast == per-op at each count, for two precision groups."""
+    model, hw = workloads.load("llama-3-8b"), hardware.load("h200-sxm-calibrated")
+    prompt = np.arange(fastpath.DIRECT_COUNTS + 1.0, 2401.0)
+    sc = Scenario(batch=1, prompt=np.concatenate([prompt, prompt]), gen=2,
+                  w_bits=np.repeat([16.0, 8.0], prompt.size), a_bits=np.repeat([16.0, 8.0], prompt.size),
+                  tp=np.repeat([1.0, 2.0], prompt.size))
+    fast, ref = perfmodel.evaluate(model, hw, sc), perfmodel.evaluate(model, hw, sc, path="reference")
+    for key in ("ttft_s", "prefill_compute_s", "prefill_memory_s", "ttft_p90_s"):
+        np.testing.assert_allclose(fast[key], ref[key], rtol=1e-9, atol=0, err_msg=key)
+    groups = ((16.0, 16.0, 16.0, 128.0, 1.0), (8.0, 8.0, 16.0, 128.0, 2.0))
+    stacked = fastpath.stacked_pricing(model, hw, engines.load(perfmodel.engines.DEFAULT_ENGINE), groups, "tokens", "prefill")
+    cells = stacked._any_cells()
+    table = stacked._stacked_cells(int(np.ceil(2400 / cells.tile_m)))
+    assert table.switching.any() and not table.switching.all()  # both kinds of run are exercised

@@ -16,16 +16,23 @@ and `CountPricing` prices such a function once:
     - tiled GEMMs on a calibrated GPU: past tile_m rows the tile-limited time is constant over
       each run of tile_m rows (wave quantization; `roofline.tiled_gemm_terms`), so a table per
       run q = ceil(x / tile_m) holds it and the memory rate: time = max(K[q], a x, (w + c x) / bw[q]);
+      where one of the three terms is the largest at both ends of a run it is over the whole run
+      (a maximum of lines is convex), so a run's GEMMs sum to one line per component
+      (`StackedCells`: two lookups a component); runs where a GEMM switches term inside are
+      priced GEMM by GEMM;
     - anything else (all-reduces, whose algorithm switches with the message size; MoE experts,
       whose touched experts grow non-linearly): priced per count by the per-op path.
 Which case an op falls in is probed at three counts past the table (PER_COUNT_KINDS always go per count).
-Context ops are priced by the per-op path on the scenario arrays. The per-op path
+Context ops are priced by the per-op path on the scenario arrays. A Scenario of scalars takes
+the same coefficients in Python floats (`StackedPricing._at`), which spares a single prediction
+the cost of array calls. The per-op path
 (perfmodel.steps) stays the reference and the source of breakdowns; tests hold the two equal to
 a relative 1e-9 on random scenarios of every model family, precision, engine and tp.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -144,6 +151,15 @@ def _add(out: dict, count: float, compute, memory, core, key: str) -> None:
     out["time_s"] += scaled
     if key:
         out[key] += scaled
+
+
+def _add_rows(out: dict, rows, compute, memory, core, key: str) -> None:
+    """`_add` of one priced op at some rows only."""
+    out["compute_s"][rows] += compute
+    out["memory_s"][rows] += memory
+    out["time_s"][rows] += core
+    if key:
+        out[key][rows] += core
 
 
 def _class_key(pricing: CountPricing, op: Op) -> str:
@@ -308,7 +324,7 @@ def stacked_pricing(model: ModelSpec, hw: Hardware, engine: Engine, groups: tupl
     if hit is not None and hit[0] is model and hit[1] is hw and hit[2] is engine:
         return hit[3]
     stacked = StackedPricing([count_pricing(model, hw, engine, Precision(w, a, kv, qg), tp, group, phase)
-                              for w, a, kv, qg, tp in groups], hw)
+                              for w, a, kv, qg, tp in groups], hw, [tp for *_, tp in groups])
     with _PRICINGS_LOCK:
         _PRICINGS[key] = (model, hw, engine, stacked)
     return stacked
@@ -323,13 +339,20 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
     phase = step_phase(prompt)
     tokens = batch * prompt
     sums = StepSums()
-    for part in (stacked_pricing(model, hw, engine, groups, "tokens", phase).evaluate(tokens, group, p, tp),
-                 stacked_pricing(model, hw, engine, groups, "logits", phase).evaluate(batch, group, p, tp)):
-        for key, value in part.items():
-            sums.add(key, 1.0, value)
+    # both parts are fresh arrays (or floats): sum the logits into the tokens' and hand those over
+    # (the token count's shape holds the batch's)
+    part = stacked_pricing(model, hw, engine, groups, "tokens", phase).evaluate(tokens, group, p, tp)
+    for key, value in stacked_pricing(model, hw, engine, groups, "logits", phase).evaluate(batch, group, p, tp).items():
+        total = part[key]
+        if isinstance(total, np.ndarray) and total.ndim and total.shape == np.broadcast_shapes(total.shape, np.shape(value)):
+            total += value
+        else:
+            part[key] = total + value
+    for key, value in part.items():
+        sums.adopt(key, value)
     ops = context_ops(model, seqs=batch, new_tokens=prompt, past=0.0, p=p, tp=tp, engine=engine)
     add_op_times(sums, ops, [op_time(op, hw, p, tp) for op in ops], phase, has_bands(hw))
-    return settle_step(sums.totals(), model, hw, engine, tokens)
+    return settle_step(sums.totals(reuse=True), model, hw, engine, tokens)
 
 
 def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_last, p: Precision, tp,
@@ -337,11 +360,11 @@ def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_l
     """perfmodel.steps.mean_decode_step from the priced decode group plus the per-op context mean."""
     sums = StepSums()
     for key, value in stacked_pricing(model, hw, engine, groups, "decode", "decode").evaluate(seqs, group, p, tp).items():
-        sums.add(key, 1.0, value)
+        sums.adopt(key, value)  # fresh arrays of this call
     banded = has_bands(hw)
     extras = add_decode_context(sums, model, hw, seqs=seqs, past_first=past_first, past_last=past_last, p=p,
                                 tp=tp, sparse_budget=sparse_budget, engine=engine, banded=banded)
-    return settle_mean_decode(sums.totals(), extras, model, hw, engine, seqs)
+    return settle_mean_decode(sums.totals(reuse=True), extras, model, hw, engine, seqs)
 
 
 # -- precision groups stacked -----------------------------------------------------------------------
@@ -353,8 +376,8 @@ class StackedPricing:
     lines of rescaled ops) by its group index. Terms are matched across groups by op name; a
     group lacking one has it at count 0. Groups with ops rebuilt per count are priced apart."""
 
-    def __init__(self, pricings: list[CountPricing], hw: Hardware):
-        self.pricings, self.hw = pricings, hw
+    def __init__(self, pricings: list[CountPricing], hw: Hardware, tps: list | None = None):
+        self.pricings, self.hw, self.tps = pricings, hw, tps
         self.keys = pricings[0].keys
         if any(pr.keys != self.keys for pr in pricings):
             raise ValueError("precision groups with different components")  # internal: callers fall back
@@ -377,27 +400,85 @@ class StackedPricing:
                     slot[1].setdefault(field, np.zeros((2, groups)))[:, g] = line
         self.rebuilt_groups = [g for g, pr in enumerate(pricings) if pr.rebuilt]
         self.gemm_names = list(self.gemms)
-        self._cells = (0, None, None)
+        self._cells = (0, None)
         self._lock = threading.Lock()
 
     def evaluate(self, x, group, p: Precision, tp) -> dict:
         """Every component at counts x of scenarios in precision groups `group` (indices into the
         pricings), with their per-scenario precisions p and tp (for ops priced per count)."""
+        if np.ndim(x) == 0 and np.ndim(group) == 0:
+            return self._at(float(x), int(group), p, tp)
         x, group = np.broadcast_arrays(np.asarray(x, dtype=float), group)
         shape = x.shape
         x, group = x.reshape(-1), group.reshape(-1)  # scenarios may be an N-d broadcast
         index = x.astype(np.intp)
         small = index <= DIRECT_COUNTS
-        flat = group * (DIRECT_COUNTS + 1) + np.minimum(index, DIRECT_COUNTS)
-        out = {key: self.table[i].take(flat) for i, key in enumerate(self.keys)}
-        if not small.all():
-            rows = np.flatnonzero(~small)
-            past = self._past_table(x[rows], group[rows], _pick_precision(p, rows, shape), _pick(tp, rows, shape))
-            for key in self.keys:
-                out[key][rows] = past[key]
+        inside = int(np.count_nonzero(small))
+        if 2 * inside < x.size:
+            # mostly past the table: price every count by the structure (those inside it are
+            # valid counts too) and put the table's exact values back where it has them
+            out = self._past_table(x, group, _pick_precision(p, None, shape), _pick(tp, None, shape))
+            if inside:
+                rows = np.flatnonzero(small)
+                flat = group[rows] * (DIRECT_COUNTS + 1) + index[rows]
+                for i, key in enumerate(self.keys):
+                    out[key][rows] = self.table[i].take(flat)
+        else:
+            flat = group * (DIRECT_COUNTS + 1) + np.minimum(index, DIRECT_COUNTS)
+            out = {key: self.table[i].take(flat) for i, key in enumerate(self.keys)}
+            if inside < x.size:
+                rows = np.flatnonzero(~small)
+                past = self._past_table(x[rows], group[rows], _pick_precision(p, rows, shape), _pick(tp, rows, shape))
+                for key in self.keys:
+                    out[key][rows] = past[key]
         return {key: value.reshape(shape) if shape else value[0] for key, value in out.items()}
 
+    def _at(self, x: float, group: int, p: Precision, tp) -> dict:
+        """`evaluate` of one scenario in Python floats (a scalar prediction pays per array call):
+        the table's column, or the structure past it term by term as `_past_table` prices it."""
+        index = int(x)
+        if index <= DIRECT_COUNTS:
+            return dict(zip(self.keys, self.table[:, group * (DIRECT_COUNTS + 1) + index].tolist()))
+        out = dict(zip(self.keys, (self.alpha[:, group] + self.beta[:, group] * x).tolist()))
+        for key, coef in self.crossings.values():
+            count, c0, c1, m0, m1 = coef[:, group].tolist()
+            compute, memory = c0 + c1 * x, m0 + m1 * x
+            _add(out, count, compute, memory, max(compute, memory), key)
+        if self.gemms:
+            cells = self._any_cells()
+            run = max(math.ceil(x / cells.tile_m) - cells.q0, 0)
+            table = self._stacked_cells(cells.q0 + run)
+            at = group * table.width + run
+            for key, (alpha, beta) in table.lines.items():
+                out[key] += float(alpha[at]) + float(beta[at]) * x
+            if table.switching[at]:
+                for slot, (key, coef) in enumerate(self.gemms.values()):
+                    _, power, bytes0, bytes1 = coef[:, group].tolist()
+                    compute = max(float(table.tile_s[slot, at]), power * x)
+                    memory = (bytes0 + bytes1 * x) * float(table.inv_bw[slot, at])
+                    _add(out, 1.0, compute, memory, max(compute, memory), key)
+        for template, lines, present in self.rescaled.values():
+            op = dataclasses.replace(template, **{f: float(c[0, group] + c[1, group] * x) for f, c in lines.items()})
+            t = op_time(op, self.hw, p, tp)
+            weight = float(present[group]) * op.count
+            for key in TOTAL_KEYS:
+                out[key] += weight * float(getattr(t, key))
+            cls = _class_key(self.pricings[0], op)
+            if cls:
+                out[cls] += weight * float(t.time_s)
+        if group in self.rebuilt_groups:
+            pr = self.pricings[group]
+            for op, t in pr.price(np.array([x]), pr.rebuilt):
+                for key in TOTAL_KEYS:
+                    out[key] += op.count * float(np.ravel(getattr(t, key))[0])
+                cls = _class_key(pr, op)
+                if cls:
+                    out[cls] += op.count * float(np.ravel(t.time_s)[0])
+        return out
+
     def _past_table(self, x, group, p: Precision, tp) -> dict:
+        """The components at counts x past the table (counts inside it give finite values the
+        caller discards)."""
         out = {key: (self.alpha[i].take(group) + self.beta[i].take(group) * x) if self.sloped[i]
                else self.alpha[i].take(group) for i, key in enumerate(self.keys)}
         for key, coef in self.crossings.values():
@@ -406,23 +487,9 @@ class StackedPricing:
             memory = coef[3].take(group) + coef[4].take(group) * x
             _add(out, count, compute, memory, np.maximum(compute, memory), key)
         if self.gemms:
-            tile_m, q0 = self._any_cells().tile_m, self._any_cells().q0
-            run = np.ceil(x / tile_m).astype(np.intp) - q0
-            tile_s, inv_bw, width = self._stacked_cells(q0 + int(run.max()))
-            at = group * width + run
-            for slot, (key, coef) in enumerate(self.gemms.values()):
-                compute = np.maximum(tile_s[slot].take(at), coef[1].take(group) * x)
-                memory = (coef[2].take(group) + coef[3].take(group) * x) * inv_bw[slot].take(at)
-                _add(out, 1.0, compute, memory, np.maximum(compute, memory), key)
+            self._add_gemms(out, x, group)
         for template, lines, present in self.rescaled.values():
-            op = dataclasses.replace(template, **{f: _line_at(c, group, x) for f, c in lines.items()})
-            t = op_time(op, self.hw, p, tp)
-            weight = present.take(group) * op.count
-            for key in TOTAL_KEYS:
-                out[key] += weight * getattr(t, key)
-            cls = _class_key(self.pricings[0], op)
-            if cls:
-                out[cls] += weight * t.time_s
+            self._add_rescaled(out, template, lines, present, x, group, p, tp)
         for g in self.rebuilt_groups:
             mine = np.flatnonzero(group == g)
             if mine.size:
@@ -435,19 +502,76 @@ class StackedPricing:
                         out[cls][mine] += op.count * t.time_s
         return out
 
+    def _add_gemms(self, out: dict, x, group) -> None:
+        """Add the tiled GEMMs past the table. Within one run of tile_m rows each GEMM's time is
+        max(tile-limited constant, power-limited slope x, memory line): where one of the three is
+        the largest at both ends of the run it is the largest over the whole run (a maximum of
+        lines is convex), so the run's sums over GEMMs are lines in x (`StackedCells`); the few
+        runs where a GEMM switches inside are priced GEMM by GEMM."""
+        cells = self._any_cells()
+        run = np.ceil(x / cells.tile_m).astype(np.intp) - cells.q0
+        np.maximum(run, 0, out=run)  # counts inside the direct table: any run (discarded)
+        table = self._stacked_cells(cells.q0 + int(run.max()))
+        at = group * table.width + run
+        values: dict = {}  # a class key's line may be the time line itself
+        for key, (alpha, beta) in table.lines.items():
+            value = values.get(id(alpha))
+            if value is None:
+                value = values[id(alpha)] = alpha.take(at) + beta.take(at) * x
+            out[key] += value
+        if not table.switching.any():
+            return
+        rows = np.flatnonzero(table.switching.take(at))
+        if not rows.size:
+            return
+        x, group, at = x[rows], group[rows], at[rows]
+        for slot, (key, coef) in enumerate(self.gemms.values()):
+            compute = np.maximum(table.tile_s[slot].take(at), coef[1].take(group) * x)
+            memory = (coef[2].take(group) + coef[3].take(group) * x) * table.inv_bw[slot].take(at)
+            core = np.maximum(compute, memory)
+            _add_rows(out, rows, compute, memory, core, key)
+
+    def _add_rescaled(self, out: dict, template: Op, lines: dict, present, x, group, p: Precision, tp) -> None:
+        """Add an op rebuilt from its field lines and priced by op_time: the rows of each tp
+        among the groups that have it apart (a scalar tp makes a collective's per-device terms
+        scalars), or every row with its own tp where the groups' tps are not known."""
+        if self.tps is None:
+            parts = [(None, group, x, p, tp)]
+        else:
+            values = sorted({t for t, there in zip(self.tps, present) if there})
+            which = np.array([values.index(t) if there else -1 for t, there in zip(self.tps, present)]).take(group)
+            parts = []
+            for code, value in enumerate(values):
+                rows = np.flatnonzero(which == code)
+                if rows.size:
+                    parts.append((rows, group[rows], x[rows], _pick_precision(p, rows, x.shape), value))
+        cls = _class_key(self.pricings[0], template)
+        for rows, groups, counts, precision, devices in parts:
+            op = dataclasses.replace(template, **{f: _line_at(c, groups, counts) for f, c in lines.items()})
+            t = op_time(op, self.hw, precision, devices)
+            weight = present.take(groups) * op.count
+            for key in TOTAL_KEYS + ((cls,) if cls else ()):
+                value = getattr(t, key if key in TOTAL_KEYS else "time_s")
+                if np.ndim(value) == 0 and value == 0:
+                    continue  # nothing to add (a collective has no compute, memory or floor time)
+                if rows is None:
+                    out[key] += weight * value
+                else:
+                    out[key][rows] += weight * value
+
     def _any_cells(self) -> CellTable:
         return next(pr.cells for pr in self.pricings if pr.cells is not None)
 
-    def _stacked_cells(self, q_max: int):
+    def _stacked_cells(self, q_max: int) -> "StackedCells":
         """Per-run tables of every GEMM slot, stacked [slot, group x run], covering runs to q_max."""
         with self._lock:
-            covered, tile_s, inv_bw = self._cells
-            if covered >= q_max:
-                return tile_s, inv_bw, covered - self._any_cells().q0 + 1
+            table = self._cells[1]
+            if self._cells[0] >= q_max:
+                return table
             q0 = self._any_cells().q0
-            width = max(q_max, 2 * covered) - q0 + 1
+            width = max(q_max, 2 * self._cells[0]) - q0 + 1
             tile_s = np.zeros((len(self.gemms), len(self.pricings), width))
-            inv_bw = np.zeros_like(tile_s)
+            inv_bw = np.zeros((len(self.gemms), len(self.pricings), width))
             for g, pr in enumerate(self.pricings):
                 if pr.cells is None:
                     continue
@@ -455,9 +579,73 @@ class StackedPricing:
                 for row, term in enumerate(pr.gemms):
                     slot = self.gemm_names.index(term.name)
                     tile_s[slot, g], inv_bw[slot, g] = term.count * tiles[row, :width], invs[row, :width]
-            tile_s, inv_bw = tile_s.reshape(len(self.gemms), -1), inv_bw.reshape(len(self.gemms), -1)
-            self._cells = (q0 + width - 1, tile_s, inv_bw)
-            return tile_s, inv_bw, width
+            runs = np.tile(np.arange(q0, q0 + width, dtype=float), len(self.pricings))
+            tile_m = self._any_cells().tile_m
+            table = _run_lines(tile_s.reshape(len(self.gemms), -1), inv_bw.reshape(len(self.gemms), -1),
+                               list(self.gemms.values()), (runs - 1.0) * tile_m, runs * tile_m, width)
+            self._cells = (q0 + width - 1, table)
+            return table
+
+
+def _run_lines(tile_s, inv_bw, slots: list, low, high, width: int) -> "StackedCells":
+    """StackedCells from the per-slot tables [slot, group x run] and the slots' (class key,
+    coefficients [count, power slope, count x bytes alpha, count x bytes beta] x group): per
+    (group, run), the lines of the GEMMs' summed compute, memory and time (and each class key's
+    time) over the run's counts [low, high], where every GEMM has one term the largest at both
+    ends (else the run is `switching`). One slot at a time: a sweep of long prompts has millions
+    of runs."""
+    size = tile_s.shape[1]
+    keys = list(dict.fromkeys(key for key, _ in slots if key))
+    apart = len(keys) > 1  # one class key (or none) shares the time line
+    lines = {name: (np.zeros(size), np.zeros(size)) for name in ("compute_s", "memory_s", "time_s", *(keys if apart else ()))}
+    switching = np.zeros(size, dtype=bool)
+    groups = size // width
+    low, high = low.reshape(groups, width), high.reshape(groups, width)
+    lines = {name: tuple(part.reshape(groups, width) for part in line) for name, line in lines.items()}
+    switching = switching.reshape(groups, width)
+    for slot, (key, coef) in enumerate(slots):
+        tile, inv = tile_s[slot].reshape(groups, width), inv_bw[slot].reshape(groups, width)
+        slope = np.broadcast_to(coef[1][:, None], tile.shape)
+        a, b = coef[2][:, None] * inv, coef[3][:, None] * inv
+        power_low, power_high = slope * low, slope * high
+        memory_low, memory_high = a + b * low, a + b * high
+        tile_wins = (tile >= power_low) & (tile >= power_high)
+        power_wins = (power_low >= tile) & (power_high >= tile)
+        time_tile = tile_wins & (tile >= memory_low) & (tile >= memory_high)
+        time_power = ~time_tile & power_wins & (power_low >= memory_low) & (power_high >= memory_high)
+        time_memory = ~time_tile & ~time_power & (memory_low >= tile) & (memory_low >= power_low) & \
+            (memory_high >= tile) & (memory_high >= power_high)
+        switching |= ~(tile_wins | power_wins) | ~(time_tile | time_power | time_memory)
+        np.add(lines["compute_s"][0], tile, out=lines["compute_s"][0], where=tile_wins)
+        np.add(lines["compute_s"][1], slope, out=lines["compute_s"][1], where=~tile_wins & power_wins)
+        lines["memory_s"][0][...] += a
+        lines["memory_s"][1][...] += b
+        for name in ("time_s", key) if key and apart else ("time_s",):
+            line_a, line_b = lines[name]
+            np.add(line_a, tile, out=line_a, where=time_tile)
+            np.add(line_b, slope, out=line_b, where=time_power)
+            np.add(line_a, a, out=line_a, where=time_memory)
+            np.add(line_b, b, out=line_b, where=time_memory)
+    for line in lines.values():  # switching runs are priced GEMM by GEMM
+        for part in line:
+            np.copyto(part, 0.0, where=switching)
+    lines = {name: tuple(part.reshape(-1) for part in line) for name, line in lines.items()}
+    if keys and not apart:
+        lines[keys[0]] = lines["time_s"]
+    return StackedCells(width, tile_s, inv_bw, lines, switching.reshape(-1))
+
+
+@dataclass(frozen=True)
+class StackedCells:
+    """The per-run GEMM tables of a StackedPricing, rows group * width + run: per slot [slot, row]
+    the tile-limited time and the inverse memory rate; per component {key: (alpha, beta)} the line
+    of the GEMMs' sum over the run, zero where a GEMM switches term inside the run (`switching`;
+    those runs are priced slot by slot)."""
+    width: int
+    tile_s: np.ndarray
+    inv_bw: np.ndarray
+    lines: dict
+    switching: np.ndarray
 
 
 def _line_at(coef: np.ndarray, group, x):
@@ -480,8 +668,12 @@ def _slots(pricings: list, terms_of: Callable, groups: int, coefficients: Callab
 
 
 def _pick(value, rows, shape):
-    """The rows (flat indices) of a per-scenario value (a scalar stays as it is)."""
-    return np.broadcast_to(value, shape).reshape(-1)[rows] if np.ndim(value) else value
+    """The rows (flat indices; None: all of them) of a per-scenario value, flat (a scalar stays
+    as it is)."""
+    if not np.ndim(value):
+        return value
+    flat = np.broadcast_to(value, shape).reshape(-1)
+    return flat if rows is None else flat[rows]
 
 
 def _pick_precision(p: Precision, rows, shape) -> Precision:

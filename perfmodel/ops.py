@@ -89,6 +89,8 @@ def step_phase(new_tokens) -> str:
     """"decode" for a step of one new token per sequence, else "prefill" (scalar: a step with mixed
     shapes decodes only when every sequence does). Attention kernels, fp8 quantization and the
     prediction intervals all follow this one rule."""
+    if isinstance(new_tokens, (int, float)):  # one scenario (np.float64 is a float)
+        return "decode" if new_tokens <= 1 else "prefill"
     return "decode" if np.all(np.asarray(new_tokens) <= 1) else "prefill"
 
 

@@ -36,13 +36,24 @@ def precision(sc: Scenario) -> Precision:
 def _bound(totals: dict):
     """Which of compute / memory / overhead (kernel floors or host dispatch) / comm dominates."""
     compute, mem = totals["compute_s"], totals["memory_s"]
+    if all(isinstance(totals[key], float) for key in ("compute_s", "memory_s", "overhead_s", "host_s", "comm_s")):
+        return np.int8(_bound_code(compute, mem, max(totals["overhead_s"], totals["host_s"]), totals["comm_s"]))
     overhead = np.maximum(totals["overhead_s"], totals["host_s"])
     comm = totals["comm_s"]
-    code = np.where(compute >= mem, 0, 1)
+    # one byte a code from the start, overwritten in place (the same comparisons as _bound_code)
+    code = np.where(compute >= mem, np.int8(0), np.int8(1))
     best = np.maximum(compute, mem)
-    code = np.where(overhead > best, 2, code)
-    code = np.where(comm > np.maximum(best, overhead), 3, code)
-    return code.astype(np.int8)
+    np.copyto(code, np.int8(2), where=overhead > best)
+    np.copyto(code, np.int8(3), where=comm > np.maximum(best, overhead))
+    return code
+
+
+def _bound_code(compute: float, mem: float, overhead: float, comm: float) -> int:
+    """`_bound` of one scenario in Python floats (the same comparisons)."""
+    best = max(compute, mem)
+    code = 0 if compute >= mem else 1
+    code = 2 if overhead > best else code
+    return 3 if comm > max(best, overhead) else code
 
 
 def bound_column(codes):
@@ -53,28 +64,57 @@ def bound_column(codes):
     global _BOUND_DTYPE
     if _BOUND_DTYPE is None:
         _BOUND_DTYPE = pd.CategoricalDtype(list(BOUNDS))
-    return pd.Categorical.from_codes(np.asarray(codes, dtype=np.int8).reshape(-1), dtype=_BOUND_DTYPE)
+    # codes come from _bound (0..3, within BOUNDS): pandas need not check them again
+    return pd.Categorical.from_codes(np.asarray(codes, dtype=np.int8).reshape(-1), dtype=_BOUND_DTYPE, validate=False)
 
 
 _BOUND_DTYPE = None  # built on first use: pandas is imported only by the functions that need it
 
 
-def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario) -> dict:
+def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple | None = None) -> dict:
     """Per-device bytes of weights, KV cache (end of generation) and peak activations; fit and max batch.
 
     Activations are a serving engine's (`memory.serving_activation_bytes`): one chunked-prefill chunk
-    plus every running sequence's logits; max batch assumes a full chunk."""
+    plus every running sequence's logits; max batch assumes a full chunk. With the precision
+    `groups` (`_precision_groups`) the quantities of a group alone (weights, KV bytes per token,
+    the activations of an empty engine) are computed once per group and gathered."""
     p, tp = precision(sc), sc.tp
-    weights = memory.weight_bytes(model, p, tp)
-    kv_per_request = memory.kv_cache_bytes(model, p, memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples), tp)
+    if groups is None:
+        weights = memory.weight_bytes(model, p, tp)
+        kv_per_token = memory.kv_cache_bytes(model, p, 1.0, tp)
+        idle = memory.serving_activation_bytes(model, p, 0, 0, tp)
+    else:
+        weights, kv_per_token, idle = (np.take(v, groups[1]) for v in _group_memory(model, groups[0]))
+    kv_per_request = memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples) * kv_per_token
     kv, act = sc.batch * kv_per_request, memory.serving_activation_bytes(model, p, sc.batch, sc.prompt, sc.samples, tp)
     total = weights + kv + act
-    free = hw.hbm_capacity_bytes - weights - memory.serving_activation_bytes(model, p, 0, 0, tp)
+    free = hw.hbm_capacity_bytes - weights - idle
     per_request = kv_per_request + memory.activation_bytes(model, p, 0, sc.samples, tp)
     max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / per_request), 0.0)
     return {"weights_bytes": weights, "kv_bytes": kv, "activation_bytes": act, "total_bytes": total,
             "capacity_bytes": hw.hbm_capacity_bytes, "fits": total <= hw.hbm_capacity_bytes,
             "max_batch": max_batch}
+
+
+_GROUP_MEMORY: dict = {}
+
+
+def _group_memory(model: ModelSpec, groups: tuple) -> tuple:
+    """(weight bytes, KV bytes per cached token, activations of an empty engine) per precision
+    group ((w_bits, a_bits, kv_bits, quant_group, tp) each), cached by the model's identity."""
+    key = (id(model), groups)
+    hit = _GROUP_MEMORY.get(key)
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    columns = dict(zip(GROUP_FIELDS, np.array(groups, dtype=float).T))
+    p = Precision(columns["w_bits"], columns["a_bits"], columns["kv_bits"], columns["quant_group"])
+    tp = columns["tp"]
+    values = (memory.weight_bytes(model, p, tp), memory.kv_cache_bytes(model, p, 1.0, tp),
+              memory.serving_activation_bytes(model, p, 0, 0, tp))
+    if len(_GROUP_MEMORY) >= 512:
+        _GROUP_MEMORY.clear()
+    _GROUP_MEMORY[key] = (model, values)
+    return values
 
 
 #: Scenarios evaluated per pass: arrays of this size stay in the CPU caches, which makes a large
@@ -149,6 +189,8 @@ def _columns(model: ModelSpec, hw: Hardware, sc: Scenario, columns: dict, metric
 def _precision_groups(sc: Scenario) -> tuple | None:
     """(the distinct (w_bits, a_bits, kv_bits, quant_group, tp) combinations, each scenario's
     index into them) for the fast path; None when there are more than MAX_GROUPS."""
+    if sc.shape == ():  # one scenario: one group
+        return (tuple(float(getattr(sc, name)) for name in GROUP_FIELDS),), 0
     codes, radix, levels = 0, 1, []
     for name in GROUP_FIELDS:
         value = getattr(sc, name)
@@ -216,7 +258,7 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
     tpot_band = intervals.band(tpot, decode["classes"], bands, "decode", engine.name)
     e2e = ttft + (sc.gen - 1) * tpot
     tokens = decode_seqs * sc.gen
-    mem = memory_footprint(model, hw, sc)
+    mem = memory_footprint(model, hw, sc, groups)
     throughput = tokens / e2e
     result = {
         "ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e, "throughput_tok_s": throughput,
@@ -232,6 +274,8 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
         "usd_per_mtok": hw.price_per_hour_usd * sc.tp / 3600.0 / throughput * 1e6,
     }
     shape = sc.shape
+    if shape == ():  # one scenario: every metric is a scalar (np.array([v]) is np.full(1, v), cheaper)
+        return {k: np.array([v]) for k, v in result.items()}
     return {k: np.broadcast_to(v, shape).reshape(-1) if np.ndim(v) else np.full(max(sc.size, 1), v)
             for k, v in result.items()}
 

@@ -211,7 +211,7 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
     elif op.kind == "attention":
         bits = np.minimum(np.maximum(p.a_bits, 16), 32)  # attention runs in bf16/fp16, or fp32
         fraction, floor, read, unit_s, row_s = cal.attention_kernel(op.kernel) if cal else (1.0, 0.0, bandwidth, 0.0, 0.0)
-        rate = matmul_dtype_rate(hw, bits, bits) * fraction
+        rate = _attention_rate(hw, p, bits) * fraction
         bandwidth, overhead = read, overhead + floor
         if unit_s or row_s:  # work units run in waves over the SMs; each query row adds its own time
             waves = np.ceil(attention_units(op) / hw.compute_units)
@@ -239,6 +239,16 @@ def _gemm_rate(hw: Hardware, p: Precision):
     key = id(hw)
     if key not in cache or cache[key][0] is not hw:
         cache[key] = (hw, matmul_dtype_rate(hw, p.w_bits, p.a_bits, weight_only_kernel=p.weight_only_kernel))
+    return cache[key][1]
+
+
+def _attention_rate(hw: Hardware, p: Precision, bits):
+    """matmul_dtype_rate at attention's bits (derived from p.a_bits), computed once per (spec,
+    precision) like `_gemm_rate`: a step prices attention at one to three contexts."""
+    cache = p.__dict__.setdefault("_attention_rates", {})
+    key = id(hw)
+    if key not in cache or cache[key][0] is not hw:
+        cache[key] = (hw, matmul_dtype_rate(hw, bits, bits))
     return cache[key][1]
 
 
@@ -285,9 +295,22 @@ def mean_max_affine(u0, u1, v0, v1):
     """Exact mean over t in [0, 1] of max(u(t), v(t)) for affine u, v with endpoint values u0, u1,
     v0, v1. Decode time is affine in context for each op's compute and memory terms, so the mean
     decode step over a generation is exact without stepping through every token."""
+    if all(isinstance(value, float) for value in (u0, u1, v0, v1)):  # one scenario: the same in floats
+        return _mean_max_affine_float(float(u0), float(u1), float(v0), float(v1))
     w0, w1 = np.subtract(u0, v0), np.subtract(u1, v1)
     p0, p1 = np.maximum(w0, 0.0), np.maximum(w1, 0.0)
     same_sign = w0 * w1 >= 0
+    if np.all(same_sign):  # no crossing anywhere (the common case): the first branch alone
+        return (np.add(v0, v1)) / 2 + (p0 + p1) / 2
     spread = np.where(same_sign, 1.0, np.abs(w0) + np.abs(w1))
     positive_mean = np.where(same_sign, (p0 + p1) / 2, (p0 ** 2 + p1 ** 2) / (2 * spread))
     return (np.add(v0, v1)) / 2 + positive_mean
+
+
+def _mean_max_affine_float(u0: float, u1: float, v0: float, v1: float) -> float:
+    """`mean_max_affine` of Python floats, step for step."""
+    w0, w1 = u0 - v0, u1 - v1
+    p0, p1 = max(w0, 0.0), max(w1, 0.0)
+    if w0 * w1 >= 0:
+        return (v0 + v1) / 2 + (p0 + p1) / 2
+    return (v0 + v1) / 2 + (p0 ** 2 + p1 ** 2) / (2 * (abs(w0) + abs(w1)))

@@ -28,16 +28,29 @@ class StepSums:
         self.groups: dict[tuple[str, float], object] = {}
 
     def add(self, key: str, count: float, value) -> None:
-        if np.ndim(value) == 0 and not value:
+        # (key, 2) and (key, 2.0) are one slot: equal numbers hash alike
+        slot = (key, count)
+        if isinstance(value, np.ndarray) and value.ndim:
+            current = self.groups.get(slot)
+            if current is None:
+                self.groups[slot] = np.array(value, dtype=float, copy=True)
+            elif isinstance(current, np.ndarray) and current.shape == value.shape:
+                current += value
+            else:
+                self.groups[slot] = current + value
             return
-        slot = (key, float(count))
+        if not value:
+            return
         current = self.groups.get(slot)
-        if current is None:
-            self.groups[slot] = np.array(value, dtype=float, copy=True) if np.ndim(value) else float(value)
-        elif isinstance(current, np.ndarray) and current.shape == np.shape(value):
-            current += value
+        self.groups[slot] = float(value) if current is None else current + value
+
+    def adopt(self, key: str, value) -> None:
+        """`add(key, 1.0, value)` of an array the caller hands over (fresh, float, never used
+        again): kept as the slot's sum without a copy where the slot is empty."""
+        if isinstance(value, np.ndarray) and value.ndim and value.dtype == float and (key, 1.0) not in self.groups:
+            self.groups[(key, 1.0)] = value
         else:
-            self.groups[slot] = current + value
+            self.add(key, 1.0, value)
 
     def total(self, key: str):
         out = 0.0
@@ -46,12 +59,43 @@ class StepSums:
                 out = out + (value * count if count != 1.0 else value)
         return out
 
-    def totals(self) -> dict:
-        """Every component total, and per residual class (perfmodel.intervals) under "classes"."""
-        out = {key: self.total(key) for key in TOTAL_KEYS}
-        names = {name for name, _ in self.groups if name.startswith("class:")}
-        out["classes"] = {name[len("class:"):]: self.total(name) for name in names}
+    def totals(self, reuse: bool = False) -> dict:
+        """Every component total, and per residual class (perfmodel.intervals) under "classes"
+        (one pass over the groups, each key summed in the order `total` sums it). reuse: the
+        sums are not read again, so each key's first array becomes its total (scaled and added
+        to 0.0 in place, the same numbers) instead of a new one."""
+        out = dict.fromkeys(TOTAL_KEYS, 0.0)
+        classes: dict = {}
+        started: set = set()
+        for (name, count), value in self.groups.items():
+            first = name not in started
+            started.add(name)
+            if reuse and first and isinstance(value, np.ndarray) and value.ndim:
+                if count != 1.0:
+                    np.multiply(value, count, out=value)
+                total = np.add(value, 0.0, out=value)  # 0.0 + the first term, as _plus makes it
+                if name.startswith("class:"):
+                    classes[name[len("class:"):]] = total
+                elif name in out:
+                    out[name] = total
+                continue
+            scaled = value * count if count != 1.0 else value
+            if name.startswith("class:"):
+                name = name[len("class:"):]
+                classes[name] = _plus(classes.get(name, 0.0), scaled)
+            elif name in out:
+                out[name] = _plus(out[name], scaled)
+        out["classes"] = classes
         return out
+
+
+def _plus(total, value):
+    """total + value, in place where total is an array this sum made (0.0 + the first array is
+    always a new one) of the result's shape: the same numbers, one array fewer per term."""
+    if isinstance(total, np.ndarray) and total.shape == np.shape(value):
+        total += value
+        return total
+    return total + value
 
 
 #: Components of a step's time, each summed over its ops.

@@ -97,8 +97,12 @@ class Scenario:
     def columns(self) -> dict[str, np.ndarray]:
         """Every field broadcast to the scenario shape and flattened (for DataFrame columns)."""
         shape = self.shape
-        return {f.name: np.broadcast_to(getattr(self, f.name), shape).reshape(-1)
-                for f in dataclasses.fields(self)}
+        if shape == ():  # one scenario: each field a one-element column
+            return {name: np.array([getattr(self, name)]) for name in _FIELD_NAMES}
+        return {name: np.broadcast_to(getattr(self, name), shape).reshape(-1) for name in _FIELD_NAMES}
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Scenario))
 
 
 def _as_array(value, name: str) -> np.ndarray:

@@ -93,3 +93,47 @@ def test_op_structure_is_probed_not_assumed():
 def test_bad_path_is_a_one_line_error():
     with pytest.raises(ValueError, match="path: 'slow' is not one of fast, reference"):
         perfmodel.evaluate(workloads.load("gpt2"), hardware.load("h200-sxm"), Scenario(), path="slow")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_single_scenarios_take_the_scalar_route_and_equal_the_per_op_path(name):
+    """A Scenario of scalars is priced in Python floats (StackedPricing._at); every column equals
+    the per-op path's, for counts inside and past the direct table, tp > 1 (a rescaled all-reduce),
+    sparse attention and samples, on every spec kind and two engines."""
+    model = workloads.load(name)
+    rng = np.random.default_rng(MODELS.index(name))
+    heads = [t for t in (1, 2, 4, 8) if model.n_heads % t == 0]
+    longest = model.max_context // 2
+    for case, engine in enumerate(("vllm", engines.names()[MODELS.index(name) % len(engines.names())])):
+        hw = hardware.load(SPECS[(case + MODELS.index(name)) % len(SPECS)])
+        for batch, prompt in ((3, 7), (64, 1), (5, 300), (2000, 1), (int(rng.integers(1, 64)), int(rng.integers(longest // 2, longest)))):
+            sc = Scenario(batch=batch, prompt=min(prompt, longest), gen=int(rng.integers(1, 500)), w_bits=16 if case else 8,
+                          tp=heads[-1] if batch % 2 else 1, samples=2 if batch == 5 else 1,
+                          sparse_budget=512 if batch == 64 else 0)
+            fast, ref = perfmodel.evaluate(model, hw, sc, engine), perfmodel.evaluate(model, hw, sc, engine, path="reference")
+            assert list(fast) == list(ref)
+            for key, values in ref.items():
+                assert len(fast[key]) == 1, key
+                if np.asarray(values).dtype.kind == "f":
+                    np.testing.assert_allclose(fast[key], values, rtol=1e-9, atol=0, err_msg=f"{name} {engine} {sc} {key}")
+                else:
+                    assert np.array_equal(np.asarray(fast[key]), np.asarray(values)), (name, engine, key)
+
+
+def test_gemm_runs_where_a_term_switches_inside_the_run():
+    """Every token count from the table's end to 2400 (runs of tile_m rows where a GEMM turns
+    from tile- to power- or memory-limited inside the run are priced GEMM by GEMM, the others as
+    one line per run): fast == per-op at each count, for two precision groups."""
+    model, hw = workloads.load("llama-3-8b"), hardware.load("h200-sxm-calibrated")
+    prompt = np.arange(fastpath.DIRECT_COUNTS + 1.0, 2401.0)
+    sc = Scenario(batch=1, prompt=np.concatenate([prompt, prompt]), gen=2,
+                  w_bits=np.repeat([16.0, 8.0], prompt.size), a_bits=np.repeat([16.0, 8.0], prompt.size),
+                  tp=np.repeat([1.0, 2.0], prompt.size))
+    fast, ref = perfmodel.evaluate(model, hw, sc), perfmodel.evaluate(model, hw, sc, path="reference")
+    for key in ("ttft_s", "prefill_compute_s", "prefill_memory_s", "ttft_p90_s"):
+        np.testing.assert_allclose(fast[key], ref[key], rtol=1e-9, atol=0, err_msg=key)
+    groups = ((16.0, 16.0, 16.0, 128.0, 1.0), (8.0, 8.0, 16.0, 128.0, 2.0))
+    stacked = fastpath.stacked_pricing(model, hw, engines.load(perfmodel.engines.DEFAULT_ENGINE), groups, "tokens", "prefill")
+    cells = stacked._any_cells()
+    table = stacked._stacked_cells(int(np.ceil(2400 / cells.tile_m)))
+    assert table.switching.any() and not table.switching.all()  # both kinds of run are exercised

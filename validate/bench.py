@@ -174,12 +174,29 @@ def build_attention(case: dict, dev: torch.device):
     t = DTYPES[case["dtype"]]
     cuda = dev.type == "cuda"
     sets = copies_to_defeat_cache(2 * b * kv * kv_len * d * 2, cuda)
-    q = [_randn((b, h, q_len, d), t, dev) for _ in range(sets)]
     kk = [_randn((b, kv, kv_len, d), t, dev) for _ in range(sets)]
     vv = [_randn((b, kv, kv_len, d), t, dev) for _ in range(sets)]
+    if static_cache_attention(case):
+        # gpt-fast's static cache: the G = h / kv query heads of a KV head folded into its rows
+        # ([b, kv, G q_len, d]) and SDPA over all kv_len positions under an additive mask (zeros
+        # here: the kernel reads the whole bias and scores every position whatever its values)
+        q = [_randn((b, kv, (h // kv) * q_len, d), t, dev) for _ in range(sets)]
+        bias = torch.zeros((b, 1, (h // kv) * q_len, kv_len), device=dev, dtype=t)
+        return lambda i: F.scaled_dot_product_attention(q[i % sets], kk[i % sets], vv[i % sets], attn_mask=bias)
+    q = [_randn((b, h, q_len, d), t, dev) for _ in range(sets)]
     causal = case["phase"] == "prefill"
     return lambda i: F.scaled_dot_product_attention(q[i % sets], kk[i % sets], vv[i % sets], is_causal=causal,
                                                     enable_gqa=h != kv)
+
+
+def static_cache_attention(case: dict) -> bool:
+    """Whether an attention case names an engine profile whose kernels attend a masked static cache
+    (perfmodel.engines: an attention family "sdpa-masked")."""
+    from perfmodel import engines
+
+    engine = str(case.get("engine") or "")
+    engine = "" if engine == "nan" else engine
+    return bool(engine) and engines.load(engine).attention_kernel("decode").startswith("sdpa-masked")
 
 
 def build_copy(case: dict, dev: torch.device):

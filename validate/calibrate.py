@@ -219,6 +219,29 @@ def _fit_attention_phases(cases: list[dict], base: Hardware, cal: Calibration) -
                   f"attention_kernels:{family}:unit_s": (2e-6, 1e-8, 1e-3),
                   f"attention_kernels:{family}:row_s": (1e-7, 1e-10, 1e-4)}
         cal, _ = fit([c for c in _of(cases, f"attention_{phase}") if not text(c, "engine")], base, cal, params)
+    return _fit_masked_attention(cases, base, cal)
+
+
+def _fit_masked_attention(cases: list[dict], base: Hardware, cal: Calibration) -> Calibration:
+    """Attention over a masked static cache ("sdpa-masked-<phase>", the kernels of engine profiles
+    that name that family, e.g. torch-compile-static-cache): the same five parameters per phase,
+    started from the suite's own family and fitted on the cases that ran it."""
+    from validate.predict_cases import attention_family
+
+    bw = base.hbm_bytes_per_s
+    for phase in ("prefill", "decode"):
+        family = f"{SUITE_ATTENTION_KERNEL}-masked-{phase}"
+        own = [c for c in _of(cases, f"attention_{phase}") if text(c, "engine") and attention_family(c) == family]
+        if len(own) < 5:  # five parameters: fewer cases leave the family to fall back (Calibration.attention_kernel)
+            continue
+        start = dict(cal.attention_kernels[f"{SUITE_ATTENTION_KERNEL}-{phase}"])
+        cal = dataclasses.replace(cal, attention_kernels={**cal.attention_kernels, family: start})
+        params = {f"attention_kernels:{family}:flops_fraction": (start["flops_fraction"], 0.01, 1.2),
+                  f"attention_kernels:{family}:overhead_s": (start["overhead_s"], 1e-8, 1e-3),
+                  f"attention_kernels:{family}:read_bytes_per_s": (start["read_bytes_per_s"], 1e-3 * bw, 1.1 * bw),
+                  f"attention_kernels:{family}:unit_s": (start.get("unit_s", 2e-6), 1e-8, 1e-3),
+                  f"attention_kernels:{family}:row_s": (start.get("row_s", 1e-7), 1e-10, 1e-4)}
+        cal, _ = fit(own, base, cal, params)
     return cal
 
 

@@ -135,7 +135,24 @@ def _attention(quick: bool, cuda: bool) -> list[dict]:
                    head_dim=d, dtype="bf16")
               for (h, kv, d), s, b in itertools.product(head_layouts[:2] + head_layouts[3:], kv_lengths, batches)
               if b * s * kv * d * 4 <= 40e9]
-    return prefill + decode
+    return prefill + decode + _static_cache_attention(cuda)
+
+
+#: The engine profile whose attention runs over a masked static cache (gpt-fast's layout).
+STATIC_CACHE_ENGINE = "torch-compile-static-cache"
+
+
+def _static_cache_attention(cuda: bool) -> list[dict]:
+    """SDPA over a masked static cache (engine STATIC_CACHE_ENGINE): decodes of 1-64 sequences over
+    1024-8192 cached positions and 16-1024-token chunks over 1024 and 4096, Llama-3-8B's heads (GPU
+    only). Several lengths per phase, so that the split by length leaves each phase's fit cases."""
+    if not cuda:
+        return []
+    decode = [dict(kind="attention", phase="decode", batch=b, heads=32, kv_heads=8, q_len=1, kv_len=s, head_dim=128,
+                   dtype="bf16", engine=STATIC_CACHE_ENGINE) for b in (1, 4, 16, 64) for s in (1024, 2048, 4096, 8192)]
+    chunks = [dict(kind="attention", phase="prefill", batch=1, heads=32, kv_heads=8, q_len=t, kv_len=s, head_dim=128,
+                   dtype="bf16", engine=STATIC_CACHE_ENGINE) for t in (16, 32, 64, 128, 256, 512, 1024) for s in (1024, 4096)]
+    return decode + chunks
 
 
 def _copies(quick: bool, cuda: bool) -> list[dict]:

@@ -160,8 +160,12 @@ def predict_attentions(cases: list[dict], hw: Hardware) -> np.ndarray:
     p = _precision(c0["dtype"])
     model = attention_model(int(_num(c0, "heads")), int(_num(c0, "kv_heads")), int(_num(c0, "head_dim")))
     q_len, kv_len = _column(cases, "q_len"), _column(cases, "kv_len")
-    op = attention_op(model, seqs=_column(cases, "batch"), new_tokens=q_len, past=kv_len - q_len, p=p, tp=1,
-                      kernel=attention_family(c0))
+    family = attention_family(c0)
+    # a masked static cache scores every query against all kv_len positions: q_len x kv_len pairs,
+    # which ops.attention_pairs gives at past = kv_len - (q_len + 1) / 2 (serving.simulator prices
+    # a static cache's chunks the same way)
+    past = kv_len - (q_len + 1) / 2 if family.startswith("sdpa-masked") else kv_len - q_len
+    op = attention_op(model, seqs=_column(cases, "batch"), new_tokens=q_len, past=past, p=p, tp=1, kernel=family)
     return _times(op, hw, p, cases)
 
 

@@ -618,10 +618,11 @@ def parse(argv):
 
 def engine_profile(args) -> str:
     """The perfmodel engine profile that prices this loop's forwards: compiled layers in CUDA graphs
-    are `torch-compile`; eager layers in CUDA graphs `torch-eager-graph`; eager on CPU `torch-eager`
+    attending the masked static cache are `torch-compile-static-cache` (torch-compile with the masked
+    SDPA family); eager layers in CUDA graphs `torch-eager-graph`; eager on CPU `torch-eager`
     (perfmodel/engine_profiles/)."""
     if args.compile != "none":
-        return "torch-compile"
+        return "torch-compile-static-cache"
     return "torch-eager-graph" if args.device == "cuda" else "torch-eager"
 
 

@@ -237,6 +237,9 @@ ATTENTION = (
     Field("read_bandwidth", "read_bytes_per_s", "bytes_per_s"),
     Field("unit", "unit_s", "seconds"),
     Field("row", "row_s", "seconds"),
+    # a kernel whose work units each stream their sequence's whole cache (no split over the keys:
+    # SDPA under a mask) adds this per cached key to every unit; absent (0) for split-KV kernels
+    Field("key", "key_s", "seconds", required=False, default=0.0, zero_ok=True),
 )
 #: The two quantiles of one error band (calibration.error_bands.<class>.<q>).
 BAND_QUANTILES = ("p10", "p90")

@@ -117,17 +117,17 @@ class Calibration:
         """Bandwidth of read-dominated kernels (GEMM weights, KV-cache reads)."""
         return self.memory_read_bytes_per_s or self.memory_bytes_per_s
 
-    def attention_kernel(self, family: str) -> tuple[float, float, float, float, float]:
+    def attention_kernel(self, family: str) -> tuple[float, float, float, float, float, float]:
         """(fraction of the bf16 GEMM rate, floor per call, KV read bandwidth, time of one work unit
-        on one SM, time one query row adds on one SM) of an attention kernel, named
-        "<family>-<phase>" (prefill and decode run different kernels: "vllm-decode"), falling back
-        to the family's entry, then to the spec's generic attention parameters (and no work-unit or
-        row term)."""
+        on one SM, time one query row adds on one SM, time one cached key adds to a unit) of an
+        attention kernel, named "<family>-<phase>" (prefill and decode run different kernels:
+        "vllm-decode"), falling back to the family's entry, then to the spec's generic attention
+        parameters (and no work-unit, row or key term)."""
         params = self.attention_kernels.get(family) or self.attention_kernels.get(family.rsplit("-", 1)[0], {})
         return (params.get("flops_fraction", self.attention_flops_fraction),
                 params.get("overhead_s", self.attention_overhead_s),
                 params.get("read_bytes_per_s", self.read_bytes_per_s), params.get("unit_s", 0.0),
-                params.get("row_s", 0.0))
+                params.get("row_s", 0.0), params.get("key_s", 0.0))
 
 
 @fields.schema_dataclass(fields.HARDWARE, calibration=("Calibration | None", None),

@@ -210,12 +210,15 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
         rate, overhead = hw.peak_flops_per_s("fp32"), overhead + (cal.moe_routing_s if cal else 0.0)
     elif op.kind == "attention":
         bits = np.minimum(np.maximum(p.a_bits, 16), 32)  # attention runs in bf16/fp16, or fp32
-        fraction, floor, read, unit_s, row_s = cal.attention_kernel(op.kernel) if cal else (1.0, 0.0, bandwidth, 0.0, 0.0)
+        fraction, floor, read, unit_s, row_s, key_s = cal.attention_kernel(op.kernel) if cal else \
+            (1.0, 0.0, bandwidth, 0.0, 0.0, 0.0)
         rate = _attention_rate(hw, p, bits) * fraction
         bandwidth, overhead = read, overhead + floor
-        if unit_s or row_s:  # work units run in waves over the SMs; each query row adds its own time
+        if unit_s or row_s:  # work units run in waves over the SMs; each query row adds its own time,
+            # and where a unit streams its sequence's whole cache (key_s > 0), each cached key
             waves = np.ceil(attention_units(op) / hw.compute_units)
-            work = waves * unit_s + np.asarray(op.m, dtype=float) * row_s / hw.compute_units
+            work = waves * (unit_s + np.asarray(op.n, dtype=float) * key_s) + \
+                np.asarray(op.m, dtype=float) * row_s / hw.compute_units
             return OpTime(np.maximum(op.flops / rate, work), op.bytes / bandwidth, overhead, 0.0, host)
     else:
         rate = hw.peak_flops_per_s("fp32")

@@ -91,6 +91,12 @@ def _of(cases: list[dict], *classes: str) -> list[dict]:
     return [c for c in cases if c["class"] in classes]
 
 
+def _suite_attention(cases: list[dict], phase: str) -> list[dict]:
+    """The suite's own SDPA cases of a phase: those naming no engine (cases that name an engine ran
+    that engine's kernel family, fitted apart: _fit_masked_attention)."""
+    return [c for c in _of(cases, f"attention_{phase}") if not text(c, "engine")]
+
+
 #: The attention kernel family the suite's SDPA cases time (PyTorch's FlashAttention-2 path).
 SUITE_ATTENTION_KERNEL = "sdpa"
 
@@ -177,7 +183,7 @@ def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration,
     for gemv_tile, split in itertools.product((64, 128, 256) if gpu else (1,), SPLIT_K_MIN if gpu else (1,)):
         trial = dataclasses.replace(cal, tile_m=128 if gpu else 1, tile_n=128 if gpu else 1,
                                     gemv_tile_n=gemv_tile if gpu else 0, split_k_min=split)
-        fitted, cost = fit(skinny + _of(cases, "attention_decode"), base, trial, memory)
+        fitted, cost = fit(skinny + _suite_attention(cases, "decode"), base, trial, memory)
         if best is None or cost < best[0]:
             best = (cost, fitted)
     cal = best[1]
@@ -201,7 +207,7 @@ def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration,
         if best is None or cost < best[0]:
             best = (cost, fitted)
     cal = best[1]
-    return fit(_of(cases, "attention_prefill"), base, cal, {"attention_flops_fraction": (0.6, 0.01, 1.2)})[0]
+    return fit(_suite_attention(cases, "prefill"), base, cal, {"attention_flops_fraction": (0.6, 0.01, 1.2)})[0]
 
 
 def _fit_attention_phases(cases: list[dict], base: Hardware, cal: Calibration) -> Calibration:
@@ -218,21 +224,22 @@ def _fit_attention_phases(cases: list[dict], base: Hardware, cal: Calibration) -
                   f"attention_kernels:{family}:read_bytes_per_s": (start["read_bytes_per_s"], 1e-3 * bw, 1.1 * bw),
                   f"attention_kernels:{family}:unit_s": (2e-6, 1e-8, 1e-3),
                   f"attention_kernels:{family}:row_s": (1e-7, 1e-10, 1e-4)}
-        cal, _ = fit([c for c in _of(cases, f"attention_{phase}") if not text(c, "engine")], base, cal, params)
+        cal, _ = fit(_suite_attention(cases, phase), base, cal, params)
     return _fit_masked_attention(cases, base, cal)
 
 
 def _fit_masked_attention(cases: list[dict], base: Hardware, cal: Calibration) -> Calibration:
     """Attention over a masked static cache ("sdpa-masked-<phase>", the kernels of engine profiles
-    that name that family, e.g. torch-compile-static-cache): the same five parameters per phase,
-    started from the suite's own family and fitted on the cases that ran it."""
+    that name that family, e.g. torch-compile-static-cache): the suite family's five parameters plus
+    a time per cached key per work unit (the masked kernel does not split the keys over SMs: at batch
+    1 its 8 units each stream 1024-8192 keys), per phase, fitted on the cases that ran it."""
     from validate.predict_cases import attention_family
 
     bw = base.hbm_bytes_per_s
     for phase in ("prefill", "decode"):
         family = f"{SUITE_ATTENTION_KERNEL}-masked-{phase}"
         own = [c for c in _of(cases, f"attention_{phase}") if text(c, "engine") and attention_family(c) == family]
-        if len(own) < 5:  # five parameters: fewer cases leave the family to fall back (Calibration.attention_kernel)
+        if len(own) < 6:  # six parameters: fewer cases leave the family to fall back (Calibration.attention_kernel)
             continue
         start = dict(cal.attention_kernels[f"{SUITE_ATTENTION_KERNEL}-{phase}"])
         cal = dataclasses.replace(cal, attention_kernels={**cal.attention_kernels, family: start})
@@ -240,7 +247,9 @@ def _fit_masked_attention(cases: list[dict], base: Hardware, cal: Calibration) -
                   f"attention_kernels:{family}:overhead_s": (start["overhead_s"], 1e-8, 1e-3),
                   f"attention_kernels:{family}:read_bytes_per_s": (start["read_bytes_per_s"], 1e-3 * bw, 1.1 * bw),
                   f"attention_kernels:{family}:unit_s": (start.get("unit_s", 2e-6), 1e-8, 1e-3),
-                  f"attention_kernels:{family}:row_s": (start.get("row_s", 1e-7), 1e-10, 1e-4)}
+                  f"attention_kernels:{family}:row_s": (start.get("row_s", 1e-7), 1e-10, 1e-4),
+                  # each unit streams its sequence's whole masked cache: a time per cached key
+                  f"attention_kernels:{family}:key_s": (1e-8, 1e-12, 1e-5)}
         cal, _ = fit(own, base, cal, params)
     return cal
 

@@ -56,3 +56,19 @@ def test_report_errors_and_efficiency_fit(tmp_path):
 def test_missing_data_is_a_one_line_error(tmp_path, capsys):
     assert make_report.main(["--data", str(tmp_path / "nothing")]) == 2
     assert "--data:" in capsys.readouterr().err
+
+
+def test_kernel_profiler_smoke_run_writes_every_kernel_once_and_resumes(tmp_path):
+    """profile_dit.py --quick (CPU ops in place of kernels): one row per op name and case, the rows of a
+    case summing to its block time, and a rerun that adds nothing."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, str(ROOT / "validate/reports/dit/profile_dit.py"), "--out", str(tmp_path), "--quick"]
+    assert subprocess.run(cmd, capture_output=True, cwd=ROOT).returncode == 0
+    frame = pd.read_csv(tmp_path / "kernels.csv")
+    assert frame["case_id"].nunique() == 2 and not frame.duplicated(["case_id", "kernel"]).any()
+    for _, rows in frame.groupby("case_id"):
+        assert rows["device_us_per_block"].sum() == pytest.approx(rows["block_us"].iloc[0], rel=1e-4)
+    assert subprocess.run(cmd, capture_output=True, cwd=ROOT).returncode == 0
+    assert len(pd.read_csv(tmp_path / "kernels.csv")) == len(frame)

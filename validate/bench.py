@@ -9,8 +9,10 @@ and KV come from HBM as in a real model step. Random data, never zeros.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import sys
+import threading
 import time
 from typing import Callable
 
@@ -377,3 +379,66 @@ def clocks() -> dict:
                 "mem_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM)}
     except Exception:  # no NVML (CPU runs, or not installed)
         return {"sm_clock_mhz": "", "mem_clock_mhz": ""}
+
+
+# -- board power under sustained load -----------------------------------------------------------
+
+def energy_counter():
+    """NVML's board energy counter (J since the driver loaded; exact over any interval, unlike
+    nvmlDeviceGetPowerUsage, a ~1 s moving average), or None where pynvml is missing."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+        pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        return lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3
+    except Exception:  # no pynvml or no counter on this board: fall back to power samples
+        return None
+
+
+def sustained_power(fn, seconds: float) -> dict:
+    """Board power under sustained load: `fn` called back to back for `seconds`; over the second half
+    (the board at its steady clock) the energy counter's increase over the elapsed time (W), the time
+    per call (s, the rate under load), the energy per call (J), and the SM clock at the end. Without
+    the counter, the mean of torch.cuda.power_draw() samples over that half (NVML's moving average)."""
+    empty = {"power_w": math.nan, "sustained_s": math.nan, "energy_j": math.nan, "sm_clock_mhz": "", "power_source": ""}
+    if seconds <= 0 or not torch.cuda.is_available():
+        return empty
+    try:
+        torch.cuda.power_draw()
+    except Exception:  # no NVML on this machine: power is optional
+        return empty
+    counter = energy_counter()
+    readings, stop = [], threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            readings.append((time.perf_counter(), torch.cuda.power_draw() / 1e3))
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    start = time.perf_counter()
+    thread.start()
+    i, mark = 0, None
+    while time.perf_counter() - start < seconds:
+        fn(i)
+        i += 1
+        if i % 4 == 0:
+            torch.cuda.synchronize()
+            if mark is None and time.perf_counter() - start >= seconds / 2:
+                mark = (time.perf_counter(), i, counter() if counter else math.nan)
+    torch.cuda.synchronize()
+    end = (time.perf_counter(), i, counter() if counter else math.nan)
+    stop.set()
+    thread.join()
+    if mark is None or end[1] <= mark[1]:
+        return empty
+    elapsed, calls = end[0] - mark[0], end[1] - mark[1]
+    if counter:
+        power, source = (end[2] - mark[2]) / elapsed, "nvml_energy_counter"
+    else:
+        half = [p for t, p in readings if t >= mark[0]]
+        power, source = (statistics.mean(half) if half else math.nan), "nvml_power_samples"
+    return {"power_w": power, "sustained_s": elapsed / calls, "energy_j": power * elapsed / calls,
+            "sm_clock_mhz": str(clocks().get("sm_clock_mhz", "")), "power_source": source}

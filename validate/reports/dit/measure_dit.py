@@ -47,12 +47,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
-import statistics
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -343,67 +340,6 @@ def build_attention(case: dict, dev, compiled: dict):
 
 # -- measuring ----------------------------------------------------------------------------------------
 
-def _energy_counter():
-    """NVML's board energy counter (J since the driver loaded; exact over any interval, unlike
-    nvmlDeviceGetPowerUsage, a ~1 s moving average), or None where pynvml is missing."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
-        pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
-        return lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3
-    except Exception:  # no pynvml or no counter on this board: fall back to power samples
-        return None
-
-
-def sample_power(fn, seconds: float) -> dict:
-    """Board power under sustained load: `fn` called back to back for `seconds`; over the second half
-    (the board at its steady clock) the energy counter's increase over the elapsed time (W), the time
-    per call (s, the rate under load), the energy per call (J), and the SM clock at the end. Without
-    the counter, the mean of torch.cuda.power_draw() samples over that half (NVML's moving average)."""
-    empty = {"power_w": math.nan, "sustained_s": math.nan, "energy_j": math.nan, "sm_clock_mhz": "", "power_source": ""}
-    if seconds <= 0 or not torch.cuda.is_available():
-        return empty
-    try:
-        torch.cuda.power_draw()
-    except Exception:  # no NVML on this machine: power is optional
-        return empty
-    counter = _energy_counter()
-    readings, stop = [], threading.Event()
-
-    def poll():
-        while not stop.is_set():
-            readings.append((time.perf_counter(), torch.cuda.power_draw() / 1e3))
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=poll, daemon=True)
-    start = time.perf_counter()
-    thread.start()
-    i, mark = 0, None
-    while time.perf_counter() - start < seconds:
-        fn(i)
-        i += 1
-        if i % 4 == 0:
-            torch.cuda.synchronize()
-            if mark is None and time.perf_counter() - start >= seconds / 2:
-                mark = (time.perf_counter(), i, counter() if counter else math.nan)
-    torch.cuda.synchronize()
-    end = (time.perf_counter(), i, counter() if counter else math.nan)
-    stop.set()
-    thread.join()
-    if mark is None or end[1] <= mark[1]:
-        return empty
-    elapsed, calls = end[0] - mark[0], end[1] - mark[1]
-    if counter:
-        power, source = (end[2] - mark[2]) / elapsed, "nvml_energy_counter"
-    else:
-        half = [p for t, p in readings if t >= mark[0]]
-        power, source = (statistics.mean(half) if half else math.nan), "nvml_power_samples"
-    return {"power_w": power, "sustained_s": elapsed / calls, "energy_j": power * elapsed / calls,
-            "sm_clock_mhz": str(bench.clocks().get("sm_clock_mhz", "")), "power_source": source}
-
-
 def measure(case: dict, dev, compiled: dict, power_s: float) -> dict:
     cuda = dev.type == "cuda"
     build = build_attention if case["kind"] == "attention" else build_block
@@ -416,7 +352,7 @@ def measure(case: dict, dev, compiled: dict, power_s: float) -> dict:
         graphed = cuda and case["engine"] == "torch-compile"
         seconds, repeats = bench.time_graphed(fn) if graphed else \
             bench.time_callable(fn, cuda, min_repeats=5 if cuda else 2, max_repeats=100, target_s=0.2 if cuda else 0.01)
-        return {"measured_s": seconds, "repeats": repeats, **sample_power(fn, power_s)}
+        return {"measured_s": seconds, "repeats": repeats, **bench.sustained_power(fn, power_s)}
 
 
 def parse(argv):

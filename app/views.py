@@ -22,6 +22,7 @@ from hardware.spec import (DEVICE_LINK_KINDS, KINDS, PLANNER_SOURCE, PLANNER_TAG
                            to_yaml_dict)
 from hardware.units import UnitError
 from perfmodel import engines
+from perfmodel.commands import power_source_text
 from workloads.model import ModelError, ModelSpec
 from workloads.scenario import Scenario
 
@@ -295,8 +296,12 @@ def plan(model: ModelSpec, hw: Hardware, sc: Scenario, engine: str = engines.DEF
 
     Returns plain data (dicts, DataFrames, strings) so the result can be cached and pickled.
     """
+    from perfmodel import energy
+
     pred = perfmodel.predict(model, hw, sc, engine=engine)
-    row = pred.row(0)
+    # the board power model's energy and power of the request (perfmodel.energy), as `predict --json`
+    row = {**pred.row(0), **{k: float(np.asarray(v).reshape(-1)[0]) for k, v in energy.prediction_energy(pred).items()},
+           "power_model": energy.power_model(hw).source}
     try:
         pred.require_fit()
         verdict = None
@@ -338,7 +343,7 @@ def summary_frame(row: dict, model: ModelSpec, hw: Hardware, engine: str = engin
     keep = ["batch", "prompt", "gen", "w_bits", "a_bits", "kv_bits", "tp", "samples", "ttft_s", "tpot_s",
             "e2e_s", "throughput_tok_s", "decode_tok_s", "usd_per_mtok", "prefill_bound", "decode_bound",
             "weights_bytes", "kv_bytes", "activation_bytes", "total_bytes", "capacity_bytes", "fits",
-            "max_batch"]
+            "max_batch", "energy_j", "joules_per_token", "avg_power_w"]
     out = {"model": model.name, "hardware": hw.name, "engine": engines.load(engine).name,
            "calibrated": hw.is_calibrated}
     return pd.DataFrame([out | {k: row[k] for k in keep}])
@@ -418,6 +423,8 @@ def metric_texts(row: dict) -> dict[str, str]:
         "Cost": f"${row['usd_per_mtok']:.3g}",
         "Memory": f"{row['total_bytes'] / 1e9:.1f} / {row['capacity_bytes'] / 1e9:.0f} GB",
         "Band": band_text(row),
+        "Energy": (f"energy {row['joules_per_token']:.3g} J per generated token, {row['avg_power_w']:.0f} W average "
+                   f"per device ({power_source_text(row['power_model'])})") if "joules_per_token" in row else "",
     }
 
 

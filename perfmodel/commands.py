@@ -210,7 +210,7 @@ def format_dit_prediction(out: dict, hw) -> str:
         "",
         f"cost         {cost} (${out['usd_per_request']:.4f} per request)",
         f"energy       {format_si(out['energy_j'], 'J')} per request, {format_si(out['energy_per_sample_j'], 'J')} per "
-        f"{'video' if video else 'image'}, avg {out['avg_power_w']:.0f} W per device ({_power_source(out['power_model'])}"
+        f"{'video' if video else 'image'}, avg {out['avg_power_w']:.0f} W per device ({power_source_text(out['power_model'])}"
         f"{'' if out['power_cap_w'] >= hw.power_w else ', cap %.0f W: e2e %s' % (out['power_cap_w'], format_seconds(out['e2e_capped_s']))})",
         "",
         "memory per device",
@@ -224,7 +224,7 @@ def format_dit_prediction(out: dict, hw) -> str:
     return "\n".join(lines)
 
 
-def _power_source(source: str) -> str:
+def power_source_text(source: str) -> str:
     """How the energy line names where the power model's numbers came from (perfmodel.energy)."""
     return "power model calibrated on this device" if source == "calibration" else "power model from datasheet defaults"
 
@@ -286,7 +286,7 @@ def format_prediction(row: dict, model, hw, engine: engines.Engine | str = engin
         f"cost         ${row['usd_per_mtok']:.3f} per million generated tokens",
         f"energy       {format_si(row['joules_per_token'], 'J')} per generated token, {format_si(row['energy_j'], 'J')} "
         f"per batch; {row['prefill_power_w']:.0f} W prefill, {row['decode_power_w']:.0f} W decode per device "
-        f"({_power_source(row['power_model'])})",
+        f"({power_source_text(row['power_model'])})",
         *([f"power cap    {row['power_cap_w']:.0f} W: TTFT {format_seconds(row['ttft_capped_s'])}, TPOT "
            f"{format_seconds(row['tpot_capped_s'])}, request {format_seconds(row['e2e_capped_s'])}"]
           if row["power_cap_w"] < hw.power_w else []),

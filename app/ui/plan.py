@@ -51,6 +51,8 @@ def _headline(result: dict) -> None:
                    help="USD per million generated tokens at the device's hourly price")
     cols[4].metric("Memory", texts["Memory"], help="per device: weights + KV cache + activations / capacity")
     st.caption(texts["Band"])
+    if texts["Energy"]:
+        st.caption(texts["Energy"])
     st.caption(f"prefill is {row['prefill_bound']}-bound, decode is {row['decode_bound']}-bound; "
                f"max batch that fits: {int(row['max_batch'])}")
 

@@ -193,7 +193,19 @@ def test_metric_texts_format_the_row():
     assert views.metric_texts(row) == {"TTFT": "522 ms", "TPOT": "1.5 s", "Throughput": "2,607 tok/s",
                                        "Cost": "$0.484", "Memory": "23.3 / 141 GB",
                                        "Band": "No prediction interval: this spec carries no validated error "
-                                               "bands (datasheet roofline)."}
+                                               "bands (datasheet roofline).", "Energy": ""}
+    energy = {"joules_per_token": 0.2384, "avg_power_w": 510.4, "power_model": "calibration"}
+    assert views.metric_texts({**row, **energy})["Energy"] == \
+        "energy 0.238 J per generated token, 510 W average per device (power model calibrated on this device)"
+
+
+def test_plan_carries_the_requests_energy():
+    model, hw = workloads.load("llama-3-8b"), hardware.load("h200-sxm-calibrated")
+    row = views.plan(model, hw, views.scenario(INPUTS))["row"]
+    from perfmodel import energy
+
+    assert row["energy_j"] > 0 and energy.power_model(hw).idle_w < row["avg_power_w"] <= hw.power_w
+    assert row["joules_per_token"] == pytest.approx(row["energy_j"] / (row["batch"] * row["samples"] * row["gen"]))
     banded = dict(row, ttft_p10_s=0.5, ttft_p90_s=0.6, tpot_p10_s=1.4, tpot_p90_s=1.7)
     assert views.metric_texts(banded)["Band"] == ("p10-p90 from validated residuals: TTFT 500 ms - 600 ms, "
                                                   "TPOT 1.4 s - 1.7 s")

@@ -233,3 +233,21 @@ def test_compare_reports_compiled_eager_and_fp32_errors(measure):
         same = measure.compare(em.step(engine, tokens, 0, s_max=16), engine, tokens, 0, s_max=16)
     assert float(same["max_rel_err"]) == 0.0
     assert 0 < float(same["rel_err_eager_fp32"]) == float(same["rel_err_compiled_fp32"]) < 0.05
+
+
+def test_balanced_routing_spreads_every_token_over_distinct_experts_evenly():
+    """engine_model.route(balanced=True): each token's k experts are distinct, no expert takes more
+    than ceil(N k / E) rows, and the weights are the router's probabilities of those experts."""
+    import torch
+
+    from validate import engine_model as em
+
+    torch.manual_seed(0)
+    n, d, e, k = 37, 16, 8, 3
+    x, router = torch.randn(n, d), torch.randn(e, d)
+    weights, experts = em.route(x, router, k, balanced=True)
+    assert all(len(set(row.tolist())) == k for row in experts)
+    assert torch.bincount(experts.reshape(-1), minlength=e).max() <= -(-n * k // e)
+    probs = (x @ router.t()).float().softmax(dim=-1).gather(1, experts)
+    assert torch.allclose(weights, probs / probs.sum(dim=-1, keepdim=True))
+    assert torch.allclose(weights.sum(dim=-1), torch.ones(n))

@@ -58,7 +58,6 @@ class Dims:
     experts: int = 0
     top_k: int = 0
     moe_impl: str = "grouped"       # "grouped" (torch._grouped_mm) | "loop" (per expert, host sync)
-    balanced_routing: bool = False  # spread tokens over experts as a trained router does (`route`)
 
 
 # -- numerics helpers ------------------------------------------------------------------------------
@@ -150,22 +149,30 @@ def layer_forward(x, residual, w: dict, k_cache, v_cache, cos, sin, dims: Dims, 
 
 # -- mixture of experts ------------------------------------------------------------------------------
 
-def route(x: torch.Tensor, router, top_k: int, balanced: bool = False):
+def route(x: torch.Tensor, router, top_k: int, table: torch.Tensor | None = None):
     """Softmax over experts in fp32, top-k, renormalised over the k (Qwen3's norm_topk_prob).
 
-    `balanced`: after the same router GEMM, softmax and top-k kernels, token i takes experts
-    (i k + j) mod E, j < k (distinct, every expert ceil(N k / E) rows at most), with those experts'
-    probabilities as weights. A random-weight router does not spread tokens as a trained one does
-    (trained with load-balancing losses): measured on the H200, the grouped GEMMs of a 12-layer
-    Qwen3-30B-A3B step at 128 tokens took about 40% of the time the same kernels take with all 128
-    experts in use, so most experts' weights were never read. Timing runs use `balanced`."""
+    `table` ([rows, k] expert ids, `routing_table`): after the same router GEMM, softmax and top-k
+    kernels, token i takes the experts of row i, with those experts' probabilities as weights. A
+    random-weight router does not spread tokens as a trained one does (trained with load-balancing
+    losses): measured on the H200, the grouped GEMMs of a 12-layer Qwen3-30B-A3B step at 128 tokens
+    took about 40% of the time the same kernels take with all 128 experts in use, so most experts'
+    weights were never read. Timing runs route by the table."""
     probs = linear(x, router).float().softmax(dim=-1)
     weights, experts = probs.topk(top_k, dim=-1)
-    if balanced:
-        n, e = x.shape[0], router.shape[0]
-        experts = (torch.arange(n, device=x.device)[:, None] * top_k + torch.arange(top_k, device=x.device)) % e
+    if table is not None:
+        experts = table[:x.shape[0]]
         weights = probs.gather(1, experts)
     return weights / weights.sum(dim=-1, keepdim=True), experts
+
+
+def routing_table(rows: int, experts: int, top_k: int, device, seed: int) -> torch.Tensor:
+    """[rows, top_k] expert ids, each row k distinct experts drawn uniformly at random (a seeded
+    generator): tokens spread over the experts independently, as a load-balanced trained router
+    spreads them and as the cost model's expected count of experts in use assumes
+    (perfmodel.ops: E (1 - (1 - k/E)^n) for n tokens)."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.rand(rows, experts, generator=g).argsort(dim=1)[:, :top_k].contiguous().to(device)
 
 
 def sort_by_expert(experts: torch.Tensor, n_experts: int):
@@ -203,7 +210,7 @@ def moe(h, w: dict, dims: Dims):
     """Route, copy each token to its k experts sorted by expert, grouped expert FFN, put the rows
     back in token order, sum the k with their router weights."""
     x = h.reshape(-1, h.shape[-1])
-    weights, experts = route(x, w["router"], dims.top_k, dims.balanced_routing)
+    weights, experts = route(x, w["router"], dims.top_k, w.get("route_table"))
     order, offsets = sort_by_expert(experts, dims.experts)
     xs = x[order // dims.top_k]
     run = experts_grouped if dims.moe_impl == "grouped" else experts_loop
@@ -373,11 +380,12 @@ def check_spec(spec) -> None:
 
 
 def build(spec, dtype: str = "bf16", max_batch: int = 1, max_seq: int = 2048, device="cpu",
-          kv_tokens: int | None = None, eps: float = 1e-5, seed: int = 0, balanced_routing: bool = False) -> Engine:
+          kv_tokens: int | None = None, eps: float = 1e-5, seed: int = 0, random_routing: bool = False) -> Engine:
     """An Engine with random weights (std 0.02, norms 1 +- 0.02) and a random-filled KV cache of
     `kv_tokens` tokens per layer (default max_batch * max_seq; a sweep passes the largest
     batch * S_max it will view). dtype: bf16 | fp16 | fp32 | fp8 (fp8 weights, bf16 activations).
-    balanced_routing: MoE layers spread tokens over experts as a trained router does (`route`)."""
+    random_routing: MoE layers route each token to k experts drawn at random (`routing_table`), as a
+    trained router spreads them, not as a random-weight router does (`route`)."""
     check_spec(spec)
     if dtype not in DTYPES:
         raise ValueError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -385,13 +393,15 @@ def build(spec, dtype: str = "bf16", max_batch: int = 1, max_seq: int = 2048, de
     torch.manual_seed(seed)
     t = DTYPES[dtype]
     moe_impl = "grouped" if spec.is_moe and grouped_mm_works(device, t) else "loop"
-    dims = Dims(spec.n_heads, spec.n_kv_heads, spec.head_dim, eps, spec.qk_norm, spec.n_experts, spec.top_k, moe_impl,
-                balanced_routing)
+    dims = Dims(spec.n_heads, spec.n_kv_heads, spec.head_dim, eps, spec.qk_norm, spec.n_experts, spec.top_k, moe_impl)
     embed = _randn((spec.vocab_size, spec.d_model), t, device)
     head = embed if spec.tied_embeddings else _randn((spec.vocab_size, spec.d_model), t, device)
     layers = [_layer_weights(spec, dtype, device) for _ in range(spec.n_layers)]
-    cos, sin = rope_tables(max_seq, spec.head_dim, device)
     kv_tokens = kv_tokens or max_batch * max_seq
+    if spec.is_moe and random_routing:  # every token a step can hold: at most the cache's tokens
+        for i, w in enumerate(layers):
+            w["route_table"] = routing_table(kv_tokens, spec.n_experts, spec.top_k, device, seed + 1 + i)
+    cos, sin = rope_tables(max_seq, spec.head_dim, device)
     n = kv_tokens * spec.n_kv_heads * spec.head_dim
     k_flat = [_randn((n,), t, device, std=1.0) for _ in range(spec.n_layers)]
     v_flat = [_randn((n,), t, device, std=1.0) for _ in range(spec.n_layers)]

@@ -235,9 +235,10 @@ def test_compare_reports_compiled_eager_and_fp32_errors(measure):
     assert 0 < float(same["rel_err_eager_fp32"]) == float(same["rel_err_compiled_fp32"]) < 0.05
 
 
-def test_balanced_routing_spreads_every_token_over_distinct_experts_evenly():
-    """engine_model.route(balanced=True): each token's k experts are distinct, no expert takes more
-    than ceil(N k / E) rows, and the weights are the router's probabilities of those experts."""
+def test_table_routing_takes_distinct_random_experts_with_the_routers_weights():
+    """engine_model.route with a routing_table: each token's k experts are distinct (the table's row),
+    the weights are the router's probabilities of those experts, renormalised; over many tokens the
+    experts in use follow E (1 - (1 - k/E)^n), the cost model's expectation."""
     import torch
 
     from validate import engine_model as em
@@ -245,9 +246,11 @@ def test_balanced_routing_spreads_every_token_over_distinct_experts_evenly():
     torch.manual_seed(0)
     n, d, e, k = 37, 16, 8, 3
     x, router = torch.randn(n, d), torch.randn(e, d)
-    weights, experts = em.route(x, router, k, balanced=True)
-    assert all(len(set(row.tolist())) == k for row in experts)
-    assert torch.bincount(experts.reshape(-1), minlength=e).max() <= -(-n * k // e)
+    table = em.routing_table(64, e, k, "cpu", seed=1)
+    weights, experts = em.route(x, router, k, table)
+    assert torch.equal(experts, table[:n]) and all(len(set(row.tolist())) == k for row in experts)
     probs = (x @ router.t()).float().softmax(dim=-1).gather(1, experts)
     assert torch.allclose(weights, probs / probs.sum(dim=-1, keepdim=True))
-    assert torch.allclose(weights.sum(dim=-1), torch.ones(n))
+    big = em.routing_table(20000, 128, 8, "cpu", seed=2)
+    used = [len(torch.unique(big[i:i + 16])) for i in range(0, 16000, 16)]  # 1000 draws of 16 tokens
+    assert sum(used) / len(used) == __import__("pytest").approx(128 * (1 - (1 - 8 / 128) ** 16), rel=0.01)

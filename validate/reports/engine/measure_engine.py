@@ -381,8 +381,8 @@ class Session:
         self.dev, self.cuda, self.quick, self.meta = dev, dev.type == "cuda", quick, meta
         self.todo = todo
         self.key, self.engine, self.layer, self.mode = None, None, None, "dynamic"
-        # MoE layers route as a trained router spreads tokens (engine_model.route); meta records it
-        self.balanced_routing = True
+        # MoE layers route as a trained router spreads tokens (engine_model.routing_table); meta says so
+        self.random_routing = True
 
     def engine_for(self, case: dict) -> em.Engine:
         key = (case["model"], int(case["layers"]), case["dtype"])
@@ -393,7 +393,7 @@ class Session:
             max_seq = max(s_max_of(c) for c in same)
             spec = model_spec(case["model"], case["layers"])
             self.engine = em.build(spec, case["dtype"], max_batch=1, max_seq=max_seq, device=self.dev,
-                                   kv_tokens=kv_tokens, balanced_routing=self.balanced_routing)
+                                   kv_tokens=kv_tokens, random_routing=self.random_routing)
             self.key, self.mode = key, "dynamic"
         return self.engine
 
@@ -610,7 +610,7 @@ def main(argv=None) -> int:
     env = bench.environment()
     meta = Meta(args.out, {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "quick": args.quick, **env,
                            "estimate_s": round(est, 1), "compiler": compiler, "cases_todo": len(todo),
-                           "moe_routing": "balanced (engine_model.route)"})
+                           "moe_routing": "random, k distinct experts per token (engine_model.routing_table)"})
     meta.data["ceilings"] = ceilings(dev, args.quick)
     meta.write()
     print(f"ceilings: {json.dumps(meta.data['ceilings'])}", file=sys.stderr, flush=True)

@@ -285,7 +285,10 @@ def step(engine: Engine, tokens: torch.Tensor, past: int, layer_fn: LayerFn = la
 # -- a numerical reference ---------------------------------------------------------------------------
 
 def _fp32(w):
-    return dequantize_fp8(w.weight, w.scale) if isinstance(w, Fp8Weight) else w.float()
+    """A weight in fp32 (fp8 dequantized); integer tensors (a routing table) stay as they are."""
+    if isinstance(w, Fp8Weight):
+        return dequantize_fp8(w.weight, w.scale)
+    return w if not torch.is_floating_point(w) else w.float()
 
 
 def reference_layer(x, residual, w: dict, k_cache, v_cache, cos, sin, dims: Dims, causal: bool):

@@ -82,13 +82,20 @@ def migrate(path: Path, columns: tuple = RECORD_COLUMNS) -> None:
 
 
 def append_record(path: Path, record: dict, columns: tuple = RECORD_COLUMNS) -> None:
-    """Append one row and flush it to disk, writing the header for a new file."""
+    """Append one row and flush it to disk, writing the header for a new file (keys beyond
+    `columns` are left out)."""
+    append_records(path, [record], columns, extrasaction="ignore")
+
+
+def append_records(path: Path, records: list[dict], columns, extrasaction: str = "raise") -> None:
+    """Append rows and flush them to disk, writing the header for a new (or empty) file: the one
+    incremental CSV writer of the measurement scripts (a run killed later keeps every row written)."""
     new = not path.exists() or path.stat().st_size == 0
     with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction=extrasaction)
         if new:
             writer.writeheader()
-        writer.writerow(record)
+        writer.writerows(records)
         f.flush()
         os.fsync(f.fileno())
 

@@ -25,7 +25,7 @@ import measure_dit  # noqa: E402  (sets the inductor cache before torch loads)
 import torch  # noqa: E402
 
 from validate import bench  # noqa: E402
-from validate.runner import append_record  # noqa: E402
+from validate.runner import append_records  # noqa: E402
 
 COLUMNS = ("case_id", "kernel", "calls_per_block", "device_us_per_block", "block_us")
 DEFAULT_ONLY = r"^block/.*/torch-compile/(bf16|fp8)/(768/768/1/|480/832/33/)"
@@ -87,8 +87,7 @@ def main(argv=None) -> int:
         if case["case_id"] in done:
             continue
         rows = profile_case(case, dev, args.calls)
-        for row in rows:  # appended and fsynced row by row (the suite's writer)
-            append_record(path, row, COLUMNS)
+        append_records(path, rows, COLUMNS)  # the suite's writer: appended and fsynced per case
         print(f"{case['case_id']}: {float(rows[0]['block_us']) if rows else 0:.1f} us per block, "
               f"{len(rows)} kernels", flush=True)
     return 0

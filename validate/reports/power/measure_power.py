@@ -39,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repo root, w
 
 import torch  # noqa: E402
 
+from validate.runner import append_records  # noqa: E402
+
 CASE_COLUMNS = ("id", "kind", "dtype_class", "m", "n", "k", "bytes_per_call", "flops_per_call", "calls",
                 "duration_s", "flops_per_s", "bytes_per_s", "first_chunk_flops_per_s", "tail_flops_per_s",
                 "first_chunk_bytes_per_s", "tail_bytes_per_s", "mean_power_w", "tail_power_w", "energy_j",
@@ -348,15 +350,6 @@ def done_ids(path: Path) -> set[str]:
         return {r["id"] for r in csv.DictReader(f) if not r.get("error")}
 
 
-def append(path: Path, rows: list[dict], columns: tuple) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns))
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output directory (created; a rerun resumes)")
@@ -388,8 +381,8 @@ def main(argv=None) -> int:
                                                            dtype_class=case["dtype_class"], holdout=case["holdout"],
                                                            error=f"{type(err).__name__}: {err}".splitlines()[0][:200])
                 samples = []
-            append(case_path, [row], CASE_COLUMNS)
-            append(sample_path, samples, SAMPLE_COLUMNS)
+            append_records(case_path, [row], CASE_COLUMNS)
+            append_records(sample_path, samples, SAMPLE_COLUMNS)
             print({k: row[k] for k in ("id", "flops_per_s", "bytes_per_s", "tail_power_w", "energy_j",
                                        "sm_clock_mhz_mean", "error")}, flush=True)
             if dev.type == "cuda":

@@ -54,6 +54,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repo root, when run as a script
 
+from validate.runner import append_records  # noqa: E402
+
 KERNEL_COLUMNS = ("source", "forward", "kernel", "calls", "device_us", "scope", "calls_per_layer",
                   "device_us_per_layer", "category")
 SUMMARY_COLUMNS = ("source", "forward", "phase", "batch", "tokens", "context", "layers", "how", "status",
@@ -249,16 +251,6 @@ def _write(path: Path, rows: list[dict], columns) -> None:
         w = csv.DictWriter(f, fieldnames=list(columns))
         w.writeheader()
         w.writerows(rows)
-
-
-def _append(path: Path, rows: list[dict], columns) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(columns))
-        if new:
-            w.writeheader()
-        w.writerows(rows)
-        f.flush()
 
 
 def resume(out: Path) -> set[tuple[str, str]]:
@@ -497,9 +489,9 @@ def main(argv=None) -> int:
         f"{','.join(f'{p}_{s}' for p, s in args.bucket_list)}; {len(done)} forwards already done")
 
     def write(summary: dict, rows: list[dict]) -> None:
-        _append(args.out / "kernels.csv", [dict(source=summary["source"], forward=summary["forward"], **r)
+        append_records(args.out / "kernels.csv", [dict(source=summary["source"], forward=summary["forward"], **r)
                                            for r in rows], KERNEL_COLUMNS)
-        _append(args.out / "summary.csv", [{k: summary.get(k, "") for k in SUMMARY_COLUMNS}], SUMMARY_COLUMNS)
+        append_records(args.out / "summary.csv", [{k: summary.get(k, "") for k in SUMMARY_COLUMNS}], SUMMARY_COLUMNS)
 
     from validate.reports.serve import ref_loop as rl
     la = loop_args(args, "none")

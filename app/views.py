@@ -22,7 +22,7 @@ from hardware.spec import (DEVICE_LINK_KINDS, KINDS, PLANNER_SOURCE, PLANNER_TAG
                            to_yaml_dict)
 from hardware.units import UnitError
 from perfmodel import engines
-from perfmodel.commands import power_source_text
+from perfmodel.commands import energy_row, power_source_text
 from workloads.model import ModelError, ModelSpec
 from workloads.scenario import Scenario
 
@@ -296,12 +296,9 @@ def plan(model: ModelSpec, hw: Hardware, sc: Scenario, engine: str = engines.DEF
 
     Returns plain data (dicts, DataFrames, strings) so the result can be cached and pickled.
     """
-    from perfmodel import energy
-
     pred = perfmodel.predict(model, hw, sc, engine=engine)
-    # the board power model's energy and power of the request (perfmodel.energy), as `predict --json`
-    row = {**pred.row(0), **{k: float(np.asarray(v).reshape(-1)[0]) for k, v in energy.prediction_energy(pred).items()},
-           "power_model": energy.power_model(hw).source}
+    # the request's energy and power (perfmodel.energy), the same fields `predict --json` prints
+    row = {**pred.row(0), **energy_row(pred)}
     try:
         pred.require_fit()
         verdict = None

@@ -145,7 +145,7 @@ def run_predict(args) -> int:
         except perfmodel.DoesNotFitError as err:
             raise perfmodel.DoesNotFitError(f"{err}; max batch that fits: {int(pred.row(0)['max_batch'])} "
                                             "(--allow-oversize prints the times anyway)") from None
-    row = {**pred.row(0), **_energy_row(pred, args.power_cap)}
+    row = {**pred.row(0), **energy_row(pred, args.power_cap)}
     if args.json:
         print(json.dumps(_json_row(row, model, hw, engine), indent=2))
         return 0
@@ -229,7 +229,7 @@ def power_source_text(source: str) -> str:
     return "power model calibrated on this device" if source == "calibration" else "power model from datasheet defaults"
 
 
-def _energy_row(pred, power_cap_w: float | None) -> dict:
+def energy_row(pred, power_cap_w: float | None = None) -> dict:
     """Energy and power of scenario 0 (perfmodel.energy.prediction_energy) as plain floats, with the
     cap and which parameters produced them (the spec's power calibration or datasheet defaults)."""
     from perfmodel import energy

@@ -115,18 +115,49 @@ def _stream(p: Precision, engine: Engine) -> Precision:
     return Precision(p.w_bits, np.maximum(p.a_bits, 16), p.kv_bits, p.quant_group, p.weight_only_kernel)
 
 
-def modulated_norm(name: str, tokens, width, p: Precision, count: int, engine: Engine) -> Op:
+#: Families whose reference code runs adaLN modulation and gated residuals in fp32 on 16-bit
+#: activations (diffusers transformer_wan.py WanTransformerBlock: FP32LayerNorm, then
+#: `(norm(x.float()) * (1 + scale) + shift).type_as(x)` and `(x.float() + y * gate).type_as(x)`;
+#: Wan-Video/Wan2.1 wan/modules/model.py the same). Eager PyTorch then moves fp32 temporaries;
+#: a compiled block keeps them in registers.
+FP32_MODULATION_FAMILIES = frozenset({"wan"})
+#: Families whose attention projects q, k and v with three linears (Wan-Video/Wan2.1 WanSelfAttention
+#: and WanCrossAttention: self.q, self.k, self.v; diffusers WanAttention: to_q, to_k, to_v). Dynamic
+#: fp8 then quantizes the shared input once per linear in eager PyTorch (measured: 10 amax
+#: reductions per Wan block on the H200, validate/reports/dit/h200/profile), once when compiled
+#: (inductor merges the identical quantizations). FLUX runs BFL's fused qkv linear.
+SEPARATE_QKV_FAMILIES = frozenset({"wan"})
+
+
+def modulated_norm(name: str, tokens, width, p: Precision, count: int, engine: Engine, fp32: bool = False) -> Op:
     """adaLN: LayerNorm then x (1 + scale) + shift (Peebles & Xie 2023, arXiv 2212.09748). Fused: one
     read and one write. Eager: layer_norm, 1 + scale, multiply, add: 4 kernels, 6 passes (the
-    diffusers AdaLayerNormZero forward)."""
+    diffusers AdaLayerNormZero forward); in fp32 (FP32_MODULATION_FAMILIES) 6 kernels moving 36 bytes
+    per element: upcast (2 + 4), layer_norm (4 + 4), multiply (4 + 4), add (4 + 4), cast (4 + 2)."""
     fused, p = _fused(engine), _stream(p, engine)
-    return vector_op(name, "norm", tokens, width, 2.0 if fused else 6.0, 8.0, p, count, kernels=1 if fused else 4)
+    if fused:
+        return vector_op(name, "norm", tokens, width, 2.0, 8.0, p, count, kernels=1)
+    if fp32:
+        return vector_op(name, "norm", tokens, width, 36.0 / p.act_bytes, 8.0, p, count, kernels=6)
+    return vector_op(name, "norm", tokens, width, 6.0, 8.0, p, count, kernels=4)
 
 
-def gated_residual(name: str, tokens, width, p: Precision, count: int, engine: Engine) -> Op:
-    """x + gate * y: one kernel reading x and y and writing x when fused; eager a multiply and an add."""
+def gated_residual(name: str, tokens, width, p: Precision, count: int, engine: Engine, fp32: bool = False) -> Op:
+    """x + gate * y: one kernel reading x and y and writing x when fused; eager a multiply and an add;
+    in fp32 (FP32_MODULATION_FAMILIES) 5 kernels moving 38 bytes per element: two upcasts (2 + 4
+    each), the gate multiply (4 + 4), the add (8 + 4) and the cast back (4 + 2)."""
     fused, p = _fused(engine), _stream(p, engine)
-    return vector_op(name, "elementwise", tokens, width, 3.0 if fused else 5.0, 2.0, p, count, kernels=1 if fused else 2)
+    if fused:
+        return vector_op(name, "elementwise", tokens, width, 3.0, 2.0, p, count, kernels=1)
+    if fp32:
+        return vector_op(name, "elementwise", tokens, width, 38.0 / p.act_bytes, 2.0, p, count, kernels=5)
+    return vector_op(name, "elementwise", tokens, width, 5.0, 2.0, p, count, kernels=2)
+
+
+def residual_add(name: str, tokens, width, p: Precision, count: int, engine: Engine) -> Op:
+    """x + y without a gate (the cross-attention residual of PixArt and Wan blocks): one kernel
+    reading both and writing x, fused or eager."""
+    return vector_op(name, "elementwise", tokens, width, 3.0, 1.0, _stream(p, engine), count, kernels=1)
 
 
 def qk_norm_rope(name: str, tokens, width, p: Precision, count: int, engine: Engine, rope: bool = True) -> list[Op]:
@@ -213,7 +244,8 @@ def _quant(tokens, width, p: Precision, engine: Engine, count: int, inputs: int)
     """Dynamic per-tensor activation quantization before 8-bit GEMMs (perfmodel.ops.quant_ops)."""
     if not engine.act_quant_kernels or not np.any((np.asarray(p.w_bits) <= 8) & (np.asarray(p.a_bits) <= 8)):
         return []
-    return quant_ops(tokens, width, p, engine.act_quant_kernels, count, inputs=inputs, single_block=False)
+    return quant_ops(tokens, width, p, engine.act_quant_kernels, count, inputs=inputs, single_block=False,
+                     quant_bytes=engine.act_quant_bytes)
 
 
 def joint_block_ops(spec, samples, img, txt, p: Precision, count: int, engine: Engine, sparse=DENSE,
@@ -269,20 +301,29 @@ def cross_block_ops(spec, samples, img, txt, p: Precision, count: int, engine: E
     MLP, gated residual. The adaLN-single modulation is a table add (no GEMM per block)."""
     D, F, H, d = spec.d_model, spec.d_ff, spec.n_heads, spec.head_dim
     t, c = samples * img, samples * txt
-    # inputs of qkv, out, cross_q, cross_out, fc1 (D) and fc2 (F); cross_kv's input is the text
-    ops = [modulated_norm("norm1", t, D, p, count, engine), *_quant(t, 5 * D + F, p, engine, count, inputs=6),
-           *_quant(c, D, p, engine, count, inputs=1),
-           matmul_op("qkv", t, 3 * D, D, p, count)]
+    fp32 = spec.family in FP32_MODULATION_FAMILIES
+    # separate q, k, v linears quantize their shared input once each in eager PyTorch
+    copies = 3 if spec.family in SEPARATE_QKV_FAMILIES and not _fused(engine) else 1
+    # inputs of q/k/v, out, cross_q, cross_out, fc1 (D) and fc2 (F); cross k/v's input is the text
+    ops = [modulated_norm("norm1", t, D, p, count, engine, fp32),
+           *_quant(t, (3 + copies) * D + F, p, engine, count, inputs=5 + copies),
+           *_quant(c, (copies + 1) // 2 * D, p, engine, count, inputs=(copies + 1) // 2)]
+    if spec.family in SEPARATE_QKV_FAMILIES:
+        ops += [matmul_op(name, t, D, D, p, count) for name in ("q", "k", "v")]
+    else:
+        ops += [matmul_op("qkv", t, 3 * D, D, p, count)]
     ops += qk_norm_rope("qk", t, D, p, count, engine, rope=spec.family == "wan") if spec.qk_norm or spec.family == "wan" \
         else []
+    cross_kv = [matmul_op("cross_k", c, D, D, p, count), matmul_op("cross_v", c, D, D, p, count)] \
+        if spec.family in SEPARATE_QKV_FAMILIES else [matmul_op("cross_kv", c, 2 * D, D, p, count)]
     ops += [*attention_ops("self_attn", samples, img * devices, img * devices, H / devices, d, p, count, engine, sparse),
-            matmul_op("out", t, D, D, p, count), gated_residual("res1", t, D, p, count, engine),
+            matmul_op("out", t, D, D, p, count), gated_residual("res1", t, D, p, count, engine, fp32),
             vector_op("norm2", "norm", t, D, 2.0, 8.0, _stream(p, engine), count),
-            matmul_op("cross_q", t, D, D, p, count), matmul_op("cross_kv", c, 2 * D, D, p, count),
+            matmul_op("cross_q", t, D, D, p, count), *cross_kv,
             *attention_ops("cross_attn", samples, img, txt, H, d, p, count, engine, self_attention=False),
-            matmul_op("cross_out", t, D, D, p, count), gated_residual("res2", t, D, p, count, engine),
-            modulated_norm("norm3", t, D, p, count, engine), *mlp_ops("", t, D, F, p, count, engine),
-            gated_residual("res3", t, D, p, count, engine)]
+            matmul_op("cross_out", t, D, D, p, count), residual_add("res2", t, D, p, count, engine),
+            modulated_norm("norm3", t, D, p, count, engine, fp32), *mlp_ops("", t, D, F, p, count, engine),
+            gated_residual("res3", t, D, p, count, engine, fp32)]
     return ops
 
 

@@ -8,6 +8,10 @@ The model, per device, for a phase of `time_s` seconds whose ops do F_c FLOPs on
     P     = P_idle + E_dyn / time_s, clipped at the board limit P_tdp  (W)
     E     = P T                                                       (J)
 
+P_idle is the board awake and otherwise idle (clocks up, as between a step's kernels or while the
+host launches them), measured with tiny kernels launched back to back: 121 W on an H200, against
+78 W parked after seconds of nothing. A host-bound step spends its gaps awake.
+
 Power as idle plus a per-unit energy times its activity is the form of Hong & Kim, "An integrated
 GPU power and performance model", ISCA 2010 (runtime power = idle + sum of unit access rate x unit
 power) and of AccelWattch (Kandiah et al., MICRO 2021: constant + static + dynamic per-component
@@ -49,9 +53,11 @@ DTYPE_CLASSES = ("bf16", "fp8", "fp32")
 #: Attention kernels' FLOPs (16-bit tensor cores, plus softmax on the special-function units and the
 #: tiles' on-chip traffic) have an energy of their own where calibrated; else the bf16 GEMMs'.
 ATTENTION = "attention"
-#: Idle board power as a fraction of the TDP where no calibration gives it. [measured] an H200 SXM
-#: idles at 77.9 W of its 700 W (validate/reports/power/h200/power_cases.csv, "idle"): 11%.
-IDLE_FRACTION_OF_TDP = 0.11
+#: P_idle as a fraction of the TDP where no calibration gives it: the board's power while a workload
+#: keeps it awake and otherwise idle (host-bound gaps, waits), not its parked idle. [measured] an H200
+#: SXM draws 121.3 W of its 700 W launching tiny kernels back to back at full clock, 78.1 W parked
+#: (validate/reports/power/h200/power_cases.csv, "launch" and "idle"): 17%.
+IDLE_FRACTION_OF_TDP = 0.17
 #: Fraction of the datasheet dense peak at which a compute-bound kernel alone draws the whole TDP.
 #: [measured] the H200's bf16 GEMMs sit at their 700 W limit at 620-670 TFLOP/s sustained of the
 #: datasheet's 989.5 (validate/reports/power/h200/report.md): about 0.65.
@@ -102,7 +108,7 @@ def default_power_model(hw: Hardware, cap_w: float | None = None) -> PowerModel:
     tdp = hw.power_w
     idle = IDLE_FRACTION_OF_TDP * tdp
     per_flop = {c: (tdp - idle) / (TDP_AT_PEAK_FRACTION * hw.peak_flops_per_s(c)) for c in DTYPE_CLASSES}
-    tags = {"idle_w": f"{IDLE_FRACTION_OF_TDP:.0%} of TDP (H200 measured idle 77.9 W of 700 W)",
+    tags = {"idle_w": f"{IDLE_FRACTION_OF_TDP:.0%} of TDP (H200 measured awake idle 121.3 W of 700 W)",
             "joules_per_flop": f"TDP reached at {TDP_AT_PEAK_FRACTION:.0%} of the datasheet peak "
                                "(H200 measured bf16 GEMMs at the limit)",
             "joules_per_hbm_byte": "H200 measured 128 pJ/B",

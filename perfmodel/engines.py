@@ -47,7 +47,9 @@ class Engine:
     inductor's fusion), reading x and the residual and writing both. cache_write_kernels: kernels
     that write the new tokens' K and V into a paged or static cache (0 when the attention or RoPE
     kernel writes them). act_quant_kernels: kernels per GEMM input that quantize activations for
-    8-bit GEMMs (0 when fused into the preceding kernel). kv_append_copies: the cache grows by
+    8-bit GEMMs (0 when fused into the preceding kernel); act_quant_bytes: bytes those kernels move
+    per activation element besides writing the quantized value (2: one fused kernel reads the
+    16-bit input; eager PyTorch's abs, upcast, divide, clamp and cast move fp32 temporaries). kv_append_copies: the cache grows by
     torch.cat (re-read and re-written every step). attn_out_copy: the attention output is copied
     contiguous before the output projection.
 
@@ -71,6 +73,7 @@ class Engine:
     act_kernels: int = 1
     act_passes: float = 3.0
     act_quant_kernels: int = 0
+    act_quant_bytes: float = 2.0
     single_block_amax: bool = False
     kv_append_copies: bool = False
     attn_out_copy: bool = False

@@ -268,27 +268,32 @@ def act_quant_ops(model: ModelSpec, tokens, p: Precision, tp, engine: Engine, de
     width = 3.0 * model.d_model + model.n_heads * model.head_dim / tp + (model.d_ff / tp if model.d_ff else 0.0)
     # inputs scaled by the 8-bit mask: a 16-bit scenario in a mixed sweep launches no quant kernels
     return quant_ops(tokens * eight, width, p, engine.act_quant_kernels, model.n_layers, inputs=4 * eight,
-                     single_block=decode and engine.single_block_amax)
+                     single_block=decode and engine.single_block_amax, quant_bytes=engine.act_quant_bytes)
+
+
+#: Bytes per element the amax pass of per-tensor quantization reads: the 16-bit activation
+#: (eager PyTorch reads |x|, which its abs kernel wrote at 16 bits; counted in act_quant_bytes).
+AMAX_READ_BYTES = 2.0
 
 
 def quant_ops(tokens, width, p: Precision, kernels: int, count: int, inputs=1,
-              single_block: bool = True) -> list[Op]:
+              single_block: bool = True, quant_bytes: float = 2.0) -> list[Op]:
     """fp8 quantization of `inputs` activations of tokens x width elements in all (per-token
     scales: one kernel reading 16 bits and writing 8 per element, as vLLM's per-token quant; per-
     tensor scales, kernels >= 2: first an amax reduction over the whole tensor, then scale-and-cast).
-    With `single_block` the amax is a kind "reduction" kernel priced at
-    Calibration.reduction_bytes_per_s: torch.compile with dynamic shapes, compiled at a small size
-    hint, emits it without a split and runs it in one thread block (33 GB/s on an H200, the
-    suite's act_quant cases); otherwise it streams like any elementwise kernel."""
+    `quant_bytes`: bytes the scale-and-cast kernels move per element besides writing the quantized
+    value (Engine.act_quant_bytes: 2 for one fused kernel reading 16 bits; eager PyTorch's abs,
+    upcast, divide, clamp and cast move 30: 4 + 6 + 8 + 8 + 4, validate/engine_model.quantize_fp8). With `single_block` the amax is a kind "reduction" kernel
+    priced at Calibration.reduction_bytes_per_s: torch.compile with dynamic shapes, compiled at a
+    small size hint, emits it without a split and runs it in one thread block (33 GB/s on an H200,
+    the suite's act_quant cases); otherwise it streams like any elementwise kernel."""
     ops = []
     if kernels >= 2:
         ops.append(Op("act_amax", "reduction" if single_block else "elementwise", count, flops=width * tokens,
-                      weight_bytes=0.0,
-                      act_bytes=(2.0 * width) * tokens * p.act_bytes, kernels=inputs))
+                      weight_bytes=0.0, act_bytes=(AMAX_READ_BYTES * width) * tokens, kernels=inputs))
     quant_kernels = kernels - 1 if kernels >= 2 else kernels
     ops.append(Op("act_quant", "elementwise", count, flops=(2.0 * width) * tokens, weight_bytes=0.0,
-                  act_bytes=((2.0 * quant_kernels + 1.0) * width) * tokens * p.act_bytes,
-                  kernels=inputs * quant_kernels))
+                  act_bytes=((quant_bytes + p.act_bytes) * width) * tokens, kernels=inputs * quant_kernels))
     return ops
 
 

@@ -286,6 +286,30 @@ def build_model_step(case: dict, dev: torch.device):
     return build(case, dev)
 
 
+#: Graphs dynamo may compile per function before it gives up: the suite compiles one function
+#: (engine_model.moe, quantize_fp8) at every case's shape, 30 MoE layers among them.
+RECOMPILE_LIMIT = 256
+
+
+def raise_recompile_limit(limit: int = RECOMPILE_LIMIT) -> dict:
+    """Lift dynamo's per-function recompile limit and make hitting it an error. Past the default
+    limit (8) dynamo silently runs the function eagerly: on the H200 the suite's MoE cases after
+    the 8th ran as ~29 eager kernels instead of 12-15 compiled ones (validate/diagnostics/
+    profile_moe.py), which put the fitted routing floor at 89 us where compiled layers take 27-33.
+    Returns the settings, for a run's meta.json."""
+    settings = {"recompile_limit": limit, "cache_size_limit": limit, "fail_on_recompile_limit_hit": True}
+    for key, value in settings.items():
+        if hasattr(torch._dynamo.config, key):
+            setattr(torch._dynamo.config, key, value)
+    return settings
+
+
+def compile_case(fn, dynamic: bool):
+    """torch.compile for a suite case, with the recompile limit lifted (raise_recompile_limit)."""
+    raise_recompile_limit()
+    return torch.compile(fn, dynamic=dynamic)
+
+
 def build_act_quant(case: dict, dev: torch.device):
     """Per-tensor dynamic fp8 quantization of a tokens x width bf16 activation (an amax reduction
     over the whole tensor, then scale-and-cast), compiled by torch.compile with dynamic shapes as
@@ -295,7 +319,7 @@ def build_act_quant(case: dict, dev: torch.device):
     tokens, width = int(case["tokens"]), int(case["width"])
     sets = copies_to_defeat_cache(tokens * width * 2, dev.type == "cuda")
     x = [_randn((tokens, width), torch.bfloat16, dev) for _ in range(sets)]
-    fn = torch.compile(em.quantize_fp8, dynamic=True) if dev.type == "cuda" else em.quantize_fp8
+    fn = compile_case(em.quantize_fp8, dynamic=True) if dev.type == "cuda" else em.quantize_fp8
     return lambda i: fn(x[i % sets])
 
 
@@ -313,7 +337,7 @@ def build_moe(case: dict, dev: torch.device):
     dims = em.Dims(heads=1, kv_heads=1, head_dim=hidden, eps=1e-6, qk_norm=False, experts=experts, top_k=top_k,
                    moe_impl="grouped" if grouped else "loop")
     h = _randn((tokens, hidden), t, dev)
-    fn = torch.compile(em.moe, dynamic=False) if grouped else em.moe
+    fn = compile_case(em.moe, dynamic=False) if grouped else em.moe
     return lambda i: fn(h, w, dims)
 
 

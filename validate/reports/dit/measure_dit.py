@@ -1,6 +1,6 @@
 """Time diffusion-transformer blocks and block-sparse attention on the local GPU (issue 17).
 
-    python validate/reports/dit/measure_dit.py --out DIR [--quick] [--limit-s S] [--power-s S]
+    python validate/reports/dit/measure_dit.py --out DIR [--quick] [--limit-s S] [--power-s S] [--compile static|dynamic]
                                                 [--only REGEX] [--dry-run]
 
 Our own torch blocks with random weights (no diffusers), at the shapes of the catalog models
@@ -21,8 +21,12 @@ Our own torch blocks with random weights (no diffusers), at the shapes of the ca
 Linear layers carry no bias (biases ride in the GEMM epilogue; their bytes are D per layer).
 
 Engines: torch-eager (eager kernels, CUDA events around calls queued back to back: bench.time_callable)
-and torch-compile (torch.compile, inductor, dynamic token dim so one graph per block and dtype, timed
-by CUDA-graph replays: bench.time_graphed). dtypes: bf16, and fp8 (every linear with a float8_e4m3fn
+and torch-compile (torch.compile, inductor, timed by CUDA-graph replays: bench.time_graphed). --compile
+static (the default) compiles one graph per shape, as a DiT deployment compiles the resolution it serves
+(diffusers' torch.compile recipe, TensorRT engines per resolution profile); --compile dynamic marks every
+dim symbolic (torch.compile(dynamic=True), widths and head counts included), how the second H200 run was
+measured: inductor then cannot specialise its reductions to the model's widths, and the fused norm, RoPE
+and fp8 amax kernels ran at 0.14-1.8 TB/s (validate/reports/dit/h200/profile) where static ones stream. dtypes: bf16, and fp8 (every linear with a float8_e4m3fn
 weight and per-tensor scale, activations quantized per tensor on the fly, torch._scaled_mm:
 validate/engine_model.fp8_linear, as validate/engine_model.py does).
 
@@ -71,7 +75,9 @@ COLUMNS = ("case_id", "kind", "block", "model", "engine", "dtype", "split", "hei
            "image_tokens", "text_tokens", "tokens", "d_model", "heads", "head_dim", "d_ff", "density",
            "status", "measured_s", "repeats", "power_w", "energy_j", "sm_clock_mhz", "error",
            "sustained_s", "power_source",
-           "device_name", "torch", "timestamp")
+           "device_name", "torch", "timestamp", "compile")
+#: --compile modes: torch.compile's `dynamic` argument for the compiled blocks.
+COMPILE_MODES = {"static": False, "dynamic": True}
 BLOCK_SIZE = 128
 WEIGHT_STD = 0.02
 
@@ -253,8 +259,9 @@ def rope_tables(tokens: int, d: int, dev):
     return torch.cos(pos * freq), torch.sin(pos * freq)
 
 
-def build_block(case: dict, dev, compiled: dict):
-    """fn(i) running one block forward; compiled functions are cached per (block, dtype)."""
+def build_block(case: dict, dev, compiled: dict, compile_mode: str = "static"):
+    """fn(i) running one block forward; compiled functions are cached per (block, dtype, mode): in
+    mode "static" dynamo then compiles one graph per shape (recompiling on a new one)."""
     fp8 = case["dtype"] == "fp8"
     act = torch.bfloat16 if dev.type == "cuda" else torch.float32
     D, H, d = int(case["d_model"]), int(case["heads"]), int(case["head_dim"])
@@ -265,9 +272,9 @@ def build_block(case: dict, dev, compiled: dict):
     block = case["block"]
     fn = {"flux-double": flux_double, "flux-single": flux_single, "wan": wan_block}[block]
     if case["engine"] == "torch-compile":
-        key = (block, case["dtype"])
+        key = (block, case["dtype"], compile_mode)
         if key not in compiled:
-            compiled[key] = torch.compile(fn, dynamic=True, fullgraph=True)
+            compiled[key] = torch.compile(fn, dynamic=COMPILE_MODES[compile_mode], fullgraph=True)
         fn = compiled[key]
     if block == "flux-double":
         img, txt = x(img_t), x(txt_t)
@@ -340,11 +347,11 @@ def build_attention(case: dict, dev, compiled: dict):
 
 # -- measuring ----------------------------------------------------------------------------------------
 
-def measure(case: dict, dev, compiled: dict, power_s: float) -> dict:
+def measure(case: dict, dev, compiled: dict, power_s: float, compile_mode: str = "static") -> dict:
     cuda = dev.type == "cuda"
-    build = build_attention if case["kind"] == "attention" else build_block
     with torch.inference_mode():
-        fn = build(case, dev, compiled)
+        fn = build_attention(case, dev, compiled) if case["kind"] == "attention" else \
+            build_block(case, dev, compiled, compile_mode)
         out = fn(0)
         outs = out if isinstance(out, tuple) else (out,)
         if not all(torch.isfinite(t.float()).all() for t in outs):
@@ -362,6 +369,8 @@ def parse(argv):
     p.add_argument("--limit-s", type=float, default=330.0, help="start no new case after this many seconds")
     p.add_argument("--power-s", type=float, default=3.0, help="seconds of sustained calls to read power (0: off)")
     p.add_argument("--only", default="", help="regex on case ids")
+    p.add_argument("--compile", default="static", choices=sorted(COMPILE_MODES),
+                   help="compiled blocks: one graph per shape (static) or every dim symbolic (dynamic)")
     p.add_argument("--dry-run", action="store_true", help="print the cases and exit")
     return p.parse_args(argv)
 
@@ -392,10 +401,11 @@ def main(argv=None) -> int:
         if time.perf_counter() - start > args.limit_s:
             print(f"--limit-s {args.limit_s:g} reached: {len(todo) - n + 1} cases left; rerun to continue")
             break
-        row = {**case, "device_name": env["device_name"], "torch": env["torch"], "timestamp": time.time()}
+        row = {**case, "device_name": env["device_name"], "torch": env["torch"], "timestamp": time.time(),
+               "compile": args.compile if case["engine"] == "torch-compile" and case["kind"] == "block" else ""}
         t0 = time.perf_counter()
         try:
-            row.update(measure(case, dev, compiled, args.power_s if not args.quick else 0.0), status="ok")
+            row.update(measure(case, dev, compiled, args.power_s if not args.quick else 0.0, args.compile), status="ok")
         except Exception as err:  # recorded as failed; the run goes on (OOM, a kernel torch lacks)
             row.update(status="failed", error=f"{type(err).__name__}: {err}".replace("\n", " ")[:300])
             traceback.print_exc(limit=2)

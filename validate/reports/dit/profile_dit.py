@@ -1,6 +1,6 @@
 """Where a DiT block's time goes, kernel by kernel: torch.profiler over calls of measure_dit.py's blocks.
 
-    python validate/reports/dit/profile_dit.py --out DIR [--only REGEX] [--calls N]   # GPU
+    python validate/reports/dit/profile_dit.py --out DIR [--only REGEX] [--calls N] [--compile static|dynamic]   # GPU
     python validate/reports/dit/profile_dit.py --out DIR --quick                       # CPU smoke test
 
 For each selected case of measure_dit.py's grid (default: one compiled bf16 block of each kind at a
@@ -31,10 +31,10 @@ COLUMNS = ("case_id", "kernel", "calls_per_block", "device_us_per_block", "block
 DEFAULT_ONLY = r"^block/.*/torch-compile/(bf16|fp8)/(768/768/1/|480/832/33/)"
 
 
-def profile_case(case: dict, dev, calls: int) -> list[dict]:
+def profile_case(case: dict, dev, calls: int, compile_mode: str = "static") -> list[dict]:
     """Kernel rows of one case: per kernel name, calls and device time per block call."""
     with torch.inference_mode():
-        fn = measure_dit.build_block(case, dev, {})
+        fn = measure_dit.build_block(case, dev, {}, compile_mode)
         for i in range(3):
             fn(i)
         if dev.type == "cuda":
@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--only", default=DEFAULT_ONLY, help="regex over measure_dit case ids")
     p.add_argument("--calls", type=int, default=10)
+    p.add_argument("--compile", default="static", choices=sorted(measure_dit.COMPILE_MODES),
+                   help="as measure_dit.py --compile (the committed h200/profile run: dynamic)")
     p.add_argument("--quick", action="store_true", help="CPU smoke test: tiny dims")
     args = p.parse_args(argv)
     if args.calls < 1:
@@ -86,7 +88,7 @@ def main(argv=None) -> int:
     for case in cases:
         if case["case_id"] in done:
             continue
-        rows = profile_case(case, dev, args.calls)
+        rows = profile_case(case, dev, args.calls, args.compile)
         append_records(path, rows, COLUMNS)  # the suite's writer: appended and fsynced per case
         print(f"{case['case_id']}: {float(rows[0]['block_us']) if rows else 0:.1f} us per block, "
               f"{len(rows)} kernels", flush=True)

@@ -267,10 +267,8 @@ def configure_compiler(threads: int) -> dict:
     for key, value in choices.items():
         setattr(inductor, key, value)
     inductor.triton.cudagraphs = False
-    for key, value in (("recompile_limit", 64), ("cache_size_limit", 64), ("fail_on_recompile_limit_hit", True)):
-        if hasattr(torch._dynamo.config, key):
-            setattr(torch._dynamo.config, key, value)
-    return {**choices, "triton.cudagraphs": False, "recompile_limit": 64,
+    limits = bench.raise_recompile_limit(64)
+    return {**choices, "triton.cudagraphs": False, "recompile_limit": limits["recompile_limit"],
             "cache_dir": os.environ.get("TORCHINDUCTOR_CACHE_DIR", "")}
 
 

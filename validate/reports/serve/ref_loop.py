@@ -4,7 +4,12 @@ timestamps and a per-iteration log, to validate the serving simulator on the sam
 
 It runs like a vLLM-V1-style engine (vllm/v1/core/sched/scheduler.py) whose costs the simulator's
 `torch-compile` profile prices: every forward is torch.compile'd (inductor) and replayed from a CUDA
-graph captured per shape before the timed replay starts, prefill chunks padded to fixed sizes.
+graph captured per shape before the timed replay starts, prefill chunks padded to fixed sizes. The
+default compile is static (one graph per captured shape, widths and head counts known to inductor,
+as engines compile them); --compile dynamic makes every dim symbolic, which left inductor's fused
+norm/RoPE/SiLU kernels 1.5-1.8x slower on the H200 (validate/reports/serve/h200/profile: triton
+time per forward, loop-dynamic vs loop-static and the engine) and is kept to reproduce the first
+compiled run (validate/reports/serve/h200-dynamic).
 
 One iteration (what the simulator must mirror; serving.simulator.ServeConfig in `sim_config`):
   1. requests whose arrival time has passed join the FCFS waiting queue;
@@ -576,7 +581,7 @@ def parse(argv):
     p.add_argument("--layers", type=_whole("--layers", 1, 1000), default=None, help="default: the model's own")
     p.add_argument("--dtype", default="bf16", help=f"one of {', '.join(DTYPES)}")
     p.add_argument("--compile", default=None, choices=("dynamic", "static", "none"),
-                   help="torch.compile of the layer: default dynamic (cuda), none (cpu)")
+                   help="torch.compile of the layer: default static (cuda), none (cpu)")
     p.add_argument("--rates", default="auto", help="'auto' (fractions of measured capacity) or req/s list a,b,c")
     p.add_argument("--fractions", default="0.2,0.6,1.0,1.3")
     p.add_argument("--requests", type=_whole("--requests", 1, 10**6), default=200)
@@ -612,7 +617,7 @@ def parse(argv):
     if a.device == "cpu" and a.layers is None:
         a.layers = 1
     if a.compile is None:
-        a.compile = "dynamic" if a.device == "cuda" else "none"
+        a.compile = "static" if a.device == "cuda" else "none"
     return a
 
 

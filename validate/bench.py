@@ -286,6 +286,27 @@ def build_model_step(case: dict, dev: torch.device):
     return build(case, dev)
 
 
+def kernel_times(fn: Callable[[int], object], dev: torch.device, calls: int) -> dict[str, tuple[float, float]]:
+    """Per kernel name (first 160 characters): launches and microseconds per fn(i) call, from
+    torch.profiler over `calls` un-graphed calls (device durations on a GPU, not the gaps between
+    kernels; on a CPU the top-level ops' CPU time). The caller warms fn first."""
+    activities = [torch.profiler.ProfilerActivity.CPU] + \
+        ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        for i in range(calls):
+            fn(i)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    totals: dict[str, list[float]] = {}
+    for evt in prof.events():
+        on_device = dev.type == "cuda" and evt.device_type == torch.autograd.DeviceType.CUDA
+        if on_device or (dev.type != "cuda" and evt.device_type == torch.autograd.DeviceType.CPU and not evt.cpu_parent):
+            t = totals.setdefault(evt.name[:160], [0.0, 0.0])
+            t[0] += 1
+            t[1] += evt.device_time if on_device else evt.cpu_time
+    return {name: (n / calls, us / calls) for name, (n, us) in totals.items()}
+
+
 #: Graphs dynamo may compile per function before it gives up: the suite compiles one function
 #: (engine_model.moe, quantize_fp8) at every case's shape, 30 MoE layers among them.
 RECOMPILE_LIMIT = 256

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, when run as a script
@@ -54,24 +53,6 @@ def build(experts: int, top_k: int, hidden: int, inter: int, tokens: int, routin
     return lambda i: fn(h, w, dims)
 
 
-def kernels(fn, dev, calls: int = 20) -> dict[str, list[float]]:
-    activities = [torch.profiler.ProfilerActivity.CPU] + \
-        ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
-    with torch.profiler.profile(activities=activities) as prof:
-        for i in range(calls):
-            fn(i)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-    totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
-    for evt in prof.events():
-        on_device = dev.type == "cuda" and evt.device_type == torch.autograd.DeviceType.CUDA
-        if on_device or (dev.type != "cuda" and evt.device_type == torch.autograd.DeviceType.CPU and not evt.cpu_parent):
-            t = totals[evt.name[:160]]
-            t[0] += 1 / calls
-            t[1] += (evt.device_time if on_device else evt.cpu_time) / calls
-    return totals
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out")
@@ -99,7 +80,7 @@ def main(argv=None) -> int:
                     for i in range(3):
                         fn(i)
                     graphed = bench.time_graphed(fn)[0] if dev.type == "cuda" else float("nan")
-                    ks = kernels(fn, dev)
+                    ks = bench.kernel_times(fn, dev, calls=20)
                 rows = [{"case_id": case_id, "kernel": k, "calls_per_call": f"{n:.4g}", "device_us_per_call": f"{us:.4g}"}
                         for k, (n, us) in sorted(ks.items(), key=lambda kv: -kv[1][1])]
                 append_records(out / "moe_kernels.csv", rows, KERNEL_COLUMNS)

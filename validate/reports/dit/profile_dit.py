@@ -15,7 +15,6 @@ import argparse
 import csv
 import re
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repo root, when run as a script
@@ -39,23 +38,10 @@ def profile_case(case: dict, dev, calls: int, compile_mode: str = "static") -> l
             fn(i)
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        activities = [torch.profiler.ProfilerActivity.CPU] + \
-            ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
-        with torch.profiler.profile(activities=activities) as prof:
-            for i in range(calls):
-                fn(i)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-    totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
-    for evt in prof.events():
-        on_device = dev.type == "cuda" and evt.device_type == torch.autograd.DeviceType.CUDA
-        if on_device or (dev.type != "cuda" and evt.device_type == torch.autograd.DeviceType.CPU and not evt.cpu_parent):
-            t = totals[evt.name[:160]]
-            t[0] += 1
-            t[1] += evt.device_time if on_device else evt.cpu_time
-    block_us = sum(t[1] for t in totals.values()) / calls
-    return [{"case_id": case["case_id"], "kernel": name, "calls_per_block": f"{n / calls:.4g}",
-             "device_us_per_block": f"{us / calls:.6g}", "block_us": f"{block_us:.6g}"}
+        totals = bench.kernel_times(fn, dev, calls)
+    block_us = sum(us for _, us in totals.values())
+    return [{"case_id": case["case_id"], "kernel": name, "calls_per_block": f"{n:.4g}",
+             "device_us_per_block": f"{us:.6g}", "block_us": f"{block_us:.6g}"}
             for name, (n, us) in sorted(totals.items(), key=lambda kv: -kv[1][1])]
 
 

@@ -306,7 +306,7 @@ def cross_block_ops(spec, samples, img, txt, p: Precision, count: int, engine: E
     copies = 3 if spec.family in SEPARATE_QKV_FAMILIES and not _fused(engine) else 1
     # inputs of q/k/v, out, cross_q, cross_out, fc1 (D) and fc2 (F); cross k/v's input is the text
     ops = [modulated_norm("norm1", t, D, p, count, engine, fp32),
-           *_quant(t, (3 + copies) * D + F, p, engine, count, inputs=5 + copies),
+           *_quant(t, (4 + copies) * D + F, p, engine, count, inputs=5 + copies),
            *_quant(c, (copies + 1) // 2 * D, p, engine, count, inputs=(copies + 1) // 2)]
     if spec.family in SEPARATE_QKV_FAMILIES:
         ops += [matmul_op(name, t, D, D, p, count) for name in ("q", "k", "v")]

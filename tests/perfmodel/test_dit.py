@@ -184,3 +184,31 @@ def test_vector_ops_stay_16_bit_when_activations_are_quantized_per_gemm():
     bf16 = vector(cost.single_block_ops(spec, 1, 4608, Precision(16, 16, 16), 1, fused))
     fp8 = vector(cost.single_block_ops(spec, 1, 4608, Precision(8, 8, 8), 1, fused))
     assert all(fp8[k] < bf16[k] for k in bf16)
+
+
+def test_wan_eager_moves_fp32_modulation_and_quantizes_each_of_q_k_v():
+    """Wan's reference code: modulation and gated residuals in fp32 (eager: 36 and 38 bytes per element,
+    by hand: upcast 2+4, layer_norm 4+4, multiply 4+4, add 4+4, cast 4+2; two upcasts 2x(2+4), multiply
+    4+4, add 8+4, cast 4+2); separate q, k, v linears quantize their shared input three times in eager
+    fp8 (30 bytes per element before the fp8 write), once when compiled. FLUX keeps 16-bit passes."""
+    from perfmodel.engines import load as load_engine
+
+    spec, t, D = dit.load("wan2.1-t2v-14b").dit, 1000.0, dit.load("wan2.1-t2v-14b").dit.d_model
+    eager, compiled = load_engine("torch-eager"), load_engine("torch-compile")
+    ops = {o.name: o for o in cost.cross_block_ops(spec, 1, t, 512, Precision(16, 16, 16), 1, eager)}
+    assert ops["norm1"].bytes == pytest.approx(36 * t * D) and ops["norm1"].kernels == 6
+    assert ops["res1"].bytes == pytest.approx(38 * t * D) and ops["res1"].kernels == 5
+    assert ops["res2"].bytes == pytest.approx(3 * 2 * t * D)  # the cross-attention residual: x + y
+    assert {"q", "k", "v"} <= set(ops) and "qkv" not in ops
+    fused = {o.name: o for o in cost.cross_block_ops(spec, 1, t, 512, Precision(16, 16, 16), 1, compiled)}
+    assert fused["norm1"].bytes == pytest.approx(2 * 2 * t * D) and fused["res1"].bytes == pytest.approx(3 * 2 * t * D)
+
+    width_eager, width_compiled = 7 * D + spec.d_ff, 5 * D + spec.d_ff  # q, k, v, out, cross q/out, fc1; fc2
+    eager_quant = [o for o in cost.cross_block_ops(spec, 1, t, 512, Precision(8, 8, 8), 1, eager) if o.name == "act_quant"]
+    compiled_quant = [o for o in cost.cross_block_ops(spec, 1, t, 512, Precision(8, 8, 8), 1, compiled)
+                      if o.name == "act_quant"]
+    assert eager_quant[0].bytes == pytest.approx((30 + 1) * t * width_eager)
+    assert compiled_quant[0].bytes == pytest.approx((2 + 1) * t * width_compiled)
+    flux = {o.name: o for o in cost.joint_block_ops(dit.load("flux.1-dev").dit, 1, t, 512, Precision(16, 16, 16), 1,
+                                                     eager)}
+    assert flux["img_norm1"].bytes == pytest.approx(6 * 2 * t * 3072)

@@ -65,3 +65,23 @@ def test_constant_power_baseline_is_exact_at_constant_power():
             for i, h in enumerate([0, 0, 1])]
     watts, ape = fit_power.constant_power_baseline(rows)
     assert watts == pytest.approx(650.0) and ape == pytest.approx(0.0, abs=1e-12)
+
+
+def test_the_awake_launch_case_is_the_idle_power_and_stays_out_of_the_fit():
+    """A run with a "launch" case (tiny kernels launched back to back) fits over the awake board's
+    power, not the parked idle: the busy cases' powers here are built on the awake baseline, and the
+    fit recovers the per-unit energies exactly only with it."""
+    awake = 120.0
+    rows = [case(0, "idle", "", 0, 0)]  # parked: 80 W
+    busy = [case(1, "gemm", "bf16", 6e14, 3e11), case(2, "gemm", "bf16", 5e14, 2.4e12),
+            case(3, "gemm", "fp8", 1.2e15, 3e11), case(4, "gemm", "fp8", 1e15, 2e12), case(5, "copy", "", 0, 4e12)]
+    for r in busy:
+        r["tail_power_w"] = str(float(r["tail_power_w"]) - TRUE["idle_w"] + awake)
+    launch = dict(case(9, "copy", "", 0, 0), id="launch", kind="launch", tail_power_w=str(awake))
+    params = fit_power.fit(rows + busy + [launch])
+    assert params["idle_w"] == pytest.approx(awake)
+    assert fit_power.parked_idle_w(rows + [launch]) == pytest.approx(TRUE["idle_w"])
+    assert launch not in fit_power.busy(rows + busy + [launch])
+    for key in ("j_per_flop_bf16", "j_per_flop_fp8", "j_per_hbm_byte"):
+        assert params[key] == pytest.approx(TRUE[key], rel=1e-6)
+    assert fit_power.idle_w(rows + busy) == pytest.approx(TRUE["idle_w"])  # no launch case: the parked idle

@@ -254,3 +254,24 @@ def test_table_routing_takes_distinct_random_experts_with_the_routers_weights():
     big = em.routing_table(20000, 128, 8, "cpu", seed=2)
     used = [len(torch.unique(big[i:i + 16])) for i in range(0, 16000, 16)]  # 1000 draws of 16 tokens
     assert sum(used) / len(used) == __import__("pytest").approx(128 * (1 - (1 - 8 / 128) ** 16), rel=0.01)
+
+
+def test_suite_compiles_lift_dynamo_recompile_limit_and_fail_loudly():
+    """Past dynamo's default recompile limit (8) torch.compile silently runs a function eagerly, which
+    turned 22 of the suite's 30 compiled MoE cases into eager ones: the suite lifts the limit and makes
+    hitting it an error (restored after the test: it is process-global)."""
+    import torch._dynamo
+
+    from validate import bench
+
+    config = torch._dynamo.config
+    saved = {key: getattr(config, key) for key in ("recompile_limit", "cache_size_limit", "fail_on_recompile_limit_hit")
+             if hasattr(config, key)}
+    try:
+        settings = bench.raise_recompile_limit()
+        assert settings["recompile_limit"] == bench.RECOMPILE_LIMIT >= 30
+        for key in saved:
+            assert getattr(config, key) == settings[key]
+    finally:
+        for key, value in saved.items():
+            setattr(config, key, value)

@@ -217,8 +217,9 @@ CALIBRATION = (
     Field(_CAL + "gemv_tile_n", "gemv_tile_n", "count", required=False, default=0, limits=(0, 10**6),
           zero_ok=True, write="nonzero"),
     # the board power model (perfmodel.energy), fitted on power read through NVML while kernels run
-    # (validate/reports/power/fit_power.py): idle power (awake, between a workload's kernels), energy per FLOP per dtype class and per
-    # HBM byte, and the fraction of its burst tensor-core rate the board sustains at its power limit
+    # (validate/reports/power/fit_power.py): idle power (awake, between a workload's kernels), energy
+    # per FLOP per dtype class and per HBM byte, and the fraction of its burst tensor-core rate the
+    # board sustains at its power limit
     Field(_CAL + "power.idle", "idle_power_w", "watts", required=False, default=0.0, zero_ok=True, write="nonzero"),
     Field(_CAL + "power.energy_per_flop", "joules_per_flop", "joules_per_flop", required=False, default={},
           keyed=True, write="nonzero"),

@@ -49,9 +49,9 @@ class Engine:
     kernel writes them). act_quant_kernels: kernels per GEMM input that quantize activations for
     8-bit GEMMs (0 when fused into the preceding kernel); act_quant_bytes: bytes those kernels move
     per activation element besides writing the quantized value (2: one fused kernel reads the
-    16-bit input; eager PyTorch's abs, upcast, divide, clamp and cast move fp32 temporaries). kv_append_copies: the cache grows by
-    torch.cat (re-read and re-written every step). attn_out_copy: the attention output is copied
-    contiguous before the output projection.
+    16-bit input; eager PyTorch's abs, upcast, divide, clamp and cast move fp32 temporaries).
+    kv_append_copies: the cache grows by torch.cat (re-read and re-written every step).
+    attn_out_copy: the attention output is copied contiguous before the output projection.
 
     prefill_attention / decode_attention name the attention kernel family: "sdpa" (PyTorch's
     scaled_dot_product_attention) or an engine's own attention backend as it runs by default on

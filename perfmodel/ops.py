@@ -283,10 +283,11 @@ def quant_ops(tokens, width, p: Precision, kernels: int, count: int, inputs=1,
     tensor scales, kernels >= 2: first an amax reduction over the whole tensor, then scale-and-cast).
     `quant_bytes`: bytes the scale-and-cast kernels move per element besides writing the quantized
     value (Engine.act_quant_bytes: 2 for one fused kernel reading 16 bits; eager PyTorch's abs,
-    upcast, divide, clamp and cast move 30: 4 + 6 + 8 + 8 + 4, validate/engine_model.quantize_fp8). With `single_block` the amax is a kind "reduction" kernel
-    priced at Calibration.reduction_bytes_per_s: torch.compile with dynamic shapes, compiled at a
-    small size hint, emits it without a split and runs it in one thread block (33 GB/s on an H200,
-    the suite's act_quant cases); otherwise it streams like any elementwise kernel."""
+    upcast, divide, clamp and cast move 30: 4 + 6 + 8 + 8 + 4, validate/engine_model.quantize_fp8).
+    With `single_block` the amax is a kind "reduction" kernel priced at
+    Calibration.reduction_bytes_per_s: torch.compile with dynamic shapes, compiled at a small size
+    hint, emits it without a split and runs it in one thread block (33 GB/s on an H200, the suite's
+    act_quant cases); otherwise it streams like any elementwise kernel."""
     ops = []
     if kernels >= 2:
         ops.append(Op("act_amax", "reduction" if single_block else "elementwise", count, flops=width * tokens,

@@ -300,7 +300,8 @@ def kernel_times(fn: Callable[[int], object], dev: torch.device, calls: int) -> 
     totals: dict[str, list[float]] = {}
     for evt in prof.events():
         on_device = dev.type == "cuda" and evt.device_type == torch.autograd.DeviceType.CUDA
-        if on_device or (dev.type != "cuda" and evt.device_type == torch.autograd.DeviceType.CPU and not evt.cpu_parent):
+        top_level_cpu = dev.type != "cuda" and evt.device_type == torch.autograd.DeviceType.CPU and not evt.cpu_parent
+        if on_device or top_level_cpu:
             t = totals.setdefault(evt.name[:160], [0.0, 0.0])
             t[0] += 1
             t[1] += evt.device_time if on_device else evt.cpu_time

@@ -204,7 +204,8 @@ def test_wan_eager_moves_fp32_modulation_and_quantizes_each_of_q_k_v():
     assert fused["norm1"].bytes == pytest.approx(2 * 2 * t * D) and fused["res1"].bytes == pytest.approx(3 * 2 * t * D)
 
     width_eager, width_compiled = 7 * D + spec.d_ff, 5 * D + spec.d_ff  # q, k, v, out, cross q/out, fc1; fc2
-    eager_quant = [o for o in cost.cross_block_ops(spec, 1, t, 512, Precision(8, 8, 8), 1, eager) if o.name == "act_quant"]
+    eager_quant = [o for o in cost.cross_block_ops(spec, 1, t, 512, Precision(8, 8, 8), 1, eager)
+                   if o.name == "act_quant"]
     compiled_quant = [o for o in cost.cross_block_ops(spec, 1, t, 512, Precision(8, 8, 8), 1, compiled)
                       if o.name == "act_quant"]
     assert eager_quant[0].bytes == pytest.approx((30 + 1) * t * width_eager)

@@ -81,7 +81,8 @@ def main(argv=None) -> int:
                         fn(i)
                     graphed = bench.time_graphed(fn)[0] if dev.type == "cuda" else float("nan")
                     ks = bench.kernel_times(fn, dev, calls=20)
-                rows = [{"case_id": case_id, "kernel": k, "calls_per_call": f"{n:.4g}", "device_us_per_call": f"{us:.4g}"}
+                rows = [{"case_id": case_id, "kernel": k, "calls_per_call": f"{n:.4g}",
+                         "device_us_per_call": f"{us:.4g}"}
                         for k, (n, us) in sorted(ks.items(), key=lambda kv: -kv[1][1])]
                 append_records(out / "moe_kernels.csv", rows, KERNEL_COLUMNS)
                 row = {"case_id": case_id, "experts": experts, "top_k": top_k, "hidden": hidden, "inter": inter,

@@ -1,7 +1,7 @@
 """Time diffusion-transformer blocks and block-sparse attention on the local GPU (issue 17).
 
-    python validate/reports/dit/measure_dit.py --out DIR [--quick] [--limit-s S] [--power-s S] [--compile static|dynamic]
-                                                [--only REGEX] [--dry-run]
+    python validate/reports/dit/measure_dit.py --out DIR [--quick] [--limit-s S] [--power-s S]
+                                                [--compile static|dynamic] [--only REGEX] [--dry-run]
 
 Our own torch blocks with random weights (no diffusers), at the shapes of the catalog models
 (workloads.dit: flux.1-dev and wan2.1-t2v-14b), laid out as the diffusers modules compute them:
@@ -26,9 +26,10 @@ static (the default) compiles one graph per shape, as a DiT deployment compiles 
 (diffusers' torch.compile recipe, TensorRT engines per resolution profile); --compile dynamic marks every
 dim symbolic (torch.compile(dynamic=True), widths and head counts included), how the second H200 run was
 measured: inductor then cannot specialise its reductions to the model's widths, and the fused norm, RoPE
-and fp8 amax kernels ran at 0.14-1.8 TB/s (validate/reports/dit/h200/profile) where static ones stream. dtypes: bf16, and fp8 (every linear with a float8_e4m3fn
-weight and per-tensor scale, activations quantized per tensor on the fly, torch._scaled_mm:
-validate/engine_model.fp8_linear, as validate/engine_model.py does).
+and fp8 amax kernels ran at 0.14-1.8 TB/s (validate/reports/dit/h200/run2-dynamic/profile) where static
+ones stream. dtypes: bf16, and fp8 (every linear with a float8_e4m3fn weight and per-tensor scale,
+activations quantized per tensor on the fly, torch._scaled_mm: validate/engine_model.fp8_linear, as
+validate/engine_model.py does).
 
 Attention cases (one head group of a layer, batch 1): dense SDPA (FlashAttention), and block-sparse
 attention as PAROAttention runs it (arXiv 2506.16054): tokens permuted per head into a block-friendly

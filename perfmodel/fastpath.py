@@ -43,7 +43,7 @@ from hardware.spec import Hardware
 from perfmodel import intervals
 from perfmodel.engines import Engine
 from perfmodel.ops import Op, Precision, context_ops, logits_ops, step_phase, token_ops
-from perfmodel.roofline import OpTime, is_tiled_gemm, op_time, tiled_gemm_terms
+from perfmodel.roofline import OpTime, is_tiled_gemm, mean_max_affine, op_time, tiled_gemm_terms
 from perfmodel.steps import (TOTAL_KEYS, StepSums, add_decode_context, add_op_times, has_bands, settle_mean_decode,
                              settle_step)
 from workloads.model import ModelSpec
@@ -357,7 +357,24 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
 
 def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_last, p: Precision, tp,
                      sparse_budget, engine: Engine, groups: tuple, group) -> dict:
-    """perfmodel.steps.mean_decode_step from the priced decode group plus the per-op context mean."""
+    """perfmodel.steps.mean_decode_step from the priced decode group plus the context ops' mean:
+    from their per-(group, sequences) lines in the context (`ContextLines`) where every row has
+    a count in the table and dense attention, else (or for the rows that have not) per op."""
+    lines = context_lines(model, hw, engine, groups)
+    if lines is not None:
+        rows = lines.rows(seqs, sparse_budget, group)
+        if rows is None:
+            return _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group)
+        if rows.size:
+            return _mixed_mean_decode(model, hw, engine, groups, lines, rows, seqs=seqs, past_first=past_first,
+                                      past_last=past_last, p=p, tp=tp, sparse_budget=sparse_budget, group=group)
+    return _per_op_mean_decode(model, hw, seqs=seqs, past_first=past_first, past_last=past_last, p=p, tp=tp,
+                               sparse_budget=sparse_budget, engine=engine, groups=groups, group=group)
+
+
+def _per_op_mean_decode(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_last, p: Precision, tp,
+                        sparse_budget, engine: Engine, groups: tuple, group) -> dict:
+    """`mean_decode_step` with the context ops priced per op on the scenario arrays."""
     sums = StepSums()
     for key, value in stacked_pricing(model, hw, engine, groups, "decode", "decode").evaluate(seqs, group, p, tp).items():
         sums.adopt(key, value)  # fresh arrays of this call
@@ -365,6 +382,177 @@ def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_l
     extras = add_decode_context(sums, model, hw, seqs=seqs, past_first=past_first, past_last=past_last, p=p,
                                 tp=tp, sparse_budget=sparse_budget, engine=engine, banded=banded)
     return settle_mean_decode(sums.totals(reuse=True), extras, model, hw, engine, seqs)
+
+
+def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group) -> dict:
+    """`mean_decode_step` of rows whose context ops all come from `lines` (every count in the table)."""
+    parts = stacked_pricing(model, hw, engine, groups, "decode", "decode").evaluate(seqs, group, p, tp)
+    extras = lines.add_mean(parts, seqs, group, past_first, past_last)
+    totals = {key: parts.pop(key) for key in TOTAL_KEYS}
+    totals["classes"] = {key[len("class:"):]: value for key, value in parts.items()}
+    return settle_mean_decode(totals, extras, model, hw, engine, seqs)
+
+
+def _mixed_mean_decode(model, hw, engine, groups, lines, rows, *, seqs, past_first, past_last, p, tp,
+                       sparse_budget, group) -> dict:
+    """`mean_decode_step` of a chunk of which only `rows` (flat indices) come from `lines`: those
+    rows tabled, the others per op, put back together."""
+    shape = np.broadcast_shapes(*(np.shape(v) for v in (seqs, past_first, past_last, group, sparse_budget, tp,
+                                                      p.w_bits, p.a_bits, p.kv_bits, p.quant_group)))
+    size = int(np.prod(shape))
+    others = np.setdiff1d(np.arange(size), rows, assume_unique=True)
+    pick = lambda value, at: _pick(value, at, shape)  # noqa: E731
+    tabled = _tabled_mean_decode(model, hw, engine, groups, lines, pick(seqs, rows), pick(past_first, rows),
+                                 pick(past_last, rows), _pick_precision(p, rows, shape), pick(tp, rows), pick(group, rows))
+    rest = _per_op_mean_decode(model, hw, seqs=pick(seqs, others), past_first=pick(past_first, others),
+                               past_last=pick(past_last, others), p=_pick_precision(p, others, shape),
+                               tp=pick(tp, others), sparse_budget=pick(sparse_budget, others), engine=engine,
+                               groups=groups, group=pick(group, others))
+
+    def merge(a, b):
+        out = np.empty(size)
+        out[rows], out[others] = a, b
+        return out.reshape(shape)
+
+    out = {key: merge(tabled[key], rest[key]) for key in TOTAL_KEYS}
+    names = set(tabled["classes"]) | set(rest["classes"])
+    out["classes"] = {name: merge(tabled["classes"].get(name, 0.0), rest["classes"].get(name, 0.0)) for name in names}
+    return out
+
+
+#: Contexts (cached tokens) at which the context ops' affinity in the context is probed: the last
+#: beyond any context a Scenario can describe (prompt + gen <= 2e9 tokens).
+_PAST_PROBES = np.array([0.0, 4096.0, 16777216.0, 1099511627776.0])
+
+
+@dataclass(frozen=True)
+class ContextLines:
+    """The context ops of a decode step (perfmodel.ops.context_ops: attention, a concatenated
+    cache) as lines in the context S0, per precision group and sequence count s <= DIRECT_COUNTS:
+    for every op, count x compute and count x memory time at S0 are c0 + c1 S0 and m0 + m1 S0
+    (rows 4 i .. 4 i + 3 of `table`, column group * (DIRECT_COUNTS + 1) + s), its floor,
+    communication and host time constant (summed into `constants`, one row per TOTAL_KEYS entry
+    and per class key: the floor and communication each op's class adds). Built only where the
+    per-op path is affine in S0 at _PAST_PROBES for every op, group and count; a step's mean
+    over a generation then follows perfmodel.steps.add_decode_context from the two ends."""
+    table: np.ndarray
+    op_keys: tuple[str, ...]
+    constants: dict
+
+    def rows(self, seqs, sparse_budget, group):
+        """None where every scenario has a count in the table and dense attention, else the flat
+        indices of those that have (possibly none)."""
+        ok = np.asarray(seqs) <= DIRECT_COUNTS
+        if np.ndim(sparse_budget) or sparse_budget:
+            ok = ok & (np.asarray(sparse_budget) == 0)
+        if np.all(ok):
+            return None
+        shape = np.broadcast_shapes(np.shape(ok), np.shape(group))
+        return np.flatnonzero(np.broadcast_to(ok, shape))
+
+    def add_mean(self, parts: dict, seqs, group, past_first, past_last) -> tuple:
+        """Add the context ops' mean over contexts past_first..past_last to the priced token and
+        logits components `parts` (in place where they are arrays); return the device time's
+        excess over that mean at the two ends (perfmodel.steps.add_decode_context)."""
+        scalar = np.ndim(seqs) == 0 and np.ndim(group) == 0
+        at = int(group) * (DIRECT_COUNTS + 1) + int(seqs) if scalar else \
+            np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(seqs).astype(np.intp)
+        if scalar:
+            column = self.table[:, at].tolist()
+            first, last = float(past_first), float(past_last)
+            for key, values in self.constants.items():
+                parts[key] = parts.get(key, 0.0) + float(values[at])
+            take = lambda row: column[row]  # noqa: E731
+        else:
+            first, last = past_first, past_last
+            for key, values in self.constants.items():
+                parts[key] = parts[key] + values.take(at) if key in parts else values.take(at)
+            take = lambda row: self.table[row].take(at)  # noqa: E731
+        first_extra, last_extra = 0.0, 0.0
+        for i, key in enumerate(self.op_keys):
+            c0, c1, m0, m1 = (take(4 * i + j) for j in range(4))
+            compute_first, compute_last = c0 + c1 * first, c0 + c1 * last
+            memory_first, memory_last = m0 + m1 * first, m0 + m1 * last
+            core = mean_max_affine(compute_first, compute_last, memory_first, memory_last)
+            first_extra = first_extra + (np.maximum(compute_first, memory_first) - core)
+            last_extra = last_extra + (np.maximum(compute_last, memory_last) - core)
+            parts["compute_s"] = parts["compute_s"] + (compute_first + compute_last) / 2
+            parts["memory_s"] = parts["memory_s"] + (memory_first + memory_last) / 2
+            parts["time_s"] = parts["time_s"] + core
+            if key:
+                parts[key] = parts[key] + core if key in parts else core
+        return first_extra, last_extra
+
+
+_CONTEXT_LINES: dict = {}
+
+
+def context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple) -> ContextLines | None:
+    """The ContextLines of precision groups `groups` ((w_bits, a_bits, kv_bits, quant_group, tp)
+    each), None where some context op is not affine in the context; cached like count_pricing."""
+    key = (id(model), id(hw), id(engine), groups)
+    hit = _CONTEXT_LINES.get(key)
+    if hit is not None and hit[0] is model and hit[1] is hw and hit[2] is engine:
+        return hit[3]
+    lines = _price_context_lines(model, hw, engine, groups)
+    with _PRICINGS_LOCK:
+        if len(_CONTEXT_LINES) >= _MAX_PRICINGS:
+            _CONTEXT_LINES.clear()
+        _CONTEXT_LINES[key] = (model, hw, engine, lines)
+    return lines
+
+
+def _price_context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple) -> ContextLines | None:
+    banded = has_bands(hw)
+    seqs = np.maximum(np.arange(DIRECT_COUNTS + 1, dtype=float), 1.0)[:, None]
+    past = _PAST_PROBES[None, :]
+    shape = (seqs.size, past.size)
+    columns, constants, op_keys = [], {}, None
+    width = DIRECT_COUNTS + 1
+    for g, (w, a, kv, qg, tp) in enumerate(groups):
+        p = Precision(w, a, kv, qg)
+        ops = context_ops(model, seqs=seqs, new_tokens=1.0, past=past, p=p, tp=tp, sparse_budget=0, engine=engine)
+        keys = tuple("class:" + intervals.op_class(op.kind, "decode") if banded else "" for op in ops)
+        if op_keys is None:
+            op_keys = keys
+        elif keys != op_keys:
+            return None
+        rows = []
+        for op in ops:
+            t = op_time(op, hw, p, tp)
+            fixed = {}
+            for name in ("overhead_s", "comm_s", "host_s"):
+                value = np.broadcast_to(np.asarray(getattr(t, name), dtype=float), shape)
+                if not np.all(value == value[:, :1]):
+                    return None
+                fixed[name] = op.count * value[:, 0]
+            for name in ("compute_s", "memory_s"):
+                line = _past_line(np.broadcast_to(np.asarray(getattr(t, name), dtype=float), shape))
+                if line is None:
+                    return None
+                rows += [op.count * line[0], op.count * line[1]]
+            sums = {"overhead_s": fixed["overhead_s"], "comm_s": fixed["comm_s"], "host_s": fixed["host_s"],
+                    "time_s": fixed["overhead_s"] + fixed["comm_s"]}
+            key = keys[len(rows) // 4 - 1]
+            if key:
+                sums[key] = fixed["overhead_s"] + fixed["comm_s"]
+            for name, value in sums.items():
+                constants.setdefault(name, np.zeros(len(groups) * width))[g * width:(g + 1) * width] += value
+        columns.append(np.array(rows))
+    return ContextLines(np.concatenate(columns, axis=1), op_keys, constants)
+
+
+def _past_line(values: np.ndarray):
+    """(alpha, beta) per row where every row of `values` (rows: counts, columns: _PAST_PROBES) lies
+    on alpha + beta S0, else None."""
+    alpha = values[:, 0]
+    beta = (values[:, 2] - alpha) / _PAST_PROBES[2]
+    for j in (1, 3):
+        predicted = alpha + beta * _PAST_PROBES[j]
+        scale = np.maximum(np.abs(values).max(axis=1), 1e-300)
+        if not np.all(np.isfinite(values[:, j])) or np.any(np.abs(predicted - values[:, j]) > _AFFINE_RTOL * scale):
+            return None
+    return alpha, beta
 
 
 # -- precision groups stacked -----------------------------------------------------------------------

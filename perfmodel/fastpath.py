@@ -324,7 +324,7 @@ def stacked_pricing(model: ModelSpec, hw: Hardware, engine: Engine, groups: tupl
     if hit is not None and hit[0] is model and hit[1] is hw and hit[2] is engine:
         return hit[3]
     stacked = StackedPricing([count_pricing(model, hw, engine, Precision(w, a, kv, qg), tp, group, phase)
-                              for w, a, kv, qg, tp in groups], hw, [tp for *_, tp in groups])
+                              for w, a, kv, qg, tp in groups], hw, [tp for *_, tp in groups], groups)
     with _PRICINGS_LOCK:
         _PRICINGS[key] = (model, hw, engine, stacked)
     return stacked
@@ -564,8 +564,8 @@ class StackedPricing:
     lines of rescaled ops) by its group index. Terms are matched across groups by op name; a
     group lacking one has it at count 0. Groups with ops rebuilt per count are priced apart."""
 
-    def __init__(self, pricings: list[CountPricing], hw: Hardware, tps: list | None = None):
-        self.pricings, self.hw, self.tps = pricings, hw, tps
+    def __init__(self, pricings: list[CountPricing], hw: Hardware, tps: list | None = None, groups: tuple | None = None):
+        self.pricings, self.hw, self.tps, self.groups = pricings, hw, tps, groups
         self.keys = pricings[0].keys
         if any(pr.keys != self.keys for pr in pricings):
             raise ValueError("precision groups with different components")  # internal: callers fall back
@@ -587,8 +587,13 @@ class StackedPricing:
                 for field, line in term.lines.items():
                     slot[1].setdefault(field, np.zeros((2, groups)))[:, g] = line
         self.rebuilt_groups = [g for g, pr in enumerate(pricings) if pr.rebuilt]
+        # rescaled collectives (all-reduces) go by pieces of runs (`_rescaled_pieces`), which needs
+        # the groups' precisions; other rescaled ops (MoE experts: wave-quantized) per op
+        self.collectives = {name: entry for name, entry in self.rescaled.items()
+                            if entry[0].kind == "comm"} if self.groups is not None else {}
         self.gemm_names = list(self.gemms)
         self._cells = (0, None)
+        self._pieces = (0, None)
         self._lock = threading.Lock()
 
     def evaluate(self, x, group, p: Precision, tp) -> dict:
@@ -676,8 +681,11 @@ class StackedPricing:
             _add(out, count, compute, memory, np.maximum(compute, memory), key)
         if self.gemms:
             self._add_gemms(out, x, group)
-        for template, lines, present in self.rescaled.values():
-            self._add_rescaled(out, template, lines, present, x, group, p, tp)
+        if self.collectives:
+            self._add_rescaled_pieces(out, x, group, p, tp)
+        for name, (template, lines, present) in self.rescaled.items():
+            if name not in self.collectives:
+                self._add_rescaled(out, template, lines, present, x, group, p, tp)
         for g in self.rebuilt_groups:
             mine = np.flatnonzero(group == g)
             if mine.size:
@@ -718,6 +726,109 @@ class StackedPricing:
             memory = (coef[2].take(group) + coef[3].take(group) * x) * table.inv_bw[slot].take(at)
             core = np.maximum(compute, memory)
             _add_rows(out, rows, compute, memory, core, key)
+
+    def _add_rescaled_pieces(self, out: dict, x, group, p: Precision, tp) -> None:
+        """Add the rescaled collectives (all-reduces) past the table from their lines (`RescaledPieces`):
+        a lookup of each count's run, its piece and the piece's line per component; counts in runs
+        where the ops' time changes line are priced per op (`_add_rescaled`)."""
+        run = np.ceil(x / RUN_COUNTS).astype(np.intp) - _RUN_Q0
+        np.maximum(run, 0, out=run)  # counts inside the direct table: any run (discarded)
+        pieces = self._rescaled_pieces(_RUN_Q0 + int(run.max()))
+        at = group * pieces.width + run
+        piece = pieces.piece.take(at)
+        for key, (alpha, beta) in pieces.lines.items():
+            out[key] += alpha.take(piece) + beta.take(piece) * x
+        rows = np.flatnonzero(pieces.switching.take(at)) if pieces.switching.any() else ()
+        if len(rows):
+            shape = np.shape(x)
+            part = {key: np.zeros(len(rows)) for key in self.keys}
+            for template, lines, present in self.collectives.values():
+                self._add_rescaled(part, template, lines, present, x[rows], group[rows], _pick_precision(p, rows, shape),
+                                   _pick(tp, rows, shape))
+            for key, value in part.items():
+                out[key][rows] += value
+
+    def _rescaled_pieces(self, q_max: int) -> "RescaledPieces":
+        """The rescaled collectives' summed components as lines over pieces of runs of RUN_COUNTS counts
+        (runs _RUN_Q0 .. q_max, grown like `_stacked_cells`), found by bisection per group: a
+        range of runs is one piece where the per-op times at five counts (both ends, the counts
+        next to them and the middle) lie on the chord through its ends. An all-reduce's time is
+        piecewise linear in the count, concave but for one step (perfmodel.collectives: the least
+        of affine times per algorithm, the custom kernel up to a size): a kink or step inside the
+        range moves one of the five off the chord (a concave function that meets its chord inside
+        the range is the chord). A single run that fails is `switching` (priced per op). Groups
+        whose collectives are the same share their pieces. (Not for wave-quantized ops: a
+        staircase sampled at run ends can look straight.)"""
+        with self._lock:
+            if self._pieces[0] >= q_max:
+                return self._pieces[1]
+            width = max(q_max, 2 * self._pieces[0], _RUN_Q0 + 255) - _RUN_Q0 + 1
+            keys, groups = self.keys, len(self.pricings)
+            piece = np.zeros((groups, width), dtype=np.int64)
+            switching = np.zeros((groups, width), dtype=bool)
+            alphas, betas = [np.zeros((len(keys), 1))], [np.zeros((len(keys), 1))]  # piece 0: switching runs
+            pieces, done = 1, {}
+            for g in range(groups):
+                signature = self._rescaled_signature(g)
+                if signature in done:
+                    piece[g], switching[g] = piece[done[signature]], switching[done[signature]]
+                    continue
+                done[signature] = g
+                frontier = (np.array([0]), np.array([width - 1]))
+                while frontier[0].size:
+                    first, last = frontier
+                    low, high = (_RUN_Q0 + first - 1.0) * RUN_COUNTS, (_RUN_Q0 + last) * RUN_COUNTS
+                    probes = np.stack([low, low + 1.0, (low + high) / 2.0, high - 1.0, high])
+                    values = self._rescaled_values(g, probes.reshape(-1)).reshape((len(keys),) + probes.shape)
+                    beta = (values[:, 4] - values[:, 0]) / (high - low)
+                    alpha = values[:, 0] - beta * low
+                    scale = np.maximum(np.abs(values).max(axis=1), 1e-300)
+                    on = np.ones(first.size, dtype=bool)
+                    for j in (1, 2, 3):
+                        on &= np.all(np.abs(alpha + beta * probes[j] - values[:, j]) <= _AFFINE_RTOL * scale, axis=0)
+                    ids = pieces + np.arange(int(on.sum()))
+                    for index, (r0, r1) in enumerate(zip(first[on], last[on])):
+                        piece[g, r0:r1 + 1] = ids[index]
+                    alphas.append(alpha[:, on])
+                    betas.append(beta[:, on])
+                    pieces += int(on.sum())
+                    single = ~on & (first == last)
+                    switching[g, first[single]] = True
+                    split = ~on & (first < last)
+                    middle = (first[split] + last[split]) // 2
+                    frontier = (np.concatenate([first[split], middle + 1]), np.concatenate([middle, last[split]]))
+            alpha_all, beta_all = np.concatenate(alphas, axis=1), np.concatenate(betas, axis=1)
+            lines = {key: (alpha_all[i].copy(), beta_all[i].copy())
+                     for i, key in enumerate(keys) if np.any(alpha_all[i]) or np.any(beta_all[i])}
+            table = RescaledPieces(width, piece.reshape(-1), lines, switching.reshape(-1))
+            self._pieces = (_RUN_Q0 + width - 1, table)
+            return table
+
+    def _rescaled_signature(self, g: int) -> tuple:
+        """What a group's rescaled collectives' times depend on (payload and devices): their
+        field lines and tp."""
+        w, a, kv, qg, tp = self.groups[g]
+        fields = tuple((name, float(present[g]), tuple((f, float(c[0, g]), float(c[1, g])) for f, c in lines.items()))
+                       for name, (_, lines, present) in self.collectives.items())
+        return fields, tp
+
+    def _rescaled_values(self, g: int, counts: np.ndarray) -> np.ndarray:
+        """[key, count]: the rescaled ops' components for group g at `counts`, per op (op_time)."""
+        w, a, kv, qg, tp = self.groups[g]
+        values = np.zeros((len(self.keys), counts.size))
+        for template, field_lines, present in self.collectives.values():
+            if not present[g]:
+                continue
+            op = dataclasses.replace(template, **{f: float(c[0, g]) + float(c[1, g]) * counts
+                                                  for f, c in field_lines.items()})
+            t = op_time(op, self.hw, Precision(w, a, kv, qg), tp)
+            cls = _class_key(self.pricings[0], template)
+            weight = float(present[g]) * op.count
+            for i, key in enumerate(self.keys):
+                name = key if key in TOTAL_KEYS else ("time_s" if key == cls else None)
+                if name is not None:
+                    values[i] += weight * np.broadcast_to(np.asarray(getattr(t, name), dtype=float), counts.shape)
+        return values
 
     def _add_rescaled(self, out: dict, template: Op, lines: dict, present, x, group, p: Precision, tp) -> None:
         """Add an op rebuilt from its field lines and priced by op_time: the rows of each tp
@@ -821,6 +932,23 @@ def _run_lines(tile_s, inv_bw, slots: list, low, high, width: int) -> "StackedCe
     if keys and not apart:
         lines[keys[0]] = lines["time_s"]
     return StackedCells(width, tile_s, inv_bw, lines, switching.reshape(-1))
+
+
+#: Counts per run of the rescaled ops' piece tables (`StackedPricing._rescaled_pieces`), and the
+#: first run past the direct table.
+RUN_COUNTS = 64
+_RUN_Q0 = (DIRECT_COUNTS + 1 + RUN_COUNTS - 1) // RUN_COUNTS
+
+
+@dataclass(frozen=True)
+class RescaledPieces:
+    """The rescaled collectives of a StackedPricing past the table, summed: `piece` [group * width + run]
+    names each run's piece (0 for `switching` runs, whose line is zero), `lines` {key: (alpha,
+    beta) per piece}."""
+    width: int
+    piece: np.ndarray
+    lines: dict
+    switching: np.ndarray
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from perfmodel.ops import Precision, step_ops
 from perfmodel.roofline import BOUNDS, op_time
 from perfmodel.steps import host_dispatch_s, host_overhead_s, mean_decode_step, step_time  # noqa: F401 (public here)
 from workloads.model import ModelSpec
-from workloads.scenario import Scenario
+from workloads.scenario import BIT_FIELDS, RANGES, Scenario
 
 
 class DoesNotFitError(ValueError):
@@ -197,10 +197,11 @@ def _precision_groups(sc: Scenario) -> tuple | None:
         if np.ndim(value) == 0:
             levels.append((name, np.array([float(value)])))
             continue
-        values, inverse = _levels(np.broadcast_to(value, sc.shape).reshape(-1))
+        values, lookup, keys = _levels(np.broadcast_to(value, sc.shape).reshape(-1), name)
         if values.size > MAX_GROUPS or radix * values.size > 2 ** 31:
             return None
-        codes = codes + inverse * radix
+        # each field's index times its radix, gathered from a small table (one pass a field)
+        codes = codes + (lookup * radix).take(keys)
         radix *= values.size
         levels.append((name, values))
     if np.ndim(codes) == 0:
@@ -220,18 +221,20 @@ def _precision_groups(sc: Scenario) -> tuple | None:
     return tuple(groups), lookup.take(codes).reshape(sc.shape)
 
 
-def _levels(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct values, index of each element's value): a counting pass for small whole numbers
-    (bit widths, tp), a sort otherwise."""
-    top = column.max()
-    if top <= 65536 and np.array_equal(column, np.floor(column)):
+def _levels(column: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(distinct values, lookup, keys): each element's index into the values is lookup[keys].
+    A counting pass for small whole numbers (bit widths, tp: keys are the values themselves;
+    Scenario has checked that counts are whole and every field's range), a sort otherwise."""
+    top = RANGES[name][1] if RANGES[name][1] <= 65536 else column.max()
+    if top <= 65536:
         whole = column.astype(np.intp)
-        present = np.flatnonzero(np.bincount(whole))
-        lookup = np.zeros(int(top) + 1, dtype=np.intp)
-        lookup[present] = np.arange(present.size)
-        return present.astype(float), lookup[whole]
+        if name not in BIT_FIELDS or np.array_equal(whole, column):  # bit widths may be fractional
+            present = np.flatnonzero(np.bincount(whole))
+            lookup = np.zeros(int(top) + 1, dtype=np.intp)
+            lookup[present] = np.arange(present.size)
+            return present.astype(float), lookup, whole
     values, inverse = np.unique(column, return_inverse=True)
-    return values, inverse.reshape(-1)
+    return values, np.arange(values.size, dtype=np.intp), inverse.reshape(-1)
 
 
 def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, groups: tuple | None = None) -> dict:

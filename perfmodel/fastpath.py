@@ -348,11 +348,53 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
             total += value
         else:
             part[key] = total + value
-    for key, value in part.items():
-        sums.adopt(key, value)
     ops = context_ops(model, seqs=batch, new_tokens=prompt, past=0.0, p=p, tp=tp, engine=engine)
-    add_op_times(sums, ops, [op_time(op, hw, p, tp) for op in ops], phase, has_bands(hw))
-    return settle_step(sums.totals(reuse=True), model, hw, engine, tokens)
+    banded = has_bands(hw)
+    for op in ops:  # count x each component into the part's own arrays (perfmodel.steps.add_op_times)
+        t = op_time(op, hw, p, tp)
+        for key in TOTAL_KEYS:
+            _add_into(part, key, op.count, getattr(t, key))
+        if banded:
+            _add_into(part, "class:" + intervals.op_class(op.kind, phase), op.count, t.time_s)
+    totals = {key: part.pop(key) for key in TOTAL_KEYS}
+    totals["classes"] = {key[len("class:"):]: value for key, value in part.items()}
+    return settle_step(totals, model, hw, engine, tokens)
+
+
+def _add_into(part: dict, key: str, count: float, value) -> None:
+    """part[key] += count x value, in place where part[key] is an array of the result's shape
+    (the parts are fresh arrays of this call); zeros skipped."""
+    if not isinstance(value, np.ndarray) or not value.ndim:  # a number: in place into an array total
+        if not value:
+            return
+        scaled = count * float(value)
+        total = part.get(key, 0.0)
+        if isinstance(total, np.ndarray) and total.ndim:
+            total += scaled
+        else:
+            part[key] = total + scaled
+        return
+    scaled = count * value
+    total = part.get(key, 0.0)
+    if isinstance(total, np.ndarray) and total.ndim and total.shape == np.broadcast_shapes(total.shape, scaled.shape):
+        total += scaled
+    else:
+        part[key] = total + scaled
+
+
+_GROUP_PRECISIONS: dict = {}
+
+
+def group_precision(group: tuple) -> Precision:
+    """The Precision of a precision group ((w_bits, a_bits, kv_bits, quant_group, tp)), one object
+    per group, so the rates roofline caches on it are priced once (a scalar prediction's
+    per-op attention would price them on every call)."""
+    hit = _GROUP_PRECISIONS.get(group)
+    if hit is None:
+        if len(_GROUP_PRECISIONS) >= _MAX_PRICINGS:
+            _GROUP_PRECISIONS.clear()
+        hit = _GROUP_PRECISIONS[group] = Precision(*group[:4])
+    return hit
 
 
 def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_last, p: Precision, tp,
@@ -442,6 +484,8 @@ class ContextLines:
     def rows(self, seqs, sparse_budget, group):
         """None where every scenario has a count in the table and dense attention, else the flat
         indices of those that have (possibly none)."""
+        if isinstance(seqs, float) and isinstance(sparse_budget, float) and not isinstance(group, np.ndarray):
+            return None if seqs <= DIRECT_COUNTS and not sparse_budget else _NO_ROWS  # one scenario
         ok = np.asarray(seqs) <= DIRECT_COUNTS
         if np.ndim(sparse_budget) or sparse_budget:
             ok = ok & (np.asarray(sparse_budget) == 0)
@@ -484,6 +528,7 @@ class ContextLines:
         return first_extra, last_extra
 
 
+_NO_ROWS = np.array([], dtype=np.intp)
 _CONTEXT_LINES: dict = {}
 
 

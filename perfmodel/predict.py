@@ -179,11 +179,24 @@ def _columns(model: ModelSpec, hw: Hardware, sc: Scenario, columns: dict, metric
     """Every output column in its documented order: the scenario's fields, the model's constants,
     then the metrics (bound codes as categoricals)."""
     size = max(sc.size, 1)
-    out = {**columns, "params": np.full(size, model.param_count()),
-           "active_params": np.full(size, model.active_param_count())}
+    params, active = _param_counts(model)
+    out = {**columns, "params": np.full(size, params), "active_params": np.full(size, active)}
     for key, values in metrics.items():
         out[key] = bound_column(values) if key.endswith("_bound") else values
     return out
+
+
+_PARAM_COUNTS: dict = {}
+
+
+def _param_counts(model: ModelSpec) -> tuple[int, int]:
+    """(param_count, active_param_count) of a model, counted once per model object."""
+    hit = _PARAM_COUNTS.get(id(model))
+    if hit is None or hit[0] is not model:
+        if len(_PARAM_COUNTS) >= 512:
+            _PARAM_COUNTS.clear()
+        hit = _PARAM_COUNTS[id(model)] = (model, (model.param_count(), model.active_param_count()))
+    return hit[1]
 
 
 def _precision_groups(sc: Scenario) -> tuple | None:
@@ -240,7 +253,9 @@ def _levels(column: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.n
 def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, groups: tuple | None = None) -> dict:
     """The computed columns of `evaluate` for one Scenario, each flat over its scenarios; by the
     fast path when given the precision `groups` (`_precision_groups`), else op by op."""
-    p, tp = precision(sc), sc.tp
+    # one scenario on the fast path: its group's own Precision (the rates cached on it are reused)
+    p = fastpath.group_precision(groups[0][0]) if groups is not None and sc.shape == () else precision(sc)
+    tp = sc.tp
     decode_seqs = sc.batch * sc.samples
     past_last = sc.prompt + np.maximum(sc.gen - 2, 0)
     if groups is not None:

@@ -145,6 +145,8 @@ def paid_host_s(dispatch_s, model: ModelSpec, hw: Hardware, engine: Engine, toke
     its kernels' dispatch `dispatch_s` plus the engine's Python per layer and per step."""
     if hw.calibration is None:
         return 0.0
+    if isinstance(tokens, float) and isinstance(dispatch_s, float):  # one scenario: the same in floats
+        return 0.0 if engine.graphed(tokens) else dispatch_s + host_overhead_s(model, hw, engine)
     return np.where(engine.graphed(tokens), 0.0, dispatch_s + host_overhead_s(model, hw, engine))
 
 

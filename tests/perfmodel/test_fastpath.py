@@ -7,6 +7,7 @@ import hardware
 import perfmodel
 import workloads
 from perfmodel import engines, fastpath
+from perfmodel.predict import _precision_groups
 from workloads.scenario import Scenario
 
 #: One model per family the descriptors cover: dense GQA, q/k norm, MoE, MLA + MoE, MHA + LayerNorm.
@@ -137,3 +138,62 @@ def test_gemm_runs_where_a_term_switches_inside_the_run():
     cells = stacked._any_cells()
     table = stacked._stacked_cells(int(np.ceil(2400 / cells.tile_m)))
     assert table.switching.any() and not table.switching.all()  # both kinds of run are exercised
+
+
+@pytest.mark.parametrize("name, spec, engine", [("llama-3-8b", "h200-sxm-calibrated", "vllm"),
+                                                ("opt-30b", "h100-sxm-calibrated", "torch-compile"),
+                                                ("qwen3-30b-a3b", "h200-sxm-calibrated", "sglang")])
+def test_allreduce_pieces_equal_the_per_op_path_at_every_count(name, spec, engine):
+    """Rescaled all-reduces past the table come from lines over pieces of runs found by
+    bisection (StackedPricing._rescaled_pieces): at every token count from the table's end to
+    6000 and at counts spread to 2e7, for tp 2, 4 and 8, the prefill step equals the per-op
+    path's, and some group's all-reduce is more than one line (a kink is crossed), each
+    group's pieces few."""
+    model, hw = workloads.load(name), hardware.load(spec)
+    dense = np.arange(fastpath.DIRECT_COUNTS + 1.0, 6001.0)
+    spread = np.unique(np.round(np.geomspace(6001.0, 2e7, 600)))
+    prompt = np.concatenate([dense, spread])
+    tps = np.array([2.0, 4.0, 8.0])
+    sc = Scenario(batch=1, prompt=np.tile(prompt, tps.size), gen=2, tp=np.repeat(tps, prompt.size))
+    fast = perfmodel.evaluate(model, hw, sc, engine)
+    ref = perfmodel.evaluate(model, hw, sc, engine, path="reference")
+    for key in ("ttft_s", "prefill_compute_s", "prefill_memory_s", "ttft_p10_s", "ttft_p90_s"):
+        if key in ref:
+            np.testing.assert_allclose(fast[key], ref[key], rtol=1e-9, atol=0, err_msg=key)
+    assert np.array_equal(np.asarray(fast["prefill_bound"]), np.asarray(ref["prefill_bound"]))
+    groups = tuple((16.0, 16.0, 16.0, 128.0, tp) for tp in tps)
+    stacked = fastpath.stacked_pricing(model, hw, engines.load(engine), groups, "tokens", "prefill")
+    pieces = stacked._rescaled_pieces(int(np.ceil(2e7 / fastpath.RUN_COUNTS)))
+    per_group = [np.unique(row[row > 0]).size for row in pieces.piece.reshape(len(groups), -1)]
+    assert max(per_group) > 1 and all(n < 200 for n in per_group), per_group  # kinks crossed, few pieces
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_decode_context_lines_equal_the_per_op_path(name):
+    """Decode steps whose context ops come from ContextLines (sequences within the table, dense
+    attention): every column equals the per-op path's, for the engines and specs where those ops
+    are affine in the context; a chunk mixing such rows with rows past the table and sparse rows
+    too."""
+    model = workloads.load(name)
+    rng = np.random.default_rng(100 + MODELS.index(name))
+    heads = [t for t in (1, 2, 4, 8) if model.n_heads % t == 0]
+    longest = model.max_context // 2
+    checked = 0
+    for spec, engine in (("h200-sxm-calibrated", "vllm"), ("h100-sxm-calibrated", "torch-compile"), ("h200-sxm", "trtllm")):
+        hw, n = hardware.load(spec), 200
+        sc = Scenario(batch=rng.integers(1, 257, n), prompt=rng.integers(1, min(longest, 8000), n),
+                      gen=rng.integers(1, min(longest, 2000), n), w_bits=rng.choice([4, 16], n),
+                      kv_bits=rng.choice([8, 16], n), tp=rng.choice(heads[-2:], n), samples=rng.choice([1, 4], n))
+        mixed = sc.replace(batch=np.where(np.arange(n) % 7 == 0, 3000, sc.batch),
+                           sparse_budget=np.where(np.arange(n) % 5 == 0, 256, 0))
+        for scenarios in (sc, mixed):
+            groups = _precision_groups(scenarios)[0]
+            checked += fastpath.context_lines(model, hw, engines.load(engine), groups) is not None
+            fast = perfmodel.evaluate(model, hw, scenarios, engine)
+            ref = perfmodel.evaluate(model, hw, scenarios, engine, path="reference")
+            for key, values in ref.items():
+                if np.asarray(values).dtype.kind == "f":
+                    np.testing.assert_allclose(fast[key], values, rtol=1e-9, atol=0, err_msg=f"{name} {spec} {engine} {key}")
+                else:
+                    assert np.array_equal(np.asarray(fast[key]), np.asarray(values)), (name, spec, engine, key)
+    assert checked >= 2  # the lines priced these steps (the datasheet spec's at least)

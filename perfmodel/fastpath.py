@@ -44,8 +44,8 @@ from perfmodel import intervals
 from perfmodel.engines import Engine
 from perfmodel.ops import Op, Precision, context_ops, logits_ops, step_phase, token_ops
 from perfmodel.roofline import OpTime, is_tiled_gemm, mean_max_affine, op_time, tiled_gemm_terms
-from perfmodel.steps import (TOTAL_KEYS, StepSums, add_decode_context, add_op_times, has_bands, settle_mean_decode,
-                             settle_step)
+from perfmodel.steps import (TOTAL_KEYS, StepSums, add_decode_context, add_op_times, has_bands, paid_host_s,
+                             settle_mean_decode, settle_step)
 from workloads.model import ModelSpec
 
 #: Counts tabulated one by one (every decode batch up to this and short prefills are exact lookups).
@@ -432,6 +432,14 @@ def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past
     extras = lines.add_mean(parts, seqs, group, past_first, past_last)
     totals = {key: parts.pop(key) for key in TOTAL_KEYS}
     totals["classes"] = {key[len("class:"):]: value for key, value in parts.items()}
+    host = paid_host_s(totals["host_s"], model, hw, engine, seqs)
+    if isinstance(host, np.ndarray) and host.ndim and not host.any():
+        # every step replayed from a graph: no host time, so the mean of max(device, host) is the
+        # device time's own mean (settle_mean_decode would add and take away the same mean)
+        totals["host_s"] = host
+        if engine.step_host_s:
+            totals["time_s"] += engine.step_host_s
+        return totals
     return settle_mean_decode(totals, extras, model, hw, engine, seqs)
 
 
@@ -509,8 +517,15 @@ class ContextLines:
             take = lambda row: column[row]  # noqa: E731
         else:
             first, last = past_first, past_last
+            gathered: dict = {}  # rows shared by several components are gathered once
             for key, values in self.constants.items():
-                parts[key] = parts[key] + values.take(at) if key in parts else values.take(at)
+                value = gathered.get(id(values))
+                if value is None:
+                    value = gathered[id(values)] = values.take(at)
+                if key in parts and isinstance(parts[key], np.ndarray) and parts[key].shape == value.shape:
+                    parts[key] += value
+                else:
+                    parts[key] = parts[key] + value if key in parts else value.copy()
             take = lambda row: self.table[row].take(at)  # noqa: E731
         first_extra, last_extra = 0.0, 0.0
         for i, key in enumerate(self.op_keys):
@@ -584,7 +599,13 @@ def _price_context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups:
             for name, value in sums.items():
                 constants.setdefault(name, np.zeros(len(groups) * width))[g * width:(g + 1) * width] += value
         columns.append(np.array(rows))
-    return ContextLines(np.concatenate(columns, axis=1), op_keys, constants)
+    # rows that are zero everywhere (no communication) add nothing; equal rows are gathered once
+    constants = {name: value for name, value in constants.items() if value.any()}
+    shared: dict = {}
+    for name, value in constants.items():
+        same = next((other for other in shared.values() if np.array_equal(other, value)), None)
+        shared[name] = value if same is None else same
+    return ContextLines(np.concatenate(columns, axis=1), op_keys, shared)
 
 
 def _past_line(values: np.ndarray):
@@ -686,7 +707,7 @@ class StackedPricing:
             cells = self._any_cells()
             run = max(math.ceil(x / cells.tile_m) - cells.q0, 0)
             table = self._stacked_cells(cells.q0 + run)
-            at = group * table.width + run
+            at = int(table.group_map[group]) * table.width + run
             for key, (alpha, beta) in table.lines.items():
                 out[key] += float(alpha[at]) + float(beta[at]) * x
             if table.switching[at]:
@@ -753,12 +774,14 @@ class StackedPricing:
         run = np.ceil(x / cells.tile_m).astype(np.intp) - cells.q0
         np.maximum(run, 0, out=run)  # counts inside the direct table: any run (discarded)
         table = self._stacked_cells(cells.q0 + int(run.max()))
-        at = group * table.width + run
+        at = table.group_map.take(group) * table.width + run
+        rows = table.packed.take(at, axis=0)
         values: dict = {}  # a class key's line may be the time line itself
-        for key, (alpha, beta) in table.lines.items():
-            value = values.get(id(alpha))
+        for key, line in table.line_of.items():
+            value = values.get(line)
             if value is None:
-                value = values[id(alpha)] = alpha.take(at) + beta.take(at) * x
+                value = values[line] = rows[:, 2 * line + 1] * x
+                value += rows[:, 2 * line]
             out[key] += value
         if not table.switching.any():
             return
@@ -779,7 +802,7 @@ class StackedPricing:
         run = np.ceil(x / RUN_COUNTS).astype(np.intp) - _RUN_Q0
         np.maximum(run, 0, out=run)  # counts inside the direct table: any run (discarded)
         pieces = self._rescaled_pieces(_RUN_Q0 + int(run.max()))
-        at = group * pieces.width + run
+        at = pieces.group_map.take(group) * pieces.width + run
         piece = pieces.piece.take(at)
         for key, (alpha, beta) in pieces.lines.items():
             out[key] += alpha.take(piece) + beta.take(piece) * x
@@ -809,16 +832,16 @@ class StackedPricing:
                 return self._pieces[1]
             width = max(q_max, 2 * self._pieces[0], _RUN_Q0 + 255) - _RUN_Q0 + 1
             keys, groups = self.keys, len(self.pricings)
-            piece = np.zeros((groups, width), dtype=np.int64)
-            switching = np.zeros((groups, width), dtype=bool)
+            # one row block per distinct signature (groups whose collectives are the same share it)
+            done: dict = {}
+            group_map = np.array([done.setdefault(self._rescaled_signature(g), len(done)) for g in range(groups)],
+                                 dtype=np.intp)
+            piece = np.zeros((len(done), width), dtype=np.int32)
+            switching = np.zeros((len(done), width), dtype=bool)
             alphas, betas = [np.zeros((len(keys), 1))], [np.zeros((len(keys), 1))]  # piece 0: switching runs
-            pieces, done = 1, {}
-            for g in range(groups):
-                signature = self._rescaled_signature(g)
-                if signature in done:
-                    piece[g], switching[g] = piece[done[signature]], switching[done[signature]]
-                    continue
-                done[signature] = g
+            pieces = 1
+            for u in range(len(done)):
+                g = int(np.flatnonzero(group_map == u)[0])
                 frontier = (np.array([0]), np.array([width - 1]))
                 while frontier[0].size:
                     first, last = frontier
@@ -833,19 +856,19 @@ class StackedPricing:
                         on &= np.all(np.abs(alpha + beta * probes[j] - values[:, j]) <= _AFFINE_RTOL * scale, axis=0)
                     ids = pieces + np.arange(int(on.sum()))
                     for index, (r0, r1) in enumerate(zip(first[on], last[on])):
-                        piece[g, r0:r1 + 1] = ids[index]
+                        piece[u, r0:r1 + 1] = ids[index]
                     alphas.append(alpha[:, on])
                     betas.append(beta[:, on])
                     pieces += int(on.sum())
                     single = ~on & (first == last)
-                    switching[g, first[single]] = True
+                    switching[u, first[single]] = True
                     split = ~on & (first < last)
                     middle = (first[split] + last[split]) // 2
                     frontier = (np.concatenate([first[split], middle + 1]), np.concatenate([middle, last[split]]))
             alpha_all, beta_all = np.concatenate(alphas, axis=1), np.concatenate(betas, axis=1)
             lines = {key: (alpha_all[i].copy(), beta_all[i].copy())
                      for i, key in enumerate(keys) if np.any(alpha_all[i]) or np.any(beta_all[i])}
-            table = RescaledPieces(width, piece.reshape(-1), lines, switching.reshape(-1))
+            table = RescaledPieces(width, piece.reshape(-1), lines, switching.reshape(-1), group_map)
             self._pieces = (_RUN_Q0 + width - 1, table)
             return table
 
@@ -923,10 +946,18 @@ class StackedPricing:
                 for row, term in enumerate(pr.gemms):
                     slot = self.gemm_names.index(term.name)
                     tile_s[slot, g], inv_bw[slot, g] = term.count * tiles[row, :width], invs[row, :width]
-            runs = np.tile(np.arange(q0, q0 + width, dtype=float), len(self.pricings))
+            # groups whose GEMMs are the same (precisions the GEMMs ignore, such as kv_bits) share rows
+            firsts: dict = {}
+            group_map = np.array([firsts.setdefault((tile_s[:, g].tobytes(), inv_bw[:, g].tobytes(),
+                                                     tuple(coef[:, g].tobytes() for _, coef in self.gemms.values())),
+                                                    len(firsts)) for g in range(len(self.pricings))], dtype=np.intp)
+            unique = [next(g for g in range(len(self.pricings)) if group_map[g] == u) for u in range(len(firsts))]
+            runs = np.tile(np.arange(q0, q0 + width, dtype=float), len(unique))
             tile_m = self._any_cells().tile_m
-            table = _run_lines(tile_s.reshape(len(self.gemms), -1), inv_bw.reshape(len(self.gemms), -1),
-                               list(self.gemms.values()), (runs - 1.0) * tile_m, runs * tile_m, width)
+            table = _run_lines(tile_s[:, unique].reshape(len(self.gemms), -1), inv_bw[:, unique].reshape(len(self.gemms), -1),
+                               [(key, coef[:, unique]) for key, coef in self.gemms.values()],
+                               (runs - 1.0) * tile_m, runs * tile_m, width)
+            table = dataclasses.replace(table, group_map=group_map)
             self._cells = (q0 + width - 1, table)
             return table
 
@@ -976,7 +1007,11 @@ def _run_lines(tile_s, inv_bw, slots: list, low, high, width: int) -> "StackedCe
     lines = {name: tuple(part.reshape(-1) for part in line) for name, line in lines.items()}
     if keys and not apart:
         lines[keys[0]] = lines["time_s"]
-    return StackedCells(width, tile_s, inv_bw, lines, switching.reshape(-1))
+    # the distinct lines side by side, one row per (group, run): a count's run costs one gather
+    distinct = list({id(alpha): (alpha, beta) for alpha, beta in lines.values()}.values())
+    packed = np.stack([part for line in distinct for part in line], axis=1)
+    line_of = {key: next(i for i, (alpha, _) in enumerate(distinct) if alpha is line[0]) for key, line in lines.items()}
+    return StackedCells(width, tile_s, inv_bw, lines, switching.reshape(-1), packed, line_of)
 
 
 #: Counts per run of the rescaled ops' piece tables (`StackedPricing._rescaled_pieces`), and the
@@ -987,13 +1022,14 @@ _RUN_Q0 = (DIRECT_COUNTS + 1 + RUN_COUNTS - 1) // RUN_COUNTS
 
 @dataclass(frozen=True)
 class RescaledPieces:
-    """The rescaled collectives of a StackedPricing past the table, summed: `piece` [group * width + run]
+    """The rescaled collectives of a StackedPricing past the table, summed: `piece` [block * width + run]
     names each run's piece (0 for `switching` runs, whose line is zero), `lines` {key: (alpha,
     beta) per piece}."""
     width: int
     piece: np.ndarray
     lines: dict
     switching: np.ndarray
+    group_map: np.ndarray  # group -> its row block (groups with the same collectives share one)
 
 
 @dataclass(frozen=True)
@@ -1001,12 +1037,17 @@ class StackedCells:
     """The per-run GEMM tables of a StackedPricing, rows group * width + run: per slot [slot, row]
     the tile-limited time and the inverse memory rate; per component {key: (alpha, beta)} the line
     of the GEMMs' sum over the run, zero where a GEMM switches term inside the run (`switching`;
-    those runs are priced slot by slot)."""
+    those runs are priced slot by slot); `packed` [row, 2 i .. 2 i + 1] the distinct lines' alpha
+    and beta side by side and `line_of` {key: i} (random gathers from several tables of millions
+    of rows cost a cache miss each; from one, one)."""
     width: int
     tile_s: np.ndarray
     inv_bw: np.ndarray
     lines: dict
     switching: np.ndarray
+    packed: np.ndarray
+    line_of: dict
+    group_map: np.ndarray | None = None  # group -> its row block (groups with equal GEMMs share one)
 
 
 def _line_at(coef: np.ndarray, group, x):

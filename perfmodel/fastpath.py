@@ -797,24 +797,19 @@ class StackedPricing:
 
     def _add_rescaled_pieces(self, out: dict, x, group, p: Precision, tp) -> None:
         """Add the rescaled collectives (all-reduces) past the table from their lines (`RescaledPieces`):
-        a lookup of each count's run, its piece and the piece's line per component; counts in runs
-        where the ops' time changes line are priced per op (`_add_rescaled`)."""
+        a lookup of each count's run, its piece and the piece's line per component (in a run
+        where the time changes line, each count is a piece of its own)."""
         run = np.ceil(x / RUN_COUNTS).astype(np.intp) - _RUN_Q0
         np.maximum(run, 0, out=run)  # counts inside the direct table: any run (discarded)
         pieces = self._rescaled_pieces(_RUN_Q0 + int(run.max()))
         at = pieces.group_map.take(group) * pieces.width + run
         piece = pieces.piece.take(at)
+        rows = np.flatnonzero(pieces.switching.take(at)) if pieces.switching.any() else ()
+        if len(rows):  # runs where the time changes line: one piece per count, from the run's first
+            offset = x[rows] - ((run[rows] + (_RUN_Q0 - 1)) * RUN_COUNTS + 1)
+            piece[rows] += np.clip(offset, 0, RUN_COUNTS - 1).astype(piece.dtype)  # (counts in the direct table: any)
         for key, (alpha, beta) in pieces.lines.items():
             out[key] += alpha.take(piece) + beta.take(piece) * x
-        rows = np.flatnonzero(pieces.switching.take(at)) if pieces.switching.any() else ()
-        if len(rows):
-            shape = np.shape(x)
-            part = {key: np.zeros(len(rows)) for key in self.keys}
-            for template, lines, present in self.collectives.values():
-                self._add_rescaled(part, template, lines, present, x[rows], group[rows], _pick_precision(p, rows, shape),
-                                   _pick(tp, rows, shape))
-            for key, value in part.items():
-                out[key][rows] += value
 
     def _rescaled_pieces(self, q_max: int) -> "RescaledPieces":
         """The rescaled collectives' summed components as lines over pieces of runs of RUN_COUNTS counts
@@ -824,7 +819,8 @@ class StackedPricing:
         piecewise linear in the count, concave but for one step (perfmodel.collectives: the least
         of affine times per algorithm, the custom kernel up to a size): a kink or step inside the
         range moves one of the five off the chord (a concave function that meets its chord inside
-        the range is the chord). A single run that fails is `switching` (priced per op). Groups
+        the range is the chord). A single run that fails is `switching`: its counts are priced one
+        by one by the per-op path, each a piece of its own (a flat line through its exact time). Groups
         whose collectives are the same share their pieces. (Not for wave-quantized ops: a
         staircase sampled at run ends can look straight.)"""
         with self._lock:
@@ -861,7 +857,12 @@ class StackedPricing:
                     betas.append(beta[:, on])
                     pieces += int(on.sum())
                     single = ~on & (first == last)
-                    switching[u, first[single]] = True
+                    for r in first[single]:  # the time changes line inside this run: each count its own piece
+                        counts = np.arange((_RUN_Q0 + r - 1.0) * RUN_COUNTS + 1.0, (_RUN_Q0 + r) * RUN_COUNTS + 1.0)
+                        alphas.append(self._rescaled_values(g, counts))
+                        betas.append(np.zeros((len(keys), counts.size)))
+                        piece[u, r], switching[u, r] = pieces, True
+                        pieces += counts.size
                     split = ~on & (first < last)
                     middle = (first[split] + last[split]) // 2
                     frontier = (np.concatenate([first[split], middle + 1]), np.concatenate([middle, last[split]]))
@@ -1023,8 +1024,8 @@ _RUN_Q0 = (DIRECT_COUNTS + 1 + RUN_COUNTS - 1) // RUN_COUNTS
 @dataclass(frozen=True)
 class RescaledPieces:
     """The rescaled collectives of a StackedPricing past the table, summed: `piece` [block * width + run]
-    names each run's piece (0 for `switching` runs, whose line is zero), `lines` {key: (alpha,
-    beta) per piece}."""
+    names each run's piece (for `switching` runs the first of its counts' own pieces), `lines`
+    {key: (alpha, beta) per piece}."""
     width: int
     piece: np.ndarray
     lines: dict

@@ -9,6 +9,7 @@ steps (`mean_max_affine`). Everything broadcasts: a Scenario of a million config
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,12 +41,15 @@ def _bound(totals: dict):
         return np.int8(_bound_code(compute, mem, max(totals["overhead_s"], totals["host_s"]), totals["comm_s"]))
     overhead = np.maximum(totals["overhead_s"], totals["host_s"])
     comm = totals["comm_s"]
-    # one byte a code from the start, overwritten in place (the same comparisons as _bound_code)
-    code = np.where(compute >= mem, np.int8(0), np.int8(1))
+    # one byte a code, from the comparisons' own bytes (the same comparisons as _bound_code; times
+    # are never NaN): memory where compute < memory, then overhead, then comm where they exceed
+    code = np.asarray(compute < mem).view(np.int8)
     best = np.maximum(compute, mem)
-    np.copyto(code, np.int8(2), where=overhead > best)
-    np.copyto(code, np.int8(3), where=comm > np.maximum(best, overhead))
-    return code
+    over = np.asarray(overhead > best).view(np.int8)
+    code = code + over * (np.int8(2) - code)
+    best = np.maximum(best, overhead)
+    beyond = np.asarray(comm > best).view(np.int8)
+    return code + beyond * (np.int8(3) - code)
 
 
 def _bound_code(compute: float, mem: float, overhead: float, comm: float) -> int:
@@ -156,22 +160,25 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
 
     workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
     out: dict = {}
+    allocating = threading.Lock()
 
     def store(start: int, part: dict) -> None:
+        if len(out) < len(part):  # the first chunk done allocates every column, in its key order
+            with allocating:
+                for key, values in part.items():
+                    if key not in out:
+                        out[key] = np.empty(sc.size, dtype=np.asarray(values).dtype)
         for key, values in part.items():
-            if key not in out:
-                out[key] = np.empty(sc.size, dtype=np.asarray(values).dtype)
             out[key][start:start + CHUNK] = values
 
-    store(0, chunk(0))  # allocates every output column before any thread writes into them
     if workers == 1:
-        for start in starts[1:]:
+        for start in starts:
             store(start, chunk(start))
     else:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(lambda start: store(start, chunk(start)), starts[1:]))
+            list(pool.map(lambda start: store(start, chunk(start)), starts))
     return _columns(model, hw, sc, columns, out)
 
 
@@ -201,25 +208,36 @@ def _param_counts(model: ModelSpec) -> tuple[int, int]:
 
 def _precision_groups(sc: Scenario) -> tuple | None:
     """(the distinct (w_bits, a_bits, kv_bits, quant_group, tp) combinations, each scenario's
-    index into them) for the fast path; None when there are more than MAX_GROUPS."""
+    index into them) for the fast path; None when there are more than MAX_GROUPS. Each field's
+    index times its radix is gathered from a small table and summed into a combination code, in
+    chunks of CHUNK scenarios (no full-length temporaries)."""
     if sc.shape == ():  # one scenario: one group
         return (tuple(float(getattr(sc, name)) for name in GROUP_FIELDS),), 0
-    codes, radix, levels = 0, 1, []
+    radix, levels, coded = 1, [], []
     for name in GROUP_FIELDS:
         value = getattr(sc, name)
         if np.ndim(value) == 0:
             levels.append((name, np.array([float(value)])))
             continue
-        values, lookup, keys = _levels(np.broadcast_to(value, sc.shape).reshape(-1), name)
+        column = np.broadcast_to(value, sc.shape).reshape(-1)
+        values, lookup, keys = _levels(column, name)
         if values.size > MAX_GROUPS or radix * values.size > 2 ** 31:
             return None
-        # each field's index times its radix, gathered from a small table (one pass a field)
-        codes = codes + (lookup * radix).take(keys)
+        coded.append((column, lookup * radix, keys))
         radix *= values.size
         levels.append((name, values))
-    if np.ndim(codes) == 0:
+    if not coded:
         return tuple([tuple(float(values[0]) for _, values in levels)]), 0
-    present = np.flatnonzero(np.bincount(codes, minlength=radix))
+    codes = np.empty(sc.size, dtype=np.intp)
+    counts = np.zeros(radix, dtype=np.intp)
+    for start in range(0, sc.size, CHUNK):
+        rows = slice(start, start + CHUNK)
+        code = 0
+        for column, table, keys in coded:  # keys None: the whole numbers themselves
+            code = code + table.take(column[rows].astype(np.intp) if keys is None else keys[rows])
+        codes[rows] = code
+        counts += np.bincount(code, minlength=radix)
+    present = np.flatnonzero(counts)
     if present.size > MAX_GROUPS:
         return None
     lookup = np.zeros(radix, dtype=np.intp)
@@ -231,21 +249,29 @@ def _precision_groups(sc: Scenario) -> tuple | None:
             combo.append(float(values[rest % values.size]))
             rest //= values.size
         groups.append(tuple(combo))
-    return tuple(groups), lookup.take(codes).reshape(sc.shape)
+    for start in range(0, sc.size, CHUNK):
+        codes[start:start + CHUNK] = lookup.take(codes[start:start + CHUNK])
+    return tuple(groups), codes.reshape(sc.shape)
 
 
-def _levels(column: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(distinct values, lookup, keys): each element's index into the values is lookup[keys].
-    A counting pass for small whole numbers (bit widths, tp: keys are the values themselves;
-    Scenario has checked that counts are whole and every field's range), a sort otherwise."""
+def _levels(column: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(distinct values, lookup, keys): each element's index into the values is lookup[keys],
+    keys None where they are the whole numbers themselves (bit widths, tp: Scenario has checked
+    that counts are whole and every field's range), found by counting chunk by chunk; else a sort."""
     top = RANGES[name][1] if RANGES[name][1] <= 65536 else column.max()
     if top <= 65536:
-        whole = column.astype(np.intp)
-        if name not in BIT_FIELDS or np.array_equal(whole, column):  # bit widths may be fractional
-            present = np.flatnonzero(np.bincount(whole))
-            lookup = np.zeros(int(top) + 1, dtype=np.intp)
+        counts = np.zeros(int(top) + 1, dtype=np.intp)
+        for start in range(0, column.size, CHUNK):
+            part = column[start:start + CHUNK]
+            whole = part.astype(np.intp)
+            if name in BIT_FIELDS and not np.array_equal(whole, part):  # bit widths may be fractional
+                break
+            counts += np.bincount(whole, minlength=counts.size)
+        else:
+            present = np.flatnonzero(counts)
+            lookup = np.zeros(counts.size, dtype=np.intp)
             lookup[present] = np.arange(present.size)
-            return present.astype(float), lookup, whole
+            return present.astype(float), lookup, None
     values, inverse = np.unique(column, return_inverse=True)
     return values, np.arange(values.size, dtype=np.intp), inverse.reshape(-1)
 

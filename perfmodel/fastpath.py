@@ -348,14 +348,18 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
             total += value
         else:
             part[key] = total + value
-    ops = context_ops(model, seqs=batch, new_tokens=prompt, past=0.0, p=p, tp=tp, engine=engine)
-    banded = has_bands(hw)
-    for op in ops:  # count x each component into the part's own arrays (perfmodel.steps.add_op_times)
-        t = op_time(op, hw, p, tp)
-        for key in TOTAL_KEYS:
-            _add_into(part, key, op.count, getattr(t, key))
-        if banded:
-            _add_into(part, "class:" + intervals.op_class(op.kind, phase), op.count, t.time_s)
+    lines = prefill_lines(model, hw, engine, groups) if phase == "prefill" else None
+    if lines is not None and lines.covers(batch, group):
+        lines.add(part, batch, group, prompt)
+    else:
+        ops = context_ops(model, seqs=batch, new_tokens=prompt, past=0.0, p=p, tp=tp, engine=engine)
+        banded = has_bands(hw)
+        for op in ops:  # count x each component into the part's own arrays (perfmodel.steps.add_op_times)
+            t = op_time(op, hw, p, tp)
+            for key in TOTAL_KEYS:
+                _add_into(part, key, op.count, getattr(t, key))
+            if banded:
+                _add_into(part, "class:" + intervals.op_class(op.kind, phase), op.count, t.time_s)
     totals = {key: part.pop(key) for key in TOTAL_KEYS}
     totals["classes"] = {key[len("class:"):]: value for key, value in part.items()}
     return settle_step(totals, model, hw, engine, tokens)
@@ -619,6 +623,138 @@ def _past_line(values: np.ndarray):
         if not np.all(np.isfinite(values[:, j])) or np.any(np.abs(predicted - values[:, j]) > _AFFINE_RTOL * scale):
             return None
     return alpha, beta
+
+
+#: Prompts at which a prefill's context ops are probed: the first three fix a line or a quadratic
+#: (small prompts: its coefficients exact to rounding), the others check it, the last beyond any
+#: prompt a Scenario can describe.
+_PROMPT_PROBES = np.array([1.0, 2.0, 3.0, 1031.0, 100003.0, 16777216.0, 2147483648.0])
+
+
+@dataclass(frozen=True)
+class PrefillLines:
+    """The context ops of a prefill (perfmodel.ops.context_ops with no cache: attention) as
+    polynomials of the prompt P per precision group and sequence count s <= DIRECT_COUNTS: per op,
+    count x compute time = c0 + c1 P + c2 P^2 and count x memory time = m0 + m1 P + m2 P^2 (rows
+    6 i .. 6 i + 5 of `table`, column group * (DIRECT_COUNTS + 1) + s; causal attention's query-key
+    pairs grow as P (P + 1) / 2, its bytes as P), its floor, communication and host time constant
+    (`constants`, as in ContextLines). Built only where the per-op path fits those at
+    _PROMPT_PROBES for every op, group and count; the step then takes max(compute, memory) per op
+    as perfmodel.roofline.OpTime does."""
+    table: np.ndarray
+    op_keys: tuple[str, ...]
+    constants: dict
+    rows: tuple[int, ...]  # table rows that are not zero everywhere
+
+    def covers(self, batch, group) -> bool:
+        """Whether every scenario's sequence count is in the table."""
+        return bool(np.all(np.asarray(batch) <= DIRECT_COUNTS))
+
+    def add(self, part: dict, batch, group, prompt) -> None:
+        """Add the context ops' times at prompts `prompt` to the priced components `part`."""
+        if np.ndim(batch) == 0 and np.ndim(group) == 0:
+            at = int(group) * (DIRECT_COUNTS + 1) + int(batch)
+            column, prompt = self.table[:, at].tolist(), float(prompt)
+            take = lambda row: column[row]  # noqa: E731
+            constants = {key: float(values[at]) for key, values in self.constants.items()}
+        else:
+            at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(batch).astype(np.intp)
+            take = lambda row: self.table[row].take(at) if row in self.rows else 0.0  # noqa: E731
+            gathered: dict = {}
+            constants = {key: gathered.setdefault(id(values), values.take(at)) for key, values in self.constants.items()}
+        for i, key in enumerate(self.op_keys):
+            c0, c1, c2, m0, m1, m2 = (take(6 * i + j) for j in range(6))
+            compute = (c2 * prompt + c1) * prompt + c0 if np.ndim(c2) or c2 else c1 * prompt + c0
+            memory = (m2 * prompt + m1) * prompt + m0 if np.ndim(m2) or m2 else m1 * prompt + m0
+            core = np.maximum(compute, memory) if isinstance(compute, np.ndarray) else max(compute, memory)
+            for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
+                if name:
+                    _add_into(part, name, 1.0, value)
+        for name, value in constants.items():
+            _add_into(part, name, 1.0, value)
+
+
+_PREFILL_LINES: dict = {}
+
+
+def prefill_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple) -> PrefillLines | None:
+    """The PrefillLines of precision groups `groups`, None where some context op does not fit;
+    cached like count_pricing."""
+    key = (id(model), id(hw), id(engine), groups)
+    hit = _PREFILL_LINES.get(key)
+    if hit is not None and hit[0] is model and hit[1] is hw and hit[2] is engine:
+        return hit[3]
+    lines = _price_prefill_lines(model, hw, engine, groups)
+    with _PRICINGS_LOCK:
+        if len(_PREFILL_LINES) >= _MAX_PRICINGS:
+            _PREFILL_LINES.clear()
+        _PREFILL_LINES[key] = (model, hw, engine, lines)
+    return lines
+
+
+def _price_prefill_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple) -> PrefillLines | None:
+    banded = has_bands(hw)
+    seqs = np.maximum(np.arange(DIRECT_COUNTS + 1, dtype=float), 1.0)[:, None]
+    prompt = _PROMPT_PROBES[None, :]
+    shape = (seqs.size, prompt.size)
+    columns, constants, op_keys = [], {}, None
+    width = DIRECT_COUNTS + 1
+    for g, (w, a, kv, qg, tp) in enumerate(groups):
+        p = Precision(w, a, kv, qg)
+        ops = context_ops(model, seqs=seqs, new_tokens=prompt, past=0.0, p=p, tp=tp, engine=engine)
+        keys = tuple("class:" + intervals.op_class(op.kind, "prefill") if banded else "" for op in ops)
+        if op_keys is None:
+            op_keys = keys
+        elif keys != op_keys:
+            return None
+        rows = []
+        for op, key in zip(ops, keys):
+            t = op_time(op, hw, p, tp)
+            fixed = {}
+            for name in ("overhead_s", "comm_s", "host_s"):
+                value = np.broadcast_to(np.asarray(getattr(t, name), dtype=float), shape)
+                if not np.all(value == value[:, :1]):
+                    return None
+                fixed[name] = op.count * value[:, 0]
+            for name in ("compute_s", "memory_s"):
+                poly = _prompt_polynomial(op.count * np.broadcast_to(np.asarray(getattr(t, name), dtype=float), shape))
+                if poly is None:
+                    return None
+                rows += list(poly)
+            floor = fixed["overhead_s"] + fixed["comm_s"]
+            sums = {"overhead_s": fixed["overhead_s"], "comm_s": fixed["comm_s"], "host_s": fixed["host_s"],
+                    "time_s": floor, **({key: floor} if key else {})}
+            for name, value in sums.items():
+                constants.setdefault(name, np.zeros(len(groups) * width))[g * width:(g + 1) * width] += value
+        columns.append(np.array(rows))
+    table = np.concatenate(columns, axis=1)
+    constants = {name: value for name, value in constants.items() if value.any()}
+    shared: dict = {}
+    for name, value in constants.items():
+        same = next((other for other in shared.values() if np.array_equal(other, value)), None)
+        shared[name] = value if same is None else same
+    return PrefillLines(table, op_keys, shared, tuple(i for i in range(table.shape[0]) if table[i].any()))
+
+
+def _prompt_polynomial(values: np.ndarray):
+    """(c0, c1, c2) per row where every row of `values` (rows: counts, columns: _PROMPT_PROBES)
+    lies on c0 + c1 P + c2 P^2, tried as a line (c2 = 0) first; else None."""
+    v1, v2, v3 = values[:, 0], values[:, 1], values[:, 2]
+    scale = np.maximum(np.abs(values).max(axis=1), 1e-300)
+    line_b = v2 - v1
+    candidates = ((v1 - line_b, line_b, np.zeros_like(v1)),)
+    c2 = (v3 - 2.0 * v2 + v1) / 2.0
+    c1 = v2 - v1 - 3.0 * c2
+    candidates += ((v1 - c1 - c2, c1, c2),)
+    fits = []
+    for c0, c1, c2 in candidates:
+        predicted = (c2[:, None] * _PROMPT_PROBES + c1[:, None]) * _PROMPT_PROBES + c0[:, None]
+        ok = np.all(np.abs(predicted - values) <= _AFFINE_RTOL * scale[:, None], axis=1) & np.all(np.isfinite(values), axis=1)
+        fits.append(ok)
+    if not np.all(fits[0] | fits[1]):
+        return None
+    line = fits[0]
+    return tuple(np.where(line, a, b) for a, b in zip(*candidates))
 
 
 # -- precision groups stacked -----------------------------------------------------------------------

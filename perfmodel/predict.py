@@ -8,6 +8,7 @@ steps (`mean_max_affine`). Everything broadcasts: a Scenario of a million config
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -82,11 +83,14 @@ def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple
     plus every running sequence's logits; max batch assumes a full chunk. With the precision
     `groups` (`_precision_groups`) the quantities of a group alone (weights, KV bytes per token,
     the activations of an empty engine) are computed once per group and gathered."""
-    p, tp = precision(sc), sc.tp
+    one = groups is not None and sc.shape == ()  # one scenario: its group's Precision and numbers
+    p, tp = fastpath.group_precision(groups[0][0]) if one else precision(sc), sc.tp
     if groups is None:
         weights = memory.weight_bytes(model, p, tp)
         kv_per_token = memory.kv_cache_bytes(model, p, 1.0, tp)
         idle = memory.serving_activation_bytes(model, p, 0, 0, tp)
+    elif one:
+        weights, kv_per_token, idle = (float(v[groups[1]]) for v in _group_memory(model, groups[0]))
     else:
         weights, kv_per_token, idle = (np.take(v, groups[1]) for v in _group_memory(model, groups[0]))
     kv_per_request = memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples) * kv_per_token
@@ -94,7 +98,10 @@ def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple
     total = weights + kv + act
     free = hw.hbm_capacity_bytes - weights - idle
     per_request = kv_per_request + memory.activation_bytes(model, p, 0, sc.samples, tp)
-    max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / per_request), 0.0)
+    if isinstance(free, float) and isinstance(per_request, float):  # one scenario: the same in floats
+        max_batch = float(math.floor(max(free, 0.0) / per_request)) if free > 0 else 0.0
+    else:
+        max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / per_request), 0.0)
     return {"weights_bytes": weights, "kv_bytes": kv, "activation_bytes": act, "total_bytes": total,
             "capacity_bytes": hw.hbm_capacity_bytes, "fits": total <= hw.hbm_capacity_bytes,
             "max_batch": max_batch}
@@ -318,8 +325,11 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
         "usd_per_mtok": hw.price_per_hour_usd * sc.tp / 3600.0 / throughput * 1e6,
     }
     shape = sc.shape
-    if shape == ():  # one scenario: every metric is a scalar (np.array([v]) is np.full(1, v), cheaper)
-        return {k: np.array([v]) for k, v in result.items()}
+    if shape == ():  # one scenario: every metric a one-element column (the float ones slices of one array)
+        floats = [k for k, v in result.items() if isinstance(v, float) or (isinstance(v, np.ndarray) and v.dtype == float)]
+        packed = np.array([result[k] for k in floats], dtype=float)
+        columns = {k: packed[i:i + 1] for i, k in enumerate(floats)}
+        return {k: columns[k] if k in columns else np.array([v]) for k, v in result.items()}
     return {k: np.broadcast_to(v, shape).reshape(-1) if np.ndim(v) else np.full(max(sc.size, 1), v)
             for k, v in result.items()}
 

@@ -156,7 +156,11 @@ def settle_step(totals: dict, model: ModelSpec, hw: Hardware, engine: Engine, to
     the engine's serial per-iteration host time (step_host_s)."""
     host = paid_host_s(totals["host_s"], model, hw, engine, tokens)
     totals["host_s"] = host
-    totals["time_s"] = np.maximum(totals["time_s"], host) + engine.step_host_s
+    time = totals["time_s"]
+    if isinstance(time, float) and isinstance(host, float):  # one scenario: the same in floats
+        totals["time_s"] = max(time, host) + engine.step_host_s
+    else:
+        totals["time_s"] = np.maximum(time, host) + engine.step_host_s
     return totals
 
 

@@ -169,11 +169,11 @@ def test_allreduce_pieces_equal_the_per_op_path_at_every_count(name, spec, engin
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_decode_context_lines_equal_the_per_op_path(name):
+def test_context_lines_equal_the_per_op_path(name):
     """Decode steps whose context ops come from ContextLines (sequences within the table, dense
-    attention): every column equals the per-op path's, for the engines and specs where those ops
-    are affine in the context; a chunk mixing such rows with rows past the table and sparse rows
-    too."""
+    attention) and prefills whose attention comes from PrefillLines (polynomials of the prompt):
+    every column equals the per-op path's, for the engines and specs where those ops fit; a
+    chunk mixing such rows with rows past the table and sparse rows too."""
     model = workloads.load(name)
     rng = np.random.default_rng(100 + MODELS.index(name))
     heads = [t for t in (1, 2, 4, 8) if model.n_heads % t == 0]
@@ -189,6 +189,7 @@ def test_decode_context_lines_equal_the_per_op_path(name):
         for scenarios in (sc, mixed):
             groups = _precision_groups(scenarios)[0]
             checked += fastpath.context_lines(model, hw, engines.load(engine), groups) is not None
+            checked += fastpath.prefill_lines(model, hw, engines.load(engine), groups) is not None
             fast = perfmodel.evaluate(model, hw, scenarios, engine)
             ref = perfmodel.evaluate(model, hw, scenarios, engine, path="reference")
             for key, values in ref.items():
@@ -196,4 +197,4 @@ def test_decode_context_lines_equal_the_per_op_path(name):
                     np.testing.assert_allclose(fast[key], values, rtol=1e-9, atol=0, err_msg=f"{name} {spec} {engine} {key}")
                 else:
                     assert np.array_equal(np.asarray(fast[key]), np.asarray(values)), (name, spec, engine, key)
-    assert checked >= 2  # the lines priced these steps (the datasheet spec's at least)
+    assert checked >= 4  # the lines priced these steps (the datasheet spec's at least)

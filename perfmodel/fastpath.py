@@ -648,15 +648,25 @@ class PrefillLines:
 
     def covers(self, batch, group) -> bool:
         """Whether every scenario's sequence count is in the table."""
+        if isinstance(batch, float):
+            return batch <= DIRECT_COUNTS
         return bool(np.all(np.asarray(batch) <= DIRECT_COUNTS))
 
     def add(self, part: dict, batch, group, prompt) -> None:
         """Add the context ops' times at prompts `prompt` to the priced components `part`."""
-        if np.ndim(batch) == 0 and np.ndim(group) == 0:
+        if np.ndim(batch) == 0 and np.ndim(group) == 0:  # one scenario: in Python floats
             at = int(group) * (DIRECT_COUNTS + 1) + int(batch)
             column, prompt = self.table[:, at].tolist(), float(prompt)
-            take = lambda row: column[row]  # noqa: E731
-            constants = {key: float(values[at]) for key, values in self.constants.items()}
+            for i, key in enumerate(self.op_keys):
+                c0, c1, c2, m0, m1, m2 = column[6 * i:6 * i + 6]
+                compute, memory = (c2 * prompt + c1) * prompt + c0, (m2 * prompt + m1) * prompt + m0
+                core = max(compute, memory)
+                for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
+                    if name:
+                        part[name] = part.get(name, 0.0) + value
+            for name, values in self.constants.items():
+                part[name] = part.get(name, 0.0) + float(values[at])
+            return
         else:
             at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(batch).astype(np.intp)
             take = lambda row: self.table[row].take(at) if row in self.rows else 0.0  # noqa: E731
@@ -876,15 +886,16 @@ class StackedPricing:
         caller discards)."""
         out = {key: (self.alpha[i].take(group) + self.beta[i].take(group) * x) if self.sloped[i]
                else self.alpha[i].take(group) for i, key in enumerate(self.keys)}
+        runs: dict = {}  # run indices by run length, shared by the GEMMs and the collectives
         for key, coef in self.crossings.values():
             count = coef[0].take(group)
             compute = coef[1].take(group) + coef[2].take(group) * x
             memory = coef[3].take(group) + coef[4].take(group) * x
             _add(out, count, compute, memory, np.maximum(compute, memory), key)
         if self.gemms:
-            self._add_gemms(out, x, group)
+            self._add_gemms(out, x, group, runs)
         if self.collectives:
-            self._add_rescaled_pieces(out, x, group, p, tp)
+            self._add_rescaled_pieces(out, x, group, p, tp, runs)
         for name, (template, lines, present) in self.rescaled.items():
             if name not in self.collectives:
                 self._add_rescaled(out, template, lines, present, x, group, p, tp)
@@ -900,15 +911,14 @@ class StackedPricing:
                         out[cls][mine] += op.count * t.time_s
         return out
 
-    def _add_gemms(self, out: dict, x, group) -> None:
+    def _add_gemms(self, out: dict, x, group, runs: dict | None = None) -> None:
         """Add the tiled GEMMs past the table. Within one run of tile_m rows each GEMM's time is
         max(tile-limited constant, power-limited slope x, memory line): where one of the three is
         the largest at both ends of the run it is the largest over the whole run (a maximum of
         lines is convex), so the run's sums over GEMMs are lines in x (`StackedCells`); the few
         runs where a GEMM switches inside are priced GEMM by GEMM."""
         cells = self._any_cells()
-        run = np.ceil(x / cells.tile_m).astype(np.intp) - cells.q0
-        np.maximum(run, 0, out=run)  # counts inside the direct table: any run (discarded)
+        run = _run_index(x, cells.tile_m, cells.q0, runs)
         table = self._stacked_cells(cells.q0 + int(run.max()))
         at = table.group_map.take(group) * table.width + run
         rows = table.packed.take(at, axis=0)
@@ -931,12 +941,11 @@ class StackedPricing:
             core = np.maximum(compute, memory)
             _add_rows(out, rows, compute, memory, core, key)
 
-    def _add_rescaled_pieces(self, out: dict, x, group, p: Precision, tp) -> None:
+    def _add_rescaled_pieces(self, out: dict, x, group, p: Precision, tp, runs: dict | None = None) -> None:
         """Add the rescaled collectives (all-reduces) past the table from their lines (`RescaledPieces`):
         a lookup of each count's run, its piece and the piece's line per component (in a run
         where the time changes line, each count is a piece of its own)."""
-        run = np.ceil(x / RUN_COUNTS).astype(np.intp) - _RUN_Q0
-        np.maximum(run, 0, out=run)  # counts inside the direct table: any run (discarded)
+        run = _run_index(x, RUN_COUNTS, _RUN_Q0, runs)
         pieces = self._rescaled_pieces(_RUN_Q0 + int(run.max()))
         at = pieces.group_map.take(group) * pieces.width + run
         piece = pieces.piece.take(at)
@@ -1185,6 +1194,18 @@ class StackedCells:
     packed: np.ndarray
     line_of: dict
     group_map: np.ndarray | None = None  # group -> its row block (groups with equal GEMMs share one)
+
+
+def _run_index(x, tile: float, q0: int, runs: dict | None):
+    """Each count's run of `tile` counts, from the first run past the direct table (q0; counts
+    inside the table get run 0, their values discarded), computed once per run length."""
+    run = None if runs is None else runs.get((tile, q0))
+    if run is None:
+        run = np.ceil(x / tile).astype(np.intp) - q0
+        np.maximum(run, 0, out=run)
+        if runs is not None:
+            runs[(tile, q0)] = run
+    return run
 
 
 def _line_at(coef: np.ndarray, group, x):

@@ -18,14 +18,30 @@ and `CountPricing` prices such a function once:
       run q = ceil(x / tile_m) holds it and the memory rate: time = max(K[q], a x, (w + c x) / bw[q]);
       where one of the three terms is the largest at both ends of a run it is over the whole run
       (a maximum of lines is convex), so a run's GEMMs sum to one line per component
-      (`StackedCells`: two lookups a component); runs where a GEMM switches term inside are
+      (`StackedCells`); runs where a GEMM switches term inside are
       priced GEMM by GEMM;
-    - anything else (all-reduces, whose algorithm switches with the message size; MoE experts,
-      whose touched experts grow non-linearly): priced per count by the per-op path.
+    - all-reduces (their algorithm switches with the message size): piecewise linear in x,
+      concave but for the custom kernel's size limit; `StackedPricing._rescaled_pieces` finds
+      their pieces by bisection over runs of RUN_COUNTS counts (five per-op prices on the
+      chord), a run holding a kink or step priced count by count, and a count looks up its
+      run's piece and the piece's line (groups with the same tp share the pieces);
+    - anything else (MoE experts, whose touched experts grow non-linearly and whose tiles are
+      wave-quantized): priced per count by the per-op path.
 Which case an op falls in is probed at three counts past the table (PER_COUNT_KINDS always go per count).
-Context ops are priced by the per-op path on the scenario arrays. A Scenario of scalars takes
-the same coefficients in Python floats (`StackedPricing._at`), which spares a single prediction
-the cost of array calls. The per-op path
+Past the table a count's tiled GEMMs cost one gather of its run's packed lines (compute,
+memory, time side by side; groups whose GEMMs are equal share rows).
+
+Context ops (attention, a concatenated cache) depend on (sequences, new tokens, cached tokens):
+* decode (`ContextLines`): per (group, sequences s <= DIRECT_COUNTS), each op's compute and
+  memory time is a line in the context S0, probed at four contexts; the mean decode step over
+  a generation then follows perfmodel.steps.add_decode_context from the lines' values at the
+  first and last context (exact: the same `mean_max_affine` of the same end values);
+* prefill (`PrefillLines`): per (group, sequences), each op's compute and memory time is a line
+  or a quadratic in the prompt (causal pairs grow as P (P + 1) / 2), probed at seven prompts;
+* where the probes fail (kernels whose work units make time a maximum of lines in the context),
+  for sequences past the table and for sparse attention: the per-op path on the scenario arrays.
+A Scenario of scalars takes the same coefficients in Python floats (`StackedPricing._at`, the
+lines' columns), which spares a single prediction the cost of array calls. The per-op path
 (perfmodel.steps) stays the reference and the source of breakdowns; tests hold the two equal to
 a relative 1e-9 on random scenarios of every model family, precision, engine and tp.
 """
@@ -378,7 +394,7 @@ def _add_into(part: dict, key: str, count: float, value) -> None:
         else:
             part[key] = total + scaled
         return
-    scaled = count * value
+    scaled = value if count == 1.0 else count * value
     total = part.get(key, 0.0)
     if isinstance(total, np.ndarray) and total.ndim and total.shape == np.broadcast_shapes(total.shape, scaled.shape):
         total += scaled
@@ -433,16 +449,16 @@ def _per_op_mean_decode(model: ModelSpec, hw: Hardware, *, seqs, past_first, pas
 def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group) -> dict:
     """`mean_decode_step` of rows whose context ops all come from `lines` (every count in the table)."""
     parts = stacked_pricing(model, hw, engine, groups, "decode", "decode").evaluate(seqs, group, p, tp)
-    extras = lines.add_mean(parts, seqs, group, past_first, past_last)
+    # every step replayed from a graph (or no host time at all): the mean of max(device, host) is
+    # the device time's own mean, so settle_mean_decode would add and take away the same mean
+    replayed = hw.calibration is None or bool(np.all(engine.graphed(seqs)))
+    extras = lines.add_mean(parts, seqs, group, past_first, past_last, extras=not replayed)
     totals = {key: parts.pop(key) for key in TOTAL_KEYS}
     totals["classes"] = {key[len("class:"):]: value for key, value in parts.items()}
-    host = paid_host_s(totals["host_s"], model, hw, engine, seqs)
-    if isinstance(host, np.ndarray) and host.ndim and not host.any():
-        # every step replayed from a graph: no host time, so the mean of max(device, host) is the
-        # device time's own mean (settle_mean_decode would add and take away the same mean)
-        totals["host_s"] = host
+    if replayed:
+        totals["host_s"] = paid_host_s(totals["host_s"], model, hw, engine, seqs)
         if engine.step_host_s:
-            totals["time_s"] += engine.step_host_s
+            totals["time_s"] = totals["time_s"] + engine.step_host_s
         return totals
     return settle_mean_decode(totals, extras, model, hw, engine, seqs)
 
@@ -506,19 +522,32 @@ class ContextLines:
         shape = np.broadcast_shapes(np.shape(ok), np.shape(group))
         return np.flatnonzero(np.broadcast_to(ok, shape))
 
-    def add_mean(self, parts: dict, seqs, group, past_first, past_last) -> tuple:
+    def add_mean(self, parts: dict, seqs, group, past_first, past_last, extras: bool = True) -> tuple | None:
         """Add the context ops' mean over contexts past_first..past_last to the priced token and
         logits components `parts` (in place where they are arrays); return the device time's
-        excess over that mean at the two ends (perfmodel.steps.add_decode_context)."""
+        excess over that mean at the two ends (perfmodel.steps.add_decode_context), where
+        `extras` asks for it."""
         scalar = np.ndim(seqs) == 0 and np.ndim(group) == 0
         at = int(group) * (DIRECT_COUNTS + 1) + int(seqs) if scalar else \
             np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(seqs).astype(np.intp)
-        if scalar:
+        if scalar:  # one scenario: in Python floats
             column = self.table[:, at].tolist()
             first, last = float(past_first), float(past_last)
             for key, values in self.constants.items():
                 parts[key] = parts.get(key, 0.0) + float(values[at])
-            take = lambda row: column[row]  # noqa: E731
+            first_extra, last_extra = 0.0, 0.0
+            for i, key in enumerate(self.op_keys):
+                c0, c1, m0, m1 = column[4 * i:4 * i + 4]
+                compute_first, compute_last = c0 + c1 * first, c0 + c1 * last
+                memory_first, memory_last = m0 + m1 * first, m0 + m1 * last
+                core = mean_max_affine(compute_first, compute_last, memory_first, memory_last)
+                first_extra += max(compute_first, memory_first) - core
+                last_extra += max(compute_last, memory_last) - core
+                for name, value in (("compute_s", (compute_first + compute_last) / 2),
+                                    ("memory_s", (memory_first + memory_last) / 2), ("time_s", core), (key, core)):
+                    if name:
+                        parts[name] = parts.get(name, 0.0) + value
+            return (first_extra, last_extra) if extras else None
         else:
             first, last = past_first, past_last
             gathered: dict = {}  # rows shared by several components are gathered once
@@ -537,14 +566,17 @@ class ContextLines:
             compute_first, compute_last = c0 + c1 * first, c0 + c1 * last
             memory_first, memory_last = m0 + m1 * first, m0 + m1 * last
             core = mean_max_affine(compute_first, compute_last, memory_first, memory_last)
-            first_extra = first_extra + (np.maximum(compute_first, memory_first) - core)
-            last_extra = last_extra + (np.maximum(compute_last, memory_last) - core)
-            parts["compute_s"] = parts["compute_s"] + (compute_first + compute_last) / 2
-            parts["memory_s"] = parts["memory_s"] + (memory_first + memory_last) / 2
-            parts["time_s"] = parts["time_s"] + core
-            if key:
-                parts[key] = parts[key] + core if key in parts else core
-        return first_extra, last_extra
+            if extras:
+                first_extra = first_extra + (np.maximum(compute_first, memory_first) - core)
+                last_extra = last_extra + (np.maximum(compute_last, memory_last) - core)
+            compute = compute_first + compute_last
+            compute /= 2  # in place where arrays: the mean's temporaries are this call's own
+            memory = memory_first + memory_last
+            memory /= 2
+            for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
+                if name:
+                    _add_into(parts, name, 1.0, value)
+        return (first_extra, last_extra) if extras else None
 
 
 _NO_ROWS = np.array([], dtype=np.intp)
@@ -670,8 +702,11 @@ class PrefillLines:
         else:
             at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(batch).astype(np.intp)
             take = lambda row: self.table[row].take(at) if row in self.rows else 0.0  # noqa: E731
-            gathered: dict = {}
-            constants = {key: gathered.setdefault(id(values), values.take(at)) for key, values in self.constants.items()}
+            gathered: dict = {}  # rows shared by several components are gathered once
+            for values in self.constants.values():
+                if id(values) not in gathered:
+                    gathered[id(values)] = values.take(at)
+            constants = {key: gathered[id(values)] for key, values in self.constants.items()}
         for i, key in enumerate(self.op_keys):
             c0, c1, c2, m0, m1, m2 = (take(6 * i + j) for j in range(6))
             compute = (c2 * prompt + c1) * prompt + c0 if np.ndim(c2) or c2 else c1 * prompt + c0

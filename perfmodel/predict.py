@@ -290,7 +290,7 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
     p = fastpath.group_precision(groups[0][0]) if groups is not None and sc.shape == () else precision(sc)
     tp = sc.tp
     decode_seqs = sc.batch * sc.samples
-    past_last = sc.prompt + np.maximum(sc.gen - 2, 0)
+    past_last = sc.prompt + (max(sc.gen - 2, 0.0) if isinstance(sc.gen, float) else np.maximum(sc.gen - 2, 0))
     if groups is not None:
         fixed, index = groups
         prefill = fastpath.prefill_step(model, hw, batch=sc.batch, prompt=sc.prompt, p=p, tp=tp, engine=engine,

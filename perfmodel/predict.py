@@ -152,10 +152,25 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
     engine = load_engine(engine)
     if path not in PATHS:
         raise ValueError(f"path: {path!r} is not one of {', '.join(PATHS)}")
-    groups = _precision_groups(sc) if path == "fast" else None
     columns = sc.columns()
     if sc.size <= CHUNK:
+        groups = _precision_groups(sc) if path == "fast" else None
         return _columns(model, hw, sc, columns, _metrics(model, hw, sc, engine, groups))
+    starts = range(0, sc.size, CHUNK)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
+    if workers == 1:
+        return _chunked(model, hw, sc, engine, columns, path, lambda fn, items: [fn(item) for item in items])
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return _chunked(model, hw, sc, engine, columns, path, lambda fn, items: list(pool.map(fn, items)))
+
+
+def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, columns: dict, path: str,
+             run) -> dict:
+    """`evaluate` of a Scenario of more than CHUNK scenarios, chunk by chunk through `run(fn,
+    starts)` (a map, on the worker threads)."""
+    groups = _precision_groups(sc, run) if path == "fast" else None
     starts = range(0, sc.size, CHUNK)
 
     def chunk(start: int) -> dict:
@@ -165,7 +180,6 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
         own = None if groups is None else (groups[0], np.reshape(groups[1], -1)[rows] if np.ndim(groups[1]) else groups[1])
         return _metrics(model, hw, part, engine, own)
 
-    workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
     out: dict = {}
     allocating = threading.Lock()
 
@@ -178,14 +192,7 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
         for key, values in part.items():
             out[key][start:start + CHUNK] = values
 
-    if workers == 1:
-        for start in starts:
-            store(start, chunk(start))
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(lambda start: store(start, chunk(start)), starts))
+    run(lambda start: store(start, chunk(start)), starts)
     return _columns(model, hw, sc, columns, out)
 
 
@@ -213,13 +220,16 @@ def _param_counts(model: ModelSpec) -> tuple[int, int]:
     return hit[1]
 
 
-def _precision_groups(sc: Scenario) -> tuple | None:
+def _precision_groups(sc: Scenario, run=None) -> tuple | None:
     """(the distinct (w_bits, a_bits, kv_bits, quant_group, tp) combinations, each scenario's
     index into them) for the fast path; None when there are more than MAX_GROUPS. Each field's
     index times its radix is gathered from a small table and summed into a combination code, in
-    chunks of CHUNK scenarios (no full-length temporaries)."""
+    chunks of CHUNK scenarios (no full-length temporaries) mapped by `run(fn, starts)` (default
+    one after another; evaluate passes its worker threads' map)."""
     if sc.shape == ():  # one scenario: one group
         return (tuple(float(getattr(sc, name)) for name in GROUP_FIELDS),), 0
+    run = run or (lambda fn, items: [fn(item) for item in items])
+    starts = range(0, sc.size, CHUNK)
     radix, levels, coded = 1, [], []
     for name in GROUP_FIELDS:
         value = getattr(sc, name)
@@ -227,7 +237,7 @@ def _precision_groups(sc: Scenario) -> tuple | None:
             levels.append((name, np.array([float(value)])))
             continue
         column = np.broadcast_to(value, sc.shape).reshape(-1)
-        values, lookup, keys = _levels(column, name)
+        values, lookup, keys = _levels(column, name, run)
         if values.size > MAX_GROUPS or radix * values.size > 2 ** 31:
             return None
         coded.append((column, lookup * radix, keys))
@@ -236,15 +246,16 @@ def _precision_groups(sc: Scenario) -> tuple | None:
     if not coded:
         return tuple([tuple(float(values[0]) for _, values in levels)]), 0
     codes = np.empty(sc.size, dtype=np.intp)
-    counts = np.zeros(radix, dtype=np.intp)
-    for start in range(0, sc.size, CHUNK):
+
+    def code_chunk(start: int) -> np.ndarray:
         rows = slice(start, start + CHUNK)
         code = 0
         for column, table, keys in coded:  # keys None: the whole numbers themselves
             code = code + table.take(column[rows].astype(np.intp) if keys is None else keys[rows])
         codes[rows] = code
-        counts += np.bincount(code, minlength=radix)
-    present = np.flatnonzero(counts)
+        return np.bincount(code, minlength=radix)
+
+    present = np.flatnonzero(sum(run(code_chunk, starts)))
     if present.size > MAX_GROUPS:
         return None
     lookup = np.zeros(radix, dtype=np.intp)
@@ -256,27 +267,33 @@ def _precision_groups(sc: Scenario) -> tuple | None:
             combo.append(float(values[rest % values.size]))
             rest //= values.size
         groups.append(tuple(combo))
-    for start in range(0, sc.size, CHUNK):
+
+    def index_chunk(start: int) -> None:
         codes[start:start + CHUNK] = lookup.take(codes[start:start + CHUNK])
+
+    run(index_chunk, starts)
     return tuple(groups), codes.reshape(sc.shape)
 
 
-def _levels(column: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _levels(column: np.ndarray, name: str, run=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(distinct values, lookup, keys): each element's index into the values is lookup[keys],
     keys None where they are the whole numbers themselves (bit widths, tp: Scenario has checked
-    that counts are whole and every field's range), found by counting chunk by chunk; else a sort."""
+    that counts are whole and every field's range), found by counting chunk by chunk (mapped by
+    `run`, as in _precision_groups); else a sort."""
+    run = run or (lambda fn, items: [fn(item) for item in items])
     top = RANGES[name][1] if RANGES[name][1] <= 65536 else column.max()
     if top <= 65536:
-        counts = np.zeros(int(top) + 1, dtype=np.intp)
-        for start in range(0, column.size, CHUNK):
+        def count(start: int):
             part = column[start:start + CHUNK]
             whole = part.astype(np.intp)
             if name in BIT_FIELDS and not np.array_equal(whole, part):  # bit widths may be fractional
-                break
-            counts += np.bincount(whole, minlength=counts.size)
-        else:
-            present = np.flatnonzero(counts)
-            lookup = np.zeros(counts.size, dtype=np.intp)
+                return None
+            return np.bincount(whole, minlength=int(top) + 1)
+
+        counts = run(count, range(0, column.size, CHUNK))
+        if all(c is not None for c in counts):
+            present = np.flatnonzero(sum(counts))
+            lookup = np.zeros(int(top) + 1, dtype=np.intp)
             lookup[present] = np.arange(present.size)
             return present.astype(float), lookup, None
     values, inverse = np.unique(column, return_inverse=True)

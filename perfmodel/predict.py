@@ -201,7 +201,10 @@ def _columns(model: ModelSpec, hw: Hardware, sc: Scenario, columns: dict, metric
     then the metrics (bound codes as categoricals)."""
     size = max(sc.size, 1)
     params, active = _param_counts(model)
-    out = {**columns, "params": np.full(size, params), "active_params": np.full(size, active)}
+    # the model's constants, like a scenario's constant fields (Scenario.columns): read-only views
+    # of one number (a sweep of a million scenarios would write 16 MB of copies)
+    out = {**columns, "params": np.broadcast_to(np.int64(params), (size,)),
+           "active_params": np.broadcast_to(np.int64(active), (size,))}
     for key, values in metrics.items():
         out[key] = bound_column(values) if key.endswith("_bound") else values
     return out

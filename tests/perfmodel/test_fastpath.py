@@ -198,3 +198,24 @@ def test_context_lines_equal_the_per_op_path(name):
                 else:
                     assert np.array_equal(np.asarray(fast[key]), np.asarray(values)), (name, spec, engine, key)
     assert checked >= 4  # the lines priced these steps (the datasheet spec's at least)
+
+
+def test_precision_groups_match_distinct_rows_across_chunks():
+    """Group coding chunk by chunk (small whole numbers counted, fractional bit widths and large
+    quant groups sorted), on one thread and on a pool: the groups are the distinct rows of the
+    five fields, each once, and each scenario's index names its own row."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from perfmodel.predict import CHUNK, GROUP_FIELDS
+
+    rng = np.random.default_rng(7)
+    n = 2 * CHUNK + 123
+    sc = Scenario(batch=1, w_bits=rng.choice([4.0, 4.25, 8.0, 16.0], n), kv_bits=rng.choice([8, 16], n),
+                  tp=rng.choice([1, 2, 8], n), quant_group=rng.choice([64, 128, 10 ** 9], n))
+    with ThreadPoolExecutor(2) as pool:
+        runs = (None, lambda fn, items: list(pool.map(fn, items)))
+        for run in runs:
+            groups, index = _precision_groups(sc, run)
+            rows = np.stack([np.broadcast_to(getattr(sc, name), (n,)) for name in GROUP_FIELDS], axis=1)
+            assert {tuple(r) for r in rows} == set(groups) and len(groups) == len(set(groups))
+            assert np.array_equal(np.array(groups)[index], rows)

@@ -821,6 +821,8 @@ class StackedPricing:
         self.alpha = np.stack([pr.affine[:, 0] for pr in pricings], axis=1)
         self.beta = np.stack([pr.affine[:, 1] for pr in pricings], axis=1)
         self.sloped = np.any(self.beta != 0, axis=1)
+        self.flat = np.all(self.alpha == self.alpha[:, :1], axis=1)
+        self.table_flat = np.all(self.table == self.table[:, :1], axis=1)
         self.crossings = _slots(pricings, lambda pr: pr.crossings, groups,
                                 lambda t: (t.count, *t.compute, *t.memory))
         # GEMM coefficients carry their op's count (count x max(a, b) = max(count a, count b), count >= 0)
@@ -865,7 +867,9 @@ class StackedPricing:
                     out[key][rows] = self.table[i].take(flat)
         else:
             flat = group * (DIRECT_COUNTS + 1) + np.minimum(index, DIRECT_COUNTS)
-            out = {key: self.table[i].take(flat) for i, key in enumerate(self.keys)}
+            # components the same at every count of every group (zero communication) need no gather
+            out = {key: np.full(flat.shape, self.table[i, 0]) if self.table_flat[i] else self.table[i].take(flat)
+                   for i, key in enumerate(self.keys)}
             if inside < x.size:
                 rows = np.flatnonzero(~small)
                 past = self._past_table(x[rows], group[rows], _pick_precision(p, rows, shape), _pick(tp, rows, shape))
@@ -919,8 +923,15 @@ class StackedPricing:
     def _past_table(self, x, group, p: Precision, tp) -> dict:
         """The components at counts x past the table (counts inside it give finite values the
         caller discards)."""
-        out = {key: (self.alpha[i].take(group) + self.beta[i].take(group) * x) if self.sloped[i]
-               else self.alpha[i].take(group) for i, key in enumerate(self.keys)}
+        out = {}
+        for i, key in enumerate(self.keys):
+            alpha = self.alpha[i]
+            if self.sloped[i]:
+                out[key] = alpha.take(group) + self.beta[i].take(group) * x
+            elif self.flat[i]:  # the same in every group (zero for a collective's floor)
+                out[key] = np.full(np.shape(x), alpha[0])
+            else:
+                out[key] = alpha.take(group)
         runs: dict = {}  # run indices by run length, shared by the GEMMs and the collectives
         for key, coef in self.crossings.values():
             count = coef[0].take(group)

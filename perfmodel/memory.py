@@ -48,7 +48,10 @@ def serving_activation_bytes(model: ModelSpec, p: Precision, batch, prompt, samp
         tokens = float(min(batch * prompt, chunk)) if batch * prompt > 0 else float(chunk)
         return activation_bytes(model, p, tokens, batch * samples, tp)
     batch, prompt = np.asarray(batch, float), np.asarray(prompt, float)
-    tokens = np.where(batch * prompt > 0, np.minimum(batch * prompt, chunk), chunk)
+    product = batch * prompt
+    tokens = np.minimum(product, chunk)
+    if not np.all(product > 0):  # an empty engine holds a whole chunk
+        tokens = np.where(product > 0, tokens, chunk)
     return activation_bytes(model, p, tokens, batch * samples, tp)
 
 

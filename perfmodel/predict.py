@@ -100,6 +100,8 @@ def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple
     per_request = kv_per_request + memory.activation_bytes(model, p, 0, sc.samples, tp)
     if isinstance(free, float) and isinstance(per_request, float):  # one scenario: the same in floats
         max_batch = float(math.floor(max(free, 0.0) / per_request)) if free > 0 else 0.0
+    elif np.all(free > 0):  # the weights fit everywhere (max(free, 0) is free)
+        max_batch = np.floor(free / per_request)
     else:
         max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / per_request), 0.0)
     return {"weights_bytes": weights, "kv_bytes": kv, "activation_bytes": act, "total_bytes": total,

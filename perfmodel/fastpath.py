@@ -358,15 +358,24 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
     # both parts are fresh arrays (or floats): sum the logits into the tokens' and hand those over
     # (the token count's shape holds the batch's)
     part = stacked_pricing(model, hw, engine, groups, "tokens", phase).evaluate(tokens, group, p, tp)
-    for key, value in stacked_pricing(model, hw, engine, groups, "logits", phase).evaluate(batch, group, p, tp).items():
-        total = part[key]
+    logits = stacked_pricing(model, hw, engine, groups, "logits", phase)
+    lines = prefill_lines(model, hw, engine, groups) if phase == "prefill" else None
+    covered = lines is not None and lines.covers(batch, group)
+    at = None
+    if covered and (np.ndim(batch) or np.ndim(group)):
+        # the logits rows and the attention's constants share their columns: one gather for both
+        at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(batch).astype(np.intp)
+        values = _combined_lookup(logits, lines.constants, at)
+    else:
+        values = logits.evaluate(batch, group, p, tp)
+    for key, value in values.items():
+        total = part.get(key, 0.0)
         if isinstance(total, np.ndarray) and total.ndim and total.shape == np.broadcast_shapes(total.shape, np.shape(value)):
             total += value
         else:
             part[key] = total + value
-    lines = prefill_lines(model, hw, engine, groups) if phase == "prefill" else None
-    if lines is not None and lines.covers(batch, group):
-        lines.add(part, batch, group, prompt)
+    if covered:
+        lines.add(part, batch, group, prompt, at=at)
     else:
         ops = context_ops(model, seqs=batch, new_tokens=prompt, past=0.0, p=p, tp=tp, engine=engine)
         banded = has_bands(hw)
@@ -448,11 +457,18 @@ def _per_op_mean_decode(model: ModelSpec, hw: Hardware, *, seqs, past_first, pas
 
 def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group) -> dict:
     """`mean_decode_step` of rows whose context ops all come from `lines` (every count in the table)."""
-    parts = stacked_pricing(model, hw, engine, groups, "decode", "decode").evaluate(seqs, group, p, tp)
+    stacked = stacked_pricing(model, hw, engine, groups, "decode", "decode")
+    at = None
+    if np.ndim(seqs) or np.ndim(group):
+        # the decode rows and the context ops' constants share their columns: one gather for both
+        at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(seqs).astype(np.intp)
+        parts = _combined_lookup(stacked, lines.constants, at)
+    else:
+        parts = stacked.evaluate(seqs, group, p, tp)
     # every step replayed from a graph (or no host time at all): the mean of max(device, host) is
     # the device time's own mean, so settle_mean_decode would add and take away the same mean
     replayed = hw.calibration is None or bool(np.all(engine.graphed(seqs)))
-    extras = lines.add_mean(parts, seqs, group, past_first, past_last, extras=not replayed)
+    extras = lines.add_mean(parts, seqs, group, past_first, past_last, extras=not replayed, at=at)
     totals = {key: parts.pop(key) for key in TOTAL_KEYS}
     totals["classes"] = {key[len("class:"):]: value for key, value in parts.items()}
     if replayed:
@@ -522,14 +538,18 @@ class ContextLines:
         shape = np.broadcast_shapes(np.shape(ok), np.shape(group))
         return np.flatnonzero(np.broadcast_to(ok, shape))
 
-    def add_mean(self, parts: dict, seqs, group, past_first, past_last, extras: bool = True) -> tuple | None:
+    def add_mean(self, parts: dict, seqs, group, past_first, past_last, extras: bool = True,
+                 at=None) -> tuple | None:
         """Add the context ops' mean over contexts past_first..past_last to the priced token and
         logits components `parts` (in place where they are arrays); return the device time's
         excess over that mean at the two ends (perfmodel.steps.add_decode_context), where
-        `extras` asks for it."""
+        `extras` asks for it. Given the table columns `at`, the constants are in `parts` already
+        (`_combined_lookup`)."""
         scalar = np.ndim(seqs) == 0 and np.ndim(group) == 0
-        at = int(group) * (DIRECT_COUNTS + 1) + int(seqs) if scalar else \
-            np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(seqs).astype(np.intp)
+        combined = at is not None
+        if at is None:
+            at = int(group) * (DIRECT_COUNTS + 1) + int(seqs) if scalar else \
+                np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(seqs).astype(np.intp)
         if scalar:  # one scenario: in Python floats
             column = self.table[:, at].tolist()
             first, last = float(past_first), float(past_last)
@@ -551,7 +571,7 @@ class ContextLines:
         else:
             first, last = past_first, past_last
             gathered: dict = {}  # rows shared by several components are gathered once
-            for key, values in self.constants.items():
+            for key, values in () if combined else self.constants.items():
                 value = gathered.get(id(values))
                 if value is None:
                     value = gathered[id(values)] = values.take(at)
@@ -580,6 +600,30 @@ class ContextLines:
 
 
 _NO_ROWS = np.array([], dtype=np.intp)
+_COMBINED: dict = {}
+
+
+def _combined_lookup(stacked: "StackedPricing", constants: dict, at) -> dict:
+    """Every component of `stacked` at direct-table columns `at` (group * (DIRECT_COUNTS + 1) +
+    count, every count in the table) with `constants` (rows over the same columns: a step's
+    context ops' floors) added: the two tables summed once (cached), one gather a component,
+    none for a component the same in every column."""
+    key = (id(stacked), id(constants))
+    hit = _COMBINED.get(key)
+    if hit is None or hit[0] is not stacked or hit[1] is not constants:
+        keys = list(stacked.keys) + [name for name in constants if name not in stacked.keys]
+        table = np.zeros((len(keys), stacked.table.shape[1]))
+        table[:len(stacked.keys)] = stacked.table
+        for name, values in constants.items():
+            table[keys.index(name)] += values
+        flat = np.all(table == table[:, :1], axis=1)
+        with _PRICINGS_LOCK:
+            if len(_COMBINED) >= _MAX_PRICINGS:
+                _COMBINED.clear()
+            hit = _COMBINED[key] = (stacked, constants, (tuple(keys), table, flat))
+    keys, table, flat = hit[2]
+    shape = np.shape(at)
+    return {name: np.full(shape, table[i, 0]) if flat[i] else table[i].take(at) for i, name in enumerate(keys)}
 _CONTEXT_LINES: dict = {}
 
 
@@ -684,8 +728,9 @@ class PrefillLines:
             return batch <= DIRECT_COUNTS
         return bool(np.all(np.asarray(batch) <= DIRECT_COUNTS))
 
-    def add(self, part: dict, batch, group, prompt) -> None:
-        """Add the context ops' times at prompts `prompt` to the priced components `part`."""
+    def add(self, part: dict, batch, group, prompt, at=None) -> None:
+        """Add the context ops' times at prompts `prompt` to the priced components `part`; given
+        the table columns `at`, the constants are in `part` already (`_combined_lookup`)."""
         if np.ndim(batch) == 0 and np.ndim(group) == 0:  # one scenario: in Python floats
             at = int(group) * (DIRECT_COUNTS + 1) + int(batch)
             column, prompt = self.table[:, at].tolist(), float(prompt)
@@ -700,13 +745,15 @@ class PrefillLines:
                 part[name] = part.get(name, 0.0) + float(values[at])
             return
         else:
-            at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(batch).astype(np.intp)
+            combined = at is not None
+            if at is None:
+                at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(batch).astype(np.intp)
             take = lambda row: self.table[row].take(at) if row in self.rows else 0.0  # noqa: E731
             gathered: dict = {}  # rows shared by several components are gathered once
-            for values in self.constants.values():
+            for values in () if combined else self.constants.values():
                 if id(values) not in gathered:
                     gathered[id(values)] = values.take(at)
-            constants = {key: gathered[id(values)] for key, values in self.constants.items()}
+            constants = {} if combined else {key: gathered[id(values)] for key, values in self.constants.items()}
         for i, key in enumerate(self.op_keys):
             c0, c1, c2, m0, m1, m2 = (take(6 * i + j) for j in range(6))
             compute = (c2 * prompt + c1) * prompt + c0 if np.ndim(c2) or c2 else c1 * prompt + c0

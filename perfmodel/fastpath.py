@@ -758,7 +758,7 @@ class PrefillLines:
             c0, c1, c2, m0, m1, m2 = (take(6 * i + j) for j in range(6))
             compute = (c2 * prompt + c1) * prompt + c0 if np.ndim(c2) or c2 else c1 * prompt + c0
             memory = (m2 * prompt + m1) * prompt + m0 if np.ndim(m2) or m2 else m1 * prompt + m0
-            core = np.maximum(compute, memory) if isinstance(compute, np.ndarray) else max(compute, memory)
+            core = np.maximum(compute, memory)  # (a component of zero rows is the number 0.0)
             for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
                 if name:
                     _add_into(part, name, 1.0, value)

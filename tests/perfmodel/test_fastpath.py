@@ -219,3 +219,18 @@ def test_precision_groups_match_distinct_rows_across_chunks():
             rows = np.stack([np.broadcast_to(getattr(sc, name), (n,)) for name in GROUP_FIELDS], axis=1)
             assert {tuple(r) for r in rows} == set(groups) and len(groups) == len(set(groups))
             assert np.array_equal(np.array(groups)[index], rows)
+
+
+def test_grid_with_scalar_prompt_on_every_engine_and_spec_kind():
+    """The compare page's shape: a 4-d grid of batch, bits and tp with one prompt and gen (the
+    lines then see array sequences and a number for the prompt; an op's components may be zero
+    everywhere), on a datasheet and a calibrated spec, every engine."""
+    model = workloads.load("llama-3-8b")
+    mesh = np.meshgrid([1.0, 8.0, 64.0], [16.0, 8.0], [16.0, 8.0], [1.0, 2.0], indexing="ij")
+    sc = Scenario(batch=mesh[0], w_bits=mesh[1], kv_bits=mesh[2], tp=mesh[3], prompt=1000, gen=8)
+    for spec in ("h200-sxm", "h100-sxm-calibrated"):
+        hw = hardware.load(spec)
+        for engine in engines.names():
+            fast, ref = perfmodel.evaluate(model, hw, sc, engine), perfmodel.evaluate(model, hw, sc, engine, path="reference")
+            for key in ("ttft_s", "tpot_s", "prefill_compute_s", "decode_memory_s"):
+                np.testing.assert_allclose(fast[key], ref[key], rtol=1e-9, atol=0, err_msg=f"{spec} {engine} {key}")

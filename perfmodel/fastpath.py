@@ -545,7 +545,7 @@ class ContextLines:
         excess over that mean at the two ends (perfmodel.steps.add_decode_context), where
         `extras` asks for it. Given the table columns `at`, the constants are in `parts` already
         (`_combined_lookup`)."""
-        scalar = np.ndim(seqs) == 0 and np.ndim(group) == 0
+        scalar = np.ndim(seqs) == 0 and np.ndim(group) == 0 and np.ndim(past_first) == 0 and np.ndim(past_last) == 0
         combined = at is not None
         if at is None:
             at = int(group) * (DIRECT_COUNTS + 1) + int(seqs) if scalar else \
@@ -731,7 +731,7 @@ class PrefillLines:
     def add(self, part: dict, batch, group, prompt, at=None) -> None:
         """Add the context ops' times at prompts `prompt` to the priced components `part`; given
         the table columns `at`, the constants are in `part` already (`_combined_lookup`)."""
-        if np.ndim(batch) == 0 and np.ndim(group) == 0:  # one scenario: in Python floats
+        if np.ndim(batch) == 0 and np.ndim(group) == 0 and np.ndim(prompt) == 0:  # one scenario: in floats
             at = int(group) * (DIRECT_COUNTS + 1) + int(batch)
             column, prompt = self.table[:, at].tolist(), float(prompt)
             for i, key in enumerate(self.op_keys):

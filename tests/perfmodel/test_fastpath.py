@@ -234,3 +234,15 @@ def test_grid_with_scalar_prompt_on_every_engine_and_spec_kind():
             fast, ref = perfmodel.evaluate(model, hw, sc, engine), perfmodel.evaluate(model, hw, sc, engine, path="reference")
             for key in ("ttft_s", "tpot_s", "prefill_compute_s", "decode_memory_s"):
                 np.testing.assert_allclose(fast[key], ref[key], rtol=1e-9, atol=0, err_msg=f"{spec} {engine} {key}")
+
+
+def test_scalar_counts_with_array_prompts_and_generations():
+    """One batch with prompts and generations as arrays (the sweep's context rows): the lines see
+    number sequences and groups but array prompts and contexts."""
+    model, hw = workloads.load("llama-3-8b"), hardware.load("h200-sxm-calibrated")
+    for prompt, gen in ((np.array([512.0]), 7), (np.array([1.0, 300.0, 5000.0]), np.array([2.0, 90.0, 1.0])),
+                        (700, np.array([1.0, 64.0]))):
+        sc = Scenario(batch=3, prompt=prompt, gen=gen)
+        fast, ref = perfmodel.evaluate(model, hw, sc), perfmodel.evaluate(model, hw, sc, path="reference")
+        for key in ("ttft_s", "tpot_s", "e2e_s", "decode_compute_s"):
+            np.testing.assert_allclose(fast[key], ref[key], rtol=1e-9, atol=0, err_msg=key)

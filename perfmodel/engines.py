@@ -99,6 +99,8 @@ class Engine:
 
     def graphed(self, tokens):
         """Whether a step of `tokens` tokens (per device) replays a CUDA graph (array-valued)."""
+        if isinstance(tokens, (int, float)):  # one step: a plain bool
+            return tokens <= self.graph_max_tokens
         import numpy as np
 
         return np.asarray(tokens) <= self.graph_max_tokens

@@ -18,14 +18,30 @@ and `CountPricing` prices such a function once:
       run q = ceil(x / tile_m) holds it and the memory rate: time = max(K[q], a x, (w + c x) / bw[q]);
       where one of the three terms is the largest at both ends of a run it is over the whole run
       (a maximum of lines is convex), so a run's GEMMs sum to one line per component
-      (`StackedCells`: two lookups a component); runs where a GEMM switches term inside are
+      (`StackedCells`); runs where a GEMM switches term inside are
       priced GEMM by GEMM;
-    - anything else (all-reduces, whose algorithm switches with the message size; MoE experts,
-      whose touched experts grow non-linearly): priced per count by the per-op path.
+    - all-reduces (their algorithm switches with the message size): piecewise linear in x,
+      concave but for the custom kernel's size limit; `StackedPricing._rescaled_pieces` finds
+      their pieces by bisection over runs of RUN_COUNTS counts (five per-op prices on the
+      chord), a run holding a kink or step priced count by count, and a count looks up its
+      run's piece and the piece's line (groups with the same tp share the pieces);
+    - anything else (MoE experts, whose touched experts grow non-linearly and whose tiles are
+      wave-quantized): priced per count by the per-op path.
 Which case an op falls in is probed at three counts past the table (PER_COUNT_KINDS always go per count).
-Context ops are priced by the per-op path on the scenario arrays. A Scenario of scalars takes
-the same coefficients in Python floats (`StackedPricing._at`), which spares a single prediction
-the cost of array calls. The per-op path
+Past the table a count's tiled GEMMs cost one gather of its run's packed lines (compute,
+memory, time side by side; groups whose GEMMs are equal share rows).
+
+Context ops (attention, a concatenated cache) depend on (sequences, new tokens, cached tokens):
+* decode (`ContextLines`): per (group, sequences s <= DIRECT_COUNTS), each op's compute and
+  memory time is a line in the context S0, probed at four contexts; the mean decode step over
+  a generation then follows perfmodel.steps.add_decode_context from the lines' values at the
+  first and last context (exact: the same `mean_max_affine` of the same end values);
+* prefill (`PrefillLines`): per (group, sequences), each op's compute and memory time is a line
+  or a quadratic in the prompt (causal pairs grow as P (P + 1) / 2), probed at seven prompts;
+* where the probes fail (kernels whose work units make time a maximum of lines in the context),
+  for sequences past the table and for sparse attention: the per-op path on the scenario arrays.
+A Scenario of scalars takes the same coefficients in Python floats (`StackedPricing._at`, the
+lines' columns), which spares a single prediction the cost of array calls. The per-op path
 (perfmodel.steps) stays the reference and the source of breakdowns; tests hold the two equal to
 a relative 1e-9 on random scenarios of every model family, precision, engine and tp.
 """
@@ -43,9 +59,9 @@ from hardware.spec import Hardware
 from perfmodel import intervals
 from perfmodel.engines import Engine
 from perfmodel.ops import Op, Precision, context_ops, logits_ops, step_phase, token_ops
-from perfmodel.roofline import OpTime, is_tiled_gemm, op_time, tiled_gemm_terms
-from perfmodel.steps import (TOTAL_KEYS, StepSums, add_decode_context, add_op_times, has_bands, settle_mean_decode,
-                             settle_step)
+from perfmodel.roofline import OpTime, is_tiled_gemm, mean_max_affine, op_time, tiled_gemm_terms
+from perfmodel.steps import (TOTAL_KEYS, StepSums, add_decode_context, add_op_times, has_bands, paid_host_s,
+                             settle_mean_decode, settle_step)
 from workloads.model import ModelSpec
 
 #: Counts tabulated one by one (every decode batch up to this and short prefills are exact lookups).
@@ -324,7 +340,7 @@ def stacked_pricing(model: ModelSpec, hw: Hardware, engine: Engine, groups: tupl
     if hit is not None and hit[0] is model and hit[1] is hw and hit[2] is engine:
         return hit[3]
     stacked = StackedPricing([count_pricing(model, hw, engine, Precision(w, a, kv, qg), tp, group, phase)
-                              for w, a, kv, qg, tp in groups], hw, [tp for *_, tp in groups])
+                              for w, a, kv, qg, tp in groups], hw, [tp for *_, tp in groups], groups)
     with _PRICINGS_LOCK:
         _PRICINGS[key] = (model, hw, engine, stacked)
     return stacked
@@ -342,22 +358,94 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
     # both parts are fresh arrays (or floats): sum the logits into the tokens' and hand those over
     # (the token count's shape holds the batch's)
     part = stacked_pricing(model, hw, engine, groups, "tokens", phase).evaluate(tokens, group, p, tp)
-    for key, value in stacked_pricing(model, hw, engine, groups, "logits", phase).evaluate(batch, group, p, tp).items():
-        total = part[key]
+    logits = stacked_pricing(model, hw, engine, groups, "logits", phase)
+    lines = prefill_lines(model, hw, engine, groups) if phase == "prefill" else None
+    covered = lines is not None and lines.covers(batch, group)
+    at = None
+    if covered and (np.ndim(batch) or np.ndim(group)):
+        # the logits rows and the attention's constants share their columns: one gather for both
+        at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(batch).astype(np.intp)
+        values = _combined_lookup(logits, lines.constants, at)
+    else:
+        values = logits.evaluate(batch, group, p, tp)
+    for key, value in values.items():
+        total = part.get(key, 0.0)
         if isinstance(total, np.ndarray) and total.ndim and total.shape == np.broadcast_shapes(total.shape, np.shape(value)):
             total += value
         else:
             part[key] = total + value
-    for key, value in part.items():
-        sums.adopt(key, value)
-    ops = context_ops(model, seqs=batch, new_tokens=prompt, past=0.0, p=p, tp=tp, engine=engine)
-    add_op_times(sums, ops, [op_time(op, hw, p, tp) for op in ops], phase, has_bands(hw))
-    return settle_step(sums.totals(reuse=True), model, hw, engine, tokens)
+    if covered:
+        lines.add(part, batch, group, prompt, at=at)
+    else:
+        ops = context_ops(model, seqs=batch, new_tokens=prompt, past=0.0, p=p, tp=tp, engine=engine)
+        banded = has_bands(hw)
+        for op in ops:  # count x each component into the part's own arrays (perfmodel.steps.add_op_times)
+            t = op_time(op, hw, p, tp)
+            for key in TOTAL_KEYS:
+                _add_into(part, key, op.count, getattr(t, key))
+            if banded:
+                _add_into(part, "class:" + intervals.op_class(op.kind, phase), op.count, t.time_s)
+    totals = {key: part.pop(key) for key in TOTAL_KEYS}
+    totals["classes"] = {key[len("class:"):]: value for key, value in part.items()}
+    return settle_step(totals, model, hw, engine, tokens)
+
+
+def _add_into(part: dict, key: str, count: float, value) -> None:
+    """part[key] += count x value, in place where part[key] is an array of the result's shape
+    (the parts are fresh arrays of this call); zeros skipped."""
+    if not isinstance(value, np.ndarray) or not value.ndim:  # a number: in place into an array total
+        if not value:
+            return
+        scaled = count * float(value)
+        total = part.get(key, 0.0)
+        if isinstance(total, np.ndarray) and total.ndim:
+            total += scaled
+        else:
+            part[key] = total + scaled
+        return
+    scaled = value if count == 1.0 else count * value
+    total = part.get(key, 0.0)
+    if isinstance(total, np.ndarray) and total.ndim and total.shape == np.broadcast_shapes(total.shape, scaled.shape):
+        total += scaled
+    else:
+        part[key] = total + scaled
+
+
+_GROUP_PRECISIONS: dict = {}
+
+
+def group_precision(group: tuple) -> Precision:
+    """The Precision of a precision group ((w_bits, a_bits, kv_bits, quant_group, tp)), one object
+    per group, so the rates roofline caches on it are priced once (a scalar prediction's
+    per-op attention would price them on every call)."""
+    hit = _GROUP_PRECISIONS.get(group)
+    if hit is None:
+        if len(_GROUP_PRECISIONS) >= _MAX_PRICINGS:
+            _GROUP_PRECISIONS.clear()
+        hit = _GROUP_PRECISIONS[group] = Precision(*group[:4])
+    return hit
 
 
 def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_last, p: Precision, tp,
                      sparse_budget, engine: Engine, groups: tuple, group) -> dict:
-    """perfmodel.steps.mean_decode_step from the priced decode group plus the per-op context mean."""
+    """perfmodel.steps.mean_decode_step from the priced decode group plus the context ops' mean:
+    from their per-(group, sequences) lines in the context (`ContextLines`) where every row has
+    a count in the table and dense attention, else (or for the rows that have not) per op."""
+    lines = context_lines(model, hw, engine, groups)
+    if lines is not None:
+        rows = lines.rows(seqs, sparse_budget, group)
+        if rows is None:
+            return _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group)
+        if rows.size:
+            return _mixed_mean_decode(model, hw, engine, groups, lines, rows, seqs=seqs, past_first=past_first,
+                                      past_last=past_last, p=p, tp=tp, sparse_budget=sparse_budget, group=group)
+    return _per_op_mean_decode(model, hw, seqs=seqs, past_first=past_first, past_last=past_last, p=p, tp=tp,
+                               sparse_budget=sparse_budget, engine=engine, groups=groups, group=group)
+
+
+def _per_op_mean_decode(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_last, p: Precision, tp,
+                        sparse_budget, engine: Engine, groups: tuple, group) -> dict:
+    """`mean_decode_step` with the context ops priced per op on the scenario arrays."""
     sums = StepSums()
     for key, value in stacked_pricing(model, hw, engine, groups, "decode", "decode").evaluate(seqs, group, p, tp).items():
         sums.adopt(key, value)  # fresh arrays of this call
@@ -365,6 +453,400 @@ def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_l
     extras = add_decode_context(sums, model, hw, seqs=seqs, past_first=past_first, past_last=past_last, p=p,
                                 tp=tp, sparse_budget=sparse_budget, engine=engine, banded=banded)
     return settle_mean_decode(sums.totals(reuse=True), extras, model, hw, engine, seqs)
+
+
+def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group) -> dict:
+    """`mean_decode_step` of rows whose context ops all come from `lines` (every count in the table)."""
+    stacked = stacked_pricing(model, hw, engine, groups, "decode", "decode")
+    at = None
+    if np.ndim(seqs) or np.ndim(group):
+        # the decode rows and the context ops' constants share their columns: one gather for both
+        at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(seqs).astype(np.intp)
+        parts = _combined_lookup(stacked, lines.constants, at)
+    else:
+        parts = stacked.evaluate(seqs, group, p, tp)
+    # every step replayed from a graph (or no host time at all): the mean of max(device, host) is
+    # the device time's own mean, so settle_mean_decode would add and take away the same mean
+    replayed = hw.calibration is None or bool(np.all(engine.graphed(seqs)))
+    extras = lines.add_mean(parts, seqs, group, past_first, past_last, extras=not replayed, at=at)
+    totals = {key: parts.pop(key) for key in TOTAL_KEYS}
+    totals["classes"] = {key[len("class:"):]: value for key, value in parts.items()}
+    if replayed:
+        totals["host_s"] = paid_host_s(totals["host_s"], model, hw, engine, seqs)
+        if engine.step_host_s:
+            totals["time_s"] = totals["time_s"] + engine.step_host_s
+        return totals
+    return settle_mean_decode(totals, extras, model, hw, engine, seqs)
+
+
+def _mixed_mean_decode(model, hw, engine, groups, lines, rows, *, seqs, past_first, past_last, p, tp,
+                       sparse_budget, group) -> dict:
+    """`mean_decode_step` of a chunk of which only `rows` (flat indices) come from `lines`: those
+    rows tabled, the others per op, put back together."""
+    shape = np.broadcast_shapes(*(np.shape(v) for v in (seqs, past_first, past_last, group, sparse_budget, tp,
+                                                      p.w_bits, p.a_bits, p.kv_bits, p.quant_group)))
+    size = int(np.prod(shape))
+    others = np.setdiff1d(np.arange(size), rows, assume_unique=True)
+    pick = lambda value, at: _pick(value, at, shape)  # noqa: E731
+    tabled = _tabled_mean_decode(model, hw, engine, groups, lines, pick(seqs, rows), pick(past_first, rows),
+                                 pick(past_last, rows), _pick_precision(p, rows, shape), pick(tp, rows), pick(group, rows))
+    rest = _per_op_mean_decode(model, hw, seqs=pick(seqs, others), past_first=pick(past_first, others),
+                               past_last=pick(past_last, others), p=_pick_precision(p, others, shape),
+                               tp=pick(tp, others), sparse_budget=pick(sparse_budget, others), engine=engine,
+                               groups=groups, group=pick(group, others))
+
+    def merge(a, b):
+        out = np.empty(size)
+        out[rows], out[others] = a, b
+        return out.reshape(shape)
+
+    out = {key: merge(tabled[key], rest[key]) for key in TOTAL_KEYS}
+    names = set(tabled["classes"]) | set(rest["classes"])
+    out["classes"] = {name: merge(tabled["classes"].get(name, 0.0), rest["classes"].get(name, 0.0)) for name in names}
+    return out
+
+
+#: Contexts (cached tokens) at which the context ops' affinity in the context is probed: the last
+#: beyond any context a Scenario can describe (prompt + gen <= 2e9 tokens).
+_PAST_PROBES = np.array([0.0, 4096.0, 16777216.0, 1099511627776.0])
+
+
+@dataclass(frozen=True)
+class ContextLines:
+    """The context ops of a decode step (perfmodel.ops.context_ops: attention, a concatenated
+    cache) as lines in the context S0, per precision group and sequence count s <= DIRECT_COUNTS:
+    for every op, count x compute and count x memory time at S0 are c0 + c1 S0 and m0 + m1 S0
+    (rows 4 i .. 4 i + 3 of `table`, column group * (DIRECT_COUNTS + 1) + s), its floor,
+    communication and host time constant (summed into `constants`, one row per TOTAL_KEYS entry
+    and per class key: the floor and communication each op's class adds). Built only where the
+    per-op path is affine in S0 at _PAST_PROBES for every op, group and count; a step's mean
+    over a generation then follows perfmodel.steps.add_decode_context from the two ends."""
+    table: np.ndarray
+    op_keys: tuple[str, ...]
+    constants: dict
+
+    def rows(self, seqs, sparse_budget, group):
+        """None where every scenario has a count in the table and dense attention, else the flat
+        indices of those that have (possibly none)."""
+        if isinstance(seqs, float) and isinstance(sparse_budget, float) and not isinstance(group, np.ndarray):
+            return None if seqs <= DIRECT_COUNTS and not sparse_budget else _NO_ROWS  # one scenario
+        ok = np.asarray(seqs) <= DIRECT_COUNTS
+        if np.ndim(sparse_budget) or sparse_budget:
+            ok = ok & (np.asarray(sparse_budget) == 0)
+        if np.all(ok):
+            return None
+        shape = np.broadcast_shapes(np.shape(ok), np.shape(group))
+        return np.flatnonzero(np.broadcast_to(ok, shape))
+
+    def add_mean(self, parts: dict, seqs, group, past_first, past_last, extras: bool = True,
+                 at=None) -> tuple | None:
+        """Add the context ops' mean over contexts past_first..past_last to the priced token and
+        logits components `parts` (in place where they are arrays); return the device time's
+        excess over that mean at the two ends (perfmodel.steps.add_decode_context), where
+        `extras` asks for it. Given the table columns `at`, the constants are in `parts` already
+        (`_combined_lookup`)."""
+        scalar = np.ndim(seqs) == 0 and np.ndim(group) == 0 and np.ndim(past_first) == 0 and np.ndim(past_last) == 0
+        combined = at is not None
+        if at is None:
+            at = int(group) * (DIRECT_COUNTS + 1) + int(seqs) if scalar else \
+                np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(seqs).astype(np.intp)
+        if scalar:  # one scenario: in Python floats
+            column = self.table[:, at].tolist()
+            first, last = float(past_first), float(past_last)
+            for key, values in self.constants.items():
+                parts[key] = parts.get(key, 0.0) + float(values[at])
+            first_extra, last_extra = 0.0, 0.0
+            for i, key in enumerate(self.op_keys):
+                c0, c1, m0, m1 = column[4 * i:4 * i + 4]
+                compute_first, compute_last = c0 + c1 * first, c0 + c1 * last
+                memory_first, memory_last = m0 + m1 * first, m0 + m1 * last
+                core = mean_max_affine(compute_first, compute_last, memory_first, memory_last)
+                first_extra += max(compute_first, memory_first) - core
+                last_extra += max(compute_last, memory_last) - core
+                for name, value in (("compute_s", (compute_first + compute_last) / 2),
+                                    ("memory_s", (memory_first + memory_last) / 2), ("time_s", core), (key, core)):
+                    if name:
+                        parts[name] = parts.get(name, 0.0) + value
+            return (first_extra, last_extra) if extras else None
+        else:
+            first, last = past_first, past_last
+            gathered: dict = {}  # rows shared by several components are gathered once
+            for key, values in () if combined else self.constants.items():
+                value = gathered.get(id(values))
+                if value is None:
+                    value = gathered[id(values)] = values.take(at)
+                if key in parts and isinstance(parts[key], np.ndarray) and parts[key].shape == value.shape:
+                    parts[key] += value
+                else:
+                    parts[key] = parts[key] + value if key in parts else value.copy()
+            take = lambda row: self.table[row].take(at)  # noqa: E731
+        first_extra, last_extra = 0.0, 0.0
+        for i, key in enumerate(self.op_keys):
+            c0, c1, m0, m1 = (take(4 * i + j) for j in range(4))
+            compute_first, compute_last = c0 + c1 * first, c0 + c1 * last
+            memory_first, memory_last = m0 + m1 * first, m0 + m1 * last
+            core = mean_max_affine(compute_first, compute_last, memory_first, memory_last)
+            if extras:
+                first_extra = first_extra + (np.maximum(compute_first, memory_first) - core)
+                last_extra = last_extra + (np.maximum(compute_last, memory_last) - core)
+            compute = compute_first + compute_last
+            compute /= 2  # in place where arrays: the mean's temporaries are this call's own
+            memory = memory_first + memory_last
+            memory /= 2
+            for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
+                if name:
+                    _add_into(parts, name, 1.0, value)
+        return (first_extra, last_extra) if extras else None
+
+
+_NO_ROWS = np.array([], dtype=np.intp)
+_COMBINED: dict = {}
+
+
+def _combined_lookup(stacked: "StackedPricing", constants: dict, at) -> dict:
+    """Every component of `stacked` at direct-table columns `at` (group * (DIRECT_COUNTS + 1) +
+    count, every count in the table) with `constants` (rows over the same columns: a step's
+    context ops' floors) added: the two tables summed once (cached), one gather a component,
+    none for a component the same in every column."""
+    key = (id(stacked), id(constants))
+    hit = _COMBINED.get(key)
+    if hit is None or hit[0] is not stacked or hit[1] is not constants:
+        keys = list(stacked.keys) + [name for name in constants if name not in stacked.keys]
+        table = np.zeros((len(keys), stacked.table.shape[1]))
+        table[:len(stacked.keys)] = stacked.table
+        for name, values in constants.items():
+            table[keys.index(name)] += values
+        flat = np.all(table == table[:, :1], axis=1)
+        with _PRICINGS_LOCK:
+            if len(_COMBINED) >= _MAX_PRICINGS:
+                _COMBINED.clear()
+            hit = _COMBINED[key] = (stacked, constants, (tuple(keys), table, flat))
+    keys, table, flat = hit[2]
+    shape = np.shape(at)
+    return {name: np.full(shape, table[i, 0]) if flat[i] else table[i].take(at) for i, name in enumerate(keys)}
+_CONTEXT_LINES: dict = {}
+
+
+def context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple) -> ContextLines | None:
+    """The ContextLines of precision groups `groups` ((w_bits, a_bits, kv_bits, quant_group, tp)
+    each), None where some context op is not affine in the context; cached like count_pricing."""
+    key = (id(model), id(hw), id(engine), groups)
+    hit = _CONTEXT_LINES.get(key)
+    if hit is not None and hit[0] is model and hit[1] is hw and hit[2] is engine:
+        return hit[3]
+    lines = _price_context_lines(model, hw, engine, groups)
+    with _PRICINGS_LOCK:
+        if len(_CONTEXT_LINES) >= _MAX_PRICINGS:
+            _CONTEXT_LINES.clear()
+        _CONTEXT_LINES[key] = (model, hw, engine, lines)
+    return lines
+
+
+def _price_context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple) -> ContextLines | None:
+    banded = has_bands(hw)
+    seqs = np.maximum(np.arange(DIRECT_COUNTS + 1, dtype=float), 1.0)[:, None]
+    past = _PAST_PROBES[None, :]
+    shape = (seqs.size, past.size)
+    columns, constants, op_keys = [], {}, None
+    width = DIRECT_COUNTS + 1
+    for g, (w, a, kv, qg, tp) in enumerate(groups):
+        p = Precision(w, a, kv, qg)
+        ops = context_ops(model, seqs=seqs, new_tokens=1.0, past=past, p=p, tp=tp, sparse_budget=0, engine=engine)
+        keys = tuple("class:" + intervals.op_class(op.kind, "decode") if banded else "" for op in ops)
+        if op_keys is None:
+            op_keys = keys
+        elif keys != op_keys:
+            return None
+        rows = []
+        for op in ops:
+            t = op_time(op, hw, p, tp)
+            fixed = {}
+            for name in ("overhead_s", "comm_s", "host_s"):
+                value = np.broadcast_to(np.asarray(getattr(t, name), dtype=float), shape)
+                if not np.all(value == value[:, :1]):
+                    return None
+                fixed[name] = op.count * value[:, 0]
+            for name in ("compute_s", "memory_s"):
+                line = _past_line(np.broadcast_to(np.asarray(getattr(t, name), dtype=float), shape))
+                if line is None:
+                    return None
+                rows += [op.count * line[0], op.count * line[1]]
+            sums = {"overhead_s": fixed["overhead_s"], "comm_s": fixed["comm_s"], "host_s": fixed["host_s"],
+                    "time_s": fixed["overhead_s"] + fixed["comm_s"]}
+            key = keys[len(rows) // 4 - 1]
+            if key:
+                sums[key] = fixed["overhead_s"] + fixed["comm_s"]
+            for name, value in sums.items():
+                constants.setdefault(name, np.zeros(len(groups) * width))[g * width:(g + 1) * width] += value
+        columns.append(np.array(rows))
+    # rows that are zero everywhere (no communication) add nothing; equal rows are gathered once
+    constants = {name: value for name, value in constants.items() if value.any()}
+    shared: dict = {}
+    for name, value in constants.items():
+        same = next((other for other in shared.values() if np.array_equal(other, value)), None)
+        shared[name] = value if same is None else same
+    return ContextLines(np.concatenate(columns, axis=1), op_keys, shared)
+
+
+def _past_line(values: np.ndarray):
+    """(alpha, beta) per row where every row of `values` (rows: counts, columns: _PAST_PROBES) lies
+    on alpha + beta S0, else None."""
+    alpha = values[:, 0]
+    beta = (values[:, 2] - alpha) / _PAST_PROBES[2]
+    for j in (1, 3):
+        predicted = alpha + beta * _PAST_PROBES[j]
+        scale = np.maximum(np.abs(values).max(axis=1), 1e-300)
+        if not np.all(np.isfinite(values[:, j])) or np.any(np.abs(predicted - values[:, j]) > _AFFINE_RTOL * scale):
+            return None
+    return alpha, beta
+
+
+#: Prompts at which a prefill's context ops are probed: the first three fix a line or a quadratic
+#: (small prompts: its coefficients exact to rounding), the others check it, the last beyond any
+#: prompt a Scenario can describe.
+_PROMPT_PROBES = np.array([1.0, 2.0, 3.0, 1031.0, 100003.0, 16777216.0, 2147483648.0])
+
+
+@dataclass(frozen=True)
+class PrefillLines:
+    """The context ops of a prefill (perfmodel.ops.context_ops with no cache: attention) as
+    polynomials of the prompt P per precision group and sequence count s <= DIRECT_COUNTS: per op,
+    count x compute time = c0 + c1 P + c2 P^2 and count x memory time = m0 + m1 P + m2 P^2 (rows
+    6 i .. 6 i + 5 of `table`, column group * (DIRECT_COUNTS + 1) + s; causal attention's query-key
+    pairs grow as P (P + 1) / 2, its bytes as P), its floor, communication and host time constant
+    (`constants`, as in ContextLines). Built only where the per-op path fits those at
+    _PROMPT_PROBES for every op, group and count; the step then takes max(compute, memory) per op
+    as perfmodel.roofline.OpTime does."""
+    table: np.ndarray
+    op_keys: tuple[str, ...]
+    constants: dict
+    rows: tuple[int, ...]  # table rows that are not zero everywhere
+
+    def covers(self, batch, group) -> bool:
+        """Whether every scenario's sequence count is in the table."""
+        if isinstance(batch, float):
+            return batch <= DIRECT_COUNTS
+        return bool(np.all(np.asarray(batch) <= DIRECT_COUNTS))
+
+    def add(self, part: dict, batch, group, prompt, at=None) -> None:
+        """Add the context ops' times at prompts `prompt` to the priced components `part`; given
+        the table columns `at`, the constants are in `part` already (`_combined_lookup`)."""
+        if np.ndim(batch) == 0 and np.ndim(group) == 0 and np.ndim(prompt) == 0:  # one scenario: in floats
+            at = int(group) * (DIRECT_COUNTS + 1) + int(batch)
+            column, prompt = self.table[:, at].tolist(), float(prompt)
+            for i, key in enumerate(self.op_keys):
+                c0, c1, c2, m0, m1, m2 = column[6 * i:6 * i + 6]
+                compute, memory = (c2 * prompt + c1) * prompt + c0, (m2 * prompt + m1) * prompt + m0
+                core = max(compute, memory)
+                for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
+                    if name:
+                        part[name] = part.get(name, 0.0) + value
+            for name, values in self.constants.items():
+                part[name] = part.get(name, 0.0) + float(values[at])
+            return
+        else:
+            combined = at is not None
+            if at is None:
+                at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(batch).astype(np.intp)
+            take = lambda row: self.table[row].take(at) if row in self.rows else 0.0  # noqa: E731
+            gathered: dict = {}  # rows shared by several components are gathered once
+            for values in () if combined else self.constants.values():
+                if id(values) not in gathered:
+                    gathered[id(values)] = values.take(at)
+            constants = {} if combined else {key: gathered[id(values)] for key, values in self.constants.items()}
+        for i, key in enumerate(self.op_keys):
+            c0, c1, c2, m0, m1, m2 = (take(6 * i + j) for j in range(6))
+            compute = (c2 * prompt + c1) * prompt + c0 if np.ndim(c2) or c2 else c1 * prompt + c0
+            memory = (m2 * prompt + m1) * prompt + m0 if np.ndim(m2) or m2 else m1 * prompt + m0
+            core = np.maximum(compute, memory)  # (a component of zero rows is the number 0.0)
+            for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
+                if name:
+                    _add_into(part, name, 1.0, value)
+        for name, value in constants.items():
+            _add_into(part, name, 1.0, value)
+
+
+_PREFILL_LINES: dict = {}
+
+
+def prefill_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple) -> PrefillLines | None:
+    """The PrefillLines of precision groups `groups`, None where some context op does not fit;
+    cached like count_pricing."""
+    key = (id(model), id(hw), id(engine), groups)
+    hit = _PREFILL_LINES.get(key)
+    if hit is not None and hit[0] is model and hit[1] is hw and hit[2] is engine:
+        return hit[3]
+    lines = _price_prefill_lines(model, hw, engine, groups)
+    with _PRICINGS_LOCK:
+        if len(_PREFILL_LINES) >= _MAX_PRICINGS:
+            _PREFILL_LINES.clear()
+        _PREFILL_LINES[key] = (model, hw, engine, lines)
+    return lines
+
+
+def _price_prefill_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple) -> PrefillLines | None:
+    banded = has_bands(hw)
+    seqs = np.maximum(np.arange(DIRECT_COUNTS + 1, dtype=float), 1.0)[:, None]
+    prompt = _PROMPT_PROBES[None, :]
+    shape = (seqs.size, prompt.size)
+    columns, constants, op_keys = [], {}, None
+    width = DIRECT_COUNTS + 1
+    for g, (w, a, kv, qg, tp) in enumerate(groups):
+        p = Precision(w, a, kv, qg)
+        ops = context_ops(model, seqs=seqs, new_tokens=prompt, past=0.0, p=p, tp=tp, engine=engine)
+        keys = tuple("class:" + intervals.op_class(op.kind, "prefill") if banded else "" for op in ops)
+        if op_keys is None:
+            op_keys = keys
+        elif keys != op_keys:
+            return None
+        rows = []
+        for op, key in zip(ops, keys):
+            t = op_time(op, hw, p, tp)
+            fixed = {}
+            for name in ("overhead_s", "comm_s", "host_s"):
+                value = np.broadcast_to(np.asarray(getattr(t, name), dtype=float), shape)
+                if not np.all(value == value[:, :1]):
+                    return None
+                fixed[name] = op.count * value[:, 0]
+            for name in ("compute_s", "memory_s"):
+                poly = _prompt_polynomial(op.count * np.broadcast_to(np.asarray(getattr(t, name), dtype=float), shape))
+                if poly is None:
+                    return None
+                rows += list(poly)
+            floor = fixed["overhead_s"] + fixed["comm_s"]
+            sums = {"overhead_s": fixed["overhead_s"], "comm_s": fixed["comm_s"], "host_s": fixed["host_s"],
+                    "time_s": floor, **({key: floor} if key else {})}
+            for name, value in sums.items():
+                constants.setdefault(name, np.zeros(len(groups) * width))[g * width:(g + 1) * width] += value
+        columns.append(np.array(rows))
+    table = np.concatenate(columns, axis=1)
+    constants = {name: value for name, value in constants.items() if value.any()}
+    shared: dict = {}
+    for name, value in constants.items():
+        same = next((other for other in shared.values() if np.array_equal(other, value)), None)
+        shared[name] = value if same is None else same
+    return PrefillLines(table, op_keys, shared, tuple(i for i in range(table.shape[0]) if table[i].any()))
+
+
+def _prompt_polynomial(values: np.ndarray):
+    """(c0, c1, c2) per row where every row of `values` (rows: counts, columns: _PROMPT_PROBES)
+    lies on c0 + c1 P + c2 P^2, tried as a line (c2 = 0) first; else None."""
+    v1, v2, v3 = values[:, 0], values[:, 1], values[:, 2]
+    scale = np.maximum(np.abs(values).max(axis=1), 1e-300)
+    line_b = v2 - v1
+    candidates = ((v1 - line_b, line_b, np.zeros_like(v1)),)
+    c2 = (v3 - 2.0 * v2 + v1) / 2.0
+    c1 = v2 - v1 - 3.0 * c2
+    candidates += ((v1 - c1 - c2, c1, c2),)
+    fits = []
+    for c0, c1, c2 in candidates:
+        predicted = (c2[:, None] * _PROMPT_PROBES + c1[:, None]) * _PROMPT_PROBES + c0[:, None]
+        ok = np.all(np.abs(predicted - values) <= _AFFINE_RTOL * scale[:, None], axis=1) & np.all(np.isfinite(values), axis=1)
+        fits.append(ok)
+    if not np.all(fits[0] | fits[1]):
+        return None
+    line = fits[0]
+    return tuple(np.where(line, a, b) for a, b in zip(*candidates))
 
 
 # -- precision groups stacked -----------------------------------------------------------------------
@@ -376,8 +858,8 @@ class StackedPricing:
     lines of rescaled ops) by its group index. Terms are matched across groups by op name; a
     group lacking one has it at count 0. Groups with ops rebuilt per count are priced apart."""
 
-    def __init__(self, pricings: list[CountPricing], hw: Hardware, tps: list | None = None):
-        self.pricings, self.hw, self.tps = pricings, hw, tps
+    def __init__(self, pricings: list[CountPricing], hw: Hardware, tps: list | None = None, groups: tuple | None = None):
+        self.pricings, self.hw, self.tps, self.groups = pricings, hw, tps, groups
         self.keys = pricings[0].keys
         if any(pr.keys != self.keys for pr in pricings):
             raise ValueError("precision groups with different components")  # internal: callers fall back
@@ -386,6 +868,8 @@ class StackedPricing:
         self.alpha = np.stack([pr.affine[:, 0] for pr in pricings], axis=1)
         self.beta = np.stack([pr.affine[:, 1] for pr in pricings], axis=1)
         self.sloped = np.any(self.beta != 0, axis=1)
+        self.flat = np.all(self.alpha == self.alpha[:, :1], axis=1)
+        self.table_flat = np.all(self.table == self.table[:, :1], axis=1)
         self.crossings = _slots(pricings, lambda pr: pr.crossings, groups,
                                 lambda t: (t.count, *t.compute, *t.memory))
         # GEMM coefficients carry their op's count (count x max(a, b) = max(count a, count b), count >= 0)
@@ -399,8 +883,13 @@ class StackedPricing:
                 for field, line in term.lines.items():
                     slot[1].setdefault(field, np.zeros((2, groups)))[:, g] = line
         self.rebuilt_groups = [g for g, pr in enumerate(pricings) if pr.rebuilt]
+        # rescaled collectives (all-reduces) go by pieces of runs (`_rescaled_pieces`), which needs
+        # the groups' precisions; other rescaled ops (MoE experts: wave-quantized) per op
+        self.collectives = {name: entry for name, entry in self.rescaled.items()
+                            if entry[0].kind == "comm"} if self.groups is not None else {}
         self.gemm_names = list(self.gemms)
         self._cells = (0, None)
+        self._pieces = (0, None)
         self._lock = threading.Lock()
 
     def evaluate(self, x, group, p: Precision, tp) -> dict:
@@ -425,7 +914,9 @@ class StackedPricing:
                     out[key][rows] = self.table[i].take(flat)
         else:
             flat = group * (DIRECT_COUNTS + 1) + np.minimum(index, DIRECT_COUNTS)
-            out = {key: self.table[i].take(flat) for i, key in enumerate(self.keys)}
+            # components the same at every count of every group (zero communication) need no gather
+            out = {key: np.full(flat.shape, self.table[i, 0]) if self.table_flat[i] else self.table[i].take(flat)
+                   for i, key in enumerate(self.keys)}
             if inside < x.size:
                 rows = np.flatnonzero(~small)
                 past = self._past_table(x[rows], group[rows], _pick_precision(p, rows, shape), _pick(tp, rows, shape))
@@ -448,7 +939,7 @@ class StackedPricing:
             cells = self._any_cells()
             run = max(math.ceil(x / cells.tile_m) - cells.q0, 0)
             table = self._stacked_cells(cells.q0 + run)
-            at = group * table.width + run
+            at = int(table.group_map[group]) * table.width + run
             for key, (alpha, beta) in table.lines.items():
                 out[key] += float(alpha[at]) + float(beta[at]) * x
             if table.switching[at]:
@@ -479,17 +970,28 @@ class StackedPricing:
     def _past_table(self, x, group, p: Precision, tp) -> dict:
         """The components at counts x past the table (counts inside it give finite values the
         caller discards)."""
-        out = {key: (self.alpha[i].take(group) + self.beta[i].take(group) * x) if self.sloped[i]
-               else self.alpha[i].take(group) for i, key in enumerate(self.keys)}
+        out = {}
+        for i, key in enumerate(self.keys):
+            alpha = self.alpha[i]
+            if self.sloped[i]:
+                out[key] = alpha.take(group) + self.beta[i].take(group) * x
+            elif self.flat[i]:  # the same in every group (zero for a collective's floor)
+                out[key] = np.full(np.shape(x), alpha[0])
+            else:
+                out[key] = alpha.take(group)
+        runs: dict = {}  # run indices by run length, shared by the GEMMs and the collectives
         for key, coef in self.crossings.values():
             count = coef[0].take(group)
             compute = coef[1].take(group) + coef[2].take(group) * x
             memory = coef[3].take(group) + coef[4].take(group) * x
             _add(out, count, compute, memory, np.maximum(compute, memory), key)
         if self.gemms:
-            self._add_gemms(out, x, group)
-        for template, lines, present in self.rescaled.values():
-            self._add_rescaled(out, template, lines, present, x, group, p, tp)
+            self._add_gemms(out, x, group, runs)
+        if self.collectives:
+            self._add_rescaled_pieces(out, x, group, p, tp, runs)
+        for name, (template, lines, present) in self.rescaled.items():
+            if name not in self.collectives:
+                self._add_rescaled(out, template, lines, present, x, group, p, tp)
         for g in self.rebuilt_groups:
             mine = np.flatnonzero(group == g)
             if mine.size:
@@ -502,22 +1004,23 @@ class StackedPricing:
                         out[cls][mine] += op.count * t.time_s
         return out
 
-    def _add_gemms(self, out: dict, x, group) -> None:
+    def _add_gemms(self, out: dict, x, group, runs: dict | None = None) -> None:
         """Add the tiled GEMMs past the table. Within one run of tile_m rows each GEMM's time is
         max(tile-limited constant, power-limited slope x, memory line): where one of the three is
         the largest at both ends of the run it is the largest over the whole run (a maximum of
         lines is convex), so the run's sums over GEMMs are lines in x (`StackedCells`); the few
         runs where a GEMM switches inside are priced GEMM by GEMM."""
         cells = self._any_cells()
-        run = np.ceil(x / cells.tile_m).astype(np.intp) - cells.q0
-        np.maximum(run, 0, out=run)  # counts inside the direct table: any run (discarded)
+        run = _run_index(x, cells.tile_m, cells.q0, runs)
         table = self._stacked_cells(cells.q0 + int(run.max()))
-        at = group * table.width + run
+        at = table.group_map.take(group) * table.width + run
+        rows = table.packed.take(at, axis=0)
         values: dict = {}  # a class key's line may be the time line itself
-        for key, (alpha, beta) in table.lines.items():
-            value = values.get(id(alpha))
+        for key, line in table.line_of.items():
+            value = values.get(line)
             if value is None:
-                value = values[id(alpha)] = alpha.take(at) + beta.take(at) * x
+                value = values[line] = rows[:, 2 * line + 1] * x
+                value += rows[:, 2 * line]
             out[key] += value
         if not table.switching.any():
             return
@@ -530,6 +1033,109 @@ class StackedPricing:
             memory = (coef[2].take(group) + coef[3].take(group) * x) * table.inv_bw[slot].take(at)
             core = np.maximum(compute, memory)
             _add_rows(out, rows, compute, memory, core, key)
+
+    def _add_rescaled_pieces(self, out: dict, x, group, p: Precision, tp, runs: dict | None = None) -> None:
+        """Add the rescaled collectives (all-reduces) past the table from their lines (`RescaledPieces`):
+        a lookup of each count's run, its piece and the piece's line per component (in a run
+        where the time changes line, each count is a piece of its own)."""
+        run = _run_index(x, RUN_COUNTS, _RUN_Q0, runs)
+        pieces = self._rescaled_pieces(_RUN_Q0 + int(run.max()))
+        at = pieces.group_map.take(group) * pieces.width + run
+        piece = pieces.piece.take(at)
+        rows = np.flatnonzero(pieces.switching.take(at)) if pieces.switching.any() else ()
+        if len(rows):  # runs where the time changes line: one piece per count, from the run's first
+            offset = x[rows] - ((run[rows] + (_RUN_Q0 - 1)) * RUN_COUNTS + 1)
+            piece[rows] += np.clip(offset, 0, RUN_COUNTS - 1).astype(piece.dtype)  # (counts in the direct table: any)
+        for key, (alpha, beta) in pieces.lines.items():
+            out[key] += alpha.take(piece) + beta.take(piece) * x
+
+    def _rescaled_pieces(self, q_max: int) -> "RescaledPieces":
+        """The rescaled collectives' summed components as lines over pieces of runs of RUN_COUNTS counts
+        (runs _RUN_Q0 .. q_max, grown like `_stacked_cells`), found by bisection per group: a
+        range of runs is one piece where the per-op times at five counts (both ends, the counts
+        next to them and the middle) lie on the chord through its ends. An all-reduce's time is
+        piecewise linear in the count, concave but for one step (perfmodel.collectives: the least
+        of affine times per algorithm, the custom kernel up to a size): a kink or step inside the
+        range moves one of the five off the chord (a concave function that meets its chord inside
+        the range is the chord). A single run that fails is `switching`: its counts are priced one
+        by one by the per-op path, each a piece of its own (a flat line through its exact time). Groups
+        whose collectives are the same share their pieces. (Not for wave-quantized ops: a
+        staircase sampled at run ends can look straight.)"""
+        with self._lock:
+            if self._pieces[0] >= q_max:
+                return self._pieces[1]
+            width = max(q_max, 2 * self._pieces[0], _RUN_Q0 + 255) - _RUN_Q0 + 1
+            keys, groups = self.keys, len(self.pricings)
+            # one row block per distinct signature (groups whose collectives are the same share it)
+            done: dict = {}
+            group_map = np.array([done.setdefault(self._rescaled_signature(g), len(done)) for g in range(groups)],
+                                 dtype=np.intp)
+            piece = np.zeros((len(done), width), dtype=np.int32)
+            switching = np.zeros((len(done), width), dtype=bool)
+            alphas, betas = [np.zeros((len(keys), 1))], [np.zeros((len(keys), 1))]  # piece 0: switching runs
+            pieces = 1
+            for u in range(len(done)):
+                g = int(np.flatnonzero(group_map == u)[0])
+                frontier = (np.array([0]), np.array([width - 1]))
+                while frontier[0].size:
+                    first, last = frontier
+                    low, high = (_RUN_Q0 + first - 1.0) * RUN_COUNTS, (_RUN_Q0 + last) * RUN_COUNTS
+                    probes = np.stack([low, low + 1.0, (low + high) / 2.0, high - 1.0, high])
+                    values = self._rescaled_values(g, probes.reshape(-1)).reshape((len(keys),) + probes.shape)
+                    beta = (values[:, 4] - values[:, 0]) / (high - low)
+                    alpha = values[:, 0] - beta * low
+                    scale = np.maximum(np.abs(values).max(axis=1), 1e-300)
+                    on = np.ones(first.size, dtype=bool)
+                    for j in (1, 2, 3):
+                        on &= np.all(np.abs(alpha + beta * probes[j] - values[:, j]) <= _AFFINE_RTOL * scale, axis=0)
+                    ids = pieces + np.arange(int(on.sum()))
+                    for index, (r0, r1) in enumerate(zip(first[on], last[on])):
+                        piece[u, r0:r1 + 1] = ids[index]
+                    alphas.append(alpha[:, on])
+                    betas.append(beta[:, on])
+                    pieces += int(on.sum())
+                    single = ~on & (first == last)
+                    for r in first[single]:  # the time changes line inside this run: each count its own piece
+                        counts = np.arange((_RUN_Q0 + r - 1.0) * RUN_COUNTS + 1.0, (_RUN_Q0 + r) * RUN_COUNTS + 1.0)
+                        alphas.append(self._rescaled_values(g, counts))
+                        betas.append(np.zeros((len(keys), counts.size)))
+                        piece[u, r], switching[u, r] = pieces, True
+                        pieces += counts.size
+                    split = ~on & (first < last)
+                    middle = (first[split] + last[split]) // 2
+                    frontier = (np.concatenate([first[split], middle + 1]), np.concatenate([middle, last[split]]))
+            alpha_all, beta_all = np.concatenate(alphas, axis=1), np.concatenate(betas, axis=1)
+            lines = {key: (alpha_all[i].copy(), beta_all[i].copy())
+                     for i, key in enumerate(keys) if np.any(alpha_all[i]) or np.any(beta_all[i])}
+            table = RescaledPieces(width, piece.reshape(-1), lines, switching.reshape(-1), group_map)
+            self._pieces = (_RUN_Q0 + width - 1, table)
+            return table
+
+    def _rescaled_signature(self, g: int) -> tuple:
+        """What a group's rescaled collectives' times depend on (payload and devices): their
+        field lines and tp."""
+        w, a, kv, qg, tp = self.groups[g]
+        fields = tuple((name, float(present[g]), tuple((f, float(c[0, g]), float(c[1, g])) for f, c in lines.items()))
+                       for name, (_, lines, present) in self.collectives.items())
+        return fields, tp
+
+    def _rescaled_values(self, g: int, counts: np.ndarray) -> np.ndarray:
+        """[key, count]: the rescaled ops' components for group g at `counts`, per op (op_time)."""
+        w, a, kv, qg, tp = self.groups[g]
+        values = np.zeros((len(self.keys), counts.size))
+        for template, field_lines, present in self.collectives.values():
+            if not present[g]:
+                continue
+            op = dataclasses.replace(template, **{f: float(c[0, g]) + float(c[1, g]) * counts
+                                                  for f, c in field_lines.items()})
+            t = op_time(op, self.hw, Precision(w, a, kv, qg), tp)
+            cls = _class_key(self.pricings[0], template)
+            weight = float(present[g]) * op.count
+            for i, key in enumerate(self.keys):
+                name = key if key in TOTAL_KEYS else ("time_s" if key == cls else None)
+                if name is not None:
+                    values[i] += weight * np.broadcast_to(np.asarray(getattr(t, name), dtype=float), counts.shape)
+        return values
 
     def _add_rescaled(self, out: dict, template: Op, lines: dict, present, x, group, p: Precision, tp) -> None:
         """Add an op rebuilt from its field lines and priced by op_time: the rows of each tp
@@ -579,10 +1185,18 @@ class StackedPricing:
                 for row, term in enumerate(pr.gemms):
                     slot = self.gemm_names.index(term.name)
                     tile_s[slot, g], inv_bw[slot, g] = term.count * tiles[row, :width], invs[row, :width]
-            runs = np.tile(np.arange(q0, q0 + width, dtype=float), len(self.pricings))
+            # groups whose GEMMs are the same (precisions the GEMMs ignore, such as kv_bits) share rows
+            firsts: dict = {}
+            group_map = np.array([firsts.setdefault((tile_s[:, g].tobytes(), inv_bw[:, g].tobytes(),
+                                                     tuple(coef[:, g].tobytes() for _, coef in self.gemms.values())),
+                                                    len(firsts)) for g in range(len(self.pricings))], dtype=np.intp)
+            unique = [next(g for g in range(len(self.pricings)) if group_map[g] == u) for u in range(len(firsts))]
+            runs = np.tile(np.arange(q0, q0 + width, dtype=float), len(unique))
             tile_m = self._any_cells().tile_m
-            table = _run_lines(tile_s.reshape(len(self.gemms), -1), inv_bw.reshape(len(self.gemms), -1),
-                               list(self.gemms.values()), (runs - 1.0) * tile_m, runs * tile_m, width)
+            table = _run_lines(tile_s[:, unique].reshape(len(self.gemms), -1), inv_bw[:, unique].reshape(len(self.gemms), -1),
+                               [(key, coef[:, unique]) for key, coef in self.gemms.values()],
+                               (runs - 1.0) * tile_m, runs * tile_m, width)
+            table = dataclasses.replace(table, group_map=group_map)
             self._cells = (q0 + width - 1, table)
             return table
 
@@ -632,7 +1246,29 @@ def _run_lines(tile_s, inv_bw, slots: list, low, high, width: int) -> "StackedCe
     lines = {name: tuple(part.reshape(-1) for part in line) for name, line in lines.items()}
     if keys and not apart:
         lines[keys[0]] = lines["time_s"]
-    return StackedCells(width, tile_s, inv_bw, lines, switching.reshape(-1))
+    # the distinct lines side by side, one row per (group, run): a count's run costs one gather
+    distinct = list({id(alpha): (alpha, beta) for alpha, beta in lines.values()}.values())
+    packed = np.stack([part for line in distinct for part in line], axis=1)
+    line_of = {key: next(i for i, (alpha, _) in enumerate(distinct) if alpha is line[0]) for key, line in lines.items()}
+    return StackedCells(width, tile_s, inv_bw, lines, switching.reshape(-1), packed, line_of)
+
+
+#: Counts per run of the rescaled ops' piece tables (`StackedPricing._rescaled_pieces`), and the
+#: first run past the direct table.
+RUN_COUNTS = 64
+_RUN_Q0 = (DIRECT_COUNTS + 1 + RUN_COUNTS - 1) // RUN_COUNTS
+
+
+@dataclass(frozen=True)
+class RescaledPieces:
+    """The rescaled collectives of a StackedPricing past the table, summed: `piece` [block * width + run]
+    names each run's piece (for `switching` runs the first of its counts' own pieces), `lines`
+    {key: (alpha, beta) per piece}."""
+    width: int
+    piece: np.ndarray
+    lines: dict
+    switching: np.ndarray
+    group_map: np.ndarray  # group -> its row block (groups with the same collectives share one)
 
 
 @dataclass(frozen=True)
@@ -640,12 +1276,29 @@ class StackedCells:
     """The per-run GEMM tables of a StackedPricing, rows group * width + run: per slot [slot, row]
     the tile-limited time and the inverse memory rate; per component {key: (alpha, beta)} the line
     of the GEMMs' sum over the run, zero where a GEMM switches term inside the run (`switching`;
-    those runs are priced slot by slot)."""
+    those runs are priced slot by slot); `packed` [row, 2 i .. 2 i + 1] the distinct lines' alpha
+    and beta side by side and `line_of` {key: i} (random gathers from several tables of millions
+    of rows cost a cache miss each; from one, one)."""
     width: int
     tile_s: np.ndarray
     inv_bw: np.ndarray
     lines: dict
     switching: np.ndarray
+    packed: np.ndarray
+    line_of: dict
+    group_map: np.ndarray | None = None  # group -> its row block (groups with equal GEMMs share one)
+
+
+def _run_index(x, tile: float, q0: int, runs: dict | None):
+    """Each count's run of `tile` counts, from the first run past the direct table (q0; counts
+    inside the table get run 0, their values discarded), computed once per run length."""
+    run = None if runs is None else runs.get((tile, q0))
+    if run is None:
+        run = np.ceil(x / tile).astype(np.intp) - q0
+        np.maximum(run, 0, out=run)
+        if runs is not None:
+            runs[(tile, q0)] = run
+    return run
 
 
 def _line_at(coef: np.ndarray, group, x):

@@ -44,8 +44,14 @@ def serving_activation_bytes(model: ModelSpec, p: Precision, batch, prompt, samp
     (batch x samples rows, sampled each decode step). Tensor-parallel shards (projection outputs,
     vocab-parallel logits) are divided by tp; the residual stream is replicated on every device, as
     in Megatron-style tensor parallelism without sequence parallelism."""
+    if isinstance(batch, (int, float)) and isinstance(prompt, (int, float)):  # one scenario: in floats
+        tokens = float(min(batch * prompt, chunk)) if batch * prompt > 0 else float(chunk)
+        return activation_bytes(model, p, tokens, batch * samples, tp)
     batch, prompt = np.asarray(batch, float), np.asarray(prompt, float)
-    tokens = np.where(batch * prompt > 0, np.minimum(batch * prompt, chunk), chunk)
+    product = batch * prompt
+    tokens = np.minimum(product, chunk)
+    if not np.all(product > 0):  # an empty engine holds a whole chunk
+        tokens = np.where(product > 0, tokens, chunk)
     return activation_bytes(model, p, tokens, batch * samples, tp)
 
 
@@ -58,5 +64,6 @@ def activation_bytes(model: ModelSpec, p: Precision, tokens, logits_rows, tp=1):
     else:
         ffn = model.d_ff
     widest = max((2 if model.ffn_gated else 1) * ffn, model.q_dim + 2 * model.n_kv_heads * model.head_dim)
-    return tokens * (2 * model.d_model + widest / np.asarray(tp, float)) * p.act_bytes \
-        + logits_rows * model.vocab_size / np.asarray(tp, float) * 4.0
+    devices = float(tp) if isinstance(tp, (int, float)) else np.asarray(tp, float)  # one count: a float
+    return tokens * (2 * model.d_model + widest / devices) * p.act_bytes \
+        + logits_rows * model.vocab_size / devices * 4.0

@@ -130,7 +130,7 @@ def attention_op(model: ModelSpec, *, seqs, new_tokens, past, p: Precision, tp, 
     """
     heads = shapes.query_heads_per_device(model, tp)
     context = past + new_tokens
-    if np.any(np.asarray(sparse_budget) > 0):
+    if (sparse_budget > 0) if isinstance(sparse_budget, (int, float)) else np.any(np.asarray(sparse_budget) > 0):
         context = np.where(np.asarray(sparse_budget) > 0, np.minimum(context, sparse_budget), context)
         past = context - new_tokens
         past = np.maximum(past, 0)

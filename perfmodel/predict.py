@@ -8,7 +8,9 @@ steps (`mean_max_affine`). Everything broadcasts: a Scenario of a million config
 """
 from __future__ import annotations
 
+import math
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +24,7 @@ from perfmodel.ops import Precision, step_ops
 from perfmodel.roofline import BOUNDS, op_time
 from perfmodel.steps import host_dispatch_s, host_overhead_s, mean_decode_step, step_time  # noqa: F401 (public here)
 from workloads.model import ModelSpec
-from workloads.scenario import Scenario
+from workloads.scenario import BIT_FIELDS, RANGES, Scenario
 
 
 class DoesNotFitError(ValueError):
@@ -40,12 +42,15 @@ def _bound(totals: dict):
         return np.int8(_bound_code(compute, mem, max(totals["overhead_s"], totals["host_s"]), totals["comm_s"]))
     overhead = np.maximum(totals["overhead_s"], totals["host_s"])
     comm = totals["comm_s"]
-    # one byte a code from the start, overwritten in place (the same comparisons as _bound_code)
-    code = np.where(compute >= mem, np.int8(0), np.int8(1))
+    # one byte a code, from the comparisons' own bytes (the same comparisons as _bound_code; times
+    # are never NaN): memory where compute < memory, then overhead, then comm where they exceed
+    code = np.asarray(compute < mem).view(np.int8)
     best = np.maximum(compute, mem)
-    np.copyto(code, np.int8(2), where=overhead > best)
-    np.copyto(code, np.int8(3), where=comm > np.maximum(best, overhead))
-    return code
+    over = np.asarray(overhead > best).view(np.int8)
+    code = code + over * (np.int8(2) - code)
+    best = np.maximum(best, overhead)
+    beyond = np.asarray(comm > best).view(np.int8)
+    return code + beyond * (np.int8(3) - code)
 
 
 def _bound_code(compute: float, mem: float, overhead: float, comm: float) -> int:
@@ -78,11 +83,14 @@ def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple
     plus every running sequence's logits; max batch assumes a full chunk. With the precision
     `groups` (`_precision_groups`) the quantities of a group alone (weights, KV bytes per token,
     the activations of an empty engine) are computed once per group and gathered."""
-    p, tp = precision(sc), sc.tp
+    one = groups is not None and sc.shape == ()  # one scenario: its group's Precision and numbers
+    p, tp = fastpath.group_precision(groups[0][0]) if one else precision(sc), sc.tp
     if groups is None:
         weights = memory.weight_bytes(model, p, tp)
         kv_per_token = memory.kv_cache_bytes(model, p, 1.0, tp)
         idle = memory.serving_activation_bytes(model, p, 0, 0, tp)
+    elif one:
+        weights, kv_per_token, idle = (float(v[groups[1]]) for v in _group_memory(model, groups[0]))
     else:
         weights, kv_per_token, idle = (np.take(v, groups[1]) for v in _group_memory(model, groups[0]))
     kv_per_request = memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples) * kv_per_token
@@ -90,7 +98,12 @@ def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple
     total = weights + kv + act
     free = hw.hbm_capacity_bytes - weights - idle
     per_request = kv_per_request + memory.activation_bytes(model, p, 0, sc.samples, tp)
-    max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / per_request), 0.0)
+    if isinstance(free, float) and isinstance(per_request, float):  # one scenario: the same in floats
+        max_batch = float(math.floor(max(free, 0.0) / per_request)) if free > 0 else 0.0
+    elif np.all(free > 0):  # the weights fit everywhere (max(free, 0) is free)
+        max_batch = np.floor(free / per_request)
+    else:
+        max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / per_request), 0.0)
     return {"weights_bytes": weights, "kv_bytes": kv, "activation_bytes": act, "total_bytes": total,
             "capacity_bytes": hw.hbm_capacity_bytes, "fits": total <= hw.hbm_capacity_bytes,
             "max_batch": max_batch}
@@ -141,10 +154,25 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
     engine = load_engine(engine)
     if path not in PATHS:
         raise ValueError(f"path: {path!r} is not one of {', '.join(PATHS)}")
-    groups = _precision_groups(sc) if path == "fast" else None
     columns = sc.columns()
     if sc.size <= CHUNK:
+        groups = _precision_groups(sc) if path == "fast" else None
         return _columns(model, hw, sc, columns, _metrics(model, hw, sc, engine, groups))
+    starts = range(0, sc.size, CHUNK)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
+    if workers == 1:
+        return _chunked(model, hw, sc, engine, columns, path, lambda fn, items: [fn(item) for item in items])
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return _chunked(model, hw, sc, engine, columns, path, lambda fn, items: list(pool.map(fn, items)))
+
+
+def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, columns: dict, path: str,
+             run) -> dict:
+    """`evaluate` of a Scenario of more than CHUNK scenarios, chunk by chunk through `run(fn,
+    starts)` (a map, on the worker threads)."""
+    groups = _precision_groups(sc, run) if path == "fast" else None
     starts = range(0, sc.size, CHUNK)
 
     def chunk(start: int) -> dict:
@@ -154,24 +182,19 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
         own = None if groups is None else (groups[0], np.reshape(groups[1], -1)[rows] if np.ndim(groups[1]) else groups[1])
         return _metrics(model, hw, part, engine, own)
 
-    workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
     out: dict = {}
+    allocating = threading.Lock()
 
     def store(start: int, part: dict) -> None:
+        if len(out) < len(part):  # the first chunk done allocates every column, in its key order
+            with allocating:
+                for key, values in part.items():
+                    if key not in out:
+                        out[key] = np.empty(sc.size, dtype=np.asarray(values).dtype)
         for key, values in part.items():
-            if key not in out:
-                out[key] = np.empty(sc.size, dtype=np.asarray(values).dtype)
             out[key][start:start + CHUNK] = values
 
-    store(0, chunk(0))  # allocates every output column before any thread writes into them
-    if workers == 1:
-        for start in starts[1:]:
-            store(start, chunk(start))
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(lambda start: store(start, chunk(start)), starts[1:]))
+    run(lambda start: store(start, chunk(start)), starts)
     return _columns(model, hw, sc, columns, out)
 
 
@@ -179,33 +202,65 @@ def _columns(model: ModelSpec, hw: Hardware, sc: Scenario, columns: dict, metric
     """Every output column in its documented order: the scenario's fields, the model's constants,
     then the metrics (bound codes as categoricals)."""
     size = max(sc.size, 1)
-    out = {**columns, "params": np.full(size, model.param_count()),
-           "active_params": np.full(size, model.active_param_count())}
+    params, active = _param_counts(model)
+    # the model's constants, like a scenario's constant fields (Scenario.columns): read-only views
+    # of one number (a sweep of a million scenarios would write 16 MB of copies)
+    out = {**columns, "params": np.broadcast_to(np.int64(params), (size,)),
+           "active_params": np.broadcast_to(np.int64(active), (size,))}
     for key, values in metrics.items():
         out[key] = bound_column(values) if key.endswith("_bound") else values
     return out
 
 
-def _precision_groups(sc: Scenario) -> tuple | None:
+_PARAM_COUNTS: dict = {}
+
+
+def _param_counts(model: ModelSpec) -> tuple[int, int]:
+    """(param_count, active_param_count) of a model, counted once per model object."""
+    hit = _PARAM_COUNTS.get(id(model))
+    if hit is None or hit[0] is not model:
+        if len(_PARAM_COUNTS) >= 512:
+            _PARAM_COUNTS.clear()
+        hit = _PARAM_COUNTS[id(model)] = (model, (model.param_count(), model.active_param_count()))
+    return hit[1]
+
+
+def _precision_groups(sc: Scenario, run=None) -> tuple | None:
     """(the distinct (w_bits, a_bits, kv_bits, quant_group, tp) combinations, each scenario's
-    index into them) for the fast path; None when there are more than MAX_GROUPS."""
+    index into them) for the fast path; None when there are more than MAX_GROUPS. Each field's
+    index times its radix is gathered from a small table and summed into a combination code, in
+    chunks of CHUNK scenarios (no full-length temporaries) mapped by `run(fn, starts)` (default
+    one after another; evaluate passes its worker threads' map)."""
     if sc.shape == ():  # one scenario: one group
         return (tuple(float(getattr(sc, name)) for name in GROUP_FIELDS),), 0
-    codes, radix, levels = 0, 1, []
+    run = run or (lambda fn, items: [fn(item) for item in items])
+    starts = range(0, sc.size, CHUNK)
+    radix, levels, coded = 1, [], []
     for name in GROUP_FIELDS:
         value = getattr(sc, name)
         if np.ndim(value) == 0:
             levels.append((name, np.array([float(value)])))
             continue
-        values, inverse = _levels(np.broadcast_to(value, sc.shape).reshape(-1))
+        column = np.broadcast_to(value, sc.shape).reshape(-1)
+        values, lookup, keys = _levels(column, name, run)
         if values.size > MAX_GROUPS or radix * values.size > 2 ** 31:
             return None
-        codes = codes + inverse * radix
+        coded.append((column, lookup * radix, keys))
         radix *= values.size
         levels.append((name, values))
-    if np.ndim(codes) == 0:
+    if not coded:
         return tuple([tuple(float(values[0]) for _, values in levels)]), 0
-    present = np.flatnonzero(np.bincount(codes, minlength=radix))
+    codes = np.empty(sc.size, dtype=np.intp)
+
+    def code_chunk(start: int) -> np.ndarray:
+        rows = slice(start, start + CHUNK)
+        code = 0
+        for column, table, keys in coded:  # keys None: the whole numbers themselves
+            code = code + table.take(column[rows].astype(np.intp) if keys is None else keys[rows])
+        codes[rows] = code
+        return np.bincount(code, minlength=radix)
+
+    present = np.flatnonzero(sum(run(code_chunk, starts)))
     if present.size > MAX_GROUPS:
         return None
     lookup = np.zeros(radix, dtype=np.intp)
@@ -217,29 +272,47 @@ def _precision_groups(sc: Scenario) -> tuple | None:
             combo.append(float(values[rest % values.size]))
             rest //= values.size
         groups.append(tuple(combo))
-    return tuple(groups), lookup.take(codes).reshape(sc.shape)
+
+    def index_chunk(start: int) -> None:
+        codes[start:start + CHUNK] = lookup.take(codes[start:start + CHUNK])
+
+    run(index_chunk, starts)
+    return tuple(groups), codes.reshape(sc.shape)
 
 
-def _levels(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct values, index of each element's value): a counting pass for small whole numbers
-    (bit widths, tp), a sort otherwise."""
-    top = column.max()
-    if top <= 65536 and np.array_equal(column, np.floor(column)):
-        whole = column.astype(np.intp)
-        present = np.flatnonzero(np.bincount(whole))
-        lookup = np.zeros(int(top) + 1, dtype=np.intp)
-        lookup[present] = np.arange(present.size)
-        return present.astype(float), lookup[whole]
+def _levels(column: np.ndarray, name: str, run=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(distinct values, lookup, keys): each element's index into the values is lookup[keys],
+    keys None where they are the whole numbers themselves (bit widths, tp: Scenario has checked
+    that counts are whole and every field's range), found by counting chunk by chunk (mapped by
+    `run`, as in _precision_groups); else a sort."""
+    run = run or (lambda fn, items: [fn(item) for item in items])
+    top = RANGES[name][1] if RANGES[name][1] <= 65536 else column.max()
+    if top <= 65536:
+        def count(start: int):
+            part = column[start:start + CHUNK]
+            whole = part.astype(np.intp)
+            if name in BIT_FIELDS and not np.array_equal(whole, part):  # bit widths may be fractional
+                return None
+            return np.bincount(whole, minlength=int(top) + 1)
+
+        counts = run(count, range(0, column.size, CHUNK))
+        if all(c is not None for c in counts):
+            present = np.flatnonzero(sum(counts))
+            lookup = np.zeros(int(top) + 1, dtype=np.intp)
+            lookup[present] = np.arange(present.size)
+            return present.astype(float), lookup, None
     values, inverse = np.unique(column, return_inverse=True)
-    return values, inverse.reshape(-1)
+    return values, np.arange(values.size, dtype=np.intp), inverse.reshape(-1)
 
 
 def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, groups: tuple | None = None) -> dict:
     """The computed columns of `evaluate` for one Scenario, each flat over its scenarios; by the
     fast path when given the precision `groups` (`_precision_groups`), else op by op."""
-    p, tp = precision(sc), sc.tp
+    # one scenario on the fast path: its group's own Precision (the rates cached on it are reused)
+    p = fastpath.group_precision(groups[0][0]) if groups is not None and sc.shape == () else precision(sc)
+    tp = sc.tp
     decode_seqs = sc.batch * sc.samples
-    past_last = sc.prompt + np.maximum(sc.gen - 2, 0)
+    past_last = sc.prompt + (max(sc.gen - 2, 0.0) if isinstance(sc.gen, float) else np.maximum(sc.gen - 2, 0))
     if groups is not None:
         fixed, index = groups
         prefill = fastpath.prefill_step(model, hw, batch=sc.batch, prompt=sc.prompt, p=p, tp=tp, engine=engine,
@@ -274,8 +347,11 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
         "usd_per_mtok": hw.price_per_hour_usd * sc.tp / 3600.0 / throughput * 1e6,
     }
     shape = sc.shape
-    if shape == ():  # one scenario: every metric is a scalar (np.array([v]) is np.full(1, v), cheaper)
-        return {k: np.array([v]) for k, v in result.items()}
+    if shape == ():  # one scenario: every metric a one-element column (the float ones slices of one array)
+        floats = [k for k, v in result.items() if isinstance(v, float) or (isinstance(v, np.ndarray) and v.dtype == float)]
+        packed = np.array([result[k] for k in floats], dtype=float)
+        columns = {k: packed[i:i + 1] for i, k in enumerate(floats)}
+        return {k: columns[k] if k in columns else np.array([v]) for k, v in result.items()}
     return {k: np.broadcast_to(v, shape).reshape(-1) if np.ndim(v) else np.full(max(sc.size, 1), v)
             for k, v in result.items()}
 

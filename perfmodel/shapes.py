@@ -16,6 +16,8 @@ are read by attribute (`w_bits`, `kv_bits`, `quant_group`), so this module sits 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from workloads.model import ModelSpec
@@ -58,12 +60,16 @@ def attention_dims(model: ModelSpec) -> tuple[int, int]:
 
 def query_heads_per_device(model: ModelSpec, tp=1):
     """Query heads per device under tensor parallelism: H / tp (Megatron splits heads evenly)."""
+    if isinstance(tp, (int, float)):  # one device count: the same in Python floats
+        return model.n_heads / float(tp)
     return model.n_heads / np.asarray(tp, dtype=float)
 
 
 def kv_heads_per_device(model: ModelSpec, tp=1):
     """KV heads one device keeps: ceil(K / tp), i.e. replicated when tp exceeds K (vLLM
     `ModelConfig.get_num_kv_heads`); MLA's one latent acts as a single shared kv head."""
+    if isinstance(tp, (int, float)):  # one device count: the same in Python floats
+        return 1.0 if model.is_mla else float(math.ceil(model.n_kv_heads / float(tp)))
     tp = np.asarray(tp, dtype=float)
     if model.is_mla:
         return np.ones(np.shape(tp))
@@ -75,7 +81,8 @@ def kv_elements_per_token_per_layer_per_device(model: ModelSpec, tp=1):
     """KV elements per token per layer on one device: 2 * kv_heads_per_device * head_dim (K and V),
     or MLA's latent of kv_lora + rope elements, replicated on every device."""
     if model.is_mla:
-        return np.full(np.shape(tp), float(model.kv_elements_per_token))
+        return float(model.kv_elements_per_token) if isinstance(tp, (int, float)) else \
+            np.full(np.shape(tp), float(model.kv_elements_per_token))
     return 2.0 * kv_heads_per_device(model, tp) * model.head_dim
 
 

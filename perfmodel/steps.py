@@ -145,6 +145,8 @@ def paid_host_s(dispatch_s, model: ModelSpec, hw: Hardware, engine: Engine, toke
     its kernels' dispatch `dispatch_s` plus the engine's Python per layer and per step."""
     if hw.calibration is None:
         return 0.0
+    if isinstance(tokens, float) and isinstance(dispatch_s, float):  # one scenario: the same in floats
+        return 0.0 if engine.graphed(tokens) else dispatch_s + host_overhead_s(model, hw, engine)
     return np.where(engine.graphed(tokens), 0.0, dispatch_s + host_overhead_s(model, hw, engine))
 
 
@@ -154,7 +156,11 @@ def settle_step(totals: dict, model: ModelSpec, hw: Hardware, engine: Engine, to
     the engine's serial per-iteration host time (step_host_s)."""
     host = paid_host_s(totals["host_s"], model, hw, engine, tokens)
     totals["host_s"] = host
-    totals["time_s"] = np.maximum(totals["time_s"], host) + engine.step_host_s
+    time = totals["time_s"]
+    if isinstance(time, float) and isinstance(host, float):  # one scenario: the same in floats
+        totals["time_s"] = max(time, host) + engine.step_host_s
+    else:
+        totals["time_s"] = np.maximum(time, host) + engine.step_host_s
     return totals
 
 

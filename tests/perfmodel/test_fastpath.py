@@ -7,6 +7,7 @@ import hardware
 import perfmodel
 import workloads
 from perfmodel import engines, fastpath
+from perfmodel.predict import _precision_groups
 from workloads.scenario import Scenario
 
 #: One model per family the descriptors cover: dense GQA, q/k norm, MoE, MLA + MoE, MHA + LayerNorm.
@@ -137,3 +138,111 @@ def test_gemm_runs_where_a_term_switches_inside_the_run():
     cells = stacked._any_cells()
     table = stacked._stacked_cells(int(np.ceil(2400 / cells.tile_m)))
     assert table.switching.any() and not table.switching.all()  # both kinds of run are exercised
+
+
+@pytest.mark.parametrize("name, spec, engine", [("llama-3-8b", "h200-sxm-calibrated", "vllm"),
+                                                ("opt-30b", "h100-sxm-calibrated", "torch-compile"),
+                                                ("qwen3-30b-a3b", "h200-sxm-calibrated", "sglang")])
+def test_allreduce_pieces_equal_the_per_op_path_at_every_count(name, spec, engine):
+    """Rescaled all-reduces past the table come from lines over pieces of runs found by
+    bisection (StackedPricing._rescaled_pieces): at every token count from the table's end to
+    6000 and at counts spread to 2e7, for tp 2, 4 and 8, the prefill step equals the per-op
+    path's, and some group's all-reduce is more than one line (a kink is crossed), each
+    group's pieces few."""
+    model, hw = workloads.load(name), hardware.load(spec)
+    dense = np.arange(fastpath.DIRECT_COUNTS + 1.0, 6001.0)
+    spread = np.unique(np.round(np.geomspace(6001.0, 2e7, 600)))
+    prompt = np.concatenate([dense, spread])
+    tps = np.array([2.0, 4.0, 8.0])
+    sc = Scenario(batch=1, prompt=np.tile(prompt, tps.size), gen=2, tp=np.repeat(tps, prompt.size))
+    fast = perfmodel.evaluate(model, hw, sc, engine)
+    ref = perfmodel.evaluate(model, hw, sc, engine, path="reference")
+    for key in ("ttft_s", "prefill_compute_s", "prefill_memory_s", "ttft_p10_s", "ttft_p90_s"):
+        if key in ref:
+            np.testing.assert_allclose(fast[key], ref[key], rtol=1e-9, atol=0, err_msg=key)
+    assert np.array_equal(np.asarray(fast["prefill_bound"]), np.asarray(ref["prefill_bound"]))
+    groups = tuple((16.0, 16.0, 16.0, 128.0, tp) for tp in tps)
+    stacked = fastpath.stacked_pricing(model, hw, engines.load(engine), groups, "tokens", "prefill")
+    pieces = stacked._rescaled_pieces(int(np.ceil(2e7 / fastpath.RUN_COUNTS)))
+    per_group = [np.unique(row[row > 0]).size for row in pieces.piece.reshape(-1, pieces.width)]
+    assert max(per_group) > 1 and all(n < 200 for n in per_group), per_group  # kinks crossed, few pieces
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_context_lines_equal_the_per_op_path(name):
+    """Decode steps whose context ops come from ContextLines (sequences within the table, dense
+    attention) and prefills whose attention comes from PrefillLines (polynomials of the prompt):
+    every column equals the per-op path's, for the engines and specs where those ops fit; a
+    chunk mixing such rows with rows past the table and sparse rows too."""
+    model = workloads.load(name)
+    rng = np.random.default_rng(100 + MODELS.index(name))
+    heads = [t for t in (1, 2, 4, 8) if model.n_heads % t == 0]
+    longest = model.max_context // 2
+    checked = 0
+    for spec, engine in (("h200-sxm-calibrated", "vllm"), ("h100-sxm-calibrated", "torch-compile"), ("h200-sxm", "trtllm")):
+        hw, n = hardware.load(spec), 200
+        sc = Scenario(batch=rng.integers(1, 257, n), prompt=rng.integers(1, min(longest, 8000), n),
+                      gen=rng.integers(1, min(longest, 2000), n), w_bits=rng.choice([4, 16], n),
+                      kv_bits=rng.choice([8, 16], n), tp=rng.choice(heads[-2:], n), samples=rng.choice([1, 4], n))
+        mixed = sc.replace(batch=np.where(np.arange(n) % 7 == 0, 3000, sc.batch),
+                           sparse_budget=np.where(np.arange(n) % 5 == 0, 256, 0))
+        for scenarios in (sc, mixed):
+            groups = _precision_groups(scenarios)[0]
+            checked += fastpath.context_lines(model, hw, engines.load(engine), groups) is not None
+            checked += fastpath.prefill_lines(model, hw, engines.load(engine), groups) is not None
+            fast = perfmodel.evaluate(model, hw, scenarios, engine)
+            ref = perfmodel.evaluate(model, hw, scenarios, engine, path="reference")
+            for key, values in ref.items():
+                if np.asarray(values).dtype.kind == "f":
+                    np.testing.assert_allclose(fast[key], values, rtol=1e-9, atol=0, err_msg=f"{name} {spec} {engine} {key}")
+                else:
+                    assert np.array_equal(np.asarray(fast[key]), np.asarray(values)), (name, spec, engine, key)
+    assert checked >= 4  # the lines priced these steps (the datasheet spec's at least)
+
+
+def test_precision_groups_match_distinct_rows_across_chunks():
+    """Group coding chunk by chunk (small whole numbers counted, fractional bit widths and large
+    quant groups sorted), on one thread and on a pool: the groups are the distinct rows of the
+    five fields, each once, and each scenario's index names its own row."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from perfmodel.predict import CHUNK, GROUP_FIELDS
+
+    rng = np.random.default_rng(7)
+    n = 2 * CHUNK + 123
+    sc = Scenario(batch=1, w_bits=rng.choice([4.0, 4.25, 8.0, 16.0], n), kv_bits=rng.choice([8, 16], n),
+                  tp=rng.choice([1, 2, 8], n), quant_group=rng.choice([64, 128, 10 ** 9], n))
+    with ThreadPoolExecutor(2) as pool:
+        runs = (None, lambda fn, items: list(pool.map(fn, items)))
+        for run in runs:
+            groups, index = _precision_groups(sc, run)
+            rows = np.stack([np.broadcast_to(getattr(sc, name), (n,)) for name in GROUP_FIELDS], axis=1)
+            assert {tuple(r) for r in rows} == set(groups) and len(groups) == len(set(groups))
+            assert np.array_equal(np.array(groups)[index], rows)
+
+
+def test_grid_with_scalar_prompt_on_every_engine_and_spec_kind():
+    """The compare page's shape: a 4-d grid of batch, bits and tp with one prompt and gen (the
+    lines then see array sequences and a number for the prompt; an op's components may be zero
+    everywhere), on a datasheet and a calibrated spec, every engine."""
+    model = workloads.load("llama-3-8b")
+    mesh = np.meshgrid([1.0, 8.0, 64.0], [16.0, 8.0], [16.0, 8.0], [1.0, 2.0], indexing="ij")
+    sc = Scenario(batch=mesh[0], w_bits=mesh[1], kv_bits=mesh[2], tp=mesh[3], prompt=1000, gen=8)
+    for spec in ("h200-sxm", "h100-sxm-calibrated"):
+        hw = hardware.load(spec)
+        for engine in engines.names():
+            fast, ref = perfmodel.evaluate(model, hw, sc, engine), perfmodel.evaluate(model, hw, sc, engine, path="reference")
+            for key in ("ttft_s", "tpot_s", "prefill_compute_s", "decode_memory_s"):
+                np.testing.assert_allclose(fast[key], ref[key], rtol=1e-9, atol=0, err_msg=f"{spec} {engine} {key}")
+
+
+def test_scalar_counts_with_array_prompts_and_generations():
+    """One batch with prompts and generations as arrays (the sweep's context rows): the lines see
+    number sequences and groups but array prompts and contexts."""
+    model, hw = workloads.load("llama-3-8b"), hardware.load("h200-sxm-calibrated")
+    for prompt, gen in ((np.array([512.0]), 7), (np.array([1.0, 300.0, 5000.0]), np.array([2.0, 90.0, 1.0])),
+                        (700, np.array([1.0, 64.0]))):
+        sc = Scenario(batch=3, prompt=prompt, gen=gen)
+        fast, ref = perfmodel.evaluate(model, hw, sc), perfmodel.evaluate(model, hw, sc, path="reference")
+        for key in ("ttft_s", "tpot_s", "e2e_s", "decode_compute_s"):
+            np.testing.assert_allclose(fast[key], ref[key], rtol=1e-9, atol=0, err_msg=key)

@@ -627,38 +627,52 @@ def _combined_lookup(stacked: "StackedPricing", constants: dict, at) -> dict:
 _CONTEXT_LINES: dict = {}
 
 
-def context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple) -> ContextLines | None:
-    """The ContextLines of precision groups `groups` ((w_bits, a_bits, kv_bits, quant_group, tp)
-    each), None where some context op is not affine in the context; cached like count_pricing."""
+def _cached_lines(cache: dict, model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple, build):
+    """build(model, hw, engine, groups), cached in `cache` per (model, hw, engine, groups) like
+    count_pricing (keyed by identity, checked against the objects themselves)."""
     key = (id(model), id(hw), id(engine), groups)
-    hit = _CONTEXT_LINES.get(key)
+    hit = cache.get(key)
     if hit is not None and hit[0] is model and hit[1] is hw and hit[2] is engine:
         return hit[3]
-    lines = _price_context_lines(model, hw, engine, groups)
+    lines = build(model, hw, engine, groups)
     with _PRICINGS_LOCK:
-        if len(_CONTEXT_LINES) >= _MAX_PRICINGS:
-            _CONTEXT_LINES.clear()
-        _CONTEXT_LINES[key] = (model, hw, engine, lines)
+        if len(cache) >= _MAX_PRICINGS:
+            cache.clear()
+        cache[key] = (model, hw, engine, lines)
     return lines
 
 
-def _price_context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple) -> ContextLines | None:
+def context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple) -> ContextLines | None:
+    """The ContextLines of precision groups `groups` ((w_bits, a_bits, kv_bits, quant_group, tp)
+    each), None where some context op is not affine in the context; cached like count_pricing."""
+    return _cached_lines(_CONTEXT_LINES, model, hw, engine, groups, _price_context_lines)
+
+
+def _price_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple, phase: str, probes: np.ndarray,
+                 fit) -> tuple | None:
+    """(table, op keys, shared constants) of the context ops of precision groups `groups` at every
+    sequence count up to DIRECT_COUNTS and at each probe (cached tokens of a decode step, prompt
+    tokens of a prefill): each op's compute and memory time as the coefficients `fit` finds through
+    its probes (None where they do not fit: then the whole pricing is None), its floors, communication
+    and host time constant per count (summed per group into the constants; equal ones shared)."""
     banded = has_bands(hw)
     seqs = np.maximum(np.arange(DIRECT_COUNTS + 1, dtype=float), 1.0)[:, None]
-    past = _PAST_PROBES[None, :]
-    shape = (seqs.size, past.size)
+    at = probes[None, :]
+    shape = (seqs.size, at.size)
     columns, constants, op_keys = [], {}, None
     width = DIRECT_COUNTS + 1
     for g, (w, a, kv, qg, tp) in enumerate(groups):
         p = Precision(w, a, kv, qg)
-        ops = context_ops(model, seqs=seqs, new_tokens=1.0, past=past, p=p, tp=tp, sparse_budget=0, engine=engine)
-        keys = tuple("class:" + intervals.op_class(op.kind, "decode") if banded else "" for op in ops)
+        decode = phase == "decode"
+        ops = context_ops(model, seqs=seqs, new_tokens=1.0 if decode else at, past=at if decode else 0.0, p=p,
+                          tp=tp, sparse_budget=0, engine=engine)
+        keys = tuple("class:" + intervals.op_class(op.kind, phase) if banded else "" for op in ops)
         if op_keys is None:
             op_keys = keys
         elif keys != op_keys:
             return None
         rows = []
-        for op in ops:
+        for op, key in zip(ops, keys):
             t = op_time(op, hw, p, tp)
             fixed = {}
             for name in ("overhead_s", "comm_s", "host_s"):
@@ -667,15 +681,13 @@ def _price_context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups:
                     return None
                 fixed[name] = op.count * value[:, 0]
             for name in ("compute_s", "memory_s"):
-                line = _past_line(np.broadcast_to(np.asarray(getattr(t, name), dtype=float), shape))
-                if line is None:
+                coefficients = fit(op.count * np.broadcast_to(np.asarray(getattr(t, name), dtype=float), shape))
+                if coefficients is None:
                     return None
-                rows += [op.count * line[0], op.count * line[1]]
+                rows += list(coefficients)
+            floor = fixed["overhead_s"] + fixed["comm_s"]
             sums = {"overhead_s": fixed["overhead_s"], "comm_s": fixed["comm_s"], "host_s": fixed["host_s"],
-                    "time_s": fixed["overhead_s"] + fixed["comm_s"]}
-            key = keys[len(rows) // 4 - 1]
-            if key:
-                sums[key] = fixed["overhead_s"] + fixed["comm_s"]
+                    "time_s": floor, **({key: floor} if key else {})}
             for name, value in sums.items():
                 constants.setdefault(name, np.zeros(len(groups) * width))[g * width:(g + 1) * width] += value
         columns.append(np.array(rows))
@@ -685,7 +697,12 @@ def _price_context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups:
     for name, value in constants.items():
         same = next((other for other in shared.values() if np.array_equal(other, value)), None)
         shared[name] = value if same is None else same
-    return ContextLines(np.concatenate(columns, axis=1), op_keys, shared)
+    return np.concatenate(columns, axis=1), op_keys, shared
+
+
+def _price_context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple) -> ContextLines | None:
+    priced = _price_lines(model, hw, engine, groups, "decode", _PAST_PROBES, _past_line)
+    return None if priced is None else ContextLines(*priced)
 
 
 def _past_line(values: np.ndarray):
@@ -772,60 +789,15 @@ _PREFILL_LINES: dict = {}
 def prefill_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple) -> PrefillLines | None:
     """The PrefillLines of precision groups `groups`, None where some context op does not fit;
     cached like count_pricing."""
-    key = (id(model), id(hw), id(engine), groups)
-    hit = _PREFILL_LINES.get(key)
-    if hit is not None and hit[0] is model and hit[1] is hw and hit[2] is engine:
-        return hit[3]
-    lines = _price_prefill_lines(model, hw, engine, groups)
-    with _PRICINGS_LOCK:
-        if len(_PREFILL_LINES) >= _MAX_PRICINGS:
-            _PREFILL_LINES.clear()
-        _PREFILL_LINES[key] = (model, hw, engine, lines)
-    return lines
+    return _cached_lines(_PREFILL_LINES, model, hw, engine, groups, _price_prefill_lines)
 
 
 def _price_prefill_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple) -> PrefillLines | None:
-    banded = has_bands(hw)
-    seqs = np.maximum(np.arange(DIRECT_COUNTS + 1, dtype=float), 1.0)[:, None]
-    prompt = _PROMPT_PROBES[None, :]
-    shape = (seqs.size, prompt.size)
-    columns, constants, op_keys = [], {}, None
-    width = DIRECT_COUNTS + 1
-    for g, (w, a, kv, qg, tp) in enumerate(groups):
-        p = Precision(w, a, kv, qg)
-        ops = context_ops(model, seqs=seqs, new_tokens=prompt, past=0.0, p=p, tp=tp, engine=engine)
-        keys = tuple("class:" + intervals.op_class(op.kind, "prefill") if banded else "" for op in ops)
-        if op_keys is None:
-            op_keys = keys
-        elif keys != op_keys:
-            return None
-        rows = []
-        for op, key in zip(ops, keys):
-            t = op_time(op, hw, p, tp)
-            fixed = {}
-            for name in ("overhead_s", "comm_s", "host_s"):
-                value = np.broadcast_to(np.asarray(getattr(t, name), dtype=float), shape)
-                if not np.all(value == value[:, :1]):
-                    return None
-                fixed[name] = op.count * value[:, 0]
-            for name in ("compute_s", "memory_s"):
-                poly = _prompt_polynomial(op.count * np.broadcast_to(np.asarray(getattr(t, name), dtype=float), shape))
-                if poly is None:
-                    return None
-                rows += list(poly)
-            floor = fixed["overhead_s"] + fixed["comm_s"]
-            sums = {"overhead_s": fixed["overhead_s"], "comm_s": fixed["comm_s"], "host_s": fixed["host_s"],
-                    "time_s": floor, **({key: floor} if key else {})}
-            for name, value in sums.items():
-                constants.setdefault(name, np.zeros(len(groups) * width))[g * width:(g + 1) * width] += value
-        columns.append(np.array(rows))
-    table = np.concatenate(columns, axis=1)
-    constants = {name: value for name, value in constants.items() if value.any()}
-    shared: dict = {}
-    for name, value in constants.items():
-        same = next((other for other in shared.values() if np.array_equal(other, value)), None)
-        shared[name] = value if same is None else same
-    return PrefillLines(table, op_keys, shared, tuple(i for i in range(table.shape[0]) if table[i].any()))
+    priced = _price_lines(model, hw, engine, groups, "prefill", _PROMPT_PROBES, _prompt_polynomial)
+    if priced is None:
+        return None
+    table = priced[0]
+    return PrefillLines(*priced, tuple(i for i in range(table.shape[0]) if table[i].any()))
 
 
 def _prompt_polynomial(values: np.ndarray):

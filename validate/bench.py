@@ -286,10 +286,11 @@ def build_model_step(case: dict, dev: torch.device):
     return build(case, dev)
 
 
-def kernel_times(fn: Callable[[int], object], dev: torch.device, calls: int) -> dict[str, tuple[float, float]]:
-    """Per kernel name (first 160 characters): launches and microseconds per fn(i) call, from
-    torch.profiler over `calls` un-graphed calls (device durations on a GPU, not the gaps between
-    kernels; on a CPU the top-level ops' CPU time). The caller warms fn first."""
+def kernel_times(fn: Callable[[int], object], dev: torch.device, calls: int,
+                 name_chars: int = 160) -> dict[str, tuple[float, float]]:
+    """Per kernel name (its first `name_chars` characters): launches and microseconds per fn(i)
+    call, from torch.profiler over `calls` un-graphed calls (device durations on a GPU, not the
+    gaps between kernels; on a CPU the top-level ops' CPU time). The caller warms fn first."""
     activities = [torch.profiler.ProfilerActivity.CPU] + \
         ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     with torch.profiler.profile(activities=activities) as prof:
@@ -302,7 +303,7 @@ def kernel_times(fn: Callable[[int], object], dev: torch.device, calls: int) -> 
         on_device = dev.type == "cuda" and evt.device_type == torch.autograd.DeviceType.CUDA
         top_level_cpu = dev.type != "cuda" and evt.device_type == torch.autograd.DeviceType.CPU and not evt.cpu_parent
         if on_device or top_level_cpu:
-            t = totals.setdefault(evt.name[:160], [0.0, 0.0])
+            t = totals.setdefault(evt.name[:name_chars], [0.0, 0.0])
             t[0] += 1
             t[1] += evt.device_time if on_device else evt.cpu_time
     return {name: (n / calls, us / calls) for name, (n, us) in totals.items()}

@@ -31,6 +31,15 @@ def done_ids(path: Path, failed: bool = False) -> set[str]:
                 if row.get("status") == "ok" or (failed and row.get("status") == "failed")}
 
 
+def recorded_ids(path: Path) -> set[str]:
+    """Every case id recorded in `path`, whatever its outcome (for tables without a status column,
+    such as kernel profiles: a rerun skips what is there)."""
+    if not path.exists():
+        return set()
+    with path.open(newline="") as f:
+        return {row["case_id"] for row in csv.DictReader(f)}
+
+
 def repair(path: Path, drop_failed: bool = False) -> int:
     """Drop a torn last line and any row without the header's field count (and, when asked, the
     failed rows, which are about to be retried); returns the number of rows dropped."""

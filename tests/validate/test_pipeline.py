@@ -102,3 +102,20 @@ def test_predict_cases_bad_input(tmp_path, capsys):
     pd.DataFrame([dict(kind="conv2d")]).to_csv(path, index=False)
     assert main(["validate", "predict", str(path), "-o", str(tmp_path / "o.csv")]) == 2
     assert "row 1: case kind = 'conv2d' is not one of" in capsys.readouterr().err
+
+
+def test_resume_sets_done_cases_by_status_and_recorded_ones_by_id(tmp_path):
+    """done_ids skips what measured ok (failed cases are retried unless asked); recorded_ids, for
+    tables without a status column (kernel profiles), skips every case id written; a missing file
+    is an empty set."""
+    from validate.runner import append_records, done_ids, recorded_ids
+
+    path = tmp_path / "cases.csv"
+    assert done_ids(path) == recorded_ids(path) == set()
+    append_records(path, [{"case_id": "a", "status": "ok"}, {"case_id": "b", "status": "failed"},
+                          {"case_id": "a", "status": "ok"}], ("case_id", "status"))
+    assert done_ids(path) == {"a"} and done_ids(path, failed=True) == {"a", "b"}
+    kernels = tmp_path / "kernels.csv"
+    append_records(kernels, [{"case_id": "x", "kernel": "k1"}, {"case_id": "x", "kernel": "k2"},
+                             {"case_id": "y", "kernel": "k1"}], ("case_id", "kernel"))
+    assert recorded_ids(kernels) == {"x", "y"}

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from validate import bench  # noqa: E402
 from validate import engine_model as em  # noqa: E402
-from validate.runner import append_records  # noqa: E402
+from validate.runner import append_records, recorded_ids  # noqa: E402
 
 #: (experts, top_k, hidden, inter): Qwen3-30B-A3B's layer (whose steps are measured), and two of the
 #: suite's layers (validate/cases._engine_kernels) for comparison.
@@ -64,10 +64,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     times_path = out / "moe_times.csv"
-    done = set()
-    if times_path.exists():
-        import csv
-        done = {r["case_id"] for r in csv.DictReader(times_path.open())}
+    done = recorded_ids(times_path)
     layers = ((8, 2, 64, 32),) if args.quick else LAYERS
     for experts, top_k, hidden, inter in layers:
         for tokens in ((1, 4) if args.quick else TOKENS):

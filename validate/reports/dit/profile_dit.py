@@ -12,7 +12,6 @@ block's measured time can be set against the cost model's ops one by one (make_r
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ import measure_dit  # noqa: E402  (sets the inductor cache before torch loads)
 import torch  # noqa: E402
 
 from validate import bench  # noqa: E402
-from validate.runner import append_records  # noqa: E402
+from validate.runner import append_records, recorded_ids  # noqa: E402
 
 COLUMNS = ("case_id", "kernel", "calls_per_block", "device_us_per_block", "block_us")
 DEFAULT_ONLY = r"^block/.*/torch-compile/(bf16|fp8)/(768/768/1/|480/832/33/)"
@@ -67,10 +66,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "kernels.csv"
-    done = set()
-    if path.exists():
-        with path.open(newline="") as f:
-            done = {r["case_id"] for r in csv.DictReader(f)}
+    done = recorded_ids(path)
     for case in cases:
         if case["case_id"] in done:
             continue

@@ -52,20 +52,9 @@ def compiled_step(model: str, dtype: str, layers: int, batch: int, tokens: int, 
 
 def kernel_table(fn, repeats: int = 1) -> dict[str, tuple[float, float]]:
     """{kernel name (120 characters at most): (launches, device seconds)} per call of fn, from
-    torch.profiler over `repeats` calls (memcpy and memset nodes included)."""
-    from torch.profiler import ProfilerActivity, profile as run
-
-    with run(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(repeats):
-            fn()
-        torch.cuda.synchronize()
-    times: dict[str, list] = {}
-    for event in prof.events():
-        if event.device_type == torch.autograd.DeviceType.CUDA:
-            entry = times.setdefault(event.name[:120], [0, 0.0])
-            entry[0] += 1
-            entry[1] += event.device_time_total * 1e-6
-    return {name: (calls / repeats, seconds / repeats) for name, (calls, seconds) in times.items()}
+    torch.profiler over `repeats` calls (memcpy and memset nodes included; validate.bench.kernel_times)."""
+    table = bench.kernel_times(lambda i: fn(), torch.device("cuda"), repeats, name_chars=120)
+    return {name: (calls, us * 1e-6) for name, (calls, us) in table.items()}
 
 
 def profile(model, dtype, phase, batch, tokens, past, dev) -> dict:

@@ -10,9 +10,9 @@ power still carries the ramp from the previous case):
     P_tail - P_idle = sum_c e_c R_c + e_B B_rate
 
 (R_c the tail FLOP/s on datapath class c, B_rate the tail HBM bytes/s; P_idle the awake board's tail
-power while tiny kernels are launched back to back, the "launch" case, or in runs without it the idle case's tail
-power, measured, not fitted), by non-negative least squares on relative error over the cases not
-marked `holdout`. The report scores the predicted tail power of every case (fitted and held out) and a
+power while tiny kernels are launched back to back, the "launch" case, or in runs without it the
+idle case's tail power, measured, not fitted), by non-negative least squares on relative error over
+the cases not marked `holdout`. The report scores the predicted tail power of every case (fitted and held out) and a
 baseline without physics (every busy case at the fitted cases' median power).
 
 The sustained fraction of a class is the median, over its GEMMs that ran at the power limit (tail

@@ -19,7 +19,6 @@ validate/reports/power/fit_power.py on single kernels), and writes the compariso
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 import time
@@ -45,7 +44,7 @@ def measure(args) -> int:
     from validate import bench
     from validate import engine_model as em
     from validate.reports.engine import measure_engine as me
-    from validate.runner import append_record, repair
+    from validate.runner import append_record, done_ids, repair
 
     dev = bench.script_device(args.quick, "measure_step_power")
     if dev is None:
@@ -58,10 +57,7 @@ def measure(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "steps_power.csv"
     repair(path)
-    done = set()
-    if path.exists():
-        with path.open(newline="") as f:
-            done = {r["case_id"] for r in csv.DictReader(f) if r.get("status") == "ok"}
+    done = done_ids(path)
     cases = QUICK_CASES if args.quick else CASES
     s_max = max(me.s_max_of(dict(phase=p, kv_len=past + t - (1 if p == "decode" else 0))) for p, _, t, past in cases)
     engine = em.build(spec, "bf16", max_batch=1, max_seq=s_max, device=dev,

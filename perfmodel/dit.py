@@ -301,21 +301,22 @@ def cross_block_ops(spec, samples, img, txt, p: Precision, count: int, engine: E
     MLP, gated residual. The adaLN-single modulation is a table add (no GEMM per block)."""
     D, F, H, d = spec.d_model, spec.d_ff, spec.n_heads, spec.head_dim
     t, c = samples * img, samples * txt
-    fp32 = spec.family in FP32_MODULATION_FAMILIES
-    # separate q, k, v linears quantize their shared input once each in eager PyTorch
-    copies = 3 if spec.family in SEPARATE_QKV_FAMILIES and not _fused(engine) else 1
+    fp32, separate = spec.family in FP32_MODULATION_FAMILIES, spec.family in SEPARATE_QKV_FAMILIES
+    # eager PyTorch quantizes a shared input once per linear reading it (q, k, v of the image
+    # tokens; k, v of the text), a compiled block once
+    qkv_inputs, text_inputs = (3, 2) if separate and not _fused(engine) else (1, 1)
     # inputs of q/k/v, out, cross_q, cross_out, fc1 (D) and fc2 (F); cross k/v's input is the text
     ops = [modulated_norm("norm1", t, D, p, count, engine, fp32),
-           *_quant(t, (4 + copies) * D + F, p, engine, count, inputs=5 + copies),
-           *_quant(c, (copies + 1) // 2 * D, p, engine, count, inputs=(copies + 1) // 2)]
-    if spec.family in SEPARATE_QKV_FAMILIES:
+           *_quant(t, (4 + qkv_inputs) * D + F, p, engine, count, inputs=5 + qkv_inputs),
+           *_quant(c, text_inputs * D, p, engine, count, inputs=text_inputs)]
+    if separate:
         ops += [matmul_op(name, t, D, D, p, count) for name in ("q", "k", "v")]
     else:
         ops += [matmul_op("qkv", t, 3 * D, D, p, count)]
     ops += qk_norm_rope("qk", t, D, p, count, engine, rope=spec.family == "wan") if spec.qk_norm or spec.family == "wan" \
         else []
-    cross_kv = [matmul_op("cross_k", c, D, D, p, count), matmul_op("cross_v", c, D, D, p, count)] \
-        if spec.family in SEPARATE_QKV_FAMILIES else [matmul_op("cross_kv", c, 2 * D, D, p, count)]
+    cross_kv = [matmul_op("cross_k", c, D, D, p, count), matmul_op("cross_v", c, D, D, p, count)] if separate \
+        else [matmul_op("cross_kv", c, 2 * D, D, p, count)]
     ops += [*attention_ops("self_attn", samples, img * devices, img * devices, H / devices, d, p, count, engine, sparse),
             matmul_op("out", t, D, D, p, count), gated_residual("res1", t, D, p, count, engine, fp32),
             vector_op("norm2", "norm", t, D, 2.0, 8.0, _stream(p, engine), count),

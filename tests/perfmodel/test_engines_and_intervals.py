@@ -35,6 +35,8 @@ def test_a_profile_rejects_unknown_fields_and_bad_values():
         engines.from_dict({"name": "x", "allreduce": "mpi"})
     with pytest.raises(engines.EngineError, match="step_host_s"):
         engines.from_dict({"name": "x", "step_host_s": -1.0})
+    with pytest.raises(engines.EngineError, match=r"act_quant_bytes = -2\.0 must be a finite number, zero or more"):
+        engines.from_dict({"name": "x", "act_quant_bytes": -2.0})
     with pytest.raises(engines.EngineError, match="not a known profile"):
         engines.load("tgi")
 

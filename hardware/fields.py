@@ -183,6 +183,10 @@ CALIBRATION = (
           zero_ok=True, write="nonzero"),
     Field(_CAL + "norm_bandwidth", "norm_bytes_per_s", "bytes_per_s", required=False, default=0.0, zero_ok=True,
           write="nonzero"),
+    Field(_CAL + "row_norm_bandwidth", "row_norm_bytes_per_s", "bytes_per_s", required=False, default=0.0,
+          zero_ok=True, write="nonzero"),
+    Field(_CAL + "row_norm_latency", "row_norm_latency_s", "seconds", required=False, default=0.0, zero_ok=True,
+          write="nonzero"),
     Field(_CAL + "concat_bandwidth", "concat_bytes_per_s", "bytes_per_s", required=False, default=0.0, zero_ok=True,
           write="nonzero"),
     Field(_CAL + "sm_bandwidth", "sm_bytes_per_s", "bytes_per_s", required=False, default=0.0, zero_ok=True,
@@ -216,6 +220,8 @@ CALIBRATION = (
           write="nonzero"),
     Field(_CAL + "gemv_tile_n", "gemv_tile_n", "count", required=False, default=0, limits=(0, 10**6),
           zero_ok=True, write="nonzero"),
+    Field(_CAL + "gemm_latency", "gemm_latency_s", "seconds", required=False, default=0.0, zero_ok=True,
+          write="nonzero"),
     # the board power model (perfmodel.energy), fitted on power read through NVML while kernels run
     # (validate/reports/power/fit_power.py): idle power (awake, between a workload's kernels), energy
     # per FLOP per dtype class and per HBM byte, and the fraction of its burst tensor-core rate the

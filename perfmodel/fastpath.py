@@ -59,7 +59,7 @@ from hardware.spec import Hardware
 from perfmodel import intervals
 from perfmodel.engines import Engine
 from perfmodel.ops import Op, Precision, context_ops, logits_ops, step_phase, token_ops
-from perfmodel.roofline import OpTime, is_tiled_gemm, mean_max_affine, op_time, tiled_gemm_terms
+from perfmodel.roofline import OpTime, gemm_latency_s, is_tiled_gemm, mean_max_affine, op_time, tiled_gemm_terms
 from perfmodel.steps import (TOTAL_KEYS, StepSums, add_decode_context, add_op_times, has_bands, paid_host_s,
                              settle_mean_decode, settle_step)
 from workloads.model import ModelSpec
@@ -91,13 +91,15 @@ class Crossing:
 @dataclass(frozen=True)
 class CellGemm:
     """A tiled GEMM past the table: per run q of tile_m rows, its tile-limited time and inverse
-    memory rate (`CellTable`); its power-limited time slope and its bytes, affine in the count."""
+    memory rate (`CellTable`); its power-limited time slope and its bytes, affine in the count; its
+    memory time is latency_s + bytes x inverse rate (roofline.gemm_latency_s)."""
     name: str
     index: int
     count: float
     power_slope: float
     bytes: tuple[float, float]
     key: str
+    latency_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ class CellTable:
                     op = ops[g.index]
                     tile_s, _, memory_s = tiled_gemm_terms(op, self.hw, self.p)
                     tile.append(np.broadcast_to(tile_s, runs.shape))
-                    inv.append(np.broadcast_to(memory_s / op.bytes, runs.shape))
+                    inv.append(np.broadcast_to((memory_s - g.latency_s) / op.bytes, runs.shape))
                 self.tile_s, self.inv_bw = np.array(tile).reshape(len(self.gemms), -1), \
                     np.array(inv).reshape(len(self.gemms), -1)
             return self.tile_s, self.inv_bw
@@ -248,7 +250,7 @@ def _classify(probed: list, hw: Hardware, p: Precision, keys: tuple, phase: str,
                 rebuilt.append(index)
                 continue
             gemms.append(CellGemm(op.name, index, float(op.count), float(np.broadcast_to(power_s, _PROBES.shape)[0] / _PROBES[0]),
-                                  bytes_line, key))
+                                  bytes_line, key, float(gemm_latency_s(hw.calibration, p))))
             _fold_constants(affine, keys, op, t, key)
             continue
         compute, memory = _line(t.compute_s), _line(t.memory_s)
@@ -846,7 +848,8 @@ class StackedPricing:
                                 lambda t: (t.count, *t.compute, *t.memory))
         # GEMM coefficients carry their op's count (count x max(a, b) = max(count a, count b), count >= 0)
         self.gemms = _slots(pricings, lambda pr: pr.gemms, groups,
-                            lambda t: (t.count, t.count * t.power_slope, t.count * t.bytes[0], t.count * t.bytes[1]))
+                            lambda t: (t.count, t.count * t.power_slope, t.count * t.bytes[0], t.count * t.bytes[1],
+                                       t.count * t.latency_s))
         self.rescaled = {}
         for g, pr in enumerate(pricings):
             for term in pr.rescaled:
@@ -916,9 +919,9 @@ class StackedPricing:
                 out[key] += float(alpha[at]) + float(beta[at]) * x
             if table.switching[at]:
                 for slot, (key, coef) in enumerate(self.gemms.values()):
-                    _, power, bytes0, bytes1 = coef[:, group].tolist()
+                    _, power, bytes0, bytes1, latency = coef[:, group].tolist()
                     compute = max(float(table.tile_s[slot, at]), power * x)
-                    memory = (bytes0 + bytes1 * x) * float(table.inv_bw[slot, at])
+                    memory = latency + (bytes0 + bytes1 * x) * float(table.inv_bw[slot, at])
                     _add(out, 1.0, compute, memory, max(compute, memory), key)
         for template, lines, present in self.rescaled.values():
             op = dataclasses.replace(template, **{f: float(c[0, group] + c[1, group] * x) for f, c in lines.items()})
@@ -1002,7 +1005,7 @@ class StackedPricing:
         x, group, at = x[rows], group[rows], at[rows]
         for slot, (key, coef) in enumerate(self.gemms.values()):
             compute = np.maximum(table.tile_s[slot].take(at), coef[1].take(group) * x)
-            memory = (coef[2].take(group) + coef[3].take(group) * x) * table.inv_bw[slot].take(at)
+            memory = coef[4].take(group) + (coef[2].take(group) + coef[3].take(group) * x) * table.inv_bw[slot].take(at)
             core = np.maximum(compute, memory)
             _add_rows(out, rows, compute, memory, core, key)
 
@@ -1175,7 +1178,7 @@ class StackedPricing:
 
 def _run_lines(tile_s, inv_bw, slots: list, low, high, width: int) -> "StackedCells":
     """StackedCells from the per-slot tables [slot, group x run] and the slots' (class key,
-    coefficients [count, power slope, count x bytes alpha, count x bytes beta] x group): per
+    coefficients [count, power slope, count x bytes alpha, count x bytes beta, count x latency] x group): per
     (group, run), the lines of the GEMMs' summed compute, memory and time (and each class key's
     time) over the run's counts [low, high], where every GEMM has one term the largest at both
     ends (else the run is `switching`). One slot at a time: a sweep of long prompts has millions
@@ -1192,7 +1195,7 @@ def _run_lines(tile_s, inv_bw, slots: list, low, high, width: int) -> "StackedCe
     for slot, (key, coef) in enumerate(slots):
         tile, inv = tile_s[slot].reshape(groups, width), inv_bw[slot].reshape(groups, width)
         slope = np.broadcast_to(coef[1][:, None], tile.shape)
-        a, b = coef[2][:, None] * inv, coef[3][:, None] * inv
+        a, b = coef[4][:, None] + coef[2][:, None] * inv, coef[3][:, None] * inv
         power_low, power_high = slope * low, slope * high
         memory_low, memory_high = a + b * low, a + b * high
         tile_wins = (tile >= power_low) & (tile >= power_high)

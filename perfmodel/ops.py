@@ -109,6 +109,21 @@ def vector_op(name: str, kind: str, tokens, width, passes: float, flops_per_elem
               act_bytes=((passes * width) * tokens) * p.act_bytes, kernels=kernels)
 
 
+#: Kernel family of a norm run one thread block per row (Op.kernel; perfmodel.roofline prices its row).
+ROW_NORM_KERNEL = "row-per-block"
+
+
+def row_norm_op(name: str, tokens, width, p: Precision, count: int, weight_elems: float = 0.0) -> Op:
+    """PyTorch's own LayerNorm kernel (ATen's vectorized layer-norm kernel, torch.nn.functional.
+    layer_norm on CUDA): one thread block per row reads the row for its mean and variance, reads it
+    again to normalise and writes it once: 3 passes, 6 FLOPs per element. Its time carries one row's
+    latency (perfmodel.roofline), which fused norms of serving engines and compilers do not: on an
+    H200 one row of 8192 takes 10.5 us where its 49 KB would stream in 0.01 us
+    (validate/reports/h200, norm cases)."""
+    return Op(name, "norm", count, flops=(6.0 * width) * tokens, weight_bytes=weight_elems * 2.0,
+              act_bytes=((3.0 * width) * tokens) * p.act_bytes, m=tokens, n=width, kernel=ROW_NORM_KERNEL)
+
+
 def attention_pairs(new_tokens, past):
     """Causal query-key pairs per head per sequence: T S0 + T (T + 1) / 2 (each new token sees the
     cache and the new tokens up to itself)."""

@@ -20,7 +20,7 @@ import numpy as np
 from hardware.spec import Hardware
 from perfmodel import collectives
 from perfmodel.rates import sustained_fraction
-from perfmodel.ops import Op, Precision
+from perfmodel.ops import ROW_NORM_KERNEL, Op, Precision
 
 BOUNDS = np.array(["compute", "memory", "overhead", "comm"])
 
@@ -143,7 +143,8 @@ def _gemm_time(op: Op, hw: Hardware, p: Precision) -> tuple:
     per_block = _gemv_cap(cal, p, cal.sm_bytes_per_s or np.inf) if cal.gemv_bytes_per_s else \
         (cal.sm_bytes_per_s or np.inf)
     blocks = gemv_blocks(op.n, op.k, hw, op.groups)
-    gemv = (op.flops / rate, op.bytes / np.minimum(_gemm_read_bytes_per_s(op, cal), blocks * per_block))
+    gemv = (op.flops / rate,
+            gemm_latency_s(cal, p) + op.bytes / np.minimum(_gemm_read_bytes_per_s(op, cal), blocks * per_block))
     pick = (np.asarray(op.m) <= SKINNY_ROWS) & (np.maximum(*gemv) < np.maximum(*tiled))
     return np.where(pick, gemv[0], tiled[0]), np.where(pick, gemv[1], tiled[1])
 
@@ -154,11 +155,23 @@ def tiled_gemm_terms(op: Op, hw: Hardware, p: Precision) -> tuple:
     efficiency, sustained rate) (`gemm_parallelism`, `_sustained_rate`). The tile-limited time
     depends on the rows m only through ceil(m / tile_m) once m exceeds tile_m (the rows cancel
     between FLOPs and efficiency), which the fast path (perfmodel.fastpath) tabulates per run of
-    tile_m rows; memory time streams the bytes at min(read bandwidth, thread blocks x per-SM rate)."""
+    tile_m rows; memory time is the kernel's fill latency (`gemm_latency_s`) plus the bytes streamed at
+    min(read bandwidth, thread blocks x per-SM rate)."""
     cal = hw.calibration
     efficiency, units = gemm_parallelism(op.m, op.n, op.k, hw, op.groups)
     return (op.flops / (_gemm_rate(hw, p) * efficiency), op.flops / _sustained_rate(hw, p),
-            op.bytes / np.minimum(_gemm_read_bytes_per_s(op, cal), units * (cal.sm_bytes_per_s or np.inf)))
+            gemm_latency_s(cal, p) + op.bytes / np.minimum(_gemm_read_bytes_per_s(op, cal), units * (cal.sm_bytes_per_s or np.inf)))
+
+
+def gemm_latency_s(cal, p: Precision) -> float:
+    """Fill latency of a GEMM kernel's operand stream (0 where not calibrated): a memory-bound GEMM
+    takes latency + bytes / bandwidth (Hockney's latency-bandwidth form), the latency being what no
+    amount of streaming hides: the prologue's loads of the first K slabs, the epilogue's reduction
+    (split-K partial sums) and output write. On an H200 (validate/reports/h200) cuBLAS's bf16 and
+    fp8 skinny GEMMs take about 2.3 us beyond the launch floor (fitted per dtype: 2.33 and 2.20 us,
+    so one value serves both); without it 2-21 MB weights at m <= 64 were predicted 0.65-0.8x.
+    `p` is accepted for the day a device needs one per dtype."""
+    return cal.gemm_latency_s
 
 
 def _gemm_read_bytes_per_s(op: Op, cal):
@@ -198,6 +211,10 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
             return OpTime(op.flops / _gemm_rate(hw, p) + dequant_s, op.bytes / bandwidth, overhead, 0.0, host)
         compute_s, memory_s = _gemm_time(op, hw, p)
         return OpTime(compute_s, memory_s, overhead, 0.0, host)
+    elif op.kind == "norm" and op.kernel == ROW_NORM_KERNEL and cal and cal.row_norm_bytes_per_s:
+        # one block per row: the stream of all rows plus one row's latency, the pipeline's fill
+        # (Hockney's latency-bandwidth form; perfmodel.ops.row_norm_op)
+        rate, overhead = hw.peak_flops_per_s("fp32"), overhead + row_norm_latency_s(op, cal)
     elif op.kind == "norm" and cal and cal.norm_bytes_per_s and np.max(op.kernels) > 1:
         # an unfused norm chain (fp32 upcast, pow, mean, rsqrt, ...: transformers' RMSNorm) streams
         # at its measured rate; a single fused norm kernel (inductor, vLLM) at the memory rate
@@ -223,6 +240,15 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
     else:
         rate = hw.peak_flops_per_s("fp32")
     return OpTime(op.flops / rate, op.bytes / bandwidth, overhead, 0.0, host)
+
+
+def row_norm_latency_s(op: Op, cal):
+    """Time one thread block takes over one row of a row-per-block norm: a fixed latency (its
+    reductions' synchronisations) plus the row's bytes at one block's streaming rate. Fitted on
+    the H200's graph-timed LayerNorm cases (validate/calibrate.py): 1 row of 2048 takes 4.1 us,
+    of 8192 10.5 us, where the memory rate would give 1.2 us (the launch floor)."""
+    row_bytes = op.act_bytes / np.maximum(np.asarray(op.m, dtype=float), 1.0)
+    return cal.row_norm_latency_s + row_bytes / cal.row_norm_bytes_per_s
 
 
 def attention_units(op: Op):

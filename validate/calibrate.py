@@ -15,9 +15,11 @@ CPU suite, which has no graphs, fits both from its eager cases as before.
    refined with the streaming bandwidth on graph-timed copies and elementwise kernels;
 2. streaming memory and eager dispatch: time = max(floor + bytes / bw, ops x dispatch), from device
    copies and elementwise kernels (small sizes pin the dispatch, large ones the bandwidth);
-3. normalisation kernels' and cache concatenation's bandwidths, from norm and kv_append cases;
+3. normalisation kernels' and cache concatenation's bandwidths, from norm and kv_append cases
+   (and PyTorch's row-per-block LayerNorm: one block's rate and its row latency, from its cases);
 4. host link per direction, pinned and pageable: time = latency + bytes / bw;
 5. GEMMs and attention jointly: achieved rate per dtype, read bandwidth, per-thread-block bandwidth,
+   the GEMM kernels' fill latency,
    attention's fraction of the GEMM rate and its extra floor, with the tile shape and split-K
    threshold chosen on a grid (wave quantization and parallelism);
 6. weight-only formats: a rate and a dequantization bandwidth each;
@@ -133,7 +135,11 @@ def calibrate(measured: list[dict], base: Hardware, source: str = "") -> Hardwar
     else:
         cal, _ = fit(streaming, base, cal, {
             "memory_bytes_per_s": (0.9 * bw, 1e-3 * bw, 1.2 * bw), "dispatch_s": (1e-5, 1e-8, 1e-2)})
-    cal, _ = fit(_of(device, "norm"), base, cal, {"norm_bytes_per_s": (0.5 * bw, 1e-4 * bw, 1.2 * bw)})
+    norms = _of(device, "norm")
+    cal, _ = fit(norms, base, cal, {"norm_bytes_per_s": (0.5 * bw, 1e-4 * bw, 1.2 * bw)})
+    if any(c["op"] == "layernorm" for c in norms):  # PyTorch's row-per-block LayerNorm kernel
+        cal, _ = fit([c for c in norms if c["op"] == "layernorm"], base, cal, {
+            "row_norm_bytes_per_s": (1e-3 * bw, 1e-6 * bw, bw), "row_norm_latency_s": (1e-6, 1e-9, 1e-4)})
     cal, _ = fit(_of(device, "kv_append"), base, cal, {"concat_bytes_per_s": (0.5 * bw, 1e-4 * bw, 1.2 * bw)})
     cal = _fit_transfers(host, base, cal)
     cal = _fit_gemm_and_attention(device, base, cal)
@@ -177,6 +183,8 @@ def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration,
               "attention_overhead_s": (1e-5, 1e-8, 1e-2)}
     if gpu:
         memory["sm_bytes_per_s"] = (0.02 * bw, 0.001 * bw, 1.0 * bw)
+        if not floor:  # GEMMs alone (floor): a fill latency and the launch floor are one constant
+            memory["gemm_latency_s"] = (2e-6, 1e-8, 1e-4)
     if floor:
         memory["kernel_overhead_s"] = (cal.kernel_overhead_s, 1e-7, 1e-4)
     best = None
@@ -187,11 +195,25 @@ def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration,
         if best is None or cost < best[0]:
             best = (cost, fitted)
     cal = best[1]
-    # per dtype, the skinny-GEMM kernel's own per-block rate (cuBLAS runs other kernels for fp32/fp8)
-    for dtype in sorted({"bf16" if c["dtype"] == "fp16" else c["dtype"] for c in skinny}) if gpu else ():
-        group = [c for c in skinny if ("bf16" if c["dtype"] == "fp16" else c["dtype"]) == dtype]
-        cal, _ = fit(group, base, cal, {f"gemv_bytes_per_s:{dtype}": (cal.sm_bytes_per_s or 0.02 * bw, 1e-4 * bw,
-                                                                        bw)})
+    # per dtype, the skinny-GEMM kernel's own per-block rate (cuBLAS runs other kernels for fp32/fp8);
+    # the 16- and 8-bit ones together with the GEMM kernels' fill latency they share (fitted on GEMMs
+    # alone, as from external tables (floor), a fill latency and the launch floor are one constant)
+    def dtype_of(case):
+        return "bf16" if case["dtype"] == "fp16" else case["dtype"]
+
+    def gemv_rate(dtype):
+        return {f"gemv_bytes_per_s:{dtype}": (cal.sm_bytes_per_s or 0.02 * bw, 1e-4 * bw, bw)}
+
+    dtypes = sorted({dtype_of(c) for c in skinny}) if gpu else []
+    tensor_core = [d for d in dtypes if d != "fp32"]
+    if tensor_core and not floor:
+        params = {"gemm_latency_s": (cal.gemm_latency_s or 2e-6, 1e-8, 1e-4)}
+        for dtype in tensor_core:
+            params.update(gemv_rate(dtype))
+        cal, _ = fit([c for c in skinny if dtype_of(c) in tensor_core], base, cal, params)
+        dtypes = [d for d in dtypes if d not in tensor_core]
+    for dtype in dtypes:
+        cal, _ = fit([c for c in skinny if dtype_of(c) == dtype], base, cal, gemv_rate(dtype))
     dtypes = sorted({"bf16" if c["dtype"] == "fp16" else c["dtype"] for c in gemms} | {"bf16"})
     rates = {f"matmul_flops_per_s:{d}": (0.8 * base.peak_flops_per_s(d), 1e-3 * base.peak_flops_per_s(d),
                                          1.05 * base.peak_flops_per_s(d))

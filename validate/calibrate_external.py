@@ -148,7 +148,7 @@ def sources_of(by_engine: dict[str, list[dict]], gemm_engine: str, ar_engine: st
                                                                    ("sustained_matmul", cal.sustained_flops_per_s),
                                                                    ("gemv", cal.gemv_bytes_per_s)) for d in table}
     for key in ("memory_bandwidth", "memory_read_bandwidth", "sm_bandwidth", "kernel_overhead", "tile_m", "tile_n",
-                "split_k_min", "gemv_tile_n", "reduction_bandwidth"):
+                "split_k_min", "gemv_tile_n", "reduction_bandwidth", "gemm_latency"):
         out[f"calibration.{key}"] = gemm
     for family in cal.attention_kernels:
         engine, _, phase = family.rpartition("-")

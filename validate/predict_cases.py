@@ -16,7 +16,8 @@ import numpy as np
 import workloads
 from hardware.spec import Hardware
 from perfmodel import collectives, engines, rates
-from perfmodel.ops import Op, Precision, attention_op, kv_append_op, matmul_op, moe_ops, quant_ops, vector_op
+from perfmodel.ops import (Op, Precision, attention_op, kv_append_op, matmul_op, moe_ops, quant_ops, row_norm_op,
+                           vector_op)
 from perfmodel.predict import step_time
 from perfmodel.roofline import op_time
 from validate import kinds
@@ -121,8 +122,8 @@ def predict_norm(case: dict, hw: Hardware) -> float:
     tokens, width = _num(case, "tokens"), _num(case, "width")
     if case["op"] == "rmsnorm":  # transformers' RMSNorm, op for op
         op = vector_op("rmsnorm", "norm", tokens, width, HF_EAGER.norm_passes, 4.0, p, 1, width, HF_EAGER.norm_kernels)
-    elif case["op"] == "layernorm":  # one fused kernel
-        op = vector_op("layernorm", "norm", tokens, width, 2.0, 6.0, p, 1, 2 * width)
+    elif case["op"] == "layernorm":  # torch.nn.functional.layer_norm: ATen's row-per-block kernel
+        op = row_norm_op("layernorm", tokens, width, p, 1, 2 * width)
     else:
         raise ValueError(f"op: {case['op']!r} is not one of rmsnorm, layernorm")
     return _time(op, hw, p, case)

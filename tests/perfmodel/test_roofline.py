@@ -1,11 +1,14 @@
-"""Calibrated GEMM model: grouped (MoE) kernels, and the kernel switch at 64 | 65 rows."""
+"""Calibrated GEMM model: grouped (MoE) kernels, the kernel switch at 64 | 65 rows, the GEMM fill
+latency, and PyTorch's row-per-block LayerNorm."""
+import dataclasses
+
 import numpy as np
 import pytest
 
 import hardware
 import workloads
-from perfmodel.ops import Precision, matmul_op, moe_ops
-from perfmodel.roofline import gemm_parallelism, op_time
+from perfmodel.ops import Precision, matmul_op, moe_ops, row_norm_op, vector_op
+from perfmodel.roofline import gemm_latency_s, gemm_parallelism, op_time
 
 BF16 = Precision(16, 16, 16)
 
@@ -42,7 +45,8 @@ def test_moe_experts_stream_weights_on_every_touched_expert(calibrated, model, t
     t = op_time(experts, calibrated, BF16, tp)
     cal = calibrated.calibration
     grouped = min(cal.read_bytes_per_s, cal.grouped_bytes_per_s or np.inf)  # grouped kernels' own ceiling
-    assert np.all(experts.bytes / np.asarray(t.memory_s) >= 0.99 * grouped)
+    streaming_s = np.asarray(t.memory_s) - gemm_latency_s(cal, BF16)  # past the kernel's fill latency
+    assert np.all(experts.bytes / streaming_s >= 0.99 * grouped)
     assert np.all(np.diff(np.asarray(t.time_s)) > 0)
 
 
@@ -59,3 +63,35 @@ def test_gemm_time_never_falls_across_the_skinny_kernel_switch(calibrated):
         for n, k in ((4096.0, 4096.0), (1536.0, 7168.0), (16384.0, 2048.0)):
             t = [float(op_time(matmul_op("w", m, n, k, p, 1), calibrated, p).time_s) for m in range(1, 129)]
             assert np.all(np.diff(t) >= -1e-15 * max(t)), (dtype_bits, n, k)
+
+
+def test_gemm_fill_latency_adds_to_the_memory_term(calibrated):
+    """A memory-bound GEMM takes latency + bytes / bandwidth: adding 3 us of latency adds 3 us to the
+    memory term of every GEMM of each dtype, wide or skinny (where the faster kernel may change)."""
+    cal = calibrated.calibration
+    none = dataclasses.replace(calibrated, calibration=dataclasses.replace(cal, gemm_latency_s=0.0))
+    some = dataclasses.replace(calibrated, calibration=dataclasses.replace(cal, gemm_latency_s=3e-6))
+    for bits, added in ((16, 3e-6), (8, 3e-6)):
+        p = Precision(bits, bits, 16)
+        op = matmul_op("w", np.array([1.0, 16.0, 64.0, 512.0, 8192.0]), 4096.0, 4096.0, p, 1)
+        before, after = op_time(op, none, p).memory_s, op_time(op, some, p).memory_s
+        # the skinny rows may switch kernel (the faster wins), so compare each kernel's own term
+        assert np.allclose(np.asarray(after)[3:] - np.asarray(before)[3:], added, rtol=0, atol=1e-15)
+        assert np.all(np.asarray(after) >= np.asarray(before))
+
+
+def test_row_per_block_norm_pays_one_rows_latency_on_top_of_its_stream(calibrated):
+    """PyTorch's LayerNorm kernel (one block per row): floor + (latency + row bytes / block rate) +
+    3 passes at the memory rate, derived by hand; the fused norm of a serving engine (a plain vector
+    op) pays no row latency."""
+    cal = dataclasses.replace(calibrated.calibration, row_norm_latency_s=1e-6, row_norm_bytes_per_s=6e9)
+    hw = dataclasses.replace(calibrated, calibration=cal)
+    p = Precision(16, 16, 16)
+    tokens, width = np.array([1.0, 256.0, 16384.0]), 8192.0
+    t = op_time(row_norm_op("ln", tokens, width, p, 1), hw, p)
+    stream = 3 * 2 * width * tokens / cal.memory_bytes_per_s
+    row = 1e-6 + 3 * 2 * width / 6e9
+    assert np.allclose(np.asarray(t.time_s), cal.kernel_overhead_s + row + stream, rtol=1e-12)
+    fused = op_time(vector_op("ln", "norm", tokens, width, 2.0, 6.0, p, 1), hw, p)
+    assert np.allclose(np.asarray(fused.time_s), cal.kernel_overhead_s + 2 * 2 * width * tokens /
+                       cal.memory_bytes_per_s, rtol=1e-12)

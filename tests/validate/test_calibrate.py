@@ -17,7 +17,9 @@ TRUE = Calibration(
     sm_bytes_per_s=60e9, split_k_min=4096, gemv_tile_n=128, kernel_overhead_s=2.5e-6, dispatch_s=11e-6,
     layer_overhead_s=80e-6, step_overhead_s=3e-3, attention_flops_fraction=0.7, attention_overhead_s=20e-6,
     tile_m=128, tile_n=128, host_to_device_bytes_per_s=55e9, device_to_host_bytes_per_s=52e9,
-    host_to_device_pageable_bytes_per_s=17e9, device_to_host_pageable_bytes_per_s=12e9, transfer_latency_s=6e-6)
+    host_to_device_pageable_bytes_per_s=17e9, device_to_host_pageable_bytes_per_s=12e9, transfer_latency_s=6e-6,
+    gemm_latency_s=2.5e-6,
+    sustained_flops_per_s={"bf16": 640e12, "fp8": 1200e12}, row_norm_bytes_per_s=6e9, row_norm_latency_s=1.5e-6)
 
 
 def synthetic_cases(truth: hardware.Hardware, kinds=None):
@@ -57,6 +59,8 @@ def test_full_calibration_recovers_the_truth(base):
                   "host_to_device_bytes_per_s", "device_to_host_pageable_bytes_per_s"):
         assert getattr(got, field) == pytest.approx(getattr(TRUE, field), rel=0.02), field
     assert got.attention_flops_fraction == pytest.approx(0.7, rel=0.02)
+    for field in ("row_norm_bytes_per_s", "row_norm_latency_s", "gemm_latency_s"):
+        assert getattr(got, field) == pytest.approx(getattr(TRUE, field), rel=0.02), field
     # evaluation cases, never seen by the fit, are predicted as the truth predicts them
     held_out = [c for c in cases if c["split"] == "evaluation"]
     ratio = predict_many(held_out, dataclasses.replace(base, calibration=got)) / np.array(

@@ -202,6 +202,12 @@ CALIBRATION = (
                         ("device_to_host_pageable_bandwidth", "device_to_host_pageable_bytes_per_s"))),
     Field(_CAL + "transfer_latency", "transfer_latency_s", "seconds", required=False, default=0.0, zero_ok=True,
           write="nonzero"),
+    # per engine (its own custom all-reduce kernel: vLLM's, TensorRT-LLM's, SGLang's), where fitted;
+    # the two scalars below serve engines without an entry
+    Field(_CAL + "custom_allreduce_engine_latency", "custom_allreduce_engine_latency_s", "seconds", required=False,
+          default={}, keyed=True, write="nonzero"),
+    Field(_CAL + "custom_allreduce_engine_bandwidth", "custom_allreduce_engine_bytes_per_s", "bytes_per_s",
+          required=False, default={}, keyed=True, write="nonzero"),
     Field(_CAL + "custom_allreduce_latency", "custom_allreduce_latency_s", "seconds", required=False, default=0.0,
           zero_ok=True, write="nonzero"),
     Field(_CAL + "custom_allreduce_bandwidth", "custom_allreduce_bytes_per_s", "bytes_per_s", required=False,

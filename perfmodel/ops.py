@@ -361,7 +361,8 @@ def token_ops(model: ModelSpec, *, tokens, p: Precision, tp=1, engine: Engine | 
     if model.norms_per_layer == 2:
         after.append(vector_op("ffn_norm", "norm", tokens, D, count=L, **norm))
     after += ffn_ops(model, tokens, p, tp, engine) + moe_ops(model, tokens, p, tp)
-    after.append(allreduce_op(tokens, D, p, tp, 2 * L, engine.allreduce))
+    kernel = f"{CUSTOM_ALLREDUCE}-{engine.name}" if engine.allreduce == CUSTOM_ALLREDUCE else engine.allreduce
+    after.append(allreduce_op(tokens, D, p, tp, 2 * L, kernel))
     return before, after
 
 
@@ -377,10 +378,15 @@ def logits_ops(model: ModelSpec, *, logits_tokens, p: Precision, tp=1,
             matmul_op("lm_head", logits_tokens, model.vocab_size / tp, model.d_model, head, 1)]
 
 
+#: Op.kernel of an engine's own all-reduce: "custom-<engine name>" (perfmodel.collectives).
+CUSTOM_ALLREDUCE = "custom"
+
+
 def allreduce_op(tokens, width, p: Precision, tp, count: int, kernel: str = "nccl") -> Op:
     """Tensor-parallel all-reduce of the tokens x width activations (two per layer in Megatron-LM).
-    Its time comes from `perfmodel.collectives` (kernel "nccl" or the engines' "custom" one), not
-    the roofline; zero payload when tp == 1. Activations travel in 16 bits whatever a_bits says."""
+    Its time comes from `perfmodel.collectives` (kernel "nccl", or "custom-<engine>": that engine's
+    own kernel), not the roofline; zero payload when tp == 1. Activations travel in 16 bits whatever
+    a_bits says."""
     payload = np.where(np.asarray(tp) > 1, tokens * width * np.maximum(p.act_bytes, 2.0), 0.0)
     return Op("allreduce", "comm", count, flops=0.0, weight_bytes=0.0, act_bytes=0.0,
               kernels=0, comm_bytes=payload, kernel=kernel)

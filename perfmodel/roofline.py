@@ -20,7 +20,7 @@ import numpy as np
 from hardware.spec import Hardware
 from perfmodel import collectives
 from perfmodel.rates import sustained_fraction
-from perfmodel.ops import ROW_NORM_KERNEL, Op, Precision
+from perfmodel.ops import CUSTOM_ALLREDUCE, ROW_NORM_KERNEL, Op, Precision
 
 BOUNDS = np.array(["compute", "memory", "overhead", "comm"])
 
@@ -196,8 +196,9 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
     if op.kind == "comm":
         # NCCL: the faster of ring and tree per message size; the engines' custom all-reduce below
         # its size limit (perfmodel.collectives)
-        if op.kernel == "custom":
-            return OpTime(0.0, 0.0, 0.0, collectives.custom_allreduce_time_s(op.comm_bytes, tp, hw), host)
+        if op.kernel.startswith(CUSTOM_ALLREDUCE):  # "custom-<engine>": that engine's own kernel
+            engine = op.kernel[len(CUSTOM_ALLREDUCE) + 1:]
+            return OpTime(0.0, 0.0, 0.0, collectives.custom_allreduce_time_s(op.comm_bytes, tp, hw, engine), host)
         return OpTime(0.0, 0.0, 0.0, collectives.allreduce_time_s(op.comm_bytes, tp, hw), host)
     bandwidth = cal.memory_bytes_per_s if cal else hw.hbm_bytes_per_s
     if op.kind in ("matmul", "moe"):

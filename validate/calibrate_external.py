@@ -14,7 +14,8 @@ What comes from which table (every fitted number cites its table in the written 
 - one attention kernel family per engine (its default backend on that GPU: FA3 for vLLM and
   SGLang on Hopper, TensorRT-LLM's FMHA/XQA): that engine's context and generation tables fit the
   family's fraction of the bf16 GEMM rate, floor per call and KV read bandwidth;
-- the custom all-reduce latency and bandwidth: the graphed custom all-reduce table of `ar_engine`.
+- the custom all-reduce latency and bandwidth: the graphed custom all-reduce table of `ar_engine`
+  (the shared default), and each engine's own from its own table (custom_allreduce_engine_*).
 MoE tables are scored, not fitted (they test the grouped-GEMM model on the GEMM parameters).
 
 Cases split by shape (validate.cases.split): the fit sees the calibration split only; the
@@ -101,31 +102,47 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
             attention = [c for c in cases if c["kind"] == "attention" and c.get("phase") == phase]
             if attention:
                 cal, _ = fit(attention, base, cal, _attention_params(cal, profile.attention_kernel(phase), bw))
-    reduces = [c for c in train.get(ar_engine, []) if c["kind"] == "allreduce" and c.get("strategy") == "custom"
-               and c.get("timing") == "graph"]
-    if reduces:
-        link = base.device_link_bytes_per_s or base.host_link_bytes_per_s
-        cal, _ = fit(reduces, base, cal, {"custom_allreduce_latency_s": (5e-6, 1e-7, 1e-3),
-                                          "custom_allreduce_bytes_per_s": (0.8 * link, 1e-3 * link, 2 * link)})
+    link = base.device_link_bytes_per_s or base.host_link_bytes_per_s
+    for engine in sorted(train, key=lambda e: e != ar_engine):  # ar_engine's first: the shared default
+        reduces = [c for c in train[engine] if c["kind"] == "allreduce" and c.get("strategy") == "custom"
+                   and c.get("timing") == "graph"]
+        if not reduces:
+            continue
+        if engine == ar_engine:
+            cal, _ = fit(reduces, base, cal, {"custom_allreduce_latency_s": (5e-6, 1e-7, 1e-3),
+                                              "custom_allreduce_bytes_per_s": (0.8 * link, 1e-3 * link, 2 * link)})
+        # each engine's own kernel (the default's too, so a spec names every engine it was fitted on)
+        cal, _ = fit(reduces, base, cal, {
+            f"custom_allreduce_engine_latency_s:{engine}": (cal.custom_allreduce_latency_s or 5e-6, 1e-7, 1e-3),
+            f"custom_allreduce_engine_bytes_per_s:{engine}": (cal.custom_allreduce_bytes_per_s or 0.8 * link,
+                                                              1e-3 * link, 2 * link)})
     return dataclasses.replace(base, name=f"{base.name}-calibrated", title=f"{base.title} (calibrated)",
                                calibration=cal)
 
 
 def residuals(by_engine: dict[str, list[dict]], hw: Hardware) -> pd.DataFrame:
-    """One row per case: engine, class, split, measured, predicted, ratio, APE."""
-    rows = []
+    """One row per case: engine, class, split, measured, predicted, ratio, APE. Rows a collector timed
+    eagerly (vLLM's and SGLang's `*_eager` all-reduce rows: the custom op dispatched from Python, about
+    20 us whatever the size) are scored under their own "(eager)" class, as the suite's eager kernels
+    are (validate.report.report_class): a spec fitted on graph-timed tables carries no host dispatch."""
+    from validate.report import report_class
+
+    frames = []
     for engine, cases in by_engine.items():
         cases = prepared(cases)
         predicted = predict_many(cases, hw)
-        for case, pred in zip(cases, predicted):
-            measured = float(case["measured_s"])
-            rows.append({"engine": engine, "class": case["class"] + (f" {case['dtype']}" if case["kind"] in
-                                                                     ("matmul", "moe") else ""),
-                         "split": case["split"], "measured_s": measured, "predicted_s": float(pred),
-                         "ratio": float(pred) / measured})
-    frame = pd.DataFrame(rows)
+        frame = pd.DataFrame({"engine": engine, "kind": [c["kind"] for c in cases],
+                              "timing": [c.get("timing") or "" for c in cases], "class": [c["class"] for c in cases],
+                              "dtype": [c.get("dtype", "") for c in cases], "split": [c["split"] for c in cases],
+                              "measured_s": [float(c["measured_s"]) for c in cases], "predicted_s": predicted})
+        eager = np.where(report_class(frame).str.endswith(" (eager)"), " (eager)", "")
+        typed = frame["kind"].isin(("matmul", "moe"))  # GEMMs and MoE layers scored per dtype
+        frame["class"] = frame["class"] + np.where(typed, " " + frame["dtype"].astype(str), "") + eager
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    frame["ratio"] = frame["predicted_s"] / frame["measured_s"]
     frame["ape"] = (frame["ratio"] - 1).abs()
-    return frame
+    return frame[["engine", "class", "split", "measured_s", "predicted_s", "ratio", "ape"]]
 
 
 def residual_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -156,6 +173,10 @@ def sources_of(by_engine: dict[str, list[dict]], gemm_engine: str, ar_engine: st
             out[f"calibration.attention_kernels.{family}.{key}"] = tables(engine, "attention", phase)
     for key in ("custom_allreduce_latency", "custom_allreduce_bandwidth"):
         out[f"calibration.{key}"] = tables(ar_engine, "allreduce")
+    for key, table in (("custom_allreduce_engine_latency", cal.custom_allreduce_engine_latency_s),
+                       ("custom_allreduce_engine_bandwidth", cal.custom_allreduce_engine_bytes_per_s)):
+        for engine in table:
+            out[f"calibration.{key}.{engine}"] = tables(engine, "allreduce")
     return out
 
 

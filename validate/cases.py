@@ -97,6 +97,11 @@ def _matmuls(quick: bool, cuda: bool) -> list[dict]:
     if cuda and not quick:  # the linears of Qwen3-8B, Llama-3.2-1B, Qwen3-30B-A3B and Llama-3.1-70B
         shapes += [(24576, 4096), (4096, 12288), (151936, 4096), (3072, 2048), (2048, 2048),
                    (2048, 8192), (5120, 2048), (2048, 4096), (57344, 8192), (1536, 2048)]
+        # tensor-parallel shards (Megatron column / row splits): Llama-3.1-70B at TP 8 (qkv, o,
+        # gate-up, down) and Llama-3-8B at TP 4: narrow-and-deep or wide-and-shallow weights that
+        # unsharded models do not have (cuBLAS splits K differently there)
+        shapes += [(1280, 8192), (8192, 1024), (7168, 8192), (8192, 3584),
+                   (1536, 4096), (4096, 1024), (7168, 4096), (4096, 3584)]
     ms = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
     if quick:
         shapes, ms = [(256, 256), (512, 128)], [1, 8, 64, 256]

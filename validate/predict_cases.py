@@ -203,14 +203,14 @@ def _times(op: Op, hw: Hardware, p: Precision, cases: list[dict]) -> np.ndarray:
 
 
 def predict_allreduce(case: dict, hw: Hardware) -> float:
-    """One all-reduce of `bytes` per device over `tp` devices: the engines' custom all-reduce or
-    NCCL's (perfmodel.collectives)."""
+    """One all-reduce of `bytes` per device over `tp` devices: the engine's custom all-reduce (the
+    case's `engine`) or NCCL's (perfmodel.collectives)."""
     size, tp = _num(case, "bytes"), _num(case, "tp")
     strategy = text(case, "strategy") or "nccl"
     if strategy not in ("custom", "nccl"):
         raise ValueError(f"allreduce case: strategy = {strategy!r} must be 'custom' or 'nccl'")
-    if strategy == "custom":
-        return float(collectives.custom_allreduce_time_s(size, tp, hw))
+    if strategy == "custom":  # the case's engine's own kernel where the spec has its parameters
+        return float(collectives.custom_allreduce_time_s(size, tp, hw, text(case, "engine")))
     return float(collectives.allreduce_time_s(size, tp, hw))
 
 

@@ -159,6 +159,19 @@ class CountPricing:
     rescaled: tuple[Rescaled, ...] = ()
 
 
+#: Types that are one number (the one-scenario route's checks; np.ndim costs ten times an
+#: isinstance on a float, and a scalar prediction makes a dozen of them).
+_NUMBER_TYPES = (float, int, np.floating, np.integer)
+
+
+def _numbers(*values) -> bool:
+    """Whether every value is one number (a Python or numpy scalar or a 0-d array), not an array."""
+    for value in values:
+        if not isinstance(value, _NUMBER_TYPES) and np.ndim(value):
+            return False
+    return True
+
+
 def _add(out: dict, count: float, compute, memory, core, key: str) -> None:
     """Add one priced op past the table (its floor and host time are in the affine part)."""
     out["compute_s"] += count * compute
@@ -354,7 +367,6 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
     each scenario's index into them; p and tp the scenarios' own values."""
     phase = step_phase(prompt)
     tokens = batch * prompt
-    sums = StepSums()
     # both parts are fresh arrays (or floats): sum the logits into the tokens' and hand those over
     # (the token count's shape holds the batch's)
     part = stacked_pricing(model, hw, engine, groups, "tokens", phase).evaluate(tokens, group, p, tp)
@@ -362,7 +374,7 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
     lines = prefill_lines(model, hw, engine, groups) if phase == "prefill" else None
     covered = lines is not None and lines.covers(batch, group)
     at = None
-    if covered and (np.ndim(batch) or np.ndim(group)):
+    if covered and not _numbers(batch, group):
         # the logits rows and the attention's constants share their columns: one gather for both
         at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(batch).astype(np.intp)
         values = _combined_lookup(logits, lines.constants, at)
@@ -459,7 +471,7 @@ def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past
     """`mean_decode_step` of rows whose context ops all come from `lines` (every count in the table)."""
     stacked = stacked_pricing(model, hw, engine, groups, "decode", "decode")
     at = None
-    if np.ndim(seqs) or np.ndim(group):
+    if not _numbers(seqs, group):
         # the decode rows and the context ops' constants share their columns: one gather for both
         at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(seqs).astype(np.intp)
         parts = _combined_lookup(stacked, lines.constants, at)
@@ -467,7 +479,8 @@ def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past
         parts = stacked.evaluate(seqs, group, p, tp)
     # every step replayed from a graph (or no host time at all): the mean of max(device, host) is
     # the device time's own mean, so settle_mean_decode would add and take away the same mean
-    replayed = hw.calibration is None or bool(np.all(engine.graphed(seqs)))
+    graphed = hw.calibration is None or engine.graphed(seqs)
+    replayed = graphed if isinstance(graphed, bool) else bool(np.all(graphed))
     extras = lines.add_mean(parts, seqs, group, past_first, past_last, extras=not replayed, at=at)
     totals = {key: parts.pop(key) for key in TOTAL_KEYS}
     totals["classes"] = {key[len("class:"):]: value for key, value in parts.items()}
@@ -545,7 +558,7 @@ class ContextLines:
         excess over that mean at the two ends (perfmodel.steps.add_decode_context), where
         `extras` asks for it. Given the table columns `at`, the constants are in `parts` already
         (`_combined_lookup`)."""
-        scalar = np.ndim(seqs) == 0 and np.ndim(group) == 0 and np.ndim(past_first) == 0 and np.ndim(past_last) == 0
+        scalar = _numbers(seqs, group, past_first, past_last)
         combined = at is not None
         if at is None:
             at = int(group) * (DIRECT_COUNTS + 1) + int(seqs) if scalar else \
@@ -748,7 +761,7 @@ class PrefillLines:
     def add(self, part: dict, batch, group, prompt, at=None) -> None:
         """Add the context ops' times at prompts `prompt` to the priced components `part`; given
         the table columns `at`, the constants are in `part` already (`_combined_lookup`)."""
-        if np.ndim(batch) == 0 and np.ndim(group) == 0 and np.ndim(prompt) == 0:  # one scenario: in floats
+        if _numbers(batch, group, prompt):  # one scenario: in floats
             at = int(group) * (DIRECT_COUNTS + 1) + int(batch)
             column, prompt = self.table[:, at].tolist(), float(prompt)
             for i, key in enumerate(self.op_keys):
@@ -839,6 +852,8 @@ class StackedPricing:
         self.table = np.stack([pr.table for pr in pricings], axis=1).reshape(len(self.keys), -1)
         self.alpha = np.stack([pr.affine[:, 0] for pr in pricings], axis=1)
         self.beta = np.stack([pr.affine[:, 1] for pr in pricings], axis=1)
+        # per group, as Python floats (one scenario's route)
+        self.alpha_of, self.beta_of = self.alpha.T.tolist(), self.beta.T.tolist()
         self.sloped = np.any(self.beta != 0, axis=1)
         self.flat = np.all(self.alpha == self.alpha[:, :1], axis=1)
         self.table_flat = np.all(self.table == self.table[:, :1], axis=1)
@@ -867,7 +882,7 @@ class StackedPricing:
     def evaluate(self, x, group, p: Precision, tp) -> dict:
         """Every component at counts x of scenarios in precision groups `group` (indices into the
         pricings), with their per-scenario precisions p and tp (for ops priced per count)."""
-        if np.ndim(x) == 0 and np.ndim(group) == 0:
+        if _numbers(x, group):
             return self._at(float(x), int(group), p, tp)
         x, group = np.broadcast_arrays(np.asarray(x, dtype=float), group)
         shape = x.shape
@@ -902,7 +917,7 @@ class StackedPricing:
         index = int(x)
         if index <= DIRECT_COUNTS:
             return dict(zip(self.keys, self.table[:, group * (DIRECT_COUNTS + 1) + index].tolist()))
-        out = dict(zip(self.keys, (self.alpha[:, group] + self.beta[:, group] * x).tolist()))
+        out = {key: a + b * x for key, a, b in zip(self.keys, self.alpha_of[group], self.beta_of[group])}
         for key, coef in self.crossings.values():
             count, c0, c1, m0, m1 = coef[:, group].tolist()
             compute, memory = c0 + c1 * x, m0 + m1 * x
@@ -912,8 +927,9 @@ class StackedPricing:
             run = max(math.ceil(x / cells.tile_m) - cells.q0, 0)
             table = self._stacked_cells(cells.q0 + run)
             at = int(table.group_map[group]) * table.width + run
-            for key, (alpha, beta) in table.lines.items():
-                out[key] += float(alpha[at]) + float(beta[at]) * x
+            row = table.packed[at].tolist()  # the run's distinct lines, alpha and beta side by side
+            for key, line in table.line_of.items():
+                out[key] += row[2 * line] + row[2 * line + 1] * x
             if table.switching[at]:
                 for slot, (key, coef) in enumerate(self.gemms.values()):
                     _, power, bytes0, bytes1 = coef[:, group].tolist()

@@ -8,6 +8,7 @@ steps (`mean_max_affine`). Everything broadcasts: a Scenario of a million config
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import threading
@@ -130,6 +131,8 @@ def _group_memory(model: ModelSpec, groups: tuple) -> tuple:
     return values
 
 
+#: The metrics holding bound codes, returned as categoricals (`bound_column`).
+BOUND_COLUMNS = ("prefill_bound", "decode_bound")
 #: Scenarios evaluated per pass: arrays of this size stay in the CPU caches, which makes a large
 #: sweep about twice as fast as one pass over million-element arrays (benchmarks/bench_sweep.py).
 CHUNK = 65536
@@ -157,6 +160,8 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
     columns = sc.columns()
     if sc.size <= CHUNK:
         groups = _precision_groups(sc) if path == "fast" else None
+        if groups is not None and sc.shape == ():  # one scenario: its arithmetic in Python floats
+            return _columns(model, hw, sc, columns, _metrics(model, hw, _as_floats(sc), engine, groups))
         return _columns(model, hw, sc, columns, _metrics(model, hw, sc, engine, groups))
     starts = range(0, sc.size, CHUNK)
     workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
@@ -166,6 +171,20 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
 
     with ThreadPoolExecutor(workers) as pool:
         return _chunked(model, hw, sc, engine, columns, path, lambda fn, items: list(pool.map(fn, items)))
+
+
+_SCENARIO_FIELDS = tuple(f.name for f in dataclasses.fields(Scenario))
+
+
+def _as_floats(sc: Scenario) -> Scenario:
+    """One scenario (every field a number) with its fields as Python floats: the scalar route's
+    few hundred operations cost several times as much on numpy scalars, and give the same IEEE
+    doubles."""
+    one = object.__new__(Scenario)
+    for name in _SCENARIO_FIELDS:
+        object.__setattr__(one, name, float(getattr(sc, name)))
+    object.__setattr__(one, "_shape", ())
+    return one
 
 
 def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, columns: dict, path: str,
@@ -203,12 +222,17 @@ def _columns(model: ModelSpec, hw: Hardware, sc: Scenario, columns: dict, metric
     then the metrics (bound codes as categoricals)."""
     size = max(sc.size, 1)
     params, active = _param_counts(model)
-    # the model's constants, like a scenario's constant fields (Scenario.columns): read-only views
-    # of one number (a sweep of a million scenarios would write 16 MB of copies)
-    out = {**columns, "params": np.broadcast_to(np.int64(params), (size,)),
-           "active_params": np.broadcast_to(np.int64(active), (size,))}
-    for key, values in metrics.items():
-        out[key] = bound_column(values) if key.endswith("_bound") else values
+    if size == 1:  # one scenario: one-element columns (a view costs more than a copy here)
+        out = {**columns, "params": np.array([params], dtype=np.int64),
+               "active_params": np.array([active], dtype=np.int64), **metrics}
+    else:
+        # the model's constants, like a scenario's constant fields (Scenario.columns): read-only
+        # views of one number (a sweep of a million scenarios would write 16 MB of copies)
+        out = {**columns, "params": np.broadcast_to(np.int64(params), (size,)),
+               "active_params": np.broadcast_to(np.int64(active), (size,)), **metrics}
+    for key in BOUND_COLUMNS:
+        if key in out:
+            out[key] = bound_column(out[key])
     return out
 
 
@@ -347,10 +371,9 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
         "usd_per_mtok": hw.price_per_hour_usd * sc.tp / 3600.0 / throughput * 1e6,
     }
     shape = sc.shape
-    if shape == ():  # one scenario: every metric a one-element column (the float ones slices of one array)
+    if shape == ():  # one scenario: every metric a one-element column (the float ones rows of one array)
         floats = [k for k, v in result.items() if isinstance(v, float) or (isinstance(v, np.ndarray) and v.dtype == float)]
-        packed = np.array([result[k] for k in floats], dtype=float)
-        columns = {k: packed[i:i + 1] for i, k in enumerate(floats)}
+        columns = dict(zip(floats, np.array([result[k] for k in floats], dtype=float).reshape(-1, 1)))
         return {k: columns[k] if k in columns else np.array([v]) for k, v in result.items()}
     return {k: np.broadcast_to(v, shape).reshape(-1) if np.ndim(v) else np.full(max(sc.size, 1), v)
             for k, v in result.items()}

@@ -1034,8 +1034,12 @@ class StackedPricing:
         if len(rows):  # runs where the time changes line: one piece per count, from the run's first
             offset = x[rows] - ((run[rows] + (_RUN_Q0 - 1)) * RUN_COUNTS + 1)
             piece[rows] += np.clip(offset, 0, RUN_COUNTS - 1).astype(piece.dtype)  # (counts in the direct table: any)
+        values: dict = {}  # components sharing a line add one array
         for key, (alpha, beta) in pieces.lines.items():
-            out[key] += alpha.take(piece) + beta.take(piece) * x
+            value = values.get(id(alpha))
+            if value is None:
+                value = values[id(alpha)] = alpha.take(piece) + beta.take(piece) * x
+            out[key] += value
 
     def _rescaled_pieces(self, q_max: int) -> "RescaledPieces":
         """The rescaled collectives' summed components as lines over pieces of runs of RUN_COUNTS counts
@@ -1095,6 +1099,10 @@ class StackedPricing:
             alpha_all, beta_all = np.concatenate(alphas, axis=1), np.concatenate(betas, axis=1)
             lines = {key: (alpha_all[i].copy(), beta_all[i].copy())
                      for i, key in enumerate(keys) if np.any(alpha_all[i]) or np.any(beta_all[i])}
+            # components with equal lines (a collective's time is its communication) share one pair
+            shared: dict = {}
+            lines = {key: shared.setdefault((alpha.tobytes(), beta.tobytes()), (alpha, beta))
+                     for key, (alpha, beta) in lines.items()}
             table = RescaledPieces(width, piece.reshape(-1), lines, switching.reshape(-1), group_map)
             self._pieces = (_RUN_Q0 + width - 1, table)
             return table

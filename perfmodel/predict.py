@@ -93,7 +93,7 @@ def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple
     elif one:
         weights, kv_per_token, idle = (float(v[groups[1]]) for v in _group_memory(model, groups[0]))
     else:
-        weights, kv_per_token, idle = (np.take(v, groups[1]) for v in _group_memory(model, groups[0]))
+        return _grouped_memory_footprint(model, hw, sc, p, groups)
     kv_per_request = memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples) * kv_per_token
     kv, act = sc.batch * kv_per_request, memory.serving_activation_bytes(model, p, sc.batch, sc.prompt, sc.samples, tp)
     total = weights + kv + act
@@ -102,6 +102,35 @@ def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple
     if isinstance(free, float) and isinstance(per_request, float):  # one scenario: the same in floats
         max_batch = float(math.floor(max(free, 0.0) / per_request)) if free > 0 else 0.0
     elif np.all(free > 0):  # the weights fit everywhere (max(free, 0) is free)
+        max_batch = np.floor(free / per_request)
+    else:
+        max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / per_request), 0.0)
+    return {"weights_bytes": weights, "kv_bytes": kv, "activation_bytes": act, "total_bytes": total,
+            "capacity_bytes": hw.hbm_capacity_bytes, "fits": total <= hw.hbm_capacity_bytes,
+            "max_batch": max_batch}
+
+
+def _grouped_memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, p: Precision, groups: tuple) -> dict:
+    """`memory_footprint` of many scenarios in precision groups: what depends on the group alone
+    (weights, KV bytes per token, free memory, and with a number of samples a request's own
+    activations) computed per group, the same operations, and gathered once each."""
+    size = len(groups[0])
+    weights_g, kv_token_g, idle_g = (np.broadcast_to(v, (size,)) for v in _group_memory(model, groups[0]))
+    free_g = hw.hbm_capacity_bytes - weights_g - idle_g
+    index = groups[1]
+    weights, kv_per_token, free = weights_g.take(index), kv_token_g.take(index), free_g.take(index)
+    kv_per_request = memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples) * kv_per_token
+    kv, act = sc.batch * kv_per_request, memory.serving_activation_bytes(model, p, sc.batch, sc.prompt, sc.samples, sc.tp)
+    total = weights + kv
+    total += act
+    if np.ndim(sc.samples) == 0:
+        columns = dict(zip(GROUP_FIELDS, np.array(groups[0], dtype=float).T))
+        own_g = memory.activation_bytes(model, Precision(columns["w_bits"], columns["a_bits"], columns["kv_bits"],
+                                                         columns["quant_group"]), 0, sc.samples, columns["tp"])
+        per_request = kv_per_request + np.broadcast_to(own_g, (size,)).take(index)
+    else:
+        per_request = kv_per_request + memory.activation_bytes(model, p, 0, sc.samples, sc.tp)
+    if np.all(free_g > 0):  # the weights fit in every group (max(free, 0) is free)
         max_batch = np.floor(free / per_request)
     else:
         max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / per_request), 0.0)
@@ -165,12 +194,34 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
         return _columns(model, hw, sc, columns, _metrics(model, hw, sc, engine, groups))
     starts = range(0, sc.size, CHUNK)
     workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
-    if workers == 1:
+    if workers == 1 or threading.current_thread().name.startswith(_POOL_PREFIX):
+        # one thread (a chunk of this pool that evaluates again must not wait on its own pool)
         return _chunked(model, hw, sc, engine, columns, path, lambda fn, items: [fn(item) for item in items])
-    from concurrent.futures import ThreadPoolExecutor
+    pool = _pool(workers)
+    return _chunked(model, hw, sc, engine, columns, path, lambda fn, items: list(pool.map(fn, items)))
 
-    with ThreadPoolExecutor(workers) as pool:
-        return _chunked(model, hw, sc, engine, columns, path, lambda fn, items: list(pool.map(fn, items)))
+
+#: Worker pools by size, kept between calls: threads that live on keep their malloc arenas grown,
+#: where a new pool per call page-faulted its temporaries afresh (15k faults and 0.1 s of system
+#: time per 1e6 scenarios on 2 cores; benchmarks/bench_sweep.py).
+_POOLS: dict = {}
+_POOLS_LOCK = threading.Lock()
+_POOL_PREFIX = "perfmodel-evaluate"
+
+
+def _pool(workers: int):
+    """The kept pool of `workers` threads (made on first use)."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix=_POOL_PREFIX)
+        return pool
+
+
+# a forked child has the pools' objects but not their threads: it makes its own
+os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 _SCENARIO_FIELDS = tuple(f.name for f in dataclasses.fields(Scenario))

@@ -252,19 +252,18 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
         own = None if groups is None else (groups[0], np.reshape(groups[1], -1)[rows] if np.ndim(groups[1]) else groups[1])
         return _metrics(model, hw, part, engine, own)
 
-    out: dict = {}
-    allocating = threading.Lock()
+    # the first chunk on the calling thread, which allocates every column in its key order: its
+    # heap hands back the columns of an earlier call, where a worker's arena page-faults fresh ones
+    first = chunk(0)
+    out = {key: np.empty(sc.size, dtype=np.asarray(values).dtype) for key, values in first.items()}
 
     def store(start: int, part: dict) -> None:
-        if len(out) < len(part):  # the first chunk done allocates every column, in its key order
-            with allocating:
-                for key, values in part.items():
-                    if key not in out:
-                        out[key] = np.empty(sc.size, dtype=np.asarray(values).dtype)
         for key, values in part.items():
             out[key][start:start + CHUNK] = values
 
-    run(lambda start: store(start, chunk(start)), starts)
+    store(0, first)
+    del first
+    run(lambda start: store(start, chunk(start)), starts[1:])
     return _columns(model, hw, sc, columns, out)
 
 

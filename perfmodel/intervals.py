@@ -47,21 +47,22 @@ def band(total, class_times: dict, bands: dict, phase: str, engine: str):
     whole = bands.get(step_class(phase, engine))
     if whole:
         return total * whole["p10"], total * whole["p90"]
-    banded = [(t, q) for cls, t in class_times.items() if (q := bands.get(cls))]
-    if banded and _same_arrays(total, [t for t, _ in banded]):
-        return _band_in_place(total, banded)
+    if isinstance(total, np.ndarray) and total.ndim:  # many scenarios: in place where the shapes allow
+        banded = [(t, q) for cls, t in class_times.items() if (q := bands.get(cls))]
+        if banded and _same_arrays(total, [t for t, _ in banded]):
+            return _band_in_place(total, banded)
     lo, hi, covered = 0.0, 0.0, 0.0
-    for t, q in banded:
-        lo, hi, covered = lo + t * q["p10"], hi + t * q["p90"], covered + t
+    for cls, t in class_times.items():
+        q = bands.get(cls)
+        if q:
+            lo, hi, covered = lo + t * q["p10"], hi + t * q["p90"], covered + t
     rest = total - covered  # host time and classes without a band: as predicted
     return lo + rest, hi + rest
 
 
 def _same_arrays(total, times: list) -> bool:
     """Whether the step time and every class time are float arrays of one shape."""
-    shape = getattr(total, "shape", None)
-    return bool(shape) and all(isinstance(t, np.ndarray) and t.shape == shape and t.dtype == float
-                               for t in [total, *times])
+    return all(isinstance(t, np.ndarray) and t.shape == total.shape and t.dtype == float for t in [total, *times])
 
 
 def _band_in_place(total: np.ndarray, banded: list) -> tuple:

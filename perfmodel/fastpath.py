@@ -1003,13 +1003,12 @@ class StackedPricing:
         table = self._stacked_cells(cells.q0 + int(run.max()))
         at = table.group_map.take(group) * table.width + run
         rows = table.packed.take(at, axis=0)
-        values: dict = {}  # a class key's line may be the time line itself
+        # every distinct line at once: beta x + alpha, [scenario, line] (a class key's line may be
+        # the time line itself)
+        values = rows[:, 1::2] * x[:, None]
+        values += rows[:, 0::2]
         for key, line in table.line_of.items():
-            value = values.get(line)
-            if value is None:
-                value = values[line] = rows[:, 2 * line + 1] * x
-                value += rows[:, 2 * line]
-            out[key] += value
+            out[key] += values[:, line]
         if not table.switching.any():
             return
         rows = np.flatnonzero(table.switching.take(at))

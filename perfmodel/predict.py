@@ -196,9 +196,8 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
     workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
     if workers == 1 or threading.current_thread().name.startswith(_POOL_PREFIX):
         # one thread (a chunk of this pool that evaluates again must not wait on its own pool)
-        return _chunked(model, hw, sc, engine, columns, path, lambda fn, items: [fn(item) for item in items])
-    pool = _pool(workers)
-    return _chunked(model, hw, sc, engine, columns, path, lambda fn, items: list(pool.map(fn, items)))
+        return _chunked(model, hw, sc, engine, columns, path, None)
+    return _chunked(model, hw, sc, engine, columns, path, _pool(workers))
 
 
 #: Worker pools by size, kept between calls: threads that live on keep their malloc arenas grown,
@@ -239,9 +238,10 @@ def _as_floats(sc: Scenario) -> Scenario:
 
 
 def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, columns: dict, path: str,
-             run) -> dict:
-    """`evaluate` of a Scenario of more than CHUNK scenarios, chunk by chunk through `run(fn,
-    starts)` (a map, on the worker threads)."""
+             pool) -> dict:
+    """`evaluate` of a Scenario of more than CHUNK scenarios, chunk by chunk: on the calling thread
+    alone (pool None), or the first chunk there and the others on the `pool`'s threads meanwhile."""
+    run = None if pool is None else (lambda fn, items: list(pool.map(fn, items)))
     groups = _precision_groups(sc, run) if path == "fast" else None
     starts = range(0, sc.size, CHUNK)
 
@@ -252,18 +252,38 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
         own = None if groups is None else (groups[0], np.reshape(groups[1], -1)[rows] if np.ndim(groups[1]) else groups[1])
         return _metrics(model, hw, part, engine, own)
 
-    # the first chunk on the calling thread, which allocates every column in its key order: its
-    # heap hands back the columns of an earlier call, where a worker's arena page-faults fresh ones
-    first = chunk(0)
-    out = {key: np.empty(sc.size, dtype=np.asarray(values).dtype) for key, values in first.items()}
+    out: dict = {}
+    allocated = threading.Event()
 
     def store(start: int, part: dict) -> None:
         for key, values in part.items():
             out[key][start:start + CHUNK] = values
 
-    store(0, first)
-    del first
-    run(lambda start: store(start, chunk(start)), starts[1:])
+    def work(start: int) -> None:  # a worker stores its own chunk (frees its temporaries itself)
+        part = chunk(start)
+        allocated.wait()
+        store(start, part)
+
+    # the first chunk on the calling thread (the others meanwhile on the pool), which allocates
+    # every column in its key order: its heap hands back the columns of an earlier call, where
+    # a worker's arena page-faults fresh ones
+    later = [] if pool is None else [pool.submit(work, start) for start in starts[1:]]
+    try:
+        first = chunk(0)
+        out.update((key, np.empty(sc.size, dtype=np.asarray(values).dtype)) for key, values in first.items())
+        store(0, first)
+        del first
+    except BaseException:
+        for future in later:
+            future.cancel()
+        raise
+    finally:
+        allocated.set()
+    if pool is None:
+        for start in starts[1:]:
+            store(start, chunk(start))
+    for future in later:
+        future.result()
     return _columns(model, hw, sc, columns, out)
 
 

@@ -173,3 +173,40 @@ def test_chunked_threaded_evaluation_equals_one_pass():
         for key in ("ttft_s", "tpot_s", "total_bytes"):  # the fast path: equal to rounding
             np.testing.assert_allclose(fast[key], whole[key], rtol=1e-12)
         assert np.array_equal(fast["decode_bound"], whole["decode_bound"])
+
+
+def test_kept_pool_is_reentrant_and_reports_chunk_errors():
+    """evaluate keeps its worker pool between calls: a call from one of the pool's own threads
+    runs on that thread (waiting on its own pool could deadlock), every chunk's columns equal a
+    one-thread evaluation bit for bit, and an error in a later chunk reaches the caller."""
+    import importlib
+
+    predict = importlib.import_module("perfmodel.predict")
+    rng = np.random.default_rng(3)
+    n = 2 * predict.CHUNK + 17
+    sc = Scenario(batch=rng.integers(1, 300, n), prompt=rng.integers(1, 5000, n), gen=rng.integers(1, 900, n),
+                  w_bits=rng.choice([4, 8, 16], n), tp=rng.choice([1, 2], n))
+    m, hw = workloads.load("llama-3-8b"), hardware.load("h200-sxm-calibrated")
+    perfmodel.evaluate(m, hw, sc, workers=1)  # grows the priced tables to these counts (their pieces
+    # may then be cut elsewhere: equal to rounding, not bit for bit, to an evaluation before)
+    one = perfmodel.evaluate(m, hw, sc, workers=1)
+    two = perfmodel.evaluate(m, hw, sc, workers=2)
+    inside = predict._pool(2).submit(perfmodel.evaluate, m, hw, sc, workers=2).result(timeout=120)
+    for result in (two, inside):
+        assert list(result) == list(one)
+        for key, values in one.items():
+            assert np.array_equal(np.asarray(result[key]), np.asarray(values)), key
+
+    real = predict._metrics
+
+    def failing(model, hw, part, engine, groups=None):
+        if part.size < predict.CHUNK:  # the last chunk, on a worker
+            raise RuntimeError("chunk failed")
+        return real(model, hw, part, engine, groups)
+
+    predict._metrics = failing
+    try:
+        with pytest.raises(RuntimeError, match="chunk failed"):
+            perfmodel.evaluate(m, hw, sc, workers=2)
+    finally:
+        predict._metrics = real

@@ -210,3 +210,22 @@ def test_kept_pool_is_reentrant_and_reports_chunk_errors():
             perfmodel.evaluate(m, hw, sc, workers=2)
     finally:
         predict._metrics = real
+
+
+def _evaluate_in_child(n: int) -> float:
+    sc = Scenario(batch=np.arange(1, n + 1) % 64 + 1, prompt=512, gen=64)
+    result = perfmodel.evaluate(workloads.load("llama-3-8b"), hardware.load("h200-sxm-calibrated"), sc, workers=2)
+    return float(result["tpot_s"].sum())
+
+
+def test_forked_child_makes_its_own_pool():
+    """A child forked after evaluate made its pool has the pool's object but not its threads: it
+    must make its own (else its chunks would wait forever)."""
+    import multiprocessing
+
+    from perfmodel.predict import CHUNK
+
+    n = 2 * CHUNK + 5
+    here = _evaluate_in_child(n)  # the parent's pool exists now
+    with multiprocessing.get_context("fork").Pool(1) as children:
+        assert children.apply_async(_evaluate_in_child, (n,)).get(timeout=60) == here

@@ -181,8 +181,9 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
 
     path "fast" prices each precision group's steps once (perfmodel.fastpath) and "reference"
     every op of every scenario (perfmodel.steps); they agree to 1e-9 (tests). Work runs in
-    chunks of CHUNK scenarios on `workers` threads (default: one per CPU); numpy releases the
-    GIL inside its loops, so chunks evaluate in parallel."""
+    chunks of CHUNK scenarios on a pool of `workers` threads (default: one per CPU; kept between
+    calls), the first chunk on the calling thread; numpy releases the GIL inside its loops, so
+    chunks evaluate in parallel."""
     engine = load_engine(engine)
     if path not in PATHS:
         raise ValueError(f"path: {path!r} is not one of {', '.join(PATHS)}")

@@ -513,9 +513,13 @@ def predict(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str =
 
 
 def check_context(model: ModelSpec, sc: Scenario) -> None:
-    total = np.asarray(sc.prompt) + np.asarray(sc.gen)
-    if np.any(total > model.max_context):
-        worst = float(np.max(total))
+    if sc.shape == ():  # one scenario: the same test in floats
+        total = float(sc.prompt) + float(sc.gen)
+        worst = total if total > model.max_context else None
+    else:
+        total = np.asarray(sc.prompt) + np.asarray(sc.gen)
+        worst = float(np.max(total)) if np.any(total > model.max_context) else None
+    if worst is not None:
         raise ValueError(f"prompt + gen: {worst:g} tokens exceeds {model.name}'s maximum context "
                          f"of {model.max_context} tokens")
 

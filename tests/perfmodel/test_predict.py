@@ -229,3 +229,32 @@ def test_forked_child_makes_its_own_pool():
     here = _evaluate_in_child(n)  # the parent's pool exists now
     with multiprocessing.get_context("fork").Pool(1) as children:
         assert children.apply_async(_evaluate_in_child, (n,)).get(timeout=60) == here
+
+
+def test_one_degree_verdicts_equal_the_array_rules_every_call():
+    """check_parallelism of one number (its verdict kept per model and spec) refuses and allows
+    the same degrees as the array rules, on every call, with the same message; check_context of
+    one scenario refuses past the model's context like an array of them."""
+    from perfmodel.checks import ParallelismError, check_parallelism, tp_allowed
+    from perfmodel.predict import check_context
+
+    hw = hardware.load("h200-sxm")
+    for name in ("llama-3-8b", "gpt2", "deepseek-v3"):
+        model = workloads.load(name)
+        degrees = np.arange(1.0, 17.0)
+        allowed = tp_allowed(model, hw, degrees)
+        for _ in range(2):
+            for tp, ok in zip(degrees, allowed):
+                if ok:
+                    check_parallelism(model, hw, float(tp))
+                    continue
+                with pytest.raises(ParallelismError) as one:
+                    check_parallelism(model, hw, float(tp))
+                with pytest.raises(ParallelismError) as many:
+                    check_parallelism(model, hw, np.array([tp]))
+                assert str(one.value) == str(many.value) and f"tp: {tp:g}" in str(one.value)
+    model = workloads.load("llama-3-8b")
+    check_context(model, Scenario(prompt=model.max_context - 10, gen=10))
+    for sc in (Scenario(prompt=model.max_context - 10, gen=11), Scenario(prompt=[1, model.max_context - 10], gen=11)):
+        with pytest.raises(ValueError, match=f"prompt \\+ gen: {model.max_context + 1} tokens exceeds"):
+            check_context(model, sc)

@@ -1,5 +1,6 @@
-"""Latency of one scalar prediction (`perfmodel.predict` of one scenario), by the fast path and the
-per-op reference path, in one run (issue 15's target: 100 us median for the fast path).
+"""Latency of one scalar prediction (`evaluate` of one scenario), by the fast path and the per-op
+reference path, in one run, then of the public `perfmodel.predict` (the fast path plus its checks
+and record; issue 15's target: 100 us median for the fast path).
 
     python benchmarks/bench_scalar.py [--repeats 2000] [--model llama-3-8b] [--hardware h200-sxm-calibrated]
 """
@@ -35,6 +36,14 @@ def main(argv=None) -> None:
         medians[path] = statistics.median(times)
         print(f"{path:>9}: median {medians[path] * 1e6:,.0f} us over {args.repeats} calls")
     print(f"fast / reference: {medians['reference'] / medians['fast']:.1f}x")
+    # the public call: the fast path plus its checks (context, tp) and the Prediction record
+    perfmodel.predict(model, hw, scenario)
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        perfmodel.predict(model, hw, scenario)
+        times.append(time.perf_counter() - start)
+    print(f"perfmodel.predict: median {statistics.median(times) * 1e6:,.0f} us over {args.repeats} calls")
 
 
 if __name__ == "__main__":

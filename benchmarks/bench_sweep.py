@@ -6,6 +6,7 @@ full request prediction (prefill step + exact mean decode step + memory). Median
 ratio of the two paths' medians is the number to compare across machines.
 
     python benchmarks/bench_sweep.py [--n 1000000] [--repeats 5] [--model llama-3-8b] [--hardware h200-sxm-calibrated]
+                                     [--workers N]  (threads; default one per CPU, 1 for the serial cost)
 """
 from __future__ import annotations
 
@@ -33,17 +34,19 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--model", default="llama-3-8b")
     parser.add_argument("--hardware", default="h200-sxm-calibrated")
+    parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args(argv)
     model, hw = workloads.load(args.model), hardware.load(args.hardware)
     sc = random_scenarios(args.n)
-    print(f"{args.n:,} scenarios ({args.model} on {args.hardware}, prefill + decode + memory)")
+    print(f"{args.n:,} scenarios ({args.model} on {args.hardware}, prefill + decode + memory; "
+          f"{args.workers or 'one per CPU'} worker threads)")
     medians = {}
     for path in ("fast", "reference"):
-        perfmodel.evaluate(model, hw, sc, path=path)  # warm-up (the fast path prices its groups here)
+        perfmodel.evaluate(model, hw, sc, workers=args.workers, path=path)  # warm-up (the fast path prices its groups)
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            result = perfmodel.evaluate(model, hw, sc, path=path)
+            result = perfmodel.evaluate(model, hw, sc, workers=args.workers, path=path)
             times.append(time.perf_counter() - start)
         medians[path] = statistics.median(times)
         assert np.all(np.isfinite(result["tpot_s"])) and np.all(np.isfinite(result["ttft_s"]))

@@ -51,8 +51,23 @@ def _allowed(model: ModelSpec, hw: Hardware) -> str:
     return ", ".join(str(int(d)) for d in degrees[tp_allowed(model, hw, degrees)])
 
 
+#: Verdicts of single degrees by (model, spec, tp), checked against the objects themselves (a
+#: scalar prediction asks every call; the array rules cost it ~15 us).
+_VERDICTS: dict = {}
+
+
 def check_parallelism(model: ModelSpec, hw: Hardware, tp) -> None:
     """Raise ParallelismError naming the first refused tp degree (see the module doc)."""
+    if isinstance(tp, (int, float)) and not isinstance(tp, bool):  # one degree: its verdict once
+        key = (id(model), id(hw), float(tp))
+        hit = _VERDICTS.get(key)
+        if hit is None or hit[0] is not model or hit[1] is not hw:
+            if len(_VERDICTS) >= 512:
+                _VERDICTS.clear()
+            hit = _VERDICTS[key] = (model, hw, bool(tp_allowed(model, hw, tp)))
+        if not hit[2]:
+            raise ParallelismError(why_tp_not_allowed(model, hw, float(tp)))
+        return
     tp = np.atleast_1d(np.asarray(tp, dtype=float))
     bad = tp[~tp_allowed(model, hw, tp)]
     if bad.size:

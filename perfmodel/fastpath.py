@@ -161,6 +161,19 @@ class CountPricing:
     rescaled: tuple[Rescaled, ...] = ()
 
 
+#: Types that are one number (the one-scenario route's checks; np.ndim costs ten times an
+#: isinstance on a float, and a scalar prediction makes a dozen of them).
+_NUMBER_TYPES = (float, int, np.floating, np.integer)
+
+
+def _numbers(*values) -> bool:
+    """Whether every value is one number (a Python or numpy scalar or a 0-d array), not an array."""
+    for value in values:
+        if not isinstance(value, _NUMBER_TYPES) and np.ndim(value):
+            return False
+    return True
+
+
 def _add(out: dict, count: float, compute, memory, core, key: str) -> None:
     """Add one priced op past the table (its floor and host time are in the affine part)."""
     out["compute_s"] += count * compute
@@ -356,7 +369,6 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
     each scenario's index into them; p and tp the scenarios' own values."""
     phase = step_phase(prompt)
     tokens = batch * prompt
-    sums = StepSums()
     # both parts are fresh arrays (or floats): sum the logits into the tokens' and hand those over
     # (the token count's shape holds the batch's)
     part = stacked_pricing(model, hw, engine, groups, "tokens", phase).evaluate(tokens, group, p, tp)
@@ -364,7 +376,7 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
     lines = prefill_lines(model, hw, engine, groups) if phase == "prefill" else None
     covered = lines is not None and lines.covers(batch, group)
     at = None
-    if covered and (np.ndim(batch) or np.ndim(group)):
+    if covered and not _numbers(batch, group):
         # the logits rows and the attention's constants share their columns: one gather for both
         at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(batch).astype(np.intp)
         values = _combined_lookup(logits, lines.constants, at)
@@ -461,7 +473,7 @@ def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past
     """`mean_decode_step` of rows whose context ops all come from `lines` (every count in the table)."""
     stacked = stacked_pricing(model, hw, engine, groups, "decode", "decode")
     at = None
-    if np.ndim(seqs) or np.ndim(group):
+    if not _numbers(seqs, group):
         # the decode rows and the context ops' constants share their columns: one gather for both
         at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(seqs).astype(np.intp)
         parts = _combined_lookup(stacked, lines.constants, at)
@@ -469,7 +481,8 @@ def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past
         parts = stacked.evaluate(seqs, group, p, tp)
     # every step replayed from a graph (or no host time at all): the mean of max(device, host) is
     # the device time's own mean, so settle_mean_decode would add and take away the same mean
-    replayed = hw.calibration is None or bool(np.all(engine.graphed(seqs)))
+    graphed = hw.calibration is None or engine.graphed(seqs)
+    replayed = graphed if isinstance(graphed, bool) else bool(np.all(graphed))
     extras = lines.add_mean(parts, seqs, group, past_first, past_last, extras=not replayed, at=at)
     totals = {key: parts.pop(key) for key in TOTAL_KEYS}
     totals["classes"] = {key[len("class:"):]: value for key, value in parts.items()}
@@ -547,7 +560,7 @@ class ContextLines:
         excess over that mean at the two ends (perfmodel.steps.add_decode_context), where
         `extras` asks for it. Given the table columns `at`, the constants are in `parts` already
         (`_combined_lookup`)."""
-        scalar = np.ndim(seqs) == 0 and np.ndim(group) == 0 and np.ndim(past_first) == 0 and np.ndim(past_last) == 0
+        scalar = _numbers(seqs, group, past_first, past_last)
         combined = at is not None
         if at is None:
             at = int(group) * (DIRECT_COUNTS + 1) + int(seqs) if scalar else \
@@ -750,7 +763,7 @@ class PrefillLines:
     def add(self, part: dict, batch, group, prompt, at=None) -> None:
         """Add the context ops' times at prompts `prompt` to the priced components `part`; given
         the table columns `at`, the constants are in `part` already (`_combined_lookup`)."""
-        if np.ndim(batch) == 0 and np.ndim(group) == 0 and np.ndim(prompt) == 0:  # one scenario: in floats
+        if _numbers(batch, group, prompt):  # one scenario: in floats
             at = int(group) * (DIRECT_COUNTS + 1) + int(batch)
             column, prompt = self.table[:, at].tolist(), float(prompt)
             for i, key in enumerate(self.op_keys):
@@ -841,6 +854,8 @@ class StackedPricing:
         self.table = np.stack([pr.table for pr in pricings], axis=1).reshape(len(self.keys), -1)
         self.alpha = np.stack([pr.affine[:, 0] for pr in pricings], axis=1)
         self.beta = np.stack([pr.affine[:, 1] for pr in pricings], axis=1)
+        # per group, as Python floats (one scenario's route)
+        self.alpha_of, self.beta_of = self.alpha.T.tolist(), self.beta.T.tolist()
         self.sloped = np.any(self.beta != 0, axis=1)
         self.flat = np.all(self.alpha == self.alpha[:, :1], axis=1)
         self.table_flat = np.all(self.table == self.table[:, :1], axis=1)
@@ -870,7 +885,7 @@ class StackedPricing:
     def evaluate(self, x, group, p: Precision, tp) -> dict:
         """Every component at counts x of scenarios in precision groups `group` (indices into the
         pricings), with their per-scenario precisions p and tp (for ops priced per count)."""
-        if np.ndim(x) == 0 and np.ndim(group) == 0:
+        if _numbers(x, group):
             return self._at(float(x), int(group), p, tp)
         x, group = np.broadcast_arrays(np.asarray(x, dtype=float), group)
         shape = x.shape
@@ -905,7 +920,7 @@ class StackedPricing:
         index = int(x)
         if index <= DIRECT_COUNTS:
             return dict(zip(self.keys, self.table[:, group * (DIRECT_COUNTS + 1) + index].tolist()))
-        out = dict(zip(self.keys, (self.alpha[:, group] + self.beta[:, group] * x).tolist()))
+        out = {key: a + b * x for key, a, b in zip(self.keys, self.alpha_of[group], self.beta_of[group])}
         for key, coef in self.crossings.values():
             count, c0, c1, m0, m1 = coef[:, group].tolist()
             compute, memory = c0 + c1 * x, m0 + m1 * x
@@ -915,8 +930,9 @@ class StackedPricing:
             run = max(math.ceil(x / cells.tile_m) - cells.q0, 0)
             table = self._stacked_cells(cells.q0 + run)
             at = int(table.group_map[group]) * table.width + run
-            for key, (alpha, beta) in table.lines.items():
-                out[key] += float(alpha[at]) + float(beta[at]) * x
+            row = table.packed[at].tolist()  # the run's distinct lines, alpha and beta side by side
+            for key, line in table.line_of.items():
+                out[key] += row[2 * line] + row[2 * line + 1] * x
             if table.switching[at]:
                 for slot, (key, coef) in enumerate(self.gemms.values()):
                     _, power, bytes0, bytes1, latency = coef[:, group].tolist()
@@ -990,13 +1006,12 @@ class StackedPricing:
         table = self._stacked_cells(cells.q0 + int(run.max()))
         at = table.group_map.take(group) * table.width + run
         rows = table.packed.take(at, axis=0)
-        values: dict = {}  # a class key's line may be the time line itself
+        # every distinct line at once: beta x + alpha, [scenario, line] (a class key's line may be
+        # the time line itself)
+        values = rows[:, 1::2] * x[:, None]
+        values += rows[:, 0::2]
         for key, line in table.line_of.items():
-            value = values.get(line)
-            if value is None:
-                value = values[line] = rows[:, 2 * line + 1] * x
-                value += rows[:, 2 * line]
-            out[key] += value
+            out[key] += values[:, line]
         if not table.switching.any():
             return
         rows = np.flatnonzero(table.switching.take(at))
@@ -1021,8 +1036,12 @@ class StackedPricing:
         if len(rows):  # runs where the time changes line: one piece per count, from the run's first
             offset = x[rows] - ((run[rows] + (_RUN_Q0 - 1)) * RUN_COUNTS + 1)
             piece[rows] += np.clip(offset, 0, RUN_COUNTS - 1).astype(piece.dtype)  # (counts in the direct table: any)
+        values: dict = {}  # components sharing a line add one array
         for key, (alpha, beta) in pieces.lines.items():
-            out[key] += alpha.take(piece) + beta.take(piece) * x
+            value = values.get(id(alpha))
+            if value is None:
+                value = values[id(alpha)] = alpha.take(piece) + beta.take(piece) * x
+            out[key] += value
 
     def _rescaled_pieces(self, q_max: int) -> "RescaledPieces":
         """The rescaled collectives' summed components as lines over pieces of runs of RUN_COUNTS counts
@@ -1082,6 +1101,10 @@ class StackedPricing:
             alpha_all, beta_all = np.concatenate(alphas, axis=1), np.concatenate(betas, axis=1)
             lines = {key: (alpha_all[i].copy(), beta_all[i].copy())
                      for i, key in enumerate(keys) if np.any(alpha_all[i]) or np.any(beta_all[i])}
+            # components with equal lines (a collective's time is its communication) share one pair
+            shared: dict = {}
+            lines = {key: shared.setdefault((alpha.tobytes(), beta.tobytes()), (alpha, beta))
+                     for key, (alpha, beta) in lines.items()}
             table = RescaledPieces(width, piece.reshape(-1), lines, switching.reshape(-1), group_map)
             self._pieces = (_RUN_Q0 + width - 1, table)
             return table

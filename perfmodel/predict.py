@@ -8,6 +8,7 @@ steps (`mean_max_affine`). Everything broadcasts: a Scenario of a million config
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import threading
@@ -92,7 +93,7 @@ def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple
     elif one:
         weights, kv_per_token, idle = (float(v[groups[1]]) for v in _group_memory(model, groups[0]))
     else:
-        weights, kv_per_token, idle = (np.take(v, groups[1]) for v in _group_memory(model, groups[0]))
+        return _grouped_memory_footprint(model, hw, sc, p, groups)
     kv_per_request = memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples) * kv_per_token
     kv, act = sc.batch * kv_per_request, memory.serving_activation_bytes(model, p, sc.batch, sc.prompt, sc.samples, tp)
     total = weights + kv + act
@@ -101,6 +102,35 @@ def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple
     if isinstance(free, float) and isinstance(per_request, float):  # one scenario: the same in floats
         max_batch = float(math.floor(max(free, 0.0) / per_request)) if free > 0 else 0.0
     elif np.all(free > 0):  # the weights fit everywhere (max(free, 0) is free)
+        max_batch = np.floor(free / per_request)
+    else:
+        max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / per_request), 0.0)
+    return {"weights_bytes": weights, "kv_bytes": kv, "activation_bytes": act, "total_bytes": total,
+            "capacity_bytes": hw.hbm_capacity_bytes, "fits": total <= hw.hbm_capacity_bytes,
+            "max_batch": max_batch}
+
+
+def _grouped_memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, p: Precision, groups: tuple) -> dict:
+    """`memory_footprint` of many scenarios in precision groups: what depends on the group alone
+    (weights, KV bytes per token, free memory, and with a number of samples a request's own
+    activations) computed per group, the same operations, and gathered once each."""
+    size = len(groups[0])
+    weights_g, kv_token_g, idle_g = (np.broadcast_to(v, (size,)) for v in _group_memory(model, groups[0]))
+    free_g = hw.hbm_capacity_bytes - weights_g - idle_g
+    index = groups[1]
+    weights, kv_per_token, free = weights_g.take(index), kv_token_g.take(index), free_g.take(index)
+    kv_per_request = memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples) * kv_per_token
+    kv, act = sc.batch * kv_per_request, memory.serving_activation_bytes(model, p, sc.batch, sc.prompt, sc.samples, sc.tp)
+    total = weights + kv
+    total += act
+    if np.ndim(sc.samples) == 0:
+        columns = dict(zip(GROUP_FIELDS, np.array(groups[0], dtype=float).T))
+        own_g = memory.activation_bytes(model, Precision(columns["w_bits"], columns["a_bits"], columns["kv_bits"],
+                                                         columns["quant_group"]), 0, sc.samples, columns["tp"])
+        per_request = kv_per_request + np.broadcast_to(own_g, (size,)).take(index)
+    else:
+        per_request = kv_per_request + memory.activation_bytes(model, p, 0, sc.samples, sc.tp)
+    if np.all(free_g > 0):  # the weights fit in every group (max(free, 0) is free)
         max_batch = np.floor(free / per_request)
     else:
         max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / per_request), 0.0)
@@ -130,6 +160,8 @@ def _group_memory(model: ModelSpec, groups: tuple) -> tuple:
     return values
 
 
+#: The metrics holding bound codes, returned as categoricals (`bound_column`).
+BOUND_COLUMNS = ("prefill_bound", "decode_bound")
 #: Scenarios evaluated per pass: arrays of this size stay in the CPU caches, which makes a large
 #: sweep about twice as fast as one pass over million-element arrays (benchmarks/bench_sweep.py).
 CHUNK = 65536
@@ -149,29 +181,68 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
 
     path "fast" prices each precision group's steps once (perfmodel.fastpath) and "reference"
     every op of every scenario (perfmodel.steps); they agree to 1e-9 (tests). Work runs in
-    chunks of CHUNK scenarios on `workers` threads (default: one per CPU); numpy releases the
-    GIL inside its loops, so chunks evaluate in parallel."""
+    chunks of CHUNK scenarios on a pool of `workers` threads (default: one per CPU; kept between
+    calls), the first chunk on the calling thread; numpy releases the GIL inside its loops, so
+    chunks evaluate in parallel."""
     engine = load_engine(engine)
     if path not in PATHS:
         raise ValueError(f"path: {path!r} is not one of {', '.join(PATHS)}")
     columns = sc.columns()
     if sc.size <= CHUNK:
         groups = _precision_groups(sc) if path == "fast" else None
+        if groups is not None and sc.shape == ():  # one scenario: its arithmetic in Python floats
+            return _columns(model, hw, sc, columns, _metrics(model, hw, _as_floats(sc), engine, groups))
         return _columns(model, hw, sc, columns, _metrics(model, hw, sc, engine, groups))
     starts = range(0, sc.size, CHUNK)
     workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
-    if workers == 1:
-        return _chunked(model, hw, sc, engine, columns, path, lambda fn, items: [fn(item) for item in items])
-    from concurrent.futures import ThreadPoolExecutor
+    if workers == 1 or threading.current_thread().name.startswith(_POOL_PREFIX):
+        # one thread (a chunk of this pool that evaluates again must not wait on its own pool)
+        return _chunked(model, hw, sc, engine, columns, path, None)
+    return _chunked(model, hw, sc, engine, columns, path, _pool(workers))
 
-    with ThreadPoolExecutor(workers) as pool:
-        return _chunked(model, hw, sc, engine, columns, path, lambda fn, items: list(pool.map(fn, items)))
+
+#: Worker pools by size, kept between calls: threads that live on keep their malloc arenas grown,
+#: where a new pool per call page-faulted its temporaries afresh (15k faults and 0.1 s of system
+#: time per 1e6 scenarios on 2 cores; benchmarks/bench_sweep.py).
+_POOLS: dict = {}
+_POOLS_LOCK = threading.Lock()
+_POOL_PREFIX = "perfmodel-evaluate"
+
+
+def _pool(workers: int):
+    """The kept pool of `workers` threads (made on first use)."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix=_POOL_PREFIX)
+        return pool
+
+
+# a forked child has the pools' objects but not their threads: it makes its own
+os.register_at_fork(after_in_child=_POOLS.clear)
+
+
+_SCENARIO_FIELDS = tuple(f.name for f in dataclasses.fields(Scenario))
+
+
+def _as_floats(sc: Scenario) -> Scenario:
+    """One scenario (every field a number) with its fields as Python floats: the scalar route's
+    few hundred operations cost several times as much on numpy scalars, and give the same IEEE
+    doubles."""
+    one = object.__new__(Scenario)
+    for name in _SCENARIO_FIELDS:
+        object.__setattr__(one, name, float(getattr(sc, name)))
+    object.__setattr__(one, "_shape", ())
+    return one
 
 
 def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, columns: dict, path: str,
-             run) -> dict:
-    """`evaluate` of a Scenario of more than CHUNK scenarios, chunk by chunk through `run(fn,
-    starts)` (a map, on the worker threads)."""
+             pool) -> dict:
+    """`evaluate` of a Scenario of more than CHUNK scenarios, chunk by chunk: on the calling thread
+    alone (pool None), or the first chunk there and the others on the `pool`'s threads meanwhile."""
+    run = None if pool is None else (lambda fn, items: list(pool.map(fn, items)))
     groups = _precision_groups(sc, run) if path == "fast" else None
     starts = range(0, sc.size, CHUNK)
 
@@ -183,18 +254,37 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
         return _metrics(model, hw, part, engine, own)
 
     out: dict = {}
-    allocating = threading.Lock()
+    allocated = threading.Event()
 
     def store(start: int, part: dict) -> None:
-        if len(out) < len(part):  # the first chunk done allocates every column, in its key order
-            with allocating:
-                for key, values in part.items():
-                    if key not in out:
-                        out[key] = np.empty(sc.size, dtype=np.asarray(values).dtype)
         for key, values in part.items():
             out[key][start:start + CHUNK] = values
 
-    run(lambda start: store(start, chunk(start)), starts)
+    def work(start: int) -> None:  # a worker stores its own chunk (frees its temporaries itself)
+        part = chunk(start)
+        allocated.wait()
+        store(start, part)
+
+    # the first chunk on the calling thread (the others meanwhile on the pool), which allocates
+    # every column in its key order: its heap hands back the columns of an earlier call, where
+    # a worker's arena page-faults fresh ones
+    later = [] if pool is None else [pool.submit(work, start) for start in starts[1:]]
+    try:
+        first = chunk(0)
+        out.update((key, np.empty(sc.size, dtype=np.asarray(values).dtype)) for key, values in first.items())
+        store(0, first)
+        del first
+    except BaseException:
+        for future in later:
+            future.cancel()
+        raise
+    finally:
+        allocated.set()
+    if pool is None:
+        for start in starts[1:]:
+            store(start, chunk(start))
+    for future in later:
+        future.result()
     return _columns(model, hw, sc, columns, out)
 
 
@@ -203,12 +293,17 @@ def _columns(model: ModelSpec, hw: Hardware, sc: Scenario, columns: dict, metric
     then the metrics (bound codes as categoricals)."""
     size = max(sc.size, 1)
     params, active = _param_counts(model)
-    # the model's constants, like a scenario's constant fields (Scenario.columns): read-only views
-    # of one number (a sweep of a million scenarios would write 16 MB of copies)
-    out = {**columns, "params": np.broadcast_to(np.int64(params), (size,)),
-           "active_params": np.broadcast_to(np.int64(active), (size,))}
-    for key, values in metrics.items():
-        out[key] = bound_column(values) if key.endswith("_bound") else values
+    if size == 1:  # one scenario: one-element columns (a view costs more than a copy here)
+        out = {**columns, "params": np.array([params], dtype=np.int64),
+               "active_params": np.array([active], dtype=np.int64), **metrics}
+    else:
+        # the model's constants, like a scenario's constant fields (Scenario.columns): read-only
+        # views of one number (a sweep of a million scenarios would write 16 MB of copies)
+        out = {**columns, "params": np.broadcast_to(np.int64(params), (size,)),
+               "active_params": np.broadcast_to(np.int64(active), (size,)), **metrics}
+    for key in BOUND_COLUMNS:
+        if key in out:
+            out[key] = bound_column(out[key])
     return out
 
 
@@ -347,10 +442,9 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
         "usd_per_mtok": hw.price_per_hour_usd * sc.tp / 3600.0 / throughput * 1e6,
     }
     shape = sc.shape
-    if shape == ():  # one scenario: every metric a one-element column (the float ones slices of one array)
+    if shape == ():  # one scenario: every metric a one-element column (the float ones rows of one array)
         floats = [k for k, v in result.items() if isinstance(v, float) or (isinstance(v, np.ndarray) and v.dtype == float)]
-        packed = np.array([result[k] for k in floats], dtype=float)
-        columns = {k: packed[i:i + 1] for i, k in enumerate(floats)}
+        columns = dict(zip(floats, np.array([result[k] for k in floats], dtype=float).reshape(-1, 1)))
         return {k: columns[k] if k in columns else np.array([v]) for k, v in result.items()}
     return {k: np.broadcast_to(v, shape).reshape(-1) if np.ndim(v) else np.full(max(sc.size, 1), v)
             for k, v in result.items()}
@@ -419,9 +513,13 @@ def predict(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str =
 
 
 def check_context(model: ModelSpec, sc: Scenario) -> None:
-    total = np.asarray(sc.prompt) + np.asarray(sc.gen)
-    if np.any(total > model.max_context):
-        worst = float(np.max(total))
+    if sc.shape == ():  # one scenario: the same test in floats
+        total = float(sc.prompt) + float(sc.gen)
+        worst = total if total > model.max_context else None
+    else:
+        total = np.asarray(sc.prompt) + np.asarray(sc.gen)
+        worst = float(np.max(total)) if np.any(total > model.max_context) else None
+    if worst is not None:
         raise ValueError(f"prompt + gen: {worst:g} tokens exceeds {model.name}'s maximum context "
                          f"of {model.max_context} tokens")
 

@@ -97,9 +97,9 @@ class Scenario:
     def columns(self) -> dict[str, np.ndarray]:
         """Every field broadcast to the scenario shape and flattened (for DataFrame columns)."""
         shape = self.shape
-        if shape == ():  # one scenario: each field a one-element column (slices of one array)
-            values = np.array([getattr(self, name) for name in _FIELD_NAMES], dtype=float)
-            return {name: values[i:i + 1] for i, name in enumerate(_FIELD_NAMES)}
+        if shape == ():  # one scenario: each field a one-element column (the rows of one array)
+            values = np.array([getattr(self, name) for name in _FIELD_NAMES], dtype=float).reshape(-1, 1)
+            return dict(zip(_FIELD_NAMES, values))
         return {name: np.broadcast_to(getattr(self, name), shape).reshape(-1) for name in _FIELD_NAMES}
 
 

@@ -173,3 +173,88 @@ def test_chunked_threaded_evaluation_equals_one_pass():
         for key in ("ttft_s", "tpot_s", "total_bytes"):  # the fast path: equal to rounding
             np.testing.assert_allclose(fast[key], whole[key], rtol=1e-12)
         assert np.array_equal(fast["decode_bound"], whole["decode_bound"])
+
+
+def test_kept_pool_is_reentrant_and_reports_chunk_errors():
+    """evaluate keeps its worker pool between calls: a call from one of the pool's own threads
+    runs on that thread (waiting on its own pool could deadlock), every chunk's columns equal a
+    one-thread evaluation bit for bit, and an error in a later chunk reaches the caller."""
+    import importlib
+
+    predict = importlib.import_module("perfmodel.predict")
+    rng = np.random.default_rng(3)
+    n = 2 * predict.CHUNK + 17
+    sc = Scenario(batch=rng.integers(1, 300, n), prompt=rng.integers(1, 5000, n), gen=rng.integers(1, 900, n),
+                  w_bits=rng.choice([4, 8, 16], n), tp=rng.choice([1, 2], n))
+    m, hw = workloads.load("llama-3-8b"), hardware.load("h200-sxm-calibrated")
+    perfmodel.evaluate(m, hw, sc, workers=1)  # grows the priced tables to these counts (their pieces
+    # may then be cut elsewhere: equal to rounding, not bit for bit, to an evaluation before)
+    one = perfmodel.evaluate(m, hw, sc, workers=1)
+    two = perfmodel.evaluate(m, hw, sc, workers=2)
+    inside = predict._pool(2).submit(perfmodel.evaluate, m, hw, sc, workers=2).result(timeout=120)
+    for result in (two, inside):
+        assert list(result) == list(one)
+        for key, values in one.items():
+            assert np.array_equal(np.asarray(result[key]), np.asarray(values)), key
+
+    real = predict._metrics
+
+    def failing(model, hw, part, engine, groups=None):
+        if part.size < predict.CHUNK:  # the last chunk, on a worker
+            raise RuntimeError("chunk failed")
+        return real(model, hw, part, engine, groups)
+
+    predict._metrics = failing
+    try:
+        with pytest.raises(RuntimeError, match="chunk failed"):
+            perfmodel.evaluate(m, hw, sc, workers=2)
+    finally:
+        predict._metrics = real
+
+
+def _evaluate_in_child(n: int) -> float:
+    sc = Scenario(batch=np.arange(1, n + 1) % 64 + 1, prompt=512, gen=64)
+    result = perfmodel.evaluate(workloads.load("llama-3-8b"), hardware.load("h200-sxm-calibrated"), sc, workers=2)
+    return float(result["tpot_s"].sum())
+
+
+def test_forked_child_makes_its_own_pool():
+    """A child forked after evaluate made its pool has the pool's object but not its threads: it
+    must make its own (else its chunks would wait forever)."""
+    import multiprocessing
+
+    from perfmodel.predict import CHUNK
+
+    n = 2 * CHUNK + 5
+    here = _evaluate_in_child(n)  # the parent's pool exists now
+    with multiprocessing.get_context("fork").Pool(1) as children:
+        assert children.apply_async(_evaluate_in_child, (n,)).get(timeout=60) == here
+
+
+def test_one_degree_verdicts_equal_the_array_rules_every_call():
+    """check_parallelism of one number (its verdict kept per model and spec) refuses and allows
+    the same degrees as the array rules, on every call, with the same message; check_context of
+    one scenario refuses past the model's context like an array of them."""
+    from perfmodel.checks import ParallelismError, check_parallelism, tp_allowed
+    from perfmodel.predict import check_context
+
+    hw = hardware.load("h200-sxm")
+    for name in ("llama-3-8b", "gpt2", "deepseek-v3"):
+        model = workloads.load(name)
+        degrees = np.arange(1.0, 17.0)
+        allowed = tp_allowed(model, hw, degrees)
+        for _ in range(2):
+            for tp, ok in zip(degrees, allowed):
+                if ok:
+                    check_parallelism(model, hw, float(tp))
+                    continue
+                with pytest.raises(ParallelismError) as one:
+                    check_parallelism(model, hw, float(tp))
+                with pytest.raises(ParallelismError) as many:
+                    check_parallelism(model, hw, np.array([tp]))
+                assert str(one.value) == str(many.value) and f"tp: {tp:g}" in str(one.value)
+    model = workloads.load("llama-3-8b")
+    check_context(model, Scenario(prompt=model.max_context - 10, gen=10))
+    for sc in (Scenario(prompt=model.max_context - 10, gen=11), Scenario(prompt=[1, model.max_context - 10], gen=11)):
+        with pytest.raises(ValueError, match=f"prompt \\+ gen: {model.max_context + 1} tokens exceeds"):
+            check_context(model, sc)

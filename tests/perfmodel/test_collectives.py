@@ -274,3 +274,31 @@ def test_fitted_link_fields_of_a_hardware_calibration_win():
     assert cal.efficiency["all_to_all"] == 0.7 and cal.latency_factor["all_to_all"] == 1.5
     assert cal.algorithms == ("ring", "tree")
     assert C._with_fitted_fields(C.LinkCalibration.from_hardware(spec()), None).bytes_per_s == 450e9
+
+
+def test_an_engines_own_custom_allreduce_parameters_win_over_the_shared_ones():
+    """custom_allreduce_engine_*: an engine with its own fitted kernel (TensorRT-LLM's) is priced with
+    it; an engine without an entry takes the shared default; the step's all-reduce op names its
+    engine's kernel ("custom-<engine>")."""
+    import dataclasses
+
+    import hardware
+    import workloads
+    from perfmodel import collectives
+    from perfmodel.ops import Precision, step_ops
+    from perfmodel.roofline import op_time
+
+    hw = hardware.load("h100-sxm-calibrated")
+    cal = dataclasses.replace(hw.calibration, custom_allreduce_latency_s=4e-6, custom_allreduce_bytes_per_s=300e9,
+                              custom_allreduce_engine_latency_s={"trtllm": 2e-6},
+                              custom_allreduce_engine_bytes_per_s={"trtllm": 500e9})
+    hw = dataclasses.replace(hw, calibration=cal)
+    size = 4096.0  # small: the one-shot kernel, alpha + (n - 1) S / beta
+    assert float(collectives.custom_allreduce_time_s(size, 2, hw, "trtllm")) == pytest.approx(2e-6 + size / 500e9)
+    assert float(collectives.custom_allreduce_time_s(size, 2, hw, "sglang")) == pytest.approx(4e-6 + size / 300e9)
+    p = Precision(16, 16, 16)
+    ops = step_ops(workloads.load("llama-3-8b"), seqs=1, new_tokens=1, past=100, p=p, tp=2, engine="trtllm")
+    reduce = next(op for op in ops if op.kind == "comm")
+    assert reduce.kernel == "custom-trtllm"
+    assert float(op_time(reduce, hw, p, 2).comm_s) == pytest.approx(
+        float(collectives.custom_allreduce_time_s(reduce.comm_bytes, 2, hw, "trtllm")))

@@ -42,10 +42,41 @@ def test_fit_recovers_the_truth_on_held_out_shapes(synthetic):
     assert cal.attention_kernels["vllm-decode"]["overhead_s"] == pytest.approx(8e-6, rel=0.15)
 
 
+def test_each_engines_custom_allreduce_is_fitted_on_its_own_table(synthetic):
+    """Two engines' custom all-reduce tables made by different kernels (the second 2.5 us and 400 GB/s
+    where the first is 4 us and 300 GB/s): each engine's own parameters are recovered, the first
+    engine's are the shared default, and each engine's cases are predicted with its own."""
+    base, truth, cases = synthetic
+    other = dataclasses.replace(truth, calibration=dataclasses.replace(
+        TRUTH, custom_allreduce_latency_s=2.5e-6, custom_allreduce_bytes_per_s=400e9))
+    reduces = [dict(c, engine="trtllm") for c in cases if c["kind"] == "allreduce"]
+    times = predict_many(ce.prepared(reduces), other)
+    tables = {"vllm": cases, "trtllm": [dict(c, measured_s=float(t)) for c, t in zip(reduces, times)]}
+    cal = ce.fit_tables(tables, base).calibration
+    assert cal.custom_allreduce_engine_latency_s["trtllm"] == pytest.approx(2.5e-6, rel=0.05)
+    assert cal.custom_allreduce_engine_bytes_per_s["trtllm"] == pytest.approx(400e9, rel=0.05)
+    assert cal.custom_allreduce_engine_latency_s["vllm"] == pytest.approx(4e-6, rel=0.05)
+    assert cal.custom_allreduce_latency_s == pytest.approx(4e-6, rel=0.05)  # the default: vLLM's
+    fitted = dataclasses.replace(base, calibration=cal)
+    frame = ce.residuals(tables, fitted)
+    assert frame[frame["class"] == "allreduce_custom"]["ape"].median() < 0.02
+
+
+def test_eagerly_timed_rows_are_scored_apart(synthetic):
+    """A collector's eager rows (host dispatch in their time) get their own "(eager)" class."""
+    base, truth, cases = synthetic
+    reduces = [c for c in cases if c["kind"] == "allreduce" and c.get("timing") == "graph"][:6]
+    eager = [dict({k: v for k, v in c.items() if k != "timing"}, measured_s=20e-6) for c in reduces]
+    frame = ce.residuals({"vllm": reduces + eager}, truth)
+    assert sorted(frame["class"].unique()) == ["allreduce_custom", "allreduce_custom (eager)"]
+    assert (frame["class"] == "allreduce_custom (eager)").sum() == len(eager)
+
+
 def test_the_preset_cites_a_table_for_every_fitted_number(synthetic):
     base, _, cases = synthetic
     hw = ce.calibrated_preset({"vllm": cases}, base)
     for path in ("calibration.matmul.bf16", "calibration.kernel_overhead", "calibration.custom_allreduce_latency",
+                 "calibration.custom_allreduce_engine_latency.vllm",
                  "calibration.attention_kernels.vllm-decode.overhead"):
         assert "aiconfigurator" in hw.sources[path], path
 

@@ -101,10 +101,21 @@ def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple
     per_request = kv_per_request + memory.activation_bytes(model, p, 0, sc.samples, tp)
     if isinstance(free, float) and isinstance(per_request, float):  # one scenario: the same in floats
         max_batch = float(math.floor(max(free, 0.0) / per_request)) if free > 0 else 0.0
-    elif np.all(free > 0):  # the weights fit everywhere (max(free, 0) is free)
-        max_batch = np.floor(free / per_request)
     else:
-        max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / per_request), 0.0)
+        max_batch = _max_batch(free, per_request, bool(np.all(free > 0)))
+    return _footprint(hw, weights, kv, act, total, max_batch)
+
+
+def _max_batch(free, per_request, all_fit: bool):
+    """Requests that fit in the free memory (none where the weights do not fit); `all_fit` says the
+    weights fit in every scenario, where max(free, 0) is free itself."""
+    if all_fit:
+        return np.floor(free / per_request)
+    return np.where(free > 0, np.floor(np.maximum(free, 0) / per_request), 0.0)
+
+
+def _footprint(hw: Hardware, weights, kv, act, total, max_batch) -> dict:
+    """The columns of `memory_footprint`."""
     return {"weights_bytes": weights, "kv_bytes": kv, "activation_bytes": act, "total_bytes": total,
             "capacity_bytes": hw.hbm_capacity_bytes, "fits": total <= hw.hbm_capacity_bytes,
             "max_batch": max_batch}
@@ -130,13 +141,7 @@ def _grouped_memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, p: P
         per_request = kv_per_request + np.broadcast_to(own_g, (size,)).take(index)
     else:
         per_request = kv_per_request + memory.activation_bytes(model, p, 0, sc.samples, sc.tp)
-    if np.all(free_g > 0):  # the weights fit in every group (max(free, 0) is free)
-        max_batch = np.floor(free / per_request)
-    else:
-        max_batch = np.where(free > 0, np.floor(np.maximum(free, 0) / per_request), 0.0)
-    return {"weights_bytes": weights, "kv_bytes": kv, "activation_bytes": act, "total_bytes": total,
-            "capacity_bytes": hw.hbm_capacity_bytes, "fits": total <= hw.hbm_capacity_bytes,
-            "max_batch": max_batch}
+    return _footprint(hw, weights, kv, act, total, _max_batch(free, per_request, bool(np.all(free_g > 0))))
 
 
 _GROUP_MEMORY: dict = {}

@@ -263,7 +263,7 @@ def _classify(probed: list, hw: Hardware, p: Precision, keys: tuple, phase: str,
                 rebuilt.append(index)
                 continue
             gemms.append(CellGemm(op.name, index, float(op.count), float(np.broadcast_to(power_s, _PROBES.shape)[0] / _PROBES[0]),
-                                  bytes_line, key, float(gemm_latency_s(hw.calibration, p))))
+                                  bytes_line, key, float(gemm_latency_s(hw.calibration))))
             _fold_constants(affine, keys, op, t, key)
             continue
         compute, memory = _line(t.compute_s), _line(t.memory_s)

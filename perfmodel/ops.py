@@ -21,6 +21,9 @@ from perfmodel.engines import load as load_engine
 from perfmodel import shapes
 from workloads.model import ModelSpec
 
+#: Op.kernel of an engine's own all-reduce: "custom-<engine name>" (perfmodel.collectives).
+CUSTOM_ALLREDUCE = "custom"
+
 #: Op kinds; the roofline treats "matmul" and "attention" as tensor-core work, the rest as vector work.
 KINDS = ("matmul", "attention", "norm", "elementwise", "concat", "embedding", "moe", "routing", "reduction", "comm")
 
@@ -376,10 +379,6 @@ def logits_ops(model: ModelSpec, *, logits_tokens, p: Precision, tp=1,
     head = Precision(16, p.a_bits, p.kv_bits, p.quant_group, p.weight_only_kernel)
     return [vector_op("final_norm", "norm", logits_tokens, model.d_model, count=1, **norm),
             matmul_op("lm_head", logits_tokens, model.vocab_size / tp, model.d_model, head, 1)]
-
-
-#: Op.kernel of an engine's own all-reduce: "custom-<engine name>" (perfmodel.collectives).
-CUSTOM_ALLREDUCE = "custom"
 
 
 def allreduce_op(tokens, width, p: Precision, tp, count: int, kernel: str = "nccl") -> Op:

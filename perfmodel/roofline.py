@@ -144,7 +144,7 @@ def _gemm_time(op: Op, hw: Hardware, p: Precision) -> tuple:
         (cal.sm_bytes_per_s or np.inf)
     blocks = gemv_blocks(op.n, op.k, hw, op.groups)
     gemv = (op.flops / rate,
-            gemm_latency_s(cal, p) + op.bytes / np.minimum(_gemm_read_bytes_per_s(op, cal), blocks * per_block))
+            gemm_latency_s(cal) + op.bytes / np.minimum(_gemm_read_bytes_per_s(op, cal), blocks * per_block))
     pick = (np.asarray(op.m) <= SKINNY_ROWS) & (np.maximum(*gemv) < np.maximum(*tiled))
     return np.where(pick, gemv[0], tiled[0]), np.where(pick, gemv[1], tiled[1])
 
@@ -160,17 +160,17 @@ def tiled_gemm_terms(op: Op, hw: Hardware, p: Precision) -> tuple:
     cal = hw.calibration
     efficiency, units = gemm_parallelism(op.m, op.n, op.k, hw, op.groups)
     return (op.flops / (_gemm_rate(hw, p) * efficiency), op.flops / _sustained_rate(hw, p),
-            gemm_latency_s(cal, p) + op.bytes / np.minimum(_gemm_read_bytes_per_s(op, cal), units * (cal.sm_bytes_per_s or np.inf)))
+            gemm_latency_s(cal) + op.bytes / np.minimum(_gemm_read_bytes_per_s(op, cal),
+                                                        units * (cal.sm_bytes_per_s or np.inf)))
 
 
-def gemm_latency_s(cal, p: Precision) -> float:
+def gemm_latency_s(cal) -> float:
     """Fill latency of a GEMM kernel's operand stream (0 where not calibrated): a memory-bound GEMM
     takes latency + bytes / bandwidth (Hockney's latency-bandwidth form), the latency being what no
     amount of streaming hides: the prologue's loads of the first K slabs, the epilogue's reduction
     (split-K partial sums) and output write. On an H200 (validate/reports/h200) cuBLAS's bf16 and
-    fp8 skinny GEMMs take about 2.3 us beyond the launch floor (fitted per dtype: 2.33 and 2.20 us,
-    so one value serves both); without it 2-21 MB weights at m <= 64 were predicted 0.65-0.8x.
-    `p` is accepted for the day a device needs one per dtype."""
+    fp8 skinny GEMMs take 2.24 us beyond the launch floor (one fit on both; fitted apart they came
+    out 2.33 and 2.20 us); without it 2-21 MB weights at m <= 64 were predicted 0.65-0.8x."""
     return cal.gemm_latency_s
 
 

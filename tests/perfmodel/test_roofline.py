@@ -45,7 +45,7 @@ def test_moe_experts_stream_weights_on_every_touched_expert(calibrated, model, t
     t = op_time(experts, calibrated, BF16, tp)
     cal = calibrated.calibration
     grouped = min(cal.read_bytes_per_s, cal.grouped_bytes_per_s or np.inf)  # grouped kernels' own ceiling
-    streaming_s = np.asarray(t.memory_s) - gemm_latency_s(cal, BF16)  # past the kernel's fill latency
+    streaming_s = np.asarray(t.memory_s) - gemm_latency_s(cal)  # past the kernel's fill latency
     assert np.all(experts.bytes / streaming_s >= 0.99 * grouped)
     assert np.all(np.diff(np.asarray(t.time_s)) > 0)
 

@@ -316,6 +316,27 @@ def quant_ops(tokens, width, p: Precision, kernels: int, count: int, inputs=1,
     return ops
 
 
+#: Op kernel name prefix of an engine's own dynamic fp8 activation quantization ("quant-<engine>"),
+#: priced by its fitted path where the calibration has one (perfmodel.roofline.engine_quant_time_s).
+ENGINE_QUANT = "quant"
+
+
+def engine_quant_op(tokens, width, p: Precision, kernels: int, engine: str, count: int = 1) -> Op:
+    """An engine's own dynamic fp8 quantization of one tokens x width activation, as one op of
+    `kernels` kernels: the 16-bit input read once to quantize it (and once more by an amax pass where
+    the scale is per tensor, kernels >= 2) and the 8-bit output written; `m` counts its rows. The
+    engines' kernels differ where streaming does not price them: vLLM's scaled_fp8_quant computes a
+    per-tensor scale with one thread block per token, each folding its maximum into one global
+    value (vLLM csrc/quantization/fp8/common.cu), SGLang's sgl_per_token_quant_fp8 writes one scale
+    per token, TensorRT-LLM's FP8 QDQ linear computes its per-tensor scale in separate ops (the
+    collectors' fp8 GEMM rows, aiconfigurator collector/<engine>/collect_gemm.py); the roofline adds
+    each engine's fitted latency and per-row time (Calibration.act_quant_engine_*)."""
+    amax = AMAX_READ_BYTES if kernels >= 2 else 0.0
+    return Op("act_quant", "elementwise", count, flops=(2.0 * width) * tokens, weight_bytes=0.0,
+              act_bytes=((amax + 2.0 + p.act_bytes) * width) * tokens, m=tokens, n=width, kernels=kernels,
+              kernel=f"{ENGINE_QUANT}-{engine}")
+
+
 def step_ops(model: ModelSpec, *, seqs, new_tokens, past, p: Precision, tp=1, sparse_budget=0,
              logits_tokens=None, engine: Engine | str = DEFAULT_ENGINE) -> list[Op]:
     """All ops of one forward step, in execution order (per device).

@@ -61,10 +61,12 @@ ELEMENT_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "int8": 1, "fp8": 1}
 #: Weight-only GEMMs (TensorRT-LLM's per-channel WeightOnlyQuantMatmul): table dtype -> w_bits.
 WEIGHT_ONLY = {"int8_wo": 8, "int4_wo": 4}
 MATMUL_DTYPES = ("bf16", "fp16", "fp8")
-#: Kernels of the dynamic per-tensor activation quantization inside every fp8 GEMM row (an amax
-#: reduction, then scale-and-cast: vLLM's scaled_fp8_quant, SGLang's and TensorRT-LLM's
-#: equivalents); the cases carry it as `act_quant` so the prediction prices it.
-ACT_QUANT_KERNELS = 2
+#: Kernels of the dynamic activation quantization inside every fp8 GEMM row, per engine: a per-tensor
+#: scale takes an amax reduction, then scale-and-cast (vLLM's scaled_fp8_quant, TensorRT-LLM's FP8
+#: QDQ linear); SGLang's collector runs one per-token kernel (sgl_per_token_quant_fp8; aiconfigurator
+#: collector/<engine>/collect_gemm.py). The cases carry it as `act_quant` so the prediction prices it.
+ACT_QUANT_KERNELS = {"sglang": 1}
+PER_TENSOR_QUANT_KERNELS = 2
 MOE_DTYPES = ("bf16", "fp8")
 
 MS = 1e-3  # the tables' unit, in seconds
@@ -174,7 +176,7 @@ def read_cases(system: str, engine: str, version: str | None = None, root: Path 
     cases = []
     for row in tables(system, engine, version, root, kinds).to_dict("records"):
         source = f"{tag} {Path(row['path']).relative_to(root).as_posix()}"
-        for frame in _read(row["table"], pd.read_parquet(row["path"]), all_dtypes):
+        for frame in _read(row["table"], pd.read_parquet(row["path"]), all_dtypes, engine):
             frame = frame[frame["kind"].isin(kinds)]
             records = frame.assign(system=system, engine=engine, source=source).to_dict("records")
             cases += [{k: v for k, v in r.items() if not _empty(v)} for r in records]
@@ -227,11 +229,11 @@ def to_frame(cases: list[dict]) -> pd.DataFrame:
 
 # -- one reader per table ------------------------------------------------------------------------
 
-def _read(table: str, raw: pd.DataFrame, all_dtypes: bool) -> list[pd.DataFrame]:
+def _read(table: str, raw: pd.DataFrame, all_dtypes: bool, engine: str = "") -> list[pd.DataFrame]:
     """The cases of one table as frames of one kind each (so no column is half empty)."""
     raw = raw[np.isfinite(raw["latency"]) & (raw["latency"] > 0)]
     if table == "gemm_perf":
-        return _gemm(raw, all_dtypes)
+        return _gemm(raw, all_dtypes, engine)
     if table in ("context_attention_perf", "generation_attention_perf"):
         return [_attention(raw, "prefill" if table.startswith("context") else "decode", all_dtypes)]
     if table in ("custom_allreduce_perf", "nccl_perf"):
@@ -248,8 +250,9 @@ def _dtype(column: pd.Series) -> pd.Series:
     return column.map(lambda name: DTYPES.get(name, name))
 
 
-def _gemm(raw: pd.DataFrame, all_dtypes: bool) -> list[pd.DataFrame]:
+def _gemm(raw: pd.DataFrame, all_dtypes: bool, engine: str = "") -> list[pd.DataFrame]:
     dtype, w_bits = _dtype(raw["gemm_dtype"]), raw["gemm_dtype"].map(WEIGHT_ONLY)
+    quant_kernels = ACT_QUANT_KERNELS.get(engine, PER_TENSOR_QUANT_KERNELS)
     frame = pd.DataFrame({"m": raw["m"], "n": raw["n"], "k": raw["k"], "kernel": raw["kernel_source"],
                           "measured_s": raw["latency"] * MS})
     wo = w_bits.notna()
@@ -257,7 +260,7 @@ def _gemm(raw: pd.DataFrame, all_dtypes: bool) -> list[pd.DataFrame]:
     # vLLM's collector times its fp8_block GEMMs eagerly; the rest inside CUDA graphs
     eager = (raw["kernel_source"].str.contains("BlockScaledMM") & (raw["gemm_dtype"] == "fp8_block"))
     matmul = frame[dense].assign(kind="matmul", dtype=dtype[dense], timing=_timing(~eager[dense]),
-                                 act_quant=np.where(dtype[dense] == "fp8", ACT_QUANT_KERNELS, 0))
+                                 act_quant=np.where(dtype[dense] == "fp8", quant_kernels, 0))
     matmul_wo = frame[wo].assign(kind="matmul_wo", w_bits=w_bits[wo].astype(int), group=0, timing="graph")
     return [part for part in (matmul, matmul_wo) if len(part)]
 

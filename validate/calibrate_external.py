@@ -8,9 +8,10 @@ measure, so a spec fitted here prices graphed serving engines, not eager framewo
 What comes from which table (every fitted number cites its table in the written preset):
 - GEMM rates, read bandwidth, skinny-kernel parallelism, tile shape, split-K threshold and the
   per-kernel floor: the bf16 rows of the GEMM table of the `gemm_engine` (vLLM's are
-  PyTorch/cuBLAS calls, as torch.compile runs them); then the fp8 rate, power roof and the
-  whole-tensor reduction rate of the per-tensor activation quantization every fp8 row includes,
-  from its fp8 rows;
+  PyTorch/cuBLAS calls, as torch.compile runs them); then the fp8 rate and power roof, with the
+  latency and per-row time of that engine's dynamic activation quantization every fp8 row includes
+  (act_quant_engine_*), from its fp8 rows; every other engine's quantization path from its own fp8
+  rows (SGLang's per-token kernel, TensorRT-LLM's FP8 QDQ path: ops.engine_quant_op);
 - one attention kernel family per engine (its default backend on that GPU: FA3 for vLLM and
   SGLang on Hopper, TensorRT-LLM's FMHA/XQA): that engine's context and generation tables fit the
   family's fraction of the bf16 GEMM rate, floor per call and KV read bandwidth;
@@ -19,7 +20,8 @@ What comes from which table (every fitted number cites its table in the written 
 MoE tables are scored, not fitted (they test the grouped-GEMM model on the GEMM parameters).
 
 Cases split by shape (validate.cases.split): the fit sees the calibration split only; the
-residual table scores the evaluation split.
+residual table scores the evaluation split. Every fit here uses the robust loss
+(validate.calibrate.ROBUST_LOSS): a table holds rows its engine ran on another kernel.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import pandas as pd
 
 from hardware.spec import Calibration, Hardware
 from perfmodel import engines
-from validate.calibrate import _fit_gemm_and_attention, fit
+from validate.calibrate import ROBUST_LOSS, _fit_gemm_and_attention, fit
 from validate.cases import split
 from validate.predict_cases import predict_many
 
@@ -76,6 +78,13 @@ def _attention_params(cal: Calibration, family: str, bw: float) -> dict:
             f"attention_kernels:{family}:row_s": (1e-7, 1e-10, 1e-4)}
 
 
+def _act_quant_params(engine: str) -> dict:
+    """An engine's dynamic fp8 activation quantization: fixed latency and time per row
+    (perfmodel.roofline.engine_quant_time_s)."""
+    return {f"act_quant_engine_latency_s:{engine}": (3e-6, 1e-8, 1e-3),
+            f"act_quant_engine_row_s:{engine}": (3e-9, 1e-14, 1e-6)}
+
+
 def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: str = "vllm",
                ar_engine: str = "vllm", source: str = "") -> Hardware:
     """A copy of `base` calibrated on the calibration split of each engine's cases."""
@@ -87,21 +96,25 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
     if not gemms:
         raise ValueError(f"gemm_engine: {gemm_engine!r} has no GEMM cases to fit")
     bf16 = [c for c in gemms if c["dtype"] != "fp8"]
-    cal = _fit_gemm_and_attention(bf16 or gemms, base, cal, floor=True)
+    cal = _fit_gemm_and_attention(bf16 or gemms, base, cal, floor=True, loss=ROBUST_LOSS)
     fp8 = [c for c in gemms if c["dtype"] == "fp8"]
-    if fp8:  # fp8 rows include the engine's per-tensor activation quantization (an amax reduction)
+    if fp8:  # fp8 rows include the engine's own dynamic activation quantization (ops.engine_quant_op)
         peak = base.peak_flops_per_s("fp8")
         cal, _ = fit(fp8, base, cal, {"matmul_flops_per_s:fp8": (0.7 * peak, 1e-3 * peak, 1.05 * peak),
                                       "sustained_flops_per_s:fp8": (0.6 * peak, 1e-3 * peak, 1.05 * peak),
-                                      "reduction_bytes_per_s": (0.01 * bw, 1e-5 * bw, 1.1 * bw)})
+                                      **_act_quant_params(gemm_engine)}, loss=ROBUST_LOSS)
     cal = dataclasses.replace(cal, memory_read_bytes_per_s=cal.memory_read_bytes_per_s,
                               memory_bytes_per_s=cal.memory_read_bytes_per_s)
     for engine, cases in train.items():
+        own_fp8 = [c for c in cases if c["kind"] == "matmul" and c["dtype"] == "fp8"]
+        if engine != gemm_engine and own_fp8:  # each engine's quantization path on its own fp8 rows
+            cal, _ = fit(own_fp8, base, cal, _act_quant_params(engine), loss=ROBUST_LOSS)
         profile = engines.load(engine)
         for phase in ("prefill", "decode"):
             attention = [c for c in cases if c["kind"] == "attention" and c.get("phase") == phase]
             if attention:
-                cal, _ = fit(attention, base, cal, _attention_params(cal, profile.attention_kernel(phase), bw))
+                cal, _ = fit(attention, base, cal, _attention_params(cal, profile.attention_kernel(phase), bw),
+                             loss=ROBUST_LOSS)
     link = base.device_link_bytes_per_s or base.host_link_bytes_per_s
     for engine in sorted(train, key=lambda e: e != ar_engine):  # ar_engine's first: the shared default
         reduces = [c for c in train[engine] if c["kind"] == "allreduce" and c.get("strategy") == "custom"
@@ -110,12 +123,13 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
             continue
         if engine == ar_engine:
             cal, _ = fit(reduces, base, cal, {"custom_allreduce_latency_s": (5e-6, 1e-7, 1e-3),
-                                              "custom_allreduce_bytes_per_s": (0.8 * link, 1e-3 * link, 2 * link)})
+                                              "custom_allreduce_bytes_per_s": (0.8 * link, 1e-3 * link, 2 * link)},
+                         loss=ROBUST_LOSS)
         # each engine's own kernel (the default's too, so a spec names every engine it was fitted on)
         cal, _ = fit(reduces, base, cal, {
             f"custom_allreduce_engine_latency_s:{engine}": (cal.custom_allreduce_latency_s or 5e-6, 1e-7, 1e-3),
             f"custom_allreduce_engine_bytes_per_s:{engine}": (cal.custom_allreduce_bytes_per_s or 0.8 * link,
-                                                              1e-3 * link, 2 * link)})
+                                                              1e-3 * link, 2 * link)}, loss=ROBUST_LOSS)
     return dataclasses.replace(base, name=f"{base.name}-calibrated", title=f"{base.title} (calibrated)",
                                calibration=cal)
 
@@ -165,8 +179,12 @@ def sources_of(by_engine: dict[str, list[dict]], gemm_engine: str, ar_engine: st
                                                                    ("sustained_matmul", cal.sustained_flops_per_s),
                                                                    ("gemv", cal.gemv_bytes_per_s)) for d in table}
     for key in ("memory_bandwidth", "memory_read_bandwidth", "sm_bandwidth", "kernel_overhead", "tile_m", "tile_n",
-                "split_k_min", "gemv_tile_n", "reduction_bandwidth", "gemm_latency"):
+                "split_k_min", "gemv_tile_n", "gemm_latency"):
         out[f"calibration.{key}"] = gemm
+    for key, table in (("act_quant_engine_latency", cal.act_quant_engine_latency_s),
+                       ("act_quant_engine_row", cal.act_quant_engine_row_s)):
+        for engine in table:
+            out[f"calibration.{key}.{engine}"] = tables(engine, "matmul")
     for family in cal.attention_kernels:
         engine, _, phase = family.rpartition("-")
         for key in ("flops_fraction", "overhead", "read_bandwidth", "unit", "row"):

@@ -16,8 +16,8 @@ import numpy as np
 import workloads
 from hardware.spec import Hardware
 from perfmodel import collectives, engines, rates
-from perfmodel.ops import (Op, Precision, attention_op, kv_append_op, matmul_op, moe_ops, quant_ops, row_norm_op,
-                           vector_op)
+from perfmodel.ops import (Op, Precision, attention_op, engine_quant_op, kv_append_op, matmul_op, moe_ops, quant_ops,
+                           row_norm_op, vector_op)
 from perfmodel.predict import step_time
 from perfmodel.roofline import op_time
 from validate import kinds
@@ -137,10 +137,22 @@ def predict_matmuls(cases: list[dict], hw: Hardware) -> np.ndarray:
     times = _times(op, hw, p, cases)
     quant = np.array([_num(c, "act_quant", default=0.0) for c in cases])
     if np.any(quant > 0):  # the dynamic activation quantization timed with the GEMM (fp8 serving)
-        ops = quant_ops(m, k, p, int(quant.max()), 1)
-        extra = sum(np.asarray(_seconds(op_time(q, hw, p), graphed(cases[0])), dtype=float) for q in ops)
-        times = times + np.where(quant > 0, extra, 0.0)
+        times = times + np.where(quant > 0, _act_quant_times(cases, m, k, p, hw, int(quant.max())), 0.0)
     return times
+
+
+def _act_quant_times(cases: list[dict], m, k, p: Precision, hw: Hardware, kernels: int) -> np.ndarray:
+    """Time of the dynamic activation quantization inside each fp8 GEMM case: the case's engine's own
+    path where the spec has it fitted (ops.engine_quant_op), else an amax pass and a scale-and-cast
+    kernel as the suite's own cases run them (ops.quant_ops)."""
+    fitted = hw.calibration.act_quant_engine_latency_s if hw.calibration else {}
+    engine = np.array([text(c, "engine") for c in cases], dtype=object)
+    out = np.zeros(len(cases))
+    for name in set(engine):
+        ops = [engine_quant_op(m, k, p, kernels, name)] if name in fitted else quant_ops(m, k, p, kernels, 1)
+        seconds = sum(np.asarray(_seconds(op_time(q, hw, p), graphed(cases[0])), dtype=float) for q in ops)
+        out = np.where(engine == name, seconds, out)
+    return out
 
 
 def attention_family(case: dict) -> str:

@@ -1,5 +1,5 @@
 """Calibrated GEMM model: grouped (MoE) kernels, the kernel switch at 64 | 65 rows, the GEMM fill
-latency, and PyTorch's row-per-block LayerNorm."""
+latency, PyTorch's row-per-block LayerNorm and the engines' fp8 quantization paths."""
 import dataclasses
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 
 import hardware
 import workloads
-from perfmodel.ops import Precision, matmul_op, moe_ops, row_norm_op, vector_op
+from perfmodel.ops import Precision, engine_quant_op, matmul_op, moe_ops, row_norm_op, vector_op
 from perfmodel.roofline import gemm_latency_s, gemm_parallelism, op_time
 
 BF16 = Precision(16, 16, 16)
@@ -95,3 +95,20 @@ def test_row_per_block_norm_pays_one_rows_latency_on_top_of_its_stream(calibrate
     fused = op_time(vector_op("ln", "norm", tokens, width, 2.0, 6.0, p, 1), hw, p)
     assert np.allclose(np.asarray(fused.time_s), cal.kernel_overhead_s + 2 * 2 * width * tokens /
                        cal.memory_bytes_per_s, rtol=1e-12)
+
+
+def test_an_engines_fp8_quantization_path_pays_its_fitted_latency_and_rows(calibrated):
+    """An engine's own dynamic fp8 quantization (ops.engine_quant_op): its fitted latency plus a time
+    per row replace its kernels' floors, on top of streaming 2 (amax) + 2 + 1 bytes per element,
+    derived by hand; an engine without a fitted path pays its kernels' floors and bytes only."""
+    cal = dataclasses.replace(calibrated.calibration, act_quant_engine_latency_s={"vllm": 3e-6},
+                              act_quant_engine_row_s={"vllm": 8e-9})
+    hw = dataclasses.replace(calibrated, calibration=cal)
+    p = Precision(8, 8, 16)
+    rows, width = np.array([1.0, 4353.0, 32768.0]), 2048.0
+    stream = 5.0 * width * rows / cal.memory_bytes_per_s
+    t = op_time(engine_quant_op(rows, width, p, 2, "vllm"), hw, p)
+    assert np.allclose(np.asarray(t.time_s), 3e-6 + 8e-9 * rows + stream, rtol=1e-12)
+    other = op_time(engine_quant_op(rows, width, p, 1, "sglang"), hw, p)  # per token: no amax pass
+    assert np.allclose(np.asarray(other.time_s), cal.kernel_overhead_s + 3.0 * width * rows / cal.memory_bytes_per_s,
+                       rtol=1e-12)

@@ -14,6 +14,7 @@ TRUTH = Calibration(
     memory_bytes_per_s=3.0e12, memory_read_bytes_per_s=3.0e12, sm_bytes_per_s=90e9,
     gemv_bytes_per_s={"bf16": 150e9, "fp8": 120e9}, kernel_overhead_s=2.5e-6, tile_m=64, tile_n=128,
     split_k_min=1024, gemv_tile_n=128, custom_allreduce_latency_s=4e-6, custom_allreduce_bytes_per_s=300e9,
+    act_quant_engine_latency_s={"vllm": 3e-6}, act_quant_engine_row_s={"vllm": 8e-9},
     attention_kernels={"vllm-decode": {"flops_fraction": 0.5, "overhead_s": 8e-6, "read_bytes_per_s": 2.8e12,
                                        "unit_s": 3e-6},
                        "vllm-prefill": {"flops_fraction": 0.55, "overhead_s": 10e-6, "read_bytes_per_s": 2.0e12,
@@ -62,6 +63,26 @@ def test_each_engines_custom_allreduce_is_fitted_on_its_own_table(synthetic):
     assert frame[frame["class"] == "allreduce_custom"]["ape"].median() < 0.02
 
 
+def test_each_engines_fp8_quantization_path_is_fitted_on_its_own_rows(synthetic):
+    """vLLM's fp8 rows (per-tensor scale: 3 us and 8 ns per row) fit its quantization path with the
+    fp8 rate; a second engine's rows made with another path (SGLang's per-token kernel: 6 us, 1 ns
+    per row) fit that engine's own, and each engine's rows are predicted with its own path."""
+    base, truth, cases = synthetic
+    cal = ce.fit_tables({"vllm": cases}, base).calibration
+    assert cal.act_quant_engine_latency_s["vllm"] == pytest.approx(3e-6, rel=0.15)
+    assert cal.act_quant_engine_row_s["vllm"] == pytest.approx(8e-9, rel=0.15)
+    other = dataclasses.replace(truth, calibration=dataclasses.replace(
+        TRUTH, act_quant_engine_latency_s={"sglang": 6e-6}, act_quant_engine_row_s={"sglang": 1e-9}))
+    fp8 = [dict(c, engine="sglang", act_quant=1) for c in cases if c["kind"] == "matmul" and c["dtype"] == "fp8"]
+    times = predict_many(ce.prepared(fp8), other)
+    tables = {"vllm": cases, "sglang": [dict(c, measured_s=float(t)) for c, t in zip(fp8, times)]}
+    cal = ce.fit_tables(tables, base).calibration
+    assert cal.act_quant_engine_latency_s["sglang"] == pytest.approx(6e-6, rel=0.15)
+    assert cal.act_quant_engine_row_s["sglang"] == pytest.approx(1e-9, rel=0.3)
+    frame = ce.residuals(tables, dataclasses.replace(base, calibration=cal))
+    assert frame[frame["class"] == "matmul fp8"].groupby("engine")["ape"].median().max() < 0.03
+
+
 def test_eagerly_timed_rows_are_scored_apart(synthetic):
     """A collector's eager rows (host dispatch in their time) get their own "(eager)" class."""
     base, truth, cases = synthetic
@@ -76,7 +97,7 @@ def test_the_preset_cites_a_table_for_every_fitted_number(synthetic):
     base, _, cases = synthetic
     hw = ce.calibrated_preset({"vllm": cases}, base)
     for path in ("calibration.matmul.bf16", "calibration.kernel_overhead", "calibration.custom_allreduce_latency",
-                 "calibration.custom_allreduce_engine_latency.vllm",
+                 "calibration.custom_allreduce_engine_latency.vllm", "calibration.act_quant_engine_row.vllm",
                  "calibration.attention_kernels.vllm-decode.overhead"):
         assert "aiconfigurator" in hw.sources[path], path
 

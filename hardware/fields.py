@@ -259,6 +259,15 @@ ATTENTION = (
     # a kernel whose work units each stream their sequence's whole cache (no split over the keys:
     # SDPA under a mask) adds this per cached key to every unit; absent (0) for split-KV kernels
     Field("key", "key_s", "seconds", required=False, default=0.0, zero_ok=True),
+    # fixed latency of the KV stream (a split-KV kernel's prologue and its combine pass): memory-
+    # bound time is this + bytes / read_bandwidth (Hockney's form); absent (0) where not fitted
+    Field("stream_latency", "stream_latency_s", "seconds", required=False, default=0.0, zero_ok=True),
+    # softmax time per query-key score (one exponential each, on the SMs' special-function units,
+    # beside the two dot products' tensor-core FLOPs); absent (0) where not fitted
+    Field("score", "score_s", "seconds", required=False, default=0.0, zero_ok=True),
+    # query rows of one work unit of a kernel that does not split the keys (causal prefill): the unit
+    # of the longest query tile runs alone on one SM, a floor on the kernel's time; absent (0): no floor
+    Field("tile_rows", "tile_rows", "number", required=False, default=0.0, limits=(0.0, 1e6)),
 )
 #: The two quantiles of one error band (calibration.error_bands.<class>.<q>).
 BAND_QUANTILES = ("p10", "p90")

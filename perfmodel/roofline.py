@@ -234,8 +234,8 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
         rate, overhead = hw.peak_flops_per_s("fp32"), overhead + (cal.moe_routing_s if cal else 0.0)
     elif op.kind == "attention":
         bits = np.minimum(np.maximum(p.a_bits, 16), 32)  # attention runs in bf16/fp16, or fp32
-        fraction, floor, read, unit_s, row_s, key_s = cal.attention_kernel(op.kernel) if cal else \
-            (1.0, 0.0, bandwidth, 0.0, 0.0, 0.0)
+        fraction, floor, read, unit_s, row_s, key_s, stream_s, score_s, tile_rows = \
+            cal.attention_kernel(op.kernel) if cal else (1.0, 0.0, bandwidth, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         rate = _attention_rate(hw, p, bits) * fraction
         bandwidth, overhead = read, overhead + floor
         if unit_s or row_s:  # work units run in waves over the SMs; each query row adds its own time,
@@ -243,7 +243,10 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
             waves = np.ceil(attention_units(op) / hw.compute_units)
             work = waves * (unit_s + np.asarray(op.n, dtype=float) * key_s) + \
                 np.asarray(op.m, dtype=float) * row_s / hw.compute_units
-            return OpTime(np.maximum(op.flops / rate, work), op.bytes / bandwidth, overhead, 0.0, host)
+            compute = op.flops / rate + attention_scores(op) * score_s
+            if tile_rows:  # the longest work unit (the last query tile sees every key) runs on one SM
+                compute = np.maximum(compute, critical_unit_s(op, tile_rows, rate, score_s, hw.compute_units))
+            return OpTime(np.maximum(compute, work), stream_s + op.bytes / bandwidth, overhead, 0.0, host)
     else:
         rate = hw.peak_flops_per_s("fp32")
     return OpTime(op.flops / rate, op.bytes / bandwidth, overhead, 0.0, host)
@@ -268,6 +271,30 @@ def row_norm_latency_s(op: Op, cal):
     of 8192 10.5 us, where the memory rate would give 1.2 us (the launch floor)."""
     row_bytes = op.act_bytes / np.maximum(np.asarray(op.m, dtype=float), 1.0)
     return cal.row_norm_latency_s + row_bytes / cal.row_norm_bytes_per_s
+
+
+def attention_scores(op: Op):
+    """Query-key scores an attention op computes (one exponential each in its softmax): its FLOPs
+    over the 4 x head dim FLOPs of a score's two dot products (QK^T and PV; ops.attention_op). Exact
+    where value and key head dims are equal; MLA's absorbed form (key 576, value 512) counts 6% more.
+    FlashAttention-3 (Shah et al. 2024, arXiv 2407.08608, section 3.1) gives why it matters: an H100
+    does 989 TFLOP/s of bf16 matmul but 3.9 T exponentials/s, so at head dim 64 the exponentials take
+    as long as the matmuls; aiconfigurator's H200 prefill tables show it (vLLM's FA3 at long
+    prompts: 450-500 TFLOP/s at head dim 64, 550-650 at 128, 700-760 at 256)."""
+    return op.flops / (4.0 * np.maximum(np.asarray(op.k, dtype=float), 1.0))
+
+
+def critical_unit_s(op: Op, tile_rows: float, rate, score_s: float, sms: int):
+    """Time of an attention kernel's longest work unit on its one SM: a causal prefill kernel that
+    does not split the keys gives each tile of `tile_rows` query rows (fewer where a sequence's rows
+    are fewer) every key up to its last row, so the last tile streams the whole context n, at 1/SMs of
+    the device's rate and score time. When the units are fewer than the SMs, or few and unequal
+    (causal), the kernel takes this long however many SMs idle: the critical path of a list schedule
+    (Graham 1969). FlashAttention-3 runs 128-row query tiles (Shah et al. 2024, arXiv 2407.08608,
+    section 4)."""
+    rows = np.minimum(tile_rows, np.asarray(op.m, dtype=float) / np.maximum(np.asarray(op.groups, dtype=float), 1.0))
+    per_score = 4.0 * np.asarray(op.k, dtype=float) / rate + score_s
+    return rows * np.asarray(op.n, dtype=float) * per_score * sms
 
 
 def attention_units(op: Op):

@@ -30,6 +30,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from hardware import fields
 from hardware.spec import Calibration, Hardware
 from perfmodel import engines
 from validate.calibrate import ROBUST_LOSS, _fit_gemm_and_attention, fit
@@ -70,12 +71,35 @@ def prepared(cases: list[dict]) -> list[dict]:
     return out
 
 
+#: Query rows of a causal prefill kernel's work unit (FlashAttention-3's 128-row query tiles: Shah
+#: et al. 2024, arXiv 2407.08608, section 4; TensorRT-LLM's context FMHA tiles alike), set, not
+#: fitted: its longest unit bounds the kernel's time (perfmodel.roofline.critical_unit_s).
+PREFILL_TILE_ROWS = 128.0
+TILE_ROWS_SOURCE = ("set, not fitted: FlashAttention-3's 128-row query tiles (Shah et al. 2024, arXiv 2407.08608, "
+                    "section 4; validate/calibrate_external.PREFILL_TILE_ROWS)")
+#: YAML key of each attention kernel parameter (hardware.fields.ATTENTION).
+ATTENTION_KEYS = {f.attr: f.key for f in fields.ATTENTION}
+
+
+def _with_tile_rows(cal: Calibration, family: str) -> Calibration:
+    """`cal` with a prefill family's tile rows set (PREFILL_TILE_ROWS); decode families split the
+    keys over SMs and have no such floor."""
+    if not family.endswith("-prefill"):
+        return cal
+    params = {**cal.attention_kernels.get(family, {}), "tile_rows": PREFILL_TILE_ROWS}
+    return dataclasses.replace(cal, attention_kernels={**cal.attention_kernels, family: params})
+
+
 def _attention_params(cal: Calibration, family: str, bw: float) -> dict:
-    return {f"attention_kernels:{family}:flops_fraction": (0.6, 0.01, 1.2),
+    """An attention kernel family's parameters (roofline, attention); a decode family's also the
+    fixed latency of its KV stream (split-KV kernels end with a pass combining the splits)."""
+    stream = {f"attention_kernels:{family}:stream_latency_s": (2e-6, 1e-9, 1e-4)} if family.endswith("-decode") else {}
+    return {**stream, f"attention_kernels:{family}:flops_fraction": (0.6, 0.01, 1.2),
             f"attention_kernels:{family}:overhead_s": (5e-6, 1e-8, 1e-3),
             f"attention_kernels:{family}:read_bytes_per_s": (0.8 * bw, 1e-3 * bw, 1.1 * bw),
             f"attention_kernels:{family}:unit_s": (2e-6, 1e-8, 1e-3),
-            f"attention_kernels:{family}:row_s": (1e-7, 1e-10, 1e-4)}
+            f"attention_kernels:{family}:row_s": (1e-7, 1e-10, 1e-4),
+            f"attention_kernels:{family}:score_s": (0.2e-12, 1e-16, 1e-10)}
 
 
 def _act_quant_params(engine: str) -> dict:
@@ -113,7 +137,8 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
         for phase in ("prefill", "decode"):
             attention = [c for c in cases if c["kind"] == "attention" and c.get("phase") == phase]
             if attention:
-                cal, _ = fit(attention, base, cal, _attention_params(cal, profile.attention_kernel(phase), bw),
+                family = profile.attention_kernel(phase)
+                cal, _ = fit(attention, base, _with_tile_rows(cal, family), _attention_params(cal, family, bw),
                              loss=ROBUST_LOSS)
     link = base.device_link_bytes_per_s or base.host_link_bytes_per_s
     for engine in sorted(train, key=lambda e: e != ar_engine):  # ar_engine's first: the shared default
@@ -187,8 +212,9 @@ def sources_of(by_engine: dict[str, list[dict]], gemm_engine: str, ar_engine: st
             out[f"calibration.{key}.{engine}"] = tables(engine, "matmul")
     for family in cal.attention_kernels:
         engine, _, phase = family.rpartition("-")
-        for key in ("flops_fraction", "overhead", "read_bandwidth", "unit", "row"):
-            out[f"calibration.attention_kernels.{family}.{key}"] = tables(engine, "attention", phase)
+        for attr in cal.attention_kernels[family]:
+            out[f"calibration.attention_kernels.{family}.{ATTENTION_KEYS[attr]}"] = (
+                TILE_ROWS_SOURCE if attr == "tile_rows" else tables(engine, "attention", phase))
     for key in ("custom_allreduce_latency", "custom_allreduce_bandwidth"):
         out[f"calibration.{key}"] = tables(ar_engine, "allreduce")
     for key, table in (("custom_allreduce_engine_latency", cal.custom_allreduce_engine_latency_s),

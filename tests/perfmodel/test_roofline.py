@@ -7,8 +7,8 @@ import pytest
 
 import hardware
 import workloads
-from perfmodel.ops import Precision, engine_quant_op, matmul_op, moe_ops, row_norm_op, vector_op
-from perfmodel.roofline import gemm_latency_s, gemm_parallelism, op_time
+from perfmodel.ops import Precision, attention_op, engine_quant_op, matmul_op, moe_ops, row_norm_op, vector_op
+from perfmodel.roofline import _attention_rate, gemm_latency_s, gemm_parallelism, op_time
 
 BF16 = Precision(16, 16, 16)
 
@@ -112,3 +112,37 @@ def test_an_engines_fp8_quantization_path_pays_its_fitted_latency_and_rows(calib
     other = op_time(engine_quant_op(rows, width, p, 1, "sglang"), hw, p)  # per token: no amax pass
     assert np.allclose(np.asarray(other.time_s), cal.kernel_overhead_s + 3.0 * width * rows / cal.memory_bytes_per_s,
                        rtol=1e-12)
+
+
+def _attention_family(calibrated, family: str, **params):
+    """`calibrated` with one attention kernel family of the given parameters (and a zero floor)."""
+    base = {"flops_fraction": 0.5, "overhead_s": 0.0, "read_bytes_per_s": 3e12, "unit_s": 1e-9, "row_s": 1e-12}
+    cal = dataclasses.replace(calibrated.calibration, attention_kernels={family: {**base, **params}})
+    return dataclasses.replace(calibrated, calibration=cal)
+
+
+def test_attention_pays_softmax_per_score_and_its_longest_tile(calibrated):
+    """Causal prefill of T tokens at head dim d, derived by hand: FLOPs / rate + scores x score_s
+    (scores = heads T (T + 1) / 2: FLOPs / 4d), and where few units run (one sequence, one head) the
+    longest 128-row tile streaming all T keys on one SM bounds it."""
+    model = workloads.ModelSpec(name="t", family="llama", n_layers=1, d_model=128, n_heads=1, n_kv_heads=1,
+                                head_dim=128, d_ff=1, vocab_size=1)
+    hw = _attention_family(calibrated, "x-prefill", score_s=2e-13, tile_rows=128.0)
+    rate = _attention_rate(hw, BF16, 16) * 0.5   # the family's fraction of the calibrated bf16 rate
+    for seqs, tokens in ((64.0, 4096.0), (1.0, 4096.0)):
+        op = attention_op(model, seqs=seqs, new_tokens=tokens, past=0.0, p=BF16, tp=1, kernel="x-prefill")
+        scores = seqs * tokens * (tokens + 1) / 2
+        total = op.flops / rate + scores * 2e-13
+        longest = 128 * tokens * (4 * 128 / rate + 2e-13) * hw.compute_units
+        t = op_time(op, hw, BF16)
+        assert float(t.compute_s) == pytest.approx(max(total, longest), rel=1e-12)
+        assert (longest > total) == (seqs == 1.0)   # one sequence of one head: 32 tiles on 132 SMs
+
+
+def test_a_split_kv_decode_stream_pays_its_fixed_latency(calibrated):
+    """Decode's memory time: the family's stream latency + KV bytes / its read bandwidth."""
+    model = workloads.ModelSpec(name="t", family="llama", n_layers=1, d_model=1024, n_heads=8, n_kv_heads=2,
+                                head_dim=128, d_ff=1, vocab_size=1)
+    hw = _attention_family(calibrated, "x-decode", stream_latency_s=3e-6)
+    op = attention_op(model, seqs=16.0, new_tokens=1.0, past=8191.0, p=BF16, tp=1, kernel="x-decode")
+    assert float(op_time(op, hw, BF16).memory_s) == pytest.approx(3e-6 + float(op.bytes) / 3e12, rel=1e-12)

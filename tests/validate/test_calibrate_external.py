@@ -16,9 +16,9 @@ TRUTH = Calibration(
     split_k_min=1024, gemv_tile_n=128, custom_allreduce_latency_s=4e-6, custom_allreduce_bytes_per_s=300e9,
     act_quant_engine_latency_s={"vllm": 3e-6}, act_quant_engine_row_s={"vllm": 8e-9},
     attention_kernels={"vllm-decode": {"flops_fraction": 0.5, "overhead_s": 8e-6, "read_bytes_per_s": 2.8e12,
-                                       "unit_s": 3e-6},
+                                       "unit_s": 3e-6, "stream_latency_s": 3e-6},
                        "vllm-prefill": {"flops_fraction": 0.55, "overhead_s": 10e-6, "read_bytes_per_s": 2.0e12,
-                                        "unit_s": 1e-6}})
+                                        "unit_s": 1e-6, "score_s": 1.5e-13, "tile_rows": 128.0}})
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,9 @@ def test_fit_recovers_the_truth_on_held_out_shapes(synthetic):
     cal = fitted.calibration
     assert cal.custom_allreduce_latency_s == pytest.approx(4e-6, rel=0.05)
     assert cal.attention_kernels["vllm-decode"]["overhead_s"] == pytest.approx(8e-6, rel=0.15)
+    assert cal.attention_kernels["vllm-decode"]["stream_latency_s"] == pytest.approx(3e-6, rel=0.25)
+    assert cal.attention_kernels["vllm-prefill"]["score_s"] == pytest.approx(1.5e-13, rel=0.25)
+    assert cal.attention_kernels["vllm-prefill"]["tile_rows"] == 128.0
 
 
 def test_each_engines_custom_allreduce_is_fitted_on_its_own_table(synthetic):
@@ -98,7 +101,8 @@ def test_the_preset_cites_a_table_for_every_fitted_number(synthetic):
     hw = ce.calibrated_preset({"vllm": cases}, base)
     for path in ("calibration.matmul.bf16", "calibration.kernel_overhead", "calibration.custom_allreduce_latency",
                  "calibration.custom_allreduce_engine_latency.vllm", "calibration.act_quant_engine_row.vllm",
-                 "calibration.attention_kernels.vllm-decode.overhead"):
+                 "calibration.attention_kernels.vllm-decode.overhead",
+                 "calibration.attention_kernels.vllm-decode.stream_latency"):
         assert "aiconfigurator" in hw.sources[path], path
 
 

@@ -114,7 +114,9 @@ def main() -> int:
     aic, frame = fit("h200_sxm", "h200-sxm")
     write_spec(aic, HERE / "h200_sxm" / "h200-sxm-aiconfigurator.yaml", "h200_sxm")
     frames.append(frame)
-    lines += ["## H200: aiconfigurator's tables against our own graph-timed calibration", ""] + table(frame) + [""]
+    lines += ["## NVIDIA H200 SXM 141GB: fitted to aiconfigurator's tables (`validate/reports/aiconfigurator/h200_sxm/"
+              "h200-sxm-aiconfigurator.yaml`), then compared with our own graph-timed calibration", ""] + \
+        table(frame) + [""]
     lines += h200_comparison(aic) + [""]
     pd.concat(frames).to_csv(HERE / "residuals.csv", index=False, float_format="%.6g")
     (HERE / "report.md").write_text("\n".join(lines))

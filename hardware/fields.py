@@ -262,9 +262,10 @@ ATTENTION = (
     # fixed latency of the KV stream (a split-KV kernel's prologue and its combine pass): memory-
     # bound time is this + bytes / read_bandwidth (Hockney's form); absent (0) where not fitted
     Field("stream_latency", "stream_latency_s", "seconds", required=False, default=0.0, zero_ok=True),
-    # softmax time per query-key score (one exponential each, on the SMs' special-function units,
-    # beside the two dot products' tensor-core FLOPs); absent (0) where not fitted
-    Field("score", "score_s", "seconds", required=False, default=0.0, zero_ok=True),
+    # softmax rate in query-key scores per second (one exponential each, on the SMs' special-function
+    # units, beside the two dot products' tensor-core FLOPs; written as FLOP/s, one exponential a
+    # FLOP, as FlashAttention-3 quotes it); absent (0): no softmax term
+    Field("score_rate", "scores_per_s", "flops_per_s", required=False, default=0.0, zero_ok=True),
     # query rows of one work unit of a kernel that does not split the keys (causal prefill): the unit
     # of the longest query tile runs alone on one SM, a floor on the kernel's time; absent (0): no floor
     Field("tile_rows", "tile_rows", "number", required=False, default=0.0, limits=(0.0, 1e6)),

@@ -123,8 +123,8 @@ class Calibration:
     def attention_kernel(self, family: str) -> tuple:
         """(fraction of the bf16 GEMM rate, floor per call, KV read bandwidth, time of one work unit
         on one SM, time one query row adds on one SM, time one cached key adds to a unit, fixed
-        latency of the KV stream, softmax time per query-key score, query rows of the critical work
-        unit) of an
+        latency of the KV stream, softmax rate in query-key scores per second (0: none), query rows
+        of the critical work unit) of an
         attention kernel, named "<family>-<phase>" (prefill and decode run different kernels:
         "vllm-decode"), falling back to the family's entry, then to the spec's generic attention
         parameters (and no work-unit, row or key term)."""
@@ -133,7 +133,7 @@ class Calibration:
                 params.get("overhead_s", self.attention_overhead_s),
                 params.get("read_bytes_per_s", self.read_bytes_per_s), params.get("unit_s", 0.0),
                 params.get("row_s", 0.0), params.get("key_s", 0.0), params.get("stream_latency_s", 0.0),
-                params.get("score_s", 0.0), params.get("tile_rows", 0.0))
+                params.get("scores_per_s", 0.0), params.get("tile_rows", 0.0))
 
 
 @fields.schema_dataclass(fields.HARDWARE, calibration=("Calibration | None", None),

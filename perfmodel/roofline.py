@@ -234,8 +234,9 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
         rate, overhead = hw.peak_flops_per_s("fp32"), overhead + (cal.moe_routing_s if cal else 0.0)
     elif op.kind == "attention":
         bits = np.minimum(np.maximum(p.a_bits, 16), 32)  # attention runs in bf16/fp16, or fp32
-        fraction, floor, read, unit_s, row_s, key_s, stream_s, score_s, tile_rows = \
+        fraction, floor, read, unit_s, row_s, key_s, stream_s, score_rate, tile_rows = \
             cal.attention_kernel(op.kernel) if cal else (1.0, 0.0, bandwidth, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        score_s = 1.0 / score_rate if score_rate else 0.0  # softmax time per query-key score
         rate = _attention_rate(hw, p, bits) * fraction
         bandwidth, overhead = read, overhead + floor
         if unit_s or row_s:  # work units run in waves over the SMs; each query row adds its own time,

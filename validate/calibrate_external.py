@@ -99,14 +99,14 @@ def _attention_params(cal: Calibration, family: str, bw: float) -> dict:
             f"attention_kernels:{family}:read_bytes_per_s": (0.8 * bw, 1e-3 * bw, 1.1 * bw),
             f"attention_kernels:{family}:unit_s": (2e-6, 1e-8, 1e-3),
             f"attention_kernels:{family}:row_s": (1e-7, 1e-10, 1e-4),
-            f"attention_kernels:{family}:score_s": (0.2e-12, 1e-16, 1e-10)}
+            f"attention_kernels:{family}:scores_per_s": (5e12, 1e10, 1e16)}
 
 
 def _act_quant_params(engine: str) -> dict:
     """An engine's dynamic fp8 activation quantization: fixed latency and time per row
     (perfmodel.roofline.engine_quant_time_s)."""
     return {f"act_quant_engine_latency_s:{engine}": (3e-6, 1e-8, 1e-3),
-            f"act_quant_engine_row_s:{engine}": (3e-9, 1e-14, 1e-6)}
+            f"act_quant_engine_row_s:{engine}": (3e-9, 1e-11, 1e-6)}
 
 
 def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: str = "vllm",

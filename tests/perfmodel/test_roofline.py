@@ -122,12 +122,12 @@ def _attention_family(calibrated, family: str, **params):
 
 
 def test_attention_pays_softmax_per_score_and_its_longest_tile(calibrated):
-    """Causal prefill of T tokens at head dim d, derived by hand: FLOPs / rate + scores x score_s
+    """Causal prefill of T tokens at head dim d, derived by hand: FLOPs / rate + scores / score rate
     (scores = heads T (T + 1) / 2: FLOPs / 4d), and where few units run (one sequence, one head) the
     longest 128-row tile streaming all T keys on one SM bounds it."""
     model = workloads.ModelSpec(name="t", family="llama", n_layers=1, d_model=128, n_heads=1, n_kv_heads=1,
                                 head_dim=128, d_ff=1, vocab_size=1)
-    hw = _attention_family(calibrated, "x-prefill", score_s=2e-13, tile_rows=128.0)
+    hw = _attention_family(calibrated, "x-prefill", scores_per_s=5e12, tile_rows=128.0)
     rate = _attention_rate(hw, BF16, 16) * 0.5   # the family's fraction of the calibrated bf16 rate
     for seqs, tokens in ((64.0, 4096.0), (1.0, 4096.0)):
         op = attention_op(model, seqs=seqs, new_tokens=tokens, past=0.0, p=BF16, tp=1, kernel="x-prefill")

@@ -18,7 +18,7 @@ TRUTH = Calibration(
     attention_kernels={"vllm-decode": {"flops_fraction": 0.5, "overhead_s": 8e-6, "read_bytes_per_s": 2.8e12,
                                        "unit_s": 3e-6, "stream_latency_s": 3e-6},
                        "vllm-prefill": {"flops_fraction": 0.55, "overhead_s": 10e-6, "read_bytes_per_s": 2.0e12,
-                                        "unit_s": 1e-6, "score_s": 1.5e-13, "tile_rows": 128.0}})
+                                        "unit_s": 1e-6, "scores_per_s": 6e12, "tile_rows": 128.0}})
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_fit_recovers_the_truth_on_held_out_shapes(synthetic):
     assert cal.custom_allreduce_latency_s == pytest.approx(4e-6, rel=0.05)
     assert cal.attention_kernels["vllm-decode"]["overhead_s"] == pytest.approx(8e-6, rel=0.15)
     assert cal.attention_kernels["vllm-decode"]["stream_latency_s"] == pytest.approx(3e-6, rel=0.25)
-    assert cal.attention_kernels["vllm-prefill"]["score_s"] == pytest.approx(1.5e-13, rel=0.25)
+    assert cal.attention_kernels["vllm-prefill"]["scores_per_s"] == pytest.approx(6e12, rel=0.25)
     assert cal.attention_kernels["vllm-prefill"]["tile_rows"] == 128.0
 
 

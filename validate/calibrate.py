@@ -193,8 +193,9 @@ def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration,
     wide = [c for c in gemms if float(c["m"]) > 64]
     bw = base.hbm_bytes_per_s
     gpu = base.compute_units > 1
-    memory = {"memory_read_bytes_per_s": (0.95 * bw, 1e-3 * bw, 1.1 * bw),
-              "attention_overhead_s": (1e-5, 1e-8, 1e-2)}
+    memory = {"memory_read_bytes_per_s": (0.95 * bw, 1e-3 * bw, 1.1 * bw)}
+    if _suite_attention(cases, "decode"):  # the generic attention floor, where SDPA cases pin it
+        memory["attention_overhead_s"] = (1e-5, 1e-8, 1e-2)
     if gpu:
         memory["sm_bytes_per_s"] = (0.02 * bw, 0.001 * bw, 1.0 * bw)
         if not floor:  # GEMMs alone (floor): a fill latency and the launch floor are one constant

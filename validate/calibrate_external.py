@@ -33,7 +33,7 @@ import pandas as pd
 from hardware import fields
 from hardware.spec import Calibration, Hardware
 from perfmodel import engines
-from validate.calibrate import ROBUST_LOSS, _fit_gemm_and_attention, fit
+from validate.calibrate import ROBUST_LOSS, SUITE_ATTENTION_KERNEL, _fit_gemm_and_attention, fit
 from validate.cases import split
 from validate.predict_cases import predict_many
 
@@ -90,6 +90,19 @@ def _with_tile_rows(cal: Calibration, family: str) -> Calibration:
     return dataclasses.replace(cal, attention_kernels={**cal.attention_kernels, family: params})
 
 
+def _with_sdpa_stand_in(cal: Calibration, profile) -> Calibration:
+    """`cal` with PyTorch SDPA's kernel families (what torch-compile and eager profiles name) taken
+    from `profile`'s FlashAttention families, per phase: the tables time no SDPA call, and without a
+    family a profile would fall back to generic parameters nothing here pins. A stand-in (PyTorch
+    runs FlashAttention-2 or cuDNN kernels, not FA3), cited as such (sources_of)."""
+    kernels = dict(cal.attention_kernels)
+    for phase in ("prefill", "decode"):
+        family = profile.attention_kernel(phase)
+        if family in kernels:
+            kernels[f"{SUITE_ATTENTION_KERNEL}-{phase}"] = dict(kernels[family])
+    return dataclasses.replace(cal, attention_kernels=kernels)
+
+
 def _attention_params(cal: Calibration, family: str, bw: float) -> dict:
     """An attention kernel family's parameters (roofline, attention); a decode family's also the
     fixed latency of its KV stream (split-KV kernels end with a pass combining the splits)."""
@@ -140,6 +153,7 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
                 family = profile.attention_kernel(phase)
                 cal, _ = fit(attention, base, _with_tile_rows(cal, family), _attention_params(cal, family, bw),
                              loss=ROBUST_LOSS)
+    cal = _with_sdpa_stand_in(cal, engines.load(gemm_engine))
     link = base.device_link_bytes_per_s or base.host_link_bytes_per_s
     for engine in sorted(train, key=lambda e: e != ar_engine):  # ar_engine's first: the shared default
         reduces = [c for c in train[engine] if c["kind"] == "allreduce" and c.get("strategy") == "custom"
@@ -212,9 +226,13 @@ def sources_of(by_engine: dict[str, list[dict]], gemm_engine: str, ar_engine: st
             out[f"calibration.{key}.{engine}"] = tables(engine, "matmul")
     for family in cal.attention_kernels:
         engine, _, phase = family.rpartition("-")
+        stand_in = engine == SUITE_ATTENTION_KERNEL  # the GEMM engine's family of the phase (_with_sdpa_stand_in)
+        measured = tables(gemm_engine if stand_in else engine, "attention", phase)
+        if stand_in:
+            measured = f"stand-in for PyTorch's SDPA, not measured: {gemm_engine}'s FlashAttention: {measured}"
         for attr in cal.attention_kernels[family]:
             out[f"calibration.attention_kernels.{family}.{ATTENTION_KEYS[attr]}"] = (
-                TILE_ROWS_SOURCE if attr == "tile_rows" else tables(engine, "attention", phase))
+                TILE_ROWS_SOURCE if attr == "tile_rows" else measured)
     for key in ("custom_allreduce_latency", "custom_allreduce_bandwidth"):
         out[f"calibration.{key}"] = tables(ar_engine, "allreduce")
     for key, table in (("custom_allreduce_engine_latency", cal.custom_allreduce_engine_latency_s),

@@ -86,6 +86,18 @@ def test_each_engines_fp8_quantization_path_is_fitted_on_its_own_rows(synthetic)
     assert frame[frame["class"] == "matmul fp8"].groupby("engine")["ape"].median().max() < 0.03
 
 
+def test_pytorch_sdpa_families_stand_in_from_the_gemm_engines_and_say_so(synthetic):
+    """The tables time no SDPA call: torch-compile's families (sdpa-<phase>) are vLLM's, cited as a
+    stand-in, and the generic attention floor nothing pins is left unfitted (0)."""
+    base, _, cases = synthetic
+    hw = ce.calibrated_preset({"vllm": cases}, base)
+    cal = hw.calibration
+    for phase in ("prefill", "decode"):
+        assert cal.attention_kernels[f"sdpa-{phase}"] == cal.attention_kernels[f"vllm-{phase}"]
+        assert hw.sources[f"calibration.attention_kernels.sdpa-{phase}.overhead"].startswith("stand-in")
+    assert cal.attention_overhead_s == 0.0
+
+
 def test_eagerly_timed_rows_are_scored_apart(synthetic):
     """A collector's eager rows (host dispatch in their time) get their own "(eager)" class."""
     base, truth, cases = synthetic

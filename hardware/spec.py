@@ -62,9 +62,15 @@ class Calibration:
     vllm, trtllm, sglang), {flops_fraction, overhead_s, read_bytes_per_s, unit_s}: its fraction of
     the bf16 GEMM rate, its floor per call beyond kernel_overhead_s, its KV read bandwidth, and the
     time one work unit (a sequence's kv head and 128-query tile: Q load, softmax state, output
-    write) holds an SM; a family not listed runs at attention_flops_fraction /
-    attention_overhead_s / memory_read_bytes_per_s with no work-unit term.
+    write) holds an SM; optionally row_s and key_s (a query row's and a cached key's time per
+    unit), stream_latency_s (the KV stream's fixed latency), scores_per_s (the softmax's rate in
+    query-key scores) and tile_rows (the query rows of the unit whose length bounds a causal
+    prefill kernel): perfmodel.roofline's attention branch gives each its formula and source. A
+    family not listed runs at attention_flops_fraction / attention_overhead_s /
+    memory_read_bytes_per_s with no work-unit term.
     custom_allreduce_*: the engines' custom all-reduce (perfmodel.collectives).
+    act_quant_engine_latency_s / act_quant_engine_row_s: per engine, the fixed time and the time per
+    row of its own dynamic fp8 activation quantization (perfmodel.roofline.engine_quant_time_s).
     error_bands: per residual class (perfmodel.intervals), {p10, p90} of measured / predicted on
     the validation's evaluation split: the prediction intervals every predicted time carries.
     sustained_flops_per_s: per dtype, the highest GEMM rate the board's power limit sustains (an

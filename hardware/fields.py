@@ -266,9 +266,6 @@ ATTENTION = (
     # units, beside the two dot products' tensor-core FLOPs; written as FLOP/s, one exponential a
     # FLOP, as FlashAttention-3 quotes it); absent (0): no softmax term
     Field("score_rate", "scores_per_s", "flops_per_s", required=False, default=0.0, zero_ok=True),
-    # query rows of one work unit of a kernel that does not split the keys (causal prefill): the unit
-    # of the longest query tile runs alone on one SM, a floor on the kernel's time; absent (0): no floor
-    Field("tile_rows", "tile_rows", "number", required=False, default=0.0, limits=(0.0, 1e6)),
 )
 #: The two quantiles of one error band (calibration.error_bands.<class>.<q>).
 BAND_QUANTILES = ("p10", "p90")

@@ -64,8 +64,7 @@ class Calibration:
     time one work unit (a sequence's kv head and 128-query tile: Q load, softmax state, output
     write) holds an SM; optionally row_s and key_s (a query row's and a cached key's time per
     unit), stream_latency_s (the KV stream's fixed latency), scores_per_s (the softmax's rate in
-    query-key scores) and tile_rows (the query rows of the unit whose length bounds a causal
-    prefill kernel): perfmodel.roofline's attention branch gives each its formula and source. A
+    query-key scores): perfmodel.roofline's attention branch gives each its formula and source. A
     family not listed runs at attention_flops_fraction / attention_overhead_s /
     memory_read_bytes_per_s with no work-unit term.
     custom_allreduce_*: the engines' custom all-reduce (perfmodel.collectives).
@@ -129,8 +128,7 @@ class Calibration:
     def attention_kernel(self, family: str) -> tuple:
         """(fraction of the bf16 GEMM rate, floor per call, KV read bandwidth, time of one work unit
         on one SM, time one query row adds on one SM, time one cached key adds to a unit, fixed
-        latency of the KV stream, softmax rate in query-key scores per second (0: none), query rows
-        of the critical work unit) of an
+        latency of the KV stream, softmax rate in query-key scores per second (0: none)) of an
         attention kernel, named "<family>-<phase>" (prefill and decode run different kernels:
         "vllm-decode"), falling back to the family's entry, then to the spec's generic attention
         parameters (and no work-unit, row or key term)."""
@@ -139,7 +137,7 @@ class Calibration:
                 params.get("overhead_s", self.attention_overhead_s),
                 params.get("read_bytes_per_s", self.read_bytes_per_s), params.get("unit_s", 0.0),
                 params.get("row_s", 0.0), params.get("key_s", 0.0), params.get("stream_latency_s", 0.0),
-                params.get("scores_per_s", 0.0), params.get("tile_rows", 0.0))
+                params.get("scores_per_s", 0.0))
 
 
 @fields.schema_dataclass(fields.HARDWARE, calibration=("Calibration | None", None),

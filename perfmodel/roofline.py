@@ -233,21 +233,11 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
     elif op.kind == "routing":
         rate, overhead = hw.peak_flops_per_s("fp32"), overhead + (cal.moe_routing_s if cal else 0.0)
     elif op.kind == "attention":
-        bits = np.minimum(np.maximum(p.a_bits, 16), 32)  # attention runs in bf16/fp16, or fp32
-        fraction, floor, read, unit_s, row_s, key_s, stream_s, score_rate, tile_rows = \
-            cal.attention_kernel(op.kernel) if cal else (1.0, 0.0, bandwidth, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        score_s = 1.0 / score_rate if score_rate else 0.0  # softmax time per query-key score
-        rate = _attention_rate(hw, p, bits) * fraction
-        bandwidth, overhead = read, overhead + floor
-        if unit_s or row_s:  # work units run in waves over the SMs; each query row adds its own time,
-            # and where a unit streams its sequence's whole cache (key_s > 0), each cached key
-            waves = np.ceil(attention_units(op) / hw.compute_units)
-            work = waves * (unit_s + np.asarray(op.n, dtype=float) * key_s) + \
-                np.asarray(op.m, dtype=float) * row_s / hw.compute_units
-            compute = op.flops / rate + attention_scores(op) * score_s
-            if tile_rows:  # the longest work unit (the last query tile sees every key) runs on one SM
-                compute = np.maximum(compute, critical_unit_s(op, tile_rows, rate, score_s, hw.compute_units))
-            return OpTime(np.maximum(compute, work), stream_s + op.bytes / bandwidth, overhead, 0.0, host)
+        params = _attention_params(hw, op)
+        _, floor, read, *_, stream_s, _ = params
+        dot_s, work_s = _attention_terms(op, hw, p, params)
+        return OpTime(np.maximum(dot_s, work_s), stream_s + op.bytes / (read or bandwidth), overhead + floor, 0.0,
+                      host)
     else:
         rate = hw.peak_flops_per_s("fp32")
     return OpTime(op.flops / rate, op.bytes / bandwidth, overhead, 0.0, host)
@@ -257,7 +247,7 @@ def engine_quant_time_s(op: Op, cal):
     """Time an engine's dynamic fp8 activation quantization (ops.engine_quant_op) takes beyond
     streaming its bytes: the engine's fitted latency (its kernels' fixed costs) plus a time per row
     (vLLM's per-tensor scale folds one maximum per token into one global value, one after another:
-    about 8.7 ns per row on an H200, 4,353 rows of 32 columns then take 37 us where streaming them
+    about 8.2 ns per row on an H200, 4,353 rows of 32 columns then take 36 us where streaming them
     takes 0.1 us; aiconfigurator's fp8 GEMM tables, validate/reports/aiconfigurator). An engine
     without a fitted path pays its kernels' floors and bytes only."""
     engine = op.kernel[len(ENGINE_QUANT) + 1:]
@@ -274,6 +264,39 @@ def row_norm_latency_s(op: Op, cal):
     return cal.row_norm_latency_s + row_bytes / cal.row_norm_bytes_per_s
 
 
+def attention_compute_terms(op: Op, hw: Hardware, p: Precision) -> tuple:
+    """(dot-product time, work-unit time) of an attention op: its compute time is the larger. The
+    first is its FLOPs at the family's fraction of the bf16 tensor-core rate plus its query-key
+    scores at the family's softmax rate (`attention_scores`); the second holds where short contexts
+    leave the SMs waiting on per-unit costs: work units run in waves over the SMs, each unit's fixed
+    time (and, where a unit streams its sequence's whole cache, key_s per cached key) plus each query
+    row's own time (0 for a family without work-unit terms). Both are affine in the op's context
+    (serving.costs tabulates them apart)."""
+    return _attention_terms(op, hw, p, _attention_params(hw, op))
+
+
+def _attention_params(hw: Hardware, op: Op) -> tuple:
+    """The calibrated parameters of `op`'s attention kernel family (Calibration.attention_kernel),
+    or a datasheet spec's: the full bf16 rate, no floor, no work-unit or softmax terms; 0 read
+    bandwidth stands for the spec's memory bandwidth."""
+    cal = hw.calibration
+    return cal.attention_kernel(op.kernel) if cal else (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def _attention_terms(op: Op, hw: Hardware, p: Precision, params: tuple) -> tuple:
+    bits = np.minimum(np.maximum(p.a_bits, 16), 32)  # attention runs in bf16/fp16, or fp32
+    fraction, _, _, unit_s, row_s, key_s, _, score_rate = params
+    dot_s = op.flops / (_attention_rate(hw, p, bits) * fraction)
+    if score_rate:
+        dot_s = dot_s + attention_scores(op) / score_rate
+    if not (unit_s or row_s):
+        return dot_s, 0.0
+    waves = np.ceil(attention_units(op) / hw.compute_units)
+    work_s = waves * (unit_s + np.asarray(op.n, dtype=float) * key_s) + \
+        np.asarray(op.m, dtype=float) * row_s / hw.compute_units
+    return dot_s, work_s
+
+
 def attention_scores(op: Op):
     """Query-key scores an attention op computes (one exponential each in its softmax): its FLOPs
     over the 4 x head dim FLOPs of a score's two dot products (QK^T and PV; ops.attention_op). Exact
@@ -283,19 +306,6 @@ def attention_scores(op: Op):
     as long as the matmuls; aiconfigurator's H200 prefill tables show it (vLLM's FA3 at long
     prompts: 450-500 TFLOP/s at head dim 64, 550-650 at 128, 700-760 at 256)."""
     return op.flops / (4.0 * np.maximum(np.asarray(op.k, dtype=float), 1.0))
-
-
-def critical_unit_s(op: Op, tile_rows: float, rate, score_s: float, sms: int):
-    """Time of an attention kernel's longest work unit on its one SM: a causal prefill kernel that
-    does not split the keys gives each tile of `tile_rows` query rows (fewer where a sequence's rows
-    are fewer) every key up to its last row, so the last tile streams the whole context n, at 1/SMs of
-    the device's rate and score time. When the units are fewer than the SMs, or few and unequal
-    (causal), the kernel takes this long however many SMs idle: the critical path of a list schedule
-    (Graham 1969). FlashAttention-3 runs 128-row query tiles (Shah et al. 2024, arXiv 2407.08608,
-    section 4)."""
-    rows = np.minimum(tile_rows, np.asarray(op.m, dtype=float) / np.maximum(np.asarray(op.groups, dtype=float), 1.0))
-    per_score = 4.0 * np.asarray(op.k, dtype=float) / rate + score_s
-    return rows * np.asarray(op.n, dtype=float) * per_score * sms
 
 
 def attention_units(op: Op):

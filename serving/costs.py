@@ -15,9 +15,10 @@ tabulated for every integer T up to the token budget in one vectorized call each
 Decode attention: for a fixed number of sequences n, an attention op's FLOPs and bytes are affine
 in each sequence's cached context (ops.attention_op: pairs = T S0 + T(T+1)/2, bytes ~ S0 + 2T), and
 its work units depend on n only; so one kernel over n sequences of contexts S_1..S_n does exactly
-the work of one kernel over n sequences at their mean context. Its compute and memory times are
-tabulated per n at two contexts (0 and REF_PAST) and interpolated linearly: exact, not an
-approximation, whatever the spread of contexts.
+the work of one kernel over n sequences at their mean context. Its three times (dot products,
+work units and memory: roofline.attention_compute_terms, each affine in context, the op taking the
+largest) are tabulated per n at two contexts (0 and REF_PAST) and interpolated linearly: exact, not
+an approximation, whatever the spread of contexts.
 
 Prefill chunks: one chunk's attention is tabulated per chunk size c, affine in its past s the
 same way (exact). Several chunks in one iteration run as one variable-length kernel (FlashAttention's
@@ -38,7 +39,7 @@ from hardware.spec import Hardware
 from perfmodel.engines import Engine
 from perfmodel.engines import load as load_engine
 from perfmodel.ops import Op, Precision, context_ops, logits_ops, step_phase, token_ops
-from perfmodel.roofline import attention_units, op_time
+from perfmodel.roofline import attention_compute_terms, attention_units, op_time
 from perfmodel.steps import paid_host_s
 from workloads.model import ModelSpec
 
@@ -57,21 +58,48 @@ def _op_sums(ops, hw: Hardware, p: Precision, tp) -> tuple:
     return device, host
 
 
+def _compute_terms(op: Op, t, hw, p) -> tuple:
+    """(dot-product, work-unit) compute times of a context op: an attention op's two terms
+    (roofline.attention_compute_terms: each affine in context, its compute the larger), another
+    op's compute time and no work term."""
+    if op.kind == "attention":
+        return attention_compute_terms(op, hw, p)
+    return t.compute_s, 0.0
+
+
 def _context_lines(model, hw, p, tp, engine, seqs, new_tokens) -> list[tuple]:
-    """Per context op: arrays (compute0, compute_slope, memory0, memory_slope, fixed) such that its
-    count x time at mean past s is max(c0 + cs s, m0 + ms s) + fixed (count folded in)."""
+    """Per context op: arrays (dot0, dot_slope, work0, work_slope, memory0, memory_slope, fixed) such
+    that its count x time at mean past s is max(d0 + ds s, w0 + ws s, m0 + ms s) + fixed (count folded
+    in): each term is affine in past, so two contexts give it exactly."""
     at0 = context_ops(model, seqs=seqs, new_tokens=new_tokens, past=0.0, p=p, tp=tp, engine=engine)
     at1 = context_ops(model, seqs=seqs, new_tokens=new_tokens, past=REF_PAST, p=p, tp=tp, engine=engine)
+    shape = np.shape(seqs) or np.shape(new_tokens)
+
+    def line(v0, v1, count):
+        v0 = np.broadcast_to(count * np.asarray(v0, float), shape)
+        return v0, (np.broadcast_to(count * np.asarray(v1, float), shape) - v0) / REF_PAST
+
     lines = []
     for a, b in zip(at0, at1):
         ta, tb = op_time(a, hw, p, tp), op_time(b, hw, p, tp)
-        shape = np.shape(seqs) or np.shape(new_tokens)
-        c0 = np.broadcast_to(a.count * np.asarray(ta.compute_s, float), shape)
-        m0 = np.broadcast_to(a.count * np.asarray(ta.memory_s, float), shape)
-        cs = (np.broadcast_to(a.count * np.asarray(tb.compute_s, float), shape) - c0) / REF_PAST
-        ms = (np.broadcast_to(a.count * np.asarray(tb.memory_s, float), shape) - m0) / REF_PAST
+        (dot_a, work_a), (dot_b, work_b) = _compute_terms(a, ta, hw, p), _compute_terms(b, tb, hw, p)
+        d0, ds = line(dot_a, dot_b, a.count)
+        w0, ws = line(work_a, work_b, a.count)
+        m0, ms = line(ta.memory_s, tb.memory_s, a.count)
         fixed = np.broadcast_to(a.count * (np.asarray(ta.overhead_s, float) + np.asarray(ta.comm_s, float)), shape)
-        lines.append(tuple(np.array(x, dtype=float).tolist() for x in (c0, cs, m0, ms, fixed)))
+        lines.append(tuple(np.array(x, dtype=float).tolist() for x in (d0, ds, w0, ws, m0, ms, fixed)))
+    return lines
+
+
+def _chunk_lines(model, hw, p, tp, engine, chunk_sizes) -> list[tuple]:
+    """_context_lines of one-sequence chunks of every size: prefill-phase kernels, but a chunk of one
+    token runs as a one-token step does (ops.step_phase: the decode kernels; perfmodel.step_time
+    prices a one-token prompt so)."""
+    lines = _context_lines(model, hw, p, tp, engine, seqs=1.0, new_tokens=chunk_sizes)
+    one = _context_lines(model, hw, p, tp, engine, seqs=1.0, new_tokens=1.0)
+    for columns, single in zip(lines, one):
+        for column, value in zip(columns, single):
+            column[1] = value
     return lines
 
 
@@ -99,6 +127,15 @@ def _host_of_context(model, hw, p, tp, engine, new_tokens) -> float:
     return float(_op_sums(ops, hw, p, tp)[1])
 
 
+def _lines_at(lines: list, i: int, past: float) -> float:
+    """Sum over context ops of max(dot, work, memory) + fixed at row i and past (_context_lines)."""
+    total = 0.0
+    for d0, ds, w0, ws, m0, ms, fixed in lines:
+        t = max(d0[i] + ds[i] * past, w0[i] + ws[i] * past, m0[i] + ms[i] * past)
+        total += t + fixed[i]
+    return total
+
+
 @dataclass(frozen=True)
 class StepCosts:
     """Lookup tables of one configuration's iteration time (see the module doc).
@@ -122,18 +159,10 @@ class StepCosts:
     decode_query_tokens: int
 
     def decode_attention_s(self, n: int, mean_past: float) -> float:
-        total = 0.0
-        for c0, cs, m0, ms, fixed in self.decode_lines:
-            c, m = c0[n] + cs[n] * mean_past, m0[n] + ms[n] * mean_past
-            total += (c if c > m else m) + fixed[n]
-        return total
+        return _lines_at(self.decode_lines, n, mean_past)
 
     def chunk_attention_s(self, chunk: int, past: float) -> float:
-        total = 0.0
-        for c0, cs, m0, ms, fixed in self.chunk_lines:
-            c, m = c0[chunk] + cs[chunk] * past, m0[chunk] + ms[chunk] * past
-            total += (c if c > m else m) + fixed[chunk]
-        return total
+        return _lines_at(self.chunk_lines, chunk, past)
 
     def chunks_attention_s(self, chunks: list) -> float:
         """Attention of several prefill chunks [(c, s), ...] in one variable-length kernel (module doc)."""
@@ -148,8 +177,11 @@ class StepCosts:
             rows = sum(spec["m"][c] for c, _ in chunks)
             units = sum(spec["units"][c] for c, _ in chunks)
             a = spec["op"]
+            # n: the longest context (a unit streaming its whole cache: key_s); k: the head dim a
+            # score's FLOPs divide by (roofline.attention_scores)
             op = Op(a.name, a.kind, a.count, flops=sums["flops"], weight_bytes=0.0, act_bytes=sums["act_bytes"],
-                    kv_bytes=sums["kv_bytes"], kernels=a.kernels, m=rows, groups=units, kernel=a.kernel)
+                    kv_bytes=sums["kv_bytes"], kernels=a.kernels, m=rows, n=max(s + c for c, s in chunks), k=a.k,
+                    groups=units, kernel=a.kernel)
             total += a.count * float(op_time(op, hw, p, tp).time_s)
         return total
 
@@ -205,6 +237,6 @@ def build_step_costs(model: ModelSpec, hw: Hardware, p: Precision, tp: int, engi
         tokens_prefill=as_list(parts["prefill"][0]), tokens_decode=as_list(parts["decode"][0]),
         logits=as_list(logit_device), host_prefill=as_list(host["prefill"]), host_decode=as_list(host["decode"]),
         decode_lines=_context_lines(model, hw, p, tp, engine, seqs=np.maximum(seqs, 1.0), new_tokens=decode_phase_tokens),
-        chunk_lines=_context_lines(model, hw, p, tp, engine, seqs=1.0, new_tokens=chunk_sizes),
+        chunk_lines=_chunk_lines(model, hw, p, tp, engine, chunk_sizes),
         chunk_fields=_chunk_fields(model, hw, p, tp, engine, chunk_sizes), pricing=(hw, p, tp),
         step_host_s=engine.step_host_s, decode_query_tokens=q)

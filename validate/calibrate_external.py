@@ -71,23 +71,8 @@ def prepared(cases: list[dict]) -> list[dict]:
     return out
 
 
-#: Query rows of a causal prefill kernel's work unit (FlashAttention-3's 128-row query tiles: Shah
-#: et al. 2024, arXiv 2407.08608, section 4; TensorRT-LLM's context FMHA tiles alike), set, not
-#: fitted: its longest unit bounds the kernel's time (perfmodel.roofline.critical_unit_s).
-PREFILL_TILE_ROWS = 128.0
-TILE_ROWS_SOURCE = ("set, not fitted: FlashAttention-3's 128-row query tiles (Shah et al. 2024, arXiv 2407.08608, "
-                    "section 4; validate/calibrate_external.PREFILL_TILE_ROWS)")
 #: YAML key of each attention kernel parameter (hardware.fields.ATTENTION).
 ATTENTION_KEYS = {f.attr: f.key for f in fields.ATTENTION}
-
-
-def _with_tile_rows(cal: Calibration, family: str) -> Calibration:
-    """`cal` with a prefill family's tile rows set (PREFILL_TILE_ROWS); decode families split the
-    keys over SMs and have no such floor."""
-    if not family.endswith("-prefill"):
-        return cal
-    params = {**cal.attention_kernels.get(family, {}), "tile_rows": PREFILL_TILE_ROWS}
-    return dataclasses.replace(cal, attention_kernels={**cal.attention_kernels, family: params})
 
 
 def _with_sdpa_stand_in(cal: Calibration, profile) -> Calibration:
@@ -151,7 +136,7 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
             attention = [c for c in cases if c["kind"] == "attention" and c.get("phase") == phase]
             if attention:
                 family = profile.attention_kernel(phase)
-                cal, _ = fit(attention, base, _with_tile_rows(cal, family), _attention_params(cal, family, bw),
+                cal, _ = fit(attention, base, cal, _attention_params(cal, family, bw),
                              loss=ROBUST_LOSS)
     cal = _with_sdpa_stand_in(cal, engines.load(gemm_engine))
     link = base.device_link_bytes_per_s or base.host_link_bytes_per_s
@@ -231,8 +216,7 @@ def sources_of(by_engine: dict[str, list[dict]], gemm_engine: str, ar_engine: st
         if stand_in:
             measured = f"stand-in for PyTorch's SDPA, not measured: {gemm_engine}'s FlashAttention: {measured}"
         for attr in cal.attention_kernels[family]:
-            out[f"calibration.attention_kernels.{family}.{ATTENTION_KEYS[attr]}"] = (
-                TILE_ROWS_SOURCE if attr == "tile_rows" else measured)
+            out[f"calibration.attention_kernels.{family}.{ATTENTION_KEYS[attr]}"] = measured
     for key in ("custom_allreduce_latency", "custom_allreduce_bandwidth"):
         out[f"calibration.{key}"] = tables(ar_engine, "allreduce")
     for key, table in (("custom_allreduce_engine_latency", cal.custom_allreduce_engine_latency_s),
@@ -257,6 +241,42 @@ def calibrated_preset(by_engine: dict[str, list[dict]], base: Hardware, gemm_eng
     sources.update({f"calibration.error_bands.{c}.{q}": "measured / predicted on the shape-split evaluation half "
                     "of the same tables (validate/reports/aiconfigurator)" for c in bands for q in ("p10", "p90")})
     return dataclasses.replace(hw, calibration=cal, sources=sources)
+
+
+#: Calibration maps keyed by engine that a spec fitted to an engine's tables carries (YAML key, attribute).
+ENGINE_MAPS = (("act_quant_engine_latency", "act_quant_engine_latency_s"), ("act_quant_engine_row", "act_quant_engine_row_s"),
+               ("custom_allreduce_engine_latency", "custom_allreduce_engine_latency_s"),
+               ("custom_allreduce_engine_bandwidth", "custom_allreduce_engine_bytes_per_s"))
+
+
+def with_engine_kernels(onto: Hardware, fitted: Hardware) -> Hardware:
+    """`onto` (a spec calibrated on our own suite) carrying the serving engines' own kernels that
+    `fitted` (a spec fitted to the same GPU's engine tables) measured: each engine's attention
+    families, fp8 quantization path and custom all-reduce, with their sources. An attention family's
+    time must not move: its rate fraction is rescaled from `fitted`'s bf16 rate to `onto`'s, and its
+    floor (beyond the launch floor) shifted by the two specs' launch floors; the rest are absolute
+    times and rates. Our suite times PyTorch's kernels only, so without this an engine profile on
+    `onto` would price its attention with the generic fit."""
+    mine, theirs = onto.calibration, fitted.calibration
+    scale = theirs.matmul_flops_per_s["bf16"] / mine.matmul_flops_per_s["bf16"]
+    shift = theirs.kernel_overhead_s - mine.kernel_overhead_s
+    converted = " (converted to this spec's bf16 rate and launch floor)"
+    families, sources = dict(mine.attention_kernels), dict(onto.sources)
+    for family, params in theirs.attention_kernels.items():
+        if family.rpartition("-")[0] not in ENGINES:
+            continue  # the SDPA stand-ins: our suite measured SDPA itself
+        families[family] = {**params, "flops_fraction": params["flops_fraction"] * scale,
+                            "overhead_s": max(params["overhead_s"] + shift, 0.0)}
+        for attr in params:
+            path = f"calibration.attention_kernels.{family}.{ATTENTION_KEYS[attr]}"
+            sources[path] = fitted.sources.get(path, "") + (converted if attr in ("flops_fraction", "overhead_s") else "")
+    maps = {}
+    for key, attr in ENGINE_MAPS:
+        maps[attr] = {**getattr(mine, attr), **getattr(theirs, attr)}
+        sources.update({f"calibration.{key}.{e}": fitted.sources.get(f"calibration.{key}.{e}", "")
+                        for e in getattr(theirs, attr)})
+    cal = dataclasses.replace(mine, attention_kernels=families, **maps)
+    return dataclasses.replace(onto, calibration=cal, sources=sources)
 
 
 def load_cases(path) -> list[dict]:

@@ -43,6 +43,10 @@ def register(subparsers) -> None:
     cal.add_argument("--power", default=None, metavar="YAML",
                      help="the board power section fitted by validate/reports/power/fit_power.py "
                           "(power_calibration.yaml): carried into the spec, and whole steps are banded under load")
+    cal.add_argument("--engine-kernels", default=None, metavar="YAML",
+                     help="a spec fitted to the same GPU's serving-engine tables (perfmodel calibrate --from "
+                          "aiconfigurator): its engines' attention kernels, fp8 quantization and custom all-reduce "
+                          "are carried into the spec, converted to its rates, with their sources")
     cal.set_defaults(handler=run_calibrate)
 
     rep = sub.add_parser("report", help="write report.md, CSVs and plots")
@@ -191,6 +195,12 @@ def run_calibrate(args) -> int:
         fitted = dataclasses.replace(fitted, calibration=dataclasses.replace(
             fitted.calibration, **_power_section(args.power, fitted.calibration),
             source=f"{source}; calibration.power fitted by validate/reports/power/fit_power.py ({args.power})"))
+    if getattr(args, "engine_kernels", None):
+        from hardware.spec import Hardware
+        from validate.calibrate_external import with_engine_kernels
+
+        engine_spec = Hardware.from_yaml(inputs.check_input_path(args.engine_kernels, "--engine-kernels"))
+        fitted = with_engine_kernels(fitted, engine_spec)
     calibrated = with_error_bands(records, fitted)
     # the file is named after the spec's `name`, which comes from input: one safe component, inside --out
     path = inputs.confined(args.out, inputs.safe_file_name(calibrated.name, "name") + ".yaml", "--out")

@@ -8,7 +8,7 @@ import pytest
 import hardware
 import workloads
 from perfmodel.ops import Precision, attention_op, engine_quant_op, matmul_op, moe_ops, row_norm_op, vector_op
-from perfmodel.roofline import _attention_rate, gemm_latency_s, gemm_parallelism, op_time
+from perfmodel.roofline import _attention_rate, attention_compute_terms, gemm_latency_s, gemm_parallelism, op_time
 
 BF16 = Precision(16, 16, 16)
 
@@ -121,22 +121,19 @@ def _attention_family(calibrated, family: str, **params):
     return dataclasses.replace(calibrated, calibration=cal)
 
 
-def test_attention_pays_softmax_per_score_and_its_longest_tile(calibrated):
+def test_attention_pays_softmax_per_score(calibrated):
     """Causal prefill of T tokens at head dim d, derived by hand: FLOPs / rate + scores / score rate
-    (scores = heads T (T + 1) / 2: FLOPs / 4d), and where few units run (one sequence, one head) the
-    longest 128-row tile streaming all T keys on one SM bounds it."""
+    (scores = heads T (T + 1) / 2: FLOPs / 4d) where the work units do not bound it."""
     model = workloads.ModelSpec(name="t", family="llama", n_layers=1, d_model=128, n_heads=1, n_kv_heads=1,
                                 head_dim=128, d_ff=1, vocab_size=1)
-    hw = _attention_family(calibrated, "x-prefill", scores_per_s=5e12, tile_rows=128.0)
+    hw = _attention_family(calibrated, "x-prefill", scores_per_s=5e12)
     rate = _attention_rate(hw, BF16, 16) * 0.5   # the family's fraction of the calibrated bf16 rate
     for seqs, tokens in ((64.0, 4096.0), (1.0, 4096.0)):
         op = attention_op(model, seqs=seqs, new_tokens=tokens, past=0.0, p=BF16, tp=1, kernel="x-prefill")
         scores = seqs * tokens * (tokens + 1) / 2
-        total = op.flops / rate + scores * 2e-13
-        longest = 128 * tokens * (4 * 128 / rate + 2e-13) * hw.compute_units
         t = op_time(op, hw, BF16)
-        assert float(t.compute_s) == pytest.approx(max(total, longest), rel=1e-12)
-        assert (longest > total) == (seqs == 1.0)   # one sequence of one head: 32 tiles on 132 SMs
+        assert float(t.compute_s) == pytest.approx(op.flops / rate + scores / 5e12, rel=1e-12)
+        assert attention_compute_terms(op, hw, BF16)[0] == pytest.approx(float(t.compute_s), rel=1e-15)
 
 
 def test_a_split_kv_decode_stream_pays_its_fixed_latency(calibrated):

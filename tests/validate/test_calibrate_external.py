@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import hardware
-from hardware.spec import Calibration
+from hardware.spec import Calibration, Hardware
 from validate import calibrate_external as ce
 from validate.predict_cases import predict_many
 
@@ -18,7 +18,7 @@ TRUTH = Calibration(
     attention_kernels={"vllm-decode": {"flops_fraction": 0.5, "overhead_s": 8e-6, "read_bytes_per_s": 2.8e12,
                                        "unit_s": 3e-6, "stream_latency_s": 3e-6},
                        "vllm-prefill": {"flops_fraction": 0.55, "overhead_s": 10e-6, "read_bytes_per_s": 2.0e12,
-                                        "unit_s": 1e-6, "scores_per_s": 6e12, "tile_rows": 128.0}})
+                                        "unit_s": 1e-6, "scores_per_s": 6e12}})
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,6 @@ def test_fit_recovers_the_truth_on_held_out_shapes(synthetic):
     assert cal.attention_kernels["vllm-decode"]["overhead_s"] == pytest.approx(8e-6, rel=0.15)
     assert cal.attention_kernels["vllm-decode"]["stream_latency_s"] == pytest.approx(3e-6, rel=0.25)
     assert cal.attention_kernels["vllm-prefill"]["scores_per_s"] == pytest.approx(6e12, rel=0.25)
-    assert cal.attention_kernels["vllm-prefill"]["tile_rows"] == 128.0
 
 
 def test_each_engines_custom_allreduce_is_fitted_on_its_own_table(synthetic):
@@ -133,3 +132,22 @@ def test_bad_external_calibration_input_is_one_line(argv, fragment, capsys, tmp_
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and fragment in err, err
     assert not (tmp_path / "x.yaml").exists()
+
+
+def test_engine_kernels_carried_into_our_spec_keep_their_times():
+    """Our H200 spec with the engines' kernels of the spec fitted to aiconfigurator's H200 tables
+    (with_engine_kernels): every engine's attention cases, fp8 GEMM quantization path and custom
+    all-reduce cost what the fitted spec says (rates rescaled, floors shifted), each with a source."""
+    fitted = Hardware.from_yaml(ce.COMMITTED / "h200_sxm" / "h200-sxm-aiconfigurator.yaml")
+    ours = hardware.load("h200-sxm-calibrated")
+    engines = ("vllm", "trtllm", "sglang")
+    bare = dataclasses.replace(ours.calibration, attention_kernels={
+        f: p for f, p in ours.calibration.attention_kernels.items() if f.rpartition("-")[0] not in engines},
+        **{attr: {} for _, attr in ce.ENGINE_MAPS})
+    merged = ce.with_engine_kernels(dataclasses.replace(ours, calibration=bare), fitted)
+    for engine, cases in ce.cases_for("h200_sxm").items():
+        attention = [c for c in ce.prepared(cases) if c["kind"] == "attention"][:40]
+        assert np.allclose(predict_many(attention, merged), predict_many(attention, fitted), rtol=1e-9)
+        assert merged.calibration.act_quant_engine_latency_s[engine] == fitted.calibration.act_quant_engine_latency_s[engine]
+        assert "aiconfigurator" in merged.sources[f"calibration.attention_kernels.{engine}-decode.flops_fraction"]
+    assert merged.calibration.attention_kernels["sdpa-decode"] == ours.calibration.attention_kernels["sdpa-decode"]

@@ -73,6 +73,11 @@ def prepared(cases: list[dict]) -> list[dict]:
 
 #: YAML key of each attention kernel parameter (hardware.fields.ATTENTION).
 ATTENTION_KEYS = {f.attr: f.key for f in fields.ATTENTION}
+#: Calibration maps keyed by engine (YAML key under calibration., attribute): each engine's own fp8
+#: quantization path and custom all-reduce (hardware.fields.CALIBRATION), with the table kind each is
+#: fitted on.
+ENGINE_MAPS = tuple((f.key.removeprefix("calibration."), f.attr) for f in fields.CALIBRATION if "_engine_" in f.attr)
+ENGINE_MAP_TABLES = {"act_quant": "matmul", "custom_allreduce": "allreduce"}
 
 
 def _with_sdpa_stand_in(cal: Calibration, profile) -> Calibration:
@@ -205,10 +210,9 @@ def sources_of(by_engine: dict[str, list[dict]], gemm_engine: str, ar_engine: st
     for key in ("memory_bandwidth", "memory_read_bandwidth", "sm_bandwidth", "kernel_overhead", "tile_m", "tile_n",
                 "split_k_min", "gemv_tile_n", "gemm_latency"):
         out[f"calibration.{key}"] = gemm
-    for key, table in (("act_quant_engine_latency", cal.act_quant_engine_latency_s),
-                       ("act_quant_engine_row", cal.act_quant_engine_row_s)):
-        for engine in table:
-            out[f"calibration.{key}.{engine}"] = tables(engine, "matmul")
+    for key, attr in ENGINE_MAPS:
+        kind = ENGINE_MAP_TABLES[key.partition("_engine_")[0]]
+        out.update({f"calibration.{key}.{engine}": tables(engine, kind) for engine in getattr(cal, attr)})
     for family in cal.attention_kernels:
         engine, _, phase = family.rpartition("-")
         stand_in = engine == SUITE_ATTENTION_KERNEL  # the GEMM engine's family of the phase (_with_sdpa_stand_in)
@@ -219,10 +223,6 @@ def sources_of(by_engine: dict[str, list[dict]], gemm_engine: str, ar_engine: st
             out[f"calibration.attention_kernels.{family}.{ATTENTION_KEYS[attr]}"] = measured
     for key in ("custom_allreduce_latency", "custom_allreduce_bandwidth"):
         out[f"calibration.{key}"] = tables(ar_engine, "allreduce")
-    for key, table in (("custom_allreduce_engine_latency", cal.custom_allreduce_engine_latency_s),
-                       ("custom_allreduce_engine_bandwidth", cal.custom_allreduce_engine_bytes_per_s)):
-        for engine in table:
-            out[f"calibration.{key}.{engine}"] = tables(engine, "allreduce")
     return out
 
 
@@ -244,9 +244,6 @@ def calibrated_preset(by_engine: dict[str, list[dict]], base: Hardware, gemm_eng
 
 
 #: Calibration maps keyed by engine that a spec fitted to an engine's tables carries (YAML key, attribute).
-ENGINE_MAPS = (("act_quant_engine_latency", "act_quant_engine_latency_s"), ("act_quant_engine_row", "act_quant_engine_row_s"),
-               ("custom_allreduce_engine_latency", "custom_allreduce_engine_latency_s"),
-               ("custom_allreduce_engine_bandwidth", "custom_allreduce_engine_bytes_per_s"))
 
 
 def with_engine_kernels(onto: Hardware, fitted: Hardware) -> Hardware:

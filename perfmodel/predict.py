@@ -91,7 +91,7 @@ def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple
         kv_per_token = memory.kv_cache_bytes(model, p, 1.0, tp)
         idle = memory.serving_activation_bytes(model, p, 0, 0, tp)
     elif one:
-        weights, kv_per_token, idle = (float(v[groups[1]]) for v in _group_memory(model, groups[0]))
+        weights, kv_per_token, idle = (float(v[groups[1]]) for v in _group_memory(model, groups[0])[:3])
     else:
         return _grouped_memory_footprint(model, hw, sc, p, groups)
     kv_per_request = memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples) * kv_per_token
@@ -123,24 +123,24 @@ def _footprint(hw: Hardware, weights, kv, act, total, max_batch) -> dict:
 
 def _grouped_memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, p: Precision, groups: tuple) -> dict:
     """`memory_footprint` of many scenarios in precision groups: what depends on the group alone
-    (weights, KV bytes per token, free memory, and with a number of samples a request's own
-    activations) computed per group, the same operations, and gathered once each."""
-    size = len(groups[0])
-    weights_g, kv_token_g, idle_g = (np.broadcast_to(v, (size,)) for v in _group_memory(model, groups[0]))
+    (weights, KV bytes per token, free memory, and the activations' bytes per chunk token and per
+    logits row: `memory.activation_bytes` is linear in the two) computed per group and gathered
+    once each."""
+    weights_g, kv_token_g, idle_g, token_g, row_g = _group_memory(model, groups[0])
     free_g = hw.hbm_capacity_bytes - weights_g - idle_g
     index = groups[1]
-    weights, kv_per_token, free = weights_g.take(index), kv_token_g.take(index), free_g.take(index)
+    weights, kv_per_token, free, per_token, per_row = (values.take(index) for values in (
+        weights_g, kv_token_g, free_g, token_g, row_g))
     kv_per_request = memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples) * kv_per_token
-    kv, act = sc.batch * kv_per_request, memory.serving_activation_bytes(model, p, sc.batch, sc.prompt, sc.samples, sc.tp)
+    kv = sc.batch * kv_per_request
+    rows = sc.batch * sc.samples
+    act = memory.chunk_tokens(sc.batch, sc.prompt) * per_token
+    act += rows * per_row
     total = weights + kv
     total += act
-    if np.ndim(sc.samples) == 0:
-        columns = dict(zip(GROUP_FIELDS, np.array(groups[0], dtype=float).T))
-        own_g = memory.activation_bytes(model, Precision(columns["w_bits"], columns["a_bits"], columns["kv_bits"],
-                                                         columns["quant_group"]), 0, sc.samples, columns["tp"])
-        per_request = kv_per_request + np.broadcast_to(own_g, (size,)).take(index)
-    else:
-        per_request = kv_per_request + memory.activation_bytes(model, p, 0, sc.samples, sc.tp)
+    # a request's own activations: its samples' logits rows
+    own = per_row if np.ndim(sc.samples) == 0 and sc.samples == 1 else sc.samples * per_row
+    per_request = kv_per_request + own
     return _footprint(hw, weights, kv, act, total, _max_batch(free, per_request, bool(np.all(free_g > 0))))
 
 
@@ -148,8 +148,9 @@ _GROUP_MEMORY: dict = {}
 
 
 def _group_memory(model: ModelSpec, groups: tuple) -> tuple:
-    """(weight bytes, KV bytes per cached token, activations of an empty engine) per precision
-    group ((w_bits, a_bits, kv_bits, quant_group, tp) each), cached by the model's identity."""
+    """Per precision group ((w_bits, a_bits, kv_bits, quant_group, tp) each): weight bytes, KV
+    bytes per cached token, an empty engine's activations, activation bytes per chunk token and
+    per logits row; cached by the model's identity."""
     key = (id(model), groups)
     hit = _GROUP_MEMORY.get(key)
     if hit is not None and hit[0] is model:
@@ -157,8 +158,13 @@ def _group_memory(model: ModelSpec, groups: tuple) -> tuple:
     columns = dict(zip(GROUP_FIELDS, np.array(groups, dtype=float).T))
     p = Precision(columns["w_bits"], columns["a_bits"], columns["kv_bits"], columns["quant_group"])
     tp = columns["tp"]
-    values = (memory.weight_bytes(model, p, tp), memory.kv_cache_bytes(model, p, 1.0, tp),
-              memory.serving_activation_bytes(model, p, 0, 0, tp))
+    size = (len(groups),)
+    weights, kv_per_token, idle = (np.broadcast_to(np.asarray(v, dtype=float), size) for v in (
+        memory.weight_bytes(model, p, tp), memory.kv_cache_bytes(model, p, 1.0, tp),
+        memory.serving_activation_bytes(model, p, 0, 0, tp)))
+    per_token, per_row = (np.broadcast_to(np.asarray(v, dtype=float), size) for v in (
+        memory.activation_bytes(model, p, 1.0, 0.0, tp), memory.activation_bytes(model, p, 0.0, 1.0, tp)))
+    values = (weights, kv_per_token, idle, per_token, per_row)
     if len(_GROUP_MEMORY) >= 512:
         _GROUP_MEMORY.clear()
     _GROUP_MEMORY[key] = (model, values)

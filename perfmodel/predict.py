@@ -333,13 +333,85 @@ def _param_counts(model: ModelSpec) -> tuple[int, int]:
 
 def _precision_groups(sc: Scenario, run=None) -> tuple | None:
     """(the distinct (w_bits, a_bits, kv_bits, quant_group, tp) combinations, each scenario's
-    index into them) for the fast path; None when there are more than MAX_GROUPS. Each field's
-    index times its radix is gathered from a small table and summed into a combination code, in
-    chunks of CHUNK scenarios (no full-length temporaries) mapped by `run(fn, starts)` (default
-    one after another; evaluate passes its worker threads' map)."""
+    index into them) for the fast path; None when there are more than MAX_GROUPS. Whole numbers
+    over small spans are coded by arithmetic (`_span_groups`); others (fractional bit widths,
+    large quant groups) by each field's distinct values (`_level_groups`). Chunks of CHUNK
+    scenarios (no full-length temporaries) are mapped by `run(fn, starts)` (default one after
+    another; evaluate passes its worker threads' map)."""
     if sc.shape == ():  # one scenario: one group
         return (tuple(float(getattr(sc, name)) for name in GROUP_FIELDS),), 0
     run = run or (lambda fn, items: [fn(item) for item in items])
+    grouped = _span_groups(sc, run)
+    return _level_groups(sc, run) if grouped is False else grouped
+
+
+#: Most codes `_span_groups` counts per chunk (the product of the varying fields' spans).
+MAX_SPAN_CODES = 65536
+
+
+def _span_groups(sc: Scenario, run) -> tuple | None | bool:
+    """`_precision_groups` by arithmetic: each varying field's whole value less its smallest,
+    times the product of the spans before it, summed into one code per scenario; the codes
+    present (counted chunk by chunk) are the groups. False where a bit width is fractional or the
+    spans' product exceeds MAX_SPAN_CODES (then `_level_groups`)."""
+    varying = [(name, np.broadcast_to(getattr(sc, name), sc.shape).reshape(-1)) for name in GROUP_FIELDS
+               if np.ndim(getattr(sc, name))]
+    if not varying:
+        return (tuple(float(getattr(sc, name)) for name in GROUP_FIELDS),), 0
+    starts = range(0, sc.size, CHUNK)
+    spans = run(lambda start: [(column[start:start + CHUNK].min(), column[start:start + CHUNK].max())
+                               for _, column in varying], starts)
+    lows = [int(np.floor(min(s[i][0] for s in spans))) for i in range(len(varying))]
+    sizes = [int(np.floor(max(s[i][1] for s in spans))) - low + 1 for i, low in enumerate(lows)]
+    radices = [math.prod(sizes[:i]) for i in range(len(sizes))]
+    bins = math.prod(sizes)
+    if bins > MAX_SPAN_CODES:
+        return False
+    offset = sum(low * radix for low, radix in zip(lows, radices))
+    codes = np.empty(sc.size, dtype=np.intp)
+
+    def code_chunk(start: int):
+        rows = slice(start, start + CHUNK)
+        code = None
+        for (name, column), radix in zip(varying, radices):
+            part = column[rows]
+            whole = part.astype(np.intp)
+            if name in BIT_FIELDS and not np.array_equal(whole, part):  # bit widths may be fractional
+                return None
+            if radix != 1:
+                whole *= radix
+            code = whole if code is None else np.add(code, whole, out=code)
+        if offset:
+            code -= offset
+        codes[rows] = code
+        return np.bincount(code, minlength=bins)
+
+    counts = run(code_chunk, starts)
+    if any(count is None for count in counts):
+        return False
+    present = np.flatnonzero(sum(counts))
+    if present.size > MAX_GROUPS:
+        return None
+    lookup = np.zeros(bins, dtype=np.intp)
+    lookup[present] = np.arange(present.size)
+    fixed = {name: float(getattr(sc, name)) for name in GROUP_FIELDS if not np.ndim(getattr(sc, name))}
+    groups = []
+    for code in present.tolist():
+        combo = dict(fixed)
+        for (name, _), low, size, radix in zip(varying, lows, sizes, radices):
+            combo[name] = float(low + (code // radix) % size)
+        groups.append(tuple(combo[name] for name in GROUP_FIELDS))
+
+    def index_chunk(start: int) -> None:
+        codes[start:start + CHUNK] = lookup.take(codes[start:start + CHUNK])
+
+    run(index_chunk, starts)
+    return tuple(groups), codes.reshape(sc.shape)
+
+
+def _level_groups(sc: Scenario, run) -> tuple | None:
+    """`_precision_groups` by each field's distinct values: each field's index times its radix is
+    gathered from a small table and summed into a combination code."""
     starts = range(0, sc.size, CHUNK)
     radix, levels, coded = 1, [], []
     for name in GROUP_FIELDS:

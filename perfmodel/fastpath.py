@@ -386,7 +386,7 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
         total = part.get(key, 0.0)
         if not isinstance(value, np.ndarray) and not value:
             continue  # nothing to add (a component zero in every column)
-        if isinstance(total, np.ndarray) and total.ndim and total.shape == np.broadcast_shapes(total.shape, np.shape(value)):
+        if isinstance(total, np.ndarray) and total.ndim and _holds(total.shape, np.shape(value)):
             total += value
         else:
             part[key] = total + value
@@ -406,6 +406,18 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
     return settle_step(totals, model, hw, engine, tokens)
 
 
+def _holds(shape: tuple, other: tuple) -> bool:
+    """Whether an array of `shape` holds the broadcast of itself with one of `other` (an in-place
+    add fits); the common cases (equal shapes, a number) without np.broadcast_shapes, which
+    costs microseconds a call."""
+    if other == shape or other == ():
+        return True
+    try:
+        return shape == np.broadcast_shapes(shape, other)
+    except ValueError:
+        return False
+
+
 def _add_into(part: dict, key: str, count: float, value) -> None:
     """part[key] += count x value, in place where part[key] is an array of the result's shape
     (the parts are fresh arrays of this call); zeros skipped."""
@@ -421,7 +433,7 @@ def _add_into(part: dict, key: str, count: float, value) -> None:
         return
     scaled = value if count == 1.0 else count * value
     total = part.get(key, 0.0)
-    if isinstance(total, np.ndarray) and total.ndim and total.shape == np.broadcast_shapes(total.shape, scaled.shape):
+    if isinstance(total, np.ndarray) and total.ndim and _holds(total.shape, scaled.shape):
         total += scaled
     else:
         part[key] = total + scaled

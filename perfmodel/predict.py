@@ -529,8 +529,18 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
         floats = [k for k, v in result.items() if isinstance(v, float) or (isinstance(v, np.ndarray) and v.dtype == float)]
         columns = dict(zip(floats, np.array([result[k] for k in floats], dtype=float).reshape(-1, 1)))
         return {k: columns[k] if k in columns else np.array([v]) for k, v in result.items()}
-    return {k: np.broadcast_to(v, shape).reshape(-1) if np.ndim(v) else np.full(max(sc.size, 1), v)
-            for k, v in result.items()}
+    return {k: _flat_column(v, shape, sc.size) for k, v in result.items()}
+
+
+def _flat_column(value, shape: tuple, size: int) -> np.ndarray:
+    """A metric as a flat column of `size` rows: an array of the scenarios' shape as it is
+    (flattened where N-d; np.broadcast_to costs microseconds a call, 25 calls a chunk), else
+    broadcast or filled."""
+    if isinstance(value, np.ndarray) and value.shape == shape:
+        return value if value.ndim == 1 else value.reshape(-1)
+    if np.ndim(value):
+        return np.broadcast_to(value, shape).reshape(-1)
+    return np.full(max(size, 1), value)
 
 
 def _evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, fast: bool = False) -> dict:

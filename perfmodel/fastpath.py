@@ -811,6 +811,9 @@ class PrefillLines:
     op_keys: tuple[str, ...]
     constants: dict
     rows: tuple[int, ...]  # table rows that are not zero everywhere
+    #: per op, "compute" or "memory" where that polynomial is at least the other's at every
+    #: prompt of every column (`_dominant`): then it is the op's time, without a maximum
+    dominant: tuple[str, ...] = ()
 
     def covers(self, batch, group) -> bool:
         """Whether every scenario's sequence count is in the table."""
@@ -846,14 +849,25 @@ class PrefillLines:
             constants = {} if combined else {key: gathered[id(values)] for key, values in self.constants.items()}
         for i, key in enumerate(self.op_keys):
             c0, c1, c2, m0, m1, m2 = (take(6 * i + j) for j in range(6))
-            compute = (c2 * prompt + c1) * prompt + c0 if np.ndim(c2) or c2 else c1 * prompt + c0
-            memory = (m2 * prompt + m1) * prompt + m0 if np.ndim(m2) or m2 else m1 * prompt + m0
-            core = np.maximum(compute, memory)  # (a component of zero rows is the number 0.0)
+            compute = _polynomial(c0, c1, c2, prompt)
+            memory = _polynomial(m0, m1, m2, prompt)
+            dominant = self.dominant[i] if self.dominant else ""
+            core = compute if dominant == "compute" else memory if dominant == "memory" else np.maximum(compute, memory)
             for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
                 if name:
                     _add_into(part, name, 1.0, value)
         for name, value in constants.items():
             _add_into(part, name, 1.0, value)
+
+
+def _polynomial(c0, c1, c2, prompt):
+    """(c2 P + c1) P + c0, leaving out terms whose coefficient is the number 0.0 (a table row
+    zero everywhere)."""
+    if np.ndim(c2) or c2:
+        value = (c2 * prompt + c1) * prompt
+    else:
+        value = c1 * prompt
+    return value + c0 if np.ndim(c0) or c0 else value
 
 
 _PREFILL_LINES: dict = {}
@@ -869,8 +883,9 @@ def _price_prefill_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups:
     priced = _price_lines(model, hw, engine, groups, "prefill", _PROMPT_PROBES, _prompt_polynomial)
     if priced is None:
         return None
-    table = priced[0]
-    return PrefillLines(*priced, tuple(i for i in range(table.shape[0]) if table[i].any()))
+    table, op_keys, _ = priced
+    dominant = tuple(_dominant(table[6 * i:6 * i + 3], table[6 * i + 3:6 * i + 6]) for i in range(len(op_keys)))
+    return PrefillLines(*priced, tuple(i for i in range(table.shape[0]) if table[i].any()), dominant)
 
 
 def _prompt_polynomial(values: np.ndarray):

@@ -163,7 +163,9 @@ def settle_step(totals: dict, model: ModelSpec, hw: Hardware, engine: Engine, to
     if isinstance(time, float) and isinstance(host, float):  # one scenario: the same in floats
         totals["time_s"] = max(time, host) + engine.step_host_s
     else:
-        totals["time_s"] = np.maximum(time, host) + engine.step_host_s
+        totals["time_s"] = np.maximum(time, host)
+        if engine.step_host_s:  # (adding 0.0 would copy a sweep's array for nothing)
+            totals["time_s"] += engine.step_host_s
     return totals
 
 

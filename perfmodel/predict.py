@@ -9,6 +9,7 @@ steps (`mean_max_affine`). Everything broadcasts: a Scenario of a million config
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import threading
@@ -192,9 +193,9 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
 
     path "fast" prices each precision group's steps once (perfmodel.fastpath) and "reference"
     every op of every scenario (perfmodel.steps); they agree to 1e-9 (tests). Work runs in
-    chunks of CHUNK scenarios on a pool of `workers` threads (default: one per CPU; kept between
-    calls), the first chunk on the calling thread; numpy releases the GIL inside its loops, so
-    chunks evaluate in parallel."""
+    chunks of CHUNK scenarios on `workers` threads (default: one per CPU): the calling thread
+    and a kept pool of workers - 1, each taking the next chunk (the first on the calling
+    thread); numpy releases the GIL inside its loops, so chunks evaluate in parallel."""
     engine = load_engine(engine)
     if path not in PATHS:
         raise ValueError(f"path: {path!r} is not one of {', '.join(PATHS)}")
@@ -209,13 +210,16 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
     if workers == 1 or threading.current_thread().name.startswith(_POOL_PREFIX):
         # one thread (a chunk of this pool that evaluates again must not wait on its own pool)
         return _chunked(model, hw, sc, engine, columns, path, None)
-    return _chunked(model, hw, sc, engine, columns, path, _pool(workers))
+    # the calling thread is one of the workers: a pool of one fewer helps it (as many threads
+    # as workers, never more threads than cores by default)
+    return _chunked(model, hw, sc, engine, columns, path, _pool(workers - 1))
 
 
 #: Worker pools by size, kept between calls: threads that live on keep their malloc arenas grown,
 #: where a new pool per call page-faulted its temporaries afresh (15k faults and 0.1 s of system
 #: time per 1e6 scenarios on 2 cores; benchmarks/bench_sweep.py).
 _POOLS: dict = {}
+_POOL_SIZES: dict = {}  # threads of each kept pool, by its identity
 _POOLS_LOCK = threading.Lock()
 _POOL_PREFIX = "perfmodel-evaluate"
 
@@ -228,6 +232,7 @@ def _pool(workers: int):
             from concurrent.futures import ThreadPoolExecutor
 
             pool = _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix=_POOL_PREFIX)
+            _POOL_SIZES[id(pool)] = workers
         return pool
 
 
@@ -252,8 +257,9 @@ def _as_floats(sc: Scenario) -> Scenario:
 def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, columns: dict, path: str,
              pool) -> dict:
     """`evaluate` of a Scenario of more than CHUNK scenarios, chunk by chunk: on the calling thread
-    alone (pool None), or the first chunk there and the others on the `pool`'s threads meanwhile."""
-    run = None if pool is None else (lambda fn, items: list(pool.map(fn, items)))
+    alone (pool None), or on it and the `pool`'s threads together, each taking the next chunk
+    (`_shared_map`)."""
+    run = None if pool is None else (lambda fn, items: _shared_map(pool, fn, items))
     groups = _precision_groups(sc, run) if path == "fast" else None
     starts = range(0, sc.size, CHUNK)
 
@@ -271,32 +277,65 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
         for key, values in part.items():
             out[key][start:start + CHUNK] = values
 
-    def work(start: int) -> None:  # a worker stores its own chunk (frees its temporaries itself)
+    def work(start: int) -> None:  # each thread stores its own chunk (frees its temporaries itself)
+        if start == 0:
+            # the first chunk on the calling thread, which allocates every column in its key
+            # order: its heap hands back the columns of an earlier call, where a worker's arena
+            # page-faults fresh ones
+            try:
+                first = chunk(0)
+                out.update((key, np.empty(sc.size, dtype=np.asarray(values).dtype)) for key, values in first.items())
+                store(0, first)
+            finally:
+                allocated.set()
+            return
         part = chunk(start)
         allocated.wait()
         store(start, part)
 
-    # the first chunk on the calling thread (the others meanwhile on the pool), which allocates
-    # every column in its key order: its heap hands back the columns of an earlier call, where
-    # a worker's arena page-faults fresh ones
-    later = [] if pool is None else [pool.submit(work, start) for start in starts[1:]]
-    try:
-        first = chunk(0)
-        out.update((key, np.empty(sc.size, dtype=np.asarray(values).dtype)) for key, values in first.items())
-        store(0, first)
-        del first
-    except BaseException:
-        for future in later:
-            future.cancel()
-        raise
-    finally:
-        allocated.set()
     if pool is None:
-        for start in starts[1:]:
-            store(start, chunk(start))
-    for future in later:
-        future.result()
+        for start in starts:
+            work(start)
+    else:
+        _shared_map(pool, work, starts)
     return _columns(model, hw, sc, columns, out)
+
+
+def _shared_map(pool, fn, items) -> list:
+    """[fn(item) for item in items] on the calling thread (the first item, then any) and every
+    thread of `pool` (`_pool`), each taking the next item as it finishes one (no thread waits on
+    another's share). A failure on the calling thread stops the others taking more, and is
+    raised once they have stopped."""
+    items = list(items)
+    results = [None] * len(items)
+    taken = itertools.count()  # next() on a count is atomic: each item is taken once
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set():
+            i = next(taken)
+            if i >= len(items):
+                return
+            results[i] = fn(items[i])
+
+    first = next(taken)
+    helpers = [pool.submit(drain) for _ in range(_POOL_SIZES[id(pool)])]
+    try:
+        if first < len(items):
+            results[first] = fn(items[first])
+        drain()
+    except BaseException:
+        stop.set()
+        for helper in helpers:
+            helper.cancel()
+            try:
+                helper.result()
+            except BaseException:  # noqa: S110 (theirs follow from ours: ours is the one raised)
+                pass
+        raise
+    for helper in helpers:
+        helper.result()
+    return results
 
 
 def _columns(model: ModelSpec, hw: Hardware, sc: Scenario, columns: dict, metrics: dict) -> dict:

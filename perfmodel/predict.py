@@ -86,15 +86,15 @@ def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple
     `groups` (`_precision_groups`) the quantities of a group alone (weights, KV bytes per token,
     the activations of an empty engine) are computed once per group and gathered."""
     one = groups is not None and sc.shape == ()  # one scenario: its group's Precision and numbers
+    if groups is not None and not one:
+        return _grouped_memory_footprint(model, hw, sc, groups)
     p, tp = fastpath.group_precision(groups[0][0]) if one else precision(sc), sc.tp
     if groups is None:
         weights = memory.weight_bytes(model, p, tp)
         kv_per_token = memory.kv_cache_bytes(model, p, 1.0, tp)
         idle = memory.serving_activation_bytes(model, p, 0, 0, tp)
-    elif one:
-        weights, kv_per_token, idle = (float(v[groups[1]]) for v in _group_memory(model, groups[0])[:3])
     else:
-        return _grouped_memory_footprint(model, hw, sc, p, groups)
+        weights, kv_per_token, idle = (float(v[groups[1]]) for v in _group_memory(model, groups[0])[:3])
     kv_per_request = memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples) * kv_per_token
     kv, act = sc.batch * kv_per_request, memory.serving_activation_bytes(model, p, sc.batch, sc.prompt, sc.samples, tp)
     total = weights + kv + act
@@ -122,7 +122,7 @@ def _footprint(hw: Hardware, weights, kv, act, total, max_batch) -> dict:
             "max_batch": max_batch}
 
 
-def _grouped_memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, p: Precision, groups: tuple) -> dict:
+def _grouped_memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple) -> dict:
     """`memory_footprint` of many scenarios in precision groups: what depends on the group alone
     (weights, KV bytes per token, free memory, and the activations' bytes per chunk token and per
     logits row: `memory.activation_bytes` is linear in the two) computed per group and gathered

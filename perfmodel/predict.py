@@ -46,13 +46,12 @@ def _bound(totals: dict):
     comm = totals["comm_s"]
     # one byte a code, from the comparisons' own bytes (the same comparisons as _bound_code; times
     # are never NaN): memory where compute < memory, then overhead, then comm where they exceed
+    # (each later code is larger than every earlier one: a maximum puts it where it wins)
     code = np.asarray(compute < mem).view(np.int8)
     best = np.maximum(compute, mem)
-    over = np.asarray(overhead > best).view(np.int8)
-    code = code + over * (np.int8(2) - code)
+    code = np.maximum(code, np.asarray(overhead > best).view(np.int8) * np.int8(2))
     best = np.maximum(best, overhead)
-    beyond = np.asarray(comm > best).view(np.int8)
-    return code + beyond * (np.int8(3) - code)
+    return np.maximum(code, np.asarray(comm > best).view(np.int8) * np.int8(3))
 
 
 def _bound_code(compute: float, mem: float, overhead: float, comm: float) -> int:

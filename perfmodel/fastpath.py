@@ -384,7 +384,9 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
         values = logits.evaluate(batch, group, p, tp)
     for key, value in values.items():
         total = part.get(key, 0.0)
-        if isinstance(total, np.ndarray) and total.ndim and total.shape == np.broadcast_shapes(total.shape, np.shape(value)):
+        if not isinstance(value, np.ndarray) and not value:
+            continue  # nothing to add (a component zero in every column)
+        if isinstance(total, np.ndarray) and total.ndim and _holds(total.shape, np.shape(value)):
             total += value
         else:
             part[key] = total + value
@@ -404,6 +406,18 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
     return settle_step(totals, model, hw, engine, tokens)
 
 
+def _holds(shape: tuple, other: tuple) -> bool:
+    """Whether an array of `shape` holds the broadcast of itself with one of `other` (an in-place
+    add fits); the common cases (equal shapes, a number) without np.broadcast_shapes, which
+    costs microseconds a call."""
+    if other == shape or other == ():
+        return True
+    try:
+        return shape == np.broadcast_shapes(shape, other)
+    except ValueError:
+        return False
+
+
 def _add_into(part: dict, key: str, count: float, value) -> None:
     """part[key] += count x value, in place where part[key] is an array of the result's shape
     (the parts are fresh arrays of this call); zeros skipped."""
@@ -419,7 +433,7 @@ def _add_into(part: dict, key: str, count: float, value) -> None:
         return
     scaled = value if count == 1.0 else count * value
     total = part.get(key, 0.0)
-    if isinstance(total, np.ndarray) and total.ndim and total.shape == np.broadcast_shapes(total.shape, scaled.shape):
+    if isinstance(total, np.ndarray) and total.ndim and _holds(total.shape, scaled.shape):
         total += scaled
     else:
         part[key] = total + scaled
@@ -539,6 +553,10 @@ class ContextLines:
     table: np.ndarray
     op_keys: tuple[str, ...]
     constants: dict
+    #: per op, "memory" or "compute" where that time is at least the other's at every context of
+    #: every column (both coefficients at least the other's), else "": the mean of the max is
+    #: then that time's mean, its value at the middle context (an affine function's mean)
+    dominant: tuple[str, ...] = ()
 
     def rows(self, seqs, sparse_budget, group):
         """None where every scenario has a count in the table and dense attention, else the flat
@@ -596,8 +614,24 @@ class ContextLines:
                     parts[key] = parts[key] + value if key in parts else value.copy()
             take = lambda row: self.table[row].take(at)  # noqa: E731
         first_extra, last_extra = 0.0, 0.0
+        middle = None
         for i, key in enumerate(self.op_keys):
             c0, c1, m0, m1 = (take(4 * i + j) for j in range(4))
+            if self.dominant and self.dominant[i] and not extras:
+                # one time dominates at every context (`dominant`): each mean is the line at the
+                # middle context and the mean of the max is the dominant one's (mean_max_affine)
+                if middle is None:
+                    middle = np.add(first, last)
+                    middle /= 2
+                compute = c1 * middle
+                compute += c0
+                memory = m1 * middle
+                memory += m0
+                core = memory if self.dominant[i] == "memory" else compute
+                for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
+                    if name:
+                        _add_into(parts, name, 1.0, value)
+                continue
             compute_first, compute_last = c0 + c1 * first, c0 + c1 * last
             memory_first, memory_last = m0 + m1 * first, m0 + m1 * last
             core = mean_max_affine(compute_first, compute_last, memory_first, memory_last)
@@ -621,8 +655,9 @@ _COMBINED: dict = {}
 def _combined_lookup(stacked: "StackedPricing", constants: dict, at) -> dict:
     """Every component of `stacked` at direct-table columns `at` (group * (DIRECT_COUNTS + 1) +
     count, every count in the table) with `constants` (rows over the same columns: a step's
-    context ops' floors) added: the two tables summed once (cached), one gather a component,
-    none for a component the same in every column."""
+    context ops' floors) added: the two tables summed once (cached), one gather a component
+    (a copy for one equal to an earlier one: an all-reduce's time is its communication), none
+    for a component the same in every column (a number: callers add it as one)."""
     key = (id(stacked), id(constants))
     hit = _COMBINED.get(key)
     if hit is None or hit[0] is not stacked or hit[1] is not constants:
@@ -632,13 +667,21 @@ def _combined_lookup(stacked: "StackedPricing", constants: dict, at) -> dict:
         for name, values in constants.items():
             table[keys.index(name)] += values
         flat = np.all(table == table[:, :1], axis=1)
+        same = [next((j for j in range(i) if np.array_equal(table[j], table[i])), i) for i in range(len(keys))]
         with _PRICINGS_LOCK:
             if len(_COMBINED) >= _MAX_PRICINGS:
                 _COMBINED.clear()
-            hit = _COMBINED[key] = (stacked, constants, (tuple(keys), table, flat))
-    keys, table, flat = hit[2]
-    shape = np.shape(at)
-    return {name: np.full(shape, table[i, 0]) if flat[i] else table[i].take(at) for i, name in enumerate(keys)}
+            hit = _COMBINED[key] = (stacked, constants, (tuple(keys), table, flat, same))
+    keys, table, flat, same = hit[2]
+    out: dict = {}
+    for i, name in enumerate(keys):
+        if flat[i]:
+            out[name] = float(table[i, 0])
+        elif same[i] < i:
+            out[name] = out[keys[same[i]]].copy()
+        else:
+            out[name] = table[i].take(at)
+    return out
 _CONTEXT_LINES: dict = {}
 
 
@@ -717,7 +760,22 @@ def _price_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple, 
 
 def _price_context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple) -> ContextLines | None:
     priced = _price_lines(model, hw, engine, groups, "decode", _PAST_PROBES, _past_line)
-    return None if priced is None else ContextLines(*priced)
+    if priced is None:
+        return None
+    table, op_keys, _ = priced
+    return ContextLines(*priced, tuple(_dominant(table[4 * i:4 * i + 2], table[4 * i + 2:4 * i + 4])
+                                       for i in range(len(op_keys))))
+
+
+def _dominant(compute: np.ndarray, memory: np.ndarray) -> str:
+    """"compute" or "memory" where that polynomial's coefficients (rows: powers of a context or
+    prompt >= 0; columns: table columns) are all at least the other's, so its value is at least
+    the other's everywhere; else ""."""
+    if np.all(memory >= compute):
+        return "memory"
+    if np.all(compute >= memory):
+        return "compute"
+    return ""
 
 
 def _past_line(values: np.ndarray):
@@ -753,6 +811,9 @@ class PrefillLines:
     op_keys: tuple[str, ...]
     constants: dict
     rows: tuple[int, ...]  # table rows that are not zero everywhere
+    #: per op, "compute" or "memory" where that polynomial is at least the other's at every
+    #: prompt of every column (`_dominant`): then it is the op's time, without a maximum
+    dominant: tuple[str, ...] = ()
 
     def covers(self, batch, group) -> bool:
         """Whether every scenario's sequence count is in the table."""
@@ -788,14 +849,25 @@ class PrefillLines:
             constants = {} if combined else {key: gathered[id(values)] for key, values in self.constants.items()}
         for i, key in enumerate(self.op_keys):
             c0, c1, c2, m0, m1, m2 = (take(6 * i + j) for j in range(6))
-            compute = (c2 * prompt + c1) * prompt + c0 if np.ndim(c2) or c2 else c1 * prompt + c0
-            memory = (m2 * prompt + m1) * prompt + m0 if np.ndim(m2) or m2 else m1 * prompt + m0
-            core = np.maximum(compute, memory)  # (a component of zero rows is the number 0.0)
+            compute = _polynomial(c0, c1, c2, prompt)
+            memory = _polynomial(m0, m1, m2, prompt)
+            dominant = self.dominant[i] if self.dominant else ""
+            core = compute if dominant == "compute" else memory if dominant == "memory" else np.maximum(compute, memory)
             for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
                 if name:
                     _add_into(part, name, 1.0, value)
         for name, value in constants.items():
             _add_into(part, name, 1.0, value)
+
+
+def _polynomial(c0, c1, c2, prompt):
+    """(c2 P + c1) P + c0, leaving out terms whose coefficient is the number 0.0 (a table row
+    zero everywhere)."""
+    if np.ndim(c2) or c2:
+        value = (c2 * prompt + c1) * prompt
+    else:
+        value = c1 * prompt
+    return value + c0 if np.ndim(c0) or c0 else value
 
 
 _PREFILL_LINES: dict = {}
@@ -811,8 +883,9 @@ def _price_prefill_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups:
     priced = _price_lines(model, hw, engine, groups, "prefill", _PROMPT_PROBES, _prompt_polynomial)
     if priced is None:
         return None
-    table = priced[0]
-    return PrefillLines(*priced, tuple(i for i in range(table.shape[0]) if table[i].any()))
+    table, op_keys, _ = priced
+    dominant = tuple(_dominant(table[6 * i:6 * i + 3], table[6 * i + 3:6 * i + 6]) for i in range(len(op_keys)))
+    return PrefillLines(*priced, tuple(i for i in range(table.shape[0]) if table[i].any()), dominant)
 
 
 def _prompt_polynomial(values: np.ndarray):

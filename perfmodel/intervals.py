@@ -66,16 +66,16 @@ def _same_arrays(total, times: list) -> bool:
 
 
 def _band_in_place(total: np.ndarray, banded: list) -> tuple:
-    """`band`'s sums over classes for arrays, the same operations in the same order, into three
-    accumulators and one scratch array (a sweep's chunk: half the time of a fresh array per term)."""
+    """`band`'s sums over classes for arrays, rearranged as total + sum_c T_c (p_c - 1) (the same
+    band to rounding: what a class's band adds beyond its predicted time), into two accumulators
+    and one scratch array (a sweep's chunk: four passes a class, where the sum and the remainder
+    took five and one more)."""
     (first, q), rest = banded[0], banded[1:]
-    lo, hi, covered = first * q["p10"], first * q["p90"], first.copy()
+    lo, hi = first * (q["p10"] - 1.0), first * (q["p90"] - 1.0)
     scratch = np.empty_like(total)
     for t, q in rest:
-        lo += np.multiply(t, q["p10"], out=scratch)
-        hi += np.multiply(t, q["p90"], out=scratch)
-        covered += t
-    remainder = np.subtract(total, covered, out=covered)  # host time and classes without a band
-    lo += remainder
-    hi += remainder
+        lo += np.multiply(t, q["p10"] - 1.0, out=scratch)
+        hi += np.multiply(t, q["p90"] - 1.0, out=scratch)
+    lo += total  # host time and classes without a band: as predicted
+    hi += total
     return lo, hi

@@ -44,21 +44,27 @@ def serving_activation_bytes(model: ModelSpec, p: Precision, batch, prompt, samp
     (batch x samples rows, sampled each decode step). Tensor-parallel shards (projection outputs,
     vocab-parallel logits) are divided by tp; the residual stream is replicated on every device, as
     in Megatron-style tensor parallelism without sequence parallelism."""
+    return activation_bytes(model, p, chunk_tokens(batch, prompt, chunk), batch * samples, tp)
+
+
+def chunk_tokens(batch, prompt, chunk=PREFILL_CHUNK_TOKENS):
+    """Tokens of the chunked-prefill chunk live in a serving engine (`serving_activation_bytes`):
+    min(batch x prompt, chunk), a whole chunk for an empty engine."""
     if isinstance(batch, (int, float)) and isinstance(prompt, (int, float)):  # one scenario: in floats
-        tokens = float(min(batch * prompt, chunk)) if batch * prompt > 0 else float(chunk)
-        return activation_bytes(model, p, tokens, batch * samples, tp)
+        return float(min(batch * prompt, chunk)) if batch * prompt > 0 else float(chunk)
     batch, prompt = np.asarray(batch, float), np.asarray(prompt, float)
     product = batch * prompt
     tokens = np.minimum(product, chunk)
     if not np.all(product > 0):  # an empty engine holds a whole chunk
         tokens = np.where(product > 0, tokens, chunk)
-    return activation_bytes(model, p, tokens, batch * samples, tp)
+    return tokens
 
 
 def activation_bytes(model: ModelSpec, p: Precision, tokens, logits_rows, tp=1):
     """Peak transient activations of one forward pass: the residual stream and its normed copy,
     the widest projection output, and fp32 logits (the approximation of llm-analysis /
-    vLLM's profiling run: one layer's working set is live at a time)."""
+    vLLM's profiling run: one layer's working set is live at a time). Linear in (tokens,
+    logits_rows) for a given model, precision and tp."""
     if model.is_moe:
         ffn = max(model.top_k * model.moe_d_ff + model.shared_d_ff, model.d_ff if model.n_dense_layers else 0)
     else:

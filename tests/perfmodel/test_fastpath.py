@@ -221,6 +221,30 @@ def test_precision_groups_match_distinct_rows_across_chunks():
             assert np.array_equal(np.array(groups)[index], rows)
 
 
+def test_precision_groups_by_span_arithmetic_match_distinct_rows():
+    """Whole bit widths and tp over small spans are coded by arithmetic (`_span_groups`), one
+    thread and a pool: the same groups, in the same order, as the levels' coding, and every
+    scenario's index names its own row; a fractional width falls back to the levels."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from perfmodel.predict import CHUNK, GROUP_FIELDS, _level_groups, _span_groups
+
+    rng = np.random.default_rng(11)
+    n = 2 * CHUNK + 77
+    sc = Scenario(batch=1, w_bits=rng.choice([4, 8, 16], n), a_bits=rng.choice([8, 16], n),
+                  kv_bits=rng.choice([8, 16], n), tp=rng.choice([1, 2, 8], n))
+    serial = lambda fn, items: [fn(item) for item in items]  # noqa: E731
+    with ThreadPoolExecutor(2) as pool:
+        for run in (serial, lambda fn, items: list(pool.map(fn, items))):
+            groups, index = _span_groups(sc, run)
+            rows = np.stack([np.broadcast_to(getattr(sc, name), (n,)) for name in GROUP_FIELDS], axis=1)
+            assert {tuple(r) for r in rows} == set(groups) and len(groups) == len(set(groups))
+            assert np.array_equal(np.array(groups)[index], rows)
+            levels, by_levels = _level_groups(sc, run)
+            assert levels == groups and np.array_equal(by_levels, index)
+    assert _span_groups(sc.replace(w_bits=np.where(np.arange(n) == n - 1, 4.5, sc.w_bits)), serial) is False
+
+
 def test_grid_with_scalar_prompt_on_every_engine_and_spec_kind():
     """The compare page's shape: a 4-d grid of batch, bits and tp with one prompt and gen (the
     lines then see array sequences and a number for the prompt; an op's components may be zero
@@ -246,3 +270,18 @@ def test_scalar_counts_with_array_prompts_and_generations():
         fast, ref = perfmodel.evaluate(model, hw, sc), perfmodel.evaluate(model, hw, sc, path="reference")
         for key in ("ttft_s", "tpot_s", "e2e_s", "decode_compute_s"):
             np.testing.assert_allclose(fast[key], ref[key], rtol=1e-9, atol=0, err_msg=key)
+
+
+def test_dominant_polynomial_needs_every_coefficient_at_least_the_others():
+    """A context op's time is its compute (or memory) polynomial without a maximum only where each
+    coefficient is at least the other's in every column (then it is at least the other at every
+    context >= 0); a crossing in any column keeps the maximum."""
+    compute = np.array([[1.0, 2.0], [3.0, 1.0]])  # rows: c0, c1; columns: table columns
+    memory = compute - 0.5
+    assert fastpath._dominant(compute, memory) == "compute"
+    assert fastpath._dominant(memory, compute) == "memory"
+    crossing = compute.copy()
+    crossing[1, 1] = 0.2  # column 1: compute 2 + 0.2 S, memory 1.5 + 0.5 S: they cross at S = 5/3
+    assert fastpath._dominant(crossing, memory) == ""
+    contexts = np.array([0.0, 10.0])
+    assert np.all(np.diff(np.sign((2.0 + 0.2 * contexts) - (1.5 + 0.5 * contexts))) != 0)

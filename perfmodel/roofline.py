@@ -197,7 +197,7 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
         # NCCL: the faster of ring and tree per message size; the engines' custom all-reduce below
         # its size limit (perfmodel.collectives)
         if op.kernel.startswith(CUSTOM_ALLREDUCE):  # "custom-<engine>": that engine's own kernel
-            engine = op.kernel[len(CUSTOM_ALLREDUCE) + 1:]
+            engine = _kernel_engine(op, CUSTOM_ALLREDUCE)
             return OpTime(0.0, 0.0, 0.0, collectives.custom_allreduce_time_s(op.comm_bytes, tp, hw, engine), host)
         return OpTime(0.0, 0.0, 0.0, collectives.allreduce_time_s(op.comm_bytes, tp, hw), host)
     bandwidth = cal.memory_bytes_per_s if cal else hw.hbm_bytes_per_s
@@ -213,7 +213,7 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
         compute_s, memory_s = _gemm_time(op, hw, p)
         return OpTime(compute_s, memory_s, overhead, 0.0, host)
     elif op.kind == "elementwise" and op.kernel.startswith(ENGINE_QUANT + "-") and cal and \
-            op.kernel[len(ENGINE_QUANT) + 1:] in cal.act_quant_engine_latency_s:
+            _kernel_engine(op, ENGINE_QUANT) in cal.act_quant_engine_latency_s:
         # the engine's fitted path replaces its kernels' launch floors (fitted on GEMM tables alone,
         # kernel_overhead_s holds a GEMM's prologue too: 2.7 us, where vLLM's two quant kernels and
         # its fp8 GEMM take 5 us together)
@@ -243,6 +243,12 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
     return OpTime(op.flops / rate, op.bytes / bandwidth, overhead, 0.0, host)
 
 
+def _kernel_engine(op: Op, prefix: str) -> str:
+    """The engine an op's kernel names after its prefix ("custom-vllm" -> "vllm"; ops.CUSTOM_ALLREDUCE,
+    ops.ENGINE_QUANT)."""
+    return op.kernel[len(prefix) + 1:]
+
+
 def engine_quant_time_s(op: Op, cal):
     """Time an engine's dynamic fp8 activation quantization (ops.engine_quant_op) takes beyond
     streaming its bytes: the engine's fitted latency (its kernels' fixed costs) plus a time per row
@@ -250,7 +256,7 @@ def engine_quant_time_s(op: Op, cal):
     about 8.2 ns per row on an H200, 4,353 rows of 32 columns then take 36 us where streaming them
     takes 0.1 us; aiconfigurator's fp8 GEMM tables, validate/reports/aiconfigurator). An engine
     without a fitted path pays its kernels' floors and bytes only."""
-    engine = op.kernel[len(ENGINE_QUANT) + 1:]
+    engine = _kernel_engine(op, ENGINE_QUANT)
     return cal.act_quant_engine_latency_s.get(engine, 0.0) + \
         np.asarray(op.m, dtype=float) * cal.act_quant_engine_row_s.get(engine, 0.0)
 

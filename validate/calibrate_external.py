@@ -243,9 +243,6 @@ def calibrated_preset(by_engine: dict[str, list[dict]], base: Hardware, gemm_eng
     return dataclasses.replace(hw, calibration=cal, sources=sources)
 
 
-#: Calibration maps keyed by engine that a spec fitted to an engine's tables carries (YAML key, attribute).
-
-
 def with_engine_kernels(onto: Hardware, fitted: Hardware) -> Hardware:
     """`onto` (a spec calibrated on our own suite) carrying the serving engines' own kernels that
     `fitted` (a spec fitted to the same GPU's engine tables) measured: each engine's attention

@@ -185,6 +185,8 @@ def run_calibrate(args) -> int:
     from validate.calibrate import calibrate, with_error_bands
 
     measured = _measured(args)
+    # read and checked before the fit, so a bad file costs no fitting time
+    engine_spec = _engine_kernels_spec(args.engine_kernels) if getattr(args, "engine_kernels", None) else None
     base = base_hardware(measured, args.hardware).datasheet()
     device = measured["device_name"].iloc[0]
     source = (f"perfmodel validate on {device} (torch {measured['torch'].iloc[0]}), "
@@ -195,11 +197,9 @@ def run_calibrate(args) -> int:
         fitted = dataclasses.replace(fitted, calibration=dataclasses.replace(
             fitted.calibration, **_power_section(args.power, fitted.calibration),
             source=f"{source}; calibration.power fitted by validate/reports/power/fit_power.py ({args.power})"))
-    if getattr(args, "engine_kernels", None):
-        from hardware.spec import Hardware
+    if engine_spec is not None:
         from validate.calibrate_external import with_engine_kernels
 
-        engine_spec = Hardware.from_yaml(inputs.check_input_path(args.engine_kernels, "--engine-kernels"))
         fitted = with_engine_kernels(fitted, engine_spec)
     calibrated = with_error_bands(records, fitted)
     # the file is named after the spec's `name`, which comes from input: one safe component, inside --out
@@ -208,6 +208,18 @@ def run_calibrate(args) -> int:
     inputs.write_text(path, header + yaml.safe_dump(to_yaml_dict(calibrated), sort_keys=False), "--out")
     print(f"calibrated spec: {path}")
     return 0
+
+
+def _engine_kernels_spec(path: str):
+    """The spec --engine-kernels names: a calibrated spec (one fitted to engine tables) with a bf16
+    GEMM rate, which its attention families' rate fractions are relative to."""
+    from hardware.spec import Hardware
+
+    spec = Hardware.from_yaml(inputs.check_input_path(path, "--engine-kernels"))
+    if spec.calibration is None or "bf16" not in spec.calibration.matmul_flops_per_s:
+        raise ValueError(f"--engine-kernels: {path!r} has no calibration with a bf16 GEMM rate; expected a spec "
+                         "written by `perfmodel calibrate --from aiconfigurator`")
+    return spec
 
 
 def _power_section(path: str, cal) -> dict:

@@ -151,3 +151,21 @@ def test_engine_kernels_carried_into_our_spec_keep_their_times():
         assert merged.calibration.act_quant_engine_latency_s[engine] == fitted.calibration.act_quant_engine_latency_s[engine]
         assert "aiconfigurator" in merged.sources[f"calibration.attention_kernels.{engine}-decode.flops_fraction"]
     assert merged.calibration.attention_kernels["sdpa-decode"] == ours.calibration.attention_kernels["sdpa-decode"]
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("/nope.yaml", "--engine-kernels: file '/nope.yaml' does not exist"),
+    ("hardware/presets/h200-sxm.yaml", "has no calibration with a bf16 GEMM rate"),
+])
+def test_bad_engine_kernels_spec_is_one_line_before_any_fit(spec, fragment, capsys, tmp_path):
+    """`validate calibrate --engine-kernels` with a missing file or a datasheet spec (nothing fitted
+    to carry): one line naming the flag, exit 2, and no spec written (checked before the fit)."""
+    import shutil
+
+    from app.cli import main
+
+    shutil.copy("validate/reports/h200/measurements.csv", tmp_path / "measurements.csv")
+    assert main(["validate", "calibrate", "--out", str(tmp_path), "--engine-kernels", spec]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err, err
+    assert not list(tmp_path.glob("*.yaml"))

@@ -35,11 +35,15 @@ Context ops (attention, a concatenated cache) depend on (sequences, new tokens, 
 * decode (`ContextLines`): per (group, sequences s <= DIRECT_COUNTS), each op's compute and
   memory time is a line in the context S0, probed at four contexts; the mean decode step over
   a generation then follows perfmodel.steps.add_decode_context from the lines' values at the
-  first and last context (exact: the same `mean_max_affine` of the same end values);
+  first and last context (exact: the same `mean_max_affine` of the same end values). An
+  attention family with work-unit terms (roofline.attention_compute_terms) has two compute
+  lines, its dot products and its units' waves: the larger at each end, as op_time takes it;
 * prefill (`PrefillLines`): per (group, sequences), each op's compute and memory time is a line
   or a quadratic in the prompt (causal pairs grow as P (P + 1) / 2), probed at seven prompts;
-* where the probes fail (kernels whose work units make time a maximum of lines in the context),
-  for sequences past the table and for sparse attention: the per-op path on the scenario arrays.
+  a work-unit term steps with the prompt (its units' waves) and is priced per scenario
+  (`PrefillWork`, the per-op path's own function);
+* where the probes fail, for sequences past the table and for sparse attention: the per-op path
+  on the scenario arrays.
 A Scenario of scalars takes the same coefficients in Python floats (`StackedPricing._at`, the
 lines' columns), which spares a single prediction the cost of array calls. The per-op path
 (perfmodel.steps) stays the reference and the source of breakdowns; tests hold the two equal to
@@ -59,7 +63,9 @@ from hardware.spec import Hardware
 from perfmodel import intervals
 from perfmodel.engines import Engine
 from perfmodel.ops import Op, Precision, context_ops, logits_ops, step_phase, token_ops
-from perfmodel.roofline import OpTime, gemm_latency_s, is_tiled_gemm, mean_max_affine, op_time, tiled_gemm_terms
+from perfmodel import shapes
+from perfmodel.roofline import (OpTime, attention_compute_terms, attention_params, attention_work_s, gemm_latency_s,
+                                has_work_terms, is_tiled_gemm, mean_max_affine, op_time, tiled_gemm_terms)
 from perfmodel.steps import (TOTAL_KEYS, StepSums, add_decode_context, add_op_times, has_bands, paid_host_s,
                              settle_mean_decode, settle_step)
 from workloads.model import ModelSpec
@@ -557,6 +563,11 @@ class ContextLines:
     #: every column (both coefficients at least the other's), else "": the mean of the max is
     #: then that time's mean, its value at the middle context (an affine function's mean)
     dominant: tuple[str, ...] = ()
+    #: count x the work-unit term of an attention family that has one (roofline.attention_work_s),
+    #: a line in S0 too: rows `work_rows[i]` and the next of `work` for op i (None: no such term).
+    #: The op's compute time at a context is then the larger of the two lines there, as op_time's
+    work: np.ndarray | None = None
+    work_rows: tuple = ()
 
     def rows(self, seqs, sparse_budget, group):
         """None where every scenario has a count in the table and dense attention, else the flat
@@ -585,6 +596,7 @@ class ContextLines:
                 np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(seqs).astype(np.intp)
         if scalar:  # one scenario: in Python floats
             column = self.table[:, at].tolist()
+            work = self.work[:, at].tolist() if self.work is not None else None
             first, last = float(past_first), float(past_last)
             for key, values in self.constants.items():
                 parts[key] = parts.get(key, 0.0) + float(values[at])
@@ -592,6 +604,10 @@ class ContextLines:
             for i, key in enumerate(self.op_keys):
                 c0, c1, m0, m1 = column[4 * i:4 * i + 4]
                 compute_first, compute_last = c0 + c1 * first, c0 + c1 * last
+                row = self.work_rows[i] if self.work_rows else None
+                if row is not None:
+                    w0, w1 = work[row:row + 2]
+                    compute_first, compute_last = max(compute_first, w0 + w1 * first), max(compute_last, w0 + w1 * last)
                 memory_first, memory_last = m0 + m1 * first, m0 + m1 * last
                 core = mean_max_affine(compute_first, compute_last, memory_first, memory_last)
                 first_extra += max(compute_first, memory_first) - core
@@ -617,7 +633,8 @@ class ContextLines:
         middle = None
         for i, key in enumerate(self.op_keys):
             c0, c1, m0, m1 = (take(4 * i + j) for j in range(4))
-            if self.dominant and self.dominant[i] and not extras:
+            row = self.work_rows[i] if self.work_rows else None
+            if row is None and self.dominant and self.dominant[i] and not extras:
                 # one time dominates at every context (`dominant`): each mean is the line at the
                 # middle context and the mean of the max is the dominant one's (mean_max_affine)
                 if middle is None:
@@ -633,6 +650,10 @@ class ContextLines:
                         _add_into(parts, name, 1.0, value)
                 continue
             compute_first, compute_last = c0 + c1 * first, c0 + c1 * last
+            if row is not None:  # the larger of the dot-product and work-unit lines at each end, as op_time's
+                w0, w1 = self.work[row].take(at), self.work[row + 1].take(at)
+                compute_first = np.maximum(compute_first, w0 + w1 * first)
+                compute_last = np.maximum(compute_last, w0 + w1 * last)
             memory_first, memory_last = m0 + m1 * first, m0 + m1 * last
             core = mean_max_affine(compute_first, compute_last, memory_first, memory_last)
             if extras:
@@ -708,16 +729,19 @@ def context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple)
 
 def _price_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple, phase: str, probes: np.ndarray,
                  fit) -> tuple | None:
-    """(table, op keys, shared constants) of the context ops of precision groups `groups` at every
-    sequence count up to DIRECT_COUNTS and at each probe (cached tokens of a decode step, prompt
-    tokens of a prefill): each op's compute and memory time as the coefficients `fit` finds through
-    its probes (None where they do not fit: then the whole pricing is None), its floors, communication
-    and host time constant per count (summed per group into the constants; equal ones shared)."""
+    """(table, op keys, shared constants, work terms) of the context ops of precision groups
+    `groups` at every sequence count up to DIRECT_COUNTS and at each probe (cached tokens of a
+    decode step, prompt tokens of a prefill): each op's compute and memory time as the
+    coefficients `fit` finds through its probes (None where they do not fit: then the whole pricing
+    is None), its floors, communication and host time constant per count (summed per group into
+    the constants; equal ones shared). An attention family with work-unit terms has a compute time
+    that is the larger of two terms (roofline.attention_compute_terms): its dot-product term is
+    fitted, and its work term per op and group is in `work` (`_work_term`); None for other ops."""
     banded = has_bands(hw)
     seqs = np.maximum(np.arange(DIRECT_COUNTS + 1, dtype=float), 1.0)[:, None]
     at = probes[None, :]
     shape = (seqs.size, at.size)
-    columns, constants, op_keys = [], {}, None
+    columns, constants, op_keys, work = [], {}, None, []
     width = DIRECT_COUNTS + 1
     for g, (w, a, kv, qg, tp) in enumerate(groups):
         p = Precision(w, a, kv, qg)
@@ -726,11 +750,11 @@ def _price_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple, 
                           tp=tp, sparse_budget=0, engine=engine)
         keys = tuple("class:" + intervals.op_class(op.kind, phase) if banded else "" for op in ops)
         if op_keys is None:
-            op_keys = keys
+            op_keys, work = keys, [[] for _ in ops]
         elif keys != op_keys:
             return None
         rows = []
-        for op, key in zip(ops, keys):
+        for i, (op, key) in enumerate(zip(ops, keys)):
             t = op_time(op, hw, p, tp)
             fixed = {}
             for name in ("overhead_s", "comm_s", "host_s"):
@@ -738,8 +762,13 @@ def _price_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple, 
                 if not np.all(value == value[:, :1]):
                     return None
                 fixed[name] = op.count * value[:, 0]
-            for name in ("compute_s", "memory_s"):
-                coefficients = fit(op.count * np.broadcast_to(np.asarray(getattr(t, name), dtype=float), shape))
+            compute = getattr(t, "compute_s")
+            term = _work_term(op, hw, p, model, tp, seqs, at, fit, decode)
+            if term is not None:
+                compute = attention_compute_terms(op, hw, p)[0]
+            work[i].append(term)
+            for values in (compute, t.memory_s):
+                coefficients = fit(op.count * np.broadcast_to(np.asarray(values, dtype=float), shape))
                 if coefficients is None:
                     return None
                 rows += list(coefficients)
@@ -749,22 +778,71 @@ def _price_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple, 
             for name, value in sums.items():
                 constants.setdefault(name, np.zeros(len(groups) * width))[g * width:(g + 1) * width] += value
         columns.append(np.array(rows))
+    if any(any(term is None for term in terms) and any(term is not None for term in terms) for terms in work):
+        return None  # a work term in some groups only (not seen: one kernel family per engine)
     # rows that are zero everywhere (no communication) add nothing; equal rows are gathered once
     constants = {name: value for name, value in constants.items() if value.any()}
     shared: dict = {}
     for name, value in constants.items():
         same = next((other for other in shared.values() if np.array_equal(other, value)), None)
         shared[name] = value if same is None else same
-    return np.concatenate(columns, axis=1), op_keys, shared
+    return np.concatenate(columns, axis=1), op_keys, shared, [None if terms[0] is None else terms for terms in work]
+
+
+def _work_term(op: Op, hw: Hardware, p: Precision, model: ModelSpec, tp, seqs, at, fit, decode: bool):
+    """An attention op's work-unit term (roofline.attention_work_s) where its kernel family has one,
+    else None. Decode: count x the term is a line in the cached tokens (its units do not change
+    with them); its coefficients `fit` finds through the probes (per sequence count), or False
+    where they do not fit. Prefill: its units' waves step with the prompt, so the term is priced
+    per scenario from the group's query and kv heads per device (`PrefillWork`); False where the
+    op's rows, context or pairs are not what that assumes."""
+    if op.kind != "attention":
+        return None
+    params = attention_params(hw, op)
+    if not has_work_terms(params):
+        return None
+    shape = (seqs.size, at.size)
+    if decode:
+        term = attention_compute_terms(op, hw, p)[1]
+        line = fit(op.count * np.broadcast_to(np.asarray(term, dtype=float), shape))
+        return False if line is None else np.array(line)
+    heads, kv_heads = shapes.query_heads_per_device(model, tp), shapes.kv_heads_per_device(model, tp)
+    expected = {"m": seqs * at * heads, "n": at, "groups": seqs * kv_heads}
+    if any(not np.array_equal(np.broadcast_to(np.asarray(getattr(op, field), dtype=float), shape),
+                              np.broadcast_to(value, shape)) for field, value in expected.items()):
+        return False
+    return PrefillWork(float(op.count), heads, kv_heads, params, float(hw.compute_units))
 
 
 def _price_context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple) -> ContextLines | None:
     priced = _price_lines(model, hw, engine, groups, "decode", _PAST_PROBES, _past_line)
     if priced is None:
         return None
-    table, op_keys, _ = priced
-    return ContextLines(*priced, tuple(_dominant(table[4 * i:4 * i + 2], table[4 * i + 2:4 * i + 4])
-                                       for i in range(len(op_keys))))
+    table, op_keys, constants, work = priced
+    if any(term is False for terms in work if terms for term in terms):
+        return None
+    work_rows, work_table = [], []
+    for i, terms in enumerate(work):
+        if terms is None:
+            work_rows.append(None)
+            continue
+        lines = np.concatenate(terms, axis=1)  # (2, columns): count x the work term's coefficients
+        dot = table[4 * i:4 * i + 2]
+        if np.all(dot >= lines):  # the dot products the larger at every context: the work term never counts
+            work_rows.append(None)
+        elif np.all(lines >= dot):  # the work term the larger everywhere: it is the op's compute line
+            table[4 * i:4 * i + 2] = lines
+            work_rows.append(None)
+        else:
+            work_rows.append(2 * len(work_table))
+            work_table.append(lines)
+    dominant = []
+    for i, row in enumerate(work_rows):
+        compute, memory = table[4 * i:4 * i + 2], table[4 * i + 2:4 * i + 4]
+        dominant.append(_dominant(compute, memory) if row is None else "")
+    return ContextLines(table, op_keys, constants, tuple(dominant),
+                        np.concatenate(work_table) if work_table else None,
+                        tuple(work_rows) if work_table else ())
 
 
 def _dominant(compute: np.ndarray, memory: np.ndarray) -> str:
@@ -814,6 +892,9 @@ class PrefillLines:
     #: per op, "compute" or "memory" where that polynomial is at least the other's at every
     #: prompt of every column (`_dominant`): then it is the op's time, without a maximum
     dominant: tuple[str, ...] = ()
+    #: per op, its attention family's work-unit term (`PrefillWork`) or None: the op's compute
+    #: time is then the larger of the polynomial (its dot products) and that term
+    work: tuple = ()
 
     def covers(self, batch, group) -> bool:
         """Whether every scenario's sequence count is in the table."""
@@ -830,6 +911,8 @@ class PrefillLines:
             for i, key in enumerate(self.op_keys):
                 c0, c1, c2, m0, m1, m2 = column[6 * i:6 * i + 6]
                 compute, memory = (c2 * prompt + c1) * prompt + c0, (m2 * prompt + m1) * prompt + m0
+                if self.work and self.work[i] is not None:
+                    compute = max(compute, self.work[i].time_s(float(batch), prompt, int(group)))
                 core = max(compute, memory)
                 for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
                     if name:
@@ -850,6 +933,8 @@ class PrefillLines:
         for i, key in enumerate(self.op_keys):
             c0, c1, c2, m0, m1, m2 = (take(6 * i + j) for j in range(6))
             compute = _polynomial(c0, c1, c2, prompt)
+            if self.work and self.work[i] is not None:
+                compute = np.maximum(compute, self.work[i].time_s(batch, prompt, group))
             memory = _polynomial(m0, m1, m2, prompt)
             dominant = self.dominant[i] if self.dominant else ""
             core = compute if dominant == "compute" else memory if dominant == "memory" else np.maximum(compute, memory)
@@ -883,9 +968,47 @@ def _price_prefill_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups:
     priced = _price_lines(model, hw, engine, groups, "prefill", _PROMPT_PROBES, _prompt_polynomial)
     if priced is None:
         return None
-    table, op_keys, _ = priced
-    dominant = tuple(_dominant(table[6 * i:6 * i + 3], table[6 * i + 3:6 * i + 6]) for i in range(len(op_keys)))
-    return PrefillLines(*priced, tuple(i for i in range(table.shape[0]) if table[i].any()), dominant)
+    table, op_keys, constants, work = priced
+    merged = []
+    for terms in work:
+        if terms is None:
+            merged.append(None)
+        elif any(term is False for term in terms) or len({(t.count, t.params, t.compute_units) for t in terms}) > 1:
+            return None
+        else:
+            merged.append(dataclasses.replace(terms[0], heads=np.array([t.heads for t in terms], dtype=float),
+                                              kv_heads=np.array([t.kv_heads for t in terms], dtype=float)))
+    # a work term only adds to the compute time: the dot products at least the memory time still
+    # make compute the larger, the reverse no longer holds
+    dominant = tuple("" if merged[i] is not None and dominant == "memory" else dominant
+                     for i, dominant in enumerate(_dominant(table[6 * i:6 * i + 3], table[6 * i + 3:6 * i + 6])
+                                                  for i in range(len(op_keys))))
+    return PrefillLines(table, op_keys, constants, tuple(i for i in range(table.shape[0]) if table[i].any()),
+                        dominant, tuple(merged) if any(term is not None for term in merged) else ())
+
+
+@dataclass(frozen=True)
+class PrefillWork:
+    """The work-unit term of a prefill's attention (roofline.attention_work_s) for scenarios of any
+    precision group: count x the term at query rows batch x prompt x heads, context prompt and
+    pairs batch x kv heads, the heads per device of each group (`heads`, `kv_heads`: numbers for
+    one group, arrays indexed by group for several), in the per-op path's order of operations."""
+    count: float
+    heads: float | np.ndarray
+    kv_heads: float | np.ndarray
+    params: tuple
+    compute_units: float
+
+    def time_s(self, batch, prompt, group):
+        heads, kv_heads = self.heads, self.kv_heads
+        if isinstance(heads, np.ndarray):
+            if isinstance(group, int) or (np.all(heads == heads[0]) and np.all(kv_heads == kv_heads[0])):
+                at = group if isinstance(group, int) else 0
+                heads, kv_heads = float(heads[at]), float(kv_heads[at])
+            else:
+                heads, kv_heads = heads[group], kv_heads[group]
+        return self.count * attention_work_s(batch * prompt * heads, prompt, batch * kv_heads, self.params,
+                                             self.compute_units)
 
 
 def _prompt_polynomial(values: np.ndarray):

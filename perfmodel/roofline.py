@@ -13,6 +13,7 @@ User's Guide", sections on tile and wave quantization).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -233,7 +234,7 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
     elif op.kind == "routing":
         rate, overhead = hw.peak_flops_per_s("fp32"), overhead + (cal.moe_routing_s if cal else 0.0)
     elif op.kind == "attention":
-        params = _attention_params(hw, op)
+        params = attention_params(hw, op)
         _, floor, read, *_, stream_s, _ = params
         dot_s, work_s = _attention_terms(op, hw, p, params)
         return OpTime(np.maximum(dot_s, work_s), stream_s + op.bytes / (read or bandwidth), overhead + floor, 0.0,
@@ -278,10 +279,10 @@ def attention_compute_terms(op: Op, hw: Hardware, p: Precision) -> tuple:
     time (and, where a unit streams its sequence's whole cache, key_s per cached key) plus each query
     row's own time (0 for a family without work-unit terms). Both are affine in the op's context
     (serving.costs tabulates them apart)."""
-    return _attention_terms(op, hw, p, _attention_params(hw, op))
+    return _attention_terms(op, hw, p, attention_params(hw, op))
 
 
-def _attention_params(hw: Hardware, op: Op) -> tuple:
+def attention_params(hw: Hardware, op: Op) -> tuple:
     """The calibrated parameters of `op`'s attention kernel family (Calibration.attention_kernel),
     or a datasheet spec's: the full bf16 rate, no floor, no work-unit or softmax terms; 0 read
     bandwidth stands for the spec's memory bandwidth."""
@@ -297,10 +298,31 @@ def _attention_terms(op: Op, hw: Hardware, p: Precision, params: tuple) -> tuple
         dot_s = dot_s + attention_scores(op) / score_rate
     if not (unit_s or row_s):
         return dot_s, 0.0
-    waves = np.ceil(attention_units(op) / hw.compute_units)
-    work_s = waves * (unit_s + np.asarray(op.n, dtype=float) * key_s) + \
-        np.asarray(op.m, dtype=float) * row_s / hw.compute_units
-    return dot_s, work_s
+    return dot_s, attention_work_s(op.m, op.n, op.groups, params, hw.compute_units)
+
+
+def has_work_terms(params: tuple) -> bool:
+    """Whether an attention kernel family's parameters (Calibration.attention_kernel) carry
+    work-unit terms (a time per unit or per query row): its compute time is then the larger of two
+    terms (`attention_compute_terms`), not the dot products' alone."""
+    return bool(params[3] or params[4])
+
+
+def attention_work_s(m, n, groups, params: tuple, compute_units):
+    """The work-unit term of `attention_compute_terms` from an attention op's query rows m, context
+    n and (sequence, kv head) pairs `groups`: the units' waves over the SMs, each unit's fixed time
+    (plus key_s per cached key), plus each query row's time spread over the SMs. One function for
+    the per-op path and the fast path (perfmodel.fastpath prices a prefill's per scenario), so the
+    two give the same doubles."""
+    _, _, _, unit_s, row_s, key_s, _, _ = params
+    if isinstance(m, float) and isinstance(n, float) and isinstance(groups, float):  # one scenario: in floats
+        pairs = max(groups, 1.0)
+        waves = float(math.ceil(pairs * math.ceil(m / pairs / 128.0) / compute_units))
+        return waves * (unit_s + n * key_s) + m * row_s / compute_units
+    waves = np.ceil(_units(m, groups) / compute_units)
+    # a family without a time per cached key: the same doubles without the pass over the context
+    unit = unit_s + np.asarray(n, dtype=float) * key_s if key_s else unit_s
+    return waves * unit + np.asarray(m, dtype=float) * row_s / compute_units
 
 
 def attention_scores(op: Op):
@@ -320,8 +342,13 @@ def attention_units(op: Op):
     (FlashAttention-3, FlashInfer, TensorRT-LLM's XQA; Shah et al. 2024, arXiv 2407.08608). Each
     unit loads its queries, keeps its softmax state and writes its output however short the
     context, so a decode step over many short sequences is bound by units, not bytes."""
-    pairs = np.maximum(np.asarray(op.groups, dtype=float), 1.0)
-    return pairs * np.ceil(np.asarray(op.m, dtype=float) / pairs / 128.0)
+    return _units(op.m, op.groups)
+
+
+def _units(m, groups):
+    """`attention_units` of query rows m over (sequence, kv head) pairs `groups`."""
+    pairs = np.maximum(np.asarray(groups, dtype=float), 1.0)
+    return pairs * np.ceil(np.asarray(m, dtype=float) / pairs / 128.0)
 
 
 def _gemm_rate(hw: Hardware, p: Precision):

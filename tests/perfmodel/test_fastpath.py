@@ -287,15 +287,16 @@ def test_dominant_polynomial_needs_every_coefficient_at_least_the_others():
     assert np.all(np.diff(np.sign((2.0 + 0.2 * contexts) - (1.5 + 0.5 * contexts))) != 0)
 
 
-@pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm"])
-def test_the_default_spec_keeps_attention_on_the_tables(engine):
-    """On the committed H200 spec the serving engines' decode and prefill attention come from the
-    fast path's tables (ContextLines, PrefillLines). A family with work-unit terms is not affine in
-    context there and is priced op by op instead (exact, but the default scalar predict then took
-    182 us against 91): this guards the default against that quiet slowdown. (The suite's own SDPA
-    families have such terms: torch-compile's attention takes the per-op route today.)"""
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm", "torch-compile"])
+def test_work_unit_attention_stays_on_the_tables(engine):
+    """Attention families with work-unit terms (the serving engines' own kernels in the committed
+    H200 spec, the suite's SDPA decode family) come from the fast path's tables, their work term
+    beside the dot products' line (ContextLines.work) or priced per scenario (PrefillWork): before,
+    such a family fell back to per-op pricing (exact, but the default scalar predict took 182 us
+    against 91). Equality with the per-op path is test_context_lines_equal_the_per_op_path's."""
     model, hw = workloads.load("llama-3-8b"), hardware.load("h200-sxm-calibrated")
     groups = ((16.0, 16.0, 16.0, 128.0, 1.0), (8.0, 8.0, 8.0, 128.0, 2.0))
     profile = engines.load(engine)
-    assert fastpath.context_lines(model, hw, profile, groups) is not None
-    assert fastpath.prefill_lines(model, hw, profile, groups) is not None
+    decode, prefill = fastpath.context_lines(model, hw, profile, groups), fastpath.prefill_lines(model, hw, profile, groups)
+    assert decode is not None and prefill is not None
+    assert decode.work_rows and prefill.work  # the work terms are there (not dropped)

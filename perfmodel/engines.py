@@ -52,6 +52,10 @@ class Engine:
     16-bit input; eager PyTorch's abs, upcast, divide, clamp and cast move fp32 temporaries).
     kv_append_copies: the cache grows by torch.cat (re-read and re-written every step).
     attn_out_copy: the attention output is copied contiguous before the output projection.
+    fp8_gemm_split_k: the engine's 8-bit GEMMs (8-bit weights and activations) may split their
+    reduction over idle SMs, as cuBLASLt's do (torch._scaled_mm, TensorRT-LLM's FP8 path); vLLM's
+    cutlass_scaled_mm and sgl-kernel's fp8_scaled_mm run CUTLASS 3 kernels that give each output
+    tile one SM (ops.CUTLASS_8BIT marks their projections; perfmodel.roofline prices them).
 
     prefill_attention / decode_attention name the attention kernel family: "sdpa" (PyTorch's
     scaled_dot_product_attention) or an engine's own attention backend as it runs by default on
@@ -77,6 +81,7 @@ class Engine:
     single_block_amax: bool = False
     kv_append_copies: bool = False
     attn_out_copy: bool = False
+    fp8_gemm_split_k: bool = True
     prefill_attention: str = "default"
     decode_attention: str = "default"
     allreduce: str = "nccl"

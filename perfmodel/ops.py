@@ -11,6 +11,7 @@ inside a kernel), the lower bound a fused kernel attains; framework overhead is 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -319,6 +320,10 @@ def quant_ops(tokens, width, p: Precision, kernels: int, count: int, inputs=1,
 #: Op kernel name prefix of an engine's own dynamic fp8 activation quantization ("quant-<engine>"),
 #: priced by its fitted path where the calibration has one (perfmodel.roofline.engine_quant_time_s).
 ENGINE_QUANT = "quant"
+#: Kernel family of an engine's CUTLASS 8-bit GEMMs (Engine.fp8_gemm_split_k false): at 8-bit
+#: weights and activations each output tile runs on one SM, the reduction never split
+#: (perfmodel.roofline.gemm_parallelism); other precisions run the library's usual kernels.
+CUTLASS_8BIT = "cutlass-8bit"
 
 
 def engine_quant_op(tokens, width, p: Precision, kernels: int, engine: str, count: int = 1) -> Op:
@@ -370,7 +375,7 @@ def token_ops(model: ModelSpec, *, tokens, p: Precision, tp=1, engine: Engine | 
                  act_bytes=tokens * D * p.act_bytes)]
     before.append(vector_op("attn_norm", "norm", tokens, D, count=L, **norm))
     before += act_quant_ops(model, tokens, p, tp, engine, decode=phase == "decode")
-    before += attention_projections(model, tokens, p, tp, engine)
+    before += _engine_gemms(attention_projections(model, tokens, p, tp, engine), engine)
     if model.qk_norm:  # Qwen3 normalises q and k per head before rotary embedding
         fused = engine.residual_in_norm  # a fusing compiler folds it into the RoPE kernel's pass
         before.append(vector_op("qk_norm", "norm", tokens, qk_width, 0.0 if fused else engine.norm_passes, 4.0, p, L,
@@ -384,10 +389,19 @@ def token_ops(model: ModelSpec, *, tokens, p: Precision, tp=1, engine: Engine | 
         after.append(vector_op("residual_add", "elementwise", tokens, D, 3.0, 1.0, p, 2 * L))
     if model.norms_per_layer == 2:
         after.append(vector_op("ffn_norm", "norm", tokens, D, count=L, **norm))
-    after += ffn_ops(model, tokens, p, tp, engine) + moe_ops(model, tokens, p, tp)
+    after += _engine_gemms(ffn_ops(model, tokens, p, tp, engine), engine) + moe_ops(model, tokens, p, tp)
     kernel = f"{CUSTOM_ALLREDUCE}-{engine.name}" if engine.allreduce == CUSTOM_ALLREDUCE else engine.allreduce
     after.append(allreduce_op(tokens, D, p, tp, 2 * L, kernel))
     return before, after
+
+
+def _engine_gemms(ops: list[Op], engine: Engine) -> list[Op]:
+    """The projections' GEMMs marked as the engine's CUTLASS 8-bit kernels where it runs those
+    (Engine.fp8_gemm_split_k false); other ops unchanged. (The LM head stays 16-bit, MoE experts
+    run the engines' grouped kernels.)"""
+    if engine.fp8_gemm_split_k:
+        return ops
+    return [dataclasses.replace(op, kernel=CUTLASS_8BIT) if op.kind == "matmul" else op for op in ops]
 
 
 def logits_ops(model: ModelSpec, *, logits_tokens, p: Precision, tp=1,

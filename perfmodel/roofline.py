@@ -21,7 +21,7 @@ import numpy as np
 from hardware.spec import Hardware
 from perfmodel import collectives
 from perfmodel.rates import sustained_fraction
-from perfmodel.ops import CUSTOM_ALLREDUCE, ENGINE_QUANT, ROW_NORM_KERNEL, Op, Precision
+from perfmodel.ops import CUSTOM_ALLREDUCE, CUTLASS_8BIT, ENGINE_QUANT, ROW_NORM_KERNEL, Op, Precision
 
 BOUNDS = np.array(["compute", "memory", "overhead", "comm"])
 
@@ -84,7 +84,7 @@ def matmul_dtype_rate(hw: Hardware, w_bits, a_bits, calibrated: bool = True, wei
     return np.where(low, eight, np.where((w < a) & (a <= 16), weight_only, act_rate))
 
 
-def gemm_parallelism(m, n, k, hw: Hardware, groups=1.0):
+def gemm_parallelism(m, n, k, hw: Hardware, groups=1.0, split_k=True):
     """(compute efficiency, thread blocks) of the tiled GEMM kernel on a calibrated GPU; (1, inf)
     for a datasheet spec.
 
@@ -96,7 +96,8 @@ def gemm_parallelism(m, n, k, hw: Hardware, groups=1.0):
     Multiplication Background User's Guide": tile and wave quantization). Without split-K a
     128-row GEMM of 4096 columns would fill 32 of 132 SMs and run at a quarter of the rate, which
     no library does. `groups` GEMMs of this shape in one grouped kernel (MoE experts; an expected,
-    fractional count) multiply the tiles, each group's own count rounded up.
+    fractional count) multiply the tiles, each group's own count rounded up. `split_k` false (a
+    bool or a mask per element) for kernels that never split (`split_k_allowed`): one unit a tile.
     """
     cal = hw.calibration
     if cal is None or cal.tile_m <= 1:
@@ -107,7 +108,10 @@ def gemm_parallelism(m, n, k, hw: Hardware, groups=1.0):
     tm = np.minimum(cal.tile_m, np.maximum(16.0, 2.0 ** np.ceil(np.log2(m))))
     tn = np.minimum(cal.tile_n, np.maximum(16.0, 2.0 ** np.ceil(np.log2(n))))
     tiles = np.ceil(m / tm) * np.ceil(n / tn) * groups
-    units = tiles * _splits(tiles, k, sms, cal.split_k_min)
+    splits = _splits(tiles, k, sms, cal.split_k_min)
+    if split_k is not True:
+        splits = np.where(split_k, splits, 1.0)
+    units = tiles * splits
     efficiency = (m * n * groups) / (tiles * tm * tn) * units / (np.ceil(units / sms) * sms)
     return efficiency, units
 
@@ -130,6 +134,21 @@ def _splits(blocks, k, sms, split_k_min):
 SKINNY_ROWS = 64
 
 
+def split_k_allowed(op: Op, p: Precision):
+    """Whether a GEMM's kernel may split its reduction (and has a skinny kernel beside its tiles):
+    True, but for an engine's CUTLASS 8-bit GEMMs (ops.CUTLASS_8BIT) at 8-bit weights and
+    activations, where it is False (per element where the precision is an array). vLLM's sm90 fp8
+    dispatch (csrc/quantization/cutlass_w8a8/c3x/scaled_mm_sm90_fp8_dispatch.cuh) and sgl-kernel's
+    fp8_scaled_mm pick a CUTLASS 3 tile shape by m and run it as a plain GEMM (GemmUniversalMode
+    kGemm): a tile per SM, no split-K, no GEMV path. aiconfigurator's H200 tables show it: vLLM's
+    and SGLang's fp8 GEMM of 5 x 64 x 51200 takes 42 and 32 us, one tile streaming 3.3 MB at
+    ~80-100 GB/s (validate/reports/aiconfigurator)."""
+    if op.kernel != CUTLASS_8BIT:
+        return True
+    eight = (np.asarray(p.w_bits) <= 8) & (np.asarray(p.a_bits) <= 8)
+    return bool(~eight) if eight.ndim == 0 else ~eight
+
+
 def _gemm_time(op: Op, hw: Hardware, p: Precision) -> tuple:
     """(compute_s, memory_s) of a GEMM on a calibrated GPU: the tiled kernel, or for skinny GEMMs
     whichever of the tiled and the GEMV-like kernel is faster (a library's heuristic picks among
@@ -139,14 +158,15 @@ def _gemm_time(op: Op, hw: Hardware, p: Precision) -> tuple:
     rate = _gemm_rate(hw, p)
     tile_s, power_s, memory_s = tiled_gemm_terms(op, hw, p)
     tiled = (np.maximum(tile_s, power_s), memory_s)
-    if not np.any(np.asarray(op.m) <= SKINNY_ROWS):
+    split_k = split_k_allowed(op, p)
+    if split_k is False or not np.any(np.asarray(op.m) <= SKINNY_ROWS):
         return tiled
     per_block = _gemv_cap(cal, p, cal.sm_bytes_per_s or np.inf) if cal.gemv_bytes_per_s else \
         (cal.sm_bytes_per_s or np.inf)
     blocks = gemv_blocks(op.n, op.k, hw, op.groups)
     gemv = (op.flops / rate,
             gemm_latency_s(cal) + op.bytes / np.minimum(_gemm_read_bytes_per_s(op, cal), blocks * per_block))
-    pick = (np.asarray(op.m) <= SKINNY_ROWS) & (np.maximum(*gemv) < np.maximum(*tiled))
+    pick = (np.asarray(op.m) <= SKINNY_ROWS) & (np.maximum(*gemv) < np.maximum(*tiled)) & split_k
     return np.where(pick, gemv[0], tiled[0]), np.where(pick, gemv[1], tiled[1])
 
 
@@ -159,7 +179,7 @@ def tiled_gemm_terms(op: Op, hw: Hardware, p: Precision) -> tuple:
     tile_m rows; memory time is the kernel's fill latency (`gemm_latency_s`) plus the bytes streamed at
     min(read bandwidth, thread blocks x per-SM rate)."""
     cal = hw.calibration
-    efficiency, units = gemm_parallelism(op.m, op.n, op.k, hw, op.groups)
+    efficiency, units = gemm_parallelism(op.m, op.n, op.k, hw, op.groups, split_k_allowed(op, p))
     return (op.flops / (_gemm_rate(hw, p) * efficiency), op.flops / _sustained_rate(hw, p),
             gemm_latency_s(cal) + op.bytes / np.minimum(_gemm_read_bytes_per_s(op, cal),
                                                         units * (cal.sm_bytes_per_s or np.inf)))

@@ -33,7 +33,7 @@ import pandas as pd
 from hardware import fields
 from hardware.spec import Calibration, Hardware
 from perfmodel import engines
-from validate.calibrate import ROBUST_LOSS, SUITE_ATTENTION_KERNEL, _fit_gemm_and_attention, fit
+from validate.calibrate import ROBUST_LOSS, SUITE_ATTENTION_KERNEL, TILES, _fit_gemm_and_attention, fit
 from validate.cases import split
 from validate.predict_cases import predict_many
 
@@ -127,9 +127,13 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
     fp8 = [c for c in gemms if c["dtype"] == "fp8"]
     if fp8:  # fp8 rows include the engine's own dynamic activation quantization (ops.engine_quant_op)
         peak = base.peak_flops_per_s("fp8")
-        cal, _ = fit(fp8, base, cal, {"matmul_flops_per_s:fp8": (0.7 * peak, 1e-3 * peak, 1.05 * peak),
-                                      "sustained_flops_per_s:fp8": (0.6 * peak, 1e-3 * peak, 1.05 * peak),
-                                      **_act_quant_params(gemm_engine)}, loss=ROBUST_LOSS)
+        params = {"matmul_flops_per_s:fp8": (0.7 * peak, 1e-3 * peak, 1.05 * peak),
+                  "sustained_flops_per_s:fp8": (0.6 * peak, 1e-3 * peak, 1.05 * peak),
+                  **_act_quant_params(gemm_engine)}
+        if engines.load(gemm_engine).fp8_gemm_split_k:
+            cal, _ = fit(fp8, base, cal, params, loss=ROBUST_LOSS)
+        else:
+            cal = _tile_grid_on_both(gemms, base, cal, params)
     cal = dataclasses.replace(cal, memory_read_bytes_per_s=cal.memory_read_bytes_per_s,
                               memory_bytes_per_s=cal.memory_read_bytes_per_s)
     for engine, cases in train.items():
@@ -161,6 +165,28 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
                                                               1e-3 * link, 2 * link)}, loss=ROBUST_LOSS)
     return dataclasses.replace(base, name=f"{base.name}-calibrated", title=f"{base.title} (calibrated)",
                                calibration=cal)
+
+
+def _tile_grid_on_both(gemms: list[dict], base: Hardware, cal: Calibration, fp8_params: dict) -> Calibration:
+    """The fp8 stage where the engine's fp8 GEMMs are CUTLASS tiles that never split the reduction
+    (perfmodel.roofline.split_k_allowed): their times show the tile count and the per-tile streaming
+    rate that split-K and the skinny kernel hide in the bf16 rows (on which two grids can fit
+    alike: a synthetic table made on 64 x 128 tiles and 90 GB/s per tile fitted 128 x 256 and
+    150 GB/s on its bf16 rows). So the grid is chosen again on the large GEMMs of both dtypes, the
+    per-tile rate fitted with the fp8 rates and quantization path per grid, the bf16 rates refitted."""
+    bw = base.hbm_bytes_per_s
+    params = {**fp8_params, "sm_bytes_per_s": (cal.sm_bytes_per_s or 0.02 * bw, 1e-4 * bw, bw)}
+    for name in ("matmul_flops_per_s", "sustained_flops_per_s"):
+        if "bf16" in getattr(cal, name):
+            params[f"{name}:bf16"] = (getattr(cal, name)["bf16"], 1e-3 * getattr(cal, name)["bf16"],
+                                      1.05 * base.peak_flops_per_s("bf16"))
+    best = None
+    for tile_m, tile_n in TILES:
+        fitted, cost = fit(gemms, base, dataclasses.replace(cal, tile_m=tile_m, tile_n=tile_n), params,
+                           loss=ROBUST_LOSS)
+        if best is None or cost < best[0]:
+            best = (cost, fitted)
+    return best[1]
 
 
 def residuals(by_engine: dict[str, list[dict]], hw: Hardware) -> pd.DataFrame:

@@ -16,8 +16,8 @@ import numpy as np
 import workloads
 from hardware.spec import Hardware
 from perfmodel import collectives, engines, rates
-from perfmodel.ops import (Op, Precision, attention_op, engine_quant_op, kv_append_op, matmul_op, moe_ops, quant_ops,
-                           row_norm_op, vector_op)
+from perfmodel.ops import (CUTLASS_8BIT, Op, Precision, attention_op, engine_quant_op, kv_append_op, matmul_op, moe_ops,
+                           quant_ops, row_norm_op, vector_op)
 from perfmodel.predict import step_time
 from perfmodel.roofline import op_time
 from validate import kinds
@@ -130,11 +130,16 @@ def predict_norm(case: dict, hw: Hardware) -> float:
 
 
 def predict_matmuls(cases: list[dict], hw: Hardware) -> np.ndarray:
-    """GEMM cases of one dtype, as one array."""
+    """GEMM cases of one dtype, as one array; a case timed inside an engine whose 8-bit GEMMs are
+    CUTLASS kernels (Engine.fp8_gemm_split_k false) runs as one (ops.CUTLASS_8BIT)."""
     p = _precision(cases[0]["dtype"])
     m, k = _column(cases, "m"), _column(cases, "k")
     op = matmul_op("matmul", m, _column(cases, "n"), k, p, 1)
     times = _times(op, hw, p, cases)
+    cutlass = np.array([bool(text(c, "engine")) and not engines.load(text(c, "engine")).fp8_gemm_split_k
+                        for c in cases])
+    if np.any(cutlass):
+        times = np.where(cutlass, _times(dataclasses.replace(op, kernel=CUTLASS_8BIT), hw, p, cases), times)
     quant = np.array([_num(c, "act_quant", default=0.0) for c in cases])
     if np.any(quant > 0):  # the dynamic activation quantization timed with the GEMM (fp8 serving)
         times = times + np.where(quant > 0, _act_quant_times(cases, m, k, p, hw, int(quant.max())), 0.0)

@@ -143,3 +143,47 @@ def test_a_split_kv_decode_stream_pays_its_fixed_latency(calibrated):
     hw = _attention_family(calibrated, "x-decode", stream_latency_s=3e-6)
     op = attention_op(model, seqs=16.0, new_tokens=1.0, past=8191.0, p=BF16, tp=1, kernel="x-decode")
     assert float(op_time(op, hw, BF16).memory_s) == pytest.approx(3e-6 + float(op.bytes) / 3e12, rel=1e-12)
+
+
+def test_cutlass_8bit_gemms_never_split_the_reduction(calibrated):
+    """vLLM's and SGLang's fp8 GEMMs (CUTLASS 3 kernels, Engine.fp8_gemm_split_k false) give each
+    output tile one SM. A 5 x 64 x 51200 fp8 GEMM is one tile: it streams the whole weight through
+    one block, so it takes at least those bytes at one block's rate, where the split-K kernel
+    spreads them over the SMs (aiconfigurator's H200 tables: 42 us under vLLM, 32 under SGLang).
+    The mark changes nothing at 16 bits, and an array of precisions is priced element by element."""
+    from perfmodel.ops import CUTLASS_8BIT
+
+    cal = calibrated.calibration
+    fp8 = Precision(8, 8, 16)
+    split = matmul_op("down", 5.0, 64.0, 51200.0, fp8, 1)
+    tiled = dataclasses.replace(split, kernel=CUTLASS_8BIT)
+    one_tile = op_time(tiled, calibrated, fp8).time_s
+    assert one_tile >= split.weight_bytes / cal.sm_bytes_per_s
+    assert op_time(split, calibrated, fp8).time_s < 0.25 * one_tile
+    wide = matmul_op("up", 5.0, 4096.0, 51200.0, BF16, 1)
+    assert op_time(dataclasses.replace(wide, kernel=CUTLASS_8BIT), calibrated, BF16).time_s == \
+        op_time(wide, calibrated, BF16).time_s
+    bits = np.array([8.0, 16.0])
+    mixed = Precision(bits, bits, 16)
+    both = op_time(dataclasses.replace(matmul_op("down", 5.0, 64.0, 51200.0, mixed, 1), kernel=CUTLASS_8BIT),
+                   calibrated, mixed).time_s
+    assert both[0] == pytest.approx(one_tile, rel=1e-12)
+    sixteen = matmul_op("down", 5.0, 64.0, 51200.0, BF16, 1)
+    assert both[1] == pytest.approx(op_time(sixteen, calibrated, BF16).time_s, rel=1e-12)
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm", "torch-compile"])
+def test_engines_mark_their_cutlass_projections(engine):
+    """Only engines whose 8-bit GEMMs are CUTLASS kernels mark their projections (the LM head and
+    MoE experts keep their own kernels)."""
+    from perfmodel import engines
+    from perfmodel.ops import CUTLASS_8BIT, logits_ops, token_ops
+
+    model = workloads.load("llama-3-8b")
+    before, after = token_ops(model, tokens=4.0, p=Precision(8, 8, 16), engine=engine)
+    gemms = [op for op in before + after if op.kind == "matmul"]
+    cutlass = not engines.load(engine).fp8_gemm_split_k
+    assert gemms and all((op.kernel == CUTLASS_8BIT) == cutlass for op in gemms)
+    assert cutlass == (engine in ("vllm", "sglang"))
+    head = logits_ops(model, logits_tokens=4.0, p=Precision(8, 8, 16), engine=engine)[-1]
+    assert head.kernel != CUTLASS_8BIT

@@ -60,10 +60,9 @@ from typing import Callable
 import numpy as np
 
 from hardware.spec import Hardware
-from perfmodel import intervals
+from perfmodel import intervals, shapes
 from perfmodel.engines import Engine
 from perfmodel.ops import Op, Precision, context_ops, logits_ops, step_phase, token_ops
-from perfmodel import shapes
 from perfmodel.roofline import (OpTime, attention_compute_terms, attention_params, attention_work_s, gemm_latency_s,
                                 has_work_terms, is_tiled_gemm, mean_max_affine, op_time, tiled_gemm_terms)
 from perfmodel.steps import (TOTAL_KEYS, StepSums, add_decode_context, add_op_times, has_bands, paid_host_s,
@@ -565,7 +564,8 @@ class ContextLines:
     dominant: tuple[str, ...] = ()
     #: count x the work-unit term of an attention family that has one (roofline.attention_work_s),
     #: a line in S0 too: rows `work_rows[i]` and the next of `work` for op i (None: no such term).
-    #: The op's compute time at a context is then the larger of the two lines there, as op_time's
+    #: The op's compute time at a context is then the larger of the two lines there, as op_time
+    #: takes it (roofline.attention_compute_terms).
     work: np.ndarray | None = None
     work_rows: tuple = ()
 
@@ -762,7 +762,7 @@ def _price_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple, 
                 if not np.all(value == value[:, :1]):
                     return None
                 fixed[name] = op.count * value[:, 0]
-            compute = getattr(t, "compute_s")
+            compute = t.compute_s
             term = _work_term(op, hw, p, model, tp, seqs, at, fit, decode)
             if term is not None:
                 compute = attention_compute_terms(op, hw, p)[0]

@@ -21,7 +21,7 @@ import numpy as np
 from hardware.spec import Hardware
 from perfmodel import collectives
 from perfmodel.rates import sustained_fraction
-from perfmodel.ops import CUSTOM_ALLREDUCE, CUTLASS_8BIT, ENGINE_QUANT, ROW_NORM_KERNEL, Op, Precision
+from perfmodel.ops import ATTENTION_TILE_ROWS, CUSTOM_ALLREDUCE, CUTLASS_8BIT, ENGINE_QUANT, ROW_NORM_KERNEL, Op, Precision
 
 BOUNDS = np.array(["compute", "memory", "overhead", "comm"])
 
@@ -337,7 +337,7 @@ def attention_work_s(m, n, groups, params: tuple, compute_units):
     _, _, _, unit_s, row_s, key_s, _, _ = params
     if isinstance(m, float) and isinstance(n, float) and isinstance(groups, float):  # one scenario: in floats
         pairs = max(groups, 1.0)
-        waves = float(math.ceil(pairs * math.ceil(m / pairs / 128.0) / compute_units))
+        waves = float(math.ceil(pairs * math.ceil(m / pairs / ATTENTION_TILE_ROWS) / compute_units))
         return waves * (unit_s + n * key_s) + m * row_s / compute_units
     waves = np.ceil(_units(m, groups) / compute_units)
     # a family without a time per cached key: the same doubles without the pass over the context
@@ -368,7 +368,7 @@ def attention_units(op: Op):
 def _units(m, groups):
     """`attention_units` of query rows m over (sequence, kv head) pairs `groups`."""
     pairs = np.maximum(np.asarray(groups, dtype=float), 1.0)
-    return pairs * np.ceil(np.asarray(m, dtype=float) / pairs / 128.0)
+    return pairs * np.ceil(np.asarray(m, dtype=float) / pairs / ATTENTION_TILE_ROWS)
 
 
 def _gemm_rate(hw: Hardware, p: Precision):

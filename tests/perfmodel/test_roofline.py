@@ -123,14 +123,15 @@ def _attention_family(calibrated, family: str, **params):
 
 def test_attention_pays_softmax_per_score(calibrated):
     """Causal prefill of T tokens at head dim d, derived by hand: FLOPs / rate + scores / score rate
-    (scores = heads T (T + 1) / 2: FLOPs / 4d) where the work units do not bound it."""
+    (scores = heads (T (T + 1) / 2 + 127 (T - 1) / 2): the causal pairs and the diagonal blocks'
+    masked half, FLOPs / 4d) where the work units do not bound it."""
     model = workloads.ModelSpec(name="t", family="llama", n_layers=1, d_model=128, n_heads=1, n_kv_heads=1,
                                 head_dim=128, d_ff=1, vocab_size=1)
     hw = _attention_family(calibrated, "x-prefill", scores_per_s=5e12)
     rate = _attention_rate(hw, BF16, 16) * 0.5   # the family's fraction of the calibrated bf16 rate
     for seqs, tokens in ((64.0, 4096.0), (1.0, 4096.0)):
         op = attention_op(model, seqs=seqs, new_tokens=tokens, past=0.0, p=BF16, tp=1, kernel="x-prefill")
-        scores = seqs * tokens * (tokens + 1) / 2
+        scores = seqs * (tokens * (tokens + 1) / 2 + 127.0 * (tokens - 1) / 2)
         t = op_time(op, hw, BF16)
         assert float(t.compute_s) == pytest.approx(op.flops / rate + scores / 5e12, rel=1e-12)
         assert attention_compute_terms(op, hw, BF16)[0] == pytest.approx(float(t.compute_s), rel=1e-15)
@@ -187,3 +188,25 @@ def test_engines_mark_their_cutlass_projections(engine):
     assert cutlass == (engine in ("vllm", "sglang"))
     head = logits_ops(model, logits_tokens=4.0, p=Precision(8, 8, 16), engine=engine)[-1]
     assert head.kernel != CUTLASS_8BIT
+
+
+def test_causal_kernels_compute_their_diagonal_blocks_whole():
+    """A causal FlashAttention-style prefill of T = 32 tiles of 128 rows computes 128^2 x 32 x 33 / 2
+    pairs (every block on or below the diagonal, whole) where T (T + 1) / 2 are causal: the op's
+    FLOPs count what the kernel computes (to the one row's offset that keeps decode exact). A decode
+    step has no diagonal block; a masked static cache's kernel computes every row whole already."""
+    from perfmodel.ops import MASKED_CACHE_FAMILY, attention_pairs, diagonal_block_pairs
+
+    model = workloads.ModelSpec(name="t", family="llama", n_layers=1, d_model=128, n_heads=1, n_kv_heads=1,
+                                head_dim=128, d_ff=1, vocab_size=1)
+    tokens = 32 * 128.0
+    blocks = 128.0 ** 2 * 32 * 33 / 2
+    assert attention_pairs(tokens, 0.0) + diagonal_block_pairs(tokens) == pytest.approx(blocks, rel=1e-5)
+    per_pair = 2.0 * (128 + 128)  # QK^T and PV of one pair
+    prefill = attention_op(model, seqs=1.0, new_tokens=tokens, past=0.0, p=BF16, tp=1, kernel="vllm-prefill")
+    assert prefill.flops == pytest.approx(blocks * per_pair, rel=1e-5)
+    decode = attention_op(model, seqs=1.0, new_tokens=1.0, past=4095.0, p=BF16, tp=1, kernel="vllm-decode")
+    assert decode.flops == per_pair * attention_pairs(1.0, 4095.0)
+    masked = attention_op(model, seqs=1.0, new_tokens=tokens, past=0.0, p=BF16, tp=1,
+                          kernel=MASKED_CACHE_FAMILY + "-prefill")
+    assert masked.flops == per_pair * attention_pairs(tokens, 0.0)

@@ -173,6 +173,30 @@ def predict_row(row, *, kv_bits: int, hbm_bytes: float | None = None, requests: 
     return out
 
 
+def xqa_streaming_check(system: str, spec: str) -> dict:
+    """Decode attention where it dominates the long-prompt rows: TensorRT-LLM's generation-attention
+    rows of aiconfigurator's table (the committed extract validate/reports/aiconfigurator/<system>/
+    trtllm.csv, bf16 KV) with batch >= 16 and kv_len >= 4096, predicted by our spec. Achieved KV
+    stream = 2 (K and V) x batch x kv_heads x kv_len x head_dim x 2 bytes / measured time."""
+    from validate.predict_cases import predict_frame
+
+    path = HERE.parent / "aiconfigurator" / system / "trtllm.csv"
+    frame = pd.read_csv(path)
+    rows = frame[(frame["kind"] == "attention") & (frame["phase"] == "decode") & (frame["engine"] == "trtllm")
+                 & (frame["batch"] >= 16) & (frame["kv_len"] >= 4096)]
+    hw = hardware.load(spec)
+    scored = predict_frame(rows, hw)
+    stream = 2 * rows["batch"] * rows["kv_heads"] * rows["kv_len"] * rows["head_dim"] * 2 / rows["measured_s"]
+    ratio = scored["predicted_s"] / rows["measured_s"]
+    fitted = hw.calibration.attention_kernels["trtllm-decode"]["read_bytes_per_s"]
+    fast = stream > fitted
+    return dict(system=system, rows=len(rows), fitted_tb_s=fitted / 1e12, median_stream_tb_s=float(stream.median() / 1e12),
+                max_stream_tb_s=float(stream.max() / 1e12), faster_rows=int(fast.sum()),
+                faster_ratio_median=float(ratio[fast].median()) if fast.any() else float("nan"),
+                faster_ratio_max=float(ratio[fast].max()) if fast.any() else float("nan"),
+                all_ratio_median=float(ratio.median()))
+
+
 def ape(pred, meas):
     return np.abs(np.asarray(pred) / np.asarray(meas) - 1.0)
 
@@ -180,9 +204,14 @@ def ape(pred, meas):
 def summary_rows(frame: pd.DataFrame, column: str) -> list[tuple]:
     """(group, rows, median APE, p90 APE, median ratio) per GPU, per doc version and overall."""
     ok = frame[np.isfinite(frame[column])]
+    regime = np.where(ok["isl"] >= 8192, "long prompt (ISL >= 8192)",
+                      np.where(ok["isl"] * 1.5 <= ok["osl"], "decode-heavy (OSL >= 1.5 ISL)",
+                               np.where(ok["isl"] >= 3 * ok["osl"], "prefill-heavy (ISL >= 3 OSL)", "balanced")))
     groups = [("all", ok)] + [(f"gpu {g}", d) for g, d in ok.groupby("gpu")] \
         + [(f"TRT-LLM {v}", d) for v, d in ok.groupby("engine_version")] \
-        + [(f"{m}", d) for m, d in ok.groupby("catalog_model")]
+        + [(f"{m}", d) for m, d in ok.groupby("catalog_model")] \
+        + [(f"tp {t}", d) for t, d in ok.groupby("tp")] \
+        + [(r, d) for r, d in ok.groupby(regime)]
     out = []
     for name, d in groups:
         e = ape(d[column], d["value"])
@@ -191,7 +220,7 @@ def summary_rows(frame: pd.DataFrame, column: str) -> list[tuple]:
     return out
 
 
-def write_report(frame: pd.DataFrame, path: Path, seconds: float) -> None:
+def write_report(frame: pd.DataFrame, path: Path, seconds: float, checks=()) -> None:
     f = frame.copy()
     f["ratio"] = f["predicted"] / f["value"]
     lines = ["# Predicted vs published maximum throughput (TensorRT-LLM perf-overview)", "",
@@ -210,6 +239,29 @@ def write_report(frame: pd.DataFrame, path: Path, seconds: float) -> None:
         if column in f and np.isfinite(f[column]).any():
             name, n, med, p90, ratio = summary_rows(f, column)[0]
             lines.append(f"| {label} | {n} | {100 * med:.1f}% | {100 * p90:.1f}% | {ratio:.3f} |")
+    lines += ["", "Median ratio (predicted / published) by tensor-parallel degree and regime:", "",
+              "| regime | " + " | ".join(f"tp {t}" for t in sorted(f["tp"].unique())) + " |",
+              "|---|" + "---|" * f["tp"].nunique()]
+    regime = np.where(f["isl"] >= 8192, "long prompt (ISL >= 8192)",
+                      np.where(f["isl"] * 1.5 <= f["osl"], "decode-heavy (OSL >= 1.5 ISL)",
+                               np.where(f["isl"] >= 3 * f["osl"], "prefill-heavy (ISL >= 3 OSL)", "balanced")))
+    table = f.assign(regime=regime).groupby(["regime", "tp"])["ratio"].agg(["median", "count"])
+    for name in sorted(set(regime)):
+        cells = []
+        for t in sorted(f["tp"].unique()):
+            cells.append(f"{table.loc[(name, t), 'median']:.2f} ({table.loc[(name, t), 'count']})"
+                         if (name, t) in table.index else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if checks:
+        lines += ["", "Decode attention check (aiconfigurator's TensorRT-LLM generation-attention rows, batch >= 16, "
+                  "kv_len >= 4096; `xqa_streaming_check`):", "",
+                  "| system | rows | fitted read bandwidth | median / max KV stream measured | rows streaming faster "
+                  "than the fit | their predicted / measured (median, max) | all rows' median ratio |",
+                  "|---|---|---|---|---|---|---|"]
+        for c in checks:
+            lines.append(f"| {c['system']} | {c['rows']} | {c['fitted_tb_s']:.2f} TB/s | {c['median_stream_tb_s']:.2f} / "
+                         f"{c['max_stream_tb_s']:.2f} TB/s | {c['faster_rows']} | {c['faster_ratio_median']:.2f}, "
+                         f"{c['faster_ratio_max']:.2f} | {c['all_ratio_median']:.2f} |")
     lines += ["", "## Rows", "",
               "| row | doc | model | GPU | TP | ISL/OSL | metric | published | predicted | ratio | bf16-KV ratio "
               "| max_bs / max_tokens | running (limit) | mean decode batch | prefill time | decode step ms "
@@ -263,7 +315,9 @@ def main(argv=None) -> int:
             "decode_linear_share", "decode_attention_share", "preempted", "duration_s", "note"]
     out_dir = Path(args.out)
     out[keep].to_csv(out_dir / "predictions.csv", index=False, float_format="%.6g")
-    write_report(out, out_dir / "report.md", seconds)
+    checks = [xqa_streaming_check(system, spec) for system, spec in
+              (("h100_sxm", "h100-sxm-calibrated"), ("h200_sxm", "h200-sxm-calibrated"))]
+    write_report(out, out_dir / "report.md", seconds, checks)
     for name, n, med, p90, ratio in summary_rows(out, "predicted"):
         print(f"{name:<22} {n:>4} rows  median APE {100 * med:5.1f}%  p90 {100 * p90:5.1f}%  median ratio {ratio:.3f}")
     print(f"{seconds:.0f} s")

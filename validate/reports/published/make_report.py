@@ -53,9 +53,9 @@ sys.path.insert(0, str(HERE.parents[2]))  # run as a script from anywhere: the r
 
 import hardware  # noqa: E402
 import workloads  # noqa: E402
-from perfmodel import memory  # noqa: E402
 from perfmodel.engines import load as load_engine  # noqa: E402
 from perfmodel.ops import Precision  # noqa: E402
+from perfmodel.predict import breakdown  # noqa: E402
 from serving.metrics import summarize  # noqa: E402
 from serving.simulator import ServeConfig, kv_capacity_blocks, make_instance, simulate  # noqa: E402
 from serving.workload import Requests  # noqa: E402
@@ -164,7 +164,11 @@ def predict_row(row, *, kv_bits: int, hbm_bytes: float | None = None, requests: 
     linear = c.tokens_decode[b]
     attention = c.decode_attention_s(b, past)
     logits = c.logits[b]
-    out |= dict(predicted=total / tp if per_gpu else total, predicted_total=total,
+    # the same step's all-reduce share, from perfmodel's per-op table (perfmodel.predict.breakdown)
+    table = breakdown(model, hw, workloads.Scenario(batch=b, prompt=isl, gen=osl, w_bits=8, a_bits=8, kv_bits=kv_bits,
+                                                    tp=tp), "decode", engine)
+    comm = float(table.loc[table["kind"] == "comm", "time_s"].sum() / table["time_s"].sum())
+    out |= dict(predicted=total / tp if per_gpu else total, predicted_total=total, decode_allreduce_share=comm,
                 duration_s=summary["duration_s"], preempted=summary["preempted"],
                 prefill_time_share=float(busy[prefill].sum() / busy.sum()),
                 mean_decode_batch=mean_batch, decode_step_ms=1e3 * c.decode_step_s(b, past * b),
@@ -319,7 +323,7 @@ def write_report(frame: pd.DataFrame, path: Path, seconds: float, checks=(), red
               "", "## Rows", "",
               "| row | doc | model | GPU | TP | ISL/OSL | metric | published | predicted | ratio | bf16-KV ratio "
               "| max_bs / max_tokens | running (limit) | mean decode batch | prefill time | decode step ms "
-              "(attention share) |", "|" + "---|" * 16]
+              "(attention, all-reduce share) |", "|" + "---|" * 16]
     for r in f.itertuples():
         kv16 = r.predicted_kv16 / r.value if np.isfinite(r.predicted_kv16) else float("nan")
         lines.append(
@@ -327,7 +331,7 @@ def write_report(frame: pd.DataFrame, path: Path, seconds: float, checks=(), red
             f"{'per GPU' if r.metric.endswith('per_gpu') else 'total'} | {r.value:,.0f} | {r.predicted:,.0f} | "
             f"{r.ratio:.2f} | {kv16:.2f} | {r.max_bs} / {r.max_tokens} | {r.seqs} ({r.limit}) | "
             f"{r.mean_decode_batch:.0f} | {100 * r.prefill_time_share:.0f}% | {r.decode_step_ms:.1f} "
-            f"({100 * r.decode_attention_share:.0f}%) |")
+            f"({100 * r.decode_attention_share:.0f}%, {100 * r.decode_allreduce_share:.0f}%) |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -366,7 +370,7 @@ def main(argv=None) -> int:
     keep = ["row", "catalog_model", "gpu", "hardware_spec", "engine_version", "tp", "isl", "osl", "num_requests",
             "metric", "value", "predicted", "predicted_kv16", "predicted_nvml", "predicted_total", "max_bs",
             "max_tokens", "blocks", "seqs", "limit", "mean_decode_batch", "prefill_time_share", "decode_step_ms",
-            "decode_linear_share", "decode_attention_share", "preempted", "duration_s", "note"]
+            "decode_linear_share", "decode_attention_share", "decode_allreduce_share", "preempted", "duration_s", "note"]
     out_dir = Path(args.out)
     out[keep].to_csv(out_dir / "predictions.csv", index=False, float_format="%.6g")
     checks = [xqa_streaming_check(system, spec) for system, spec in

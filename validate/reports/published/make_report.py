@@ -126,12 +126,30 @@ def settings_for(row, model, hw, kv_bits: int) -> dict:
     return dict(p=p, max_bs=max_bs, max_tokens=max_tokens, blocks=blocks, fit=fit, seqs=seqs, limit=limit)
 
 
-def predict_row(row, *, kv_bits: int, hbm_bytes: float | None = None, requests: int | None = None) -> dict:
+def attention_what_if(hw, decode_read_bytes_per_s: float, prefill_rate_factor: float = 2.0):
+    """A diagnostic spec (not a model change): TensorRT-LLM's decode attention streaming KV at
+    `decode_read_bytes_per_s` (what aiconfigurator's large generation-attention rows reach,
+    `xqa_streaming_check`) and its context attention `prefill_rate_factor` times faster in FLOPs and
+    softmax (an fp8 context FMHA at twice the bf16 tensor rate; perfmodel prices attention in bf16)."""
+    cal = hw.calibration
+    kernels = dict(cal.attention_kernels)
+    kernels["trtllm-decode"] = dict(kernels["trtllm-decode"], read_bytes_per_s=decode_read_bytes_per_s)
+    prefill = dict(kernels["trtllm-prefill"])
+    prefill.update(flops_fraction=prefill["flops_fraction"] * prefill_rate_factor,
+                   scores_per_s=prefill["scores_per_s"] * prefill_rate_factor)
+    kernels["trtllm-prefill"] = prefill
+    return dataclasses.replace(hw, calibration=dataclasses.replace(cal, attention_kernels=kernels))
+
+
+def predict_row(row, *, kv_bits: int, hbm_bytes: float | None = None, requests: int | None = None,
+                hw_edit=None) -> dict:
     """Simulate one published row; returns the predicted metric (same unit as the row's) and the
     settings and diagnostics behind it. NaN with a reason when the model does not fit."""
     model, hw = workloads.load(row["catalog_model"]), hardware.load(row["hardware_spec"])
     if hbm_bytes is not None:
         hw = dataclasses.replace(hw, hbm_capacity_bytes=float(hbm_bytes))
+    if hw_edit is not None:
+        hw = hw_edit(hw)
     tp, isl, osl = int(row["tp"]), int(row["isl"]), int(row["osl"])
     s = settings_for(row, model, hw, kv_bits)
     out = {k: s[k] for k in ("max_bs", "max_tokens", "blocks", "seqs", "limit")}
@@ -274,12 +292,18 @@ def write_report(frame: pd.DataFrame, path: Path, seconds: float, checks=(), red
              "| group | rows | median APE | p90 APE | median ratio |", "|---|---|---|---|---|"]
     for name, n, med, p90, ratio in summary_rows(f, "predicted"):
         lines.append(f"| {name} | {n} | {100 * med:.1f}% | {100 * p90:.1f}% | {ratio:.3f} |")
-    lines += ["", "Sensitivities (same rows; only one setting changed):", "",
+    lines += ["", "Sensitivities and a what-if (the same rows with the named settings changed; diagnostics, not model changes):", "",
               "| variant | rows | median APE | p90 APE | median ratio |", "|---|---|---|---|---|"]
-    for column, label in (("predicted_kv16", "bf16 KV cache"), ("predicted_nvml", "H100 memory as NVML reports (85.5 GB)")):
+    for column, label in (("predicted_kv16", "bf16 KV cache"), ("predicted_nvml", "H100 memory as NVML reports (85.5 GB)"),
+                          ("predicted_attention_what_if", "long prompts only: decode attention at the measured KV stream, "
+                           "context attention at 2x (`attention_what_if`)")):
         if column in f and np.isfinite(f[column]).any():
             name, n, med, p90, ratio = summary_rows(f, column)[0]
             lines.append(f"| {label} | {n} | {100 * med:.1f}% | {100 * p90:.1f}% | {ratio:.3f} |")
+    if "predicted_attention_what_if" in f and np.isfinite(f["predicted_attention_what_if"]).any():
+        long = f[np.isfinite(f["predicted_attention_what_if"])]
+        name, n, med, p90, ratio = summary_rows(long, "predicted")[0]
+        lines.append(f"| the same long-prompt rows as predicted | {n} | {100 * med:.1f}% | {100 * p90:.1f}% | {ratio:.3f} |")
     lines += ["", "Median ratio (predicted / published) by tensor-parallel degree and regime:", "",
               "| regime | " + " | ".join(f"tp {t}" for t in sorted(f["tp"].unique())) + " |",
               "|---|" + "---|" * f["tp"].nunique()]
@@ -317,9 +341,11 @@ def write_report(frame: pd.DataFrame, path: Path, seconds: float, checks=(), red
               "below the published rows of every doc version, fp8 KV is consistent with them;",
               "- tensor parallelism: the ratio grows with tp in every regime (table by TP); the all-reduce check shows "
               "the decode-sized all-reduces priced below their measured time at tp 4 and 8, which accounts for part of it;",
-              "- long prompts: decode attention is most of the decode step there (per-row attention share); the "
-              "decode attention check shows the kernel streaming KV faster than the fitted read bandwidth "
-              "on large batch x context rows.",
+              "- long prompts: attention is most of both phases there (per-row attention share); the decode attention "
+              "check shows TensorRT-LLM's kernel streaming KV faster than the fitted read bandwidth on large batch x "
+              "context rows, and perfmodel prices every attention in bf16 (roofline.attention_compute_terms) where "
+              "TensorRT-LLM can run an fp8 context FMHA with an fp8 KV cache; the what-if row shows how far the two "
+              "together move these rows (whether the benchmark's engines ran fp8 context attention is not stated).",
               "", "## Rows", "",
               "| row | doc | model | GPU | TP | ISL/OSL | metric | published | predicted | ratio | bf16-KV ratio "
               "| max_bs / max_tokens | running (limit) | mean decode batch | prefill time | decode step ms "
@@ -352,6 +378,9 @@ def main(argv=None) -> int:
     frame = load_published()
     if args.rows:
         frame = frame[frame["row"].isin([int(v) for v in args.rows.split(",")])]
+    checks = [xqa_streaming_check(system, spec) for system, spec in
+              (("h100_sxm", "h100-sxm-calibrated"), ("h200_sxm", "h200-sxm-calibrated"))]
+    stream = {spec: c["median_stream_tb_s"] * 1e12 for c, spec in zip(checks, ("h100-sxm-calibrated", "h200-sxm-calibrated"))}
     start = time.perf_counter()
     records = []
     for _, row in frame.iterrows():
@@ -360,7 +389,11 @@ def main(argv=None) -> int:
         nvml = float("nan")
         if row["gpu"] == "H100 SXM":
             nvml = predict_row(row, kv_bits=8, hbm_bytes=H100_NVML_BYTES, requests=args.quick)["predicted"]
-        records.append(dict(row) | primary | dict(predicted_kv16=kv16, predicted_nvml=nvml))
+        what_if = float("nan")
+        if row["isl"] >= 8192:
+            edit = lambda hw, bw=stream[row["hardware_spec"]]: attention_what_if(hw, bw)  # noqa: E731
+            what_if = predict_row(row, kv_bits=8, requests=args.quick, hw_edit=edit)["predicted"]
+        records.append(dict(row) | primary | dict(predicted_kv16=kv16, predicted_nvml=nvml, predicted_attention_what_if=what_if))
         r = records[-1]
         print(f"row {r['row']:>3} {r['gpu']:<8} {r['catalog_model']:<13} tp{r['tp']} {r['isl']:>5}/{r['osl']:<5} "
               f"published {r['value']:>9,.0f} predicted {r['predicted']:>9,.0f} ({r['predicted'] / r['value']:.2f}) "
@@ -368,13 +401,11 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - start
     out = pd.DataFrame(records)
     keep = ["row", "catalog_model", "gpu", "hardware_spec", "engine_version", "tp", "isl", "osl", "num_requests",
-            "metric", "value", "predicted", "predicted_kv16", "predicted_nvml", "predicted_total", "max_bs",
+            "metric", "value", "predicted", "predicted_kv16", "predicted_nvml", "predicted_attention_what_if", "predicted_total", "max_bs",
             "max_tokens", "blocks", "seqs", "limit", "mean_decode_batch", "prefill_time_share", "decode_step_ms",
             "decode_linear_share", "decode_attention_share", "decode_allreduce_share", "preempted", "duration_s", "note"]
     out_dir = Path(args.out)
     out[keep].to_csv(out_dir / "predictions.csv", index=False, float_format="%.6g")
-    checks = [xqa_streaming_check(system, spec) for system, spec in
-              (("h100_sxm", "h100-sxm-calibrated"), ("h200_sxm", "h200-sxm-calibrated"))]
     reduces = [c for system, spec in (("h100_sxm", "h100-sxm-calibrated"), ("h200_sxm", "h200-sxm-calibrated"))
                for c in allreduce_check(system, spec)]
     write_report(out, out_dir / "report.md", seconds, checks, reduces)

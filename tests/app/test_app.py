@@ -85,7 +85,7 @@ def test_model_that_does_not_fit_shows_needs_and_has():
     at.selectbox(key="plan.model").set_value("llama-3.1-405b").run()
     no_traceback(at)
     message = " ".join(e.value for e in at.error)
-    assert message.startswith("does not fit: llama-3.1-405b") and "needs" in message and "has 141.0 GB" in message
+    assert message.startswith("does not fit: llama-3.1-405b") and "needs" in message and "has 151.4 GB" in message
     assert metrics(at)["Throughput"] == "does not fit"
     assert any("What would fit" in m.value for m in at.markdown)
 

@@ -134,9 +134,10 @@ def test_decode_is_memory_bound_and_prefill_compute_bound_on_h200():
 
 def test_memory_fit_and_max_batch():
     m, hw = workloads.load("llama-3.1-70b"), hardware.load("h200-sxm")
-    pred = perfmodel.predict(m, hw, Scenario(batch=[1, 4096], prompt=4096, gen=512, tp=[1, 1]))
-    assert list(pred["fits"]) == [False, False]  # 141 GB of bf16 weights do not fit in 141 GB
-    with pytest.raises(DoesNotFitError, match=r"needs .* GB per device .* has 141.0 GB"):
+    pred = perfmodel.predict(m, hw, Scenario(batch=[1, 4096], prompt=32768, gen=512, tp=[1, 1]))
+    # 141 GB of bf16 weights and one 33K-token context's 11 GB of KV do not fit in 151 GB
+    assert list(pred["fits"]) == [False, False]
+    with pytest.raises(DoesNotFitError, match=r"needs .* GB per device .* has 151.4 GB"):
         pred.require_fit()
     two = perfmodel.predict(m, hw, Scenario(batch=8, prompt=4096, gen=512, tp=2))
     assert bool(two["fits"][0]) and two["max_batch"][0] >= 8

@@ -20,7 +20,7 @@ def llama():
 def test_max_concurrency_by_hand(llama):
     hw = h200()
     cap = kv.max_concurrency(llama, hw, 32768)
-    free = 141e9 - longctx.reserved_bytes(llama)
+    free = hw.hbm_capacity_bytes - longctx.reserved_bytes(llama)
     assert cap.value == int(free // (32 * 2 * 8 * 128 * 2 * 32768))
     assert cap.value == longctx.concurrency_limit(llama, hw, 32768)
     assert kv.max_concurrency(llama, hw, 32768, kv_bits=8).value >= 2 * cap.value

@@ -335,8 +335,11 @@ def write_report(frame: pd.DataFrame, path: Path, seconds: float, checks=(), red
             lines.append(f"| {c['system']} | {c['tp']} | {c['rows']} | {c['median']:.2f} ({c['low']:.2f}-{c['high']:.2f}) |")
     lines += ["", "What the diagnostics say (the numbers are in the tables above and the per-row columns below):", "",
               "- KV-bound rows: where the pool holds few requests (70B on one H100: a few GB left beside 70 GB of "
-              "weights), throughput follows the pool, and the pool follows the device memory: the NVML sensitivity "
-              "gives the H100 its 85.5e9 bytes instead of the preset's 80e9 ('80 GB', GB = 1e9);",
+              "weights), throughput follows the pool, and the pool follows the device memory. The presets carried "
+              "'80 GB' as 80e9 bytes until this report; they now carry what CUDA reports (H100 81559 MiB = 85.5e9, "
+              "so the NVML sensitivity equals the prediction), and these rows moved from 0.70-0.86 to 0.94-1.33: "
+              "the engine's own runtime reservations (activation buffers for max_num_tokens, CUDA graphs, "
+              "workspaces), which the KV pool here does not subtract, are the likely rest;",
               "- KV dtype: bf16 KV halves the pool and doubles the decode attention's bytes; the bf16 sensitivity is far "
               "below the published rows of every doc version, fp8 KV is consistent with them;",
               "- tensor parallelism: the ratio grows with tp in every regime (table by TP); the all-reduce check shows "

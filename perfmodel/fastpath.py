@@ -65,7 +65,8 @@ from perfmodel.engines import Engine
 from perfmodel.ops import Op, Precision, context_ops, logits_ops, step_phase, token_ops
 from perfmodel import shapes
 from perfmodel.roofline import (OpTime, attention_compute_terms, attention_params, attention_work_s, gemm_latency_s,
-                                has_work_terms, is_tiled_gemm, mean_max_affine, op_time, tiled_gemm_terms)
+                                has_work_terms, is_tiled_gemm, mean_max_affine, mean_positive_affine, op_time,
+                                tiled_gemm_terms)
 from perfmodel.steps import (TOTAL_KEYS, StepSums, add_decode_context, add_op_times, has_bands, paid_host_s,
                              settle_mean_decode, settle_step)
 from workloads.model import ModelSpec
@@ -649,24 +650,43 @@ class ContextLines:
                     if name:
                         _add_into(parts, name, 1.0, value)
                 continue
-            compute_first, compute_last = c0 + c1 * first, c0 + c1 * last
+            compute_first, compute_last = _ends(c0, c1, first, last)
             if row is not None:  # the larger of the dot-product and work-unit lines at each end, as op_time's
-                w0, w1 = self.work[row].take(at), self.work[row + 1].take(at)
-                compute_first = np.maximum(compute_first, w0 + w1 * first)
-                compute_last = np.maximum(compute_last, w0 + w1 * last)
-            memory_first, memory_last = m0 + m1 * first, m0 + m1 * last
-            core = mean_max_affine(compute_first, compute_last, memory_first, memory_last)
+                work_first, work_last = _ends(self.work[row].take(at), self.work[row + 1].take(at), first, last)
+                compute_first = _into(np.maximum, compute_first, work_first)
+                compute_last = _into(np.maximum, compute_last, work_last)
+            memory_first, memory_last = _ends(m0, m1, first, last)
+            memory = memory_first + memory_last
+            memory /= 2  # in place: the mean's temporaries are this call's own
             if extras:
+                core = mean_max_affine(compute_first, compute_last, memory_first, memory_last)
                 first_extra = first_extra + (np.maximum(compute_first, memory_first) - core)
                 last_extra = last_extra + (np.maximum(compute_last, memory_last) - core)
+            else:  # mean_max_affine with the memory mean at hand, the ends' differences in their arrays
+                core = mean_positive_affine(_into(np.subtract, compute_first, memory_first),
+                                            _into(np.subtract, compute_last, memory_last))
+                core = core + memory if np.shape(core) != np.shape(memory) else np.add(core, memory, out=core)
             compute = compute_first + compute_last
-            compute /= 2  # in place where arrays: the mean's temporaries are this call's own
-            memory = memory_first + memory_last
-            memory /= 2
+            compute /= 2
             for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
                 if name:
                     _add_into(parts, name, 1.0, value)
         return (first_extra, last_extra) if extras else None
+
+
+def _ends(alpha, beta, first, last) -> tuple:
+    """alpha + beta x at x = first and at x = last, from a line's coefficients gathered for this
+    call (the second end computed in beta's own array where it holds it: one temporary fewer)."""
+    at_first = _into(np.add, alpha, beta * first)
+    return at_first, _into(np.add, alpha, _into(np.multiply, last, beta))
+
+
+def _into(ufunc, a, b):
+    """ufunc(a, b), written into b where b is an array of this call that holds the result (the
+    same doubles as a new array; the operand order kept)."""
+    if isinstance(b, np.ndarray) and b.ndim and _holds(b.shape, np.shape(a)):
+        return ufunc(a, b, out=b)
+    return ufunc(a, b)
 
 
 _NO_ROWS = np.array([], dtype=np.intp)

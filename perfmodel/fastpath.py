@@ -28,8 +28,9 @@ and `CountPricing` prices such a function once:
     - anything else (MoE experts, whose touched experts grow non-linearly and whose tiles are
       wave-quantized): priced per count by the per-op path.
 Which case an op falls in is probed at three counts past the table (PER_COUNT_KINDS always go per count).
-Past the table a count's tiled GEMMs cost one gather of its run's packed lines (compute,
-memory, time side by side; groups whose GEMMs are equal share rows).
+Past the table a count's tiled GEMMs cost one gather of its run's piece (runs with the same
+lines share one; groups whose GEMMs are equal share rows) and gathers of the piece's lines from
+small tables.
 
 Context ops (attention, a concatenated cache) depend on (sequences, new tokens, cached tokens):
 * decode (`ContextLines`): per (group, sequences s <= DIRECT_COUNTS), each op's compute and
@@ -1146,7 +1147,7 @@ class StackedPricing:
             run = max(math.ceil(x / cells.tile_m) - cells.q0, 0)
             table = self._stacked_cells(cells.q0 + run)
             at = int(table.group_map[group]) * table.width + run
-            row = table.packed[at].tolist()  # the run's distinct lines, alpha and beta side by side
+            row = table.piece_lines[:, table.piece[at]].tolist()  # the run's distinct lines, alpha and beta
             for key, line in table.line_of.items():
                 out[key] += row[2 * line] + row[2 * line + 1] * x
             if table.switching[at]:
@@ -1221,18 +1222,20 @@ class StackedPricing:
         run = _run_index(x, cells.tile_m, cells.q0, runs)
         table = self._stacked_cells(cells.q0 + int(run.max()))
         at = table.group_map.take(group) * table.width + run
-        rows = table.packed.take(at, axis=0)
-        # every distinct line at once: beta x + alpha, [scenario, line] (a class key's line may be
-        # the time line itself)
-        values = rows[:, 1::2] * x[:, None]
-        values += rows[:, 0::2]
+        piece = table.piece.take(at)
+        switching = np.flatnonzero(piece == 0) if table.switching.any() else ()
+        piece = piece.astype(np.intp)
+        values = []  # each distinct line beta x + alpha (a class key's line may be the time line itself)
+        for line in range(table.piece_lines.shape[0] // 2):
+            value = table.piece_lines[2 * line + 1].take(piece)
+            value *= x
+            value += table.piece_lines[2 * line].take(piece)
+            values.append(value)
         for key, line in table.line_of.items():
-            out[key] += values[:, line]
-        if not table.switching.any():
+            out[key] += values[line]
+        if not len(switching):
             return
-        rows = np.flatnonzero(table.switching.take(at))
-        if not rows.size:
-            return
+        rows = switching
         x, group, at = x[rows], group[rows], at[rows]
         for slot, (key, coef) in enumerate(self.gemms.values()):
             compute = np.maximum(table.tile_s[slot].take(at), coef[1].take(group) * x)
@@ -1460,11 +1463,35 @@ def _run_lines(tile_s, inv_bw, slots: list, low, high, width: int) -> "StackedCe
     lines = {name: tuple(part.reshape(-1) for part in line) for name, line in lines.items()}
     if keys and not apart:
         lines[keys[0]] = lines["time_s"]
-    # the distinct lines side by side, one row per (group, run): a count's run costs one gather
+    # the distinct lines' coefficients, rows 2 i and 2 i + 1, by piece: (group, run) rows with the
+    # same lines (most runs of a group: its GEMMs keep their terms over long spans of counts)
     distinct = list({id(alpha): (alpha, beta) for alpha, beta in lines.values()}.values())
-    packed = np.stack([part for line in distinct for part in line], axis=1)
     line_of = {key: next(i for i, (alpha, _) in enumerate(distinct) if alpha is line[0]) for key, line in lines.items()}
-    return StackedCells(width, tile_s, inv_bw, lines, switching.reshape(-1), packed, line_of)
+    switching = switching.reshape(-1)
+    piece, piece_lines = _row_pieces(np.stack([part for line in distinct for part in line]), switching)
+    return StackedCells(width, tile_s, inv_bw, lines, switching, piece, piece_lines, line_of)
+
+
+def _row_pieces(columns: np.ndarray, switching: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(each row's piece, the distinct rows' values [value, piece]) of a table given by its columns
+    [value, row], rows whose values are the same bits (switching ones apart, in piece 0 where
+    there are any) sharing a piece; the piece ids in the smallest unsigned type that holds them.
+    A table of (group, run) rows has a few hundred distinct ones among millions: a count's run
+    then costs one gather of a small id and gathers from tables that stay in cache."""
+    size = columns.shape[1]
+    bits = np.vstack([columns.view(np.int64), switching[None, :].astype(np.int64)])
+    changed = np.ones(size, dtype=bool)
+    changed[1:] = np.any(bits[:, 1:] != bits[:, :-1], axis=0)
+    starts = np.flatnonzero(changed)
+    _, first, inverse = np.unique(bits[:, starts].T, axis=0, return_index=True, return_inverse=True)
+    ids = np.arange(first.size)
+    if switching.any():  # the switching piece (zero lines, one of them at most) as piece 0
+        switching_id = int(inverse.reshape(-1)[np.flatnonzero(switching[starts])[0]])
+        ids[[0, switching_id]] = ids[[switching_id, 0]]
+    piece = np.repeat(ids[inverse.reshape(-1)], np.diff(np.append(starts, size)))
+    values = np.empty((columns.shape[0], first.size))
+    values[:, ids] = columns[:, starts[first]]
+    return piece.astype(np.min_scalar_type(max(first.size - 1, 0))), values
 
 
 #: Counts per run of the rescaled ops' piece tables (`StackedPricing._rescaled_pieces`), and the
@@ -1490,15 +1517,18 @@ class StackedCells:
     """The per-run GEMM tables of a StackedPricing, rows group * width + run: per slot [slot, row]
     the tile-limited time and the inverse memory rate; per component {key: (alpha, beta)} the line
     of the GEMMs' sum over the run, zero where a GEMM switches term inside the run (`switching`;
-    those runs are priced slot by slot); `packed` [row, 2 i .. 2 i + 1] the distinct lines' alpha
-    and beta side by side and `line_of` {key: i} (random gathers from several tables of millions
-    of rows cost a cache miss each; from one, one)."""
+    those runs are priced slot by slot); `piece` [row] the row's piece (`_row_pieces`: rows with the
+    same lines share one; switching rows are piece 0 where there are any) and `piece_lines`
+    [2 i, piece] and [2 i + 1, piece] the alpha and beta of distinct line i, `line_of` {key: i}
+    (a gather from a table of millions of rows costs a cache miss a row: a count's run costs one
+    gather of its piece, the rest come from tables of a few hundred entries)."""
     width: int
     tile_s: np.ndarray
     inv_bw: np.ndarray
     lines: dict
     switching: np.ndarray
-    packed: np.ndarray
+    piece: np.ndarray
+    piece_lines: np.ndarray
     line_of: dict
     group_map: np.ndarray | None = None  # group -> its row block (groups with equal GEMMs share one)
 

@@ -140,6 +140,23 @@ def test_gemm_runs_where_a_term_switches_inside_the_run():
     assert table.switching.any() and not table.switching.all()  # both kinds of run are exercised
 
 
+def test_run_pieces_rebuild_every_row_bit_for_bit():
+    """`_row_pieces` keys rows by their bits: each row's piece holds its exact values (0.0 and
+    -0.0 apart), switching rows share piece 0, and the ids take the smallest unsigned type."""
+    rng = np.random.default_rng(5)
+    columns = np.repeat(rng.random((4, 300)), rng.integers(1, 40, 300), axis=1)
+    columns[:, 7] = 0.0
+    columns[:, 8] = -0.0
+    switching = np.zeros(columns.shape[1], dtype=bool)
+    switching[[3, 50, 51]] = True
+    columns[:, switching] = 0.0
+    piece, values = fastpath._row_pieces(columns, switching)
+    assert np.array_equal(values[:, piece].view(np.int64), columns.view(np.int64))
+    assert np.all(piece[switching] == 0) and np.all(piece[~switching] != 0)
+    assert piece[7] != piece[8] and values.shape[1] == len({columns[:, j].tobytes() for j in np.flatnonzero(~switching)}) + 1
+    assert piece.dtype == np.uint16 and values.shape[1] > 256
+
+
 @pytest.mark.parametrize("name, spec, engine", [("llama-3-8b", "h200-sxm-calibrated", "vllm"),
                                                 ("opt-30b", "h100-sxm-calibrated", "torch-compile"),
                                                 ("qwen3-30b-a3b", "h200-sxm-calibrated", "sglang")])

@@ -1097,7 +1097,9 @@ class StackedPricing:
         self.gemm_names = list(self.gemms)
         self._cells = (0, None)
         self._pieces = (0, None)
+        self._fused = (0, None)
         self._lock = threading.Lock()
+        self._fused_lock = threading.Lock()  # apart: the fused table is built from the two above
 
     def evaluate(self, x, group, p: Precision, tp) -> dict:
         """Every component at counts x of scenarios in precision groups `group` (indices into the
@@ -1178,25 +1180,14 @@ class StackedPricing:
     def _past_table(self, x, group, p: Precision, tp) -> dict:
         """The components at counts x past the table (counts inside it give finite values the
         caller discards)."""
-        out = {}
-        for i, key in enumerate(self.keys):
-            alpha = self.alpha[i]
-            if self.sloped[i]:
-                out[key] = alpha.take(group) + self.beta[i].take(group) * x
-            elif self.flat[i]:  # the same in every group (zero for a collective's floor)
-                out[key] = np.full(np.shape(x), alpha[0])
-            else:
-                out[key] = alpha.take(group)
         runs: dict = {}  # run indices by run length, shared by the GEMMs and the collectives
+        fused = self._fused_runs(x, runs)
+        out = self._structured(x, group, runs) if fused is None else self._add_fused(fused, x, group, runs)
         for key, coef in self.crossings.values():
             count = coef[0].take(group)
             compute = coef[1].take(group) + coef[2].take(group) * x
             memory = coef[3].take(group) + coef[4].take(group) * x
             _add(out, count, compute, memory, np.maximum(compute, memory), key)
-        if self.gemms:
-            self._add_gemms(out, x, group, runs)
-        if self.collectives:
-            self._add_rescaled_pieces(out, x, group, p, tp, runs)
         for name, (template, lines, present) in self.rescaled.items():
             if name not in self.collectives:
                 self._add_rescaled(out, template, lines, present, x, group, p, tp)
@@ -1210,6 +1201,122 @@ class StackedPricing:
                     cls = _class_key(pr, op)
                     if cls:
                         out[cls][mine] += op.count * t.time_s
+        return out
+
+    def _structured(self, x, group, runs: dict) -> dict:
+        """The affine folds, tiled GEMMs and rescaled collectives past the table, each from its own
+        tables (`_add_fused` sums them per run where it can)."""
+        out = {}
+        for i, key in enumerate(self.keys):
+            alpha = self.alpha[i]
+            if self.sloped[i]:
+                out[key] = alpha.take(group) + self.beta[i].take(group) * x
+            elif self.flat[i]:  # the same in every group (zero for a collective's floor)
+                out[key] = np.full(np.shape(x), alpha[0])
+            else:
+                out[key] = alpha.take(group)
+        if self.gemms:
+            self._add_gemms(out, x, group, runs)
+        if self.collectives:
+            self._add_rescaled_pieces(out, x, group, runs)
+        return out
+
+    def _fused_runs(self, x, runs: dict) -> "FusedRuns | None":
+        """The affine folds, tiled GEMMs and rescaled collectives summed per (group, run) of
+        RUN_COUNTS counts (`_fuse`), covering the counts x; None where the GEMMs' runs are not
+        the collectives' (a tile_m other than RUN_COUNTS) or there is neither."""
+        if not (self.gemms or self.collectives) or (self.gemms and self._any_cells().tile_m != RUN_COUNTS):
+            return None
+        run = _run_index(x, float(RUN_COUNTS), _RUN_Q0, runs)
+        q_max = _RUN_Q0 + int(run.max())
+        with self._fused_lock:
+            if self._fused[0] < q_max:
+                self._fused = self._fuse(max(q_max, 2 * self._fused[0]))
+            return self._fused[1]
+
+    def _fuse(self, q_max: int) -> tuple:
+        """(last run covered, FusedRuns): per (group, run) the line of each component's affine fold
+        + GEMMs + collectives over the run, as `piece` ids into `piece_lines` (`_row_pieces`);
+        runs where a GEMM switches term or a collective changes line inside are piece 0 (priced
+        by `_structured`). A component without a line anywhere (host time, a floor the same in
+        every group) is left out of the pieces: `_add_fused` fills it. Built group by group (a
+        sweep of long prompts has millions of runs): a first pass finds the components with lines
+        and the equal ones, a second the pieces."""
+        width = q_max - _RUN_Q0 + 1
+        sources = []  # (lines by key, row of each (group, run), piece table or None, switching by row)
+        runs = np.arange(width)
+        if self.gemms:
+            cells = self._stacked_cells(q_max)
+            sources.append((cells.lines, cells.group_map[:, None] * cells.width + runs, None, cells.switching))
+        if self.collectives:
+            pieces = self._rescaled_pieces(q_max)
+            sources.append((pieces.lines, pieces.group_map[:, None] * pieces.width + runs, pieces.piece, pieces.switching))
+        groups, count = range(len(self.pricings)), len(self.keys)
+        reference, lined, equal = [None] * count, np.zeros(count, dtype=bool), np.ones((count, count), dtype=bool)
+        for g in groups:
+            alpha, beta, switching = self._fused_group(g, width, sources)
+            steady = ~switching
+            bits = np.concatenate([alpha, beta], axis=1).view(np.int64)
+            for i in range(count):
+                for j in range(i):
+                    equal[i, j] = equal[j, i] = equal[i, j] and np.array_equal(bits[i], bits[j])
+            for i in range(count):
+                values = alpha[i, steady]
+                if values.size and reference[i] is None:
+                    reference[i] = values[0]
+                lined[i] |= bool(np.any(beta[i]) or np.any(values != reference[i]))
+        firsts = [i for i in range(count) if lined[i] and not any(lined[j] and equal[i, j] for j in range(i))]
+        line_of = {self.keys[i]: next(n for n, f in enumerate(firsts) if equal[i, f]) for i in range(count) if lined[i]}
+        blocks = ((np.concatenate([part[firsts] for part in block[:2]]), block[2])
+                  for block in (self._fused_group(g, width, sources) for g in groups))
+        piece, piece_lines = _row_pieces(blocks, 2 * len(firsts))
+        order = [n for i in range(len(firsts)) for n in (i, len(firsts) + i)]  # alpha, beta of each line
+        constants = {key: float(reference[i]) if reference[i] is not None else 0.0
+                     for i, key in enumerate(self.keys) if not lined[i]}
+        return q_max, FusedRuns(width, piece, piece_lines[order], line_of, constants, bool(np.any(piece == 0)))
+
+    def _fused_group(self, g: int, width: int, sources: list) -> tuple:
+        """(alpha [key, run], beta [key, run], switching [run]) of group g in `_fuse`: its affine
+        fold plus each source's lines at its runs, zero in switching runs."""
+        alpha = np.repeat(self.alpha[:, g:g + 1], width, axis=1)
+        beta = np.repeat(self.beta[:, g:g + 1], width, axis=1)
+        switching = np.zeros(width, dtype=bool)
+        for lines, rows, piece, switched in sources:
+            at = rows[g] if piece is None else piece.take(rows[g])
+            switching |= switched.take(rows[g])
+            for i, key in enumerate(self.keys):
+                if key in lines:
+                    alpha[i] += lines[key][0].take(at)
+                    beta[i] += lines[key][1].take(at)
+        alpha[:, switching] = 0.0  # (one piece for all switching runs)
+        beta[:, switching] = 0.0
+        return alpha, beta, switching
+
+    def _add_fused(self, table: "FusedRuns", x, group, runs: dict) -> dict:
+        """The components of `_structured` from the fused pieces (`_fuse`): per count its (group,
+        run) piece and the piece's lines; the rows in a switching run from `_structured`."""
+        run = _run_index(x, float(RUN_COUNTS), _RUN_Q0, runs)
+        piece = table.piece.take(group * table.width + run)
+        switching = np.flatnonzero(piece == 0) if table.switching else ()
+        piece = piece.astype(np.intp)
+        values = []
+        for line in range(table.piece_lines.shape[0] // 2):
+            value = table.piece_lines[2 * line + 1].take(piece)
+            value *= x
+            value += table.piece_lines[2 * line].take(piece)
+            values.append(value)
+        out, used = {}, set()
+        for key in self.keys:
+            line = table.line_of.get(key)
+            if line is None:
+                out[key] = np.full(np.shape(x), table.constants[key])
+            else:
+                out[key] = values[line].copy() if line in used else values[line]
+                used.add(line)
+        if len(switching):
+            part = self._structured(x[switching], group[switching], {})
+            for key in self.keys:
+                out[key][switching] = part[key]
         return out
 
     def _add_gemms(self, out: dict, x, group, runs: dict | None = None) -> None:
@@ -1243,7 +1350,7 @@ class StackedPricing:
             core = np.maximum(compute, memory)
             _add_rows(out, rows, compute, memory, core, key)
 
-    def _add_rescaled_pieces(self, out: dict, x, group, p: Precision, tp, runs: dict | None = None) -> None:
+    def _add_rescaled_pieces(self, out: dict, x, group, runs: dict | None = None) -> None:
         """Add the rescaled collectives (all-reduces) past the table from their lines (`RescaledPieces`):
         a lookup of each count's run, its piece and the piece's line per component (in a run
         where the time changes line, each count is a piece of its own)."""
@@ -1468,29 +1575,36 @@ def _run_lines(tile_s, inv_bw, slots: list, low, high, width: int) -> "StackedCe
     distinct = list({id(alpha): (alpha, beta) for alpha, beta in lines.values()}.values())
     line_of = {key: next(i for i, (alpha, _) in enumerate(distinct) if alpha is line[0]) for key, line in lines.items()}
     switching = switching.reshape(-1)
-    piece, piece_lines = _row_pieces(np.stack([part for line in distinct for part in line]), switching)
+    piece, piece_lines = _row_pieces([(np.stack([part for line in distinct for part in line]), switching)], 2 * len(distinct))
     return StackedCells(width, tile_s, inv_bw, lines, switching, piece, piece_lines, line_of)
 
 
-def _row_pieces(columns: np.ndarray, switching: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(each row's piece, the distinct rows' values [value, piece]) of a table given by its columns
-    [value, row], rows whose values are the same bits (switching ones apart, in piece 0 where
-    there are any) sharing a piece; the piece ids in the smallest unsigned type that holds them.
-    A table of (group, run) rows has a few hundred distinct ones among millions: a count's run
-    then costs one gather of a small id and gathers from tables that stay in cache."""
-    size = columns.shape[1]
-    bits = np.vstack([columns.view(np.int64), switching[None, :].astype(np.int64)])
-    changed = np.ones(size, dtype=bool)
-    changed[1:] = np.any(bits[:, 1:] != bits[:, :-1], axis=0)
-    starts = np.flatnonzero(changed)
-    _, first, inverse = np.unique(bits[:, starts].T, axis=0, return_index=True, return_inverse=True)
+def _row_pieces(blocks, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(each row's piece, the distinct rows' values [value, piece]) of a table given block by block
+    as (columns [value, row], switching [row]), `size` values a row: rows whose values are the
+    same bits (switching ones apart, in piece 0 where there are any) share a piece; the piece ids
+    in the smallest unsigned type that holds them. A table of (group, run) rows has a few hundred
+    distinct ones among millions: a count's run then costs one gather of a small id and gathers
+    from tables that stay in cache. Each block is cut into its spans of equal rows first."""
+    firsts, flags, lengths = [], [], []
+    for columns, switching in blocks:
+        bits = np.vstack([columns.view(np.int64), switching[None, :].astype(np.int64)])
+        changed = np.ones(bits.shape[1], dtype=bool)
+        changed[1:] = np.any(bits[:, 1:] != bits[:, :-1], axis=0)
+        starts = np.flatnonzero(changed)
+        firsts.append(bits[:, starts])
+        lengths.append(np.diff(np.append(starts, bits.shape[1])))
+    spans = np.concatenate(firsts, axis=1) if firsts else np.zeros((size + 1, 0), dtype=np.int64)
+    _, first, inverse = np.unique(spans.T, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
     ids = np.arange(first.size)
-    if switching.any():  # the switching piece (zero lines, one of them at most) as piece 0
-        switching_id = int(inverse.reshape(-1)[np.flatnonzero(switching[starts])[0]])
+    switching = np.flatnonzero(spans[-1])
+    if switching.size:  # the switching piece (zero lines: one of them at most) as piece 0
+        switching_id = int(inverse[switching[0]])
         ids[[0, switching_id]] = ids[[switching_id, 0]]
-    piece = np.repeat(ids[inverse.reshape(-1)], np.diff(np.append(starts, size)))
-    values = np.empty((columns.shape[0], first.size))
-    values[:, ids] = columns[:, starts[first]]
+    piece = np.repeat(ids[inverse], np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.intp))
+    values = np.empty((size, first.size))
+    values[:, ids] = spans[:-1, first].view(np.float64)
     return piece.astype(np.min_scalar_type(max(first.size - 1, 0))), values
 
 
@@ -1531,6 +1645,22 @@ class StackedCells:
     piece_lines: np.ndarray
     line_of: dict
     group_map: np.ndarray | None = None  # group -> its row block (groups with equal GEMMs share one)
+
+
+@dataclass(frozen=True)
+class FusedRuns:
+    """A StackedPricing's affine folds, tiled GEMMs and rescaled collectives past the direct table,
+    summed per (group, run of RUN_COUNTS counts) (`StackedPricing._fuse`): `piece` [group * width
+    + run] names the run's piece (0: a run where some term changes line inside, `switching`),
+    `piece_lines` [2 i, piece] and [2 i + 1, piece] the alpha and beta of distinct line i and
+    `line_of` {key: i}; `constants` {key: value} the components without a line (the same
+    number in every steady run)."""
+    width: int
+    piece: np.ndarray
+    piece_lines: np.ndarray
+    line_of: dict
+    constants: dict
+    switching: bool
 
 
 def _run_index(x, tile: float, q0: int, runs: dict | None):

@@ -433,10 +433,11 @@ def mean_positive_affine(w0, w1):
         spread = np.where(crossing, np.abs(w0) + np.abs(w1), 1.0)
         return np.where(crossing, (p0 ** 2 + p1 ** 2) / (2 * spread), mean / 2)
     mean /= 2
-    if crossing.any():
-        w0, w1 = np.broadcast_arrays(w0, w1)
-        w0, w1 = w0[crossing], w1[crossing]
-        mean[crossing] = (np.maximum(w0, 0.0) ** 2 + np.maximum(w1, 0.0) ** 2) / (2 * (np.abs(w0) + np.abs(w1)))
+    rows = np.flatnonzero(crossing)  # flat indices: one pass, then gathers of the few rows
+    if rows.size:
+        w0, w1 = (np.broadcast_to(w, mean.shape).reshape(-1).take(rows) for w in (w0, w1))
+        crossed = (np.maximum(w0, 0.0) ** 2 + np.maximum(w1, 0.0) ** 2) / (2 * (np.abs(w0) + np.abs(w1)))
+        np.put(mean, rows, crossed)
     return mean
 
 

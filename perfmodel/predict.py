@@ -355,9 +355,9 @@ def _columns(model: ModelSpec, hw: Hardware, sc: Scenario, columns: dict, metric
         # views of one number (a sweep of a million scenarios would write 16 MB of copies)
         out = {**columns, "params": np.broadcast_to(np.int64(params), (size,)),
                "active_params": np.broadcast_to(np.int64(active), (size,)), **metrics}
-        for key in SPEC_COLUMNS:
-            if key in out and not isinstance(out[key], np.ndarray):
-                out[key] = np.broadcast_to(np.float64(out[key]), (size,))
+    for key in SPEC_COLUMNS:
+        if key in out and not isinstance(out[key], np.ndarray):
+            out[key] = np.full(1, out[key]) if size == 1 else np.broadcast_to(np.float64(out[key]), (size,))
     for key in BOUND_COLUMNS:
         if key in out:
             out[key] = bound_column(out[key])

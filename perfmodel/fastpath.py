@@ -28,8 +28,9 @@ and `CountPricing` prices such a function once:
     - anything else (MoE experts, whose touched experts grow non-linearly and whose tiles are
       wave-quantized): priced per count by the per-op path.
 Which case an op falls in is probed at three counts past the table (PER_COUNT_KINDS always go per count).
-Past the table a count's tiled GEMMs cost one gather of its run's packed lines (compute,
-memory, time side by side; groups whose GEMMs are equal share rows).
+Past the table a count's tiled GEMMs cost one gather of its run's piece (runs with the same
+lines share one; groups whose GEMMs are equal share rows) and gathers of the piece's lines from
+small tables.
 
 Context ops (attention, a concatenated cache) depend on (sequences, new tokens, cached tokens):
 * decode (`ContextLines`): per (group, sequences s <= DIRECT_COUNTS), each op's compute and
@@ -64,7 +65,8 @@ from perfmodel import intervals, shapes
 from perfmodel.engines import Engine
 from perfmodel.ops import Op, Precision, context_ops, logits_ops, step_phase, token_ops
 from perfmodel.roofline import (OpTime, attention_compute_terms, attention_params, attention_work_s, gemm_latency_s,
-                                has_work_terms, is_tiled_gemm, mean_max_affine, op_time, tiled_gemm_terms)
+                                has_work_terms, is_tiled_gemm, mean_max_affine, mean_positive_affine, op_time,
+                                tiled_gemm_terms)
 from perfmodel.steps import (TOTAL_KEYS, StepSums, add_decode_context, add_op_times, has_bands, paid_host_s,
                              settle_mean_decode, settle_step)
 from workloads.model import ModelSpec
@@ -649,24 +651,43 @@ class ContextLines:
                     if name:
                         _add_into(parts, name, 1.0, value)
                 continue
-            compute_first, compute_last = c0 + c1 * first, c0 + c1 * last
+            compute_first, compute_last = _ends(c0, c1, first, last)
             if row is not None:  # the larger of the dot-product and work-unit lines at each end, as op_time's
-                w0, w1 = self.work[row].take(at), self.work[row + 1].take(at)
-                compute_first = np.maximum(compute_first, w0 + w1 * first)
-                compute_last = np.maximum(compute_last, w0 + w1 * last)
-            memory_first, memory_last = m0 + m1 * first, m0 + m1 * last
-            core = mean_max_affine(compute_first, compute_last, memory_first, memory_last)
+                work_first, work_last = _ends(self.work[row].take(at), self.work[row + 1].take(at), first, last)
+                compute_first = _into(np.maximum, compute_first, work_first)
+                compute_last = _into(np.maximum, compute_last, work_last)
+            memory_first, memory_last = _ends(m0, m1, first, last)
+            memory = memory_first + memory_last
+            memory /= 2  # in place: the mean's temporaries are this call's own
             if extras:
+                core = mean_max_affine(compute_first, compute_last, memory_first, memory_last)
                 first_extra = first_extra + (np.maximum(compute_first, memory_first) - core)
                 last_extra = last_extra + (np.maximum(compute_last, memory_last) - core)
+            else:  # mean_max_affine with the memory mean at hand, the ends' differences in their arrays
+                core = mean_positive_affine(_into(np.subtract, compute_first, memory_first),
+                                            _into(np.subtract, compute_last, memory_last))
+                core = core + memory if np.shape(core) != np.shape(memory) else np.add(core, memory, out=core)
             compute = compute_first + compute_last
-            compute /= 2  # in place where arrays: the mean's temporaries are this call's own
-            memory = memory_first + memory_last
-            memory /= 2
+            compute /= 2
             for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
                 if name:
                     _add_into(parts, name, 1.0, value)
         return (first_extra, last_extra) if extras else None
+
+
+def _ends(alpha, beta, first, last) -> tuple:
+    """alpha + beta x at x = first and at x = last, from a line's coefficients gathered for this
+    call (the second end computed in beta's own array where it holds it: one temporary fewer)."""
+    at_first = _into(np.add, alpha, beta * first)
+    return at_first, _into(np.add, alpha, _into(np.multiply, last, beta))
+
+
+def _into(ufunc, a, b):
+    """ufunc(a, b), written into b where b is an array of this call that holds the result (the
+    same doubles as a new array; the operand order kept)."""
+    if isinstance(b, np.ndarray) and b.ndim and _holds(b.shape, np.shape(a)):
+        return ufunc(a, b, out=b)
+    return ufunc(a, b)
 
 
 _NO_ROWS = np.array([], dtype=np.intp)
@@ -1076,7 +1097,9 @@ class StackedPricing:
         self.gemm_names = list(self.gemms)
         self._cells = (0, None)
         self._pieces = (0, None)
+        self._fused = (0, None)
         self._lock = threading.Lock()
+        self._fused_lock = threading.Lock()  # apart: the fused table is built from the two above
 
     def evaluate(self, x, group, p: Precision, tp) -> dict:
         """Every component at counts x of scenarios in precision groups `group` (indices into the
@@ -1126,7 +1149,7 @@ class StackedPricing:
             run = max(math.ceil(x / cells.tile_m) - cells.q0, 0)
             table = self._stacked_cells(cells.q0 + run)
             at = int(table.group_map[group]) * table.width + run
-            row = table.packed[at].tolist()  # the run's distinct lines, alpha and beta side by side
+            row = table.piece_lines[:, table.piece[at]].tolist()  # the run's distinct lines, alpha and beta
             for key, line in table.line_of.items():
                 out[key] += row[2 * line] + row[2 * line + 1] * x
             if table.switching[at]:
@@ -1157,25 +1180,14 @@ class StackedPricing:
     def _past_table(self, x, group, p: Precision, tp) -> dict:
         """The components at counts x past the table (counts inside it give finite values the
         caller discards)."""
-        out = {}
-        for i, key in enumerate(self.keys):
-            alpha = self.alpha[i]
-            if self.sloped[i]:
-                out[key] = alpha.take(group) + self.beta[i].take(group) * x
-            elif self.flat[i]:  # the same in every group (zero for a collective's floor)
-                out[key] = np.full(np.shape(x), alpha[0])
-            else:
-                out[key] = alpha.take(group)
         runs: dict = {}  # run indices by run length, shared by the GEMMs and the collectives
+        fused = self._fused_runs(x, runs)
+        out = self._structured(x, group, runs) if fused is None else self._add_fused(fused, x, group, runs)
         for key, coef in self.crossings.values():
             count = coef[0].take(group)
             compute = coef[1].take(group) + coef[2].take(group) * x
             memory = coef[3].take(group) + coef[4].take(group) * x
             _add(out, count, compute, memory, np.maximum(compute, memory), key)
-        if self.gemms:
-            self._add_gemms(out, x, group, runs)
-        if self.collectives:
-            self._add_rescaled_pieces(out, x, group, p, tp, runs)
         for name, (template, lines, present) in self.rescaled.items():
             if name not in self.collectives:
                 self._add_rescaled(out, template, lines, present, x, group, p, tp)
@@ -1191,6 +1203,122 @@ class StackedPricing:
                         out[cls][mine] += op.count * t.time_s
         return out
 
+    def _structured(self, x, group, runs: dict) -> dict:
+        """The affine folds, tiled GEMMs and rescaled collectives past the table, each from its own
+        tables (`_add_fused` sums them per run where it can)."""
+        out = {}
+        for i, key in enumerate(self.keys):
+            alpha = self.alpha[i]
+            if self.sloped[i]:
+                out[key] = alpha.take(group) + self.beta[i].take(group) * x
+            elif self.flat[i]:  # the same in every group (zero for a collective's floor)
+                out[key] = np.full(np.shape(x), alpha[0])
+            else:
+                out[key] = alpha.take(group)
+        if self.gemms:
+            self._add_gemms(out, x, group, runs)
+        if self.collectives:
+            self._add_rescaled_pieces(out, x, group, runs)
+        return out
+
+    def _fused_runs(self, x, runs: dict) -> "FusedRuns | None":
+        """The affine folds, tiled GEMMs and rescaled collectives summed per (group, run) of
+        RUN_COUNTS counts (`_fuse`), covering the counts x; None where the GEMMs' runs are not
+        the collectives' (a tile_m other than RUN_COUNTS) or there is neither."""
+        if not (self.gemms or self.collectives) or (self.gemms and self._any_cells().tile_m != RUN_COUNTS):
+            return None
+        run = _run_index(x, float(RUN_COUNTS), _RUN_Q0, runs)
+        q_max = _RUN_Q0 + int(run.max())
+        with self._fused_lock:
+            if self._fused[0] < q_max:
+                self._fused = self._fuse(max(q_max, 2 * self._fused[0]))
+            return self._fused[1]
+
+    def _fuse(self, q_max: int) -> tuple:
+        """(last run covered, FusedRuns): per (group, run) the line of each component's affine fold
+        + GEMMs + collectives over the run, as `piece` ids into `piece_lines` (`_row_pieces`);
+        runs where a GEMM switches term or a collective changes line inside are piece 0 (priced
+        by `_structured`). A component without a line anywhere (host time, a floor the same in
+        every group) is left out of the pieces: `_add_fused` fills it. Built group by group (a
+        sweep of long prompts has millions of runs): a first pass finds the components with lines
+        and the equal ones, a second the pieces."""
+        width = q_max - _RUN_Q0 + 1
+        sources = []  # (lines by key, row of each (group, run), piece table or None, switching by row)
+        runs = np.arange(width)
+        if self.gemms:
+            cells = self._stacked_cells(q_max)
+            sources.append((cells.lines, cells.group_map[:, None] * cells.width + runs, None, cells.switching))
+        if self.collectives:
+            pieces = self._rescaled_pieces(q_max)
+            sources.append((pieces.lines, pieces.group_map[:, None] * pieces.width + runs, pieces.piece, pieces.switching))
+        groups, count = range(len(self.pricings)), len(self.keys)
+        reference, lined, equal = [None] * count, np.zeros(count, dtype=bool), np.ones((count, count), dtype=bool)
+        for g in groups:
+            alpha, beta, switching = self._fused_group(g, width, sources)
+            steady = ~switching
+            bits = np.concatenate([alpha, beta], axis=1).view(np.int64)
+            for i in range(count):
+                for j in range(i):
+                    equal[i, j] = equal[j, i] = equal[i, j] and np.array_equal(bits[i], bits[j])
+            for i in range(count):
+                values = alpha[i, steady]
+                if values.size and reference[i] is None:
+                    reference[i] = values[0]
+                lined[i] |= bool(np.any(beta[i]) or np.any(values != reference[i]))
+        firsts = [i for i in range(count) if lined[i] and not any(lined[j] and equal[i, j] for j in range(i))]
+        line_of = {self.keys[i]: next(n for n, f in enumerate(firsts) if equal[i, f]) for i in range(count) if lined[i]}
+        blocks = ((np.concatenate([part[firsts] for part in block[:2]]), block[2])
+                  for block in (self._fused_group(g, width, sources) for g in groups))
+        piece, piece_lines = _row_pieces(blocks, 2 * len(firsts))
+        order = [n for i in range(len(firsts)) for n in (i, len(firsts) + i)]  # alpha, beta of each line
+        constants = {key: float(reference[i]) if reference[i] is not None else 0.0
+                     for i, key in enumerate(self.keys) if not lined[i]}
+        return q_max, FusedRuns(width, piece, piece_lines[order], line_of, constants, bool(np.any(piece == 0)))
+
+    def _fused_group(self, g: int, width: int, sources: list) -> tuple:
+        """(alpha [key, run], beta [key, run], switching [run]) of group g in `_fuse`: its affine
+        fold plus each source's lines at its runs, zero in switching runs."""
+        alpha = np.repeat(self.alpha[:, g:g + 1], width, axis=1)
+        beta = np.repeat(self.beta[:, g:g + 1], width, axis=1)
+        switching = np.zeros(width, dtype=bool)
+        for lines, rows, piece, switched in sources:
+            at = rows[g] if piece is None else piece.take(rows[g])
+            switching |= switched.take(rows[g])
+            for i, key in enumerate(self.keys):
+                if key in lines:
+                    alpha[i] += lines[key][0].take(at)
+                    beta[i] += lines[key][1].take(at)
+        alpha[:, switching] = 0.0  # (one piece for all switching runs)
+        beta[:, switching] = 0.0
+        return alpha, beta, switching
+
+    def _add_fused(self, table: "FusedRuns", x, group, runs: dict) -> dict:
+        """The components of `_structured` from the fused pieces (`_fuse`): per count its (group,
+        run) piece and the piece's lines; the rows in a switching run from `_structured`."""
+        run = _run_index(x, float(RUN_COUNTS), _RUN_Q0, runs)
+        piece = table.piece.take(group * table.width + run)
+        switching = np.flatnonzero(piece == 0) if table.switching else ()
+        piece = piece.astype(np.intp)
+        values = []
+        for line in range(table.piece_lines.shape[0] // 2):
+            value = table.piece_lines[2 * line + 1].take(piece)
+            value *= x
+            value += table.piece_lines[2 * line].take(piece)
+            values.append(value)
+        out, used = {}, set()
+        for key in self.keys:
+            line = table.line_of.get(key)
+            if line is None:
+                out[key] = np.full(np.shape(x), table.constants[key])
+            else:
+                out[key] = values[line].copy() if line in used else values[line]
+                used.add(line)
+        if len(switching):
+            part = self._structured(x[switching], group[switching], {})
+            for key in self.keys:
+                out[key][switching] = part[key]
+        return out
+
     def _add_gemms(self, out: dict, x, group, runs: dict | None = None) -> None:
         """Add the tiled GEMMs past the table. Within one run of tile_m rows each GEMM's time is
         max(tile-limited constant, power-limited slope x, memory line): where one of the three is
@@ -1201,18 +1329,20 @@ class StackedPricing:
         run = _run_index(x, cells.tile_m, cells.q0, runs)
         table = self._stacked_cells(cells.q0 + int(run.max()))
         at = table.group_map.take(group) * table.width + run
-        rows = table.packed.take(at, axis=0)
-        # every distinct line at once: beta x + alpha, [scenario, line] (a class key's line may be
-        # the time line itself)
-        values = rows[:, 1::2] * x[:, None]
-        values += rows[:, 0::2]
+        piece = table.piece.take(at)
+        switching = np.flatnonzero(piece == 0) if table.switching.any() else ()
+        piece = piece.astype(np.intp)
+        values = []  # each distinct line beta x + alpha (a class key's line may be the time line itself)
+        for line in range(table.piece_lines.shape[0] // 2):
+            value = table.piece_lines[2 * line + 1].take(piece)
+            value *= x
+            value += table.piece_lines[2 * line].take(piece)
+            values.append(value)
         for key, line in table.line_of.items():
-            out[key] += values[:, line]
-        if not table.switching.any():
+            out[key] += values[line]
+        if not len(switching):
             return
-        rows = np.flatnonzero(table.switching.take(at))
-        if not rows.size:
-            return
+        rows = switching
         x, group, at = x[rows], group[rows], at[rows]
         for slot, (key, coef) in enumerate(self.gemms.values()):
             compute = np.maximum(table.tile_s[slot].take(at), coef[1].take(group) * x)
@@ -1220,7 +1350,7 @@ class StackedPricing:
             core = np.maximum(compute, memory)
             _add_rows(out, rows, compute, memory, core, key)
 
-    def _add_rescaled_pieces(self, out: dict, x, group, p: Precision, tp, runs: dict | None = None) -> None:
+    def _add_rescaled_pieces(self, out: dict, x, group, runs: dict | None = None) -> None:
         """Add the rescaled collectives (all-reduces) past the table from their lines (`RescaledPieces`):
         a lookup of each count's run, its piece and the piece's line per component (in a run
         where the time changes line, each count is a piece of its own)."""
@@ -1440,11 +1570,54 @@ def _run_lines(tile_s, inv_bw, slots: list, low, high, width: int) -> "StackedCe
     lines = {name: tuple(part.reshape(-1) for part in line) for name, line in lines.items()}
     if keys and not apart:
         lines[keys[0]] = lines["time_s"]
-    # the distinct lines side by side, one row per (group, run): a count's run costs one gather
+    # the distinct lines' coefficients, rows 2 i and 2 i + 1, by piece: (group, run) rows with the
+    # same lines (most runs of a group: its GEMMs keep their terms over long spans of counts)
     distinct = list({id(alpha): (alpha, beta) for alpha, beta in lines.values()}.values())
-    packed = np.stack([part for line in distinct for part in line], axis=1)
     line_of = {key: next(i for i, (alpha, _) in enumerate(distinct) if alpha is line[0]) for key, line in lines.items()}
-    return StackedCells(width, tile_s, inv_bw, lines, switching.reshape(-1), packed, line_of)
+    switching = switching.reshape(-1)
+    piece, piece_lines = _row_pieces([(np.stack([part for line in distinct for part in line]), switching)], 2 * len(distinct))
+    return StackedCells(width, tile_s, inv_bw, lines, switching, piece, piece_lines, line_of)
+
+
+def _row_pieces(blocks, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(each row's piece, the distinct rows' values [value, piece]) of a table given block by block
+    as (columns [value, row], switching [row]), `size` values a row: rows whose values are the
+    same bits (switching ones apart, in piece 0 where there are any) share a piece; the piece ids
+    in the smallest unsigned type that holds them. A table of (group, run) rows has a few hundred
+    distinct ones among millions: a count's run then costs one gather of a small id and gathers
+    from tables that stay in cache. Each block is cut into its spans of equal rows first."""
+    firsts, flags, lengths = [], [], []
+    for columns, switching in blocks:
+        bits = np.vstack([columns.view(np.int64), switching[None, :].astype(np.int64)])
+        changed = np.ones(bits.shape[1], dtype=bool)
+        changed[1:] = np.any(bits[:, 1:] != bits[:, :-1], axis=0)
+        starts = np.flatnonzero(changed)
+        firsts.append(bits[:, starts])
+        lengths.append(np.diff(np.append(starts, bits.shape[1])))
+    spans = np.concatenate(firsts, axis=1) if firsts else np.zeros((size + 1, 0), dtype=np.int64)
+    first, inverse = _distinct_columns(spans)
+    ids = np.arange(first.size)
+    switching = np.flatnonzero(spans[-1])
+    if switching.size:  # the switching piece (zero lines: one of them at most) as piece 0
+        switching_id = int(inverse[switching[0]])
+        ids[[0, switching_id]] = ids[[switching_id, 0]]
+    piece = np.repeat(ids[inverse], np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.intp))
+    values = np.empty((size, first.size))
+    values[:, ids] = spans[:-1, first].view(np.float64)
+    return piece.astype(np.min_scalar_type(max(first.size - 1, 0))), values
+
+
+def _distinct_columns(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(a column index of each distinct column, each column's distinct index) of an integer table
+    [value, column], by one lexicographic sort (np.unique over axis sorts rows as bytes, ten times
+    slower on the tens of thousands of spans a fused table has)."""
+    order = np.lexsort(values[::-1]) if values.shape[1] else np.zeros(0, dtype=np.intp)
+    ordered = values[:, order]
+    new = np.ones(order.size, dtype=bool)
+    new[1:] = np.any(ordered[:, 1:] != ordered[:, :-1], axis=0)
+    inverse = np.empty(order.size, dtype=np.intp)
+    inverse[order] = np.cumsum(new) - 1
+    return order[new], inverse
 
 
 #: Counts per run of the rescaled ops' piece tables (`StackedPricing._rescaled_pieces`), and the
@@ -1470,17 +1643,36 @@ class StackedCells:
     """The per-run GEMM tables of a StackedPricing, rows group * width + run: per slot [slot, row]
     the tile-limited time and the inverse memory rate; per component {key: (alpha, beta)} the line
     of the GEMMs' sum over the run, zero where a GEMM switches term inside the run (`switching`;
-    those runs are priced slot by slot); `packed` [row, 2 i .. 2 i + 1] the distinct lines' alpha
-    and beta side by side and `line_of` {key: i} (random gathers from several tables of millions
-    of rows cost a cache miss each; from one, one)."""
+    those runs are priced slot by slot); `piece` [row] the row's piece (`_row_pieces`: rows with the
+    same lines share one; switching rows are piece 0 where there are any) and `piece_lines`
+    [2 i, piece] and [2 i + 1, piece] the alpha and beta of distinct line i, `line_of` {key: i}
+    (a gather from a table of millions of rows costs a cache miss a row: a count's run costs one
+    gather of its piece, the rest come from tables of a few hundred entries)."""
     width: int
     tile_s: np.ndarray
     inv_bw: np.ndarray
     lines: dict
     switching: np.ndarray
-    packed: np.ndarray
+    piece: np.ndarray
+    piece_lines: np.ndarray
     line_of: dict
     group_map: np.ndarray | None = None  # group -> its row block (groups with equal GEMMs share one)
+
+
+@dataclass(frozen=True)
+class FusedRuns:
+    """A StackedPricing's affine folds, tiled GEMMs and rescaled collectives past the direct table,
+    summed per (group, run of RUN_COUNTS counts) (`StackedPricing._fuse`): `piece` [group * width
+    + run] names the run's piece (0: a run where some term changes line inside, `switching`),
+    `piece_lines` [2 i, piece] and [2 i + 1, piece] the alpha and beta of distinct line i and
+    `line_of` {key: i}; `constants` {key: value} the components without a line (the same
+    number in every steady run)."""
+    width: int
+    piece: np.ndarray
+    piece_lines: np.ndarray
+    line_of: dict
+    constants: dict
+    switching: bool
 
 
 def _run_index(x, tile: float, q0: int, runs: dict | None):

@@ -27,8 +27,15 @@ def kv_cache_bytes(model: ModelSpec, p: Precision, tokens, tp=1):
 
 def kv_tokens(batch, prompt, gen, samples=1):
     """Cached tokens at the end of generation: each request's prompt once (shared by its samples),
-    plus every sample's generated tokens."""
-    return batch * (prompt + samples * gen)
+    plus every sample's generated tokens. (A factor that is the number 1 is left out: the same
+    doubles without a pass over a sweep's arrays.)"""
+    per_request = prompt + (gen if _is_one(samples) else samples * gen)
+    return per_request if _is_one(batch) else batch * per_request
+
+
+def _is_one(value) -> bool:
+    """Whether a factor is the number 1 (not an array)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and value == 1
 
 
 #: Prefill chunk (tokens) of a serving engine's chunked prefill: a common max_num_batched_tokens

@@ -133,7 +133,7 @@ def _grouped_memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, grou
         weights_g, kv_token_g, free_g, token_g, row_g))
     kv_per_request = memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples) * kv_per_token
     kv = sc.batch * kv_per_request
-    rows = sc.batch * sc.samples
+    rows = _requests_rows(sc)
     act = memory.chunk_tokens(sc.batch, sc.prompt) * per_token
     act += rows * per_row
     total = weights + kv
@@ -171,6 +171,9 @@ def _group_memory(model: ModelSpec, groups: tuple) -> tuple:
     return values
 
 
+#: Metrics that are the spec's own numbers (the same for every scenario): like the model's
+#: parameter counts, read-only views of one number (a sweep would write 8 MB a million rows).
+SPEC_COLUMNS = ("capacity_bytes",)
 #: The metrics holding bound codes, returned as categoricals (`bound_column`).
 BOUND_COLUMNS = ("prefill_bound", "decode_bound")
 #: Scenarios evaluated per pass: arrays of this size stay in the CPU caches, which makes a large
@@ -274,7 +277,8 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
 
     def store(start: int, part: dict) -> None:
         for key, values in part.items():
-            out[key][start:start + CHUNK] = values
+            if key not in SPEC_COLUMNS:
+                out[key][start:start + CHUNK] = values
 
     def work(start: int) -> None:  # each thread stores its own chunk (frees its temporaries itself)
         if start == 0:
@@ -283,7 +287,8 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
             # page-faults fresh ones
             try:
                 first = chunk(0)
-                out.update((key, np.empty(sc.size, dtype=np.asarray(values).dtype)) for key, values in first.items())
+                out.update((key, values if key in SPEC_COLUMNS else np.empty(sc.size, dtype=np.asarray(values).dtype))
+                           for key, values in first.items())
                 store(0, first)
             finally:
                 allocated.set()
@@ -350,6 +355,9 @@ def _columns(model: ModelSpec, hw: Hardware, sc: Scenario, columns: dict, metric
         # views of one number (a sweep of a million scenarios would write 16 MB of copies)
         out = {**columns, "params": np.broadcast_to(np.int64(params), (size,)),
                "active_params": np.broadcast_to(np.int64(active), (size,)), **metrics}
+    for key in SPEC_COLUMNS:
+        if key in out and not isinstance(out[key], np.ndarray):
+            out[key] = np.full(1, out[key]) if size == 1 else np.broadcast_to(np.float64(out[key]), (size,))
     for key in BOUND_COLUMNS:
         if key in out:
             out[key] = bound_column(out[key])
@@ -527,7 +535,7 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
     # one scenario on the fast path: its group's own Precision (the rates cached on it are reused)
     p = fastpath.group_precision(groups[0][0]) if groups is not None and sc.shape == () else precision(sc)
     tp = sc.tp
-    decode_seqs = sc.batch * sc.samples
+    decode_seqs = _requests_rows(sc)
     past_last = sc.prompt + (max(sc.gen - 2, 0.0) if isinstance(sc.gen, float) else np.maximum(sc.gen - 2, 0))
     if groups is not None:
         fixed, index = groups
@@ -560,14 +568,25 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
         "decode_compute_s": decode["compute_s"], "decode_memory_s": decode["memory_s"],
         "decode_overhead_s": decode["overhead_s"], "decode_comm_s": decode["comm_s"],
         **mem,
-        "usd_per_mtok": hw.price_per_hour_usd * sc.tp / 3600.0 / throughput * 1e6,
+        # the hourly price per token-second folded into one number: two passes over a sweep, not four
+        "usd_per_mtok": hw.price_per_hour_usd * 1e6 / 3600.0 * sc.tp / throughput,
     }
     shape = sc.shape
     if shape == ():  # one scenario: every metric a one-element column (the float ones rows of one array)
         floats = [k for k, v in result.items() if isinstance(v, float) or (isinstance(v, np.ndarray) and v.dtype == float)]
         columns = dict(zip(floats, np.array([result[k] for k in floats], dtype=float).reshape(-1, 1)))
         return {k: columns[k] if k in columns else np.array([v]) for k, v in result.items()}
-    return {k: _flat_column(v, shape, sc.size) for k, v in result.items()}
+    # the spec's own constants stay numbers: _columns makes each one read-only view of one number
+    return {k: v if k in SPEC_COLUMNS else _flat_column(v, shape, sc.size) for k, v in result.items()}
+
+
+def _requests_rows(sc: Scenario):
+    """Sequences decoded at once: batch x samples (the batch's own array where samples is the
+    number 1: the same doubles without a pass; nothing writes into it)."""
+    samples = sc.samples
+    if isinstance(samples, (float, np.floating)) and samples == 1.0 and isinstance(sc.batch, np.ndarray):
+        return sc.batch
+    return sc.batch * samples
 
 
 def _flat_column(value, shape: tuple, size: int) -> np.ndarray:

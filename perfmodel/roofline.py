@@ -433,17 +433,32 @@ def _dequant_time_s(cal, p: Precision, weight_bytes):
 def mean_max_affine(u0, u1, v0, v1):
     """Exact mean over t in [0, 1] of max(u(t), v(t)) for affine u, v with endpoint values u0, u1,
     v0, v1. Decode time is affine in context for each op's compute and memory terms, so the mean
-    decode step over a generation is exact without stepping through every token."""
+    decode step over a generation is exact without stepping through every token. It is v's mean
+    plus the mean of max(u - v, 0) (`mean_positive_affine`)."""
     if all(isinstance(value, float) for value in (u0, u1, v0, v1)):  # one scenario: the same in floats
         return _mean_max_affine_float(float(u0), float(u1), float(v0), float(v1))
-    w0, w1 = np.subtract(u0, v0), np.subtract(u1, v1)
+    return (np.add(v0, v1)) / 2 + mean_positive_affine(np.subtract(u0, v0), np.subtract(u1, v1))
+
+
+def mean_positive_affine(w0, w1):
+    """Mean over t in [0, 1] of max(w(t), 0) for affine w from w0 to w1 (arrays or numbers): the
+    mean of the endpoints' positive parts where both have one sign (a line's mean, or 0), else
+    the triangle above zero, (w0+^2 + w1+^2) / (2 (|w0| + |w1|)). A sweep's chunk takes the first
+    for every row and the second only at its rows that cross zero (few: a decode op is mostly
+    bound by one term over a whole generation), the same doubles as choosing per row."""
     p0, p1 = np.maximum(w0, 0.0), np.maximum(w1, 0.0)
-    same_sign = w0 * w1 >= 0
-    if np.all(same_sign):  # no crossing anywhere (the common case): the first branch alone
-        return (np.add(v0, v1)) / 2 + (p0 + p1) / 2
-    spread = np.where(same_sign, 1.0, np.abs(w0) + np.abs(w1))
-    positive_mean = np.where(same_sign, (p0 + p1) / 2, (p0 ** 2 + p1 ** 2) / (2 * spread))
-    return (np.add(v0, v1)) / 2 + positive_mean
+    mean = p0 + p1
+    crossing = np.multiply(w0, w1) < 0
+    if not isinstance(mean, np.ndarray) or mean.ndim == 0:  # numbers (0-d arrays): choose by where
+        spread = np.where(crossing, np.abs(w0) + np.abs(w1), 1.0)
+        return np.where(crossing, (p0 ** 2 + p1 ** 2) / (2 * spread), mean / 2)
+    mean /= 2
+    rows = np.flatnonzero(crossing)  # flat indices: one pass, then gathers of the few rows
+    if rows.size:
+        w0, w1 = (np.broadcast_to(w, mean.shape).reshape(-1).take(rows) for w in (w0, w1))
+        crossed = (np.maximum(w0, 0.0) ** 2 + np.maximum(w1, 0.0) ** 2) / (2 * (np.abs(w0) + np.abs(w1)))
+        np.put(mean, rows, crossed)
+    return mean
 
 
 def _mean_max_affine_float(u0: float, u1: float, v0: float, v1: float) -> float:

@@ -140,6 +140,52 @@ def test_gemm_runs_where_a_term_switches_inside_the_run():
     assert table.switching.any() and not table.switching.all()  # both kinds of run are exercised
 
 
+@pytest.mark.parametrize("spec", ["h200-sxm-calibrated", "h200-sxm"])
+def test_fused_runs_equal_the_terms_priced_apart(spec):
+    """The affine folds, GEMM runs and all-reduce pieces summed per (group, run) (`FusedRuns`)
+    give what their own tables give, at every count from the direct table's end past the runs
+    where a GEMM switches term or an all-reduce changes algorithm, in four precision groups of
+    two tps; and the per-op path agrees."""
+    model, hw = workloads.load("llama-3-8b"), hardware.load(spec)
+    engine = engines.load(perfmodel.engines.DEFAULT_ENGINE)
+    groups = ((16.0, 16.0, 16.0, 128.0, 1.0), (8.0, 16.0, 8.0, 128.0, 2.0), (4.0, 16.0, 16.0, 128.0, 4.0),
+              (16.0, 16.0, 8.0, 128.0, 8.0))
+    stacked = fastpath.stacked_pricing(model, hw, engine, groups, "tokens", "prefill")
+    x = np.concatenate([np.arange(fastpath.DIRECT_COUNTS + 1.0, 20001.0), [65536.0, 1.0e6 + 3.0, 3.0e7]])
+    x = np.tile(x, len(groups))
+    group = np.repeat(np.arange(len(groups)), x.size // len(groups))
+    fused = stacked._fused_runs(x, {})
+    assert fused is not None and len(fused.line_of) >= 2
+    assert fused.switching  # some runs switch inside (tiles on the calibrated spec, all-reduce algorithms)
+    together, apart = stacked._add_fused(fused, x, group, {}), stacked._structured(x, group, {})
+    assert list(together) == list(apart)
+    for key in apart:
+        np.testing.assert_allclose(together[key], apart[key], rtol=1e-13, atol=0, err_msg=key)
+    rows = np.arange(0, x.size, 97)
+    sc = Scenario(batch=1, prompt=x[rows], gen=1, w_bits=np.array(groups)[group[rows], 0],
+                  kv_bits=np.array(groups)[group[rows], 2], tp=np.array(groups)[group[rows], 4])
+    fast, ref = perfmodel.evaluate(model, hw, sc), perfmodel.evaluate(model, hw, sc, path="reference")
+    for key in ("ttft_s", "prefill_compute_s", "prefill_memory_s"):
+        np.testing.assert_allclose(fast[key], ref[key], rtol=1e-9, atol=0, err_msg=key)
+
+
+def test_run_pieces_rebuild_every_row_bit_for_bit():
+    """`_row_pieces` keys rows by their bits: each row's piece holds its exact values (0.0 and
+    -0.0 apart), switching rows share piece 0, and the ids take the smallest unsigned type."""
+    rng = np.random.default_rng(5)
+    columns = np.repeat(rng.random((4, 300)), rng.integers(1, 40, 300), axis=1)
+    columns[:, 7] = 0.0
+    columns[:, 8] = -0.0
+    switching = np.zeros(columns.shape[1], dtype=bool)
+    switching[[3, 50, 51]] = True
+    columns[:, switching] = 0.0
+    piece, values = fastpath._row_pieces([(columns[:, :100], switching[:100]), (columns[:, 100:], switching[100:])], 4)
+    assert np.array_equal(values[:, piece].view(np.int64), columns.view(np.int64))
+    assert np.all(piece[switching] == 0) and np.all(piece[~switching] != 0)
+    assert piece[7] != piece[8] and values.shape[1] == len({columns[:, j].tobytes() for j in np.flatnonzero(~switching)}) + 1
+    assert piece.dtype == np.uint16 and values.shape[1] > 256
+
+
 @pytest.mark.parametrize("name, spec, engine", [("llama-3-8b", "h200-sxm-calibrated", "vllm"),
                                                 ("opt-30b", "h100-sxm-calibrated", "torch-compile"),
                                                 ("qwen3-30b-a3b", "h200-sxm-calibrated", "sglang")])

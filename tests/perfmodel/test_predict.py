@@ -123,6 +123,23 @@ def test_mean_max_affine_exact():
         assert mean_max_affine(u0, u1, v0, v1) == pytest.approx(brute, abs=1e-4)
 
 
+def test_mean_max_affine_arrays_equal_floats_row_by_row():
+    """The array form (each row's branch chosen apart: crossing rows fixed up after the common
+    one) gives each row the doubles of the float form, for crossing and one-signed rows,
+    broadcast operands and 0-d arrays."""
+    rng = np.random.default_rng(3)
+    u0, u1, v0, v1 = rng.random((4, 2000))
+    u1[::7] = v1[::7]  # touching ends: w1 = 0
+    arrays = mean_max_affine(u0, u1, v0, v1)
+    assert 0 < np.mean((u0 - v0) * (u1 - v1) < 0) < 1
+    assert [float(x) for x in arrays] == [mean_max_affine(*map(float, row)) for row in zip(u0, u1, v0, v1)]
+    broadcast = mean_max_affine(u0, 0.5, v0, v1)
+    assert [float(x) for x in broadcast] == [mean_max_affine(float(a), 0.5, float(c), float(d))
+                                             for a, c, d in zip(u0, v0, v1)]
+    for row in ((0.0, 2.0, 1.0, 1.0), (3.0, 1.0, 0.0, 4.0), (5.0, 6.0, 1.0, 2.0)):
+        assert float(mean_max_affine(*map(np.asarray, row))) == mean_max_affine(*row)
+
+
 def test_decode_is_memory_bound_and_prefill_compute_bound_on_h200():
     row = perfmodel.predict(workloads.load("llama-3-8b"), hardware.load("h200-sxm"),
                             Scenario(batch=1, prompt=2048, gen=128)).row(0)

@@ -52,7 +52,7 @@ def docs(tmp_path):
         "nest.yaml": "a: " + "[" * 5000 + "]" * 5000,
         "laughs.yaml": "axes:\n  a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
             f"  {c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")),
-        "bare.yaml": preset.replace("capacity: 24 GB", "capacity: 24000000000", 1),
+        "bare.yaml": preset.replace("capacity: 23034 MiB", "capacity: 24152899584", 1),
         "comma.yaml": preset.replace("bandwidth: 300 GB/s", "bandwidth: 4,8 TB/s", 1),
         "tower.yaml": preset.replace("bandwidth: 300 GB/s", "bandwidth: 10**10**10 B/s", 1),
         "sens.csv": "params,coef\n1000,1\n2000,3\n",

@@ -153,7 +153,7 @@ def test_cli_oversize_request_is_a_one_line_error(capsys):
 
     assert main(["predict", "--model", "hunyuanvideo", "--hardware", "l4"]) == 2
     err = capsys.readouterr().err
-    assert "hunyuanvideo needs" in err and "l4 has 24 GB" in err and "Traceback" not in err
+    assert "hunyuanvideo needs" in err and "l4 has 24.2 GB" in err and "Traceback" not in err
     assert main(["predict", "--model", "hunyuanvideo", "--hardware", "l4", "--allow-oversize"]) == 0
     assert "fits: NO" in capsys.readouterr().out
 

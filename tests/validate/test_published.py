@@ -27,18 +27,19 @@ def test_every_published_row_parses_and_cites_its_source():
 
 
 def test_trtllm_bench_settings_match_a_hand_derivation():
-    """Llama-3.1-8B fp8 on a 141e9-byte device, 128/128, fp8 KV: 2 x 32 layers x 8 kv heads x 128 x 1 B
-    = 65536 B per token; (141e9 - 8.03e9 B) / 2^30 = 123.8 GiB free; 0.95 x that / (256 tokens x
-    65536 B / 2^30) = 7530 requests -> capped at 4096 (a multiple of 256 already); tokens
-    min(4096 x 2, 32768) = 8192 -> 1024 x 8 = 8192."""
+    """Llama-3.1-8B fp8 on the H200 (141 GiB), 128/128, fp8 KV: 2 x 32 layers x 8 kv heads x 128 x 1 B
+    = 65536 B per token; 141 GiB - 8.03e9 B = 133.5 GiB free; 0.95 x that / (256 tokens x
+    65536 B / 2^30) = 8118 requests -> capped at 4096 (a multiple of 256 already); tokens
+    min(4096 x 2, 32768) = 8192 -> 1024 x 8 = 8192. Llama-3.1-70B on one H100 (81559 MiB = 79.65 GiB;
+    70.55e9 B of weights = 65.70 GiB; 163840 B of KV per token): 128/128 fits 0.95 x 13.94 GiB /
+    (256 x 163840 B) = 339 requests -> 128 x 3 = 384 (the middle range), tokens 678 -> at least 2048;
+    128/2048 fits 39.9 -> at least 64 (the low range), tokens 42 -> 2048."""
     report = load_report_script("published", "make_report")
     model, hw = workloads.load("llama-3.1-8b"), hardware.load("h200-sxm-calibrated")
     assert report.trtllm_bench_settings(model, hw, tp=1, isl=128, osl=128, kv_bits=8) == (4096, 8192)
-    # a small pool takes the low branches: batch rounded up to a multiple of 32 (at least 64),
-    # tokens at least 2048
-    big = workloads.load("llama-3.1-70b")
-    bs, tokens = report.trtllm_bench_settings(big, hardware.load("h100-sxm-calibrated"), tp=1, isl=128, osl=128, kv_bits=8)
-    assert bs % 32 == 0 and 64 <= bs < 256 and tokens == 2048
+    big, h100 = workloads.load("llama-3.1-70b"), hardware.load("h100-sxm-calibrated")
+    assert report.trtllm_bench_settings(big, h100, tp=1, isl=128, osl=128, kv_bits=8) == (384, 2048)
+    assert report.trtllm_bench_settings(big, h100, tp=1, isl=128, osl=2048, kv_bits=8) == (64, 2048)
     # twice the KV bytes per token never allows a larger batch
     assert report.trtllm_bench_settings(big, hw, tp=2, isl=1000, osl=1000, kv_bits=16)[0] <= \
         report.trtllm_bench_settings(big, hw, tp=2, isl=1000, osl=1000, kv_bits=8)[0]

@@ -90,19 +90,16 @@ def trtllm_bench_settings(model, hw, *, tp: int, isl: int, osl: int, kv_bits: in
     requests = KV_FREE_FRACTION * free / (kv_per_token * (isl + osl))
     bs = min(requests, 4096)
     tokens = min(bs * (1 + isl / osl), 32768)
-    if bs < 256:
-        max_bs = max(64, 32 * math.ceil(bs / 32))
-    elif bs < 1024:
-        max_bs = 128 * math.ceil(bs / 128)
-    else:
-        max_bs = 256 * math.ceil(bs / 256)
-    if tokens < 4096:
-        max_tokens = max(2048, 256 * math.ceil(tokens / 256))
-    elif tokens < 8192:
-        max_tokens = 512 * math.ceil(tokens / 512)
-    else:
-        max_tokens = 1024 * math.ceil(tokens / 1024)
+    max_bs = _round_up_by_range(bs, 64, ((256, 32), (1024, 128), (math.inf, 256)))
+    max_tokens = _round_up_by_range(tokens, 2048, ((4096, 256), (8192, 512), (math.inf, 1024)))
     return int(max_bs), int(max_tokens)
+
+
+def _round_up_by_range(value: float, least: int, steps: tuple) -> int:
+    """`value` rounded up to the step of the first range (limit, step) it is below, at least `least`
+    (the tuning rule's ladders above)."""
+    step = next(step for limit, step in steps if value < limit)
+    return max(least, step * math.ceil(value / step))
 
 
 def kv_pool_blocks(model, hw, p: Precision, tp: int, max_tokens: int, max_seqs: int) -> int:

@@ -21,7 +21,8 @@ import numpy as np
 from hardware.spec import Hardware
 from perfmodel import collectives
 from perfmodel.rates import sustained_fraction
-from perfmodel.ops import ATTENTION_TILE_ROWS, CUSTOM_ALLREDUCE, CUTLASS_8BIT, ENGINE_QUANT, ROW_NORM_KERNEL, Op, Precision
+from perfmodel.ops import (ATTENTION_TILE_ROWS, CUSTOM_ALLREDUCE, CUTLASS_8BIT, ENGINE_QUANT, ROW_NORM_KERNEL, Op,
+                           Precision)
 
 BOUNDS = np.array(["compute", "memory", "overhead", "comm"])
 
@@ -312,11 +313,11 @@ def attention_params(hw: Hardware, op: Op) -> tuple:
 
 def _attention_terms(op: Op, hw: Hardware, p: Precision, params: tuple) -> tuple:
     bits = np.minimum(np.maximum(p.a_bits, 16), 32)  # attention runs in bf16/fp16, or fp32
-    fraction, _, _, unit_s, row_s, key_s, _, score_rate = params
+    fraction, *_, score_rate = params
     dot_s = op.flops / (_attention_rate(hw, p, bits) * fraction)
     if score_rate:
         dot_s = dot_s + attention_scores(op) / score_rate
-    if not (unit_s or row_s):
+    if not has_work_terms(params):
         return dot_s, 0.0
     return dot_s, attention_work_s(op.m, op.n, op.groups, params, hw.compute_units)
 

@@ -99,6 +99,8 @@ class Engine:
             if f.type in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))
                                                or math.isnan(value) or (finite and math.isinf(value)) or value < 0):
                 raise EngineError(f"engine {self.name}: {f.name} = {value!r} must be a finite number, zero or more")
+            if f.type == "bool" and not isinstance(value, bool):  # a YAML "maybe" must not pass as truthy
+                raise EngineError(f"engine {self.name}: {f.name} = {value!r} must be true or false")
         if self.allreduce not in ALLREDUCE_KINDS:
             raise EngineError(f"engine {self.name}: allreduce = {self.allreduce!r} is not one of {ALLREDUCE_KINDS}")
 

@@ -172,7 +172,7 @@ def _tile_grid_on_both(gemms: list[dict], base: Hardware, cal: Calibration, fp8_
     (perfmodel.roofline.split_k_allowed): their times show the tile count and the per-tile streaming
     rate that split-K and the skinny kernel hide in the bf16 rows (on which two grids can fit
     alike: a synthetic table made on 64 x 128 tiles and 90 GB/s per tile fitted 128 x 256 and
-    150 GB/s on its bf16 rows). So the grid is chosen again on the large GEMMs of both dtypes, the
+    150 GB/s on its bf16 rows). So the grid is chosen again on the GEMMs of both dtypes, the
     per-tile rate fitted with the fp8 rates and quantization path per grid, the bf16 rates refitted."""
     bw = base.hbm_bytes_per_s
     params = {**fp8_params, "sm_bytes_per_s": (cal.sm_bytes_per_s or 0.02 * bw, 1e-4 * bw, bw)}

@@ -136,8 +136,9 @@ def predict_matmuls(cases: list[dict], hw: Hardware) -> np.ndarray:
     m, k = _column(cases, "m"), _column(cases, "k")
     op = matmul_op("matmul", m, _column(cases, "n"), k, p, 1)
     times = _times(op, hw, p, cases)
-    cutlass = np.array([bool(text(c, "engine")) and not engines.load(text(c, "engine")).fp8_gemm_split_k
-                        for c in cases])
+    names = [text(c, "engine") for c in cases]
+    splits = {name: engines.load(name).fp8_gemm_split_k for name in set(names) if name}  # one profile read each
+    cutlass = np.array([bool(name) and not splits[name] for name in names])
     if np.any(cutlass):
         times = np.where(cutlass, _times(dataclasses.replace(op, kernel=CUTLASS_8BIT), hw, p, cases), times)
     quant = np.array([_num(c, "act_quant", default=0.0) for c in cases])

@@ -29,11 +29,11 @@ def kv_tokens(batch, prompt, gen, samples=1):
     """Cached tokens at the end of generation: each request's prompt once (shared by its samples),
     plus every sample's generated tokens. (A factor that is the number 1 is left out: the same
     doubles without a pass over a sweep's arrays.)"""
-    per_request = prompt + (gen if _is_one(samples) else samples * gen)
-    return per_request if _is_one(batch) else batch * per_request
+    per_request = prompt + (gen if is_one(samples) else samples * gen)
+    return per_request if is_one(batch) else batch * per_request
 
 
-def _is_one(value) -> bool:
+def is_one(value) -> bool:
     """Whether a factor is the number 1 (not an array)."""
     return isinstance(value, (int, float, np.integer, np.floating)) and value == 1
 

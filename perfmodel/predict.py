@@ -583,10 +583,9 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
 def _requests_rows(sc: Scenario):
     """Sequences decoded at once: batch x samples (the batch's own array where samples is the
     number 1: the same doubles without a pass; nothing writes into it)."""
-    samples = sc.samples
-    if isinstance(samples, (float, np.floating)) and samples == 1.0 and isinstance(sc.batch, np.ndarray):
+    if memory.is_one(sc.samples) and isinstance(sc.batch, np.ndarray):
         return sc.batch
-    return sc.batch * samples
+    return sc.batch * sc.samples
 
 
 def _flat_column(value, shape: tuple, size: int) -> np.ndarray:

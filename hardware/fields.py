@@ -266,6 +266,10 @@ ATTENTION = (
     # units, beside the two dot products' tensor-core FLOPs; written as FLOP/s, one exponential a
     # FLOP, as FlashAttention-3 quotes it); absent (0): no softmax term
     Field("score_rate", "scores_per_s", "flops_per_s", required=False, default=0.0, zero_ok=True),
+    # a kernel whose units each stream all their keys on one SM (prefill: roofline.has_longest_unit):
+    # how many times its fair share of the kernel's rates (1 / SMs) one unit gets on its SM, which
+    # bounds the kernel by its longest unit (roofline.longest_unit_s); absent (0): no such bound
+    Field("unit_speedup", "unit_speedup", "number", required=False, default=0.0, zero_ok=True, limits=(0.0, 1e6)),
 )
 #: The two quantiles of one error band (calibration.error_bands.<class>.<q>).
 BAND_QUANTILES = ("p10", "p90")

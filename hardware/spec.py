@@ -128,7 +128,8 @@ class Calibration:
     def attention_kernel(self, family: str) -> tuple:
         """(fraction of the bf16 GEMM rate, floor per call, KV read bandwidth, time of one work unit
         on one SM, time one query row adds on one SM, time one cached key adds to a unit, fixed
-        latency of the KV stream, softmax rate in query-key scores per second (0: none)) of an
+        latency of the KV stream, softmax rate in query-key scores per second (0: none), speed of a
+        lone unit on its SM relative to its fair share (0: no longest-unit bound)) of an
         attention kernel, named "<family>-<phase>" (prefill and decode run different kernels:
         "vllm-decode"), falling back to the family's entry, then to the spec's generic attention
         parameters (and no work-unit, row or key term)."""
@@ -137,7 +138,7 @@ class Calibration:
                 params.get("overhead_s", self.attention_overhead_s),
                 params.get("read_bytes_per_s", self.read_bytes_per_s), params.get("unit_s", 0.0),
                 params.get("row_s", 0.0), params.get("key_s", 0.0), params.get("stream_latency_s", 0.0),
-                params.get("scores_per_s", 0.0))
+                params.get("scores_per_s", 0.0), params.get("unit_speedup", 0.0))
 
 
 @fields.schema_dataclass(fields.HARDWARE, calibration=("Calibration | None", None),

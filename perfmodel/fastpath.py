@@ -65,8 +65,8 @@ from perfmodel import intervals, shapes
 from perfmodel.engines import Engine
 from perfmodel.ops import Op, Precision, context_ops, logits_ops, step_phase, token_ops
 from perfmodel.roofline import (OpTime, attention_compute_terms, attention_params, attention_work_s, gemm_latency_s,
-                                has_work_terms, is_tiled_gemm, mean_max_affine, mean_positive_affine, op_time,
-                                tiled_gemm_terms)
+                                has_longest_unit, has_work_terms, is_tiled_gemm, longest_unit_s, mean_max_affine,
+                                mean_positive_affine, op_time, tiled_gemm_terms, unit_score_s)
 from perfmodel.steps import (TOTAL_KEYS, StepSums, add_decode_context, add_op_times, has_bands, paid_host_s,
                              settle_mean_decode, settle_step)
 from workloads.model import ModelSpec
@@ -820,7 +820,8 @@ def _work_term(op: Op, hw: Hardware, p: Precision, model: ModelSpec, tp, seqs, a
     if op.kind != "attention":
         return None
     params = attention_params(hw, op)
-    if not has_work_terms(params):
+    units, longest = has_work_terms(params), has_longest_unit(op.kernel, params)
+    if not (units or (longest and not decode)):
         return None
     shape = (seqs.size, at.size)
     if decode:
@@ -832,7 +833,8 @@ def _work_term(op: Op, hw: Hardware, p: Precision, model: ModelSpec, tp, seqs, a
     if any(not np.array_equal(np.broadcast_to(np.asarray(getattr(op, field), dtype=float), shape),
                               np.broadcast_to(value, shape)) for field, value in expected.items()):
         return False
-    return PrefillWork(float(op.count), heads, kv_heads, params, float(hw.compute_units))
+    score_s = float(unit_score_s(op.k, hw, p, params)) if longest else 0.0
+    return PrefillWork(float(op.count), heads, kv_heads, params, float(hw.compute_units), units, score_s)
 
 
 def _price_context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple) -> ContextLines | None:
@@ -994,11 +996,12 @@ def _price_prefill_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups:
     for terms in work:
         if terms is None:
             merged.append(None)
-        elif any(term is False for term in terms) or len({(t.count, t.params, t.compute_units) for t in terms}) > 1:
+        elif any(term is False for term in terms) or len({(t.count, t.params, t.compute_units, t.units) for t in terms}) > 1:
             return None
         else:
             merged.append(dataclasses.replace(terms[0], heads=np.array([t.heads for t in terms], dtype=float),
-                                              kv_heads=np.array([t.kv_heads for t in terms], dtype=float)))
+                                              kv_heads=np.array([t.kv_heads for t in terms], dtype=float),
+                                              score_s=np.array([t.score_s for t in terms], dtype=float)))
     # a work term only adds to the compute time: the dot products at least the memory time still
     # make compute the larger, the reverse no longer holds
     dominant = tuple("" if merged[i] is not None and dominant == "memory" else dominant
@@ -1010,26 +1013,35 @@ def _price_prefill_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups:
 
 @dataclass(frozen=True)
 class PrefillWork:
-    """The work-unit term of a prefill's attention (roofline.attention_work_s) for scenarios of any
-    precision group: count x the term at query rows batch x prompt x heads, context prompt and
-    pairs batch x kv heads, the heads per device of each group (`heads`, `kv_heads`: numbers for
-    one group, arrays indexed by group for several), in the per-op path's order of operations."""
+    """The work-unit term of a prefill's attention (roofline.attention_compute_terms' second term:
+    its units' waves where the family has work-unit terms, plus its longest unit where the kernel
+    has one) for scenarios of any precision group: count x the term at query rows batch x prompt x
+    heads, context prompt and pairs batch x kv heads, from the heads per device and the time of one
+    score in a lone unit (roofline.unit_score_s; 0: no longest-unit term) of each group (`heads`, `kv_heads`,
+    `score_s`: numbers for one group, arrays indexed by group for several), in the per-op path's
+    order of operations."""
     count: float
     heads: float | np.ndarray
     kv_heads: float | np.ndarray
     params: tuple
     compute_units: float
+    units: bool  # the family has work-unit terms (roofline.has_work_terms)
+    score_s: float | np.ndarray
 
     def time_s(self, batch, prompt, group):
-        heads, kv_heads = self.heads, self.kv_heads
+        heads, kv_heads, score_s = self.heads, self.kv_heads, self.score_s
         if isinstance(heads, np.ndarray):
-            if isinstance(group, int) or (np.all(heads == heads[0]) and np.all(kv_heads == kv_heads[0])):
+            same = all(np.all(v == v[0]) for v in (heads, kv_heads, score_s))
+            if isinstance(group, int) or same:
                 at = group if isinstance(group, int) else 0
-                heads, kv_heads = float(heads[at]), float(kv_heads[at])
+                heads, kv_heads, score_s = float(heads[at]), float(kv_heads[at]), float(score_s[at])
             else:
-                heads, kv_heads = heads[group], kv_heads[group]
-        return self.count * attention_work_s(batch * prompt * heads, prompt, batch * kv_heads, self.params,
-                                             self.compute_units)
+                heads, kv_heads, score_s = heads[group], kv_heads[group], score_s[group]
+        m, pairs = batch * prompt * heads, batch * kv_heads
+        term = attention_work_s(m, prompt, pairs, self.params, self.compute_units) if self.units else 0.0
+        if np.ndim(score_s) or score_s:
+            term = term + longest_unit_s(m, prompt, pairs, score_s)
+        return self.count * term
 
 
 def _prompt_polynomial(values: np.ndarray):

@@ -21,8 +21,8 @@ import numpy as np
 from hardware.spec import Hardware
 from perfmodel import collectives
 from perfmodel.rates import sustained_fraction
-from perfmodel.ops import (ATTENTION_TILE_ROWS, CUSTOM_ALLREDUCE, CUTLASS_8BIT, ENGINE_QUANT, ROW_NORM_KERNEL, Op,
-                           Precision)
+from perfmodel.ops import (ATTENTION_TILE_ROWS, CUSTOM_ALLREDUCE, CUTLASS_8BIT, ENGINE_QUANT, MASKED_CACHE_FAMILY,
+                           ROW_NORM_KERNEL, Op, Precision)
 
 BOUNDS = np.array(["compute", "memory", "overhead", "comm"])
 
@@ -256,7 +256,7 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
         rate, overhead = hw.peak_flops_per_s("fp32"), overhead + (cal.moe_routing_s if cal else 0.0)
     elif op.kind == "attention":
         params = attention_params(hw, op)
-        _, floor, read, *_, stream_s, _ = params
+        _, floor, read, _, _, _, stream_s, _, _ = params
         dot_s, work_s = _attention_terms(op, hw, p, params)
         return OpTime(np.maximum(dot_s, work_s), stream_s + op.bytes / (read or bandwidth), overhead + floor, 0.0,
                       host)
@@ -298,7 +298,8 @@ def attention_compute_terms(op: Op, hw: Hardware, p: Precision) -> tuple:
     scores at the family's softmax rate (`attention_scores`); the second holds where short contexts
     leave the SMs waiting on per-unit costs: work units run in waves over the SMs, each unit's fixed
     time (and, where a unit streams its sequence's whole cache, key_s per cached key) plus each query
-    row's own time (0 for a family without work-unit terms). Both are affine in the op's context
+    row's own time (0 for a family without work-unit terms), plus, for a kernel that never splits a
+    unit's keys, its longest unit (`longest_unit_s`). Both are affine in the op's context
     (serving.costs tabulates them apart)."""
     return _attention_terms(op, hw, p, attention_params(hw, op))
 
@@ -308,18 +309,65 @@ def attention_params(hw: Hardware, op: Op) -> tuple:
     or a datasheet spec's: the full bf16 rate, no floor, no work-unit or softmax terms; 0 read
     bandwidth stands for the spec's memory bandwidth."""
     cal = hw.calibration
-    return cal.attention_kernel(op.kernel) if cal else (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    return cal.attention_kernel(op.kernel) if cal else (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 def _attention_terms(op: Op, hw: Hardware, p: Precision, params: tuple) -> tuple:
-    bits = np.minimum(np.maximum(p.a_bits, 16), 32)  # attention runs in bf16/fp16, or fp32
-    fraction, *_, score_rate = params
-    dot_s = op.flops / (_attention_rate(hw, p, bits) * fraction)
+    fraction, score_rate = params[0], params[7]
+    dot_s = op.flops / (_attention_rate(hw, p, _attention_bits(p)) * fraction)
     if score_rate:
         dot_s = dot_s + attention_scores(op) / score_rate
-    if not has_work_terms(params):
-        return dot_s, 0.0
-    return dot_s, attention_work_s(op.m, op.n, op.groups, params, hw.compute_units)
+    work_s = attention_work_s(op.m, op.n, op.groups, params, hw.compute_units) if has_work_terms(params) else 0.0
+    if has_longest_unit(op.kernel, params):
+        work_s = work_s + longest_unit_s(op.m, op.n, op.groups, unit_score_s(op.k, hw, p, params))
+    return dot_s, work_s
+
+
+def _attention_bits(p: Precision):
+    """Bits attention runs at: bf16/fp16, or fp32 (from the activations' bits)."""
+    return np.minimum(np.maximum(p.a_bits, 16), 32)
+
+
+def has_longest_unit(kernel: str, params: tuple) -> bool:
+    """Whether an attention kernel is bounded by its longest work unit (`longest_unit_s`): its family
+    has a fitted unit speedup (Calibration.attention_kernel) and its units each stream all of their
+    keys on one SM, as prefill kernels do (FlashAttention-2/3, cuDNN and TensorRT-LLM's FMHA split
+    the queries into tiles, never a tile's keys; Dao 2023, arXiv 2307.08691, section 3.2; Shah et
+    al. 2024, arXiv 2407.08608), with or without the causal mask (a DiT's bidirectional kernel).
+    Not decode kernels (they split the keys: flash-decoding, XQA multi-block) and not a masked static
+    cache's kernel (its units all stream the whole cache: the family's key_s)."""
+    return bool(params[8]) and kernel.endswith(("-prefill", "-prefill-bidirectional")) and \
+        not kernel.startswith(MASKED_CACHE_FAMILY)
+
+
+def unit_score_s(k, hw: Hardware, p: Precision, params: tuple):
+    """Time one query-key score takes inside a lone work unit on its SM: a score's two dot products
+    (4 x head dim `k` FLOPs, as `attention_scores` counts them) at the family's fraction of the
+    tensor-core rate plus its exponential at the family's softmax rate (0: none), both at the unit's
+    fair share of them (1 / compute_units) times the family's fitted unit speedup (a lone unit may
+    run faster than its fair share: a whole SM, no neighbours)."""
+    fraction, score_rate, speedup = params[0], params[7], params[8]
+    score_s = 4.0 * np.asarray(k, dtype=float) / (_attention_rate(hw, p, _attention_bits(p)) * fraction)
+    if score_rate:
+        score_s = score_s + 1.0 / score_rate
+    return score_s * hw.compute_units / speedup
+
+
+def longest_unit_s(m, n, groups, score_s):
+    """The longest work unit of a kernel whose units each stream all their keys on one SM
+    (`has_longest_unit`): a tile of min(query rows per (sequence, kv head), 128) rows over the
+    whole context n, `score_s` per score (`unit_score_s`). Added to the work-unit term (the op's
+    compute time is the larger of that and the dot products'), as list scheduling's makespan is at
+    most the mean load plus the longest job (Graham 1969, SIAM J. Appl. Math. 17(2)): a causal
+    prefill of few heads and a long prompt runs one wave of tiles whose last tile alone takes as
+    long as the kernel (aiconfigurator's H200 tables: vLLM's FA3 over 2 heads x 8192 tokens takes
+    124 us, its FLOPs at the kernel's rate 80 us, its last tile at 1/132 of that rate 118 us).
+    Affine in n, like the other terms. One function for the per-op and the fast path."""
+    if isinstance(m, float) and isinstance(n, float) and isinstance(groups, float):  # one scenario: in floats
+        return min(m / max(groups, 1.0), float(ATTENTION_TILE_ROWS)) * n * score_s
+    rows = np.minimum(np.asarray(m, dtype=float) / np.maximum(np.asarray(groups, dtype=float), 1.0),
+                      float(ATTENTION_TILE_ROWS))
+    return rows * np.asarray(n, dtype=float) * score_s
 
 
 def has_work_terms(params: tuple) -> bool:
@@ -335,7 +383,7 @@ def attention_work_s(m, n, groups, params: tuple, compute_units):
     (plus key_s per cached key), plus each query row's time spread over the SMs. One function for
     the per-op path and the fast path (perfmodel.fastpath prices a prefill's per scenario), so the
     two give the same doubles."""
-    _, _, _, unit_s, row_s, key_s, _, _ = params
+    _, _, _, unit_s, row_s, key_s, _, _, _ = params
     if isinstance(m, float) and isinstance(n, float) and isinstance(groups, float):  # one scenario: in floats
         pairs = max(groups, 1.0)
         waves = float(math.ceil(pairs * math.ceil(m / pairs / ATTENTION_TILE_ROWS) / compute_units))

@@ -247,6 +247,15 @@ def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration,
     return fitting(_suite_attention(cases, "prefill"), base, cal, {"attention_flops_fraction": (0.6, 0.01, 1.2)})[0]
 
 
+def unit_speedup_param(family: str) -> dict:
+    """The fit parameter of a prefill family's lone-unit speedup (perfmodel.roofline.unit_score_s:
+    its longest unit bounds the kernel), starting at its fair share of the SM; none for a decode
+    family (split-KV kernels have no longest unit)."""
+    if not family.endswith("-prefill"):
+        return {}
+    return {f"attention_kernels:{family}:unit_speedup": (1.0, 0.1, 100.0)}
+
+
 def _fit_attention_phases(cases: list[dict], base: Hardware, cal: Calibration) -> Calibration:
     """The suite's attention kernel family per phase ("sdpa-prefill", "sdpa-decode": prefill and
     decode run different kernels, e.g. cuDNN's wgmma prefill and its split-KV decode with a
@@ -260,7 +269,7 @@ def _fit_attention_phases(cases: list[dict], base: Hardware, cal: Calibration) -
                   f"attention_kernels:{family}:overhead_s": (start["overhead_s"], 1e-8, 1e-3),
                   f"attention_kernels:{family}:read_bytes_per_s": (start["read_bytes_per_s"], 1e-3 * bw, 1.1 * bw),
                   f"attention_kernels:{family}:unit_s": (2e-6, 1e-8, 1e-3),
-                  f"attention_kernels:{family}:row_s": (1e-7, 1e-10, 1e-4)}
+                  f"attention_kernels:{family}:row_s": (1e-7, 1e-10, 1e-4), **unit_speedup_param(family)}
         cal, _ = fit(_suite_attention(cases, phase), base, cal, params)
     return _fit_masked_attention(cases, base, cal)
 
@@ -278,7 +287,8 @@ def _fit_masked_attention(cases: list[dict], base: Hardware, cal: Calibration) -
         own = [c for c in _of(cases, f"attention_{phase}") if text(c, "engine") and attention_family(c) == family]
         if len(own) < 6:  # six parameters: fewer cases leave the family to fall back (Calibration.attention_kernel)
             continue
-        start = dict(cal.attention_kernels[f"{SUITE_ATTENTION_KERNEL}-{phase}"])
+        # its units all stream the whole cache (key_s): no longest unit of its own (roofline.has_longest_unit)
+        start = {k: v for k, v in cal.attention_kernels[f"{SUITE_ATTENTION_KERNEL}-{phase}"].items() if k != "unit_speedup"}
         cal = dataclasses.replace(cal, attention_kernels={**cal.attention_kernels, family: start})
         params = {f"attention_kernels:{family}:flops_fraction": (start["flops_fraction"], 0.01, 1.2),
                   f"attention_kernels:{family}:overhead_s": (start["overhead_s"], 1e-8, 1e-3),

@@ -33,7 +33,8 @@ import pandas as pd
 from hardware import fields
 from hardware.spec import Calibration, Hardware
 from perfmodel import engines
-from validate.calibrate import ROBUST_LOSS, SUITE_ATTENTION_KERNEL, TILES, _fit_gemm_and_attention, fit
+from validate.calibrate import (ROBUST_LOSS, SUITE_ATTENTION_KERNEL, TILES, _fit_gemm_and_attention, fit,
+                                unit_speedup_param)
 from validate.cases import split
 from validate.predict_cases import predict_many
 
@@ -102,7 +103,7 @@ def _attention_params(cal: Calibration, family: str, bw: float) -> dict:
             f"attention_kernels:{family}:read_bytes_per_s": (0.8 * bw, 1e-3 * bw, 1.1 * bw),
             f"attention_kernels:{family}:unit_s": (2e-6, 1e-8, 1e-3),
             f"attention_kernels:{family}:row_s": (1e-7, 1e-10, 1e-4),
-            f"attention_kernels:{family}:scores_per_s": (5e12, 1e10, 1e16)}
+            f"attention_kernels:{family}:scores_per_s": (5e12, 1e10, 1e16), **unit_speedup_param(family)}
 
 
 def _act_quant_params(engine: str) -> dict:

@@ -129,12 +129,36 @@ def test_attention_pays_softmax_per_score(calibrated):
                                 head_dim=128, d_ff=1, vocab_size=1)
     hw = _attention_family(calibrated, "x-prefill", scores_per_s=5e12)
     rate = _attention_rate(hw, BF16, 16) * 0.5   # the family's fraction of the calibrated bf16 rate
-    for seqs, tokens in ((64.0, 4096.0), (1.0, 4096.0)):
+    for seqs, tokens in ((64.0, 4096.0), (32.0, 8192.0)):
         op = attention_op(model, seqs=seqs, new_tokens=tokens, past=0.0, p=BF16, tp=1, kernel="x-prefill")
         scores = seqs * (tokens * (tokens + 1) / 2 + 127.0 * (tokens - 1) / 2)
         t = op_time(op, hw, BF16)
         assert float(t.compute_s) == pytest.approx(op.flops / rate + scores / 5e12, rel=1e-12)
         assert attention_compute_terms(op, hw, BF16)[0] == pytest.approx(float(t.compute_s), rel=1e-15)
+
+
+def test_a_prefill_of_few_tiles_takes_its_longest_tile(calibrated):
+    """One sequence of one head and 4096 tokens: 32 query tiles on 132 SMs, one wave; the last tile
+    (128 rows over all 4096 keys) runs on one SM at 1.25 x its fair share (1/132) of the family's
+    rates, longer than the whole FLOPs at the full rate. By hand: compute = waves x unit + rows x
+    row / SMs + 128 x 4096 x (4 d / rate + 1 / score rate) x SMs / 1.25. Without a unit speedup
+    (a family fitted without one) there is no such term."""
+    model = workloads.ModelSpec(name="t", family="llama", n_layers=1, d_model=128, n_heads=1, n_kv_heads=1,
+                                head_dim=128, d_ff=1, vocab_size=1)
+    hw = _attention_family(calibrated, "x-prefill", scores_per_s=5e12, unit_speedup=1.25)
+    rate, sms = _attention_rate(hw, BF16, 16) * 0.5, hw.compute_units
+    op = attention_op(model, seqs=1.0, new_tokens=4096.0, past=0.0, p=BF16, tp=1, kernel="x-prefill")
+    longest = 128 * 4096.0 * (4 * 128 / rate + 1 / 5e12) * sms / 1.25
+    expected = 1.0 * 1e-9 + 4096.0 * 1e-12 / sms + longest
+    t = op_time(op, hw, BF16)
+    assert float(t.compute_s) == pytest.approx(expected, rel=1e-12)
+    assert longest > 2 * attention_compute_terms(op, hw, BF16)[0]  # the tile, not the FLOPs, bounds it
+    # a decode kernel splits the keys: no such term
+    one = attention_op(model, seqs=1.0, new_tokens=1.0, past=4095.0, p=BF16, tp=1, kernel="x-decode")
+    hw_decode = _attention_family(calibrated, "x-decode", scores_per_s=5e12, unit_speedup=1.25)
+    assert attention_compute_terms(one, hw_decode, BF16)[1] == pytest.approx(1e-9 + 1e-12 / sms, rel=1e-12)
+    without = _attention_family(calibrated, "x-prefill", scores_per_s=5e12)
+    assert attention_compute_terms(op, without, BF16)[1] == pytest.approx(1e-9 + 4096.0 * 1e-12 / sms, rel=1e-12)
 
 
 def test_a_split_kv_decode_stream_pays_its_fixed_latency(calibrated):

@@ -61,7 +61,13 @@ class Engine:
     scaled_dot_product_attention) or an engine's own attention backend as it runs by default on
     the device ("vllm": FlashAttention-3 on Hopper, FA2 on Ada; "trtllm": context FMHA and XQA;
     "sglang": FA3 on Hopper, FlashInfer on Ada). Their rates and floors are per device, in the
-    calibrated spec's attention_kernels under the same name.
+    calibrated spec's attention_kernels under the same name. decode_kernel_min_group /
+    decode_kernel_max_group: the query heads per kv head the decode family's kernel runs (0: no
+    limit); decode_kernel_history_per_block / decode_kernel_min_block_factor: it runs only where
+    kv heads x batch x (history // history_per_block) x min_block_factor reaches the SM count (0:
+    always). Elsewhere the engine runs another kernel (TensorRT-LLM's XQA: groups of 2-32 and that
+    heuristic; its masked MHA kernel the rest), so a fit of the family keeps to the rows its
+    kernel ran (`runs_decode_kernel`); predictions price every decode with the family.
     """
 
     name: str
@@ -84,6 +90,10 @@ class Engine:
     fp8_gemm_split_k: bool = True
     prefill_attention: str = "default"
     decode_attention: str = "default"
+    decode_kernel_min_group: int = 1
+    decode_kernel_max_group: int = 0
+    decode_kernel_history_per_block: int = 0
+    decode_kernel_min_block_factor: float = 0.0
     allreduce: str = "nccl"
     eager: bool = False
     graph_max_tokens: float = 0.0
@@ -111,6 +121,17 @@ class Engine:
         import numpy as np
 
         return np.asarray(tokens) <= self.graph_max_tokens
+
+    def runs_decode_kernel(self, *, group: float, kv_heads: float, batch: float, history: float,
+                           compute_units: float) -> bool:
+        """Whether the decode family's kernel runs a decode of `group` query heads per kv head,
+        `kv_heads` kv heads, `batch` sequences of `history` cached tokens on `compute_units` SMs."""
+        if group < self.decode_kernel_min_group or (self.decode_kernel_max_group and group > self.decode_kernel_max_group):
+            return False
+        if not self.decode_kernel_history_per_block:
+            return True
+        blocks = kv_heads * batch * (history // self.decode_kernel_history_per_block)
+        return blocks * self.decode_kernel_min_block_factor >= compute_units
 
     def attention_kernel(self, phase: str) -> str:
         """Attention kernel of a step phase ("prefill" or "decode": perfmodel.ops.step_phase), as the

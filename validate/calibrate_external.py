@@ -94,6 +94,14 @@ def _with_sdpa_stand_in(cal: Calibration, profile) -> Calibration:
     return dataclasses.replace(cal, attention_kernels=kernels)
 
 
+def _runs_decode_kernel(profile, case: dict, base: Hardware) -> bool:
+    """Whether a decode attention row ran the engine's decode family (Engine.runs_decode_kernel: a
+    row TensorRT-LLM ran on its masked MHA kernel, not XQA, is no evidence of XQA's parameters)."""
+    return profile.runs_decode_kernel(group=float(case["heads"]) / max(float(case["kv_heads"]), 1.0),
+                                      kv_heads=float(case["kv_heads"]), batch=float(case["batch"]),
+                                      history=float(case["kv_len"]) - 1.0, compute_units=base.compute_units)
+
+
 def _attention_params(cal: Calibration, family: str, bw: float) -> dict:
     """An attention kernel family's parameters (roofline, attention); a decode family's also the
     fixed latency of its KV stream (split-KV kernels end with a pass combining the splits)."""
@@ -143,7 +151,8 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
             cal, _ = fit(own_fp8, base, cal, _act_quant_params(engine), loss=ROBUST_LOSS)
         profile = engines.load(engine)
         for phase in ("prefill", "decode"):
-            attention = [c for c in cases if c["kind"] == "attention" and c.get("phase") == phase]
+            attention = [c for c in cases if c["kind"] == "attention" and c.get("phase") == phase
+                         and (phase == "prefill" or _runs_decode_kernel(profile, c, base))]
             if attention:
                 family = profile.attention_kernel(phase)
                 cal, _ = fit(attention, base, cal, _attention_params(cal, family, bw),

@@ -168,3 +168,18 @@ def test_the_power_roof_caps_large_gemms_only():
     big, small = matmul_op("w", 8192.0, 8192.0, 8192.0, BF16, 1), matmul_op("w", 128.0, 4096.0, 4096.0, BF16, 1)
     assert float(op_time(big, hw, BF16).compute_s) > float(op_time(big, uncapped, BF16).compute_s)
     assert float(op_time(small, hw, BF16).compute_s) == float(op_time(small, uncapped, BF16).compute_s)
+
+
+def test_tensorrt_llms_xqa_runs_groups_of_2_to_32_where_its_heuristic_allows():
+    """TensorRT-LLM's decode family (XQA) runs 2-32 query heads per kv head, and only where kv heads
+    x batch x (history // 128) x 4 reaches the SM count (its mayHavePerfGain); plain MHA, larger
+    groups and small decodes run its masked MHA kernel. Other engines' decode families run all."""
+    trt, vllm = engines.load("trtllm"), engines.load("vllm")
+    at = dict(kv_heads=8.0, batch=16.0, history=4096.0, compute_units=132.0)
+    assert trt.runs_decode_kernel(group=8.0, **at)
+    assert not trt.runs_decode_kernel(group=1.0, **at) and not trt.runs_decode_kernel(group=64.0, **at)
+    assert trt.runs_decode_kernel(group=32.0, **at)
+    # 1 kv head x 8 sequences x 4 blocks of 128 x 4 = 128 < 132 SMs; one more sequence reaches it
+    assert not trt.runs_decode_kernel(group=8.0, kv_heads=1.0, batch=8.0, history=512.0, compute_units=132.0)
+    assert trt.runs_decode_kernel(group=8.0, kv_heads=1.0, batch=9.0, history=512.0, compute_units=132.0)
+    assert vllm.runs_decode_kernel(group=64.0, kv_heads=1.0, batch=1.0, history=1.0, compute_units=132.0)

@@ -6,6 +6,7 @@ import pytest
 
 import hardware
 from hardware.spec import Calibration, Hardware
+from perfmodel import engines
 from validate import calibrate_external as ce
 from validate.predict_cases import predict_many
 
@@ -18,7 +19,9 @@ TRUTH = Calibration(
     attention_kernels={"vllm-decode": {"flops_fraction": 0.5, "overhead_s": 8e-6, "read_bytes_per_s": 2.8e12,
                                        "unit_s": 3e-6, "stream_latency_s": 3e-6},
                        "vllm-prefill": {"flops_fraction": 0.55, "overhead_s": 10e-6, "read_bytes_per_s": 2.0e12,
-                                        "unit_s": 1e-6, "scores_per_s": 6e12}})
+                                        "unit_s": 1e-6, "scores_per_s": 6e12, "unit_speedup": 1.2},
+                       "trtllm-decode": {"flops_fraction": 0.7, "overhead_s": 4e-6, "read_bytes_per_s": 3.0e12,
+                                         "unit_s": 1e-6, "stream_latency_s": 5e-6}})
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,24 @@ def test_fit_recovers_the_truth_on_held_out_shapes(synthetic):
     assert cal.attention_kernels["vllm-decode"]["overhead_s"] == pytest.approx(8e-6, rel=0.15)
     assert cal.attention_kernels["vllm-decode"]["stream_latency_s"] == pytest.approx(3e-6, rel=0.25)
     assert cal.attention_kernels["vllm-prefill"]["scores_per_s"] == pytest.approx(6e12, rel=0.25)
+    # the longest tile's speed, seen only where few tiles run on the SMs
+    assert cal.attention_kernels["vllm-prefill"]["unit_speedup"] == pytest.approx(1.2, rel=0.25)
+
+
+def test_a_decode_family_is_fitted_on_the_rows_its_kernel_ran(synthetic):
+    """TensorRT-LLM's XQA runs head groups of 2-32 where its block heuristic allows; its other rows
+    ran the masked MHA kernel (here: times 5, far off any XQA parameters) and must not move the
+    XQA fit (perfmodel.engines.Engine.runs_decode_kernel)."""
+    base, truth, cases = synthetic
+    trt = [c for c in ce.cases_for("h100_sxm")["trtllm"] if c["kind"] == "attention" and c.get("phase") == "decode"]
+    xqa = [ce._runs_decode_kernel(engines.load("trtllm"), c, base) for c in trt]
+    assert 0 < sum(xqa) < len(trt)
+    times = predict_many(ce.prepared(trt), truth)
+    rows = [dict(c, measured_s=float(t) * (1.0 if ran else 5.0)) for c, t, ran in zip(trt, times, xqa)]
+    fitted = ce.fit_tables({"vllm": cases, "trtllm": rows}, base)
+    held_out = [c for c, ran in zip(ce.prepared(rows), xqa) if ran and c["split"] == "evaluation"]
+    ratio = predict_many(held_out, fitted) / predict_many(held_out, truth)
+    assert np.median(np.abs(ratio - 1)) < 0.03
 
 
 def test_each_engines_custom_allreduce_is_fitted_on_its_own_table(synthetic):

@@ -129,7 +129,7 @@ def _grouped_memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, grou
     weights_g, kv_token_g, idle_g, token_g, row_g = _group_memory(model, groups[0])
     free_g = hw.hbm_capacity_bytes - weights_g - idle_g
     index = groups[1]
-    weights, kv_per_token, free, per_token, per_row = (values.take(index) for values in (
+    weights, kv_per_token, free, per_token, per_row = (fastpath.gather(values, index) for values in (
         weights_g, kv_token_g, free_g, token_g, row_g))
     kv_per_request = memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples) * kv_per_token
     kv = sc.batch * kv_per_request
@@ -449,7 +449,7 @@ def _span_groups(sc: Scenario, run) -> tuple | None | bool:
         groups.append(tuple(combo[name] for name in GROUP_FIELDS))
 
     def index_chunk(start: int) -> None:
-        codes[start:start + CHUNK] = lookup.take(codes[start:start + CHUNK])
+        codes[start:start + CHUNK] = fastpath.gather(lookup, codes[start:start + CHUNK])
 
     run(index_chunk, starts)
     return tuple(groups), codes.reshape(sc.shape)
@@ -480,7 +480,7 @@ def _level_groups(sc: Scenario, run) -> tuple | None:
         rows = slice(start, start + CHUNK)
         code = 0
         for column, table, keys in coded:  # keys None: the whole numbers themselves
-            code = code + table.take(column[rows].astype(np.intp) if keys is None else keys[rows])
+            code = code + fastpath.gather(table, column[rows].astype(np.intp) if keys is None else keys[rows])
         codes[rows] = code
         return np.bincount(code, minlength=radix)
 
@@ -498,7 +498,7 @@ def _level_groups(sc: Scenario, run) -> tuple | None:
         groups.append(tuple(combo))
 
     def index_chunk(start: int) -> None:
-        codes[start:start + CHUNK] = lookup.take(codes[start:start + CHUNK])
+        codes[start:start + CHUNK] = fastpath.gather(lookup, codes[start:start + CHUNK])
 
     run(index_chunk, starts)
     return tuple(groups), codes.reshape(sc.shape)

@@ -1027,7 +1027,7 @@ class PrefillWork:
                 at = group if isinstance(group, int) else 0
                 heads, kv_heads = float(heads[at]), float(kv_heads[at])
             else:
-                heads, kv_heads = heads[group], kv_heads[group]
+                heads, kv_heads = gather(heads, group), gather(kv_heads, group)
         return self.count * attention_work_s(batch * prompt * heads, prompt, batch * kv_heads, self.params,
                                              self.compute_units)
 
@@ -1109,8 +1109,9 @@ class StackedPricing:
         x, group = np.broadcast_arrays(np.asarray(x, dtype=float), group)
         shape = x.shape
         x, group = x.reshape(-1), group.reshape(-1)  # scenarios may be an N-d broadcast
-        index = x.astype(np.intp)
-        small = index <= DIRECT_COUNTS
+        # a count's table column is int(x); for counts (x >= 0) int(x) <= DIRECT_COUNTS is
+        # x < DIRECT_COUNTS + 1, tested on the doubles (a cast fewer where most are past the table)
+        small = x < DIRECT_COUNTS + 1.0
         inside = int(np.count_nonzero(small))
         if 2 * inside < x.size:
             # mostly past the table: price every count by the structure (those inside it are
@@ -1118,11 +1119,11 @@ class StackedPricing:
             out = self._past_table(x, group, _pick_precision(p, None, shape), _pick(tp, None, shape))
             if inside:
                 rows = np.flatnonzero(small)
-                flat = group[rows] * (DIRECT_COUNTS + 1) + index[rows]
+                flat = group[rows] * (DIRECT_COUNTS + 1) + x[rows].astype(np.intp)
                 for i, key in enumerate(self.keys):
                     out[key][rows] = gather(self.table[i], flat)
         else:
-            flat = group * (DIRECT_COUNTS + 1) + np.minimum(index, DIRECT_COUNTS)
+            flat = group * (DIRECT_COUNTS + 1) + np.minimum(x.astype(np.intp), DIRECT_COUNTS)
             # components the same at every count of every group (zero communication) need no gather
             out = {key: np.full(flat.shape, self.table[i, 0]) if self.table_flat[i] else gather(self.table[i], flat)
                    for i, key in enumerate(self.keys)}

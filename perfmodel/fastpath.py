@@ -369,7 +369,7 @@ def stacked_pricing(model: ModelSpec, hw: Hardware, engine: Engine, groups: tupl
 
 
 def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision, tp, engine: Engine,
-                 groups: tuple, group) -> dict:
+                 groups: tuple, group, memo: dict | None = None) -> dict:
     """perfmodel.steps.step_time of a prefill (seqs = batch, new tokens = prompt, no cache, logits
     for every sequence) from the priced token and logits groups plus the per-op attention.
     groups: the precision groups ((w_bits, a_bits, kv_bits, quant_group, tp) each) and group
@@ -385,7 +385,7 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
     at = None
     if covered and not _numbers(batch, group):
         # the logits rows and the attention's constants share their columns: one gather for both
-        at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(batch).astype(np.intp)
+        at = table_columns(group, batch, memo)
         values = _combined_lookup(logits, lines.constants, at)
     else:
         values = logits.evaluate(batch, group, p, tp)
@@ -411,6 +411,21 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
     totals = {key: part.pop(key) for key in TOTAL_KEYS}
     totals["classes"] = {key[len("class:"):]: value for key, value in part.items()}
     return settle_step(totals, model, hw, engine, tokens)
+
+
+def table_columns(group, counts, memo: dict | None = None) -> np.ndarray:
+    """The direct tables' columns group * (DIRECT_COUNTS + 1) + count of scenarios (every count in
+    the table). `memo` (one chunk's, from its caller) keeps the columns by the counts' array: a
+    prefill's batch and its decode's sequences are one array where samples is 1, and their
+    columns are computed once."""
+    key = id(counts)
+    hit = None if memo is None else memo.get(key)
+    if hit is not None and hit[0] is counts and hit[1] is group:
+        return hit[2]
+    at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(counts).astype(np.intp)
+    if memo is not None:
+        memo[key] = (counts, group, at)
+    return at
 
 
 def _holds(shape: tuple, other: tuple) -> bool:
@@ -462,7 +477,7 @@ def group_precision(group: tuple) -> Precision:
 
 
 def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_last, p: Precision, tp,
-                     sparse_budget, engine: Engine, groups: tuple, group) -> dict:
+                     sparse_budget, engine: Engine, groups: tuple, group, memo: dict | None = None) -> dict:
     """perfmodel.steps.mean_decode_step from the priced decode group plus the context ops' mean:
     from their per-(group, sequences) lines in the context (`ContextLines`) where every row has
     a count in the table and dense attention, else (or for the rows that have not) per op."""
@@ -470,7 +485,7 @@ def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_l
     if lines is not None:
         rows = lines.rows(seqs, sparse_budget, group)
         if rows is None:
-            return _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group)
+            return _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group, memo)
         if rows.size:
             return _mixed_mean_decode(model, hw, engine, groups, lines, rows, seqs=seqs, past_first=past_first,
                                       past_last=past_last, p=p, tp=tp, sparse_budget=sparse_budget, group=group)
@@ -490,13 +505,13 @@ def _per_op_mean_decode(model: ModelSpec, hw: Hardware, *, seqs, past_first, pas
     return settle_mean_decode(sums.totals(reuse=True), extras, model, hw, engine, seqs)
 
 
-def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group) -> dict:
+def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group, memo=None) -> dict:
     """`mean_decode_step` of rows whose context ops all come from `lines` (every count in the table)."""
     stacked = stacked_pricing(model, hw, engine, groups, "decode", "decode")
     at = None
     if not _numbers(seqs, group):
         # the decode rows and the context ops' constants share their columns: one gather for both
-        at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(seqs).astype(np.intp)
+        at = table_columns(group, seqs, memo)
         parts = _combined_lookup(stacked, lines.constants, at)
     else:
         parts = stacked.evaluate(seqs, group, p, tp)

@@ -207,7 +207,7 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
         if groups is not None and sc.shape == ():  # one scenario: its arithmetic in Python floats
             return _columns(model, hw, sc, columns, _metrics(model, hw, _as_floats(sc), engine, groups))
         return _columns(model, hw, sc, columns, _metrics(model, hw, sc, engine, groups))
-    starts = range(0, sc.size, CHUNK)
+    starts = range(0, sc.size, _chunk_size(sc.size))
     workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
     if workers == 1 or threading.current_thread().name.startswith(_POOL_PREFIX):
         # one thread (a chunk of this pool that evaluates again must not wait on its own pool)
@@ -263,10 +263,11 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
     (`_shared_map`)."""
     run = None if pool is None else (lambda fn, items: _shared_map(pool, fn, items))
     groups = _precision_groups(sc, run, deferred=True) if path == "fast" else None
-    starts = range(0, sc.size, CHUNK)
+    size = _chunk_size(sc.size)
+    starts = range(0, sc.size, size)
 
     def chunk(start: int) -> dict:
-        rows = slice(start, start + CHUNK)
+        rows = slice(start, start + size)
         part = Scenario.from_checked(**{k: v[rows] if np.ndim(getattr(sc, k)) else getattr(sc, k)
                                         for k, v in columns.items()})
         own = None if groups is None else (groups[0], _group_index(groups, rows))
@@ -278,7 +279,7 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
     def store(start: int, part: dict) -> None:
         for key, values in part.items():
             if key not in SPEC_COLUMNS:
-                out[key][start:start + CHUNK] = values
+                out[key][start:start + size] = values
 
     def work(start: int) -> None:  # each thread stores its own chunk (frees its temporaries itself)
         if start == 0:
@@ -303,6 +304,21 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
     else:
         _shared_map(pool, work, starts)
     return _columns(model, hw, sc, columns, out)
+
+
+#: Most scenarios per chunk of a long sweep (`_chunk_size`).
+MAX_CHUNK = 65536
+
+
+def _chunk_size(n: int) -> int:
+    """Scenarios per chunk of a sweep of n: CHUNK, or up to MAX_CHUNK where n makes twice as many
+    chunks of that size as there are CPUs. Each numpy call on a chunk releases the GIL and takes it
+    back, and two threads pass it to each other on every call (a futex wake each): fewer, longer
+    calls per scenario let threads scale where the chunk's own cost per scenario does not grow
+    (benchmarks/bench_sweep.py). A function of n and the machine alone, never of `workers`: a
+    scenario's chunk decides some whole-chunk shortcuts (roundings of one ulp), and evaluations
+    on any number of threads are equal bit for bit."""
+    return min(MAX_CHUNK, max(CHUNK, -(-n // (2 * (os.cpu_count() or 1)))))
 
 
 def _shared_map(pool, fn, items) -> list:
@@ -556,11 +572,12 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
     past_last = sc.prompt + (max(sc.gen - 2, 0.0) if isinstance(sc.gen, float) else np.maximum(sc.gen - 2, 0))
     if groups is not None:
         fixed, index = groups
+        memo: dict = {}  # the two steps' table columns, where their counts are one array
         prefill = fastpath.prefill_step(model, hw, batch=sc.batch, prompt=sc.prompt, p=p, tp=tp, engine=engine,
-                                        groups=fixed, group=index)
+                                        groups=fixed, group=index, memo=memo)
         decode = fastpath.mean_decode_step(model, hw, seqs=decode_seqs, past_first=sc.prompt, past_last=past_last,
                                            p=p, tp=tp, sparse_budget=sc.sparse_budget, engine=engine,
-                                           groups=fixed, group=index)
+                                           groups=fixed, group=index, memo=memo)
     else:
         prefill = step_time(model, hw, seqs=sc.batch, new_tokens=sc.prompt, past=0.0, p=p, tp=tp, sparse_budget=0,
                             logits_tokens=sc.batch, engine=engine)

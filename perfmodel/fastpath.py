@@ -67,8 +67,8 @@ from perfmodel.ops import Op, Precision, context_ops, logits_ops, step_phase, to
 from perfmodel.roofline import (OpTime, attention_compute_terms, attention_params, attention_work_s, gemm_latency_s,
                                 has_work_terms, is_tiled_gemm, mean_max_affine, mean_positive_affine, op_time,
                                 tiled_gemm_terms)
-from perfmodel.steps import (TOTAL_KEYS, StepSums, add_decode_context, add_op_times, has_bands, paid_host_s,
-                             settle_mean_decode, settle_step)
+from perfmodel.steps import (TOTAL_KEYS, StepSums, add_decode_context, add_op_times, has_bands, host_overhead_s,
+                             paid_host_s, settle_mean_decode, settle_step)
 from workloads.model import ModelSpec
 
 #: Counts tabulated one by one (every decode batch up to this and short prefills are exact lookups).
@@ -523,7 +523,14 @@ def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past
     totals = {key: parts.pop(key) for key in TOTAL_KEYS}
     totals["classes"] = {key[len("class:"):]: value for key, value in parts.items()}
     if replayed:
-        totals["host_s"] = paid_host_s(totals["host_s"], model, hw, engine, seqs)
+        dispatch = totals["host_s"]
+        host = dispatch + host_overhead_s(model, hw, engine) if isinstance(dispatch, float) else None
+        if hw.calibration is not None and host is not None and 0.0 <= host < math.inf and not _numbers(seqs):
+            # paid_host_s where every step replays a graph: not launched (0) x a finite,
+            # non-negative host time is 0.0 in every row (without its three passes)
+            totals["host_s"] = np.zeros(np.shape(seqs))
+        else:
+            totals["host_s"] = paid_host_s(dispatch, model, hw, engine, seqs)
         if engine.step_host_s:
             totals["time_s"] = totals["time_s"] + engine.step_host_s
         return totals

@@ -524,8 +524,9 @@ def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past
     totals["classes"] = {key[len("class:"):]: value for key, value in parts.items()}
     if replayed:
         dispatch = totals["host_s"]
-        host = dispatch + host_overhead_s(model, hw, engine) if isinstance(dispatch, float) else None
-        if hw.calibration is not None and host is not None and 0.0 <= host < math.inf and not _numbers(seqs):
+        array = isinstance(dispatch, float) and hw.calibration is not None and not _numbers(seqs)
+        host = dispatch + host_overhead_s(model, hw, engine) if array else None
+        if host is not None and 0.0 <= host < math.inf:
             # paid_host_s where every step replays a graph: not launched (0) x a finite,
             # non-negative host time is 0.0 in every row (without its three passes)
             totals["host_s"] = np.zeros(np.shape(seqs))

@@ -207,7 +207,7 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
         if groups is not None and sc.shape == ():  # one scenario: its arithmetic in Python floats
             return _columns(model, hw, sc, columns, _metrics(model, hw, _as_floats(sc), engine, groups))
         return _columns(model, hw, sc, columns, _metrics(model, hw, sc, engine, groups))
-    starts = range(0, sc.size, _chunk_size(sc.size))
+    starts = range(0, sc.size, _chunk_size(sc.size, path))
     workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
     if workers == 1 or threading.current_thread().name.startswith(_POOL_PREFIX):
         # one thread (a chunk of this pool that evaluates again must not wait on its own pool)
@@ -263,7 +263,7 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
     (`_shared_map`)."""
     run = None if pool is None else (lambda fn, items: _shared_map(pool, fn, items))
     groups = _precision_groups(sc, run, deferred=True) if path == "fast" else None
-    size = _chunk_size(sc.size)
+    size = _chunk_size(sc.size, path)
     starts = range(0, sc.size, size)
 
     def chunk(start: int) -> dict:
@@ -306,18 +306,22 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
     return _columns(model, hw, sc, columns, out)
 
 
-#: Most scenarios per chunk of a long sweep (`_chunk_size`).
-MAX_CHUNK = 65536
+#: Most scenarios per chunk of a long sweep on the fast path (`_chunk_size`).
+MAX_CHUNK = 262144
 
 
-def _chunk_size(n: int) -> int:
-    """Scenarios per chunk of a sweep of n: CHUNK, or up to MAX_CHUNK where n makes twice as many
-    chunks of that size as there are CPUs. Each numpy call on a chunk releases the GIL and takes it
-    back, and two threads pass it to each other on every call (a futex wake each): fewer, longer
-    calls per scenario let threads scale where the chunk's own cost per scenario does not grow
-    (benchmarks/bench_sweep.py). A function of n and the machine alone, never of `workers`: a
-    scenario's chunk decides some whole-chunk shortcuts (roundings of one ulp), and evaluations
-    on any number of threads are equal bit for bit."""
+def _chunk_size(n: int, path: str = "fast") -> int:
+    """Scenarios per chunk of a sweep of n: CHUNK, or on the fast path up to MAX_CHUNK where n
+    makes twice as many chunks of that size as there are CPUs (1e6 scenarios on 2 CPUs: four of
+    250,000). Each numpy call on a chunk releases the GIL and takes it back, and a thread that
+    finds it taken sleeps until the other lets it go: two threads on chunks of CHUNK slept
+    ~1,500 times per 1e6 scenarios, on chunks of MAX_CHUNK ~250 (benchmarks/bench_sweep.py),
+    while one thread's time per scenario stays the same. The per-op reference path keeps CHUNK
+    (its temporaries per op are many). A function of n and the machine, never of `workers`: a
+    chunk decides some whole-chunk shortcuts (roundings of an ulp), and evaluations on any number
+    of threads stay equal bit for bit."""
+    if path != "fast":
+        return CHUNK
     return min(MAX_CHUNK, max(CHUNK, -(-n // (2 * (os.cpu_count() or 1)))))
 
 

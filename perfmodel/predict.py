@@ -207,7 +207,7 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
         if groups is not None and sc.shape == ():  # one scenario: its arithmetic in Python floats
             return _columns(model, hw, sc, columns, _metrics(model, hw, _as_floats(sc), engine, groups))
         return _columns(model, hw, sc, columns, _metrics(model, hw, sc, engine, groups))
-    starts = range(0, sc.size, _chunk_size(sc.size, path))
+    starts = range(0, sc.size, CHUNK)
     workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
     if workers == 1 or threading.current_thread().name.startswith(_POOL_PREFIX):
         # one thread (a chunk of this pool that evaluates again must not wait on its own pool)
@@ -263,11 +263,10 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
     (`_shared_map`)."""
     run = None if pool is None else (lambda fn, items: _shared_map(pool, fn, items))
     groups = _precision_groups(sc, run, deferred=True) if path == "fast" else None
-    size = _chunk_size(sc.size, path)
-    starts = range(0, sc.size, size)
+    starts = range(0, sc.size, CHUNK)
 
     def chunk(start: int) -> dict:
-        rows = slice(start, start + size)
+        rows = slice(start, start + CHUNK)
         part = Scenario.from_checked(**{k: v[rows] if np.ndim(getattr(sc, k)) else getattr(sc, k)
                                         for k, v in columns.items()})
         own = None if groups is None else (groups[0], _group_index(groups, rows))
@@ -279,7 +278,7 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
     def store(start: int, part: dict) -> None:
         for key, values in part.items():
             if key not in SPEC_COLUMNS:
-                out[key][start:start + size] = values
+                out[key][start:start + CHUNK] = values
 
     def work(start: int) -> None:  # each thread stores its own chunk (frees its temporaries itself)
         if start == 0:
@@ -304,25 +303,6 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
     else:
         _shared_map(pool, work, starts)
     return _columns(model, hw, sc, columns, out)
-
-
-#: Most scenarios per chunk of a long sweep on the fast path (`_chunk_size`).
-MAX_CHUNK = 262144
-
-
-def _chunk_size(n: int, path: str = "fast") -> int:
-    """Scenarios per chunk of a sweep of n: CHUNK, or on the fast path up to MAX_CHUNK where n
-    makes twice as many chunks of that size as there are CPUs (1e6 scenarios on 2 CPUs: four of
-    250,000). Each numpy call on a chunk releases the GIL and takes it back, and a thread that
-    finds it taken sleeps until the other lets it go: two threads on chunks of CHUNK slept
-    ~1,500 times per 1e6 scenarios, on chunks of MAX_CHUNK ~250 (benchmarks/bench_sweep.py),
-    while one thread's time per scenario stays the same. The per-op reference path keeps CHUNK
-    (its temporaries per op are many). A function of n and the machine, never of `workers`: a
-    chunk decides some whole-chunk shortcuts (roundings of an ulp), and evaluations on any number
-    of threads stay equal bit for bit."""
-    if path != "fast":
-        return CHUNK
-    return min(MAX_CHUNK, max(CHUNK, -(-n // (2 * (os.cpu_count() or 1)))))
 
 
 def _shared_map(pool, fn, items) -> list:

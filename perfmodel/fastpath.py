@@ -67,8 +67,8 @@ from perfmodel.ops import Op, Precision, context_ops, logits_ops, step_phase, to
 from perfmodel.roofline import (OpTime, attention_compute_terms, attention_params, attention_work_s, gemm_latency_s,
                                 has_longest_unit, has_work_terms, is_tiled_gemm, longest_unit_s, mean_max_affine,
                                 mean_positive_affine, op_time, tiled_gemm_terms, unit_score_s)
-from perfmodel.steps import (TOTAL_KEYS, StepSums, add_decode_context, add_op_times, has_bands, paid_host_s,
-                             settle_mean_decode, settle_step)
+from perfmodel.steps import (TOTAL_KEYS, StepSums, add_decode_context, add_op_times, has_bands, host_overhead_s,
+                             paid_host_s, settle_mean_decode, settle_step)
 from workloads.model import ModelSpec
 
 #: Counts tabulated one by one (every decode batch up to this and short prefills are exact lookups).
@@ -369,7 +369,7 @@ def stacked_pricing(model: ModelSpec, hw: Hardware, engine: Engine, groups: tupl
 
 
 def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision, tp, engine: Engine,
-                 groups: tuple, group) -> dict:
+                 groups: tuple, group, memo: dict | None = None) -> dict:
     """perfmodel.steps.step_time of a prefill (seqs = batch, new tokens = prompt, no cache, logits
     for every sequence) from the priced token and logits groups plus the per-op attention.
     groups: the precision groups ((w_bits, a_bits, kv_bits, quant_group, tp) each) and group
@@ -385,7 +385,7 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
     at = None
     if covered and not _numbers(batch, group):
         # the logits rows and the attention's constants share their columns: one gather for both
-        at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(batch).astype(np.intp)
+        at = table_columns(group, batch, memo)
         values = _combined_lookup(logits, lines.constants, at)
     else:
         values = logits.evaluate(batch, group, p, tp)
@@ -411,6 +411,21 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
     totals = {key: part.pop(key) for key in TOTAL_KEYS}
     totals["classes"] = {key[len("class:"):]: value for key, value in part.items()}
     return settle_step(totals, model, hw, engine, tokens)
+
+
+def table_columns(group, counts, memo: dict | None = None) -> np.ndarray:
+    """The direct tables' columns group * (DIRECT_COUNTS + 1) + count of scenarios (every count in
+    the table). `memo` (one chunk's, from its caller) keeps the columns by the counts' array: a
+    prefill's batch and its decode's sequences are one array where samples is 1, and their
+    columns are computed once."""
+    key = id(counts)
+    hit = None if memo is None else memo.get(key)
+    if hit is not None and hit[0] is counts and hit[1] is group:
+        return hit[2]
+    at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(counts).astype(np.intp)
+    if memo is not None:
+        memo[key] = (counts, group, at)
+    return at
 
 
 def _holds(shape: tuple, other: tuple) -> bool:
@@ -462,7 +477,7 @@ def group_precision(group: tuple) -> Precision:
 
 
 def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_last, p: Precision, tp,
-                     sparse_budget, engine: Engine, groups: tuple, group) -> dict:
+                     sparse_budget, engine: Engine, groups: tuple, group, memo: dict | None = None) -> dict:
     """perfmodel.steps.mean_decode_step from the priced decode group plus the context ops' mean:
     from their per-(group, sequences) lines in the context (`ContextLines`) where every row has
     a count in the table and dense attention, else (or for the rows that have not) per op."""
@@ -470,7 +485,7 @@ def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_l
     if lines is not None:
         rows = lines.rows(seqs, sparse_budget, group)
         if rows is None:
-            return _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group)
+            return _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group, memo)
         if rows.size:
             return _mixed_mean_decode(model, hw, engine, groups, lines, rows, seqs=seqs, past_first=past_first,
                                       past_last=past_last, p=p, tp=tp, sparse_budget=sparse_budget, group=group)
@@ -490,13 +505,13 @@ def _per_op_mean_decode(model: ModelSpec, hw: Hardware, *, seqs, past_first, pas
     return settle_mean_decode(sums.totals(reuse=True), extras, model, hw, engine, seqs)
 
 
-def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group) -> dict:
+def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group, memo=None) -> dict:
     """`mean_decode_step` of rows whose context ops all come from `lines` (every count in the table)."""
     stacked = stacked_pricing(model, hw, engine, groups, "decode", "decode")
     at = None
     if not _numbers(seqs, group):
         # the decode rows and the context ops' constants share their columns: one gather for both
-        at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(seqs).astype(np.intp)
+        at = table_columns(group, seqs, memo)
         parts = _combined_lookup(stacked, lines.constants, at)
     else:
         parts = stacked.evaluate(seqs, group, p, tp)
@@ -508,7 +523,15 @@ def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past
     totals = {key: parts.pop(key) for key in TOTAL_KEYS}
     totals["classes"] = {key[len("class:"):]: value for key, value in parts.items()}
     if replayed:
-        totals["host_s"] = paid_host_s(totals["host_s"], model, hw, engine, seqs)
+        dispatch = totals["host_s"]
+        array = isinstance(dispatch, float) and hw.calibration is not None and not _numbers(seqs)
+        host = dispatch + host_overhead_s(model, hw, engine) if array else None
+        if host is not None and 0.0 <= host < math.inf:
+            # paid_host_s where every step replays a graph: not launched (0) x a finite,
+            # non-negative host time is 0.0 in every row (without its three passes)
+            totals["host_s"] = np.zeros(np.shape(seqs))
+        else:
+            totals["host_s"] = paid_host_s(dispatch, model, hw, engine, seqs)
         if engine.step_host_s:
             totals["time_s"] = totals["time_s"] + engine.step_host_s
         return totals
@@ -625,12 +648,12 @@ class ContextLines:
             for key, values in () if combined else self.constants.items():
                 value = gathered.get(id(values))
                 if value is None:
-                    value = gathered[id(values)] = values.take(at)
+                    value = gathered[id(values)] = gather(values, at)
                 if key in parts and isinstance(parts[key], np.ndarray) and parts[key].shape == value.shape:
                     parts[key] += value
                 else:
                     parts[key] = parts[key] + value if key in parts else value.copy()
-            take = lambda row: self.table[row].take(at)  # noqa: E731
+            take = lambda row: gather(self.table[row], at)  # noqa: E731
         first_extra, last_extra = 0.0, 0.0
         middle = None
         for i, key in enumerate(self.op_keys):
@@ -653,7 +676,7 @@ class ContextLines:
                 continue
             compute_first, compute_last = _ends(c0, c1, first, last)
             if row is not None:  # the larger of the dot-product and work-unit lines at each end, as op_time's
-                work_first, work_last = _ends(self.work[row].take(at), self.work[row + 1].take(at), first, last)
+                work_first, work_last = _ends(gather(self.work[row], at), gather(self.work[row + 1], at), first, last)
                 compute_first = _into(np.maximum, compute_first, work_first)
                 compute_last = _into(np.maximum, compute_last, work_last)
             memory_first, memory_last = _ends(m0, m1, first, last)
@@ -722,7 +745,7 @@ def _combined_lookup(stacked: "StackedPricing", constants: dict, at) -> dict:
         elif same[i] < i:
             out[name] = out[keys[same[i]]].copy()
         else:
-            out[name] = table[i].take(at)
+            out[name] = gather(table[i], at)
     return out
 _CONTEXT_LINES: dict = {}
 
@@ -947,11 +970,11 @@ class PrefillLines:
             combined = at is not None
             if at is None:
                 at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(batch).astype(np.intp)
-            take = lambda row: self.table[row].take(at) if row in self.rows else 0.0  # noqa: E731
+            take = lambda row: gather(self.table[row], at) if row in self.rows else 0.0  # noqa: E731
             gathered: dict = {}  # rows shared by several components are gathered once
             for values in () if combined else self.constants.values():
                 if id(values) not in gathered:
-                    gathered[id(values)] = values.take(at)
+                    gathered[id(values)] = gather(values, at)
             constants = {} if combined else {key: gathered[id(values)] for key, values in self.constants.items()}
         for i, key in enumerate(self.op_keys):
             c0, c1, c2, m0, m1, m2 = (take(6 * i + j) for j in range(6))
@@ -1030,16 +1053,17 @@ class PrefillWork:
 
     def time_s(self, batch, prompt, group):
         heads, kv_heads, score_s = self.heads, self.kv_heads, self.score_s
+        longest = bool(np.any(score_s))  # the family has a longest-unit term (per group: all or none)
         if isinstance(heads, np.ndarray):
             same = all(np.all(v == v[0]) for v in (heads, kv_heads, score_s))
             if isinstance(group, int) or same:
                 at = group if isinstance(group, int) else 0
                 heads, kv_heads, score_s = float(heads[at]), float(kv_heads[at]), float(score_s[at])
             else:
-                heads, kv_heads, score_s = heads[group], kv_heads[group], score_s[group]
+                heads, kv_heads, score_s = gather(heads, group), gather(kv_heads, group), gather(score_s, group)
         m, pairs = batch * prompt * heads, batch * kv_heads
         term = attention_work_s(m, prompt, pairs, self.params, self.compute_units) if self.units else 0.0
-        if np.ndim(score_s) or score_s:
+        if longest:
             term = term + longest_unit_s(m, prompt, pairs, score_s)
         return self.count * term
 
@@ -1121,8 +1145,9 @@ class StackedPricing:
         x, group = np.broadcast_arrays(np.asarray(x, dtype=float), group)
         shape = x.shape
         x, group = x.reshape(-1), group.reshape(-1)  # scenarios may be an N-d broadcast
-        index = x.astype(np.intp)
-        small = index <= DIRECT_COUNTS
+        # a count's table column is int(x); for counts (x >= 0) int(x) <= DIRECT_COUNTS is
+        # x < DIRECT_COUNTS + 1, tested on the doubles (a cast fewer where most are past the table)
+        small = x < DIRECT_COUNTS + 1.0
         inside = int(np.count_nonzero(small))
         if 2 * inside < x.size:
             # mostly past the table: price every count by the structure (those inside it are
@@ -1130,13 +1155,13 @@ class StackedPricing:
             out = self._past_table(x, group, _pick_precision(p, None, shape), _pick(tp, None, shape))
             if inside:
                 rows = np.flatnonzero(small)
-                flat = group[rows] * (DIRECT_COUNTS + 1) + index[rows]
+                flat = group[rows] * (DIRECT_COUNTS + 1) + x[rows].astype(np.intp)
                 for i, key in enumerate(self.keys):
-                    out[key][rows] = self.table[i].take(flat)
+                    out[key][rows] = gather(self.table[i], flat)
         else:
-            flat = group * (DIRECT_COUNTS + 1) + np.minimum(index, DIRECT_COUNTS)
+            flat = group * (DIRECT_COUNTS + 1) + np.minimum(x.astype(np.intp), DIRECT_COUNTS)
             # components the same at every count of every group (zero communication) need no gather
-            out = {key: np.full(flat.shape, self.table[i, 0]) if self.table_flat[i] else self.table[i].take(flat)
+            out = {key: np.full(flat.shape, self.table[i, 0]) if self.table_flat[i] else gather(self.table[i], flat)
                    for i, key in enumerate(self.keys)}
             if inside < x.size:
                 rows = np.flatnonzero(~small)
@@ -1196,9 +1221,9 @@ class StackedPricing:
         fused = self._fused_runs(x, runs)
         out = self._structured(x, group, runs) if fused is None else self._add_fused(fused, x, group, runs)
         for key, coef in self.crossings.values():
-            count = coef[0].take(group)
-            compute = coef[1].take(group) + coef[2].take(group) * x
-            memory = coef[3].take(group) + coef[4].take(group) * x
+            count = gather(coef[0], group)
+            compute = gather(coef[1], group) + gather(coef[2], group) * x
+            memory = gather(coef[3], group) + gather(coef[4], group) * x
             _add(out, count, compute, memory, np.maximum(compute, memory), key)
         for name, (template, lines, present) in self.rescaled.items():
             if name not in self.collectives:
@@ -1222,11 +1247,11 @@ class StackedPricing:
         for i, key in enumerate(self.keys):
             alpha = self.alpha[i]
             if self.sloped[i]:
-                out[key] = alpha.take(group) + self.beta[i].take(group) * x
+                out[key] = gather(alpha, group) + gather(self.beta[i], group) * x
             elif self.flat[i]:  # the same in every group (zero for a collective's floor)
                 out[key] = np.full(np.shape(x), alpha[0])
             else:
-                out[key] = alpha.take(group)
+                out[key] = gather(alpha, group)
         if self.gemms:
             self._add_gemms(out, x, group, runs)
         if self.collectives:
@@ -1308,14 +1333,14 @@ class StackedPricing:
         """The components of `_structured` from the fused pieces (`_fuse`): per count its (group,
         run) piece and the piece's lines; the rows in a switching run from `_structured`."""
         run = _run_index(x, float(RUN_COUNTS), _RUN_Q0, runs)
-        piece = table.piece.take(group * table.width + run)
+        piece = gather(table.piece, group * table.width + run)
         switching = np.flatnonzero(piece == 0) if table.switching else ()
         piece = piece.astype(np.intp)
         values = []
         for line in range(table.piece_lines.shape[0] // 2):
-            value = table.piece_lines[2 * line + 1].take(piece)
+            value = gather(table.piece_lines[2 * line + 1], piece)
             value *= x
-            value += table.piece_lines[2 * line].take(piece)
+            value += gather(table.piece_lines[2 * line], piece)
             values.append(value)
         out, used = {}, set()
         for key in self.keys:
@@ -1340,15 +1365,15 @@ class StackedPricing:
         cells = self._any_cells()
         run = _run_index(x, cells.tile_m, cells.q0, runs)
         table = self._stacked_cells(cells.q0 + int(run.max()))
-        at = table.group_map.take(group) * table.width + run
-        piece = table.piece.take(at)
+        at = gather(table.group_map, group) * table.width + run
+        piece = gather(table.piece, at)
         switching = np.flatnonzero(piece == 0) if table.switching.any() else ()
         piece = piece.astype(np.intp)
         values = []  # each distinct line beta x + alpha (a class key's line may be the time line itself)
         for line in range(table.piece_lines.shape[0] // 2):
-            value = table.piece_lines[2 * line + 1].take(piece)
+            value = gather(table.piece_lines[2 * line + 1], piece)
             value *= x
-            value += table.piece_lines[2 * line].take(piece)
+            value += gather(table.piece_lines[2 * line], piece)
             values.append(value)
         for key, line in table.line_of.items():
             out[key] += values[line]
@@ -1357,8 +1382,8 @@ class StackedPricing:
         rows = switching
         x, group, at = x[rows], group[rows], at[rows]
         for slot, (key, coef) in enumerate(self.gemms.values()):
-            compute = np.maximum(table.tile_s[slot].take(at), coef[1].take(group) * x)
-            memory = coef[4].take(group) + (coef[2].take(group) + coef[3].take(group) * x) * table.inv_bw[slot].take(at)
+            compute = np.maximum(gather(table.tile_s[slot], at), gather(coef[1], group) * x)
+            memory = gather(coef[4], group) + (gather(coef[2], group) + gather(coef[3], group) * x) * gather(table.inv_bw[slot], at)
             core = np.maximum(compute, memory)
             _add_rows(out, rows, compute, memory, core, key)
 
@@ -1368,9 +1393,9 @@ class StackedPricing:
         where the time changes line, each count is a piece of its own)."""
         run = _run_index(x, RUN_COUNTS, _RUN_Q0, runs)
         pieces = self._rescaled_pieces(_RUN_Q0 + int(run.max()))
-        at = pieces.group_map.take(group) * pieces.width + run
-        piece = pieces.piece.take(at)
-        rows = np.flatnonzero(pieces.switching.take(at)) if pieces.switching.any() else ()
+        at = gather(pieces.group_map, group) * pieces.width + run
+        piece = gather(pieces.piece, at)
+        rows = np.flatnonzero(gather(pieces.switching, at)) if pieces.switching.any() else ()
         if len(rows):  # runs where the time changes line: one piece per count, from the run's first
             offset = x[rows] - ((run[rows] + (_RUN_Q0 - 1)) * RUN_COUNTS + 1)
             piece[rows] += np.clip(offset, 0, RUN_COUNTS - 1).astype(piece.dtype)  # (counts in the direct table: any)
@@ -1378,7 +1403,7 @@ class StackedPricing:
         for key, (alpha, beta) in pieces.lines.items():
             value = values.get(id(alpha))
             if value is None:
-                value = values[id(alpha)] = alpha.take(piece) + beta.take(piece) * x
+                value = values[id(alpha)] = gather(alpha, piece) + gather(beta, piece) * x
             out[key] += value
 
     def _rescaled_pieces(self, q_max: int) -> "RescaledPieces":
@@ -1699,12 +1724,20 @@ def _run_index(x, tile: float, q0: int, runs: dict | None):
     return run
 
 
+def gather(values: np.ndarray, index) -> np.ndarray:
+    """values[index] for indices this module built in range (group indices, table columns, run
+    pieces, all from checked scenario fields): numpy's take in "wrap" mode leaves out the default
+    mode's per-element bounds check and its error path, a third faster on a chunk's gathers from
+    small tables, and gives the same elements for indices in range."""
+    return values.take(index, mode="wrap")
+
+
 def _line_at(coef: np.ndarray, group, x):
     """alpha_g + beta_g x of a per-group line (2 x groups), skipping what is the same for all."""
     alpha, beta = coef
     if not beta.any():
-        return alpha[0] if np.all(alpha == alpha[0]) else alpha.take(group)
-    return alpha.take(group) + beta.take(group) * x
+        return alpha[0] if np.all(alpha == alpha[0]) else gather(alpha, group)
+    return gather(alpha, group) + gather(beta, group) * x
 
 
 def _slots(pricings: list, terms_of: Callable, groups: int, coefficients: Callable) -> dict:

@@ -129,7 +129,7 @@ def _grouped_memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, grou
     weights_g, kv_token_g, idle_g, token_g, row_g = _group_memory(model, groups[0])
     free_g = hw.hbm_capacity_bytes - weights_g - idle_g
     index = groups[1]
-    weights, kv_per_token, free, per_token, per_row = (values.take(index) for values in (
+    weights, kv_per_token, free, per_token, per_row = (fastpath.gather(values, index) for values in (
         weights_g, kv_token_g, free_g, token_g, row_g))
     kv_per_request = memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples) * kv_per_token
     kv = sc.batch * kv_per_request
@@ -262,14 +262,14 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
     alone (pool None), or on it and the `pool`'s threads together, each taking the next chunk
     (`_shared_map`)."""
     run = None if pool is None else (lambda fn, items: _shared_map(pool, fn, items))
-    groups = _precision_groups(sc, run) if path == "fast" else None
+    groups = _precision_groups(sc, run, deferred=True) if path == "fast" else None
     starts = range(0, sc.size, CHUNK)
 
     def chunk(start: int) -> dict:
         rows = slice(start, start + CHUNK)
         part = Scenario.from_checked(**{k: v[rows] if np.ndim(getattr(sc, k)) else getattr(sc, k)
                                         for k, v in columns.items()})
-        own = None if groups is None else (groups[0], np.reshape(groups[1], -1)[rows] if np.ndim(groups[1]) else groups[1])
+        own = None if groups is None else (groups[0], _group_index(groups, rows))
         return _metrics(model, hw, part, engine, own)
 
     out: dict = {}
@@ -377,25 +377,49 @@ def _param_counts(model: ModelSpec) -> tuple[int, int]:
     return hit[1]
 
 
-def _precision_groups(sc: Scenario, run=None) -> tuple | None:
+def _precision_groups(sc: Scenario, run=None, deferred: bool = False) -> tuple | None:
     """(the distinct (w_bits, a_bits, kv_bits, quant_group, tp) combinations, each scenario's
     index into them) for the fast path; None when there are more than MAX_GROUPS. Whole numbers
     over small spans are coded by arithmetic (`_span_groups`); others (fractional bit widths,
     large quant groups) by each field's distinct values (`_level_groups`). Chunks of CHUNK
     scenarios (no full-length temporaries) are mapped by `run(fn, starts)` (default one after
-    another; evaluate passes its worker threads' map)."""
+    another; evaluate passes its worker threads' map). `deferred`: (groups, codes, table), where
+    each scenario's index is table[code] (`_group_index`), gathered where its chunk is evaluated
+    (a pass over the scenarios and a wait for every thread fewer)."""
     if sc.shape == ():  # one scenario: one group
         return (tuple(float(getattr(sc, name)) for name in GROUP_FIELDS),), 0
     run = run or (lambda fn, items: [fn(item) for item in items])
-    grouped = _span_groups(sc, run)
-    return _level_groups(sc, run) if grouped is False else grouped
+    grouped = _span_groups(sc, run, deferred)
+    return _level_groups(sc, run, deferred) if grouped is False else grouped
+
+
+def _group_index(groups: tuple, rows: slice):
+    """The group indices of `rows` from `_precision_groups(..., deferred=True)`'s answer."""
+    index = groups[1]
+    if not np.ndim(index):
+        return index
+    index = np.reshape(index, -1)[rows]
+    return index if groups[2] is None else fastpath.gather(groups[2], index)
+
+
+def _indexed(groups: tuple, codes: np.ndarray, table: np.ndarray, shape: tuple, run, deferred: bool) -> tuple:
+    """`_precision_groups`' answer from each scenario's code and the codes' group indices
+    `table`: (groups, codes, table) where `deferred`, else the indices gathered chunk by chunk."""
+    if deferred:
+        return groups, codes, table
+
+    def index_chunk(start: int) -> None:
+        codes[start:start + CHUNK] = fastpath.gather(table, codes[start:start + CHUNK])
+
+    run(index_chunk, range(0, codes.size, CHUNK))
+    return groups, codes.reshape(shape)
 
 
 #: Most codes `_span_groups` counts per chunk (the product of the varying fields' spans).
 MAX_SPAN_CODES = 65536
 
 
-def _span_groups(sc: Scenario, run) -> tuple | None | bool:
+def _span_groups(sc: Scenario, run, deferred: bool = False) -> tuple | None | bool:
     """`_precision_groups` by arithmetic: each varying field's whole value less its smallest,
     times the product of the spans before it, summed into one code per scenario; the codes
     present (counted chunk by chunk) are the groups. False where a bit width is fractional or the
@@ -413,24 +437,27 @@ def _span_groups(sc: Scenario, run) -> tuple | None | bool:
     bins = math.prod(sizes)
     if bins > MAX_SPAN_CODES:
         return False
-    offset = sum(low * radix for low, radix in zip(lows, radices))
+    offset = float(sum(low * radix for low, radix in zip(lows, radices)))
     codes = np.empty(sc.size, dtype=np.intp)
 
     def code_chunk(start: int):
+        # the code summed in doubles, then cast once: every term is a whole number and every
+        # sum below offset + bins (at most 2^16 past it), so the doubles are exact and the same
+        # integers as summing the fields' casts (Scenario checked counts whole; bit widths may be
+        # fractional: then False, as any t != trunc(t) shows)
         rows = slice(start, start + CHUNK)
         code = None
-        for (name, column), radix in zip(varying, radices):
+        for (name, column), radix in zip(varying, radices):  # the first radix is 1
             part = column[rows]
-            whole = part.astype(np.intp)
-            if name in BIT_FIELDS and not np.array_equal(whole, part):  # bit widths may be fractional
+            if name in BIT_FIELDS and not np.array_equal(np.trunc(part), part):
                 return None
-            if radix != 1:
-                whole *= radix
-            code = whole if code is None else np.add(code, whole, out=code)
-        if offset:
-            code -= offset
-        codes[rows] = code
-        return np.bincount(code, minlength=bins)
+            if code is None:
+                code = part - offset
+            else:
+                code += part * float(radix)
+        whole = code.astype(np.intp)
+        codes[rows] = whole
+        return np.bincount(whole, minlength=bins)
 
     counts = run(code_chunk, starts)
     if any(count is None for count in counts):
@@ -438,8 +465,8 @@ def _span_groups(sc: Scenario, run) -> tuple | None | bool:
     present = np.flatnonzero(sum(counts))
     if present.size > MAX_GROUPS:
         return None
-    lookup = np.zeros(bins, dtype=np.intp)
-    lookup[present] = np.arange(present.size)
+    table = np.zeros(bins, dtype=np.intp)
+    table[present] = np.arange(present.size)
     fixed = {name: float(getattr(sc, name)) for name in GROUP_FIELDS if not np.ndim(getattr(sc, name))}
     groups = []
     for code in present.tolist():
@@ -447,15 +474,10 @@ def _span_groups(sc: Scenario, run) -> tuple | None | bool:
         for (name, _), low, size, radix in zip(varying, lows, sizes, radices):
             combo[name] = float(low + (code // radix) % size)
         groups.append(tuple(combo[name] for name in GROUP_FIELDS))
-
-    def index_chunk(start: int) -> None:
-        codes[start:start + CHUNK] = lookup.take(codes[start:start + CHUNK])
-
-    run(index_chunk, starts)
-    return tuple(groups), codes.reshape(sc.shape)
+    return _indexed(tuple(groups), codes, table, sc.shape, run, deferred)
 
 
-def _level_groups(sc: Scenario, run) -> tuple | None:
+def _level_groups(sc: Scenario, run, deferred: bool = False) -> tuple | None:
     """`_precision_groups` by each field's distinct values: each field's index times its radix is
     gathered from a small table and summed into a combination code."""
     starts = range(0, sc.size, CHUNK)
@@ -480,15 +502,15 @@ def _level_groups(sc: Scenario, run) -> tuple | None:
         rows = slice(start, start + CHUNK)
         code = 0
         for column, table, keys in coded:  # keys None: the whole numbers themselves
-            code = code + table.take(column[rows].astype(np.intp) if keys is None else keys[rows])
+            code = code + fastpath.gather(table, column[rows].astype(np.intp) if keys is None else keys[rows])
         codes[rows] = code
         return np.bincount(code, minlength=radix)
 
     present = np.flatnonzero(sum(run(code_chunk, starts)))
     if present.size > MAX_GROUPS:
         return None
-    lookup = np.zeros(radix, dtype=np.intp)
-    lookup[present] = np.arange(present.size)
+    table = np.zeros(radix, dtype=np.intp)
+    table[present] = np.arange(present.size)
     groups = []
     for code in present:
         combo, rest = [], int(code)
@@ -496,12 +518,7 @@ def _level_groups(sc: Scenario, run) -> tuple | None:
             combo.append(float(values[rest % values.size]))
             rest //= values.size
         groups.append(tuple(combo))
-
-    def index_chunk(start: int) -> None:
-        codes[start:start + CHUNK] = lookup.take(codes[start:start + CHUNK])
-
-    run(index_chunk, starts)
-    return tuple(groups), codes.reshape(sc.shape)
+    return _indexed(tuple(groups), codes, table, sc.shape, run, deferred)
 
 
 def _levels(column: np.ndarray, name: str, run=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -539,11 +556,12 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
     past_last = sc.prompt + (max(sc.gen - 2, 0.0) if isinstance(sc.gen, float) else np.maximum(sc.gen - 2, 0))
     if groups is not None:
         fixed, index = groups
+        memo: dict = {}  # the two steps' table columns, where their counts are one array
         prefill = fastpath.prefill_step(model, hw, batch=sc.batch, prompt=sc.prompt, p=p, tp=tp, engine=engine,
-                                        groups=fixed, group=index)
+                                        groups=fixed, group=index, memo=memo)
         decode = fastpath.mean_decode_step(model, hw, seqs=decode_seqs, past_first=sc.prompt, past_last=past_last,
                                            p=p, tp=tp, sparse_budget=sc.sparse_budget, engine=engine,
-                                           groups=fixed, group=index)
+                                           groups=fixed, group=index, memo=memo)
     else:
         prefill = step_time(model, hw, seqs=sc.batch, new_tokens=sc.prompt, past=0.0, p=p, tp=tp, sparse_budget=0,
                             logits_tokens=sc.batch, engine=engine)

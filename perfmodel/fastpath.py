@@ -53,6 +53,7 @@ a relative 1e-9 on random scenarios of every model family, precision, engine and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import threading
 from dataclasses import dataclass
@@ -1051,19 +1052,27 @@ class PrefillWork:
     units: bool  # the family has work-unit terms (roofline.has_work_terms)
     score_s: float | np.ndarray
 
+    @functools.cached_property
+    def _longest(self) -> bool:
+        """Whether the family has a longest-unit term (every group or none: one kernel family)."""
+        return bool(np.any(self.score_s))
+
+    @functools.cached_property
+    def _uniform(self) -> bool:
+        """Whether every group has the same heads, kv heads and score time (one group's numbers do)."""
+        return all(np.all(v == np.reshape(v, -1)[0]) for v in (self.heads, self.kv_heads, self.score_s))
+
     def time_s(self, batch, prompt, group):
         heads, kv_heads, score_s = self.heads, self.kv_heads, self.score_s
-        longest = bool(np.any(score_s))  # the family has a longest-unit term (per group: all or none)
         if isinstance(heads, np.ndarray):
-            same = all(np.all(v == v[0]) for v in (heads, kv_heads, score_s))
-            if isinstance(group, int) or same:
+            if isinstance(group, int) or self._uniform:
                 at = group if isinstance(group, int) else 0
                 heads, kv_heads, score_s = float(heads[at]), float(kv_heads[at]), float(score_s[at])
             else:
                 heads, kv_heads, score_s = gather(heads, group), gather(kv_heads, group), gather(score_s, group)
         m, pairs = batch * prompt * heads, batch * kv_heads
         term = attention_work_s(m, prompt, pairs, self.params, self.compute_units) if self.units else 0.0
-        if longest:
+        if self._longest:
             term = term + longest_unit_s(m, prompt, pairs, score_s)
         return self.count * term
 

@@ -14,7 +14,9 @@ What comes from which table (every fitted number cites its table in the written 
   rows (SGLang's per-token kernel, TensorRT-LLM's FP8 QDQ path: ops.engine_quant_op);
 - one attention kernel family per engine (its default backend on that GPU: FA3 for vLLM and
   SGLang on Hopper, TensorRT-LLM's FMHA/XQA): that engine's context and generation tables fit the
-  family's fraction of the bf16 GEMM rate, floor per call and KV read bandwidth;
+  family's fraction of the bf16 GEMM rate, floor per call and KV read bandwidth (a prefill family
+  also its lone-unit speedup: roofline.longest_unit_s); a decode family is fitted on the rows its
+  kernel ran (Engine.runs_decode_kernel: TensorRT-LLM's XQA rows, not its masked-MHA ones);
 - the custom all-reduce latency and bandwidth: the graphed custom all-reduce table of `ar_engine`
   (the shared default), and each engine's own from its own table (custom_allreduce_engine_*).
 MoE tables are scored, not fitted (they test the grouped-GEMM model on the GEMM parameters).

@@ -858,7 +858,7 @@ def _work_term(op: Op, hw: Hardware, p: Precision, model: ModelSpec, tp, seqs, a
                               np.broadcast_to(value, shape)) for field, value in expected.items()):
         return False
     score_s = float(unit_score_s(op.k, hw, p, params)) if longest else 0.0
-    return PrefillWork(float(op.count), heads, kv_heads, params, float(hw.compute_units), units, score_s)
+    return PrefillWork(float(op.count), heads, kv_heads, params, float(hw.compute_units), score_s)
 
 
 def _price_context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple) -> ContextLines | None:
@@ -1020,7 +1020,7 @@ def _price_prefill_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups:
     for terms in work:
         if terms is None:
             merged.append(None)
-        elif any(term is False for term in terms) or len({(t.count, t.params, t.compute_units, t.units) for t in terms}) > 1:
+        elif any(term is False for term in terms) or len({(t.count, t.params, t.compute_units) for t in terms}) > 1:
             return None
         else:
             merged.append(dataclasses.replace(terms[0], heads=np.array([t.heads for t in terms], dtype=float),
@@ -1049,8 +1049,12 @@ class PrefillWork:
     kv_heads: float | np.ndarray
     params: tuple
     compute_units: float
-    units: bool  # the family has work-unit terms (roofline.has_work_terms)
     score_s: float | np.ndarray
+
+    @functools.cached_property
+    def _units(self) -> bool:
+        """Whether the family has work-unit terms (roofline.has_work_terms)."""
+        return has_work_terms(self.params)
 
     @functools.cached_property
     def _longest(self) -> bool:
@@ -1071,7 +1075,7 @@ class PrefillWork:
             else:
                 heads, kv_heads, score_s = gather(heads, group), gather(kv_heads, group), gather(score_s, group)
         m, pairs = batch * prompt * heads, batch * kv_heads
-        term = attention_work_s(m, prompt, pairs, self.params, self.compute_units) if self.units else 0.0
+        term = attention_work_s(m, prompt, pairs, self.params, self.compute_units) if self._units else 0.0
         if self._longest:
             term = term + longest_unit_s(m, prompt, pairs, score_s)
         return self.count * term

@@ -329,15 +329,20 @@ def _attention_bits(p: Precision):
 
 
 def has_longest_unit(kernel: str, params: tuple) -> bool:
-    """Whether an attention kernel is bounded by its longest work unit (`longest_unit_s`): its family
-    has a fitted unit speedup (Calibration.attention_kernel) and its units each stream all of their
-    keys on one SM, as prefill kernels do (FlashAttention-2/3, cuDNN and TensorRT-LLM's FMHA split
-    the queries into tiles, never a tile's keys; Dao 2023, arXiv 2307.08691, section 3.2; Shah et
-    al. 2024, arXiv 2407.08608), with or without the causal mask (a DiT's bidirectional kernel).
-    Not decode kernels (they split the keys: flash-decoding, XQA multi-block) and not a masked static
-    cache's kernel (its units all stream the whole cache: the family's key_s)."""
-    return bool(params[8]) and kernel.endswith(("-prefill", "-prefill-bidirectional")) and \
-        not kernel.startswith(MASKED_CACHE_FAMILY)
+    """Whether an attention kernel is bounded by its longest work unit (`longest_unit_s`): its units
+    stream their keys whole (`streams_unit_keys`) and its family has a fitted unit speedup
+    (Calibration.attention_kernel)."""
+    return bool(params[8]) and streams_unit_keys(kernel)
+
+
+def streams_unit_keys(kernel: str) -> bool:
+    """Whether an attention kernel's work units each stream all of their keys on one SM, as prefill
+    kernels do (FlashAttention-2/3, cuDNN and TensorRT-LLM's FMHA split the queries into tiles, never
+    a tile's keys; Dao 2023, arXiv 2307.08691, section 3.2; Shah et al. 2024, arXiv 2407.08608),
+    with or without the causal mask (a DiT's bidirectional kernel). Not decode kernels (they split
+    the keys: flash-decoding, XQA multi-block) and not a masked static cache's kernel (its units all
+    stream the whole cache: the family's key_s)."""
+    return kernel.endswith(("-prefill", "-prefill-bidirectional")) and not kernel.startswith(MASKED_CACHE_FAMILY)
 
 
 def unit_score_s(k, hw: Hardware, p: Precision, params: tuple):

@@ -35,6 +35,7 @@ import numpy as np
 from scipy import optimize
 
 from hardware.spec import Calibration, Hardware
+from perfmodel.roofline import streams_unit_keys
 from validate.cases import text
 from validate.predict_cases import graphed, predict_many
 
@@ -248,10 +249,10 @@ def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration,
 
 
 def unit_speedup_param(family: str) -> dict:
-    """The fit parameter of a prefill family's lone-unit speedup (perfmodel.roofline.unit_score_s:
-    its longest unit bounds the kernel), starting at its fair share of the SM; none for a decode
-    family (split-KV kernels have no longest unit)."""
-    if not family.endswith("-prefill"):
+    """The fit parameter of a family's lone-unit speedup (perfmodel.roofline.unit_score_s: its longest
+    unit bounds the kernel), starting at its fair share of the SM; none for a family whose units
+    split their keys (decode, a masked static cache: roofline.streams_unit_keys)."""
+    if not streams_unit_keys(family):
         return {}
     return {f"attention_kernels:{family}:unit_speedup": (1.0, 0.1, 100.0)}
 

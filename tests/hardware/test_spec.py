@@ -98,6 +98,13 @@ def test_bad_value_is_named(tmp_path, value, message):
         Hardware.from_yaml(_write(tmp_path, data))
 
 
+def test_a_bad_attention_kernel_parameter_is_named(tmp_path):
+    data = _preset_dict("h200-sxm-calibrated")
+    data["calibration"]["attention_kernels"]["vllm-prefill"]["unit_speedup"] = "-2 [s21]"
+    with pytest.raises(SpecError, match=r"attention_kernels\.vllm-prefill\.unit_speedup: '-2' must be a number"):
+        Hardware.from_yaml(_write(tmp_path, data))
+
+
 def test_unknown_kind_and_dtype(tmp_path):
     data = _preset_dict()
     data["kind"] = "fpga"

@@ -37,6 +37,8 @@ def test_a_profile_rejects_unknown_fields_and_bad_values():
         engines.from_dict({"name": "x", "step_host_s": -1.0})
     with pytest.raises(engines.EngineError, match=r"act_quant_bytes = -2\.0 must be a finite number, zero or more"):
         engines.from_dict({"name": "x", "act_quant_bytes": -2.0})
+    with pytest.raises(engines.EngineError, match=r"decode_kernel_max_group = -1 must be a finite number, zero or more"):
+        engines.from_dict({"name": "x", "decode_kernel_max_group": -1})
     with pytest.raises(engines.EngineError, match=r"fp8_gemm_split_k = 'maybe' must be true or false"):
         engines.from_dict({"name": "x", "fp8_gemm_split_k": "maybe"})
     with pytest.raises(engines.EngineError, match="not a known profile"):

@@ -208,6 +208,8 @@ CALIBRATION = (
           default={}, keyed=True, write="nonzero"),
     Field(_CAL + "custom_allreduce_engine_bandwidth", "custom_allreduce_engine_bytes_per_s", "bytes_per_s",
           required=False, default={}, keyed=True, write="nonzero"),
+    Field(_CAL + "custom_allreduce_engine_peer_latency", "custom_allreduce_engine_peer_latency_s", "seconds",
+          required=False, default={}, keyed=True, write="nonzero"),
     # per engine (its own dynamic fp8 activation quantization ahead of an fp8 GEMM: vLLM's
     # scaled_fp8_quant, SGLang's per-token kernel, TensorRT-LLM's FP8 QDQ path), where fitted
     Field(_CAL + "act_quant_engine_latency", "act_quant_engine_latency_s", "seconds", required=False,
@@ -217,6 +219,8 @@ CALIBRATION = (
     Field(_CAL + "custom_allreduce_latency", "custom_allreduce_latency_s", "seconds", required=False, default=0.0,
           zero_ok=True, write="nonzero"),
     Field(_CAL + "custom_allreduce_bandwidth", "custom_allreduce_bytes_per_s", "bytes_per_s", required=False,
+          default=0.0, zero_ok=True, write="nonzero"),
+    Field(_CAL + "custom_allreduce_peer_latency", "custom_allreduce_peer_latency_s", "seconds", required=False,
           default=0.0, zero_ok=True, write="nonzero"),
     Field(_CAL + "reduction_bandwidth", "reduction_bytes_per_s", "bytes_per_s", required=False, default=0.0,
           zero_ok=True, write="nonzero"),

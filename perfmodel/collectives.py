@@ -317,14 +317,18 @@ CUSTOM_ALLREDUCE_MAX_BYTES = 8 * 2 ** 20
 def custom_allreduce_time_s(payload_bytes, n_devices, hw: Hardware, engine: str = ""):
     """The serving engines' custom all-reduce inside one NVLink node (vLLM, TensorRT-LLM, SGLang):
 
-        one-shot  t = alpha + (n - 1) S / beta          each device reads every peer's buffer
-        two-shot  t = 2 alpha + 2 (n - 1) / n S / beta  reduce-scatter, then all-gather, over peer memory
+        one-shot  t = a + (n - 1) S / beta          each device reads every peer's buffer
+        two-shot  t = 2 a + 2 (n - 1) / n S / beta  reduce-scatter, then all-gather, over peer memory
+        a = alpha + (n - 1) gamma                   a barrier: a flag written to and read from each peer
 
     taking the faster, and NCCL's time above CUSTOM_ALLREDUCE_MAX_BYTES (or where it is faster).
-    alpha is one synchronisation through peer memory flags plus a kernel: Calibration's
+    alpha is a kernel and its synchronisation through peer memory flags: Calibration's
     custom_allreduce_latency_s where fitted (aiconfigurator's measured tables), else twice the
-    spec's device-link latency; beta the per-direction link bandwidth (calibrated where fitted).
-    Each engine runs its own kernel: where the calibration has `engine`'s own alpha and beta
+    spec's device-link latency; gamma (custom_allreduce_peer_latency_s, 0 where not fitted) the
+    time each further peer adds to the barrier, whose flags the kernel polls one per peer
+    (aiconfigurator's H200 tables: SGLang's at 256 B-64 KiB takes 2.3-2.9 us on 2 GPUs and 3.0-5.0
+    on 8); beta the per-direction link bandwidth (calibrated where fitted).
+    Each engine runs its own kernel: where the calibration has `engine`'s own alpha, beta and gamma
     (custom_allreduce_engine_*; on aiconfigurator's H200 tables TensorRT-LLM's takes 2.6 us at 256
     bytes and vLLM's 4.4 us) they win over the shared ones.
     Below about 1 MiB this is several times faster than NCCL's ring, whose latency grows with n
@@ -339,9 +343,13 @@ def custom_allreduce_time_s(payload_bytes, n_devices, hw: Hardware, engine: str 
     own_beta = cal.custom_allreduce_engine_bytes_per_s.get(engine, 0.0) if cal else 0.0
     alpha = own_alpha or getattr(cal, "custom_allreduce_latency_s", 0.0) or 2.0 * hw.device_link_latency_s
     beta = own_beta or getattr(cal, "custom_allreduce_bytes_per_s", 0.0) or link.bytes_per_s
+    # an engine fitted on its own table has its own gamma (0 where that fit found none)
+    gamma = (cal.custom_allreduce_engine_peer_latency_s.get(engine, 0.0) if own_alpha
+             else cal.custom_allreduce_peer_latency_s) if cal else 0.0
     size, n = np.asarray(payload_bytes, dtype=float), np.asarray(n_devices, dtype=float)
-    one_shot = alpha + (n - 1) * size / beta
-    two_shot = 2 * alpha + 2 * (n - 1) / n * size / beta
+    barrier = alpha + (n - 1) * gamma
+    one_shot = barrier + (n - 1) * size / beta
+    two_shot = 2 * barrier + 2 * (n - 1) / n * size / beta
     custom = np.where(size <= CUSTOM_ALLREDUCE_MAX_BYTES, np.minimum(one_shot, two_shot), np.inf)
     return np.where(n > 1, np.minimum(custom, nccl), 0.0)
 

@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import yaml
 
 PROFILE_DIR = Path(__file__).parent / "engine_profiles"
@@ -64,10 +65,14 @@ class Engine:
     calibrated spec's attention_kernels under the same name. decode_kernel_min_group /
     decode_kernel_max_group: the query heads per kv head the decode family's kernel runs (0: no
     limit); decode_kernel_history_per_block / decode_kernel_min_block_factor: it runs only where
-    kv heads x batch x (history // history_per_block) x min_block_factor reaches the SM count (0:
-    always). Elsewhere the engine runs another kernel (TensorRT-LLM's XQA: groups of 2-32 and that
-    heuristic; its masked MHA kernel the rest), so a fit of the family keeps to the rows its
-    kernel ran (`runs_decode_kernel`); predictions price every decode with the family.
+    kv heads x batch x max(history // history_per_block, 1) x min_block_factor reaches the SM
+    count (0: always). Elsewhere the engine runs `decode_fallback_attention` (TensorRT-LLM's XQA: groups of
+    2-32 and that heuristic; its masked MHA kernel, family "trtllm-mmha", the rest; "": the decode
+    family runs every decode), so each family is fitted on the rows its kernel ran
+    (`runs_decode_kernel`) and a measured row is priced with the kernel that ran it. A step
+    prediction picks the kernel by the model's head group alone (`attention_kernel`): the block
+    heuristic depends on batch and context, which a sweep holds as arrays, and switching kernels
+    inside a decode's mean over a generation would break its closed form (perfmodel.steps).
     """
 
     name: str
@@ -94,6 +99,7 @@ class Engine:
     decode_kernel_max_group: int = 0
     decode_kernel_history_per_block: int = 0
     decode_kernel_min_block_factor: float = 0.0
+    decode_fallback_attention: str = ""
     allreduce: str = "nccl"
     eager: bool = False
     graph_max_tokens: float = 0.0
@@ -118,27 +124,53 @@ class Engine:
         """Whether a step of `tokens` tokens (per device) replays a CUDA graph (array-valued)."""
         if isinstance(tokens, (int, float)):  # one step: a plain bool
             return tokens <= self.graph_max_tokens
-        import numpy as np
-
         return np.asarray(tokens) <= self.graph_max_tokens
 
-    def runs_decode_kernel(self, *, group: float, kv_heads: float, batch: float, history: float,
-                           compute_units: float) -> bool:
+    def runs_decode_kernel(self, *, group, kv_heads, batch, history, compute_units):
         """Whether the decode family's kernel runs a decode of `group` query heads per kv head,
-        `kv_heads` kv heads, `batch` sequences of `history` cached tokens on `compute_units` SMs."""
-        if group < self.decode_kernel_min_group or (self.decode_kernel_max_group and group > self.decode_kernel_max_group):
-            return False
-        if not self.decode_kernel_history_per_block:
-            return True
-        blocks = kv_heads * batch * (history // self.decode_kernel_history_per_block)
-        return blocks * self.decode_kernel_min_block_factor >= compute_units
+        `kv_heads` kv heads, `batch` sequences of `history` cached tokens on `compute_units` SMs
+        (array-valued where any argument is an array)."""
+        runs = self.in_decode_group(group)
+        if self.decode_kernel_history_per_block:
+            # at least one block a sequence and kv head however short its history (TensorRT-LLM
+            # since 2025: "always use at least 1 block regardless of history length")
+            blocks = np.asarray(kv_heads, dtype=float) * np.asarray(batch, dtype=float) * \
+                np.maximum(np.floor_divide(np.asarray(history, dtype=float), self.decode_kernel_history_per_block), 1.0)
+            runs = runs & (blocks * self.decode_kernel_min_block_factor >= compute_units)
+        return runs if np.ndim(runs) else bool(runs)
 
-    def attention_kernel(self, phase: str) -> str:
+    def in_decode_group(self, group):
+        """Whether `group` query heads per kv head lie in the decode family's range (array-valued
+        for an array)."""
+        group = np.asarray(group, dtype=float)
+        runs = group >= self.decode_kernel_min_group
+        if self.decode_kernel_max_group:
+            runs = runs & (group <= self.decode_kernel_max_group)
+        return runs if np.ndim(runs) else bool(runs)
+
+    def attention_kernel(self, phase: str, *, group: float | None = None) -> str:
         """Attention kernel of a step phase ("prefill" or "decode": perfmodel.ops.step_phase), as the
         calibration names it: "<family>-<phase>" (flash-decoding and XQA kernels decode, FMHA-style
-        kernels prefill)."""
+        kernels prefill). Given the model's query heads per kv head `group`, a decode outside the
+        decode family's group range runs the fallback family (`decode_fallback_attention`)."""
+        if phase == "decode" and self.decode_fallback_attention and group is not None and \
+                not self.in_decode_group(group):
+            return f"{self.decode_fallback_attention}-decode"
         family = self.decode_attention if phase == "decode" else self.prefill_attention
         return f"{family}-{phase}"
+
+    def decode_kernels(self, *, group, kv_heads, batch, history, compute_units):
+        """The decode kernel of each measured decode (`runs_decode_kernel`: the decode family's
+        where it ran, else the fallback's): one name, or an object array of names."""
+        own = self.attention_kernel("decode")
+        if not self.decode_fallback_attention:
+            return own
+        runs = self.runs_decode_kernel(group=group, kv_heads=kv_heads, batch=batch, history=history,
+                                       compute_units=compute_units)
+        fallback = f"{self.decode_fallback_attention}-decode"
+        if not np.ndim(runs):
+            return own if runs else fallback
+        return np.where(runs, own, fallback).astype(object)
 
 
 def names() -> tuple[str, ...]:

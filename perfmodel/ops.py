@@ -284,9 +284,9 @@ def context_ops(model: ModelSpec, *, seqs, new_tokens, past, p: Precision, tp=1,
     engine = load_engine(engine)
     ops = [kv_append_op(model, seqs=seqs, new_tokens=new_tokens, past=past, p=p,
                         tp=tp)] if engine.kv_append_copies else []
+    kernel = engine.attention_kernel(step_phase(new_tokens), group=shapes.query_group(model))
     return ops + [attention_op(model, seqs=seqs, new_tokens=new_tokens, past=past, p=p, tp=tp,
-                               sparse_budget=sparse_budget,
-                               kernel=engine.attention_kernel(step_phase(new_tokens)))]
+                               sparse_budget=sparse_budget, kernel=kernel)]
 
 
 def kv_write_op(model: ModelSpec, tokens, p: Precision, tp, engine: Engine) -> list[Op]:

@@ -76,6 +76,15 @@ def kv_heads_per_device(model: ModelSpec, tp=1):
     return np.ceil(model.n_kv_heads / tp)
 
 
+def query_group(model: ModelSpec) -> float | None:
+    """Query heads per kv head of the model (H / K: the group a GQA decode kernel packs), None for
+    MLA (its absorbed form shares one latent among all heads and runs kernels of its own). The
+    model's, not one device's: under tensor parallelism both split alike until tp exceeds K (then
+    kv heads replicate and a device's group shrinks, which only multi-query models at tp > 1 reach),
+    and a sweep over tp must not switch an op's kernel between its rows."""
+    return None if model.is_mla else model.n_heads / model.n_kv_heads
+
+
 # -- KV cache -----------------------------------------------------------------------------------------
 def kv_elements_per_token_per_layer_per_device(model: ModelSpec, tp=1):
     """KV elements per token per layer on one device: 2 * kv_heads_per_device * head_dim (K and V),

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardware.spec import Hardware
-from perfmodel import memory
+from perfmodel import memory, shapes
 from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.engines import load as load_engine
 from perfmodel.ops import Precision, attention_op, step_ops
@@ -65,8 +65,8 @@ def attention_time_s(model: ModelSpec, hw: Hardware, batch, context, p: Precisio
                      engine: Engine | str = DEFAULT_ENGINE):
     """Decode attention over `context` cached tokens on `n_devices` devices of `hw` (heads split),
     run by `engine`'s decode attention kernel."""
-    op = attention_op(model, seqs=batch, new_tokens=1.0, past=context, p=p, tp=n_devices,
-                      kernel=load_engine(engine).attention_kernel("decode"))
+    kernel = load_engine(engine).attention_kernel("decode", group=shapes.query_group(model))
+    op = attention_op(model, seqs=batch, new_tokens=1.0, past=context, p=p, tp=n_devices, kernel=kernel)
     return op.count * np.asarray(op_time(op, hw, p, n_devices).time_s)
 
 

@@ -15,8 +15,9 @@ What comes from which table (every fitted number cites its table in the written 
 - one attention kernel family per engine (its default backend on that GPU: FA3 for vLLM and
   SGLang on Hopper, TensorRT-LLM's FMHA/XQA): that engine's context and generation tables fit the
   family's fraction of the bf16 GEMM rate, floor per call and KV read bandwidth (a prefill family
-  also its lone-unit speedup: roofline.longest_unit_s); a decode family is fitted on the rows its
-  kernel ran (Engine.runs_decode_kernel: TensorRT-LLM's XQA rows, not its masked-MHA ones);
+  also its lone-unit speedup: roofline.longest_unit_s); each decode family is fitted on the rows its
+  kernel ran (Engine.decode_kernels: TensorRT-LLM's XQA family on XQA's rows, its masked-MHA family
+  "trtllm-mmha-decode" on the rest, or priced as XQA where fewer than MIN_FAMILY_ROWS);
 - the custom all-reduce latency and bandwidth: the graphed custom all-reduce table of `ar_engine`
   (the shared default), and each engine's own from its own table (custom_allreduce_engine_*).
 MoE tables are scored, not fitted (they test the grouped-GEMM model on the GEMM parameters).
@@ -38,7 +39,7 @@ from perfmodel import engines
 from validate.calibrate import (ROBUST_LOSS, SUITE_ATTENTION_KERNEL, TILES, _fit_gemm_and_attention, fit,
                                 unit_speedup_param)
 from validate.cases import split
-from validate.predict_cases import predict_many
+from validate.predict_cases import attention_family, predict_many
 
 ENGINES = ("vllm", "trtllm", "sglang")
 COMMITTED = __import__("pathlib").Path(__file__).parent / "reports" / "aiconfigurator"
@@ -96,12 +97,21 @@ def _with_sdpa_stand_in(cal: Calibration, profile) -> Calibration:
     return dataclasses.replace(cal, attention_kernels=kernels)
 
 
-def _runs_decode_kernel(profile, case: dict, base: Hardware) -> bool:
-    """Whether a decode attention row ran the engine's decode family (Engine.runs_decode_kernel: a
-    row TensorRT-LLM ran on its masked MHA kernel, not XQA, is no evidence of XQA's parameters)."""
-    return profile.runs_decode_kernel(group=float(case["heads"]) / max(float(case["kv_heads"]), 1.0),
-                                      kv_heads=float(case["kv_heads"]), batch=float(case["batch"]),
-                                      history=float(case["kv_len"]) - 1.0, compute_units=base.compute_units)
+
+
+#: Rows a kernel family needs to be fitted on its own (its nine parameters, with room to spare).
+MIN_FAMILY_ROWS = 12
+
+
+def _fallback_as_decode_family(cal: Calibration, profile) -> Calibration:
+    """`cal` with the profile's fallback decode family (Engine.decode_fallback_attention) priced as
+    its decode family where the tables held too few of its rows to fit it (MIN_FAMILY_ROWS): a
+    kernel with no parameters would price at the spec's generic attention ones."""
+    fallback = f"{profile.decode_fallback_attention}-decode"
+    own = profile.attention_kernel("decode")
+    if not profile.decode_fallback_attention or fallback in cal.attention_kernels or own not in cal.attention_kernels:
+        return cal
+    return dataclasses.replace(cal, attention_kernels={**cal.attention_kernels, fallback: dict(cal.attention_kernels[own])})
 
 
 def _attention_params(cal: Calibration, family: str, bw: float) -> dict:
@@ -151,14 +161,15 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
         own_fp8 = [c for c in cases if c["kind"] == "matmul" and c["dtype"] == "fp8"]
         if engine != gemm_engine and own_fp8:  # each engine's quantization path on its own fp8 rows
             cal, _ = fit(own_fp8, base, cal, _act_quant_params(engine), loss=ROBUST_LOSS)
-        profile = engines.load(engine)
-        for phase in ("prefill", "decode"):
-            attention = [c for c in cases if c["kind"] == "attention" and c.get("phase") == phase
-                         and (phase == "prefill" or _runs_decode_kernel(profile, c, base))]
-            if attention:
-                family = profile.attention_kernel(phase)
-                cal, _ = fit(attention, base, cal, _attention_params(cal, family, bw),
-                             loss=ROBUST_LOSS)
+        # each kernel family on the rows its kernel ran (TensorRT-LLM's decodes: XQA, or masked MHA
+        # for the head groups and small grids XQA declines; predict_cases.attention_family)
+        attention = [c for c in cases if c["kind"] == "attention"]
+        ran = [attention_family(c, base.compute_units) for c in attention]
+        for family in dict.fromkeys(ran):
+            own = [c for c, name in zip(attention, ran) if name == family]
+            if len(own) >= MIN_FAMILY_ROWS:
+                cal, _ = fit(own, base, cal, _attention_params(cal, family, bw), loss=ROBUST_LOSS)
+        cal = _fallback_as_decode_family(cal, engines.load(engine))
     cal = _with_sdpa_stand_in(cal, engines.load(gemm_engine))
     link = base.device_link_bytes_per_s or base.host_link_bytes_per_s
     for engine in sorted(train, key=lambda e: e != ar_engine):  # ar_engine's first: the shared default
@@ -168,11 +179,14 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
             continue
         if engine == ar_engine:
             cal, _ = fit(reduces, base, cal, {"custom_allreduce_latency_s": (5e-6, 1e-7, 1e-3),
+                                              "custom_allreduce_peer_latency_s": (1e-7, 1e-10, 1e-4),
                                               "custom_allreduce_bytes_per_s": (0.8 * link, 1e-3 * link, 2 * link)},
                          loss=ROBUST_LOSS)
         # each engine's own kernel (the default's too, so a spec names every engine it was fitted on)
         cal, _ = fit(reduces, base, cal, {
             f"custom_allreduce_engine_latency_s:{engine}": (cal.custom_allreduce_latency_s or 5e-6, 1e-7, 1e-3),
+            f"custom_allreduce_engine_peer_latency_s:{engine}": (cal.custom_allreduce_peer_latency_s or 1e-7, 1e-10,
+                                                                 1e-4),
             f"custom_allreduce_engine_bytes_per_s:{engine}": (cal.custom_allreduce_bytes_per_s or 0.8 * link,
                                                               1e-3 * link, 2 * link)}, loss=ROBUST_LOSS)
     return dataclasses.replace(base, name=f"{base.name}-calibrated", title=f"{base.title} (calibrated)",
@@ -252,14 +266,14 @@ def sources_of(by_engine: dict[str, list[dict]], gemm_engine: str, ar_engine: st
         kind = ENGINE_MAP_TABLES[key.partition("_engine_")[0]]
         out.update({f"calibration.{key}.{engine}": tables(engine, kind) for engine in getattr(cal, attr)})
     for family in cal.attention_kernels:
-        engine, _, phase = family.rpartition("-")
+        engine, phase = family.partition("-")[0], family.rpartition("-")[2]  # "trtllm-mmha-decode"
         stand_in = engine == SUITE_ATTENTION_KERNEL  # the GEMM engine's family of the phase (_with_sdpa_stand_in)
         measured = tables(gemm_engine if stand_in else engine, "attention", phase)
         if stand_in:
             measured = f"stand-in for PyTorch's SDPA, not measured: {gemm_engine}'s FlashAttention: {measured}"
         for attr in cal.attention_kernels[family]:
             out[f"calibration.attention_kernels.{family}.{ATTENTION_KEYS[attr]}"] = measured
-    for key in ("custom_allreduce_latency", "custom_allreduce_bandwidth"):
+    for key in ("custom_allreduce_latency", "custom_allreduce_peer_latency", "custom_allreduce_bandwidth"):
         out[f"calibration.{key}"] = tables(ar_engine, "allreduce")
     return out
 
@@ -295,7 +309,7 @@ def with_engine_kernels(onto: Hardware, fitted: Hardware) -> Hardware:
     converted = " (converted to this spec's bf16 rate and launch floor)"
     families, sources = dict(mine.attention_kernels), dict(onto.sources)
     for family, params in theirs.attention_kernels.items():
-        if family.rpartition("-")[0] not in ENGINES:
+        if family.partition("-")[0] not in ENGINES:
             continue  # the SDPA stand-ins: our suite measured SDPA itself
         families[family] = {**params, "flops_fraction": params["flops_fraction"] * scale,
                             "overhead_s": max(params["overhead_s"] + shift, 0.0)}

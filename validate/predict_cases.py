@@ -161,16 +161,22 @@ def _act_quant_times(cases: list[dict], m, k, p: Precision, hw: Hardware, kernel
     return out
 
 
-def attention_family(case: dict) -> str:
+def attention_family(case: dict, compute_units: float | None = None) -> str:
     """The attention kernel family a case ran: its engine profile's choice for the phase (a case
-    measured inside vLLM ran FlashAttention, inside TensorRT-LLM its XQA / FMHA kernels), or the
-    suite's own SDPA kernel ("sdpa-<phase>", falling back to the spec's default) when the case names
-    no engine."""
+    measured inside vLLM ran FlashAttention, inside TensorRT-LLM its XQA / FMHA kernels, or its
+    masked MHA kernel for a decode XQA declines: Engine.decode_kernels, given the device's
+    `compute_units`), or the suite's own SDPA kernel ("sdpa-<phase>", falling back to the spec's
+    default) when the case names no engine."""
     phase = "prefill" if case.get("phase") == "prefill" else "decode"
     engine = text(case, "engine")
     if not engine:  # the suite's own cases: PyTorch's scaled_dot_product_attention
         return f"sdpa-{phase}"
-    return engines.load(engine).attention_kernel(phase)
+    profile = engines.load(engine)
+    if phase == "prefill" or compute_units is None:
+        return profile.attention_kernel(phase)
+    return profile.decode_kernels(group=_num(case, "heads") / max(_num(case, "kv_heads"), 1.0),
+                                  kv_heads=_num(case, "kv_heads"), batch=_num(case, "batch"),
+                                  history=_num(case, "kv_len") - 1.0, compute_units=compute_units)
 
 
 def predict_attentions(cases: list[dict], hw: Hardware) -> np.ndarray:
@@ -179,13 +185,16 @@ def predict_attentions(cases: list[dict], hw: Hardware) -> np.ndarray:
     p = _precision(c0["dtype"])
     model = attention_model(int(_num(c0, "heads")), int(_num(c0, "kv_heads")), int(_num(c0, "head_dim")))
     q_len, kv_len = _column(cases, "q_len"), _column(cases, "kv_len")
-    family = attention_family(c0)
-    # a masked static cache scores every query against all kv_len positions: q_len x kv_len pairs,
-    # which ops.attention_pairs gives at past = kv_len - (q_len + 1) / 2 (serving.simulator prices
-    # a static cache's chunks the same way)
-    past = kv_len - (q_len + 1) / 2 if family.startswith("sdpa-masked") else kv_len - q_len
-    op = attention_op(model, seqs=_column(cases, "batch"), new_tokens=q_len, past=past, p=p, tp=1, kernel=family)
-    return _times(op, hw, p, cases)
+    families = np.array([attention_family(c, hw.compute_units) for c in cases], dtype=object)
+    out = np.zeros(len(cases))
+    for family in dict.fromkeys(families):  # one kernel each (TensorRT-LLM decodes: XQA or masked MHA)
+        # a masked static cache scores every query against all kv_len positions: q_len x kv_len pairs,
+        # which ops.attention_pairs gives at past = kv_len - (q_len + 1) / 2 (serving.simulator prices
+        # a static cache's chunks the same way)
+        past = kv_len - (q_len + 1) / 2 if family.startswith("sdpa-masked") else kv_len - q_len
+        op = attention_op(model, seqs=_column(cases, "batch"), new_tokens=q_len, past=past, p=p, tp=1, kernel=family)
+        out = np.where(families == family, _times(op, hw, p, cases), out)
+    return out
 
 
 def step_precision(dtype: str) -> Precision:

@@ -290,12 +290,17 @@ def test_an_engines_own_custom_allreduce_parameters_win_over_the_shared_ones():
 
     hw = hardware.load("h100-sxm-calibrated")
     cal = dataclasses.replace(hw.calibration, custom_allreduce_latency_s=4e-6, custom_allreduce_bytes_per_s=300e9,
+                              custom_allreduce_peer_latency_s=1e-7,
                               custom_allreduce_engine_latency_s={"trtllm": 2e-6},
-                              custom_allreduce_engine_bytes_per_s={"trtllm": 500e9})
+                              custom_allreduce_engine_bytes_per_s={"trtllm": 500e9},
+                              custom_allreduce_engine_peer_latency_s={"trtllm": 3e-7})
     hw = dataclasses.replace(hw, calibration=cal)
-    size = 4096.0  # small: the one-shot kernel, alpha + (n - 1) S / beta
-    assert float(collectives.custom_allreduce_time_s(size, 2, hw, "trtllm")) == pytest.approx(2e-6 + size / 500e9)
-    assert float(collectives.custom_allreduce_time_s(size, 2, hw, "sglang")) == pytest.approx(4e-6 + size / 300e9)
+    size = 4096.0  # small: the one-shot kernel, alpha + (n - 1) gamma + (n - 1) S / beta
+    for n in (2, 8):
+        assert float(collectives.custom_allreduce_time_s(size, n, hw, "trtllm")) == \
+            pytest.approx(2e-6 + (n - 1) * (3e-7 + size / 500e9))
+        assert float(collectives.custom_allreduce_time_s(size, n, hw, "sglang")) == \
+            pytest.approx(4e-6 + (n - 1) * (1e-7 + size / 300e9))
     p = Precision(16, 16, 16)
     ops = step_ops(workloads.load("llama-3-8b"), seqs=1, new_tokens=1, past=100, p=p, tp=2, engine="trtllm")
     reduce = next(op for op in ops if op.kind == "comm")

@@ -174,8 +174,8 @@ def test_the_power_roof_caps_large_gemms_only():
 
 def test_tensorrt_llms_xqa_runs_groups_of_2_to_32_where_its_heuristic_allows():
     """TensorRT-LLM's decode family (XQA) runs 2-32 query heads per kv head, and only where kv heads
-    x batch x (history // 128) x 4 reaches the SM count (its mayHavePerfGain); plain MHA, larger
-    groups and small decodes run its masked MHA kernel. Other engines' decode families run all."""
+    x batch x max(history // 128, 1) x 4 reaches the SM count (its mayHavePerfGain); plain MHA,
+    larger groups and small decodes run its masked MHA kernel. Other engines' decode families run all."""
     trt, vllm = engines.load("trtllm"), engines.load("vllm")
     at = dict(kv_heads=8.0, batch=16.0, history=4096.0, compute_units=132.0)
     assert trt.runs_decode_kernel(group=8.0, **at)
@@ -185,3 +185,21 @@ def test_tensorrt_llms_xqa_runs_groups_of_2_to_32_where_its_heuristic_allows():
     assert not trt.runs_decode_kernel(group=8.0, kv_heads=1.0, batch=8.0, history=512.0, compute_units=132.0)
     assert trt.runs_decode_kernel(group=8.0, kv_heads=1.0, batch=9.0, history=512.0, compute_units=132.0)
     assert vllm.runs_decode_kernel(group=64.0, kv_heads=1.0, batch=1.0, history=1.0, compute_units=132.0)
+    # a history under one block of 128 still counts one block: 8 kv heads x 5 sequences x 1 x 4 >= 132
+    assert trt.runs_decode_kernel(group=4.0, kv_heads=8.0, batch=5.0, history=16.0, compute_units=132.0)
+    assert not trt.runs_decode_kernel(group=4.0, kv_heads=8.0, batch=4.0, history=16.0, compute_units=132.0)
+
+
+def test_each_measured_decode_is_priced_with_the_kernel_that_ran_it():
+    """Engine.decode_kernels names XQA's family or the masked MHA fallback per row (arrays too); a
+    step prediction picks by the model's head group alone (attention_kernel with group)."""
+    trt, vllm = engines.load("trtllm"), engines.load("vllm")
+    names = trt.decode_kernels(group=np.array([1.0, 8.0, 8.0]), kv_heads=8.0, batch=np.array([16.0, 16.0, 1.0]),
+                               history=np.array([4096.0, 4096.0, 100.0]), compute_units=132.0)
+    assert list(names) == ["trtllm-mmha-decode", "trtllm-decode", "trtllm-mmha-decode"]
+    assert trt.attention_kernel("decode", group=1.0) == "trtllm-mmha-decode"
+    assert trt.attention_kernel("decode", group=71.0) == "trtllm-mmha-decode"  # Falcon-7B's multi-query
+    assert trt.attention_kernel("decode", group=4.0) == trt.attention_kernel("decode") == "trtllm-decode"
+    assert trt.attention_kernel("prefill", group=1.0) == "trtllm-prefill"
+    assert vllm.attention_kernel("decode", group=1.0) == "vllm-decode"
+    assert vllm.decode_kernels(group=1.0, kv_heads=8.0, batch=1.0, history=1.0, compute_units=132.0) == "vllm-decode"

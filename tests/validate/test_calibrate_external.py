@@ -6,9 +6,8 @@ import pytest
 
 import hardware
 from hardware.spec import Calibration, Hardware
-from perfmodel import engines
 from validate import calibrate_external as ce
-from validate.predict_cases import predict_many
+from validate.predict_cases import attention_family, predict_many
 
 TRUTH = Calibration(
     matmul_flops_per_s={"bf16": 700e12, "fp8": 1250e12}, sustained_flops_per_s={"bf16": 650e12, "fp8": 1100e12},
@@ -50,35 +49,58 @@ def test_fit_recovers_the_truth_on_held_out_shapes(synthetic):
     assert cal.attention_kernels["vllm-prefill"]["unit_speedup"] == pytest.approx(1.2, rel=0.25)
 
 
-def test_a_decode_family_is_fitted_on_the_rows_its_kernel_ran(synthetic):
+def test_each_decode_family_is_fitted_on_the_rows_its_kernel_ran(synthetic):
     """TensorRT-LLM's XQA runs head groups of 2-32 where its block heuristic allows; its other rows
-    ran the masked MHA kernel (here: times 5, far off any XQA parameters) and must not move the
-    XQA fit (perfmodel.engines.Engine.runs_decode_kernel)."""
+    ran the masked MHA kernel (here: a family 5 times slower, with a larger floor) and must not move
+    the XQA fit, while they fit the masked MHA family of their own (perfmodel.engines.Engine
+    .decode_kernels); each held-out row is then priced with the kernel that ran it."""
     base, truth, cases = synthetic
     trt = [c for c in ce.cases_for("h100_sxm")["trtllm"] if c["kind"] == "attention" and c.get("phase") == "decode"]
-    xqa = [ce._runs_decode_kernel(engines.load("trtllm"), c, base) for c in trt]
-    assert 0 < sum(xqa) < len(trt)
-    times = predict_many(ce.prepared(trt), truth)
-    rows = [dict(c, measured_s=float(t) * (1.0 if ran else 5.0)) for c, t, ran in zip(trt, times, xqa)]
+    ran = [attention_family(c, base.compute_units) for c in trt]
+    assert {"trtllm-decode", "trtllm-mmha-decode"} == set(ran)
+    kernels = dict(truth.calibration.attention_kernels)
+    mmha = kernels["trtllm-mmha-decode"] = dict(kernels["trtllm-decode"], overhead_s=12e-6)
+    mmha["read_bytes_per_s"] /= 5.0
+    both = dataclasses.replace(truth, calibration=dataclasses.replace(truth.calibration, attention_kernels=kernels))
+    times = predict_many(ce.prepared(trt), both)
+    rows = [dict(c, measured_s=float(t)) for c, t in zip(trt, times)]
     fitted = ce.fit_tables({"vllm": cases, "trtllm": rows}, base)
-    held_out = [c for c, ran in zip(ce.prepared(rows), xqa) if ran and c["split"] == "evaluation"]
-    ratio = predict_many(held_out, fitted) / predict_many(held_out, truth)
-    assert np.median(np.abs(ratio - 1)) < 0.03
+    for family in ("trtllm-decode", "trtllm-mmha-decode"):
+        held_out = [c for c, name in zip(ce.prepared(rows), ran) if name == family and c["split"] == "evaluation"]
+        ratio = predict_many(held_out, fitted) / predict_many(held_out, both)
+        assert len(held_out) >= 5 and np.median(np.abs(ratio - 1)) < 0.03, family
+    assert fitted.calibration.attention_kernels["trtllm-mmha-decode"]["overhead_s"] == pytest.approx(12e-6, rel=0.15)
+
+
+def test_a_fallback_family_with_too_few_rows_prices_as_the_decode_family(synthetic):
+    """Where the tables hold fewer masked-MHA rows than a fit needs (MIN_FAMILY_ROWS), the fallback
+    family is written as the decode family's parameters, not left to the spec's generic ones."""
+    base, truth, cases = synthetic
+    trt = [c for c in ce.cases_for("h100_sxm")["trtllm"] if c["kind"] == "attention" and c.get("phase") == "decode"]
+    xqa = [c for c in trt if attention_family(c, base.compute_units) == "trtllm-decode"]
+    times = predict_many(ce.prepared(xqa), truth)
+    fitted = ce.fit_tables({"vllm": cases, "trtllm": [dict(c, measured_s=float(t)) for c, t in zip(xqa, times)]},
+                           base).calibration.attention_kernels
+    assert fitted["trtllm-mmha-decode"] == fitted["trtllm-decode"]
 
 
 def test_each_engines_custom_allreduce_is_fitted_on_its_own_table(synthetic):
-    """Two engines' custom all-reduce tables made by different kernels (the second 2.5 us and 400 GB/s
-    where the first is 4 us and 300 GB/s): each engine's own parameters are recovered, the first
-    engine's are the shared default, and each engine's cases are predicted with its own."""
+    """Two engines' custom all-reduce tables made by different kernels (the second 2.5 us, 0.2 us per
+    further peer and 400 GB/s where the first is 4 us, none and 300 GB/s): each engine's own
+    parameters are recovered, the first engine's are the shared default, and each engine's cases are
+    predicted with its own."""
     base, truth, cases = synthetic
     other = dataclasses.replace(truth, calibration=dataclasses.replace(
-        TRUTH, custom_allreduce_latency_s=2.5e-6, custom_allreduce_bytes_per_s=400e9))
+        TRUTH, custom_allreduce_latency_s=2.5e-6, custom_allreduce_bytes_per_s=400e9,
+        custom_allreduce_peer_latency_s=2e-7))
     reduces = [dict(c, engine="trtllm") for c in cases if c["kind"] == "allreduce"]
     times = predict_many(ce.prepared(reduces), other)
     tables = {"vllm": cases, "trtllm": [dict(c, measured_s=float(t)) for c, t in zip(reduces, times)]}
     cal = ce.fit_tables(tables, base).calibration
     assert cal.custom_allreduce_engine_latency_s["trtllm"] == pytest.approx(2.5e-6, rel=0.05)
     assert cal.custom_allreduce_engine_bytes_per_s["trtllm"] == pytest.approx(400e9, rel=0.05)
+    assert cal.custom_allreduce_engine_peer_latency_s["trtllm"] == pytest.approx(2e-7, rel=0.1)
+    assert cal.custom_allreduce_engine_peer_latency_s["vllm"] < 2e-8  # its table has none
     assert cal.custom_allreduce_engine_latency_s["vllm"] == pytest.approx(4e-6, rel=0.05)
     assert cal.custom_allreduce_latency_s == pytest.approx(4e-6, rel=0.05)  # the default: vLLM's
     fitted = dataclasses.replace(base, calibration=cal)
@@ -163,7 +185,7 @@ def test_engine_kernels_carried_into_our_spec_keep_their_times():
     ours = hardware.load("h200-sxm-calibrated")
     engines = ("vllm", "trtllm", "sglang")
     bare = dataclasses.replace(ours.calibration, attention_kernels={
-        f: p for f, p in ours.calibration.attention_kernels.items() if f.rpartition("-")[0] not in engines},
+        f: p for f, p in ours.calibration.attention_kernels.items() if f.partition("-")[0] not in engines},
         **{attr: {} for _, attr in ce.ENGINE_MAPS})
     merged = ce.with_engine_kernels(dataclasses.replace(ours, calibration=bare), fitted)
     for engine, cases in ce.cases_for("h200_sxm").items():

@@ -66,13 +66,13 @@ class Engine:
     decode_kernel_max_group: the query heads per kv head the decode family's kernel runs (0: no
     limit); decode_kernel_history_per_block / decode_kernel_min_block_factor: it runs only where
     kv heads x batch x max(history // history_per_block, 1) x min_block_factor reaches the SM
-    count (0: always). Elsewhere the engine runs `decode_fallback_attention` (TensorRT-LLM's XQA: groups of
-    2-32 and that heuristic; its masked MHA kernel, family "trtllm-mmha", the rest; "": the decode
-    family runs every decode), so each family is fitted on the rows its kernel ran
-    (`runs_decode_kernel`) and a measured row is priced with the kernel that ran it. A step
-    prediction picks the kernel by the model's head group alone (`attention_kernel`): the block
-    heuristic depends on batch and context, which a sweep holds as arrays, and switching kernels
-    inside a decode's mean over a generation would break its closed form (perfmodel.steps).
+    count (0: always). Elsewhere the engine runs `decode_fallback_attention` ("": the decode family
+    runs every decode; TensorRT-LLM: XQA runs groups of 2-32 under that heuristic, its masked MHA
+    kernel, family "trtllm-mmha", the rest), so each family is fitted on the rows its kernel ran
+    (`decode_kernels`) and a measured row is priced with the kernel that ran it. A step prediction
+    picks the kernel by the model's head group alone (`attention_kernel`): the block heuristic
+    depends on batch and context, which a sweep holds as arrays, and switching kernels inside a
+    decode's mean over a generation would break its closed form (perfmodel.steps).
     """
 
     name: str
@@ -117,6 +117,8 @@ class Engine:
                 raise EngineError(f"engine {self.name}: {f.name} = {value!r} must be a finite number, zero or more")
             if f.type == "bool" and not isinstance(value, bool):  # a YAML "maybe" must not pass as truthy
                 raise EngineError(f"engine {self.name}: {f.name} = {value!r} must be true or false")
+            if f.type == "str" and not isinstance(value, str):  # a family name or title, not a number
+                raise EngineError(f"engine {self.name}: {f.name} = {value!r} must be text")
         if self.allreduce not in ALLREDUCE_KINDS:
             raise EngineError(f"engine {self.name}: allreduce = {self.allreduce!r} is not one of {ALLREDUCE_KINDS}")
 
@@ -134,8 +136,8 @@ class Engine:
         if self.decode_kernel_history_per_block:
             # at least one block a sequence and kv head however short its history (TensorRT-LLM
             # since 2025: "always use at least 1 block regardless of history length")
-            blocks = np.asarray(kv_heads, dtype=float) * np.asarray(batch, dtype=float) * \
-                np.maximum(np.floor_divide(np.asarray(history, dtype=float), self.decode_kernel_history_per_block), 1.0)
+            per_sequence = np.floor_divide(np.asarray(history, dtype=float), self.decode_kernel_history_per_block)
+            blocks = np.asarray(kv_heads, dtype=float) * np.asarray(batch, dtype=float) * np.maximum(per_sequence, 1.0)
             runs = runs & (blocks * self.decode_kernel_min_block_factor >= compute_units)
         return runs if np.ndim(runs) else bool(runs)
 

@@ -96,9 +96,6 @@ def _with_sdpa_stand_in(cal: Calibration, profile) -> Calibration:
             kernels[f"{SUITE_ATTENTION_KERNEL}-{phase}"] = dict(kernels[family])
     return dataclasses.replace(cal, attention_kernels=kernels)
 
-
-
-
 #: Rows a kernel family needs to be fitted on its own (its nine parameters, with room to spare).
 MIN_FAMILY_ROWS = 12
 
@@ -107,11 +104,11 @@ def _fallback_as_decode_family(cal: Calibration, profile) -> Calibration:
     """`cal` with the profile's fallback decode family (Engine.decode_fallback_attention) priced as
     its decode family where the tables held too few of its rows to fit it (MIN_FAMILY_ROWS): a
     kernel with no parameters would price at the spec's generic attention ones."""
-    fallback = f"{profile.decode_fallback_attention}-decode"
-    own = profile.attention_kernel("decode")
-    if not profile.decode_fallback_attention or fallback in cal.attention_kernels or own not in cal.attention_kernels:
+    fallback, own = f"{profile.decode_fallback_attention}-decode", profile.attention_kernel("decode")
+    kernels = cal.attention_kernels
+    if not profile.decode_fallback_attention or fallback in kernels or own not in kernels:
         return cal
-    return dataclasses.replace(cal, attention_kernels={**cal.attention_kernels, fallback: dict(cal.attention_kernels[own])})
+    return dataclasses.replace(cal, attention_kernels={**kernels, fallback: dict(kernels[own])})
 
 
 def _attention_params(cal: Calibration, family: str, bw: float) -> dict:

@@ -41,6 +41,8 @@ def test_a_profile_rejects_unknown_fields_and_bad_values():
         engines.from_dict({"name": "x", "decode_kernel_max_group": -1})
     with pytest.raises(engines.EngineError, match=r"fp8_gemm_split_k = 'maybe' must be true or false"):
         engines.from_dict({"name": "x", "fp8_gemm_split_k": "maybe"})
+    with pytest.raises(engines.EngineError, match=r"decode_fallback_attention = 1 must be text"):
+        engines.from_dict({"name": "x", "decode_fallback_attention": 1})
     with pytest.raises(engines.EngineError, match="not a known profile"):
         engines.load("tgi")
 

@@ -202,6 +202,15 @@ CALIBRATION = (
                         ("device_to_host_pageable_bandwidth", "device_to_host_pageable_bytes_per_s"))),
     Field(_CAL + "transfer_latency", "transfer_latency_s", "seconds", required=False, default=0.0, zero_ok=True,
           write="nonzero"),
+    # NCCL's all-reduce inside the node, fitted to nccl-tests times (perfmodel.collectives.LinkCalibration:
+    # per-direction bandwidth, one Simple ring step, a fixed cost per call, NVLink SHARP available or not)
+    Field(_CAL + "link_bandwidth", "link_bytes_per_s", "bytes_per_s", required=False, default=0.0, zero_ok=True,
+          write="nonzero"),
+    Field(_CAL + "link_step_latency", "link_step_latency_s", "seconds", required=False, default=0.0, zero_ok=True,
+          write="nonzero"),
+    Field(_CAL + "link_launch", "link_launch_s", "seconds", required=False, default=0.0, zero_ok=True,
+          write="nonzero"),
+    Field(_CAL + "link_nvls", "link_nvls", "count", required=False, default=0, limits=(0, 1), write="nonzero"),
     # per engine (its own custom all-reduce kernel: vLLM's, TensorRT-LLM's, SGLang's), where fitted;
     # the two scalars below serve engines without an entry
     Field(_CAL + "custom_allreduce_engine_latency", "custom_allreduce_engine_latency_s", "seconds", required=False,

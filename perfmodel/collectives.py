@@ -27,8 +27,14 @@ with NCCL's latency table (base and per-step latencies, microseconds) scaled by 
 ring step takes `step_latency_s`, lat[c] a per-collective latency factor (all-to-all runs as grouped
 point-to-point sends, whose steps cost differently from a ring's), beta the per-direction link
 bandwidth, eff[c] a per-collective bandwidth efficiency and bw[a, p] the protocol's bandwidth
-fraction; the collective takes the minimum over the pairs. NVLink SHARP (NVLS) is left out on
-purpose: our measurements run with NCCL_NVLS_ENABLE=0.
+fraction; the collective takes the minimum over the pairs. NVLink SHARP (NVLS: NVSwitch 3 reduces
+in the switch, Hopper and later) is an all-reduce algorithm a fitted link may carry (`algorithms`):
+a device sends its S bytes into the switch and reads its reduced S / n back (multimem load-reduce),
+then writes that share out for the switch to multicast and receives the other n - 1 shares, so
+(n + 1) / n S cross each direction of its link against the ring's 2 (n - 1) / n S: slower on 2 GPUs,
+faster from 4 (NCCL 2.17 release notes; NVIDIA, "NVLink SHARP" in the NVSwitch 3 whitepaper), with
+NCCL's latency of 25 us for it (tuning.cc hwLat, NVLink row, Simple: the only protocol it runs).
+Our own multi-GPU measurements run with NCCL_NVLS_ENABLE=0 and fit ring and tree only.
 
 Message-size dependent bandwidth. For one pair, the achieved bus bandwidth factor * S / t equals
 beta_eff * S / (S + S_half) with S_half = latency * beta_eff / factor: Hockney's (r_inf, n_1/2)
@@ -52,7 +58,7 @@ import numpy as np
 from hardware.spec import Hardware
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
-ALGORITHMS = ("ring", "tree")
+ALGORITHMS = ("ring", "tree", "nvls")
 PROTOCOLS = ("ll", "ll128", "simple")
 
 # NCCL's latency model, microseconds (src/graph/tuning.cc: baseLat and hwLat, v2.18). "pcie" is
@@ -61,16 +67,22 @@ _US = 1e-6
 BASE_LATENCY_S = {
     ("ring", "ll"): 6.6 * _US, ("ring", "ll128"): 14.0 * _US, ("ring", "simple"): 8.4 * _US,
     ("tree", "ll"): 6.8 * _US, ("tree", "ll128"): 14.0 * _US, ("tree", "simple"): 0.0,
+    ("nvls", "simple"): 0.0,
 }
 STEP_LATENCY_S = {
     "nvlink": {("ring", "ll"): 0.6 * _US, ("ring", "ll128"): 1.9 * _US, ("ring", "simple"): 3.4 * _US,
-               ("tree", "ll"): 0.6 * _US, ("tree", "ll128"): 1.25 * _US, ("tree", "simple"): 28.0 * _US},
+               ("tree", "ll"): 0.6 * _US, ("tree", "ll128"): 1.25 * _US, ("tree", "simple"): 28.0 * _US,
+               ("nvls", "simple"): 25.0 * _US},
     "pcie": {("ring", "ll"): 1.0 * _US, ("ring", "ll128"): 2.5 * _US, ("ring", "simple"): 5.7 * _US,
              ("tree", "ll"): 1.0 * _US, ("tree", "ll128"): 1.9 * _US, ("tree", "simple"): 28.0 * _US},
 }
 #: NCCL's tree runs at 0.92 of the bus bandwidth; LL and LL128 on a tree at 1/3.8 and 7/9 of that
 #: (single node). Ring LL: 1/4 for all-reduce, 1/3 for the others; ring LL128 0.92 (tuning.cc).
 TREE_BANDWIDTH_FRACTION = 0.92
+#: Device links whose switch reduces in the network (NVLink SHARP: third-generation NVSwitch with
+#: NVLink 4, Hopper HGX; NVLink 5, Blackwell HGX), where NCCL runs NVLS all-reduce by default (NCCL
+#: 2.17+); NVLink 3 (A100) has no NVLS.
+NVLS_LINKS = ("nvlink4", "nvlink5")
 LINK_KINDS = ("nvlink", "pcie")
 
 
@@ -89,8 +101,11 @@ def protocol_bandwidth_fraction(algorithm: str, protocol: str, collective: str) 
 
 def algorithm_steps(algorithm: str, collective: str, n):
     """Latency steps: ring all-reduce 2 (n-1); ring all-gather / reduce-scatter and pairwise
-    all-to-all n - 1; double binary tree all-reduce 2 ceil(log2 n) (up, then down)."""
+    all-to-all n - 1; double binary tree all-reduce 2 ceil(log2 n) (up, then down); NVLS one pass
+    through the switch whatever n."""
     n = np.asarray(n, dtype=float)
+    if algorithm == "nvls":
+        return np.ones_like(n)
     if algorithm == "tree":
         return 2.0 * np.ceil(np.log2(np.maximum(n, 1.0)))
     return (2.0 if collective == "all_reduce" else 1.0) * (n - 1.0)
@@ -98,8 +113,11 @@ def algorithm_steps(algorithm: str, collective: str, n):
 
 def algorithm_factor(algorithm: str, collective: str, n):
     """Bytes through each device's link per payload byte: ring all-reduce 2 (n-1) / n, ring
-    all-gather / reduce-scatter and pairwise all-to-all (n-1) / n, tree all-reduce 2."""
+    all-gather / reduce-scatter and pairwise all-to-all (n-1) / n, tree all-reduce 2, NVLS
+    all-reduce (n + 1) / n (module docstring)."""
     n = np.maximum(np.asarray(n, dtype=float), 1.0)
+    if algorithm == "nvls":
+        return (n + 1.0) / n
     if algorithm == "tree":
         return 2.0 * np.ones_like(n)
     return (2.0 if collective == "all_reduce" else 1.0) * (n - 1.0) / n
@@ -123,7 +141,8 @@ class LinkCalibration:
         eager step takes the larger of the two; CUDA-graph replay does not pay it);
     efficiency: per-collective multiplier on bytes_per_s (missing entries are 1.0);
     latency_factor: per-collective multiplier on the latency terms (missing entries are 1.0);
-    algorithms: algorithms the library may pick for all-reduce ("ring", "tree");
+    algorithms: algorithms the library may pick for all-reduce ("ring", "tree", and "nvls" over an
+        NVSwitch that reduces in the switch);
     link: "nvlink" or "pcie", which row of NCCL's latency table and which protocols apply.
     """
 
@@ -133,7 +152,7 @@ class LinkCalibration:
     host_s: float = 0.0
     efficiency: Mapping[str, float] = field(default_factory=dict)
     latency_factor: Mapping[str, float] = field(default_factory=dict)
-    algorithms: tuple = ALGORITHMS
+    algorithms: tuple = ("ring", "tree")  # NVLS only where a fit over a switch that has it says so
     link: str = "nvlink"
     source: str = ""
 
@@ -153,6 +172,8 @@ class LinkCalibration:
             raise CollectiveError(f"link: {self.link!r} is not one of {LINK_KINDS}")
         if "ring" not in self.algorithms or not set(self.algorithms) <= set(ALGORITHMS):
             raise CollectiveError(f"algorithms: {self.algorithms!r} must include 'ring' and come from {ALGORITHMS}")
+        if "nvls" in self.algorithms and self.link != "nvlink":
+            raise CollectiveError(f"algorithms: 'nvls' needs an NVLink switch, not a {self.link!r} link")
 
     @property
     def protocols(self) -> tuple:
@@ -172,9 +193,7 @@ class LinkCalibration:
         costs more than the wire). All-reduce runs as a ring only: a spec describes one node, and
         NCCL's tree inside a node is a chain of 2 (n-1) steps (tuning.cc), never faster than the
         ring; the log2 n tree stays available to fitted links (multi-node data can pick it). A spec
-        whose calibration carries fitted link fields
-        (link_bytes_per_s, link_step_latency_s, link_launch_s, link_host_s, link_efficiency,
-        link_latency_factor, link_algorithms) uses them."""
+        whose calibration carries a link fitted to nccl-tests times (Calibration.link_*) uses it."""
         nvlink = hw.device_link not in ("none", "pcie") and hw.device_link_bytes_per_s > 0
         kind = "nvlink" if nvlink else "pcie"
         beta = hw.device_link_bytes_per_s if hw.device_link_bytes_per_s > 0 else hw.host_link_bytes_per_s
@@ -215,19 +234,15 @@ class LinkCalibration:
 
 
 def _with_fitted_fields(link: LinkCalibration, calibration) -> LinkCalibration:
-    """Apply link fields of a hardware Calibration when it has them (LinkCalibration.from_hardware)."""
-    beta = getattr(calibration, "link_bytes_per_s", 0.0) or 0.0
-    if beta <= 0:
+    """The link a hardware Calibration fitted to nccl-tests times (Calibration.link_*: bandwidth,
+    ring step, launch, NVLS), where it has one (LinkCalibration.from_hardware)."""
+    if calibration is None or calibration.link_bytes_per_s <= 0:
         return link
-    return dataclasses.replace(
-        link, bytes_per_s=beta,
-        step_latency_s=getattr(calibration, "link_step_latency_s", 0.0) or link.step_latency_s,
-        launch_s=getattr(calibration, "link_launch_s", 0.0) or 0.0,
-        host_s=getattr(calibration, "link_host_s", 0.0) or 0.0,
-        efficiency=dict(getattr(calibration, "link_efficiency", None) or {}),
-        latency_factor=dict(getattr(calibration, "link_latency_factor", None) or {}),
-        algorithms=tuple(getattr(calibration, "link_algorithms", None) or link.algorithms),
-        source=getattr(calibration, "source", "") or "calibrated")
+    algorithms = ("ring", "nvls") if calibration.link_nvls else link.algorithms
+    return dataclasses.replace(link, bytes_per_s=calibration.link_bytes_per_s,
+                               step_latency_s=calibration.link_step_latency_s or link.step_latency_s,
+                               launch_s=calibration.link_launch_s, algorithms=algorithms,
+                               source=calibration.source or "calibrated")
 
 
 def link_for(hw_or_link) -> LinkCalibration:
@@ -253,11 +268,12 @@ def pair_time_s(collective: str, algorithm: str, protocol: str, payload_bytes, n
 
 
 def _pairs(collective: str, link: LinkCalibration) -> list[tuple[str, str]]:
-    """(algorithm, protocol) pairs the library may pick: trees only for all-reduce; all-to-all is
-    point-to-point sends, modeled with the ring's latency and LL / Simple protocols."""
+    """(algorithm, protocol) pairs the library may pick: trees and NVLS only for all-reduce, NVLS with
+    Simple only; all-to-all is point-to-point sends, modeled with the ring's latency and LL / Simple
+    protocols."""
     algorithms = link.algorithms if collective == "all_reduce" else ("ring",)
     protocols = link.protocols if collective != "all_to_all" else ("ll", "simple")
-    return [(a, p) for a in algorithms for p in protocols]
+    return [(a, p) for a in algorithms for p in protocols if a != "nvls" or p == "simple"]
 
 
 def _pair_times(collective, payload_bytes, n_devices, link):

@@ -42,6 +42,9 @@ from validate.cases import split
 from validate.predict_cases import attention_family, predict_many
 
 ENGINES = ("vllm", "trtllm", "sglang")
+#: The table of nccl-tests all-reduce times (the same library under every engine): fits the spec's
+#: NCCL link (Calibration.link_*), scored as its own "engine".
+NCCL_TABLE = "nccl"
 COMMITTED = __import__("pathlib").Path(__file__).parent / "reports" / "aiconfigurator"
 
 
@@ -52,11 +55,12 @@ def cases_for(system: str, data=None) -> dict[str, list[dict]]:
 
     folder = Path(data) if data else COMMITTED / system
     if folder.is_dir():
-        found = {e: load_cases(folder / f"{e}.csv") for e in ENGINES if (folder / f"{e}.csv").is_file()}
+        found = {e: load_cases(folder / f"{e}.csv") for e in ENGINES + (NCCL_TABLE,)
+                 if (folder / f"{e}.csv").is_file()}
     else:
         from validate import aiconfigurator as aic
 
-        found = {e: aic.read_cases(system, e, "current") for e in ENGINES}
+        found = {e: aic.read_cases(system, e, "current") for e in ENGINES + (NCCL_TABLE,)}
         found = {e: cs for e, cs in found.items() if cs}
     if not found:
         raise ValueError(f"--system: no tables for {system!r} in {folder}")
@@ -75,6 +79,9 @@ def prepared(cases: list[dict]) -> list[dict]:
     return out
 
 
+#: YAML keys of the NCCL link a spec fitted to nccl-tests rows carries (hardware.fields.CALIBRATION).
+LINK_KEYS = ("link_bandwidth", "link_step_latency", "link_launch", "link_nvls")
+LINK_ATTRS = ("link_bytes_per_s", "link_step_latency_s", "link_launch_s", "link_nvls")
 #: YAML key of each attention kernel parameter (hardware.fields.ATTENTION).
 ATTENTION_KEYS = {f.attr: f.key for f in fields.ATTENTION}
 #: Calibration maps keyed by engine (YAML key under calibration., attribute): each engine's own fp8
@@ -155,6 +162,8 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
     cal = dataclasses.replace(cal, memory_read_bytes_per_s=cal.memory_read_bytes_per_s,
                               memory_bytes_per_s=cal.memory_read_bytes_per_s)
     for engine, cases in train.items():
+        if engine == NCCL_TABLE:
+            continue
         own_fp8 = [c for c in cases if c["kind"] == "matmul" and c["dtype"] == "fp8"]
         if engine != gemm_engine and own_fp8:  # each engine's quantization path on its own fp8 rows
             cal, _ = fit(own_fp8, base, cal, _act_quant_params(engine), loss=ROBUST_LOSS)
@@ -186,8 +195,31 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
                                                                  1e-4),
             f"custom_allreduce_engine_bytes_per_s:{engine}": (cal.custom_allreduce_bytes_per_s or 0.8 * link,
                                                               1e-3 * link, 2 * link)}, loss=ROBUST_LOSS)
+    cal = _with_nccl_link(cal, train.get(NCCL_TABLE, []), base)
     return dataclasses.replace(base, name=f"{base.name}-calibrated", title=f"{base.title} (calibrated)",
                                calibration=cal)
+
+
+def _with_nccl_link(cal: Calibration, reduces: list[dict], base: Hardware) -> Calibration:
+    """`cal` with NCCL's all-reduce link over NVLink fitted to nccl-tests rows (perfmodel.collectives
+    .fit_link_calibration: bandwidth, ring step, launch), with NVLink SHARP where the device link has
+    it (collectives.NVLS_LINKS; NCCL runs it by default there). Unchanged without rows and over PCIe:
+    aiconfigurator's L40S rows fall from 20 GB/s of bus bandwidth on 2 GPUs to 5.6 on 4 and 1.3 on 8
+    (the GPUs share the host's PCIe bridges), which one link bandwidth cannot say (a fit gives 6 GB/s
+    and misses by 63% where the datasheet link misses by 41%)."""
+    from perfmodel import collectives
+
+    kind = collectives.LinkCalibration.from_hardware(base).link
+    if not reduces or kind != "nvlink":
+        return cal
+    algorithms = ("ring", "nvls") if base.device_link in collectives.NVLS_LINKS else ("ring",)
+    link = collectives.fit_link_calibration(["all_reduce"] * len(reduces), [float(c["bytes"]) for c in reduces],
+                                            [float(c["tp"]) for c in reduces],
+                                            [float(c["measured_s"]) for c in reduces], link=kind,
+                                            algorithms_options=(algorithms,))
+    # a launch under a nanosecond is none (the fit's lower bound, not a measured cost)
+    return dataclasses.replace(cal, link_bytes_per_s=link.bytes_per_s, link_step_latency_s=link.step_latency_s,
+                               link_launch_s=round(link.launch_s, 9), link_nvls=int("nvls" in link.algorithms))
 
 
 def _tile_grid_on_both(gemms: list[dict], base: Hardware, cal: Calibration, fp8_params: dict) -> Calibration:
@@ -272,6 +304,9 @@ def sources_of(by_engine: dict[str, list[dict]], gemm_engine: str, ar_engine: st
             out[f"calibration.attention_kernels.{family}.{ATTENTION_KEYS[attr]}"] = measured
     for key in ("custom_allreduce_latency", "custom_allreduce_peer_latency", "custom_allreduce_bandwidth"):
         out[f"calibration.{key}"] = tables(ar_engine, "allreduce")
+    if cal.link_bytes_per_s:
+        for key in LINK_KEYS:
+            out[f"calibration.{key}"] = tables(NCCL_TABLE, "allreduce")
     return out
 
 
@@ -295,7 +330,8 @@ def calibrated_preset(by_engine: dict[str, list[dict]], base: Hardware, gemm_eng
 def with_engine_kernels(onto: Hardware, fitted: Hardware) -> Hardware:
     """`onto` (a spec calibrated on our own suite) carrying the serving engines' own kernels that
     `fitted` (a spec fitted to the same GPU's engine tables) measured: each engine's attention
-    families, fp8 quantization path and custom all-reduce, with their sources. An attention family's
+    families, fp8 quantization path and custom all-reduce, and NCCL's link fitted to nccl-tests rows
+    where `onto` has none, with their sources. An attention family's
     time must not move: its rate fraction is rescaled from `fitted`'s bf16 rate to `onto`'s, and its
     floor (beyond the launch floor) shifted by the two specs' launch floors; the rest are absolute
     times and rates. Our suite times PyTorch's kernels only, so without this an engine profile on
@@ -318,7 +354,11 @@ def with_engine_kernels(onto: Hardware, fitted: Hardware) -> Hardware:
         maps[attr] = {**getattr(mine, attr), **getattr(theirs, attr)}
         sources.update({f"calibration.{key}.{e}": fitted.sources.get(f"calibration.{key}.{e}", "")
                         for e in getattr(theirs, attr)})
-    cal = dataclasses.replace(mine, attention_kernels=families, **maps)
+    links = {}
+    if theirs.link_bytes_per_s and not mine.link_bytes_per_s:  # NCCL's link: the same library under every engine
+        links = {attr: getattr(theirs, attr) for attr in LINK_ATTRS}
+        sources.update({f"calibration.{key}": fitted.sources.get(f"calibration.{key}", "") for key in LINK_KEYS})
+    cal = dataclasses.replace(mine, attention_kernels=families, **maps, **links)
     return dataclasses.replace(onto, calibration=cal, sources=sources)
 
 

@@ -264,16 +264,38 @@ def test_fitter_input_errors():
 
 
 def test_fitted_link_fields_of_a_hardware_calibration_win():
-    from types import SimpleNamespace
+    """Calibration.link_*: a link fitted to nccl-tests times replaces the datasheet's, with NVLink
+    SHARP where the fit carries it (link_nvls); no fitted bandwidth keeps the datasheet link."""
+    import dataclasses
 
-    fitted = SimpleNamespace(link_bytes_per_s=380e9, link_step_latency_s=4e-6, link_launch_s=5e-6, link_host_s=1e-5,
-                             link_efficiency={"all_to_all": 0.7}, link_latency_factor={"all_to_all": 1.5},
-                             link_algorithms=("ring", "tree"), source="measured")
+    from hardware.spec import Calibration
+
+    fitted = Calibration(matmul_flops_per_s={"bf16": 1e15}, memory_bytes_per_s=4e12, kernel_overhead_s=2e-6,
+                         link_bytes_per_s=380e9,
+                         link_step_latency_s=4e-6, link_launch_s=5e-6, link_nvls=1, source="measured")
     cal = C._with_fitted_fields(C.LinkCalibration.from_hardware(spec()), fitted)
-    assert (cal.bytes_per_s, cal.step_latency_s, cal.launch_s, cal.host_s) == (380e9, 4e-6, 5e-6, 1e-5)
-    assert cal.efficiency["all_to_all"] == 0.7 and cal.latency_factor["all_to_all"] == 1.5
-    assert cal.algorithms == ("ring", "tree")
+    assert (cal.bytes_per_s, cal.step_latency_s, cal.launch_s) == (380e9, 4e-6, 5e-6)
+    assert cal.algorithms == ("ring", "nvls")
+    ring = C._with_fitted_fields(C.LinkCalibration.from_hardware(spec()), dataclasses.replace(fitted, link_nvls=0))
+    assert ring.algorithms == ("ring",)
     assert C._with_fitted_fields(C.LinkCalibration.from_hardware(spec()), None).bytes_per_s == 450e9
+    assert C._with_fitted_fields(C.LinkCalibration.from_hardware(spec()),
+                                 dataclasses.replace(fitted, link_bytes_per_s=0.0)).bytes_per_s == 450e9
+
+
+def test_nvls_moves_n_plus_1_over_n_of_the_payload_in_one_pass():
+    """NVLink SHARP all-reduce: (n + 1) / n S through each link direction (the ring: 2 (n - 1) / n S)
+    and one latency of NCCL's 25 us (scaled like every step) whatever n; Simple only; slower than the
+    ring on 2 GPUs at large sizes, faster on 8; only over NVLink."""
+    link = C.LinkCalibration(bytes_per_s=400e9, step_latency_s=3.4e-6, algorithms=("ring", "nvls"))
+    s = 2.0 ** 30
+    assert C.pair_time_s("all_reduce", "nvls", "simple", s, 8, link) == pytest.approx(25e-6 + 9 / 8 * s / 400e9)
+    assert C.chosen_pair("all_reduce", s, 8, link) == "nvls/simple"
+    assert C.chosen_pair("all_reduce", s, 2, link) == "ring/simple"
+    assert ("nvls", "ll") not in C._pairs("all_reduce", link) and ("nvls", "simple") in C._pairs("all_reduce", link)
+    assert ("nvls", "simple") not in C._pairs("all_gather", link)
+    with pytest.raises(C.CollectiveError, match="'nvls' needs an NVLink switch"):
+        C.LinkCalibration(bytes_per_s=30e9, step_latency_s=5.7e-6, algorithms=("ring", "nvls"), link="pcie")
 
 
 def test_an_engines_own_custom_allreduce_parameters_win_over_the_shared_ones():

@@ -108,6 +108,24 @@ def test_each_engines_custom_allreduce_is_fitted_on_its_own_table(synthetic):
     assert frame[frame["class"] == "allreduce_custom"]["ape"].median() < 0.02
 
 
+def test_nccls_link_is_fitted_on_the_nccl_tests_table(synthetic):
+    """The nccl-tests table (its own "engine") fits NCCL's link: bandwidth, ring step and launch,
+    with NVLink SHARP on an NVLink 4 switch (H100); held-out sizes are then predicted by it."""
+    base, truth, cases = synthetic
+    known = dataclasses.replace(truth, calibration=dataclasses.replace(
+        TRUTH, link_bytes_per_s=380e9, link_step_latency_s=4e-6, link_launch_s=5e-6, link_nvls=1))
+    shapes = ce.cases_for("h100_sxm")[ce.NCCL_TABLE]
+    times = predict_many(ce.prepared(shapes), known)
+    tables = {"vllm": cases, ce.NCCL_TABLE: [dict(c, measured_s=float(t)) for c, t in zip(shapes, times)]}
+    cal = ce.fit_tables(tables, base).calibration
+    assert cal.link_nvls == 1
+    assert cal.link_bytes_per_s == pytest.approx(380e9, rel=0.05)
+    assert cal.link_step_latency_s == pytest.approx(4e-6, rel=0.2)
+    frame = ce.residuals(tables, dataclasses.replace(base, calibration=cal))
+    assert frame[frame["class"] == "allreduce_nccl"]["ape"].median() < 0.02
+    assert not ce.fit_tables({"vllm": cases}, base).calibration.link_bytes_per_s  # no table: the datasheet link
+
+
 def test_each_engines_fp8_quantization_path_is_fitted_on_its_own_rows(synthetic):
     """vLLM's fp8 rows (per-tensor scale: 3 us and 8 ns per row) fit its quantization path with the
     fp8 rate; a second engine's rows made with another path (SGLang's per-token kernel: 6 us, 1 ns
@@ -189,11 +207,17 @@ def test_engine_kernels_carried_into_our_spec_keep_their_times():
         **{attr: {} for _, attr in ce.ENGINE_MAPS})
     merged = ce.with_engine_kernels(dataclasses.replace(ours, calibration=bare), fitted)
     for engine, cases in ce.cases_for("h200_sxm").items():
+        if engine == ce.NCCL_TABLE:
+            continue
         attention = [c for c in ce.prepared(cases) if c["kind"] == "attention"][:40]
         assert np.allclose(predict_many(attention, merged), predict_many(attention, fitted), rtol=1e-9)
         assert merged.calibration.act_quant_engine_latency_s[engine] == fitted.calibration.act_quant_engine_latency_s[engine]
         assert "aiconfigurator" in merged.sources[f"calibration.attention_kernels.{engine}-decode.flops_fraction"]
     assert merged.calibration.attention_kernels["sdpa-decode"] == ours.calibration.attention_kernels["sdpa-decode"]
+    # NCCL's link, fitted to the nccl-tests table, comes along (the same library under every engine)
+    assert fitted.calibration.link_bytes_per_s > 0 and fitted.calibration.link_nvls == 1
+    assert [getattr(merged.calibration, a) for a in ce.LINK_ATTRS] == [getattr(fitted.calibration, a) for a in ce.LINK_ATTRS]
+    assert "nccl_perf" in merged.sources["calibration.link_bandwidth"]
 
 
 @pytest.mark.parametrize("spec, fragment", [

@@ -204,12 +204,10 @@ CALIBRATION = (
           write="nonzero"),
     # NCCL's all-reduce inside the node, fitted to nccl-tests times (perfmodel.collectives.LinkCalibration:
     # per-direction bandwidth, one Simple ring step, a fixed cost per call, NVLink SHARP available or not)
-    Field(_CAL + "link_bandwidth", "link_bytes_per_s", "bytes_per_s", required=False, default=0.0, zero_ok=True,
-          write="nonzero"),
-    Field(_CAL + "link_step_latency", "link_step_latency_s", "seconds", required=False, default=0.0, zero_ok=True,
-          write="nonzero"),
-    Field(_CAL + "link_launch", "link_launch_s", "seconds", required=False, default=0.0, zero_ok=True,
-          write="nonzero"),
+    *(Field(_CAL + key, attr, unit, required=False, default=0.0, zero_ok=True, write="nonzero")
+      for key, attr, unit in (("link_bandwidth", "link_bytes_per_s", "bytes_per_s"),
+                              ("link_step_latency", "link_step_latency_s", "seconds"),
+                              ("link_launch", "link_launch_s", "seconds"))),
     Field(_CAL + "link_nvls", "link_nvls", "count", required=False, default=0, limits=(0, 1), write="nonzero"),
     # per engine (its own custom all-reduce kernel: vLLM's, TensorRT-LLM's, SGLang's), where fitted;
     # the two scalars below serve engines without an entry

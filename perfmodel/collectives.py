@@ -32,8 +32,9 @@ in the switch, Hopper and later) is an all-reduce algorithm a fitted link may ca
 a device sends its S bytes into the switch and reads its reduced S / n back (multimem load-reduce),
 then writes that share out for the switch to multicast and receives the other n - 1 shares, so
 (n + 1) / n S cross each direction of its link against the ring's 2 (n - 1) / n S: slower on 2 GPUs,
-faster from 4 (NCCL 2.17 release notes; NVIDIA, "NVLink SHARP" in the NVSwitch 3 whitepaper), with
-NCCL's latency of 25 us for it (tuning.cc hwLat, NVLink row, Simple: the only protocol it runs).
+faster from 4 (NVLS support: NCCL 2.17 release notes; NVLink SHARP in third-generation NVSwitch:
+NVIDIA H100 Tensor Core GPU Architecture whitepaper, 2022), with NCCL's latency of 25 us for it
+(tuning.cc hwLat, NVLink row, Simple: the only protocol it runs).
 Our own multi-GPU measurements run with NCCL_NVLS_ENABLE=0 and fit ring and tree only.
 
 Message-size dependent bandwidth. For one pair, the achieved bus bandwidth factor * S / t equals

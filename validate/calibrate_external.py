@@ -18,8 +18,11 @@ What comes from which table (every fitted number cites its table in the written 
   also its lone-unit speedup: roofline.longest_unit_s); each decode family is fitted on the rows its
   kernel ran (Engine.decode_kernels: TensorRT-LLM's XQA family on XQA's rows, its masked-MHA family
   "trtllm-mmha-decode" on the rest, or priced as XQA where fewer than MIN_FAMILY_ROWS);
-- the custom all-reduce latency and bandwidth: the graphed custom all-reduce table of `ar_engine`
-  (the shared default), and each engine's own from its own table (custom_allreduce_engine_*).
+- the custom all-reduce latency, per-peer barrier latency and bandwidth: the graphed custom
+  all-reduce table of `ar_engine` (the shared default), and each engine's own from its own table
+  (custom_allreduce_engine_*);
+- NCCL's link (link_*: bandwidth, ring step, launch, NVLink SHARP over NVLink 4-5): the system's
+  nccl-tests table (`NCCL_TABLE`, scored as its own engine), over NVLink only.
 MoE tables are scored, not fitted (they test the grouped-GEMM model on the GEMM parameters).
 
 Cases split by shape (validate.cases.split): the fit sees the calibration split only; the

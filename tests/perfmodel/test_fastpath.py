@@ -186,8 +186,10 @@ def test_run_pieces_rebuild_every_row_bit_for_bit():
     assert piece.dtype == np.uint16 and values.shape[1] > 256
 
 
+# opt-30b's NCCL all-reduce on the A100's fitted ring link crosses a protocol kink past the table (on
+# NVLink 4-5 the fitted link runs NVLS there: one line, no kink to find)
 @pytest.mark.parametrize("name, spec, engine", [("llama-3-8b", "h200-sxm-calibrated", "vllm"),
-                                                ("opt-30b", "h100-sxm-calibrated", "torch-compile"),
+                                                ("opt-30b", "a100-80gb-sxm-calibrated", "torch-compile"),
                                                 ("qwen3-30b-a3b", "h200-sxm-calibrated", "sglang")])
 def test_allreduce_pieces_equal_the_per_op_path_at_every_count(name, spec, engine):
     """Rescaled all-reduces past the table come from lines over pieces of runs found by

@@ -119,6 +119,9 @@ class Calibration:
             if f.unit == "count" and int(getattr(self, f.attr)) < f.limits[0]:
                 rule = "must be zero or more" if f.limits[0] == 0 else "must be a positive integer"
                 raise SpecError(f"calibration.{f.attr}: {getattr(self, f.attr)!r} {rule}")
+            if f.unit == "count" and int(getattr(self, f.attr)) > f.limits[1]:  # as Hardware's counts say it
+                raise SpecError(f"calibration.{f.attr}: {getattr(self, f.attr)!r} must be a whole number from "
+                                f"{f.limits[0]} to {f.limits[1]}")
 
     @property
     def read_bytes_per_s(self) -> float:

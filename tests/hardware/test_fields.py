@@ -39,8 +39,9 @@ def test_the_writer_writes_the_committed_specs_byte_for_byte(path):
 def _changed(hw: Hardware, f: fields.Field):
     """hw with f's value moved inside its range (so a writer that skipped the row would be caught)."""
     value = getattr(hw, f.attr)
-    new = (f.limits[0] + 1 if value != f.limits[0] + 1 else f.limits[0] + 2) if f.unit == "count" else \
-        (value or f.range[0] * 1e3) * 1.7
+    # a count moves to another value inside its limits (a 0-1 flag toggles)
+    new = next(v for v in (f.limits[0] + 1, f.limits[0] + 2, f.limits[0]) if v != value and v <= f.limits[1]) \
+        if f.unit == "count" else (value or f.range[0] * 1e3) * 1.7
     return dataclasses.replace(hw, **{f.attr: new}), new
 
 

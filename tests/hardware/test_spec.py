@@ -105,6 +105,14 @@ def test_a_bad_attention_kernel_parameter_is_named(tmp_path):
         Hardware.from_yaml(_write(tmp_path, data))
 
 
+def test_a_calibration_count_past_its_range_is_named(tmp_path):
+    """A count above its table limit (link_nvls is 0 or 1) is a one-line SpecError, as one below it is."""
+    data = _preset_dict("h200-sxm-calibrated")
+    data["calibration"]["link_nvls"] = "2 [s21]"
+    with pytest.raises(SpecError, match=r"calibration.link_nvls: 2 must be a whole number from 0 to 1"):
+        Hardware.from_yaml(_write(tmp_path, data))
+
+
 def test_unknown_kind_and_dtype(tmp_path):
     data = _preset_dict()
     data["kind"] = "fpga"

@@ -150,26 +150,31 @@ class Engine:
             runs = runs & (group <= self.decode_kernel_max_group)
         return runs if np.ndim(runs) else bool(runs)
 
+    @property
+    def fallback_decode_kernel(self) -> str:
+        """The kernel the engine decodes with outside its decode family's range, as the calibration
+        names it ("trtllm-mmha-decode"), or "" where the decode family runs every decode."""
+        return f"{self.decode_fallback_attention}-decode" if self.decode_fallback_attention else ""
+
     def attention_kernel(self, phase: str, *, group: float | None = None) -> str:
         """Attention kernel of a step phase ("prefill" or "decode": perfmodel.ops.step_phase), as the
         calibration names it: "<family>-<phase>" (flash-decoding and XQA kernels decode, FMHA-style
         kernels prefill). Given the model's query heads per kv head `group`, a decode outside the
         decode family's group range runs the fallback family (`decode_fallback_attention`)."""
-        if phase == "decode" and self.decode_fallback_attention and group is not None and \
+        if phase == "decode" and self.fallback_decode_kernel and group is not None and \
                 not self.in_decode_group(group):
-            return f"{self.decode_fallback_attention}-decode"
+            return self.fallback_decode_kernel
         family = self.decode_attention if phase == "decode" else self.prefill_attention
         return f"{family}-{phase}"
 
     def decode_kernels(self, *, group, kv_heads, batch, history, compute_units):
         """The decode kernel of each measured decode (`runs_decode_kernel`: the decode family's
         where it ran, else the fallback's): one name, or an object array of names."""
-        own = self.attention_kernel("decode")
-        if not self.decode_fallback_attention:
+        own, fallback = self.attention_kernel("decode"), self.fallback_decode_kernel
+        if not fallback:
             return own
         runs = self.runs_decode_kernel(group=group, kv_heads=kv_heads, batch=batch, history=history,
                                        compute_units=compute_units)
-        fallback = f"{self.decode_fallback_attention}-decode"
         if not np.ndim(runs):
             return own if runs else fallback
         return np.where(runs, own, fallback).astype(object)

@@ -82,9 +82,10 @@ def prepared(cases: list[dict]) -> list[dict]:
     return out
 
 
-#: YAML keys of the NCCL link a spec fitted to nccl-tests rows carries (hardware.fields.CALIBRATION).
-LINK_KEYS = ("link_bandwidth", "link_step_latency", "link_launch", "link_nvls")
-LINK_ATTRS = ("link_bytes_per_s", "link_step_latency_s", "link_launch_s", "link_nvls")
+#: (YAML key under calibration., attribute) of the NCCL link a spec fitted to nccl-tests rows carries
+#: (hardware.fields.CALIBRATION's link_* rows).
+LINK_FIELDS = tuple((f.key.removeprefix("calibration."), f.attr) for f in fields.CALIBRATION
+                    if f.attr.startswith("link_"))
 #: YAML key of each attention kernel parameter (hardware.fields.ATTENTION).
 ATTENTION_KEYS = {f.attr: f.key for f in fields.ATTENTION}
 #: Calibration maps keyed by engine (YAML key under calibration., attribute): each engine's own fp8
@@ -114,9 +115,9 @@ def _fallback_as_decode_family(cal: Calibration, profile) -> Calibration:
     """`cal` with the profile's fallback decode family (Engine.decode_fallback_attention) priced as
     its decode family where the tables held too few of its rows to fit it (MIN_FAMILY_ROWS): a
     kernel with no parameters would price at the spec's generic attention ones."""
-    fallback, own = f"{profile.decode_fallback_attention}-decode", profile.attention_kernel("decode")
+    fallback, own = profile.fallback_decode_kernel, profile.attention_kernel("decode")
     kernels = cal.attention_kernels
-    if not profile.decode_fallback_attention or fallback in kernels or own not in kernels:
+    if not fallback or fallback in kernels or own not in kernels:
         return cal
     return dataclasses.replace(cal, attention_kernels={**kernels, fallback: dict(kernels[own])})
 
@@ -308,7 +309,7 @@ def sources_of(by_engine: dict[str, list[dict]], gemm_engine: str, ar_engine: st
     for key in ("custom_allreduce_latency", "custom_allreduce_peer_latency", "custom_allreduce_bandwidth"):
         out[f"calibration.{key}"] = tables(ar_engine, "allreduce")
     if cal.link_bytes_per_s:
-        for key in LINK_KEYS:
+        for key, _ in LINK_FIELDS:
             out[f"calibration.{key}"] = tables(NCCL_TABLE, "allreduce")
     return out
 
@@ -359,8 +360,8 @@ def with_engine_kernels(onto: Hardware, fitted: Hardware) -> Hardware:
                         for e in getattr(theirs, attr)})
     links = {}
     if theirs.link_bytes_per_s and not mine.link_bytes_per_s:  # NCCL's link: the same library under every engine
-        links = {attr: getattr(theirs, attr) for attr in LINK_ATTRS}
-        sources.update({f"calibration.{key}": fitted.sources.get(f"calibration.{key}", "") for key in LINK_KEYS})
+        links = {attr: getattr(theirs, attr) for _, attr in LINK_FIELDS}
+        sources.update({f"calibration.{key}": fitted.sources.get(f"calibration.{key}", "") for key, _ in LINK_FIELDS})
     cal = dataclasses.replace(mine, attention_kernels=families, **maps, **links)
     return dataclasses.replace(onto, calibration=cal, sources=sources)
 

@@ -216,7 +216,9 @@ def test_engine_kernels_carried_into_our_spec_keep_their_times():
     assert merged.calibration.attention_kernels["sdpa-decode"] == ours.calibration.attention_kernels["sdpa-decode"]
     # NCCL's link, fitted to the nccl-tests table, comes along (the same library under every engine)
     assert fitted.calibration.link_bytes_per_s > 0 and fitted.calibration.link_nvls == 1
-    assert [getattr(merged.calibration, a) for a in ce.LINK_ATTRS] == [getattr(fitted.calibration, a) for a in ce.LINK_ATTRS]
+    assert len(ce.LINK_FIELDS) == 4
+    assert [getattr(merged.calibration, a) for _, a in ce.LINK_FIELDS] == \
+        [getattr(fitted.calibration, a) for _, a in ce.LINK_FIELDS]
     assert "nccl_perf" in merged.sources["calibration.link_bandwidth"]
 
 

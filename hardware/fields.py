@@ -217,6 +217,8 @@ CALIBRATION = (
           required=False, default={}, keyed=True, write="nonzero"),
     Field(_CAL + "custom_allreduce_engine_peer_latency", "custom_allreduce_engine_peer_latency_s", "seconds",
           required=False, default={}, keyed=True, write="nonzero"),
+    Field(_CAL + "custom_allreduce_engine_two_shot_peer_latency", "custom_allreduce_engine_two_shot_peer_latency_s",
+          "seconds", required=False, default={}, keyed=True, write="nonzero"),
     # per engine (its own dynamic fp8 activation quantization ahead of an fp8 GEMM: vLLM's
     # scaled_fp8_quant, SGLang's per-token kernel, TensorRT-LLM's FP8 QDQ path), where fitted
     Field(_CAL + "act_quant_engine_latency", "act_quant_engine_latency_s", "seconds", required=False,

@@ -334,9 +334,10 @@ CUSTOM_ALLREDUCE_MAX_BYTES = 8 * 2 ** 20
 def custom_allreduce_time_s(payload_bytes, n_devices, hw: Hardware, engine: str = ""):
     """The serving engines' custom all-reduce inside one NVLink node (vLLM, TensorRT-LLM, SGLang):
 
-        one-shot  t = a + (n - 1) S / beta          each device reads every peer's buffer
-        two-shot  t = 2 a + 2 (n - 1) / n S / beta  reduce-scatter, then all-gather, over peer memory
-        a = alpha + (n - 1) gamma                   a barrier: a flag written to and read from each peer
+        one-shot  t = a + (n - 1) S / beta           each device reads every peer's buffer
+        two-shot  t = 2 a2 + 2 (n - 1) / n S / beta  reduce-scatter, then all-gather, over peer memory
+        a = alpha + (n - 1) gamma                    a barrier: a flag written to and read from each peer
+        a2 = alpha + (n - 1) gamma2                  the two-shot's barrier (gamma2 = gamma where not fitted)
 
     taking the faster, and NCCL's time above CUSTOM_ALLREDUCE_MAX_BYTES (or where it is faster).
     alpha is a kernel and its synchronisation through peer memory flags: Calibration's
@@ -347,7 +348,12 @@ def custom_allreduce_time_s(payload_bytes, n_devices, hw: Hardware, engine: str 
     on 8); beta the per-direction link bandwidth (calibrated where fitted).
     Each engine runs its own kernel: where the calibration has `engine`'s own alpha, beta and gamma
     (custom_allreduce_engine_*; on aiconfigurator's H200 tables TensorRT-LLM's takes 2.6 us at 256
-    bytes and vLLM's 4.4 us) they win over the shared ones.
+    bytes and vLLM's 4.4 us) they win over the shared ones, and its own gamma2
+    (custom_allreduce_engine_two_shot_peer_latency_s) where its two-shot kernel was fitted apart:
+    TensorRT-LLM's two-shot on 8 H200s takes 17.8 us at 512 KiB where its one-shot takes 10.1 us at
+    256 KiB (aiconfigurator 0.12.0's h200_sxm trtllm 1.3.0rc20 table; its AUTO strategy switches to
+    two-shot from 64 tokens of 4096 at tp 8: tensorrt_llm/common/customAllReduceUtils.h,
+    AllReduceBestStrategyTableSM90), a fixed cost one gamma for both kernels cannot give.
     Below about 1 MiB this is several times faster than NCCL's ring, whose latency grows with n
     (Aminabadi et al. 2022 and vLLM's custom all-reduce both motivate the one-shot kernel this way).
     Without an NVLink-class device link the engines use NCCL."""
@@ -363,10 +369,10 @@ def custom_allreduce_time_s(payload_bytes, n_devices, hw: Hardware, engine: str 
     # an engine fitted on its own table has its own gamma (0 where that fit found none)
     gamma = (cal.custom_allreduce_engine_peer_latency_s.get(engine, 0.0) if own_alpha
              else cal.custom_allreduce_peer_latency_s) if cal else 0.0
+    gamma2 = cal.custom_allreduce_engine_two_shot_peer_latency_s.get(engine, gamma) if cal and own_alpha else gamma
     size, n = np.asarray(payload_bytes, dtype=float), np.asarray(n_devices, dtype=float)
-    barrier = alpha + (n - 1) * gamma
-    one_shot = barrier + (n - 1) * size / beta
-    two_shot = 2 * barrier + 2 * (n - 1) / n * size / beta
+    one_shot = alpha + (n - 1) * gamma + (n - 1) * size / beta
+    two_shot = 2 * (alpha + (n - 1) * gamma2) + 2 * (n - 1) / n * size / beta
     custom = np.where(size <= CUSTOM_ALLREDUCE_MAX_BYTES, np.minimum(one_shot, two_shot), np.inf)
     return np.where(n > 1, np.minimum(custom, nccl), 0.0)
 

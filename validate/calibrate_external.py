@@ -197,6 +197,8 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
             f"custom_allreduce_engine_latency_s:{engine}": (cal.custom_allreduce_latency_s or 5e-6, 1e-7, 1e-3),
             f"custom_allreduce_engine_peer_latency_s:{engine}": (cal.custom_allreduce_peer_latency_s or 1e-7, 1e-10,
                                                                  1e-4),
+            f"custom_allreduce_engine_two_shot_peer_latency_s:{engine}": (cal.custom_allreduce_peer_latency_s or 1e-7,
+                                                                          1e-10, 1e-4),
             f"custom_allreduce_engine_bytes_per_s:{engine}": (cal.custom_allreduce_bytes_per_s or 0.8 * link,
                                                               1e-3 * link, 2 * link)}, loss=ROBUST_LOSS)
     cal = _with_nccl_link(cal, train.get(NCCL_TABLE, []), base)

@@ -323,6 +323,16 @@ def test_an_engines_own_custom_allreduce_parameters_win_over_the_shared_ones():
             pytest.approx(2e-6 + (n - 1) * (3e-7 + size / 500e9))
         assert float(collectives.custom_allreduce_time_s(size, n, hw, "sglang")) == \
             pytest.approx(4e-6 + (n - 1) * (1e-7 + size / 300e9))
+    # large: the two-shot kernel, 2 (alpha + (n - 1) gamma2) + 2 (n - 1) / n S / beta, with the
+    # engine's own two-shot barrier where fitted (gamma2), else its one-shot barrier's gamma
+    size, n = 4 * 2 ** 20, 8
+    two_shot = 2 * (n - 1) / n * size / 500e9
+    assert float(collectives.custom_allreduce_time_s(size, n, hw, "trtllm")) == \
+        pytest.approx(2 * (2e-6 + (n - 1) * 3e-7) + two_shot)
+    hw = dataclasses.replace(hw, calibration=dataclasses.replace(
+        cal, custom_allreduce_engine_two_shot_peer_latency_s={"trtllm": 9e-7}))
+    assert float(collectives.custom_allreduce_time_s(size, n, hw, "trtllm")) == \
+        pytest.approx(2 * (2e-6 + (n - 1) * 9e-7) + two_shot)
     p = Precision(16, 16, 16)
     ops = step_ops(workloads.load("llama-3-8b"), seqs=1, new_tokens=1, past=100, p=p, tp=2, engine="trtllm")
     reduce = next(op for op in ops if op.kind == "comm")

@@ -86,13 +86,15 @@ def test_a_fallback_family_with_too_few_rows_prices_as_the_decode_family(synthet
 
 def test_each_engines_custom_allreduce_is_fitted_on_its_own_table(synthetic):
     """Two engines' custom all-reduce tables made by different kernels (the second 2.5 us, 0.2 us per
-    further peer and 400 GB/s where the first is 4 us, none and 300 GB/s): each engine's own
-    parameters are recovered, the first engine's are the shared default, and each engine's cases are
-    predicted with its own."""
+    further peer in its one-shot barrier and 0.9 us in its two-shot's, 400 GB/s, where the first is
+    4 us, none and 300 GB/s): each engine's own parameters are recovered, the first engine's are the
+    shared default, and each engine's cases are predicted with its own."""
     base, truth, cases = synthetic
-    other = dataclasses.replace(truth, calibration=dataclasses.replace(
-        TRUTH, custom_allreduce_latency_s=2.5e-6, custom_allreduce_bytes_per_s=400e9,
-        custom_allreduce_peer_latency_s=2e-7))
+    own = {"custom_allreduce_engine_latency_s": {"trtllm": 2.5e-6},
+           "custom_allreduce_engine_bytes_per_s": {"trtllm": 400e9},
+           "custom_allreduce_engine_peer_latency_s": {"trtllm": 2e-7},
+           "custom_allreduce_engine_two_shot_peer_latency_s": {"trtllm": 9e-7}}
+    other = dataclasses.replace(truth, calibration=dataclasses.replace(TRUTH, **own))
     reduces = [dict(c, engine="trtllm") for c in cases if c["kind"] == "allreduce"]
     times = predict_many(ce.prepared(reduces), other)
     tables = {"vllm": cases, "trtllm": [dict(c, measured_s=float(t)) for c, t in zip(reduces, times)]}
@@ -100,6 +102,7 @@ def test_each_engines_custom_allreduce_is_fitted_on_its_own_table(synthetic):
     assert cal.custom_allreduce_engine_latency_s["trtllm"] == pytest.approx(2.5e-6, rel=0.05)
     assert cal.custom_allreduce_engine_bytes_per_s["trtllm"] == pytest.approx(400e9, rel=0.05)
     assert cal.custom_allreduce_engine_peer_latency_s["trtllm"] == pytest.approx(2e-7, rel=0.1)
+    assert cal.custom_allreduce_engine_two_shot_peer_latency_s["trtllm"] == pytest.approx(9e-7, rel=0.1)
     assert cal.custom_allreduce_engine_peer_latency_s["vllm"] < 2e-8  # its table has none
     assert cal.custom_allreduce_engine_latency_s["vllm"] == pytest.approx(4e-6, rel=0.05)
     assert cal.custom_allreduce_latency_s == pytest.approx(4e-6, rel=0.05)  # the default: vLLM's

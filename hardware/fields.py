@@ -269,6 +269,10 @@ ATTENTION = (
     Field("read_bandwidth", "read_bytes_per_s", "bytes_per_s"),
     Field("unit", "unit_s", "seconds"),
     Field("row", "row_s", "seconds"),
+    # time a work unit adds per element of its head dim: the bytes a unit moves however short its
+    # context (its queries, its output, the first key/value tile its pipeline fills) grow with the
+    # head dim; absent (0): a unit's time is unit alone
+    Field("unit_head_dim", "unit_head_dim_s", "seconds", required=False, default=0.0, zero_ok=True),
     # a kernel whose work units each stream their sequence's whole cache (no split over the keys:
     # SDPA under a mask) adds this per cached key to every unit; absent (0) for split-KV kernels
     Field("key", "key_s", "seconds", required=False, default=0.0, zero_ok=True),

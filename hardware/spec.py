@@ -128,18 +128,20 @@ class Calibration:
         """Bandwidth of read-dominated kernels (GEMM weights, KV-cache reads)."""
         return self.memory_read_bytes_per_s or self.memory_bytes_per_s
 
-    def attention_kernel(self, family: str) -> tuple:
+    def attention_kernel(self, family: str, head_dim: float = 0.0) -> tuple:
         """(fraction of the bf16 GEMM rate, floor per call, KV read bandwidth, time of one work unit
-        on one SM, time one query row adds on one SM, time one cached key adds to a unit, fixed
-        latency of the KV stream, softmax rate in query-key scores per second (0: none), speed of a
-        lone unit on its SM relative to its fair share (0: no longest-unit bound)) of an
-        attention kernel, named "<family>-<phase>" (prefill and decode run different kernels:
+        on one SM (plus unit_head_dim_s per element of `head_dim`: the bytes a unit moves whatever
+        its context grow with it), time one query row adds on one SM, time one cached key adds to
+        a unit, fixed latency of the KV stream, softmax rate in query-key scores per second (0:
+        none), speed of a lone unit on its SM relative to its fair share (0: no longest-unit
+        bound)) of an attention kernel, named "<family>-<phase>" (prefill and decode run different kernels:
         "vllm-decode"), falling back to the family's entry, then to the spec's generic attention
         parameters (and no work-unit, row or key term)."""
         params = self.attention_kernels.get(family) or self.attention_kernels.get(family.rsplit("-", 1)[0], {})
+        unit_s = params.get("unit_s", 0.0) + params.get("unit_head_dim_s", 0.0) * head_dim
         return (params.get("flops_fraction", self.attention_flops_fraction),
                 params.get("overhead_s", self.attention_overhead_s),
-                params.get("read_bytes_per_s", self.read_bytes_per_s), params.get("unit_s", 0.0),
+                params.get("read_bytes_per_s", self.read_bytes_per_s), unit_s,
                 params.get("row_s", 0.0), params.get("key_s", 0.0), params.get("stream_latency_s", 0.0),
                 params.get("scores_per_s", 0.0), params.get("unit_speedup", 0.0))
 

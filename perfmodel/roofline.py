@@ -309,7 +309,7 @@ def attention_params(hw: Hardware, op: Op) -> tuple:
     or a datasheet spec's: the full bf16 rate, no floor, no work-unit or softmax terms; 0 read
     bandwidth stands for the spec's memory bandwidth."""
     cal = hw.calibration
-    return cal.attention_kernel(op.kernel) if cal else (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    return cal.attention_kernel(op.kernel, float(op.k)) if cal else (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 def _attention_terms(op: Op, hw: Hardware, p: Precision, params: tuple) -> tuple:

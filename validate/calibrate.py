@@ -37,15 +37,18 @@ from scipy import optimize
 from hardware.spec import Calibration, Hardware
 from perfmodel.roofline import streams_unit_keys
 from validate.cases import text
-from validate.predict_cases import graphed, predict_many
+from validate.predict_cases import CaseSet, graphed, predict_many
 
 TILES = ((64, 128), (128, 128), (128, 256), (256, 128))
 SPLIT_K_MIN = (256, 512, 1024, 2048, 4096, 8192)
 
 
-def log_residuals(cases: list[dict], hw: Hardware) -> np.ndarray:
-    pred = predict_many(cases, hw)
-    return np.log(pred / np.array([float(c["measured_s"]) for c in cases]))
+def log_residuals(cases: list[dict] | CaseSet, hw: Hardware, measured: np.ndarray | None = None) -> np.ndarray:
+    """log(predicted / measured) of every case (a CaseSet: grouped once, for a fit's many calls;
+    `measured` its cases' times)."""
+    if isinstance(cases, CaseSet):
+        return np.log(cases.predict(hw) / measured)
+    return np.log(predict_many(cases, hw) / np.array([float(c["measured_s"]) for c in cases]))
 
 
 def _set(cal: Calibration, path: str, value: float) -> Calibration:
@@ -86,8 +89,10 @@ def fit(cases: list[dict], base: Hardware, cal: Calibration, params: dict[str, t
             out = _set(out, path, float(value))
         return out
 
+    grouped, measured = CaseSet(cases), np.array([float(c["measured_s"]) for c in cases])
+
     def residuals(z):
-        return log_residuals(cases, dataclasses.replace(base, calibration=build(z)))
+        return log_residuals(grouped, dataclasses.replace(base, calibration=build(z)), measured)
 
     # max(device, host) terms make the cost piecewise smooth: start from three points a factor
     # of three apart and keep the best

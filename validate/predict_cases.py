@@ -181,19 +181,35 @@ def attention_family(case: dict, compute_units: float | None = None) -> str:
 
 def predict_attentions(cases: list[dict], hw: Hardware) -> np.ndarray:
     """Attention cases of one head layout, dtype and engine, as one array."""
+    return attention_times(attention_ops(cases, hw.compute_units), hw, cases)
+
+
+def attention_ops(cases: list[dict], compute_units: float) -> tuple[Precision, list]:
+    """(precision, [(rows, op)]) of attention cases of one head layout, dtype and engine: one op per
+    kernel family that ran some of them (TensorRT-LLM decodes: XQA or masked MHA), `rows` a mask of
+    the cases it ran. What a spec's calibration does not change (`CaseSet` keeps it for a fit)."""
     c0 = cases[0]
     p = _precision(c0["dtype"])
     model = attention_model(int(_num(c0, "heads")), int(_num(c0, "kv_heads")), int(_num(c0, "head_dim")))
     q_len, kv_len = _column(cases, "q_len"), _column(cases, "kv_len")
-    families = np.array([attention_family(c, hw.compute_units) for c in cases], dtype=object)
-    out = np.zeros(len(cases))
-    for family in dict.fromkeys(families):  # one kernel each (TensorRT-LLM decodes: XQA or masked MHA)
+    families = np.array([attention_family(c, compute_units) for c in cases], dtype=object)
+    ops = []
+    for family in dict.fromkeys(families):
         # a masked static cache scores every query against all kv_len positions: q_len x kv_len pairs,
         # which ops.attention_pairs gives at past = kv_len - (q_len + 1) / 2 (serving.simulator prices
         # a static cache's chunks the same way)
         past = kv_len - (q_len + 1) / 2 if family.startswith("sdpa-masked") else kv_len - q_len
         op = attention_op(model, seqs=_column(cases, "batch"), new_tokens=q_len, past=past, p=p, tp=1, kernel=family)
-        out = np.where(families == family, _times(op, hw, p, cases), out)
+        ops.append((families == family, op))
+    return p, ops
+
+
+def attention_times(prepared: tuple[Precision, list], hw: Hardware, cases: list[dict]) -> np.ndarray:
+    """Times of attention cases from their `attention_ops`."""
+    p, ops = prepared
+    out = np.zeros(len(cases))
+    for rows, op in ops:
+        out = np.where(rows, _times(op, hw, p, cases), out)
     return out
 
 
@@ -326,15 +342,37 @@ def _column(cases: list[dict], key: str) -> np.ndarray:
 
 def predict_many(cases: list[dict], hw: Hardware) -> np.ndarray:
     """Predicted seconds for every case, evaluating each group of like cases as one array."""
-    out = np.empty(len(cases))
-    groups: dict[tuple, list[int]] = {}
-    for i, case in enumerate(cases):
-        groups.setdefault(_group_key(case), []).append(i)
-    for key, index in groups.items():
-        members = [cases[i] for i in index]
-        kind = kinds.BY_NAME[key[0]]
-        out[index] = _predictor(kind)(members, regime(kind, hw)) if kind.vectorized else \
-            [predict_case(c, hw) for c in members]
-    return out
+    return CaseSet(cases).predict(hw)
+
+
+class CaseSet:
+    """Cases grouped once (like cases, one array each) for predictions under many specs: a fit
+    prices the same cases hundreds of times, only the calibration changing. What no calibration
+    changes is kept per device (its SM count picks TensorRT-LLM's decode kernel): the groups and
+    each attention group's ops, whose construction took 80% of a fit's time."""
+
+    def __init__(self, cases: list[dict]):
+        self.size = len(cases)
+        groups: dict[tuple, list[int]] = {}
+        for i, case in enumerate(cases):
+            groups.setdefault(_group_key(case), []).append(i)
+        self.groups = [(kinds.BY_NAME[key[0]], np.array(index), [cases[i] for i in index])
+                       for key, index in groups.items()]
+        self._attention: dict = {}  # (group, compute units) -> attention_ops
+
+    def predict(self, hw: Hardware) -> np.ndarray:
+        """Predicted seconds for every case, in the cases' order."""
+        out = np.empty(self.size)
+        for g, (kind, index, members) in enumerate(self.groups):
+            if kind.predict == predict_attentions.__name__:
+                key = (g, hw.compute_units)
+                if key not in self._attention:
+                    self._attention[key] = attention_ops(members, hw.compute_units)
+                out[index] = attention_times(self._attention[key], regime(kind, hw), members)
+            elif kind.vectorized:
+                out[index] = _predictor(kind)(members, regime(kind, hw))
+            else:
+                out[index] = [predict_case(c, hw) for c in members]
+        return out
 
 

@@ -105,6 +105,20 @@ def test_a_bad_attention_kernel_parameter_is_named(tmp_path):
         Hardware.from_yaml(_write(tmp_path, data))
 
 
+def test_a_work_units_time_grows_with_the_head_dim_by_its_fitted_term():
+    """attention_kernel(family, head_dim): unit_s plus unit_head_dim_s per head-dim element; a family
+    without the term (or a call without a head dim) keeps unit_s alone."""
+    from hardware.spec import Calibration
+
+    kernels = {"vllm-decode": {"unit_s": 2e-6, "unit_head_dim_s": 1e-8}, "sglang-decode": {"unit_s": 2e-6}}
+    cal = Calibration(matmul_flops_per_s={"bf16": 1e15}, memory_bytes_per_s=3e12, kernel_overhead_s=2e-6,
+                      attention_kernels=kernels)
+    assert cal.attention_kernel("vllm-decode", 128.0)[3] == pytest.approx(2e-6 + 128 * 1e-8)
+    assert cal.attention_kernel("vllm-decode", 256.0)[3] == pytest.approx(2e-6 + 256 * 1e-8)
+    assert cal.attention_kernel("vllm-decode")[3] == 2e-6
+    assert cal.attention_kernel("sglang-decode", 256.0)[3] == 2e-6
+
+
 def test_a_calibration_count_past_its_range_is_named(tmp_path):
     """A count above its table limit (link_nvls is 0 or 1) is a one-line SpecError, as one below it is."""
     data = _preset_dict("h200-sxm-calibrated")

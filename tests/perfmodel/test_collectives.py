@@ -315,7 +315,8 @@ def test_an_engines_own_custom_allreduce_parameters_win_over_the_shared_ones():
                               custom_allreduce_peer_latency_s=1e-7,
                               custom_allreduce_engine_latency_s={"trtllm": 2e-6},
                               custom_allreduce_engine_bytes_per_s={"trtllm": 500e9},
-                              custom_allreduce_engine_peer_latency_s={"trtllm": 3e-7})
+                              custom_allreduce_engine_peer_latency_s={"trtllm": 3e-7},
+                              custom_allreduce_engine_two_shot_peer_latency_s={})
     hw = dataclasses.replace(hw, calibration=cal)
     size = 4096.0  # small: the one-shot kernel, alpha + (n - 1) gamma + (n - 1) S / beta
     for n in (2, 8):

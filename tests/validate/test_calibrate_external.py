@@ -16,7 +16,7 @@ TRUTH = Calibration(
     split_k_min=1024, gemv_tile_n=128, custom_allreduce_latency_s=4e-6, custom_allreduce_bytes_per_s=300e9,
     act_quant_engine_latency_s={"vllm": 3e-6}, act_quant_engine_row_s={"vllm": 8e-9},
     attention_kernels={"vllm-decode": {"flops_fraction": 0.5, "overhead_s": 8e-6, "read_bytes_per_s": 2.8e12,
-                                       "unit_s": 3e-6, "stream_latency_s": 3e-6},
+                                       "unit_s": 2e-6, "unit_head_dim_s": 1e-8, "stream_latency_s": 3e-6},
                        "vllm-prefill": {"flops_fraction": 0.55, "overhead_s": 10e-6, "read_bytes_per_s": 2.0e12,
                                         "unit_s": 1e-6, "scores_per_s": 6e12, "unit_speedup": 1.2},
                        "trtllm-decode": {"flops_fraction": 0.7, "overhead_s": 4e-6, "read_bytes_per_s": 3.0e12,
@@ -44,6 +44,9 @@ def test_fit_recovers_the_truth_on_held_out_shapes(synthetic):
     assert cal.custom_allreduce_latency_s == pytest.approx(4e-6, rel=0.05)
     assert cal.attention_kernels["vllm-decode"]["overhead_s"] == pytest.approx(8e-6, rel=0.15)
     assert cal.attention_kernels["vllm-decode"]["stream_latency_s"] == pytest.approx(3e-6, rel=0.25)
+    # a decode unit's time at head dims 64-512 (2.6-7.1 us): its fixed part and its part per head-dim element
+    assert cal.attention_kernels["vllm-decode"]["unit_s"] == pytest.approx(2e-6, rel=0.25)
+    assert cal.attention_kernels["vllm-decode"]["unit_head_dim_s"] == pytest.approx(1e-8, rel=0.25)
     assert cal.attention_kernels["vllm-prefill"]["scores_per_s"] == pytest.approx(6e12, rel=0.25)
     # the longest tile's speed, seen only where few tiles run on the SMs
     assert cal.attention_kernels["vllm-prefill"]["unit_speedup"] == pytest.approx(1.2, rel=0.25)

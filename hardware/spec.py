@@ -134,9 +134,9 @@ class Calibration:
         its context grow with it), time one query row adds on one SM, time one cached key adds to
         a unit, fixed latency of the KV stream, softmax rate in query-key scores per second (0:
         none), speed of a lone unit on its SM relative to its fair share (0: no longest-unit
-        bound)) of an attention kernel, named "<family>-<phase>" (prefill and decode run different kernels:
-        "vllm-decode"), falling back to the family's entry, then to the spec's generic attention
-        parameters (and no work-unit, row or key term)."""
+        bound)) of an attention kernel, named "<family>-<phase>" (prefill and decode run
+        different kernels: "vllm-decode"), falling back to the family's entry, then to the spec's
+        generic attention parameters (and no work-unit, row or key term)."""
         params = self.attention_kernels.get(family) or self.attention_kernels.get(family.rsplit("-", 1)[0], {})
         unit_s = params.get("unit_s", 0.0) + params.get("unit_head_dim_s", 0.0) * head_dim
         return (params.get("flops_fraction", self.attention_flops_fraction),

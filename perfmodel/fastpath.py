@@ -390,14 +390,19 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
         values = _combined_lookup(logits, lines.constants, at)
     else:
         values = logits.evaluate(batch, group, p, tp)
-    for key, value in values.items():
-        total = part.get(key, 0.0)
-        if not isinstance(value, np.ndarray) and not value:
-            continue  # nothing to add (a component zero in every column)
-        if isinstance(total, np.ndarray) and total.ndim and _holds(total.shape, np.shape(value)):
-            total += value
-        else:
-            part[key] = total + value
+    if _numbers(batch, group):  # the logits of one count: floats, added without the array checks
+        for key, value in values.items():
+            if value:
+                part[key] = part.get(key, 0.0) + value
+    else:
+        for key, value in values.items():
+            total = part.get(key, 0.0)
+            if not isinstance(value, np.ndarray) and not value:
+                continue  # nothing to add (a component zero in every column)
+            if isinstance(total, np.ndarray) and total.ndim and _holds(total.shape, np.shape(value)):
+                total += value
+            else:
+                part[key] = total + value
     if covered:
         lines.add(part, batch, group, prompt, at=at)
     else:

@@ -39,11 +39,11 @@ def precision(sc: Scenario) -> Precision:
 
 def _bound(totals: dict):
     """Which of compute / memory / overhead (kernel floors or host dispatch) / comm dominates."""
-    compute, mem = totals["compute_s"], totals["memory_s"]
-    if all(isinstance(totals[key], float) for key in ("compute_s", "memory_s", "overhead_s", "host_s", "comm_s")):
-        return np.int8(_bound_code(compute, mem, max(totals["overhead_s"], totals["host_s"]), totals["comm_s"]))
-    overhead = np.maximum(totals["overhead_s"], totals["host_s"])
-    comm = totals["comm_s"]
+    compute, mem, overhead, host, comm = (totals[key] for key in ("compute_s", "memory_s", "overhead_s", "host_s",
+                                                                   "comm_s"))
+    if type(compute) is type(mem) is type(overhead) is type(host) is type(comm) is float:  # one scenario
+        return np.int8(_bound_code(compute, mem, max(overhead, host), comm))
+    overhead = np.maximum(overhead, host)
     # one byte a code, from the comparisons' own bytes (the same comparisons as _bound_code; times
     # are never NaN): memory where compute < memory, then overhead, then comm where they exceed
     # (each later code is larger than every earlier one: a maximum puts it where it wins)
@@ -67,14 +67,20 @@ def bound_column(codes):
     names ("compute", "memory", ...) like a column of strings."""
     import pandas as pd
 
-    global _BOUND_DTYPE
-    if _BOUND_DTYPE is None:
-        _BOUND_DTYPE = pd.CategoricalDtype(list(BOUNDS))
+    global _BOUND_DTYPE, _ONE_BOUND
+    if _BOUND_DTYPE is None:  # the one-row columns first: a thread that sees the dtype finds them
+        dtype = pd.CategoricalDtype(list(BOUNDS))
+        _ONE_BOUND = [pd.Categorical.from_codes([code], dtype=dtype) for code in range(len(BOUNDS))]
+        _BOUND_DTYPE = dtype
+    codes = np.asarray(codes, dtype=np.int8).reshape(-1)
+    if codes.size == 1:  # one scenario: a copy of that code's column (a third of the time of building one)
+        return _ONE_BOUND[codes[0]].copy()
     # codes come from _bound (0..3, within BOUNDS): pandas need not check them again
-    return pd.Categorical.from_codes(np.asarray(codes, dtype=np.int8).reshape(-1), dtype=_BOUND_DTYPE, validate=False)
+    return pd.Categorical.from_codes(codes, dtype=_BOUND_DTYPE, validate=False)
 
 
 _BOUND_DTYPE = None  # built on first use: pandas is imported only by the functions that need it
+_ONE_BOUND: list = []  # a one-row column of each code, built with _BOUND_DTYPE
 
 
 def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple | None = None) -> dict:
@@ -176,6 +182,8 @@ def _group_memory(model: ModelSpec, groups: tuple) -> tuple:
 SPEC_COLUMNS = ("capacity_bytes",)
 #: The metrics holding bound codes, returned as categoricals (`bound_column`).
 BOUND_COLUMNS = ("prefill_bound", "decode_bound")
+#: The metrics of `_metrics` that are not doubles (bound codes, the fit flag).
+_ONE_TYPED = (*BOUND_COLUMNS, "fits")
 #: Scenarios evaluated per pass: arrays of this size stay in the CPU caches, which makes a large
 #: sweep about twice as fast as one pass over million-element arrays (benchmarks/bench_sweep.py).
 CHUNK = 65536
@@ -590,10 +598,11 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
         "usd_per_mtok": hw.price_per_hour_usd * 1e6 / 3600.0 * sc.tp / throughput,
     }
     shape = sc.shape
-    if shape == ():  # one scenario: every metric a one-element column (the float ones rows of one array)
-        floats = [k for k, v in result.items() if isinstance(v, float) or (isinstance(v, np.ndarray) and v.dtype == float)]
-        columns = dict(zip(floats, np.array([result[k] for k in floats], dtype=float).reshape(-1, 1)))
-        return {k: columns[k] if k in columns else np.array([v]) for k, v in result.items()}
+    if shape == ():  # one scenario: every metric a one-element column (rows of one array of doubles)
+        columns = dict(zip(result, np.array(list(result.values()), dtype=float).reshape(-1, 1)))
+        for key in _ONE_TYPED:  # the bound codes and the fit flag keep their own dtypes
+            columns[key] = np.array([result[key]])
+        return columns
     # the spec's own constants stay numbers: _columns makes each one read-only view of one number
     return {k: v if k in SPEC_COLUMNS else _flat_column(v, shape, sc.size) for k, v in result.items()}
 

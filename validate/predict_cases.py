@@ -364,13 +364,14 @@ class CaseSet:
         """Predicted seconds for every case, in the cases' order."""
         out = np.empty(self.size)
         for g, (kind, index, members) in enumerate(self.groups):
+            spec = regime(kind, hw)
             if kind.predict == predict_attentions.__name__:
-                key = (g, hw.compute_units)
+                key = (g, spec.compute_units)
                 if key not in self._attention:
-                    self._attention[key] = attention_ops(members, hw.compute_units)
-                out[index] = attention_times(self._attention[key], regime(kind, hw), members)
+                    self._attention[key] = attention_ops(members, spec.compute_units)
+                out[index] = attention_times(self._attention[key], spec, members)
             elif kind.vectorized:
-                out[index] = _predictor(kind)(members, regime(kind, hw))
+                out[index] = _predictor(kind)(members, spec)
             else:
                 out[index] = [predict_case(c, hw) for c in members]
         return out

@@ -83,3 +83,24 @@ def test_vectorized_and_scalar_predictions_agree_for_every_kind():
     many = predict_cases.predict_many(suite, hw)
     one = [predict_cases.predict_case(c, hw) for c in suite]
     assert many == pytest.approx(one, rel=1e-12)
+
+
+def test_a_case_set_predicts_as_each_case_does_under_every_spec_it_is_given():
+    """predict_cases.CaseSet groups cases once and keeps each attention group's ops (a fit prices
+    the same cases under hundreds of calibrations): under a second spec, and again under the first,
+    it gives what each case priced alone gives (TensorRT-LLM decodes included, whose kernel the
+    device's SM count picks)."""
+    import dataclasses
+
+    suite = [c for c in cases.suite(quick=True, cuda=True)]
+    suite += [dict(kind="attention", phase="decode", batch=b, heads=32, kv_heads=8, q_len=1, kv_len=s, head_dim=128,
+                   dtype="bf16", timing="graph", engine="trtllm") for b in (1, 64) for s in (100, 8192)]
+    first = hardware.load("h200-sxm-calibrated")
+    cal = first.calibration
+    second = dataclasses.replace(first, calibration=dataclasses.replace(
+        cal, attention_kernels={k: {**v, "overhead_s": 2 * v.get("overhead_s", 1e-6)}
+                                for k, v in cal.attention_kernels.items()}))
+    grouped = predict_cases.CaseSet(suite)
+    for hw in (first, second, first):
+        assert grouped.predict(hw) == pytest.approx([predict_cases.predict_case(c, hw) for c in suite], rel=1e-12)
+    assert not (grouped.predict(first) == pytest.approx(grouped.predict(second), rel=1e-6))

@@ -43,12 +43,10 @@ TILES = ((64, 128), (128, 128), (128, 256), (256, 128))
 SPLIT_K_MIN = (256, 512, 1024, 2048, 4096, 8192)
 
 
-def log_residuals(cases: list[dict] | CaseSet, hw: Hardware, measured: np.ndarray | None = None) -> np.ndarray:
-    """log(predicted / measured) of every case (a CaseSet: grouped once, for a fit's many calls;
-    `measured` its cases' times)."""
-    if isinstance(cases, CaseSet):
-        return np.log(cases.predict(hw) / measured)
-    return np.log(predict_many(cases, hw) / np.array([float(c["measured_s"]) for c in cases]))
+def log_residuals(cases: CaseSet, hw: Hardware, measured: np.ndarray) -> np.ndarray:
+    """log(predicted / measured) of every case of a CaseSet (grouped once, for a fit's many calls),
+    `measured` its cases' times in their order."""
+    return np.log(cases.predict(hw) / measured)
 
 
 def _set(cal: Calibration, path: str, value: float) -> Calibration:

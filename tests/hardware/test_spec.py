@@ -105,6 +105,25 @@ def test_a_bad_attention_kernel_parameter_is_named(tmp_path):
         Hardware.from_yaml(_write(tmp_path, data))
 
 
+@pytest.mark.parametrize("path, value, message", [
+    (("attention_kernels", "vllm-decode", "unit_head_dim"), "-1 ns [s24]",
+     r"attention_kernels\.vllm-decode\.unit_head_dim: '-1 ns' must be greater than zero"),
+    (("custom_allreduce_engine_two_shot_peer_latency", "trtllm"), "-0.5 us [s16]",
+     r"custom_allreduce_engine_two_shot_peer_latency\.trtllm: '-0.5 us' must be greater than zero"),
+])
+def test_a_negative_head_dim_or_two_shot_term_is_named(tmp_path, path, value, message):
+    """The two fitted terms added to the calibration (a decode unit's time per head-dim element,
+    an engine's two-shot barrier per peer) are read through the field table: a negative one is a
+    one-line SpecError naming the field and the value."""
+    data = _preset_dict("h200-sxm-calibrated")
+    table = data["calibration"]
+    for key in path[:-1]:
+        table = table[key]
+    table[path[-1]] = value
+    with pytest.raises(SpecError, match=message):
+        Hardware.from_yaml(_write(tmp_path, data))
+
+
 def test_a_work_units_time_grows_with_the_head_dim_by_its_fitted_term():
     """attention_kernel(family, head_dim): unit_s plus unit_head_dim_s per head-dim element; a family
     without the term (or a call without a head dim) keeps unit_s alone."""

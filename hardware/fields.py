@@ -237,6 +237,12 @@ CALIBRATION = (
           zero_ok=True, write="nonzero"),
     Field(_CAL + "moe_routing", "moe_routing_s", "seconds", required=False, default=0.0, zero_ok=True,
           write="nonzero"),
+    # per fused-MoE kernel family an engine profile names (Engine.moe_kernel: vllm-triton, sglang-triton,
+    # trtllm-cutlass, flashinfer-cutlass), where fitted: its weight streaming and its fixed time per layer
+    Field(_CAL + "moe_kernel_bandwidth", "moe_kernel_bytes_per_s", "bytes_per_s", required=False, default={},
+          keyed=True, write="nonzero"),
+    Field(_CAL + "moe_kernel_latency", "moe_kernel_latency_s", "seconds", required=False, default={},
+          keyed=True, write="nonzero"),
     Field(_CAL + "attention_flops_fraction", "attention_flops_fraction", "number", required=False, default=1.0,
           limits=(0.0, 1e6), write="nonzero"),
     Field(_CAL + "tile_m", "tile_m", "count", required=False, default=1, limits=(1, 10**6), write="nonzero"),

@@ -78,6 +78,9 @@ class Calibration:
     reduction_bytes_per_s: whole-tensor reductions (per-tensor amax before fp8 quantization) as
     compilers emit them; grouped_bytes_per_s: weight streaming of grouped (MoE) GEMM kernels;
     moe_routing_s: fixed time of one MoE layer's routing (top-k, sort, permutation kernels).
+    moe_kernel_bytes_per_s / moe_kernel_latency_s: per fused-MoE kernel family (Engine.moe_kernel),
+    its grouped GEMMs' weight streaming and its fixed time per layer (routing, sorting and launches),
+    in place of grouped_bytes_per_s and moe_routing_s for the ops that family runs.
     idle_power_w, joules_per_flop (per dtype class: bf16, fp8, fp32), joules_per_hbm_byte: the
     board power model of perfmodel.energy (P = idle + J/FLOP x FLOP/s + J/byte x HBM byte/s),
     YAML calibration.power with pJ/FLOP and pJ/B. sustained_fraction (per dtype class): the

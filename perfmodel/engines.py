@@ -73,6 +73,12 @@ class Engine:
     picks the kernel by the model's head group alone (`attention_kernel`): the block heuristic
     depends on batch and context, which a sweep holds as arrays, and switching kernels inside a
     decode's mean over a generation would break its closed form (perfmodel.steps).
+
+    moe_kernel names the fused-MoE kernel family that runs the routed experts (and their routing):
+    "vllm-triton" and "sglang-triton" (the Triton fused_moe kernels with each engine's tuned
+    configs), "trtllm-cutlass" (TensorRT-LLM's CUTLASS MoE), "flashinfer-cutlass" (FlashInfer's
+    CUTLASS fused MoE); its weight-streaming rate and fixed time per layer are per device, in the
+    calibrated spec's moe_kernel_* maps under the same name. "": the generic grouped-GEMM kernel.
     """
 
     name: str
@@ -100,6 +106,7 @@ class Engine:
     decode_kernel_history_per_block: int = 0
     decode_kernel_min_block_factor: float = 0.0
     decode_fallback_attention: str = ""
+    moe_kernel: str = ""
     allreduce: str = "nccl"
     eager: bool = False
     graph_max_tokens: float = 0.0

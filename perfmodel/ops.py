@@ -240,33 +240,61 @@ def expected_experts_touched(n_experts: int, top_k: int, tokens):
     return n_experts * (1.0 - (1.0 - top_k / n_experts) ** tokens)
 
 
-def moe_ops(model: ModelSpec, tokens, p: Precision, tp) -> list[Op]:
+def moe_ops(model: ModelSpec, tokens, p: Precision, tp, ep=1, routed: tuple | None = None,
+            family: str = "") -> list[Op]:
     """Router GEMM, routing (top-k, sort and permutation: a fixed cost per layer a calibrated spec
     carries as moe_routing_s, plus its bytes), routed expert GEMMs (one grouped GEMM kernel per
-    matrix, streaming at Calibration.grouped_bytes_per_s) and shared experts of the MoE layers."""
+    matrix, streaming at Calibration.grouped_bytes_per_s) and shared experts of the MoE layers.
+
+    ep: expert parallelism (each device holds E / ep experts whole, each of their matrices split
+    over tp); the device computes the token-expert pairs routed to its own experts. Under uniform
+    independent routing each token picks each expert with probability k / E, so the device gets
+    tokens k / ep pairs over (E / ep)(1 - (1 - k / E)^tokens) distinct experts in expectation.
+    routed: (pairs, distinct experts) on the device where the routing is known instead (a
+    benchmark's own workload: validate/moe_routing.py). family: the fused-MoE kernel family
+    (Engine.moe_kernel) that runs the routing and the experts ("": the generic grouped GEMM)."""
     count = model.n_moe_layers
     if count == 0:
         return []
     D, E, k = model.d_model, model.n_experts, model.top_k
-    mats = 3 if model.ffn_gated else 2
-    width = model.moe_d_ff / tp
-    touched = expected_experts_touched(E, k, tokens)
-    expert_params = mats * D * width
+    if routed is None:
+        routed = (tokens * k / ep, expected_experts_touched(E, k, tokens) / ep)
     # routing: router probabilities, top-k, sorting the token copies by expert, gathering them and
     # scattering the results back (about four passes over tokens x k rows of D)
+    kernel = moe_kernel_name(family)
     route = Op("moe_route", "routing", count, flops=0.0, weight_bytes=0.0,
-               act_bytes=(4.0 * D * k + 8.0 * E) * tokens * p.act_bytes, kernels=0)
-    ops = [matmul_op("router", tokens, E, D, p, count), route,
-           Op("experts", "moe", count, flops=2.0 * tokens * k * expert_params,
-              weight_bytes=touched * expert_params * p.weight_bytes_per_param,
-              act_bytes=tokens * k * (2 * D + (mats - 1) * width) * p.act_bytes,
-              kernels=mats, m=tokens * k / touched, n=width, k=D, groups=touched)]
+               act_bytes=(4.0 * D * k + 8.0 * E) * tokens * p.act_bytes, kernels=0, kernel=kernel)
+    ops = [matmul_op("router", tokens, E, D, p, count), route, routed_experts_op(model, *routed, p, tp, count, kernel)]
     if model.shared_d_ff:
         shared = model.shared_d_ff / tp
         up = 2 * shared if model.ffn_gated else shared
         ops += [matmul_op("shared_up", tokens, up, D, p, count),
                 matmul_op("shared_down", tokens, D, shared, p, count)]
     return ops
+
+
+#: Prefix of the kernel name of ops a fused-MoE kernel family runs ("moe-vllm-triton").
+MOE_KERNEL = "moe"
+
+
+def moe_kernel_name(family: str) -> str:
+    """The kernel name moe_ops gives the ops of a fused-MoE family ("" for the generic kernel)."""
+    return f"{MOE_KERNEL}-{family}" if family else ""
+
+
+def routed_experts_op(model: ModelSpec, pairs, touched, p: Precision, tp, count, kernel: str = "") -> Op:
+    """The grouped expert GEMMs of `count` MoE layers on one device: `pairs` token-expert pairs
+    over `touched` distinct experts, each expert's matrices split over tp. Weight traffic is the
+    touched experts' (untouched ones are never read); the tiles are the touched experts' at their
+    mean rows, pairs / touched (touched > 0)."""
+    D = model.d_model
+    mats = 3 if model.ffn_gated else 2
+    width = model.moe_d_ff / tp
+    expert_params = mats * D * width
+    return Op("experts", "moe", count, flops=2.0 * pairs * expert_params,
+              weight_bytes=touched * expert_params * p.weight_bytes_per_param,
+              act_bytes=pairs * (2 * D + (mats - 1) * width) * p.act_bytes,
+              kernels=mats, m=pairs / touched, n=width, k=D, groups=touched, kernel=kernel)
 
 
 def kv_append_op(model: ModelSpec, *, seqs, new_tokens, past, p: Precision, tp) -> Op:
@@ -413,7 +441,8 @@ def token_ops(model: ModelSpec, *, tokens, p: Precision, tp=1, engine: Engine | 
         after.append(vector_op("residual_add", "elementwise", tokens, D, 3.0, 1.0, p, 2 * L))
     if model.norms_per_layer == 2:
         after.append(vector_op("ffn_norm", "norm", tokens, D, count=L, **norm))
-    after += _engine_gemms(ffn_ops(model, tokens, p, tp, engine), engine) + moe_ops(model, tokens, p, tp)
+    after += _engine_gemms(ffn_ops(model, tokens, p, tp, engine), engine)
+    after += moe_ops(model, tokens, p, tp, family=engine.moe_kernel)
     kernel = f"{CUSTOM_ALLREDUCE}-{engine.name}" if engine.allreduce == CUSTOM_ALLREDUCE else engine.allreduce
     after.append(allreduce_op(tokens, D, p, tp, 2 * L, kernel))
     return before, after

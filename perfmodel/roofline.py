@@ -22,7 +22,7 @@ from hardware.spec import Hardware
 from perfmodel import collectives
 from perfmodel.rates import sustained_fraction
 from perfmodel.ops import (ATTENTION_TILE_ROWS, CUSTOM_ALLREDUCE, CUTLASS_8BIT, ENGINE_QUANT, MASKED_CACHE_FAMILY,
-                           ROW_NORM_KERNEL, Op, Precision)
+                           MOE_KERNEL, ROW_NORM_KERNEL, Op, Precision)
 
 BOUNDS = np.array(["compute", "memory", "overhead", "comm"])
 
@@ -198,8 +198,27 @@ def gemm_latency_s(cal) -> float:
 
 def _gemm_read_bytes_per_s(op: Op, cal):
     """Streaming rate of a GEMM's operands: the read bandwidth, or for a grouped kernel (MoE experts)
-    the lower rate measured for grouped GEMMs."""
-    return cal.read_bytes_per_s if op.kind != "moe" else min(cal.read_bytes_per_s, cal.grouped_bytes_per_s or np.inf)
+    its fused-MoE family's fitted rate (Calibration.moe_kernel_bytes_per_s), else the lower rate
+    measured for grouped GEMMs."""
+    if op.kind != "moe":
+        return cal.read_bytes_per_s
+    family = _moe_family(op)
+    if family in cal.moe_kernel_bytes_per_s:
+        return cal.moe_kernel_bytes_per_s[family]
+    return min(cal.read_bytes_per_s, cal.grouped_bytes_per_s or np.inf)
+
+
+def _moe_family(op: Op) -> str:
+    """The fused-MoE kernel family of an op moe_ops tagged ("moe-vllm-triton" -> "vllm-triton"), else ""."""
+    return _kernel_engine(op, MOE_KERNEL) if op.kernel.startswith(MOE_KERNEL + "-") else ""
+
+
+def moe_routing_s(op: Op, cal) -> float:
+    """Fixed time of one MoE layer's routing (top-k, sorting the token copies by expert, the
+    launches around the grouped GEMMs): the op's fused-MoE family's fitted time where the spec has
+    one (fitted to the engine's MoE tables, aiconfigurator), else moe_routing_s (our suite's
+    torch.compile'd MoE layer)."""
+    return cal.moe_kernel_latency_s.get(_moe_family(op), cal.moe_routing_s)
 
 
 def is_tiled_gemm(op: Op, hw: Hardware, p: Precision) -> bool:
@@ -253,7 +272,7 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
     elif op.kind == "reduction" and cal and cal.reduction_bytes_per_s:
         rate, bandwidth = hw.peak_flops_per_s("fp32"), cal.reduction_bytes_per_s
     elif op.kind == "routing":
-        rate, overhead = hw.peak_flops_per_s("fp32"), overhead + (cal.moe_routing_s if cal else 0.0)
+        rate, overhead = hw.peak_flops_per_s("fp32"), overhead + (moe_routing_s(op, cal) if cal else 0.0)
     elif op.kind == "attention":
         params = attention_params(hw, op)
         _, floor, read, _, _, _, stream_s, _, _ = params

@@ -22,7 +22,8 @@ kernel or from two merged collections, stays several rows; `kernel` tells kernel
   custom_allreduce_perf      allreduce bytes, tp, strategy "custom" (the engine's own all-reduce
                              path: custom kernels for small messages, NCCL for large ones)
   nccl_perf (engine "nccl")  allreduce rows of nccl-tests, strategy "nccl"
-  moe_perf                   moe tokens, experts, top_k, hidden, inter, moe_tp, moe_ep, distribution
+  moe_perf                   moe tokens, experts, top_k, hidden, inter, moe_tp, moe_ep, distribution,
+                             gated 0 for expert FFNs without a gate matrix (`non_gated_experts`)
 Every case also carries kernel, system, engine and source ("aiconfigurator <version> <path>"), and
 timing "graph" where it was timed inside CUDA-graph replays (validate/cases.py); eager rows have none.
 
@@ -34,8 +35,10 @@ positive number. all_dtypes=True keeps the dtypes under their table names (fp8_b
 """
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -73,7 +76,7 @@ MS = 1e-3  # the tables' unit, in seconds
 
 #: Case columns written to CSV, in order: the schema's own, then the extra ones of this reader.
 EXTRA_COLUMNS = ("kv_dtype", "tp", "strategy", "experts", "top_k", "hidden", "inter", "moe_tp", "moe_ep",
-                 "distribution", "kernel", "measured_s", "system", "engine", "source")
+                 "distribution", "gated", "kernel", "measured_s", "system", "engine", "source")
 
 
 def data_root() -> Path:
@@ -174,9 +177,10 @@ def read_cases(system: str, engine: str, version: str | None = None, root: Path 
     kinds = _kinds(kinds)
     tag = f"aiconfigurator {package_version(root)}"
     cases = []
+    ungated = non_gated_experts(root)
     for row in tables(system, engine, version, root, kinds).to_dict("records"):
         source = f"{tag} {Path(row['path']).relative_to(root).as_posix()}"
-        for frame in _read(row["table"], pd.read_parquet(row["path"]), all_dtypes, engine):
+        for frame in _read(row["table"], pd.read_parquet(row["path"]), all_dtypes, engine, ungated):
             frame = frame[frame["kind"].isin(kinds)]
             records = frame.assign(system=system, engine=engine, source=source).to_dict("records")
             cases += [{k: v for k, v in r.items() if not _empty(v)} for r in records]
@@ -229,8 +233,10 @@ def to_frame(cases: list[dict]) -> pd.DataFrame:
 
 # -- one reader per table ------------------------------------------------------------------------
 
-def _read(table: str, raw: pd.DataFrame, all_dtypes: bool, engine: str = "") -> list[pd.DataFrame]:
-    """The cases of one table as frames of one kind each (so no column is half empty)."""
+def _read(table: str, raw: pd.DataFrame, all_dtypes: bool, engine: str = "",
+          ungated: frozenset = frozenset()) -> list[pd.DataFrame]:
+    """The cases of one table as frames of one kind each (so no column is half empty); `ungated`:
+    the (experts, top_k, inter) of MoE layers without a gate matrix (`non_gated_experts`)."""
     raw = raw[np.isfinite(raw["latency"]) & (raw["latency"] > 0)]
     if table == "gemm_perf":
         return _gemm(raw, all_dtypes, engine)
@@ -238,7 +244,31 @@ def _read(table: str, raw: pd.DataFrame, all_dtypes: bool, engine: str = "") -> 
         return [_attention(raw, "prefill" if table.startswith("context") else "decode", all_dtypes)]
     if table in ("custom_allreduce_perf", "nccl_perf"):
         return [_allreduce(raw, "nccl" if table == "nccl_perf" else "custom")]
-    return [_moe(raw, all_dtypes)]
+    return [_moe(raw, all_dtypes, ungated)]
+
+
+#: Activations of expert FFNs without a gate (up, act, down: two matrices, not three).
+NON_GATED_ACTIVATIONS = ("relu2",)
+
+
+def non_gated_experts(root: Path) -> frozenset:
+    """(experts, top_k, expert width) of the models in aiconfigurator's model_configs (beside its
+    systems folder) whose expert FFNs have no gate: Nemotron-3's squared-ReLU experts
+    (mlp_hidden_act relu2: up and down matrices only). The MoE tables do not say whether a row
+    ran gated; TensorRT-LLM's names its non-gated kernel (moe_torch_flow_nongated), vLLM's and
+    SGLang's rows of the same layers do not. Empty where the configs are not there."""
+    folder = Path(root).parent.parent / "model_configs"
+    found = set()
+    for path in sorted(folder.glob("*_config.json")) if folder.is_dir() else ():
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        act = config.get("mlp_hidden_act") or config.get("hidden_act")
+        experts = config.get("n_routed_experts") or config.get("num_experts")
+        if act in NON_GATED_ACTIVATIONS and experts and config.get("moe_intermediate_size"):
+            found.add((int(experts), int(config.get("num_experts_per_tok", 0)), int(config["moe_intermediate_size"])))
+    return frozenset(found)
 
 
 def _timing(graphed: pd.Series) -> pd.Series:
@@ -297,15 +327,19 @@ def _allreduce(raw: pd.DataFrame, strategy: str) -> pd.DataFrame:
                          "kernel": raw["kernel_source"], "measured_s": raw["latency"] * MS})
 
 
-def _moe(raw: pd.DataFrame, all_dtypes: bool) -> pd.DataFrame:
+def _moe(raw: pd.DataFrame, all_dtypes: bool, ungated: frozenset = frozenset()) -> pd.DataFrame:
     dtype = _dtype(raw["moe_dtype"])
     keep = dtype.isin(MOE_DTYPES) | all_dtypes
     raw = raw[keep]
+    # a layer without a gate matrix: by its kernel's name, or by its model's config (non_gated_experts)
+    layer = zip(raw["num_experts"], raw["topk"], raw["inter_size"])
+    plain = raw["kernel_source"].str.contains("nongated") | pd.Series([key in ungated for key in layer],
+                                                                       index=raw.index, dtype=bool)
     return pd.DataFrame({"kind": "moe", "tokens": raw["num_tokens"], "experts": raw["num_experts"],
                          "top_k": raw["topk"], "hidden": raw["hidden_size"], "inter": raw["inter_size"],
                          "dtype": dtype[keep], "moe_tp": raw["moe_tp_size"], "moe_ep": raw["moe_ep_size"],
-                         "distribution": raw["distribution"], "timing": "graph", "kernel": raw["kernel_source"],
-                         "measured_s": raw["latency"] * MS})
+                         "distribution": raw["distribution"], "gated": plain.map({True: 0, False: None}),
+                         "timing": "graph", "kernel": raw["kernel_source"], "measured_s": raw["latency"] * MS})
 
 
 # -- helpers --------------------------------------------------------------------------------------

@@ -23,7 +23,11 @@ What comes from which table (every fitted number cites its table in the written 
   (custom_allreduce_engine_*);
 - NCCL's link (link_*: bandwidth, ring step, launch, NVLink SHARP over NVLink 4-5): the system's
   nccl-tests table (`NCCL_TABLE`, scored as its own engine), over NVLink only.
-MoE tables are scored, not fitted (they test the grouped-GEMM model on the GEMM parameters).
+- one fused-MoE kernel family per kernel the MoE tables name (predict_cases.moe_family: vLLM's and
+  SGLang's Triton fused_moe, TensorRT-LLM's CUTLASS MoE, FlashInfer's CUTLASS MoE): its weight
+  streaming rate and fixed time per layer (moe_kernel_*), on the GEMM parameters above, from the
+  rows of every engine that ran it (each row's expert-parallel rank and routing workload:
+  validate/moe_routing.py).
 
 Cases split by shape (validate.cases.split): the fit sees the calibration split only; the
 residual table scores the evaluation split. Every fit here uses the robust loss
@@ -42,7 +46,7 @@ from perfmodel import engines
 from validate.calibrate import (ROBUST_LOSS, SUITE_ATTENTION_KERNEL, TILES, _fit_gemm_and_attention, fit,
                                 unit_speedup_param)
 from validate.cases import split
-from validate.predict_cases import attention_family, predict_many
+from validate.predict_cases import attention_family, moe_family, predict_many
 
 ENGINES = ("vllm", "trtllm", "sglang")
 #: The table of nccl-tests all-reduce times (the same library under every engine): fits the spec's
@@ -93,6 +97,8 @@ ATTENTION_KEYS = {f.attr: f.key for f in fields.ATTENTION}
 #: fitted on.
 ENGINE_MAPS = tuple((f.key.removeprefix("calibration."), f.attr) for f in fields.CALIBRATION if "_engine_" in f.attr)
 ENGINE_MAP_TABLES = {"act_quant": "matmul", "custom_allreduce": "allreduce"}
+#: The fused-MoE family maps (YAML key: attribute), keyed by family (Engine.moe_kernel).
+MOE_MAPS = {f.key.removeprefix("calibration."): f.attr for f in fields.CALIBRATION if f.attr.startswith("moe_kernel_")}
 
 
 def _with_sdpa_stand_in(cal: Calibration, profile) -> Calibration:
@@ -186,6 +192,7 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
                 cal, _ = fit(own, base, cal, _attention_params(cal, family, bw), loss=ROBUST_LOSS)
         cal = _fallback_as_decode_family(cal, engines.load(engine))
     cal = _with_sdpa_stand_in(cal, engines.load(gemm_engine))
+    cal = _with_moe_families(cal, train, base)
     link = base.device_link_bytes_per_s or base.host_link_bytes_per_s
     for engine in sorted(train, key=lambda e: e != ar_engine):  # ar_engine's first: the shared default
         reduces = [c for c in train[engine] if c["kind"] == "allreduce" and c.get("strategy") == "custom"
@@ -209,6 +216,23 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
     cal = _with_nccl_link(cal, train.get(NCCL_TABLE, []), base)
     return dataclasses.replace(base, name=f"{base.name}-calibrated", title=f"{base.title} (calibrated)",
                                calibration=cal)
+
+
+def _with_moe_families(cal: Calibration, train: dict[str, list[dict]], base: Hardware) -> Calibration:
+    """`cal` with each fused-MoE kernel family's weight streaming and fixed time per layer
+    (Calibration.moe_kernel_*) fitted to the MoE rows its kernel ran, over every engine's table
+    (FlashInfer's CUTLASS MoE runs under vLLM and SGLang alike: predict_cases.moe_family), on the
+    GEMM parameters fitted before; a family with fewer than MIN_FAMILY_ROWS rows keeps the generic
+    grouped GEMM."""
+    moes = [c for cases in train.values() for c in cases if c["kind"] == "moe"]
+    ran = [moe_family(c) for c in moes]
+    read = cal.read_bytes_per_s
+    for family in sorted(set(ran) - {""}):
+        own = [c for c, name in zip(moes, ran) if name == family]
+        if len(own) >= MIN_FAMILY_ROWS:
+            cal, _ = fit(own, base, cal, {f"moe_kernel_bytes_per_s:{family}": (read, 1e-3 * read, 2 * read),
+                                          f"moe_kernel_latency_s:{family}": (5e-6, 1e-8, 1e-3)}, loss=ROBUST_LOSS)
+    return cal
 
 
 def _with_nccl_link(cal: Calibration, reduces: list[dict], base: Hardware) -> Calibration:
@@ -290,10 +314,12 @@ def residual_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def sources_of(by_engine: dict[str, list[dict]], gemm_engine: str, ar_engine: str, cal: Calibration) -> dict:
     """Per calibration path (as the YAML spells it), the tables the fitted number comes from."""
+    def cited(found: set) -> str:
+        return "; ".join(sorted(found)) + " (fit on the shape-split calibration half: validate/calibrate_external.py)"
+
     def tables(engine: str, kind: str, phase: str | None = None) -> str:
-        found = sorted({c.get("source", "") for c in by_engine.get(engine, [])
-                        if c["kind"] == kind and (phase is None or c.get("phase") == phase)})
-        return "; ".join(found) + " (fit on the shape-split calibration half: validate/calibrate_external.py)"
+        return cited({c.get("source", "") for c in by_engine.get(engine, [])
+                      if c["kind"] == kind and (phase is None or c.get("phase") == phase)})
 
     gemm = tables(gemm_engine, "matmul")
     out = {f"calibration.{group}.{d}": gemm for group, table in (("matmul", cal.matmul_flops_per_s),
@@ -313,6 +339,10 @@ def sources_of(by_engine: dict[str, list[dict]], gemm_engine: str, ar_engine: st
             measured = f"stand-in for PyTorch's SDPA, not measured: {gemm_engine}'s FlashAttention: {measured}"
         for attr in cal.attention_kernels[family]:
             out[f"calibration.attention_kernels.{family}.{ATTENTION_KEYS[attr]}"] = measured
+    for family in cal.moe_kernel_bytes_per_s:  # every engine's MoE rows its kernel ran (_with_moe_families)
+        ran = cited({c.get("source", "") for cases in by_engine.values() for c in cases
+                     if c["kind"] == "moe" and moe_family(c) == family})
+        out.update({f"calibration.{key}.{family}": ran for key in MOE_MAPS})
     for key in ("custom_allreduce_latency", "custom_allreduce_peer_latency", "custom_allreduce_bandwidth"):
         out[f"calibration.{key}"] = tables(ar_engine, "allreduce")
     if cal.link_bytes_per_s:
@@ -341,7 +371,8 @@ def calibrated_preset(by_engine: dict[str, list[dict]], base: Hardware, gemm_eng
 def with_engine_kernels(onto: Hardware, fitted: Hardware) -> Hardware:
     """`onto` (a spec calibrated on our own suite) carrying the serving engines' own kernels that
     `fitted` (a spec fitted to the same GPU's engine tables) measured: each engine's attention
-    families, fp8 quantization path and custom all-reduce, and NCCL's link fitted to nccl-tests rows
+    families, fp8 quantization path, custom all-reduce and fused-MoE families (absolute rates and
+    times), and NCCL's link fitted to nccl-tests rows
     where `onto` has none, with their sources. An attention family's
     time must not move: its rate fraction is rescaled from `fitted`'s bf16 rate to `onto`'s, and its
     floor (beyond the launch floor) shifted by the two specs' launch floors; the rest are absolute
@@ -361,7 +392,7 @@ def with_engine_kernels(onto: Hardware, fitted: Hardware) -> Hardware:
             path = f"calibration.attention_kernels.{family}.{ATTENTION_KEYS[attr]}"
             sources[path] = fitted.sources.get(path, "") + (converted if attr in ("flops_fraction", "overhead_s") else "")
     maps = {}
-    for key, attr in ENGINE_MAPS:
+    for key, attr in (*ENGINE_MAPS, *MOE_MAPS.items()):
         maps[attr] = {**getattr(mine, attr), **getattr(theirs, attr)}
         sources.update({f"calibration.{key}.{e}": fitted.sources.get(f"calibration.{key}.{e}", "")
                         for e in getattr(theirs, attr)})

@@ -20,7 +20,7 @@ from perfmodel.ops import (CUTLASS_8BIT, Op, Precision, attention_op, engine_qua
                            quant_ops, row_norm_op, vector_op)
 from perfmodel.predict import step_time
 from perfmodel.roofline import op_time
-from validate import kinds
+from validate import kinds, moe_routing
 from validate.cases import text
 from workloads.model import ModelSpec
 
@@ -258,15 +258,42 @@ def predict_allreduce(case: dict, hw: Hardware) -> float:
 
 
 def predict_moe(case: dict, hw: Hardware) -> float:
-    """One MoE layer (router GEMM and the grouped expert GEMMs) for `tokens` tokens, experts split
-    over moe_tp devices (perfmodel.ops.moe_ops)."""
+    """One MoE layer for `tokens` tokens on one device of an expert-parallel group: experts split
+    over moe_ep devices, each expert's matrices over moe_tp (perfmodel.ops.moe_ops), run by the
+    case's fused-MoE kernel family (`moe_family`). A case naming its routing `distribution` is a
+    benchmark's layer (aiconfigurator's collectors): the router logits are its input (no router
+    GEMM is timed) and the device's load follows that workload (validate/moe_routing.py); else the
+    layer runs its router and routing is uniform (our suite's torch.compile'd layer). `gated` 0:
+    expert FFNs of two matrices (up, down), else three (gate, up, down)."""
     experts, top_k = int(_num(case, "experts")), int(_num(case, "top_k"))
     hidden, inter = int(_num(case, "hidden")), int(_num(case, "inter"))
+    tokens, ep = _num(case, "tokens"), _num(case, "moe_ep", default=1.0) or 1.0
     spec = ModelSpec(name="moe-case", family="qwen3_moe", n_layers=1, d_model=hidden, n_heads=1, n_kv_heads=1,
-                     head_dim=hidden, d_ff=0, vocab_size=1, n_experts=experts, top_k=top_k, moe_d_ff=inter)
+                     head_dim=hidden, d_ff=0, vocab_size=1, n_experts=experts, top_k=top_k, moe_d_ff=inter,
+                     ffn_gated=_num(case, "gated", default=1.0) != 0.0)
     p = step_precision(text(case, "dtype") or "bf16")
-    ops = moe_ops(spec, _num(case, "tokens"), p, _num(case, "moe_tp", default=1.0) or 1.0)
-    return sum(float(op_time(op, hw, p).time_s) * op.count for op in ops)
+    workload = text(case, "distribution")
+    routed = moe_routing.rank0_load(tokens, experts, top_k, ep, workload)
+    ops = moe_ops(spec, tokens, p, _num(case, "moe_tp", default=1.0) or 1.0, ep=ep, routed=routed,
+                  family=moe_family(case))
+    return sum(float(op_time(op, hw, p).time_s) * op.count for op in ops if not (workload and op.name == "router"))
+
+
+#: Fused-MoE kernel families (Engine.moe_kernel) by what a table row's kernel name holds (every
+#: part), first match: aiconfigurator's kernel_source of its MoE rows.
+MOE_KERNEL_FAMILIES = ((("flashinfer", "cutlass"), "flashinfer-cutlass"), (("moe_torch_flow",), "trtllm-cutlass"),
+                       (("sglang", "triton"), "sglang-triton"), (("vllm", "triton"), "vllm-triton"))
+
+
+def moe_family(case: dict) -> str:
+    """The fused-MoE kernel family that ran a MoE case: named by its kernel (MOE_KERNEL_FAMILIES),
+    else its engine profile's (Engine.moe_kernel), else "" (the generic grouped GEMM)."""
+    kernel = text(case, "kernel").lower()
+    for parts, family in MOE_KERNEL_FAMILIES:
+        if all(part in kernel for part in parts):
+            return family
+    engine = text(case, "engine")
+    return engines.load(engine).moe_kernel if engine in engines.names() else ""
 
 
 def predict_act_quant(case: dict, hw: Hardware) -> float:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import workloads
-from perfmodel.ops import (Precision, attention_op, attention_pairs, expected_experts_touched, matmul_op,
+from perfmodel.ops import (Precision, attention_op, attention_pairs, expected_experts_touched, matmul_op, moe_ops,
                            step_ops)
 
 BF16 = Precision(16, 16, 16)
@@ -80,6 +80,23 @@ def test_moe_reads_only_touched_experts():
     one = [o for o in step_ops(mix, seqs=1, new_tokens=1, past=0, p=BF16) if o.name == "experts"][0]
     assert one.weight_bytes == pytest.approx(2 * 3 * 4096 * 14336 * 2)
     assert one.flops == 2 * 1 * 2 * 3 * 4096 * 14336
+
+
+def test_expert_parallelism_splits_the_routed_pairs_and_experts():
+    mix = workloads.load("mixtral-8x7b")
+    tokens = 64.0
+    whole = {o.name: o for o in moe_ops(mix, tokens, BF16, tp=1)}["experts"]
+    half = {o.name: o for o in moe_ops(mix, tokens, BF16, tp=1, ep=2)}["experts"]
+    # each device holds 4 of the 8 experts whole: half the pairs and half the touched experts
+    assert half.flops == pytest.approx(whole.flops / 2)
+    assert half.groups == pytest.approx(whole.groups / 2)
+    assert half.weight_bytes == pytest.approx(whole.weight_bytes / 2)
+    assert half.m == pytest.approx(whole.m)  # the same rows per touched expert
+    # a known routing replaces the expectation: 10 pairs over 3 experts
+    known = {o.name: o for o in moe_ops(mix, tokens, BF16, tp=2, ep=2, routed=(10.0, 3.0))}["experts"]
+    assert known.groups == 3.0 and known.m == pytest.approx(10 / 3)
+    assert known.flops == pytest.approx(2 * 10 * 3 * 4096 * 14336 / 2)
+    assert known.weight_bytes == pytest.approx(3 * 3 * 4096 * 14336 / 2 * 2)
 
 
 def test_eager_profile_has_more_kernels_and_bytes():

@@ -7,7 +7,8 @@ import pytest
 
 import hardware
 import workloads
-from perfmodel.ops import Precision, attention_op, engine_quant_op, matmul_op, moe_ops, row_norm_op, vector_op
+from perfmodel.ops import (Precision, attention_op, engine_quant_op, matmul_op, moe_ops, row_norm_op, step_ops,
+                           vector_op)
 from perfmodel.roofline import _attention_rate, attention_compute_terms, gemm_latency_s, gemm_parallelism, op_time
 
 BF16 = Precision(16, 16, 16)
@@ -48,6 +49,29 @@ def test_moe_experts_stream_weights_on_every_touched_expert(calibrated, model, t
     streaming_s = np.asarray(t.memory_s) - gemm_latency_s(cal)  # past the kernel's fill latency
     assert np.all(experts.bytes / streaming_s >= 0.99 * grouped)
     assert np.all(np.diff(np.asarray(t.time_s)) > 0)
+
+
+def test_an_engines_moe_family_prices_its_experts_and_routing(calibrated):
+    """An engine profile's fused-MoE family (Engine.moe_kernel) streams the experts' weights at its
+    fitted rate and pays its fixed time per layer on the routing op, in place of the generic grouped
+    rate and routing time; a family the spec has not fitted keeps the generic ones."""
+    spec = workloads.load("qwen3-30b-a3b")
+    family = dict(moe_kernel_bytes_per_s={"vllm-triton": 1.0e12}, moe_kernel_latency_s={"vllm-triton": 40e-6})
+    hw = dataclasses.replace(calibrated, calibration=dataclasses.replace(calibrated.calibration, **family))
+    tagged = {op.name: op for op in moe_ops(spec, 4096.0, BF16, 1, family="vllm-triton")}
+    plain = {op.name: op for op in moe_ops(spec, 4096.0, BF16, 1)}
+    assert tagged["experts"].kernel == tagged["moe_route"].kernel == "moe-vllm-triton"
+    cal = hw.calibration
+    streaming = np.asarray(op_time(tagged["experts"], hw, BF16).memory_s) - gemm_latency_s(cal)
+    assert tagged["experts"].bytes / streaming == pytest.approx(1.0e12, rel=1e-6)
+    routing = op_time(tagged["moe_route"], hw, BF16).overhead_s
+    assert routing == pytest.approx(40e-6)
+    assert op_time(plain["moe_route"], hw, BF16).overhead_s == pytest.approx(cal.moe_routing_s)
+    other = {op.name: op for op in moe_ops(spec, 4096.0, BF16, 1, family="sglang-triton")}
+    assert op_time(other["experts"], hw, BF16).memory_s == pytest.approx(op_time(plain["experts"], hw, BF16).memory_s)
+    # the engine profile names its family, and its step's MoE ops carry it
+    ops = step_ops(spec, seqs=4, new_tokens=1, past=100, p=BF16, engine="vllm")
+    assert {op.kernel for op in ops if op.kind in ("moe", "routing")} == {"moe-vllm-triton"}
 
 
 def test_gemm_time_never_falls_across_the_skinny_kernel_switch(calibrated):

@@ -152,6 +152,45 @@ def test_each_engines_fp8_quantization_path_is_fitted_on_its_own_rows(synthetic)
     assert frame[frame["class"] == "matmul fp8"].groupby("engine")["ape"].median().max() < 0.03
 
 
+def test_each_moe_family_is_fitted_on_the_rows_its_kernel_ran(synthetic):
+    """MoE rows made with two fused-MoE families (Triton under vLLM at 2.5 TB/s and 15 us a layer,
+    FlashInfer's CUTLASS MoE under vLLM and SGLang alike at 0.6 TB/s and 30 us) fit each family's
+    streaming rate and fixed time on the rows its kernel ran, across engines; each held-out row is
+    priced with its own family, and the preset cites the MoE tables for both numbers."""
+    base, truth, cases = synthetic
+    moe = dataclasses.replace(truth, calibration=dataclasses.replace(
+        TRUTH, moe_kernel_bytes_per_s={"vllm-triton": 2.5e12, "flashinfer-cutlass": 0.6e12},
+        moe_kernel_latency_s={"vllm-triton": 15e-6, "flashinfer-cutlass": 30e-6}))
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(160):
+        experts, top_k, hidden, inter = [(8, 2, 4096, 14336), (128, 8, 2048, 768), (256, 8, 4096, 2048),
+                                         (64, 6, 2048, 1408), (16, 1, 5120, 8192)][i % 5]
+        kernel, engine = [("vllm_unquantizedfusedmoe_triton_tritonexperts", "vllm"),
+                          ("vllm_modeloptfp8moe_flashinfer_cutlass_flashinferexperts", "vllm"),
+                          ("sglang_flashinfer_cutlass_moe", "sglang")][i % 3]
+        rows.append({"kind": "moe", "tokens": int(2 ** rng.integers(0, 14)), "experts": experts, "top_k": top_k,
+                     "hidden": hidden, "inter": inter, "moe_tp": int(2 ** rng.integers(0, 3)),
+                     "moe_ep": [1, 2, 4][i % 3 if experts % 4 == 0 else 0], "dtype": "bf16",
+                     "distribution": ["balanced", "power_law_1.2"][i % 2], "timing": "graph",
+                     "kernel": kernel, "engine": engine, "source": f"table of {engine}"})
+    times = predict_many(ce.prepared(rows), moe)
+    measured = [dict(c, measured_s=float(t)) for c, t in zip(rows, times)]
+    tables = {"vllm": cases + [c for c in measured if c["engine"] == "vllm"],
+              "sglang": [c for c in measured if c["engine"] == "sglang"]}
+    hw = ce.calibrated_preset(tables, base)
+    cal = hw.calibration
+    assert cal.moe_kernel_bytes_per_s["vllm-triton"] == pytest.approx(2.5e12, rel=0.1)
+    assert cal.moe_kernel_latency_s["vllm-triton"] == pytest.approx(15e-6, rel=0.2)
+    assert cal.moe_kernel_bytes_per_s["flashinfer-cutlass"] == pytest.approx(0.6e12, rel=0.1)
+    assert cal.moe_kernel_latency_s["flashinfer-cutlass"] == pytest.approx(30e-6, rel=0.2)
+    held_out = [c for c in ce.prepared(measured) if c["split"] == "evaluation"]
+    ratio = predict_many(held_out, hw) / np.array([c["measured_s"] for c in held_out])
+    assert np.median(np.abs(ratio - 1)) < 0.03
+    assert "table of sglang" in hw.sources["calibration.moe_kernel_bandwidth.flashinfer-cutlass"]
+    assert "table of vllm" in hw.sources["calibration.moe_kernel_latency.flashinfer-cutlass"]
+
+
 def test_pytorch_sdpa_families_stand_in_from_the_gemm_engines_and_say_so(synthetic):
     """The tables time no SDPA call: torch-compile's families (sdpa-<phase>) are vLLM's, cited as a
     stand-in, and the generic attention floor nothing pins is left unfitted (0)."""

@@ -114,7 +114,9 @@ def sources_md(records: list[dict], package: str, version: str | None) -> str:
         "  iterations, 100 (60 above 16 M elements) timed ones, out-of-place time averaged over ranks; no",
         "  CUDA graph. The table's other collectives (all_gather, reduce_scatter, alltoall) are not read.",
         "- MoE: the engine's fused MoE for one GPU's share (moe_tp splits inter, moe_ep splits the",
-        "  experts) with `tokens` tokens routed by `distribution` (balanced or power-law expert loads).",
+        "  experts) with `tokens` tokens routed by `distribution` (balanced or power-law expert loads);",
+        "  the GPU stands for rank 0 of the expert-parallel group and computes the tokens routed to its own",
+        "  experts (a power-law draw puts the busiest experts' group there).",
         "",
         "## Columns",
         "",
@@ -137,6 +139,9 @@ def sources_md(records: list[dict], package: str, version: str | None) -> str:
         "MoE layer, experts in the model (experts / moe_ep on this GPU), experts per token, model width, "
         "expert FFN width (whole; this GPU holds inter / moe_tp), tensor and expert parallel sizes, "
         "expert load model (balanced, power-law) |",
+        "| gated | moe: 0 where the expert FFNs have no gate matrix (Nemotron-3's squared-ReLU experts: "
+        "TensorRT-LLM's nongated kernel, or the layer of a relu2 model in aiconfigurator's model_configs); "
+        "empty: gated (SwiGLU) |",
         "| kernel | the table's kernel_source (which implementation ran) |",
         "| measured_s | latency in seconds (table: ms), 6 significant digits |",
         "| system, engine, source | aiconfigurator system; engine (trtllm, vllm, sglang; nccl for "

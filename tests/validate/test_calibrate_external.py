@@ -249,7 +249,7 @@ def test_engine_kernels_carried_into_our_spec_keep_their_times():
     engines = ("vllm", "trtllm", "sglang")
     bare = dataclasses.replace(ours.calibration, attention_kernels={
         f: p for f, p in ours.calibration.attention_kernels.items() if f.partition("-")[0] not in engines},
-        **{attr: {} for _, attr in ce.ENGINE_MAPS})
+        **{attr: {} for _, attr in (*ce.ENGINE_MAPS, *ce.MOE_MAPS.items())})
     merged = ce.with_engine_kernels(dataclasses.replace(ours, calibration=bare), fitted)
     for engine, cases in ce.cases_for("h200_sxm").items():
         if engine == ce.NCCL_TABLE:
@@ -259,6 +259,11 @@ def test_engine_kernels_carried_into_our_spec_keep_their_times():
         assert merged.calibration.act_quant_engine_latency_s[engine] == fitted.calibration.act_quant_engine_latency_s[engine]
         assert "aiconfigurator" in merged.sources[f"calibration.attention_kernels.{engine}-decode.flops_fraction"]
     assert merged.calibration.attention_kernels["sdpa-decode"] == ours.calibration.attention_kernels["sdpa-decode"]
+    # each fused-MoE family the engines' MoE tables fitted, with its source
+    assert set(fitted.calibration.moe_kernel_bytes_per_s) >= {"vllm-triton", "sglang-triton", "trtllm-cutlass"}
+    for attr in ce.MOE_MAPS.values():
+        assert getattr(merged.calibration, attr) == getattr(fitted.calibration, attr)
+    assert "moe_perf" in merged.sources["calibration.moe_kernel_bandwidth.vllm-triton"]
     # NCCL's link, fitted to the nccl-tests table, comes along (the same library under every engine)
     assert fitted.calibration.link_bytes_per_s > 0 and fitted.calibration.link_nvls == 1
     assert len(ce.LINK_FIELDS) == 4

@@ -79,6 +79,15 @@ class Engine:
     configs), "trtllm-cutlass" (TensorRT-LLM's CUTLASS MoE), "flashinfer-cutlass" (FlashInfer's
     CUTLASS fused MoE); its weight-streaming rate and fixed time per layer are per device, in the
     calibrated spec's moe_kernel_* maps under the same name. "": the generic grouped-GEMM kernel.
+
+    fp8_prefill_attention: with an 8-bit KV cache the prefill attention kernel runs its tensor-core
+    math in fp8 (queries quantized too, softmax in fp32): TensorRT-LLM's context FMHA (fp8 context
+    FMHA comes with an fp8 paged cache) and vLLM's FlashAttention-3. Its FLOPs then run at the
+    device's fp8 rate times the family's fraction (perfmodel.roofline); a 16-bit cache keeps bf16
+    math, and decode kernels keep theirs (TensorRT-LLM's published throughput rows: fp8 context math
+    took the long-prompt rows from 0.874 to 0.912x of the published numbers, median error 12.6 ->
+    8.9%; fp8 decode math as well had taken the decode-heavy rows from 1.015 to 1.068x;
+    validate/reports/published).
     """
 
     name: str
@@ -107,6 +116,7 @@ class Engine:
     decode_kernel_min_block_factor: float = 0.0
     decode_fallback_attention: str = ""
     moe_kernel: str = ""
+    fp8_prefill_attention: bool = False
     allreduce: str = "nccl"
     eager: bool = False
     graph_max_tokens: float = 0.0

@@ -862,7 +862,7 @@ def _work_term(op: Op, hw: Hardware, p: Precision, model: ModelSpec, tp, seqs, a
     if any(not np.array_equal(np.broadcast_to(np.asarray(getattr(op, field), dtype=float), shape),
                               np.broadcast_to(value, shape)) for field, value in expected.items()):
         return False
-    score_s = float(unit_score_s(op.k, hw, p, params)) if longest else 0.0
+    score_s = float(unit_score_s(op, hw, p, params)) if longest else 0.0
     return PrefillWork(float(op.count), heads, kv_heads, params, float(hw.compute_units), score_s)
 
 

@@ -36,6 +36,8 @@ class Op:
     m, n, k are the GEMM shape (output m x n, reduction k) for matmuls, used for wave quantization;
     groups: how many such GEMMs one grouped kernel runs side by side (the experts a MoE batch
     touches), whose tiles share the GPU's SMs; comm_bytes is the all-reduce payload for "comm" ops.
+    tensor_bits: bits the op's tensor-core math runs at where its kernel sets them (an fp8
+    attention kernel: 8); 0 where they follow the precision (perfmodel.roofline).
     """
 
     name: str
@@ -52,6 +54,7 @@ class Op:
     comm_bytes: object = 0.0
     groups: object = 1.0
     kernel: str = ""
+    tensor_bits: object = 0.0
 
     @cached_property
     def bytes(self):
@@ -156,7 +159,7 @@ def diagonal_block_pairs(new_tokens):
 
 
 def attention_op(model: ModelSpec, *, seqs, new_tokens, past, p: Precision, tp, sparse_budget=0,
-                 kernel: str = "") -> Op:
+                 kernel: str = "", tensor_bits=0.0) -> Op:
     """Scaled-dot-product attention over the KV cache (GQA / MQA / MLA), FlashAttention-style.
 
     FLOPs = 2 * pairs * (qk_dim + v_dim) per query head (QK^T and PV; Dao et al. 2022,
@@ -167,7 +170,8 @@ def attention_op(model: ModelSpec, *, seqs, new_tokens, past, p: Precision, tp, 
     one shared latent of kv_lora + rope elements per token acts as a single kv head.
     With `sparse_budget` > 0 (block top-k sparse attention) a decode step reads at most that many
     cached tokens (Kinetics, arXiv 2506.05333). `kernel` names the attention kernel family whose
-    calibrated rates and floor price it (an engine profile's choice; "" = the spec's default).
+    calibrated rates and floor price it (an engine profile's choice; "" = the spec's default);
+    `tensor_bits` the bits its math runs at where the kernel sets them (`attention_tensor_bits`).
     """
     heads = shapes.query_heads_per_device(model, tp)
     context = past + new_tokens
@@ -186,7 +190,18 @@ def attention_op(model: ModelSpec, *, seqs, new_tokens, past, p: Precision, tp, 
     kv_heads = shapes.kv_heads_per_device(model, tp)
     return Op("attention", "attention", model.n_layers, flops=flops, weight_bytes=0.0,
               act_bytes=act_bytes, kv_bytes=kv_bytes, m=seqs * new_tokens * heads, n=context, k=qk_dim,
-              groups=seqs * kv_heads, kernel=kernel)
+              groups=seqs * kv_heads, kernel=kernel, tensor_bits=tensor_bits)
+
+
+def attention_tensor_bits(engine: Engine, p: Precision, phase: str):
+    """Bits an engine's attention math runs at in a step phase: 8 where its prefill kernel runs
+    fp8 attention over an 8-bit KV cache (Engine.fp8_prefill_attention), else 0 (the precision's:
+    perfmodel.roofline). Array-valued for an array of KV bits."""
+    if not (engine.fp8_prefill_attention and phase == "prefill"):
+        return 0.0
+    if isinstance(p.kv_bits, (int, float)):
+        return 8.0 if p.kv_bits <= 8 else 0.0
+    return np.where(np.asarray(p.kv_bits) <= 8, 8.0, 0.0)
 
 
 def attention_projections(model: ModelSpec, tokens, p: Precision, tp, engine: Engine) -> list[Op]:
@@ -312,9 +327,11 @@ def context_ops(model: ModelSpec, *, seqs, new_tokens, past, p: Precision, tp=1,
     engine = load_engine(engine)
     ops = [kv_append_op(model, seqs=seqs, new_tokens=new_tokens, past=past, p=p,
                         tp=tp)] if engine.kv_append_copies else []
-    kernel = engine.attention_kernel(step_phase(new_tokens), group=shapes.query_group(model))
+    phase = step_phase(new_tokens)
+    kernel = engine.attention_kernel(phase, group=shapes.query_group(model))
     return ops + [attention_op(model, seqs=seqs, new_tokens=new_tokens, past=past, p=p, tp=tp,
-                               sparse_budget=sparse_budget, kernel=kernel)]
+                               sparse_budget=sparse_budget, kernel=kernel,
+                               tensor_bits=attention_tensor_bits(engine, p, phase))]
 
 
 def kv_write_op(model: ModelSpec, tokens, p: Precision, tp, engine: Engine) -> list[Op]:

@@ -333,18 +333,24 @@ def attention_params(hw: Hardware, op: Op) -> tuple:
 
 def _attention_terms(op: Op, hw: Hardware, p: Precision, params: tuple) -> tuple:
     fraction, score_rate = params[0], params[7]
-    dot_s = op.flops / (_attention_rate(hw, p, _attention_bits(p)) * fraction)
+    dot_s = op.flops / (_attention_rate(hw, p, _attention_bits(p, op)) * fraction)
     if score_rate:
         dot_s = dot_s + attention_scores(op) / score_rate
     work_s = attention_work_s(op.m, op.n, op.groups, params, hw.compute_units) if has_work_terms(params) else 0.0
     if has_longest_unit(op.kernel, params):
-        work_s = work_s + longest_unit_s(op.m, op.n, op.groups, unit_score_s(op.k, hw, p, params))
+        work_s = work_s + longest_unit_s(op.m, op.n, op.groups, unit_score_s(op, hw, p, params))
     return dot_s, work_s
 
 
-def _attention_bits(p: Precision):
-    """Bits attention runs at: bf16/fp16, or fp32 (from the activations' bits)."""
-    return np.minimum(np.maximum(p.a_bits, 16), 32)
+def _attention_bits(p: Precision, op: Op):
+    """Bits attention's tensor-core math runs at: the op's own where its kernel sets them (fp8
+    attention over an 8-bit cache: Op.tensor_bits), else bf16/fp16, or fp32 (from the
+    activations' bits)."""
+    bits = np.minimum(np.maximum(p.a_bits, 16), 32)
+    own = op.tensor_bits
+    if isinstance(own, (int, float)):
+        return own if own else bits
+    return np.where(np.asarray(own) > 0, own, bits)
 
 
 def has_longest_unit(kernel: str, params: tuple) -> bool:
@@ -364,14 +370,14 @@ def streams_unit_keys(kernel: str) -> bool:
     return kernel.endswith(("-prefill", "-prefill-bidirectional")) and not kernel.startswith(MASKED_CACHE_FAMILY)
 
 
-def unit_score_s(k, hw: Hardware, p: Precision, params: tuple):
+def unit_score_s(op: Op, hw: Hardware, p: Precision, params: tuple):
     """Time one query-key score takes inside a lone work unit on its SM: a score's two dot products
-    (4 x head dim `k` FLOPs, as `attention_scores` counts them) at the family's fraction of the
+    (4 x head dim `op.k` FLOPs, as `attention_scores` counts them) at the family's fraction of the
     tensor-core rate plus its exponential at the family's softmax rate (0: none), both at the unit's
     fair share of them (1 / compute_units) times the family's fitted unit speedup (a lone unit may
     run faster than its fair share: a whole SM, no neighbours)."""
     fraction, score_rate, speedup = params[0], params[7], params[8]
-    score_s = 4.0 * np.asarray(k, dtype=float) / (_attention_rate(hw, p, _attention_bits(p)) * fraction)
+    score_s = 4.0 * np.asarray(op.k, dtype=float) / (_attention_rate(hw, p, _attention_bits(p, op)) * fraction)
     if score_rate:
         score_s = score_s + 1.0 / score_rate
     return score_s * hw.compute_units / speedup
@@ -455,10 +461,12 @@ def _gemm_rate(hw: Hardware, p: Precision):
 
 
 def _attention_rate(hw: Hardware, p: Precision, bits):
-    """matmul_dtype_rate at attention's bits (derived from p.a_bits), computed once per (spec,
-    precision) like `_gemm_rate`: a step prices attention at one to three contexts."""
+    """matmul_dtype_rate at attention's bits (`_attention_bits`), computed once per (spec,
+    precision, bits) like `_gemm_rate`: a step prices attention at one to three contexts."""
+    if np.ndim(bits):  # bits per scenario (a sweep over KV bits under an fp8 attention kernel)
+        return matmul_dtype_rate(hw, bits, bits)
     cache = p.__dict__.setdefault("_attention_rates", {})
-    key = id(hw)
+    key = (id(hw), float(bits))
     if key not in cache or cache[key][0] is not hw:
         cache[key] = (hw, matmul_dtype_rate(hw, bits, bits))
     return cache[key][1]

@@ -9,7 +9,8 @@ import hardware
 import workloads
 from perfmodel.ops import (Precision, attention_op, engine_quant_op, matmul_op, moe_ops, row_norm_op, step_ops,
                            vector_op)
-from perfmodel.roofline import _attention_rate, attention_compute_terms, gemm_latency_s, gemm_parallelism, op_time
+from perfmodel.roofline import (_attention_rate, attention_compute_terms, gemm_latency_s, gemm_parallelism,
+                                matmul_dtype_rate, op_time)
 
 BF16 = Precision(16, 16, 16)
 
@@ -72,6 +73,36 @@ def test_an_engines_moe_family_prices_its_experts_and_routing(calibrated):
     # the engine profile names its family, and its step's MoE ops carry it
     ops = step_ops(spec, seqs=4, new_tokens=1, past=100, p=BF16, engine="vllm")
     assert {op.kernel for op in ops if op.kind in ("moe", "routing")} == {"moe-vllm-triton"}
+
+
+def test_fp8_attention_engines_run_attention_math_at_the_fp8_rate_over_an_fp8_cache(calibrated):
+    """TensorRT-LLM (fp8 context FMHA) and vLLM (FA3) run prefill attention's matmuls in fp8 over
+    an 8-bit KV cache (Engine.fp8_prefill_attention): the dot products of a long prefill take the
+    fp8/bf16 rate ratio less time; a 16-bit cache, an engine without it, or a decode keeps bf16 math."""
+    from perfmodel.engines import load
+    from perfmodel.ops import context_ops
+
+    spec = workloads.load("llama-3-8b")
+    fp8_kv, bf16_kv = Precision(8, 8, 8), Precision(8, 8, 16)
+
+    def dot_s(engine, p):
+        op = context_ops(spec, seqs=1.0, new_tokens=8192.0, past=0.0, p=p, engine=engine)[-1]
+        return float(attention_compute_terms(op, calibrated, p)[0]), op
+
+    for engine in ("trtllm", "vllm"):
+        assert load(engine).fp8_prefill_attention
+        fast, op = dot_s(engine, fp8_kv)
+        slow, plain = dot_s(engine, bf16_kv)
+        assert op.tensor_bits == 8.0 and plain.tensor_bits == 0.0
+        fraction = calibrated.calibration.attention_kernel(op.kernel, float(op.k))[0]
+        flops_s = op.flops / fraction  # the softmax's term is the same at both
+        expected = flops_s / matmul_dtype_rate(calibrated, 8, 8) - flops_s / matmul_dtype_rate(calibrated, 16, 16)
+        assert fast - slow == pytest.approx(expected, rel=1e-9)
+    assert not load("sglang").fp8_prefill_attention
+    # decode kernels keep their math
+    decode = context_ops(spec, seqs=8.0, new_tokens=1.0, past=4096.0, p=fp8_kv, engine="trtllm")[-1]
+    assert decode.tensor_bits == 0.0
+    assert dot_s("sglang", fp8_kv)[0] == pytest.approx(dot_s("sglang", bf16_kv)[0])
 
 
 def test_gemm_time_never_falls_across_the_skinny_kernel_switch(calibrated):

@@ -36,6 +36,9 @@ KINDS = ("gpu", "cpu", "soc")
 #: Rankings compare prices of one basis only.
 PRICE_BASES = ("cloud", "purchase-3y")
 DEVICE_LINK_KINDS = ("nvlink2", "nvlink3", "nvlink4", "nvlink5", "infinity-fabric", "pcie", "none")
+#: GPU architectures a spec may name: kernels an engine picks per architecture (its tile tables,
+#: Engine.fp8_gemm_tiles_hopper) apply where the spec names theirs; "" (unnamed) gets none.
+ARCHITECTURES = ("volta", "turing", "ampere", "ada", "hopper", "blackwell", "cdna3")
 
 #: The unit each kind is written in by the spec writer (file style): (unit text, SI value of one unit).
 FILE_UNITS = {name: d.file_unit for name, d in units.DIMENSIONS.items()}
@@ -135,6 +138,8 @@ HARDWARE = (
     Field("name", "name", "text", form=""),
     Field("title", "title", "text", required=False, default=""),
     Field("kind", "kind", "choice", choices=KINDS),
+    Field("architecture", "architecture", "choice", required=False, default="", choices=ARCHITECTURES,
+          write="nonzero"),
     Field("price_basis", "price_basis", "choice", required=False, default="cloud", choices=PRICE_BASES,
           write="nonzero"),
     Field("compute", "flops_per_s", "flops_per_s", keyed=True, choices=DTYPES, form="{} peak (dense{})",

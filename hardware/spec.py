@@ -163,6 +163,8 @@ class Hardware:
         object.__setattr__(self, "sources", dict(self.sources))
         if self.kind not in KINDS:
             raise SpecError(f"kind: {self.kind!r} is not one of {KINDS}")
+        if self.architecture and self.architecture not in fields.ARCHITECTURES:
+            raise SpecError(f"architecture: {self.architecture!r} is not one of {fields.ARCHITECTURES}")
         if self.device_link not in DEVICE_LINK_KINDS:
             raise SpecError(f"device_link.kind: {self.device_link!r} is not one of {DEVICE_LINK_KINDS}")
         if not self.flops_per_s:

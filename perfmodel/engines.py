@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Mapping
 
@@ -57,6 +57,10 @@ class Engine:
     reduction over idle SMs, as cuBLASLt's do (torch._scaled_mm, TensorRT-LLM's FP8 path); vLLM's
     cutlass_scaled_mm and sgl-kernel's fp8_scaled_mm run CUTLASS 3 kernels that give each output
     tile one SM (ops.CUTLASS_8BIT marks their projections; perfmodel.roofline prices them).
+    fp8_gemm_tiles_hopper: the tile (rows x columns) those CUTLASS kernels take on Hopper (sm90)
+    by the GEMM's rows m, as "M1:RxC M2:RxC ... inf:RxC" (each bucket up to its bound;
+    `fp8_tile_table`), from the engine's sm90 dispatch; applied on specs whose architecture is
+    hopper (other architectures dispatch other kernels); "" = the calibrated tile grid.
 
     prefill_attention / decode_attention name the attention kernel family: "sdpa" (PyTorch's
     scaled_dot_product_attention) or an engine's own attention backend as it runs by default on
@@ -108,6 +112,7 @@ class Engine:
     kv_append_copies: bool = False
     attn_out_copy: bool = False
     fp8_gemm_split_k: bool = True
+    fp8_gemm_tiles_hopper: str = ""
     prefill_attention: str = "default"
     decode_attention: str = "default"
     decode_kernel_min_group: int = 1
@@ -136,8 +141,14 @@ class Engine:
                 raise EngineError(f"engine {self.name}: {f.name} = {value!r} must be true or false")
             if f.type == "str" and not isinstance(value, str):  # a family name or title, not a number
                 raise EngineError(f"engine {self.name}: {f.name} = {value!r} must be text")
+        self.fp8_tile_table  # a bad tile table fails at load
         if self.allreduce not in ALLREDUCE_KINDS:
             raise EngineError(f"engine {self.name}: allreduce = {self.allreduce!r} is not one of {ALLREDUCE_KINDS}")
+
+    @cached_property
+    def fp8_tile_table(self) -> tuple:
+        """fp8_gemm_tiles_hopper parsed: ((m bound, tile rows, tile columns), ...) by rising bound."""
+        return parse_tile_table(self.fp8_gemm_tiles_hopper, f"engine {self.name}: fp8_gemm_tiles_hopper")
 
     def graphed(self, tokens):
         """Whether a step of `tokens` tokens (per device) replays a CUDA graph (array-valued)."""
@@ -195,6 +206,27 @@ class Engine:
         if not np.ndim(runs):
             return own if runs else fallback
         return np.where(runs, own, fallback).astype(object)
+
+
+def parse_tile_table(text: str, field: str) -> tuple:
+    """"64:64x64 128:64x128 inf:128x128" -> ((64.0, 64.0, 64.0), (128.0, 64.0, 128.0), (inf, 128.0,
+    128.0)); "" -> (). Bounds must rise and end at inf, tiles be whole numbers from 1 to 1024."""
+    table = []
+    for item in text.replace(",", " ").split():
+        try:
+            bound, shape = item.split(":")
+            rows, cols = (float(v) for v in shape.split("x"))
+            bound = float(bound)
+        except ValueError:
+            raise EngineError(f"{field}: {item!r} is not BOUND:ROWSxCOLUMNS (e.g. 128:64x128)") from None
+        if not all(v == int(v) and 1 <= v <= 1024 for v in (rows, cols)):
+            raise EngineError(f"{field}: {item!r} needs whole tile sides from 1 to 1024")
+        if table and bound <= table[-1][0]:
+            raise EngineError(f"{field}: bound {item.split(':')[0]} must exceed the one before it")
+        table.append((bound, rows, cols))
+    if table and not math.isinf(table[-1][0]):
+        raise EngineError(f"{field}: the last bound must be inf (every m needs a tile)")
+    return tuple(table)
 
 
 def names() -> tuple[str, ...]:

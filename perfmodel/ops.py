@@ -471,7 +471,14 @@ def _engine_gemms(ops: list[Op], engine: Engine) -> list[Op]:
     run the engines' grouped kernels.)"""
     if engine.fp8_gemm_split_k:
         return ops
-    return [dataclasses.replace(op, kernel=CUTLASS_8BIT) if op.kind == "matmul" else op for op in ops]
+    kernel = cutlass_8bit_kernel(engine.name)
+    return [dataclasses.replace(op, kernel=kernel) if op.kind == "matmul" else op for op in ops]
+
+
+def cutlass_8bit_kernel(engine: str) -> str:
+    """The kernel name of an engine's CUTLASS 8-bit GEMMs ("cutlass-8bit-vllm": its tile table,
+    Engine.fp8_gemm_tiles_hopper, prices them on Hopper; perfmodel.roofline)."""
+    return f"{CUTLASS_8BIT}-{engine}"
 
 
 def logits_ops(model: ModelSpec, *, logits_tokens, p: Precision, tp=1,

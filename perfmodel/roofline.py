@@ -20,6 +20,7 @@ import numpy as np
 
 from hardware.spec import Hardware
 from perfmodel import collectives
+from perfmodel.engines import load as load_engine
 from perfmodel.rates import sustained_fraction
 from perfmodel.ops import (ATTENTION_TILE_ROWS, CUSTOM_ALLREDUCE, CUTLASS_8BIT, ENGINE_QUANT, MASKED_CACHE_FAMILY,
                            MOE_KERNEL, ROW_NORM_KERNEL, Op, Precision)
@@ -85,7 +86,7 @@ def matmul_dtype_rate(hw: Hardware, w_bits, a_bits, calibrated: bool = True, wei
     return np.where(low, eight, np.where((w < a) & (a <= 16), weight_only, act_rate))
 
 
-def gemm_parallelism(m, n, k, hw: Hardware, groups=1.0, split_k=True):
+def gemm_parallelism(m, n, k, hw: Hardware, groups=1.0, split_k=True, tiles=None):
     """(compute efficiency, thread blocks) of the tiled GEMM kernel on a calibrated GPU; (1, inf)
     for a datasheet spec.
 
@@ -99,6 +100,8 @@ def gemm_parallelism(m, n, k, hw: Hardware, groups=1.0, split_k=True):
     no library does. `groups` GEMMs of this shape in one grouped kernel (MoE experts; an expected,
     fractional count) multiply the tiles, each group's own count rounded up. `split_k` false (a
     bool or a mask per element) for kernels that never split (`split_k_allowed`): one unit a tile.
+    `tiles`: (tile rows, tile columns, mask) of a kernel whose tile its library picks by m
+    (`engine_tiles`), used where the mask holds, in place of the calibrated grid.
     """
     cal = hw.calibration
     if cal is None or cal.tile_m <= 1:
@@ -108,6 +111,9 @@ def gemm_parallelism(m, n, k, hw: Hardware, groups=1.0, split_k=True):
     n = np.maximum(np.asarray(n, dtype=float), 1.0)
     tm = np.minimum(cal.tile_m, np.maximum(16.0, 2.0 ** np.ceil(np.log2(m))))
     tn = np.minimum(cal.tile_n, np.maximum(16.0, 2.0 ** np.ceil(np.log2(n))))
+    if tiles is not None:
+        own_m, own_n, mask = tiles
+        tm, tn = np.where(mask, own_m, tm), np.where(mask, own_n, tn)
     tiles = np.ceil(m / tm) * np.ceil(n / tn) * groups
     splits = _splits(tiles, k, sms, cal.split_k_min)
     if split_k is not True:
@@ -144,10 +150,30 @@ def split_k_allowed(op: Op, p: Precision):
     kGemm): a tile per SM, no split-K, no GEMV path. aiconfigurator's H200 tables show it: vLLM's
     and SGLang's fp8 GEMM of 5 x 64 x 51200 takes 42 and 32 us, one tile streaming 3.3 MB at
     ~80-100 GB/s (validate/reports/aiconfigurator)."""
-    if op.kernel != CUTLASS_8BIT:
+    if not op.kernel.startswith(CUTLASS_8BIT):
         return True
     eight = (np.asarray(p.w_bits) <= 8) & (np.asarray(p.a_bits) <= 8)
     return bool(~eight) if eight.ndim == 0 else ~eight
+
+
+def engine_tiles(op: Op, split_k, hw: Hardware) -> tuple | None:
+    """(tile rows, tile columns, mask) of an engine's CUTLASS 8-bit GEMM (ops.cutlass_8bit_kernel)
+    on a Hopper spec where its profile lists the tile its sm90 dispatch picks by m
+    (Engine.fp8_gemm_tiles_hopper; Hardware.architecture), the mask
+    where the op runs that kernel (8-bit: split_k false); None elsewhere. vLLM's sm90 fp8 dispatch
+    (csrc/quantization/cutlass_w8a8/c3x/scaled_mm_sm90_fp8_dispatch.cuh) takes 64 x 64 tiles up to
+    64 rows, 64 x 128 up to 128 and 128 x 128 above; sgl-kernel's (csrc/gemm/fp8_gemm_kernel.cu,
+    sm90_fp8_dispatch_shape) 64 x 64 up to 256 rows and 128 x 128 above. A 129-row GEMM then runs
+    two 128-row tiles under vLLM where a 64-row grid priced three."""
+    engine = op.kernel[len(CUTLASS_8BIT) + 1:] if op.kernel.startswith(CUTLASS_8BIT + "-") else ""
+    table = load_engine(engine).fp8_tile_table if engine and hw.architecture == "hopper" else ()
+    if not table or split_k is True:
+        return None
+    m = np.asarray(op.m, dtype=float)
+    bounds = [m <= bound for bound, _, _ in table]
+    rows = np.select(bounds, [r for _, r, _ in table], default=table[-1][1])
+    cols = np.select(bounds, [c for _, _, c in table], default=table[-1][2])
+    return rows, cols, ~np.asarray(split_k, dtype=bool)
 
 
 def _gemm_time(op: Op, hw: Hardware, p: Precision) -> tuple:
@@ -180,7 +206,8 @@ def tiled_gemm_terms(op: Op, hw: Hardware, p: Precision) -> tuple:
     tile_m rows; memory time is the kernel's fill latency (`gemm_latency_s`) plus the bytes streamed at
     min(read bandwidth, thread blocks x per-SM rate)."""
     cal = hw.calibration
-    efficiency, units = gemm_parallelism(op.m, op.n, op.k, hw, op.groups, split_k_allowed(op, p))
+    split_k = split_k_allowed(op, p)
+    efficiency, units = gemm_parallelism(op.m, op.n, op.k, hw, op.groups, split_k, engine_tiles(op, split_k, hw))
     return (op.flops / (_gemm_rate(hw, p) * efficiency), op.flops / _sustained_rate(hw, p),
             gemm_latency_s(cal) + op.bytes / np.minimum(_gemm_read_bytes_per_s(op, cal),
                                                         units * (cal.sm_bytes_per_s or np.inf)))

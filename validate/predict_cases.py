@@ -16,8 +16,8 @@ import numpy as np
 import workloads
 from hardware.spec import Hardware
 from perfmodel import collectives, engines, rates
-from perfmodel.ops import (CUTLASS_8BIT, Op, Precision, attention_op, engine_quant_op, kv_append_op, matmul_op, moe_ops,
-                           quant_ops, row_norm_op, vector_op)
+from perfmodel.ops import (Op, Precision, attention_op, cutlass_8bit_kernel, engine_quant_op, kv_append_op, matmul_op,
+                           moe_ops, quant_ops, row_norm_op, vector_op)
 from perfmodel.predict import step_time
 from perfmodel.roofline import op_time
 from validate import kinds, moe_routing
@@ -138,9 +138,9 @@ def predict_matmuls(cases: list[dict], hw: Hardware) -> np.ndarray:
     times = _times(op, hw, p, cases)
     names = [text(c, "engine") for c in cases]
     splits = {name: engines.load(name).fp8_gemm_split_k for name in set(names) if name}  # one profile read each
-    cutlass = np.array([bool(name) and not splits[name] for name in names])
-    if np.any(cutlass):
-        times = np.where(cutlass, _times(dataclasses.replace(op, kernel=CUTLASS_8BIT), hw, p, cases), times)
+    for engine in sorted(name for name, split in splits.items() if not split):  # each engine's own tiles
+        mine = np.array([name == engine for name in names])
+        times = np.where(mine, _times(dataclasses.replace(op, kernel=cutlass_8bit_kernel(engine)), hw, p, cases), times)
     quant = np.array([_num(c, "act_quant", default=0.0) for c in cases])
     if np.any(quant > 0):  # the dynamic activation quantization timed with the GEMM (fp8 serving)
         times = times + np.where(quant > 0, _act_quant_times(cases, m, k, p, hw, int(quant.max())), 0.0)

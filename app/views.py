@@ -306,7 +306,8 @@ def plan(model: ModelSpec, hw: Hardware, sc: Scenario, engine: str = engines.DEF
         verdict = str(err)
     return {"row": row, "prefill": pred.breakdown("prefill"), "decode": pred.breakdown("decode"),
             "does_not_fit": verdict, "suggestions": fit_suggestions(model, hw, sc, row) if verdict else [],
-            "roofs": roofs(hw, row["w_bits"], row["a_bits"]),
+            "roofs": roofs(hw, row["w_bits"], row["a_bits"], fp8_attention=pred.engine.fp8_prefill_attention
+                           and row["kv_bits"] <= 8),
             "summary": summary_frame(row, model, hw, pred.engine.name)}
 
 
@@ -357,19 +358,23 @@ def memory_frame(row: dict) -> pd.DataFrame:
     return frame
 
 
-def roofs(hw: Hardware, w_bits, a_bits) -> list[dict]:
+def roofs(hw: Hardware, w_bits, a_bits, fp8_attention: bool = False) -> list[dict]:
     """The device roofs the roofline chart draws: peak FLOP/s and memory bandwidth.
 
     The tensor roof uses the GEMM path the precisions select (perfmodel.roofline.matmul_dtype_rate);
     the vector roof the fp32 rate norms and activations run at. A calibrated spec adds its measured
-    roof, which is what the predicted points sit under.
+    roof, which is what the predicted points sit under. `fp8_attention`: the engine runs its prefill
+    attention in fp8 over an 8-bit cache (Engine.fp8_prefill_attention), whose roof is the fp8 one.
     """
     from perfmodel.roofline import matmul_dtype_rate
 
     out = [{"roof": "tensor peak (datasheet)", "flops_per_s": float(matmul_dtype_rate(hw, w_bits, a_bits, False)),
-            "bytes_per_s": hw.hbm_bytes_per_s},
-           {"roof": "vector fp32 (datasheet)", "flops_per_s": hw.peak_flops_per_s("fp32"),
             "bytes_per_s": hw.hbm_bytes_per_s}]
+    if fp8_attention:
+        out.append({"roof": "fp8 attention peak (datasheet)", "flops_per_s": float(matmul_dtype_rate(hw, 8, 8, False)),
+                    "bytes_per_s": hw.hbm_bytes_per_s})
+    out.append({"roof": "vector fp32 (datasheet)", "flops_per_s": hw.peak_flops_per_s("fp32"),
+                "bytes_per_s": hw.hbm_bytes_per_s})
     if hw.calibration:
         out.append({"roof": "tensor (calibrated)", "flops_per_s": float(matmul_dtype_rate(hw, w_bits, a_bits)),
                     "bytes_per_s": hw.calibration.memory_bytes_per_s})

@@ -98,6 +98,17 @@ def test_bad_value_is_named(tmp_path, value, message):
         Hardware.from_yaml(_write(tmp_path, data))
 
 
+def test_an_unknown_architecture_is_named(tmp_path):
+    """The architecture picks per-architecture kernel tables (Engine.fp8_gemm_tiles_hopper): an
+    unknown one is a one-line SpecError naming the field, the value and the allowed ones; the
+    presets that name one read back with it."""
+    data = _preset_dict()
+    data["architecture"] = "hoper"
+    with pytest.raises(SpecError, match=r"architecture: 'hoper' is not one of \('volta'"):
+        Hardware.from_yaml(_write(tmp_path, data))
+    assert hardware.load("h100-sxm").architecture == "hopper" and hardware.load("xeon-8480").architecture == ""
+
+
 def test_a_bad_attention_kernel_parameter_is_named(tmp_path):
     data = _preset_dict("h200-sxm-calibrated")
     data["calibration"]["attention_kernels"]["vllm-prefill"]["unit_speedup"] = "-2 [s21]"

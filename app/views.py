@@ -23,6 +23,8 @@ from hardware.spec import (DEVICE_LINK_KINDS, KINDS, PLANNER_SOURCE, PLANNER_TAG
 from hardware.units import UnitError
 from perfmodel import engines
 from perfmodel.commands import energy_row, power_source_text
+from perfmodel.ops import attention_tensor_bits
+from perfmodel.predict import precision
 from workloads.model import ModelError, ModelSpec
 from workloads.scenario import Scenario
 
@@ -306,8 +308,8 @@ def plan(model: ModelSpec, hw: Hardware, sc: Scenario, engine: str = engines.DEF
         verdict = str(err)
     return {"row": row, "prefill": pred.breakdown("prefill"), "decode": pred.breakdown("decode"),
             "does_not_fit": verdict, "suggestions": fit_suggestions(model, hw, sc, row) if verdict else [],
-            "roofs": roofs(hw, row["w_bits"], row["a_bits"], fp8_attention=pred.engine.fp8_prefill_attention
-                           and row["kv_bits"] <= 8),
+            "roofs": roofs(hw, row["w_bits"], row["a_bits"],
+                           fp8_attention=bool(attention_tensor_bits(pred.engine, precision(sc), "prefill"))),
             "summary": summary_frame(row, model, hw, pred.engine.name)}
 
 

@@ -165,7 +165,7 @@ def engine_tiles(op: Op, split_k, hw: Hardware) -> tuple | None:
     64 rows, 64 x 128 up to 128 and 128 x 128 above; sgl-kernel's (csrc/gemm/fp8_gemm_kernel.cu,
     sm90_fp8_dispatch_shape) 64 x 64 up to 256 rows and 128 x 128 above. A 129-row GEMM then runs
     two 128-row tiles under vLLM where a 64-row grid priced three."""
-    engine = op.kernel[len(CUTLASS_8BIT) + 1:] if op.kernel.startswith(CUTLASS_8BIT + "-") else ""
+    engine = _kernel_engine(op, CUTLASS_8BIT) if op.kernel.startswith(CUTLASS_8BIT + "-") else ""
     table = load_engine(engine).fp8_tile_table if engine and hw.architecture == "hopper" else ()
     if not table or split_k is True:
         return None

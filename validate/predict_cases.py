@@ -292,8 +292,8 @@ def moe_family(case: dict) -> str:
     for parts, family in MOE_KERNEL_FAMILIES:
         if all(part in kernel for part in parts):
             return family
-    engine = text(case, "engine")
-    return engines.load(engine).moe_kernel if engine in engines.names() else ""
+    engine = text(case, "engine")  # (the suite's own cases name none: no profile lookup)
+    return engines.load(engine).moe_kernel if engine and engine in engines.names() else ""
 
 
 def predict_act_quant(case: dict, hw: Hardware) -> float:

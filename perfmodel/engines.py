@@ -234,11 +234,17 @@ def names() -> tuple[str, ...]:
     return tuple(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
 
 
-@lru_cache(maxsize=None)
 def load(name: str | Engine) -> Engine:
-    """An engine profile by name (or a profile, returned as is)."""
+    """An engine profile by name (or a profile, returned as is: hashing a profile for the cache
+    costs a microsecond, and a scalar prediction asks several times)."""
     if isinstance(name, Engine):
         return name
+    return _load_named(name)
+
+
+@lru_cache(maxsize=None)
+def _load_named(name: str) -> Engine:
+    """`load` of a profile by name, read once."""
     path = PROFILE_DIR / f"{name}.yaml"
     if not isinstance(name, str) or not path.is_file():
         raise EngineError(f"engine: {name!r} is not a known profile; known: {', '.join(names())}")

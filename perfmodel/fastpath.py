@@ -1071,19 +1071,35 @@ class PrefillWork:
         """Whether every group has the same heads, kv heads and score time (one group's numbers do)."""
         return all(np.all(v == np.reshape(v, -1)[0]) for v in (self.heads, self.kv_heads, self.score_s))
 
+    @functools.cached_property
+    def _group_floats(self) -> list:
+        """(heads, kv heads, score time) of each group as Python floats (one scenario's route)."""
+        if not isinstance(self.heads, np.ndarray):
+            return [(float(self.heads), float(self.kv_heads), float(self.score_s))]
+        return list(zip(*(np.broadcast_to(v, np.shape(self.heads)).tolist() for v in (self.heads, self.kv_heads, self.score_s))))
+
     def time_s(self, batch, prompt, group):
-        heads, kv_heads, score_s = self.heads, self.kv_heads, self.score_s
-        if isinstance(heads, np.ndarray):
-            if isinstance(group, int) or self._uniform:
-                at = group if isinstance(group, int) else 0
-                heads, kv_heads, score_s = float(heads[at]), float(kv_heads[at]), float(score_s[at])
-            else:
-                heads, kv_heads, score_s = gather(heads, group), gather(kv_heads, group), gather(score_s, group)
+        if isinstance(group, int) and isinstance(batch, float) and isinstance(prompt, float):  # one scenario
+            floats = self._group_floats
+            heads, kv_heads, score_s = floats[group if len(floats) > 1 else 0]
+        else:
+            heads, kv_heads, score_s = self._group_values(group)
         m, pairs = batch * prompt * heads, batch * kv_heads
         term = attention_work_s(m, prompt, pairs, self.params, self.compute_units) if self._units else 0.0
         if self._longest:
             term = term + longest_unit_s(m, prompt, pairs, score_s)
         return self.count * term
+
+    def _group_values(self, group) -> tuple:
+        """(heads, kv heads, score time) of scenarios in groups `group`: numbers where one group's
+        (or every group's alike), else gathered per scenario."""
+        heads, kv_heads, score_s = self.heads, self.kv_heads, self.score_s
+        if isinstance(heads, np.ndarray):
+            if isinstance(group, int) or self._uniform:
+                at = group if isinstance(group, int) else 0
+                return float(heads[at]), float(kv_heads[at]), float(score_s[at])
+            return gather(heads, group), gather(kv_heads, group), gather(score_s, group)
+        return heads, kv_heads, score_s
 
 
 def _prompt_polynomial(values: np.ndarray):
@@ -1544,11 +1560,18 @@ class StackedPricing:
                 else:
                     out[key][rows] += weight * value
 
-    def _any_cells(self) -> CellTable:
+    @functools.cached_property
+    def _first_cells(self) -> CellTable:
         return next(pr.cells for pr in self.pricings if pr.cells is not None)
+
+    def _any_cells(self) -> CellTable:
+        return self._first_cells
 
     def _stacked_cells(self, q_max: int) -> "StackedCells":
         """Per-run tables of every GEMM slot, stacked [slot, group x run], covering runs to q_max."""
+        covered, table = self._cells  # one read of a tuple: a table built already needs no lock
+        if covered >= q_max:
+            return table
         with self._lock:
             table = self._cells[1]
             if self._cells[0] >= q_max:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import operator
 import os
 import threading
 from dataclasses import dataclass
@@ -39,10 +40,9 @@ def precision(sc: Scenario) -> Precision:
 
 def _bound(totals: dict):
     """Which of compute / memory / overhead (kernel floors or host dispatch) / comm dominates."""
-    compute, mem, overhead, host, comm = (totals[key] for key in ("compute_s", "memory_s", "overhead_s", "host_s",
-                                                                   "comm_s"))
+    compute, mem, overhead, host, comm = _BOUND_TERMS(totals)
     if type(compute) is type(mem) is type(overhead) is type(host) is type(comm) is float:  # one scenario
-        return np.int8(_bound_code(compute, mem, max(overhead, host), comm))
+        return _bound_code(compute, mem, max(overhead, host), comm)  # an int (`_one_row` takes it)
     overhead = np.maximum(overhead, host)
     # one byte a code, from the comparisons' own bytes (the same comparisons as _bound_code; times
     # are never NaN): memory where compute < memory, then overhead, then comm where they exceed
@@ -52,6 +52,9 @@ def _bound(totals: dict):
     code = np.maximum(code, np.asarray(overhead > best).view(np.int8) * np.int8(2))
     best = np.maximum(best, overhead)
     return np.maximum(code, np.asarray(comm > best).view(np.int8) * np.int8(3))
+
+
+_BOUND_TERMS = operator.itemgetter("compute_s", "memory_s", "overhead_s", "host_s", "comm_s")
 
 
 def _bound_code(compute: float, mem: float, overhead: float, comm: float) -> int:
@@ -72,8 +75,10 @@ def bound_column(codes):
         dtype = pd.CategoricalDtype(list(BOUNDS))
         _ONE_BOUND = [pd.Categorical.from_codes([code], dtype=dtype) for code in range(len(BOUNDS))]
         _BOUND_DTYPE = dtype
+    if isinstance(codes, (int, np.integer)):  # one scenario's code: a copy of that code's column
+        return _ONE_BOUND[codes].copy()  # (a third of the time of building one)
     codes = np.asarray(codes, dtype=np.int8).reshape(-1)
-    if codes.size == 1:  # one scenario: a copy of that code's column (a third of the time of building one)
+    if codes.size == 1:
         return _ONE_BOUND[codes[0]].copy()
     # codes come from _bound (0..3, within BOUNDS): pandas need not check them again
     return pd.Categorical.from_codes(codes, dtype=_BOUND_DTYPE, validate=False)
@@ -89,32 +94,26 @@ def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple
     Activations are a serving engine's (`memory.serving_activation_bytes`): one chunked-prefill chunk
     plus every running sequence's logits; max batch assumes a full chunk. With the precision
     `groups` (`_precision_groups`) the quantities of a group alone (weights, KV bytes per token,
-    the activations of an empty engine) are computed once per group and gathered."""
-    one = groups is not None and sc.shape == ()  # one scenario: its group's Precision and numbers
-    if groups is not None and not one:
+    the activations of an empty engine) are computed once per group (`_grouped_memory_footprint`)."""
+    if groups is not None:
         return _grouped_memory_footprint(model, hw, sc, groups)
-    p, tp = fastpath.group_precision(groups[0][0]) if one else precision(sc), sc.tp
-    if groups is None:
-        weights = memory.weight_bytes(model, p, tp)
-        kv_per_token = memory.kv_cache_bytes(model, p, 1.0, tp)
-        idle = memory.serving_activation_bytes(model, p, 0, 0, tp)
-    else:
-        weights, kv_per_token, idle = (float(v[groups[1]]) for v in _group_memory(model, groups[0])[:3])
+    p, tp = precision(sc), sc.tp
+    weights = memory.weight_bytes(model, p, tp)
+    kv_per_token = memory.kv_cache_bytes(model, p, 1.0, tp)
+    idle = memory.serving_activation_bytes(model, p, 0, 0, tp)
     kv_per_request = memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples) * kv_per_token
     kv, act = sc.batch * kv_per_request, memory.serving_activation_bytes(model, p, sc.batch, sc.prompt, sc.samples, tp)
     total = weights + kv + act
     free = hw.hbm_capacity_bytes - weights - idle
     per_request = kv_per_request + memory.activation_bytes(model, p, 0, sc.samples, tp)
-    if isinstance(free, float) and isinstance(per_request, float):  # one scenario: the same in floats
-        max_batch = float(math.floor(max(free, 0.0) / per_request)) if free > 0 else 0.0
-    else:
-        max_batch = _max_batch(free, per_request, bool(np.all(free > 0)))
-    return _footprint(hw, weights, kv, act, total, max_batch)
+    return _footprint(hw, weights, kv, act, total, _max_batch(free, per_request, bool(np.all(free > 0))))
 
 
 def _max_batch(free, per_request, all_fit: bool):
     """Requests that fit in the free memory (none where the weights do not fit); `all_fit` says the
     weights fit in every scenario, where max(free, 0) is free itself."""
+    if isinstance(free, float) and isinstance(per_request, float):  # one scenario: the same in floats
+        return float(math.floor(free / per_request)) if free > 0 else 0.0
     if all_fit:
         return np.floor(free / per_request)
     return np.where(free > 0, np.floor(np.maximum(free, 0) / per_request), 0.0)
@@ -132,11 +131,17 @@ def _grouped_memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, grou
     (weights, KV bytes per token, free memory, and the activations' bytes per chunk token and per
     logits row: `memory.activation_bytes` is linear in the two) computed per group and gathered
     once each."""
-    weights_g, kv_token_g, idle_g, token_g, row_g = _group_memory(model, groups[0])
-    free_g = hw.hbm_capacity_bytes - weights_g - idle_g
     index = groups[1]
-    weights, kv_per_token, free, per_token, per_row = (fastpath.gather(values, index) for values in (
-        weights_g, kv_token_g, free_g, token_g, row_g))
+    if sc.shape == ():  # one scenario (its fields Python floats): its group's numbers as floats
+        weights, kv_per_token, idle, per_token, per_row = _group_memory_floats(model, groups[0])[index]
+        free = hw.hbm_capacity_bytes - weights - idle
+        all_fit = free > 0
+    else:
+        weights_g, kv_token_g, idle_g, token_g, row_g = _group_memory(model, groups[0])
+        free_g = hw.hbm_capacity_bytes - weights_g - idle_g
+        weights, kv_per_token, free, per_token, per_row = (fastpath.gather(values, index) for values in (
+            weights_g, kv_token_g, free_g, token_g, row_g))
+        all_fit = bool(np.all(free_g > 0))
     kv_per_request = memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples) * kv_per_token
     kv = sc.batch * kv_per_request
     rows = _requests_rows(sc)
@@ -145,9 +150,9 @@ def _grouped_memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, grou
     total = weights + kv
     total += act
     # a request's own activations: its samples' logits rows
-    own = per_row if np.ndim(sc.samples) == 0 and sc.samples == 1 else sc.samples * per_row
+    own = per_row if memory.is_one(sc.samples) else sc.samples * per_row
     per_request = kv_per_request + own
-    return _footprint(hw, weights, kv, act, total, _max_batch(free, per_request, bool(np.all(free_g > 0))))
+    return _footprint(hw, weights, kv, act, total, _max_batch(free, per_request, all_fit))
 
 
 _GROUP_MEMORY: dict = {}
@@ -157,6 +162,16 @@ def _group_memory(model: ModelSpec, groups: tuple) -> tuple:
     """Per precision group ((w_bits, a_bits, kv_bits, quant_group, tp) each): weight bytes, KV
     bytes per cached token, an empty engine's activations, activation bytes per chunk token and
     per logits row; cached by the model's identity."""
+    return _group_memory_entry(model, groups)[0]
+
+
+def _group_memory_floats(model: ModelSpec, groups: tuple) -> list:
+    """`_group_memory` per group: a tuple of its five numbers as Python floats."""
+    return _group_memory_entry(model, groups)[1]
+
+
+def _group_memory_entry(model: ModelSpec, groups: tuple) -> tuple:
+    """(`_group_memory`'s arrays, `_group_memory_floats`' rows), computed once per (model, groups)."""
     key = (id(model), groups)
     hit = _GROUP_MEMORY.get(key)
     if hit is not None and hit[0] is model:
@@ -171,10 +186,11 @@ def _group_memory(model: ModelSpec, groups: tuple) -> tuple:
     per_token, per_row = (np.broadcast_to(np.asarray(v, dtype=float), size) for v in (
         memory.activation_bytes(model, p, 1.0, 0.0, tp), memory.activation_bytes(model, p, 0.0, 1.0, tp)))
     values = (weights, kv_per_token, idle, per_token, per_row)
+    entry = (values, list(zip(*(v.tolist() for v in values))))
     if len(_GROUP_MEMORY) >= 512:
         _GROUP_MEMORY.clear()
-    _GROUP_MEMORY[key] = (model, values)
-    return values
+    _GROUP_MEMORY[key] = (model, entry)
+    return entry
 
 
 #: Metrics that are the spec's own numbers (the same for every scenario): like the model's
@@ -209,12 +225,12 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
     engine = load_engine(engine)
     if path not in PATHS:
         raise ValueError(f"path: {path!r} is not one of {', '.join(PATHS)}")
+    if sc.shape == ():  # one scenario: its arithmetic in Python floats on the fast path
+        one = _as_floats(sc) if path == "fast" else sc
+        return _one_row(model, one, _metrics(model, hw, one, engine, _precision_groups(one) if path == "fast" else None))
     columns = sc.columns()
     if sc.size <= CHUNK:
-        groups = _precision_groups(sc) if path == "fast" else None
-        if groups is not None and sc.shape == ():  # one scenario: its arithmetic in Python floats
-            return _columns(model, hw, sc, columns, _metrics(model, hw, _as_floats(sc), engine, groups))
-        return _columns(model, hw, sc, columns, _metrics(model, hw, sc, engine, groups))
+        return _columns(model, hw, sc, columns, _metrics(model, hw, sc, engine, _precision_groups(sc) if path == "fast" else None))
     starts = range(0, sc.size, CHUNK)
     workers = max(1, min(workers or os.cpu_count() or 1, len(starts)))
     if workers == 1 or threading.current_thread().name.startswith(_POOL_PREFIX):
@@ -258,9 +274,8 @@ def _as_floats(sc: Scenario) -> Scenario:
     few hundred operations cost several times as much on numpy scalars, and give the same IEEE
     doubles."""
     one = object.__new__(Scenario)
-    for name in _SCENARIO_FIELDS:
-        object.__setattr__(one, name, float(getattr(sc, name)))
-    object.__setattr__(one, "_shape", ())
+    # the frozen dataclass's fields set through its __dict__ (a third of the time of one setattr each)
+    one.__dict__.update(zip(_SCENARIO_FIELDS, map(float, _SCENARIO_NUMBERS(sc))), _shape=())
     return one
 
 
@@ -371,6 +386,37 @@ def _columns(model: ModelSpec, hw: Hardware, sc: Scenario, columns: dict, metric
             out[key] = bound_column(out[key])
     return out
 
+
+
+def _one_row(model: ModelSpec, sc: Scenario, metrics: dict) -> dict:
+    """`_columns` of one scenario from its numbers (`_metrics` of a scenario of shape ()), in
+    `_columns`' order: every double a one-element row of one array (a view costs a quarter of a
+    new one-element array; 40 of them were a fifth of a scalar prediction), the parameter counts
+    rows of one int64 array, the bound codes categoricals (`bound_column`), the fit flag a bool."""
+    keys, doubles_of, typed = _one_row_layout(tuple(metrics))
+    values = list(np.array(_SCENARIO_NUMBERS(sc) + doubles_of(metrics), dtype=float).reshape(-1, 1))
+    values[len(_SCENARIO_FIELDS):len(_SCENARIO_FIELDS)] = np.array(_param_counts(model), dtype=np.int64).reshape(-1, 1)
+    for position, key in typed:  # in increasing position: each lands where `keys` has it
+        value = metrics[key]
+        values.insert(position, bound_column(value) if key in BOUND_COLUMNS else np.array([bool(value)]))
+    return dict(zip(keys, values))
+
+
+_SCENARIO_NUMBERS = operator.attrgetter(*_SCENARIO_FIELDS)
+_ONE_ROW_LAYOUTS: dict = {}
+
+
+def _one_row_layout(metric_keys: tuple) -> tuple:
+    """(every column name in order, a getter of the metrics' doubles, (position, name) of each
+    typed metric) for `_one_row`, per tuple of metric names (two in practice: with and without
+    prediction intervals)."""
+    layout = _ONE_ROW_LAYOUTS.get(metric_keys)
+    if layout is None:
+        keys = (*_SCENARIO_FIELDS, "params", "active_params", *metric_keys)
+        doubles = [key for key in metric_keys if key not in _ONE_TYPED]
+        typed = tuple((keys.index(key), key) for key in metric_keys if key in _ONE_TYPED)
+        layout = _ONE_ROW_LAYOUTS[metric_keys] = (keys, operator.itemgetter(*doubles), typed)
+    return layout
 
 _PARAM_COUNTS: dict = {}
 
@@ -598,11 +644,8 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
         "usd_per_mtok": hw.price_per_hour_usd * 1e6 / 3600.0 * sc.tp / throughput,
     }
     shape = sc.shape
-    if shape == ():  # one scenario: every metric a one-element column (rows of one array of doubles)
-        columns = dict(zip(result, np.array(list(result.values()), dtype=float).reshape(-1, 1)))
-        for key in _ONE_TYPED:  # the bound codes and the fit flag keep their own dtypes
-            columns[key] = np.array([result[key]])
-        return columns
+    if shape == ():  # one scenario: its numbers, made columns by _one_row
+        return result
     # the spec's own constants stay numbers: _columns makes each one read-only view of one number
     return {k: v if k in SPEC_COLUMNS else _flat_column(v, shape, sc.size) for k, v in result.items()}
 

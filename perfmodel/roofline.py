@@ -543,7 +543,8 @@ def mean_max_affine(u0, u1, v0, v1):
     v0, v1. Decode time is affine in context for each op's compute and memory terms, so the mean
     decode step over a generation is exact without stepping through every token. It is v's mean
     plus the mean of max(u - v, 0) (`mean_positive_affine`)."""
-    if all(isinstance(value, float) for value in (u0, u1, v0, v1)):  # one scenario: the same in floats
+    if isinstance(u0, float) and isinstance(u1, float) and isinstance(v0, float) and isinstance(v1, float):
+        # one scenario: the same in floats
         return _mean_max_affine_float(float(u0), float(u1), float(v0), float(v1))
     return (np.add(v0, v1)) / 2 + mean_positive_affine(np.subtract(u0, v0), np.subtract(u1, v1))
 

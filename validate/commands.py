@@ -195,7 +195,7 @@ def run_calibrate(args) -> int:
     fitted = calibrate(records, base, source)
     if getattr(args, "power", None):
         fitted = dataclasses.replace(fitted, calibration=dataclasses.replace(
-            fitted.calibration, **_power_section(args.power, fitted.calibration),
+            fitted.calibration, **power_section(args.power, fitted.calibration),
             source=f"{source}; calibration.power fitted by validate/reports/power/fit_power.py ({args.power})"))
     if engine_spec is not None:
         from validate.calibrate_external import with_engine_kernels
@@ -222,7 +222,7 @@ def _engine_kernels_spec(path: str):
     return spec
 
 
-def _power_section(path: str, cal) -> dict:
+def power_section(path: str, cal) -> dict:
     """Calibration fields of a power_calibration.yaml: its `power:` mapping, and the attention kernel
     families it measured (`attention_kernels:`), each family's parameters not given there taken from
     the calibration's entry for the family it refines ("sdpa-prefill" for "sdpa-prefill-bidirectional")."""

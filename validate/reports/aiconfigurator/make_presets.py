@@ -11,6 +11,7 @@ residuals.csv beside this script.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import yaml  # noqa: E402
 import hardware  # noqa: E402
 from hardware.spec import Hardware, to_yaml_dict  # noqa: E402
 from validate import calibrate_external as ce  # noqa: E402
-from validate.commands import SYSTEMS  # noqa: E402
+from validate.commands import SYSTEMS, power_section  # noqa: E402
 from validate.predict_cases import predict_many  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -32,13 +33,41 @@ ROOT = HERE.parents[2]
 #: own measurements, and compared below).
 PRESETS = {system: base for system, base in SYSTEMS.items() if system != "h200_sxm"}
 OURS = ROOT / "validate" / "reports" / "h200"
+#: Board power measured on our own machines (validate/reports/power/<dir>, measure_power.py then
+#: fit_power.py): the preset carries it (energy model, and the fraction of the burst GEMM rate the
+#: board sustains at its power limit, which every serving prediction applies), as
+#: `perfmodel validate calibrate --power` does for the H200. aiconfigurator's tables are burst
+#: timings (short CUDA-graph replays) and say nothing of power.
+POWER = {"h100_sxm": ROOT / "validate" / "reports" / "power" / "h100" / "power_calibration.yaml"}
 
 
 def fit(system: str, base: str) -> tuple[Hardware, pd.DataFrame]:
     by_engine = ce.cases_for(system)
     hw = ce.calibrated_preset(by_engine, hardware.load(base).datasheet())
-    frame = ce.residuals(by_engine, hw).assign(system=system)
-    return hw, frame
+    frame = ce.residuals(by_engine, hw).assign(system=system)  # kernels timed in bursts: before the power
+    return (with_power(hw, POWER[system]) if system in POWER else hw), frame
+
+
+def with_power(hw: Hardware, path: Path) -> Hardware:
+    """`hw` with the calibration.power section (and measured attention families) of a
+    power_calibration.yaml, each number citing that file."""
+    values = power_section(str(path), hw.calibration)
+    cited = (f"{path.relative_to(ROOT)}: board power through NVML while each kernel ran back to back on our "
+             "own machine (validate/reports/power/measure_power.py, fit_power.py)")
+    cal = dataclasses.replace(hw.calibration, **values)
+    sources = dict(hw.sources)
+    sources["calibration.power.idle"] = cited
+    for field, table in (("energy_per_flop", cal.joules_per_flop), ("sustained_fraction", cal.sustained_fraction)):
+        sources.update({f"calibration.power.{field}.{key}": cited for key in table})
+    sources["calibration.power.energy_per_hbm_byte"] = cited
+    measured = yaml.safe_load(path.read_text()).get("attention_kernels") or {}
+    for family in measured:  # the family's own numbers cite the file, the rest its parent family's
+        parent = family.rsplit("-", 1)[0]
+        for attr in cal.attention_kernels[family]:
+            key = ce.ATTENTION_KEYS[attr]
+            sources[f"calibration.attention_kernels.{family}.{key}"] = cited if key in measured[family] else \
+                hw.sources.get(f"calibration.attention_kernels.{parent}.{key}", "")
+    return dataclasses.replace(hw, calibration=cal, sources=sources)
 
 
 def write_spec(hw: Hardware, path: Path, system: str) -> None:

@@ -200,9 +200,12 @@ SPEC_COLUMNS = ("capacity_bytes",)
 BOUND_COLUMNS = ("prefill_bound", "decode_bound")
 #: The metrics of `_metrics` that are not doubles (bound codes, the fit flag).
 _ONE_TYPED = (*BOUND_COLUMNS, "fits")
-#: Scenarios evaluated per pass: arrays of this size stay in the CPU caches, which makes a large
-#: sweep about twice as fast as one pass over million-element arrays (benchmarks/bench_sweep.py).
-CHUNK = 65536
+#: Scenarios evaluated per pass: a large sweep in chunks runs about twice as fast as one pass over
+#: million-element arrays (its temporaries are reused, not page-faulted afresh), and each chunk pays
+#: ~1,300 Python-level calls. On a 2-core machine (benchmarks/bench_sweep.py, 1e6 scenarios, two
+#: worker threads, one run): 16384 0.241 s, 32768 0.173 s, 65536 0.149 s, 131072 0.131 s, 262144
+#: about the same; the larger chunk also leaves the two threads fewer handovers of the GIL.
+CHUNK = 131072
 #: How a step is priced: "fast" (perfmodel.fastpath: coefficients per precision group) or
 #: "reference" (perfmodel.steps: every op of every scenario; the source of breakdowns).
 PATHS = ("fast", "reference")

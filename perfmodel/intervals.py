@@ -38,19 +38,23 @@ def step_class(phase: str, engine: str) -> str:
     return f"model_step_{phase}" + ("" if engine == "hf-eager" else f" {engine}")
 
 
-def band(total, class_times: dict, bands: dict, phase: str, engine: str):
+def band(total, class_times: dict, bands: dict, phase: str, engine: str, out: tuple = (None, None)):
     """(p10, p90) of a step whose predicted time is `total`, of which `class_times` maps residual
-    classes to their device time (see the module docstring). NaN where the spec has no bands."""
+    classes to their device time (see the module docstring). NaN where the spec has no bands.
+    `out`: arrays the two bands of arrays are written into where the shapes allow (a sweep's
+    output columns)."""
     if not bands:
         nan = np.full(np.shape(total), np.nan) if np.ndim(total) else np.nan
         return nan, nan
     whole = bands.get(step_class(phase, engine))
     if whole:
-        return total * whole["p10"], total * whole["p90"]
+        if out[0] is None:
+            return total * whole["p10"], total * whole["p90"]
+        return np.multiply(total, whole["p10"], out=out[0]), np.multiply(total, whole["p90"], out=out[1])
     if isinstance(total, np.ndarray) and total.ndim:  # many scenarios: in place where the shapes allow
         banded = [(t, q) for cls, t in class_times.items() if (q := bands.get(cls))]
         if banded and _same_arrays(total, [t for t, _ in banded]):
-            return _band_in_place(total, banded)
+            return _band_in_place(total, banded, out)
     lo, hi, covered = 0.0, 0.0, 0.0
     for cls, t in class_times.items():
         q = bands.get(cls)
@@ -65,13 +69,13 @@ def _same_arrays(total, times: list) -> bool:
     return all(isinstance(t, np.ndarray) and t.shape == total.shape and t.dtype == float for t in [total, *times])
 
 
-def _band_in_place(total: np.ndarray, banded: list) -> tuple:
+def _band_in_place(total: np.ndarray, banded: list, out: tuple = (None, None)) -> tuple:
     """`band`'s sums over classes for arrays, rearranged as total + sum_c T_c (p_c - 1) (the same
     band to rounding: what a class's band adds beyond its predicted time), into two accumulators
     and one scratch array (a sweep's chunk: four passes a class, where the sum and the remainder
     took five and one more)."""
     (first, q), rest = banded[0], banded[1:]
-    lo, hi = first * (q["p10"] - 1.0), first * (q["p90"] - 1.0)
+    lo, hi = np.multiply(first, q["p10"] - 1.0, out=out[0]), np.multiply(first, q["p90"] - 1.0, out=out[1])
     scratch = np.empty_like(total)
     for t, q in rest:
         lo += np.multiply(t, q["p10"] - 1.0, out=scratch)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardware.spec import Hardware
-from perfmodel import fastpath, intervals, memory
+from perfmodel import fastpath, heap, intervals, memory
 from perfmodel.checks import check_parallelism
 from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.engines import load as load_engine
@@ -38,8 +38,9 @@ def precision(sc: Scenario) -> Precision:
     return Precision(sc.w_bits, sc.a_bits, sc.kv_bits, sc.quant_group)
 
 
-def _bound(totals: dict):
-    """Which of compute / memory / overhead (kernel floors or host dispatch) / comm dominates."""
+def _bound(totals: dict, out: np.ndarray | None = None):
+    """Which of compute / memory / overhead (kernel floors or host dispatch) / comm dominates
+    (arrays: into `out` where given)."""
     compute, mem, overhead, host, comm = _BOUND_TERMS(totals)
     if type(compute) is type(mem) is type(overhead) is type(host) is type(comm) is float:  # one scenario
         return _bound_code(compute, mem, max(overhead, host), comm)  # an int (`_one_row` takes it)
@@ -51,7 +52,7 @@ def _bound(totals: dict):
     best = np.maximum(compute, mem)
     code = np.maximum(code, np.asarray(overhead > best).view(np.int8) * np.int8(2))
     best = np.maximum(best, overhead)
-    return np.maximum(code, np.asarray(comm > best).view(np.int8) * np.int8(3))
+    return np.maximum(code, np.asarray(comm > best).view(np.int8) * np.int8(3), out=out)
 
 
 _BOUND_TERMS = operator.itemgetter("compute_s", "memory_s", "overhead_s", "host_s", "comm_s")
@@ -88,15 +89,17 @@ _BOUND_DTYPE = None  # built on first use: pandas is imported only by the functi
 _ONE_BOUND: list = []  # a one-row column of each code, built with _BOUND_DTYPE
 
 
-def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple | None = None) -> dict:
+def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple | None = None,
+                     dest: dict | None = None) -> dict:
     """Per-device bytes of weights, KV cache (end of generation) and peak activations; fit and max batch.
 
     Activations are a serving engine's (`memory.serving_activation_bytes`): one chunked-prefill chunk
     plus every running sequence's logits; max batch assumes a full chunk. With the precision
     `groups` (`_precision_groups`) the quantities of a group alone (weights, KV bytes per token,
-    the activations of an empty engine) are computed once per group (`_grouped_memory_footprint`)."""
+    the activations of an empty engine) are computed once per group (`_grouped_memory_footprint`);
+    a sweep's chunk writes its columns into `dest` (`_chunked`)."""
     if groups is not None:
-        return _grouped_memory_footprint(model, hw, sc, groups)
+        return _grouped_memory_footprint(model, hw, sc, groups, dest)
     p, tp = precision(sc), sc.tp
     weights = memory.weight_bytes(model, p, tp)
     kv_per_token = memory.kv_cache_bytes(model, p, 1.0, tp)
@@ -109,24 +112,44 @@ def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple
     return _footprint(hw, weights, kv, act, total, _max_batch(free, per_request, bool(np.all(free > 0))))
 
 
-def _max_batch(free, per_request, all_fit: bool):
+def _max_batch(free, per_request, all_fit: bool, out: np.ndarray | None = None):
     """Requests that fit in the free memory (none where the weights do not fit); `all_fit` says the
-    weights fit in every scenario, where max(free, 0) is free itself."""
+    weights fit in every scenario, where max(free, 0) is free itself (then into `out` where given)."""
     if isinstance(free, float) and isinstance(per_request, float):  # one scenario: the same in floats
         return float(math.floor(free / per_request)) if free > 0 else 0.0
     if all_fit:
-        return np.floor(free / per_request)
+        quotient = np.divide(free, per_request, out=out)
+        return np.floor(quotient, out=quotient)
     return np.where(free > 0, np.floor(np.maximum(free, 0) / per_request), 0.0)
 
 
-def _footprint(hw: Hardware, weights, kv, act, total, max_batch) -> dict:
+def _footprint(hw: Hardware, weights, kv, act, total, max_batch, dest: dict | None = None) -> dict:
     """The columns of `memory_footprint`."""
     return {"weights_bytes": weights, "kv_bytes": kv, "activation_bytes": act, "total_bytes": total,
-            "capacity_bytes": hw.hbm_capacity_bytes, "fits": total <= hw.hbm_capacity_bytes,
-            "max_batch": max_batch}
+            "capacity_bytes": hw.hbm_capacity_bytes,
+            "fits": _into(dest, "fits", np.less_equal, total, hw.hbm_capacity_bytes), "max_batch": max_batch}
 
 
-def _grouped_memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple) -> dict:
+def _slot(dest: dict | None, key: str) -> np.ndarray | None:
+    """A sweep's chunk of output column `key` (`_chunked`), which a metric's last operation writes
+    into (no copy of the chunk's result afterwards), or None."""
+    return None if dest is None else dest.get(key)
+
+
+#: The Python operator of each ufunc `_into` takes: one scenario's numbers stay Python floats.
+_OPERATORS = {np.add: operator.add, np.multiply: operator.mul, np.divide: operator.truediv,
+              np.less_equal: operator.le}
+
+
+def _into(dest: dict | None, key: str, ufunc, a, b):
+    """ufunc(a, b), into the sweep's chunk of output column `key` where `dest` holds it (`_slot`),
+    else as the operator computes it (arrays or numbers alike)."""
+    out = _slot(dest, key)
+    return _OPERATORS[ufunc](a, b) if out is None else ufunc(a, b, out=out)
+
+
+def _grouped_memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple,
+                              dest: dict | None = None) -> dict:
     """`memory_footprint` of many scenarios in precision groups: what depends on the group alone
     (weights, KV bytes per token, free memory, and the activations' bytes per chunk token and per
     logits row: `memory.activation_bytes` is linear in the two) computed per group and gathered
@@ -139,20 +162,23 @@ def _grouped_memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, grou
     else:
         weights_g, kv_token_g, idle_g, token_g, row_g = _group_memory(model, groups[0])
         free_g = hw.hbm_capacity_bytes - weights_g - idle_g
-        weights, kv_per_token, free, per_token, per_row = (fastpath.gather(values, index) for values in (
-            weights_g, kv_token_g, free_g, token_g, row_g))
+        # (one group: a number, which the caller broadcasts into its column)
+        weights = fastpath.gather(weights_g, index, _slot(dest, "weights_bytes") if np.ndim(index) else None)
+        kv_per_token, free, per_token, per_row = (fastpath.gather(values, index) for values in (
+            kv_token_g, free_g, token_g, row_g))
         all_fit = bool(np.all(free_g > 0))
     kv_per_request = memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples) * kv_per_token
-    kv = sc.batch * kv_per_request
+    kv = _into(dest, "kv_bytes", np.multiply, sc.batch, kv_per_request)
     rows = _requests_rows(sc)
-    act = memory.chunk_tokens(sc.batch, sc.prompt) * per_token
+    act = _into(dest, "activation_bytes", np.multiply, memory.chunk_tokens(sc.batch, sc.prompt), per_token)
     act += rows * per_row
-    total = weights + kv
+    total = _into(dest, "total_bytes", np.add, weights, kv)
     total += act
     # a request's own activations: its samples' logits rows
     own = per_row if memory.is_one(sc.samples) else sc.samples * per_row
     per_request = kv_per_request + own
-    return _footprint(hw, weights, kv, act, total, _max_batch(free, per_request, all_fit))
+    return _footprint(hw, weights, kv, act, total, _max_batch(free, per_request, all_fit, _slot(dest, "max_batch")),
+                      dest)
 
 
 _GROUP_MEMORY: dict = {}
@@ -231,6 +257,7 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
     if sc.shape == ():  # one scenario: its arithmetic in Python floats on the fast path
         one = _as_floats(sc) if path == "fast" else sc
         return _one_row(model, one, _metrics(model, hw, one, engine, _precision_groups(one) if path == "fast" else None))
+    heap.keep_heap()  # arrays of scenarios: temporaries reused, not page-faulted afresh (perfmodel.heap)
     columns = sc.columns()
     if sc.size <= CHUNK:
         return _columns(model, hw, sc, columns, _metrics(model, hw, sc, engine, _precision_groups(sc) if path == "fast" else None))
@@ -291,37 +318,23 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
     groups = _precision_groups(sc, run, deferred=True) if path == "fast" else None
     starts = range(0, sc.size, CHUNK)
 
-    def chunk(start: int) -> dict:
-        rows = slice(start, start + CHUNK)
+    def chunk(rows: slice, dest: dict | None) -> dict:
         part = Scenario.from_checked(**{k: v[rows] if np.ndim(getattr(sc, k)) else getattr(sc, k)
                                         for k, v in columns.items()})
         own = None if groups is None else (groups[0], _group_index(groups, rows))
-        return _metrics(model, hw, part, engine, own)
+        return _metrics(model, hw, part, engine, own, dest)
 
-    out: dict = {}
-    allocated = threading.Event()
+    # every column allocated before any chunk runs (its dtype from the first scenario), so each
+    # chunk's metrics write into their rows of it (`_metrics`' dest): only those left are copied
+    out = {key: values if key in SPEC_COLUMNS else np.empty(sc.size, dtype=np.asarray(values).dtype)
+           for key, values in chunk(slice(0, 1), None).items()}
 
-    def store(start: int, part: dict) -> None:
-        for key, values in part.items():
-            if key not in SPEC_COLUMNS:
-                out[key][start:start + CHUNK] = values
-
-    def work(start: int) -> None:  # each thread stores its own chunk (frees its temporaries itself)
-        if start == 0:
-            # the first chunk on the calling thread, which allocates every column in its key
-            # order: its heap hands back the columns of an earlier call, where a worker's arena
-            # page-faults fresh ones
-            try:
-                first = chunk(0)
-                out.update((key, values if key in SPEC_COLUMNS else np.empty(sc.size, dtype=np.asarray(values).dtype))
-                           for key, values in first.items())
-                store(0, first)
-            finally:
-                allocated.set()
-            return
-        part = chunk(start)
-        allocated.wait()
-        store(start, part)
+    def work(start: int) -> None:  # each thread copies what its chunk did not write (and frees it)
+        rows = slice(start, start + CHUNK)
+        dest = {key: values[rows] for key, values in out.items() if key not in SPEC_COLUMNS}
+        for key, values in chunk(rows, dest).items():
+            if key not in SPEC_COLUMNS and values is not dest[key]:
+                dest[key][...] = values
 
     if pool is None:
         for start in starts:
@@ -603,9 +616,12 @@ def _levels(column: np.ndarray, name: str, run=None) -> tuple[np.ndarray, np.nda
     return values, np.arange(values.size, dtype=np.intp), inverse.reshape(-1)
 
 
-def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, groups: tuple | None = None) -> dict:
+def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, groups: tuple | None = None,
+             dest: dict | None = None) -> dict:
     """The computed columns of `evaluate` for one Scenario, each flat over its scenarios; by the
-    fast path when given the precision `groups` (`_precision_groups`), else op by op."""
+    fast path when given the precision `groups` (`_precision_groups`), else op by op. A sweep's
+    chunk passes `dest`, its slices of the output columns: most metrics' last operation writes
+    there (`_into`), the rest its caller copies."""
     # one scenario on the fast path: its group's own Precision (the rates cached on it are reused)
     p = fastpath.group_precision(groups[0][0]) if groups is not None and sc.shape == () else precision(sc)
     tp = sc.tp
@@ -626,25 +642,28 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
                                   tp=tp, sparse_budget=sc.sparse_budget, engine=engine)
     ttft, tpot = prefill["time_s"], decode["time_s"]
     bands = hw.calibration.error_bands if hw.calibration is not None else {}
-    ttft_band = intervals.band(ttft, prefill["classes"], bands, "prefill", engine.name)
-    tpot_band = intervals.band(tpot, decode["classes"], bands, "decode", engine.name)
-    e2e = ttft + (sc.gen - 1) * tpot
+    ttft_band = intervals.band(ttft, prefill["classes"], bands, "prefill", engine.name,
+                               out=(_slot(dest, "ttft_p10_s"), _slot(dest, "ttft_p90_s")))
+    tpot_band = intervals.band(tpot, decode["classes"], bands, "decode", engine.name,
+                               out=(_slot(dest, "tpot_p10_s"), _slot(dest, "tpot_p90_s")))
+    e2e = _into(dest, "e2e_s", np.add, ttft, (sc.gen - 1) * tpot)
     tokens = decode_seqs * sc.gen
-    mem = memory_footprint(model, hw, sc, groups)
-    throughput = tokens / e2e
+    mem = memory_footprint(model, hw, sc, groups, dest)
+    throughput = _into(dest, "throughput_tok_s", np.divide, tokens, e2e)
     result = {
         "ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e, "throughput_tok_s": throughput,
         # prediction intervals only where the spec carries validated error bands (no NaN columns)
         **({"ttft_p10_s": ttft_band[0], "ttft_p90_s": ttft_band[1], "tpot_p10_s": tpot_band[0],
             "tpot_p90_s": tpot_band[1]} if bands else {}),
-        "decode_tok_s": decode_seqs / tpot,
-        "prefill_bound": _bound(prefill), "decode_bound": _bound(decode),
+        "decode_tok_s": _into(dest, "decode_tok_s", np.divide, decode_seqs, tpot),
+        "prefill_bound": _bound(prefill, _slot(dest, "prefill_bound")),
+        "decode_bound": _bound(decode, _slot(dest, "decode_bound")),
         "prefill_compute_s": prefill["compute_s"], "prefill_memory_s": prefill["memory_s"],
         "decode_compute_s": decode["compute_s"], "decode_memory_s": decode["memory_s"],
         "decode_overhead_s": decode["overhead_s"], "decode_comm_s": decode["comm_s"],
         **mem,
         # the hourly price per token-second folded into one number: two passes over a sweep, not four
-        "usd_per_mtok": hw.price_per_hour_usd * 1e6 / 3600.0 * sc.tp / throughput,
+        "usd_per_mtok": _into(dest, "usd_per_mtok", np.divide, hw.price_per_hour_usd * 1e6 / 3600.0 * sc.tp, throughput),
     }
     shape = sc.shape
     if shape == ():  # one scenario: its numbers, made columns by _one_row

@@ -217,10 +217,10 @@ def test_kept_pool_is_reentrant_and_reports_chunk_errors():
 
     real = predict._metrics
 
-    def failing(model, hw, part, engine, groups=None):
-        if part.size < predict.CHUNK:  # the last chunk, on a worker
+    def failing(model, hw, part, engine, groups=None, dest=None):
+        if 1 < part.size < predict.CHUNK:  # the last chunk, on a worker (one row: the columns' probe)
             raise RuntimeError("chunk failed")
-        return real(model, hw, part, engine, groups)
+        return real(model, hw, part, engine, groups, dest)
 
     predict._metrics = failing
     try:

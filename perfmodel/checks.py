@@ -58,8 +58,6 @@ _VERDICTS: dict = {}
 
 def check_parallelism(model: ModelSpec, hw: Hardware, tp) -> None:
     """Raise ParallelismError naming the first refused tp degree (see the module doc)."""
-    if isinstance(tp, np.ndarray) and not tp.ndim:  # one degree as a 0-d array (np.asarray of a number)
-        tp = float(tp)
     if isinstance(tp, (int, float)) and not isinstance(tp, bool):  # one degree: its verdict once
         key = (id(model), id(hw), float(tp))
         hit = _VERDICTS.get(key)

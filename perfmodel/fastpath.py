@@ -1216,7 +1216,7 @@ class StackedPricing:
             compute, memory = c0 + c1 * x, m0 + m1 * x
             _add(out, count, compute, memory, max(compute, memory), key)
         if self.gemms:
-            cells = self._any_cells()
+            cells = self._any_cells
             run = max(math.ceil(x / cells.tile_m) - cells.q0, 0)
             table = self._stacked_cells(cells.q0 + run)
             at = int(table.group_map[group]) * table.width + run
@@ -1296,7 +1296,7 @@ class StackedPricing:
         """The affine folds, tiled GEMMs and rescaled collectives summed per (group, run) of
         RUN_COUNTS counts (`_fuse`), covering the counts x; None where the GEMMs' runs are not
         the collectives' (a tile_m other than RUN_COUNTS) or there is neither."""
-        if not (self.gemms or self.collectives) or (self.gemms and self._any_cells().tile_m != RUN_COUNTS):
+        if not (self.gemms or self.collectives) or (self.gemms and self._any_cells.tile_m != RUN_COUNTS):
             return None
         run = _run_index(x, float(RUN_COUNTS), _RUN_Q0, runs)
         q_max = _RUN_Q0 + int(run.max())
@@ -1396,7 +1396,7 @@ class StackedPricing:
         the largest at both ends of the run it is the largest over the whole run (a maximum of
         lines is convex), so the run's sums over GEMMs are lines in x (`StackedCells`); the few
         runs where a GEMM switches inside are priced GEMM by GEMM."""
-        cells = self._any_cells()
+        cells = self._any_cells
         run = _run_index(x, cells.tile_m, cells.q0, runs)
         table = self._stacked_cells(cells.q0 + int(run.max()))
         at = gather(table.group_map, group) * table.width + run
@@ -1561,11 +1561,9 @@ class StackedPricing:
                     out[key][rows] += weight * value
 
     @functools.cached_property
-    def _first_cells(self) -> CellTable:
-        return next(pr.cells for pr in self.pricings if pr.cells is not None)
-
     def _any_cells(self) -> CellTable:
-        return self._first_cells
+        """The first group's CellTable (every group's has the same tile and first run)."""
+        return next(pr.cells for pr in self.pricings if pr.cells is not None)
 
     def _stacked_cells(self, q_max: int) -> "StackedCells":
         """Per-run tables of every GEMM slot, stacked [slot, group x run], covering runs to q_max."""
@@ -1576,7 +1574,7 @@ class StackedPricing:
             table = self._cells[1]
             if self._cells[0] >= q_max:
                 return table
-            q0 = self._any_cells().q0
+            q0 = self._any_cells.q0
             width = max(q_max, 2 * self._cells[0]) - q0 + 1
             tile_s = np.zeros((len(self.gemms), len(self.pricings), width))
             inv_bw = np.zeros((len(self.gemms), len(self.pricings), width))
@@ -1594,7 +1592,7 @@ class StackedPricing:
                                                     len(firsts)) for g in range(len(self.pricings))], dtype=np.intp)
             unique = [next(g for g in range(len(self.pricings)) if group_map[g] == u) for u in range(len(firsts))]
             runs = np.tile(np.arange(q0, q0 + width, dtype=float), len(unique))
-            tile_m = self._any_cells().tile_m
+            tile_m = self._any_cells.tile_m
             table = _run_lines(tile_s[:, unique].reshape(len(self.gemms), -1), inv_bw[:, unique].reshape(len(self.gemms), -1),
                                [(key, coef[:, unique]) for key, coef in self.gemms.values()],
                                (runs - 1.0) * tile_m, runs * tile_m, width)

@@ -135,7 +135,7 @@ def test_gemm_runs_where_a_term_switches_inside_the_run():
         np.testing.assert_allclose(fast[key], ref[key], rtol=1e-9, atol=0, err_msg=key)
     groups = ((16.0, 16.0, 16.0, 128.0, 1.0), (8.0, 8.0, 16.0, 128.0, 2.0))
     stacked = fastpath.stacked_pricing(model, hw, engines.load(perfmodel.engines.DEFAULT_ENGINE), groups, "tokens", "prefill")
-    cells = stacked._any_cells()
+    cells = stacked._any_cells
     table = stacked._stacked_cells(int(np.ceil(2400 / cells.tile_m)))
     assert table.switching.any() and not table.switching.all()  # both kinds of run are exercised
 

@@ -1073,17 +1073,11 @@ class PrefillWork:
 
     @functools.cached_property
     def _group_floats(self) -> list:
-        """(heads, kv heads, score time) of each group as Python floats (one scenario's route)."""
-        if not isinstance(self.heads, np.ndarray):
-            return [(float(self.heads), float(self.kv_heads), float(self.score_s))]
+        """(heads, kv heads, score time) of each group as Python floats (arrays of groups only)."""
         return list(zip(*(np.broadcast_to(v, np.shape(self.heads)).tolist() for v in (self.heads, self.kv_heads, self.score_s))))
 
     def time_s(self, batch, prompt, group):
-        if isinstance(group, int) and isinstance(batch, float) and isinstance(prompt, float):  # one scenario
-            floats = self._group_floats
-            heads, kv_heads, score_s = floats[group if len(floats) > 1 else 0]
-        else:
-            heads, kv_heads, score_s = self._group_values(group)
+        heads, kv_heads, score_s = self._group_values(group)
         m, pairs = batch * prompt * heads, batch * kv_heads
         term = attention_work_s(m, prompt, pairs, self.params, self.compute_units) if self._units else 0.0
         if self._longest:
@@ -1094,12 +1088,12 @@ class PrefillWork:
         """(heads, kv heads, score time) of scenarios in groups `group`: numbers where one group's
         (or every group's alike), else gathered per scenario."""
         heads, kv_heads, score_s = self.heads, self.kv_heads, self.score_s
-        if isinstance(heads, np.ndarray):
-            if isinstance(group, int) or self._uniform:
-                at = group if isinstance(group, int) else 0
-                return float(heads[at]), float(kv_heads[at]), float(score_s[at])
-            return gather(heads, group), gather(kv_heads, group), gather(score_s, group)
-        return heads, kv_heads, score_s
+        if not isinstance(heads, np.ndarray):
+            return heads, kv_heads, score_s
+        if isinstance(group, int) or self._uniform:  # one group's: its cached floats
+            floats = self._group_floats
+            return floats[group if isinstance(group, int) else 0]
+        return gather(heads, group), gather(kv_heads, group), gather(score_s, group)
 
 
 def _prompt_polynomial(values: np.ndarray):

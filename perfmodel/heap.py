@@ -13,7 +13,8 @@ a sweep; with the thresholds below, no faults, no kernel time, 0.113-0.116 s.
 `keep_heap` raises both thresholds once per process: blocks up to MMAP_THRESHOLD come from the heap
 and up to TRIM_THRESHOLD of free heap is kept for the next chunk. The cost: the process holds that
 much freed memory instead of returning it, and glibc's dynamic threshold stays off. Set
-PERFMODEL_KEEP_HEAP=0 to leave glibc's defaults alone; other C libraries are never touched.
+PERFMODEL_KEEP_HEAP=0 to leave glibc's defaults alone (1, the default, raises them; any other value is
+an error); other C libraries are never touched.
 """
 from __future__ import annotations
 
@@ -41,7 +42,10 @@ def keep_heap() -> bool:
     with _lock:
         if _done:
             return True
-        if os.environ.get("PERFMODEL_KEEP_HEAP", "1") == "0" or platform.libc_ver()[0] != "glibc":
+        setting = os.environ.get("PERFMODEL_KEEP_HEAP", "1")
+        if setting not in ("0", "1"):
+            raise ValueError(f"PERFMODEL_KEEP_HEAP: {setting!r} must be 0 (leave glibc's malloc alone) or 1 (the default)")
+        if setting == "0" or platform.libc_ver()[0] != "glibc":
             return False
         try:
             libc = ctypes.CDLL("libc.so.6")

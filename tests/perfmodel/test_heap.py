@@ -38,3 +38,11 @@ def test_opt_out_and_other_c_libraries_leave_malloc_alone(fresh, monkeypatch):
     monkeypatch.setattr(platform, "libc_ver", lambda: ("", ""))
     assert not heap.keep_heap()
     assert fresh == []
+
+
+@pytest.mark.parametrize("value", ["yes", "", "2"])
+def test_a_setting_other_than_0_or_1_is_a_one_line_error(fresh, monkeypatch, value):
+    monkeypatch.setenv("PERFMODEL_KEEP_HEAP", value)
+    with pytest.raises(ValueError, match=r"^PERFMODEL_KEEP_HEAP: .* must be 0 .* or 1"):
+        heap.keep_heap()
+    assert fresh == []

@@ -196,6 +196,8 @@ CALIBRATION = (
           write="nonzero"),
     Field(_CAL + "sm_bandwidth", "sm_bytes_per_s", "bytes_per_s", required=False, default=0.0, zero_ok=True,
           write="nonzero"),
+    Field(_CAL + "gemm_write_bandwidth", "gemm_write_bytes_per_s", "bytes_per_s", required=False, default=0.0,
+          zero_ok=True, write="nonzero"),
     Field(_CAL + "kernel_overhead", "kernel_overhead_s", "seconds", zero_ok=True),
     *(Field(_CAL + key, attr, "seconds", required=False, default=0.0, zero_ok=True, write="nonzero")
       for key, attr in (("dispatch", "dispatch_s"), ("layer_overhead", "layer_overhead_s"),

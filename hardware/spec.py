@@ -48,7 +48,8 @@ class Calibration:
     kernels with gemv_tile_n output columns per block, each block streaming gemv_bytes_per_s for
     its dtype: cuBLAS runs other kernels for fp32 and fp8); a memory-bound kernel reads at
     memory_read_bytes_per_s (streams that read and write equally: memory_bytes_per_s), but a kernel
-    with few thread blocks reaches only sm_bytes_per_s per block, and a GEMM kernel's operands start
+    with few thread blocks reaches only sm_bytes_per_s per block, a GEMM writes its output at
+    gemm_write_bytes_per_s (0: the read rate), and a GEMM kernel's operands start
     streaming gemm_latency_s after it starts (its fill latency); unfused normalisation chains (fp32
     upcasts, separate reductions) reach norm_bytes_per_s, PyTorch's row-per-block LayerNorm kernel
     adds one row's time (row_norm_latency_s + the row's bytes at row_norm_bytes_per_s, one block's

@@ -188,7 +188,7 @@ def dit_attention_op(name: str, samples, q_tokens, kv_tokens, heads, head_dim, p
               weight_bytes=0.0, act_bytes=(2.0 * width * act) * samples * q_tokens,
               kv_bytes=(2.0 * width * act * density) * samples * kv_tokens, m=samples * q_tokens * heads,
               n=kv_tokens * density, k=head_dim, groups=samples * heads,
-              kernel=engine.attention_kernel("prefill") + "-bidirectional")
+              kernel=engine.attention_kernel("prefill", head_dim=head_dim) + "-bidirectional")
 
 
 def reorder_op(samples, tokens, width, p: Precision, count: int) -> Op:

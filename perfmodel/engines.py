@@ -78,6 +78,18 @@ class Engine:
     depends on batch and context, which a sweep holds as arrays, and switching kernels inside a
     decode's mean over a generation would break its closed form (perfmodel.steps).
 
+    attention_max_head_dim / wide_head_attention / wide_head_architecture: the widest head the
+    engine's attention families take (0: any), the family that runs wider heads in both phases
+    ("": the same families), and the architecture whose default backend has that limit ("": every
+    one). FlashAttention-3, the Hopper default, takes head dims up to 256, so on Hopper SGLang runs
+    512-wide heads on its Triton backend ("sglang-triton"; aiconfigurator 0.12's H100 and H200
+    tables name that kernel for them, and it reaches about 95 TFLOP/s in prefill where FA3 reaches
+    550-650), while on Blackwell its TRT-LLM MHA kernels run them as any other head. A prediction
+    that knows the device's architecture names the family that ran (validate.predict_cases); a step
+    prediction names the wide family, and a spec fitted where the default backend takes wide heads
+    carries the engine's own parameters under that name (validate.calibrate_external). MLA's
+    absorbed attention runs kernels of its own and is not subject to it.
+
     moe_kernel names the fused-MoE kernel family that runs the routed experts (and their routing):
     "vllm-triton" and "sglang-triton" (the Triton fused_moe kernels with each engine's tuned
     configs), "trtllm-cutlass" (TensorRT-LLM's CUTLASS MoE), "flashinfer-cutlass" (FlashInfer's
@@ -120,6 +132,9 @@ class Engine:
     decode_kernel_history_per_block: int = 0
     decode_kernel_min_block_factor: float = 0.0
     decode_fallback_attention: str = ""
+    attention_max_head_dim: int = 0
+    wide_head_attention: str = ""
+    wide_head_architecture: str = ""
     moe_kernel: str = ""
     fp8_prefill_attention: bool = False
     allreduce: str = "nccl"
@@ -184,21 +199,36 @@ class Engine:
         names it ("trtllm-mmha-decode"), or "" where the decode family runs every decode."""
         return f"{self.decode_fallback_attention}-decode" if self.decode_fallback_attention else ""
 
-    def attention_kernel(self, phase: str, *, group: float | None = None) -> str:
+    def wide_heads(self, head_dim, architecture: str | None = None) -> bool:
+        """Whether heads `head_dim` wide (None: MLA's absorbed form) run the wide-head family on a
+        device of `architecture` (None: not known, the rule applies)."""
+        if architecture is not None and self.wide_head_architecture and architecture != self.wide_head_architecture:
+            return False
+        return bool(self.wide_head_attention) and head_dim is not None and 0 < self.attention_max_head_dim < head_dim
+
+    def attention_kernel(self, phase: str, *, group: float | None = None, head_dim: float | None = None,
+                         architecture: str | None = None) -> str:
         """Attention kernel of a step phase ("prefill" or "decode": perfmodel.ops.step_phase), as the
         calibration names it: "<family>-<phase>" (flash-decoding and XQA kernels decode, FMHA-style
-        kernels prefill). Given the model's query heads per kv head `group`, a decode outside the
-        decode family's group range runs the fallback family (`decode_fallback_attention`)."""
+        kernels prefill). Heads wider than the engine's families take (`head_dim`; None for MLA)
+        run the wide-head family (`wide_head_attention`). Given the model's query heads per kv head
+        `group`, a decode outside the decode family's group range runs the fallback family
+        (`decode_fallback_attention`)."""
+        if self.wide_heads(head_dim, architecture):
+            return f"{self.wide_head_attention}-{phase}"
         if phase == "decode" and self.fallback_decode_kernel and group is not None and \
                 not self.in_decode_group(group):
             return self.fallback_decode_kernel
         family = self.decode_attention if phase == "decode" else self.prefill_attention
         return f"{family}-{phase}"
 
-    def decode_kernels(self, *, group, kv_heads, batch, history, compute_units):
+    def decode_kernels(self, *, group, kv_heads, batch, history, compute_units, head_dim=None, architecture=None):
         """The decode kernel of each measured decode (`runs_decode_kernel`: the decode family's
-        where it ran, else the fallback's): one name, or an object array of names."""
+        where it ran, else the fallback's; the wide-head family for heads wider than the engine's
+        families take on `architecture`): one name, or an object array of names."""
         own, fallback = self.attention_kernel("decode"), self.fallback_decode_kernel
+        if self.wide_heads(head_dim, architecture):
+            return f"{self.wide_head_attention}-decode"
         if not fallback:
             return own
         runs = self.runs_decode_kernel(group=group, kv_heads=kv_heads, batch=batch, history=history,

@@ -67,7 +67,8 @@ from perfmodel.engines import Engine
 from perfmodel.ops import Op, Precision, context_ops, logits_ops, step_phase, token_ops
 from perfmodel.roofline import (OpTime, attention_compute_terms, attention_params, attention_work_s, gemm_latency_s,
                                 has_longest_unit, has_work_terms, is_tiled_gemm, longest_unit_s, mean_max_affine,
-                                mean_positive_affine, op_time, tiled_gemm_terms, unit_score_s)
+                                mean_positive_affine, op_time, tiled_gemm_terms, unit_score_s,
+                                gemm_stream_bytes)
 from perfmodel.steps import (TOTAL_KEYS, StepSums, add_decode_context, add_op_times, has_bands, host_overhead_s,
                              paid_host_s, settle_mean_decode, settle_step)
 from workloads.model import ModelSpec
@@ -142,7 +143,8 @@ class CellTable:
                     op = ops[g.index]
                     tile_s, _, memory_s = tiled_gemm_terms(op, self.hw, self.p)
                     tile.append(np.broadcast_to(tile_s, runs.shape))
-                    inv.append(np.broadcast_to((memory_s - g.latency_s) / op.bytes, runs.shape))
+                    inv.append(np.broadcast_to((memory_s - g.latency_s) / gemm_stream_bytes(op, self.hw.calibration),
+                                               runs.shape))
                 self.tile_s, self.inv_bw = np.array(tile).reshape(len(self.gemms), -1), \
                     np.array(inv).reshape(len(self.gemms), -1)
             return self.tile_s, self.inv_bw
@@ -238,7 +240,7 @@ def price_counts(ops_at: Callable, hw: Hardware, p: Precision, tp, phase: str) -
 
 
 #: Op fields that may vary with the count.
-_OP_FIELDS = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "m", "n", "k", "comm_bytes", "groups")
+_OP_FIELDS = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "m", "n", "k", "comm_bytes", "groups", "out_bytes")
 
 
 def _field_lines(op: Op) -> dict | None:
@@ -266,7 +268,7 @@ def _classify(probed: list, hw: Hardware, p: Precision, keys: tuple, phase: str,
         constant = all(_is_constant(getattr(t, name)) for name in ("overhead_s", "comm_s", "host_s"))
         if cells and constant:
             tile_s, power_s, _ = tiled_gemm_terms(op, hw, p)
-            bytes_line = _line(op.bytes)
+            bytes_line = _line(gemm_stream_bytes(op, hw.calibration))
             if bytes_line is None:
                 rebuilt.append(index)
                 continue

@@ -38,6 +38,8 @@ class Op:
     touches), whose tiles share the GPU's SMs; comm_bytes is the all-reduce payload for "comm" ops.
     tensor_bits: bits the op's tensor-core math runs at where its kernel sets them (an fp8
     attention kernel: 8); 0 where they follow the precision (perfmodel.roofline).
+    out_bytes: the part of act_bytes a GEMM writes as its output (perfmodel.roofline prices writes
+    at the spec's GEMM write rate); 0 where not split out.
     """
 
     name: str
@@ -55,6 +57,7 @@ class Op:
     groups: object = 1.0
     kernel: str = ""
     tensor_bits: object = 0.0
+    out_bytes: object = 0.0
 
     @cached_property
     def bytes(self):
@@ -88,6 +91,13 @@ class Precision:
         return np.asarray(self.a_bits) / 8
 
     @cached_property
+    def gemm_out_bytes(self):
+        """Bytes per element a GEMM writes: its activations' width, at least 16 bits (8- and 4-bit
+        GEMMs emit bf16: vLLM's cutlass_scaled_mm and sgl-kernel's fp8_scaled_mm take a bf16
+        out_dtype, as torch._scaled_mm does in our suite; TensorRT-LLM's FP8 linear layers too)."""
+        return np.maximum(self.act_bytes, 2.0)
+
+    @cached_property
     def kv_bytes(self):
         return np.asarray(self.kv_bits) / 8
 
@@ -102,11 +112,13 @@ def step_phase(new_tokens) -> str:
 
 
 def matmul_op(name: str, tokens, n, k, p: Precision, count: int) -> Op:
-    """A dense GEMM: tokens x k activations times a k x n weight; flops = 2 m n k.
+    """A dense GEMM: tokens x k activations times a k x n weight; flops = 2 m n k; it reads its
+    activations at their width and writes its output at Precision.gemm_out_bytes.
     (Products are ordered scalars first: a million-scenario sweep spends its time here.)"""
+    out_bytes = (n * tokens) * p.gemm_out_bytes
     return Op(name, "matmul", count, flops=(2.0 * n * k) * tokens,
               weight_bytes=(n * k) * p.weight_bytes_per_param,
-              act_bytes=((n + k) * tokens) * p.act_bytes, m=tokens, n=n, k=k)
+              act_bytes=(k * tokens) * p.act_bytes + out_bytes, m=tokens, n=n, k=k, out_bytes=out_bytes)
 
 
 def vector_op(name: str, kind: str, tokens, width, passes: float, flops_per_elem: float, p: Precision,
@@ -328,7 +340,7 @@ def context_ops(model: ModelSpec, *, seqs, new_tokens, past, p: Precision, tp=1,
     ops = [kv_append_op(model, seqs=seqs, new_tokens=new_tokens, past=past, p=p,
                         tp=tp)] if engine.kv_append_copies else []
     phase = step_phase(new_tokens)
-    kernel = engine.attention_kernel(phase, group=shapes.query_group(model))
+    kernel = engine.attention_kernel(phase, group=shapes.query_group(model), head_dim=shapes.kernel_head_dim(model))
     return ops + [attention_op(model, seqs=seqs, new_tokens=new_tokens, past=past, p=p, tp=tp,
                                sparse_budget=sparse_budget, kernel=kernel,
                                tensor_bits=attention_tensor_bits(engine, p, phase))]

@@ -192,7 +192,8 @@ def _gemm_time(op: Op, hw: Hardware, p: Precision) -> tuple:
         (cal.sm_bytes_per_s or np.inf)
     blocks = gemv_blocks(op.n, op.k, hw, op.groups)
     gemv = (op.flops / rate,
-            gemm_latency_s(cal) + op.bytes / np.minimum(_gemm_read_bytes_per_s(op, cal), blocks * per_block))
+            gemm_latency_s(cal) + gemm_stream_bytes(op, cal) / np.minimum(_gemm_read_bytes_per_s(op, cal),
+                                                                         blocks * per_block))
     pick = (np.asarray(op.m) <= SKINNY_ROWS) & (np.maximum(*gemv) < np.maximum(*tiled)) & split_k
     return np.where(pick, gemv[0], tiled[0]), np.where(pick, gemv[1], tiled[1])
 
@@ -209,8 +210,20 @@ def tiled_gemm_terms(op: Op, hw: Hardware, p: Precision) -> tuple:
     split_k = split_k_allowed(op, p)
     efficiency, units = gemm_parallelism(op.m, op.n, op.k, hw, op.groups, split_k, engine_tiles(op, split_k, hw))
     return (op.flops / (_gemm_rate(hw, p) * efficiency), op.flops / _sustained_rate(hw, p),
-            gemm_latency_s(cal) + op.bytes / np.minimum(_gemm_read_bytes_per_s(op, cal),
-                                                        units * (cal.sm_bytes_per_s or np.inf)))
+            gemm_latency_s(cal) + gemm_stream_bytes(op, cal) / np.minimum(_gemm_read_bytes_per_s(op, cal),
+                                                                         units * (cal.sm_bytes_per_s or np.inf)))
+
+
+def gemm_stream_bytes(op: Op, cal):
+    """A GEMM's bytes in units of its read stream: what it reads plus its output (Op.out_bytes)
+    weighted by read rate / write rate (Calibration.gemm_write_bytes_per_s; 1 where not fitted):
+    reads and writes share the HBM, each byte at its own rate. aiconfigurator's H200 tables show
+    GEMM epilogues writing slower than operands stream: GEMMs whose output is 90-99% of their
+    bytes (k of 32-256) move 2.0-2.8 TB/s in bf16 (TensorRT-LLM) and 1.4-2.4 TB/s in fp8, where
+    reads reach 3.8 TB/s (validate/reports/aiconfigurator)."""
+    if not cal.gemm_write_bytes_per_s or (np.ndim(op.out_bytes) == 0 and op.out_bytes == 0):
+        return op.bytes
+    return op.bytes + op.out_bytes * (cal.read_bytes_per_s / cal.gemm_write_bytes_per_s - 1.0)
 
 
 def gemm_latency_s(cal) -> float:

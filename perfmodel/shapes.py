@@ -58,6 +58,12 @@ def attention_dims(model: ModelSpec) -> tuple[int, int]:
     return model.head_dim, model.head_dim
 
 
+def kernel_head_dim(model: ModelSpec) -> float | None:
+    """The head dim an MHA/GQA attention kernel runs (engines pick their kernel by it:
+    perfmodel.engines.Engine.attention_kernel), None for MLA, whose absorbed form runs kernels of its own."""
+    return None if model.is_mla else float(model.head_dim)
+
+
 def query_heads_per_device(model: ModelSpec, tp=1):
     """Query heads per device under tensor parallelism: H / tp (Megatron splits heads evenly)."""
     if isinstance(tp, (int, float)):  # one device count: the same in Python floats

@@ -65,7 +65,8 @@ def attention_time_s(model: ModelSpec, hw: Hardware, batch, context, p: Precisio
                      engine: Engine | str = DEFAULT_ENGINE):
     """Decode attention over `context` cached tokens on `n_devices` devices of `hw` (heads split),
     run by `engine`'s decode attention kernel."""
-    kernel = load_engine(engine).attention_kernel("decode", group=shapes.query_group(model))
+    kernel = load_engine(engine).attention_kernel("decode", group=shapes.query_group(model),
+                                                  head_dim=shapes.kernel_head_dim(model))
     op = attention_op(model, seqs=batch, new_tokens=1.0, past=context, p=p, tp=n_devices, kernel=kernel)
     return op.count * np.asarray(op_time(op, hw, p, n_devices).time_s)
 

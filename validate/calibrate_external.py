@@ -128,6 +128,42 @@ def _fallback_as_decode_family(cal: Calibration, profile) -> Calibration:
     return dataclasses.replace(cal, attention_kernels={**kernels, fallback: dict(kernels[own])})
 
 
+#: Rows a wide-head family (Engine.wide_head_attention) needs for its reduced fit (`_reduced_attention_fit`).
+MIN_REDUCED_ROWS = 5
+
+
+def _is_wide_head_family(profile, family: str) -> bool:
+    """Whether `family` ("<family>-<phase>") is the profile's wide-head family."""
+    return bool(profile.wide_head_attention) and family.rpartition("-")[0] == profile.wide_head_attention
+
+
+def _reduced_attention_fit(cases: list[dict], base: Hardware, cal: Calibration, family: str, bw: float) -> Calibration:
+    """`cal` with a kernel family that has too few rows for its nine parameters (MIN_FAMILY_ROWS)
+    fitted on three: its fraction of the bf16 GEMM rate, its floor per call and its KV read
+    bandwidth (no work-unit, row or key terms). The tables hold 6-10 rows per engine and phase of
+    the wide heads SGLang runs on Triton, mostly long prefills that pin the rate and short ones
+    that pin the floor."""
+    cal = dataclasses.replace(cal, attention_kernels={**cal.attention_kernels, family: {}})
+    return fit(cases, base, cal, {f"attention_kernels:{family}:flops_fraction": (0.3, 0.01, 1.2),
+                                  f"attention_kernels:{family}:overhead_s": (5e-6, 1e-8, 1e-3),
+                                  f"attention_kernels:{family}:read_bytes_per_s": (0.5 * bw, 1e-3 * bw, 1.1 * bw)},
+               loss=ROBUST_LOSS)[0]
+
+
+def _wide_heads_as_own_family(cal: Calibration, profile) -> Calibration:
+    """`cal` with the profile's wide-head families priced as its own families per phase where the
+    tables held too few of their rows to fit them (MIN_REDUCED_ROWS), as `_fallback_as_decode_family`
+    does: a family with no parameters would price at the spec's generic attention ones."""
+    if not profile.wide_head_attention:
+        return cal
+    kernels = dict(cal.attention_kernels)
+    for phase in ("prefill", "decode"):
+        wide, own = f"{profile.wide_head_attention}-{phase}", profile.attention_kernel(phase)
+        if wide not in kernels and own in kernels:
+            kernels[wide] = dict(kernels[own])
+    return dataclasses.replace(cal, attention_kernels=kernels)
+
+
 def _attention_params(cal: Calibration, family: str, bw: float) -> dict:
     """An attention kernel family's parameters (roofline, attention); a decode family's also the
     fixed latency of its KV stream (split-KV kernels end with a pass combining the splits) and the
@@ -164,6 +200,7 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
         raise ValueError(f"gemm_engine: {gemm_engine!r} has no GEMM cases to fit")
     bf16 = [c for c in gemms if c["dtype"] != "fp8"]
     cal = _fit_gemm_and_attention(bf16 or gemms, base, cal, floor=True, loss=ROBUST_LOSS)
+    cal = _with_gemm_write_rate(bf16 or gemms, base, cal)
     fp8 = [c for c in gemms if c["dtype"] == "fp8"]
     if fp8:  # fp8 rows include the engine's own dynamic activation quantization (ops.engine_quant_op)
         peak = base.peak_flops_per_s("fp8")
@@ -185,12 +222,15 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
         # each kernel family on the rows its kernel ran (TensorRT-LLM's decodes: XQA, or masked MHA
         # for the head groups and small grids XQA declines; predict_cases.attention_family)
         attention = [c for c in cases if c["kind"] == "attention"]
-        ran = [attention_family(c, base.compute_units) for c in attention]
+        ran = [attention_family(c, base.compute_units, base.architecture) for c in attention]
         for family in dict.fromkeys(ran):
             own = [c for c, name in zip(attention, ran) if name == family]
             if len(own) >= MIN_FAMILY_ROWS:
                 cal, _ = fit(own, base, cal, _attention_params(cal, family, bw), loss=ROBUST_LOSS)
+            elif len(own) >= MIN_REDUCED_ROWS and _is_wide_head_family(engines.load(engine), family):
+                cal = _reduced_attention_fit(own, base, cal, family, bw)
         cal = _fallback_as_decode_family(cal, engines.load(engine))
+        cal = _wide_heads_as_own_family(cal, engines.load(engine))
     cal = _with_sdpa_stand_in(cal, engines.load(gemm_engine))
     cal = _with_moe_families(cal, train, base)
     link = base.device_link_bytes_per_s or base.host_link_bytes_per_s
@@ -216,6 +256,21 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
     cal = _with_nccl_link(cal, train.get(NCCL_TABLE, []), base)
     return dataclasses.replace(base, name=f"{base.name}-calibrated", title=f"{base.title} (calibrated)",
                                calibration=cal)
+
+
+def _with_gemm_write_rate(gemms: list[dict], base: Hardware, cal: Calibration) -> Calibration:
+    """`cal` with the GEMM output write rate (Calibration.gemm_write_bytes_per_s;
+    perfmodel.roofline.gemm_stream_bytes) fitted with the 16-bit rates on the tiled GEMMs (m > 64):
+    the rows whose output dominates their bytes (short reductions) pin it, the compute-bound rows
+    keep the rates where the stage before left them."""
+    wide = [c for c in gemms if float(c["m"]) > 64]
+    read = cal.read_bytes_per_s
+    params = {"gemm_write_bytes_per_s": (0.8 * read, 0.05 * read, 1.5 * read)}
+    for name in ("matmul_flops_per_s", "sustained_flops_per_s"):
+        if "bf16" in getattr(cal, name):
+            params[f"{name}:bf16"] = (getattr(cal, name)["bf16"], 1e-3 * getattr(cal, name)["bf16"],
+                                      1.05 * base.peak_flops_per_s("bf16"))
+    return fit(wide, base, cal, params, loss=ROBUST_LOSS)[0] if wide else cal
 
 
 def _with_moe_families(cal: Calibration, train: dict[str, list[dict]], base: Hardware) -> Calibration:
@@ -326,7 +381,7 @@ def sources_of(by_engine: dict[str, list[dict]], gemm_engine: str, ar_engine: st
                                                                    ("sustained_matmul", cal.sustained_flops_per_s),
                                                                    ("gemv", cal.gemv_bytes_per_s)) for d in table}
     for key in ("memory_bandwidth", "memory_read_bandwidth", "sm_bandwidth", "kernel_overhead", "tile_m", "tile_n",
-                "split_k_min", "gemv_tile_n", "gemm_latency"):
+                "split_k_min", "gemv_tile_n", "gemm_latency", "gemm_write_bandwidth"):
         out[f"calibration.{key}"] = gemm
     for key, attr in ENGINE_MAPS:
         kind = ENGINE_MAP_TABLES[key.partition("_engine_")[0]]

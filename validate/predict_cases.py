@@ -161,30 +161,33 @@ def _act_quant_times(cases: list[dict], m, k, p: Precision, hw: Hardware, kernel
     return out
 
 
-def attention_family(case: dict, compute_units: float | None = None) -> str:
+def attention_family(case: dict, compute_units: float | None = None, architecture: str | None = None) -> str:
     """The attention kernel family a case ran: its engine profile's choice for the phase (a case
     measured inside vLLM ran FlashAttention, inside TensorRT-LLM its XQA / FMHA kernels, or its
     masked MHA kernel for a decode XQA declines: Engine.decode_kernels, given the device's
-    `compute_units`), or the suite's own SDPA kernel ("sdpa-<phase>", falling back to the spec's
-    default) when the case names no engine."""
+    `compute_units`; heads wider than the engine's families take on the device's `architecture`
+    ran its wide-head family: Engine.wide_heads), or the suite's own SDPA kernel ("sdpa-<phase>",
+    falling back to the spec's default) when the case names no engine."""
     phase = "prefill" if case.get("phase") == "prefill" else "decode"
     engine = text(case, "engine")
     if not engine:  # the suite's own cases: PyTorch's scaled_dot_product_attention
         return f"sdpa-{phase}"
     profile = engines.load(engine)
+    head_dim = _num(case, "head_dim", default=0.0) or None
     if phase == "prefill" or compute_units is None:
-        return profile.attention_kernel(phase)
+        return profile.attention_kernel(phase, head_dim=head_dim, architecture=architecture)
     return profile.decode_kernels(group=_num(case, "heads") / max(_num(case, "kv_heads"), 1.0),
                                   kv_heads=_num(case, "kv_heads"), batch=_num(case, "batch"),
-                                  history=_num(case, "kv_len") - 1.0, compute_units=compute_units)
+                                  history=_num(case, "kv_len") - 1.0, compute_units=compute_units,
+                                  head_dim=head_dim, architecture=architecture)
 
 
 def predict_attentions(cases: list[dict], hw: Hardware) -> np.ndarray:
     """Attention cases of one head layout, dtype and engine, as one array."""
-    return attention_times(attention_ops(cases, hw.compute_units), hw, cases)
+    return attention_times(attention_ops(cases, hw.compute_units, hw.architecture), hw, cases)
 
 
-def attention_ops(cases: list[dict], compute_units: float) -> tuple[Precision, list]:
+def attention_ops(cases: list[dict], compute_units: float, architecture: str | None = None) -> tuple[Precision, list]:
     """(precision, [(rows, op)]) of attention cases of one head layout, dtype and engine: one op per
     kernel family that ran some of them (TensorRT-LLM decodes: XQA or masked MHA), `rows` a mask of
     the cases it ran. What a spec's calibration does not change (`CaseSet` keeps it for a fit)."""
@@ -192,7 +195,7 @@ def attention_ops(cases: list[dict], compute_units: float) -> tuple[Precision, l
     p = _precision(c0["dtype"])
     model = attention_model(int(_num(c0, "heads")), int(_num(c0, "kv_heads")), int(_num(c0, "head_dim")))
     q_len, kv_len = _column(cases, "q_len"), _column(cases, "kv_len")
-    families = np.array([attention_family(c, compute_units) for c in cases], dtype=object)
+    families = np.array([attention_family(c, compute_units, architecture) for c in cases], dtype=object)
     ops = []
     for family in dict.fromkeys(families):
         # a masked static cache scores every query against all kv_len positions: q_len x kv_len pairs,
@@ -385,7 +388,7 @@ class CaseSet:
             groups.setdefault(_group_key(case), []).append(i)
         self.groups = [(kinds.BY_NAME[key[0]], np.array(index), [cases[i] for i in index])
                        for key, index in groups.items()]
-        self._attention: dict = {}  # (group, compute units) -> attention_ops
+        self._attention: dict = {}  # (group, compute units, architecture) -> attention_ops
 
     def predict(self, hw: Hardware) -> np.ndarray:
         """Predicted seconds for every case, in the cases' order."""
@@ -393,9 +396,9 @@ class CaseSet:
         for g, (kind, index, members) in enumerate(self.groups):
             spec = regime(kind, hw)
             if kind.predict == predict_attentions.__name__:
-                key = (g, spec.compute_units)
+                key = (g, spec.compute_units, spec.architecture)
                 if key not in self._attention:
-                    self._attention[key] = attention_ops(members, spec.compute_units)
+                    self._attention[key] = attention_ops(members, spec.compute_units, spec.architecture)
                 out[index] = attention_times(self._attention[key], spec, members)
             elif kind.vectorized:
                 out[index] = _predictor(kind)(members, spec)

@@ -205,3 +205,37 @@ def test_each_measured_decode_is_priced_with_the_kernel_that_ran_it():
     assert trt.attention_kernel("prefill", group=1.0) == "trtllm-prefill"
     assert vllm.attention_kernel("decode", group=1.0) == "vllm-decode"
     assert vllm.decode_kernels(group=1.0, kv_heads=8.0, batch=1.0, history=1.0, compute_units=132.0) == "vllm-decode"
+
+
+def test_heads_wider_than_the_engines_families_take_run_its_wide_head_family():
+    """FlashAttention-3 (Hopper's default) takes head dims up to 256: there SGLang runs wider heads on
+    its Triton backend and vLLM on FA4, in both phases and whatever the head group
+    (Engine.wide_head_attention); MLA's
+    absorbed attention (head_dim None) keeps its own kernels; an engine without the rule never switches."""
+    sgl, vllm, trt = engines.load("sglang"), engines.load("vllm"), engines.load("trtllm")
+    assert sgl.attention_kernel("prefill", head_dim=512.0) == "sglang-triton-prefill"
+    assert sgl.attention_kernel("decode", group=8.0, head_dim=512.0) == "sglang-triton-decode"
+    assert sgl.attention_kernel("decode", head_dim=256.0) == "sglang-decode"
+    assert sgl.attention_kernel("decode", head_dim=None) == "sglang-decode"
+    assert vllm.attention_kernel("prefill", head_dim=512.0) == "vllm-fa4-prefill"
+    assert trt.attention_kernel("prefill", head_dim=512.0) == "trtllm-prefill"
+    # Blackwell's default backends take wide heads: a prediction that knows the device keeps the family
+    assert sgl.attention_kernel("prefill", head_dim=512.0, architecture="blackwell") == "sglang-prefill"
+    assert sgl.attention_kernel("prefill", head_dim=512.0, architecture="hopper") == "sglang-triton-prefill"
+    rows = sgl.decode_kernels(group=8.0, kv_heads=1.0, batch=4.0, history=100.0, compute_units=132.0, head_dim=512.0)
+    assert rows == "sglang-triton-decode"
+    # a step of a 512-wide-head model names the wide family; the same model at 128 does not
+    wide = dataclasses.replace(workloads.load("llama-3-8b"), head_dim=512)
+    kernels = {op.kernel for op in step_ops(wide, seqs=2, new_tokens=1, past=100, p=Precision(16, 16, 16),
+                                            engine="sglang") if op.kind == "attention"}
+    assert kernels == {"sglang-triton-decode"}
+
+
+def test_8_and_4_bit_gemms_write_16_bit_outputs():
+    """An fp8 or fp4 GEMM reads its activations at their width and writes bf16 (the engines' scaled
+    GEMMs take a bf16 out_dtype); 16- and 32-bit GEMMs write their own width."""
+    m, n, k = 64.0, 4096.0, 1024.0
+    for bits, out in ((4, 2.0), (8, 2.0), (16, 2.0), (32, 4.0)):
+        op = matmul_op("w", m, n, k, Precision(bits, bits, 16), 1)
+        assert op.out_bytes == m * n * out
+        assert op.act_bytes == pytest.approx(m * k * bits / 8 + m * n * out)

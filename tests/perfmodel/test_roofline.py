@@ -327,3 +327,22 @@ def test_causal_kernels_compute_their_diagonal_blocks_whole():
     masked = attention_op(model, seqs=1.0, new_tokens=tokens, past=0.0, p=BF16, tp=1,
                           kernel=MASKED_CACHE_FAMILY + "-prefill")
     assert masked.flops == per_pair * attention_pairs(tokens, 0.0)
+
+
+def test_gemm_outputs_stream_at_the_write_rate(calibrated):
+    """Where a spec has a GEMM write rate, each output byte costs read / write read-byte times
+    (gemm_stream_bytes): an output-bound GEMM (k = 64) slows by about that ratio, a GEMM whose bytes
+    are its weights (m = 1) by its tiny output's share only; no write rate leaves every GEMM as it was."""
+    from perfmodel.roofline import gemm_stream_bytes
+
+    cal = calibrated.calibration
+    slow = dataclasses.replace(calibrated, calibration=dataclasses.replace(
+        cal, gemm_write_bytes_per_s=cal.read_bytes_per_s / 2.0, gemm_latency_s=0.0))
+    same = dataclasses.replace(calibrated, calibration=dataclasses.replace(cal, gemm_latency_s=0.0))
+    wide = matmul_op("w", 8192.0, 16384.0, 64.0, BF16, 1)
+    assert gemm_stream_bytes(wide, slow.calibration) == pytest.approx(wide.bytes + wide.out_bytes)
+    assert gemm_stream_bytes(wide, same.calibration) == wide.bytes
+    ratio = op_time(wide, slow, BF16).memory_s / op_time(wide, same, BF16).memory_s
+    assert ratio == pytest.approx((wide.bytes + wide.out_bytes) / wide.bytes) and ratio > 1.9
+    skinny = matmul_op("w", 1.0, 4096.0, 4096.0, BF16, 1)
+    assert op_time(skinny, slow, BF16).memory_s / op_time(skinny, same, BF16).memory_s < 1.001

@@ -157,6 +157,49 @@ def test_each_engines_fp8_quantization_path_is_fitted_on_its_own_rows(synthetic)
     assert frame[frame["class"] == "matmul fp8"].groupby("engine")["ape"].median().max() < 0.03
 
 
+def test_the_gemm_write_rate_is_fitted_on_the_gemms_whose_output_dominates(synthetic):
+    """Tables made with GEMM outputs written at 1.5 TB/s (reads at 3 TB/s) fit that write rate
+    (Calibration.gemm_write_bytes_per_s), and the held-out GEMMs are predicted as the truth
+    predicts them."""
+    base, truth, cases = synthetic
+    slow = dataclasses.replace(truth, calibration=dataclasses.replace(TRUTH, gemm_write_bytes_per_s=1.5e12))
+    gemms = [c for c in cases if c["kind"] == "matmul"]
+    rows = [dict(c, measured_s=float(t)) for c, t in zip(gemms, predict_many(ce.prepared(gemms), slow))]
+    fitted = ce.fit_tables({"vllm": rows}, base)
+    assert fitted.calibration.gemm_write_bytes_per_s == pytest.approx(1.5e12, rel=0.1)
+    held_out = [c for c in ce.prepared(rows) if c["split"] == "evaluation"]
+    ratio = predict_many(held_out, fitted) / predict_many(held_out, slow)
+    assert np.median(np.abs(ratio - 1)) < 0.03
+
+
+def test_a_wide_head_family_is_fitted_on_its_few_rows_where_the_engine_runs_it(synthetic):
+    """SGLang's 512-wide heads ran its Triton backend on Hopper (Engine.wide_head_attention): rows made
+    with a Triton family of known rate fraction, floor and read bandwidth fit those three
+    (`_reduced_attention_fit`: the tables hold too few rows for nine); on a Blackwell spec the same
+    heads ran SGLang's own family, so no wide family is fitted there and its name prices as the own one."""
+    base, truth, cases = synthetic
+    sgl = [c for c in ce.cases_for("h100_sxm")["sglang"] if c["kind"] == "attention"]
+    wide = [c for c in sgl if float(c["head_dim"]) > 256 and c.get("phase") == "prefill"]
+    narrow = [c for c in sgl if float(c["head_dim"]) <= 256 and c.get("phase") == "prefill"][:60]
+    triton = {"flops_fraction": 0.1, "overhead_s": 7e-6, "read_bytes_per_s": 1.6e12}
+    kernels = {**TRUTH.attention_kernels, "sglang-prefill": dict(TRUTH.attention_kernels["vllm-prefill"]),
+               "sglang-triton-prefill": triton}
+    made = dataclasses.replace(truth, calibration=dataclasses.replace(TRUTH, attention_kernels=kernels))
+    rows = [dict(c, measured_s=float(t)) for c, t in zip(wide + narrow, predict_many(ce.prepared(wide + narrow), made))]
+    fitted = ce.fit_tables({"vllm": cases, "sglang": rows}, base)
+    family = fitted.calibration.attention_kernels["sglang-triton-prefill"]
+    assert set(family) == set(triton)
+    # its rate: a fraction of the fitted bf16 GEMM rate, as the truth's is of its own
+    assert family["flops_fraction"] * fitted.calibration.matmul_flops_per_s["bf16"] == pytest.approx(
+        0.1 * TRUTH.matmul_flops_per_s["bf16"], rel=0.1)
+    assert family["overhead_s"] == pytest.approx(7e-6, rel=0.25)
+    held_out = [c for c in ce.prepared(rows) if c["split"] == "evaluation" and float(c["head_dim"]) > 256]
+    assert np.median(np.abs(predict_many(held_out, fitted) / predict_many(held_out, made) - 1)) < 0.05
+    blackwell = dataclasses.replace(base, architecture="blackwell")
+    own = ce.fit_tables({"vllm": cases, "sglang": rows}, blackwell).calibration.attention_kernels
+    assert own["sglang-triton-prefill"] == own["sglang-prefill"]
+
+
 def test_each_moe_family_is_fitted_on_the_rows_its_kernel_ran(synthetic):
     """MoE rows made with two fused-MoE families (Triton under vLLM at 2.5 TB/s and 15 us a layer,
     FlashInfer's CUTLASS MoE under vLLM and SGLang alike at 0.6 TB/s and 30 us) fit each family's

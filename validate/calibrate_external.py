@@ -137,16 +137,23 @@ def _is_wide_head_family(profile, family: str) -> bool:
     return bool(profile.wide_head_attention) and family.rpartition("-")[0] == profile.wide_head_attention
 
 
-def _reduced_attention_fit(cases: list[dict], base: Hardware, cal: Calibration, family: str, bw: float) -> Calibration:
+def _reduced_attention_fit(cases: list[dict], base: Hardware, cal: Calibration, family: str, bw: float,
+                           profile) -> Calibration:
     """`cal` with a kernel family that has too few rows for its nine parameters (MIN_FAMILY_ROWS)
     fitted on three: its fraction of the bf16 GEMM rate, its floor per call and its KV read
     bandwidth (no work-unit, row or key terms). The tables hold 6-10 rows per engine and phase of
-    the wide heads SGLang runs on Triton, mostly long prefills that pin the rate and short ones
-    that pin the floor."""
-    cal = dataclasses.replace(cal, attention_kernels={**cal.attention_kernels, family: {}})
-    return fit(cases, base, cal, {f"attention_kernels:{family}:flops_fraction": (0.3, 0.01, 1.2),
-                                  f"attention_kernels:{family}:overhead_s": (5e-6, 1e-8, 1e-3),
-                                  f"attention_kernels:{family}:read_bytes_per_s": (0.5 * bw, 1e-3 * bw, 1.1 * bw)},
+    the wide heads SGLang runs on Triton: long prefills pin the rate, short ones the floor. Decode
+    rows do not pin a rate (a decode's FLOPs are a rounding error of its time), so a decode family
+    takes its engine's own decode family's fraction and fits the other two."""
+    fitted = {"overhead_s": (5e-6, 1e-8, 1e-3), "read_bytes_per_s": (0.5 * bw, 1e-3 * bw, 1.1 * bw)}
+    start = {}
+    own = cal.attention_kernels.get(profile.attention_kernel("decode"), {})
+    if family.endswith("-decode") and "flops_fraction" in own:
+        start["flops_fraction"] = own["flops_fraction"]
+    else:
+        fitted["flops_fraction"] = (0.3, 0.01, 1.2)
+    cal = dataclasses.replace(cal, attention_kernels={**cal.attention_kernels, family: start})
+    return fit(cases, base, cal, {f"attention_kernels:{family}:{key}": bounds for key, bounds in fitted.items()},
                loss=ROBUST_LOSS)[0]
 
 
@@ -223,14 +230,16 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
         # for the head groups and small grids XQA declines; predict_cases.attention_family)
         attention = [c for c in cases if c["kind"] == "attention"]
         ran = [attention_family(c, base.compute_units, base.architecture) for c in attention]
-        for family in dict.fromkeys(ran):
+        profile = engines.load(engine)
+        # the wide-head families last: a decode one takes its engine's fitted decode family's rate
+        for family in sorted(dict.fromkeys(ran), key=lambda name: _is_wide_head_family(profile, name)):
             own = [c for c, name in zip(attention, ran) if name == family]
             if len(own) >= MIN_FAMILY_ROWS:
                 cal, _ = fit(own, base, cal, _attention_params(cal, family, bw), loss=ROBUST_LOSS)
-            elif len(own) >= MIN_REDUCED_ROWS and _is_wide_head_family(engines.load(engine), family):
-                cal = _reduced_attention_fit(own, base, cal, family, bw)
-        cal = _fallback_as_decode_family(cal, engines.load(engine))
-        cal = _wide_heads_as_own_family(cal, engines.load(engine))
+            elif len(own) >= MIN_REDUCED_ROWS and _is_wide_head_family(profile, family):
+                cal = _reduced_attention_fit(own, base, cal, family, bw, profile)
+        cal = _fallback_as_decode_family(cal, profile)
+        cal = _wide_heads_as_own_family(cal, profile)
     cal = _with_sdpa_stand_in(cal, engines.load(gemm_engine))
     cal = _with_moe_families(cal, train, base)
     link = base.device_link_bytes_per_s or base.host_link_bytes_per_s

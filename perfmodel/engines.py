@@ -157,6 +157,11 @@ class Engine:
             if f.type == "str" and not isinstance(value, str):  # a family name or title, not a number
                 raise EngineError(f"engine {self.name}: {f.name} = {value!r} must be text")
         self.fp8_tile_table  # a bad tile table fails at load
+        from hardware.fields import ARCHITECTURES  # the hardware schema's names (a typo would never match)
+
+        if self.wide_head_architecture and self.wide_head_architecture not in ARCHITECTURES:
+            raise EngineError(f"engine {self.name}: wide_head_architecture = {self.wide_head_architecture!r} is not "
+                              f"one of {', '.join(ARCHITECTURES)}")
         if self.allreduce not in ALLREDUCE_KINDS:
             raise EngineError(f"engine {self.name}: allreduce = {self.allreduce!r} is not one of {ALLREDUCE_KINDS}")
 

@@ -43,6 +43,8 @@ def test_a_profile_rejects_unknown_fields_and_bad_values():
         engines.from_dict({"name": "x", "fp8_gemm_split_k": "maybe"})
     with pytest.raises(engines.EngineError, match=r"decode_fallback_attention = 1 must be text"):
         engines.from_dict({"name": "x", "decode_fallback_attention": 1})
+    with pytest.raises(engines.EngineError, match=r"wide_head_architecture = 'hoper' is not one of .*hopper"):
+        engines.from_dict({"name": "x", "wide_head_architecture": "hoper"})
     with pytest.raises(engines.EngineError, match="not a known profile"):
         engines.load("tgi")
 

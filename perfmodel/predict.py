@@ -248,9 +248,10 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
 
     path "fast" prices each precision group's steps once (perfmodel.fastpath) and "reference"
     every op of every scenario (perfmodel.steps); they agree to 1e-9 (tests). Work runs in
-    chunks of CHUNK scenarios on `workers` threads (default: one per CPU): the calling thread
-    and a kept pool of workers - 1, each taking the next chunk (the first on the calling
-    thread); numpy releases the GIL inside its loops, so chunks evaluate in parallel."""
+    chunks of at most CHUNK scenarios, of equal size (`_chunk_rows`), on `workers` threads
+    (default: one per CPU): the calling thread and a kept pool of workers - 1, each taking the
+    next chunk (the first on the calling thread); numpy releases the GIL inside its loops, so
+    chunks evaluate in parallel."""
     engine = load_engine(engine)
     if path not in PATHS:
         raise ValueError(f"path: {path!r} is not one of {', '.join(PATHS)}")
@@ -316,7 +317,8 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
     (`_shared_map`)."""
     run = None if pool is None else (lambda fn, items: _shared_map(pool, fn, items))
     groups = _precision_groups(sc, run, deferred=True) if path == "fast" else None
-    starts = range(0, sc.size, CHUNK)
+    size = _chunk_rows(sc.size, 1 if pool is None else _POOL_SIZES[id(pool)] + 1)
+    starts = range(0, sc.size, size)
 
     def chunk(rows: slice, dest: dict | None) -> dict:
         part = Scenario.from_checked(**{k: v[rows] if np.ndim(getattr(sc, k)) else getattr(sc, k)
@@ -324,13 +326,13 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
         own = None if groups is None else (groups[0], _group_index(groups, rows))
         return _metrics(model, hw, part, engine, own, dest)
 
-    # every column allocated before any chunk runs (its dtype from the first scenario), so each
-    # chunk's metrics write into their rows of it (`_metrics`' dest): only those left are copied
-    out = {key: values if key in SPEC_COLUMNS else np.empty(sc.size, dtype=np.asarray(values).dtype)
-           for key, values in chunk(slice(0, 1), None).items()}
+    # every column allocated before any chunk runs (`_column_layout`), so each chunk's metrics
+    # write into their rows of it (`_metrics`' dest): only those left are copied
+    out = {key: value if key in SPEC_COLUMNS else np.empty(sc.size, dtype=dtype)
+           for key, (dtype, value) in _column_layout(model, hw, engine, columns).items()}
 
     def work(start: int) -> None:  # each thread copies what its chunk did not write (and frees it)
-        rows = slice(start, start + CHUNK)
+        rows = slice(start, start + size)
         dest = {key: values[rows] for key, values in out.items() if key not in SPEC_COLUMNS}
         for key, values in chunk(rows, dest).items():
             if key not in SPEC_COLUMNS and values is not dest[key]:
@@ -342,6 +344,27 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
     else:
         _shared_map(pool, work, starts)
     return _columns(model, hw, sc, columns, out)
+
+
+def _column_layout(model: ModelSpec, hw: Hardware, engine: Engine, columns: dict) -> dict:
+    """{metric: (dtype of its column, its value)} of a sweep's first scenario by the scalar route
+    (tens of microseconds, where a one-row chunk of the array route took 2 ms before the sweep's
+    threads could start): the same metrics as every chunk's, doubles but for the bound codes
+    (one byte each, as `_bound` writes them) and the fit flag."""
+    first = Scenario.from_checked(**{key: float(values[0]) for key, values in columns.items()})
+    metrics = _metrics(model, hw, first, engine, _precision_groups(first))
+    return {key: (np.int8 if key in BOUND_COLUMNS else np.asarray(value).dtype, value) for key, value in metrics.items()}
+
+
+def _chunk_rows(size: int, workers: int) -> int:
+    """Rows per chunk of a sweep of `size` scenarios on `workers` threads: at most CHUNK, in
+    chunks of equal size whose count is a multiple of the workers, so every thread takes as many
+    rows (1e6 scenarios on two threads: 8 chunks of 125,000, where chunks of CHUNK left one
+    thread a short last chunk while the other ran its fourth full one, about 4% of the sweep's
+    wall time on a 2-core machine)."""
+    chunks = -(-size // CHUNK)
+    chunks = -(-chunks // workers) * workers
+    return -(-size // chunks)
 
 
 def _shared_map(pool, fn, items) -> list:

@@ -1303,7 +1303,7 @@ class StackedPricing:
         """(last run covered, FusedRuns): per (group, run) the line of each component's affine fold
         + GEMMs + collectives over the run, as `piece` ids into `piece_lines` (`_row_pieces`);
         runs where a GEMM switches term or a collective changes line inside are piece 0 (priced
-        by `_structured`). A component without a line anywhere (host time, a floor the same in
+        by `_structured`), or count by count where `_count_pieces` can. A component without a line anywhere (host time, a floor the same in
         every group) is left out of the pieces: `_add_fused` fills it. Built group by group (a
         sweep of long prompts has millions of runs): a first pass finds the components with lines
         and the equal ones, a second the pieces."""
@@ -1332,13 +1332,52 @@ class StackedPricing:
                 lined[i] |= bool(np.any(beta[i]) or np.any(values != reference[i]))
         firsts = [i for i in range(count) if lined[i] and not any(lined[j] and equal[i, j] for j in range(i))]
         line_of = {self.keys[i]: next(n for n, f in enumerate(firsts) if equal[i, f]) for i in range(count) if lined[i]}
-        blocks = ((np.concatenate([part[firsts] for part in block[:2]]), block[2])
-                  for block in (self._fused_group(g, width, sources) for g in groups))
-        piece, piece_lines = _row_pieces(blocks, 2 * len(firsts))
+        switched = []  # each group's switching runs, kept as its block goes by
+
+        def blocks():
+            for g in groups:
+                alpha, beta, switching = self._fused_group(g, width, sources)
+                switched.append(switching)
+                yield np.concatenate([alpha[firsts], beta[firsts]]), switching
+
+        piece, piece_lines = _row_pieces(blocks(), 2 * len(firsts))
         order = [n for i in range(len(firsts)) for n in (i, len(firsts) + i)]  # alpha, beta of each line
         constants = {key: float(reference[i]) if reference[i] is not None else 0.0
                      for i, key in enumerate(self.keys) if not lined[i]}
-        return q_max, FusedRuns(width, piece, piece_lines[order], line_of, constants, bool(np.any(piece == 0)))
+        fused = FusedRuns(width, piece, piece_lines[order], line_of, constants, bool(np.any(piece == 0)))
+        counted = self._count_pieces(fused, np.flatnonzero(np.concatenate(switched)))
+        return q_max, fused if counted is None else counted
+
+    def _count_pieces(self, fused: "FusedRuns", rows: np.ndarray) -> "FusedRuns | None":
+        """`fused` with its switching (group, run) rows (flat indices `rows`) priced count by
+        count: each count of such a run a piece of its own, a flat line through its value by
+        `_structured` (the same function on the same counts: the same doubles), after the
+        steady pieces (`counted`: the first such id). A few hundred runs of a sweep's million
+        counts, hit by about 1% of a chunk's counts, which `_add_fused` then prices from the
+        tables like any other instead of by `_structured` (a hundred small array calls a chunk
+        under the GIL). None where there are none, or where a component outside the lines (a
+        constant) or sharing another's line takes another value in some of those counts."""
+        if not rows.size:
+            return None
+        group, run = np.divmod(rows, fused.width)
+        first = (run + (_RUN_Q0 - 1)) * RUN_COUNTS + 1  # each run's first count
+        x = (first[:, None] + np.arange(RUN_COUNTS)).reshape(-1).astype(float)
+        values = self._structured(x, np.repeat(group, RUN_COUNTS), {})
+        owner: dict = {}  # each line's first key: its values are the line's
+        for key, line in fused.line_of.items():
+            owner.setdefault(line, key)
+            if not np.array_equal(values[key], values[owner[line]]):
+                return None
+        if any(np.any(values[key] != value) for key, value in fused.constants.items()):
+            return None
+        steady = fused.piece_lines.shape[1]
+        lines = np.zeros((fused.piece_lines.shape[0], x.size))  # beta 0: alpha + 0 x is alpha
+        for line, key in owner.items():
+            lines[2 * line] = values[key]
+        piece = fused.piece.astype(np.min_scalar_type(steady + x.size - 1))
+        piece[rows] = steady + RUN_COUNTS * np.arange(rows.size)
+        return dataclasses.replace(fused, piece=piece, piece_lines=np.concatenate([fused.piece_lines, lines], axis=1),
+                                   switching=False, counted=steady)
 
     def _fused_group(self, g: int, width: int, sources: list) -> tuple:
         """(alpha [key, run], beta [key, run], switching [run]) of group g in `_fuse`: its affine
@@ -1364,6 +1403,11 @@ class StackedPricing:
         piece = gather(table.piece, group * table.width + run)
         switching = np.flatnonzero(piece == 0) if table.switching else ()
         piece = piece.astype(np.intp)
+        if table.counted:  # a count in a switching run: its own piece, from its run's first (`_count_pieces`)
+            rows = np.flatnonzero(piece >= table.counted)
+            if rows.size:  # (counts inside the direct table share run 0: any piece of it, discarded)
+                offset = x[rows] - ((run[rows] + (_RUN_Q0 - 1)) * RUN_COUNTS + 1)
+                piece[rows] += np.clip(offset, 0, RUN_COUNTS - 1).astype(np.intp)
         values = []
         for line in range(table.piece_lines.shape[0] // 2):
             value = gather(table.piece_lines[2 * line + 1], piece)
@@ -1736,13 +1780,16 @@ class FusedRuns:
     + run] names the run's piece (0: a run where some term changes line inside, `switching`),
     `piece_lines` [2 i, piece] and [2 i + 1, piece] the alpha and beta of distinct line i and
     `line_of` {key: i}; `constants` {key: value} the components without a line (the same
-    number in every steady run)."""
+    number in every steady run). Where `counted` is not 0, the switching runs are priced count
+    by count instead: piece `counted` and up, each run's RUN_COUNTS counts in a row
+    (`StackedPricing._count_pieces`)."""
     width: int
     piece: np.ndarray
     piece_lines: np.ndarray
     line_of: dict
     constants: dict
     switching: bool
+    counted: int = 0
 
 
 def _run_index(x, tile: float, q0: int, runs: dict | None):

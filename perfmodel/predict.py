@@ -434,7 +434,8 @@ def _one_row(model: ModelSpec, sc: Scenario, metrics: dict) -> dict:
     rows of one int64 array, the bound codes categoricals (`bound_column`), the fit flag a bool."""
     keys, doubles_of, typed = _one_row_layout(tuple(metrics))
     values = list(np.array(_SCENARIO_NUMBERS(sc) + doubles_of(metrics), dtype=float).reshape(-1, 1))
-    values[len(_SCENARIO_FIELDS):len(_SCENARIO_FIELDS)] = np.array(_param_counts(model), dtype=np.int64).reshape(-1, 1)
+    # a copy of the counts' cached (2, 1) array (a third of the time of converting the two ints)
+    values[len(_SCENARIO_FIELDS):len(_SCENARIO_FIELDS)] = _param_entry(model)[2].copy()
     for position, key in typed:  # in increasing position: each lands where `keys` has it
         value = metrics[key]
         values.insert(position, bound_column(value) if key in BOUND_COLUMNS else np.array([bool(value)]))
@@ -462,12 +463,21 @@ _PARAM_COUNTS: dict = {}
 
 def _param_counts(model: ModelSpec) -> tuple[int, int]:
     """(param_count, active_param_count) of a model, counted once per model object."""
+    return _param_entry(model)[1]
+
+
+def _param_entry(model: ModelSpec) -> tuple:
+    """(model, `_param_counts`, the counts as a (2, 1) int64 array that callers copy), per model
+    object."""
     hit = _PARAM_COUNTS.get(id(model))
     if hit is None or hit[0] is not model:
         if len(_PARAM_COUNTS) >= 512:
             _PARAM_COUNTS.clear()
-        hit = _PARAM_COUNTS[id(model)] = (model, (model.param_count(), model.active_param_count()))
-    return hit[1]
+        counts = (model.param_count(), model.active_param_count())
+        rows = np.array(counts, dtype=np.int64).reshape(-1, 1)
+        rows.flags.writeable = False  # the cached original: each row gets a copy
+        hit = _PARAM_COUNTS[id(model)] = (model, counts, rows)
+    return hit
 
 
 def _precision_groups(sc: Scenario, run=None, deferred: bool = False) -> tuple | None:

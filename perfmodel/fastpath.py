@@ -370,11 +370,12 @@ def stacked_pricing(model: ModelSpec, hw: Hardware, engine: Engine, groups: tupl
 
 
 def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision, tp, engine: Engine,
-                 groups: tuple, group, memo: dict | None = None) -> dict:
+                 groups: tuple, group, memo: dict | None = None, into: dict | None = None) -> dict:
     """perfmodel.steps.step_time of a prefill (seqs = batch, new tokens = prompt, no cache, logits
     for every sequence) from the priced token and logits groups plus the per-op attention.
     groups: the precision groups ((w_bits, a_bits, kv_bits, quant_group, tp) each) and group
-    each scenario's index into them; p and tp the scenarios' own values."""
+    each scenario's index into them; p and tp the scenarios' own values. `into`: arrays by
+    component (a sweep's output columns) its time is written into where it can be."""
     phase = step_phase(prompt)
     tokens = batch * prompt
     # both parts are fresh arrays (or floats): sum the logits into the tokens' and hand those over
@@ -384,13 +385,14 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
     lines = prefill_lines(model, hw, engine, groups) if phase == "prefill" else None
     covered = lines is not None and lines.covers(batch, group)
     at = None
-    if covered and not _numbers(batch, group):
+    one = _numbers(batch, group)
+    if covered and not one:
         # the logits rows and the attention's constants share their columns: one gather for both
         at = table_columns(group, batch, memo)
         values = _combined_lookup(logits, lines.constants, at)
     else:
         values = logits.evaluate(batch, group, p, tp)
-    if _numbers(batch, group):  # the logits of one count: floats, added without the array checks
+    if one:  # the logits of one count: floats, added without the array checks
         for key, value in values.items():
             if value:
                 part[key] = part.get(key, 0.0) + value
@@ -416,7 +418,7 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
                 _add_into(part, "class:" + intervals.op_class(op.kind, phase), op.count, t.time_s)
     totals = {key: part.pop(key) for key in TOTAL_KEYS}
     totals["classes"] = {key[len("class:"):]: value for key, value in part.items()}
-    return settle_step(totals, model, hw, engine, tokens)
+    return settle_step(totals, model, hw, engine, tokens, out=None if into is None else into.get("time_s"))
 
 
 def table_columns(group, counts, memo: dict | None = None) -> np.ndarray:
@@ -483,15 +485,19 @@ def group_precision(group: tuple) -> Precision:
 
 
 def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_last, p: Precision, tp,
-                     sparse_budget, engine: Engine, groups: tuple, group, memo: dict | None = None) -> dict:
+                     sparse_budget, engine: Engine, groups: tuple, group, memo: dict | None = None,
+                     into: dict | None = None) -> dict:
     """perfmodel.steps.mean_decode_step from the priced decode group plus the context ops' mean:
     from their per-(group, sequences) lines in the context (`ContextLines`) where every row has
-    a count in the table and dense attention, else (or for the rows that have not) per op."""
+    a count in the table and dense attention, else (or for the rows that have not) per op.
+    `into`: arrays by component (a sweep's output columns) the tabled rows' components are
+    gathered into where they are arrays to the end (`_combined_lookup`)."""
     lines = context_lines(model, hw, engine, groups)
     if lines is not None:
         rows = lines.rows(seqs, sparse_budget, group)
         if rows is None:
-            return _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group, memo)
+            return _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group, memo,
+                                       into)
         if rows.size:
             return _mixed_mean_decode(model, hw, engine, groups, lines, rows, seqs=seqs, past_first=past_first,
                                       past_last=past_last, p=p, tp=tp, sparse_budget=sparse_budget, group=group)
@@ -511,14 +517,17 @@ def _per_op_mean_decode(model: ModelSpec, hw: Hardware, *, seqs, past_first, pas
     return settle_mean_decode(sums.totals(reuse=True), extras, model, hw, engine, seqs)
 
 
-def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group, memo=None) -> dict:
-    """`mean_decode_step` of rows whose context ops all come from `lines` (every count in the table)."""
+def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group, memo=None,
+                        into=None) -> dict:
+    """`mean_decode_step` of rows whose context ops all come from `lines` (every count in the table);
+    its components gathered into `into`'s arrays where given (`_combined_lookup`), which the
+    context ops' means and the step's host time are then added to in place."""
     stacked = stacked_pricing(model, hw, engine, groups, "decode", "decode")
     at = None
     if not _numbers(seqs, group):
         # the decode rows and the context ops' constants share their columns: one gather for both
         at = table_columns(group, seqs, memo)
-        parts = _combined_lookup(stacked, lines.constants, at)
+        parts = _combined_lookup(stacked, lines.constants, at, into)
     else:
         parts = stacked.evaluate(seqs, group, p, tp)
     # every step replayed from a graph (or no host time at all): the mean of max(device, host) is
@@ -538,8 +547,8 @@ def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past
             totals["host_s"] = np.zeros(np.shape(seqs))
         else:
             totals["host_s"] = paid_host_s(dispatch, model, hw, engine, seqs)
-        if engine.step_host_s:
-            totals["time_s"] = totals["time_s"] + engine.step_host_s
+        if engine.step_host_s:  # (in place where an array: this call's own, perhaps an output column)
+            _add_into(totals, "time_s", 1.0, engine.step_host_s)
         return totals
     return settle_mean_decode(totals, extras, model, hw, engine, seqs)
 
@@ -723,12 +732,14 @@ _NO_ROWS = np.array([], dtype=np.intp)
 _COMBINED: dict = {}
 
 
-def _combined_lookup(stacked: "StackedPricing", constants: dict, at) -> dict:
+def _combined_lookup(stacked: "StackedPricing", constants: dict, at, into: dict | None = None) -> dict:
     """Every component of `stacked` at direct-table columns `at` (group * (DIRECT_COUNTS + 1) +
     count, every count in the table) with `constants` (rows over the same columns: a step's
     context ops' floors) added: the two tables summed once (cached), one gather a component
     (a copy for one equal to an earlier one: an all-reduce's time is its communication), none
-    for a component the same in every column (a number: callers add it as one)."""
+    for a component the same in every column (a number: callers add it as one). A component
+    with an array in `into` (a sweep's output column) is gathered or copied into it, which
+    spares the caller a copy of its result."""
     key = (id(stacked), id(constants))
     hit = _COMBINED.get(key)
     if hit is None or hit[0] is not stacked or hit[1] is not constants:
@@ -746,12 +757,13 @@ def _combined_lookup(stacked: "StackedPricing", constants: dict, at) -> dict:
     keys, table, flat, same = hit[2]
     out: dict = {}
     for i, name in enumerate(keys):
+        slot = None if into is None else into.get(name)
         if flat[i]:
             out[name] = float(table[i, 0])
-        elif same[i] < i:
-            out[name] = out[keys[same[i]]].copy()
+        elif same[i] < i:  # a copy (np.positive: the same doubles, -0.0 kept), into its slot where given
+            out[name] = np.positive(out[keys[same[i]]], out=slot)
         else:
-            out[name] = gather(table[i], at)
+            out[name] = gather(table[i], at, slot)
     return out
 _CONTEXT_LINES: dict = {}
 

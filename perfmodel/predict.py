@@ -144,7 +144,7 @@ _OPERATORS = {np.add: operator.add, np.multiply: operator.mul, np.divide: operat
 def _into(dest: dict | None, key: str, ufunc, a, b):
     """ufunc(a, b), into the sweep's chunk of output column `key` where `dest` holds it (`_slot`),
     else as the operator computes it (arrays or numbers alike)."""
-    out = _slot(dest, key)
+    out = None if dest is None else dest.get(key)  # (`_slot` inline: a scalar prediction makes six of these)
     return _OPERATORS[ufunc](a, b) if out is None else ufunc(a, b, out=out)
 
 
@@ -663,11 +663,12 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
     if groups is not None:
         fixed, index = groups
         memo: dict = {}  # the two steps' table columns, where their counts are one array
+        # the steps' times and components straight into the sweep chunk's output columns where they can
         prefill = fastpath.prefill_step(model, hw, batch=sc.batch, prompt=sc.prompt, p=p, tp=tp, engine=engine,
-                                        groups=fixed, group=index, memo=memo)
+                                        groups=fixed, group=index, memo=memo, into=_slots(dest, PREFILL_COLUMNS))
         decode = fastpath.mean_decode_step(model, hw, seqs=decode_seqs, past_first=sc.prompt, past_last=past_last,
                                            p=p, tp=tp, sparse_budget=sc.sparse_budget, engine=engine,
-                                           groups=fixed, group=index, memo=memo)
+                                           groups=fixed, group=index, memo=memo, into=_slots(dest, DECODE_COLUMNS))
     else:
         prefill = step_time(model, hw, seqs=sc.batch, new_tokens=sc.prompt, past=0.0, p=p, tp=tp, sparse_budget=0,
                             logits_tokens=sc.batch, engine=engine)
@@ -691,9 +692,8 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
         "decode_tok_s": _into(dest, "decode_tok_s", np.divide, decode_seqs, tpot),
         "prefill_bound": _bound(prefill, _slot(dest, "prefill_bound")),
         "decode_bound": _bound(decode, _slot(dest, "decode_bound")),
-        "prefill_compute_s": prefill["compute_s"], "prefill_memory_s": prefill["memory_s"],
-        "decode_compute_s": decode["compute_s"], "decode_memory_s": decode["memory_s"],
-        "decode_overhead_s": decode["overhead_s"], "decode_comm_s": decode["comm_s"],
+        **{column: prefill[key] for key, column in PREFILL_COLUMNS.items() if key != "time_s"},
+        **{column: decode[key] for key, column in DECODE_COLUMNS.items() if key != "time_s"},
         **mem,
         # the hourly price per token-second folded into one number: two passes over a sweep, not four
         "usd_per_mtok": _into(dest, "usd_per_mtok", np.divide, hw.price_per_hour_usd * 1e6 / 3600.0 * sc.tp, throughput),
@@ -703,6 +703,17 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
         return result
     # the spec's own constants stay numbers: _columns makes each one read-only view of one number
     return {k: v if k in SPEC_COLUMNS else _flat_column(v, shape, sc.size) for k, v in result.items()}
+
+
+#: Output columns of each step's components (its time: ttft_s, tpot_s).
+PREFILL_COLUMNS = {"time_s": "ttft_s", "compute_s": "prefill_compute_s", "memory_s": "prefill_memory_s"}
+DECODE_COLUMNS = {"time_s": "tpot_s", "compute_s": "decode_compute_s", "memory_s": "decode_memory_s",
+                  "overhead_s": "decode_overhead_s", "comm_s": "decode_comm_s"}
+
+
+def _slots(dest: dict | None, columns: dict) -> dict | None:
+    """{component: its output column's chunk} of a step (`_slot`), or None without `dest`."""
+    return None if dest is None else {key: dest.get(column) for key, column in columns.items()}
 
 
 def _requests_rows(sc: Scenario):

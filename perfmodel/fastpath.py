@@ -486,18 +486,20 @@ def group_precision(group: tuple) -> Precision:
 
 def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_last, p: Precision, tp,
                      sparse_budget, engine: Engine, groups: tuple, group, memo: dict | None = None,
-                     into: dict | None = None) -> dict:
+                     into: dict | None = None, offsets: dict | None = None) -> dict:
     """perfmodel.steps.mean_decode_step from the priced decode group plus the context ops' mean:
     from their per-(group, sequences) lines in the context (`ContextLines`) where every row has
     a count in the table and dense attention, else (or for the rows that have not) per op.
     `into`: arrays by component (a sweep's output columns) the tabled rows' components are
-    gathered into where they are arrays to the end (`_combined_lookup`)."""
+    gathered into where they are arrays to the end (`_combined_lookup`); `offsets`: the spec's
+    class offsets (intervals.class_offsets), which tabled rows sum into their band offsets
+    (`_tabled_mean_decode`)."""
     lines = context_lines(model, hw, engine, groups)
     if lines is not None:
         rows = lines.rows(seqs, sparse_budget, group)
         if rows is None:
             return _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group, memo,
-                                       into)
+                                       into, offsets)
         if rows.size:
             return _mixed_mean_decode(model, hw, engine, groups, lines, rows, seqs=seqs, past_first=past_first,
                                       past_last=past_last, p=p, tp=tp, sparse_budget=sparse_budget, group=group)
@@ -518,24 +520,28 @@ def _per_op_mean_decode(model: ModelSpec, hw: Hardware, *, seqs, past_first, pas
 
 
 def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group, memo=None,
-                        into=None) -> dict:
+                        into=None, offsets=None) -> dict:
     """`mean_decode_step` of rows whose context ops all come from `lines` (every count in the table);
     its components gathered into `into`'s arrays where given (`_combined_lookup`), which the
-    context ops' means and the step's host time are then added to in place."""
+    context ops' means and the step's host time are then added to in place. Arrays with the
+    class `offsets` (intervals.class_offsets): the step's band offsets under "band_offsets", its
+    classes empty (the band needs no pass over each class's time)."""
     stacked = stacked_pricing(model, hw, engine, groups, "decode", "decode")
     at = None
     if not _numbers(seqs, group):
         # the decode rows and the context ops' constants share their columns: one gather for both
         at = table_columns(group, seqs, memo)
-        parts = _combined_lookup(stacked, lines.constants, at, into)
+        parts = _combined_lookup(stacked, lines.constants, at, into, offsets)
     else:
-        parts = stacked.evaluate(seqs, group, p, tp)
+        parts, offsets = stacked.evaluate(seqs, group, p, tp), None
     # every step replayed from a graph (or no host time at all): the mean of max(device, host) is
     # the device time's own mean, so settle_mean_decode would add and take away the same mean
     graphed = hw.calibration is None or engine.graphed(seqs)
     replayed = graphed if isinstance(graphed, bool) else bool(np.all(graphed))
-    extras = lines.add_mean(parts, seqs, group, past_first, past_last, extras=not replayed, at=at)
+    extras = lines.add_mean(parts, seqs, group, past_first, past_last, extras=not replayed, at=at, offsets=offsets)
     totals = {key: parts.pop(key) for key in TOTAL_KEYS}
+    if offsets is not None:
+        totals["band_offsets"] = tuple(parts.pop(key, 0.0) for key in BAND_KEYS)
     totals["classes"] = {key[len("class:"):]: value for key, value in parts.items()}
     if replayed:
         dispatch = totals["host_s"]
@@ -623,12 +629,13 @@ class ContextLines:
         return np.flatnonzero(np.broadcast_to(ok, shape))
 
     def add_mean(self, parts: dict, seqs, group, past_first, past_last, extras: bool = True,
-                 at=None) -> tuple | None:
+                 at=None, offsets: dict | None = None) -> tuple | None:
         """Add the context ops' mean over contexts past_first..past_last to the priced token and
         logits components `parts` (in place where they are arrays); return the device time's
         excess over that mean at the two ends (perfmodel.steps.add_decode_context), where
         `extras` asks for it. Given the table columns `at`, the constants are in `parts` already
-        (`_combined_lookup`)."""
+        (`_combined_lookup`); with its class `offsets` too, each op's time adds to the band
+        offsets, not to its class (arrays only: `_add_core`)."""
         scalar = _numbers(seqs, group, past_first, past_last)
         combined = at is not None
         if at is None:
@@ -685,9 +692,7 @@ class ContextLines:
                 memory = m1 * middle
                 memory += m0
                 core = memory if self.dominant[i] == "memory" else compute
-                for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
-                    if name:
-                        _add_into(parts, name, 1.0, value)
+                _add_core(parts, compute, memory, core, key, offsets)
                 continue
             compute_first, compute_last = _ends(c0, c1, first, last)
             if row is not None:  # the larger of the dot-product and work-unit lines at each end, as op_time's
@@ -707,10 +712,30 @@ class ContextLines:
                 core = core + memory if np.shape(core) != np.shape(memory) else np.add(core, memory, out=core)
             compute = compute_first + compute_last
             compute /= 2
-            for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
-                if name:
-                    _add_into(parts, name, 1.0, value)
+            _add_core(parts, compute, memory, core, key, offsets)
         return (first_extra, last_extra) if extras else None
+
+
+def _add_core(parts: dict, compute, memory, core, key: str, offsets: dict | None) -> None:
+    """Add an op's compute, memory and device time (arrays) to a step's components, and its time
+    to its residual class `key` ("class:<c>"; "" without bands), or, given the class `offsets`
+    (intervals.class_offsets), core x (p10_c - 1) and core x (p90_c - 1) to the step's band
+    offsets ("band:p10", "band:p90"; nothing for a class without a band)."""
+    for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core)):
+        _add_into(parts, name, 1.0, value)
+    if not key:
+        return
+    if offsets is None:
+        _add_into(parts, key, 1.0, core)
+        return
+    factors = offsets.get(key[len("class:"):])
+    if factors:
+        for name, factor in zip(BAND_KEYS, factors):
+            _add_into(parts, name, factor, core)
+
+
+#: The fast path's band offsets of a step (intervals.class_offsets), in place of its classes.
+BAND_KEYS = ("band:p10", "band:p90")
 
 
 def _ends(alpha, beta, first, last) -> tuple:
@@ -732,15 +757,18 @@ _NO_ROWS = np.array([], dtype=np.intp)
 _COMBINED: dict = {}
 
 
-def _combined_lookup(stacked: "StackedPricing", constants: dict, at, into: dict | None = None) -> dict:
+def _combined_lookup(stacked: "StackedPricing", constants: dict, at, into: dict | None = None,
+                     offsets: dict | None = None) -> dict:
     """Every component of `stacked` at direct-table columns `at` (group * (DIRECT_COUNTS + 1) +
     count, every count in the table) with `constants` (rows over the same columns: a step's
     context ops' floors) added: the two tables summed once (cached), one gather a component
     (a copy for one equal to an earlier one: an all-reduce's time is its communication), none
     for a component the same in every column (a number: callers add it as one). A component
     with an array in `into` (a sweep's output column) is gathered or copied into it, which
-    spares the caller a copy of its result."""
-    key = (id(stacked), id(constants))
+    spares the caller a copy of its result. With class `offsets` (intervals.class_offsets) the
+    class rows are summed into the two band offsets (BAND_KEYS): two gathers for every class."""
+    banded = None if offsets is None else tuple(sorted(offsets.items()))
+    key = (id(stacked), id(constants), banded)
     hit = _COMBINED.get(key)
     if hit is None or hit[0] is not stacked or hit[1] is not constants:
         keys = list(stacked.keys) + [name for name in constants if name not in stacked.keys]
@@ -748,6 +776,8 @@ def _combined_lookup(stacked: "StackedPricing", constants: dict, at, into: dict 
         table[:len(stacked.keys)] = stacked.table
         for name, values in constants.items():
             table[keys.index(name)] += values
+        if offsets is not None:
+            keys, table = _band_rows(keys, table, offsets)
         flat = np.all(table == table[:, :1], axis=1)
         same = [next((j for j in range(i) if np.array_equal(table[j], table[i])), i) for i in range(len(keys))]
         with _PRICINGS_LOCK:
@@ -765,6 +795,18 @@ def _combined_lookup(stacked: "StackedPricing", constants: dict, at, into: dict 
         else:
             out[name] = gather(table[i], at, slot)
     return out
+def _band_rows(keys: list, table: np.ndarray, offsets: dict) -> tuple[list, np.ndarray]:
+    """(keys, table) with the class rows ("class:<c>") replaced by the band offsets (BAND_KEYS):
+    sum_c row_c x (p_c - 1) over the classes with a band (`_add_core`)."""
+    classes = [i for i, name in enumerate(keys) if name.startswith("class:")]
+    bands = np.zeros((len(BAND_KEYS), table.shape[1]))
+    for i in classes:
+        for j, factor in enumerate(offsets.get(keys[i][len("class:"):], ())):
+            bands[j] += table[i] * factor
+    kept = [i for i in range(len(keys)) if i not in classes]
+    return [keys[i] for i in kept] + list(BAND_KEYS), np.concatenate([table[kept], bands])
+
+
 _CONTEXT_LINES: dict = {}
 
 
@@ -1315,8 +1357,9 @@ class StackedPricing:
         """(last run covered, FusedRuns): per (group, run) the line of each component's affine fold
         + GEMMs + collectives over the run, as `piece` ids into `piece_lines` (`_row_pieces`);
         runs where a GEMM switches term or a collective changes line inside are piece 0 (priced
-        by `_structured`), or count by count where `_count_pieces` can. A component without a line anywhere (host time, a floor the same in
-        every group) is left out of the pieces: `_add_fused` fills it. Built group by group (a
+        by `_structured`), or count by count where `_count_pieces` can. A component without a
+        line anywhere (host time, a floor the same in every group) is left out of the pieces:
+        `_add_fused` fills it. Built group by group (a
         sweep of long prompts has millions of runs): a first pass finds the components with lines
         and the equal ones, a second the pieces."""
         width = q_max - _RUN_Q0 + 1

@@ -660,6 +660,9 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
     tp = sc.tp
     decode_seqs = _requests_rows(sc)
     past_last = sc.prompt + (max(sc.gen - 2, 0.0) if isinstance(sc.gen, float) else np.maximum(sc.gen - 2, 0))
+    bands = hw.calibration.error_bands if hw.calibration is not None else {}
+    # arrays of scenarios: the decode's class times summed into its band offsets as it is priced
+    offsets = None if sc.shape == () else intervals.class_offsets(bands, "decode", engine.name)
     if groups is not None:
         fixed, index = groups
         memo: dict = {}  # the two steps' table columns, where their counts are one array
@@ -668,18 +671,19 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
                                         groups=fixed, group=index, memo=memo, into=_slots(dest, PREFILL_COLUMNS))
         decode = fastpath.mean_decode_step(model, hw, seqs=decode_seqs, past_first=sc.prompt, past_last=past_last,
                                            p=p, tp=tp, sparse_budget=sc.sparse_budget, engine=engine,
-                                           groups=fixed, group=index, memo=memo, into=_slots(dest, DECODE_COLUMNS))
+                                           groups=fixed, group=index, memo=memo, into=_slots(dest, DECODE_COLUMNS),
+                                           offsets=offsets)
     else:
         prefill = step_time(model, hw, seqs=sc.batch, new_tokens=sc.prompt, past=0.0, p=p, tp=tp, sparse_budget=0,
                             logits_tokens=sc.batch, engine=engine)
         decode = mean_decode_step(model, hw, seqs=decode_seqs, past_first=sc.prompt, past_last=past_last, p=p,
                                   tp=tp, sparse_budget=sc.sparse_budget, engine=engine)
     ttft, tpot = prefill["time_s"], decode["time_s"]
-    bands = hw.calibration.error_bands if hw.calibration is not None else {}
     ttft_band = intervals.band(ttft, prefill["classes"], bands, "prefill", engine.name,
                                out=(_slot(dest, "ttft_p10_s"), _slot(dest, "ttft_p90_s")))
     tpot_band = intervals.band(tpot, decode["classes"], bands, "decode", engine.name,
-                               out=(_slot(dest, "tpot_p10_s"), _slot(dest, "tpot_p90_s")))
+                               out=(_slot(dest, "tpot_p10_s"), _slot(dest, "tpot_p90_s")),
+                               offsets=decode.get("band_offsets"))
     e2e = _into(dest, "e2e_s", np.add, ttft, (sc.gen - 1) * tpot)
     tokens = decode_seqs * sc.gen
     mem = memory_footprint(model, hw, sc, groups, dest)

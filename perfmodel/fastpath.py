@@ -372,11 +372,12 @@ def stacked_pricing(model: ModelSpec, hw: Hardware, engine: Engine, groups: tupl
 
 
 def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision, tp, engine: Engine,
-                 groups: tuple, group, memo: dict | None = None) -> dict:
+                 groups: tuple, group, memo: dict | None = None, into: dict | None = None) -> dict:
     """perfmodel.steps.step_time of a prefill (seqs = batch, new tokens = prompt, no cache, logits
     for every sequence) from the priced token and logits groups plus the per-op attention.
     groups: the precision groups ((w_bits, a_bits, kv_bits, quant_group, tp) each) and group
-    each scenario's index into them; p and tp the scenarios' own values."""
+    each scenario's index into them; p and tp the scenarios' own values. `into`: arrays by
+    component (a sweep's output columns) its time is written into where it can be."""
     phase = step_phase(prompt)
     tokens = batch * prompt
     # both parts are fresh arrays (or floats): sum the logits into the tokens' and hand those over
@@ -386,13 +387,14 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
     lines = prefill_lines(model, hw, engine, groups) if phase == "prefill" else None
     covered = lines is not None and lines.covers(batch, group)
     at = None
-    if covered and not _numbers(batch, group):
+    one = _numbers(batch, group)
+    if covered and not one:
         # the logits rows and the attention's constants share their columns: one gather for both
         at = table_columns(group, batch, memo)
         values = _combined_lookup(logits, lines.constants, at)
     else:
         values = logits.evaluate(batch, group, p, tp)
-    if _numbers(batch, group):  # the logits of one count: floats, added without the array checks
+    if one:  # the logits of one count: floats, added without the array checks
         for key, value in values.items():
             if value:
                 part[key] = part.get(key, 0.0) + value
@@ -418,7 +420,7 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
                 _add_into(part, "class:" + intervals.op_class(op.kind, phase), op.count, t.time_s)
     totals = {key: part.pop(key) for key in TOTAL_KEYS}
     totals["classes"] = {key[len("class:"):]: value for key, value in part.items()}
-    return settle_step(totals, model, hw, engine, tokens)
+    return settle_step(totals, model, hw, engine, tokens, out=None if into is None else into.get("time_s"))
 
 
 def table_columns(group, counts, memo: dict | None = None) -> np.ndarray:
@@ -485,15 +487,21 @@ def group_precision(group: tuple) -> Precision:
 
 
 def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_last, p: Precision, tp,
-                     sparse_budget, engine: Engine, groups: tuple, group, memo: dict | None = None) -> dict:
+                     sparse_budget, engine: Engine, groups: tuple, group, memo: dict | None = None,
+                     into: dict | None = None, offsets: dict | None = None) -> dict:
     """perfmodel.steps.mean_decode_step from the priced decode group plus the context ops' mean:
     from their per-(group, sequences) lines in the context (`ContextLines`) where every row has
-    a count in the table and dense attention, else (or for the rows that have not) per op."""
+    a count in the table and dense attention, else (or for the rows that have not) per op.
+    `into`: arrays by component (a sweep's output columns) the tabled rows' components are
+    gathered into where they are arrays to the end (`_combined_lookup`); `offsets`: the spec's
+    class offsets (intervals.class_offsets), which tabled rows sum into their band offsets
+    (`_tabled_mean_decode`)."""
     lines = context_lines(model, hw, engine, groups)
     if lines is not None:
         rows = lines.rows(seqs, sparse_budget, group)
         if rows is None:
-            return _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group, memo)
+            return _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group, memo,
+                                       into, offsets)
         if rows.size:
             return _mixed_mean_decode(model, hw, engine, groups, lines, rows, seqs=seqs, past_first=past_first,
                                       past_last=past_last, p=p, tp=tp, sparse_budget=sparse_budget, group=group)
@@ -513,22 +521,29 @@ def _per_op_mean_decode(model: ModelSpec, hw: Hardware, *, seqs, past_first, pas
     return settle_mean_decode(sums.totals(reuse=True), extras, model, hw, engine, seqs)
 
 
-def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group, memo=None) -> dict:
-    """`mean_decode_step` of rows whose context ops all come from `lines` (every count in the table)."""
+def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group, memo=None,
+                        into=None, offsets=None) -> dict:
+    """`mean_decode_step` of rows whose context ops all come from `lines` (every count in the table);
+    its components gathered into `into`'s arrays where given (`_combined_lookup`), which the
+    context ops' means and the step's host time are then added to in place. Arrays with the
+    class `offsets` (intervals.class_offsets): the step's band offsets under "band_offsets", its
+    classes empty (the band needs no pass over each class's time)."""
     stacked = stacked_pricing(model, hw, engine, groups, "decode", "decode")
     at = None
     if not _numbers(seqs, group):
         # the decode rows and the context ops' constants share their columns: one gather for both
         at = table_columns(group, seqs, memo)
-        parts = _combined_lookup(stacked, lines.constants, at)
+        parts = _combined_lookup(stacked, lines.constants, at, into, offsets)
     else:
-        parts = stacked.evaluate(seqs, group, p, tp)
+        parts, offsets = stacked.evaluate(seqs, group, p, tp), None
     # every step replayed from a graph (or no host time at all): the mean of max(device, host) is
     # the device time's own mean, so settle_mean_decode would add and take away the same mean
     graphed = hw.calibration is None or engine.graphed(seqs)
     replayed = graphed if isinstance(graphed, bool) else bool(np.all(graphed))
-    extras = lines.add_mean(parts, seqs, group, past_first, past_last, extras=not replayed, at=at)
+    extras = lines.add_mean(parts, seqs, group, past_first, past_last, extras=not replayed, at=at, offsets=offsets)
     totals = {key: parts.pop(key) for key in TOTAL_KEYS}
+    if offsets is not None:
+        totals["band_offsets"] = tuple(parts.pop(key, 0.0) for key in BAND_KEYS)
     totals["classes"] = {key[len("class:"):]: value for key, value in parts.items()}
     if replayed:
         dispatch = totals["host_s"]
@@ -540,8 +555,8 @@ def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past
             totals["host_s"] = np.zeros(np.shape(seqs))
         else:
             totals["host_s"] = paid_host_s(dispatch, model, hw, engine, seqs)
-        if engine.step_host_s:
-            totals["time_s"] = totals["time_s"] + engine.step_host_s
+        if engine.step_host_s:  # (in place where an array: this call's own, perhaps an output column)
+            _add_into(totals, "time_s", 1.0, engine.step_host_s)
         return totals
     return settle_mean_decode(totals, extras, model, hw, engine, seqs)
 
@@ -616,12 +631,13 @@ class ContextLines:
         return np.flatnonzero(np.broadcast_to(ok, shape))
 
     def add_mean(self, parts: dict, seqs, group, past_first, past_last, extras: bool = True,
-                 at=None) -> tuple | None:
+                 at=None, offsets: dict | None = None) -> tuple | None:
         """Add the context ops' mean over contexts past_first..past_last to the priced token and
         logits components `parts` (in place where they are arrays); return the device time's
         excess over that mean at the two ends (perfmodel.steps.add_decode_context), where
         `extras` asks for it. Given the table columns `at`, the constants are in `parts` already
-        (`_combined_lookup`)."""
+        (`_combined_lookup`); with its class `offsets` too, each op's time adds to the band
+        offsets, not to its class (arrays only: `_add_core`)."""
         scalar = _numbers(seqs, group, past_first, past_last)
         combined = at is not None
         if at is None:
@@ -678,9 +694,7 @@ class ContextLines:
                 memory = m1 * middle
                 memory += m0
                 core = memory if self.dominant[i] == "memory" else compute
-                for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
-                    if name:
-                        _add_into(parts, name, 1.0, value)
+                _add_core(parts, compute, memory, core, key, offsets)
                 continue
             compute_first, compute_last = _ends(c0, c1, first, last)
             if row is not None:  # the larger of the dot-product and work-unit lines at each end, as op_time's
@@ -700,10 +714,30 @@ class ContextLines:
                 core = core + memory if np.shape(core) != np.shape(memory) else np.add(core, memory, out=core)
             compute = compute_first + compute_last
             compute /= 2
-            for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
-                if name:
-                    _add_into(parts, name, 1.0, value)
+            _add_core(parts, compute, memory, core, key, offsets)
         return (first_extra, last_extra) if extras else None
+
+
+def _add_core(parts: dict, compute, memory, core, key: str, offsets: dict | None) -> None:
+    """Add an op's compute, memory and device time (arrays) to a step's components, and its time
+    to its residual class `key` ("class:<c>"; "" without bands), or, given the class `offsets`
+    (intervals.class_offsets), core x (p10_c - 1) and core x (p90_c - 1) to the step's band
+    offsets ("band:p10", "band:p90"; nothing for a class without a band)."""
+    for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core)):
+        _add_into(parts, name, 1.0, value)
+    if not key:
+        return
+    if offsets is None:
+        _add_into(parts, key, 1.0, core)
+        return
+    factors = offsets.get(key[len("class:"):])
+    if factors:
+        for name, factor in zip(BAND_KEYS, factors):
+            _add_into(parts, name, factor, core)
+
+
+#: The fast path's band offsets of a step (intervals.class_offsets), in place of its classes.
+BAND_KEYS = ("band:p10", "band:p90")
 
 
 def _ends(alpha, beta, first, last) -> tuple:
@@ -725,13 +759,18 @@ _NO_ROWS = np.array([], dtype=np.intp)
 _COMBINED: dict = {}
 
 
-def _combined_lookup(stacked: "StackedPricing", constants: dict, at) -> dict:
+def _combined_lookup(stacked: "StackedPricing", constants: dict, at, into: dict | None = None,
+                     offsets: dict | None = None) -> dict:
     """Every component of `stacked` at direct-table columns `at` (group * (DIRECT_COUNTS + 1) +
     count, every count in the table) with `constants` (rows over the same columns: a step's
     context ops' floors) added: the two tables summed once (cached), one gather a component
     (a copy for one equal to an earlier one: an all-reduce's time is its communication), none
-    for a component the same in every column (a number: callers add it as one)."""
-    key = (id(stacked), id(constants))
+    for a component the same in every column (a number: callers add it as one). A component
+    with an array in `into` (a sweep's output column) is gathered or copied into it, which
+    spares the caller a copy of its result. With class `offsets` (intervals.class_offsets) the
+    class rows are summed into the two band offsets (BAND_KEYS): two gathers for every class."""
+    banded = None if offsets is None else tuple(sorted(offsets.items()))
+    key = (id(stacked), id(constants), banded)
     hit = _COMBINED.get(key)
     if hit is None or hit[0] is not stacked or hit[1] is not constants:
         keys = list(stacked.keys) + [name for name in constants if name not in stacked.keys]
@@ -739,6 +778,8 @@ def _combined_lookup(stacked: "StackedPricing", constants: dict, at) -> dict:
         table[:len(stacked.keys)] = stacked.table
         for name, values in constants.items():
             table[keys.index(name)] += values
+        if offsets is not None:
+            keys, table = _band_rows(keys, table, offsets)
         flat = np.all(table == table[:, :1], axis=1)
         same = [next((j for j in range(i) if np.array_equal(table[j], table[i])), i) for i in range(len(keys))]
         with _PRICINGS_LOCK:
@@ -748,13 +789,26 @@ def _combined_lookup(stacked: "StackedPricing", constants: dict, at) -> dict:
     keys, table, flat, same = hit[2]
     out: dict = {}
     for i, name in enumerate(keys):
+        slot = None if into is None else into.get(name)
         if flat[i]:
             out[name] = float(table[i, 0])
-        elif same[i] < i:
-            out[name] = out[keys[same[i]]].copy()
+        elif same[i] < i:  # a copy (np.positive: the same doubles, -0.0 kept), into its slot where given
+            out[name] = np.positive(out[keys[same[i]]], out=slot)
         else:
-            out[name] = gather(table[i], at)
+            out[name] = gather(table[i], at, slot)
     return out
+def _band_rows(keys: list, table: np.ndarray, offsets: dict) -> tuple[list, np.ndarray]:
+    """(keys, table) with the class rows ("class:<c>") replaced by the band offsets (BAND_KEYS):
+    sum_c row_c x (p_c - 1) over the classes with a band (`_add_core`)."""
+    classes = [i for i, name in enumerate(keys) if name.startswith("class:")]
+    bands = np.zeros((len(BAND_KEYS), table.shape[1]))
+    for i in classes:
+        for j, factor in enumerate(offsets.get(keys[i][len("class:"):], ())):
+            bands[j] += table[i] * factor
+    kept = [i for i in range(len(keys)) if i not in classes]
+    return [keys[i] for i in kept] + list(BAND_KEYS), np.concatenate([table[kept], bands])
+
+
 _CONTEXT_LINES: dict = {}
 
 
@@ -1305,8 +1359,9 @@ class StackedPricing:
         """(last run covered, FusedRuns): per (group, run) the line of each component's affine fold
         + GEMMs + collectives over the run, as `piece` ids into `piece_lines` (`_row_pieces`);
         runs where a GEMM switches term or a collective changes line inside are piece 0 (priced
-        by `_structured`). A component without a line anywhere (host time, a floor the same in
-        every group) is left out of the pieces: `_add_fused` fills it. Built group by group (a
+        by `_structured`), or count by count where `_count_pieces` can. A component without a
+        line anywhere (host time, a floor the same in every group) is left out of the pieces:
+        `_add_fused` fills it. Built group by group (a
         sweep of long prompts has millions of runs): a first pass finds the components with lines
         and the equal ones, a second the pieces."""
         width = q_max - _RUN_Q0 + 1
@@ -1334,13 +1389,52 @@ class StackedPricing:
                 lined[i] |= bool(np.any(beta[i]) or np.any(values != reference[i]))
         firsts = [i for i in range(count) if lined[i] and not any(lined[j] and equal[i, j] for j in range(i))]
         line_of = {self.keys[i]: next(n for n, f in enumerate(firsts) if equal[i, f]) for i in range(count) if lined[i]}
-        blocks = ((np.concatenate([part[firsts] for part in block[:2]]), block[2])
-                  for block in (self._fused_group(g, width, sources) for g in groups))
-        piece, piece_lines = _row_pieces(blocks, 2 * len(firsts))
+        switched = []  # each group's switching runs, kept as its block goes by
+
+        def blocks():
+            for g in groups:
+                alpha, beta, switching = self._fused_group(g, width, sources)
+                switched.append(switching)
+                yield np.concatenate([alpha[firsts], beta[firsts]]), switching
+
+        piece, piece_lines = _row_pieces(blocks(), 2 * len(firsts))
         order = [n for i in range(len(firsts)) for n in (i, len(firsts) + i)]  # alpha, beta of each line
         constants = {key: float(reference[i]) if reference[i] is not None else 0.0
                      for i, key in enumerate(self.keys) if not lined[i]}
-        return q_max, FusedRuns(width, piece, piece_lines[order], line_of, constants, bool(np.any(piece == 0)))
+        fused = FusedRuns(width, piece, piece_lines[order], line_of, constants, bool(np.any(piece == 0)))
+        counted = self._count_pieces(fused, np.flatnonzero(np.concatenate(switched)))
+        return q_max, fused if counted is None else counted
+
+    def _count_pieces(self, fused: "FusedRuns", rows: np.ndarray) -> "FusedRuns | None":
+        """`fused` with its switching (group, run) rows (flat indices `rows`) priced count by
+        count: each count of such a run a piece of its own, a flat line through its value by
+        `_structured` (the same function on the same counts: the same doubles), after the
+        steady pieces (`counted`: the first such id). A few hundred runs of a sweep's million
+        counts, hit by about 1% of a chunk's counts, which `_add_fused` then prices from the
+        tables like any other instead of by `_structured` (a hundred small array calls a chunk
+        under the GIL). None where there are none, or where a component outside the lines (a
+        constant) or sharing another's line takes another value in some of those counts."""
+        if not rows.size:
+            return None
+        group, run = np.divmod(rows, fused.width)
+        first = (run + (_RUN_Q0 - 1)) * RUN_COUNTS + 1  # each run's first count
+        x = (first[:, None] + np.arange(RUN_COUNTS)).reshape(-1).astype(float)
+        values = self._structured(x, np.repeat(group, RUN_COUNTS), {})
+        owner: dict = {}  # each line's first key: its values are the line's
+        for key, line in fused.line_of.items():
+            owner.setdefault(line, key)
+            if not np.array_equal(values[key], values[owner[line]]):
+                return None
+        if any(np.any(values[key] != value) for key, value in fused.constants.items()):
+            return None
+        steady = fused.piece_lines.shape[1]
+        lines = np.zeros((fused.piece_lines.shape[0], x.size))  # beta 0: alpha + 0 x is alpha
+        for line, key in owner.items():
+            lines[2 * line] = values[key]
+        piece = fused.piece.astype(np.min_scalar_type(steady + x.size - 1))
+        piece[rows] = steady + RUN_COUNTS * np.arange(rows.size)
+        return dataclasses.replace(fused, piece=piece, piece_lines=np.concatenate([fused.piece_lines, lines], axis=1),
+                                   switching=False, counted=steady)
 
     def _fused_group(self, g: int, width: int, sources: list) -> tuple:
         """(alpha [key, run], beta [key, run], switching [run]) of group g in `_fuse`: its affine
@@ -1366,6 +1460,11 @@ class StackedPricing:
         piece = gather(table.piece, group * table.width + run)
         switching = np.flatnonzero(piece == 0) if table.switching else ()
         piece = piece.astype(np.intp)
+        if table.counted:  # a count in a switching run: its own piece, from its run's first (`_count_pieces`)
+            rows = np.flatnonzero(piece >= table.counted)
+            if rows.size:  # (counts inside the direct table share run 0: any piece of it, discarded)
+                offset = x[rows] - ((run[rows] + (_RUN_Q0 - 1)) * RUN_COUNTS + 1)
+                piece[rows] += np.clip(offset, 0, RUN_COUNTS - 1).astype(np.intp)
         values = []
         for line in range(table.piece_lines.shape[0] // 2):
             value = gather(table.piece_lines[2 * line + 1], piece)
@@ -1738,13 +1837,16 @@ class FusedRuns:
     + run] names the run's piece (0: a run where some term changes line inside, `switching`),
     `piece_lines` [2 i, piece] and [2 i + 1, piece] the alpha and beta of distinct line i and
     `line_of` {key: i}; `constants` {key: value} the components without a line (the same
-    number in every steady run)."""
+    number in every steady run). Where `counted` is not 0, the switching runs are priced count
+    by count instead: piece `counted` and up, each run's RUN_COUNTS counts in a row
+    (`StackedPricing._count_pieces`)."""
     width: int
     piece: np.ndarray
     piece_lines: np.ndarray
     line_of: dict
     constants: dict
     switching: bool
+    counted: int = 0
 
 
 def _run_index(x, tile: float, q0: int, runs: dict | None):

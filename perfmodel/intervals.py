@@ -38,11 +38,23 @@ def step_class(phase: str, engine: str) -> str:
     return f"model_step_{phase}" + ("" if engine == "hf-eager" else f" {engine}")
 
 
-def band(total, class_times: dict, bands: dict, phase: str, engine: str, out: tuple = (None, None)):
+def class_offsets(bands: dict, phase: str, engine: str) -> dict | None:
+    """{class: (p10 - 1, p90 - 1)} of the residual classes with a band: what each class's band
+    adds beyond its predicted time, T_c (p_c - 1), so a step's band is its time plus the sums of
+    those (`band`; the fast path sums them into its priced tables). None where the spec has no
+    bands or whole steps of the engine and phase carry the band (the classes play no part)."""
+    if not bands or bands.get(step_class(phase, engine)):
+        return None
+    return {cls: (q["p10"] - 1.0, q["p90"] - 1.0) for cls in BAND_CLASSES if (q := bands.get(cls))}
+
+
+def band(total, class_times: dict, bands: dict, phase: str, engine: str, out: tuple = (None, None),
+         offsets: tuple | None = None):
     """(p10, p90) of a step whose predicted time is `total`, of which `class_times` maps residual
     classes to their device time (see the module docstring). NaN where the spec has no bands.
     `out`: arrays the two bands of arrays are written into where the shapes allow (a sweep's
-    output columns)."""
+    output columns). `offsets`: the step's sums over classes of T_c (p10_c - 1) and T_c (p90_c - 1)
+    (`class_offsets`) where its caller summed them already, in place of `class_times`."""
     if not bands:
         nan = np.full(np.shape(total), np.nan) if np.ndim(total) else np.nan
         return nan, nan
@@ -51,6 +63,9 @@ def band(total, class_times: dict, bands: dict, phase: str, engine: str, out: tu
         if out[0] is None:
             return total * whole["p10"], total * whole["p90"]
         return np.multiply(total, whole["p10"], out=out[0]), np.multiply(total, whole["p90"], out=out[1])
+    if offsets is not None:  # host time and classes without a band: as predicted
+        fits = out[0] is not None and np.shape(total) == out[0].shape
+        return tuple(np.add(total, offset, out=slot if fits else None) for offset, slot in zip(offsets, out))
     if isinstance(total, np.ndarray) and total.ndim:  # many scenarios: in place where the shapes allow
         banded = [(t, q) for cls, t in class_times.items() if (q := bands.get(cls))]
         if banded and _same_arrays(total, [t for t, _ in banded]):

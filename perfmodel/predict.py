@@ -144,7 +144,7 @@ _OPERATORS = {np.add: operator.add, np.multiply: operator.mul, np.divide: operat
 def _into(dest: dict | None, key: str, ufunc, a, b):
     """ufunc(a, b), into the sweep's chunk of output column `key` where `dest` holds it (`_slot`),
     else as the operator computes it (arrays or numbers alike)."""
-    out = _slot(dest, key)
+    out = None if dest is None else dest.get(key)  # (`_slot` inline: a scalar prediction makes six of these)
     return _OPERATORS[ufunc](a, b) if out is None else ufunc(a, b, out=out)
 
 
@@ -248,9 +248,10 @@ def evaluate(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str 
 
     path "fast" prices each precision group's steps once (perfmodel.fastpath) and "reference"
     every op of every scenario (perfmodel.steps); they agree to 1e-9 (tests). Work runs in
-    chunks of CHUNK scenarios on `workers` threads (default: one per CPU): the calling thread
-    and a kept pool of workers - 1, each taking the next chunk (the first on the calling
-    thread); numpy releases the GIL inside its loops, so chunks evaluate in parallel."""
+    chunks of at most CHUNK scenarios, of equal size (`_chunk_rows`), on `workers` threads
+    (default: one per CPU): the calling thread and a kept pool of workers - 1, each taking the
+    next chunk (the first on the calling thread); numpy releases the GIL inside its loops, so
+    chunks evaluate in parallel."""
     engine = load_engine(engine)
     if path not in PATHS:
         raise ValueError(f"path: {path!r} is not one of {', '.join(PATHS)}")
@@ -316,7 +317,8 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
     (`_shared_map`)."""
     run = None if pool is None else (lambda fn, items: _shared_map(pool, fn, items))
     groups = _precision_groups(sc, run, deferred=True) if path == "fast" else None
-    starts = range(0, sc.size, CHUNK)
+    size = _chunk_rows(sc.size, 1 if pool is None else _POOL_SIZES[id(pool)] + 1)
+    starts = range(0, sc.size, size)
 
     def chunk(rows: slice, dest: dict | None) -> dict:
         part = Scenario.from_checked(**{k: v[rows] if np.ndim(getattr(sc, k)) else getattr(sc, k)
@@ -324,13 +326,13 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
         own = None if groups is None else (groups[0], _group_index(groups, rows))
         return _metrics(model, hw, part, engine, own, dest)
 
-    # every column allocated before any chunk runs (its dtype from the first scenario), so each
-    # chunk's metrics write into their rows of it (`_metrics`' dest): only those left are copied
-    out = {key: values if key in SPEC_COLUMNS else np.empty(sc.size, dtype=np.asarray(values).dtype)
-           for key, values in chunk(slice(0, 1), None).items()}
+    # every column allocated before any chunk runs (`_column_layout`), so each chunk's metrics
+    # write into their rows of it (`_metrics`' dest): only those left are copied
+    out = {key: value if key in SPEC_COLUMNS else np.empty(sc.size, dtype=dtype)
+           for key, (dtype, value) in _column_layout(model, hw, engine, columns).items()}
 
     def work(start: int) -> None:  # each thread copies what its chunk did not write (and frees it)
-        rows = slice(start, start + CHUNK)
+        rows = slice(start, start + size)
         dest = {key: values[rows] for key, values in out.items() if key not in SPEC_COLUMNS}
         for key, values in chunk(rows, dest).items():
             if key not in SPEC_COLUMNS and values is not dest[key]:
@@ -342,6 +344,27 @@ def _chunked(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, colum
     else:
         _shared_map(pool, work, starts)
     return _columns(model, hw, sc, columns, out)
+
+
+def _column_layout(model: ModelSpec, hw: Hardware, engine: Engine, columns: dict) -> dict:
+    """{metric: (dtype of its column, its value)} of a sweep's first scenario by the scalar route
+    (tens of microseconds, where a one-row chunk of the array route took 2 ms before the sweep's
+    threads could start): the same metrics as every chunk's, doubles but for the bound codes
+    (one byte each, as `_bound` writes them) and the fit flag."""
+    first = Scenario.from_checked(**{key: float(values[0]) for key, values in columns.items()})
+    metrics = _metrics(model, hw, first, engine, _precision_groups(first))
+    return {key: (np.int8 if key in BOUND_COLUMNS else np.asarray(value).dtype, value) for key, value in metrics.items()}
+
+
+def _chunk_rows(size: int, workers: int) -> int:
+    """Rows per chunk of a sweep of `size` scenarios on `workers` threads: at most CHUNK, in
+    chunks of equal size whose count is a multiple of the workers, so every thread takes as many
+    rows (1e6 scenarios on two threads: 8 chunks of 125,000, where chunks of CHUNK left one
+    thread a short last chunk while the other ran its fourth full one, about 4% of the sweep's
+    wall time on a 2-core machine)."""
+    chunks = -(-size // CHUNK)
+    chunks = -(-chunks // workers) * workers
+    return -(-size // chunks)
 
 
 def _shared_map(pool, fn, items) -> list:
@@ -411,7 +434,8 @@ def _one_row(model: ModelSpec, sc: Scenario, metrics: dict) -> dict:
     rows of one int64 array, the bound codes categoricals (`bound_column`), the fit flag a bool."""
     keys, doubles_of, typed = _one_row_layout(tuple(metrics))
     values = list(np.array(_SCENARIO_NUMBERS(sc) + doubles_of(metrics), dtype=float).reshape(-1, 1))
-    values[len(_SCENARIO_FIELDS):len(_SCENARIO_FIELDS)] = np.array(_param_counts(model), dtype=np.int64).reshape(-1, 1)
+    # a copy of the counts' cached (2, 1) array (a third of the time of converting the two ints)
+    values[len(_SCENARIO_FIELDS):len(_SCENARIO_FIELDS)] = _param_entry(model)[2].copy()
     for position, key in typed:  # in increasing position: each lands where `keys` has it
         value = metrics[key]
         values.insert(position, bound_column(value) if key in BOUND_COLUMNS else np.array([bool(value)]))
@@ -439,12 +463,21 @@ _PARAM_COUNTS: dict = {}
 
 def _param_counts(model: ModelSpec) -> tuple[int, int]:
     """(param_count, active_param_count) of a model, counted once per model object."""
+    return _param_entry(model)[1]
+
+
+def _param_entry(model: ModelSpec) -> tuple:
+    """(model, `_param_counts`, the counts as a (2, 1) int64 array that callers copy), per model
+    object."""
     hit = _PARAM_COUNTS.get(id(model))
     if hit is None or hit[0] is not model:
         if len(_PARAM_COUNTS) >= 512:
             _PARAM_COUNTS.clear()
-        hit = _PARAM_COUNTS[id(model)] = (model, (model.param_count(), model.active_param_count()))
-    return hit[1]
+        counts = (model.param_count(), model.active_param_count())
+        rows = np.array(counts, dtype=np.int64).reshape(-1, 1)
+        rows.flags.writeable = False  # the cached original: each row gets a copy
+        hit = _PARAM_COUNTS[id(model)] = (model, counts, rows)
+    return hit
 
 
 def _precision_groups(sc: Scenario, run=None, deferred: bool = False) -> tuple | None:
@@ -627,25 +660,30 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
     tp = sc.tp
     decode_seqs = _requests_rows(sc)
     past_last = sc.prompt + (max(sc.gen - 2, 0.0) if isinstance(sc.gen, float) else np.maximum(sc.gen - 2, 0))
+    bands = hw.calibration.error_bands if hw.calibration is not None else {}
+    # arrays of scenarios: the decode's class times summed into its band offsets as it is priced
+    offsets = None if sc.shape == () else intervals.class_offsets(bands, "decode", engine.name)
     if groups is not None:
         fixed, index = groups
         memo: dict = {}  # the two steps' table columns, where their counts are one array
+        # the steps' times and components straight into the sweep chunk's output columns where they can
         prefill = fastpath.prefill_step(model, hw, batch=sc.batch, prompt=sc.prompt, p=p, tp=tp, engine=engine,
-                                        groups=fixed, group=index, memo=memo)
+                                        groups=fixed, group=index, memo=memo, into=_slots(dest, PREFILL_COLUMNS))
         decode = fastpath.mean_decode_step(model, hw, seqs=decode_seqs, past_first=sc.prompt, past_last=past_last,
                                            p=p, tp=tp, sparse_budget=sc.sparse_budget, engine=engine,
-                                           groups=fixed, group=index, memo=memo)
+                                           groups=fixed, group=index, memo=memo, into=_slots(dest, DECODE_COLUMNS),
+                                           offsets=offsets)
     else:
         prefill = step_time(model, hw, seqs=sc.batch, new_tokens=sc.prompt, past=0.0, p=p, tp=tp, sparse_budget=0,
                             logits_tokens=sc.batch, engine=engine)
         decode = mean_decode_step(model, hw, seqs=decode_seqs, past_first=sc.prompt, past_last=past_last, p=p,
                                   tp=tp, sparse_budget=sc.sparse_budget, engine=engine)
     ttft, tpot = prefill["time_s"], decode["time_s"]
-    bands = hw.calibration.error_bands if hw.calibration is not None else {}
     ttft_band = intervals.band(ttft, prefill["classes"], bands, "prefill", engine.name,
                                out=(_slot(dest, "ttft_p10_s"), _slot(dest, "ttft_p90_s")))
     tpot_band = intervals.band(tpot, decode["classes"], bands, "decode", engine.name,
-                               out=(_slot(dest, "tpot_p10_s"), _slot(dest, "tpot_p90_s")))
+                               out=(_slot(dest, "tpot_p10_s"), _slot(dest, "tpot_p90_s")),
+                               offsets=decode.get("band_offsets"))
     e2e = _into(dest, "e2e_s", np.add, ttft, (sc.gen - 1) * tpot)
     tokens = decode_seqs * sc.gen
     mem = memory_footprint(model, hw, sc, groups, dest)
@@ -658,9 +696,8 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
         "decode_tok_s": _into(dest, "decode_tok_s", np.divide, decode_seqs, tpot),
         "prefill_bound": _bound(prefill, _slot(dest, "prefill_bound")),
         "decode_bound": _bound(decode, _slot(dest, "decode_bound")),
-        "prefill_compute_s": prefill["compute_s"], "prefill_memory_s": prefill["memory_s"],
-        "decode_compute_s": decode["compute_s"], "decode_memory_s": decode["memory_s"],
-        "decode_overhead_s": decode["overhead_s"], "decode_comm_s": decode["comm_s"],
+        **{column: prefill[key] for key, column in PREFILL_COLUMNS.items() if key != "time_s"},
+        **{column: decode[key] for key, column in DECODE_COLUMNS.items() if key != "time_s"},
         **mem,
         # the hourly price per token-second folded into one number: two passes over a sweep, not four
         "usd_per_mtok": _into(dest, "usd_per_mtok", np.divide, hw.price_per_hour_usd * 1e6 / 3600.0 * sc.tp, throughput),
@@ -670,6 +707,17 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
         return result
     # the spec's own constants stay numbers: _columns makes each one read-only view of one number
     return {k: v if k in SPEC_COLUMNS else _flat_column(v, shape, sc.size) for k, v in result.items()}
+
+
+#: Output columns of each step's components (its time: ttft_s, tpot_s).
+PREFILL_COLUMNS = {"time_s": "ttft_s", "compute_s": "prefill_compute_s", "memory_s": "prefill_memory_s"}
+DECODE_COLUMNS = {"time_s": "tpot_s", "compute_s": "decode_compute_s", "memory_s": "decode_memory_s",
+                  "overhead_s": "decode_overhead_s", "comm_s": "decode_comm_s"}
+
+
+def _slots(dest: dict | None, columns: dict) -> dict | None:
+    """{component: its output column's chunk} of a step (`_slot`), or None without `dest`."""
+    return None if dest is None else {key: dest.get(column) for key, column in columns.items()}
 
 
 def _requests_rows(sc: Scenario):

@@ -153,17 +153,19 @@ def paid_host_s(dispatch_s, model: ModelSpec, hw: Hardware, engine: Engine, toke
     return launched * (dispatch_s + host_overhead_s(model, hw, engine))
 
 
-def settle_step(totals: dict, model: ModelSpec, hw: Hardware, engine: Engine, tokens) -> dict:
+def settle_step(totals: dict, model: ModelSpec, hw: Hardware, engine: Engine, tokens, out=None) -> dict:
     """Host time by how the engine issues the step (`paid_host_s`): one launched kernel by kernel
     takes max(device time, host time), the host running ahead of the device; every step then adds
-    the engine's serial per-iteration host time (step_host_s)."""
+    the engine's serial per-iteration host time (step_host_s). Arrays: the time into `out` where
+    given and of the time's shape (a sweep's output column)."""
     host = paid_host_s(totals["host_s"], model, hw, engine, tokens)
     totals["host_s"] = host
     time = totals["time_s"]
     if isinstance(time, float) and isinstance(host, float):  # one scenario: the same in floats
         totals["time_s"] = max(time, host) + engine.step_host_s
     else:
-        totals["time_s"] = np.maximum(time, host)
+        fits = out is not None and np.shape(time) == out.shape
+        totals["time_s"] = np.maximum(time, host, out=out if fits else None)
         if engine.step_host_s:  # (adding 0.0 would copy a sweep's array for nothing)
             totals["time_s"] += engine.step_host_s
     return totals

@@ -156,11 +156,19 @@ def test_fused_runs_equal_the_terms_priced_apart(spec):
     group = np.repeat(np.arange(len(groups)), x.size // len(groups))
     fused = stacked._fused_runs(x, {})
     assert fused is not None and len(fused.line_of) >= 2
-    assert fused.switching  # some runs switch inside (tiles on the calibrated spec, all-reduce algorithms)
-    together, apart = stacked._add_fused(fused, x, group, {}), stacked._structured(x, group, {})
-    assert list(together) == list(apart)
-    for key in apart:
-        np.testing.assert_allclose(together[key], apart[key], rtol=1e-13, atol=0, err_msg=key)
+    # some runs switch inside (tiles on the calibrated spec, all-reduce algorithms): their counts
+    # are pieces of their own; and a pricing whose switching runs are left to `_structured`
+    # (where `_count_pieces` declines) gives the same
+    assert fused.counted and not fused.switching
+    uncounted = fastpath.StackedPricing(stacked.pricings, hw, stacked.tps, groups)
+    uncounted._count_pieces = lambda fused, rows: None
+    assert uncounted._fused_runs(x, {}).switching
+    apart = stacked._structured(x, group, {})
+    for pricing in (stacked, uncounted):
+        together = pricing._add_fused(pricing._fused_runs(x, {}), x, group, {})
+        assert list(together) == list(apart)
+        for key in apart:
+            np.testing.assert_allclose(together[key], apart[key], rtol=1e-13, atol=0, err_msg=key)
     rows = np.arange(0, x.size, 97)
     sc = Scenario(batch=1, prompt=x[rows], gen=1, w_bits=np.array(groups)[group[rows], 0],
                   kv_bits=np.array(groups)[group[rows], 2], tp=np.array(groups)[group[rows], 4])

@@ -233,7 +233,7 @@ class Engine:
         families take on `architecture`): one name, or an object array of names."""
         own, fallback = self.attention_kernel("decode"), self.fallback_decode_kernel
         if self.wide_heads(head_dim, architecture):
-            return f"{self.wide_head_attention}-decode"
+            return self.attention_kernel("decode", head_dim=head_dim, architecture=architecture)
         if not fallback:
             return own
         runs = self.runs_decode_kernel(group=group, kv_heads=kv_heads, batch=batch, history=history,

@@ -797,6 +797,8 @@ def _combined_lookup(stacked: "StackedPricing", constants: dict, at, into: dict 
         else:
             out[name] = gather(table[i], at, slot)
     return out
+
+
 def _band_rows(keys: list, table: np.ndarray, offsets: dict) -> tuple[list, np.ndarray]:
     """(keys, table) with the class rows ("class:<c>") replaced by the band offsets (BAND_KEYS):
     sum_c row_c x (p_c - 1) over the classes with a band (`_add_core`)."""

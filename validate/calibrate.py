@@ -184,6 +184,12 @@ def _fit_transfers(cases: list[dict], base: Hardware, cal: Calibration) -> Calib
     return fit(copies, base, cal, params)[0] if len(params) > 1 else cal
 
 
+def _gemm_dtype(case: dict) -> str:
+    """The GEMM path a case's dtype runs in the cost model: fp16 and bf16 share the 16-bit tensor
+    cores (equal peaks on every preset), so 16-bit cases all inform the bf16 rate."""
+    return "bf16" if case["dtype"] == "fp16" else case["dtype"]
+
+
 def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration, floor: bool = False,
                             loss: str = "linear") -> Calibration:
     """Staged, because each regime identifies different parameters: skinny GEMMs (m <= 64) and decode
@@ -217,23 +223,20 @@ def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration,
     # per dtype, the skinny-GEMM kernel's own per-block rate (cuBLAS runs other kernels for fp32/fp8);
     # the 16- and 8-bit ones together with the GEMM kernels' fill latency they share (fitted on GEMMs
     # alone, as from external tables (floor), a fill latency and the launch floor are one constant)
-    def dtype_of(case):
-        return "bf16" if case["dtype"] == "fp16" else case["dtype"]
-
     def gemv_rate(dtype):
         return {f"gemv_bytes_per_s:{dtype}": (cal.sm_bytes_per_s or 0.02 * bw, 1e-4 * bw, bw)}
 
-    dtypes = sorted({dtype_of(c) for c in skinny}) if gpu else []
+    dtypes = sorted({_gemm_dtype(c) for c in skinny}) if gpu else []
     tensor_core = [d for d in dtypes if d != "fp32"]
     if tensor_core and not floor:
         params = {"gemm_latency_s": (cal.gemm_latency_s or 2e-6, 1e-8, 1e-4)}
         for dtype in tensor_core:
             params.update(gemv_rate(dtype))
-        cal, _ = fitting([c for c in skinny if dtype_of(c) in tensor_core], base, cal, params)
+        cal, _ = fitting([c for c in skinny if _gemm_dtype(c) in tensor_core], base, cal, params)
         dtypes = [d for d in dtypes if d not in tensor_core]
     for dtype in dtypes:
-        cal, _ = fitting([c for c in skinny if dtype_of(c) == dtype], base, cal, gemv_rate(dtype))
-    dtypes = sorted({"bf16" if c["dtype"] == "fp16" else c["dtype"] for c in gemms} | {"bf16"})
+        cal, _ = fitting([c for c in skinny if _gemm_dtype(c) == dtype], base, cal, gemv_rate(dtype))
+    dtypes = sorted({_gemm_dtype(c) for c in gemms} | {"bf16"})
     rates = {f"matmul_flops_per_s:{d}": (0.8 * base.peak_flops_per_s(d), 1e-3 * base.peak_flops_per_s(d),
                                          1.05 * base.peak_flops_per_s(d))
              # fp16 and bf16 share the 16-bit tensor-core path in the cost model (equal peaks on
@@ -260,7 +263,7 @@ def _with_power_roofs(gemms: list[dict], base: Hardware, cal: Calibration, dtype
     GEMMs at a few m fits a 7% higher rate under a roof as well as the true rate without one),
     and the simpler account of the data wins the tie."""
     for d in dtypes:
-        own = [c for c in gemms if ("bf16" if c["dtype"] == "fp16" else c["dtype"]) == d]
+        own = [c for c in gemms if _gemm_dtype(c) == d]
         peak = base.peak_flops_per_s(d)
         rate = {f"matmul_flops_per_s:{d}": (cal.matmul_flops_per_s[d], 1e-3 * peak, 1.05 * peak)}
         _, cost = fitting(own, base, cal, rate)

@@ -117,15 +117,22 @@ def _with_sdpa_stand_in(cal: Calibration, profile) -> Calibration:
 MIN_FAMILY_ROWS = 12
 
 
-def _fallback_as_decode_family(cal: Calibration, profile) -> Calibration:
-    """`cal` with the profile's fallback decode family (Engine.decode_fallback_attention) priced as
-    its decode family where the tables held too few of its rows to fit it (MIN_FAMILY_ROWS): a
-    kernel with no parameters would price at the spec's generic attention ones."""
-    fallback, own = profile.fallback_decode_kernel, profile.attention_kernel("decode")
-    kernels = cal.attention_kernels
-    if not fallback or fallback in kernels or own not in kernels:
-        return cal
-    return dataclasses.replace(cal, attention_kernels={**kernels, fallback: dict(kernels[own])})
+def _unfitted_families_as_own(cal: Calibration, profile) -> Calibration:
+    """`cal` with the profile's other kernel families priced as the family they stand beside where
+    the tables held too few of their rows to fit them: the fallback decode family
+    (Engine.decode_fallback_attention; MIN_FAMILY_ROWS) as the decode family, and the wide-head
+    families (Engine.wide_head_attention; MIN_REDUCED_ROWS, or none at all on an architecture
+    whose default backend takes wide heads) as the engine's own family of each phase. A kernel
+    with no parameters would price at the spec's generic attention ones."""
+    stand_ins = [(profile.fallback_decode_kernel, profile.attention_kernel("decode"))]
+    if profile.wide_head_attention:
+        stand_ins += [(f"{profile.wide_head_attention}-{phase}", profile.attention_kernel(phase))
+                      for phase in ("prefill", "decode")]
+    kernels = dict(cal.attention_kernels)
+    for name, own in stand_ins:
+        if name and name not in kernels and own in kernels:
+            kernels[name] = dict(kernels[own])
+    return dataclasses.replace(cal, attention_kernels=kernels)
 
 
 #: Rows a wide-head family (Engine.wide_head_attention) needs for its reduced fit (`_reduced_attention_fit`).
@@ -155,20 +162,6 @@ def _reduced_attention_fit(cases: list[dict], base: Hardware, cal: Calibration, 
     cal = dataclasses.replace(cal, attention_kernels={**cal.attention_kernels, family: start})
     return fit(cases, base, cal, {f"attention_kernels:{family}:{key}": bounds for key, bounds in fitted.items()},
                loss=ROBUST_LOSS)[0]
-
-
-def _wide_heads_as_own_family(cal: Calibration, profile) -> Calibration:
-    """`cal` with the profile's wide-head families priced as its own families per phase where the
-    tables held too few of their rows to fit them (MIN_REDUCED_ROWS), as `_fallback_as_decode_family`
-    does: a family with no parameters would price at the spec's generic attention ones."""
-    if not profile.wide_head_attention:
-        return cal
-    kernels = dict(cal.attention_kernels)
-    for phase in ("prefill", "decode"):
-        wide, own = f"{profile.wide_head_attention}-{phase}", profile.attention_kernel(phase)
-        if wide not in kernels and own in kernels:
-            kernels[wide] = dict(kernels[own])
-    return dataclasses.replace(cal, attention_kernels=kernels)
 
 
 def _attention_params(cal: Calibration, family: str, bw: float) -> dict:
@@ -238,8 +231,7 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
                 cal, _ = fit(own, base, cal, _attention_params(cal, family, bw), loss=ROBUST_LOSS)
             elif len(own) >= MIN_REDUCED_ROWS and _is_wide_head_family(profile, family):
                 cal = _reduced_attention_fit(own, base, cal, family, bw, profile)
-        cal = _fallback_as_decode_family(cal, profile)
-        cal = _wide_heads_as_own_family(cal, profile)
+        cal = _unfitted_families_as_own(cal, profile)
     cal = _with_sdpa_stand_in(cal, engines.load(gemm_engine))
     cal = _with_moe_families(cal, train, base)
     link = base.device_link_bytes_per_s or base.host_link_bytes_per_s
@@ -274,12 +266,18 @@ def _with_gemm_write_rate(gemms: list[dict], base: Hardware, cal: Calibration) -
     keep the rates where the stage before left them."""
     wide = [c for c in gemms if float(c["m"]) > 64]
     read = cal.read_bytes_per_s
-    params = {"gemm_write_bytes_per_s": (0.8 * read, 0.05 * read, 1.5 * read)}
+    params = {"gemm_write_bytes_per_s": (0.8 * read, 0.05 * read, 1.5 * read), **_bf16_rate_params(cal, base)}
+    return fit(wide, base, cal, params, loss=ROBUST_LOSS)[0] if wide else cal
+
+
+def _bf16_rate_params(cal: Calibration, base: Hardware) -> dict:
+    """Fit parameters refitting the bf16 burst rate and power roof `cal` holds, from where they are."""
+    params = {}
     for name in ("matmul_flops_per_s", "sustained_flops_per_s"):
         if "bf16" in getattr(cal, name):
             params[f"{name}:bf16"] = (getattr(cal, name)["bf16"], 1e-3 * getattr(cal, name)["bf16"],
                                       1.05 * base.peak_flops_per_s("bf16"))
-    return fit(wide, base, cal, params, loss=ROBUST_LOSS)[0] if wide else cal
+    return params
 
 
 def _with_moe_families(cal: Calibration, train: dict[str, list[dict]], base: Hardware) -> Calibration:
@@ -329,11 +327,8 @@ def _tile_grid_on_both(gemms: list[dict], base: Hardware, cal: Calibration, fp8_
     150 GB/s on its bf16 rows). So the grid is chosen again on the GEMMs of both dtypes, the
     per-tile rate fitted with the fp8 rates and quantization path per grid, the bf16 rates refitted."""
     bw = base.hbm_bytes_per_s
-    params = {**fp8_params, "sm_bytes_per_s": (cal.sm_bytes_per_s or 0.02 * bw, 1e-4 * bw, bw)}
-    for name in ("matmul_flops_per_s", "sustained_flops_per_s"):
-        if "bf16" in getattr(cal, name):
-            params[f"{name}:bf16"] = (getattr(cal, name)["bf16"], 1e-3 * getattr(cal, name)["bf16"],
-                                      1.05 * base.peak_flops_per_s("bf16"))
+    params = {**fp8_params, "sm_bytes_per_s": (cal.sm_bytes_per_s or 0.02 * bw, 1e-4 * bw, bw),
+              **_bf16_rate_params(cal, base)}
     best = None
     for tile_m, tile_n in TILES:
         fitted, cost = fit(gemms, base, dataclasses.replace(cal, tile_m=tile_m, tile_n=tile_n), params,

@@ -286,8 +286,10 @@ ATTENTION = (
     # context (its queries, its output, the first key/value tile its pipeline fills) grow with the
     # head dim; absent (0): a unit's time is unit alone
     Field("unit_head_dim", "unit_head_dim_s", "seconds", required=False, default=0.0, zero_ok=True),
-    # a kernel whose work units each stream their sequence's whole cache (no split over the keys:
-    # SDPA under a mask) adds this per cached key to every unit; absent (0) for split-KV kernels
+    # time a cached key adds to every work unit: a kernel whose units each stream their sequence's
+    # whole cache (SDPA under a mask), or a split-KV decode kernel whose few units stream long runs
+    # of keys each at one SM's rate (fitted where it lowers the family's cost by 1%:
+    # validate.calibrate_external._fit_attention_family); absent (0): none
     Field("key", "key_s", "seconds", required=False, default=0.0, zero_ok=True),
     # fixed latency of the KV stream (a split-KV kernel's prologue and its combine pass): memory-
     # bound time is this + bytes / read_bandwidth (Hockney's form); absent (0) where not fitted

@@ -76,7 +76,8 @@ def activation_bytes(model: ModelSpec, p: Precision, tokens, logits_rows, tp=1):
         ffn = max(model.top_k * model.moe_d_ff + model.shared_d_ff, model.d_ff if model.n_dense_layers else 0)
     else:
         ffn = model.d_ff
-    widest = max((2 if model.ffn_gated else 1) * ffn, model.q_dim + 2 * model.n_kv_heads * model.head_dim)
+    qkv = model.q_dim + model.n_kv_heads * (model.head_dim + model.value_head_dim)  # the fused QKV output
+    widest = max((2 if model.ffn_gated else 1) * ffn, qkv)
     devices = float(tp) if isinstance(tp, (int, float)) else np.asarray(tp, float)  # one count: a float
     return tokens * (2 * model.d_model + widest / devices) * p.act_bytes \
         + logits_rows * model.vocab_size / devices * 4.0

@@ -234,14 +234,16 @@ def attention_projections(model: ModelSpec, tokens, p: Precision, tp, engine: En
             matmul_op("o_proj", tokens, D, H * model.v_head_dim, p, L),
         ]
     q = model.n_heads * model.head_dim / tp
-    kv = np.ceil(model.n_kv_heads / tp) * model.head_dim
-    out = [matmul_op("o_proj", tokens, D, q, p, L)]
+    k = np.ceil(model.n_kv_heads / tp) * model.head_dim
+    v = np.ceil(model.n_kv_heads / tp) * model.value_head_dim  # value heads may be narrower (MiMo-V2)
+    attended = model.n_heads * model.value_head_dim / tp  # the attention output: H value rows
+    out = [matmul_op("o_proj", tokens, D, attended, p, L)]
     if engine.attn_out_copy:
-        out.insert(0, vector_op("attn_out_copy", "elementwise", tokens, q, 2.0, 0.0, p, L))
+        out.insert(0, vector_op("attn_out_copy", "elementwise", tokens, attended, 2.0, 0.0, p, L))
     if engine.split_qkv:
-        return [matmul_op("q_proj", tokens, q, D, p, L), matmul_op("k_proj", tokens, kv, D, p, L),
-                matmul_op("v_proj", tokens, kv, D, p, L)] + out
-    return [matmul_op("qkv_proj", tokens, q + 2 * kv, D, p, L)] + out
+        return [matmul_op("q_proj", tokens, q, D, p, L), matmul_op("k_proj", tokens, k, D, p, L),
+                matmul_op("v_proj", tokens, v, D, p, L)] + out
+    return [matmul_op("qkv_proj", tokens, q + k + v, D, p, L)] + out
 
 
 def ffn_ops(model: ModelSpec, tokens, p: Precision, tp, engine: Engine) -> list[Op]:
@@ -365,7 +367,7 @@ def act_quant_ops(model: ModelSpec, tokens, p: Precision, tp, engine: Engine, de
     if not engine.act_quant_kernels or not np.any((np.asarray(p.w_bits) <= 8) & (np.asarray(p.a_bits) <= 8)):
         return []
     eight = np.where((np.asarray(p.w_bits) <= 8) & (np.asarray(p.a_bits) <= 8), 1.0, 0.0)
-    width = 3.0 * model.d_model + model.n_heads * model.head_dim / tp + (model.d_ff / tp if model.d_ff else 0.0)
+    width = 3.0 * model.d_model + model.n_heads * model.value_head_dim / tp + (model.d_ff / tp if model.d_ff else 0.0)
     # inputs scaled by the 8-bit mask: a 16-bit scenario in a mixed sweep launches no quant kernels
     return quant_ops(tokens * eight, width, p, engine.act_quant_kernels, model.n_layers, inputs=4 * eight,
                      single_block=decode and engine.single_block_amax, quant_bytes=engine.act_quant_bytes)
@@ -449,8 +451,7 @@ def token_ops(model: ModelSpec, *, tokens, p: Precision, tp=1, engine: Engine | 
     `phase` ("prefill" or "decode", ops.step_phase) selects the decode-only amax kernel."""
     engine = load_engine(engine)
     L, D = model.n_layers, model.d_model
-    qk_width = (model.n_heads + np.ceil(model.n_kv_heads / tp)) / tp * model.head_dim if not model.is_mla \
-        else model.n_heads / tp * model.qk_rope_head_dim
+    qk_width = shapes.rotary_width(model, tp)
     norm = dict(passes=engine.norm_passes, flops_per_elem=4.0, p=p, weight_elems=D, kernels=engine.norm_kernels)
     before = [Op("embedding", "embedding", 1, flops=0.0, weight_bytes=tokens * D * 2.0,
                  act_bytes=tokens * D * p.act_bytes)]

@@ -467,7 +467,8 @@ def attention_work_s(m, n, groups, params: tuple, compute_units):
 def attention_scores(op: Op):
     """Query-key scores an attention op computes (one exponential each in its softmax): its FLOPs
     over the 4 x head dim FLOPs of a score's two dot products (QK^T and PV; ops.attention_op). Exact
-    where value and key head dims are equal; MLA's absorbed form (key 576, value 512) counts 6% more.
+    where value and key head dims are equal; MLA's absorbed form (key 576, value 512) counts 6% fewer,
+    MiMo-V2's heads (key 192, value 128) 17% fewer (an Op carries the query-key width alone).
     FlashAttention-3 (Shah et al. 2024, arXiv 2407.08608, section 3.1) gives why it matters: an H100
     does 989 TFLOP/s of bf16 matmul but 3.9 T exponentials/s, so at head dim 64 the exponentials take
     as long as the matmuls; aiconfigurator's H200 prefill tables show it (vLLM's FA3 at long

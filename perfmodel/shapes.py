@@ -5,7 +5,8 @@ are read by attribute (`w_bits`, `kv_bits`, `quant_group`), so this module sits 
 `perfmodel.ops` (whose `Precision` calls into it) and imports nothing from perfmodel.
 
 - KV cache: 2 K d elements per token per layer (K and V of K kv heads of width d; Yao Fu 2024,
-  arXiv 2405.08944), or MLA's one latent of kv_lora + rope elements (DeepSeek-V2, arXiv 2405.04434).
+  arXiv 2405.08944), K (d + d_v) where value heads have a width of their own (MiMo-V2-Flash's
+  192-wide query-key and 128-wide value heads), or MLA's one latent of kv_lora + rope elements (DeepSeek-V2, arXiv 2405.04434).
   Under Megatron tensor parallelism (Shoeybi et al. 2019, arXiv 1909.08053) kv heads are split over
   devices and replicated when tp exceeds them (vLLM's `get_num_kv_heads`: max(1, K / tp)); MLA's
   latent is shared by all heads, so every device keeps all of it.
@@ -51,11 +52,12 @@ def unquantized_bytes_per_param(w_bits):
 # -- attention dims and heads ------------------------------------------------------------------------
 def attention_dims(model: ModelSpec) -> tuple[int, int]:
     """(qk_dim, v_dim): the width of a query-key dot product and of a value row per head. MHA/GQA:
-    head_dim both; MLA in its absorbed decode form (DeepSeek-V2, arXiv 2405.04434) scores against the
-    latent plus the rope key (kv_lora + rope) and reads kv_lora-wide values."""
+    head_dim and the value head's width (ModelSpec.value_head_dim: head_dim unless the config
+    gives v_head_dim); MLA in its absorbed decode form (DeepSeek-V2, arXiv 2405.04434) scores
+    against the latent plus the rope key (kv_lora + rope) and reads kv_lora-wide values."""
     if model.is_mla:
         return model.kv_lora_rank + model.qk_rope_head_dim, model.kv_lora_rank
-    return model.head_dim, model.head_dim
+    return model.head_dim, model.value_head_dim
 
 
 def kernel_head_dim(model: ModelSpec) -> float | None:
@@ -82,6 +84,15 @@ def kv_heads_per_device(model: ModelSpec, tp=1):
     return np.ceil(model.n_kv_heads / tp)
 
 
+def rotary_width(model: ModelSpec, tp=1):
+    """Elements per token that rotary embedding (and Qwen3's per-head q/k norm) touches on one
+    device: the query heads H / tp and the kv heads a device keeps (`kv_heads_per_device`), head_dim
+    each; MLA's rope part of each query head (qk_rope_head_dim)."""
+    if model.is_mla:
+        return query_heads_per_device(model, tp) * model.qk_rope_head_dim
+    return (query_heads_per_device(model, tp) + kv_heads_per_device(model, tp)) * model.head_dim
+
+
 def query_group(model: ModelSpec) -> float | None:
     """Query heads per kv head of the model (H / K: the group a GQA decode kernel packs), None for
     MLA (its absorbed form shares one latent among all heads and runs kernels of its own). The
@@ -93,12 +104,13 @@ def query_group(model: ModelSpec) -> float | None:
 
 # -- KV cache -----------------------------------------------------------------------------------------
 def kv_elements_per_token_per_layer_per_device(model: ModelSpec, tp=1):
-    """KV elements per token per layer on one device: 2 * kv_heads_per_device * head_dim (K and V),
-    or MLA's latent of kv_lora + rope elements, replicated on every device."""
+    """KV elements per token per layer on one device: kv_heads_per_device * (head_dim + the value
+    head's width) (K and V: 2 K d where they are alike), or MLA's latent of kv_lora + rope
+    elements, replicated on every device."""
     if model.is_mla:
         return float(model.kv_elements_per_token) if isinstance(tp, (int, float)) else \
             np.full(np.shape(tp), float(model.kv_elements_per_token))
-    return 2.0 * kv_heads_per_device(model, tp) * model.head_dim
+    return kv_heads_per_device(model, tp) * float(model.head_dim + model.value_head_dim)
 
 
 def kv_bytes_per_token_per_layer_per_device(model: ModelSpec, kv_bits, tp=1):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hardware.spec import Hardware
-from perfmodel import memory, rates
+from perfmodel import memory, rates, shapes
 from perfmodel.roofline import matmul_dtype_rate
 from perfmodel.ops import Precision, expected_experts_touched
 from perfmodel.tiers import MemoryTiers
@@ -126,9 +126,11 @@ def moe_hybrid_bound(model: ModelSpec, hw: Hardware, sc: Scenario | None = None,
 
 
 def _cpu_attention_flops(model: ModelSpec, B, prompt, gen, mean_ctx):
-    """Decode attention 4 S H d per token per layer, plus each prompt's causal attention
-    (2 P^2 H d per layer) amortised over its `gen` tokens."""
-    per_layer = 4 * mean_ctx * model.n_heads * model.head_dim + 2 * prompt ** 2 * model.n_heads * model.head_dim / gen
+    """Decode attention 2 S H (d_qk + d_v) per token per layer (4 S H d where the heads are alike),
+    plus each prompt's causal attention (P^2 H (d_qk + d_v) per layer) amortised over its `gen`
+    tokens (`perfmodel.shapes.attention_dims`)."""
+    width = model.n_heads * sum(shapes.attention_dims(model))
+    per_layer = 2 * mean_ctx * width + prompt ** 2 * width / gen
     return B * per_layer * model.n_layers
 
 

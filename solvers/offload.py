@@ -874,9 +874,10 @@ def flexgen_runtime_weights(model: ModelSpec, weights) -> tuple:
         raise OffloadError(f"model: FlexGen's runtime places dense, non-MLA layers only; {model.name} is not")
     g, c, d = _triple(weights, "weights")
     D, H, K, hd, F = model.d_model, model.n_heads, model.n_kv_heads, model.head_dim, model.d_ff
+    vd = model.value_head_dim
     norm = model.norm_params()
-    attention = [D * H * hd, H * hd * model.qkv_bias, D * K * hd, K * hd * model.qkv_bias, D * K * hd,
-                 K * hd * model.qkv_bias, H * hd * D, D * model.out_bias, norm]
+    attention = [D * H * hd, H * hd * model.qkv_bias, D * K * hd, K * hd * model.qkv_bias, D * K * vd,
+                 K * vd * model.qkv_bias, H * vd * D, D * model.out_bias, norm]
     mlp = ([F * D] if model.ffn_gated else []) + [F * D, F * model.mlp_bias, D * F, D * model.mlp_bias, norm]
     placed = np.zeros(3)
     for sizes in (np.array(attention, float), np.array(mlp, float)):

@@ -74,6 +74,15 @@ MOE_DTYPES = ("bf16", "fp8")
 
 MS = 1e-3  # the tables' unit, in seconds
 
+#: Value-head widths the collectors ran that the attention tables do not record (they have a
+#: head_dim column and no v_head_dim): (engine, head_dim) -> v_head_dim. SGLang's collector runs
+#: 192-wide heads only under MiMo-V2-Flash's contract, whose value heads are 128 wide (aiconfigurator
+#: collector/sglang/collect_attn.py refuses head_dim 192 otherwise;
+#: collector/cases/models/MiMoV2FlashForCausalLM_cases.yaml). The other engines' 192-wide rows
+#: (MiMo-V2's head layouts too) ran values at 192: TensorRT-LLM's MHA treats V as the query-key
+#: width (the same file) and vLLM's collector builds V with head_dim (collector/vllm/collect_attn.py).
+VALUE_HEAD_DIMS = {("sglang", 192): 128}
+
 #: Case columns written to CSV, in order: the schema's own, then the extra ones of this reader.
 EXTRA_COLUMNS = ("kv_dtype", "tp", "strategy", "experts", "top_k", "hidden", "inter", "moe_tp", "moe_ep",
                  "distribution", "gated", "kernel", "measured_s", "system", "engine", "source")
@@ -241,7 +250,7 @@ def _read(table: str, raw: pd.DataFrame, all_dtypes: bool, engine: str = "",
     if table == "gemm_perf":
         return _gemm(raw, all_dtypes, engine)
     if table in ("context_attention_perf", "generation_attention_perf"):
-        return [_attention(raw, "prefill" if table.startswith("context") else "decode", all_dtypes)]
+        return [_attention(raw, "prefill" if table.startswith("context") else "decode", all_dtypes, engine)]
     if table in ("custom_allreduce_perf", "nccl_perf"):
         return [_allreduce(raw, "nccl" if table == "nccl_perf" else "custom")]
     return [_moe(raw, all_dtypes, ungated)]
@@ -295,7 +304,7 @@ def _gemm(raw: pd.DataFrame, all_dtypes: bool, engine: str = "") -> list[pd.Data
     return [part for part in (matmul, matmul_wo) if len(part)]
 
 
-def _attention(raw: pd.DataFrame, phase: str, all_dtypes: bool) -> pd.DataFrame:
+def _attention(raw: pd.DataFrame, phase: str, all_dtypes: bool, engine: str = "") -> pd.DataFrame:
     window = raw["window_size"] if "window_size" in raw else pd.Series(0, index=raw.index)
     dtype, kv_dtype = _dtype(raw["attn_dtype"]), _dtype(raw["kv_cache_dtype"])
     keep = (window == 0) & (raw["beam_width"] == 1)
@@ -307,8 +316,16 @@ def _attention(raw: pd.DataFrame, phase: str, all_dtypes: bool) -> pd.DataFrame:
     kv_len = raw["isl"] if phase == "prefill" else raw["step"] + 1
     return pd.DataFrame({"kind": "attention", "phase": phase, "batch": raw["batch_size"], "heads": raw["num_heads"],
                          "kv_heads": raw["num_key_value_heads"], "q_len": q_len, "kv_len": kv_len,
-                         "head_dim": raw["head_dim"], "dtype": dtype[keep], "kv_dtype": kv_dtype[keep],
+                         "head_dim": raw["head_dim"], "v_head_dim": _value_head_dims(raw["head_dim"], engine),
+                         "dtype": dtype[keep], "kv_dtype": kv_dtype[keep],
                          "timing": "graph", "kernel": raw["kernel_source"], "measured_s": raw["latency"] * MS})
+
+
+def _value_head_dims(head_dim: pd.Series, engine: str) -> pd.Series:
+    """Each row's value-head width where its collector ran one apart from head_dim
+    (VALUE_HEAD_DIMS), else empty (NaN: as wide as head_dim; the case leaves the field out)."""
+    widths = {d: float(v) for (name, d), v in VALUE_HEAD_DIMS.items() if name == engine}
+    return head_dim.map(lambda d: widths.get(int(d), np.nan)).astype(float)
 
 
 def _allreduce(raw: pd.DataFrame, strategy: str) -> pd.DataFrame:

@@ -181,6 +181,27 @@ def _attention_params(cal: Calibration, family: str, bw: float) -> dict:
             f"attention_kernels:{family}:scores_per_s": (5e12, 1e10, 1e16), **unit_speedup_param(family)}
 
 
+#: Fraction of a decode family's cost its per-key unit term must remove to be kept (`_fit_attention_family`).
+KEY_TERM_GAIN = 0.01
+
+
+def _fit_attention_family(cases: list[dict], base: Hardware, cal: Calibration, family: str, bw: float) -> Calibration:
+    """`cal` with an attention kernel family fitted on the rows its kernel ran (`_attention_params`);
+    a decode family also tried with a time per cached key in each work unit (key_s: a split-KV
+    kernel splits a sequence's keys over a bounded number of blocks, so where few (sequence, kv
+    head) pairs run, each block streams a long run of keys at one SM's rate: TensorRT-LLM's XQA
+    on aiconfigurator's H200 tables takes 25-37 us over 2-8 MB of cache for batch 1-2 and one kv
+    head, 0.1-0.3 TB/s, where its large rows stream 3-4 TB/s). The term is kept only where it
+    lowers the family's cost by KEY_TERM_GAIN, as `calibrate._with_power_roofs` keeps a roof."""
+    params = _attention_params(cal, family, bw)
+    fitted, cost = fit(cases, base, cal, params, loss=ROBUST_LOSS)
+    if not family.endswith("-decode"):
+        return fitted
+    keyed, keyed_cost = fit(cases, base, cal, {**params, f"attention_kernels:{family}:key_s": (1e-9, 1e-13, 1e-6)},
+                            loss=ROBUST_LOSS)
+    return keyed if keyed_cost < (1.0 - KEY_TERM_GAIN) * cost else fitted
+
+
 def _act_quant_params(engine: str) -> dict:
     """An engine's dynamic fp8 activation quantization: fixed latency and time per row
     (perfmodel.roofline.engine_quant_time_s)."""
@@ -228,7 +249,7 @@ def fit_tables(by_engine: dict[str, list[dict]], base: Hardware, gemm_engine: st
         for family in sorted(dict.fromkeys(ran), key=lambda name: _is_wide_head_family(profile, name)):
             own = [c for c, name in zip(attention, ran) if name == family]
             if len(own) >= MIN_FAMILY_ROWS:
-                cal, _ = fit(own, base, cal, _attention_params(cal, family, bw), loss=ROBUST_LOSS)
+                cal = _fit_attention_family(own, base, cal, family, bw)
             elif len(own) >= MIN_REDUCED_ROWS and _is_wide_head_family(profile, family):
                 cal = _reduced_attention_fit(own, base, cal, family, bw, profile)
         cal = _unfitted_families_as_own(cal, profile)

@@ -17,6 +17,8 @@ KINDS = kinds.NAMES
 DTYPES = kinds.DTYPES
 #: kind -> {column: (low, high)} for whole-number parameters (the kinds' records).
 COUNTS = {k.name: dict(k.counts) for k in kinds.RECORDS if k.counts}
+#: kind -> {column: (low, high)} for whole-number parameters a row may leave blank.
+OPTIONAL = {k.name: dict(k.optional) for k in kinds.RECORDS if k.optional}
 #: kind -> {column: allowed values} for named parameters (the kinds' records).
 CHOICES = {k.name: dict(k.choices) for k in kinds.RECORDS if k.choices}
 
@@ -41,16 +43,20 @@ def check_cases(frame, first_row: int = 1) -> None:
     for kind, rows in frame.groupby(kinds, sort=False).groups.items():
         part = frame.loc[rows]
         positions = frame.index.get_indexer(rows)
-        for column, (low, high) in COUNTS.get(kind, {}).items():
+        counts = [(column, bounds, False) for column, bounds in COUNTS.get(kind, {}).items()]
+        counts += [(column, bounds, True) for column, bounds in OPTIONAL.get(kind, {}).items() if column in part.columns]
+        for column, (low, high), optional in counts:
             if column not in part.columns:
                 raise InputError(f"cases: {kind} rows need a {column!r} column")
             raw = part[column]
             values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
             ok = np.isfinite(values) & (values >= low) & (values <= high) & (values == np.round(values))
+            if optional:  # a blank cell takes the kind's default
+                ok |= raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy()
             if not ok.all():
                 i = int(np.flatnonzero(~ok)[0])
                 _fail(first_row + positions[i], kind, column, raw.iloc[i],
-                      f"must be a whole number from {low:,} to {high:,}")
+                      f"must be a whole number from {low:,} to {high:,}" + (" (or blank)" if optional else ""))
         for column, allowed in CHOICES.get(kind, {}).items():
             if column not in part.columns:
                 raise InputError(f"cases: {kind} rows need a {column!r} column")

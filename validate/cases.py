@@ -9,6 +9,7 @@ Kinds and their parameters:
                 [act_quant: kernels of dynamic activation quantization timed with an fp8 GEMM]
   matmul_wo     m, n, k, w_bits (8 | 4), group                      weight-only quantized (bf16 activations)
   attention     phase (prefill | decode), batch, heads, kv_heads, q_len, kv_len, head_dim, dtype
+                [v_head_dim: value heads of their own width (MiMo-V2: 192 / 128); blank: head_dim]
   copy          direction (d2d | h2d | d2h), bytes, pinned (0 | 1)
   elementwise   op (add | silu_mul), elements, dtype
   norm          op (rmsnorm | layernorm), tokens, width, dtype
@@ -39,7 +40,7 @@ from validate import kinds
 
 #: Columns of the case schema, in CSV order (unused ones stay empty for a kind).
 PARAM_COLUMNS = ("kind", "m", "n", "k", "dtype", "w_bits", "group", "phase", "batch", "heads", "kv_heads",
-                 "q_len", "kv_len", "head_dim", "direction", "bytes", "pinned", "op", "elements", "tokens",
+                 "q_len", "kv_len", "head_dim", "v_head_dim", "direction", "bytes", "pinned", "op", "elements", "tokens",
                  "width", "model", "layers", "kernels", "tp", "strategy", "experts", "top_k", "hidden", "inter",
                  "moe_tp", "moe_ep", "act_quant", "timing", "engine")
 KINDS = kinds.NAMES

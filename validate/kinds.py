@@ -24,7 +24,9 @@ class CaseKind:
     """One kind of validation case.
 
     name: the `kind` column's value. columns: the parameters its rows use (besides kind and timing).
-    counts: whole-number parameters and their (low, high). choices: named parameters and their allowed
+    counts: whole-number parameters and their (low, high). optional: whole-number parameters a row
+    may leave out or blank (the kind's default then: an attention case's v_head_dim is head_dim),
+    with their (low, high) where given. choices: named parameters and their allowed
     values. shape_key: what a case shares with its neighbours (the calibration/evaluation split holds
     out shapes: validate.cases.split; length_by_phase adds q_len for a prefill case, kv_len for a
     decode one). class_by: the column that splits its report class
@@ -42,6 +44,7 @@ class CaseKind:
     name: str
     columns: tuple[str, ...]
     counts: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    optional: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     shape_key: tuple[str, ...] = ()
     length_by_phase: bool = False
@@ -59,6 +62,7 @@ class CaseKind:
 
     def __post_init__(self):
         object.__setattr__(self, "counts", MappingProxyType(dict(self.counts)))
+        object.__setattr__(self, "optional", MappingProxyType(dict(self.optional)))
         object.__setattr__(self, "choices", MappingProxyType(dict(self.choices)))
 
     def shape_columns(self, case: Mapping) -> tuple[str, ...]:
@@ -89,11 +93,13 @@ RECORDS = (
     CaseKind("matmul_wo", ("m", "n", "k", "w_bits", "group"), counts=_GEMM, choices={"w_bits": ("4", "8")},
              shape_key=("n", "k"), group_by=("w_bits", "group"), predict="predict_matmul_wo",
              build="build_matmul_wo", graph=True),
-    CaseKind("attention", ("phase", "batch", "heads", "kv_heads", "q_len", "kv_len", "head_dim", "dtype", "engine"),
-             counts=_ATTN, choices={"phase": PHASES, "dtype": DTYPES},
+    CaseKind("attention", ("phase", "batch", "heads", "kv_heads", "q_len", "kv_len", "head_dim", "v_head_dim", "dtype",
+                           "engine"),
+             counts=_ATTN, optional={"v_head_dim": _ATTN["head_dim"]}, choices={"phase": PHASES, "dtype": DTYPES},
              # prefill shapes differ by their length, decode ones by the cache they read
              shape_key=("phase", "heads", "kv_heads", "head_dim"), length_by_phase=True, class_by="phase",
-             group_by=("heads", "kv_heads", "head_dim", "dtype", "engine", "phase"), predict="predict_attentions",
+             group_by=("heads", "kv_heads", "head_dim", "v_head_dim", "dtype", "engine", "phase"),
+             predict="predict_attentions",
              vectorized=True, build="build_attention", graph=True),
     CaseKind("copy", ("direction", "bytes", "pinned"), counts={"bytes": (1, 10**13), "pinned": (0, 1)},
              choices={"direction": ("d2d", "h2d", "d2h")}, shape_key=("direction", "bytes"), class_by="direction",

@@ -61,10 +61,19 @@ def predict_matmul_wo(case: dict, hw: Hardware) -> float:
     return _time(matmul_op("matmul_wo", _num(case, "m"), _num(case, "n"), _num(case, "k"), p, 1), hw, p, case)
 
 
-def attention_model(heads: int, kv_heads: int, head_dim: int) -> ModelSpec:
-    """A one-layer stand-in carrying just the attention shapes of a case."""
+def attention_model(heads: int, kv_heads: int, head_dim: int, v_head_dim: int = 0) -> ModelSpec:
+    """A one-layer stand-in carrying just the attention shapes of a case (value heads
+    `v_head_dim` wide where they differ from head_dim; 0: alike)."""
     return ModelSpec(name="attention-case", family="llama", n_layers=1, d_model=heads * head_dim,
-                     n_heads=heads, n_kv_heads=kv_heads, head_dim=head_dim, d_ff=1, vocab_size=1)
+                     n_heads=heads, n_kv_heads=kv_heads, head_dim=head_dim, d_ff=1, vocab_size=1,
+                     v_head_dim=v_head_dim)
+
+
+def case_attention_model(case: dict) -> ModelSpec:
+    """`attention_model` of an attention case's head layout (its optional v_head_dim: blank or
+    0 for value heads as wide as head_dim)."""
+    return attention_model(*(int(_num(case, key)) for key in ("heads", "kv_heads", "head_dim")),
+                           int(_num(case, "v_head_dim", default=0.0)))
 
 
 def transfer_rate(hw: Hardware, direction: str, pinned: bool) -> tuple[float, float]:
@@ -193,7 +202,7 @@ def attention_ops(cases: list[dict], compute_units: float, architecture: str | N
     the cases it ran. What a spec's calibration does not change (`CaseSet` keeps it for a fit)."""
     c0 = cases[0]
     p = _precision(c0["dtype"])
-    model = attention_model(int(_num(c0, "heads")), int(_num(c0, "kv_heads")), int(_num(c0, "head_dim")))
+    model = case_attention_model(c0)
     q_len, kv_len = _column(cases, "q_len"), _column(cases, "kv_len")
     families = np.array([attention_family(c, compute_units, architecture) for c in cases], dtype=object)
     ops = []

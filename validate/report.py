@@ -100,7 +100,7 @@ def plot_roofline(cmp: pd.DataFrame, datasheet: Hardware, calibrated: Hardware, 
     import matplotlib.pyplot as plt
 
     from perfmodel.ops import matmul_op
-    from validate.predict_cases import _precision, attention_model
+    from validate.predict_cases import _precision, case_attention_model
     from perfmodel.ops import attention_op
 
     points = []
@@ -110,7 +110,7 @@ def plot_roofline(cmp: pd.DataFrame, datasheet: Hardware, calibrated: Hardware, 
             op = matmul_op("mm", float(r["m"]), float(r["n"]), float(r["k"]), p, 1)
         elif r["kind"] == "attention":
             p = _precision(r["dtype"])
-            model = attention_model(int(float(r["heads"])), int(float(r["kv_heads"])), int(float(r["head_dim"])))
+            model = case_attention_model(r)
             op = attention_op(model, seqs=float(r["batch"]), new_tokens=float(r["q_len"]),
                               past=float(r["kv_len"]) - float(r["q_len"]), p=p, tp=1)
         else:

@@ -34,6 +34,8 @@ class ModelSpec:
     Counts are per model; `n_moe_layers` of the `n_layers` use experts, the rest a dense FFN of
     width `d_ff`. MLA models (DeepSeek-V2/V3) set `kv_lora_rank` > 0 and cache one latent of
     `kv_lora_rank + qk_rope_head_dim` elements per token per layer instead of K and V heads.
+    `v_head_dim` is MLA's value width, and for MHA/GQA a value head narrower (or wider) than the
+    query-key head (MiMo-V2-Flash: head_dim 192, v_head_dim 128); 0 there means head_dim.
     """
 
     name: str
@@ -142,11 +144,18 @@ class ModelSpec:
         return self.n_heads * (self.qk_nope_head_dim + self.qk_rope_head_dim if self.is_mla else self.head_dim)
 
     @property
+    def value_head_dim(self) -> int:
+        """Width of one value head: `v_head_dim` where the config gives one (MLA always; an
+        asymmetric MHA/GQA head such as MiMo-V2-Flash's 192 / 128), else head_dim."""
+        return self.v_head_dim or self.head_dim
+
+    @property
     def kv_elements_per_token(self) -> int:
-        """KV-cache elements per token per layer: 2 K d (K and V), or the MLA latent kv_lora + rope."""
+        """KV-cache elements per token per layer: K (d + d_v) (K and V heads; 2 K d where they are
+        alike), or the MLA latent kv_lora + rope."""
         if self.is_mla:
             return self.kv_lora_rank + self.qk_rope_head_dim
-        return 2 * self.n_kv_heads * self.head_dim
+        return self.n_kv_heads * (self.head_dim + self.value_head_dim)
 
     # -- parameter counts (exact) -----------------------------------------------------------------
     def attention_params(self) -> int:
@@ -158,8 +167,9 @@ class ModelSpec:
             kv = D * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank \
                 + self.kv_lora_rank * H * (self.qk_nope_head_dim + self.v_head_dim)
             return q + kv + H * self.v_head_dim * D
-        weights = D * (H + 2 * K) * d + H * d * D
-        biases = (H + 2 * K) * d * self.qkv_bias + D * self.out_bias
+        v = self.value_head_dim  # q and k heads d wide, v heads v wide (the output projection reads H v)
+        weights = D * ((H + K) * d + K * v) + H * v * D
+        biases = ((H + K) * d + K * v) * self.qkv_bias + D * self.out_bias
         return weights + biases + 2 * d * self.qk_norm
 
     def ffn_params(self, width: int) -> int:
@@ -253,6 +263,8 @@ def _llama_like(c: _Config, qkv_bias: bool = False, qk_norm: bool = False) -> di
         max_context=c.int("max_position_embeddings", default=4096),
         qkv_bias=c.flag("attention_bias", qkv_bias), out_bias=c.flag("attention_bias", False),
         mlp_bias=c.flag("mlp_bias", False), qk_norm=qk_norm,
+        # a value head of its own width where the config gives one (else head_dim: 0)
+        v_head_dim=c.int("v_head_dim", default=0),
     )
 
 

@@ -8,7 +8,7 @@ import hardware
 import workloads
 from hardware.spec import Calibration
 from perfmodel import memory, rates, shapes
-from perfmodel.ops import Precision
+from perfmodel.ops import Precision, attention_op, token_ops
 from perfmodel.roofline import matmul_dtype_rate
 from solvers import flash
 
@@ -41,6 +41,39 @@ def test_heads_per_device(llama8b):
     assert shapes.query_heads_per_device(llama8b, 4) == 8
     np.testing.assert_array_equal(shapes.kv_heads_per_device(llama8b, np.array([1, 3, 16])), [8, 3, 1])
     assert shapes.attention_dims(llama8b) == (128, 128)
+
+
+def _mimo_like():
+    """MiMo-V2-Flash's global attention layout (64 heads, 4 kv heads, query-key 192, value 128) on
+    a llama-style layer, as a config.json gives it."""
+    return workloads.ModelSpec.from_hf_config({
+        "model_type": "llama", "hidden_size": 4096, "num_attention_heads": 64, "num_key_value_heads": 4,
+        "head_dim": 192, "v_head_dim": 128, "num_hidden_layers": 2, "intermediate_size": 8192,
+        "vocab_size": 1000}, name="mimo-like")
+
+
+def test_value_heads_of_their_own_width():
+    model = _mimo_like()
+    assert model.value_head_dim == 128 and shapes.attention_dims(model) == (192, 128)
+    # the cache holds 192-wide keys and 128-wide values per kv head, replicated past 4 devices
+    tp = np.array([1, 2, 8])
+    np.testing.assert_array_equal(shapes.kv_elements_per_token_per_layer_per_device(model, tp),
+                                  np.array([4, 2, 1]) * (192 + 128))
+    assert model.kv_elements_per_token == 4 * 320
+    # q and k projections 192 wide per head, v 128, the output projection reads 64 x 128
+    D = 4096
+    assert model.attention_params() == D * (64 * 192 + 4 * 192 + 4 * 128) + 64 * 128 * D
+    ops = {op.name: op for op in token_ops(model, tokens=1.0, p=Precision(16, 16, 16), tp=1, engine="vllm")[0]}
+    assert ops["qkv_proj"].n == 64 * 192 + 4 * 192 + 4 * 128 and ops["o_proj"].k == 64 * 128
+    # QK^T at 192 and PV at 128 per pair
+    op = attention_op(model, seqs=1.0, new_tokens=1.0, past=99.0, p=Precision(16, 16, 16), tp=1)
+    assert op.flops == pytest.approx(2.0 * 64 * 100 * (192 + 128))
+
+
+def test_rotary_width_counts_the_kv_heads_a_device_keeps(llama8b):
+    # 32 query heads over tp and ceil(8 / tp) kv heads, 128 wide each (was (32 + ceil(8 / tp)) / tp)
+    for tp, heads in ((1, 40), (2, 20), (8, 5), (16, 3)):
+        assert shapes.rotary_width(llama8b, tp) == heads * 128
 
 
 @pytest.mark.parametrize("w_bits, group, expected", [(16, 128, 2.0), (8, 128, 1.0), (4, 128, (4 + 0.25) / 8),

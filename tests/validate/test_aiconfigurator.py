@@ -4,6 +4,7 @@ error. None of it needs aiconfigurator installed."""
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -83,6 +84,18 @@ def test_attention_lengths_and_dropped_rows(parquet):
     assert {(c["heads"], c["kv_heads"], c["head_dim"], c["dtype"], c["kv_dtype"]) for c in rows} == {(32, 8, 128, "bf16", "bf16")}
     fp8 = [c for c in cases(kinds="attention", all_dtypes=True) if c["kv_dtype"] == "fp8"]
     assert sorted((c["phase"], c["dtype"]) for c in fp8) == [("decode", "bf16"), ("prefill", "bf16"), ("prefill", "fp8")]
+
+
+def test_sglang_192_wide_heads_are_mimo_v2s_with_128_wide_values():
+    """The tables carry no value width: SGLang's collector runs 192-wide heads only as MiMo-V2-Flash's
+    (values 128 wide); every other row, and other engines' 192-wide rows, have values as wide as
+    head_dim (left empty)."""
+    raw = pd.DataFrame({"batch_size": [1, 1], "isl": [64, 64], "num_heads": [16, 16], "num_key_value_heads": [1, 1],
+                        "head_dim": [192, 128], "beam_width": [1, 1], "attn_dtype": ["bfloat16"] * 2,
+                        "kv_cache_dtype": ["bfloat16"] * 2, "step": [0, 0], "window_size": [0, 0],
+                        "kernel_source": ["fa3"] * 2, "latency": [0.01, 0.01]})
+    assert aic._attention(raw, "prefill", False, "sglang")["v_head_dim"].tolist() == pytest.approx([128, np.nan], nan_ok=True)
+    assert aic._attention(raw, "prefill", False, "trtllm")["v_head_dim"].isna().all()
 
 
 def test_allreduce_bytes_strategy_timing(parquet):

@@ -52,6 +52,22 @@ def test_fit_recovers_the_truth_on_held_out_shapes(synthetic):
     assert cal.attention_kernels["vllm-prefill"]["unit_speedup"] == pytest.approx(1.2, rel=0.25)
 
 
+def test_a_decode_familys_time_per_key_is_fitted_where_its_units_stream_keys(synthetic):
+    """A split-KV decode kernel whose units each stream a run of keys at one SM's rate (key_s) takes
+    that term on where it lowers the family's cost, and recovers it; without one in the truth, the
+    fit of the same rows (the module's synthetic table) needs none to price the held-out rows."""
+    base, truth, cases = synthetic
+    keyed = dataclasses.replace(truth, calibration=dataclasses.replace(TRUTH, attention_kernels={
+        **TRUTH.attention_kernels, "vllm-decode": {**TRUTH.attention_kernels["vllm-decode"], "key_s": 2e-9}}))
+    measured = predict_many(ce.prepared(cases), keyed)
+    fitted = ce.fit_tables({"vllm": [dict(c, measured_s=float(t)) for c, t in zip(cases, measured)]}, base)
+    assert fitted.calibration.attention_kernels["vllm-decode"]["key_s"] == pytest.approx(2e-9, rel=0.3)
+    decodes = [c for c in ce.prepared(cases) if c["split"] == "evaluation" and c.get("phase") == "decode"]
+    assert np.median(np.abs(predict_many(decodes, fitted) / predict_many(decodes, keyed) - 1)) < 0.03
+    plain = ce.fit_tables({"vllm": cases}, base)
+    assert plain.calibration.attention_kernels["vllm-decode"].get("key_s", 0.0) < 1e-11
+
+
 def test_each_decode_family_is_fitted_on_the_rows_its_kernel_ran(synthetic):
     """TensorRT-LLM's XQA runs head groups of 2-32 where its block heuristic allows; its other rows
     ran the masked MHA kernel (here: a family 5 times slower, with a larger floor) and must not move

@@ -104,6 +104,22 @@ def test_predict_cases_bad_input(tmp_path, capsys):
     assert "row 1: case kind = 'conv2d' is not one of" in capsys.readouterr().err
 
 
+def test_attention_value_heads_blank_or_their_own_width(tmp_path, capsys):
+    """v_head_dim may be left blank (value heads as wide as head_dim) or give the value heads'
+    width, which prices PV and the values' bytes at that width; a bad one is named."""
+    path = tmp_path / "cases.csv"
+    row = dict(kind="attention", phase="prefill", batch=1, heads=16, kv_heads=1, q_len=4096, kv_len=4096,
+               head_dim=192, dtype="bf16", timing="graph")
+    pd.DataFrame([row, {**row, "v_head_dim": 128}]).to_csv(path, index=False)
+    out = tmp_path / "pred.csv"
+    assert main(["validate", "predict", str(path), "--hardware", "h200-sxm", "-o", str(out)]) == 0
+    alike, narrow = pd.read_csv(out)["predicted_s"]
+    assert narrow < alike  # QK^T at 192 either way, PV at 128 instead of 192
+    pd.DataFrame([{**row, "v_head_dim": 0.5}]).to_csv(path, index=False)
+    assert main(["validate", "predict", str(path), "-o", str(out)]) == 2
+    assert "row 1: attention v_head_dim = 0.5 must be a whole number from 1 to 4,096 (or blank)" in capsys.readouterr().err
+
+
 def test_resume_sets_done_cases_by_status_and_recorded_ones_by_id(tmp_path):
     """done_ids skips what measured ok (failed cases are retried unless asked); recorded_ids, for
     tables without a status column (kernel profiles), skips every case id written; a missing file

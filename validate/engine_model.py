@@ -376,7 +376,8 @@ def check_spec(spec) -> None:
                    "embed_proj_dim": spec.embed_proj_dim, "qkv_bias": spec.qkv_bias, "out_bias": spec.out_bias,
                    "mlp_bias": spec.mlp_bias, "n_shared_experts": spec.n_shared_experts,
                    "n_dense_layers": spec.n_dense_layers, "norm != rms": spec.norm != "rms",
-                   "ffn_gated is false": not spec.ffn_gated}
+                   "ffn_gated is false": not spec.ffn_gated,
+                   "v_head_dim != head_dim": spec.value_head_dim != spec.head_dim}
     bad = [name for name, value in unsupported.items() if value]
     if bad:
         raise ValueError(f"{spec.name}: engine_model supports Llama/Qwen-style decoders; unsupported: {', '.join(bad)}")

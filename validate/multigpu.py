@@ -195,8 +195,9 @@ def load_spec(name: str, layers: int, tiny: bool):
     import workloads
 
     spec = workloads.load(name)
-    if spec.family not in ("llama", "mistral") or spec.is_moe or spec.is_mla:
-        raise ValueError(f"model: {spec.name} ({spec.family}) is not a dense Llama-architecture model")
+    if spec.family not in ("llama", "mistral") or spec.is_moe or spec.is_mla or spec.value_head_dim != spec.head_dim:
+        raise ValueError(f"model: {spec.name} ({spec.family}) is not a dense Llama-architecture model "
+                         "(value heads as wide as query-key heads)")
     if layers < 1:
         raise ValueError(f"layers: {layers} must be 1 or more")
     spec = dataclasses.replace(spec, n_layers=layers)

@@ -138,6 +138,8 @@ def test_unsupported_inputs_are_named():
     with pytest.raises(ValueError, match="is_mla"):
         em.build(workloads.load("deepseek-v3") if "deepseek-v3" in workloads.names() else
                  dataclasses.replace(tiny("llama-3.2-1b"), kv_lora_rank=8, qk_rope_head_dim=8), "bf16")
+    with pytest.raises(ValueError, match="v_head_dim != head_dim"):  # its V is built head_dim wide
+        em.build(dataclasses.replace(SPECS["dense-gqa"](), v_head_dim=4), "fp32")
     engine = em.build(SPECS["dense-gqa"](), "fp32", max_batch=1, max_seq=8)
     with pytest.raises(ValueError, match="chunked prefill"):
         em.step(engine, torch.tensor([[1, 2]]), past=3)

@@ -129,6 +129,9 @@ def sources_md(records: list[dict], package: str, version: str | None) -> str:
         "(TensorRT-LLM weight-only plugin) |",
         "| phase | attention: prefill (table context_attention) or decode (generation_attention) |",
         "| batch, heads, kv_heads, head_dim | attention: sequences, query heads and KV heads on this GPU, head size |",
+        "| v_head_dim | attention: the value heads' width where the collector ran one apart from head_dim (not a "
+        "table column: SGLang's 192-wide rows are MiMo-V2-Flash's, values 128 wide; validate/aiconfigurator.py "
+        "VALUE_HEAD_DIMS); empty: head_dim |",
         "| q_len, kv_len | prefill: q_len = kv_len = isl (no cached prefix); decode: q_len 1, kv_len = step + 1 |",
         "| kv_dtype | KV-cache dtype (always bf16 here) |",
         "| bytes, tp, strategy | allreduce: per-GPU buffer bytes (elements x element size; nccl-tests' "

@@ -371,29 +371,71 @@ def stacked_pricing(model: ModelSpec, hw: Hardware, engine: Engine, groups: tupl
     return stacked
 
 
-def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision, tp, engine: Engine,
-                 groups: tuple, group, memo: dict | None = None, into: dict | None = None) -> dict:
+@dataclass(frozen=True, eq=False)
+class Route:
+    """Everything the fast path looks up to price the steps of one (model, spec, engine, precision
+    groups, prefill phase), resolved once: the priced token and logits groups of the prefill's
+    phase, its context ops' polynomials, the priced decode group and its context lines. A scalar
+    prediction does one cache lookup (`route`) and then only arithmetic (five lookups of their
+    own cost it 4 us of its 100); a sweep's chunks take the same objects, so both go through the
+    one `prefill_step` and `mean_decode_step`."""
+    model: ModelSpec
+    hw: Hardware
+    engine: Engine
+    groups: tuple
+    phase: str  # the prefill's (perfmodel.ops.step_phase of its prompt)
+    precision: Precision  # the first group's (`group_precision`): one scenario's own
+    tokens: StackedPricing
+    logits: StackedPricing
+    prefill_lines: PrefillLines | None
+    decode: StackedPricing
+    context_lines: ContextLines | None
+
+
+_ROUTES: dict = {}
+
+
+def route(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple, phase: str) -> Route:
+    """The Route of precision groups `groups` ((w_bits, a_bits, kv_bits, quant_group, tp) each)
+    whose prefills are of `phase`; cached like count_pricing (its parts are cached apart too)."""
+    key = (id(model), id(hw), id(engine), groups, phase)
+    hit = _ROUTES.get(key)
+    if hit is not None and hit.model is model and hit.hw is hw and hit.engine is engine:
+        return hit
+    resolved = Route(model, hw, engine, groups, phase, group_precision(groups[0]),
+                     stacked_pricing(model, hw, engine, groups, "tokens", phase),
+                     stacked_pricing(model, hw, engine, groups, "logits", phase),
+                     prefill_lines(model, hw, engine, groups) if phase == "prefill" else None,
+                     stacked_pricing(model, hw, engine, groups, "decode", "decode"),
+                     context_lines(model, hw, engine, groups))
+    with _PRICINGS_LOCK:
+        if len(_ROUTES) >= _MAX_PRICINGS:
+            _ROUTES.clear()
+        _ROUTES[key] = resolved
+    return resolved
+
+
+def prefill_step(route: Route, *, batch, prompt, p: Precision, tp, group, memo: dict | None = None,
+                 into: dict | None = None) -> dict:
     """perfmodel.steps.step_time of a prefill (seqs = batch, new tokens = prompt, no cache, logits
-    for every sequence) from the priced token and logits groups plus the per-op attention.
-    groups: the precision groups ((w_bits, a_bits, kv_bits, quant_group, tp) each) and group
-    each scenario's index into them; p and tp the scenarios' own values. `into`: arrays by
-    component (a sweep's output columns) its time is written into where it can be."""
-    phase = step_phase(prompt)
+    for every sequence) from the route's priced token and logits groups plus the per-op attention.
+    group: each scenario's index into the route's precision groups; p and tp the scenarios' own
+    values. `into`: arrays by component (a sweep's output columns) its time is written into where
+    it can be."""
     tokens = batch * prompt
     # both parts are fresh arrays (or floats): sum the logits into the tokens' and hand those over
     # (the token count's shape holds the batch's)
-    part = stacked_pricing(model, hw, engine, groups, "tokens", phase).evaluate(tokens, group, p, tp)
-    logits = stacked_pricing(model, hw, engine, groups, "logits", phase)
-    lines = prefill_lines(model, hw, engine, groups) if phase == "prefill" else None
+    part = route.tokens.evaluate(tokens, group, p, tp)
+    lines = route.prefill_lines
     covered = lines is not None and lines.covers(batch, group)
     at = None
     one = _numbers(batch, group)
     if covered and not one:
         # the logits rows and the attention's constants share their columns: one gather for both
         at = table_columns(group, batch, memo)
-        values = _combined_lookup(logits, lines.constants, at)
+        values = _combined_lookup(route.logits, lines.constants, at)
     else:
-        values = logits.evaluate(batch, group, p, tp)
+        values = route.logits.evaluate(batch, group, p, tp)
     if one:  # the logits of one count: floats, added without the array checks
         for key, value in values.items():
             if value:
@@ -410,6 +452,7 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
     if covered:
         lines.add(part, batch, group, prompt, at=at)
     else:
+        model, hw, engine = route.model, route.hw, route.engine
         ops = context_ops(model, seqs=batch, new_tokens=prompt, past=0.0, p=p, tp=tp, engine=engine)
         banded = has_bands(hw)
         for op in ops:  # count x each component into the part's own arrays (perfmodel.steps.add_op_times)
@@ -417,10 +460,11 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
             for key in TOTAL_KEYS:
                 _add_into(part, key, op.count, getattr(t, key))
             if banded:
-                _add_into(part, "class:" + intervals.op_class(op.kind, phase), op.count, t.time_s)
+                _add_into(part, "class:" + intervals.op_class(op.kind, route.phase), op.count, t.time_s)
     totals = {key: part.pop(key) for key in TOTAL_KEYS}
     totals["classes"] = {key[len("class:"):]: value for key, value in part.items()}
-    return settle_step(totals, model, hw, engine, tokens, out=None if into is None else into.get("time_s"))
+    return settle_step(totals, route.model, route.hw, route.engine, tokens,
+                       out=None if into is None else into.get("time_s"))
 
 
 def table_columns(group, counts, memo: dict | None = None) -> np.ndarray:
@@ -486,56 +530,54 @@ def group_precision(group: tuple) -> Precision:
     return hit
 
 
-def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_last, p: Precision, tp,
-                     sparse_budget, engine: Engine, groups: tuple, group, memo: dict | None = None,
-                     into: dict | None = None, offsets: dict | None = None) -> dict:
-    """perfmodel.steps.mean_decode_step from the priced decode group plus the context ops' mean:
-    from their per-(group, sequences) lines in the context (`ContextLines`) where every row has
-    a count in the table and dense attention, else (or for the rows that have not) per op.
+def mean_decode_step(route: Route, *, seqs, past_first, past_last, p: Precision, tp, sparse_budget, group,
+                     memo: dict | None = None, into: dict | None = None, offsets: dict | None = None) -> dict:
+    """perfmodel.steps.mean_decode_step from the route's priced decode group plus the context ops'
+    mean: from their per-(group, sequences) lines in the context (`ContextLines`) where every row
+    has a count in the table and dense attention, else (or for the rows that have not) per op.
     `into`: arrays by component (a sweep's output columns) the tabled rows' components are
     gathered into where they are arrays to the end (`_combined_lookup`); `offsets`: the spec's
     class offsets (intervals.class_offsets), which tabled rows sum into their band offsets
     (`_tabled_mean_decode`)."""
-    lines = context_lines(model, hw, engine, groups)
+    lines = route.context_lines
     if lines is not None:
         rows = lines.rows(seqs, sparse_budget, group)
         if rows is None:
-            return _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group, memo,
-                                       into, offsets)
+            return _tabled_mean_decode(route, seqs, past_first, past_last, p, tp, group, memo, into, offsets)
         if rows.size:
-            return _mixed_mean_decode(model, hw, engine, groups, lines, rows, seqs=seqs, past_first=past_first,
-                                      past_last=past_last, p=p, tp=tp, sparse_budget=sparse_budget, group=group)
-    return _per_op_mean_decode(model, hw, seqs=seqs, past_first=past_first, past_last=past_last, p=p, tp=tp,
-                               sparse_budget=sparse_budget, engine=engine, groups=groups, group=group)
+            return _mixed_mean_decode(route, rows, seqs=seqs, past_first=past_first, past_last=past_last, p=p, tp=tp,
+                                      sparse_budget=sparse_budget, group=group)
+    return _per_op_mean_decode(route, seqs=seqs, past_first=past_first, past_last=past_last, p=p, tp=tp,
+                               sparse_budget=sparse_budget, group=group)
 
 
-def _per_op_mean_decode(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_last, p: Precision, tp,
-                        sparse_budget, engine: Engine, groups: tuple, group) -> dict:
+def _per_op_mean_decode(route: Route, *, seqs, past_first, past_last, p: Precision, tp, sparse_budget,
+                        group) -> dict:
     """`mean_decode_step` with the context ops priced per op on the scenario arrays."""
     sums = StepSums()
-    for key, value in stacked_pricing(model, hw, engine, groups, "decode", "decode").evaluate(seqs, group, p, tp).items():
+    for key, value in route.decode.evaluate(seqs, group, p, tp).items():
         sums.adopt(key, value)  # fresh arrays of this call
-    banded = has_bands(hw)
+    model, hw, engine = route.model, route.hw, route.engine
     extras = add_decode_context(sums, model, hw, seqs=seqs, past_first=past_first, past_last=past_last, p=p,
-                                tp=tp, sparse_budget=sparse_budget, engine=engine, banded=banded)
+                                tp=tp, sparse_budget=sparse_budget, engine=engine, banded=has_bands(hw))
     return settle_mean_decode(sums.totals(reuse=True), extras, model, hw, engine, seqs)
 
 
-def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group, memo=None,
-                        into=None, offsets=None) -> dict:
-    """`mean_decode_step` of rows whose context ops all come from `lines` (every count in the table);
-    its components gathered into `into`'s arrays where given (`_combined_lookup`), which the
-    context ops' means and the step's host time are then added to in place. Arrays with the
-    class `offsets` (intervals.class_offsets): the step's band offsets under "band_offsets", its
-    classes empty (the band needs no pass over each class's time)."""
-    stacked = stacked_pricing(model, hw, engine, groups, "decode", "decode")
+def _tabled_mean_decode(route: Route, seqs, past_first, past_last, p, tp, group, memo=None, into=None,
+                        offsets=None) -> dict:
+    """`mean_decode_step` of rows whose context ops all come from the route's context lines (every
+    count in the table); its components gathered into `into`'s arrays where given
+    (`_combined_lookup`), which the context ops' means and the step's host time are then added to
+    in place. Arrays with the class `offsets` (intervals.class_offsets): the step's band offsets
+    under "band_offsets", its classes empty (the band needs no pass over each class's time)."""
+    model, hw, engine, lines = route.model, route.hw, route.engine, route.context_lines
     at = None
     if not _numbers(seqs, group):
         # the decode rows and the context ops' constants share their columns: one gather for both
         at = table_columns(group, seqs, memo)
-        parts = _combined_lookup(stacked, lines.constants, at, into, offsets)
+        parts = _combined_lookup(route.decode, lines.constants, at, into, offsets)
     else:
-        parts, offsets = stacked.evaluate(seqs, group, p, tp), None
+        parts, offsets = route.decode.evaluate(seqs, group, p, tp), None
     # every step replayed from a graph (or no host time at all): the mean of max(device, host) is
     # the device time's own mean, so settle_mean_decode would add and take away the same mean
     graphed = hw.calibration is None or engine.graphed(seqs)
@@ -561,21 +603,20 @@ def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past
     return settle_mean_decode(totals, extras, model, hw, engine, seqs)
 
 
-def _mixed_mean_decode(model, hw, engine, groups, lines, rows, *, seqs, past_first, past_last, p, tp,
-                       sparse_budget, group) -> dict:
-    """`mean_decode_step` of a chunk of which only `rows` (flat indices) come from `lines`: those
-    rows tabled, the others per op, put back together."""
+def _mixed_mean_decode(route: Route, rows, *, seqs, past_first, past_last, p, tp, sparse_budget, group) -> dict:
+    """`mean_decode_step` of a chunk of which only `rows` (flat indices) come from the route's
+    context lines: those rows tabled, the others per op, put back together."""
     shape = np.broadcast_shapes(*(np.shape(v) for v in (seqs, past_first, past_last, group, sparse_budget, tp,
                                                       p.w_bits, p.a_bits, p.kv_bits, p.quant_group)))
     size = int(np.prod(shape))
     others = np.setdiff1d(np.arange(size), rows, assume_unique=True)
     pick = lambda value, at: _pick(value, at, shape)  # noqa: E731
-    tabled = _tabled_mean_decode(model, hw, engine, groups, lines, pick(seqs, rows), pick(past_first, rows),
-                                 pick(past_last, rows), _pick_precision(p, rows, shape), pick(tp, rows), pick(group, rows))
-    rest = _per_op_mean_decode(model, hw, seqs=pick(seqs, others), past_first=pick(past_first, others),
+    tabled = _tabled_mean_decode(route, pick(seqs, rows), pick(past_first, rows), pick(past_last, rows),
+                                 _pick_precision(p, rows, shape), pick(tp, rows), pick(group, rows))
+    rest = _per_op_mean_decode(route, seqs=pick(seqs, others), past_first=pick(past_first, others),
                                past_last=pick(past_last, others), p=_pick_precision(p, others, shape),
-                               tp=pick(tp, others), sparse_budget=pick(sparse_budget, others), engine=engine,
-                               groups=groups, group=pick(group, others))
+                               tp=pick(tp, others), sparse_budget=pick(sparse_budget, others),
+                               group=pick(group, others))
 
     def merge(a, b):
         out = np.empty(size)

@@ -23,7 +23,7 @@ from perfmodel import fastpath, heap, intervals, memory
 from perfmodel.checks import check_parallelism
 from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.engines import load as load_engine
-from perfmodel.ops import Precision, step_ops
+from perfmodel.ops import Precision, step_ops, step_phase
 from perfmodel.roofline import BOUNDS, op_time
 from perfmodel.steps import host_dispatch_s, host_overhead_s, mean_decode_step, step_time  # noqa: F401 (public here)
 from workloads.model import ModelSpec
@@ -655,24 +655,25 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
     fast path when given the precision `groups` (`_precision_groups`), else op by op. A sweep's
     chunk passes `dest`, its slices of the output columns: most metrics' last operation writes
     there (`_into`), the rest its caller copies."""
+    # the fast path's pricing of these precision groups, looked up once (fastpath.route)
+    route = None if groups is None else fastpath.route(model, hw, engine, groups[0], step_phase(sc.prompt))
     # one scenario on the fast path: its group's own Precision (the rates cached on it are reused)
-    p = fastpath.group_precision(groups[0][0]) if groups is not None and sc.shape == () else precision(sc)
+    p = route.precision if route is not None and sc.shape == () else precision(sc)
     tp = sc.tp
     decode_seqs = _requests_rows(sc)
     past_last = sc.prompt + (max(sc.gen - 2, 0.0) if isinstance(sc.gen, float) else np.maximum(sc.gen - 2, 0))
     bands = hw.calibration.error_bands if hw.calibration is not None else {}
     # arrays of scenarios: the decode's class times summed into its band offsets as it is priced
     offsets = None if sc.shape == () else intervals.class_offsets(bands, "decode", engine.name)
-    if groups is not None:
-        fixed, index = groups
+    if route is not None:
+        index = groups[1]
         memo: dict = {}  # the two steps' table columns, where their counts are one array
         # the steps' times and components straight into the sweep chunk's output columns where they can
-        prefill = fastpath.prefill_step(model, hw, batch=sc.batch, prompt=sc.prompt, p=p, tp=tp, engine=engine,
-                                        groups=fixed, group=index, memo=memo, into=_slots(dest, PREFILL_COLUMNS))
-        decode = fastpath.mean_decode_step(model, hw, seqs=decode_seqs, past_first=sc.prompt, past_last=past_last,
-                                           p=p, tp=tp, sparse_budget=sc.sparse_budget, engine=engine,
-                                           groups=fixed, group=index, memo=memo, into=_slots(dest, DECODE_COLUMNS),
-                                           offsets=offsets)
+        prefill = fastpath.prefill_step(route, batch=sc.batch, prompt=sc.prompt, p=p, tp=tp, group=index, memo=memo,
+                                        into=_slots(dest, PREFILL_COLUMNS))
+        decode = fastpath.mean_decode_step(route, seqs=decode_seqs, past_first=sc.prompt, past_last=past_last, p=p,
+                                           tp=tp, sparse_budget=sc.sparse_budget, group=index, memo=memo,
+                                           into=_slots(dest, DECODE_COLUMNS), offsets=offsets)
     else:
         prefill = step_time(model, hw, seqs=sc.batch, new_tokens=sc.prompt, past=0.0, p=p, tp=tp, sparse_budget=0,
                             logits_tokens=sc.batch, engine=engine)

@@ -428,15 +428,13 @@ def prefill_step(route: Route, *, batch, prompt, p: Precision, tp, group, memo: 
     part = route.tokens.evaluate(tokens, group, p, tp)
     lines = route.prefill_lines
     covered = lines is not None and lines.covers(batch, group)
-    at = None
-    one = _numbers(batch, group)
-    if covered and not one:
-        # the logits rows and the attention's constants share their columns: one gather for both
+    if covered:
+        # the logits rows and the attention's constants share their columns: one lookup for both
         at = table_columns(group, batch, memo)
         values = _combined_lookup(route.logits, lines.constants, at)
     else:
         values = route.logits.evaluate(batch, group, p, tp)
-    if one:  # the logits of one count: floats, added without the array checks
+    if _numbers(batch, group):  # the logits of one count: floats, added without the array checks
         for key, value in values.items():
             if value:
                 part[key] = part.get(key, 0.0) + value
@@ -450,7 +448,7 @@ def prefill_step(route: Route, *, batch, prompt, p: Precision, tp, group, memo: 
             else:
                 part[key] = total + value
     if covered:
-        lines.add(part, batch, group, prompt, at=at)
+        lines.add(part, batch, group, prompt, at)
     else:
         model, hw, engine = route.model, route.hw, route.engine
         ops = context_ops(model, seqs=batch, new_tokens=prompt, past=0.0, p=p, tp=tp, engine=engine)
@@ -467,11 +465,13 @@ def prefill_step(route: Route, *, batch, prompt, p: Precision, tp, group, memo: 
                        out=None if into is None else into.get("time_s"))
 
 
-def table_columns(group, counts, memo: dict | None = None) -> np.ndarray:
+def table_columns(group, counts, memo: dict | None = None):
     """The direct tables' columns group * (DIRECT_COUNTS + 1) + count of scenarios (every count in
-    the table). `memo` (one chunk's, from its caller) keeps the columns by the counts' array: a
-    prefill's batch and its decode's sequences are one array where samples is 1, and their
-    columns are computed once."""
+    the table; an int for one scenario). `memo` (one chunk's, from its caller) keeps the columns
+    by the counts' array: a prefill's batch and its decode's sequences are one array where
+    samples is 1, and their columns are computed once."""
+    if isinstance(counts, float) and not isinstance(group, np.ndarray):  # one scenario
+        return int(group) * (DIRECT_COUNTS + 1) + int(counts)
     key = id(counts)
     hit = None if memo is None else memo.get(key)
     if hit is not None and hit[0] is counts and hit[1] is group:
@@ -571,18 +571,16 @@ def _tabled_mean_decode(route: Route, seqs, past_first, past_last, p, tp, group,
     in place. Arrays with the class `offsets` (intervals.class_offsets): the step's band offsets
     under "band_offsets", its classes empty (the band needs no pass over each class's time)."""
     model, hw, engine, lines = route.model, route.hw, route.engine, route.context_lines
-    at = None
-    if not _numbers(seqs, group):
-        # the decode rows and the context ops' constants share their columns: one gather for both
-        at = table_columns(group, seqs, memo)
-        parts = _combined_lookup(route.decode, lines.constants, at, into, offsets)
-    else:
-        parts, offsets = route.decode.evaluate(seqs, group, p, tp), None
+    if _numbers(seqs, group):  # one scenario: its band from its classes' times (intervals.band)
+        offsets = None
+    # the decode rows and the context ops' constants share their columns: one lookup for both
+    at = table_columns(group, seqs, memo)
+    parts = _combined_lookup(route.decode, lines.constants, at, into, offsets)
     # every step replayed from a graph (or no host time at all): the mean of max(device, host) is
     # the device time's own mean, so settle_mean_decode would add and take away the same mean
     graphed = hw.calibration is None or engine.graphed(seqs)
     replayed = graphed if isinstance(graphed, bool) else bool(np.all(graphed))
-    extras = lines.add_mean(parts, seqs, group, past_first, past_last, extras=not replayed, at=at, offsets=offsets)
+    extras = lines.add_mean(parts, at, past_first, past_last, extras=not replayed, offsets=offsets)
     totals = {key: parts.pop(key) for key in TOTAL_KEYS}
     if offsets is not None:
         totals["band_offsets"] = tuple(parts.pop(key, 0.0) for key in BAND_KEYS)
@@ -671,25 +669,18 @@ class ContextLines:
         shape = np.broadcast_shapes(np.shape(ok), np.shape(group))
         return np.flatnonzero(np.broadcast_to(ok, shape))
 
-    def add_mean(self, parts: dict, seqs, group, past_first, past_last, extras: bool = True,
-                 at=None, offsets: dict | None = None) -> tuple | None:
-        """Add the context ops' mean over contexts past_first..past_last to the priced token and
-        logits components `parts` (in place where they are arrays); return the device time's
-        excess over that mean at the two ends (perfmodel.steps.add_decode_context), where
-        `extras` asks for it. Given the table columns `at`, the constants are in `parts` already
-        (`_combined_lookup`); with its class `offsets` too, each op's time adds to the band
+    def add_mean(self, parts: dict, at, past_first, past_last, extras: bool = True,
+                 offsets: dict | None = None) -> tuple | None:
+        """Add the context ops' mean over contexts past_first..past_last at table columns `at`
+        (`table_columns`) to the priced token and logits components `parts`, which hold the
+        constants already (`_combined_lookup`; in place where they are arrays); return the
+        device time's excess over that mean at the two ends (perfmodel.steps.add_decode_context),
+        where `extras` asks for it. With its class `offsets`, each op's time adds to the band
         offsets, not to its class (arrays only: `_add_core`)."""
-        scalar = _numbers(seqs, group, past_first, past_last)
-        combined = at is not None
-        if at is None:
-            at = int(group) * (DIRECT_COUNTS + 1) + int(seqs) if scalar else \
-                np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(seqs).astype(np.intp)
-        if scalar:  # one scenario: in Python floats
-            column = self.table[:, at].tolist()
-            work = self.work[:, at].tolist() if self.work is not None else None
+        if isinstance(at, int) and _numbers(past_first, past_last):  # one scenario: in Python floats (`parts` holds every TOTAL_KEYS)
+            column = float_columns(self.table)[at]
+            work = float_columns(self.work)[at] if self.work is not None else None
             first, last = float(past_first), float(past_last)
-            for key, values in self.constants.items():
-                parts[key] = parts.get(key, 0.0) + float(values[at])
             first_extra, last_extra = 0.0, 0.0
             for i, key in enumerate(self.op_keys):
                 c0, c1, m0, m1 = column[4 * i:4 * i + 4]
@@ -702,23 +693,10 @@ class ContextLines:
                 core = mean_max_affine(compute_first, compute_last, memory_first, memory_last)
                 first_extra += max(compute_first, memory_first) - core
                 last_extra += max(compute_last, memory_last) - core
-                for name, value in (("compute_s", (compute_first + compute_last) / 2),
-                                    ("memory_s", (memory_first + memory_last) / 2), ("time_s", core), (key, core)):
-                    if name:
-                        parts[name] = parts.get(name, 0.0) + value
+                _add_floats(parts, (compute_first + compute_last) / 2, (memory_first + memory_last) / 2, core, key)
             return (first_extra, last_extra) if extras else None
-        else:
-            first, last = past_first, past_last
-            gathered: dict = {}  # rows shared by several components are gathered once
-            for key, values in () if combined else self.constants.items():
-                value = gathered.get(id(values))
-                if value is None:
-                    value = gathered[id(values)] = gather(values, at)
-                if key in parts and isinstance(parts[key], np.ndarray) and parts[key].shape == value.shape:
-                    parts[key] += value
-                else:
-                    parts[key] = parts[key] + value if key in parts else value.copy()
-            take = lambda row: gather(self.table[row], at)  # noqa: E731
+        first, last = past_first, past_last
+        take = lambda row: gather(self.table[row], at)  # noqa: E731
         first_extra, last_extra = 0.0, 0.0
         middle = None
         for i, key in enumerate(self.op_keys):
@@ -757,6 +735,16 @@ class ContextLines:
             compute /= 2
             _add_core(parts, compute, memory, core, key, offsets)
         return (first_extra, last_extra) if extras else None
+
+
+def _add_floats(parts: dict, compute: float, memory: float, core: float, key: str) -> None:
+    """Add one scenario's op compute, memory and device time to a step's components (which hold
+    every TOTAL_KEYS entry), and its time to its residual class `key` ("" without bands)."""
+    parts["compute_s"] += compute
+    parts["memory_s"] += memory
+    parts["time_s"] += core
+    if key:
+        parts[key] = parts.get(key, 0.0) + core
 
 
 def _add_core(parts: dict, compute, memory, core, key: str, offsets: dict | None) -> None:
@@ -810,6 +798,25 @@ def _combined_lookup(stacked: "StackedPricing", constants: dict, at, into: dict 
     with an array in `into` (a sweep's output column) is gathered or copied into it, which
     spares the caller a copy of its result. With class `offsets` (intervals.class_offsets) the
     class rows are summed into the two band offsets (BAND_KEYS): two gathers for every class."""
+    keys, table, flat, same = _combined_table(stacked, constants, offsets)
+    if isinstance(at, int):  # one scenario: its column in Python floats
+        return dict(zip(keys, float_columns(table)[at]))
+    out: dict = {}
+    for i, name in enumerate(keys):
+        slot = None if into is None else into.get(name)
+        if flat[i]:
+            out[name] = float(table[i, 0])
+        elif same[i] < i:  # a copy (np.positive: the same doubles, -0.0 kept), into its slot where given
+            out[name] = np.positive(out[keys[same[i]]], out=slot)
+        else:
+            out[name] = gather(table[i], at, slot)
+    return out
+
+
+def _combined_table(stacked: "StackedPricing", constants: dict, offsets: dict | None = None) -> tuple:
+    """(keys, table, flat, same) of `_combined_lookup`: the two tables summed (with the class rows
+    as band offsets where given), which rows are one number, which equal an earlier one; cached
+    per (stacked, constants, offsets)."""
     banded = None if offsets is None else tuple(sorted(offsets.items()))
     key = (id(stacked), id(constants), banded)
     hit = _COMBINED.get(key)
@@ -827,17 +834,26 @@ def _combined_lookup(stacked: "StackedPricing", constants: dict, at, into: dict 
             if len(_COMBINED) >= _MAX_PRICINGS:
                 _COMBINED.clear()
             hit = _COMBINED[key] = (stacked, constants, (tuple(keys), table, flat, same))
-    keys, table, flat, same = hit[2]
-    out: dict = {}
-    for i, name in enumerate(keys):
-        slot = None if into is None else into.get(name)
-        if flat[i]:
-            out[name] = float(table[i, 0])
-        elif same[i] < i:  # a copy (np.positive: the same doubles, -0.0 kept), into its slot where given
-            out[name] = np.positive(out[keys[same[i]]], out=slot)
-        else:
-            out[name] = gather(table[i], at, slot)
-    return out
+    return hit[2]
+
+
+_FLOAT_COLUMNS: dict = {}
+
+
+def float_columns(table: np.ndarray) -> list:
+    """The columns of a priced table as lists of Python floats, made once per table (a scalar
+    prediction's lookups: an item of a list costs a fraction of a numpy column's .tolist()).
+    Only one scenario's route asks: its precision groups are one, so its tables are of one
+    group's DIRECT_COUNTS + 1 columns."""
+    hit = _FLOAT_COLUMNS.get(id(table))
+    if hit is not None and hit[0] is table:
+        return hit[1]
+    columns = table.T.tolist()
+    with _PRICINGS_LOCK:
+        if len(_FLOAT_COLUMNS) >= _MAX_PRICINGS:
+            _FLOAT_COLUMNS.clear()
+        _FLOAT_COLUMNS[id(table)] = (table, columns)
+    return columns
 
 
 def _band_rows(keys: list, table: np.ndarray, offsets: dict) -> tuple[list, np.ndarray]:
@@ -1053,34 +1069,19 @@ class PrefillLines:
             return batch <= DIRECT_COUNTS
         return bool(np.all(np.asarray(batch) <= DIRECT_COUNTS))
 
-    def add(self, part: dict, batch, group, prompt, at=None) -> None:
-        """Add the context ops' times at prompts `prompt` to the priced components `part`; given
-        the table columns `at`, the constants are in `part` already (`_combined_lookup`)."""
-        if _numbers(batch, group, prompt):  # one scenario: in floats
-            at = int(group) * (DIRECT_COUNTS + 1) + int(batch)
-            column, prompt = self.table[:, at].tolist(), float(prompt)
+    def add(self, part: dict, batch, group, prompt, at) -> None:
+        """Add the context ops' times at prompts `prompt` and table columns `at` (`table_columns`)
+        to the priced components `part`, which hold the constants already (`_combined_lookup`)."""
+        if isinstance(at, int) and _numbers(prompt):  # one scenario: in floats (`part` holds every TOTAL_KEYS)
+            column, prompt = float_columns(self.table)[at], float(prompt)
             for i, key in enumerate(self.op_keys):
                 c0, c1, c2, m0, m1, m2 = column[6 * i:6 * i + 6]
                 compute, memory = (c2 * prompt + c1) * prompt + c0, (m2 * prompt + m1) * prompt + m0
                 if self.work and self.work[i] is not None:
                     compute = max(compute, self.work[i].time_s(float(batch), prompt, int(group)))
-                core = max(compute, memory)
-                for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
-                    if name:
-                        part[name] = part.get(name, 0.0) + value
-            for name, values in self.constants.items():
-                part[name] = part.get(name, 0.0) + float(values[at])
+                _add_floats(part, compute, memory, max(compute, memory), key)
             return
-        else:
-            combined = at is not None
-            if at is None:
-                at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(batch).astype(np.intp)
-            take = lambda row: gather(self.table[row], at) if row in self.rows else 0.0  # noqa: E731
-            gathered: dict = {}  # rows shared by several components are gathered once
-            for values in () if combined else self.constants.values():
-                if id(values) not in gathered:
-                    gathered[id(values)] = gather(values, at)
-            constants = {} if combined else {key: gathered[id(values)] for key, values in self.constants.items()}
+        take = lambda row: gather(self.table[row], at) if row in self.rows else 0.0  # noqa: E731
         for i, key in enumerate(self.op_keys):
             c0, c1, c2, m0, m1, m2 = (take(6 * i + j) for j in range(6))
             compute = _polynomial(c0, c1, c2, prompt)
@@ -1092,8 +1093,6 @@ class PrefillLines:
             for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
                 if name:
                     _add_into(part, name, 1.0, value)
-        for name, value in constants.items():
-            _add_into(part, name, 1.0, value)
 
 
 def _polynomial(c0, c1, c2, prompt):

@@ -678,8 +678,8 @@ class ContextLines:
         where `extras` asks for it. With its class `offsets`, each op's time adds to the band
         offsets, not to its class (arrays only: `_add_core`)."""
         if isinstance(at, int) and _numbers(past_first, past_last):  # one scenario: in Python floats (`parts` holds every TOTAL_KEYS)
-            column = float_columns(self.table)[at]
-            work = float_columns(self.work)[at] if self.work is not None else None
+            column = float_column(self.table, at)
+            work = float_column(self.work, at) if self.work is not None else None
             first, last = float(past_first), float(past_last)
             first_extra, last_extra = 0.0, 0.0
             for i, key in enumerate(self.op_keys):
@@ -800,7 +800,7 @@ def _combined_lookup(stacked: "StackedPricing", constants: dict, at, into: dict 
     class rows are summed into the two band offsets (BAND_KEYS): two gathers for every class."""
     keys, table, flat, same = _combined_table(stacked, constants, offsets)
     if isinstance(at, int):  # one scenario: its column in Python floats
-        return dict(zip(keys, float_columns(table)[at]))
+        return dict(zip(keys, float_column(table, at)))
     out: dict = {}
     for i, name in enumerate(keys):
         slot = None if into is None else into.get(name)
@@ -840,11 +840,22 @@ def _combined_table(stacked: "StackedPricing", constants: dict, offsets: dict | 
 _FLOAT_COLUMNS: dict = {}
 
 
+def float_column(table: np.ndarray, at: int) -> list:
+    """Column `at` of a priced table as Python floats: from `float_columns` where the table is
+    small enough to keep as lists (a scalar prediction's tables: one precision group's), else
+    from the array."""
+    if table.size <= _MAX_FLOAT_CELLS:
+        return float_columns(table)[at]
+    return table[:, at].tolist()
+
+
+#: Most cells of a table `float_column` keeps as lists (a few MB of Python floats).
+_MAX_FLOAT_CELLS = 1 << 16
+
+
 def float_columns(table: np.ndarray) -> list:
     """The columns of a priced table as lists of Python floats, made once per table (a scalar
-    prediction's lookups: an item of a list costs a fraction of a numpy column's .tolist()).
-    Only one scenario's route asks: its precision groups are one, so its tables are of one
-    group's DIRECT_COUNTS + 1 columns."""
+    prediction's lookups: an item of a list costs a fraction of a numpy column's .tolist())."""
     hit = _FLOAT_COLUMNS.get(id(table))
     if hit is not None and hit[0] is table:
         return hit[1]
@@ -1073,7 +1084,7 @@ class PrefillLines:
         """Add the context ops' times at prompts `prompt` and table columns `at` (`table_columns`)
         to the priced components `part`, which hold the constants already (`_combined_lookup`)."""
         if isinstance(at, int) and _numbers(prompt):  # one scenario: in floats (`part` holds every TOTAL_KEYS)
-            column, prompt = float_columns(self.table)[at], float(prompt)
+            column, prompt = float_column(self.table, at), float(prompt)
             for i, key in enumerate(self.op_keys):
                 c0, c1, c2, m0, m1, m2 = column[6 * i:6 * i + 6]
                 compute, memory = (c2 * prompt + c1) * prompt + c0, (m2 * prompt + m1) * prompt + m0
@@ -1298,15 +1309,62 @@ class StackedPricing:
 
     def _at(self, x: float, group: int, p: Precision, tp) -> dict:
         """`evaluate` of one scenario in Python floats (a scalar prediction pays per array call):
-        the table's column, or the structure past it term by term as `_past_table` prices it."""
+        the table's column, or past it what `_past_table` adds up: its run's fused lines where a
+        sweep takes those (`_fused_at`: the same doubles) or the structure term by term
+        (`_structured_at`), then the crossings, the other rescaled ops and the rebuilt ones."""
         index = int(x)
         if index <= DIRECT_COUNTS:
-            return dict(zip(self.keys, self.table[:, group * (DIRECT_COUNTS + 1) + index].tolist()))
-        out = {key: a + b * x for key, a, b in zip(self.keys, self.alpha_of[group], self.beta_of[group])}
+            return dict(zip(self.keys, float_column(self.table, group * (DIRECT_COUNTS + 1) + index)))
+        out = self._fused_at(x, group)
+        fused = out is not None
+        if not fused:
+            out = self._structured_at(x, group)
         for key, coef in self.crossings.values():
             count, c0, c1, m0, m1 = coef[:, group].tolist()
             compute, memory = c0 + c1 * x, m0 + m1 * x
             _add(out, count, compute, memory, max(compute, memory), key)
+        for name, (template, lines, present) in self.rescaled.items():
+            if not (fused and name in self.collectives):  # (the fused lines hold the collectives)
+                op = dataclasses.replace(template, **{f: float(c[0, group] + c[1, group] * x) for f, c in lines.items()})
+                t = op_time(op, self.hw, p, tp)
+                weight = float(present[group]) * op.count
+                for key in TOTAL_KEYS:
+                    out[key] += weight * float(getattr(t, key))
+                cls = _class_key(self.pricings[0], op)
+                if cls:
+                    out[cls] += weight * float(t.time_s)
+        if group in self.rebuilt_groups:
+            pr = self.pricings[group]
+            for op, t in pr.price(np.array([x]), pr.rebuilt):
+                for key in TOTAL_KEYS:
+                    out[key] += op.count * float(np.ravel(getattr(t, key))[0])
+                cls = _class_key(pr, op)
+                if cls:
+                    out[cls] += op.count * float(np.ravel(t.time_s)[0])
+        return out
+
+    def _fused_at(self, x: float, group: int) -> dict | None:
+        """`_add_fused` of one count past the table, in floats: its (group, run) piece's lines
+        and the constants; None where there are no fused runs (`_fused_runs`) or its run is
+        priced by `_structured` (piece 0 of a switching table)."""
+        if not self._fusable:
+            return None
+        run = max(math.ceil(x / RUN_COUNTS) - _RUN_Q0, 0)
+        table = self._fused_table(_RUN_Q0 + run)
+        piece = int(table.piece[group * table.width + run])
+        if table.switching and piece == 0:
+            return None
+        if table.counted and piece >= table.counted:  # a count of a switching run: its own piece
+            piece += int(min(max(x - ((run + (_RUN_Q0 - 1)) * RUN_COUNTS + 1), 0), RUN_COUNTS - 1))
+        row, lines, constants = float_column(table.piece_lines, piece), table.line_of, table.constants
+        return {key: constants[key] if (line := lines.get(key)) is None else row[2 * line] + row[2 * line + 1] * x
+                for key in self.keys}
+
+    def _structured_at(self, x: float, group: int) -> dict:
+        """`_structured` of one count past the table, in floats, but for the rescaled collectives
+        (`_at` prices those op by op): the affine folds and the tiled GEMMs' run lines (GEMM by
+        GEMM in a run where one switches term)."""
+        out = {key: a + b * x for key, a, b in zip(self.keys, self.alpha_of[group], self.beta_of[group])}
         if self.gemms:
             cells = self._any_cells
             run = max(math.ceil(x / cells.tile_m) - cells.q0, 0)
@@ -1321,23 +1379,6 @@ class StackedPricing:
                     compute = max(float(table.tile_s[slot, at]), power * x)
                     memory = latency + (bytes0 + bytes1 * x) * float(table.inv_bw[slot, at])
                     _add(out, 1.0, compute, memory, max(compute, memory), key)
-        for template, lines, present in self.rescaled.values():
-            op = dataclasses.replace(template, **{f: float(c[0, group] + c[1, group] * x) for f, c in lines.items()})
-            t = op_time(op, self.hw, p, tp)
-            weight = float(present[group]) * op.count
-            for key in TOTAL_KEYS:
-                out[key] += weight * float(getattr(t, key))
-            cls = _class_key(self.pricings[0], op)
-            if cls:
-                out[cls] += weight * float(t.time_s)
-        if group in self.rebuilt_groups:
-            pr = self.pricings[group]
-            for op, t in pr.price(np.array([x]), pr.rebuilt):
-                for key in TOTAL_KEYS:
-                    out[key] += op.count * float(np.ravel(getattr(t, key))[0])
-                cls = _class_key(pr, op)
-                if cls:
-                    out[cls] += op.count * float(np.ravel(t.time_s)[0])
         return out
 
     def _past_table(self, x, group, p: Precision, tp) -> dict:
@@ -1388,10 +1429,22 @@ class StackedPricing:
         """The affine folds, tiled GEMMs and rescaled collectives summed per (group, run) of
         RUN_COUNTS counts (`_fuse`), covering the counts x; None where the GEMMs' runs are not
         the collectives' (a tile_m other than RUN_COUNTS) or there is neither."""
-        if not (self.gemms or self.collectives) or (self.gemms and self._any_cells.tile_m != RUN_COUNTS):
+        if not self._fusable:
             return None
         run = _run_index(x, float(RUN_COUNTS), _RUN_Q0, runs)
-        q_max = _RUN_Q0 + int(run.max())
+        return self._fused_table(_RUN_Q0 + int(run.max()))
+
+    @functools.cached_property
+    def _fusable(self) -> bool:
+        """Whether `_fuse` applies: GEMMs or collectives, the GEMMs' runs the collectives' (tile_m
+        RUN_COUNTS)."""
+        return bool(self.gemms or self.collectives) and not (self.gemms and self._any_cells.tile_m != RUN_COUNTS)
+
+    def _fused_table(self, q_max: int) -> "FusedRuns":
+        """The FusedRuns covering runs to q_max, grown (doubling) where they do not."""
+        covered, table = self._fused  # one read of a tuple: a table built already needs no lock
+        if covered >= q_max:
+            return table
         with self._fused_lock:
             if self._fused[0] < q_max:
                 self._fused = self._fuse(max(q_max, 2 * self._fused[0]))

@@ -375,10 +375,12 @@ def stacked_pricing(model: ModelSpec, hw: Hardware, engine: Engine, groups: tupl
 class Route:
     """Everything the fast path looks up to price the steps of one (model, spec, engine, precision
     groups, prefill phase), resolved once: the priced token and logits groups of the prefill's
-    phase, its context ops' polynomials, the priced decode group and its context lines. A scalar
-    prediction does one cache lookup (`route`) and then only arithmetic (five lookups of their
-    own cost it 4 us of its 100); a sweep's chunks take the same objects, so both go through the
-    one `prefill_step` and `mean_decode_step`."""
+    phase, its context ops' polynomials, the priced decode group and its context lines, and each
+    step's table of counts with its context ops' constants summed in (`_combined_table`: the
+    logits with the prefill's, the decode group with the decode's). A scalar prediction does one
+    cache lookup (`route`) and then only arithmetic (the seven lookups of their own cost it 5 us
+    of its 100); a sweep's chunks take the same objects, so both go through the one
+    `prefill_step` and `mean_decode_step`."""
     model: ModelSpec
     hw: Hardware
     engine: Engine
@@ -390,6 +392,8 @@ class Route:
     prefill_lines: PrefillLines | None
     decode: StackedPricing
     context_lines: ContextLines | None
+    prefill_table: tuple | None  # `_combined_table` of the logits and the prefill lines' constants
+    decode_table: tuple | None  # `_combined_table` of the decode group and the context lines' constants
 
 
 _ROUTES: dict = {}
@@ -402,12 +406,14 @@ def route(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple, phase: 
     hit = _ROUTES.get(key)
     if hit is not None and hit.model is model and hit.hw is hw and hit.engine is engine:
         return hit
+    logits, decode = (stacked_pricing(model, hw, engine, groups, "logits", phase),
+                      stacked_pricing(model, hw, engine, groups, "decode", "decode"))
+    prefill = prefill_lines(model, hw, engine, groups) if phase == "prefill" else None
+    context = context_lines(model, hw, engine, groups)
     resolved = Route(model, hw, engine, groups, phase, group_precision(groups[0]),
-                     stacked_pricing(model, hw, engine, groups, "tokens", phase),
-                     stacked_pricing(model, hw, engine, groups, "logits", phase),
-                     prefill_lines(model, hw, engine, groups) if phase == "prefill" else None,
-                     stacked_pricing(model, hw, engine, groups, "decode", "decode"),
-                     context_lines(model, hw, engine, groups))
+                     stacked_pricing(model, hw, engine, groups, "tokens", phase), logits, prefill, decode, context,
+                     None if prefill is None else _combined_table(logits, prefill.constants),
+                     None if context is None else _combined_table(decode, context.constants))
     with _PRICINGS_LOCK:
         if len(_ROUTES) >= _MAX_PRICINGS:
             _ROUTES.clear()
@@ -431,7 +437,7 @@ def prefill_step(route: Route, *, batch, prompt, p: Precision, tp, group, memo: 
     if covered:
         # the logits rows and the attention's constants share their columns: one lookup for both
         at = table_columns(group, batch, memo)
-        values = _combined_lookup(route.logits, lines.constants, at)
+        values = _combined_lookup(route.prefill_table, at)
     else:
         values = route.logits.evaluate(batch, group, p, tp)
     if _numbers(batch, group):  # the logits of one count: floats, added without the array checks
@@ -459,10 +465,16 @@ def prefill_step(route: Route, *, batch, prompt, p: Precision, tp, group, memo: 
                 _add_into(part, key, op.count, getattr(t, key))
             if banded:
                 _add_into(part, "class:" + intervals.op_class(op.kind, route.phase), op.count, t.time_s)
-    totals = {key: part.pop(key) for key in TOTAL_KEYS}
-    totals["classes"] = {key[len("class:"):]: value for key, value in part.items()}
-    return settle_step(totals, route.model, route.hw, route.engine, tokens,
+    return settle_step(_totals(part), route.model, route.hw, route.engine, tokens,
                        out=None if into is None else into.get("time_s"))
+
+
+def _totals(part: dict) -> dict:
+    """A step's priced components as perfmodel.steps returns them: every TOTAL_KEYS entry, and its
+    residual classes' times under "classes" (the rest of `part`: its "class:<c>" components)."""
+    totals = dict(zip(TOTAL_KEYS, map(part.pop, TOTAL_KEYS)))
+    totals["classes"] = {key[len("class:"):]: value for key, value in part.items()}
+    return totals
 
 
 def table_columns(group, counts, memo: dict | None = None):
@@ -575,16 +587,17 @@ def _tabled_mean_decode(route: Route, seqs, past_first, past_last, p, tp, group,
         offsets = None
     # the decode rows and the context ops' constants share their columns: one lookup for both
     at = table_columns(group, seqs, memo)
-    parts = _combined_lookup(route.decode, lines.constants, at, into, offsets)
+    table = route.decode_table if offsets is None else _combined_table(route.decode, lines.constants, offsets)
+    parts = _combined_lookup(table, at, into)
     # every step replayed from a graph (or no host time at all): the mean of max(device, host) is
     # the device time's own mean, so settle_mean_decode would add and take away the same mean
     graphed = hw.calibration is None or engine.graphed(seqs)
     replayed = graphed if isinstance(graphed, bool) else bool(np.all(graphed))
     extras = lines.add_mean(parts, at, past_first, past_last, extras=not replayed, offsets=offsets)
-    totals = {key: parts.pop(key) for key in TOTAL_KEYS}
-    if offsets is not None:
-        totals["band_offsets"] = tuple(parts.pop(key, 0.0) for key in BAND_KEYS)
-    totals["classes"] = {key[len("class:"):]: value for key, value in parts.items()}
+    band_offsets = None if offsets is None else tuple(parts.pop(key, 0.0) for key in BAND_KEYS)
+    totals = _totals(parts)
+    if band_offsets is not None:
+        totals["band_offsets"] = band_offsets
     if replayed:
         dispatch = totals["host_s"]
         array = isinstance(dispatch, float) and hw.calibration is not None and not _numbers(seqs)
@@ -788,17 +801,15 @@ _NO_ROWS = np.array([], dtype=np.intp)
 _COMBINED: dict = {}
 
 
-def _combined_lookup(stacked: "StackedPricing", constants: dict, at, into: dict | None = None,
-                     offsets: dict | None = None) -> dict:
-    """Every component of `stacked` at direct-table columns `at` (group * (DIRECT_COUNTS + 1) +
-    count, every count in the table) with `constants` (rows over the same columns: a step's
-    context ops' floors) added: the two tables summed once (cached), one gather a component
-    (a copy for one equal to an earlier one: an all-reduce's time is its communication), none
-    for a component the same in every column (a number: callers add it as one). A component
-    with an array in `into` (a sweep's output column) is gathered or copied into it, which
-    spares the caller a copy of its result. With class `offsets` (intervals.class_offsets) the
-    class rows are summed into the two band offsets (BAND_KEYS): two gathers for every class."""
-    keys, table, flat, same = _combined_table(stacked, constants, offsets)
+def _combined_lookup(combined: tuple, at, into: dict | None = None) -> dict:
+    """Every component of a StackedPricing at direct-table columns `at` (group * (DIRECT_COUNTS + 1)
+    + count, every count in the table) with a step's context ops' constants added, from their
+    `_combined_table`: one gather a component (a copy for one equal to an earlier one: an
+    all-reduce's time is its communication), none for a component the same in every column (a
+    number: callers add it as one); one scenario's column as Python floats. A component with an
+    array in `into` (a sweep's output column) is gathered or copied into it, which spares the
+    caller a copy of its result."""
+    keys, table, flat, same = combined
     if isinstance(at, int):  # one scenario: its column in Python floats
         return dict(zip(keys, float_column(table, at)))
     out: dict = {}
@@ -814,9 +825,11 @@ def _combined_lookup(stacked: "StackedPricing", constants: dict, at, into: dict 
 
 
 def _combined_table(stacked: "StackedPricing", constants: dict, offsets: dict | None = None) -> tuple:
-    """(keys, table, flat, same) of `_combined_lookup`: the two tables summed (with the class rows
-    as band offsets where given), which rows are one number, which equal an earlier one; cached
-    per (stacked, constants, offsets)."""
+    """(keys, table, flat, same) of `_combined_lookup`: the direct table of `stacked` and the
+    `constants` (rows over the same columns: a step's context ops' floors) summed, which rows are
+    one number, which equal an earlier one; cached per (stacked, constants, offsets). With class
+    `offsets` (intervals.class_offsets) the class rows are summed into the two band offsets
+    (BAND_KEYS): two gathers for every class, not one a class and a pass each."""
     banded = None if offsets is None else tuple(sorted(offsets.items()))
     key = (id(stacked), id(constants), banded)
     hit = _COMBINED.get(key)

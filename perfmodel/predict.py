@@ -89,6 +89,12 @@ _BOUND_DTYPE = None  # built on first use: pandas is imported only by the functi
 _ONE_BOUND: list = []  # a one-row column of each code, built with _BOUND_DTYPE
 
 
+def _one_bound(code: int):
+    """`bound_column` of one scenario's code (an int from `_bound`): a copy of that code's cached
+    one-row column, without bound_column's checks (a scalar prediction makes two)."""
+    return _ONE_BOUND[code].copy() if _ONE_BOUND else bound_column(code)
+
+
 #: The output-column slots of a call without a sweep's chunk (`_into`): every column's is None
 #: (never written).
 _NO_SLOTS: dict = {}
@@ -227,6 +233,7 @@ CHUNK = 131072
 PATHS = ("fast", "reference")
 #: Scenario fields the fast path prices once per distinct combination (a precision group).
 GROUP_FIELDS = ("w_bits", "a_bits", "kv_bits", "quant_group", "tp")
+_GROUP_NUMBERS = operator.attrgetter(*GROUP_FIELDS)
 #: Most precision groups the fast path takes; a sweep with more (continuous bit widths) is priced
 #: op by op, which is then as fast.
 MAX_GROUPS = 256
@@ -422,13 +429,13 @@ def _one_row(model: ModelSpec, sc: Scenario, metrics: dict) -> dict:
     `_columns`' order: every double a one-element row of one array (a view costs a quarter of a
     new one-element array; 40 of them were a fifth of a scalar prediction), the parameter counts
     rows of one int64 array, the bound codes categoricals (`bound_column`), the fit flag a bool."""
-    keys, doubles_of, typed = _one_row_layout(tuple(metrics))
+    keys, doubles_of, typed = _one_row_layout(metrics)
     values = list(np.array(_SCENARIO_NUMBERS(sc) + doubles_of(metrics), dtype=float).reshape(-1, 1))
     # a copy of the counts' cached (2, 1) array (a third of the time of converting the two ints)
     values[len(_SCENARIO_FIELDS):len(_SCENARIO_FIELDS)] = _param_entry(model)[2].copy()
     for position, key in typed:  # in increasing position: each lands where `keys` has it
         value = metrics[key]
-        values.insert(position, bound_column(value) if key in BOUND_COLUMNS else np.array([bool(value)]))
+        values.insert(position, _one_bound(value) if key in BOUND_COLUMNS else np.array([bool(value)]))
     return dict(zip(keys, values))
 
 
@@ -436,16 +443,19 @@ _SCENARIO_NUMBERS = operator.attrgetter(*_SCENARIO_FIELDS)
 _ONE_ROW_LAYOUTS: dict = {}
 
 
-def _one_row_layout(metric_keys: tuple) -> tuple:
+def _one_row_layout(metrics: dict) -> tuple:
     """(every column name in order, a getter of the metrics' doubles, (position, name) of each
-    typed metric) for `_one_row`, per tuple of metric names (two in practice: with and without
-    prediction intervals)."""
-    layout = _ONE_ROW_LAYOUTS.get(metric_keys)
+    typed metric) for `_one_row`. `_metrics` names its metrics in one order, with or without the
+    prediction intervals: a layout per (intervals or not, count), made from the first metrics of
+    each (hashing the tuple of names each call cost a microsecond)."""
+    key = ("ttft_p10_s" in metrics, len(metrics))
+    layout = _ONE_ROW_LAYOUTS.get(key)
     if layout is None:
-        keys = (*_SCENARIO_FIELDS, "params", "active_params", *metric_keys)
-        doubles = [key for key in metric_keys if key not in _ONE_TYPED]
-        typed = tuple((keys.index(key), key) for key in metric_keys if key in _ONE_TYPED)
-        layout = _ONE_ROW_LAYOUTS[metric_keys] = (keys, operator.itemgetter(*doubles), typed)
+        names = tuple(metrics)
+        keys = (*_SCENARIO_FIELDS, "params", "active_params", *names)
+        doubles = [name for name in names if name not in _ONE_TYPED]
+        typed = tuple((keys.index(name), name) for name in names if name in _ONE_TYPED)
+        layout = _ONE_ROW_LAYOUTS[key] = (keys, operator.itemgetter(*doubles), typed)
     return layout
 
 _PARAM_COUNTS: dict = {}
@@ -480,7 +490,7 @@ def _precision_groups(sc: Scenario, run=None, deferred: bool = False) -> tuple |
     each scenario's index is table[code] (`_group_index`), gathered where its chunk is evaluated
     (a pass over the scenarios and a wait for every thread fewer)."""
     if sc.shape == ():  # one scenario: one group
-        return (tuple(float(getattr(sc, name)) for name in GROUP_FIELDS),), 0
+        return (tuple(map(float, _GROUP_NUMBERS(sc))),), 0
     run = run or (lambda fn, items: [fn(item) for item in items])
     grouped = _span_groups(sc, run, deferred)
     return _level_groups(sc, run, deferred) if grouped is False else grouped

@@ -434,18 +434,21 @@ def prefill_step(route: Route, *, batch, prompt, p: Precision, tp, group, memo: 
     part = route.tokens.evaluate(tokens, group, p, tp)
     lines = route.prefill_lines
     covered = lines is not None and lines.covers(batch, group)
+    one = isinstance(batch, float) and isinstance(group, int)
     if covered:
         # the logits rows and the attention's constants share their columns: one lookup for both
         at = table_columns(group, batch, memo)
-        values = _combined_lookup(route.prefill_table, at)
+        # (one scenario's column added as it is read, without a dict of it)
+        values = zip(route.prefill_table[0], float_column(route.prefill_table[1], at)) if one else \
+            _combined_lookup(route.prefill_table, at).items()
     else:
-        values = route.logits.evaluate(batch, group, p, tp)
-    if _numbers(batch, group):  # the logits of one count: floats, added without the array checks
-        for key, value in values.items():
+        values = route.logits.evaluate(batch, group, p, tp).items()
+    if one:  # the logits of one count: floats, added without the array checks
+        for key, value in values:
             if value:
                 part[key] = part.get(key, 0.0) + value
     else:
-        for key, value in values.items():
+        for key, value in values:
             total = part.get(key, 0.0)
             if not isinstance(value, np.ndarray) and not value:
                 continue  # nothing to add (a component zero in every column)
@@ -690,7 +693,8 @@ class ContextLines:
         device time's excess over that mean at the two ends (perfmodel.steps.add_decode_context),
         where `extras` asks for it. With its class `offsets`, each op's time adds to the band
         offsets, not to its class (arrays only: `_add_core`)."""
-        if isinstance(at, int) and _numbers(past_first, past_last):  # one scenario: in Python floats (`parts` holds every TOTAL_KEYS)
+        if isinstance(at, int) and isinstance(past_first, float) and isinstance(past_last, float):
+            # one scenario: in Python floats (`parts` holds every TOTAL_KEYS)
             column = float_column(self.table, at)
             work = float_column(self.work, at) if self.work is not None else None
             first, last = float(past_first), float(past_last)
@@ -1096,7 +1100,7 @@ class PrefillLines:
     def add(self, part: dict, batch, group, prompt, at) -> None:
         """Add the context ops' times at prompts `prompt` and table columns `at` (`table_columns`)
         to the priced components `part`, which hold the constants already (`_combined_lookup`)."""
-        if isinstance(at, int) and _numbers(prompt):  # one scenario: in floats (`part` holds every TOTAL_KEYS)
+        if isinstance(at, int) and isinstance(prompt, float):  # one scenario: in floats (`part` holds every TOTAL_KEYS)
             column, prompt = float_column(self.table, at), float(prompt)
             for i, key in enumerate(self.op_keys):
                 c0, c1, c2, m0, m1, m2 = column[6 * i:6 * i + 6]
@@ -1212,7 +1216,7 @@ class PrefillWork:
         heads, kv_heads, score_s = self.heads, self.kv_heads, self.score_s
         if not isinstance(heads, np.ndarray):
             return heads, kv_heads, score_s
-        if isinstance(group, int) or self._uniform:  # one group's: its cached floats
+        if type(group) is int or self._uniform:  # one group's: its cached floats
             floats = self._group_floats
             return floats[group if isinstance(group, int) else 0]
         return gather(heads, group), gather(kv_heads, group), gather(score_s, group)
@@ -1276,6 +1280,8 @@ class StackedPricing:
                 for field, line in term.lines.items():
                     slot[1].setdefault(field, np.zeros((2, groups)))[:, g] = line
         self.rebuilt_groups = [g for g, pr in enumerate(pricings) if pr.rebuilt]
+        # terms `_at` adds past the table to the lines (most pricings have none: one test, not three loops)
+        self.apart = bool(self.crossings or self.rescaled or self.rebuilt_groups)
         # rescaled collectives (all-reduces) go by pieces of runs (`_rescaled_pieces`), which needs
         # the groups' precisions; other rescaled ops (MoE experts: wave-quantized) per op
         self.collectives = {name: entry for name, entry in self.rescaled.items()
@@ -1290,7 +1296,7 @@ class StackedPricing:
     def evaluate(self, x, group, p: Precision, tp) -> dict:
         """Every component at counts x of scenarios in precision groups `group` (indices into the
         pricings), with their per-scenario precisions p and tp (for ops priced per count)."""
-        if _numbers(x, group):
+        if (type(x) is float and type(group) is int) or _numbers(x, group):  # (a scalar prediction's types first)
             return self._at(float(x), int(group), p, tp)
         x, group = np.broadcast_arrays(np.asarray(x, dtype=float), group)
         shape = x.shape
@@ -1325,13 +1331,19 @@ class StackedPricing:
         the table's column, or past it what `_past_table` adds up: its run's fused lines where a
         sweep takes those (`_fused_at`: the same doubles) or the structure term by term
         (`_structured_at`), then the crossings, the other rescaled ops and the rebuilt ones."""
-        index = int(x)
-        if index <= DIRECT_COUNTS:
-            return dict(zip(self.keys, float_column(self.table, group * (DIRECT_COUNTS + 1) + index)))
+        if x < DIRECT_COUNTS + 1.0:  # (int(x) <= DIRECT_COUNTS for a count)
+            return dict(zip(self.keys, float_column(self.table, group * (DIRECT_COUNTS + 1) + int(x))))
         out = self._fused_at(x, group)
         fused = out is not None
         if not fused:
             out = self._structured_at(x, group)
+        if self.apart:
+            self._add_apart(out, x, group, p, tp, fused)
+        return out
+
+    def _add_apart(self, out: dict, x: float, group: int, p: Precision, tp, fused: bool) -> None:
+        """Add to `_at`'s lines the terms priced apart from them: the crossings, the rescaled ops
+        (but the collectives where the `fused` lines hold them) and the ops rebuilt per count."""
         for key, coef in self.crossings.values():
             count, c0, c1, m0, m1 = coef[:, group].tolist()
             compute, memory = c0 + c1 * x, m0 + m1 * x
@@ -1354,7 +1366,6 @@ class StackedPricing:
                 cls = _class_key(pr, op)
                 if cls:
                     out[cls] += op.count * float(np.ravel(t.time_s)[0])
-        return out
 
     def _fused_at(self, x: float, group: int) -> dict | None:
         """`_add_fused` of one count past the table, in floats: its (group, run) piece's lines
@@ -1363,15 +1374,16 @@ class StackedPricing:
         if not self._fusable:
             return None
         run = max(math.ceil(x / RUN_COUNTS) - _RUN_Q0, 0)
-        table = self._fused_table(_RUN_Q0 + run)
-        piece = int(table.piece[group * table.width + run])
+        covered, table = self._fused  # (`_fused_table` without its call where it covers the run)
+        if covered < _RUN_Q0 + run:
+            table = self._fused_table(_RUN_Q0 + run)
+        piece = table.piece.item(group * table.width + run)
         if table.switching and piece == 0:
             return None
         if table.counted and piece >= table.counted:  # a count of a switching run: its own piece
             piece += int(min(max(x - ((run + (_RUN_Q0 - 1)) * RUN_COUNTS + 1), 0), RUN_COUNTS - 1))
-        row, lines, constants = float_column(table.piece_lines, piece), table.line_of, table.constants
-        return {key: constants[key] if (line := lines.get(key)) is None else row[2 * line] + row[2 * line + 1] * x
-                for key in self.keys}
+        row, constants = float_column(table.piece_lines, piece), table.constants
+        return {key: row[at] + row[at + 1] * x if at >= 0 else constants[key] for key, at in table.layout}
 
     def _structured_at(self, x: float, group: int) -> dict:
         """`_structured` of one count past the table, in floats, but for the rescaled collectives
@@ -1509,7 +1521,8 @@ class StackedPricing:
         order = [n for i in range(len(firsts)) for n in (i, len(firsts) + i)]  # alpha, beta of each line
         constants = {key: float(reference[i]) if reference[i] is not None else 0.0
                      for i, key in enumerate(self.keys) if not lined[i]}
-        fused = FusedRuns(width, piece, piece_lines[order], line_of, constants, bool(np.any(piece == 0)))
+        layout = tuple((key, 2 * line_of[key] if key in line_of else -1) for key in self.keys)
+        fused = FusedRuns(width, piece, piece_lines[order], line_of, constants, bool(np.any(piece == 0)), layout=layout)
         counted = self._count_pieces(fused, np.flatnonzero(np.concatenate(switched)))
         return q_max, fused if counted is None else counted
 
@@ -1955,6 +1968,9 @@ class FusedRuns:
     constants: dict
     switching: bool
     counted: int = 0
+    #: (key, row of its line's alpha in `piece_lines`, -1 for a constant) of every component, in
+    #: the pricing's order (one scenario's lookup: `StackedPricing._fused_at`)
+    layout: tuple = ()
 
 
 def _run_index(x, tile: float, q0: int, runs: dict | None):

@@ -660,11 +660,12 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
     past_last = sc.prompt + (max(sc.gen - 2, 0.0) if isinstance(sc.gen, float) else np.maximum(sc.gen - 2, 0))
     if groups is None:
         bands = hw.calibration.error_bands if hw.calibration is not None else {}
+        offsets = (None, None)
         prefill, decode = _reference_steps(model, hw, sc, engine, decode_seqs, past_last)
         mem = memory_footprint(model, hw, sc)
     else:
         plan = _plan(model, hw, engine, groups[0], step_phase(sc.prompt))
-        bands = plan.bands
+        bands, offsets = plan.bands, plan.class_offsets
         prefill, decode = _fast_steps(plan, sc, groups[1], decode_seqs, past_last, dest)
         mem = _grouped_memory_footprint(hw, sc, plan.memory, groups[1], decode_seqs, dest)
     ttft, tpot = prefill["time_s"], decode["time_s"]
@@ -672,11 +673,9 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
     throughput = _into(slots, "throughput_tok_s", np.divide, decode_seqs * sc.gen, e2e)
     result = {"ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e, "throughput_tok_s": throughput}
     if bands:  # prediction intervals only where the spec carries validated error bands (no NaN columns)
-        result["ttft_p10_s"], result["ttft_p90_s"] = intervals.band(
-            ttft, prefill["classes"], bands, "prefill", engine.name, out=(slots.get("ttft_p10_s"), slots.get("ttft_p90_s")))
-        result["tpot_p10_s"], result["tpot_p90_s"] = intervals.band(
-            tpot, decode["classes"], bands, "decode", engine.name, out=(slots.get("tpot_p10_s"), slots.get("tpot_p90_s")),
-            offsets=decode.get("band_offsets"))
+        result["ttft_p10_s"], result["ttft_p90_s"] = _step_band(ttft, prefill, "prefill", bands, engine, offsets[0],
+                                                                slots)
+        result["tpot_p10_s"], result["tpot_p90_s"] = _step_band(tpot, decode, "decode", bands, engine, offsets[1], slots)
     result["decode_tok_s"] = _into(slots, "decode_tok_s", np.divide, decode_seqs, tpot)
     result["prefill_bound"] = _bound(prefill, slots.get("prefill_bound"))
     result["decode_bound"] = _bound(decode, slots.get("decode_bound"))
@@ -693,6 +692,18 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
         return result
     # the spec's own constants stay numbers: _columns makes each one read-only view of one number
     return {k: v if k in SPEC_COLUMNS else _flat_column(v, shape, sc.size) for k, v in result.items()}
+
+
+def _step_band(total, step: dict, phase: str, bands: dict, engine: Engine, offsets: dict | None,
+               slots: dict) -> tuple:
+    """(p10, p90) of a step (intervals.band), into the sweep chunk's columns where `slots` has them;
+    one scenario's from its classes' `offsets` where the plan keeps them (intervals.offset_band:
+    the same band without looking the spec's bands up again)."""
+    if offsets is not None and isinstance(total, float):
+        return intervals.offset_band(total, step["classes"], offsets)
+    prefix = "ttft" if phase == "prefill" else "tpot"
+    return intervals.band(total, step["classes"], bands, phase, engine.name,
+                          out=(slots.get(f"{prefix}_p10_s"), slots.get(f"{prefix}_p90_s")), offsets=step.get("band_offsets"))
 
 
 def _reference_steps(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, decode_seqs, past_last) -> tuple:
@@ -717,7 +728,7 @@ def _fast_steps(plan: "_Plan", sc: Scenario, index, decode_seqs, past_last, dest
     # arrays of scenarios: the decode's class times summed into its band offsets as it is priced
     decode = fastpath.mean_decode_step(plan.route, seqs=decode_seqs, past_first=sc.prompt, past_last=past_last, p=p,
                                        tp=sc.tp, sparse_budget=sc.sparse_budget, group=index, memo=memo,
-                                       into=_slots(dest, DECODE_COLUMNS), offsets=None if one else plan.decode_offsets)
+                                       into=_slots(dest, DECODE_COLUMNS), offsets=None if one else plan.class_offsets[1])
     return prefill, decode
 
 
@@ -725,13 +736,14 @@ def _fast_steps(plan: "_Plan", sc: Scenario, index, decode_seqs, past_last, dest
 class _Plan:
     """What the fast path's `_metrics` looks up for one (model, spec, engine, precision groups,
     prefill phase), resolved by one cached lookup (`_plan`): the steps' pricing (fastpath.Route),
-    the groups' memory numbers (`_group_memory_entry`), the spec's error bands and the decode
-    step's class offsets (intervals.class_offsets). A scalar prediction pays for every lookup it
-    makes (each a microsecond or so of its 100)."""
+    the groups' memory numbers (`_group_memory_entry`), the spec's error bands and the prefill's
+    and the decode's class offsets (intervals.class_offsets; None where whole steps carry the
+    band or there are none). A scalar prediction pays for every lookup it makes (each a
+    microsecond or so of its 100)."""
     route: fastpath.Route
     memory: tuple
     bands: dict
-    decode_offsets: dict | None
+    class_offsets: tuple  # (the prefill's, the decode's)
 
 
 _PLANS: dict = {}
@@ -745,8 +757,8 @@ def _plan(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple, phase: 
     if hit is not None and hit.route.model is model and hit.route.hw is hw and hit.route.engine is engine:
         return hit
     bands = hw.calibration.error_bands if hw.calibration is not None else {}
-    plan = _Plan(fastpath.route(model, hw, engine, groups, phase), _group_memory_entry(model, groups), bands,
-                 intervals.class_offsets(bands, "decode", engine.name))
+    offsets = tuple(intervals.class_offsets(bands, step, engine.name) for step in ("prefill", "decode"))
+    plan = _Plan(fastpath.route(model, hw, engine, groups, phase), _group_memory_entry(model, groups), bands, offsets)
     with _PLANS_LOCK:
         if len(_PLANS) >= 512:
             _PLANS.clear()
@@ -851,7 +863,16 @@ def predict(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str =
     check_context(model, sc)
     check_parallelism(model, hw, sc.tp)
     engine = load_engine(engine)
-    return Prediction(model, hw, sc, evaluate(model, hw, sc, engine), engine)
+    return _prediction(model, hw, sc, evaluate(model, hw, sc, engine), engine)
+
+
+def _prediction(model: ModelSpec, hw: Hardware, sc: Scenario, columns: dict, engine: Engine) -> Prediction:
+    """Prediction(model, hw, sc, columns, engine), its fields set through its __dict__: the frozen
+    dataclass's __init__ sets each through object.__setattr__, twice the time (a microsecond of a
+    scalar prediction's 100); its fields need no checks (`predict` made them)."""
+    prediction = object.__new__(Prediction)
+    prediction.__dict__.update(model=model, hardware=hw, scenario=sc, columns=columns, engine=engine)
+    return prediction
 
 
 def check_context(model: ModelSpec, sc: Scenario) -> None:

@@ -474,10 +474,15 @@ def prefill_step(route: Route, *, batch, prompt, p: Precision, tp, group, memo: 
 
 def _totals(part: dict) -> dict:
     """A step's priced components as perfmodel.steps returns them: every TOTAL_KEYS entry, and its
-    residual classes' times under "classes" (the rest of `part`: its "class:<c>" components)."""
-    totals = dict(zip(TOTAL_KEYS, map(part.pop, TOTAL_KEYS)))
-    totals["classes"] = {key[len("class:"):]: value for key, value in part.items()}
+    residual classes' times under "classes" (the rest of `part`: its "class:<c>" components, named
+    from _CLASS_NAMES: a slice makes a new string to hash, a fifth of a microsecond a class)."""
+    totals = {key: part.pop(key) for key in TOTAL_KEYS}
+    totals["classes"] = {_CLASS_NAMES.get(key) or key[len("class:"):]: value for key, value in part.items()}
     return totals
+
+
+#: The residual class of each class component ("class:<c>" -> "<c>").
+_CLASS_NAMES = {"class:" + name: name for name in intervals.BAND_CLASSES}
 
 
 def table_columns(group, counts, memo: dict | None = None):
@@ -586,7 +591,7 @@ def _tabled_mean_decode(route: Route, seqs, past_first, past_last, p, tp, group,
     in place. Arrays with the class `offsets` (intervals.class_offsets): the step's band offsets
     under "band_offsets", its classes empty (the band needs no pass over each class's time)."""
     model, hw, engine, lines = route.model, route.hw, route.engine, route.context_lines
-    if _numbers(seqs, group):  # one scenario: its band from its classes' times (intervals.band)
+    if offsets is not None and _numbers(seqs, group):  # one scenario: its band from its classes' times
         offsets = None
     # the decode rows and the context ops' constants share their columns: one lookup for both
     at = table_columns(group, seqs, memo)
@@ -603,7 +608,8 @@ def _tabled_mean_decode(route: Route, seqs, past_first, past_last, p, tp, group,
         totals["band_offsets"] = band_offsets
     if replayed:
         dispatch = totals["host_s"]
-        array = isinstance(dispatch, float) and hw.calibration is not None and not _numbers(seqs)
+        array = not isinstance(seqs, float) and isinstance(dispatch, float) and hw.calibration is not None \
+            and not _numbers(seqs)
         host = dispatch + host_overhead_s(model, hw, engine) if array else None
         if host is not None and 0.0 <= host < math.inf:
             # paid_host_s where every step replays a graph: not launched (0) x a finite,

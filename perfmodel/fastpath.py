@@ -703,7 +703,7 @@ class ContextLines:
             # one scenario: in Python floats (`parts` holds every TOTAL_KEYS)
             column = float_column(self.table, at)
             work = float_column(self.work, at) if self.work is not None else None
-            first, last = float(past_first), float(past_last)
+            first, last = past_first, past_last
             first_extra, last_extra = 0.0, 0.0
             for i, key in enumerate(self.op_keys):
                 c0, c1, m0, m1 = column[4 * i:4 * i + 4]
@@ -714,8 +714,9 @@ class ContextLines:
                     compute_first, compute_last = max(compute_first, w0 + w1 * first), max(compute_last, w0 + w1 * last)
                 memory_first, memory_last = m0 + m1 * first, m0 + m1 * last
                 core = mean_max_affine(compute_first, compute_last, memory_first, memory_last)
-                first_extra += max(compute_first, memory_first) - core
-                last_extra += max(compute_last, memory_last) - core
+                if extras:
+                    first_extra += max(compute_first, memory_first) - core
+                    last_extra += max(compute_last, memory_last) - core
                 _add_floats(parts, (compute_first + compute_last) / 2, (memory_first + memory_last) / 2, core, key)
             return (first_extra, last_extra) if extras else None
         first, last = past_first, past_last
@@ -864,27 +865,31 @@ _FLOAT_COLUMNS: dict = {}
 
 
 def float_column(table: np.ndarray, at: int) -> list:
-    """Column `at` of a priced table as Python floats: from `float_columns` where the table is
-    small enough to keep as lists (a scalar prediction's tables: one precision group's), else
-    from the array."""
-    if table.size <= _MAX_FLOAT_CELLS:
-        return float_columns(table)[at]
-    return table[:, at].tolist()
-
-
-#: Most cells of a table `float_column` keeps as lists (a few MB of Python floats).
-_MAX_FLOAT_CELLS = 1 << 16
-
-
-def float_columns(table: np.ndarray) -> list:
-    """The columns of a priced table as lists of Python floats, made once per table (a scalar
-    prediction's lookups: an item of a list costs a fraction of a numpy column's .tolist())."""
+    """Column `at` of a priced table as Python floats (a scalar prediction's lookups: an item of a
+    list costs a fraction of a numpy column's .tolist()): from the table's columns kept as lists
+    (`_keep_float_columns`), else from the array."""
     hit = _FLOAT_COLUMNS.get(id(table))
     if hit is not None and hit[0] is table:
-        return hit[1]
+        return hit[1][at]
+    columns = _keep_float_columns(table)
+    return table[:, at].tolist() if columns is None else columns[at]
+
+
+#: Most cells of a table whose columns `float_column` keeps as lists (1 MB of Python floats: a
+#: scalar prediction's tables are one precision group's, ten thousand cells or so), and most
+#: tables kept.
+_MAX_FLOAT_CELLS = 1 << 15
+_MAX_FLOAT_TABLES = 64
+
+
+def _keep_float_columns(table: np.ndarray) -> list | None:
+    """The columns of a priced table as lists of Python floats, kept per table (None: too large
+    to keep)."""
+    if table.size > _MAX_FLOAT_CELLS:
+        return None
     columns = table.T.tolist()
     with _PRICINGS_LOCK:
-        if len(_FLOAT_COLUMNS) >= _MAX_PRICINGS:
+        if len(_FLOAT_COLUMNS) >= _MAX_FLOAT_TABLES:
             _FLOAT_COLUMNS.clear()
         _FLOAT_COLUMNS[id(table)] = (table, columns)
     return columns

@@ -45,10 +45,14 @@ Context ops (attention, a concatenated cache) depend on (sequences, new tokens, 
   (`PrefillWork`, the per-op path's own function);
 * where the probes fail, for sequences past the table and for sparse attention: the per-op path
   on the scenario arrays.
-A Scenario of scalars takes the same coefficients in Python floats (`StackedPricing._at`, the
-lines' columns), which spares a single prediction the cost of array calls. The per-op path
-(perfmodel.steps) stays the reference and the source of breakdowns; tests hold the two equal to
-a relative 1e-9 on random scenarios of every model family, precision, engine and tp.
+A step's priced groups, lines and combined tables for one (model, spec, engine, precision groups,
+prefill phase) are resolved once into a `Route`, which a sweep's chunks and a single prediction
+share: one `prefill_step` and one `mean_decode_step` price both. A Scenario of scalars takes the
+same coefficients in Python floats (`StackedPricing._at`: past the table its run's fused lines,
+as a sweep's chunk takes them; the tables' columns kept as lists, `float_column`), which spares a
+single prediction the cost of array calls. The per-op path (perfmodel.steps) stays the
+reference and the source of breakdowns; tests hold the two equal to a relative 1e-9 on random
+scenarios of every model family, precision, engine and tp.
 """
 from __future__ import annotations
 
@@ -64,7 +68,7 @@ import numpy as np
 from hardware.spec import Hardware
 from perfmodel import intervals, shapes
 from perfmodel.engines import Engine
-from perfmodel.ops import Op, Precision, context_ops, logits_ops, step_phase, token_ops
+from perfmodel.ops import Op, Precision, context_ops, logits_ops, token_ops
 from perfmodel.roofline import (OpTime, attention_compute_terms, attention_params, attention_work_s, gemm_latency_s,
                                 has_longest_unit, has_work_terms, is_tiled_gemm, longest_unit_s, mean_max_affine,
                                 mean_positive_affine, op_time, tiled_gemm_terms, unit_score_s,
@@ -377,10 +381,11 @@ class Route:
     groups, prefill phase), resolved once: the priced token and logits groups of the prefill's
     phase, its context ops' polynomials, the priced decode group and its context lines, and each
     step's table of counts with its context ops' constants summed in (`_combined_table`: the
-    logits with the prefill's, the decode group with the decode's). A scalar prediction does one
-    cache lookup (`route`) and then only arithmetic (the seven lookups of their own cost it 5 us
-    of its 100); a sweep's chunks take the same objects, so both go through the one
-    `prefill_step` and `mean_decode_step`."""
+    logits with the prefill's, the decode group with the decode's). perfmodel.predict keeps one
+    per (model, spec, engine, precision groups, phase), so a scalar prediction does one cache
+    lookup and then only arithmetic (the seven lookups of their own cost it 5 us of its 100); a
+    sweep's chunks take the same objects, so both go through the one `prefill_step` and
+    `mean_decode_step`."""
     model: ModelSpec
     hw: Hardware
     engine: Engine
@@ -396,29 +401,17 @@ class Route:
     decode_table: tuple | None  # `_combined_table` of the decode group and the context lines' constants
 
 
-_ROUTES: dict = {}
-
-
 def route(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple, phase: str) -> Route:
     """The Route of precision groups `groups` ((w_bits, a_bits, kv_bits, quant_group, tp) each)
-    whose prefills are of `phase`; cached like count_pricing (its parts are cached apart too)."""
-    key = (id(model), id(hw), id(engine), groups, phase)
-    hit = _ROUTES.get(key)
-    if hit is not None and hit.model is model and hit.hw is hw and hit.engine is engine:
-        return hit
+    whose prefills are of `phase`, from its parts' caches (the first call prices them)."""
     logits, decode = (stacked_pricing(model, hw, engine, groups, "logits", phase),
                       stacked_pricing(model, hw, engine, groups, "decode", "decode"))
     prefill = prefill_lines(model, hw, engine, groups) if phase == "prefill" else None
     context = context_lines(model, hw, engine, groups)
-    resolved = Route(model, hw, engine, groups, phase, group_precision(groups[0]),
-                     stacked_pricing(model, hw, engine, groups, "tokens", phase), logits, prefill, decode, context,
-                     None if prefill is None else _combined_table(logits, prefill.constants),
-                     None if context is None else _combined_table(decode, context.constants))
-    with _PRICINGS_LOCK:
-        if len(_ROUTES) >= _MAX_PRICINGS:
-            _ROUTES.clear()
-        _ROUTES[key] = resolved
-    return resolved
+    return Route(model, hw, engine, groups, phase, group_precision(groups[0]),
+                 stacked_pricing(model, hw, engine, groups, "tokens", phase), logits, prefill, decode, context,
+                 None if prefill is None else _combined_table(logits, prefill.constants),
+                 None if context is None else _combined_table(decode, context.constants))
 
 
 def prefill_step(route: Route, *, batch, prompt, p: Precision, tp, group, memo: dict | None = None,
@@ -1227,7 +1220,7 @@ class PrefillWork:
         heads, kv_heads, score_s = self.heads, self.kv_heads, self.score_s
         if not isinstance(heads, np.ndarray):
             return heads, kv_heads, score_s
-        if type(group) is int or self._uniform:  # one group's: its cached floats
+        if isinstance(group, int) or self._uniform:  # one group's: its cached floats
             floats = self._group_floats
             return floats[group if isinstance(group, int) else 0]
         return gather(heads, group), gather(kv_heads, group), gather(score_s, group)
@@ -1385,9 +1378,7 @@ class StackedPricing:
         if not self._fusable:
             return None
         run = max(math.ceil(x / RUN_COUNTS) - _RUN_Q0, 0)
-        covered, table = self._fused  # (`_fused_table` without its call where it covers the run)
-        if covered < _RUN_Q0 + run:
-            table = self._fused_table(_RUN_Q0 + run)
+        table = self._fused_table(_RUN_Q0 + run)
         piece = table.piece.item(group * table.width + run)
         if table.switching and piece == 0:
             return None

@@ -233,7 +233,7 @@ CHUNK = 131072
 PATHS = ("fast", "reference")
 #: Scenario fields the fast path prices once per distinct combination (a precision group).
 GROUP_FIELDS = ("w_bits", "a_bits", "kv_bits", "quant_group", "tp")
-_GROUP_NUMBERS = operator.attrgetter(*GROUP_FIELDS)
+_GROUP_NUMBERS = operator.attrgetter(*GROUP_FIELDS)  # (one scenario's group in one call)
 #: Most precision groups the fast path takes; a sweep with more (continuous bit widths) is priced
 #: op by op, which is then as fast.
 MAX_GROUPS = 256
@@ -747,11 +747,12 @@ class _Plan:
 
 
 _PLANS: dict = {}
+_PLANS_LOCK = threading.Lock()
 
 
 def _plan(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple, phase: str) -> _Plan:
-    """The _Plan of precision groups `groups` whose prefills are of `phase`, cached like
-    fastpath.route (keyed by identity, checked against the objects)."""
+    """The _Plan of precision groups `groups` whose prefills are of `phase`, cached by the objects'
+    identity (checked against them, as fastpath's pricings are)."""
     key = (id(model), id(hw), id(engine), groups, phase)
     hit = _PLANS.get(key)
     if hit is not None and hit.route.model is model and hit.route.hw is hw and hit.route.engine is engine:
@@ -766,9 +767,6 @@ def _plan(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple, phase: 
     return plan
 
 
-_PLANS_LOCK = threading.Lock()
-
-
 #: Output columns of each step's components (its time: ttft_s, tpot_s).
 PREFILL_COLUMNS = {"time_s": "ttft_s", "compute_s": "prefill_compute_s", "memory_s": "prefill_memory_s"}
 DECODE_COLUMNS = {"time_s": "tpot_s", "compute_s": "decode_compute_s", "memory_s": "decode_memory_s",
@@ -781,7 +779,7 @@ _DECODE_PARTS = tuple((key, column) for key, column in DECODE_COLUMNS.items() if
 
 
 def _slots(dest: dict | None, columns: dict) -> dict | None:
-    """{component: its output column's chunk} of a step (`_slot`), or None without `dest`."""
+    """{component: its output column's chunk} of a step, or None without `dest`."""
     return None if dest is None else {key: dest.get(column) for key, column in columns.items()}
 
 

@@ -1373,11 +1373,14 @@ class StackedPricing:
 
     def _fused_at(self, x: float, group: int) -> dict | None:
         """`_add_fused` of one count past the table, in floats: its (group, run) piece's lines
-        and the constants; None where there are no fused runs (`_fused_runs`) or its run is
-        priced by `_structured` (piece 0 of a switching table)."""
+        and the constants; None where there are no fused runs (`_fused_runs`), its run is priced
+        by `_structured` (piece 0 of a switching table), or it lies past the runs fused so far
+        and past _SCALAR_FUSED_RUNS (fusing runs to it would take more than its own terms)."""
         if not self._fusable:
             return None
         run = max(math.ceil(x / RUN_COUNTS) - _RUN_Q0, 0)
+        if run >= _SCALAR_FUSED_RUNS and self._fused[0] < _RUN_Q0 + run:
+            return None
         table = self._fused_table(_RUN_Q0 + run)
         piece = table.piece.item(group * table.width + run)
         if table.switching and piece == 0:
@@ -1918,6 +1921,10 @@ def _distinct_columns(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 #: first run past the direct table.
 RUN_COUNTS = 64
 _RUN_Q0 = (DIRECT_COUNTS + 1 + RUN_COUNTS - 1) // RUN_COUNTS
+#: Runs one scenario fuses on its own (`StackedPricing._fused_at`: 2M tokens): past them it takes
+#: the runs a sweep fused already, else its terms one by one (fusing a million runs costs a
+#: second and gigabytes, for one count).
+_SCALAR_FUSED_RUNS = 1 << 15
 
 
 @dataclass(frozen=True)

@@ -666,7 +666,7 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
     else:
         plan = _plan(model, hw, engine, groups[0], step_phase(sc.prompt))
         bands, offsets = plan.bands, plan.class_offsets
-        prefill, decode = _fast_steps(plan, sc, groups[1], decode_seqs, past_last, dest)
+        prefill, decode = _fast_steps(plan.route, sc, groups[1], decode_seqs, past_last, dest, offsets[1])
         mem = _grouped_memory_footprint(hw, sc, plan.memory, groups[1], decode_seqs, dest)
     ttft, tpot = prefill["time_s"], decode["time_s"]
     e2e = _into(slots, "e2e_s", np.add, ttft, (sc.gen - 1) * tpot)
@@ -716,19 +716,21 @@ def _reference_steps(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engin
     return prefill, decode
 
 
-def _fast_steps(plan: "_Plan", sc: Scenario, index, decode_seqs, past_last, dest: dict | None) -> tuple:
-    """(prefill step, mean decode step) by the fast path, in scenarios' precision groups `index`:
-    the times and components straight into a sweep chunk's output columns where they can be.
-    One scenario takes its group's own Precision (the rates cached on it are reused)."""
+def _fast_steps(route: fastpath.Route, sc: Scenario, index, decode_seqs, past_last, dest: dict | None,
+                decode_offsets: dict | None) -> tuple:
+    """(prefill step, mean decode step) by the fast path (the route carries the engine), in
+    scenarios' precision groups `index`: the times and components straight into a sweep chunk's
+    output columns where they can be. One scenario takes its group's own Precision (the rates
+    cached on it are reused); arrays of scenarios sum the decode's class times into its band
+    offsets as it is priced (`decode_offsets`: intervals.class_offsets)."""
     one = sc.shape == ()
-    p = plan.route.precision if one else precision(sc)
+    p = route.precision if one else precision(sc)
     memo: dict = {}  # the two steps' table columns, where their counts are one array
-    prefill = fastpath.prefill_step(plan.route, batch=sc.batch, prompt=sc.prompt, p=p, tp=sc.tp, group=index,
-                                    memo=memo, into=_slots(dest, PREFILL_COLUMNS))
-    # arrays of scenarios: the decode's class times summed into its band offsets as it is priced
-    decode = fastpath.mean_decode_step(plan.route, seqs=decode_seqs, past_first=sc.prompt, past_last=past_last, p=p,
+    prefill = fastpath.prefill_step(route, batch=sc.batch, prompt=sc.prompt, p=p, tp=sc.tp, group=index, memo=memo,
+                                    into=_slots(dest, PREFILL_COLUMNS))
+    decode = fastpath.mean_decode_step(route, seqs=decode_seqs, past_first=sc.prompt, past_last=past_last, p=p,
                                        tp=sc.tp, sparse_budget=sc.sparse_budget, group=index, memo=memo,
-                                       into=_slots(dest, DECODE_COLUMNS), offsets=None if one else plan.class_offsets[1])
+                                       into=_slots(dest, DECODE_COLUMNS), offsets=None if one else decode_offsets)
     return prefill, decode
 
 
@@ -748,6 +750,9 @@ class _Plan:
 
 _PLANS: dict = {}
 _PLANS_LOCK = threading.Lock()
+#: Most plans kept: each holds its pricings (and their per-run tables, which a sweep of long
+#: prompts grows to millions of runs) past the pricing caches' own clearing.
+_MAX_PLANS = 64
 
 
 def _plan(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple, phase: str) -> _Plan:
@@ -761,7 +766,7 @@ def _plan(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple, phase: 
     offsets = tuple(intervals.class_offsets(bands, step, engine.name) for step in ("prefill", "decode"))
     plan = _Plan(fastpath.route(model, hw, engine, groups, phase), _group_memory_entry(model, groups), bands, offsets)
     with _PLANS_LOCK:
-        if len(_PLANS) >= 512:
+        if len(_PLANS) >= _MAX_PLANS:
             _PLANS.clear()
         _PLANS[key] = plan
     return plan

@@ -665,10 +665,10 @@ class ContextLines:
     #: then that time's mean, its value at the middle context (an affine function's mean)
     dominant: tuple[str, ...] = ()
     #: count x the work-unit term of an attention family that has one (roofline.attention_work_s),
-    #: a line in S0 too: rows `work_rows[i]` and the next of `work` for op i (None: no such term).
+    #: a line in S0 too: rows `work_rows[i]` and the next of `table`, after every op's four, for
+    #: op i (None: no such term; in the same table, one scenario reads one column of floats).
     #: The op's compute time at a context is then the larger of the two lines there, as op_time
     #: takes it (roofline.attention_compute_terms).
-    work: np.ndarray | None = None
     work_rows: tuple = ()
 
     def rows(self, seqs, sparse_budget, group):
@@ -695,7 +695,6 @@ class ContextLines:
         if isinstance(at, int) and isinstance(past_first, float) and isinstance(past_last, float):
             # one scenario: in Python floats (`parts` holds every TOTAL_KEYS)
             column = float_column(self.table, at)
-            work = float_column(self.work, at) if self.work is not None else None
             first, last = past_first, past_last
             first_extra, last_extra = 0.0, 0.0
             for i, key in enumerate(self.op_keys):
@@ -703,7 +702,7 @@ class ContextLines:
                 compute_first, compute_last = c0 + c1 * first, c0 + c1 * last
                 row = self.work_rows[i] if self.work_rows else None
                 if row is not None:
-                    w0, w1 = work[row:row + 2]
+                    w0, w1 = column[row:row + 2]
                     compute_first, compute_last = max(compute_first, w0 + w1 * first), max(compute_last, w0 + w1 * last)
                 memory_first, memory_last = m0 + m1 * first, m0 + m1 * last
                 core = mean_max_affine(compute_first, compute_last, memory_first, memory_last)
@@ -734,7 +733,7 @@ class ContextLines:
                 continue
             compute_first, compute_last = _ends(c0, c1, first, last)
             if row is not None:  # the larger of the dot-product and work-unit lines at each end, as op_time's
-                work_first, work_last = _ends(gather(self.work[row], at), gather(self.work[row + 1], at), first, last)
+                work_first, work_last = _ends(take(row), take(row + 1), first, last)
                 compute_first = _into(np.maximum, compute_first, work_first)
                 compute_last = _into(np.maximum, compute_last, work_last)
             memory_first, memory_last = _ends(m0, m1, first, last)
@@ -1033,15 +1032,14 @@ def _price_context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups:
             table[4 * i:4 * i + 2] = lines
             work_rows.append(None)
         else:
-            work_rows.append(2 * len(work_table))
+            work_rows.append(table.shape[0] + 2 * len(work_table))
             work_table.append(lines)
     dominant = []
     for i, row in enumerate(work_rows):
         compute, memory = table[4 * i:4 * i + 2], table[4 * i + 2:4 * i + 4]
         dominant.append(_dominant(compute, memory) if row is None else "")
-    return ContextLines(table, op_keys, constants, tuple(dominant),
-                        np.concatenate(work_table) if work_table else None,
-                        tuple(work_rows) if work_table else ())
+    return ContextLines(np.concatenate([table, *work_table]) if work_table else table, op_keys, constants,
+                        tuple(dominant), tuple(work_rows) if work_table else ())
 
 
 def _dominant(compute: np.ndarray, memory: np.ndarray) -> str:

@@ -42,12 +42,16 @@ def _bound(totals: dict, out: np.ndarray | None = None):
     """Which of compute / memory / overhead (kernel floors or host dispatch) / comm dominates
     (arrays: into `out` where given)."""
     compute, mem, overhead, host, comm = _BOUND_TERMS(totals)
-    if type(compute) is type(mem) is type(overhead) is type(host) is type(comm) is float:  # one scenario
-        return _bound_code(compute, mem, max(overhead, host), comm)  # an int (`_one_row` takes it)
+    if type(compute) is type(mem) is type(overhead) is type(host) is type(comm) is float:
+        # one scenario: the same comparisons in floats, an int (`_one_row` takes it)
+        overhead, best = max(overhead, host), max(compute, mem)
+        code = 0 if compute >= mem else 1
+        code = 2 if overhead > best else code
+        return 3 if comm > max(best, overhead) else code
     overhead = np.maximum(overhead, host)
-    # one byte a code, from the comparisons' own bytes (the same comparisons as _bound_code; times
-    # are never NaN): memory where compute < memory, then overhead, then comm where they exceed
-    # (each later code is larger than every earlier one: a maximum puts it where it wins)
+    # one byte a code, from the comparisons' own bytes (the same comparisons as one scenario's;
+    # times are never NaN): memory where compute < memory, then overhead, then comm where they
+    # exceed (each later code is larger than every earlier one: a maximum puts it where it wins)
     code = np.asarray(compute < mem).view(np.int8)
     best = np.maximum(compute, mem)
     code = np.maximum(code, np.asarray(overhead > best).view(np.int8) * np.int8(2))
@@ -56,14 +60,6 @@ def _bound(totals: dict, out: np.ndarray | None = None):
 
 
 _BOUND_TERMS = operator.itemgetter("compute_s", "memory_s", "overhead_s", "host_s", "comm_s")
-
-
-def _bound_code(compute: float, mem: float, overhead: float, comm: float) -> int:
-    """`_bound` of one scenario in Python floats (the same comparisons)."""
-    best = max(compute, mem)
-    code = 0 if compute >= mem else 1
-    code = 2 if overhead > best else code
-    return 3 if comm > max(best, overhead) else code
 
 
 def bound_column(codes):
@@ -791,7 +787,7 @@ def _slots(dest: dict | None, columns: dict) -> dict | None:
 def _requests_rows(sc: Scenario):
     """Sequences decoded at once: batch x samples (the batch's own array where samples is the
     number 1: the same doubles without a pass; nothing writes into it)."""
-    if memory.is_one(sc.samples) and isinstance(sc.batch, np.ndarray):
+    if isinstance(sc.batch, np.ndarray) and memory.is_one(sc.samples):  # (one scenario: the product)
         return sc.batch
     return sc.batch * sc.samples
 

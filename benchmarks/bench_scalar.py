@@ -1,6 +1,13 @@
 """Latency of one scalar prediction (`evaluate` of one scenario), by the fast path and the per-op
 reference path, in one run, then of the public `perfmodel.predict` (the fast path plus its checks
-and record; issue 15's target: 100 us median for the fast path).
+and record; issue 15's target: 100 us median).
+
+One scenario's fast path is a sweep's own: one cached lookup per (model, spec, engine, precision
+group, prefill phase) resolves its plan (perfmodel.predict._Plan: the steps' fastpath.Route, the
+group's memory numbers, the bands' class offsets), then the same `prefill_step` and
+`mean_decode_step` price it in Python floats and its columns are built afresh. Nothing is kept by
+the scenario's own values (batch, prompt, gen), so repeating one scenario times the whole
+computation, not a lookup of its answer.
 
     python benchmarks/bench_scalar.py [--repeats 2000] [--model llama-3-8b] [--hardware h200-sxm-calibrated]
 """

@@ -45,10 +45,14 @@ Context ops (attention, a concatenated cache) depend on (sequences, new tokens, 
   (`PrefillWork`, the per-op path's own function);
 * where the probes fail, for sequences past the table and for sparse attention: the per-op path
   on the scenario arrays.
-A Scenario of scalars takes the same coefficients in Python floats (`StackedPricing._at`, the
-lines' columns), which spares a single prediction the cost of array calls. The per-op path
-(perfmodel.steps) stays the reference and the source of breakdowns; tests hold the two equal to
-a relative 1e-9 on random scenarios of every model family, precision, engine and tp.
+A step's priced groups, lines and combined tables for one (model, spec, engine, precision groups,
+prefill phase) are resolved once into a `Route`, which a sweep's chunks and a single prediction
+share: one `prefill_step` and one `mean_decode_step` price both. A Scenario of scalars takes the
+same coefficients in Python floats (`StackedPricing._at`: past the table its run's fused lines,
+as a sweep's chunk takes them; the tables' columns kept as lists, `float_column`), which spares a
+single prediction the cost of array calls. The per-op path (perfmodel.steps) stays the
+reference and the source of breakdowns; tests hold the two equal to a relative 1e-9 on random
+scenarios of every model family, precision, engine and tp.
 """
 from __future__ import annotations
 
@@ -64,7 +68,7 @@ import numpy as np
 from hardware.spec import Hardware
 from perfmodel import intervals, shapes
 from perfmodel.engines import Engine
-from perfmodel.ops import Op, Precision, context_ops, logits_ops, step_phase, token_ops
+from perfmodel.ops import Op, Precision, context_ops, logits_ops, token_ops
 from perfmodel.roofline import (OpTime, attention_compute_terms, attention_params, attention_work_s, gemm_latency_s,
                                 has_longest_unit, has_work_terms, is_tiled_gemm, longest_unit_s, mean_max_affine,
                                 mean_positive_affine, op_time, tiled_gemm_terms, unit_score_s,
@@ -371,35 +375,73 @@ def stacked_pricing(model: ModelSpec, hw: Hardware, engine: Engine, groups: tupl
     return stacked
 
 
-def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision, tp, engine: Engine,
-                 groups: tuple, group, memo: dict | None = None, into: dict | None = None) -> dict:
+@dataclass(frozen=True, eq=False)
+class Route:
+    """Everything the fast path looks up to price the steps of one (model, spec, engine, precision
+    groups, prefill phase), resolved once: the priced token and logits groups of the prefill's
+    phase, its context ops' polynomials, the priced decode group and its context lines, and each
+    step's table of counts with its context ops' constants summed in (`_combined_table`: the
+    logits with the prefill's, the decode group with the decode's). perfmodel.predict keeps one
+    per (model, spec, engine, precision groups, phase), so a scalar prediction does one cache
+    lookup and then only arithmetic (the seven lookups of their own cost it 5 us of its 100); a
+    sweep's chunks take the same objects, so both go through the one `prefill_step` and
+    `mean_decode_step`."""
+    model: ModelSpec
+    hw: Hardware
+    engine: Engine
+    groups: tuple
+    phase: str  # the prefill's (perfmodel.ops.step_phase of its prompt)
+    precision: Precision  # the first group's (`group_precision`): one scenario's own
+    tokens: StackedPricing
+    logits: StackedPricing
+    prefill_lines: PrefillLines | None
+    decode: StackedPricing
+    context_lines: ContextLines | None
+    prefill_table: tuple | None  # `_combined_table` of the logits and the prefill lines' constants
+    decode_table: tuple | None  # `_combined_table` of the decode group and the context lines' constants
+
+
+def route(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple, phase: str) -> Route:
+    """The Route of precision groups `groups` ((w_bits, a_bits, kv_bits, quant_group, tp) each)
+    whose prefills are of `phase`, from its parts' caches (the first call prices them)."""
+    logits, decode = (stacked_pricing(model, hw, engine, groups, "logits", phase),
+                      stacked_pricing(model, hw, engine, groups, "decode", "decode"))
+    prefill = prefill_lines(model, hw, engine, groups) if phase == "prefill" else None
+    context = context_lines(model, hw, engine, groups)
+    return Route(model, hw, engine, groups, phase, group_precision(groups[0]),
+                 stacked_pricing(model, hw, engine, groups, "tokens", phase), logits, prefill, decode, context,
+                 None if prefill is None else _combined_table(logits, prefill.constants),
+                 None if context is None else _combined_table(decode, context.constants))
+
+
+def prefill_step(route: Route, *, batch, prompt, p: Precision, tp, group, memo: dict | None = None,
+                 into: dict | None = None) -> dict:
     """perfmodel.steps.step_time of a prefill (seqs = batch, new tokens = prompt, no cache, logits
-    for every sequence) from the priced token and logits groups plus the per-op attention.
-    groups: the precision groups ((w_bits, a_bits, kv_bits, quant_group, tp) each) and group
-    each scenario's index into them; p and tp the scenarios' own values. `into`: arrays by
-    component (a sweep's output columns) its time is written into where it can be."""
-    phase = step_phase(prompt)
+    for every sequence) from the route's priced token and logits groups plus the per-op attention.
+    group: each scenario's index into the route's precision groups; p and tp the scenarios' own
+    values. `into`: arrays by component (a sweep's output columns) its time is written into where
+    it can be."""
     tokens = batch * prompt
     # both parts are fresh arrays (or floats): sum the logits into the tokens' and hand those over
     # (the token count's shape holds the batch's)
-    part = stacked_pricing(model, hw, engine, groups, "tokens", phase).evaluate(tokens, group, p, tp)
-    logits = stacked_pricing(model, hw, engine, groups, "logits", phase)
-    lines = prefill_lines(model, hw, engine, groups) if phase == "prefill" else None
+    part = route.tokens.evaluate(tokens, group, p, tp)
+    lines = route.prefill_lines
     covered = lines is not None and lines.covers(batch, group)
-    at = None
-    one = _numbers(batch, group)
-    if covered and not one:
-        # the logits rows and the attention's constants share their columns: one gather for both
+    one = isinstance(batch, float) and isinstance(group, int)
+    if covered:
+        # the logits rows and the attention's constants share their columns: one lookup for both
         at = table_columns(group, batch, memo)
-        values = _combined_lookup(logits, lines.constants, at)
+        # (one scenario's column added as it is read, without a dict of it)
+        values = zip(route.prefill_table[0], float_column(route.prefill_table[1], at)) if one else \
+            _combined_lookup(route.prefill_table, at).items()
     else:
-        values = logits.evaluate(batch, group, p, tp)
+        values = route.logits.evaluate(batch, group, p, tp).items()
     if one:  # the logits of one count: floats, added without the array checks
-        for key, value in values.items():
+        for key, value in values:
             if value:
                 part[key] = part.get(key, 0.0) + value
     else:
-        for key, value in values.items():
+        for key, value in values:
             total = part.get(key, 0.0)
             if not isinstance(value, np.ndarray) and not value:
                 continue  # nothing to add (a component zero in every column)
@@ -408,8 +450,9 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
             else:
                 part[key] = total + value
     if covered:
-        lines.add(part, batch, group, prompt, at=at)
+        lines.add(part, batch, group, prompt, at)
     else:
+        model, hw, engine = route.model, route.hw, route.engine
         ops = context_ops(model, seqs=batch, new_tokens=prompt, past=0.0, p=p, tp=tp, engine=engine)
         banded = has_bands(hw)
         for op in ops:  # count x each component into the part's own arrays (perfmodel.steps.add_op_times)
@@ -417,17 +460,31 @@ def prefill_step(model: ModelSpec, hw: Hardware, *, batch, prompt, p: Precision,
             for key in TOTAL_KEYS:
                 _add_into(part, key, op.count, getattr(t, key))
             if banded:
-                _add_into(part, "class:" + intervals.op_class(op.kind, phase), op.count, t.time_s)
+                _add_into(part, "class:" + intervals.op_class(op.kind, route.phase), op.count, t.time_s)
+    return settle_step(_totals(part), route.model, route.hw, route.engine, tokens,
+                       out=None if into is None else into.get("time_s"))
+
+
+def _totals(part: dict) -> dict:
+    """A step's priced components as perfmodel.steps returns them: every TOTAL_KEYS entry, and its
+    residual classes' times under "classes" (the rest of `part`: its "class:<c>" components, named
+    from _CLASS_NAMES: a slice makes a new string to hash, a fifth of a microsecond a class)."""
     totals = {key: part.pop(key) for key in TOTAL_KEYS}
-    totals["classes"] = {key[len("class:"):]: value for key, value in part.items()}
-    return settle_step(totals, model, hw, engine, tokens, out=None if into is None else into.get("time_s"))
+    totals["classes"] = {_CLASS_NAMES.get(key) or key[len("class:"):]: value for key, value in part.items()}
+    return totals
 
 
-def table_columns(group, counts, memo: dict | None = None) -> np.ndarray:
+#: The residual class of each class component ("class:<c>" -> "<c>").
+_CLASS_NAMES = {"class:" + name: name for name in intervals.BAND_CLASSES}
+
+
+def table_columns(group, counts, memo: dict | None = None):
     """The direct tables' columns group * (DIRECT_COUNTS + 1) + count of scenarios (every count in
-    the table). `memo` (one chunk's, from its caller) keeps the columns by the counts' array: a
-    prefill's batch and its decode's sequences are one array where samples is 1, and their
-    columns are computed once."""
+    the table; an int for one scenario). `memo` (one chunk's, from its caller) keeps the columns
+    by the counts' array: a prefill's batch and its decode's sequences are one array where
+    samples is 1, and their columns are computed once."""
+    if isinstance(counts, float) and not isinstance(group, np.ndarray):  # one scenario
+        return int(group) * (DIRECT_COUNTS + 1) + int(counts)
     key = id(counts)
     hit = None if memo is None else memo.get(key)
     if hit is not None and hit[0] is counts and hit[1] is group:
@@ -486,68 +543,66 @@ def group_precision(group: tuple) -> Precision:
     return hit
 
 
-def mean_decode_step(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_last, p: Precision, tp,
-                     sparse_budget, engine: Engine, groups: tuple, group, memo: dict | None = None,
-                     into: dict | None = None, offsets: dict | None = None) -> dict:
-    """perfmodel.steps.mean_decode_step from the priced decode group plus the context ops' mean:
-    from their per-(group, sequences) lines in the context (`ContextLines`) where every row has
-    a count in the table and dense attention, else (or for the rows that have not) per op.
+def mean_decode_step(route: Route, *, seqs, past_first, past_last, p: Precision, tp, sparse_budget, group,
+                     memo: dict | None = None, into: dict | None = None, offsets: dict | None = None) -> dict:
+    """perfmodel.steps.mean_decode_step from the route's priced decode group plus the context ops'
+    mean: from their per-(group, sequences) lines in the context (`ContextLines`) where every row
+    has a count in the table and dense attention, else (or for the rows that have not) per op.
     `into`: arrays by component (a sweep's output columns) the tabled rows' components are
     gathered into where they are arrays to the end (`_combined_lookup`); `offsets`: the spec's
     class offsets (intervals.class_offsets), which tabled rows sum into their band offsets
     (`_tabled_mean_decode`)."""
-    lines = context_lines(model, hw, engine, groups)
+    lines = route.context_lines
     if lines is not None:
         rows = lines.rows(seqs, sparse_budget, group)
         if rows is None:
-            return _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group, memo,
-                                       into, offsets)
+            return _tabled_mean_decode(route, seqs, past_first, past_last, p, tp, group, memo, into, offsets)
         if rows.size:
-            return _mixed_mean_decode(model, hw, engine, groups, lines, rows, seqs=seqs, past_first=past_first,
-                                      past_last=past_last, p=p, tp=tp, sparse_budget=sparse_budget, group=group)
-    return _per_op_mean_decode(model, hw, seqs=seqs, past_first=past_first, past_last=past_last, p=p, tp=tp,
-                               sparse_budget=sparse_budget, engine=engine, groups=groups, group=group)
+            return _mixed_mean_decode(route, rows, seqs=seqs, past_first=past_first, past_last=past_last, p=p, tp=tp,
+                                      sparse_budget=sparse_budget, group=group)
+    return _per_op_mean_decode(route, seqs=seqs, past_first=past_first, past_last=past_last, p=p, tp=tp,
+                               sparse_budget=sparse_budget, group=group)
 
 
-def _per_op_mean_decode(model: ModelSpec, hw: Hardware, *, seqs, past_first, past_last, p: Precision, tp,
-                        sparse_budget, engine: Engine, groups: tuple, group) -> dict:
+def _per_op_mean_decode(route: Route, *, seqs, past_first, past_last, p: Precision, tp, sparse_budget,
+                        group) -> dict:
     """`mean_decode_step` with the context ops priced per op on the scenario arrays."""
     sums = StepSums()
-    for key, value in stacked_pricing(model, hw, engine, groups, "decode", "decode").evaluate(seqs, group, p, tp).items():
+    for key, value in route.decode.evaluate(seqs, group, p, tp).items():
         sums.adopt(key, value)  # fresh arrays of this call
-    banded = has_bands(hw)
+    model, hw, engine = route.model, route.hw, route.engine
     extras = add_decode_context(sums, model, hw, seqs=seqs, past_first=past_first, past_last=past_last, p=p,
-                                tp=tp, sparse_budget=sparse_budget, engine=engine, banded=banded)
+                                tp=tp, sparse_budget=sparse_budget, engine=engine, banded=has_bands(hw))
     return settle_mean_decode(sums.totals(reuse=True), extras, model, hw, engine, seqs)
 
 
-def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past_last, p, tp, group, memo=None,
-                        into=None, offsets=None) -> dict:
-    """`mean_decode_step` of rows whose context ops all come from `lines` (every count in the table);
-    its components gathered into `into`'s arrays where given (`_combined_lookup`), which the
-    context ops' means and the step's host time are then added to in place. Arrays with the
-    class `offsets` (intervals.class_offsets): the step's band offsets under "band_offsets", its
-    classes empty (the band needs no pass over each class's time)."""
-    stacked = stacked_pricing(model, hw, engine, groups, "decode", "decode")
-    at = None
-    if not _numbers(seqs, group):
-        # the decode rows and the context ops' constants share their columns: one gather for both
-        at = table_columns(group, seqs, memo)
-        parts = _combined_lookup(stacked, lines.constants, at, into, offsets)
-    else:
-        parts, offsets = stacked.evaluate(seqs, group, p, tp), None
+def _tabled_mean_decode(route: Route, seqs, past_first, past_last, p, tp, group, memo=None, into=None,
+                        offsets=None) -> dict:
+    """`mean_decode_step` of rows whose context ops all come from the route's context lines (every
+    count in the table); its components gathered into `into`'s arrays where given
+    (`_combined_lookup`), which the context ops' means and the step's host time are then added to
+    in place. Arrays with the class `offsets` (intervals.class_offsets): the step's band offsets
+    under "band_offsets", its classes empty (the band needs no pass over each class's time)."""
+    model, hw, engine, lines = route.model, route.hw, route.engine, route.context_lines
+    if offsets is not None and _numbers(seqs, group):  # one scenario: its band from its classes' times
+        offsets = None
+    # the decode rows and the context ops' constants share their columns: one lookup for both
+    at = table_columns(group, seqs, memo)
+    table = route.decode_table if offsets is None else _combined_table(route.decode, lines.constants, offsets)
+    parts = _combined_lookup(table, at, into)
     # every step replayed from a graph (or no host time at all): the mean of max(device, host) is
     # the device time's own mean, so settle_mean_decode would add and take away the same mean
     graphed = hw.calibration is None or engine.graphed(seqs)
     replayed = graphed if isinstance(graphed, bool) else bool(np.all(graphed))
-    extras = lines.add_mean(parts, seqs, group, past_first, past_last, extras=not replayed, at=at, offsets=offsets)
-    totals = {key: parts.pop(key) for key in TOTAL_KEYS}
-    if offsets is not None:
-        totals["band_offsets"] = tuple(parts.pop(key, 0.0) for key in BAND_KEYS)
-    totals["classes"] = {key[len("class:"):]: value for key, value in parts.items()}
+    extras = lines.add_mean(parts, at, past_first, past_last, extras=not replayed, offsets=offsets)
+    band_offsets = None if offsets is None else tuple(parts.pop(key, 0.0) for key in BAND_KEYS)
+    totals = _totals(parts)
+    if band_offsets is not None:
+        totals["band_offsets"] = band_offsets
     if replayed:
         dispatch = totals["host_s"]
-        array = isinstance(dispatch, float) and hw.calibration is not None and not _numbers(seqs)
+        array = not isinstance(seqs, float) and isinstance(dispatch, float) and hw.calibration is not None \
+            and not _numbers(seqs)
         host = dispatch + host_overhead_s(model, hw, engine) if array else None
         if host is not None and 0.0 <= host < math.inf:
             # paid_host_s where every step replays a graph: not launched (0) x a finite,
@@ -561,21 +616,20 @@ def _tabled_mean_decode(model, hw, engine, groups, lines, seqs, past_first, past
     return settle_mean_decode(totals, extras, model, hw, engine, seqs)
 
 
-def _mixed_mean_decode(model, hw, engine, groups, lines, rows, *, seqs, past_first, past_last, p, tp,
-                       sparse_budget, group) -> dict:
-    """`mean_decode_step` of a chunk of which only `rows` (flat indices) come from `lines`: those
-    rows tabled, the others per op, put back together."""
+def _mixed_mean_decode(route: Route, rows, *, seqs, past_first, past_last, p, tp, sparse_budget, group) -> dict:
+    """`mean_decode_step` of a chunk of which only `rows` (flat indices) come from the route's
+    context lines: those rows tabled, the others per op, put back together."""
     shape = np.broadcast_shapes(*(np.shape(v) for v in (seqs, past_first, past_last, group, sparse_budget, tp,
                                                       p.w_bits, p.a_bits, p.kv_bits, p.quant_group)))
     size = int(np.prod(shape))
     others = np.setdiff1d(np.arange(size), rows, assume_unique=True)
     pick = lambda value, at: _pick(value, at, shape)  # noqa: E731
-    tabled = _tabled_mean_decode(model, hw, engine, groups, lines, pick(seqs, rows), pick(past_first, rows),
-                                 pick(past_last, rows), _pick_precision(p, rows, shape), pick(tp, rows), pick(group, rows))
-    rest = _per_op_mean_decode(model, hw, seqs=pick(seqs, others), past_first=pick(past_first, others),
+    tabled = _tabled_mean_decode(route, pick(seqs, rows), pick(past_first, rows), pick(past_last, rows),
+                                 _pick_precision(p, rows, shape), pick(tp, rows), pick(group, rows))
+    rest = _per_op_mean_decode(route, seqs=pick(seqs, others), past_first=pick(past_first, others),
                                past_last=pick(past_last, others), p=_pick_precision(p, others, shape),
-                               tp=pick(tp, others), sparse_budget=pick(sparse_budget, others), engine=engine,
-                               groups=groups, group=pick(group, others))
+                               tp=pick(tp, others), sparse_budget=pick(sparse_budget, others),
+                               group=pick(group, others))
 
     def merge(a, b):
         out = np.empty(size)
@@ -611,10 +665,10 @@ class ContextLines:
     #: then that time's mean, its value at the middle context (an affine function's mean)
     dominant: tuple[str, ...] = ()
     #: count x the work-unit term of an attention family that has one (roofline.attention_work_s),
-    #: a line in S0 too: rows `work_rows[i]` and the next of `work` for op i (None: no such term).
+    #: a line in S0 too: rows `work_rows[i]` and the next of `table`, after every op's four, for
+    #: op i (None: no such term; in the same table, one scenario reads one column of floats).
     #: The op's compute time at a context is then the larger of the two lines there, as op_time
     #: takes it (roofline.attention_compute_terms).
-    work: np.ndarray | None = None
     work_rows: tuple = ()
 
     def rows(self, seqs, sparse_budget, group):
@@ -630,54 +684,35 @@ class ContextLines:
         shape = np.broadcast_shapes(np.shape(ok), np.shape(group))
         return np.flatnonzero(np.broadcast_to(ok, shape))
 
-    def add_mean(self, parts: dict, seqs, group, past_first, past_last, extras: bool = True,
-                 at=None, offsets: dict | None = None) -> tuple | None:
-        """Add the context ops' mean over contexts past_first..past_last to the priced token and
-        logits components `parts` (in place where they are arrays); return the device time's
-        excess over that mean at the two ends (perfmodel.steps.add_decode_context), where
-        `extras` asks for it. Given the table columns `at`, the constants are in `parts` already
-        (`_combined_lookup`); with its class `offsets` too, each op's time adds to the band
+    def add_mean(self, parts: dict, at, past_first, past_last, extras: bool = True,
+                 offsets: dict | None = None) -> tuple | None:
+        """Add the context ops' mean over contexts past_first..past_last at table columns `at`
+        (`table_columns`) to the priced token and logits components `parts`, which hold the
+        constants already (`_combined_lookup`; in place where they are arrays); return the
+        device time's excess over that mean at the two ends (perfmodel.steps.add_decode_context),
+        where `extras` asks for it. With its class `offsets`, each op's time adds to the band
         offsets, not to its class (arrays only: `_add_core`)."""
-        scalar = _numbers(seqs, group, past_first, past_last)
-        combined = at is not None
-        if at is None:
-            at = int(group) * (DIRECT_COUNTS + 1) + int(seqs) if scalar else \
-                np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(seqs).astype(np.intp)
-        if scalar:  # one scenario: in Python floats
-            column = self.table[:, at].tolist()
-            work = self.work[:, at].tolist() if self.work is not None else None
-            first, last = float(past_first), float(past_last)
-            for key, values in self.constants.items():
-                parts[key] = parts.get(key, 0.0) + float(values[at])
+        if isinstance(at, int) and isinstance(past_first, float) and isinstance(past_last, float):
+            # one scenario: in Python floats (`parts` holds every TOTAL_KEYS)
+            column = float_column(self.table, at)
+            first, last = past_first, past_last
             first_extra, last_extra = 0.0, 0.0
             for i, key in enumerate(self.op_keys):
                 c0, c1, m0, m1 = column[4 * i:4 * i + 4]
                 compute_first, compute_last = c0 + c1 * first, c0 + c1 * last
                 row = self.work_rows[i] if self.work_rows else None
                 if row is not None:
-                    w0, w1 = work[row:row + 2]
+                    w0, w1 = column[row:row + 2]
                     compute_first, compute_last = max(compute_first, w0 + w1 * first), max(compute_last, w0 + w1 * last)
                 memory_first, memory_last = m0 + m1 * first, m0 + m1 * last
                 core = mean_max_affine(compute_first, compute_last, memory_first, memory_last)
-                first_extra += max(compute_first, memory_first) - core
-                last_extra += max(compute_last, memory_last) - core
-                for name, value in (("compute_s", (compute_first + compute_last) / 2),
-                                    ("memory_s", (memory_first + memory_last) / 2), ("time_s", core), (key, core)):
-                    if name:
-                        parts[name] = parts.get(name, 0.0) + value
+                if extras:
+                    first_extra += max(compute_first, memory_first) - core
+                    last_extra += max(compute_last, memory_last) - core
+                _add_floats(parts, (compute_first + compute_last) / 2, (memory_first + memory_last) / 2, core, key)
             return (first_extra, last_extra) if extras else None
-        else:
-            first, last = past_first, past_last
-            gathered: dict = {}  # rows shared by several components are gathered once
-            for key, values in () if combined else self.constants.items():
-                value = gathered.get(id(values))
-                if value is None:
-                    value = gathered[id(values)] = gather(values, at)
-                if key in parts and isinstance(parts[key], np.ndarray) and parts[key].shape == value.shape:
-                    parts[key] += value
-                else:
-                    parts[key] = parts[key] + value if key in parts else value.copy()
-            take = lambda row: gather(self.table[row], at)  # noqa: E731
+        first, last = past_first, past_last
+        take = lambda row: gather(self.table[row], at)  # noqa: E731
         first_extra, last_extra = 0.0, 0.0
         middle = None
         for i, key in enumerate(self.op_keys):
@@ -698,7 +733,7 @@ class ContextLines:
                 continue
             compute_first, compute_last = _ends(c0, c1, first, last)
             if row is not None:  # the larger of the dot-product and work-unit lines at each end, as op_time's
-                work_first, work_last = _ends(gather(self.work[row], at), gather(self.work[row + 1], at), first, last)
+                work_first, work_last = _ends(take(row), take(row + 1), first, last)
                 compute_first = _into(np.maximum, compute_first, work_first)
                 compute_last = _into(np.maximum, compute_last, work_last)
             memory_first, memory_last = _ends(m0, m1, first, last)
@@ -716,6 +751,16 @@ class ContextLines:
             compute /= 2
             _add_core(parts, compute, memory, core, key, offsets)
         return (first_extra, last_extra) if extras else None
+
+
+def _add_floats(parts: dict, compute: float, memory: float, core: float, key: str) -> None:
+    """Add one scenario's op compute, memory and device time to a step's components (which hold
+    every TOTAL_KEYS entry), and its time to its residual class `key` ("" without bands)."""
+    parts["compute_s"] += compute
+    parts["memory_s"] += memory
+    parts["time_s"] += core
+    if key:
+        parts[key] = parts.get(key, 0.0) + core
 
 
 def _add_core(parts: dict, compute, memory, core, key: str, offsets: dict | None) -> None:
@@ -759,16 +804,35 @@ _NO_ROWS = np.array([], dtype=np.intp)
 _COMBINED: dict = {}
 
 
-def _combined_lookup(stacked: "StackedPricing", constants: dict, at, into: dict | None = None,
-                     offsets: dict | None = None) -> dict:
-    """Every component of `stacked` at direct-table columns `at` (group * (DIRECT_COUNTS + 1) +
-    count, every count in the table) with `constants` (rows over the same columns: a step's
-    context ops' floors) added: the two tables summed once (cached), one gather a component
-    (a copy for one equal to an earlier one: an all-reduce's time is its communication), none
-    for a component the same in every column (a number: callers add it as one). A component
-    with an array in `into` (a sweep's output column) is gathered or copied into it, which
-    spares the caller a copy of its result. With class `offsets` (intervals.class_offsets) the
-    class rows are summed into the two band offsets (BAND_KEYS): two gathers for every class."""
+def _combined_lookup(combined: tuple, at, into: dict | None = None) -> dict:
+    """Every component of a StackedPricing at direct-table columns `at` (group * (DIRECT_COUNTS + 1)
+    + count, every count in the table) with a step's context ops' constants added, from their
+    `_combined_table`: one gather a component (a copy for one equal to an earlier one: an
+    all-reduce's time is its communication), none for a component the same in every column (a
+    number: callers add it as one); one scenario's column as Python floats. A component with an
+    array in `into` (a sweep's output column) is gathered or copied into it, which spares the
+    caller a copy of its result."""
+    keys, table, flat, same = combined
+    if isinstance(at, int):  # one scenario: its column in Python floats
+        return dict(zip(keys, float_column(table, at)))
+    out: dict = {}
+    for i, name in enumerate(keys):
+        slot = None if into is None else into.get(name)
+        if flat[i]:
+            out[name] = float(table[i, 0])
+        elif same[i] < i:  # a copy (np.positive: the same doubles, -0.0 kept), into its slot where given
+            out[name] = np.positive(out[keys[same[i]]], out=slot)
+        else:
+            out[name] = gather(table[i], at, slot)
+    return out
+
+
+def _combined_table(stacked: "StackedPricing", constants: dict, offsets: dict | None = None) -> tuple:
+    """(keys, table, flat, same) of `_combined_lookup`: the direct table of `stacked` and the
+    `constants` (rows over the same columns: a step's context ops' floors) summed, which rows are
+    one number, which equal an earlier one; cached per (stacked, constants, offsets). With class
+    `offsets` (intervals.class_offsets) the class rows are summed into the two band offsets
+    (BAND_KEYS): two gathers for every class, not one a class and a pass each."""
     banded = None if offsets is None else tuple(sorted(offsets.items()))
     key = (id(stacked), id(constants), banded)
     hit = _COMBINED.get(key)
@@ -786,17 +850,41 @@ def _combined_lookup(stacked: "StackedPricing", constants: dict, at, into: dict 
             if len(_COMBINED) >= _MAX_PRICINGS:
                 _COMBINED.clear()
             hit = _COMBINED[key] = (stacked, constants, (tuple(keys), table, flat, same))
-    keys, table, flat, same = hit[2]
-    out: dict = {}
-    for i, name in enumerate(keys):
-        slot = None if into is None else into.get(name)
-        if flat[i]:
-            out[name] = float(table[i, 0])
-        elif same[i] < i:  # a copy (np.positive: the same doubles, -0.0 kept), into its slot where given
-            out[name] = np.positive(out[keys[same[i]]], out=slot)
-        else:
-            out[name] = gather(table[i], at, slot)
-    return out
+    return hit[2]
+
+
+_FLOAT_COLUMNS: dict = {}
+
+
+def float_column(table: np.ndarray, at: int) -> list:
+    """Column `at` of a priced table as Python floats (a scalar prediction's lookups: an item of a
+    list costs a fraction of a numpy column's .tolist()): from the table's columns kept as lists
+    (`_keep_float_columns`), else from the array."""
+    hit = _FLOAT_COLUMNS.get(id(table))
+    if hit is not None and hit[0] is table:
+        return hit[1][at]
+    columns = _keep_float_columns(table)
+    return table[:, at].tolist() if columns is None else columns[at]
+
+
+#: Most cells of a table whose columns `float_column` keeps as lists (1 MB of Python floats: a
+#: scalar prediction's tables are one precision group's, ten thousand cells or so), and most
+#: tables kept.
+_MAX_FLOAT_CELLS = 1 << 15
+_MAX_FLOAT_TABLES = 64
+
+
+def _keep_float_columns(table: np.ndarray) -> list | None:
+    """The columns of a priced table as lists of Python floats, kept per table (None: too large
+    to keep)."""
+    if table.size > _MAX_FLOAT_CELLS:
+        return None
+    columns = table.T.tolist()
+    with _PRICINGS_LOCK:
+        if len(_FLOAT_COLUMNS) >= _MAX_FLOAT_TABLES:
+            _FLOAT_COLUMNS.clear()
+        _FLOAT_COLUMNS[id(table)] = (table, columns)
+    return columns
 
 
 def _band_rows(keys: list, table: np.ndarray, offsets: dict) -> tuple[list, np.ndarray]:
@@ -944,15 +1032,14 @@ def _price_context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups:
             table[4 * i:4 * i + 2] = lines
             work_rows.append(None)
         else:
-            work_rows.append(2 * len(work_table))
+            work_rows.append(table.shape[0] + 2 * len(work_table))
             work_table.append(lines)
     dominant = []
     for i, row in enumerate(work_rows):
         compute, memory = table[4 * i:4 * i + 2], table[4 * i + 2:4 * i + 4]
         dominant.append(_dominant(compute, memory) if row is None else "")
-    return ContextLines(table, op_keys, constants, tuple(dominant),
-                        np.concatenate(work_table) if work_table else None,
-                        tuple(work_rows) if work_table else ())
+    return ContextLines(np.concatenate([table, *work_table]) if work_table else table, op_keys, constants,
+                        tuple(dominant), tuple(work_rows) if work_table else ())
 
 
 def _dominant(compute: np.ndarray, memory: np.ndarray) -> str:
@@ -1012,34 +1099,19 @@ class PrefillLines:
             return batch <= DIRECT_COUNTS
         return bool(np.all(np.asarray(batch) <= DIRECT_COUNTS))
 
-    def add(self, part: dict, batch, group, prompt, at=None) -> None:
-        """Add the context ops' times at prompts `prompt` to the priced components `part`; given
-        the table columns `at`, the constants are in `part` already (`_combined_lookup`)."""
-        if _numbers(batch, group, prompt):  # one scenario: in floats
-            at = int(group) * (DIRECT_COUNTS + 1) + int(batch)
-            column, prompt = self.table[:, at].tolist(), float(prompt)
+    def add(self, part: dict, batch, group, prompt, at) -> None:
+        """Add the context ops' times at prompts `prompt` and table columns `at` (`table_columns`)
+        to the priced components `part`, which hold the constants already (`_combined_lookup`)."""
+        if isinstance(at, int) and isinstance(prompt, float):  # one scenario: in floats (`part` holds every TOTAL_KEYS)
+            column, prompt = float_column(self.table, at), float(prompt)
             for i, key in enumerate(self.op_keys):
                 c0, c1, c2, m0, m1, m2 = column[6 * i:6 * i + 6]
                 compute, memory = (c2 * prompt + c1) * prompt + c0, (m2 * prompt + m1) * prompt + m0
                 if self.work and self.work[i] is not None:
                     compute = max(compute, self.work[i].time_s(float(batch), prompt, int(group)))
-                core = max(compute, memory)
-                for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
-                    if name:
-                        part[name] = part.get(name, 0.0) + value
-            for name, values in self.constants.items():
-                part[name] = part.get(name, 0.0) + float(values[at])
+                _add_floats(part, compute, memory, max(compute, memory), key)
             return
-        else:
-            combined = at is not None
-            if at is None:
-                at = np.asarray(group) * (DIRECT_COUNTS + 1) + np.asarray(batch).astype(np.intp)
-            take = lambda row: gather(self.table[row], at) if row in self.rows else 0.0  # noqa: E731
-            gathered: dict = {}  # rows shared by several components are gathered once
-            for values in () if combined else self.constants.values():
-                if id(values) not in gathered:
-                    gathered[id(values)] = gather(values, at)
-            constants = {} if combined else {key: gathered[id(values)] for key, values in self.constants.items()}
+        take = lambda row: gather(self.table[row], at) if row in self.rows else 0.0  # noqa: E731
         for i, key in enumerate(self.op_keys):
             c0, c1, c2, m0, m1, m2 = (take(6 * i + j) for j in range(6))
             compute = _polynomial(c0, c1, c2, prompt)
@@ -1051,8 +1123,6 @@ class PrefillLines:
             for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
                 if name:
                     _add_into(part, name, 1.0, value)
-        for name, value in constants.items():
-            _add_into(part, name, 1.0, value)
 
 
 def _polynomial(c0, c1, c2, prompt):
@@ -1212,6 +1282,8 @@ class StackedPricing:
                 for field, line in term.lines.items():
                     slot[1].setdefault(field, np.zeros((2, groups)))[:, g] = line
         self.rebuilt_groups = [g for g, pr in enumerate(pricings) if pr.rebuilt]
+        # terms `_at` adds past the table to the lines (most pricings have none: one test, not three loops)
+        self.apart = bool(self.crossings or self.rescaled or self.rebuilt_groups)
         # rescaled collectives (all-reduces) go by pieces of runs (`_rescaled_pieces`), which needs
         # the groups' precisions; other rescaled ops (MoE experts: wave-quantized) per op
         self.collectives = {name: entry for name, entry in self.rescaled.items()
@@ -1226,7 +1298,7 @@ class StackedPricing:
     def evaluate(self, x, group, p: Precision, tp) -> dict:
         """Every component at counts x of scenarios in precision groups `group` (indices into the
         pricings), with their per-scenario precisions p and tp (for ops priced per count)."""
-        if _numbers(x, group):
+        if (type(x) is float and type(group) is int) or _numbers(x, group):  # (a scalar prediction's types first)
             return self._at(float(x), int(group), p, tp)
         x, group = np.broadcast_arrays(np.asarray(x, dtype=float), group)
         shape = x.shape
@@ -1258,15 +1330,69 @@ class StackedPricing:
 
     def _at(self, x: float, group: int, p: Precision, tp) -> dict:
         """`evaluate` of one scenario in Python floats (a scalar prediction pays per array call):
-        the table's column, or the structure past it term by term as `_past_table` prices it."""
-        index = int(x)
-        if index <= DIRECT_COUNTS:
-            return dict(zip(self.keys, self.table[:, group * (DIRECT_COUNTS + 1) + index].tolist()))
-        out = {key: a + b * x for key, a, b in zip(self.keys, self.alpha_of[group], self.beta_of[group])}
+        the table's column, or past it what `_past_table` adds up: its run's fused lines where a
+        sweep takes those (`_fused_at`: the same doubles) or the structure term by term
+        (`_structured_at`), then the crossings, the other rescaled ops and the rebuilt ones."""
+        if x < DIRECT_COUNTS + 1.0:  # (int(x) <= DIRECT_COUNTS for a count)
+            return dict(zip(self.keys, float_column(self.table, group * (DIRECT_COUNTS + 1) + int(x))))
+        out = self._fused_at(x, group)
+        fused = out is not None
+        if not fused:
+            out = self._structured_at(x, group)
+        if self.apart:
+            self._add_apart(out, x, group, p, tp, fused)
+        return out
+
+    def _add_apart(self, out: dict, x: float, group: int, p: Precision, tp, fused: bool) -> None:
+        """Add to `_at`'s lines the terms priced apart from them: the crossings, the rescaled ops
+        (but the collectives where the `fused` lines hold them) and the ops rebuilt per count."""
         for key, coef in self.crossings.values():
             count, c0, c1, m0, m1 = coef[:, group].tolist()
             compute, memory = c0 + c1 * x, m0 + m1 * x
             _add(out, count, compute, memory, max(compute, memory), key)
+        for name, (template, lines, present) in self.rescaled.items():
+            if not (fused and name in self.collectives):  # (the fused lines hold the collectives)
+                op = dataclasses.replace(template, **{f: float(c[0, group] + c[1, group] * x) for f, c in lines.items()})
+                t = op_time(op, self.hw, p, tp)
+                weight = float(present[group]) * op.count
+                for key in TOTAL_KEYS:
+                    out[key] += weight * float(getattr(t, key))
+                cls = _class_key(self.pricings[0], op)
+                if cls:
+                    out[cls] += weight * float(t.time_s)
+        if group in self.rebuilt_groups:
+            pr = self.pricings[group]
+            for op, t in pr.price(np.array([x]), pr.rebuilt):
+                for key in TOTAL_KEYS:
+                    out[key] += op.count * float(np.ravel(getattr(t, key))[0])
+                cls = _class_key(pr, op)
+                if cls:
+                    out[cls] += op.count * float(np.ravel(t.time_s)[0])
+
+    def _fused_at(self, x: float, group: int) -> dict | None:
+        """`_add_fused` of one count past the table, in floats: its (group, run) piece's lines
+        and the constants; None where there are no fused runs (`_fused_runs`), its run is priced
+        by `_structured` (piece 0 of a switching table), or it lies past the runs fused so far
+        and past _SCALAR_FUSED_RUNS (fusing runs to it would take more than its own terms)."""
+        if not self._fusable:
+            return None
+        run = max(math.ceil(x / RUN_COUNTS) - _RUN_Q0, 0)
+        if run >= _SCALAR_FUSED_RUNS and self._fused[0] < _RUN_Q0 + run:
+            return None
+        table = self._fused_table(_RUN_Q0 + run)
+        piece = table.piece.item(group * table.width + run)
+        if table.switching and piece == 0:
+            return None
+        if table.counted and piece >= table.counted:  # a count of a switching run: its own piece
+            piece += int(min(max(x - ((run + (_RUN_Q0 - 1)) * RUN_COUNTS + 1), 0), RUN_COUNTS - 1))
+        row, constants = float_column(table.piece_lines, piece), table.constants
+        return {key: row[at] + row[at + 1] * x if at >= 0 else constants[key] for key, at in table.layout}
+
+    def _structured_at(self, x: float, group: int) -> dict:
+        """`_structured` of one count past the table, in floats, but for the rescaled collectives
+        (`_at` prices those op by op): the affine folds and the tiled GEMMs' run lines (GEMM by
+        GEMM in a run where one switches term)."""
+        out = {key: a + b * x for key, a, b in zip(self.keys, self.alpha_of[group], self.beta_of[group])}
         if self.gemms:
             cells = self._any_cells
             run = max(math.ceil(x / cells.tile_m) - cells.q0, 0)
@@ -1281,23 +1407,6 @@ class StackedPricing:
                     compute = max(float(table.tile_s[slot, at]), power * x)
                     memory = latency + (bytes0 + bytes1 * x) * float(table.inv_bw[slot, at])
                     _add(out, 1.0, compute, memory, max(compute, memory), key)
-        for template, lines, present in self.rescaled.values():
-            op = dataclasses.replace(template, **{f: float(c[0, group] + c[1, group] * x) for f, c in lines.items()})
-            t = op_time(op, self.hw, p, tp)
-            weight = float(present[group]) * op.count
-            for key in TOTAL_KEYS:
-                out[key] += weight * float(getattr(t, key))
-            cls = _class_key(self.pricings[0], op)
-            if cls:
-                out[cls] += weight * float(t.time_s)
-        if group in self.rebuilt_groups:
-            pr = self.pricings[group]
-            for op, t in pr.price(np.array([x]), pr.rebuilt):
-                for key in TOTAL_KEYS:
-                    out[key] += op.count * float(np.ravel(getattr(t, key))[0])
-                cls = _class_key(pr, op)
-                if cls:
-                    out[cls] += op.count * float(np.ravel(t.time_s)[0])
         return out
 
     def _past_table(self, x, group, p: Precision, tp) -> dict:
@@ -1348,10 +1457,22 @@ class StackedPricing:
         """The affine folds, tiled GEMMs and rescaled collectives summed per (group, run) of
         RUN_COUNTS counts (`_fuse`), covering the counts x; None where the GEMMs' runs are not
         the collectives' (a tile_m other than RUN_COUNTS) or there is neither."""
-        if not (self.gemms or self.collectives) or (self.gemms and self._any_cells.tile_m != RUN_COUNTS):
+        if not self._fusable:
             return None
         run = _run_index(x, float(RUN_COUNTS), _RUN_Q0, runs)
-        q_max = _RUN_Q0 + int(run.max())
+        return self._fused_table(_RUN_Q0 + int(run.max()))
+
+    @functools.cached_property
+    def _fusable(self) -> bool:
+        """Whether `_fuse` applies: GEMMs or collectives, the GEMMs' runs the collectives' (tile_m
+        RUN_COUNTS)."""
+        return bool(self.gemms or self.collectives) and not (self.gemms and self._any_cells.tile_m != RUN_COUNTS)
+
+    def _fused_table(self, q_max: int) -> "FusedRuns":
+        """The FusedRuns covering runs to q_max, grown (doubling) where they do not."""
+        covered, table = self._fused  # one read of a tuple: a table built already needs no lock
+        if covered >= q_max:
+            return table
         with self._fused_lock:
             if self._fused[0] < q_max:
                 self._fused = self._fuse(max(q_max, 2 * self._fused[0]))
@@ -1403,7 +1524,8 @@ class StackedPricing:
         order = [n for i in range(len(firsts)) for n in (i, len(firsts) + i)]  # alpha, beta of each line
         constants = {key: float(reference[i]) if reference[i] is not None else 0.0
                      for i, key in enumerate(self.keys) if not lined[i]}
-        fused = FusedRuns(width, piece, piece_lines[order], line_of, constants, bool(np.any(piece == 0)))
+        layout = tuple((key, 2 * line_of[key] if key in line_of else -1) for key in self.keys)
+        fused = FusedRuns(width, piece, piece_lines[order], line_of, constants, bool(np.any(piece == 0)), layout=layout)
         counted = self._count_pieces(fused, np.flatnonzero(np.concatenate(switched)))
         return q_max, fused if counted is None else counted
 
@@ -1797,6 +1919,10 @@ def _distinct_columns(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 #: first run past the direct table.
 RUN_COUNTS = 64
 _RUN_Q0 = (DIRECT_COUNTS + 1 + RUN_COUNTS - 1) // RUN_COUNTS
+#: Runs one scenario fuses on its own (`StackedPricing._fused_at`: 2M tokens): past them it takes
+#: the runs a sweep fused already, else its terms one by one (fusing a million runs costs a
+#: second and gigabytes, for one count).
+_SCALAR_FUSED_RUNS = 1 << 15
 
 
 @dataclass(frozen=True)
@@ -1849,6 +1975,9 @@ class FusedRuns:
     constants: dict
     switching: bool
     counted: int = 0
+    #: (key, row of its line's alpha in `piece_lines`, -1 for a constant) of every component, in
+    #: the pricing's order (one scenario's lookup: `StackedPricing._fused_at`)
+    layout: tuple = ()
 
 
 def _run_index(x, tile: float, q0: int, runs: dict | None):

@@ -70,13 +70,20 @@ def band(total, class_times: dict, bands: dict, phase: str, engine: str, out: tu
         banded = [(t, q) for cls, t in class_times.items() if (q := bands.get(cls))]
         if banded and _same_arrays(total, [t for t, _ in banded]):
             return _band_in_place(total, banded, out)
-    lo, hi, covered = 0.0, 0.0, 0.0
+    return offset_band(total, class_times, class_offsets(bands, phase, engine))
+
+
+def offset_band(total, class_times: dict, offsets: dict) -> tuple:
+    """`band` of a step from its classes' offsets (`class_offsets`, which a caller may keep per
+    spec and engine): total + sum_c T_c (p10_c - 1) and total + sum_c T_c (p90_c - 1), host time
+    and classes without a band as predicted (the sums in `_band_in_place`'s order: the same
+    doubles for one scenario as for a sweep's row)."""
+    lo, hi = 0.0, 0.0
     for cls, t in class_times.items():
-        q = bands.get(cls)
-        if q:
-            lo, hi, covered = lo + t * q["p10"], hi + t * q["p90"], covered + t
-    rest = total - covered  # host time and classes without a band: as predicted
-    return lo + rest, hi + rest
+        factors = offsets.get(cls)
+        if factors:
+            lo, hi = lo + t * factors[0], hi + t * factors[1]
+    return lo + total, hi + total
 
 
 def _same_arrays(total, times: list) -> bool:

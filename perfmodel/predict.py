@@ -23,7 +23,7 @@ from perfmodel import fastpath, heap, intervals, memory
 from perfmodel.checks import check_parallelism
 from perfmodel.engines import DEFAULT_ENGINE, Engine
 from perfmodel.engines import load as load_engine
-from perfmodel.ops import Precision, step_ops
+from perfmodel.ops import Precision, step_ops, step_phase
 from perfmodel.roofline import BOUNDS, op_time
 from perfmodel.steps import host_dispatch_s, host_overhead_s, mean_decode_step, step_time  # noqa: F401 (public here)
 from workloads.model import ModelSpec
@@ -42,12 +42,16 @@ def _bound(totals: dict, out: np.ndarray | None = None):
     """Which of compute / memory / overhead (kernel floors or host dispatch) / comm dominates
     (arrays: into `out` where given)."""
     compute, mem, overhead, host, comm = _BOUND_TERMS(totals)
-    if type(compute) is type(mem) is type(overhead) is type(host) is type(comm) is float:  # one scenario
-        return _bound_code(compute, mem, max(overhead, host), comm)  # an int (`_one_row` takes it)
+    if type(compute) is type(mem) is type(overhead) is type(host) is type(comm) is float:
+        # one scenario: the same comparisons in floats, an int (`_one_row` takes it)
+        overhead, best = max(overhead, host), max(compute, mem)
+        code = 0 if compute >= mem else 1
+        code = 2 if overhead > best else code
+        return 3 if comm > max(best, overhead) else code
     overhead = np.maximum(overhead, host)
-    # one byte a code, from the comparisons' own bytes (the same comparisons as _bound_code; times
-    # are never NaN): memory where compute < memory, then overhead, then comm where they exceed
-    # (each later code is larger than every earlier one: a maximum puts it where it wins)
+    # one byte a code, from the comparisons' own bytes (the same comparisons as one scenario's;
+    # times are never NaN): memory where compute < memory, then overhead, then comm where they
+    # exceed (each later code is larger than every earlier one: a maximum puts it where it wins)
     code = np.asarray(compute < mem).view(np.int8)
     best = np.maximum(compute, mem)
     code = np.maximum(code, np.asarray(overhead > best).view(np.int8) * np.int8(2))
@@ -56,14 +60,6 @@ def _bound(totals: dict, out: np.ndarray | None = None):
 
 
 _BOUND_TERMS = operator.itemgetter("compute_s", "memory_s", "overhead_s", "host_s", "comm_s")
-
-
-def _bound_code(compute: float, mem: float, overhead: float, comm: float) -> int:
-    """`_bound` of one scenario in Python floats (the same comparisons)."""
-    best = max(compute, mem)
-    code = 0 if compute >= mem else 1
-    code = 2 if overhead > best else code
-    return 3 if comm > max(best, overhead) else code
 
 
 def bound_column(codes):
@@ -89,6 +85,17 @@ _BOUND_DTYPE = None  # built on first use: pandas is imported only by the functi
 _ONE_BOUND: list = []  # a one-row column of each code, built with _BOUND_DTYPE
 
 
+def _one_bound(code: int):
+    """`bound_column` of one scenario's code (an int from `_bound`): a copy of that code's cached
+    one-row column, without bound_column's checks (a scalar prediction makes two)."""
+    return _ONE_BOUND[code].copy() if _ONE_BOUND else bound_column(code)
+
+
+#: The output-column slots of a call without a sweep's chunk (`_into`): every column's is None
+#: (never written).
+_NO_SLOTS: dict = {}
+
+
 def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple | None = None,
                      dest: dict | None = None) -> dict:
     """Per-device bytes of weights, KV cache (end of generation) and peak activations; fit and max batch.
@@ -99,7 +106,8 @@ def memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple
     the activations of an empty engine) are computed once per group (`_grouped_memory_footprint`);
     a sweep's chunk writes its columns into `dest` (`_chunked`)."""
     if groups is not None:
-        return _grouped_memory_footprint(model, hw, sc, groups, dest)
+        return _grouped_memory_footprint(hw, sc, _group_memory_entry(model, groups[0]), groups[1], _requests_rows(sc),
+                                         dest)
     p, tp = precision(sc), sc.tp
     weights = memory.weight_bytes(model, p, tp)
     kv_per_token = memory.kv_cache_bytes(model, p, 1.0, tp)
@@ -123,17 +131,11 @@ def _max_batch(free, per_request, all_fit: bool, out: np.ndarray | None = None):
     return np.where(free > 0, np.floor(np.maximum(free, 0) / per_request), 0.0)
 
 
-def _footprint(hw: Hardware, weights, kv, act, total, max_batch, dest: dict | None = None) -> dict:
+def _footprint(hw: Hardware, weights, kv, act, total, max_batch, slots: dict = _NO_SLOTS) -> dict:
     """The columns of `memory_footprint`."""
     return {"weights_bytes": weights, "kv_bytes": kv, "activation_bytes": act, "total_bytes": total,
             "capacity_bytes": hw.hbm_capacity_bytes,
-            "fits": _into(dest, "fits", np.less_equal, total, hw.hbm_capacity_bytes), "max_batch": max_batch}
-
-
-def _slot(dest: dict | None, key: str) -> np.ndarray | None:
-    """A sweep's chunk of output column `key` (`_chunked`), which a metric's last operation writes
-    into (no copy of the chunk's result afterwards), or None."""
-    return None if dest is None else dest.get(key)
+            "fits": _into(slots, "fits", np.less_equal, total, hw.hbm_capacity_bytes), "max_batch": max_batch}
 
 
 #: The Python operator of each ufunc `_into` takes: one scenario's numbers stay Python floats.
@@ -141,63 +143,53 @@ _OPERATORS = {np.add: operator.add, np.multiply: operator.mul, np.divide: operat
               np.less_equal: operator.le}
 
 
-def _into(dest: dict | None, key: str, ufunc, a, b):
-    """ufunc(a, b), into the sweep's chunk of output column `key` where `dest` holds it (`_slot`),
-    else as the operator computes it (arrays or numbers alike)."""
-    out = None if dest is None else dest.get(key)  # (`_slot` inline: a scalar prediction makes six of these)
+def _into(slots: dict, key: str, ufunc, a, b):
+    """ufunc(a, b), into the sweep's chunk of output column `key` where `slots` (a chunk's `dest`,
+    else _NO_SLOTS) holds it, else as the operator computes it (arrays or numbers alike)."""
+    out = slots.get(key)
     return _OPERATORS[ufunc](a, b) if out is None else ufunc(a, b, out=out)
 
 
-def _grouped_memory_footprint(model: ModelSpec, hw: Hardware, sc: Scenario, groups: tuple,
-                              dest: dict | None = None) -> dict:
-    """`memory_footprint` of many scenarios in precision groups: what depends on the group alone
-    (weights, KV bytes per token, free memory, and the activations' bytes per chunk token and per
-    logits row: `memory.activation_bytes` is linear in the two) computed per group and gathered
-    once each."""
-    index = groups[1]
+def _grouped_memory_footprint(hw: Hardware, sc: Scenario, entry: tuple, index, rows, dest: dict | None = None) -> dict:
+    """`memory_footprint` of many scenarios in precision groups (`index`: each one's group;
+    `entry`: the groups' `_group_memory_entry`; `rows`: `_requests_rows`): what depends on the
+    group alone (weights, KV bytes per token, free memory, and the activations' bytes per chunk
+    token and per logits row: `memory.activation_bytes` is linear in the two) computed per group
+    and gathered once each."""
+    slots = _NO_SLOTS if dest is None else dest
     if sc.shape == ():  # one scenario (its fields Python floats): its group's numbers as floats
-        weights, kv_per_token, idle, per_token, per_row = _group_memory_floats(model, groups[0])[index]
+        weights, kv_per_token, idle, per_token, per_row = entry[1][index]
         free = hw.hbm_capacity_bytes - weights - idle
         all_fit = free > 0
     else:
-        weights_g, kv_token_g, idle_g, token_g, row_g = _group_memory(model, groups[0])
+        weights_g, kv_token_g, idle_g, token_g, row_g = entry[0]
         free_g = hw.hbm_capacity_bytes - weights_g - idle_g
         # (one group: a number, which the caller broadcasts into its column)
-        weights = fastpath.gather(weights_g, index, _slot(dest, "weights_bytes") if np.ndim(index) else None)
+        weights = fastpath.gather(weights_g, index, slots.get("weights_bytes") if np.ndim(index) else None)
         kv_per_token, free, per_token, per_row = (fastpath.gather(values, index) for values in (
             kv_token_g, free_g, token_g, row_g))
         all_fit = bool(np.all(free_g > 0))
     kv_per_request = memory.kv_tokens(1, sc.prompt, sc.gen, sc.samples) * kv_per_token
-    kv = _into(dest, "kv_bytes", np.multiply, sc.batch, kv_per_request)
-    rows = _requests_rows(sc)
-    act = _into(dest, "activation_bytes", np.multiply, memory.chunk_tokens(sc.batch, sc.prompt), per_token)
+    kv = _into(slots, "kv_bytes", np.multiply, sc.batch, kv_per_request)
+    act = _into(slots, "activation_bytes", np.multiply, memory.chunk_tokens(sc.batch, sc.prompt), per_token)
     act += rows * per_row
-    total = _into(dest, "total_bytes", np.add, weights, kv)
+    total = _into(slots, "total_bytes", np.add, weights, kv)
     total += act
     # a request's own activations: its samples' logits rows
     own = per_row if memory.is_one(sc.samples) else sc.samples * per_row
     per_request = kv_per_request + own
-    return _footprint(hw, weights, kv, act, total, _max_batch(free, per_request, all_fit, _slot(dest, "max_batch")),
-                      dest)
+    return _footprint(hw, weights, kv, act, total, _max_batch(free, per_request, all_fit, slots.get("max_batch")),
+                      slots)
 
 
 _GROUP_MEMORY: dict = {}
 
 
-def _group_memory(model: ModelSpec, groups: tuple) -> tuple:
+def _group_memory_entry(model: ModelSpec, groups: tuple) -> tuple:
     """Per precision group ((w_bits, a_bits, kv_bits, quant_group, tp) each): weight bytes, KV
     bytes per cached token, an empty engine's activations, activation bytes per chunk token and
-    per logits row; cached by the model's identity."""
-    return _group_memory_entry(model, groups)[0]
-
-
-def _group_memory_floats(model: ModelSpec, groups: tuple) -> list:
-    """`_group_memory` per group: a tuple of its five numbers as Python floats."""
-    return _group_memory_entry(model, groups)[1]
-
-
-def _group_memory_entry(model: ModelSpec, groups: tuple) -> tuple:
-    """(`_group_memory`'s arrays, `_group_memory_floats`' rows), computed once per (model, groups)."""
+    per logits row, as (five arrays over the groups, a tuple of the five Python floats per group);
+    computed once per (model, groups), cached by the model's identity."""
     key = (id(model), groups)
     hit = _GROUP_MEMORY.get(key)
     if hit is not None and hit[0] is model:
@@ -237,6 +229,7 @@ CHUNK = 131072
 PATHS = ("fast", "reference")
 #: Scenario fields the fast path prices once per distinct combination (a precision group).
 GROUP_FIELDS = ("w_bits", "a_bits", "kv_bits", "quant_group", "tp")
+_GROUP_NUMBERS = operator.attrgetter(*GROUP_FIELDS)  # (one scenario's group in one call)
 #: Most precision groups the fast path takes; a sweep with more (continuous bit widths) is priced
 #: op by op, which is then as fast.
 MAX_GROUPS = 256
@@ -432,13 +425,13 @@ def _one_row(model: ModelSpec, sc: Scenario, metrics: dict) -> dict:
     `_columns`' order: every double a one-element row of one array (a view costs a quarter of a
     new one-element array; 40 of them were a fifth of a scalar prediction), the parameter counts
     rows of one int64 array, the bound codes categoricals (`bound_column`), the fit flag a bool."""
-    keys, doubles_of, typed = _one_row_layout(tuple(metrics))
+    keys, doubles_of, typed = _one_row_layout(metrics)
     values = list(np.array(_SCENARIO_NUMBERS(sc) + doubles_of(metrics), dtype=float).reshape(-1, 1))
     # a copy of the counts' cached (2, 1) array (a third of the time of converting the two ints)
     values[len(_SCENARIO_FIELDS):len(_SCENARIO_FIELDS)] = _param_entry(model)[2].copy()
     for position, key in typed:  # in increasing position: each lands where `keys` has it
         value = metrics[key]
-        values.insert(position, bound_column(value) if key in BOUND_COLUMNS else np.array([bool(value)]))
+        values.insert(position, _one_bound(value) if key in BOUND_COLUMNS else np.array([bool(value)]))
     return dict(zip(keys, values))
 
 
@@ -446,16 +439,19 @@ _SCENARIO_NUMBERS = operator.attrgetter(*_SCENARIO_FIELDS)
 _ONE_ROW_LAYOUTS: dict = {}
 
 
-def _one_row_layout(metric_keys: tuple) -> tuple:
+def _one_row_layout(metrics: dict) -> tuple:
     """(every column name in order, a getter of the metrics' doubles, (position, name) of each
-    typed metric) for `_one_row`, per tuple of metric names (two in practice: with and without
-    prediction intervals)."""
-    layout = _ONE_ROW_LAYOUTS.get(metric_keys)
+    typed metric) for `_one_row`. `_metrics` names its metrics in one order, with or without the
+    prediction intervals: a layout per (intervals or not, count), made from the first metrics of
+    each (hashing the tuple of names each call cost a microsecond)."""
+    key = ("ttft_p10_s" in metrics, len(metrics))
+    layout = _ONE_ROW_LAYOUTS.get(key)
     if layout is None:
-        keys = (*_SCENARIO_FIELDS, "params", "active_params", *metric_keys)
-        doubles = [key for key in metric_keys if key not in _ONE_TYPED]
-        typed = tuple((keys.index(key), key) for key in metric_keys if key in _ONE_TYPED)
-        layout = _ONE_ROW_LAYOUTS[metric_keys] = (keys, operator.itemgetter(*doubles), typed)
+        names = tuple(metrics)
+        keys = (*_SCENARIO_FIELDS, "params", "active_params", *names)
+        doubles = [name for name in names if name not in _ONE_TYPED]
+        typed = tuple((keys.index(name), name) for name in names if name in _ONE_TYPED)
+        layout = _ONE_ROW_LAYOUTS[key] = (keys, operator.itemgetter(*doubles), typed)
     return layout
 
 _PARAM_COUNTS: dict = {}
@@ -490,7 +486,7 @@ def _precision_groups(sc: Scenario, run=None, deferred: bool = False) -> tuple |
     each scenario's index is table[code] (`_group_index`), gathered where its chunk is evaluated
     (a pass over the scenarios and a wait for every thread fewer)."""
     if sc.shape == ():  # one scenario: one group
-        return (tuple(float(getattr(sc, name)) for name in GROUP_FIELDS),), 0
+        return (tuple(map(float, _GROUP_NUMBERS(sc))),), 0
     run = run or (lambda fn, items: [fn(item) for item in items])
     grouped = _span_groups(sc, run, deferred)
     return _level_groups(sc, run, deferred) if grouped is False else grouped
@@ -655,58 +651,121 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
     fast path when given the precision `groups` (`_precision_groups`), else op by op. A sweep's
     chunk passes `dest`, its slices of the output columns: most metrics' last operation writes
     there (`_into`), the rest its caller copies."""
-    # one scenario on the fast path: its group's own Precision (the rates cached on it are reused)
-    p = fastpath.group_precision(groups[0][0]) if groups is not None and sc.shape == () else precision(sc)
-    tp = sc.tp
+    slots = _NO_SLOTS if dest is None else dest
     decode_seqs = _requests_rows(sc)
     past_last = sc.prompt + (max(sc.gen - 2, 0.0) if isinstance(sc.gen, float) else np.maximum(sc.gen - 2, 0))
-    bands = hw.calibration.error_bands if hw.calibration is not None else {}
-    # arrays of scenarios: the decode's class times summed into its band offsets as it is priced
-    offsets = None if sc.shape == () else intervals.class_offsets(bands, "decode", engine.name)
-    if groups is not None:
-        fixed, index = groups
-        memo: dict = {}  # the two steps' table columns, where their counts are one array
-        # the steps' times and components straight into the sweep chunk's output columns where they can
-        prefill = fastpath.prefill_step(model, hw, batch=sc.batch, prompt=sc.prompt, p=p, tp=tp, engine=engine,
-                                        groups=fixed, group=index, memo=memo, into=_slots(dest, PREFILL_COLUMNS))
-        decode = fastpath.mean_decode_step(model, hw, seqs=decode_seqs, past_first=sc.prompt, past_last=past_last,
-                                           p=p, tp=tp, sparse_budget=sc.sparse_budget, engine=engine,
-                                           groups=fixed, group=index, memo=memo, into=_slots(dest, DECODE_COLUMNS),
-                                           offsets=offsets)
+    if groups is None:
+        bands = hw.calibration.error_bands if hw.calibration is not None else {}
+        offsets = (None, None)
+        prefill, decode = _reference_steps(model, hw, sc, engine, decode_seqs, past_last)
+        mem = memory_footprint(model, hw, sc)
     else:
-        prefill = step_time(model, hw, seqs=sc.batch, new_tokens=sc.prompt, past=0.0, p=p, tp=tp, sparse_budget=0,
-                            logits_tokens=sc.batch, engine=engine)
-        decode = mean_decode_step(model, hw, seqs=decode_seqs, past_first=sc.prompt, past_last=past_last, p=p,
-                                  tp=tp, sparse_budget=sc.sparse_budget, engine=engine)
+        plan = _plan(model, hw, engine, groups[0], step_phase(sc.prompt))
+        bands, offsets = plan.bands, plan.class_offsets
+        prefill, decode = _fast_steps(plan.route, sc, groups[1], decode_seqs, past_last, dest, offsets[1])
+        mem = _grouped_memory_footprint(hw, sc, plan.memory, groups[1], decode_seqs, dest)
     ttft, tpot = prefill["time_s"], decode["time_s"]
-    ttft_band = intervals.band(ttft, prefill["classes"], bands, "prefill", engine.name,
-                               out=(_slot(dest, "ttft_p10_s"), _slot(dest, "ttft_p90_s")))
-    tpot_band = intervals.band(tpot, decode["classes"], bands, "decode", engine.name,
-                               out=(_slot(dest, "tpot_p10_s"), _slot(dest, "tpot_p90_s")),
-                               offsets=decode.get("band_offsets"))
-    e2e = _into(dest, "e2e_s", np.add, ttft, (sc.gen - 1) * tpot)
-    tokens = decode_seqs * sc.gen
-    mem = memory_footprint(model, hw, sc, groups, dest)
-    throughput = _into(dest, "throughput_tok_s", np.divide, tokens, e2e)
-    result = {
-        "ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e, "throughput_tok_s": throughput,
-        # prediction intervals only where the spec carries validated error bands (no NaN columns)
-        **({"ttft_p10_s": ttft_band[0], "ttft_p90_s": ttft_band[1], "tpot_p10_s": tpot_band[0],
-            "tpot_p90_s": tpot_band[1]} if bands else {}),
-        "decode_tok_s": _into(dest, "decode_tok_s", np.divide, decode_seqs, tpot),
-        "prefill_bound": _bound(prefill, _slot(dest, "prefill_bound")),
-        "decode_bound": _bound(decode, _slot(dest, "decode_bound")),
-        **{column: prefill[key] for key, column in PREFILL_COLUMNS.items() if key != "time_s"},
-        **{column: decode[key] for key, column in DECODE_COLUMNS.items() if key != "time_s"},
-        **mem,
-        # the hourly price per token-second folded into one number: two passes over a sweep, not four
-        "usd_per_mtok": _into(dest, "usd_per_mtok", np.divide, hw.price_per_hour_usd * 1e6 / 3600.0 * sc.tp, throughput),
-    }
+    e2e = _into(slots, "e2e_s", np.add, ttft, (sc.gen - 1) * tpot)
+    throughput = _into(slots, "throughput_tok_s", np.divide, decode_seqs * sc.gen, e2e)
+    result = {"ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e, "throughput_tok_s": throughput}
+    if bands:  # prediction intervals only where the spec carries validated error bands (no NaN columns)
+        result["ttft_p10_s"], result["ttft_p90_s"] = _step_band(ttft, prefill, "prefill", bands, engine, offsets[0],
+                                                                slots)
+        result["tpot_p10_s"], result["tpot_p90_s"] = _step_band(tpot, decode, "decode", bands, engine, offsets[1], slots)
+    result["decode_tok_s"] = _into(slots, "decode_tok_s", np.divide, decode_seqs, tpot)
+    result["prefill_bound"] = _bound(prefill, slots.get("prefill_bound"))
+    result["decode_bound"] = _bound(decode, slots.get("decode_bound"))
+    for key, column in _PREFILL_PARTS:
+        result[column] = prefill[key]
+    for key, column in _DECODE_PARTS:
+        result[column] = decode[key]
+    result.update(mem)
+    # the hourly price per token-second folded into one number: two passes over a sweep, not four
+    result["usd_per_mtok"] = _into(slots, "usd_per_mtok", np.divide, hw.price_per_hour_usd * 1e6 / 3600.0 * sc.tp,
+                                   throughput)
     shape = sc.shape
     if shape == ():  # one scenario: its numbers, made columns by _one_row
         return result
     # the spec's own constants stay numbers: _columns makes each one read-only view of one number
     return {k: v if k in SPEC_COLUMNS else _flat_column(v, shape, sc.size) for k, v in result.items()}
+
+
+def _step_band(total, step: dict, phase: str, bands: dict, engine: Engine, offsets: dict | None,
+               slots: dict) -> tuple:
+    """(p10, p90) of a step (intervals.band), into the sweep chunk's columns where `slots` has them;
+    one scenario's from its classes' `offsets` where the plan keeps them (intervals.offset_band:
+    the same band without looking the spec's bands up again)."""
+    if offsets is not None and isinstance(total, float):
+        return intervals.offset_band(total, step["classes"], offsets)
+    prefix = "ttft" if phase == "prefill" else "tpot"
+    return intervals.band(total, step["classes"], bands, phase, engine.name,
+                          out=(slots.get(f"{prefix}_p10_s"), slots.get(f"{prefix}_p90_s")), offsets=step.get("band_offsets"))
+
+
+def _reference_steps(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, decode_seqs, past_last) -> tuple:
+    """(prefill step, mean decode step) by the per-op path (perfmodel.steps)."""
+    p = precision(sc)
+    prefill = step_time(model, hw, seqs=sc.batch, new_tokens=sc.prompt, past=0.0, p=p, tp=sc.tp, sparse_budget=0,
+                        logits_tokens=sc.batch, engine=engine)
+    decode = mean_decode_step(model, hw, seqs=decode_seqs, past_first=sc.prompt, past_last=past_last, p=p, tp=sc.tp,
+                              sparse_budget=sc.sparse_budget, engine=engine)
+    return prefill, decode
+
+
+def _fast_steps(route: fastpath.Route, sc: Scenario, index, decode_seqs, past_last, dest: dict | None,
+                decode_offsets: dict | None) -> tuple:
+    """(prefill step, mean decode step) by the fast path (the route carries the engine), in
+    scenarios' precision groups `index`: the times and components straight into a sweep chunk's
+    output columns where they can be. One scenario takes its group's own Precision (the rates
+    cached on it are reused); arrays of scenarios sum the decode's class times into its band
+    offsets as it is priced (`decode_offsets`: intervals.class_offsets)."""
+    one = sc.shape == ()
+    p = route.precision if one else precision(sc)
+    memo: dict = {}  # the two steps' table columns, where their counts are one array
+    prefill = fastpath.prefill_step(route, batch=sc.batch, prompt=sc.prompt, p=p, tp=sc.tp, group=index, memo=memo,
+                                    into=_slots(dest, PREFILL_COLUMNS))
+    decode = fastpath.mean_decode_step(route, seqs=decode_seqs, past_first=sc.prompt, past_last=past_last, p=p,
+                                       tp=sc.tp, sparse_budget=sc.sparse_budget, group=index, memo=memo,
+                                       into=_slots(dest, DECODE_COLUMNS), offsets=None if one else decode_offsets)
+    return prefill, decode
+
+
+@dataclass(frozen=True, eq=False)
+class _Plan:
+    """What the fast path's `_metrics` looks up for one (model, spec, engine, precision groups,
+    prefill phase), resolved by one cached lookup (`_plan`): the steps' pricing (fastpath.Route),
+    the groups' memory numbers (`_group_memory_entry`), the spec's error bands and the prefill's
+    and the decode's class offsets (intervals.class_offsets; None where whole steps carry the
+    band or there are none). A scalar prediction pays for every lookup it makes (each a
+    microsecond or so of its 100)."""
+    route: fastpath.Route
+    memory: tuple
+    bands: dict
+    class_offsets: tuple  # (the prefill's, the decode's)
+
+
+_PLANS: dict = {}
+_PLANS_LOCK = threading.Lock()
+#: Most plans kept: each holds its pricings (and their per-run tables, which a sweep of long
+#: prompts grows to millions of runs) past the pricing caches' own clearing.
+_MAX_PLANS = 64
+
+
+def _plan(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple, phase: str) -> _Plan:
+    """The _Plan of precision groups `groups` whose prefills are of `phase`, cached by the objects'
+    identity (checked against them, as fastpath's pricings are)."""
+    key = (id(model), id(hw), id(engine), groups, phase)
+    hit = _PLANS.get(key)
+    if hit is not None and hit.route.model is model and hit.route.hw is hw and hit.route.engine is engine:
+        return hit
+    bands = hw.calibration.error_bands if hw.calibration is not None else {}
+    offsets = tuple(intervals.class_offsets(bands, step, engine.name) for step in ("prefill", "decode"))
+    plan = _Plan(fastpath.route(model, hw, engine, groups, phase), _group_memory_entry(model, groups), bands, offsets)
+    with _PLANS_LOCK:
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
 
 
 #: Output columns of each step's components (its time: ttft_s, tpot_s).
@@ -715,15 +774,20 @@ DECODE_COLUMNS = {"time_s": "tpot_s", "compute_s": "decode_compute_s", "memory_s
                   "overhead_s": "decode_overhead_s", "comm_s": "decode_comm_s"}
 
 
+#: (component, output column) of each step's components but its time, in `_metrics`' order.
+_PREFILL_PARTS = tuple((key, column) for key, column in PREFILL_COLUMNS.items() if key != "time_s")
+_DECODE_PARTS = tuple((key, column) for key, column in DECODE_COLUMNS.items() if key != "time_s")
+
+
 def _slots(dest: dict | None, columns: dict) -> dict | None:
-    """{component: its output column's chunk} of a step (`_slot`), or None without `dest`."""
+    """{component: its output column's chunk} of a step, or None without `dest`."""
     return None if dest is None else {key: dest.get(column) for key, column in columns.items()}
 
 
 def _requests_rows(sc: Scenario):
     """Sequences decoded at once: batch x samples (the batch's own array where samples is the
     number 1: the same doubles without a pass; nothing writes into it)."""
-    if memory.is_one(sc.samples) and isinstance(sc.batch, np.ndarray):
+    if isinstance(sc.batch, np.ndarray) and memory.is_one(sc.samples):  # (one scenario: the product)
         return sc.batch
     return sc.batch * sc.samples
 
@@ -798,7 +862,16 @@ def predict(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine | str =
     check_context(model, sc)
     check_parallelism(model, hw, sc.tp)
     engine = load_engine(engine)
-    return Prediction(model, hw, sc, evaluate(model, hw, sc, engine), engine)
+    return _prediction(model, hw, sc, evaluate(model, hw, sc, engine), engine)
+
+
+def _prediction(model: ModelSpec, hw: Hardware, sc: Scenario, columns: dict, engine: Engine) -> Prediction:
+    """Prediction(model, hw, sc, columns, engine), its fields set through its __dict__: the frozen
+    dataclass's __init__ sets each through object.__setattr__, twice the time (a microsecond of a
+    scalar prediction's 100); its fields need no checks (`predict` made them)."""
+    prediction = object.__new__(Prediction)
+    prediction.__dict__.update(model=model, hardware=hw, scenario=sc, columns=columns, engine=engine)
+    return prediction
 
 
 def check_context(model: ModelSpec, sc: Scenario) -> None:

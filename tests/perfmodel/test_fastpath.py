@@ -356,3 +356,33 @@ def test_work_unit_attention_stays_on_the_tables(engine):
     decode, prefill = fastpath.context_lines(model, hw, profile, groups), fastpath.prefill_lines(model, hw, profile, groups)
     assert decode is not None and prefill is not None
     assert decode.work_rows and prefill.work  # the work terms are there (not dropped)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_one_scenario_takes_the_sweep_route_s_numbers(spec):
+    """A Scenario of scalars (the scalar route: the plan's route in Python floats) and the same
+    scenario as a row of an array (the sweep's route) give the same numbers to a few ulps: counts in
+    the direct table and past it (fused runs, tp 2's all-reduce among them), and past the runs one
+    scenario fuses on its own (`_SCALAR_FUSED_RUNS`: its terms one by one)."""
+    model, hw = workloads.load("llama-3.1-8b"), hardware.load(spec)
+    longest = (fastpath._SCALAR_FUSED_RUNS + fastpath._RUN_Q0 + 8) * fastpath.RUN_COUNTS
+    for batch, prompt, tp, engine in ((3, 7, 1, "vllm"), (8, 2048, 2, "vllm"), (64, 700, 1, "hf-eager"),
+                                      (40, longest // 40, 1, "vllm")):
+        one = perfmodel.evaluate(model, hw, Scenario(batch=batch, prompt=prompt, gen=33, tp=tp), engine)
+        rows = perfmodel.evaluate(model, hw, Scenario(batch=[batch, 1], prompt=prompt, gen=33, tp=tp), engine)
+        assert list(one) == list(rows)
+        for key, values in one.items():
+            if np.asarray(values).dtype.kind == "f":
+                np.testing.assert_allclose(values[0], rows[key][0], rtol=1e-15, atol=0, err_msg=f"{spec} {batch} {key}")
+            else:
+                assert values[0] == rows[key][0], (spec, batch, key)
+
+
+def test_float_columns_are_the_table_s_columns():
+    """`float_column` reads a kept list of Python floats for a small table and the array itself for
+    one too large to keep: the same doubles either way."""
+    rng = np.random.default_rng(5)
+    for shape in ((9, fastpath.DIRECT_COUNTS + 1), (4, fastpath._MAX_FLOAT_CELLS)):
+        table = rng.random(shape)
+        for at in (0, 17, shape[1] - 1):
+            assert fastpath.float_column(table, at) == table[:, at].tolist()

@@ -34,9 +34,16 @@ def synthetic():
     return base, truth, [dict(c, measured_s=float(t)) for c, t in zip(cases, times)]
 
 
-def test_fit_recovers_the_truth_on_held_out_shapes(synthetic):
+@pytest.fixture(scope="module")
+def plain_fit(synthetic):
+    """The synthetic vLLM table fitted as it is (several tests read it: one fit per worker)."""
+    base, _, cases = synthetic
+    return ce.fit_tables({"vllm": cases}, base)
+
+
+def test_fit_recovers_the_truth_on_held_out_shapes(synthetic, plain_fit):
     base, truth, cases = synthetic
-    fitted = ce.fit_tables({"vllm": cases}, base)
+    fitted = plain_fit
     held_out = [c for c in ce.prepared(cases) if c["split"] == "evaluation"]
     ratio = predict_many(held_out, fitted) / predict_many(held_out, truth)
     assert np.median(np.abs(ratio - 1)) < 0.03
@@ -52,7 +59,7 @@ def test_fit_recovers_the_truth_on_held_out_shapes(synthetic):
     assert cal.attention_kernels["vllm-prefill"]["unit_speedup"] == pytest.approx(1.2, rel=0.25)
 
 
-def test_a_decode_familys_time_per_key_is_fitted_where_its_units_stream_keys(synthetic):
+def test_a_decode_familys_time_per_key_is_fitted_where_its_units_stream_keys(synthetic, plain_fit):
     """A split-KV decode kernel whose units each stream a run of keys at one SM's rate (key_s) takes
     that term on where it lowers the family's cost, and recovers it; without one in the truth, the
     fit of the same rows (the module's synthetic table) needs none to price the held-out rows."""
@@ -64,8 +71,7 @@ def test_a_decode_familys_time_per_key_is_fitted_where_its_units_stream_keys(syn
     assert fitted.calibration.attention_kernels["vllm-decode"]["key_s"] == pytest.approx(2e-9, rel=0.3)
     decodes = [c for c in ce.prepared(cases) if c["split"] == "evaluation" and c.get("phase") == "decode"]
     assert np.median(np.abs(predict_many(decodes, fitted) / predict_many(decodes, keyed) - 1)) < 0.03
-    plain = ce.fit_tables({"vllm": cases}, base)
-    assert plain.calibration.attention_kernels["vllm-decode"].get("key_s", 0.0) < 1e-11
+    assert plain_fit.calibration.attention_kernels["vllm-decode"].get("key_s", 0.0) < 1e-11
 
 
 def test_each_decode_family_is_fitted_on_the_rows_its_kernel_ran(synthetic):
@@ -130,7 +136,7 @@ def test_each_engines_custom_allreduce_is_fitted_on_its_own_table(synthetic):
     assert frame[frame["class"] == "allreduce_custom"]["ape"].median() < 0.02
 
 
-def test_nccls_link_is_fitted_on_the_nccl_tests_table(synthetic):
+def test_nccls_link_is_fitted_on_the_nccl_tests_table(synthetic, plain_fit):
     """The nccl-tests table (its own "engine") fits NCCL's link: bandwidth, ring step and launch,
     with NVLink SHARP on an NVLink 4 switch (H100); held-out sizes are then predicted by it."""
     base, truth, cases = synthetic
@@ -145,7 +151,7 @@ def test_nccls_link_is_fitted_on_the_nccl_tests_table(synthetic):
     assert cal.link_step_latency_s == pytest.approx(4e-6, rel=0.2)
     frame = ce.residuals(tables, dataclasses.replace(base, calibration=cal))
     assert frame[frame["class"] == "allreduce_nccl"]["ape"].median() < 0.02
-    assert not ce.fit_tables({"vllm": cases}, base).calibration.link_bytes_per_s  # no table: the datasheet link
+    assert not plain_fit.calibration.link_bytes_per_s  # no table: the datasheet link
 
 
 def test_each_engines_fp8_quantization_path_is_fitted_on_its_own_rows(synthetic):

@@ -1120,9 +1120,7 @@ class PrefillLines:
             memory = _polynomial(m0, m1, m2, prompt)
             dominant = self.dominant[i] if self.dominant else ""
             core = compute if dominant == "compute" else memory if dominant == "memory" else np.maximum(compute, memory)
-            for name, value in (("compute_s", compute), ("memory_s", memory), ("time_s", core), (key, core)):
-                if name:
-                    _add_into(part, name, 1.0, value)
+            _add_core(part, compute, memory, core, key, None)
 
 
 def _polynomial(c0, c1, c2, prompt):
@@ -1384,7 +1382,7 @@ class StackedPricing:
         if table.switching and piece == 0:
             return None
         if table.counted and piece >= table.counted:  # a count of a switching run: its own piece
-            piece += int(min(max(x - ((run + (_RUN_Q0 - 1)) * RUN_COUNTS + 1), 0), RUN_COUNTS - 1))
+            piece += int(min(max(x - _run_first_count(run), 0), RUN_COUNTS - 1))
         row, constants = float_column(table.piece_lines, piece), table.constants
         return {key: row[at] + row[at + 1] * x if at >= 0 else constants[key] for key, at in table.layout}
 
@@ -1541,7 +1539,7 @@ class StackedPricing:
         if not rows.size:
             return None
         group, run = np.divmod(rows, fused.width)
-        first = (run + (_RUN_Q0 - 1)) * RUN_COUNTS + 1  # each run's first count
+        first = _run_first_count(run)
         x = (first[:, None] + np.arange(RUN_COUNTS)).reshape(-1).astype(float)
         values = self._structured(x, np.repeat(group, RUN_COUNTS), {})
         owner: dict = {}  # each line's first key: its values are the line's
@@ -1587,8 +1585,7 @@ class StackedPricing:
         if table.counted:  # a count in a switching run: its own piece, from its run's first (`_count_pieces`)
             rows = np.flatnonzero(piece >= table.counted)
             if rows.size:  # (counts inside the direct table share run 0: any piece of it, discarded)
-                offset = x[rows] - ((run[rows] + (_RUN_Q0 - 1)) * RUN_COUNTS + 1)
-                piece[rows] += np.clip(offset, 0, RUN_COUNTS - 1).astype(np.intp)
+                piece[rows] += _places_in_runs(x[rows], run[rows]).astype(np.intp)
         values = []
         for line in range(table.piece_lines.shape[0] // 2):
             value = gather(table.piece_lines[2 * line + 1], piece)
@@ -1650,8 +1647,7 @@ class StackedPricing:
         piece = gather(pieces.piece, at)
         rows = np.flatnonzero(gather(pieces.switching, at)) if pieces.switching.any() else ()
         if len(rows):  # runs where the time changes line: one piece per count, from the run's first
-            offset = x[rows] - ((run[rows] + (_RUN_Q0 - 1)) * RUN_COUNTS + 1)
-            piece[rows] += np.clip(offset, 0, RUN_COUNTS - 1).astype(piece.dtype)  # (counts in the direct table: any)
+            piece[rows] += _places_in_runs(x[rows], run[rows]).astype(piece.dtype)  # (counts in the direct table: any)
         values: dict = {}  # components sharing a line add one array
         for key, (alpha, beta) in pieces.lines.items():
             value = values.get(id(alpha))
@@ -1919,6 +1915,20 @@ def _distinct_columns(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 #: first run past the direct table.
 RUN_COUNTS = 64
 _RUN_Q0 = (DIRECT_COUNTS + 1 + RUN_COUNTS - 1) // RUN_COUNTS
+
+
+def _run_first_count(run):
+    """The first count of run `run` past the direct table (runs of RUN_COUNTS counts, numbered
+    from _RUN_Q0; a number or an array)."""
+    return (run + (_RUN_Q0 - 1)) * RUN_COUNTS + 1
+
+
+def _places_in_runs(x, run):
+    """Each count's place in its run, 0 .. RUN_COUNTS - 1 (a count in the direct table: 0): its
+    piece after its run's first where the run is priced count by count."""
+    return np.clip(x - _run_first_count(run), 0, RUN_COUNTS - 1)
+
+
 #: Runs one scenario fuses on its own (`StackedPricing._fused_at`: 2M tokens): past them it takes
 #: the runs a sweep fused already, else its terms one by one (fusing a million runs costs a
 #: second and gigabytes, for one count).

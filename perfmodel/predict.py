@@ -655,7 +655,7 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
     decode_seqs = _requests_rows(sc)
     past_last = sc.prompt + (max(sc.gen - 2, 0.0) if isinstance(sc.gen, float) else np.maximum(sc.gen - 2, 0))
     if groups is None:
-        bands = hw.calibration.error_bands if hw.calibration is not None else {}
+        bands = _error_bands(hw)
         offsets = (None, None)
         prefill, decode = _reference_steps(model, hw, sc, engine, decode_seqs, past_last)
         mem = memory_footprint(model, hw, sc)
@@ -688,6 +688,11 @@ def _metrics(model: ModelSpec, hw: Hardware, sc: Scenario, engine: Engine, group
         return result
     # the spec's own constants stay numbers: _columns makes each one read-only view of one number
     return {k: v if k in SPEC_COLUMNS else _flat_column(v, shape, sc.size) for k, v in result.items()}
+
+
+def _error_bands(hw: Hardware) -> dict:
+    """The spec's validated error bands by residual class (perfmodel.intervals), {} without them."""
+    return hw.calibration.error_bands if hw.calibration is not None else {}
 
 
 def _step_band(total, step: dict, phase: str, bands: dict, engine: Engine, offsets: dict | None,
@@ -758,7 +763,7 @@ def _plan(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple, phase: 
     hit = _PLANS.get(key)
     if hit is not None and hit.route.model is model and hit.route.hw is hw and hit.route.engine is engine:
         return hit
-    bands = hw.calibration.error_bands if hw.calibration is not None else {}
+    bands = _error_bands(hw)
     offsets = tuple(intervals.class_offsets(bands, step, engine.name) for step in ("prefill", "decode"))
     plan = _Plan(fastpath.route(model, hw, engine, groups, phase), _group_memory_entry(model, groups), bands, offsets)
     with _PLANS_LOCK:

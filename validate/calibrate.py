@@ -251,17 +251,23 @@ def _fit_gemm_and_attention(cases: list[dict], base: Hardware, cal: Calibration,
     return fitting(_suite_attention(cases, "prefill"), base, cal, {"attention_flops_fraction": (0.6, 0.01, 1.2)})[0]
 
 
-#: Fraction of the cost a power roof must remove to be kept (`_with_power_roofs`).
-POWER_ROOF_GAIN = 0.01
+#: Fraction of a fit's cost an extra term must remove to be kept (`earns_extra_term`).
+EXTRA_TERM_GAIN = 0.01
+
+
+def earns_extra_term(cost: float, extended_cost: float) -> bool:
+    """Whether a fit with an extra term (a power roof, a decode family's time per key) lowers the
+    cost of the fit without it by EXTRA_TERM_GAIN: a term that explains little trades off with the
+    rates beside it, and the simpler account of the data wins the tie."""
+    return extended_cost < (1.0 - EXTRA_TERM_GAIN) * cost
 
 
 def _with_power_roofs(gemms: list[dict], base: Hardware, cal: Calibration, dtypes: list, fitting) -> Calibration:
     """`cal` with each dtype's power roof (Calibration.sustained_flops_per_s: large GEMMs run below
     the burst rate once the board reaches its power limit) fitted with its rate on its own GEMMs,
-    from the rate fitted without it, and kept only where it lowers their cost by POWER_ROOF_GAIN:
+    from the rate fitted without it, and kept only where it earns its place (`earns_extra_term`):
     a roof and a rate trade off exactly on shapes that never reach the roof (one shape of fp32
-    GEMMs at a few m fits a 7% higher rate under a roof as well as the true rate without one),
-    and the simpler account of the data wins the tie."""
+    GEMMs at a few m fits a 7% higher rate under a roof as well as the true rate without one)."""
     for d in dtypes:
         own = [c for c in gemms if _gemm_dtype(c) == d]
         peak = base.peak_flops_per_s(d)
@@ -269,7 +275,7 @@ def _with_power_roofs(gemms: list[dict], base: Hardware, cal: Calibration, dtype
         _, cost = fitting(own, base, cal, rate)
         roofed, roofed_cost = fitting(own, base, cal, {**rate, f"sustained_flops_per_s:{d}": (0.75 * peak, 1e-3 * peak,
                                                                                                1.05 * peak)})
-        if roofed_cost < (1.0 - POWER_ROOF_GAIN) * cost:
+        if earns_extra_term(cost, roofed_cost):
             cal = roofed
     return cal
 

@@ -43,8 +43,8 @@ import pandas as pd
 from hardware import fields
 from hardware.spec import Calibration, Hardware
 from perfmodel import engines
-from validate.calibrate import (ROBUST_LOSS, SUITE_ATTENTION_KERNEL, TILES, _fit_gemm_and_attention, fit,
-                                unit_speedup_param)
+from validate.calibrate import (ROBUST_LOSS, SUITE_ATTENTION_KERNEL, TILES, _fit_gemm_and_attention, earns_extra_term,
+                                fit, unit_speedup_param)
 from validate.cases import split
 from validate.predict_cases import attention_family, moe_family, predict_many
 
@@ -181,10 +181,6 @@ def _attention_params(cal: Calibration, family: str, bw: float) -> dict:
             f"attention_kernels:{family}:scores_per_s": (5e12, 1e10, 1e16), **unit_speedup_param(family)}
 
 
-#: Fraction of a decode family's cost its per-key unit term must remove to be kept (`_fit_attention_family`).
-KEY_TERM_GAIN = 0.01
-
-
 def _fit_attention_family(cases: list[dict], base: Hardware, cal: Calibration, family: str, bw: float) -> Calibration:
     """`cal` with an attention kernel family fitted on the rows its kernel ran (`_attention_params`);
     a decode family also tried with a time per cached key in each work unit (key_s: a split-KV
@@ -192,14 +188,14 @@ def _fit_attention_family(cases: list[dict], base: Hardware, cal: Calibration, f
     head) pairs run, each block streams a long run of keys at one SM's rate: TensorRT-LLM's XQA
     on aiconfigurator's H200 tables takes 25-37 us over 2-8 MB of cache for batch 1-2 and one kv
     head, 0.1-0.3 TB/s, where its large rows stream 3-4 TB/s). The term is kept only where it
-    lowers the family's cost by KEY_TERM_GAIN, as `calibrate._with_power_roofs` keeps a roof."""
+    earns its place (`calibrate.earns_extra_term`, the rule a power roof is kept by)."""
     params = _attention_params(cal, family, bw)
     fitted, cost = fit(cases, base, cal, params, loss=ROBUST_LOSS)
     if not family.endswith("-decode"):
         return fitted
     keyed, keyed_cost = fit(cases, base, cal, {**params, f"attention_kernels:{family}:key_s": (1e-9, 1e-13, 1e-6)},
                             loss=ROBUST_LOSS)
-    return keyed if keyed_cost < (1.0 - KEY_TERM_GAIN) * cost else fitted
+    return keyed if earns_extra_term(cost, keyed_cost) else fitted
 
 
 def _act_quant_params(engine: str) -> dict:

@@ -234,8 +234,9 @@ def attention_projections(model: ModelSpec, tokens, p: Precision, tp, engine: En
             matmul_op("o_proj", tokens, D, H * model.v_head_dim, p, L),
         ]
     q = model.n_heads * model.head_dim / tp
-    k = np.ceil(model.n_kv_heads / tp) * model.head_dim
-    v = np.ceil(model.n_kv_heads / tp) * model.value_head_dim  # value heads may be narrower (MiMo-V2)
+    kv_heads = shapes.kv_heads_per_device(model, tp)
+    k = kv_heads * model.head_dim
+    v = kv_heads * model.value_head_dim  # value heads may be narrower (MiMo-V2)
     attended = model.n_heads * model.value_head_dim / tp  # the attention output: H value rows
     out = [matmul_op("o_proj", tokens, D, attended, p, L)]
     if engine.attn_out_copy:

@@ -101,6 +101,14 @@ def test_bad_field_value_is_named(value):
         ModelSpec.from_hf_config(data, name="broken")
 
 
+@pytest.mark.parametrize("value", [-128, 0.5, "128"])
+def test_bad_value_head_width_is_named(value):
+    data = json.loads((workloads.CATALOG_DIR / "configs" / "llama-3-8b.json").read_text())
+    data["v_head_dim"] = value
+    with pytest.raises(ModelError, match="v_head_dim"):
+        ModelSpec.from_hf_config(data, name="broken")
+
+
 def test_bad_json_and_missing_file(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

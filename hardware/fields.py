@@ -302,6 +302,13 @@ ATTENTION = (
     # how many times its fair share of the kernel's rates (1 / SMs) one unit gets on its SM, which
     # bounds the kernel by its longest unit (roofline.longest_unit_s); absent (0): no such bound
     Field("unit_speedup", "unit_speedup", "number", required=False, default=0.0, zero_ok=True, limits=(0.0, 1e6)),
+    # a decode kernel that splits each sequence's keys over thread blocks by a host heuristic
+    # (perfmodel.roofline.KV_SPLIT_RULES): the time its final pass takes per block whose partial
+    # softmax and output it combines; absent (0): none
+    Field("split_combine", "combine_s", "seconds", required=False, default=0.0, zero_ok=True),
+    # the same kernel: the rate one block streams its share of a (sequence, kv head)'s cache (a
+    # block's keys ride one SM's load pipeline, whatever the rest of the device does); absent (0): none
+    Field("split_block_bandwidth", "block_bytes_per_s", "bytes_per_s", required=False, default=0.0, zero_ok=True),
 )
 #: The two quantiles of one error band (calibration.error_bands.<class>.<q>).
 BAND_QUANTILES = ("p10", "p90")

@@ -138,8 +138,9 @@ class Calibration:
         its context grow with it), time one query row adds on one SM, time one cached key adds to
         a unit, fixed latency of the KV stream, softmax rate in query-key scores per second (0:
         none), speed of a lone unit on its SM relative to its fair share (0: no longest-unit
-        bound)) of an attention kernel, named "<family>-<phase>" (prefill and decode run
-        different kernels: "vllm-decode"), falling back to the family's entry, then to the spec's
+        bound), time a split-KV kernel's combine pass takes per block it combines (0: none), rate
+        one of its blocks streams its share of the cache (0: none)) of an attention kernel, named "<family>-<phase>" (prefill and decode run different kernels:
+        "vllm-decode"), falling back to the family's entry, then to the spec's
         generic attention parameters (and no work-unit, row or key term)."""
         params = self.attention_kernels.get(family) or self.attention_kernels.get(family.rsplit("-", 1)[0], {})
         unit_s = params.get("unit_s", 0.0) + params.get("unit_head_dim_s", 0.0) * head_dim
@@ -147,7 +148,8 @@ class Calibration:
                 params.get("overhead_s", self.attention_overhead_s),
                 params.get("read_bytes_per_s", self.read_bytes_per_s), unit_s,
                 params.get("row_s", 0.0), params.get("key_s", 0.0), params.get("stream_latency_s", 0.0),
-                params.get("scores_per_s", 0.0), params.get("unit_speedup", 0.0))
+                params.get("scores_per_s", 0.0), params.get("unit_speedup", 0.0), params.get("combine_s", 0.0),
+                params.get("block_bytes_per_s", 0.0))
 
 
 @fields.schema_dataclass(fields.HARDWARE, calibration=("Calibration | None", None),

@@ -39,6 +39,9 @@ Context ops (attention, a concatenated cache) depend on (sequences, new tokens, 
   first and last context (exact: the same `mean_max_affine` of the same end values). An
   attention family with work-unit terms (roofline.attention_compute_terms) has two compute
   lines, its dot products and its units' waves: the larger at each end, as op_time takes it;
+  a kernel that splits its keys by a host rule (roofline.KV_SPLIT_RULES: TensorRT-LLM's XQA and
+  masked MHA) has a work term that is no line, priced at each end per scenario (`SplitWork`, the
+  per-op path's own function);
 * prefill (`PrefillLines`): per (group, sequences), each op's compute and memory time is a line
   or a quadratic in the prompt (causal pairs grow as P (P + 1) / 2), probed at seven prompts;
   a work-unit term steps with the prompt (its units' waves) and is priced per scenario
@@ -69,7 +72,7 @@ from hardware.spec import Hardware
 from perfmodel import intervals, shapes
 from perfmodel.engines import Engine
 from perfmodel.ops import Op, Precision, context_ops, logits_ops, token_ops
-from perfmodel.roofline import (OpTime, attention_compute_terms, attention_params, attention_work_s, gemm_latency_s,
+from perfmodel.roofline import (KV_SPLIT_RULES, OpTime, attention_compute_terms, attention_params, attention_work_s, gemm_latency_s,
                                 has_longest_unit, has_work_terms, is_tiled_gemm, longest_unit_s, mean_max_affine,
                                 mean_positive_affine, op_time, tiled_gemm_terms, unit_score_s,
                                 gemm_stream_bytes)
@@ -670,6 +673,12 @@ class ContextLines:
     #: The op's compute time at a context is then the larger of the two lines there, as op_time
     #: takes it (roofline.attention_compute_terms).
     work_rows: tuple = ()
+    #: per op, the work-unit term of a kernel that splits its keys by a host rule (`SplitWork`:
+    #: not a line in S0) or None; () where no op has one
+    split_work: tuple = ()
+
+    def _split(self, i: int):
+        return self.split_work[i] if self.split_work else None
 
     def rows(self, seqs, sparse_budget, group):
         """None where every scenario has a count in the table and dense attention, else the flat
@@ -700,10 +709,13 @@ class ContextLines:
             for i, key in enumerate(self.op_keys):
                 c0, c1, m0, m1 = column[4 * i:4 * i + 4]
                 compute_first, compute_last = c0 + c1 * first, c0 + c1 * last
-                row = self.work_rows[i] if self.work_rows else None
+                row, split = (self.work_rows[i] if self.work_rows else None), self._split(i)
                 if row is not None:
                     w0, w1 = column[row:row + 2]
                     compute_first, compute_last = max(compute_first, w0 + w1 * first), max(compute_last, w0 + w1 * last)
+                elif split is not None:
+                    compute_first = max(compute_first, split.time_s(at, first))
+                    compute_last = max(compute_last, split.time_s(at, last))
                 memory_first, memory_last = m0 + m1 * first, m0 + m1 * last
                 core = mean_max_affine(compute_first, compute_last, memory_first, memory_last)
                 if extras:
@@ -717,7 +729,7 @@ class ContextLines:
         middle = None
         for i, key in enumerate(self.op_keys):
             c0, c1, m0, m1 = (take(4 * i + j) for j in range(4))
-            row = self.work_rows[i] if self.work_rows else None
+            row, split = (self.work_rows[i] if self.work_rows else None), self._split(i)
             if row is None and self.dominant and self.dominant[i] and not extras:
                 # one time dominates at every context (`dominant`): each mean is the line at the
                 # middle context and the mean of the max is the dominant one's (mean_max_affine)
@@ -736,6 +748,9 @@ class ContextLines:
                 work_first, work_last = _ends(take(row), take(row + 1), first, last)
                 compute_first = _into(np.maximum, compute_first, work_first)
                 compute_last = _into(np.maximum, compute_last, work_last)
+            elif split is not None:
+                compute_first = _into(np.maximum, compute_first, split.time_s(at, first))
+                compute_last = _into(np.maximum, compute_last, split.time_s(at, last))
             memory_first, memory_last = _ends(m0, m1, first, last)
             memory = memory_first + memory_last
             memory /= 2  # in place: the mean's temporaries are this call's own
@@ -999,6 +1014,9 @@ def _work_term(op: Op, hw: Hardware, p: Precision, model: ModelSpec, tp, seqs, a
     if not (units or (longest and not decode)):
         return None
     shape = (seqs.size, at.size)
+    split = KV_SPLIT_RULES.get(op.kernel, "")
+    if split:  # its blocks' share of the keys is no line in the context: priced per scenario
+        return _split_work(op, hw, model, tp, seqs, at, params, split) if decode else False
     if decode:
         term = attention_compute_terms(op, hw, p)[1]
         line = fit(op.count * np.broadcast_to(np.asarray(term, dtype=float), shape))
@@ -1012,6 +1030,62 @@ def _work_term(op: Op, hw: Hardware, p: Precision, model: ModelSpec, tp, seqs, a
     return PrefillWork(float(op.count), heads, kv_heads, params, float(hw.compute_units), score_s)
 
 
+def _split_work(op: Op, hw: Hardware, model: ModelSpec, tp, seqs, at, params: tuple, split: str):
+    """A decode attention op's `SplitWork` for one precision group (columns: its sequence counts),
+    or False where its query rows or pairs change with the context, or its context is not the
+    cached tokens plus a constant."""
+    shape = (seqs.size, at.size)
+    rows, pairs, n, kv = (np.broadcast_to(np.asarray(getattr(op, name), dtype=float), shape)
+                          for name in ("m", "groups", "n", "kv_bytes"))
+    new, kv_line = n - at, _past_line(kv)
+    if any(not np.all(v == v[:, :1]) for v in (rows, pairs)) or not np.all(new == new[0, 0]) or kv_line is None:
+        return False
+    count = np.full(seqs.size, float(op.count))
+    return SplitWork(count, rows[:, 0].copy(), pairs[:, 0].copy(), *(np.array(c) for c in kv_line), float(new[0, 0]),
+                     params, float(hw.compute_units), split, float(op.k))
+
+
+@dataclass(frozen=True)
+class SplitWork:
+    """count x the work-unit term of a decode kernel that splits its keys by a host rule
+    (roofline.split_work_s) per table column (`ContextLines`): the op's query rows, pairs, count
+    and KV bytes (kv0 + kv1 S0) at each column's sequence count, priced at any context through
+    roofline.attention_work_s (the per-op path's function) where a step's mean needs it: at its
+    first and last context."""
+    count: np.ndarray
+    rows: np.ndarray
+    pairs: np.ndarray
+    kv0: np.ndarray
+    kv1: np.ndarray
+    new_tokens: float
+    params: tuple
+    compute_units: float
+    split: str
+    head_dim: float
+
+    @staticmethod
+    def of_groups(terms: list) -> SplitWork | None:
+        """One SplitWork over every precision group's columns, in group order; None where the
+        groups' kernels differ (their parameters, rule or head dim)."""
+        first = terms[0]
+        if any((t.params, t.split, t.head_dim, t.new_tokens) != (first.params, first.split, first.head_dim,
+                                                                  first.new_tokens) for t in terms):
+            return None
+        return SplitWork(*(np.concatenate([getattr(t, name) for t in terms]) for name in SplitWork._COLUMNS),
+                         first.new_tokens, first.params, first.compute_units, first.split, first.head_dim)
+
+    _COLUMNS = ("count", "rows", "pairs", "kv0", "kv1")
+
+    def time_s(self, at, past):
+        """count x the term at table columns `at` (a column, or an array of them) and context `past`."""
+        if isinstance(at, int):
+            count, rows, pairs, kv0, kv1 = (float(getattr(self, name)[at]) for name in self._COLUMNS)
+        else:
+            count, rows, pairs, kv0, kv1 = (gather(getattr(self, name), at) for name in self._COLUMNS)
+        return count * attention_work_s(rows, past + self.new_tokens, pairs, self.params, self.compute_units,
+                                        self.split, self.head_dim, kv0 + kv1 * past)
+
+
 def _price_context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups: tuple) -> ContextLines | None:
     priced = _price_lines(model, hw, engine, groups, "decode", _PAST_PROBES, _past_line)
     if priced is None:
@@ -1019,8 +1093,15 @@ def _price_context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups:
     table, op_keys, constants, work = priced
     if any(term is False for terms in work if terms for term in terms):
         return None
-    work_rows, work_table = [], []
+    work_rows, work_table, split_work = [], [], []
     for i, terms in enumerate(work):
+        split_work.append(None)
+        if terms is not None and isinstance(terms[0], SplitWork):
+            split_work[i] = SplitWork.of_groups(terms)
+            if split_work[i] is None:
+                return None
+            work_rows.append(None)
+            continue
         if terms is None:
             work_rows.append(None)
             continue
@@ -1037,9 +1118,10 @@ def _price_context_lines(model: ModelSpec, hw: Hardware, engine: Engine, groups:
     dominant = []
     for i, row in enumerate(work_rows):
         compute, memory = table[4 * i:4 * i + 2], table[4 * i + 2:4 * i + 4]
-        dominant.append(_dominant(compute, memory) if row is None else "")
+        dominant.append(_dominant(compute, memory) if row is None and split_work[i] is None else "")
     return ContextLines(np.concatenate([table, *work_table]) if work_table else table, op_keys, constants,
-                        tuple(dominant), tuple(work_rows) if work_table else ())
+                        tuple(dominant), tuple(work_rows) if work_table else (),
+                        tuple(split_work) if any(w is not None for w in split_work) else ())
 
 
 def _dominant(compute: np.ndarray, memory: np.ndarray) -> str:

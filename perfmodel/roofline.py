@@ -315,7 +315,7 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
         rate, overhead = hw.peak_flops_per_s("fp32"), overhead + (moe_routing_s(op, cal) if cal else 0.0)
     elif op.kind == "attention":
         params = attention_params(hw, op)
-        _, floor, read, _, _, _, stream_s, _, _ = params
+        _, floor, read, _, _, _, stream_s, _, _, _, _ = params
         dot_s, work_s = _attention_terms(op, hw, p, params)
         return OpTime(np.maximum(dot_s, work_s), stream_s + op.bytes / (read or bandwidth), overhead + floor, 0.0,
                       host)
@@ -368,7 +368,7 @@ def attention_params(hw: Hardware, op: Op) -> tuple:
     or a datasheet spec's: the full bf16 rate, no floor, no work-unit or softmax terms; 0 read
     bandwidth stands for the spec's memory bandwidth."""
     cal = hw.calibration
-    return cal.attention_kernel(op.kernel, float(op.k)) if cal else (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    return cal.attention_kernel(op.kernel, float(op.k)) if cal else (1.0,) + (0.0,) * 10
 
 
 def _attention_terms(op: Op, hw: Hardware, p: Precision, params: tuple) -> tuple:
@@ -376,7 +376,8 @@ def _attention_terms(op: Op, hw: Hardware, p: Precision, params: tuple) -> tuple
     dot_s = op.flops / (_attention_rate(hw, p, _attention_bits(p, op)) * fraction)
     if score_rate:
         dot_s = dot_s + attention_scores(op) / score_rate
-    work_s = attention_work_s(op.m, op.n, op.groups, params, hw.compute_units) if has_work_terms(params) else 0.0
+    work_s = attention_work_s(op.m, op.n, op.groups, params, hw.compute_units, KV_SPLIT_RULES.get(op.kernel, ""),
+                              op.k, op.kv_bytes) if has_work_terms(params) else 0.0
     if has_longest_unit(op.kernel, params):
         work_s = work_s + longest_unit_s(op.m, op.n, op.groups, unit_score_s(op, hw, p, params))
     return dot_s, work_s
@@ -447,13 +448,16 @@ def has_work_terms(params: tuple) -> bool:
     return bool(params[3] or params[4])
 
 
-def attention_work_s(m, n, groups, params: tuple, compute_units):
+def attention_work_s(m, n, groups, params: tuple, compute_units, split: str = "", head_dim=0.0, kv_bytes=0.0):
     """The work-unit term of `attention_compute_terms` from an attention op's query rows m, context
     n and (sequence, kv head) pairs `groups`: the units' waves over the SMs, each unit's fixed time
-    (plus key_s per cached key), plus each query row's time spread over the SMs. One function for
-    the per-op path and the fast path (perfmodel.fastpath prices a prefill's per scenario), so the
-    two give the same doubles."""
-    _, _, _, unit_s, row_s, key_s, _, _, _ = params
+    (plus key_s per cached key), plus each query row's time spread over the SMs; for a kernel that
+    splits each unit's keys over blocks by a known rule (`split`: KV_SPLIT_RULES), `split_work_s`.
+    One function for the per-op path, the fast path and the serving simulator (perfmodel.fastpath
+    prices a prefill's per scenario), so they give the same doubles."""
+    if split:
+        return split_work_s(m, n, groups, params, compute_units, split, head_dim, kv_bytes)
+    _, _, _, unit_s, row_s, key_s, _, _, _, _, _ = params
     if isinstance(m, float) and isinstance(n, float) and isinstance(groups, float):  # one scenario: in floats
         pairs = max(groups, 1.0)
         waves = float(math.ceil(pairs * math.ceil(m / pairs / ATTENTION_TILE_ROWS) / compute_units))
@@ -462,6 +466,102 @@ def attention_work_s(m, n, groups, params: tuple, compute_units):
     # a family without a time per cached key: the same doubles without the pass over the context
     unit = unit_s + np.asarray(n, dtype=float) * key_s if key_s else unit_s
     return waves * unit + np.asarray(m, dtype=float) * row_s / compute_units
+
+
+#: Decode kernels whose host code splits each sequence's keys over a number of thread blocks it
+#: computes from the shape (`split_blocks`), by kernel name: TensorRT-LLM's XQA and its masked MHA.
+KV_SPLIT_RULES = {"trtllm-decode": "xqa", "trtllm-mmha-decode": "mmha"}
+#: XQA's rule (TensorRT-LLM cpp/tensorrt_llm/kernels/decoderMaskedMultiheadAttention/decoderXQAConstants.h
+#: and decoderXQAImplCommon.h computeMultiBlockCount): one block per 128 cached keys, at most
+#: round(sqrt(8 x that)) ("otherwise the final reduction may dominate"), cut so that the grid holds
+#: at most 8 waves over the SMs.
+XQA_KEYS_PER_BLOCK, XQA_TARGET_WAVES = 128.0, 8.0
+#: The masked MHA's rule (TensorRT-LLM decoderMaskedMultiheadAttentionLaunch.h multi_block_grid_setup):
+#: one block per (sequence, query head), split into as many blocks as fill every SM's resident
+#: blocks once (ceil(SMs x blocks per SM / (batch x heads))), each holding at least one pass of its
+#: key loop: 256-thread blocks, 16 bytes of a 16-bit key per thread, 8 keys unrolled, i.e. 16384 /
+#: head dim keys. Its resident blocks come from CUDA's occupancy query; the same file's launcher
+#: says "the max number of warps we can launch per SM is 32 limited by registers" (mmha_launch_kernel_ex:
+#: SMs x 4 blocks of 256 threads fill the device), so 4. The H200 tables do not settle it: on the
+#: masked MHA's calibration rows 2 has the lower robust cost (1.157 against 1.274; 8: 1.341), 4 the
+#: lower median (7.2% against 8.4%; 8: 8.4%).
+MMHA_BLOCKS_PER_SM, MMHA_KEY_LOOP_ELEMENTS = 4.0, 16384.0
+
+
+def split_blocks(split: str, units, n, head_dim, compute_units):
+    """Blocks each of `units` (XQA: (sequence, kv head) pairs; masked MHA: (sequence, query head)
+    rows) splits its n cached keys over, by the kernel's own host rule (KV_SPLIT_RULES)."""
+    if isinstance(units, float) and isinstance(n, float) and isinstance(head_dim, float):
+        return _split_blocks_float(split, max(units, 1.0), n, head_dim, float(compute_units))
+    units, n = np.maximum(np.asarray(units, dtype=float), 1.0), np.asarray(n, dtype=float)
+    if split == "xqa":
+        blocks = np.floor(np.maximum(n - 1.0, 0.0) / XQA_KEYS_PER_BLOCK)
+        blocks = np.maximum(np.minimum(blocks, np.round(np.sqrt(8.0 * blocks))), 1.0)
+        excess = units * blocks / compute_units / XQA_TARGET_WAVES
+        return np.maximum(np.where(excess > 1.0, np.floor(blocks / np.maximum(excess, 1.0)), blocks), 1.0)
+    if split == "mmha":
+        loop = MMHA_KEY_LOOP_ELEMENTS / np.maximum(np.asarray(head_dim, dtype=float), 1.0)
+        return np.clip(np.ceil(compute_units * MMHA_BLOCKS_PER_SM / units), 1.0, np.maximum(np.ceil(n / loop), 1.0))
+    raise ValueError(f"split: {split!r} is not one of {sorted(set(KV_SPLIT_RULES.values()))}")
+
+
+def _split_blocks_float(split: str, units: float, n: float, head_dim: float, compute_units: float) -> float:
+    """`split_blocks` of one scenario in Python floats (the serving simulator asks once per
+    iteration): the same operations, so the same doubles."""
+    if split == "xqa":
+        blocks = float(math.floor(max(n - 1.0, 0.0) / XQA_KEYS_PER_BLOCK))
+        blocks = max(min(blocks, float(round(math.sqrt(8.0 * blocks)))), 1.0)
+        excess = units * blocks / compute_units / XQA_TARGET_WAVES
+        return max(float(math.floor(blocks / excess)) if excess > 1.0 else blocks, 1.0)
+    if split == "mmha":
+        loop = MMHA_KEY_LOOP_ELEMENTS / max(head_dim, 1.0)
+        return min(max(float(math.ceil(compute_units * MMHA_BLOCKS_PER_SM / units)), 1.0),
+                   max(float(math.ceil(n / loop)), 1.0))
+    raise ValueError(f"split: {split!r} is not one of {sorted(set(KV_SPLIT_RULES.values()))}")
+
+
+def split_work_float(m: float, n: float, groups: float, params: tuple, compute_units: float, split: str,
+                     head_dim: float, kv_bytes: float) -> float:
+    """`split_work_s` of one scenario in Python floats (the serving simulator asks once per
+    iteration): the same operations, so the same doubles."""
+    _, _, _, unit_s, row_s, key_s, _, _, _, combine_s, block_bw = params
+    pairs = groups if groups > 1.0 else 1.0
+    units = (m if m > 1.0 else 1.0) if split == "mmha" else pairs
+    blocks = _split_blocks_float(split, units, n, head_dim, compute_units)
+    block_s = unit_s + n / blocks * key_s
+    if block_bw:
+        block_s = block_s + kv_bytes / pairs / blocks / block_bw
+    slots = compute_units * MMHA_BLOCKS_PER_SM if split == "mmha" else compute_units
+    work = math.ceil(units * blocks / slots) * block_s + m * row_s / compute_units
+    return work + blocks * combine_s if blocks > 1.0 else work
+
+
+def split_work_s(m, n, groups, params: tuple, compute_units, split: str, head_dim, kv_bytes):
+    """The work-unit term of a kernel that splits each unit's keys over `split_blocks` blocks: the
+    blocks' waves over the SMs (the masked MHA's over its resident blocks), each block's fixed time
+    plus its share of its (sequence, kv head)'s cache (`kv_bytes` / pairs / blocks; a masked-MHA
+    block reads its kv head's cache for its own query head) at block_bytes_per_s and key_s per key
+    of its share, each query row's time spread over the SMs, plus, where a unit is split, combine_s
+    per block its final pass combines. XQA's rule makes a block's share and the combine grow as
+    sqrt(n), which no line in n holds: on aiconfigurator's H200 tables the per-pair model had priced
+    its decode rows of 1-64 pairs over 2-16K keys 7-17% fast, rows past 16K keys 9-38% slow. A
+    block's stream is its bytes' (a 256-wide head's keys take twice a 128-wide's): with a time per
+    key instead, both TensorRT-LLM families' calibration medians were 6.4 / 8.6% against 3.8 / 7.2%."""
+    if isinstance(m, float) and isinstance(n, float) and isinstance(groups, float) and \
+            isinstance(head_dim, float) and isinstance(kv_bytes, float):
+        return split_work_float(m, n, groups, params, float(compute_units), split, head_dim, kv_bytes)
+    _, _, _, unit_s, row_s, key_s, _, _, _, combine_s, block_bw = params
+    rows, pairs = np.asarray(m, dtype=float), np.maximum(np.asarray(groups, dtype=float), 1.0)
+    units = rows if split == "mmha" else pairs
+    slots = compute_units * (MMHA_BLOCKS_PER_SM if split == "mmha" else 1.0)
+    blocks = split_blocks(split, units, n, head_dim, compute_units)
+    waves = np.ceil(np.maximum(units, 1.0) * blocks / slots)
+    block_s = unit_s + np.asarray(n, dtype=float) / blocks * key_s
+    if block_bw:
+        block_s = block_s + np.asarray(kv_bytes, dtype=float) / pairs / blocks / block_bw
+    work = waves * block_s + rows * row_s / compute_units
+    work = work + np.where(blocks > 1.0, blocks * combine_s, 0.0)
+    return float(work) if not np.ndim(work) else work  # one scenario: a Python float, as the others give
 
 
 def attention_scores(op: Op):

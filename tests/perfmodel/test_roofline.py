@@ -10,7 +10,7 @@ import workloads
 from perfmodel.ops import (Precision, attention_op, engine_quant_op, matmul_op, moe_ops, row_norm_op, step_ops,
                            vector_op)
 from perfmodel.roofline import (_attention_rate, attention_compute_terms, gemm_latency_s, gemm_parallelism,
-                                matmul_dtype_rate, op_time)
+                                matmul_dtype_rate, op_time, split_blocks, split_work_s)
 
 BF16 = Precision(16, 16, 16)
 
@@ -223,6 +223,42 @@ def test_a_split_kv_decode_stream_pays_its_fixed_latency(calibrated):
     hw = _attention_family(calibrated, "x-decode", stream_latency_s=3e-6)
     op = attention_op(model, seqs=16.0, new_tokens=1.0, past=8191.0, p=BF16, tp=1, kernel="x-decode")
     assert float(op_time(op, hw, BF16).memory_s) == pytest.approx(3e-6 + float(op.bytes) / 3e12, rel=1e-12)
+
+
+@pytest.mark.parametrize("pairs,context,blocks", [(8, 8193, 23), (8, 100, 1), (8, 1000, 7), (64, 32768, 16),
+                                                   (1024, 131073, 1), (1, 129, 1), (1, 257, 2)])
+def test_xqa_splits_keys_by_its_host_rule(pairs, context, blocks):
+    """XQA's blocks per (sequence, kv head): one per 128 keys of history, at most round(sqrt(8 x
+    that)), cut to 8 waves of 132 SMs (TensorRT-LLM computeMultiBlockCount): 8192 keys -> min(64, 23);
+    64 pairs over 32767 -> min(255, 45) = 45, 2.7 times 8 waves -> floor(45 / 2.7) = 16."""
+    assert float(split_blocks("xqa", pairs, context, 128.0, 132.0)) == blocks
+
+
+def test_masked_mha_fills_the_sms_once_with_at_least_one_key_loop_per_block():
+    """The masked MHA splits each (sequence, query head) into enough blocks to fill 132 SMs x 4
+    resident blocks once, each holding at least 16384 / head dim keys (one loop of its 256 threads)."""
+    assert float(split_blocks("mmha", 16.0, 1024.0, 128.0, 132.0)) == 8  # 33 wanted, 1024 / 128 keys allow 8
+    assert float(split_blocks("mmha", 16.0, 65536.0, 128.0, 132.0)) == 33
+    assert float(split_blocks("mmha", 1024.0, 65536.0, 64.0, 132.0)) == 1
+    with pytest.raises(ValueError, match="split"):
+        split_blocks("fa3", 1.0, 1.0, 128.0, 132.0)
+
+
+def test_a_split_kernels_blocks_stream_their_share_and_are_combined():
+    """A split kernel's work term: its blocks' waves x (unit time + the block's share of its pair's
+    cache at the block's rate + keys per block x key_s), each query row's time over the SMs, and
+    combine_s per block where a unit is split."""
+    params = (1.0, 0.0, 0.0, 2e-6, 5e-8, 1e-9, 0.0, 0.0, 0.0, 3e-7, 50e9)
+    pairs, context, rows = 8.0, 8193.0, 32.0
+    kv_bytes = pairs * (context + 1.0) * 2 * 128 * 2  # K and V of 128 elements, 2 bytes each
+    blocks = 23.0  # test_xqa_splits_keys_by_its_host_rule
+    block = 2e-6 + kv_bytes / pairs / blocks / 50e9 + context / blocks * 1e-9
+    expected = 2 * block + rows * 5e-8 / 132 + blocks * 3e-7  # 184 blocks: 2 waves of 132 SMs
+    got = split_work_s(rows, context, pairs, params, 132.0, "xqa", 128.0, kv_bytes)
+    assert got == pytest.approx(expected, rel=1e-12)
+    one = split_work_s(rows, 100.0, pairs, params, 132.0, "xqa", 128.0, 8 * 101 * 512.0)  # one block: no combine
+    assert one == pytest.approx(2e-6 + 101 * 512.0 / 50e9 + 100.0 * 1e-9 + rows * 5e-8 / 132, rel=1e-12)
+    assert isinstance(one, float)
 
 
 def test_cutlass_8bit_gemms_never_split_the_reduction(calibrated):

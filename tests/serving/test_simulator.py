@@ -31,10 +31,12 @@ def fixed(n, prompt, gen, arrival=None):
 
 @pytest.mark.parametrize("hw_name,engine,model_name,tp", [("h200-sxm-calibrated", "vllm", "llama-3-8b", 1),
                                                           ("h200-sxm", "sglang", "qwen3-8b", 2),
-                                                          ("h200-sxm-calibrated", "hf-eager", "llama-3-8b", 1)])
+                                                          ("h200-sxm-calibrated", "hf-eager", "llama-3-8b", 1),
+                                                          ("h200-sxm-calibrated", "trtllm", "llama-3-8b", 1)])
 def test_tables_equal_step_time(hw_name, engine, model_name, tp):
     """The tabulated composition is perfmodel's step_time: prefill steps and decode steps at
-    several contexts (decode attention exact at the mean context: it is affine in context)."""
+    several contexts (decode attention exact at the mean context: it is affine in context, or, for
+    TensorRT-LLM's kernels that split their keys by a host rule, priced at that context itself)."""
     hw, model = hardware.load(hw_name), workloads.load(model_name)
     costs = build_step_costs(model, hw, P16, tp, engine, 4096, 128)
     for prompt in (1, 300, 4096):

@@ -97,6 +97,26 @@ def test_each_decode_family_is_fitted_on_the_rows_its_kernel_ran(synthetic):
     assert fitted.calibration.attention_kernels["trtllm-mmha-decode"]["overhead_s"] == pytest.approx(12e-6, rel=0.15)
 
 
+def test_xqas_time_per_key_and_combine_are_recovered(synthetic):
+    """TensorRT-LLM's XQA splits each (sequence, kv head)'s keys over blocks by its own rule
+    (roofline.split_blocks): a block streams its share of the cache at its own rate
+    (block_bytes_per_s) and the final pass combines the blocks (combine_s each). Both are recovered
+    from the table's XQA rows, and the held-out rows are priced as the truth prices them."""
+    base, truth, cases = synthetic
+    trt = [c for c in ce.cases_for("h100_sxm")["trtllm"] if c["kind"] == "attention" and c.get("phase") == "decode"]
+    xqa = [c for c in trt if attention_family(c, base.compute_units) == "trtllm-decode"]
+    kernels = dict(truth.calibration.attention_kernels)
+    kernels["trtllm-decode"] = dict(kernels["trtllm-decode"], block_bytes_per_s=60e9, combine_s=3e-7, row_s=5e-8)
+    split = dataclasses.replace(truth, calibration=dataclasses.replace(truth.calibration, attention_kernels=kernels))
+    rows = [dict(c, measured_s=float(t)) for c, t in zip(xqa, predict_many(ce.prepared(xqa), split))]
+    fitted = ce.fit_tables({"vllm": cases, "trtllm": rows}, base)
+    family = fitted.calibration.attention_kernels["trtllm-decode"]
+    assert family["block_bytes_per_s"] == pytest.approx(60e9, rel=0.3)
+    assert family["combine_s"] == pytest.approx(3e-7, rel=0.3)
+    held_out = [c for c in ce.prepared(rows) if c["split"] == "evaluation"]
+    assert np.median(np.abs(predict_many(held_out, fitted) / predict_many(held_out, split) - 1)) < 0.03
+
+
 def test_a_fallback_family_with_too_few_rows_prices_as_the_decode_family(synthetic):
     """Where the tables hold fewer masked-MHA rows than a fit needs (MIN_FAMILY_ROWS), the fallback
     family is written as the decode family's parameters, not left to the spec's generic ones."""

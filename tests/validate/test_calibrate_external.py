@@ -20,7 +20,8 @@ TRUTH = Calibration(
                        "vllm-prefill": {"flops_fraction": 0.55, "overhead_s": 10e-6, "read_bytes_per_s": 2.0e12,
                                         "unit_s": 1e-6, "scores_per_s": 6e12, "unit_speedup": 1.2},
                        "trtllm-decode": {"flops_fraction": 0.7, "overhead_s": 4e-6, "read_bytes_per_s": 3.0e12,
-                                         "unit_s": 1e-6, "stream_latency_s": 5e-6}})
+                                         "unit_s": 1e-6, "row_s": 5e-8, "stream_latency_s": 5e-6,
+                                         "block_bytes_per_s": 60e9, "combine_s": 3e-7}})
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,9 @@ def test_each_decode_family_is_fitted_on_the_rows_its_kernel_ran(synthetic):
     """TensorRT-LLM's XQA runs head groups of 2-32 where its block heuristic allows; its other rows
     ran the masked MHA kernel (here: a family 5 times slower, with a larger floor) and must not move
     the XQA fit, while they fit the masked MHA family of their own (perfmodel.engines.Engine
-    .decode_kernels); each held-out row is then priced with the kernel that ran it."""
+    .decode_kernels); each held-out row is then priced with the kernel that ran it. Both kernels
+    split their keys by their own rules (roofline.split_blocks): XQA's block stream rate
+    (block_bytes_per_s) and combine time per block (combine_s) are recovered too."""
     base, truth, cases = synthetic
     trt = [c for c in ce.cases_for("h100_sxm")["trtllm"] if c["kind"] == "attention" and c.get("phase") == "decode"]
     ran = [attention_family(c, base.compute_units) for c in trt]
@@ -95,26 +98,8 @@ def test_each_decode_family_is_fitted_on_the_rows_its_kernel_ran(synthetic):
         ratio = predict_many(held_out, fitted) / predict_many(held_out, both)
         assert len(held_out) >= 5 and np.median(np.abs(ratio - 1)) < 0.03, family
     assert fitted.calibration.attention_kernels["trtllm-mmha-decode"]["overhead_s"] == pytest.approx(12e-6, rel=0.15)
-
-
-def test_xqas_time_per_key_and_combine_are_recovered(synthetic):
-    """TensorRT-LLM's XQA splits each (sequence, kv head)'s keys over blocks by its own rule
-    (roofline.split_blocks): a block streams its share of the cache at its own rate
-    (block_bytes_per_s) and the final pass combines the blocks (combine_s each). Both are recovered
-    from the table's XQA rows, and the held-out rows are priced as the truth prices them."""
-    base, truth, cases = synthetic
-    trt = [c for c in ce.cases_for("h100_sxm")["trtllm"] if c["kind"] == "attention" and c.get("phase") == "decode"]
-    xqa = [c for c in trt if attention_family(c, base.compute_units) == "trtllm-decode"]
-    kernels = dict(truth.calibration.attention_kernels)
-    kernels["trtllm-decode"] = dict(kernels["trtllm-decode"], block_bytes_per_s=60e9, combine_s=3e-7, row_s=5e-8)
-    split = dataclasses.replace(truth, calibration=dataclasses.replace(truth.calibration, attention_kernels=kernels))
-    rows = [dict(c, measured_s=float(t)) for c, t in zip(xqa, predict_many(ce.prepared(xqa), split))]
-    fitted = ce.fit_tables({"vllm": cases, "trtllm": rows}, base)
-    family = fitted.calibration.attention_kernels["trtllm-decode"]
-    assert family["block_bytes_per_s"] == pytest.approx(60e9, rel=0.3)
-    assert family["combine_s"] == pytest.approx(3e-7, rel=0.3)
-    held_out = [c for c in ce.prepared(rows) if c["split"] == "evaluation"]
-    assert np.median(np.abs(predict_many(held_out, fitted) / predict_many(held_out, split) - 1)) < 0.03
+    xqa = fitted.calibration.attention_kernels["trtllm-decode"]
+    assert xqa["block_bytes_per_s"] == pytest.approx(60e9, rel=0.3) and xqa["combine_s"] == pytest.approx(3e-7, rel=0.3)
 
 
 def test_a_fallback_family_with_too_few_rows_prices_as_the_decode_family(synthetic):

@@ -72,9 +72,9 @@ from hardware.spec import Hardware
 from perfmodel import intervals, shapes
 from perfmodel.engines import Engine
 from perfmodel.ops import Op, Precision, context_ops, logits_ops, token_ops
-from perfmodel.roofline import (KV_SPLIT_RULES, OpTime, attention_compute_terms, attention_params, attention_work_s, gemm_latency_s,
+from perfmodel.roofline import (OpTime, attention_compute_terms, attention_params, attention_work_s, gemm_latency_s,
                                 has_longest_unit, has_work_terms, is_tiled_gemm, longest_unit_s, mean_max_affine,
-                                mean_positive_affine, op_time, tiled_gemm_terms, unit_score_s,
+                                mean_positive_affine, op_time, tiled_gemm_terms, unit_score_s, kv_split_rule,
                                 gemm_stream_bytes)
 from perfmodel.steps import (TOTAL_KEYS, StepSums, add_decode_context, add_op_times, has_bands, host_overhead_s,
                              paid_host_s, settle_mean_decode, settle_step)
@@ -1014,7 +1014,7 @@ def _work_term(op: Op, hw: Hardware, p: Precision, model: ModelSpec, tp, seqs, a
     if not (units or (longest and not decode)):
         return None
     shape = (seqs.size, at.size)
-    split = KV_SPLIT_RULES.get(op.kernel, "")
+    split = kv_split_rule(op.kernel, hw)
     if split:  # its blocks' share of the keys is no line in the context: priced per scenario
         return _split_work(op, hw, model, tp, seqs, at, params, split) if decode else False
     if decode:

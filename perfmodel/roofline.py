@@ -376,7 +376,7 @@ def _attention_terms(op: Op, hw: Hardware, p: Precision, params: tuple) -> tuple
     dot_s = op.flops / (_attention_rate(hw, p, _attention_bits(p, op)) * fraction)
     if score_rate:
         dot_s = dot_s + attention_scores(op) / score_rate
-    work_s = attention_work_s(op.m, op.n, op.groups, params, hw.compute_units, KV_SPLIT_RULES.get(op.kernel, ""),
+    work_s = attention_work_s(op.m, op.n, op.groups, params, hw.compute_units, kv_split_rule(op.kernel, hw),
                               op.k, op.kv_bytes) if has_work_terms(params) else 0.0
     if has_longest_unit(op.kernel, params):
         work_s = work_s + longest_unit_s(op.m, op.n, op.groups, unit_score_s(op, hw, p, params))
@@ -471,6 +471,18 @@ def attention_work_s(m, n, groups, params: tuple, compute_units, split: str = ""
 #: Decode kernels whose host code splits each sequence's keys over a number of thread blocks it
 #: computes from the shape (`split_blocks`), by kernel name: TensorRT-LLM's XQA and its masked MHA.
 KV_SPLIT_RULES = {"trtllm-decode": "xqa", "trtllm-mmha-decode": "mmha"}
+#: Architectures those kernels run on: from sm100 (B200, GB200: "blackwell") TensorRT-LLM's
+#: generation attention runs its TRTLLM-Gen kernels instead (AttentionOp: mUseTllmGen = sm >= 100
+#: and not sm120/121), whose splits these rules do not describe; the family is then priced as
+#: any other (on aiconfigurator's B200 table the XQA rule took TensorRT-LLM's decode cell 5.1 -> 7.0%).
+KV_SPLIT_ARCHITECTURES = ("turing", "ampere", "ada", "hopper")
+
+
+def kv_split_rule(kernel: str, hw: Hardware) -> str:
+    """The split rule (KV_SPLIT_RULES) of an attention kernel on `hw`, "" where none: another kernel,
+    or a spec whose architecture runs other kernels in its place (KV_SPLIT_ARCHITECTURES)."""
+    rule = KV_SPLIT_RULES.get(kernel, "")
+    return rule if rule and hw.architecture in KV_SPLIT_ARCHITECTURES else ""
 #: XQA's rule (TensorRT-LLM cpp/tensorrt_llm/kernels/decoderMaskedMultiheadAttention/decoderXQAConstants.h
 #: and decoderXQAImplCommon.h computeMultiBlockCount): one block per 128 cached keys, at most
 #: round(sqrt(8 x that)) ("otherwise the final reduction may dominate"), cut so that the grid holds

@@ -42,8 +42,8 @@ from hardware.spec import Hardware
 from perfmodel.engines import Engine
 from perfmodel.engines import load as load_engine
 from perfmodel.ops import Op, Precision, context_ops, logits_ops, step_phase, token_ops
-from perfmodel.roofline import (KV_SPLIT_RULES, attention_compute_terms, attention_params, attention_units,
-                                has_work_terms, op_time, split_work_float)
+from perfmodel.roofline import (attention_compute_terms, attention_params, attention_units, has_work_terms,
+                                kv_split_rule, op_time, split_work_float)
 from perfmodel.steps import paid_host_s
 from workloads.model import ModelSpec
 
@@ -107,7 +107,7 @@ class SplitTerm:
 def _split_term(op: Op, at_ref: Op, hw: Hardware, shape) -> SplitTerm | None:
     """The SplitTerm of `op` (at past 0; `at_ref` the same op at REF_PAST) where it is attention run
     by a kernel with a split rule, else None."""
-    split = KV_SPLIT_RULES.get(op.kernel, "") if op.kind == "attention" else ""
+    split = kv_split_rule(op.kernel, hw) if op.kind == "attention" else ""
     params = attention_params(hw, op)
     if not split or not has_work_terms(params):
         return None

@@ -43,7 +43,7 @@ import pandas as pd
 from hardware import fields
 from hardware.spec import Calibration, Hardware
 from perfmodel import engines
-from perfmodel.roofline import KV_SPLIT_RULES
+from perfmodel.roofline import kv_split_rule
 from validate.calibrate import (ROBUST_LOSS, SUITE_ATTENTION_KERNEL, TILES, _fit_gemm_and_attention, earns_extra_term,
                                 fit, unit_speedup_param)
 from validate.cases import split
@@ -191,7 +191,7 @@ def _fit_attention_family(cases: list[dict], base: Hardware, cal: Calibration, f
     head, 0.1-0.3 TB/s, where its large rows stream 3-4 TB/s). The term is kept only where it
     earns its place (`calibrate.earns_extra_term`, the rule a power roof is kept by)."""
     params = _attention_params(cal, family, bw)
-    if family in KV_SPLIT_RULES:  # its blocks' streams and its combine pass follow the kernel's own rule
+    if kv_split_rule(family, base):  # its blocks' streams and its combine pass follow the kernel's own rule
         return fit(cases, base, cal, {**params, f"attention_kernels:{family}:block_bytes_per_s": (50e9, 1e8, 1e13),
                                       f"attention_kernels:{family}:combine_s": (1e-7, 1e-11, 1e-4)},
                    loss=ROBUST_LOSS)[0]

@@ -10,7 +10,7 @@ import workloads
 from perfmodel.ops import (Precision, attention_op, engine_quant_op, matmul_op, moe_ops, row_norm_op, step_ops,
                            vector_op)
 from perfmodel.roofline import (_attention_rate, attention_compute_terms, gemm_latency_s, gemm_parallelism,
-                                matmul_dtype_rate, op_time, split_blocks, split_work_s)
+                                kv_split_rule, matmul_dtype_rate, op_time, split_blocks, split_work_s)
 
 BF16 = Precision(16, 16, 16)
 
@@ -232,6 +232,15 @@ def test_xqa_splits_keys_by_its_host_rule(pairs, context, blocks):
     that)), cut to 8 waves of 132 SMs (TensorRT-LLM computeMultiBlockCount): 8192 keys -> min(64, 23);
     64 pairs over 32767 -> min(255, 45) = 45, 2.7 times 8 waves -> floor(45 / 2.7) = 16."""
     assert float(split_blocks("xqa", pairs, context, 128.0, 132.0)) == blocks
+
+
+def test_split_rules_hold_where_their_kernels_run(calibrated):
+    """XQA and the masked MHA run TensorRT-LLM's decodes up to Hopper; from sm100 its TRTLLM-Gen
+    kernels do, which the rules do not describe (roofline.KV_SPLIT_ARCHITECTURES)."""
+    assert kv_split_rule("trtllm-decode", calibrated) == "xqa"
+    assert kv_split_rule("trtllm-mmha-decode", hardware.load("l40s-calibrated")) == "mmha"
+    assert kv_split_rule("trtllm-decode", hardware.load("b200-calibrated")) == ""
+    assert kv_split_rule("vllm-decode", calibrated) == ""
 
 
 def test_masked_mha_fills_the_sms_once_with_at_least_one_key_loop_per_block():

@@ -74,7 +74,7 @@ from perfmodel.engines import Engine
 from perfmodel.ops import Op, Precision, context_ops, logits_ops, token_ops
 from perfmodel.roofline import (OpTime, attention_compute_terms, attention_params, attention_work_s, gemm_latency_s,
                                 has_longest_unit, has_work_terms, is_tiled_gemm, longest_unit_s, mean_max_affine,
-                                mean_positive_affine, op_time, tiled_gemm_terms, unit_score_s, kv_split_rule,
+                                mean_positive_affine, op_time, tiled_gemm_terms, unit_score_s, kv_split_rule, split_work_float,
                                 gemm_stream_bytes)
 from perfmodel.steps import (TOTAL_KEYS, StepSums, add_decode_context, add_op_times, has_bands, host_overhead_s,
                              paid_host_s, settle_mean_decode, settle_step)
@@ -1016,7 +1016,7 @@ def _work_term(op: Op, hw: Hardware, p: Precision, model: ModelSpec, tp, seqs, a
     shape = (seqs.size, at.size)
     split = kv_split_rule(op.kernel, hw)
     if split:  # its blocks' share of the keys is no line in the context: priced per scenario
-        return _split_work(op, hw, model, tp, seqs, at, params, split) if decode else False
+        return _split_work(op, hw, seqs, at, params, split) if decode else False
     if decode:
         term = attention_compute_terms(op, hw, p)[1]
         line = fit(op.count * np.broadcast_to(np.asarray(term, dtype=float), shape))
@@ -1030,7 +1030,7 @@ def _work_term(op: Op, hw: Hardware, p: Precision, model: ModelSpec, tp, seqs, a
     return PrefillWork(float(op.count), heads, kv_heads, params, float(hw.compute_units), score_s)
 
 
-def _split_work(op: Op, hw: Hardware, model: ModelSpec, tp, seqs, at, params: tuple, split: str):
+def _split_work(op: Op, hw: Hardware, seqs, at, params: tuple, split: str):
     """A decode attention op's `SplitWork` for one precision group (columns: its sequence counts),
     or False where its query rows or pairs change with the context, or its context is not the
     cached tokens plus a constant."""
@@ -1048,10 +1048,11 @@ def _split_work(op: Op, hw: Hardware, model: ModelSpec, tp, seqs, at, params: tu
 @dataclass(frozen=True)
 class SplitWork:
     """count x the work-unit term of a decode kernel that splits its keys by a host rule
-    (roofline.split_work_s) per table column (`ContextLines`): the op's query rows, pairs, count
-    and KV bytes (kv0 + kv1 S0) at each column's sequence count, priced at any context through
-    roofline.attention_work_s (the per-op path's function) where a step's mean needs it: at its
-    first and last context."""
+    (roofline.split_work_s) per column of a table: the op's query rows, pairs, count and KV bytes
+    (kv0 + kv1 S0) at each column, priced at any context through roofline.attention_work_s (the
+    per-op path's function) where it is needed: a step's mean at its first and last context
+    (`ContextLines`: a column per sequence count), the serving simulator's iteration at its mean
+    context (serving.costs: a row per sequence count or chunk size; a column of count 0 adds 0)."""
     count: np.ndarray
     rows: np.ndarray
     pairs: np.ndarray
@@ -1076,10 +1077,18 @@ class SplitWork:
 
     _COLUMNS = ("count", "rows", "pairs", "kv0", "kv1")
 
+    @functools.cached_property
+    def _float_columns(self) -> list:
+        """Each column's (count, rows, pairs, kv0, kv1) as Python floats: one scenario's lookups."""
+        return list(zip(*(getattr(self, name).tolist() for name in self._COLUMNS)))
+
     def time_s(self, at, past):
         """count x the term at table columns `at` (a column, or an array of them) and context `past`."""
         if isinstance(at, int):
-            count, rows, pairs, kv0, kv1 = (float(getattr(self, name)[at]) for name in self._COLUMNS)
+            count, rows, pairs, kv0, kv1 = self._float_columns[at]
+            if isinstance(past, float):  # one scenario, one serving iteration: straight to the float branch
+                return count * split_work_float(rows, past + self.new_tokens, pairs, self.params, self.compute_units,
+                                                self.split, self.head_dim, kv0 + kv1 * past)
         else:
             count, rows, pairs, kv0, kv1 = (gather(getattr(self, name), at) for name in self._COLUMNS)
         return count * attention_work_s(rows, past + self.new_tokens, pairs, self.params, self.compute_units,

@@ -20,7 +20,7 @@ work units and memory: roofline.attention_compute_terms, each affine in context,
 largest) are tabulated per n at two contexts (0 and REF_PAST) and interpolated linearly: exact, not
 an approximation, whatever the spread of contexts. Except TensorRT-LLM's decode kernels, which
 split each sequence's keys over blocks by a host rule (roofline.KV_SPLIT_RULES): their work term is
-no line in context and is priced at the mean context itself (`SplitTerm`); an approximation where
+no line in context and is priced at the mean context itself (perfmodel.fastpath.SplitWork); an approximation where
 contexts differ (XQA sizes its blocks by the batch's longest history).
 
 Prefill chunks: one chunk's attention is tabulated per chunk size c, affine in its past s the
@@ -34,6 +34,7 @@ prefill kernel families are calibrated apart; vLLM V1 runs one varlen kernel for
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,8 +43,9 @@ from hardware.spec import Hardware
 from perfmodel.engines import Engine
 from perfmodel.engines import load as load_engine
 from perfmodel.ops import Op, Precision, context_ops, logits_ops, step_phase, token_ops
+from perfmodel.fastpath import SplitWork
 from perfmodel.roofline import (attention_compute_terms, attention_params, attention_units, has_work_terms,
-                                kv_split_rule, op_time, split_work_float)
+                                kv_split_rule, op_time)
 from perfmodel.steps import paid_host_s
 from workloads.model import ModelSpec
 
@@ -71,59 +73,37 @@ def _compute_terms(op: Op, t, hw, p) -> tuple:
     return t.compute_s, 0.0
 
 
-@dataclass(frozen=True)
-class SplitTerm:
-    """count x the work-unit term of a decode kernel that splits its keys by a host rule
-    (roofline.KV_SPLIT_RULES: no line in past), per row i of a lines table: priced at any past through
-    roofline.attention_work_s from the op's query rows, pairs, context at past 0 and KV bytes (kv0 +
-    kv1 past; lists by row; a row of count 0 has no such term)."""
-    count: list
-    rows: list
-    pairs: list
-    context0: list
-    kv0: list
-    kv1: list
-    params: tuple
-    compute_units: float
-    split: str
-    head_dim: float
-
-    def at(self, i: int, past: float) -> float:
-        if not self.count[i]:
-            return 0.0
-        return self.count[i] * split_work_float(self.rows[i], self.context0[i] + past, self.pairs[i], self.params,
-                                                self.compute_units, self.split, self.head_dim,
-                                                self.kv0[i] + self.kv1[i] * past)
-
-    def only_at(self, i: int, size: int) -> SplitTerm:
-        """This one-row term (row 0) at row i of a table of `size` rows, count 0 elsewhere."""
-        lists = {name: [0.0] * size for name in ("count", "rows", "pairs", "context0", "kv0", "kv1")}
-        for name, values in lists.items():
-            values[i] = getattr(self, name)[0]
-        return SplitTerm(**lists, params=self.params, compute_units=self.compute_units, split=self.split,
-                         head_dim=self.head_dim)
-
-
-def _split_term(op: Op, at_ref: Op, hw: Hardware, shape) -> SplitTerm | None:
-    """The SplitTerm of `op` (at past 0; `at_ref` the same op at REF_PAST) where it is attention run
-    by a kernel with a split rule, else None."""
+def _split_term(op: Op, at_ref: Op, hw: Hardware, shape) -> SplitWork | None:
+    """The work term of `op` (at past 0; `at_ref` the same op at REF_PAST) per row, where it is
+    attention run by a kernel with a split rule (perfmodel.fastpath.SplitWork), else None."""
     split = kv_split_rule(op.kernel, hw) if op.kind == "attention" else ""
-    params = attention_params(hw, op)
+    params = attention_params(hw, op) if split else ()
     if not split or not has_work_terms(params):
         return None
-    as_list = lambda x: np.reshape(np.broadcast_to(np.asarray(x, float), shape), -1).tolist()  # noqa: E731
-    kv0 = np.broadcast_to(np.asarray(op.kv_bytes, float), shape)
-    kv1 = (np.broadcast_to(np.asarray(at_ref.kv_bytes, float), shape) - kv0) / REF_PAST
-    return SplitTerm(as_list(op.count), as_list(op.m), as_list(op.groups), as_list(op.n), as_list(kv0), as_list(kv1),
-                     params, float(hw.compute_units), split, float(op.k))
+    flat = lambda x: np.reshape(np.broadcast_to(np.asarray(x, float), shape), -1).copy()  # noqa: E731
+    new_tokens, kv0 = flat(op.n), flat(op.kv_bytes)  # a decode op's context at past 0: its new tokens
+    if not np.all(new_tokens == new_tokens[0]):
+        raise ValueError(f"a split kernel's op {op.name!r} has new tokens varying by row; a decode's are one count")
+    return SplitWork(flat(op.count), flat(op.m), flat(op.groups), kv0, (flat(at_ref.kv_bytes) - kv0) / REF_PAST,
+                     float(new_tokens[0]), params, float(hw.compute_units), split, float(op.k))
+
+
+def _one_row_at(term: SplitWork, i: int, size: int) -> SplitWork:
+    """A one-row term (row 0) at row i of a table of `size` rows, count 0 (no term) elsewhere."""
+    placed = {}
+    for name in SplitWork._COLUMNS:
+        column = np.zeros(size)
+        column[i] = getattr(term, name)[0]
+        placed[name] = column
+    return dataclasses.replace(term, **placed)
 
 
 def _context_lines(model, hw, p, tp, engine, seqs, new_tokens) -> list[tuple]:
     """Per context op: arrays (dot0, dot_slope, work0, work_slope, memory0, memory_slope, fixed, split)
     such that its count x time at mean past s is max(d0 + ds s, w0 + ws s, m0 + ms s) + fixed (count
     folded in): each term is affine in past, so two contexts give it exactly; except the work term of
-    a kernel that splits its keys by a host rule (`split`: a SplitTerm, its lines then 0; else None),
-    priced at s itself."""
+    a kernel that splits its keys by a host rule (`split`: a perfmodel.fastpath.SplitWork, its lines
+    then 0; else None), priced at s itself."""
     at0 = context_ops(model, seqs=seqs, new_tokens=new_tokens, past=0.0, p=p, tp=tp, engine=engine)
     at1 = context_ops(model, seqs=seqs, new_tokens=new_tokens, past=REF_PAST, p=p, tp=tp, engine=engine)
     shape = np.shape(seqs) or np.shape(new_tokens)
@@ -157,7 +137,7 @@ def _chunk_lines(model, hw, p, tp, engine, chunk_sizes) -> list[tuple]:
         for column, value in zip(columns[:7], single[:7]):
             column[1] = value
         if single[7] is not None:  # the one-token chunk's decode kernel splits its keys
-            lines[k] = columns[:7] + (single[7].only_at(1, len(columns[0])),)
+            lines[k] = columns[:7] + (_one_row_at(single[7], 1, len(columns[0])),)
     return lines
 
 
@@ -191,7 +171,7 @@ def _lines_at(lines: list, i: int, past: float) -> float:
     for d0, ds, w0, ws, m0, ms, fixed, split in lines:
         work = w0[i] + ws[i] * past
         if split is not None:  # its line is 0 where the split term holds (a table's other rows: 0 here)
-            work = max(work, split.at(i, past))
+            work = max(work, split.time_s(i, past))
         t = max(d0[i] + ds[i] * past, work, m0[i] + ms[i] * past)
         total += t + fixed[i]
     return total

@@ -121,11 +121,16 @@ def test_a_bad_attention_kernel_parameter_is_named(tmp_path):
      r"attention_kernels\.vllm-decode\.unit_head_dim: '-1 ns' must be greater than zero"),
     (("custom_allreduce_engine_two_shot_peer_latency", "trtllm"), "-0.5 us [s16]",
      r"custom_allreduce_engine_two_shot_peer_latency\.trtllm: '-0.5 us' must be greater than zero"),
+    (("attention_kernels", "trtllm-decode", "split_combine"), "-0.2 us [s29]",
+     r"attention_kernels\.trtllm-decode\.split_combine: '-0.2 us' must be greater than zero"),
+    (("attention_kernels", "trtllm-decode", "split_block_bandwidth"), "-45 GB/s [s29]",
+     r"attention_kernels\.trtllm-decode\.split_block_bandwidth: '-45 GB/s' must be greater than zero"),
 ])
 def test_a_negative_head_dim_or_two_shot_term_is_named(tmp_path, path, value, message):
-    """The two fitted terms added to the calibration (a decode unit's time per head-dim element,
-    an engine's two-shot barrier per peer) are read through the field table: a negative one is a
-    one-line SpecError naming the field and the value."""
+    """Fitted terms added to the calibration (a decode unit's time per head-dim element, an
+    engine's two-shot barrier per peer, a split kernel's combine time per block and block stream
+    rate) are read through the field table: a negative one is a one-line SpecError naming the
+    field and the value."""
     data = _preset_dict("h200-sxm-calibrated")
     table = data["calibration"]
     for key in path[:-1]:

@@ -148,6 +148,10 @@ HARDWARE = (
           choices=DTYPES),
     Field("memory.capacity", "hbm_capacity_bytes", "bytes", form="Device memory capacity"),
     Field("memory.bandwidth", "hbm_bytes_per_s", "bytes_per_s", form="Device memory bandwidth"),
+    # the device's last-level (L2) cache: a benchmark that replays one call on one set of buffers
+    # finds them there when they fit (perfmodel.roofline: Op.warm_l2); a model step never does.
+    # 0: not known (no such regime is priced)
+    Field("memory.l2_cache", "l2_cache_bytes", "bytes", required=False, default=0.0, zero_ok=True, write="nonzero"),
     Field("host_memory.capacity", "dram_capacity_bytes", "bytes", form="Host DRAM capacity"),
     Field("host_memory.bandwidth", "dram_bytes_per_s", "bytes_per_s", form="Host DRAM bandwidth"),
     Field("flash.capacity", "flash_capacity_bytes", "bytes", form="Flash / NVMe capacity"),
@@ -309,6 +313,10 @@ ATTENTION = (
     # the same kernel: the rate one block streams its share of a (sequence, kv head)'s cache (a
     # block's keys ride one SM's load pipeline, whatever the rest of the device does); absent (0): none
     Field("split_block_bandwidth", "block_bytes_per_s", "bytes_per_s", required=False, default=0.0, zero_ok=True),
+    # the rate the kernel streams a cache that sits in L2 (a table timed by replaying one call on
+    # one cache whose bytes fit the L2: Op.warm_l2, Hardware.l2_cache_bytes); fitted where such
+    # rows beat the device memory's bandwidth (validate.calibrate_external); absent (0): none
+    Field("l2_bandwidth", "l2_bytes_per_s", "bytes_per_s", required=False, default=0.0, zero_ok=True),
 )
 #: The two quantiles of one error band (calibration.error_bands.<class>.<q>).
 BAND_QUANTILES = ("p10", "p90")

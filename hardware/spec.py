@@ -151,6 +151,12 @@ class Calibration:
                 params.get("scores_per_s", 0.0), params.get("unit_speedup", 0.0), params.get("combine_s", 0.0),
                 params.get("block_bytes_per_s", 0.0))
 
+    def attention_l2_bytes_per_s(self, family: str) -> float:
+        """The rate an attention kernel family streams a cache held in L2 (its `l2_bytes_per_s`,
+        found as `attention_kernel` finds a family), 0 where not fitted."""
+        params = self.attention_kernels.get(family) or self.attention_kernels.get(family.rsplit("-", 1)[0], {})
+        return float(params.get("l2_bytes_per_s", 0.0))
+
 
 @fields.schema_dataclass(fields.HARDWARE, calibration=("Calibration | None", None),
                          sources=("Mapping[str, str]", field(default_factory=dict)))

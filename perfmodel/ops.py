@@ -40,6 +40,9 @@ class Op:
     attention kernel: 8); 0 where they follow the precision (perfmodel.roofline).
     out_bytes: the part of act_bytes a GEMM writes as its output (perfmodel.roofline prices writes
     at the spec's GEMM write rate); 0 where not split out.
+    warm_l2: the op was timed by replaying it on the same buffers (a kernel table's benchmark, not
+    a model step, whose other layers evict them): where its bytes fit the spec's L2 cache its
+    attention kernel streams them at its family's L2 rate (perfmodel.roofline). A bool or a mask.
     """
 
     name: str
@@ -58,6 +61,7 @@ class Op:
     kernel: str = ""
     tensor_bits: object = 0.0
     out_bytes: object = 0.0
+    warm_l2: object = False
 
     @cached_property
     def bytes(self):

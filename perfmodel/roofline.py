@@ -317,11 +317,30 @@ def op_time(op: Op, hw: Hardware, p: Precision, tp=1) -> OpTime:
         params = attention_params(hw, op)
         _, floor, read, _, _, _, stream_s, _, _, _, _ = params
         dot_s, work_s = _attention_terms(op, hw, p, params)
-        return OpTime(np.maximum(dot_s, work_s), stream_s + op.bytes / (read or bandwidth), overhead + floor, 0.0,
-                      host)
+        return OpTime(np.maximum(dot_s, work_s), stream_s + op.bytes / attention_read_rate(op, hw, read or bandwidth),
+                      overhead + floor, 0.0, host)
     else:
         rate = hw.peak_flops_per_s("fp32")
     return OpTime(op.flops / rate, op.bytes / bandwidth, overhead, 0.0, host)
+
+
+def attention_read_rate(op: Op, hw: Hardware, dram_rate):
+    """The rate an attention op streams its bytes: its family's read bandwidth (`dram_rate`), or
+    for an op timed by replaying it on one cache (Op.warm_l2) whose bytes fit the spec's L2
+    (Hardware.l2_cache_bytes) its family's L2 rate where fitted (Calibration.attention_l2_bytes_per_s).
+    NVIDIA's aiconfigurator times its attention kernels so (collector/<engine>/collect_attn.py:
+    benchmark_with_power around one call on one KV cache), where its GEMM collectors cycle weight
+    copies past the L2 (collector/trtllm/collect_gemm.py sizes them by cudaDevAttrL2CacheSize): on
+    its L40S tables decodes over 16-96 MB of cache stream 0.8-2.8 TB/s, the device memory 0.864
+    (validate/reports/aiconfigurator). A model step never finds one layer's cache there: its other
+    layers' weights and caches pass through the L2 between two visits."""
+    warm = op.warm_l2
+    if not hw.l2_cache_bytes or hw.calibration is None or not np.any(warm):
+        return dram_rate
+    l2_rate = hw.calibration.attention_l2_bytes_per_s(op.kernel)
+    if not l2_rate:
+        return dram_rate
+    return np.where(np.asarray(warm, dtype=bool) & (np.asarray(op.bytes) <= hw.l2_cache_bytes), l2_rate, dram_rate)
 
 
 def _kernel_engine(op: Op, prefix: str) -> str:

@@ -88,6 +88,18 @@ EXTRA_COLUMNS = ("kv_dtype", "tp", "strategy", "experts", "top_k", "hidden", "in
                  "distribution", "gated", "kernel", "measured_s", "system", "engine", "source")
 
 
+#: Kinds whose collectors time one call replayed on one set of buffers (collector/<engine>/
+#: collect_attn.py: benchmark_with_power around a single forward over one KV cache), so that a cache
+#: that fits the L2 is read from there (perfmodel.roofline.attention_read_rate); the GEMM
+#: collectors cycle enough weight copies to exceed the L2 (collector/trtllm/collect_gemm.py).
+REPLAYED_KINDS = ("attention",)
+
+
+def replays_one_buffer(case: dict) -> bool:
+    """Whether a case is one of aiconfigurator's rows timed on one replayed set of buffers."""
+    return case.get("kind") in REPLAYED_KINDS and str(case.get("source", "")).startswith("aiconfigurator")
+
+
 def data_root() -> Path:
     """The installed aiconfigurator's `systems/data` folder, found without importing the package."""
     for name in PACKAGES:

@@ -47,7 +47,7 @@ from perfmodel.roofline import kv_split_rule
 from validate.calibrate import (ROBUST_LOSS, SUITE_ATTENTION_KERNEL, TILES, _fit_gemm_and_attention, earns_extra_term,
                                 fit, unit_speedup_param)
 from validate.cases import split
-from validate.predict_cases import attention_family, moe_family, predict_many
+from validate.predict_cases import attention_family, attention_ops, moe_family, predict_many
 
 ENGINES = ("vllm", "trtllm", "sglang")
 #: The table of nccl-tests all-reduce times (the same library under every engine): fits the spec's
@@ -182,6 +182,28 @@ def _attention_params(cal: Calibration, family: str, bw: float) -> dict:
             f"attention_kernels:{family}:scores_per_s": (5e12, 1e10, 1e16), **unit_speedup_param(family)}
 
 
+def _l2_param(cases: list[dict], base: Hardware, family: str, bw: float) -> dict:
+    """A decode family's L2 streaming rate as a fit parameter (perfmodel.roofline.attention_read_rate)
+    where at least MIN_REDUCED_ROWS of its rows were timed on one replayed cache that fits the
+    spec's L2 and streamed it faster than the device memory can (a decode reads each cached byte
+    once, so its bytes over its time above the datasheet bandwidth mean a cache served them); else
+    none. A prefill kernel re-reads its keys and values per query tile from the L2 whatever the
+    benchmark does, so its rows are no such evidence. aiconfigurator's L40S decode tables hold
+    such rows (0.8-2.8 TB/s over 16-96 MB where the GDDR6 gives 0.864); its H100, H200, A100 and
+    B200 tables none."""
+    if not base.l2_cache_bytes or not family.endswith("-decode"):
+        return {}
+    beyond = 0
+    for case in cases:  # one at a time: a family's rows span head layouts (attention_ops takes one)
+        op = attention_ops([case], base.compute_units, base.architecture)[1][0][1]
+        nbytes = float(np.ravel(op.bytes)[0])
+        beyond += bool(np.all(op.warm_l2)) and nbytes <= base.l2_cache_bytes and \
+            nbytes / float(case["measured_s"]) > base.hbm_bytes_per_s
+    if beyond < MIN_REDUCED_ROWS:
+        return {}
+    return {f"attention_kernels:{family}:l2_bytes_per_s": (2.0 * bw, bw, 50.0 * bw)}
+
+
 def _fit_attention_family(cases: list[dict], base: Hardware, cal: Calibration, family: str, bw: float) -> Calibration:
     """`cal` with an attention kernel family fitted on the rows its kernel ran (`_attention_params`);
     a decode family also tried with a time per cached key in each work unit (key_s: a split-KV
@@ -190,7 +212,7 @@ def _fit_attention_family(cases: list[dict], base: Hardware, cal: Calibration, f
     on aiconfigurator's H200 tables takes 25-37 us over 2-8 MB of cache for batch 1-2 and one kv
     head, 0.1-0.3 TB/s, where its large rows stream 3-4 TB/s). The term is kept only where it
     earns its place (`calibrate.earns_extra_term`, the rule a power roof is kept by)."""
-    params = _attention_params(cal, family, bw)
+    params = {**_attention_params(cal, family, bw), **_l2_param(cases, base, family, bw)}
     if kv_split_rule(family, base):  # its blocks' streams and its combine pass follow the kernel's own rule
         return fit(cases, base, cal, {**params, f"attention_kernels:{family}:block_bytes_per_s": (50e9, 1e8, 1e13),
                                       f"attention_kernels:{family}:combine_s": (1e-7, 1e-11, 1e-4)},

@@ -21,6 +21,7 @@ from perfmodel.ops import (Op, Precision, attention_op, cutlass_8bit_kernel, eng
 from perfmodel.predict import step_time
 from perfmodel.roofline import op_time
 from validate import kinds, moe_routing
+from validate.aiconfigurator import replays_one_buffer
 from validate.cases import text
 from workloads.model import ModelSpec
 
@@ -205,6 +206,7 @@ def attention_ops(cases: list[dict], compute_units: float, architecture: str | N
     model = case_attention_model(c0)
     q_len, kv_len = _column(cases, "q_len"), _column(cases, "kv_len")
     families = np.array([attention_family(c, compute_units, architecture) for c in cases], dtype=object)
+    warm = np.array([replays_one_buffer(c) for c in cases])
     ops = []
     for family in dict.fromkeys(families):
         # a masked static cache scores every query against all kv_len positions: q_len x kv_len pairs,
@@ -212,6 +214,8 @@ def attention_ops(cases: list[dict], compute_units: float, architecture: str | N
         # a static cache's chunks the same way)
         past = kv_len - (q_len + 1) / 2 if family.startswith("sdpa-masked") else kv_len - q_len
         op = attention_op(model, seqs=_column(cases, "batch"), new_tokens=q_len, past=past, p=p, tp=1, kernel=family)
+        if warm.any():  # a table's rows replayed on one cache: L2-resident where it fits
+            op = dataclasses.replace(op, warm_l2=True if warm.all() else warm)
         ops.append((families == family, op))
     return p, ops
 

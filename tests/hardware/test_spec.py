@@ -81,6 +81,17 @@ def _write(tmp_path, data):
     return path
 
 
+def test_a_negative_l2_cache_is_named(tmp_path):
+    """The L2 size (memory.l2_cache, optional) is read through the field table: a negative one is a
+    one-line SpecError naming the field and the value; left out, the spec has none (0)."""
+    data = _preset_dict()
+    data["memory"]["l2_cache"] = "-60 MiB [ds]"
+    with pytest.raises(SpecError, match=r"memory\.l2_cache: '-60 MiB' must be greater than zero"):
+        Hardware.from_yaml(_write(tmp_path, data))
+    del data["memory"]["l2_cache"]
+    assert Hardware.from_yaml(_write(tmp_path, data)).l2_cache_bytes == 0.0
+
+
 def test_missing_field_is_named(tmp_path):
     data = _preset_dict()
     del data["memory"]["bandwidth"]
@@ -125,6 +136,8 @@ def test_a_bad_attention_kernel_parameter_is_named(tmp_path):
      r"attention_kernels\.trtllm-decode\.split_combine: '-0.2 us' must be greater than zero"),
     (("attention_kernels", "trtllm-decode", "split_block_bandwidth"), "-45 GB/s [s29]",
      r"attention_kernels\.trtllm-decode\.split_block_bandwidth: '-45 GB/s' must be greater than zero"),
+    (("attention_kernels", "trtllm-decode", "l2_bandwidth"), "-4 TB/s [s29]",
+     r"attention_kernels\.trtllm-decode\.l2_bandwidth: '-4 TB/s' must be greater than zero"),
 ])
 def test_a_negative_head_dim_or_two_shot_term_is_named(tmp_path, path, value, message):
     """Fitted terms added to the calibration (a decode unit's time per head-dim element, an

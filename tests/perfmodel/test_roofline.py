@@ -225,6 +225,28 @@ def test_a_split_kv_decode_stream_pays_its_fixed_latency(calibrated):
     assert float(op_time(op, hw, BF16).memory_s) == pytest.approx(3e-6 + float(op.bytes) / 3e12, rel=1e-12)
 
 
+def test_a_decode_replayed_on_one_cache_reads_it_from_l2_where_it_fits(calibrated):
+    """An attention op timed on one replayed cache (Op.warm_l2) streams its bytes at its family's
+    L2 rate where they fit the spec's L2 (60 MiB on the H200), at its read bandwidth where they do
+    not, and every op of a model step (never warm) at the read bandwidth; a family without an L2
+    rate, or a spec without an L2 size, prices a warm op as a cold one."""
+    model = workloads.ModelSpec(name="t", family="llama", n_layers=1, d_model=1024, n_heads=8, n_kv_heads=2,
+                                head_dim=128, d_ff=1, vocab_size=1)
+    hw = _attention_family(calibrated, "x-decode", l2_bytes_per_s=9e12)
+    seqs = np.array([4.0, 64.0])  # 4 x 2 x 8192 x 512 B = 33.6 MB fits; 64 sequences (537 MB) do not
+    cold = attention_op(model, seqs=seqs, new_tokens=1.0, past=8191.0, p=BF16, tp=1, kernel="x-decode")
+    warm = dataclasses.replace(cold, warm_l2=True)
+    assert hw.l2_cache_bytes == 60 * 2**20
+    np.testing.assert_allclose(op_time(warm, hw, BF16).memory_s, cold.bytes / np.array([9e12, 3e12]), rtol=1e-12)
+    np.testing.assert_allclose(op_time(cold, hw, BF16).memory_s, cold.bytes / 3e12, rtol=1e-12)
+    masked = dataclasses.replace(cold, warm_l2=np.array([False, True]))
+    np.testing.assert_allclose(op_time(masked, hw, BF16).memory_s, cold.bytes / 3e12, rtol=1e-12)
+    no_rate = _attention_family(calibrated, "x-decode")
+    np.testing.assert_allclose(op_time(warm, no_rate, BF16).memory_s, cold.bytes / 3e12, rtol=1e-12)
+    no_size = dataclasses.replace(hw, l2_cache_bytes=0.0)
+    np.testing.assert_allclose(op_time(warm, no_size, BF16).memory_s, cold.bytes / 3e12, rtol=1e-12)
+
+
 @pytest.mark.parametrize("pairs,context,blocks", [(8, 8193, 23), (8, 100, 1), (8, 1000, 7), (64, 32768, 16),
                                                    (1024, 131073, 1), (1, 129, 1), (1, 257, 2)])
 def test_xqa_splits_keys_by_its_host_rule(pairs, context, blocks):

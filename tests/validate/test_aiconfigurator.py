@@ -165,3 +165,19 @@ def test_extract_writes_csvs_and_sources(parquet, tmp_path):
     assert list(frame.columns[:2]) == ["kind", "m"] and frame["measured_s"].gt(0).all()
     sources = (tmp_path / "SOURCES.md").read_text()
     assert "Apache-2.0" in sources and "h200_sxm/moe/trtllm/1.3.0rc20/moe_perf.parquet" in sources
+
+
+def test_attention_rows_are_priced_as_replayed_on_one_cache(parquet):
+    """The reader's attention rows were timed on one replayed KV cache (the collectors' one call in
+    benchmark_with_power), its GEMM rows on weight copies cycled past the L2: only the attention
+    ops predict_cases builds from them are marked L2-warm (Op.warm_l2), never a suite case's."""
+    from validate.predict_cases import attention_ops
+
+    rows = cases(kinds=["matmul", "attention"])
+    attention = [c for c in rows if c["kind"] == "attention"]
+    assert attention and all(aic.replays_one_buffer(c) for c in attention)
+    assert not any(aic.replays_one_buffer(c) for c in rows if c["kind"] == "matmul")
+    assert np.all(attention_ops(attention[:1], 132.0)[1][0][1].warm_l2)
+    suite = {k: v for k, v in attention[0].items() if k not in ("source", "engine")}
+    assert not aic.replays_one_buffer(suite)
+    assert not np.any(attention_ops([suite], 132.0)[1][0][1].warm_l2)

@@ -75,6 +75,27 @@ def test_a_decode_familys_time_per_key_is_fitted_where_its_units_stream_keys(syn
     assert plain_fit.calibration.attention_kernels["vllm-decode"].get("key_s", 0.0) < 1e-11
 
 
+def test_a_decode_familys_l2_rate_is_fitted_where_its_replayed_rows_beat_the_memory(synthetic):
+    """aiconfigurator times attention on one replayed cache: rows whose cache fits the L2 stream it
+    from there (perfmodel.roofline.attention_read_rate). Made so on a spec with a 400 MB L2 and a
+    20 TB/s L2 rate, the decode family's fit recovers that rate beside its read bandwidth; on a spec
+    without an L2 size, and for a prefill family, the term is not offered."""
+    base, _, cases = synthetic
+    big_l2 = dataclasses.replace(base, l2_cache_bytes=400e6)
+    kernels = dict(TRUTH.attention_kernels)
+    kernels["vllm-decode"] = {**kernels["vllm-decode"], "l2_bytes_per_s": 20e12}
+    truth = dataclasses.replace(big_l2, calibration=dataclasses.replace(TRUTH, attention_kernels=kernels))
+    decode = [c for c in ce.prepared(cases) if c["kind"] == "attention" and c["phase"] == "decode"]
+    decode = [dict(c, measured_s=float(t)) for c, t in zip(decode, predict_many(decode, truth))]
+    start = dataclasses.replace(TRUTH, attention_kernels={k: v for k, v in kernels.items() if k != "vllm-decode"})
+    bw = big_l2.hbm_bytes_per_s
+    fitted = ce._fit_attention_family(decode, big_l2, start, "vllm-decode", bw).attention_kernels["vllm-decode"]
+    assert fitted["l2_bytes_per_s"] == pytest.approx(20e12, rel=0.2)
+    assert fitted["read_bytes_per_s"] == pytest.approx(2.8e12, rel=0.1)
+    assert ce._l2_param(decode, dataclasses.replace(base, l2_cache_bytes=0.0), "vllm-decode", bw) == {}
+    assert ce._l2_param(decode, big_l2, "vllm-prefill", bw) == {}
+
+
 def test_each_decode_family_is_fitted_on_the_rows_its_kernel_ran(synthetic):
     """TensorRT-LLM's XQA runs head groups of 2-32 where its block heuristic allows; its other rows
     ran the masked MHA kernel (here: a family 5 times slower, with a larger floor) and must not move

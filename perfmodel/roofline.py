@@ -331,8 +331,8 @@ def attention_read_rate(op: Op, hw: Hardware, dram_rate):
     NVIDIA's aiconfigurator times its attention kernels so (collector/<engine>/collect_attn.py:
     benchmark_with_power around one call on one KV cache), where its GEMM collectors cycle weight
     copies past the L2 (collector/trtllm/collect_gemm.py sizes them by cudaDevAttrL2CacheSize): on
-    its L40S tables decodes over 16-96 MB of cache stream 0.8-2.8 TB/s, the device memory 0.864
-    (validate/reports/aiconfigurator). A model step never finds one layer's cache there: its other
+    its L40S tables decodes over 16-96 MB of cache stream 0.8-2.8 TB/s where its GDDR6 gives 0.864
+    TB/s (validate/reports/aiconfigurator). A model step never finds one layer's cache there: its other
     layers' weights and caches pass through the L2 between two visits."""
     warm = op.warm_l2
     if not hw.l2_cache_bytes or hw.calibration is None or not np.any(warm):

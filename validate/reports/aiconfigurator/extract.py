@@ -105,6 +105,8 @@ def sources_md(records: list[dict], package: str, version: str | None) -> str:
         "  or masked MHA); vLLM runs FlashAttention (fa3 on Hopper, fa2 on Ada/Ampere, FlashInfer /",
         "  TRT-LLM-gen on Blackwell); SGLang fa3 on Hopper, trtllm_mha on Blackwell, flashinfer on Ada,",
         "  triton for some shapes (e.g. head_dim 512). Decode: `step` cached tokens + 1 new token.",
+        "  One call replayed on one KV cache (no copies): a cache that fits the L2 stays there between",
+        "  replays (perfmodel.roofline.attention_read_rate; the L40S's decodes show it).",
         "- All-reduce (`custom`): the engine's tensor-parallel all-reduce on one node, bf16, a tensor of",
         "  `message_size` elements; TensorRT-LLM with strategy AUTO (custom one-/two-shot kernels for small",
         "  messages, NCCL for large: its large-message rows equal NCCL's), under a CUDA graph with 5 calls",

@@ -183,15 +183,15 @@ def _attention_params(cal: Calibration, family: str, bw: float) -> dict:
 
 
 def _l2_param(cases: list[dict], base: Hardware, family: str, bw: float) -> dict:
-    """A decode family's L2 streaming rate as a fit parameter (perfmodel.roofline.attention_read_rate)
+    """A family's L2 streaming rate as a fit parameter (perfmodel.roofline.attention_read_rate)
     where at least MIN_REDUCED_ROWS of its rows were timed on one replayed cache that fits the
-    spec's L2 and streamed it faster than the device memory can (a decode reads each cached byte
-    once, so its bytes over its time above the datasheet bandwidth mean a cache served them); else
-    none. A prefill kernel re-reads its keys and values per query tile from the L2 whatever the
-    benchmark does, so its rows are no such evidence. aiconfigurator's L40S decode tables hold
-    such rows (0.8-2.8 TB/s over 16-96 MB where the GDDR6 gives 0.864); its H100, H200, A100 and
-    B200 tables none."""
-    if not base.l2_cache_bytes or not family.endswith("-decode"):
+    spec's L2 and moved their bytes faster than the device memory can: an op's bytes (its queries,
+    outputs and cache, each once) are what a cold call must fetch from memory at least (a prefill
+    kernel's re-reads of its key and value tiles hit the L2 within the call, cold or warm), so
+    bytes over time above the datasheet bandwidth mean the L2 held them before the call; else
+    none. aiconfigurator's L40S tables hold such rows (decodes: 0.8-2.8 TB/s over 16-96 MB where
+    the GDDR6 gives 0.864); its H100, H200, A100 and B200 tables none."""
+    if not base.l2_cache_bytes:
         return {}
     beyond = 0
     for case in cases:  # one at a time: a family's rows span head layouts (attention_ops takes one)

@@ -79,7 +79,8 @@ def test_a_decode_familys_l2_rate_is_fitted_where_its_replayed_rows_beat_the_mem
     """aiconfigurator times attention on one replayed cache: rows whose cache fits the L2 stream it
     from there (perfmodel.roofline.attention_read_rate). Made so on a spec with a 400 MB L2 and a
     20 TB/s L2 rate, the decode family's fit recovers that rate beside its read bandwidth; on a spec
-    without an L2 size, and for a prefill family, the term is not offered."""
+    without an L2 size, or for rows that never beat the device memory (the same rows, measured cold),
+    the term is not offered."""
     base, _, cases = synthetic
     big_l2 = dataclasses.replace(base, l2_cache_bytes=400e6)
     kernels = dict(TRUTH.attention_kernels)
@@ -93,7 +94,9 @@ def test_a_decode_familys_l2_rate_is_fitted_where_its_replayed_rows_beat_the_mem
     assert fitted["l2_bytes_per_s"] == pytest.approx(20e12, rel=0.2)
     assert fitted["read_bytes_per_s"] == pytest.approx(2.8e12, rel=0.1)
     assert ce._l2_param(decode, dataclasses.replace(base, l2_cache_bytes=0.0), "vllm-decode", bw) == {}
-    assert ce._l2_param(decode, big_l2, "vllm-prefill", bw) == {}
+    cold = [dict(c, measured_s=float(t)) for c, t in zip(decode, predict_many(decode, dataclasses.replace(
+        big_l2, calibration=TRUTH)))]
+    assert ce._l2_param(cold, big_l2, "vllm-decode", bw) == {}
 
 
 def test_each_decode_family_is_fitted_on_the_rows_its_kernel_ran(synthetic):

@@ -142,7 +142,7 @@ class Calibration:
         one of its blocks streams its share of the cache (0: none)) of an attention kernel, named "<family>-<phase>" (prefill and decode run different kernels:
         "vllm-decode"), falling back to the family's entry, then to the spec's
         generic attention parameters (and no work-unit, row or key term)."""
-        params = self.attention_kernels.get(family) or self.attention_kernels.get(family.rsplit("-", 1)[0], {})
+        params = self._attention_family(family)
         unit_s = params.get("unit_s", 0.0) + params.get("unit_head_dim_s", 0.0) * head_dim
         return (params.get("flops_fraction", self.attention_flops_fraction),
                 params.get("overhead_s", self.attention_overhead_s),
@@ -154,8 +154,12 @@ class Calibration:
     def attention_l2_bytes_per_s(self, family: str) -> float:
         """The rate an attention kernel family streams a cache held in L2 (its `l2_bytes_per_s`,
         found as `attention_kernel` finds a family), 0 where not fitted."""
-        params = self.attention_kernels.get(family) or self.attention_kernels.get(family.rsplit("-", 1)[0], {})
-        return float(params.get("l2_bytes_per_s", 0.0))
+        return float(self._attention_family(family).get("l2_bytes_per_s", 0.0))
+
+    def _attention_family(self, family: str) -> Mapping:
+        """A kernel family's fitted parameters: its "<family>-<phase>" entry, else the family's own
+        entry, else none."""
+        return self.attention_kernels.get(family) or self.attention_kernels.get(family.rsplit("-", 1)[0], {})
 
 
 @fields.schema_dataclass(fields.HARDWARE, calibration=("Calibration | None", None),

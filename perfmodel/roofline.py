@@ -502,6 +502,8 @@ def kv_split_rule(kernel: str, hw: Hardware) -> str:
     or a spec whose architecture runs other kernels in its place (KV_SPLIT_ARCHITECTURES)."""
     rule = KV_SPLIT_RULES.get(kernel, "")
     return rule if rule and hw.architecture in KV_SPLIT_ARCHITECTURES else ""
+
+
 #: XQA's rule (TensorRT-LLM cpp/tensorrt_llm/kernels/decoderMaskedMultiheadAttention/decoderXQAConstants.h
 #: and decoderXQAImplCommon.h computeMultiBlockCount): one block per 128 cached keys, at most
 #: round(sqrt(8 x that)) ("otherwise the final reduction may dominate"), cut so that the grid holds
